@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine with Python 3.11+ and make:
+#   make demo   - create .venv, install ferry, run `ferry demo`
+#   make test   - create .venv, install ferry with test tools, lint, type-check, run the whole suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint unit install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit("ferry needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed
+	$(BIN)/ferry demo $(ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed-dev
+	$(BIN)/pytest $(ARGS)
+
+test: lint unit
+
+clean:
+	rm -rf $(VENV) .ferry .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,64 @@
+"""Error taxonomy shared by every layer.
+
+Retryability is a property of the error type, never guessed from a message: the
+HTTP core and the engine only ask ``err.transient``. This mirrors how Singer SDK
+(RetriableAPIError / FatalAPIError), dlt and Temporal (non-retryable flags) do it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class FerryError(Exception):
+    """Base of every error ferry raises on purpose."""
+
+    transient: bool = False
+
+
+class TransientError(FerryError):
+    """Worth retrying: network faults, 5xx, 429, lock contention, expired session."""
+
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.code = code
+
+
+class PermanentError(FerryError):
+    """Retrying cannot help: bad request, validation, missing permission."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ConfigError(PermanentError):
+    """The pipeline or environment is wrong; the message says what to change."""
+
+
+class AuthError(PermanentError):
+    """Credentials were refused for a reason a human must fix."""
+
+
+class BudgetExhausted(FerryError):
+    """The API budget granted to this pipeline is spent; the run stops at a checkpoint."""
+
+    def __init__(self, message: str, *, resume_after: str | None = None) -> None:
+        super().__init__(message)
+        self.resume_after = resume_after
+
+
+@dataclass(slots=True)
+class RecordError:
+    """Why one record failed: the code a system (or ferry's validator) gave, a message, the fields."""
+
+    code: str
+    message: str
+    fields: list[str] = field(default_factory=list)
+    transient: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {"code": self.code, "message": self.message, "fields": list(self.fields)}
