@@ -1,0 +1,110 @@
+"""A faithful local Salesforce org: REST, sObject Collections, Composite, SOQL, Bulk API 2.0, OAuth JWT.
+
+    sb = SalesforceSandbox(state_dir, seed=0)
+    running = ferry.sandbox.serve.start_in_thread(sb.app, state_dir)
+    creds = sb.credentials(running.url)
+
+See docs/sandbox/salesforce.md for what is emulated and how to point a client at it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from ferry.sandbox.salesforce.app import build_app
+from ferry.sandbox.salesforce.auth import OAuthServer, ensure_app_keys
+from ferry.sandbox.salesforce.bulk import BulkApi
+from ferry.sandbox.salesforce.composite import CollectionsApi
+from ferry.sandbox.salesforce.dml import Org
+from ferry.sandbox.salesforce.faults import Faults
+from ferry.sandbox.salesforce.ids import IdFactory
+from ferry.sandbox.salesforce.limits import ApiBudget
+from ferry.sandbox.salesforce.query import Executor
+from ferry.sandbox.salesforce.rest import RestApi
+from ferry.sandbox.salesforce.routing import Router
+from ferry.sandbox.salesforce.schema import load_schema
+from ferry.sandbox.salesforce.state import OrgState
+from ferry.sandbox.salesforce.store import Store
+
+__all__ = ["SalesforceSandbox"]
+
+API_VERSION = "62.0"
+INTEGRATION_USERNAME = "integration@ferry.sandbox"
+STANDARD_PRICE_BOOK = "Standard Price Book"
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class SalesforceSandbox:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        seed: int = 0,
+        daily_api_limit: int = 1_000_000,
+        session_ttl_seconds: float = 7200,
+        bulk_chunk_rows: int = 10_000,
+        extra_schema: Path | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.keys = ensure_app_keys(self.state_dir)
+        schema = load_schema(extra_schema)
+        ids = IdFactory(seed)
+        store = Store(schema)
+        org = Org(schema, store, ids, _utc_now)
+        org_id = IdFactory(seed).new("00D")
+        self.faults = Faults()
+        org.lock_fails = self.faults.lock_fails
+        self.state = OrgState(
+            schema=schema, store=store, ids=ids, org=org, executor=Executor(schema, store, _utc_now),
+            budget=ApiBudget(daily_api_limit), oauth=OAuthServer(self.keys, org_id, session_ttl_seconds),
+            org_id=org_id, clock=_utc_now, bulk_chunk_rows=max(1, bulk_chunk_rows),
+        )
+        self.router = Router()
+        self.rest = RestApi(self.state)
+        self.collections = CollectionsApi(self.state, self.router)
+        self.bulk = BulkApi(self.state)
+        for api in (self.rest, self.collections, self.bulk):
+            api.register(self.router)
+        self._seed()
+        self.app: FastAPI = build_app(self)
+
+    def _seed(self) -> None:
+        """The records every org starts with: the integration user and the standard price book."""
+        org = self.state.org
+        user_id = org.seed_record("User", {
+            "Username": INTEGRATION_USERNAME, "LastName": "Integration", "FirstName": "Ferry",
+            "Email": INTEGRATION_USERNAME, "Alias": "ferry", "CommunityNickname": "ferry.integration",
+            "IsActive": True, "TimeZoneSidKey": "GMT", "LocaleSidKey": "en_US", "EmailEncodingKey": "UTF-8",
+            "LanguageLocaleKey": "en_US", "ProfileId": "00e000000000001AAA",
+        })
+        org.user_id = user_id
+        self.state.oauth.users = {INTEGRATION_USERNAME: user_id}
+        org.seed_record("Pricebook2", {"Name": STANDARD_PRICE_BOOK, "IsActive": True, "IsStandard": True})
+
+    def reset(self) -> None:
+        """Forget every record, job, cursor and API count; keep the keys and live sessions."""
+        self.bulk.reset()
+        self.rest.reset()
+        self.state.store.clear()
+        self.state.ids.reset()
+        self.state.org.reset_counters()
+        self.state.budget.reset()
+        self._seed()
+
+    def credentials(self, base_url: str) -> dict[str, Any]:
+        return {
+            "url": base_url,
+            "login_url": base_url,
+            "client_id": self.state.oauth.client_id,
+            "client_secret": self.state.oauth.client_secret,
+            "username": INTEGRATION_USERNAME,
+            "private_key_file": str(self.keys.private_key_file),
+            "api_version": API_VERSION,
+        }

@@ -1,0 +1,162 @@
+"""The FastAPI app: OAuth, the emulated REST/Bulk API behind one dispatcher, and admin routes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ferry.sandbox.salesforce.auth import OAuthError, bearer_token, parse_basic
+from ferry.sandbox.salesforce.errors import ApiError, not_found, session_invalid
+from ferry.sandbox.salesforce.routing import (
+    JSON_TYPE,
+    Call,
+    Reply,
+    endpoint_name,
+    parse_version,
+    split_raw_path,
+    versions_list,
+)
+
+if TYPE_CHECKING:
+    from ferry.sandbox.salesforce import SalesforceSandbox
+
+API_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD"]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(content=orjson.dumps(body), status_code=status, headers=headers, media_type=JSON_TYPE)
+
+
+def base_url_of(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def build_app(sandbox: SalesforceSandbox) -> FastAPI:
+    app = FastAPI(title="ferry Salesforce sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    state = sandbox.state
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return json_response(not_found().body(), 404)
+        return json_response([{"message": str(exc.detail), "errorCode": "METHOD_NOT_ALLOWED"}], exc.status_code)
+
+    @app.get("/services/data")
+    @app.get("/services/data/")
+    async def versions() -> Response:
+        # The versions list needs no session and does not count against the API budget.
+        return json_response(versions_list())
+
+    @app.post("/services/oauth2/token")
+    async def token(request: Request) -> Response:
+        # The token endpoint takes x-www-form-urlencoded; parse it directly (no multipart dependency needed).
+        form = dict(parse_qsl((await request.body()).decode("utf-8", errors="replace"), keep_blank_values=True))
+        try:
+            body = state.oauth.token(form, parse_basic(request.headers.get("authorization")), base_url_of(request))
+        except OAuthError as err:
+            return json_response(err.body(), err.status)
+        return json_response(body)
+
+    @app.get("/services/oauth2/userinfo")
+    async def userinfo(request: Request) -> Response:
+        session = state.oauth.session(bearer_token(request.headers.get("authorization")) or "")
+        if session is None:
+            return json_response({"error": "invalid_token", "error_description": "Bad_OAuth_Token"}, 403)
+        user = state.store.table("User").rows.get(session.user_id, {})
+        return json_response({
+            "sub": f"{base_url_of(request)}/id/{state.org_id}/{session.user_id}", "user_id": session.user_id,
+            "organization_id": state.org_id, "preferred_username": user.get("Username"), "name": user.get("Name"),
+            "email": user.get("Email"), "email_verified": True, "active": True, "user_type": "STANDARD",
+        })
+
+    @app.api_route("/services/data/{version}", methods=API_METHODS)
+    @app.api_route("/services/data/{version}/{rest:path}", methods=API_METHODS)
+    async def api(request: Request) -> Response:
+        reply = await sandbox_call(sandbox, request)
+        headers = {"Sforce-Limit-Info": state.budget.header(), **reply.headers}
+        if reply.status == 204 or (reply.body is None and reply.raw is None):
+            return Response(status_code=reply.status, headers=headers)
+        return Response(content=reply.content(), status_code=reply.status, headers=headers,
+                        media_type=reply.content_type)
+
+    register_admin_routes(app, sandbox)
+    return app
+
+
+async def sandbox_call(sandbox: SalesforceSandbox, request: Request) -> Reply:
+    """Authenticate, charge the API budget, apply injected faults, then dispatch to the handler."""
+    state = sandbox.state
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    segments = split_raw_path(raw_path.decode("latin-1"))[2:]
+    method = "GET" if request.method == "HEAD" else request.method
+    try:
+        version = parse_version(segments[0])
+        if state.oauth.session(bearer_token(request.headers.get("authorization")) or "") is None:
+            raise session_invalid()
+        try:
+            route, params = sandbox.router.find(method, segments[1:])
+        except ApiError:
+            state.budget.charge(endpoint_name(method, None))
+            raise
+        state.budget.charge(endpoint_name(method, route))
+        fault = await sandbox.faults.before_call(method, "/".join(segments[1:]))
+        if fault is not None:
+            return fault
+        call = Call(method, version, segments[1:], dict(request.query_params), request.headers,
+                    await request.body())
+        return route.handler(call, params)
+    except ApiError as err:
+        return Reply(err.status, err.body())
+
+
+def register_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
+    """Routes outside the emulated API: no auth, not counted."""
+    state = sandbox.state
+
+    @app.get("/__sandbox/records/{sobject}")
+    async def records(sobject: str, include_deleted: bool = False) -> Response:
+        obj = state.schema.get(sobject)
+        if obj is None:
+            return json_response(not_found().body(), 404)
+        table = state.store.table(obj.name)
+        rows = list(table.rows.values())
+        if include_deleted:
+            rows += list(table.deleted.values())
+        return json_response([{f: r.get(f) for f in obj.fields} for r in rows])
+
+    @app.get("/__sandbox/stats")
+    async def stats() -> Response:
+        budget = state.budget
+        return json_response({
+            "api_calls": budget.used,
+            "by_endpoint": dict(budget.by_endpoint),
+            "records": state.store.counts(),
+            "daily_api_requests": {"used": budget.used, "max": budget.max},
+            "bulk_jobs": {"ingest": len(sandbox.bulk.ingest_jobs), "query": len(sandbox.bulk.query_jobs)},
+        })
+
+    @app.post("/__sandbox/reset")
+    async def reset() -> Response:
+        sandbox.reset()
+        return json_response({"reset": True})
+
+    @app.get("/__sandbox/faults")
+    async def get_faults() -> Response:
+        return json_response(sandbox.faults.describe())
+
+    @app.post("/__sandbox/faults")
+    async def set_faults(request: Request) -> Response:
+        try:
+            sandbox.faults.configure(orjson.loads(await request.body() or b"{}"))
+        except (ValueError, TypeError) as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response(sandbox.faults.describe())
+
+    @app.delete("/__sandbox/faults")
+    async def clear_faults() -> Response:
+        sandbox.faults.configure({})
+        return json_response(sandbox.faults.describe())

@@ -1,0 +1,343 @@
+"""Run a parsed SOQL query against the store: resolve fields, filter, sort, project.
+
+Field paths are compiled once into getter closures and the WHERE clause into a
+predicate, so a query over many rows is a tight Python loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cmp_to_key
+from typing import Any
+
+from ferry.sandbox.salesforce import soql as ast
+from ferry.sandbox.salesforce.ids import normalize_id
+from ferry.sandbox.salesforce.schema import NUMBER_TYPES, FieldSchema, Schema, SObjectSchema
+from ferry.sandbox.salesforce.soql import SoqlError, caret_message
+from ferry.sandbox.salesforce.store import Record, Store
+from ferry.sandbox.salesforce.validate import format_datetime, parse_datetime
+
+Getter = Callable[[Record], Any]
+Predicate = Callable[[Record], bool]
+
+_TEXT_TYPES = frozenset({"string", "textarea", "email", "phone", "url", "picklist", "multipicklist", "combobox",
+                         "encryptedstring"})
+_ID_TYPES = frozenset({"id", "reference"})
+
+
+def invalid_field(query: ast.Query, pos: int, text: str) -> SoqlError:
+    return SoqlError(400, "INVALID_FIELD", caret_message(query.soql, pos, text))
+
+
+@dataclass(slots=True)
+class ResolvedPath:
+    path: ast.FieldPath
+    objects: list[SObjectSchema]  # the object at each step: [Contact, Account] for Account.Name
+    refs: list[FieldSchema]  # the lookup field followed at each hop
+    field: FieldSchema
+    getter: Getter
+
+
+@dataclass(slots=True)
+class QueryPlan:
+    query: ast.Query
+    sobject: SObjectSchema
+    columns: list[ResolvedPath]
+    count_only: bool
+    aggregate: ast.CountExpr | None
+    predicate: Predicate | None
+
+
+class Executor:
+    def __init__(self, schema: Schema, store: Store, clock: Callable[[], dt.datetime]) -> None:
+        self.schema = schema
+        self.store = store
+        self.clock = clock
+
+    # --- compile ------------------------------------------------------------------------------------
+
+    def plan(self, query: ast.Query) -> QueryPlan:
+        obj = self.schema.get(query.sobject)
+        if obj is None:
+            raise SoqlError(400, "INVALID_TYPE", caret_message(
+                query.soql, query.sobject_pos,
+                f"sObject type '{query.sobject}' is not supported. If you are attempting to use a custom object, be "
+                "sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for "
+                "the appropriate names."))
+        columns: list[ResolvedPath] = []
+        count_only = False
+        aggregate = None
+        for item in query.select:
+            if isinstance(item, ast.Subquery):
+                raise SoqlError(400, "MALFORMED_QUERY", caret_message(
+                    query.soql, item.pos, "child relationship subqueries are not supported by this sandbox"))
+            if isinstance(item, ast.CountExpr):
+                if item.field is None:
+                    count_only = True
+                else:
+                    self.resolve(query, obj, item.field)
+                    aggregate = item
+                continue
+            columns.append(self.resolve(query, obj, item))
+        if (count_only or aggregate) and columns:
+            raise SoqlError(400, "MALFORMED_QUERY", caret_message(
+                query.soql, columns[0].path.pos,
+                f"Field must be grouped or aggregated: {columns[0].field.name}"))
+        predicate = self.compile_condition(query, obj, query.where) if query.where is not None else None
+        return QueryPlan(query, obj, columns, count_only, aggregate, predicate)
+
+    def resolve(self, query: ast.Query, obj: SObjectSchema, path: ast.FieldPath) -> ResolvedPath:
+        objects = [obj]
+        refs: list[FieldSchema] = []
+        current = obj
+        for part in path.parts[:-1]:
+            rel = current.relationship(part)
+            target = self.schema.get(rel.reference_to[0]) if rel is not None and rel.reference_to else None
+            if rel is None or target is None:
+                raise invalid_field(query, path.pos, (
+                    f"Didn't understand relationship '{part}' in field path. If you are attempting to use a custom "
+                    "relationship, be sure to append the '__r' after the custom relationship name. Please reference "
+                    "your WSDL or the describe call for the appropriate names."))
+            refs.append(rel)
+            current = target
+            objects.append(current)
+        f = current.field(path.parts[-1])
+        if f is None:
+            raise invalid_field(query, path.pos, (
+                f"No such column '{path.parts[-1]}' on entity '{current.name}'. If you are attempting to use a custom "
+                "field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the "
+                "describe call for the appropriate names."))
+        return ResolvedPath(path, objects, refs, f, self._getter(objects, refs, f))
+
+    def _getter(self, objects: list[SObjectSchema], refs: list[FieldSchema], f: FieldSchema) -> Getter:
+        name = f.name
+        if not refs:
+            return lambda record: record.get(name)
+        hops = [(ref.name, self.store.table(objects[i + 1].name).rows) for i, ref in enumerate(refs)]
+
+        def get(record: Record) -> Any:
+            current: Record | None = record
+            for field_name, rows in hops:
+                parent_id = current.get(field_name) if current is not None else None
+                current = rows.get(parent_id) if parent_id is not None else None
+                if current is None:
+                    return None
+            return current.get(name) if current is not None else None
+
+        return get
+
+    def compile_condition(self, query: ast.Query, obj: SObjectSchema, cond: ast.Condition) -> Predicate:
+        if isinstance(cond, ast.BoolOp):
+            parts = [self.compile_condition(query, obj, c) for c in cond.items]
+            if cond.op == "AND":
+                return lambda r: all(p(r) for p in parts)
+            return lambda r: any(p(r) for p in parts)
+        if isinstance(cond, ast.Not):
+            inner = self.compile_condition(query, obj, cond.item)
+            return lambda r: not inner(r)
+        return self.compile_comparison(query, obj, cond)
+
+    def compile_comparison(self, query: ast.Query, obj: SObjectSchema, cmp: ast.Comparison) -> Predicate:
+        resolved = self.resolve(query, obj, cmp.path)
+        f, get = resolved.field, resolved.getter
+        text = f.type in _TEXT_TYPES
+        if cmp.op in ("IN", "NOTIN", "INCLUDES", "EXCLUDES"):
+            assert isinstance(cmp.value, list)
+            values = {self._normalize(query, f, lit, text) for lit in cmp.value}
+            if cmp.op in ("IN", "INCLUDES"):
+                return lambda r: _fold(get(r), text) in values
+            return lambda r: _fold(get(r), text) not in values
+        assert isinstance(cmp.value, ast.Literal)
+        literal = cmp.value
+        if cmp.op == "LIKE":
+            if literal.kind != "STRING" or not text:
+                raise invalid_field(query, literal.pos, f"invalid operator on field {f.name}: LIKE")
+            pattern = _like_regex(literal.value)
+            return lambda r: (v := get(r)) is not None and pattern.match(str(v)) is not None
+        if literal.kind == "RELATIVE":
+            return self._relative_date(query, f, get, cmp.op, literal)
+        target = self._normalize(query, f, literal, text)
+        return _comparator(cmp.op, get, target, text)
+
+    def _normalize(self, query: ast.Query, f: FieldSchema, lit: ast.Literal, text: bool) -> Any:
+        """Check a literal against the field's type the way the org does, and convert it to the stored form."""
+        if lit.kind == "NULL":
+            return None
+        kind_needed = _literal_kind(f)
+        if lit.kind != kind_needed and not (kind_needed == "NUMBER" and lit.kind == "NUMBER"):
+            raise invalid_field(query, lit.pos, _type_mismatch(f, kind_needed))
+        if f.type in _ID_TYPES:
+            record_id = normalize_id(lit.value)
+            if record_id is None:
+                raise SoqlError(400, "INVALID_QUERY_FILTER_OPERATOR",
+                                caret_message(query.soql, lit.pos, f"invalid ID field: {lit.value}"))
+            return record_id
+        if lit.kind == "DATETIME":
+            return format_datetime(parse_datetime(lit.value))
+        if lit.kind == "NUMBER":
+            return float(lit.value)
+        return _fold(lit.value, text)
+
+    def _relative_date(self, query: ast.Query, f: FieldSchema, get: Getter, op: str, lit: ast.Literal) -> Predicate:
+        if f.type not in ("date", "datetime"):
+            raise invalid_field(query, lit.pos, _type_mismatch(f, _literal_kind(f)))
+        bounds = _relative_range(self.clock().date(), lit.value, lit.n)
+        if bounds is None:
+            raise SoqlError(400, "MALFORMED_QUERY", caret_message(query.soql, lit.pos,
+                                                                   f"unexpected token: '{lit.text}'"))
+        start, end = bounds  # [start, end)
+        if f.type == "datetime":
+            lo, hi = f"{start.isoformat()}T00:00:00.000+0000", f"{end.isoformat()}T00:00:00.000+0000"
+        else:
+            lo, hi = start.isoformat(), end.isoformat()
+        tests: dict[str, Callable[[Any], bool]] = {
+            "=": lambda v: lo <= v < hi, "!=": lambda v: not lo <= v < hi, "<": lambda v: v < lo,
+            "<=": lambda v: v < hi, ">": lambda v: v >= hi, ">=": lambda v: v >= lo,
+        }
+        test = tests[op]
+        return lambda r: (v := get(r)) is not None and test(v)
+
+    # --- run ------------------------------------------------------------------------------------------
+
+    def rows(self, plan: QueryPlan, include_deleted: bool) -> list[Record]:
+        table = self.store.table(plan.sobject.name)
+        source: Iterable[Record] = table.rows.values()
+        if include_deleted:
+            source = [*table.rows.values(), *table.deleted.values()]
+        pred = plan.predicate
+        rows = [r for r in source if pred(r)] if pred is not None else list(source)
+        q = plan.query
+        if q.order_by:
+            rows = self._sorted(plan, rows)
+        start = q.offset or 0
+        end = start + q.limit if q.limit is not None else None
+        return rows[start:end] if (start or end is not None) else rows
+
+    def _sorted(self, plan: QueryPlan, rows: list[Record]) -> list[Record]:
+        keys = []
+        for item in plan.query.order_by:
+            resolved = self.resolve(plan.query, plan.sobject, item.path)
+            nulls_last = item.nulls_last if item.nulls_last is not None else item.descending
+            keys.append((resolved.getter, item.descending, nulls_last, resolved.field.type in _TEXT_TYPES))
+
+        def compare(a: Record, b: Record) -> int:
+            for get, desc, nulls_last, text in keys:
+                va, vb = _fold(get(a), text), _fold(get(b), text)
+                if va == vb:
+                    continue
+                if va is None or vb is None:
+                    return (1 if nulls_last else -1) * (1 if va is None else -1)
+                result = -1 if va < vb else 1
+                return -result if desc else result
+            return 0
+
+        return sorted(rows, key=cmp_to_key(compare))
+
+    def project(self, plan: QueryPlan, record: Record, version: str) -> dict[str, Any]:
+        """A query result record: attributes, then the selected fields in SELECT order, parents nested."""
+        obj = plan.sobject
+        out: dict[str, Any] = {"attributes": _attributes(obj.name, record["Id"], version)}
+        for col in plan.columns:
+            if not col.refs:
+                out[col.field.name] = record.get(col.field.name)
+                continue
+            self._project_parent(out, record, col, version)
+        return out
+
+    def _project_parent(self, out: dict[str, Any], record: Record, col: ResolvedPath, version: str) -> None:
+        node, current = out, record
+        for i, ref in enumerate(col.refs):
+            rel_name = ref.relationship_name or ref.name
+            parent_obj = col.objects[i + 1]
+            parent_id = current.get(ref.name)
+            parent = self.store.table(parent_obj.name).rows.get(parent_id) if parent_id else None
+            if parent is None:
+                node.setdefault(rel_name, None)
+                return
+            child = node.get(rel_name)
+            if child is None:
+                child = node[rel_name] = {"attributes": _attributes(parent_obj.name, parent["Id"], version)}
+            node, current = child, parent
+        node[col.field.name] = current.get(col.field.name)
+
+    def flat_row(self, plan: QueryPlan, record: Record) -> list[Any]:
+        return [col.getter(record) for col in plan.columns]
+
+
+def _attributes(sobject: str, record_id: str, version: str) -> dict[str, str]:
+    return {"type": sobject, "url": f"/services/data/v{version}/sobjects/{sobject}/{record_id}"}
+
+
+def _fold(value: Any, text: bool) -> Any:
+    # SOQL compares text case-insensitively.
+    return value.lower() if text and isinstance(value, str) else value
+
+
+def _comparator(op: str, get: Getter, target: Any, text: bool) -> Predicate:
+    if op == "=":
+        return lambda r: _fold(get(r), text) == target
+    if op == "!=":
+        return lambda r: _fold(get(r), text) != target
+    if target is None:
+        return lambda r: False
+    tests: dict[str, Callable[[Any], bool]] = {
+        "<": lambda v: v < target, "<=": lambda v: v <= target, ">": lambda v: v > target,
+        ">=": lambda v: v >= target,
+    }
+    test = tests[op]
+    return lambda r: (v := _fold(get(r), text)) is not None and test(v)
+
+
+def _literal_kind(f: FieldSchema) -> str:
+    if f.type in NUMBER_TYPES:
+        return "NUMBER"
+    if f.type == "boolean":
+        return "BOOLEAN"
+    if f.type == "date":
+        return "DATE"
+    if f.type == "datetime":
+        return "DATETIME"
+    return "STRING"
+
+
+def _type_mismatch(f: FieldSchema, kind: str) -> str:
+    if kind == "STRING":
+        return f"value of filter criterion for field '{f.name}' must be of type string and should be enclosed in quotes"
+    soap = {"NUMBER": "double", "BOOLEAN": "boolean", "DATE": "date", "DATETIME": "dateTime"}[kind]
+    if f.type == "int":
+        soap = "int"
+    return f"value of filter criterion for field '{f.name}' must be of type {soap} and should not be enclosed in quotes"
+
+
+def _like_regex(pattern: str) -> re.Pattern[str]:
+    out = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.IGNORECASE | re.DOTALL)
+
+
+def _relative_range(today: dt.date, name: str, n: int | None) -> tuple[dt.date, dt.date] | None:
+    """[start, end) of a relative date literal; None for one this sandbox does not know yet."""
+    day = dt.timedelta(days=1)
+    fixed = {
+        "TODAY": (today, today + day),
+        "YESTERDAY": (today - day, today),
+        "TOMORROW": (today + day, today + 2 * day),
+    }
+    if name in fixed and n is None:
+        return fixed[name]
+    if n is not None and name == "LAST_N_DAYS":
+        return today - n * day, today + day
+    if n is not None and name == "NEXT_N_DAYS":
+        return today + day, today + (n + 1) * day
+    return None

@@ -1,0 +1,316 @@
+"""REST resources: versions, describe, sObject rows, external-id upsert, query, limits."""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from ferry.sandbox.salesforce.describe import describe_object, global_describe, object_summary
+from ferry.sandbox.salesforce.dml import MultipleMatches, SaveResult
+from ferry.sandbox.salesforce.errors import ApiError, RecordError, not_found
+from ferry.sandbox.salesforce.ids import IdFactory, normalize_id
+from ferry.sandbox.salesforce.routing import Call, Reply, Router
+from ferry.sandbox.salesforce.schema import SObjectSchema
+from ferry.sandbox.salesforce.soql import parse
+from ferry.sandbox.salesforce.state import OrgState
+from ferry.sandbox.salesforce.store import Record
+from ferry.sandbox.salesforce.validate import ParsedBody, parse_body
+
+_BATCH_SIZE = re.compile(r"batchSize\s*=\s*(\d+)", re.IGNORECASE)
+_MAX_CURSORS = 500
+
+
+def record_json(obj: SObjectSchema, record: Record, version: str, fields: list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "attributes": {"type": obj.name, "url": f"/services/data/v{version}/sobjects/{obj.name}/{record['Id']}"}
+    }
+    for name in fields if fields is not None else obj.fields:
+        out[name] = record.get(name)
+    return out
+
+
+def unknown_external_field(name: str) -> ApiError:
+    return ApiError(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {name}")
+
+
+def save_error_reply(result: SaveResult) -> Reply:
+    """A failed single-record save as the org answers it: 400 (404 for a missing or deleted row)."""
+    err = result.errors[0]
+    if err.status_code == "INVALID_CROSS_REFERENCE_KEY" and err.message == "invalid cross reference id" \
+            and not err.fields:
+        return Reply(404, not_found().body())
+    if err.status_code == "ENTITY_IS_DELETED":
+        return Reply(404, [{"message": err.message, "errorCode": err.status_code, "fields": []}])
+    return Reply(400, [{"message": err.message, "errorCode": err.status_code, "fields": err.fields}])
+
+
+def parse_record_body(state: OrgState, obj: SObjectSchema, call: Call) -> ParsedBody:
+    body = call.json()
+    if not isinstance(body, dict):
+        raise ApiError(400, "JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from a non-object value")
+    try:
+        return parse_body(state.schema, obj, body)
+    except RecordError as err:
+        raise err.as_api_error() from None
+
+
+@dataclass(slots=True)
+class Cursor:
+    records: list[dict[str, Any]]
+    batch_size: int
+    endpoint: str  # "query" or "queryAll"
+
+
+class RestApi:
+    def __init__(self, state: OrgState) -> None:
+        self.state = state
+        self.cursors: OrderedDict[str, Cursor] = OrderedDict()
+        self._locators = IdFactory(seed=7)
+
+    def register(self, router: Router) -> None:
+        r = router.add
+        r("GET", "", self.resources)
+        r("GET", "sobjects", self.describe_global)
+        r("GET", "sobjects/{sobject}", self.basic_info)
+        r("POST", "sobjects/{sobject}", self.create)
+        r("GET", "sobjects/{sobject}/describe", self.describe)
+        r("GET", "sobjects/{sobject}/{id}", self.get_by_id)
+        r("PATCH", "sobjects/{sobject}/{id}", self.update_by_id)
+        r("POST", "sobjects/{sobject}/{id}", self.method_override)
+        r("DELETE", "sobjects/{sobject}/{id}", self.delete_by_id)
+        r("GET", "sobjects/{sobject}/{field}/{value}", self.get_by_external_id)
+        r("PATCH", "sobjects/{sobject}/{field}/{value}", self.upsert)
+        r("POST", "sobjects/{sobject}/{field}/{value}", self.method_override_ext)
+        r("DELETE", "sobjects/{sobject}/{field}/{value}", self.delete_by_external_id)
+        r("GET", "query", self.query, collection=True)
+        r("GET", "queryAll", self.query_all, collection=True)
+        r("GET", "query/{locator}", self.query_more, collection=True)
+        r("GET", "queryAll/{locator}", self.query_more, collection=True)
+        r("GET", "limits", self.limits)
+        r("GET", "limits/recordCount", self.record_count)
+
+    # --- metadata -------------------------------------------------------------------------------------
+
+    def resources(self, call: Call, _: dict[str, str]) -> Reply:
+        base = f"/services/data/v{call.version}"
+        names = ["sobjects", "query", "queryAll", "limits", "composite", "jobs", "search", "tooling"]
+        return Reply(200, {name: f"{base}/{name}" for name in names})
+
+    def describe_global(self, call: Call, _: dict[str, str]) -> Reply:
+        return Reply(200, global_describe(self.state.schema, call.version))
+
+    def basic_info(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        return Reply(200, {"objectDescribe": object_summary(obj, call.version), "recentItems": []})
+
+    def describe(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        return Reply(200, describe_object(self.state.schema, obj, call.version))
+
+    # --- rows by id -----------------------------------------------------------------------------------
+
+    def create(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        result = self.state.org.create(obj, parse_record_body(self.state, obj, call))
+        if not result.success:
+            return save_error_reply(result)
+        location = f"/services/data/v{call.version}/sobjects/{obj.name}/{result.id}"
+        return Reply(201, {"id": result.id, "success": True, "errors": []}, headers={"Location": location})
+
+    def _live_record(self, obj: SObjectSchema, raw_id: str) -> Record:
+        record_id = normalize_id(raw_id)
+        table = self.state.store.table(obj.name)
+        if record_id is None or record_id[:3] != obj.key_prefix:
+            # A segment that is not an id of this object is read as an external-id field name.
+            raise unknown_external_field(raw_id)
+        record = table.rows.get(record_id)
+        if record is None:
+            if record_id in table.deleted:
+                raise ApiError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
+            raise not_found()
+        return record
+
+    def _selected_fields(self, obj: SObjectSchema, call: Call) -> list[str] | None:
+        raw = call.query.get("fields")
+        if not raw:
+            return None
+        names = []
+        for name in raw.split(","):
+            f = obj.field(name.strip())
+            if f is None:
+                raise ApiError(400, "INVALID_FIELD", f"No such column '{name.strip()}' on entity '{obj.name}'. If you "
+                               "are attempting to use a custom field, be sure to append the '__c' after the custom "
+                               "field name. Please reference your WSDL or the describe call for the appropriate names.")
+            names.append(f.name)
+        return names
+
+    def get_by_id(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        record = self._live_record(obj, p["id"])
+        return Reply(200, record_json(obj, record, call.version, self._selected_fields(obj, call)))
+
+    def update_by_id(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        self._live_record(obj, p["id"])
+        result = self.state.org.update(obj, p["id"], parse_record_body(self.state, obj, call))
+        return Reply(204) if result.success else save_error_reply(result)
+
+    def delete_by_id(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        self._live_record(obj, p["id"])
+        result = self.state.org.delete(p["id"], obj)
+        return Reply(204) if result.success else save_error_reply(result)
+
+    def method_override(self, call: Call, p: dict[str, str]) -> Reply:
+        """`POST ...?_HttpMethod=PATCH` for clients without PATCH."""
+        method = call.query.get("_HttpMethod", "").upper()
+        if method == "PATCH":
+            return self.update_by_id(call, p)
+        if method == "DELETE":
+            return self.delete_by_id(call, p)
+        if p["id"].lower() == "id":
+            # POST /sobjects/{Obj}/Id creates: Id treated as an external id whose value is null (API >= 37)
+            return self.create(call, p)
+        raise ApiError(405, "METHOD_NOT_ALLOWED", "HTTP Method 'POST' not allowed. Allowed are GET,PATCH,DELETE")
+
+    # --- rows by external id --------------------------------------------------------------------------
+
+    def _key_field(self, obj: SObjectSchema, name: str) -> Any:
+        f = obj.field(name)
+        if f is None or not f.id_lookup:
+            raise unknown_external_field(name)
+        return f
+
+    def _matches(self, obj: SObjectSchema, field_name: str, value: str) -> list[str]:
+        f = self._key_field(obj, field_name)
+        if f.name == "Id":
+            record_id = normalize_id(value)
+            return [record_id] if record_id and record_id in self.state.store.table(obj.name).rows else []
+        try:
+            key = self.state.org.coercers.get(f)(value)
+        except RecordError:
+            return []
+        return list(self.state.store.table(obj.name).lookup(f, key))
+
+    def _multiple(self, obj: SObjectSchema, ids: list[str], version: str) -> Reply:
+        return Reply(300, [f"/services/data/v{version}/sobjects/{obj.name}/{i}" for i in ids])
+
+    def get_by_external_id(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        ids = self._matches(obj, p["field"], p["value"])
+        if len(ids) > 1:
+            return self._multiple(obj, ids, call.version)
+        if not ids:
+            raise not_found()
+        record = self.state.store.table(obj.name).rows[ids[0]]
+        return Reply(200, record_json(obj, record, call.version, self._selected_fields(obj, call)))
+
+    def upsert(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        key_field = self._key_field(obj, p["field"])
+        body = parse_record_body(self.state, obj, call)
+        in_body = [v for f, v in body.values if f is key_field]
+        if in_body and str(in_body[0]) != p["value"]:
+            raise ApiError(400, "INVALID_FIELD", f"The {key_field.name} field should not be specified in the sobject "
+                           "data or must match the value in the URL.", [key_field.name])
+        if call.query.get("updateOnly", "").lower() == "true" and not self._matches(obj, key_field.name, p["value"]):
+            raise not_found()
+        try:
+            result = self.state.org.upsert(obj, key_field, p["value"], body)
+        except MultipleMatches as many:
+            return self._multiple(obj, many.ids, call.version)
+        if not result.success:
+            return save_error_reply(result)
+        if float(call.version) < 46:
+            return Reply(201, {"id": result.id, "success": True, "errors": []}) if result.created else Reply(204)
+        body_out: dict[str, Any] = {"id": result.id, "success": True, "errors": [], "created": bool(result.created)}
+        return Reply(201 if result.created else 200, body_out)
+
+    def method_override_ext(self, call: Call, p: dict[str, str]) -> Reply:
+        if call.query.get("_HttpMethod", "").upper() == "PATCH":
+            return self.upsert(call, p)
+        raise ApiError(405, "METHOD_NOT_ALLOWED", "HTTP Method 'POST' not allowed. Allowed are GET,PATCH,DELETE")
+
+    def delete_by_external_id(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        ids = self._matches(obj, p["field"], p["value"])
+        if len(ids) > 1:
+            return self._multiple(obj, ids, call.version)
+        if not ids:
+            raise not_found()
+        result = self.state.org.delete(ids[0], obj)
+        return Reply(204) if result.success else save_error_reply(result)
+
+    # --- query ----------------------------------------------------------------------------------------
+
+    def query(self, call: Call, _: dict[str, str]) -> Reply:
+        return self._run_query(call, include_deleted=False)
+
+    def query_all(self, call: Call, _: dict[str, str]) -> Reply:
+        return self._run_query(call, include_deleted=True)
+
+    def _run_query(self, call: Call, include_deleted: bool) -> Reply:
+        soql = call.query.get("q")
+        if soql is None:
+            raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
+        executor = self.state.executor
+        plan = executor.plan(parse(soql))
+        rows = executor.rows(plan, include_deleted)
+        if plan.count_only:
+            return Reply(200, {"totalSize": len(rows), "done": True, "records": []})
+        if plan.aggregate is not None:
+            alias = plan.aggregate.alias or "expr0"
+            getter = executor.resolve(plan.query, plan.sobject, plan.aggregate.field).getter \
+                if plan.aggregate.field else None
+            count = sum(1 for r in rows if getter is None or getter(r) is not None)
+            return Reply(200, {"totalSize": 1, "done": True,
+                               "records": [{"attributes": {"type": "AggregateResult"}, alias: count}]})
+        records = [executor.project(plan, r, call.version) for r in rows]
+        batch = self._batch_size(call)
+        endpoint = "queryAll" if include_deleted else "query"
+        return self._page(Cursor(records, batch, endpoint), 0, call.version)
+
+    def _batch_size(self, call: Call) -> int:
+        m = _BATCH_SIZE.search(call.headers.get("sforce-query-options", ""))
+        if not m:
+            return 2000
+        return min(max(int(m.group(1)), 200), 2000)
+
+    def _page(self, cursor: Cursor, offset: int, version: str) -> Reply:
+        total = len(cursor.records)
+        end = offset + cursor.batch_size
+        body: dict[str, Any] = {"totalSize": total, "done": end >= total}
+        if end < total:
+            locator = self._locators.new("01g")
+            self.cursors[locator] = cursor
+            while len(self.cursors) > _MAX_CURSORS:
+                self.cursors.popitem(last=False)
+            body["nextRecordsUrl"] = f"/services/data/v{version}/{cursor.endpoint}/{locator}-{end}"
+        body["records"] = cursor.records[offset:end]
+        return Reply(200, body)
+
+    def query_more(self, call: Call, p: dict[str, str]) -> Reply:
+        locator, _, offset_text = p["locator"].rpartition("-")
+        cursor = self.cursors.get(locator)
+        if cursor is None or not offset_text.isdigit():
+            raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        return self._page(cursor, int(offset_text), call.version)
+
+    # --- limits ---------------------------------------------------------------------------------------
+
+    def limits(self, call: Call, _: dict[str, str]) -> Reply:
+        return Reply(200, self.state.budget.limits_body())
+
+    def record_count(self, call: Call, _: dict[str, str]) -> Reply:
+        names = [n for n in call.query.get("sObjects", "").split(",") if n] or list(self.state.schema.objects)
+        counts = []
+        for name in names:
+            obj = self.state.schema.get(name)
+            if obj is not None:
+                counts.append({"count": len(self.state.store.table(obj.name).rows), "name": obj.name})
+        return Reply(200, {"sObjects": counts})
+
+    def reset(self) -> None:
+        self.cursors.clear()

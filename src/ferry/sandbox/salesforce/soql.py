@@ -1,0 +1,414 @@
+"""SOQL: a tokenizer and a recursive-descent parser producing a small AST.
+
+Supported: SELECT fields (with parent paths like Account.Name) and COUNT();
+FROM; WHERE with comparisons, LIKE, [NOT] IN, AND/OR/NOT and parentheses;
+literals (strings with backslash escapes, numbers, null, booleans, date and
+datetime literals, relative date literals such as LAST_N_DAYS:7); ORDER BY
+with ASC/DESC and NULLS FIRST/LAST; LIMIT; OFFSET.
+
+Errors carry the org's caret block (`ERROR at Row:1:Column:N`) so clients that
+show them look the same as against a real org. Child subqueries parse into a
+`Subquery` node that the executor may reject: the grammar has room for them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferry.sandbox.salesforce.errors import ApiError
+
+
+class SoqlError(ApiError):
+    """A 400 with MALFORMED_QUERY / INVALID_FIELD / INVALID_TYPE and the caret block."""
+
+
+def caret_message(soql: str, pos: int, text: str) -> str:
+    # The org numbers columns from 1 and quotes the statement on its own line.
+    line_start = soql.rfind("\n", 0, pos) + 1
+    row = soql.count("\n", 0, pos) + 1
+    col = pos - line_start + 1
+    line = soql.split("\n")[row - 1]
+    return f"\n{line}\n{' ' * (col - 1)}^\nERROR at Row:{row}:Column:{col}\n{text}"
+
+
+def malformed(soql: str, pos: int, text: str) -> SoqlError:
+    return SoqlError(400, "MALFORMED_QUERY", caret_message(soql, pos, text))
+
+
+# --- tokens ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: str  # IDENT STRING NUMBER DATE DATETIME OP COMMA LPAREN RPAREN DOT COLON EOF
+    text: str
+    value: Any
+    pos: int
+
+    def is_kw(self, *words: str) -> bool:
+        return self.kind == "IDENT" and self.text.upper() in words
+
+
+_DATETIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?(?:Z|[+-]\d{2}:?\d{2})")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?![\dT])")
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPS = ("!=", "<>", "<=", ">=", "=", "<", ">")
+_PUNCT = {",": "COMMA", "(": "LPAREN", ")": "RPAREN", ".": "DOT", ":": "COLON"}
+_ESCAPES = {"'": "'", '"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f",
+            "%": "\\%", "_": "\\_"}  # \% and \_ stay escaped: they only mean something inside LIKE
+
+
+def _read_string(soql: str, start: int) -> tuple[str, int]:
+    out: list[str] = []
+    i = start + 1
+    while i < len(soql):
+        ch = soql[i]
+        if ch == "\\":
+            if i + 1 >= len(soql):
+                break
+            nxt = soql[i + 1]
+            if nxt not in _ESCAPES:
+                raise malformed(soql, i, f"Invalid string literal '{soql[start:i + 2]}'. Illegal character sequence "
+                                         f"'\\{nxt}' in string literal.")
+            out.append(_ESCAPES[nxt])
+            i += 2
+            continue
+        if ch == "'":
+            return "".join(out), i + 1
+        out.append(ch)
+        i += 1
+    raise malformed(soql, start, f"line 1:{start}: mismatched character '<EOF>' expecting \"'\"")
+
+
+def tokenize(soql: str) -> list[Token]:
+    tokens: list[Token] = []
+    i, n = 0, len(soql)
+    while i < n:
+        ch = soql[i]
+        if ch.isspace():
+            i += 1
+            continue
+        if ch == "'":
+            text, end = _read_string(soql, i)
+            tokens.append(Token("STRING", soql[i:end], text, i))
+            i = end
+            continue
+        if ch in _PUNCT:
+            tokens.append(Token(_PUNCT[ch], ch, ch, i))
+            i += 1
+            continue
+        op = next((o for o in _OPS if soql.startswith(o, i)), None)
+        if op is not None:
+            tokens.append(Token("OP", op, "!=" if op == "<>" else op, i))
+            i += len(op)
+            continue
+        m = _DATETIME_RE.match(soql, i)
+        if m:
+            tokens.append(Token("DATETIME", m.group(), m.group(), i))
+            i = m.end()
+            continue
+        m = _DATE_RE.match(soql, i)
+        if m:
+            tokens.append(Token("DATE", m.group(), m.group(), i))
+            i = m.end()
+            continue
+        m = _NUMBER_RE.match(soql, i)
+        if m and (ch.isdigit() or ch == "." or (ch in "+-" and i + 1 < n and (soql[i + 1].isdigit()))):
+            text = m.group()
+            value: Any = float(text) if any(c in text for c in ".eE") else int(text)
+            tokens.append(Token("NUMBER", text, value, i))
+            i = m.end()
+            continue
+        m = _IDENT_RE.match(soql, i)
+        if m:
+            tokens.append(Token("IDENT", m.group(), m.group(), i))
+            i = m.end()
+            continue
+        raise malformed(soql, i, f"unexpected token: '{ch}'")
+    tokens.append(Token("EOF", "<EOF>", None, n))
+    return tokens
+
+
+# --- AST --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FieldPath:
+    parts: list[str]
+    pos: int
+
+    @property
+    def text(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass(slots=True)
+class CountExpr:
+    field: FieldPath | None
+    alias: str | None
+    pos: int
+
+
+@dataclass(slots=True)
+class Subquery:
+    query: Query
+    pos: int
+
+
+SelectItem = FieldPath | CountExpr | Subquery
+
+
+@dataclass(slots=True)
+class Literal:
+    kind: str  # STRING NUMBER DATE DATETIME NULL BOOLEAN RELATIVE
+    value: Any
+    pos: int
+    text: str = ""
+    n: int | None = None  # for relative date literals with :n
+
+
+@dataclass(slots=True)
+class Comparison:
+    path: FieldPath
+    op: str  # = != < <= > >= LIKE IN NOTIN INCLUDES EXCLUDES
+    value: Literal | list[Literal]
+
+
+@dataclass(slots=True)
+class BoolOp:
+    op: str  # AND OR
+    items: list[Condition]
+
+
+@dataclass(slots=True)
+class Not:
+    item: Condition
+
+
+Condition = Comparison | BoolOp | Not
+
+
+@dataclass(slots=True)
+class OrderItem:
+    path: FieldPath
+    descending: bool = False
+    nulls_last: bool | None = None  # None: the org's default (ASC nulls first, DESC nulls last)
+
+
+@dataclass(slots=True)
+class Query:
+    select: list[SelectItem]
+    sobject: str
+    sobject_pos: int
+    where: Condition | None = None
+    order_by: list[OrderItem] = field(default_factory=list)
+    limit: int | None = None
+    offset: int | None = None
+    soql: str = ""
+
+
+# --- parser -----------------------------------------------------------------------------------------
+
+_RESERVED = frozenset({"SELECT", "FROM", "WHERE", "ORDER", "BY", "LIMIT", "OFFSET", "AND", "OR", "NOT", "IN",
+                       "LIKE", "NULL", "TRUE", "FALSE", "ASC", "DESC", "NULLS", "FIRST", "LAST", "GROUP",
+                       "HAVING", "INCLUDES", "EXCLUDES", "WITH", "FOR", "USING", "TYPEOF"})
+
+
+class Parser:
+    def __init__(self, soql: str) -> None:
+        self.soql = soql
+        self.tokens = tokenize(soql)
+        self.i = 0
+
+    @property
+    def tok(self) -> Token:
+        return self.tokens[self.i]
+
+    def advance(self) -> Token:
+        tok = self.tokens[self.i]
+        if tok.kind != "EOF":
+            self.i += 1
+        return tok
+
+    def unexpected(self, tok: Token | None = None) -> SoqlError:
+        tok = tok or self.tok
+        return malformed(self.soql, tok.pos, f"unexpected token: '{tok.text}'")
+
+    def expect_kw(self, word: str) -> Token:
+        if not self.tok.is_kw(word):
+            raise self.unexpected()
+        return self.advance()
+
+    def expect(self, kind: str) -> Token:
+        if self.tok.kind != kind:
+            raise self.unexpected()
+        return self.advance()
+
+    def parse(self) -> Query:
+        query = self.query()
+        if self.tok.kind != "EOF":
+            raise self.unexpected()
+        return query
+
+    def query(self) -> Query:
+        self.expect_kw("SELECT")
+        select = self.select_list()
+        self.expect_kw("FROM")
+        obj = self.tok
+        if obj.kind != "IDENT" or obj.text.upper() in _RESERVED:
+            raise self.unexpected()
+        self.advance()
+        query = Query(select, obj.text, obj.pos, soql=self.soql)
+        if self.tok.is_kw("WHERE"):
+            self.advance()
+            query.where = self.condition()
+        if self.tok.is_kw("ORDER"):
+            self.advance()
+            self.expect_kw("BY")
+            query.order_by = self.order_list()
+        if self.tok.is_kw("LIMIT"):
+            self.advance()
+            query.limit = self.non_negative_int()
+        if self.tok.is_kw("OFFSET"):
+            self.advance()
+            query.offset = self.non_negative_int()
+        return query
+
+    def order_list(self) -> list[OrderItem]:
+        items = [self.order_item()]
+        while self.tok.kind == "COMMA":
+            self.advance()
+            items.append(self.order_item())
+        return items
+
+    def order_item(self) -> OrderItem:
+        item = OrderItem(self.field_path())
+        if self.tok.is_kw("ASC", "DESC"):
+            item.descending = self.advance().text.upper() == "DESC"
+        if self.tok.is_kw("NULLS"):
+            self.advance()
+            if not self.tok.is_kw("FIRST", "LAST"):
+                raise self.unexpected()
+            item.nulls_last = self.advance().text.upper() == "LAST"
+        return item
+
+    def non_negative_int(self) -> int:
+        tok = self.expect("NUMBER")
+        if not isinstance(tok.value, int) or tok.value < 0:
+            raise self.unexpected(tok)
+        return tok.value
+
+    def select_list(self) -> list[SelectItem]:
+        items = [self.select_item()]
+        while self.tok.kind == "COMMA":
+            self.advance()
+            items.append(self.select_item())
+        return items
+
+    def select_item(self) -> SelectItem:
+        tok = self.tok
+        if tok.kind == "LPAREN":
+            self.advance()
+            sub = self.query()
+            self.expect("RPAREN")
+            return Subquery(sub, tok.pos)
+        if tok.is_kw("COUNT") and self.tokens[self.i + 1].kind == "LPAREN":
+            self.advance()
+            self.advance()
+            path = None if self.tok.kind == "RPAREN" else self.field_path()
+            self.expect("RPAREN")
+            alias = None
+            if self.tok.kind == "IDENT" and self.tok.text.upper() not in _RESERVED:
+                alias = self.advance().text
+            return CountExpr(path, alias, tok.pos)
+        return self.field_path()
+
+    def field_path(self) -> FieldPath:
+        first = self.tok
+        if first.kind != "IDENT" or first.text.upper() in _RESERVED:
+            raise self.unexpected()
+        parts = [self.advance().text]
+        while self.tok.kind == "DOT":
+            self.advance()
+            parts.append(self.expect("IDENT").text)
+        return FieldPath(parts, first.pos)
+
+    def condition(self) -> Condition:
+        items = [self.and_condition()]
+        while self.tok.is_kw("OR"):
+            self.advance()
+            items.append(self.and_condition())
+        return items[0] if len(items) == 1 else BoolOp("OR", items)
+
+    def and_condition(self) -> Condition:
+        items = [self.not_condition()]
+        while self.tok.is_kw("AND"):
+            self.advance()
+            items.append(self.not_condition())
+        return items[0] if len(items) == 1 else BoolOp("AND", items)
+
+    def not_condition(self) -> Condition:
+        if self.tok.is_kw("NOT"):
+            self.advance()
+            return Not(self.not_condition())
+        if self.tok.kind == "LPAREN":
+            self.advance()
+            inner = self.condition()
+            self.expect("RPAREN")
+            return inner
+        return self.comparison()
+
+    def comparison(self) -> Comparison:
+        path = self.field_path()
+        tok = self.tok
+        if tok.kind == "OP":
+            self.advance()
+            return Comparison(path, tok.value, self.literal())
+        if tok.is_kw("LIKE"):
+            self.advance()
+            return Comparison(path, "LIKE", self.literal())
+        if tok.is_kw("IN", "INCLUDES", "EXCLUDES"):
+            self.advance()
+            return Comparison(path, tok.text.upper(), self.literal_list())
+        if tok.is_kw("NOT") and self.tokens[self.i + 1].is_kw("IN"):
+            self.advance()
+            self.advance()
+            return Comparison(path, "NOTIN", self.literal_list())
+        raise self.unexpected()
+
+    def literal_list(self) -> list[Literal]:
+        self.expect("LPAREN")
+        values = [self.literal()]
+        while self.tok.kind == "COMMA":
+            self.advance()
+            values.append(self.literal())
+        self.expect("RPAREN")
+        return values
+
+    def literal(self) -> Literal:
+        tok = self.tok
+        if tok.kind in ("STRING", "NUMBER", "DATE", "DATETIME"):
+            self.advance()
+            return Literal(tok.kind, tok.value, tok.pos, tok.text)
+        if tok.is_kw("NULL"):
+            self.advance()
+            return Literal("NULL", None, tok.pos, tok.text)
+        if tok.is_kw("TRUE", "FALSE"):
+            self.advance()
+            return Literal("BOOLEAN", tok.text.upper() == "TRUE", tok.pos, tok.text)
+        if tok.kind == "IDENT" and tok.text.upper() not in _RESERVED:
+            # A relative date literal (TODAY, LAST_N_DAYS:7); the executor decides which ones it knows.
+            self.advance()
+            n = None
+            if self.tok.kind == "COLON":
+                self.advance()
+                n = self.non_negative_int()
+            return Literal("RELATIVE", tok.text.upper(), tok.pos, tok.text, n)
+        raise self.unexpected()
+
+
+def parse(soql: str) -> Query:
+    return Parser(soql).parse()
