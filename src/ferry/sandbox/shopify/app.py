@@ -1,0 +1,197 @@
+"""The FastAPI app: Admin REST routes (2025-07 paths, any ``YYYY-MM`` accepted) and ``/__sandbox`` admin routes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from ferry.sandbox.shopify import writes
+from ferry.sandbox.shopify.errors import ApiError, json_response, not_found
+from ferry.sandbox.shopify.gate import Stats
+from ferry.sandbox.shopify.pagination import Cursor, check_page_info_request, decode, link_header
+from ferry.sandbox.shopify.query import parse_filters, parse_list, project
+from ferry.sandbox.shopify.state import ShopState
+from ferry.sandbox.shopify.store import RESOURCES
+from ferry.sandbox.shopify.tables import Table
+
+SINGULAR = {"customers": "customer", "products": "product", "orders": "order"}
+API = "/admin/api/{version}"
+
+
+def build_app(state: ShopState, stats: Stats) -> FastAPI:
+    app = FastAPI(title="ferry Shopify sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    _install_error_handlers(app)
+    for resource in RESOURCES:
+        _resource_routes(app, state, resource)
+    _child_routes(app, state)
+    _write_routes(app, state)
+    _admin_routes(app, state, stats)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> Response:
+        return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        text = "Not Found" if exc.status_code == 404 else str(exc.detail)
+        return json_response({"errors": text}, exc.status_code)
+
+
+def _record_id(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise not_found() from None
+
+
+def _resource_routes(app: FastAPI, state: ShopState, resource: str) -> None:
+    table = state.table(resource)
+    singular = SINGULAR[resource]
+
+    async def list_records(request: Request) -> Response:
+        return list_page(request, table, resource)
+
+    async def count_records(request: Request) -> Response:
+        filters = parse_filters(resource, dict(request.query_params))
+        return json_response({"count": table.count(table.matcher(filters))})
+
+    async def get_record(request: Request, rid: str) -> Response:
+        rec = table.get(_record_id(rid))
+        if rec is None:
+            raise not_found()
+        return json_response({singular: project([rec], request.query_params.get("fields"))[0]})
+
+    # count.json is registered before {rid}.json so "count" is never taken for an id.
+    app.add_api_route(f"{API}/{resource}.json", list_records, methods=["GET"])
+    app.add_api_route(f"{API}/{resource}/count.json", count_records, methods=["GET"])
+    app.add_api_route(f"{API}/{resource}/{{rid}}.json", get_record, methods=["GET"])
+
+
+def list_page(request: Request, table: Table, resource: str) -> Response:
+    """One page of a list endpoint, ordered by id ascending, with Shopify's Link header."""
+    params = dict(request.query_params)
+    req = parse_list(resource, params)
+    if req.page_info:
+        check_page_info_request(params)
+        cursor = decode(req.page_info, resource)
+        filters, direction, boundary = cursor.filters, cursor.direction, cursor.boundary
+    else:
+        filters, direction, boundary = req.filters, "next", filters_start(req.filters)
+    match = table.matcher(filters)
+    if direction == "next":
+        idx = table.forward(match, boundary, req.limit + 1)
+        has_next, page = len(idx) > req.limit, idx[: req.limit]
+        has_prev = bool(req.page_info) and bool(page) and bool(table.backward(match, table.ids[page[0]], 1))
+    else:
+        idx = table.backward(match, boundary, req.limit + 1)
+        has_prev, page = len(idx) > req.limit, idx[-req.limit:]
+        has_next = bool(page) and bool(table.forward(match, table.ids[page[-1]], 1))
+    records = project([table.records[i] for i in page], req.fields)
+    links: list[tuple[str, Cursor]] = []
+    if has_prev:
+        links.append(("previous", Cursor(resource, filters, "previous", table.ids[page[0]])))
+    if has_next:
+        links.append(("next", Cursor(resource, filters, "next", table.ids[page[-1]])))
+    base = str(request.url.replace(query=""))
+    link = link_header(base.rstrip("?"), req.limit, req.fields, links)
+    body = orjson.dumps({resource: records})
+    headers = {"Link": link} if link else None
+    return Response(content=body, headers=headers, media_type="application/json; charset=utf-8")
+
+
+def filters_start(filters: dict[str, Any]) -> int:
+    """First page starts after since_id (also kept as a filter so previous pages respect it)."""
+    since = filters.get("since_id")
+    return since if isinstance(since, int) else -1
+
+
+def _child_routes(app: FastAPI, state: ShopState) -> None:
+    orders, products = state.table("orders"), state.table("products")
+
+    async def order_refunds(oid: str) -> Response:
+        order = orders.get(_record_id(oid))
+        if order is None:
+            raise not_found()
+        return json_response({"refunds": order.get("refunds") or []})
+
+    async def product_variants(pid: str) -> Response:
+        product = products.get(_record_id(pid))
+        if product is None:
+            raise not_found()
+        return json_response({"variants": product.get("variants") or []})
+
+    app.add_api_route(f"{API}/orders/{{oid}}/refunds.json", order_refunds, methods=["GET"])
+    app.add_api_route(f"{API}/products/{{pid}}/variants.json", product_variants, methods=["GET"])
+
+
+async def _body(request: Request, key: str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get(key), dict):
+        raise ApiError(400, {key: "Required parameter missing or invalid"})
+    return doc[key]
+
+
+def _write_routes(app: FastAPI, state: ShopState) -> None:
+    updaters: dict[str, writes.Updater] = {
+        "customers": writes.update_customer, "products": writes.update_product, "orders": writes.update_order}
+    creators: dict[str, writes.Creator] = {"customers": writes.create_customer, "orders": writes.create_order}
+    for resource, update in updaters.items():
+        app.add_api_route(f"{API}/{resource}/{{rid}}.json", _put_handler(state, SINGULAR[resource], update),
+                          methods=["PUT"])
+    for resource, create in creators.items():
+        app.add_api_route(f"{API}/{resource}.json", _post_handler(state, SINGULAR[resource], create),
+                          methods=["POST"])
+
+
+def _put_handler(state: ShopState, singular: str, update: writes.Updater) -> Callable[..., Awaitable[Response]]:
+    async def put(request: Request, rid: str) -> Response:
+        body = await _body(request, singular)
+        return json_response({singular: update(state, _record_id(rid), body)})
+
+    return put
+
+
+def _post_handler(state: ShopState, singular: str, create: writes.Creator) -> Callable[..., Awaitable[Response]]:
+    async def post(request: Request) -> Response:
+        body = await _body(request, singular)
+        return json_response({singular: create(state, body)}, 201)
+
+    return post
+
+
+def _admin_routes(app: FastAPI, state: ShopState, stats: Stats) -> None:
+    """Outside the API: no token, no rate limit. Never part of Shopify; for tests and the demo."""
+
+    async def records(resource: str) -> Response:
+        if resource not in RESOURCES:
+            raise not_found()
+        return Response(content=orjson.dumps(state.store.records(resource)), media_type="application/json")
+
+    async def stats_view() -> Response:
+        return json_response({
+            "api_calls": stats.api_calls,
+            "by_endpoint": dict(sorted(stats.by_endpoint.items())),
+            "throttled": stats.throttled,
+            "unauthorized": stats.unauthorized,
+            "records": {name: len(state.table(name)) for name in RESOURCES},
+        })
+
+    async def anomalies() -> Response:
+        counts = Counter(tag for tags in state.store.anomalies.values() for tag in tags)
+        return json_response({"counts": dict(sorted(counts.items())), "records": state.store.anomalies})
+
+    app.add_api_route("/__sandbox/records/{resource}", records, methods=["GET"])
+    app.add_api_route("/__sandbox/stats", stats_view, methods=["GET"])
+    app.add_api_route("/__sandbox/anomalies", anomalies, methods=["GET"])

@@ -1,0 +1,61 @@
+"""``ShopifySandbox``: a generated (or given) store served as the Shopify Admin REST API."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from ferry.sandbox.shopify.app import build_app
+from ferry.sandbox.shopify.gate import ApiGate, Stats
+from ferry.sandbox.shopify.generator import generate_store
+from ferry.sandbox.shopify.ratelimit import Buckets
+from ferry.sandbox.shopify.state import ShopState
+from ferry.sandbox.shopify.store import Store
+
+API_VERSION = "2025-07"
+
+
+class ShopifySandbox:
+    """Serve ``store`` (or a store generated from ``seed`` and sizes) over the Admin REST API.
+
+    ``sb.app`` is the ASGI app (auth, leaky bucket and stats wrap the FastAPI routes); start it with
+    ``ferry.sandbox.serve.start_in_thread(sb.app, state_dir)``. Tokens are random per instance.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        store: Store | None = None,
+        seed: int = 7,
+        customers: int = 1000,
+        products: int = 200,
+        orders: int = 2000,
+        bucket_size: int = 40,
+        leak_rate: float = 2.0,
+        shop: str = "ferry-demo",
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.shop = shop
+        self.store = store if store is not None else generate_store(
+            seed=seed, customers=customers, products=products, orders=orders, shop=shop
+        )
+        self.access_token = f"shpat_{secrets.token_hex(16)}"
+        self.webhook_secret = secrets.token_hex(32)
+        self.stats = Stats()
+        self.state = ShopState(self.store, seed=seed, shop=shop)
+        self.api: FastAPI = build_app(self.state, self.stats)
+        self.app: Any = ApiGate(self.api, token=self.access_token, buckets=Buckets(bucket_size, leak_rate),
+                                stats=self.stats)
+
+    def credentials(self, base_url: str) -> dict[str, str]:
+        return {
+            "url": base_url,
+            "access_token": self.access_token,
+            "webhook_secret": self.webhook_secret,
+            "api_version": API_VERSION,
+            "shop": self.shop,
+        }

@@ -1,0 +1,70 @@
+"""Fixtures: a Shopify sandbox served over HTTPS from a thread, and ShopifyAPI pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import shopify
+
+from ferry.sandbox.serve import RunningSandbox, start_in_thread
+from ferry.sandbox.shopify import ShopifySandbox
+
+# Small enough that ShopifyAPI (slow to build its objects: ~25 ms per full order) stays quick,
+# large enough for several 250-record pages and every anomaly kind.
+SIZES = {"customers": 300, "products": 60, "orders": 600}
+
+
+@dataclass
+class Served:
+    sandbox: ShopifySandbox
+    running: RunningSandbox
+
+    @property
+    def url(self) -> str:
+        return self.running.url
+
+    @property
+    def token(self) -> str:
+        return self.sandbox.access_token
+
+    @property
+    def api(self) -> str:
+        return f"{self.running.url}/admin/api/2025-07"
+
+
+def _serve(state_dir: Path, **kwargs: object) -> Iterator[Served]:
+    sandbox = ShopifySandbox(state_dir, **kwargs)  # type: ignore[arg-type]
+    running = start_in_thread(sandbox.app, state_dir)
+    try:
+        yield Served(sandbox, running)
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    # A big bucket: these tests exercise the API, not the limiter (which has its own fixture).
+    yield from _serve(tmp_path_factory.mktemp("shopify"), **SIZES, bucket_size=100_000, leak_rate=1000.0)
+
+
+@pytest.fixture(scope="module")
+def trusted_ca(served: Served) -> Iterator[None]:
+    """Make urllib (under pyactiveresource) trust the sandbox CA, without turning verification off.
+
+    urllib builds a fresh default SSL context per HTTPS connection, and the default context loads
+    the file named by SSL_CERT_FILE, so setting it is enough; the client code stays unchanged.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SSL_CERT_FILE", str(served.running.ca_file))
+        yield
+
+
+@pytest.fixture
+def client(served: Served, trusted_ca: None) -> Iterator[Served]:
+    shopify.ShopifyResource.set_site(served.api)
+    shopify.ShopifyResource.set_headers({"X-Shopify-Access-Token": served.token})
+    yield served
+    shopify.ShopifyResource.clear_session()
