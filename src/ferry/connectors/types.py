@@ -25,7 +25,8 @@ class FieldSchema:
     """One field as the target's describe reports it."""
 
     name: str
-    type: str  # Salesforce field types: string, email, phone, id, reference, double, currency, int, boolean, date, datetime, picklist, textarea, url, ...
+    # Salesforce field types: string, email, phone, id, reference, double, currency, int, boolean, date, ...
+    type: str
     length: int = 0
     nillable: bool = True
     createable: bool = True

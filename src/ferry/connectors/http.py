@@ -1,0 +1,349 @@
+"""The HTTP core every connector shares: one pooled ``httpx.AsyncClient``, timeouts, retries, classification.
+
+What it guarantees:
+
+* Every call has a connect/read/write/pool timeout and verifies TLS (a CA file may be given, never "off").
+* Failures become ferry errors by *type*: network faults and 429/500/502/503/504 are ``TransientError``,
+  other 4xx are ``PermanentError`` (401 ``AuthError``). A connector plugs in its own classifier for what
+  only it knows (Salesforce's ``UNABLE_TO_LOCK_ROW``, its daily budget, its expired session).
+* Only transient errors are retried, with exponential backoff and full jitter, a capped number of
+  attempts, and ``Retry-After`` honoured when the error carries one.
+* An expired session is refreshed once (through the connector's ``Authenticator``) and the call repeated.
+* Error messages and log lines are built from method, path (never the query string, which may carry
+  tokens), status and the remote system's own error code and message. Headers never appear.
+* Calls are counted per label (for example the target object) so the engine can report API usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, NoReturn, Protocol
+
+import httpx
+import orjson
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from ferry.connectors.retry import parse_retry_after, wait_retry_after_or_jitter
+from ferry.errors import AuthError, ConfigError, FerryError, PermanentError, TransientError
+
+log = structlog.get_logger("ferry.connectors.http")
+
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# A request that may have reached the server is only repeated when repeating it is harmless. For the
+# others, retry only when the server certainly did not act: it refused the connection or said "not now".
+SAFE_FOR_ANY_METHOD_STATUSES = frozenset({429, 503})
+_MAX_DETAIL = 300
+
+Classifier = Callable[[httpx.Response], FerryError | None]
+
+
+class SessionExpired(TransientError):
+    """The bearer token was refused as expired or invalid; the core refreshes it once and repeats the call."""
+
+
+class Authenticator(Protocol):
+    """How a connector lends the core its credentials without the core ever seeing a secret in a message."""
+
+    async def authorize(self) -> tuple[dict[str, str], int]:
+        """The auth headers for the next request and the token generation they belong to."""
+        ...
+
+    async def refresh(self, stale_generation: int) -> None:
+        """Get a new token unless another caller already replaced ``stale_generation``."""
+        ...
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def safe_target(method: str, url: httpx.URL | str) -> str:
+    """``"GET /admin/api/2025-07/orders.json"``: method and path only; query strings may carry secrets."""
+    parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    return f"{method.upper()} {parsed.path}"
+
+
+def error_detail(response: httpx.Response) -> tuple[str | None, str | None]:
+    """The remote system's own (code, message) from the usual error body shapes, or (None, None).
+
+    Salesforce REST: ``[{"errorCode","message"}]``; Collections: ``statusCode``; OAuth:
+    ``{"error","error_description"}``; Shopify: ``{"errors": "..." | {field: [...]}}``.
+    """
+    try:
+        body = orjson.loads(response.content) if response.content else None
+    except orjson.JSONDecodeError:
+        return None, None
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        first = body[0]
+        code = first.get("errorCode") or first.get("statusCode")
+        return _str_or_none(code), _clip(first.get("message"))
+    if isinstance(body, dict):
+        if "error" in body:
+            return _str_or_none(body.get("error")), _clip(body.get("error_description"))
+        if "errors" in body:
+            return None, _clip(body["errors"])
+    return None, None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _clip(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
+
+
+def describe_failure(response: httpx.Response, code: str | None = None, message: str | None = None) -> str:
+    """``"PATCH /services/.../Contact/Ext__c: HTTP 400 INVALID_FIELD: No such column 'x'"``."""
+    if code is None and message is None:
+        code, message = error_detail(response)
+    text = f"{safe_target(response.request.method, response.request.url)}: HTTP {response.status_code}"
+    if code:
+        text += f" {code}"
+    if message:
+        text += f": {message}"
+    return text
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def default_classify(response: httpx.Response) -> FerryError | None:
+    """None for success; otherwise the ferry error the status means."""
+    status = response.status_code
+    if status < 400:
+        return None
+    code, message = error_detail(response)
+    text = describe_failure(response, code, message)
+    if status in TRANSIENT_STATUSES:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return TransientError(text, retry_after=retry_after, code=code or f"HTTP_{status}")
+    if status == 401:
+        return AuthError(text + " (check the access token / credentials)", code=code or "HTTP_401")
+    return PermanentError(text, code=code or f"HTTP_{status}")
+
+
+def classify_transport_error(exc: httpx.TransportError, method: str, url: httpx.URL | str) -> FerryError:
+    """Network failures are transient, except those retrying cannot fix (bad TLS trust, our own bugs)."""
+    target = safe_target(method, url)
+    kind = type(exc).__name__
+    if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return ConfigError(f"{target}: TLS certificate not trusted; set ca_file to the server's CA bundle")
+    if isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol):
+        return PermanentError(f"{target}: {kind}", code="HTTP_CLIENT")
+    return TransientError(f"{target}: network error {kind}", code="NETWORK")
+
+
+def _certainly_not_processed(exc: FerryError, transport: httpx.TransportError | None, status: int | None) -> bool:
+    if transport is not None:
+        return isinstance(transport, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return status in SAFE_FOR_ANY_METHOD_STATUSES or isinstance(exc, SessionExpired)
+
+
+class _NotRetryable(Exception):
+    """Carries a transient error that must not be repeated (non-idempotent call possibly processed)."""
+
+    def __init__(self, error: FerryError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def ssl_context(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """Verification is always on; a CA file adds trust for a private CA (sandboxes, corporate proxies)."""
+    if ca_file is None:
+        return True
+    path = Path(ca_file)
+    if not path.is_file():
+        raise ConfigError(f"ca_file {path} does not exist")
+    return ssl.create_default_context(cafile=str(path))
+
+
+# --------------------------------------------------------------------------- the core
+
+
+class HttpCore:
+    """One connection pool, one retry policy, one call counter per connector instance."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str = "",
+        timeout_seconds: float = 30.0,
+        ca_file: Path | None = None,
+        max_attempts: int = 5,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        max_connections: int = 20,
+        classify: Classifier = default_classify,
+        headers: Mapping[str, str] | None = None,
+        on_response: Callable[[httpx.Response], None] | None = None,
+        before_request: Callable[[], Awaitable[None]] | None = None,
+        after_request: Callable[[httpx.Response | None], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.max_attempts = max(1, max_attempts)
+        self._wait = wait_retry_after_or_jitter(backoff_initial, backoff_max)
+        self._classify = classify
+        self._on_response = on_response
+        self._before_request = before_request
+        self._after_request = after_request
+        # Tests pass a fake sleep to check the waits without waiting them.
+        self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
+        timeout = httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 15.0), pool=timeout_seconds)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=timeout,
+            limits=limits,
+            verify=ssl_context(ca_file),
+            headers=dict(headers or {}),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self.calls: Counter[str] = Counter()
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def __aenter__(self) -> HttpCore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        label: str = "other",
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | str | None = None,
+        data: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: Authenticator | None = None,
+        classify: Classifier | None = None,
+        idempotent: bool = True,
+        count: bool = True,
+    ) -> httpx.Response:
+        """Send with retries; return the successful response or raise the classified ferry error."""
+        body = orjson.dumps(json) if json is not None else content
+        send_headers = dict(headers or {})
+        if json is not None:
+            send_headers.setdefault("Content-Type", "application/json")
+        call = _Call(self, method, url, label, params, body, data, send_headers, auth, classify or self._classify,
+                     idempotent, count)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, FerryError) and e.transient),
+            before_sleep=self._log_retry(method, url),
+            reraise=True,
+            sleep=self._sleep,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await call.once()
+        except _NotRetryable as wrapped:
+            raise wrapped.error from None
+        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+    def _log_retry(self, method: str, url: str) -> Callable[[RetryCallState], None]:
+        target = safe_target(method, url)
+
+        def before_sleep(state: RetryCallState) -> None:
+            err = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "http.retry", connector=self.name, target=target, attempt=state.attempt_number,
+                wait_s=round(state.upcoming_sleep, 3), error=str(err), code=getattr(err, "code", None),
+            )
+
+        return before_sleep
+
+
+class _Call:
+    """One logical call: its attempts share the refresh-once budget."""
+
+    def __init__(
+        self, core: HttpCore, method: str, url: str, label: str, params: Mapping[str, Any] | None,
+        content: bytes | str | None, data: Mapping[str, str] | None, headers: dict[str, str],
+        auth: Authenticator | None, classify: Classifier, idempotent: bool, count: bool,
+    ) -> None:
+        self.core = core
+        self.method = method.upper()
+        self.url = url
+        self.label = label
+        self.params = params
+        self.content = content
+        self.data = data
+        self.headers = headers
+        self.auth = auth
+        self.classify = classify
+        self.idempotent = idempotent
+        self.count = count
+        self.refreshed = False
+
+    async def once(self) -> httpx.Response:
+        """One attempt, plus at most one immediate repeat after a session refresh."""
+        while True:
+            response, generation = await self._send()
+            error = self.classify(response)
+            if error is None:
+                return response
+            if isinstance(error, SessionExpired) and self.auth is not None:
+                if self.refreshed:
+                    raise AuthError(f"{error} (still refused right after a fresh login)", code=error.code)
+                # Marked only once the refresh worked: a token endpoint outage is retried like any other fault.
+                await self.auth.refresh(generation)
+                self.refreshed = True
+                continue
+            self._raise(error, None, response.status_code)
+
+    async def _send(self) -> tuple[httpx.Response, int]:
+        if self.core._before_request is not None:
+            await self.core._before_request()
+        headers = dict(self.headers)
+        generation = 0
+        if self.auth is not None:
+            auth_headers, generation = await self.auth.authorize()
+            headers.update(auth_headers)
+        response: httpx.Response | None = None
+        try:
+            response = await self.core.client.request(
+                self.method, self.url, params=self.params, content=self.content, data=self.data, headers=headers,
+            )
+        except httpx.TransportError as exc:
+            self._raise(classify_transport_error(exc, self.method, self.url), exc, None)
+        finally:
+            # Paired with before_request even when the call failed (a throttle tracks calls in flight).
+            if self.core._after_request is not None:
+                self.core._after_request(response)
+        if self.count:
+            self.core.calls[self.label] += 1
+        if self.core._on_response is not None:
+            self.core._on_response(response)
+        return response, generation
+
+    def _raise(self, error: FerryError, transport: httpx.TransportError | None, status: int | None) -> NoReturn:
+        if error.transient and not self.idempotent and not _certainly_not_processed(error, transport, status):
+            raise _NotRetryable(error) from None
+        raise error from None

@@ -1,0 +1,105 @@
+"""Salesforce REST plumbing over the shared HTTP core: token, instance URL, limits header, call counts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+import orjson
+
+from ferry.connectors.http import HttpCore
+from ferry.connectors.salesforce.auth import TokenManager
+from ferry.connectors.salesforce.config import SalesforceConfig
+from ferry.connectors.salesforce.errors import classify
+from ferry.errors import PermanentError
+
+_API_USAGE = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
+_API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def parse_api_usage(header: str | None) -> tuple[int, int] | None:
+    """``"api-usage=18/15000; per-app-api-usage=..."`` → ``(18, 15000)``."""
+    if not header:
+        return None
+    match = _API_USAGE.search(header)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def api_name(name: str) -> str:
+    """An sObject or field API name, checked before it goes into a URL path (no path tricks)."""
+    if not _API_NAME.match(name):
+        raise PermanentError(f"not a Salesforce API name: {name!r}", code="INVALID_API_NAME")
+    return name
+
+
+class SalesforceClient:
+    def __init__(
+        self,
+        config: SalesforceConfig,
+        *,
+        max_attempts: int = 5,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self.config = config
+        self.api_usage: tuple[int, int] | None = None
+        self.http = HttpCore(
+            "salesforce",
+            timeout_seconds=config.timeout_seconds,
+            ca_file=config.ca_file,
+            max_attempts=max_attempts,
+            # Room for every in-flight collection chunk plus the odd describe or poll.
+            max_connections=config.max_concurrency * 2 + 2,
+            classify=classify,
+            # client=ferry shows up in CDC changeOrigin: it is how our own writes are recognised later.
+            headers={"Accept": "application/json", "Sforce-Call-Options": "client=ferry"},
+            on_response=self._observe,
+            sleep=sleep,
+            transport=transport,
+        )
+        self.auth = TokenManager(config, self.http)
+
+    def _observe(self, response: httpx.Response) -> None:
+        usage = parse_api_usage(response.headers.get("Sforce-Limit-Info"))
+        if usage is not None:
+            self.api_usage = usage
+
+    def data_path(self, suffix: str) -> str:
+        return f"/services/data/v{self.config.api_version}{suffix}"
+
+    @property
+    def api_calls(self) -> dict[str, int]:
+        return dict(self.http.calls)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        label: str,
+        json: Any = None,
+        content: bytes | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+    ) -> httpx.Response:
+        """A call to the org; ``path`` starts with /services/... and is joined to the session's instance URL."""
+        session = await self.auth.session()
+        return await self.http.request(
+            method, session.instance_url + path, label=label, json=json, content=content, params=params,
+            headers=headers, auth=self.auth, idempotent=idempotent,
+        )
+
+    async def json(self, method: str, path: str, *, label: str, **kwargs: Any) -> Any:
+        response = await self.request(method, path, label=label, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise PermanentError(f"{method} {httpx.URL(path).path}: response is not JSON") from None

@@ -1,0 +1,57 @@
+"""The ``source:`` block of a pipeline that reads a Shopify store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+ShopifyStream = Literal["customers", "products", "orders"]
+ALL_STREAMS: tuple[ShopifyStream, ...] = ("customers", "products", "orders")
+
+
+class ShopifyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system: Literal["shopify"]
+    url: str = Field(description="Store base URL, e.g. https://acme.myshopify.com (env SHOPIFY_URL)")
+    access_token: SecretStr = Field(description="Admin API access token, shpat_... (env SHOPIFY_ACCESS_TOKEN)")
+    api_version: str = "2025-07"
+    ca_file: Path | None = None
+    streams: list[ShopifyStream] = Field(default_factory=lambda: list(ALL_STREAMS))
+    page_size: int = Field(250, ge=1, le=250)
+    timeout_seconds: float = Field(30.0, gt=0)
+
+    @field_validator("ca_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        # `${SHOPIFY_CA_FILE:-}` expands to "" when unset: that means "use the system trust store".
+        return None if value in ("", None) else value
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http_base(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (set SHOPIFY_URL, e.g. https://acme.myshopify.com)")
+        return value
+
+    @field_validator("access_token")
+    @classmethod
+    def _token_present(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty (set SHOPIFY_ACCESS_TOKEN)")
+        return value
+
+    @field_validator("api_version")
+    @classmethod
+    def _version_shape(cls, value: str) -> str:
+        if value != "unstable" and not _looks_like_version(value):
+            raise ValueError("must look like YYYY-MM, e.g. 2025-07")
+        return value
+
+
+def _looks_like_version(value: str) -> bool:
+    year, _, month = value.partition("-")
+    return len(year) == 4 and year.isdigit() and month in {"01", "04", "07", "10"}
