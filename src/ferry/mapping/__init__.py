@@ -1,0 +1,1 @@
+"""Mapping specs (the `objects:` section of a pipeline), compiled to fast functions, and target validation."""

@@ -1,0 +1,1 @@
+"""Per-source normalizers: raw source JSON -> canonical records (``ferry.model.canonical``)."""
