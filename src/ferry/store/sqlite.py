@@ -332,7 +332,9 @@ class Store:
 
     # -- outbox ---------------------------------------------------------------
 
-    def put_outbox(self, pipeline: str, obj: str, rows: Sequence[tuple[str, str, dict[str, Any], bytes | None]]) -> None:
+    def put_outbox(
+        self, pipeline: str, obj: str, rows: Sequence[tuple[str, str, dict[str, Any], bytes | None]]
+    ) -> None:
         """Queue (key, version, mapped payload, source payload); a newer version replaces an older one."""
         with self.transaction() as c:
             c.executemany(
@@ -393,10 +395,19 @@ class Store:
             fields = sorted({f for e in d.errors for f in e.get("fields", [])})
             rows.append(
                 (
-                    pipeline, run_id, d.object, d.record_key, d.version, first["code"],
-                    "; ".join(str(e["message"]) for e in d.errors), orjson.dumps(fields).decode(),
-                    orjson.dumps(d.errors).decode(), d.source_payload,
-                    orjson.dumps(d.mapped_payload) if d.mapped_payload is not None else None, now, now,
+                    pipeline,
+                    run_id,
+                    d.object,
+                    d.record_key,
+                    d.version,
+                    first["code"],
+                    "; ".join(str(e["message"]) for e in d.errors),
+                    orjson.dumps(fields).decode(),
+                    orjson.dumps(d.errors).decode(),
+                    d.source_payload,
+                    orjson.dumps(d.mapped_payload) if d.mapped_payload is not None else None,
+                    now,
+                    now,
                 )
             )
         with self.transaction() as c:
@@ -458,9 +469,20 @@ class Store:
     @staticmethod
     def _dead_letter(r: Sequence[Any]) -> DeadLetter:
         return DeadLetter(
-            id=r[0], pipeline=r[1], run_id=r[2], object=r[3], record_key=r[4], version=r[5], error_code=r[6],
-            message=r[7], fields=orjson.loads(r[8]), errors=orjson.loads(r[9]),
+            id=r[0],
+            pipeline=r[1],
+            run_id=r[2],
+            object=r[3],
+            record_key=r[4],
+            version=r[5],
+            error_code=r[6],
+            message=r[7],
+            fields=orjson.loads(r[8]),
+            errors=orjson.loads(r[9]),
             source_payload=orjson.loads(r[10]) if r[10] else None,
             mapped_payload=orjson.loads(r[11]) if r[11] else None,
-            attempts=r[12], first_seen=r[13], last_seen=r[14], status=r[15],
+            attempts=r[12],
+            first_seen=r[13],
+            last_seen=r[14],
+            status=r[15],
         )

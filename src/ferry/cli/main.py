@@ -1,0 +1,203 @@
+"""The `ferry` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ferry.cli import render
+from ferry.cli.logging import configure_logging
+from ferry.errors import FerryError
+from ferry.paths import ferry_home
+
+app = typer.Typer(
+    name="ferry",
+    help="Move orders, customers and products between systems: never lost, never duplicated.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals can hold secrets
+)
+dlq_app = typer.Typer(help="Inspect the dead-letter queue.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="Local emulators of the systems ferry talks to.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(sandbox_app, name="sandbox")
+
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def _store() -> Any:
+    from ferry.store import Store
+
+    return Store(ferry_home() / "ferry.db")
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log progress as structured lines on stderr.")
+    ] = False,
+) -> None:
+    configure_logging(verbose)
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=1, help="Customers in the generated store.")] = 1000,
+    products: Annotated[int, typer.Option(min=1, help="Products (each with 1-5 variants).")] = 200,
+    orders: Annotated[int, typer.Option(min=1, help="Orders (with line items, refunds, guests).")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the generated store: same seed, same store.")] = 7,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start Shopify and Salesforce sandboxes, generate a messy store, and sync it with the example pipeline."""
+    from ferry.cli.demo import run_demo
+
+    try:
+        result = run_demo(
+            customers=customers, products=products, orders=orders, seed=seed, quiet=as_json, console=console
+        )
+    except FerryError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(render.demo_json(result)) + "\n")
+    else:
+        render.print_run(console, result)
+        render.print_next_steps(console, result.pipeline)
+
+
+@app.command()
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a pipeline once: read what changed, write it, dead-letter what cannot be written."""
+    from ferry.engine.pipeline import load_pipeline
+    from ferry.engine.runner import Runner
+
+    try:
+        spec = load_pipeline(pipeline)
+        store = _store()
+        with render.progress(console, disabled=as_json) as progress:
+            stats = asyncio.run(Runner(spec, store, progress).run())
+    except FerryError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(stats.as_dict()) + "\n")
+    else:
+        render.print_run(console, stats)
+    if stats.status != "succeeded":
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def plan(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what a run would do, and what is wrong with the mapping against the target's schema. Writes nothing."""
+    from ferry.engine.inspect import inspect_pipeline
+    from ferry.engine.pipeline import load_pipeline
+
+    try:
+        spec = load_pipeline(pipeline)
+        report = asyncio.run(inspect_pipeline(spec, _store()))
+    except FerryError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict()) + "\n")
+    else:
+        render.print_plan(console, report)
+    if report.errors:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def runs(
+    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List recent runs with their per-object figures."""
+    rows = _store().list_runs(pipeline, limit)
+    if as_json:
+        sys.stdout.write(json.dumps([render.run_row_json(r) for r in rows]) + "\n")
+    else:
+        render.print_runs(console, rows)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
+    object_: Annotated[str | None, typer.Option("--object", help="Only this target object.")] = None,
+    code: Annotated[str | None, typer.Option(help="Only this error code.")] = None,
+    status: Annotated[str, typer.Option(help="open or resolved.")] = "open",
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """List dead letters: records that could not be written, with the reason."""
+    letters = _store().list_dead_letters(pipeline, object_, code, status, limit)
+    if as_json:
+        sys.stdout.write(json.dumps([render.letter_json(d, full=False) for d in letters]) + "\n")
+    else:
+        render.print_letters(console, letters)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    letter_id: Annotated[int, typer.Argument(help="Dead-letter id from `ferry dlq list`.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one dead letter: errors, mapped payload and the source record."""
+    letter = _store().get_dead_letter(letter_id)
+    if letter is None:
+        _fail(FerryError(f"no dead letter with id {letter_id}"))
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(render.letter_json(letter, full=True)) + "\n")
+    else:
+        render.print_letter(console, letter)
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    system: Annotated[str, typer.Argument(help="shopify or salesforce")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 7,
+    customers: Annotated[int, typer.Option(help="Shopify: customers to generate.")] = 1000,
+    products: Annotated[int, typer.Option(help="Shopify: products to generate.")] = 200,
+    orders: Annotated[int, typer.Option(help="Shopify: orders to generate.")] = 2000,
+    state_dir: Annotated[Path | None, typer.Option(help="Where the CA, keys and state live.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve one sandbox over HTTPS on 127.0.0.1 until interrupted."""
+    from ferry.cli.serve import serve_sandbox
+
+    try:
+        serve_sandbox(
+            system,
+            port=port,
+            seed=seed,
+            customers=customers,
+            products=products,
+            orders=orders,
+            state_dir=state_dir or ferry_home() / "sandbox",
+            as_json=as_json,
+            console=console,
+        )
+    except FerryError as exc:
+        _fail(exc)

@@ -1,0 +1,214 @@
+"""Tables and JSON for the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ferry.engine.stats import RunStats
+from ferry.store import DeadLetter, RunRow
+
+_OBJECT_COLUMNS = ("read", "written", "created", "updated", "unchanged", "dead_lettered", "api_calls")
+
+
+class RichProgress:
+    """Adapts the engine's progress protocol to one rich progress bar per phase."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress = progress
+        self._task: Any = None
+
+    def phase(self, name: str, total: int | None) -> None:
+        if self._progress is None:
+            return
+        if self._task is not None:
+            self._progress.update(self._task, completed=self._progress.tasks[-1].total or 0)
+            self._progress.stop_task(self._task)
+        self._task = self._progress.add_task(name, total=total)
+
+    def advance(self, n: int) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task, n)
+
+
+@contextmanager
+def progress(console: Console, *, disabled: bool) -> Iterator[RichProgress]:
+    if disabled or not console.is_terminal:
+        yield RichProgress(None)
+        return
+    bar = Progress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    with bar:
+        yield RichProgress(bar)
+
+
+def demo_json(stats: RunStats) -> dict[str, Any]:
+    objects = {
+        name: {**{c: getattr(s, c) for c in _OBJECT_COLUMNS}, "strategy": s.strategy, "reason": s.reason}
+        for name, s in stats.objects.items()
+    }
+    return {
+        "objects": objects,
+        "seconds": round(stats.seconds, 3),
+        "run_id": stats.run_id,
+        "pipeline": stats.pipeline,
+        "status": stats.status,
+        "source_records": stats.source_records,
+        "source_api_calls": stats.source_api_calls,
+        "setup_api_calls": stats.setup_api_calls,
+    }
+
+
+def print_run(console: Console, stats: RunStats) -> None:
+    table = Table(title=f"run {stats.run_id} of {stats.pipeline}: {stats.status} in {stats.seconds:.1f} s")
+    table.add_column("object")
+    for c in _OBJECT_COLUMNS:
+        table.add_column(c.replace("_", " "), justify="right")
+    table.add_column("strategy")
+    for name, s in stats.objects.items():
+        table.add_row(name, *(f"{getattr(s, c):,}" for c in _OBJECT_COLUMNS), s.strategy)
+    console.print(table)
+    for name, s in stats.objects.items():
+        if s.reason:
+            console.print(f"  [dim]{name}: {s.reason}[/]")
+    reads = ", ".join(f"{n:,} {k}" for k, n in stats.source_records.items())
+    console.print(
+        f"source: read {reads} in {stats.source_api_calls} API calls; "
+        f"target set-up (auth, describe, queries): {stats.setup_api_calls} API calls"
+    )
+    if stats.error:
+        console.print(f"[bold red]{stats.error}[/]")
+
+
+def print_next_steps(console: Console, pipeline: str) -> None:
+    console.print("\nWhere to look next:")
+    console.print("  ferry runs                          every run with its figures")
+    console.print(f"  ferry dlq list --pipeline {pipeline:<10} records that could not be written, and why")
+    console.print("  ferry dlq show ID                   one dead letter: errors, mapped and source payloads")
+    console.print("  ferry plan examples/shopify-to-salesforce.yml   what a pipeline will do, before it writes")
+
+
+def run_row_json(r: RunRow) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "pipeline": r.pipeline,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "status": r.status,
+        "error": r.error,
+        "stats": r.stats,
+    }
+
+
+def print_runs(console: Console, rows: Sequence[RunRow]) -> None:
+    if not rows:
+        console.print("no runs yet: try `ferry demo`")
+        return
+    table = Table(title="runs")
+    for c in (
+        "id",
+        "pipeline",
+        "started",
+        "status",
+        "seconds",
+        "written",
+        "created",
+        "updated",
+        "dead-lettered",
+        "API calls",
+    ):
+        table.add_column(c, justify="right" if c not in ("pipeline", "started", "status") else "left")
+    for r in rows:
+        objects = r.stats.get("objects", {}).values()
+        total = {
+            c: sum(o.get(c, 0) for o in objects)
+            for c in ("written", "created", "updated", "dead_lettered", "api_calls")
+        }
+        calls = total["api_calls"] + r.stats.get("source_api_calls", 0) + r.stats.get("setup_api_calls", 0)
+        table.add_row(
+            str(r.id),
+            r.pipeline,
+            r.started_at[:19].replace("T", " "),
+            r.status,
+            f"{r.stats.get('seconds', 0):.1f}",
+            f"{total['written']:,}",
+            f"{total['created']:,}",
+            f"{total['updated']:,}",
+            f"{total['dead_lettered']:,}",
+            f"{calls:,}",
+        )
+    console.print(table)
+
+
+def letter_json(d: DeadLetter, *, full: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": d.id,
+        "pipeline": d.pipeline,
+        "run_id": d.run_id,
+        "object": d.object,
+        "record_key": d.record_key,
+        "version": d.version,
+        "error_code": d.error_code,
+        "message": d.message,
+        "fields": d.fields,
+        "attempts": d.attempts,
+        "first_seen": d.first_seen,
+        "last_seen": d.last_seen,
+        "status": d.status,
+    }
+    if full:
+        out.update(errors=d.errors, mapped_payload=d.mapped_payload, source_payload=d.source_payload)
+    return out
+
+
+def print_letters(console: Console, letters: Sequence[DeadLetter]) -> None:
+    if not letters:
+        console.print("the dead-letter queue is empty")
+        return
+    table = Table(title=f"dead letters ({len(letters)})")
+    for c in ("id", "pipeline", "object", "key", "code", "fields", "message"):
+        table.add_column(c, overflow="fold")
+    for d in letters:
+        table.add_row(str(d.id), d.pipeline, d.object, d.record_key, d.error_code, ", ".join(d.fields), d.message[:200])
+    console.print(table)
+
+
+def print_letter(console: Console, d: DeadLetter) -> None:
+    console.print(f"[bold]dead letter {d.id}[/]: {d.object} {d.record_key} ({d.status}, {d.attempts} attempt(s))")
+    console.print(f"  pipeline {d.pipeline}, run {d.run_id}, first seen {d.first_seen}, last seen {d.last_seen}")
+    for e in d.errors:
+        console.print(f"  [red]{e.get('code')}[/] {e.get('message')}  fields: {', '.join(e.get('fields', []))}")
+    console.print("[bold]mapped payload[/]")
+    console.print_json(data=d.mapped_payload)
+    console.print("[bold]source record[/]")
+    console.print_json(data=d.source_payload)
+
+
+def print_plan(console: Console, report: Any) -> None:
+    console.print(f"[bold]plan for {report.pipeline}[/]  load order: {' → '.join(report.load_order)}")
+    if report.api_usage:
+        used, total = report.api_usage
+        console.print(f"org API usage: {used:,} of {total:,} daily requests")
+    for o in report.objects:
+        table = Table(title=f"{o.name} ← {o.entity}, upsert by {o.external_id}", title_justify="left")
+        for c in ("target field", "from", "type", "length", "required"):
+            table.add_column(c, overflow="fold")
+        for f in o.fields:
+            table.add_row(f.field, f.expression, f.type, str(f.length or ""), "yes" if f.required else "")
+        console.print(table)
+        console.print(f"  strategy now ({o.pending:,} records pending): {o.strategy} — {o.reason}")
+        for p in o.problems:
+            console.print(f"  [bold red]problem:[/] {p}")
+    if not report.errors:
+        console.print("[green]no problems found against the target's describe[/]")

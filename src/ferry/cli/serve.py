@@ -1,0 +1,60 @@
+"""`ferry sandbox serve`: one sandbox in the foreground, announcing its URL, CA file and credentials."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ferry.errors import ConfigError
+from ferry.sandbox.serve import serve_forever
+from ferry.sandbox.tls import TlsFiles
+
+SYSTEMS = ("shopify", "salesforce")
+
+
+def build_sandbox(system: str, *, seed: int, customers: int, products: int, orders: int, state_dir: Path) -> Any:
+    if system == "shopify":
+        from ferry.sandbox.shopify import ShopifySandbox
+
+        return ShopifySandbox(state_dir, seed=seed, customers=customers, products=products, orders=orders)
+    if system == "salesforce":
+        from ferry.sandbox.salesforce import SalesforceSandbox
+
+        return SalesforceSandbox(state_dir, seed=seed)
+    raise ConfigError(f"unknown sandbox {system!r}: choose one of {', '.join(SYSTEMS)}")
+
+
+def serve_sandbox(
+    system: str,
+    *,
+    port: int,
+    seed: int,
+    customers: int,
+    products: int,
+    orders: int,
+    state_dir: Path,
+    as_json: bool,
+    console: Console,
+) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    sandbox = build_sandbox(
+        system, seed=seed, customers=customers, products=products, orders=orders, state_dir=state_dir
+    )
+
+    def announce(url: str, tls: TlsFiles) -> None:
+        info = {"system": system, **sandbox.credentials(url), "url": url, "ca_file": str(tls.ca_file)}
+        if as_json:
+            sys.stdout.write(json.dumps(info) + "\n")
+            sys.stdout.flush()
+            return
+        console.print(f"[bold]{system} sandbox[/] listening on [cyan]{url}[/]")
+        for k, v in info.items():
+            if k not in ("system", "url"):
+                console.print(f"  {k:18} {v}")
+        console.print("  admin: /__sandbox/records/{object}  /__sandbox/stats   (Ctrl-C stops)")
+
+    serve_forever(sandbox.app, state_dir, port, announce)

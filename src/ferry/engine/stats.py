@@ -1,0 +1,51 @@
+"""What a run did, per target object, in the shape `ferry demo --json` and `ferry runs` print."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class ObjectStats:
+    read: int = 0
+    written: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    dead_lettered: int = 0
+    retried: int = 0
+    api_calls: int = 0
+    strategy: str = "-"
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class RunStats:
+    run_id: int
+    pipeline: str
+    objects: dict[str, ObjectStats] = field(default_factory=dict)
+    source_records: dict[str, int] = field(default_factory=dict)
+    source_api_calls: int = 0
+    setup_api_calls: int = 0
+    seconds: float = 0.0
+    status: str = "running"
+    error: str | None = None
+
+    def object(self, name: str) -> ObjectStats:
+        if name not in self.objects:
+            self.objects[name] = ObjectStats()
+        return self.objects[name]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "status": self.status,
+            "objects": {k: asdict(v) for k, v in self.objects.items()},
+            "source_records": dict(self.source_records),
+            "source_api_calls": self.source_api_calls,
+            "setup_api_calls": self.setup_api_calls,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
