@@ -27,7 +27,8 @@ sandbox_app = typer.Typer(help="Local emulators of the systems ferry talks to.",
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(sandbox_app, name="sandbox")
 
-console = Console()
+# Piped output keeps whole table rows instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -14,6 +15,7 @@ from ferry.engine.stats import RunStats
 from ferry.store import DeadLetter, RunRow
 
 _OBJECT_COLUMNS = ("read", "written", "created", "updated", "unchanged", "dead_lettered", "api_calls")
+_HEADERS = {"unchanged": "same", "dead_lettered": "DLQ", "api_calls": "calls"}
 
 
 class RichProgress:
@@ -71,14 +73,21 @@ def demo_json(stats: RunStats) -> dict[str, Any]:
 
 
 def print_run(console: Console, stats: RunStats) -> None:
-    table = Table(title=f"run {stats.run_id} of {stats.pipeline}: {stats.status} in {stats.seconds:.1f} s")
-    table.add_column("object")
+    table = Table(
+        title=f"run {stats.run_id} of {stats.pipeline}: {stats.status} in {stats.seconds:.1f} s",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("object", no_wrap=True)
     for c in _OBJECT_COLUMNS:
-        table.add_column(c.replace("_", " "), justify="right")
-    table.add_column("strategy")
+        table.add_column(_HEADERS.get(c, c), justify="right", no_wrap=True)
+    table.add_column("strategy", no_wrap=True)
     for name, s in stats.objects.items():
         table.add_row(name, *(f"{getattr(s, c):,}" for c in _OBJECT_COLUMNS), s.strategy)
     console.print(table)
+    console.print(
+        "  [dim]same = already in the target at this version; DLQ = dead-lettered; calls = target API calls[/]"
+    )
     for name, s in stats.objects.items():
         if s.reason:
             console.print(f"  [dim]{name}: {s.reason}[/]")
@@ -92,11 +101,16 @@ def print_run(console: Console, stats: RunStats) -> None:
 
 
 def print_next_steps(console: Console, pipeline: str) -> None:
+    steps = [
+        ("ferry runs", "every run with its figures"),
+        (f"ferry dlq list --pipeline {pipeline}", "records that could not be written, and why"),
+        ("ferry dlq show ID", "one dead letter: errors, mapped and source payloads"),
+        ("ferry plan examples/shopify-to-salesforce.yml", "what a pipeline will do, before it writes"),
+    ]
+    width = max(len(cmd) for cmd, _ in steps) + 3
     console.print("\nWhere to look next:")
-    console.print("  ferry runs                          every run with its figures")
-    console.print(f"  ferry dlq list --pipeline {pipeline:<10} records that could not be written, and why")
-    console.print("  ferry dlq show ID                   one dead letter: errors, mapped and source payloads")
-    console.print("  ferry plan examples/shopify-to-salesforce.yml   what a pipeline will do, before it writes")
+    for cmd, what in steps:
+        console.print(f"  {cmd:<{width}}{what}", highlight=False)
 
 
 def run_row_json(r: RunRow) -> dict[str, Any]:
