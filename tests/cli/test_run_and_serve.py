@@ -1,0 +1,82 @@
+"""`ferry sandbox serve` announces what a client needs; `ferry run` twice writes once."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ferry.cli.demo import demo_env
+from ferry.cli.sandboxes import SandboxProcess, start_sandbox
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shopify-to-salesforce.yml"
+
+
+@pytest.fixture(scope="module")
+def sandboxes(tmp_path_factory: pytest.TempPathFactory) -> tuple[SandboxProcess, SandboxProcess]:
+    state = tmp_path_factory.mktemp("sandboxes")
+    shop = start_sandbox("shopify", state, ["--customers", "40", "--products", "10", "--orders", "60", "--seed", "2"])
+    org = start_sandbox("salesforce", state)
+    yield shop, org
+    shop.stop()
+    org.stop()
+
+
+def test_serve_announces_url_ca_and_credentials(sandboxes: tuple[SandboxProcess, SandboxProcess]) -> None:
+    shop, org = sandboxes
+    assert {"url", "ca_file", "access_token", "webhook_secret"} <= set(shop.info)
+    assert {"url", "ca_file", "client_id", "client_secret", "username", "private_key_file"} <= set(org.info)
+    for info in (shop.info, org.info):
+        assert info["url"].startswith("https://127.0.0.1:")
+        assert Path(info["ca_file"]).is_file()
+    # TLS verifies against the announced CA, and only against it.
+    ctx = ssl.create_default_context(cafile=org.info["ca_file"])
+    assert httpx.get(f"{org.url}/services/data/", verify=ctx).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{org.url}/services/data/", verify=ssl.create_default_context(cafile=None, cadata=None))
+
+
+def _run(home: Path, env: dict[str, str]) -> dict[str, object]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferry", "run", str(EXAMPLE), "--json"],
+        env={**os.environ, **env, "FERRY_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_run_twice_writes_once(sandboxes: tuple[SandboxProcess, SandboxProcess], tmp_path: Path) -> None:
+    shop, org = sandboxes
+    env = demo_env({k: str(v) for k, v in shop.info.items()}, {k: str(v) for k, v in org.info.items()})
+    first = _run(tmp_path, env)
+    objects = first["objects"]
+    assert isinstance(objects, dict)
+    assert all(o["created"] > 0 for o in objects.values()), objects
+    second = _run(tmp_path, env)
+    again = second["objects"]
+    assert isinstance(again, dict)
+    assert all(o["created"] == 0 and o["updated"] == 0 and o["api_calls"] == 0 for o in again.values()), again
+
+
+def test_missing_environment_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPIFY_", "SALESFORCE_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferry", "run", str(EXAMPLE)],
+        env={**env, "FERRY_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "SHOPIFY_URL is not set" in proc.stderr
