@@ -80,3 +80,26 @@ def test_missing_environment_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "SHOPIFY_URL is not set" in proc.stderr
+
+
+def test_secrets_never_reach_logs_output_or_state(
+    sandboxes: tuple[SandboxProcess, SandboxProcess], tmp_path: Path
+) -> None:
+    shop, org = sandboxes
+    env = demo_env({k: str(v) for k, v in shop.info.items()}, {k: str(v) for k, v in org.info.items()})
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferry", "--verbose", "run", str(EXAMPLE)],
+        env={**os.environ, **env, "FERRY_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "run.start" in proc.stderr  # verbose logging really was on
+    key_body = Path(org.info["private_key_file"]).read_text().splitlines()[1]
+    secrets = [shop.info["access_token"], org.info["client_secret"], key_body]
+    state = b"".join(p.read_bytes() for p in tmp_path.rglob("ferry.db*"))
+    for secret in secrets:
+        assert secret not in proc.stdout and secret not in proc.stderr
+        assert secret.encode() not in state
