@@ -28,10 +28,17 @@ class RichProgress:
     def phase(self, name: str, total: int | None) -> None:
         if self._progress is None:
             return
-        if self._task is not None:
-            self._progress.update(self._task, completed=self._progress.tasks[-1].total or 0)
-            self._progress.stop_task(self._task)
+        self._finish_current()
         self._task = self._progress.add_task(name, total=total)
+
+    def _finish_current(self) -> None:
+        """Close the running phase at what it really did (a read phase has no total until it ends)."""
+        if self._progress is None or self._task is None:
+            return
+        task = next(t for t in self._progress.tasks if t.id == self._task)
+        done = task.completed if task.total is None else task.total
+        self._progress.update(self._task, total=done, completed=done)
+        self._progress.stop_task(self._task)
 
     def advance(self, n: int) -> None:
         if self._progress is not None and self._task is not None:
@@ -52,7 +59,9 @@ def progress(console: Console, *, disabled: bool) -> Iterator[RichProgress]:
         transient=False,
     )
     with bar:
-        yield RichProgress(bar)
+        tracker = RichProgress(bar)
+        yield tracker
+        tracker._finish_current()
 
 
 def demo_json(stats: RunStats) -> dict[str, Any]:
