@@ -16,7 +16,7 @@ def test_a_phase_without_a_total_ends_showing_what_it_did() -> None:
     tracker.advance(120)
     tracker.phase("write Order", 370)
     tracker.advance(370)
-    tracker._finish_current()
+    tracker.finish()
     read, write = bar.tasks
     assert (read.completed, read.total) == (370, 370)
     assert (write.completed, write.total) == (370, 370)

@@ -28,10 +28,10 @@ class RichProgress:
     def phase(self, name: str, total: int | None) -> None:
         if self._progress is None:
             return
-        self._finish_current()
+        self.finish()
         self._task = self._progress.add_task(name, total=total)
 
-    def _finish_current(self) -> None:
+    def finish(self) -> None:
         """Close the running phase at what it really did (a read phase has no total until it ends)."""
         if self._progress is None or self._task is None:
             return
@@ -61,7 +61,7 @@ def progress(console: Console, *, disabled: bool) -> Iterator[RichProgress]:
     with bar:
         tracker = RichProgress(bar)
         yield tracker
-        tracker._finish_current()
+        tracker.finish()
 
 
 def demo_json(stats: RunStats) -> dict[str, Any]:
