@@ -183,6 +183,11 @@ def sandbox_serve(
     products: Annotated[int, typer.Option(help="Shopify: products to generate.")] = 200,
     orders: Annotated[int, typer.Option(help="Shopify: orders to generate.")] = 2000,
     state_dir: Annotated[Path | None, typer.Option(help="Where the CA, keys and state live.")] = None,
+    persist: Annotated[
+        bool,
+        typer.Option("--persist", help="Salesforce: keep the org in <state-dir>/salesforce/org.db across restarts."),
+    ] = False,
+    latency: Annotated[str, typer.Option(help="Salesforce latency profile: off or real.")] = "off",
     as_json: JsonOpt = False,
 ) -> None:
     """Serve one sandbox over HTTPS on 127.0.0.1 until interrupted."""

@@ -16,7 +16,17 @@ from ferry.sandbox.tls import TlsFiles
 SYSTEMS = ("shopify", "salesforce")
 
 
-def build_sandbox(system: str, *, seed: int, customers: int, products: int, orders: int, state_dir: Path) -> Any:
+def build_sandbox(
+    system: str,
+    *,
+    seed: int,
+    customers: int,
+    products: int,
+    orders: int,
+    state_dir: Path,
+    persist: bool = False,
+    latency: str = "off",
+) -> Any:
     if system == "shopify":
         from ferry.sandbox.shopify import ShopifySandbox
 
@@ -24,7 +34,10 @@ def build_sandbox(system: str, *, seed: int, customers: int, products: int, orde
     if system == "salesforce":
         from ferry.sandbox.salesforce import SalesforceSandbox
 
-        return SalesforceSandbox(state_dir, seed=seed)
+        try:
+            return SalesforceSandbox(state_dir, seed=seed, persist=persist, latency=latency)
+        except ValueError as exc:  # an unknown latency profile
+            raise ConfigError(str(exc)) from exc
     raise ConfigError(f"unknown sandbox {system!r}: choose one of {', '.join(SYSTEMS)}")
 
 
@@ -39,10 +52,13 @@ def serve_sandbox(
     state_dir: Path,
     as_json: bool,
     console: Console,
+    persist: bool = False,
+    latency: str = "off",
 ) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     sandbox = build_sandbox(
-        system, seed=seed, customers=customers, products=products, orders=orders, state_dir=state_dir
+        system, seed=seed, customers=customers, products=products, orders=orders, state_dir=state_dir,
+        persist=persist, latency=latency,
     )
 
     def announce(url: str, tls: TlsFiles) -> None:

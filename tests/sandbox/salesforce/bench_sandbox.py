@@ -36,8 +36,9 @@ def contact_csv(n: int, prefix: str = "") -> bytes:
     return out.getvalue().encode()
 
 
-def bench_bulk_in_process(n: int) -> None:
-    sb = SalesforceSandbox(Path(tempfile.mkdtemp()))
+def bench_bulk_in_process(n: int, persist: bool = False) -> None:
+    sb = SalesforceSandbox(Path(tempfile.mkdtemp()), persist=persist)
+    mode = " (persist=True)" if persist else ""
     st = sb.state
     acct = st.schema.objects["Account"]
     from ferry.sandbox.salesforce.validate import parse_body
@@ -48,21 +49,23 @@ def bench_bulk_in_process(n: int) -> None:
         job = IngestJob("750bench", "upsert", obj, obj.field("Shopify_Customer_Id__c"), "COMMA", "LF", "62.0", "",
                         "")
         job.data = data
+        sb.bulk.ingest_jobs[job.id] = job  # with persist=True, its result rows are written too
         t = time.perf_counter()
         asyncio.run(sb.bulk._process(job))
         dt = time.perf_counter() - t
         assert job.state == "JobComplete" and job.failed == 0, (job.state, job.error_message, job.failed_rows[:1])
-        print(f"bulk ingest in-process, {label}: {n} rows in {dt:.2f}s = {n / dt:,.0f} rows/s")
+        print(f"bulk ingest in-process{mode}, {label}: {n} rows in {dt:.2f}s = {n / dt:,.0f} rows/s")
     job = IngestJob("750bench2", "insert", st.schema.objects["Account"], None, "COMMA", "LF", "62.0", "", "")
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["Name", "BillingCity", "Phone"])
     w.writerows([[f"Acct {i}", "Berlin", "123"] for i in range(n)])
     job.data = out.getvalue().encode()
+    sb.bulk.ingest_jobs[job.id] = job
     t = time.perf_counter()
     asyncio.run(sb.bulk._process(job))
     dt = time.perf_counter() - t
-    print(f"bulk ingest in-process, insert Account 3 cols: {n} rows in {dt:.2f}s = {n / dt:,.0f} rows/s")
+    print(f"bulk ingest in-process{mode}, insert Account 3 cols: {n} rows in {dt:.2f}s = {n / dt:,.0f} rows/s")
 
 
 def bench_over_https(bulk_rows: int, collection_records: int) -> None:
@@ -115,4 +118,5 @@ def bench_over_https(bulk_rows: int, collection_records: int) -> None:
 
 if __name__ == "__main__":
     bench_bulk_in_process(100_000)
+    bench_bulk_in_process(100_000, persist=True)
     bench_over_https(50_000, 20_000)

@@ -17,12 +17,14 @@ from fastapi import FastAPI
 
 from ferry.sandbox.salesforce.app import build_app
 from ferry.sandbox.salesforce.auth import OAuthServer, ensure_app_keys
-from ferry.sandbox.salesforce.bulk import BulkApi
+from ferry.sandbox.salesforce.bulk import BulkApi, QueryJob
 from ferry.sandbox.salesforce.composite import CollectionsApi
 from ferry.sandbox.salesforce.dml import Org
 from ferry.sandbox.salesforce.faults import Faults
 from ferry.sandbox.salesforce.ids import IdFactory
+from ferry.sandbox.salesforce.latency import LatencyProfile
 from ferry.sandbox.salesforce.limits import ApiBudget
+from ferry.sandbox.salesforce.persist import OrgDb, db_path
 from ferry.sandbox.salesforce.query import Executor
 from ferry.sandbox.salesforce.rest import RestApi
 from ferry.sandbox.salesforce.routing import Router
@@ -51,15 +53,18 @@ class SalesforceSandbox:
         session_ttl_seconds: float = 7200,
         bulk_chunk_rows: int = 10_000,
         extra_schema: Path | None = None,
+        persist: bool = False,
+        latency: str = "off",
     ) -> None:
         self.state_dir = Path(state_dir)
+        self.latency = LatencyProfile(latency, seed)
         self.keys = ensure_app_keys(self.state_dir)
         schema = load_schema(extra_schema)
         ids = IdFactory(seed)
         store = Store(schema)
         org = Org(schema, store, ids, _utc_now)
         org_id = IdFactory(seed).new("00D")
-        self.faults = Faults()
+        self.faults = Faults(self.latency)
         org.lock_fails = self.faults.lock_fails
         self.state = OrgState(
             schema=schema, store=store, ids=ids, org=org, executor=Executor(schema, store, _utc_now),
@@ -72,8 +77,73 @@ class SalesforceSandbox:
         self.bulk = BulkApi(self.state)
         for api in (self.rest, self.collections, self.bulk):
             api.register(self.router)
-        self._seed()
+        self.bulk.queue_delay = self.latency.bulk_queue_delay
+        self.bulk.chunk_delay = self.latency.bulk_chunk_delay
+        self.db: OrgDb | None = None
+        self._flushed_api_calls = -1
+        if persist:
+            self._open_db()
+        else:
+            self._seed()
         self.app: FastAPI = build_app(self)
+
+    # --- persistence (persist.py) ------------------------------------------------------------------
+
+    def _open_db(self) -> None:
+        self.db = db = OrgDb(db_path(self.state_dir))
+        self.state.store.dirty = set()
+        self.bulk.dirty_jobs = set()
+        self.bulk.after_chunk = self.flush
+        oauth = self.state.oauth
+        if db.is_empty():
+            self._seed()
+            db.put_meta("oauth", {"client_id": oauth.client_id, "client_secret": oauth.client_secret})
+        else:
+            self._load(db)
+        self.flush(force=True)
+
+    def _load(self, db: OrgDb) -> None:
+        state = self.state
+        store = state.store
+        for obj, deleted, record in db.load_records():
+            if obj in store.tables:
+                store.restore(store.table(obj), record, deleted)
+        state.ids.restore(db.counters("id"))
+        state.org.restore_auto_numbers(db.counters("auto"))
+        budget = db.meta("budget") or {}
+        state.budget.used = int(budget.get("used", 0))
+        state.budget.by_endpoint.update(budget.get("by_endpoint", {}))
+        state.budget.bulk_batches = int(budget.get("bulk_batches", 0))
+        oauth = db.meta("oauth")
+        if oauth:
+            state.oauth.client_id, state.oauth.client_secret = oauth["client_id"], oauth["client_secret"]
+        users = store.table("User").rows.values()
+        user_id = next((u["Id"] for u in users if u.get("Username") == INTEGRATION_USERNAME), "")
+        state.org.user_id = user_id
+        state.oauth.users = {INTEGRATION_USERNAME: user_id}
+        for kind, info, data, rows in db.load_jobs():
+            if kind == "ingest":
+                self.bulk.restore_ingest_job(info, data, rows)
+            else:
+                self.bulk.query_jobs[info["id"]] = QueryJob.restore(info)
+
+    def flush(self, force: bool = False) -> None:
+        """Make everything changed since the last flush durable (a no-op without persist=True)."""
+        db = self.db
+        if db is None:
+            return
+        used = self.state.budget.used
+        if not force and used == self._flushed_api_calls and not self.state.store.dirty and not self.bulk.dirty_jobs:
+            return
+        db.flush(self)
+        self._flushed_api_calls = used
+
+    def close(self) -> None:
+        """Flush and close org.db; the sandbox must not serve requests afterwards."""
+        if self.db is not None:
+            self.flush(force=True)
+            self.db.close()
+            self.db = None
 
     def _seed(self) -> None:
         """The records every org starts with: the integration user and the standard price book."""
@@ -96,7 +166,14 @@ class SalesforceSandbox:
         self.state.ids.reset()
         self.state.org.reset_counters()
         self.state.budget.reset()
+        if self.db is not None:
+            self.db.wipe()
+            self.state.store.dirty = set()
+            self.bulk.dirty_jobs = set()
+            oauth = self.state.oauth
+            self.db.put_meta("oauth", {"client_id": oauth.client_id, "client_secret": oauth.client_secret})
         self._seed()
+        self.flush(force=True)
 
     def credentials(self, base_url: str) -> dict[str, Any]:
         return {

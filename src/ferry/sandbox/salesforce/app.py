@@ -77,6 +77,7 @@ def build_app(sandbox: SalesforceSandbox) -> FastAPI:
     @app.api_route("/services/data/{version}/{rest:path}", methods=API_METHODS)
     async def api(request: Request) -> Response:
         reply = await sandbox_call(sandbox, request)
+        sandbox.flush()  # with persist=True, the call is durable before it is answered
         headers = {"Sforce-Limit-Info": state.budget.header(), **reply.headers}
         if reply.status == 204 or (reply.body is None and reply.raw is None):
             return Response(status_code=reply.status, headers=headers)
@@ -108,7 +109,12 @@ async def sandbox_call(sandbox: SalesforceSandbox, request: Request) -> Reply:
             return fault
         call = Call(method, version, segments[1:], dict(request.query_params), request.headers,
                     await request.body())
-        return route.handler(call, params)
+        try:
+            reply = route.handler(call, params)
+        except ApiError as err:
+            reply = Reply(err.status, err.body())
+        await sandbox.faults.after_call(method, route.template, len(call.body), reply)
+        return reply
     except ApiError as err:
         return Reply(err.status, err.body())
 

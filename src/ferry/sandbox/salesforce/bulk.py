@@ -15,7 +15,7 @@ import io
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,17 @@ class IngestJob:
     error_message: str | None = None
     processing_ms: int = 0
     task: asyncio.Task[None] | None = None
+    persisted_rows: dict[str, int] = field(default_factory=dict)  # result rows already in org.db, by kind
+
+    def snapshot(self) -> dict[str, Any]:
+        """The job's metadata for persistence (result rows and the upload are stored apart)."""
+        return {"id": self.id, "operation": self.operation, "object": self.sobject.name,
+                "externalIdFieldName": self.external_id_field.name if self.external_id_field else None,
+                "columnDelimiter": self.column_delimiter, "lineEnding": self.line_ending,
+                "apiVersion": self.api_version, "createdById": self.created_by, "createdDate": self.created_date,
+                "state": self.state, "systemModstamp": self.system_modstamp, "header": self.header,
+                "processed": self.processed, "failed": self.failed, "errorMessage": self.error_message,
+                "processingMs": self.processing_ms}
 
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -99,6 +110,18 @@ class QueryJob:
     rows: list[list[str]]
     state: str = "UploadComplete"
     polled: bool = False
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"id": self.id, "operation": self.operation, "soql": self.soql, "object": self.sobject,
+                "columnDelimiter": self.column_delimiter, "lineEnding": self.line_ending,
+                "apiVersion": self.api_version, "createdById": self.created_by, "createdDate": self.created_date,
+                "header": self.header, "rows": self.rows, "state": self.state, "polled": self.polled}
+
+    @classmethod
+    def restore(cls, s: dict[str, Any]) -> QueryJob:
+        return cls(s["id"], s["operation"], s["soql"], s["object"], s["columnDelimiter"], s["lineEnding"],
+                   s["apiVersion"], s["createdById"], s["createdDate"], s["header"], s["rows"], s["state"],
+                   s["polled"])
 
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -172,6 +195,34 @@ class BulkApi:
         self.state = state
         self.ingest_jobs: dict[str, IngestJob] = {}
         self.query_jobs: dict[str, QueryJob] = {}
+        # persistence: job ids changed since the last flush (None when not persisting), and the flush itself
+        self.dirty_jobs: set[str] | None = None
+        self.after_chunk: Callable[[], None] = lambda: None
+        # latency profile: seconds before the first chunk, and seconds per chunk of n rows
+        self.queue_delay: Callable[[], float] = lambda: 0.0
+        self.chunk_delay: Callable[[int], float] = lambda n: 0.0
+
+    def _touch(self, job_id: str) -> None:
+        if self.dirty_jobs is not None:
+            self.dirty_jobs.add(job_id)
+
+    def restore_ingest_job(self, s: dict[str, Any], data: bytes | None, rows: dict[str, list[list[str]]]) -> None:
+        """Put back a job loaded from org.db. A job that was processing when the sandbox stopped is Failed."""
+        obj = self.state.schema.get(s["object"])
+        if obj is None:
+            return
+        key_field = obj.field(s["externalIdFieldName"]) if s["externalIdFieldName"] else None
+        job = IngestJob(s["id"], s["operation"], obj, key_field, s["columnDelimiter"], s["lineEnding"],
+                        s["apiVersion"], s["createdById"], s["createdDate"], state=s["state"],
+                        system_modstamp=s["systemModstamp"], data=data, header=s["header"], processed=s["processed"],
+                        failed=s["failed"], successful_rows=rows["s"], failed_rows=rows["f"],
+                        unprocessed_rows=rows["u"], error_message=s["errorMessage"], processing_ms=s["processingMs"],
+                        persisted_rows={k: len(v) for k, v in rows.items()})
+        if job.state in ("UploadComplete", "InProgress"):
+            job.state = "Failed"
+            job.error_message = "InternalServerError : the sandbox stopped while the job was processing"
+            self._touch(job.id)
+        self.ingest_jobs[job.id] = job
 
     def register(self, router: Router) -> None:
         r = router.add
@@ -225,6 +276,7 @@ class BulkApi:
         job = IngestJob(self.state.ids.new("750"), operation, obj, key_field, delimiter, line_ending, call.version,
                         self.state.org.user_id, self._now())
         self.ingest_jobs[job.id] = job
+        self._touch(job.id)
         return Reply(200, job.info())
 
     def _job(self, job_id: str) -> IngestJob:
@@ -251,6 +303,7 @@ class BulkApi:
         if len(call.body) > 150 * 1024 * 1024:
             raise ApiError(413, "EXCEEDED_QUOTA", "The upload exceeds the maximum size of 150 MB")
         job.data = call.body
+        self._touch(job.id)
         return Reply(201)
 
     def patch_job(self, call: Call, p: dict[str, str]) -> Reply:
@@ -266,6 +319,7 @@ class BulkApi:
             job.system_modstamp = self._now()
         else:
             raise ApiError(400, "INVALIDJOBSTATE", f"Invalid state transition from {job.state} to {target}")
+        self._touch(job.id)
         return Reply(200, job.info())
 
     def delete_job(self, call: Call, p: dict[str, str]) -> Reply:
@@ -275,6 +329,7 @@ class BulkApi:
         if job.task is not None and not job.task.done():
             job.state = "Aborted"
         del self.ingest_jobs[job.id]
+        self._touch(job.id)
         return Reply(204)
 
     # --- ingest: results ------------------------------------------------------------------------------
@@ -299,10 +354,14 @@ class BulkApi:
 
     async def _process(self, job: IngestJob) -> None:
         await asyncio.sleep(0)  # answer the UploadComplete PATCH first, as the org does
+        queued = self.queue_delay()
+        if queued:
+            await asyncio.sleep(queued)  # the job waits in the org's queue before it starts
         if job.state == "Aborted":
             return
         started = time.perf_counter()
         job.state = "InProgress"
+        self._touch(job.id)
         rows: Iterator[list[str]] = iter(())
         try:
             rows = self._rows(job)
@@ -316,7 +375,9 @@ class BulkApi:
                 self._process_chunk_without_gc(job, plan, chunk)
                 self.state.budget.bulk_batches += 1
                 job.processing_ms = int((time.perf_counter() - started) * 1000)
-                await asyncio.sleep(0)
+                self._touch(job.id)
+                self.after_chunk()
+                await asyncio.sleep(self.chunk_delay(len(chunk)))
             job.state = "JobComplete"
         except JobFailure as failure:
             job.state = "Failed"
@@ -330,6 +391,9 @@ class BulkApi:
             job.data = None  # the upload is consumed; results hold what clients can fetch
             job.processing_ms = int((time.perf_counter() - started) * 1000)
             job.system_modstamp = self._now()
+            if job.id in self.ingest_jobs:
+                self._touch(job.id)
+                self.after_chunk()
 
     def _rows(self, job: IngestJob) -> Iterator[list[str]]:
         if not job.data:
@@ -482,6 +546,7 @@ class BulkApi:
         job = QueryJob(self.state.ids.new("750"), operation, soql, plan.sobject.name, delimiter, line_ending,
                        call.version, self.state.org.user_id, self._now(), header, rows)
         self.query_jobs[job.id] = job
+        self._touch(job.id)
         return Reply(200, job.info())
 
     def _query_job(self, job_id: str) -> QueryJob:
@@ -493,6 +558,8 @@ class BulkApi:
     def get_query_job(self, call: Call, p: dict[str, str]) -> Reply:
         job = self._query_job(p["job"])
         # The result set is computed at creation; the first poll reports it done.
+        if not job.polled or job.state == "UploadComplete":
+            self._touch(job.id)
         job.polled = True
         if job.state == "UploadComplete":
             job.state = "JobComplete"
@@ -508,11 +575,13 @@ class BulkApi:
         if not isinstance(body, dict) or body.get("state") != "Aborted" or job.state in TERMINAL:
             raise ApiError(400, "INVALIDJOBSTATE", f"Invalid state transition from {job.state}")
         job.state = "Aborted"
+        self._touch(job.id)
         return Reply(200, job.info())
 
     def delete_query_job(self, call: Call, p: dict[str, str]) -> Reply:
         self._query_job(p["job"])
         del self.query_jobs[p["job"]]
+        self._touch(p["job"])
         return Reply(204)
 
     def query_results(self, call: Call, p: dict[str, str]) -> Reply:

@@ -114,6 +114,13 @@ class Org:
     def reset_counters(self) -> None:
         self._auto_numbers.clear()
 
+    def auto_numbers(self) -> dict[str, int]:
+        """The auto-number counters, keyed `Object.Field` (persisted by persist.py)."""
+        return self._auto_numbers
+
+    def restore_auto_numbers(self, counters: dict[str, int]) -> None:
+        self._auto_numbers.update(counters)
+
     # --- public save operations: never raise RecordError, return a SaveResult ----------------------
 
     def create(self, obj: SObjectSchema, body: ParsedBody) -> SaveResult:
@@ -173,7 +180,7 @@ class Org:
             if record_id not in table.rows:
                 if record_id in table.deleted:
                     if hard:
-                        table.deleted.pop(record_id)
+                        self.store.purge(table, record_id)
                         return SaveResult(record_id, True)
                     raise RecordError("ENTITY_IS_DELETED", "entity is deleted", [])
                 raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])

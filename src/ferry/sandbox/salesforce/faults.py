@@ -12,6 +12,9 @@ A rule applies to calls whose path (after /services/data/vXX.X/) contains `path`
 and whose method matches; `count` bounds how many times it fires. `lock_row_rate`
 fails that share of record saves with UNABLE_TO_LOCK_ROW (per record in
 collections and Bulk, a 400 on single-record calls).
+
+The same hook applies the latency profile (latency.py): `after_call` sleeps for the
+profile's per-endpoint delay once the handler has computed the reply.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ferry.sandbox.salesforce.latency import LatencyProfile
 from ferry.sandbox.salesforce.routing import Reply
 
 _BODIES = {
@@ -53,7 +57,8 @@ class FaultRule:
 
 
 class Faults:
-    def __init__(self) -> None:
+    def __init__(self, latency: LatencyProfile | None = None) -> None:
+        self.latency = latency or LatencyProfile()
         self.rules: list[FaultRule] = []
         self.lock_row_rate = 0.0
         self.rng = random.Random(0)
@@ -89,3 +94,9 @@ class Faults:
             body = [{"message": rule.message or message, "errorCode": rule.error_code or code}]
             return Reply(rule.status, body, headers=headers)
         return None
+
+    async def after_call(self, method: str, template: str, request_bytes: int, reply: Reply) -> None:
+        """The latency profile's delay for this call (nothing with the `off` profile)."""
+        delay = self.latency.call_delay(method, template, request_bytes, reply.body)
+        if delay > 0:
+            await asyncio.sleep(delay)

@@ -87,6 +87,14 @@ class IdFactory:
             cached = self._high[prefix] = (high_n, f"{prefix}{self._pod}0{_base62(high_n, 7)}")
         return to18(cached[1] + self._low[low_n])
 
+    def counters(self) -> dict[str, int]:
+        """The serial last minted per key prefix (persisted by persist.py)."""
+        return self._counters
+
+    def restore(self, counters: dict[str, int]) -> None:
+        self._counters.update(counters)
+        self._high.clear()
+
     def reset(self) -> None:
         self._counters.clear()
         self._high.clear()

@@ -115,6 +115,8 @@ class Store:
         self.tables: dict[str, Table] = {name: Table(obj) for name, obj in schema.objects.items()}
         self._by_prefix = {t.schema.key_prefix: t for t in self.tables.values()}
         self._journal: list[tuple[str, Table, str, Record | None]] | None = None
+        # ids written since the last persistence flush; None when the sandbox does not persist
+        self.dirty: set[str] | None = None
 
     def table(self, name: str) -> Table:
         return self.tables[name]
@@ -140,6 +142,8 @@ class Store:
         table._index(record_id, record)
         if self._journal is not None:
             self._journal.append(("insert", table, record_id, None))
+        if self.dirty is not None:
+            self.dirty.add(record_id)
 
     def replace(self, table: Table, record_id: str, new: Record) -> None:
         old = table.rows[record_id]
@@ -147,6 +151,8 @@ class Store:
         table._reindex(record_id, old, new)
         if self._journal is not None:
             self._journal.append(("update", table, record_id, old))
+        if self.dirty is not None:
+            self.dirty.add(record_id)
 
     def soft_delete(self, table: Table, record_id: str, deleted_stamp: dict[str, Any]) -> list[tuple[Table, str]]:
         """Move a record (and its cascade children) to the recycle bin; returns every record deleted."""
@@ -163,6 +169,8 @@ class Store:
         done.append((table, record_id))
         if self._journal is not None:
             self._journal.append(("delete", table, record_id, old))
+        if self.dirty is not None:
+            self.dirty.add(record_id)
         for rel in self.schema.children.get(table.schema.name, []):
             if not rel.cascade_delete:
                 continue
@@ -172,6 +180,21 @@ class Store:
     def hard_delete(self, table: Table, record_id: str) -> None:
         self.soft_delete(table, record_id, {})
         table.deleted.pop(record_id, None)
+
+    def purge(self, table: Table, record_id: str) -> None:
+        """Empty a record out of the recycle bin (hard delete of an already deleted record)."""
+        table.deleted.pop(record_id, None)
+        if self.dirty is not None:
+            self.dirty.add(record_id)
+
+    def restore(self, table: Table, record: Record, deleted: bool) -> None:
+        """Put back a record loaded from persistence, indexes included (not journaled, not dirty)."""
+        record_id = record["Id"]
+        if deleted:
+            table.deleted[record_id] = record
+        else:
+            table.rows[record_id] = record
+            table._index(record_id, record)
 
     # --- transactions ------------------------------------------------------------------------------
 
@@ -195,6 +218,8 @@ class Store:
             return
         while len(journal) > mark:
             op, table, record_id, old = journal.pop()
+            if self.dirty is not None:
+                self.dirty.add(record_id)
             if op == "insert":
                 rec = table.rows.pop(record_id)
                 table._unindex(record_id, rec)
