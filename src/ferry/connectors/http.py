@@ -249,8 +249,20 @@ class HttpCore:
         send_headers = dict(headers or {})
         if json is not None:
             send_headers.setdefault("Content-Type", "application/json")
-        call = _Call(self, method, url, label, params, body, data, send_headers, auth, classify or self._classify,
-                     idempotent, count)
+        call = _Call(
+            self,
+            method,
+            url,
+            label,
+            params,
+            body,
+            data,
+            send_headers,
+            auth,
+            classify or self._classify,
+            idempotent,
+            count,
+        )
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
             wait=self._wait,
@@ -273,8 +285,13 @@ class HttpCore:
         def before_sleep(state: RetryCallState) -> None:
             err = state.outcome.exception() if state.outcome else None
             log.warning(
-                "http.retry", connector=self.name, target=target, attempt=state.attempt_number,
-                wait_s=round(state.upcoming_sleep, 3), error=str(err), code=getattr(err, "code", None),
+                "http.retry",
+                connector=self.name,
+                target=target,
+                attempt=state.attempt_number,
+                wait_s=round(state.upcoming_sleep, 3),
+                error=str(err),
+                code=getattr(err, "code", None),
             )
 
         return before_sleep
@@ -284,9 +301,19 @@ class _Call:
     """One logical call: its attempts share the refresh-once budget."""
 
     def __init__(
-        self, core: HttpCore, method: str, url: str, label: str, params: Mapping[str, Any] | None,
-        content: bytes | str | None, data: Mapping[str, str] | None, headers: dict[str, str],
-        auth: Authenticator | None, classify: Classifier, idempotent: bool, count: bool,
+        self,
+        core: HttpCore,
+        method: str,
+        url: str,
+        label: str,
+        params: Mapping[str, Any] | None,
+        content: bytes | str | None,
+        data: Mapping[str, str] | None,
+        headers: dict[str, str],
+        auth: Authenticator | None,
+        classify: Classifier,
+        idempotent: bool,
+        count: bool,
     ) -> None:
         self.core = core
         self.method = method.upper()
@@ -329,7 +356,12 @@ class _Call:
         response: httpx.Response | None = None
         try:
             response = await self.core.client.request(
-                self.method, self.url, params=self.params, content=self.content, data=self.data, headers=headers,
+                self.method,
+                self.url,
+                params=self.params,
+                content=self.content,
+                data=self.data,
+                headers=headers,
             )
         except httpx.TransportError as exc:
             self._raise(classify_transport_error(exc, self.method, self.url), exc, None)

@@ -90,14 +90,21 @@ def token_form(config: SalesforceConfig, now: float) -> dict[str, str]:
     if config.auth == "client_credentials":
         return {"grant_type": "client_credentials", "client_id": config.client_id, "client_secret": secret}
     if config.auth == "refresh_token":
-        form = {"grant_type": "refresh_token", "client_id": config.client_id,
-                "refresh_token": config.refresh_token.get_secret_value() if config.refresh_token else ""}
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": config.client_id,
+            "refresh_token": config.refresh_token.get_secret_value() if config.refresh_token else "",
+        }
         if secret:
             form["client_secret"] = secret
         return form
-    return {"grant_type": "password", "client_id": config.client_id, "client_secret": secret,
-            "username": config.username or "",
-            "password": config.password.get_secret_value() if config.password else ""}
+    return {
+        "grant_type": "password",
+        "client_id": config.client_id,
+        "client_secret": secret,
+        "username": config.username or "",
+        "password": config.password.get_secret_value() if config.password else "",
+    }
 
 
 def classify_token_response(response: httpx.Response) -> FerryError | None:
@@ -150,8 +157,12 @@ class TokenManager:
     async def _login(self) -> None:
         url = f"{self.config.login_url}/services/oauth2/token"
         response = await self.http.request(
-            "POST", url, data=token_form(self.config, self._clock()), label="oauth",
-            classify=classify_token_response, count=False,
+            "POST",
+            url,
+            data=token_form(self.config, self._clock()),
+            label="oauth",
+            classify=classify_token_response,
+            count=False,
             headers={"Accept": "application/json"},
         )
         self._session = self._parse(response)

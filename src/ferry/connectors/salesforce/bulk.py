@@ -41,8 +41,14 @@ log = structlog.get_logger("ferry.connectors.salesforce.bulk")
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024 - 1024 * 1024  # Salesforce's 100 MB, less a margin (simple-salesforce does too)
 TERMINAL_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
 # Job-level failures that a new job can get past; the rest (bad column, bad line ending) need a fix.
-_TRANSIENT_JOB_CODES = ("Timeout", "TooManyLockFailure", "Unknown", "InternalServerError", "ServerUnavailable",
-                        "UNABLE_TO_LOCK_ROW")
+_TRANSIENT_JOB_CODES = (
+    "Timeout",
+    "TooManyLockFailure",
+    "Unknown",
+    "InternalServerError",
+    "ServerUnavailable",
+    "UNABLE_TO_LOCK_ROW",
+)
 
 JobCallback = Callable[[str, str], None]  # (job_id, sobject)
 
@@ -131,18 +137,29 @@ class BulkIngest:
         job_id = await self._create(sobject, external_id_field, label)
         try:
             # A PUT is allowed once per job: never repeat one that may have landed (idempotent=False).
-            await self.client.request("PUT", self._path(f"/{job_id}/batches"), label=label, content=body,
-                                      headers={"Content-Type": "text/csv; charset=UTF-8"}, idempotent=False)
-            await self.client.json("PATCH", self._path(f"/{job_id}"), label=label,
-                                   json={"state": "UploadComplete"})
+            await self.client.request(
+                "PUT",
+                self._path(f"/{job_id}/batches"),
+                label=label,
+                content=body,
+                headers={"Content-Type": "text/csv; charset=UTF-8"},
+                idempotent=False,
+            )
+            await self.client.json("PATCH", self._path(f"/{job_id}"), label=label, json={"state": "UploadComplete"})
         except FerryError:
             await self._abort(job_id, label)
             raise
         return await self.wait(job_id, label=label)
 
     async def _create(self, sobject: str, external_id_field: str, label: str) -> str:
-        spec = {"object": sobject, "operation": "upsert", "externalIdFieldName": external_id_field,
-                "contentType": "CSV", "columnDelimiter": "COMMA", "lineEnding": "LF"}
+        spec = {
+            "object": sobject,
+            "operation": "upsert",
+            "externalIdFieldName": external_id_field,
+            "contentType": "CSV",
+            "columnDelimiter": "COMMA",
+            "lineEnding": "LF",
+        }
         # A repeated create at worst leaves an empty Open job behind, which Salesforce expires: harmless.
         info = await self.client.json("POST", self._path(), label=label, json=spec)
         job_id = str(info["id"])
@@ -178,8 +195,9 @@ class BulkIngest:
 
     async def _csv(self, outcome: JobOutcome, kind: str, label: str) -> list[dict[str, str]]:
         try:
-            response = await self.client.request("GET", self._path(f"/{outcome.job_id}/{kind}"), label=label,
-                                                 headers={"Accept": "text/csv"})
+            response = await self.client.request(
+                "GET", self._path(f"/{outcome.job_id}/{kind}"), label=label, headers={"Accept": "text/csv"}
+            )
         except PermanentError:
             if outcome.state == "JobComplete":
                 raise
@@ -196,8 +214,11 @@ class BulkIngest:
             _place(results, pending, row, external_id_field, _success)
         for row in await self._csv(outcome, "failedResults", label):
             _place(results, pending, row, external_id_field, _failure)
-        unfinished = job_failure(outcome.state, outcome.error_message) if outcome.state != "JobComplete" else \
-            RecordError("NOT_PROCESSED", f"Bulk job {outcome.job_id} did not report this record", [], True)
+        unfinished = (
+            job_failure(outcome.state, outcome.error_message)
+            if outcome.state != "JobComplete"
+            else RecordError("NOT_PROCESSED", f"Bulk job {outcome.job_id} did not report this record", [], True)
+        )
         # unprocessedrecords is not fetched: it could only repeat what "not in either file" already says.
         return [
             r if r is not None else _unreported(records[i], external_id_field, unfinished)
@@ -206,8 +227,13 @@ class BulkIngest:
 
 
 def _outcome(job_id: str, info: dict[str, Any]) -> JobOutcome:
-    return JobOutcome(job_id, info["state"], info.get("errorMessage"),
-                      int(info.get("numberRecordsProcessed") or 0), int(info.get("numberRecordsFailed") or 0))
+    return JobOutcome(
+        job_id,
+        info["state"],
+        info.get("errorMessage"),
+        int(info.get("numberRecordsProcessed") or 0),
+        int(info.get("numberRecordsFailed") or 0),
+    )
 
 
 def _unreported(record: MappedRecord, external_id_field: str, error: RecordError) -> RecordResult:
@@ -222,8 +248,11 @@ def _index_by_key(records: Sequence[MappedRecord], external_id_field: str) -> di
 
 
 def _place(
-    results: list[RecordResult | None], pending: dict[str, deque[int]], row: dict[str, str],
-    external_id_field: str, make: Callable[[str, dict[str, str]], RecordResult],
+    results: list[RecordResult | None],
+    pending: dict[str, deque[int]],
+    row: dict[str, str],
+    external_id_field: str,
+    make: Callable[[str, dict[str, str]], RecordResult],
 ) -> None:
     key = row.get(external_id_field)
     slots = pending.get(key) if key is not None else None

@@ -91,8 +91,15 @@ class SalesforceClient:
         """A call to the org; ``path`` starts with /services/... and is joined to the session's instance URL."""
         session = await self.auth.session()
         return await self.http.request(
-            method, session.instance_url + path, label=label, json=json, content=content, params=params,
-            headers=headers, auth=self.auth, idempotent=idempotent,
+            method,
+            session.instance_url + path,
+            label=label,
+            json=json,
+            content=content,
+            params=params,
+            headers=headers,
+            auth=self.auth,
+            idempotent=idempotent,
         )
 
     async def json(self, method: str, path: str, *, label: str, **kwargs: Any) -> Any:

@@ -50,8 +50,15 @@ def missing_key_result(record: MappedRecord, external_id_field: str) -> RecordRe
     """Upsert needs the external id; a record without it fails here, before any call."""
     value = record.get(external_id_field)
     if value is None or value == "":
-        return RecordResult(key="", success=False, errors=[RecordError(
-            "MISSING_EXTERNAL_ID", f"{external_id_field} is empty; an upsert needs it", [external_id_field])])
+        return RecordResult(
+            key="",
+            success=False,
+            errors=[
+                RecordError(
+                    "MISSING_EXTERNAL_ID", f"{external_id_field} is empty; an upsert needs it", [external_id_field]
+                )
+            ],
+        )
     return None
 
 
@@ -61,9 +68,13 @@ def parse_result(key: str, raw: Any) -> RecordResult:
     if raw.get("success"):
         return RecordResult(key, True, id=raw.get("id"), created=raw.get("created"))
     errors = [
-        record_error(str(e.get("statusCode") or e.get("errorCode") or "UNKNOWN"), str(e.get("message", "")),
-                     list(e.get("fields") or []))
-        for e in raw.get("errors") or [] if isinstance(e, dict)
+        record_error(
+            str(e.get("statusCode") or e.get("errorCode") or "UNKNOWN"),
+            str(e.get("message", "")),
+            list(e.get("fields") or []),
+        )
+        for e in raw.get("errors") or []
+        if isinstance(e, dict)
     ] or [record_error("UNKNOWN", "Salesforce reported a failure without an error")]
     return RecordResult(key, False, id=raw.get("id"), errors=errors)
 
@@ -75,8 +86,13 @@ class CollectionsUpsert:
         self._gate = asyncio.Semaphore(max_concurrency)
 
     async def upsert(
-        self, sobject: str, external_id_field: str, records: Sequence[MappedRecord],
-        schema: ObjectSchema | None, *, label: str,
+        self,
+        sobject: str,
+        external_id_field: str,
+        records: Sequence[MappedRecord],
+        schema: ObjectSchema | None,
+        *,
+        label: str,
     ) -> list[RecordResult]:
         path = self.client.data_path(f"/composite/sobjects/{api_name(sobject)}/{api_name(external_id_field)}")
         results: list[RecordResult | None] = [missing_key_result(r, external_id_field) for r in records]
@@ -88,8 +104,14 @@ class CollectionsUpsert:
         return [r if r is not None else _lost() for r in results]
 
     async def _chunk(
-        self, path: str, indices: list[int], records: Sequence[MappedRecord], bodies: dict[int, dict[str, Any]],
-        external_id_field: str, results: list[RecordResult | None], label: str,
+        self,
+        path: str,
+        indices: list[int],
+        records: Sequence[MappedRecord],
+        bodies: dict[int, dict[str, Any]],
+        external_id_field: str,
+        results: list[RecordResult | None],
+        label: str,
     ) -> None:
         keys = [key_text(records[i][external_id_field]) for i in indices]
         payload = {"allOrNone": False, "records": [bodies[i] for i in indices]}

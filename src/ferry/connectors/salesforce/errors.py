@@ -24,9 +24,13 @@ INVALID_SESSION_ID = "INVALID_SESSION_ID"
 REQUEST_LIMIT_EXCEEDED = "REQUEST_LIMIT_EXCEEDED"
 
 # Per-record codes worth resubmitting (the record itself is fine; the org was busy).
-TRANSIENT_RECORD_CODES = frozenset({
-    "UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "API_TEMPORARILY_UNAVAILABLE",
-})
+TRANSIENT_RECORD_CODES = frozenset(
+    {
+        "UNABLE_TO_LOCK_ROW",
+        "SERVER_UNAVAILABLE",
+        "API_TEMPORARILY_UNAVAILABLE",
+    }
+)
 # Whole-request codes that are transient whatever their HTTP status, with the base pause they call for.
 _TRANSIENT_CALL_PAUSES: dict[str, float | None] = {
     "UNABLE_TO_LOCK_ROW": 1.0,  # another transaction holds the row: a second or two usually frees it
@@ -64,8 +68,9 @@ def classify(response: httpx.Response) -> FerryError | None:
         pause = _TRANSIENT_CALL_PAUSES[code]
         return TransientError(text, retry_after=_jittered(pause) if pause else None, code=code)
     if status in TRANSIENT_STATUSES:
-        return TransientError(text, retry_after=parse_retry_after(response.headers.get("Retry-After")),
-                              code=code or f"HTTP_{status}")
+        return TransientError(
+            text, retry_after=parse_retry_after(response.headers.get("Retry-After")), code=code or f"HTTP_{status}"
+        )
     if status == 401:
         return AuthError(text, code=code or "HTTP_401")
     return PermanentError(text, code=code or f"HTTP_{status}")
@@ -74,8 +79,11 @@ def classify(response: httpx.Response) -> FerryError | None:
 def _request_limit(response: httpx.Response, text: str, message: str | None) -> FerryError:
     if response.status_code == 429:  # not what Salesforce sends, but proxies and emulators do
         asked = parse_retry_after(response.headers.get("Retry-After"))
-        return TransientError(text, retry_after=asked if asked is not None else _jittered(CONCURRENT_LIMIT_PAUSE),
-                              code=REQUEST_LIMIT_EXCEEDED)
+        return TransientError(
+            text,
+            retry_after=asked if asked is not None else _jittered(CONCURRENT_LIMIT_PAUSE),
+            code=REQUEST_LIMIT_EXCEEDED,
+        )
     if is_daily_budget(message):
         return BudgetExhausted(
             text + " (the org's daily API allocation is spent; the run stops and resumes when the rolling "

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Any
 
 import httpx
 
+from ferry.connectors.lifecycle import AsyncResource
 from ferry.connectors.salesforce.bulk import BulkIngest, JobCallback
 from ferry.connectors.salesforce.client import SalesforceClient, api_name
 from ferry.connectors.salesforce.collections import CollectionsUpsert, split_reference
@@ -21,7 +21,7 @@ from ferry.errors import PermanentError
 BULK_CALLS_PER_JOB = 5  # create, upload, UploadComplete, successfulResults, failedResults (+ polls)
 
 
-class SalesforceSink:
+class SalesforceSink(AsyncResource):
     """``async with SalesforceSink(cfg) as sink: await sink.upsert("Contact", "Ext__c", records, strategy)``."""
 
     def __init__(
@@ -38,19 +38,13 @@ class SalesforceSink:
             self._client, batch_size=config.collections_batch_size, max_concurrency=config.max_concurrency
         )
         self._bulk = BulkIngest(
-            self._client, poll_max_interval=config.bulk_poll_max_interval, on_job=on_bulk_job,
+            self._client,
+            poll_max_interval=config.bulk_poll_max_interval,
+            on_job=on_bulk_job,
             sleep=sleep or asyncio.sleep,
         )
         self._schemas: dict[str, ObjectSchema] = {}
         self._describe_locks: dict[str, asyncio.Lock] = {}
-
-    async def __aenter__(self) -> SalesforceSink:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self._client.aclose()

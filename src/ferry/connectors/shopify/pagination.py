@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 # `<https://shop/admin/api/2025-07/orders.json?limit=50&page_info=abc>; rel="next"`; several are joined by ", ".
-_LINK_PART = re.compile(r'<(?P<url>[^>]*)>\s*;\s*(?P<params>[^,<]*)')
+_LINK_PART = re.compile(r"<(?P<url>[^>]*)>\s*;\s*(?P<params>[^,<]*)")
 _REL = re.compile(r'rel\s*=\s*"?(?P<rel>[^";,\s]+)"?', re.I)
 
 

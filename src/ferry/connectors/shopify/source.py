@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any
 
 import httpx
 
+from ferry.connectors.lifecycle import AsyncResource
 from ferry.connectors.shopify.client import ShopifyClient
 from ferry.connectors.shopify.config import ShopifyConfig
 from ferry.errors import ConfigError
@@ -15,7 +15,7 @@ from ferry.errors import ConfigError
 STREAMS = ("customers", "products", "orders")
 
 
-class ShopifySource:
+class ShopifySource(AsyncResource):
     """``async with ShopifySource(cfg) as src: async for page in src.read("orders", ...)``."""
 
     def __init__(
@@ -29,14 +29,6 @@ class ShopifySource:
         self.config = config
         self._client = ShopifyClient(config, leak_rate=leak_rate, throttle=throttle, transport=transport)
         self.last_page_url: str | None = None
-
-    async def __aenter__(self) -> ShopifySource:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         await self._client.aclose()
