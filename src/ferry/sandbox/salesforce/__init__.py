@@ -1,4 +1,5 @@
-"""A faithful local Salesforce org: REST, sObject Collections, Composite, SOQL, Bulk API 2.0, OAuth JWT.
+"""A faithful local Salesforce org: REST, sObject Collections, Composite, SOQL, Bulk API 2.0, OAuth,
+Change Data Capture over the Streaming API (CometD).
 
     sb = SalesforceSandbox(state_dir, seed=0)
     running = ferry.sandbox.serve.start_in_thread(sb.app, state_dir)
@@ -10,6 +11,8 @@ See docs/sandbox/salesforce.md for what is emulated and how to point a client at
 from __future__ import annotations
 
 import datetime as dt
+import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,14 @@ from fastapi import FastAPI
 from ferry.sandbox.salesforce.app import build_app
 from ferry.sandbox.salesforce.auth import OAuthServer, ensure_app_keys
 from ferry.sandbox.salesforce.bulk import BulkApi, QueryJob
+from ferry.sandbox.salesforce.cdc import RETENTION_SECONDS, CdcConfig, ChangeCapture, ChangeEvent
 from ferry.sandbox.salesforce.composite import CollectionsApi
 from ferry.sandbox.salesforce.dml import Org
 from ferry.sandbox.salesforce.faults import Faults
 from ferry.sandbox.salesforce.ids import IdFactory
 from ferry.sandbox.salesforce.latency import LatencyProfile
 from ferry.sandbox.salesforce.limits import ApiBudget
+from ferry.sandbox.salesforce.login import register_login_routes
 from ferry.sandbox.salesforce.persist import OrgDb, db_path
 from ferry.sandbox.salesforce.query import Executor
 from ferry.sandbox.salesforce.rest import RestApi
@@ -31,6 +36,12 @@ from ferry.sandbox.salesforce.routing import Router
 from ferry.sandbox.salesforce.schema import load_schema
 from ferry.sandbox.salesforce.state import OrgState
 from ferry.sandbox.salesforce.store import Store
+from ferry.sandbox.salesforce.streaming import (
+    CONNECT_TIMEOUT_SECONDS,
+    StreamingApi,
+    register_cdc_admin_routes,
+    register_streaming_routes,
+)
 
 __all__ = ["SalesforceSandbox"]
 
@@ -55,6 +66,10 @@ class SalesforceSandbox:
         extra_schema: Path | None = None,
         persist: bool = False,
         latency: str = "off",
+        cdc_entities: Iterable[str] | None = None,
+        cdc_retention_seconds: float = RETENTION_SECONDS,
+        cdc_max_events: int = 100_000,
+        streaming_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.latency = LatencyProfile(latency, seed)
@@ -71,6 +86,12 @@ class SalesforceSandbox:
             budget=ApiBudget(daily_api_limit), oauth=OAuthServer(self.keys, org_id, session_ttl_seconds),
             org_id=org_id, clock=_utc_now, bulk_chunk_rows=max(1, bulk_chunk_rows),
         )
+        # Change Data Capture: the store reports every committed change; the Streaming API delivers them
+        self.cdc = ChangeCapture(schema, CdcConfig(cdc_retention_seconds, cdc_max_events),
+                                 default_user=lambda: org.user_id)
+        self.cdc.select_entities(cdc_entities)
+        store.changes = self.cdc
+        self.streaming = StreamingApi(self.state.oauth, schema, self.cdc, connect_timeout=streaming_timeout_seconds)
         self.router = Router()
         self.rest = RestApi(self.state)
         self.collections = CollectionsApi(self.state, self.router)
@@ -94,10 +115,9 @@ class SalesforceSandbox:
         self.state.store.dirty = set()
         self.bulk.dirty_jobs = set()
         self.bulk.after_chunk = self.flush
-        oauth = self.state.oauth
         if db.is_empty():
             self._seed()
-            db.put_meta("oauth", {"client_id": oauth.client_id, "client_secret": oauth.client_secret})
+            db.put_meta("oauth", self._oauth_meta())
         else:
             self._load(db)
         self.flush(force=True)
@@ -121,6 +141,10 @@ class SalesforceSandbox:
         user_id = next((u["Id"] for u in users if u.get("Username") == INTEGRATION_USERNAME), "")
         state.org.user_id = user_id
         state.oauth.users = {INTEGRATION_USERNAME: user_id}
+        self._restore_logins(oauth or {}, user_id)
+        cdc_meta = db.meta("cdc") or {}
+        self.cdc.bus.restore((ChangeEvent(*row) for row in db.load_events()),
+                             int(cdc_meta.get("last_replay_id", 0)), int(cdc_meta.get("last_pruned_id", 0)))
         for kind, info, data, rows in db.load_jobs():
             if kind == "ingest":
                 self.bulk.restore_ingest_job(info, data, rows)
@@ -145,8 +169,58 @@ class SalesforceSandbox:
             self.db.close()
             self.db = None
 
+    def _oauth_meta(self) -> dict[str, Any]:
+        oauth = self.state.oauth
+        secret = oauth.user_secrets.get(INTEGRATION_USERNAME)
+        return {"client_id": oauth.client_id, "client_secret": oauth.client_secret,
+                "password": secret.password if secret else None,
+                "security_token": secret.security_token if secret else None,
+                "refresh_tokens": dict(oauth.refresh_tokens)}
+
+    def _restore_logins(self, meta: dict[str, Any], user_id: str) -> None:
+        """The integration user's password and refresh tokens: from org.db, else kept, else new."""
+        oauth = self.state.oauth
+        if meta.get("password"):
+            oauth.set_password(INTEGRATION_USERNAME, meta["password"], meta["security_token"])
+        elif INTEGRATION_USERNAME not in oauth.user_secrets:
+            oauth.set_password(INTEGRATION_USERNAME, secrets.token_urlsafe(12))
+        tokens = list(meta.get("refresh_tokens") or oauth.refresh_tokens)
+        oauth.refresh_tokens = {token: user_id for token in tokens}
+        if not tokens:
+            oauth.issue_refresh_token(user_id)
+
+    def login_credentials(self) -> dict[str, str]:
+        """The integration user's password, security token and a refresh token (username-password,
+        SOAP login and refresh-token grants); kept across restarts with persist=True."""
+        oauth = self.state.oauth
+        secret = oauth.user_secrets[INTEGRATION_USERNAME]
+        return {"username": INTEGRATION_USERNAME, "password": secret.password,
+                "security_token": secret.security_token, "refresh_token": next(iter(oauth.refresh_tokens), ""),
+                "client_id": oauth.client_id, "client_secret": oauth.client_secret}
+
+    def register_event_and_login_routes(self, app: FastAPI) -> None:
+        register_login_routes(app, self.state)
+        register_streaming_routes(app, self.streaming)
+        register_cdc_admin_routes(app, self)
+
+    def undelete(self, record_id: str) -> bool:
+        """Restore a record from the recycle bin, as a user does in the UI (publishes an UNDELETE event)."""
+        store = self.state.store
+        table = store.table_for_id(record_id)
+        if table is None:
+            return False
+        now = self.state.org.now_text()
+        restored = store.undelete(table, record_id, {"LastModifiedDate": now, "SystemModstamp": now,
+                                                     "LastModifiedById": self.state.org.user_id})
+        self.flush(force=True)
+        return restored is not None
+
     def _seed(self) -> None:
         """The records every org starts with: the integration user and the standard price book."""
+        with self.cdc.paused():  # an org's own setup is no change a subscriber sees
+            self._seed_records()
+
+    def _seed_records(self) -> None:
         org = self.state.org
         user_id = org.seed_record("User", {
             "Username": INTEGRATION_USERNAME, "LastName": "Integration", "FirstName": "Ferry",
@@ -156,6 +230,7 @@ class SalesforceSandbox:
         })
         org.user_id = user_id
         self.state.oauth.users = {INTEGRATION_USERNAME: user_id}
+        self._restore_logins({}, user_id)
         org.seed_record("Pricebook2", {"Name": STANDARD_PRICE_BOOK, "IsActive": True, "IsStandard": True})
 
     def reset(self) -> None:
@@ -166,13 +241,14 @@ class SalesforceSandbox:
         self.state.ids.reset()
         self.state.org.reset_counters()
         self.state.budget.reset()
+        self.cdc.bus.clear()
         if self.db is not None:
             self.db.wipe()
             self.state.store.dirty = set()
             self.bulk.dirty_jobs = set()
-            oauth = self.state.oauth
-            self.db.put_meta("oauth", {"client_id": oauth.client_id, "client_secret": oauth.client_secret})
         self._seed()
+        if self.db is not None:
+            self.db.put_meta("oauth", self._oauth_meta())
         self.flush(force=True)
 
     def credentials(self, base_url: str) -> dict[str, Any]:

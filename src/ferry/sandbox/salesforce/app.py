@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferry.sandbox.salesforce.auth import OAuthError, bearer_token, parse_basic
+from ferry.sandbox.salesforce.cdc import current_origin, origin_for
 from ferry.sandbox.salesforce.errors import ApiError, not_found, session_invalid
 from ferry.sandbox.salesforce.routing import (
     JSON_TYPE,
@@ -85,6 +86,7 @@ def build_app(sandbox: SalesforceSandbox) -> FastAPI:
                         media_type=reply.content_type)
 
     register_admin_routes(app, sandbox)
+    sandbox.register_event_and_login_routes(app)
     return app
 
 
@@ -96,8 +98,12 @@ async def sandbox_call(sandbox: SalesforceSandbox, request: Request) -> Reply:
     method = "GET" if request.method == "HEAD" else request.method
     try:
         version = parse_version(segments[0])
-        if state.oauth.session(bearer_token(request.headers.get("authorization")) or "") is None:
+        session = state.oauth.session(bearer_token(request.headers.get("authorization")) or "")
+        if session is None:
             raise session_invalid()
+        # who writes, for Change Data Capture's changeOrigin/commitUser (Bulk jobs inherit it: tasks copy context)
+        api = "bulkapi" if segments[1:2] == ["jobs"] else "rest"
+        current_origin.set(origin_for(api, version, request.headers.get("sforce-call-options"), session.user_id))
         try:
             route, params = sandbox.router.find(method, segments[1:])
         except ApiError:

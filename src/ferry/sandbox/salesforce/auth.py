@@ -1,5 +1,9 @@
 """OAuth for the sandbox org: a connected app with a JWT signing certificate, sessions with a TTL.
 
+Grants: JWT bearer, client credentials, username-password (password + security token appended) and
+refresh token; plus the SOAP `login()` call (soap.py) and `/services/oauth2/revoke`. Every grant
+issues a session in one table, so expiry and revocation hold for REST, Bulk and Streaming alike.
+
 The connected app's RSA key pair and self-signed certificate are created on first
 start under `state_dir/salesforce/`; clients sign JWT bearer assertions with the
 private key and the token endpoint verifies them against the certificate, as a
@@ -13,6 +17,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +32,22 @@ from cryptography.x509.oid import NameOID
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 PUBLIC_AUDIENCES = ("https://login.salesforce.com", "https://test.salesforce.com")
+
+
+PASSWORD_GRANT = "password"
+REFRESH_GRANT = "refresh_token"
+
+
+@dataclass(slots=True)
+class UserSecret:
+    """The integration user's password and security token (the org emails the token on reset)."""
+
+    password: str
+    security_token: str
+
+
+def _new_security_token() -> str:
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
 
 
 class OAuthError(Exception):
@@ -91,6 +112,8 @@ class OAuthServer:
         self.session_ttl = session_ttl_seconds
         self.users: dict[str, str] = {}  # username (lower) -> user id
         self.sessions: dict[str, Session] = {}
+        self.user_secrets: dict[str, UserSecret] = {}  # username (lower) -> password and security token
+        self.refresh_tokens: dict[str, str] = {}  # refresh token -> user id
         cert = x509.load_pem_x509_certificate(keys.certificate_file.read_bytes())
         self._public_key = cert.public_key()
 
@@ -109,9 +132,73 @@ class OAuthServer:
             user_id = self._verify_jwt(form.get("assertion", ""), base_url)
         elif grant == "client_credentials":
             user_id = self._verify_client_credentials(form, basic)
+        elif grant == PASSWORD_GRANT:
+            self._verify_client(form, basic, secret_required=True)
+            checked = self.check_password(form.get("username", ""), form.get("password", ""))
+            if checked is None:
+                raise OAuthError("invalid_grant", "authentication failure")
+            user_id = checked
+        elif grant == REFRESH_GRANT:
+            self._verify_client(form, basic, secret_required=False)
+            user_id = self._verify_refresh_token(form.get("refresh_token", ""))
         else:
             raise OAuthError("unsupported_grant_type", "grant type not supported")
-        return self._issue(user_id, base_url)
+        body = self._issue(user_id, base_url)
+        if grant == REFRESH_GRANT:
+            body["scope"] = "refresh_token api id"
+        return body
+
+    # --- username-password, refresh tokens, revocation --------------------------------------------
+
+    def set_password(self, username: str, password: str, security_token: str | None = None) -> UserSecret:
+        secret = UserSecret(password, security_token or _new_security_token())
+        self.user_secrets[username.lower()] = secret
+        return secret
+
+    def check_password(self, username: str, password_and_token: str) -> str | None:
+        """The user id when `password_and_token` is the user's password with the security token appended."""
+        secret = self.user_secrets.get(username.lower())
+        user_id = self.users.get(username.lower())
+        if secret is None or user_id is None:
+            return None
+        expected = (secret.password + secret.security_token).encode()
+        return user_id if hmac.compare_digest(password_and_token.encode(), expected) else None
+
+    def issue_refresh_token(self, user_id: str) -> str:
+        token = f"5Aep861{secrets.token_urlsafe(64)}"
+        self.refresh_tokens[token] = user_id
+        return token
+
+    def _verify_refresh_token(self, token: str) -> str:
+        user_id = self.refresh_tokens.get(token)
+        if user_id is None:
+            raise OAuthError("invalid_grant", "expired access/refresh token")
+        return user_id
+
+    def revoke(self, token: str) -> bool:
+        """`/services/oauth2/revoke`: revoking a refresh token also ends the sessions it would renew."""
+        if token in self.sessions:
+            del self.sessions[token]
+            return True
+        user_id = self.refresh_tokens.pop(token, None)
+        if user_id is None:
+            return False
+        for key in [k for k, s in self.sessions.items() if s.user_id == user_id]:
+            del self.sessions[key]
+        return True
+
+    def new_session(self, user_id: str) -> Session:
+        token = f"{self.org_id[:15]}!AQ{secrets.token_urlsafe(72)}"
+        session = Session(token, user_id, time.time() + self.session_ttl)
+        self.sessions[token] = session
+        return session
+
+    def _verify_client(self, form: Mapping[str, str], basic: tuple[str, str] | None, secret_required: bool) -> None:
+        client_id, secret = basic or (form.get("client_id", ""), form.get("client_secret", ""))
+        if not hmac.compare_digest(client_id.encode(), self.client_id.encode()):
+            raise OAuthError("invalid_client_id", "client identifier invalid")
+        if (secret or secret_required) and not hmac.compare_digest(secret.encode(), self.client_secret.encode()):
+            raise OAuthError("invalid_client", "invalid client credentials")
 
     def _verify_jwt(self, assertion: str, base_url: str) -> str:
         try:
@@ -149,8 +236,7 @@ class OAuthServer:
         return next(iter(self.users.values()))
 
     def _issue(self, user_id: str, base_url: str) -> dict[str, Any]:
-        token = f"{self.org_id[:15]}!AQ{secrets.token_urlsafe(72)}"
-        self.sessions[token] = Session(token, user_id, time.time() + self.session_ttl)
+        token = self.new_session(user_id).token
         identity = f"{base_url}/id/{self.org_id}/{user_id}"
         issued_at = str(int(time.time() * 1000))
         # signature: base64 HMAC-SHA256 of id + issued_at keyed with the consumer secret, as the org sends

@@ -2,8 +2,9 @@
 
 What is kept: every record (live and in the recycle bin), the id and auto-number counters, the OAuth
 client id/secret, the DailyApiRequests counter and per-endpoint stats, and Bulk jobs (metadata, the
-upload of an Open job, and the result rows). Value indexes (external ids, unique fields, lookups) are
-derived data: they are rebuilt from the records on load.
+upload of an Open job, and the result rows), the retained Change Data Capture events with the
+replay-id counter, and the integration user's password, security token and refresh tokens. Value
+indexes (external ids, unique fields, lookups) are derived data: they are rebuilt from the records on load.
 
 Writes are write-through per request: the store marks the ids it touches, and `flush()` runs at the end
 of each API call (and after each Bulk chunk) as one transaction with `executemany`. The database runs in
@@ -31,6 +32,8 @@ CREATE TABLE IF NOT EXISTS counters (kind TEXT NOT NULL, key TEXT NOT NULL, valu
                                      PRIMARY KEY (kind, key));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, info BLOB NOT NULL, data BLOB);
+CREATE TABLE IF NOT EXISTS change_events (replay_id INTEGER PRIMARY KEY, entity TEXT NOT NULL, created REAL NOT NULL,
+                                          data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS job_rows (job TEXT NOT NULL, kind TEXT NOT NULL, seq INTEGER NOT NULL, rows BLOB NOT NULL,
                                      PRIMARY KEY (job, kind, seq));
 """
@@ -76,6 +79,25 @@ class OrgDb:
 
     def put_meta(self, key: str, value: Any) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, orjson.dumps(value)))
+
+    def load_events(self) -> Iterable[tuple[int, str, float, dict[str, Any]]]:
+        """Retained Change Data Capture events, oldest first (cdc.ChangeEvent fields)."""
+        for replay_id, entity, created, data in self.conn.execute(
+                "SELECT replay_id, entity, created, data FROM change_events ORDER BY replay_id"):
+            yield replay_id, entity, created, orjson.loads(data)
+
+    def _flush_events(self, sandbox: SalesforceSandbox) -> None:
+        bus = sandbox.cdc.bus
+        if bus.unpersisted:
+            rows = [(e.replay_id, e.entity, e.created, orjson.dumps(e.message)) for e in bus.unpersisted]
+            self.conn.executemany("INSERT OR REPLACE INTO change_events (replay_id, entity, created, data) "
+                                  "VALUES (?, ?, ?, ?)", rows)
+            bus.unpersisted = []
+        if bus.pruned_since_flush:
+            self.conn.execute("DELETE FROM change_events WHERE replay_id <= ?", (bus.last_pruned_id,))
+            bus.pruned_since_flush = False
+        self.put_meta("cdc", {"last_replay_id": bus.last_replay_id, "last_pruned_id": bus.last_pruned_id})
+        self.put_meta("oauth", sandbox._oauth_meta())
 
     def load_jobs(self) -> Iterable[tuple[str, dict[str, Any], bytes | None, dict[str, list[list[str]]]]]:
         jobs = self.conn.execute("SELECT id, kind, info, data FROM jobs ORDER BY rowid").fetchall()
@@ -127,6 +149,7 @@ class OrgDb:
                                      "bulk_batches": budget.bulk_batches})
             if bulk.dirty_jobs:
                 self._flush_jobs(bulk.dirty_jobs, bulk.ingest_jobs, bulk.query_jobs)
+            self._flush_events(sandbox)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -158,4 +181,4 @@ class OrgDb:
     def wipe(self) -> None:
         """`POST /__sandbox/reset`: forget everything (the caller re-seeds and flushes)."""
         self.conn.executescript("BEGIN; DELETE FROM records; DELETE FROM counters; DELETE FROM meta; "
-                                "DELETE FROM jobs; DELETE FROM job_rows; COMMIT;")
+                                "DELETE FROM jobs; DELETE FROM job_rows; DELETE FROM change_events; COMMIT;")

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferry.sandbox.salesforce.schema import FieldSchema, Schema, SObjectSchema
+
+if TYPE_CHECKING:
+    from ferry.sandbox.salesforce.cdc import ChangeCapture as ChangeSink
 
 Record = dict[str, Any]
 _EMPTY: list[str] = []  # shared "no match" answer of Table.lookup; never mutated
@@ -117,6 +120,8 @@ class Store:
         self._journal: list[tuple[str, Table, str, Record | None]] | None = None
         # ids written since the last persistence flush; None when the sandbox does not persist
         self.dirty: set[str] | None = None
+        # Change Data Capture (cdc.ChangeCapture): told of every change, commit and rollback; None: off
+        self.changes: ChangeSink | None = None
 
     def table(self, name: str) -> Table:
         return self.tables[name]
@@ -140,6 +145,7 @@ class Store:
         record_id = record["Id"]
         table.rows[record_id] = record
         table._index(record_id, record)
+        self._changed("CREATE", table, record_id, None, record)
         if self._journal is not None:
             self._journal.append(("insert", table, record_id, None))
         if self.dirty is not None:
@@ -149,6 +155,7 @@ class Store:
         old = table.rows[record_id]
         table.rows[record_id] = new
         table._reindex(record_id, old, new)
+        self._changed("UPDATE", table, record_id, old, new)
         if self._journal is not None:
             self._journal.append(("update", table, record_id, old))
         if self.dirty is not None:
@@ -158,6 +165,7 @@ class Store:
         """Move a record (and its cascade children) to the recycle bin; returns every record deleted."""
         done: list[tuple[Table, str]] = []
         self._delete_one(table, record_id, deleted_stamp, done)
+        self._commit_outside_transaction()
         return done
 
     def _delete_one(self, table: Table, record_id: str, stamp: dict[str, Any], done: list[tuple[Table, str]]) -> None:
@@ -167,6 +175,7 @@ class Store:
         table._unindex(record_id, old)
         table.deleted[record_id] = {**old, **stamp}
         done.append((table, record_id))
+        self._changed("DELETE", table, record_id, old, None, commit=False)
         if self._journal is not None:
             self._journal.append(("delete", table, record_id, old))
         if self.dirty is not None:
@@ -180,6 +189,34 @@ class Store:
     def hard_delete(self, table: Table, record_id: str) -> None:
         self.soft_delete(table, record_id, {})
         table.deleted.pop(record_id, None)
+
+    def undelete(self, table: Table, record_id: str, stamp: dict[str, Any]) -> Record | None:
+        """Restore a record from the recycle bin (the org's undelete); None when it is not there."""
+        old = table.deleted.pop(record_id, None)
+        if old is None:
+            return None
+        record = {**old, "IsDeleted": False, **stamp}
+        table.rows[record_id] = record
+        table._index(record_id, record)
+        self._changed("UNDELETE", table, record_id, None, record)
+        if self.dirty is not None:
+            self.dirty.add(record_id)
+        return record
+
+    def _changed(self, change_type: str, table: Table, record_id: str, old: Record | None, new: Record | None,
+                 commit: bool = True) -> None:
+        changes = self.changes
+        if changes is None:
+            return
+        mark = len(self._journal) if self._journal is not None else 0
+        changes.record(mark, table.schema, change_type, record_id, old, new)
+        if commit:
+            self._commit_outside_transaction()
+
+    def _commit_outside_transaction(self) -> None:
+        # A write outside transaction() is its own transaction: it is committed as soon as it is made.
+        if self.changes is not None and self._journal is None:
+            self.changes.commit()
 
     def purge(self, table: Table, record_id: str) -> None:
         """Empty a record out of the recycle bin (hard delete of an already deleted record)."""
@@ -211,11 +248,15 @@ class Store:
         finally:
             if not outer:
                 self._journal = None
+                if self.changes is not None:
+                    self.changes.commit()
 
     def rollback_to(self, mark: int) -> None:
         journal = self._journal
         if journal is None:
             return
+        if self.changes is not None:
+            self.changes.discard_from(mark)
         while len(journal) > mark:
             op, table, record_id, old = journal.pop()
             if self.dirty is not None:

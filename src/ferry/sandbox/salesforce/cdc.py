@@ -1,0 +1,364 @@
+"""Change Data Capture: every committed record change becomes a change event on the org's event bus.
+
+The store reports each insert, update, delete and undelete here (`ChangeCapture.record`), so no write
+path (REST, Collections, Composite, Bulk, admin) can skip it. Changes made inside a store transaction
+are held until the outermost transaction ends and are dropped when it rolls back, exactly like the
+org, which publishes change events only for committed transactions.
+
+Events are the CometD JSON shape (Change Data Capture Developer Guide, "Change Event Message
+Structure" and "Change Event Body Fields" for CometD clients):
+
+    {"schema": "...", "payload": {"ChangeEventHeader": {...}, <fields>}, "event": {"replayId": N}}
+
+- CREATE carries every non-empty field, UPDATE only the changed ones (a field set to null is sent as
+  null) plus LastModifiedDate, DELETE only the header, UNDELETE every non-empty field.
+- `changedFields` lists field names on UPDATE (compound components as `Name.FirstName`,
+  `BillingAddress.City`) and is empty otherwise. There is no `nulledFields`/`diffFields` in a CometD
+  message (they exist only in Pub/Sub API and Apex): a nulled field is an UPDATE field with value null.
+- Compound fields (Contact/Lead `Name`, `BillingAddress`, `MailingAddress`, ...) are nested objects.
+- Replay ids grow monotonically; events are kept for a retention window (72 h by default) and up to
+  a maximum count, oldest dropped first.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import contextvars
+import hashlib
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ferry.sandbox.salesforce.schema import Schema, SObjectSchema
+
+RETENTION_SECONDS = 72 * 3600  # Salesforce keeps change events for 72 hours
+MAX_EVENTS = 100_000
+CHANGE_EVENTS_CHANNEL = "/data/ChangeEvents"
+
+# Fields change events never carry: the id is in recordIds; the rest are not tracked by CDC.
+_UNTRACKED = frozenset({"Id", "IsDeleted", "SystemModstamp", "LastViewedDate", "LastReferencedDate",
+                        "LastActivityDate"})
+_ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country", "StateCode", "CountryCode", "Latitude",
+                  "Longitude", "GeocodeAccuracy")
+_ADDRESS_PREFIXES = ("Billing", "Shipping", "Mailing", "Other", "")
+_NAME_PARTS = ("Salutation", "FirstName", "MiddleName", "LastName", "Suffix")
+_PERSON_NAME_OBJECTS = frozenset({"Contact", "Lead", "User"})
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who is writing, for changeOrigin and commitUser: set per API request by the app."""
+
+    change_origin: str = ""
+    user_id: str = ""
+
+
+NO_ORIGIN = Origin()  # frozen, so sharing it as the default is safe
+current_origin: contextvars.ContextVar[Origin] = contextvars.ContextVar("sf_change_origin",
+                                                                        default=NO_ORIGIN)
+
+
+def origin_for(api: str, version: str, call_options: str | None, user_id: str) -> Origin:
+    """`com/salesforce/api/<api>/<ver>[;client=<id>]`; client= only if Sforce-Call-Options named one."""
+    text = f"com/salesforce/api/{api}/{version}"
+    client = _call_option_client(call_options)
+    if client:
+        text += f";client={client}"
+    return Origin(text, user_id)
+
+
+def _call_option_client(header: str | None) -> str | None:
+    for part in (header or "").split(","):
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "client" and value.strip():
+            return value.strip()
+    return None
+
+
+@dataclass(slots=True)
+class ChangeEvent:
+    replay_id: int
+    entity: str
+    created: float  # epoch seconds, for retention
+    message: dict[str, Any]  # the CometD `data` object: schema, payload, event
+
+
+@dataclass(slots=True)
+class _Change:
+    journal_mark: int
+    entity: str
+    change_type: str
+    record_id: str
+    fields: dict[str, Any]
+    changed: list[str]
+    origin: Origin
+
+
+@dataclass
+class CdcConfig:
+    retention_seconds: float = RETENTION_SECONDS
+    max_events: int = MAX_EVENTS
+    entities: set[str] | None = None  # None: every object the org has
+
+
+@dataclass(slots=True)
+class _Waiter:
+    callback: Callable[[], None]
+
+
+class EventBus:
+    """Retained change events in replay-id order, with wake-ups for long-polling subscribers."""
+
+    def __init__(self, config: CdcConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.events: list[ChangeEvent] = []
+        self._ids: list[int] = []  # replay ids of `events`, for bisect
+        self.last_replay_id = 0
+        self.last_pruned_id = 0  # newest replay id dropped by retention (0: none)
+        self.unpersisted: list[ChangeEvent] = []  # appended since the last persistence flush
+        self.pruned_since_flush = False
+        self._listeners: set[Callable[[], None]] = set()
+
+    def append(self, entity: str, message: dict[str, Any], now: float) -> ChangeEvent:
+        self.last_replay_id += 1
+        message["event"] = {"replayId": self.last_replay_id}
+        event = ChangeEvent(self.last_replay_id, entity, now, message)
+        self.events.append(event)
+        self._ids.append(event.replay_id)
+        self.unpersisted.append(event)
+        return event
+
+    def notify(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        self._listeners.add(callback)
+
+    def unlisten(self, callback: Callable[[], None]) -> None:
+        self._listeners.discard(callback)
+
+    def prune(self) -> None:
+        """Drop events past the retention window or over the maximum count, oldest first."""
+        horizon = self.clock() - self.config.retention_seconds
+        drop = 0
+        while drop < len(self.events) and self.events[drop].created < horizon:
+            drop += 1
+        drop = max(drop, len(self.events) - max(0, self.config.max_events))
+        if drop > 0:
+            self.last_pruned_id = self.events[drop - 1].replay_id
+            del self.events[:drop]
+            del self._ids[:drop]
+            self.pruned_since_flush = True
+
+    def has_replay_id(self, replay_id: int) -> bool:
+        """A replay id a subscriber may resume after: a retained event, or the retention edge itself."""
+        self.prune()
+        if replay_id == self.last_pruned_id and replay_id > 0:
+            return True
+        i = bisect.bisect_left(self._ids, replay_id)
+        return i < len(self._ids) and self._ids[i] == replay_id
+
+    def after(self, replay_id: int) -> Iterator[ChangeEvent]:
+        """Retained events with a replay id greater than `replay_id`, in order."""
+        self.prune()
+        start = bisect.bisect_right(self._ids, replay_id)
+        return itertools.islice(self.events, start, None)
+
+    def oldest_cursor(self) -> int:
+        """The cursor of replay -2: just before the oldest retained event."""
+        self.prune()
+        return self.events[0].replay_id - 1 if self.events else self.last_replay_id
+
+    def restore(self, events: Iterable[ChangeEvent], last_replay_id: int, last_pruned_id: int) -> None:
+        self.events = sorted(events, key=lambda e: e.replay_id)
+        self._ids = [e.replay_id for e in self.events]
+        self.last_replay_id = max(last_replay_id, self._ids[-1] if self._ids else 0)
+        self.last_pruned_id = last_pruned_id
+        self.unpersisted = []
+
+    def clear(self) -> None:
+        """Forget every event; replay ids keep growing so old cursors never match new events."""
+        self.events = []
+        self._ids = []
+        self.last_pruned_id = self.last_replay_id
+        self.unpersisted = []
+        self.pruned_since_flush = True
+
+
+class ChangeCapture:
+    """Turns store changes into change events (the store calls `record`, `discard_from` and `commit`)."""
+
+    def __init__(self, schema: Schema, config: CdcConfig | None = None, clock: Callable[[], float] = time.time,
+                 default_user: Callable[[], str] = lambda: "") -> None:
+        self.schema = schema
+        self.config = config or CdcConfig()
+        self.bus = EventBus(self.config, clock)
+        self.clock = clock
+        self.default_user = default_user
+        self._pending: list[_Change] = []
+        self._paused = 0
+        self._commit_number = 0
+        self._schema_ids: dict[str, str] = {}
+
+    # --- configuration ------------------------------------------------------------------------------
+
+    def publishes(self, entity: str) -> bool:
+        selected = self.config.entities
+        return selected is None or entity in selected
+
+    def select_entities(self, names: Iterable[str] | None) -> None:
+        if names is None:
+            self.config.entities = None
+            return
+        chosen = set()
+        for name in names:
+            obj = self.schema.get(name)
+            if obj is None:
+                raise ValueError(f"unknown sObject {name!r} selected for Change Data Capture")
+            chosen.add(obj.name)
+        self.config.entities = chosen
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Writes that are not changes a subscriber should see (the org's seed records)."""
+        self._paused += 1
+        try:
+            yield
+        finally:
+            self._paused -= 1
+
+    # --- hooks called by the store ------------------------------------------------------------------
+
+    def record(self, journal_mark: int, obj: SObjectSchema, change_type: str, record_id: str,
+               old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        if self._paused or not self.publishes(obj.name):
+            return
+        if change_type == "UPDATE":
+            assert old is not None and new is not None
+            changed = [k for k, v in new.items() if k not in _UNTRACKED and old.get(k) != v]
+            if changed == ["LastModifiedDate"] or not changed:
+                return  # the org publishes no event for a save that changed nothing
+            values = {k: new.get(k) for k in changed}
+            if "LastModifiedDate" not in values:
+                values["LastModifiedDate"] = new.get("LastModifiedDate")
+        elif change_type == "DELETE":
+            changed, values = [], {}
+        else:  # CREATE, UNDELETE
+            assert new is not None
+            changed, values = [], {k: v for k, v in new.items() if v is not None}
+        origin = current_origin.get()
+        self._pending.append(_Change(journal_mark, obj.name, change_type, record_id, values, changed, origin))
+
+    def discard_from(self, journal_mark: int) -> None:
+        """A rollback to `journal_mark`: the changes made after it never happened."""
+        while self._pending and self._pending[-1].journal_mark >= journal_mark:
+            self._pending.pop()
+
+    def commit(self) -> None:
+        """The end of a transaction: publish its changes as one transaction (shared transactionKey)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        now = self.clock()
+        self._commit_number += 1
+        transaction_key = str(uuid.uuid4())
+        for sequence, change in enumerate(pending, start=1):
+            self.bus.append(change.entity, self._message(change, transaction_key, sequence, now), now)
+        self.bus.prune()
+        self.bus.notify()
+
+    # --- event shape --------------------------------------------------------------------------------
+
+    def _message(self, change: _Change, transaction_key: str, sequence: int, now: float) -> dict[str, Any]:
+        obj = self.schema.objects[change.entity]
+        header = {
+            "entityName": change.entity,
+            "recordIds": [change.record_id],
+            "changeType": change.change_type,
+            "changeOrigin": change.origin.change_origin,
+            "transactionKey": transaction_key,
+            "sequenceNumber": sequence,
+            "commitTimestamp": int(now * 1000),
+            "commitNumber": 10_000_000_000 + self._commit_number,
+            "commitUser": change.origin.user_id or self.default_user(),
+            "changedFields": [],
+        }
+        payload: dict[str, Any] = {"ChangeEventHeader": header}
+        changed: list[str] = []
+        for name, value in change.fields.items():
+            f = obj.fields.get(name)
+            if f is None or name in _UNTRACKED or (f.calculated and not _is_name_part(obj.name, name)):
+                continue
+            compound, part = compound_path(obj.name, name, obj.fields)
+            if compound is None:
+                payload[name] = value
+                changed.append(name)
+            else:
+                payload.setdefault(compound, {})[part] = value
+                changed.append(f"{compound}.{part}")
+        if change.change_type == "UPDATE":
+            header["changedFields"] = changed
+        return {"schema": self._schema_id(obj), "payload": payload}
+
+    def _schema_id(self, obj: SObjectSchema) -> str:
+        """A stable 22-character schema id per entity field set, like the org's Avro schema ids."""
+        sid = self._schema_ids.get(obj.name)
+        if sid is None:
+            digest = hashlib.sha256(("|".join([obj.name, *obj.fields])).encode()).digest()
+            sid = base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+            self._schema_ids[obj.name] = sid
+        return sid
+
+
+def _is_name_part(obj_name: str, field_name: str) -> bool:
+    return obj_name in _PERSON_NAME_OBJECTS and field_name in _NAME_PARTS
+
+
+def compound_path(obj_name: str, field_name: str, fields: Any) -> tuple[str | None, str]:
+    """`FirstName` of a Contact -> ("Name", "FirstName"); `BillingCity` -> ("BillingAddress", "City")."""
+    if _is_name_part(obj_name, field_name):
+        return "Name", field_name
+    for prefix in _ADDRESS_PREFIXES:
+        if not field_name.startswith(prefix):
+            continue
+        part = field_name[len(prefix):]
+        if part in _ADDRESS_PARTS and (prefix or f"{prefix}Street" in fields):
+            return f"{prefix}Address", part
+    return None, field_name
+
+
+def channel_entities(channel: str, schema: Schema) -> set[str] | None:
+    """The entities a CDC channel carries: None for /data/ChangeEvents; empty set when no such channel."""
+    if channel == CHANGE_EVENTS_CHANNEL:
+        return None
+    if not channel.startswith("/data/") or not channel.endswith("ChangeEvent"):
+        return set()
+    stem = channel[len("/data/"):-len("ChangeEvent")]
+    name = stem + "c" if stem.endswith("__") else stem
+    obj = schema.get(name)
+    if obj is None or obj.name != name:
+        return set()
+    return {obj.name}
+
+
+@dataclass
+class CdcStats:
+    retained: int = 0
+    last_replay_id: int = 0
+    by_entity: dict[str, int] = field(default_factory=dict)
+
+
+def stats(bus: EventBus) -> CdcStats:
+    bus.prune()
+    out = CdcStats(len(bus.events), bus.last_replay_id)
+    for e in bus.events:
+        out.by_entity[e.entity] = out.by_entity.get(e.entity, 0) + 1
+    return out
