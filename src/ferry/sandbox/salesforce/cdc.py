@@ -15,6 +15,7 @@ Structure" and "Change Event Body Fields" for CometD clients):
 - `changedFields` lists field names on UPDATE (compound components as `Name.FirstName`,
   `BillingAddress.City`) and is empty otherwise. There is no `nulledFields`/`diffFields` in a CometD
   message (they exist only in Pub/Sub API and Apex): a nulled field is an UPDATE field with value null.
+- Datetimes are UTC `2024-05-01T10:00:00Z` strings (Pub/Sub sends epoch millis instead).
 - Compound fields (Contact/Lead `Name`, `BillingAddress`, `MailingAddress`, ...) are nested objects.
 - Replay ids grow monotonically; events are kept for a retention window (72 h by default) and up to
   a maximum count, oldest dropped first.
@@ -23,6 +24,7 @@ Structure" and "Change Event Body Fields" for CometD clients):
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import bisect
 import contextvars
 import hashlib
@@ -297,6 +299,8 @@ class ChangeCapture:
             f = obj.fields.get(name)
             if f is None or name in _UNTRACKED or (f.calculated and not _is_name_part(obj.name, name)):
                 continue
+            if f.type == "datetime":
+                value = cometd_datetime(value)
             compound, part = compound_path(obj.name, name, obj.fields)
             if compound is None:
                 payload[name] = value
@@ -316,6 +320,17 @@ class ChangeCapture:
             sid = base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
             self._schema_ids[obj.name] = sid
         return sid
+
+
+def cometd_datetime(value: Any) -> Any:
+    """REST's `2024-05-01T10:00:00.000+0000` -> the CometD event's UTC `2024-05-01T10:00:00Z`."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        return value
+    return parsed.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _is_name_part(obj_name: str, field_name: str) -> bool:

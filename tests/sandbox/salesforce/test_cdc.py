@@ -1,0 +1,224 @@
+"""Change Data Capture: writes through simple-salesforce (REST, Collections, Composite, Bulk 2.0) produce
+change events of the org's shape, read over the Streaming API with a spec-written Bayeux client."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from simple_salesforce import Salesforce
+
+from .bayeux import Bayeux
+from .conftest import Org, start_org
+
+API = "62.0"
+
+
+@pytest.fixture(scope="module")
+def cdc_org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Org]:
+    yield from start_org(tmp_path_factory.mktemp("cdc"), streaming_timeout_seconds=0.5)
+
+
+@pytest.fixture
+def sf(cdc_org: Org) -> Salesforce:
+    cdc_org.admin("reset", "POST")
+    cdc_org.sandbox.cdc.select_entities(None)
+    cdc_org.sandbox.cdc.config.max_events = 100_000
+    return cdc_org.client()
+
+
+def stream(org: Org, sf: Salesforce, channel: str = "/data/ChangeEvents", replay: int | None = -1) -> Bayeux:
+    client = Bayeux(org.session(), f"{org.url}/cometd/{API}", sf.session_id)
+    client.open(channel, replay)
+    return client
+
+
+def payloads(client: Bayeux, count: int) -> list[dict[str, Any]]:
+    events = client.poll(count)
+    assert len(events) == count, [e["data"]["payload"]["ChangeEventHeader"] for e in events]
+    return [e["data"]["payload"] for e in events]
+
+
+def test_create_update_delete_undelete_event_shapes(cdc_org: Org, sf: Salesforce) -> None:
+    client = stream(cdc_org, sf)
+    before_ms = int(time.time() * 1000)
+    account_id = sf.Account.create({"Name": "Acme", "Industry": "Retail", "BillingCity": "Paris",
+                                    "BillingStreet": "1 Rue"})["id"]
+    sf.Account.update(account_id, {"Industry": None, "Phone": "555"})
+    sf.Account.update(account_id, {"Phone": "555"})  # changes nothing: no event
+    sf.Account.delete(account_id)
+    assert cdc_org.session().post(f"{cdc_org.url}/__sandbox/undelete/{account_id}").status_code == 200
+    create, update, delete, undelete = payloads(client, 4)
+
+    header = create["ChangeEventHeader"]
+    assert header["entityName"] == "Account" and header["recordIds"] == [account_id]
+    assert header["changeType"] == "CREATE" and header["changedFields"] == []
+    assert header["changeOrigin"] == f"com/salesforce/api/rest/{API}"
+    assert header["commitUser"].startswith("005") and header["sequenceNumber"] == 1
+    assert before_ms - 1000 <= header["commitTimestamp"] <= int(time.time() * 1000) + 1000
+    uuid.UUID(header["transactionKey"])
+    assert isinstance(header["commitNumber"], int)
+    assert "nulledFields" not in header  # CometD messages carry none (Pub/Sub and Apex only)
+    assert create["Name"] == "Acme" and create["Industry"] == "Retail"
+    assert create["BillingAddress"] == {"City": "Paris", "Street": "1 Rue"}
+    assert "Id" not in create and "Phone" not in create  # no id in the body, no null fields on CREATE
+    assert create["OwnerId"].startswith("005") and create["CreatedDate"].endswith("Z")
+
+    header = update["ChangeEventHeader"]
+    assert header["changeType"] == "UPDATE"
+    assert set(header["changedFields"]) == {"Industry", "Phone", "LastModifiedDate"}
+    assert update["Industry"] is None and update["Phone"] == "555"  # a nulled field is sent as null
+    assert "Name" not in update and "LastModifiedDate" in update
+
+    assert delete["ChangeEventHeader"]["changeType"] == "DELETE"
+    assert set(delete) == {"ChangeEventHeader"}
+    assert undelete["ChangeEventHeader"]["changeType"] == "UNDELETE"
+    assert undelete["Name"] == "Acme" and undelete["Phone"] == "555"
+    assert sf.Account.get(account_id)["Name"] == "Acme"
+
+    replay_ids = [e["data"]["event"]["replayId"] for e in client.events]
+    assert replay_ids == sorted(replay_ids) and len(set(replay_ids)) == 4
+    assert all(e["channel"] == "/data/ChangeEvents" and len(e["data"]["schema"]) == 22 for e in client.events)
+    assert client.disconnect()["successful"] is True
+
+
+def test_compound_name_and_call_options_client(cdc_org: Org, sf: Salesforce) -> None:
+    client = stream(cdc_org, sf, "/data/ContactChangeEvent")
+    contact_id = sf.Contact.create({"FirstName": "Ada", "LastName": "Lovelace", "MailingCity": "London"},
+                                   headers={"Sforce-Call-Options": "client=ferry"})["id"]
+    sf.Contact.update(contact_id, {"FirstName": "Augusta"})
+    sf.Account.create({"Name": "not on the Contact channel"})
+    create, update = payloads(client, 2)
+    assert create["ChangeEventHeader"]["changeOrigin"] == f"com/salesforce/api/rest/{API};client=ferry"
+    assert create["Name"] == {"FirstName": "Ada", "LastName": "Lovelace"}
+    assert create["MailingAddress"] == {"City": "London"}
+    assert update["ChangeEventHeader"]["changedFields"] == ["Name.FirstName", "LastModifiedDate"]
+    assert update["Name"] == {"FirstName": "Augusta"}
+    assert client.events[0]["channel"] == "/data/ContactChangeEvent"
+
+
+def test_collections_rollback_publishes_nothing_and_composite_shares_a_transaction(cdc_org: Org,
+                                                                                    sf: Salesforce) -> None:
+    client = stream(cdc_org, sf)
+    base = f"{cdc_org.url}/services/data/v{API}"
+    s = cdc_org.session()
+    auth = {"Authorization": f"Bearer {sf.session_id}"}
+    failed = s.post(f"{base}/composite/sobjects", headers=auth, json={"allOrNone": True, "records": [
+        {"attributes": {"type": "Account"}, "Name": "kept only if all succeed"},
+        {"attributes": {"type": "Account"}},  # REQUIRED_FIELD_MISSING: Name
+    ]}).json()
+    assert [r["success"] for r in failed] == [False, False]
+    partial = s.post(f"{base}/composite/sobjects", headers=auth, json={"allOrNone": False, "records": [
+        {"attributes": {"type": "Account"}, "Name": "one"},
+        {"attributes": {"type": "Account"}},
+    ]}).json()
+    assert [r["success"] for r in partial] == [True, False]
+    composite = s.post(f"{base}/composite", headers=auth, json={"allOrNone": True, "compositeRequest": [
+        {"method": "POST", "url": f"/services/data/v{API}/sobjects/Account", "referenceId": "acc",
+         "body": {"Name": "Parent"}},
+        {"method": "POST", "url": f"/services/data/v{API}/sobjects/Contact", "referenceId": "con",
+         "body": {"LastName": "Child", "AccountId": "@{acc.id}"}},
+    ]}).json()
+    assert [r["httpStatusCode"] for r in composite["compositeResponse"]] == [201, 201]
+    one, parent, child = payloads(client, 3)
+    assert one["Name"] == "one"
+    assert [parent["Name"], child["Name"]] == ["Parent", {"LastName": "Child"}]
+    headers = [parent["ChangeEventHeader"], child["ChangeEventHeader"]]
+    assert headers[0]["transactionKey"] == headers[1]["transactionKey"] != one["ChangeEventHeader"]["transactionKey"]
+    assert [h["sequenceNumber"] for h in headers] == [1, 2]
+
+
+def test_bulk_ingest_publishes_with_the_bulk_origin(cdc_org: Org, sf: Salesforce) -> None:
+    client = stream(cdc_org, sf, "/data/AccountChangeEvent")
+    result = sf.bulk2.Account.insert(records=[{"Name": f"Bulk {i}"} for i in range(5)], wait=0.2)
+    assert result[0]["numberRecordsProcessed"] == 5
+    events = payloads(client, 5)
+    assert sorted(e["Name"] for e in events) == [f"Bulk {i}" for i in range(5)]
+    assert {e["ChangeEventHeader"]["changeOrigin"] for e in events} == {f"com/salesforce/api/bulkapi/{API}"}
+
+
+def test_replay_minus_two_a_replay_id_and_the_invalid_replay_error(cdc_org: Org, sf: Salesforce) -> None:
+    ids = [sf.Account.create({"Name": f"A{i}"})["id"] for i in range(3)]
+    everything = stream(cdc_org, sf, replay=-2)
+    all_events = everything.poll(3)
+    assert [e["data"]["payload"]["ChangeEventHeader"]["recordIds"][0] for e in all_events] == ids
+    first = all_events[0]["data"]["event"]["replayId"]
+    after_first = stream(cdc_org, sf, replay=first)
+    assert [e["data"]["event"]["replayId"] for e in after_first.poll(2)] == [
+        e["data"]["event"]["replayId"] for e in all_events[1:]]
+
+    # only max_events are kept: the oldest falls out of retention and its replay id becomes invalid
+    cdc_org.session().post(f"{cdc_org.url}/__sandbox/cdc", json={"max_events": 2})
+    late = Bayeux(cdc_org.session(), f"{cdc_org.url}/cometd/{API}", sf.session_id)
+    late.handshake()
+    reply = late.subscribe("/data/ChangeEvents", replay=first - 1)
+    assert reply["successful"] is False
+    assert reply["error"] == (f"400::The replayId {{{first - 1}}} you provided was invalid.  Please provide a "
+                              "valid ID, -2 to replay all events, or -1 to replay only new events.")
+    assert late.subscribe("/data/ChangeEvents", replay=10**9)["successful"] is False
+    assert late.subscribe("/data/ChangeEvents", replay=first)["successful"] is True  # the retention edge
+    late.connect()
+    assert len(late.poll(2)) == 2
+
+
+def test_entity_selection(cdc_org: Org, sf: Salesforce) -> None:
+    cdc_org.session().post(f"{cdc_org.url}/__sandbox/cdc", json={"entities": ["Contact"]})
+    client = stream(cdc_org, sf)
+    sf.Account.create({"Name": "not selected"})
+    sf.Contact.create({"LastName": "selected"})
+    assert [p["ChangeEventHeader"]["entityName"] for p in payloads(client, 1)] == ["Contact"]
+    refused = Bayeux(cdc_org.session(), f"{cdc_org.url}/cometd/{API}", sf.session_id)
+    refused.handshake()
+    reply = refused.subscribe("/data/AccountChangeEvent")
+    assert reply["error"] == ("400::The channel you requested to subscribe to does not exist "
+                              "{/data/AccountChangeEvent}")
+    assert refused.subscribe("/data/NoSuchThingChangeEvent")["successful"] is False
+    info = cdc_org.admin("cdc")
+    assert info["entities"] == ["Contact"] and info["by_entity"] == {"Contact": 1}
+
+
+def test_handshake_and_session_errors(cdc_org: Org, sf: Salesforce) -> None:
+    url = f"{cdc_org.url}/cometd/{API}"
+    ok = Bayeux(cdc_org.session(), url, sf.session_id).handshake()
+    assert ok["successful"] is True and ok["supportedConnectionTypes"] == ["long-polling"]
+    assert ok["ext"] == {"replay": True, "payload.format": True} and ok["version"] == "1.0"
+    denied = Bayeux(cdc_org.session(), url, "00D000000000000!AQbogus").handshake()
+    assert denied == {"channel": "/meta/handshake", "id": "1", "successful": False,
+                      "error": "403::Handshake denied", "advice": {"reconnect": "none"},
+                      "ext": {"sfdc": {"failureReason": "401::Authentication invalid"}}}
+    anonymous = Bayeux(cdc_org.session(), url, None).handshake()
+    assert anonymous["ext"]["sfdc"]["failureReason"] == "401::Request requires authentication"
+    stranger = Bayeux(cdc_org.session(), url, sf.session_id)
+    stranger.client_id = "nosuchclient"
+    reply = stranger.connect()
+    assert reply["error"] == "403::Unknown client" and reply["advice"]["reconnect"] == "handshake"
+    old = Bayeux(cdc_org.session(), f"{cdc_org.url}/cometd/36.0", sf.session_id).handshake()
+    assert old["error"].startswith("400::Unsupported API version. Only API versions '37.0' and later")
+
+
+def test_expired_session_is_refused_on_connect(tmp_path: Path) -> None:
+    for org in start_org(tmp_path, session_ttl_seconds=1.0, streaming_timeout_seconds=0.2):
+        sf = org.client()
+        client = stream(org, sf)
+        time.sleep(1.2)
+        reply = client.connect()
+        assert reply["successful"] is False and reply["error"] == "401::Authentication invalid"
+        assert reply["advice"] == {"reconnect": "none", "interval": 0}
+
+
+def test_events_survive_a_restart_with_persist(tmp_path: Path) -> None:
+    for org in start_org(tmp_path, persist=True, streaming_timeout_seconds=0.2):
+        sf = org.client()
+        sf.Account.create({"Name": "before restart"})
+        first = org.admin("cdc")["last_replay_id"]
+    for org in start_org(tmp_path, persist=True, streaming_timeout_seconds=0.2):
+        sf = org.client()
+        client = stream(org, sf, replay=-2)
+        sf.Account.create({"Name": "after restart"})
+        events = client.poll(2)
+        assert [e["data"]["payload"]["Name"] for e in events] == ["before restart", "after restart"]
+        assert [e["data"]["event"]["replayId"] for e in events] == [first, first + 1]
