@@ -124,21 +124,19 @@ async def test_subscribe_receive_in_order_then_resume_after_a_replay_id(stream_o
     await everything.close()
 
 
+def write_contact_then_account(sf: Salesforce) -> None:
+    sf.Contact.create({"LastName": "other channel"})
+    sf.Account.create({"Name": "after expiry"})
+
+
 async def test_per_object_channel_and_reauthentication_after_session_expiry(tmp_path: Path) -> None:
     for org in start_org(tmp_path, session_ttl_seconds=2.0, streaming_timeout_seconds=0.5):
-        sf = org.client()
         client, auth = client_for(org, ReplayOption.NEW_EVENTS)
         await client.open()
         await client.subscribe("/data/AccountChangeEvent")
         assert auth.calls == 1
         await asyncio.sleep(2.5)  # the streaming session expires; the next connect is 401::Authentication invalid
-        sf = org.client()
-
-        def writes() -> None:
-            sf.Contact.create({"LastName": "other channel"})
-            sf.Account.create({"Name": "after expiry"})
-
-        await asyncio.to_thread(writes)
+        await asyncio.to_thread(write_contact_then_account, org.client())
         [message] = await receive(client, 1)
         assert message["channel"] == "/data/AccountChangeEvent"
         assert message["data"]["payload"]["Name"] == "after expiry"

@@ -24,9 +24,9 @@ Structure" and "Change Event Body Fields" for CometD clients):
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import bisect
 import contextvars
+import datetime as dt
 import hashlib
 import itertools
 import time
