@@ -85,21 +85,15 @@ def _call_option_client(header: str | None) -> str | None:
 
 @dataclass(slots=True)
 class ChangeEvent:
+    """One retained event. `change` is the compact record of what happened (kept and persisted);
+    the CometD message is rendered from it only when someone reads the event (Bulk loads of 100,000
+    rows with no subscriber must not pay for building 100,000 messages)."""
+
     replay_id: int
     entity: str
     created: float  # epoch seconds, for retention
-    message: dict[str, Any]  # the CometD `data` object: schema, payload, event
-
-
-@dataclass(slots=True)
-class _Change:
-    journal_mark: int
-    entity: str
-    change_type: str
-    record_id: str
-    fields: dict[str, Any]
-    changed: list[str]
-    origin: Origin
+    change: dict[str, Any]  # type, id, fields, origin, user, tx, seq, commit
+    rendered: dict[str, Any] | None = None
 
 
 @dataclass
@@ -117,8 +111,10 @@ class _Waiter:
 class EventBus:
     """Retained change events in replay-id order, with wake-ups for long-polling subscribers."""
 
-    def __init__(self, config: CdcConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: CdcConfig, clock: Callable[[], float] = time.time,
+                 render: Callable[[ChangeEvent], dict[str, Any]] | None = None) -> None:
         self.config = config
+        self.render = render or (lambda e: {"payload": {}, "event": {"replayId": e.replay_id}})
         self.clock = clock
         self.events: list[ChangeEvent] = []
         self._ids: list[int] = []  # replay ids of `events`, for bisect
@@ -128,18 +124,25 @@ class EventBus:
         self.pruned_since_flush = False
         self._listeners: set[Callable[[], None]] = set()
 
-    def append(self, entity: str, message: dict[str, Any], now: float) -> ChangeEvent:
+    def append(self, entity: str, change: dict[str, Any], now: float) -> ChangeEvent:
         self.last_replay_id += 1
-        message["event"] = {"replayId": self.last_replay_id}
-        event = ChangeEvent(self.last_replay_id, entity, now, message)
+        event = ChangeEvent(self.last_replay_id, entity, now, change)
         self.events.append(event)
         self._ids.append(event.replay_id)
         self.unpersisted.append(event)
         return event
 
+    def message(self, event: ChangeEvent) -> dict[str, Any]:
+        """The CometD `data` object of an event: schema, payload, event.replayId (rendered once)."""
+        rendered = event.rendered
+        if rendered is None:
+            rendered = event.rendered = self.render(event)
+        return rendered
+
     def notify(self) -> None:
-        for listener in list(self._listeners):
-            listener()
+        if self._listeners:
+            for listener in tuple(self._listeners):
+                listener()
 
     def listen(self, callback: Callable[[], None]) -> None:
         self._listeners.add(callback)
@@ -147,9 +150,12 @@ class EventBus:
     def unlisten(self, callback: Callable[[], None]) -> None:
         self._listeners.discard(callback)
 
-    def prune(self) -> None:
+    def prune(self, now: float | None = None) -> None:
         """Drop events past the retention window or over the maximum count, oldest first."""
-        horizon = self.clock() - self.config.retention_seconds
+        events = self.events
+        horizon = (self.clock() if now is None else now) - self.config.retention_seconds
+        if not events or (events[0].created >= horizon and len(events) <= self.config.max_events):
+            return  # the common case, checked on every commit
         drop = 0
         while drop < len(self.events) and self.events[drop].created < horizon:
             drop += 1
@@ -202,13 +208,16 @@ class ChangeCapture:
                  default_user: Callable[[], str] = lambda: "") -> None:
         self.schema = schema
         self.config = config or CdcConfig()
-        self.bus = EventBus(self.config, clock)
+        self.bus = EventBus(self.config, clock, self._render)
         self.clock = clock
         self.default_user = default_user
-        self._pending: list[_Change] = []
+        # (journal mark, entity, compact change) of the open transaction; tx/seq/commit are set on commit
+        self._pending: list[tuple[int, str, dict[str, Any]]] = []
         self._paused = 0
         self._commit_number = 0
+        self._tx_prefix = str(uuid.uuid4())[:24]  # transaction keys: this prefix + a counter, uuid-shaped
         self._schema_ids: dict[str, str] = {}
+        self._field_plans: dict[str, dict[str, tuple[str | None, str, bool] | None]] = {}
 
     # --- configuration ------------------------------------------------------------------------------
 
@@ -245,23 +254,23 @@ class ChangeCapture:
             return
         if change_type == "UPDATE":
             assert old is not None and new is not None
-            changed = [k for k, v in new.items() if k not in _UNTRACKED and old.get(k) != v]
-            if changed == ["LastModifiedDate"] or not changed:
+            values = {k: v for k, v in new.items() if k not in _UNTRACKED and old.get(k) != v}
+            if not values or list(values) == ["LastModifiedDate"]:
                 return  # the org publishes no event for a save that changed nothing
-            values = {k: new.get(k) for k in changed}
-            if "LastModifiedDate" not in values:
-                values["LastModifiedDate"] = new.get("LastModifiedDate")
+            values.setdefault("LastModifiedDate", new.get("LastModifiedDate"))
         elif change_type == "DELETE":
-            changed, values = [], {}
-        else:  # CREATE, UNDELETE
+            values = {}
+        else:  # CREATE, UNDELETE: a plain copy (C speed); null fields are left out when rendered
             assert new is not None
-            changed, values = [], {k: v for k, v in new.items() if v is not None}
+            values = new.copy()
         origin = current_origin.get()
-        self._pending.append(_Change(journal_mark, obj.name, change_type, record_id, values, changed, origin))
+        self._pending.append((journal_mark, obj.name, {
+            "type": change_type, "id": record_id, "fields": values, "origin": origin.change_origin,
+            "user": origin.user_id or self.default_user()}))
 
     def discard_from(self, journal_mark: int) -> None:
         """A rollback to `journal_mark`: the changes made after it never happened."""
-        while self._pending and self._pending[-1].journal_mark >= journal_mark:
+        while self._pending and self._pending[-1][0] >= journal_mark:
             self._pending.pop()
 
     def commit(self) -> None:
@@ -270,47 +279,65 @@ class ChangeCapture:
             return
         pending, self._pending = self._pending, []
         now = self.clock()
-        self._commit_number += 1
-        transaction_key = str(uuid.uuid4())
-        for sequence, change in enumerate(pending, start=1):
-            self.bus.append(change.entity, self._message(change, transaction_key, sequence, now), now)
-        self.bus.prune()
+        self._commit_number = number = self._commit_number + 1
+        transaction_key = f"{self._tx_prefix}{number:012x}"
+        append = self.bus.append
+        for sequence, (_, entity, change) in enumerate(pending, start=1):
+            change["tx"], change["seq"], change["commit"] = transaction_key, sequence, 10_000_000_000 + number
+            append(entity, change, now)
+        self.bus.prune(now)
         self.bus.notify()
 
     # --- event shape --------------------------------------------------------------------------------
 
-    def _message(self, change: _Change, transaction_key: str, sequence: int, now: float) -> dict[str, Any]:
-        obj = self.schema.objects[change.entity]
+    def _render(self, event: ChangeEvent) -> dict[str, Any]:
+        change = event.change
+        obj = self.schema.objects[event.entity]
         header = {
-            "entityName": change.entity,
-            "recordIds": [change.record_id],
-            "changeType": change.change_type,
-            "changeOrigin": change.origin.change_origin,
-            "transactionKey": transaction_key,
-            "sequenceNumber": sequence,
-            "commitTimestamp": int(now * 1000),
-            "commitNumber": 10_000_000_000 + self._commit_number,
-            "commitUser": change.origin.user_id or self.default_user(),
+            "entityName": event.entity,
+            "recordIds": [change["id"]],
+            "changeType": change["type"],
+            "changeOrigin": change["origin"],
+            "transactionKey": change["tx"],
+            "sequenceNumber": change["seq"],
+            "commitTimestamp": int(event.created * 1000),
+            "commitNumber": change["commit"],
+            "commitUser": change["user"],
             "changedFields": [],
         }
         payload: dict[str, Any] = {"ChangeEventHeader": header}
         changed: list[str] = []
-        for name, value in change.fields.items():
-            f = obj.fields.get(name)
-            if f is None or name in _UNTRACKED or (f.calculated and not _is_name_part(obj.name, name)):
+        plan = self._field_plan(obj)
+        for name, value in change["fields"].items():
+            target = plan.get(name)
+            if target is None or (value is None and change["type"] != "UPDATE"):
                 continue
-            if f.type == "datetime":
+            compound, part, is_datetime = target
+            if is_datetime:
                 value = cometd_datetime(value)
-            compound, part = compound_path(obj.name, name, obj.fields)
             if compound is None:
-                payload[name] = value
-                changed.append(name)
+                payload[part] = value
+                changed.append(part)
             else:
                 payload.setdefault(compound, {})[part] = value
                 changed.append(f"{compound}.{part}")
-        if change.change_type == "UPDATE":
+        if change["type"] == "UPDATE":
             header["changedFields"] = changed
-        return {"schema": self._schema_id(obj), "payload": payload}
+        return {"schema": self._schema_id(obj), "payload": payload, "event": {"replayId": event.replay_id}}
+
+    def _field_plan(self, obj: SObjectSchema) -> dict[str, tuple[str | None, str, bool] | None]:
+        """Per field of an entity: where it goes in the event (compound, part, is_datetime), or None."""
+        plan = self._field_plans.get(obj.name)
+        if plan is None:
+            plan = {}
+            for name, f in obj.fields.items():
+                if name in _UNTRACKED or (f.calculated and not _is_name_part(obj.name, name)):
+                    plan[name] = None
+                    continue
+                compound, part = compound_path(obj.name, name, obj.fields)
+                plan[name] = (compound, part, f.type == "datetime")
+            self._field_plans[obj.name] = plan
+        return plan
 
     def _schema_id(self, obj: SObjectSchema) -> str:
         """A stable 22-character schema id per entity field set, like the org's Avro schema ids."""

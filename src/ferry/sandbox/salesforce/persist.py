@@ -89,7 +89,7 @@ class OrgDb:
     def _flush_events(self, sandbox: SalesforceSandbox) -> None:
         bus = sandbox.cdc.bus
         if bus.unpersisted:
-            rows = [(e.replay_id, e.entity, e.created, orjson.dumps(e.message)) for e in bus.unpersisted]
+            rows = [(e.replay_id, e.entity, e.created, orjson.dumps(e.change)) for e in bus.unpersisted]
             self.conn.executemany("INSERT OR REPLACE INTO change_events (replay_id, entity, created, data) "
                                   "VALUES (?, ?, ?, ?)", rows)
             bus.unpersisted = []

@@ -194,7 +194,7 @@ class StreamingApi:
                     continue
                 sub.cursor = event.replay_id
                 if sub.entities is None or event.entity in sub.entities:
-                    out.append({"data": event.message, "channel": sub.channel})
+                    out.append({"data": self.cdc.bus.message(event), "channel": sub.channel})
             if len(out) >= MAX_MESSAGES_PER_CONNECT:
                 break
         return out
@@ -328,7 +328,7 @@ def register_cdc_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
         return reply(describe())
 
     async def events(after: int = 0) -> Response:
-        return reply([e.message for e in cdc.bus.after(after)])
+        return reply([cdc.bus.message(e) for e in cdc.bus.after(after)])
 
     async def undelete(record_id: str) -> Response:
         if not sandbox.undelete(record_id):
