@@ -15,40 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiosfstream_ng import Client, RefreshTokenAuthenticator, ReplayOption
+from aiosfstream_ng import Client, ReplayOption
 from aiosfstream_ng.exceptions import AuthenticationError
 from simple_salesforce import Salesforce
 
 from .conftest import Org, start_org
+from .streaming_auth import SandboxAuthenticator
 
 CHANNEL = "/data/ChangeEvents"
-
-
-class SandboxAuthenticator(RefreshTokenAuthenticator):
-    """The library's refresh-token flow, posted to the sandbox over its TLS CA instead of login.salesforce.com
-    (the library hard-codes that URL and aiohttp's default trust store); everything else is the library's."""
-
-    def __init__(self, org: Org, ssl_context: ssl.SSLContext, refresh_token: str) -> None:
-        creds = org.sandbox.login_credentials()
-        super().__init__(consumer_key=creds["client_id"], consumer_secret=creds["client_secret"],
-                         refresh_token=refresh_token)
-        self._url = f"{org.url}/services/oauth2/token"
-        self._ssl = ssl_context
-        self.calls = 0
-
-    @property
-    def _token_url(self) -> str:
-        return self._url
-
-    async def _authenticate(self) -> tuple[int, Any]:
-        self.calls += 1
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl)) as session:
-            response = await session.post(self._token_url, data={
-                "grant_type": "refresh_token", "client_id": self.client_id, "client_secret": self.client_secret,
-                "refresh_token": self.refresh_token})
-            return response.status, await response.json()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +37,7 @@ def tls(org: Org) -> ssl.SSLContext:
 
 def client_for(org: Org, replay: Any, refresh_token: str | None = None) -> tuple[Client, SandboxAuthenticator]:
     context = tls(org)
-    auth = SandboxAuthenticator(org, context, refresh_token or org.sandbox.login_credentials()["refresh_token"])
+    auth = SandboxAuthenticator(org.url, context, org.sandbox.login_credentials(), refresh_token)
     client = Client(auth, replay=replay, connection_timeout=5)
     client.ssl = context  # aiocometd-ng passes it to every long-polling request
     return client, auth
