@@ -92,7 +92,7 @@ class ChangeEvent:
     replay_id: int
     entity: str
     created: float  # epoch seconds, for retention
-    change: dict[str, Any]  # type, id, fields, origin, user, tx, seq, commit
+    change: dict[str, Any]  # type, id, fields, origin, user, seq, commit (the transaction)
     rendered: dict[str, Any] | None = None
 
 
@@ -249,7 +249,8 @@ class ChangeCapture:
     # --- hooks called by the store ------------------------------------------------------------------
 
     def record(self, journal_mark: int, obj: SObjectSchema, change_type: str, record_id: str,
-               old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+               old: dict[str, Any] | None, new: dict[str, Any] | None, autocommit: bool = False) -> None:
+        """One record change; `autocommit`: it is a transaction of its own (a write outside transaction())."""
         if self._paused or not self.publishes(obj.name):
             return
         if change_type == "UPDATE":
@@ -264,9 +265,20 @@ class ChangeCapture:
             assert new is not None
             values = new.copy()
         origin = current_origin.get()
-        self._pending.append((journal_mark, obj.name, {
-            "type": change_type, "id": record_id, "fields": values, "origin": origin.change_origin,
-            "user": origin.user_id or self.default_user()}))
+        change: dict[str, Any] = {"type": change_type, "id": record_id, "fields": values,
+                                  "origin": origin.change_origin, "user": origin.user_id}
+        if autocommit and not self._pending:
+            # the Bulk path (one save per row, no transaction): publish at once, skipping the pending list
+            self._commit_number += 1
+            change["seq"], change["commit"] = 1, self._commit_number
+            now = self.clock()
+            self.bus.append(obj.name, change, now)
+            self.bus.prune(now)
+            self.bus.notify()
+            return
+        self._pending.append((journal_mark, obj.name, change))
+        if autocommit:
+            self.commit()
 
     def discard_from(self, journal_mark: int) -> None:
         """A rollback to `journal_mark`: the changes made after it never happened."""
@@ -280,10 +292,9 @@ class ChangeCapture:
         pending, self._pending = self._pending, []
         now = self.clock()
         self._commit_number = number = self._commit_number + 1
-        transaction_key = f"{self._tx_prefix}{number:012x}"
         append = self.bus.append
         for sequence, (_, entity, change) in enumerate(pending, start=1):
-            change["tx"], change["seq"], change["commit"] = transaction_key, sequence, 10_000_000_000 + number
+            change["seq"], change["commit"] = sequence, number
             append(entity, change, now)
         self.bus.prune(now)
         self.bus.notify()
@@ -298,11 +309,11 @@ class ChangeCapture:
             "recordIds": [change["id"]],
             "changeType": change["type"],
             "changeOrigin": change["origin"],
-            "transactionKey": change["tx"],
+            "transactionKey": f"{self._tx_prefix}{change['commit']:012x}",
             "sequenceNumber": change["seq"],
             "commitTimestamp": int(event.created * 1000),
-            "commitNumber": change["commit"],
-            "commitUser": change["user"],
+            "commitNumber": 10_000_000_000 + change["commit"],
+            "commitUser": change["user"] or self.default_user(),
             "changedFields": [],
         }
         payload: dict[str, Any] = {"ChangeEventHeader": header}

@@ -208,10 +208,11 @@ class Store:
         changes = self.changes
         if changes is None:
             return
-        mark = len(self._journal) if self._journal is not None else 0
-        changes.record(mark, table.schema, change_type, record_id, old, new)
-        if commit:
-            self._commit_outside_transaction()
+        journal = self._journal
+        if journal is None:
+            changes.record(0, table.schema, change_type, record_id, old, new, autocommit=commit)
+        else:
+            changes.record(len(journal), table.schema, change_type, record_id, old, new)
 
     def _commit_outside_transaction(self) -> None:
         # A write outside transaction() is its own transaction: it is committed as soon as it is made.

@@ -54,7 +54,7 @@ class Subscription:
     cursor: int  # replay id of the last event delivered (or skipped) on this channel
 
 
-@dataclass
+@dataclass(eq=False)
 class BayeuxClient:
     client_id: str
     user_id: str
@@ -83,11 +83,14 @@ class StreamingApi:
         self.connect_timeout = connect_timeout
         self.max_interval = max_interval
         self.clients: dict[str, BayeuxClient] = {}
+        self.waiting: set[BayeuxClient] = set()  # clients whose /meta/connect is held
         cdc.bus.listen(self._wake_all)
 
     def _wake_all(self) -> None:
-        for client in list(self.clients.values()):
-            client.wake()
+        # called on every commit (once per Bulk row): only clients holding a long poll need waking
+        if self.waiting:
+            for client in tuple(self.waiting):
+                client.wake()
 
     def _advice(self) -> dict[str, Any]:
         return {"reconnect": "retry", "interval": 0, "timeout": int(self.connect_timeout * 1000)}
@@ -169,6 +172,7 @@ class StreamingApi:
                 client.wake()  # a newer connect replaces a held one, as a CometD server does
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             client.waiter = waiter
+            self.waiting.add(client)
             try:
                 await asyncio.wait_for(waiter, self.connect_timeout)
             except TimeoutError:
@@ -176,6 +180,7 @@ class StreamingApi:
             finally:
                 if client.waiter is waiter:
                     client.waiter = None
+                    self.waiting.discard(client)
                 client.last_seen = time.monotonic()
             if self.clients.get(client.client_id) is not client:
                 return [_unknown_client(message)]  # disconnected while held
