@@ -151,3 +151,18 @@ def test_expired_session_relogs_in_with_a_login_but_not_with_a_bare_session_id(e
     # simple-salesforce sees INVALID_SESSION_ID, logs in again over SOAP and retries the call
     assert logged_in.query("SELECT COUNT() FROM Account")["totalSize"] == 0
     assert logged_in.session_id != first_session
+
+
+def test_logins_and_revocations_survive_a_restart_with_persist(tmp_path: Path) -> None:
+    for org in start_org(tmp_path, persist=True):
+        login = org.admin("login")
+        assert login == org.sandbox.login_credentials() and len(login["security_token"]) == 24
+        spare = org.sandbox.state.oauth.issue_refresh_token(org.sandbox.state.org.user_id)
+        org.sandbox.flush(force=True)
+        assert org.session().post(f"{org.url}/services/oauth2/revoke", data={"token": spare}).status_code == 200
+    for org in start_org(tmp_path, persist=True):
+        assert org.sandbox.login_credentials() == login
+        assert soap_login(org).query("SELECT COUNT() FROM User")["totalSize"] == 1
+        form = {"grant_type": "refresh_token", "client_id": login["client_id"]}
+        assert token(org, **form, refresh_token=login["refresh_token"]).status_code == 200
+        assert token(org, **form, refresh_token=spare).json()["error_description"] == "expired access/refresh token"

@@ -199,7 +199,7 @@ class SalesforceSandbox:
                 "client_id": oauth.client_id, "client_secret": oauth.client_secret}
 
     def register_event_and_login_routes(self, app: FastAPI) -> None:
-        register_login_routes(app, self.state)
+        register_login_routes(app, self.state, after_change=lambda: self.flush(force=True))
         register_streaming_routes(app, self.streaming)
         register_cdc_admin_routes(app, self)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
@@ -16,7 +17,9 @@ if TYPE_CHECKING:
 _XML = "text/xml;charset=UTF-8"
 
 
-def register_login_routes(app: FastAPI, state: OrgState) -> None:
+def register_login_routes(app: FastAPI, state: OrgState, after_change: Callable[[], None] = lambda: None) -> None:
+    """`after_change` runs after a revocation (the sandbox persists its token table then)."""
+
     async def soap_call(request: Request, version: str) -> Response:
         action = request.headers.get("soapaction", "").strip().strip('"')
         body = await request.body()
@@ -45,6 +48,7 @@ def register_login_routes(app: FastAPI, state: OrgState) -> None:
         if not state.oauth.revoke(token):
             return Response(orjson.dumps({"error": "invalid_token", "error_description": "invalid token"}), 400,
                             media_type="application/json;charset=UTF-8")
+        after_change()
         return Response(status_code=200)
 
     app.add_api_route("/services/Soap/u/{version}", soap_call, methods=["POST"])

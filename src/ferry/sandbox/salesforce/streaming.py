@@ -300,7 +300,8 @@ def register_streaming_routes(app: FastAPI, streaming: StreamingApi) -> None:
 
 
 def register_cdc_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
-    """Outside the emulated API (no auth, not counted): see and configure CDC, restore from the recycle bin."""
+    """Outside the emulated API (no auth, not counted): see and configure CDC, restore from the recycle bin,
+    and read the integration user's password, security token and refresh token."""
     cdc = sandbox.cdc
 
     def describe() -> dict[str, Any]:
@@ -340,6 +341,11 @@ def register_cdc_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
             return reply({"error": f"{record_id} is not in the recycle bin"}, 404)
         return reply({"id": record_id, "undeleted": True})
 
+    async def login() -> Response:
+        # the sandbox's own throwaway logins, like the client secret `ferry sandbox serve` prints
+        return reply(sandbox.login_credentials())
+
+    app.add_api_route("/__sandbox/login", login, methods=["GET"])
     app.add_api_route("/__sandbox/cdc", get_cdc, methods=["GET"])
     app.add_api_route("/__sandbox/cdc", set_cdc, methods=["POST"])
     app.add_api_route("/__sandbox/cdc/events", events, methods=["GET"])
