@@ -222,3 +222,28 @@ def test_events_survive_a_restart_with_persist(tmp_path: Path) -> None:
         events = client.poll(2)
         assert [e["data"]["payload"]["Name"] for e in events] == ["before restart", "after restart"]
         assert [e["data"]["event"]["replayId"] for e in events] == [first, first + 1]
+
+
+def test_upsert_collections_delete_and_bulk_hard_delete(cdc_org: Org, sf: Salesforce) -> None:
+    client = stream(cdc_org, sf, "/data/AccountChangeEvent")
+    assert sf.Account.upsert("Shopify_Customer_Id__c/C-1", {"Name": "Upserted"}) == 201
+    assert sf.Account.upsert("Shopify_Customer_Id__c/C-1", {"Name": "Upserted again"}) == 200
+    ids = [r["id"] for r in sf.restful("composite/sobjects", method="POST", json={"records": [
+        {"attributes": {"type": "Account"}, "Name": f"C{i}"} for i in range(2)]})]
+    deleted = sf.restful("composite/sobjects", method="DELETE", params={"ids": ",".join(ids)})
+    assert [r["success"] for r in deleted] == [True, True]
+    upserted = sf.query("SELECT Id FROM Account WHERE Shopify_Customer_Id__c = 'C-1'")["records"][0]["Id"]
+    (result,) = sf.bulk2.Account.hard_delete(records=[{"Id": upserted}], wait=0.2)
+    assert result["numberRecordsProcessed"] == 1
+    events = payloads(client, 7)
+    kinds = [(e["ChangeEventHeader"]["changeType"], e["ChangeEventHeader"]["recordIds"][0]) for e in events]
+    assert kinds == [("CREATE", upserted), ("UPDATE", upserted), ("CREATE", ids[0]), ("CREATE", ids[1]),
+                     ("DELETE", ids[0]), ("DELETE", ids[1]), ("DELETE", upserted)]
+    assert events[1]["Name"] == "Upserted again" and events[1]["ChangeEventHeader"]["changedFields"] == [
+        "Name", "LastModifiedDate"]
+    assert events[-1]["ChangeEventHeader"]["changeOrigin"] == f"com/salesforce/api/bulkapi/{API}"
+
+
+def test_channel_appended_to_the_url_as_the_js_client_does(cdc_org: Org, sf: Salesforce) -> None:
+    reply = Bayeux(cdc_org.session(), f"{cdc_org.url}/cometd/{API}/meta/handshake", sf.session_id).handshake()
+    assert reply["successful"] is True
