@@ -43,6 +43,22 @@ def payloads(client: Bayeux, count: int) -> list[dict[str, Any]]:
     return [e["data"]["payload"] for e in events]
 
 
+def test_identical_updates_in_one_transaction_are_merged(cdc_org: Org, sf: Salesforce) -> None:
+    ids = [r["id"] for r in sf.restful("composite/sobjects", method="POST", json={"records": [
+        {"attributes": {"type": "Account"}, "Name": f"M{i}"} for i in range(3)]})]
+    client = stream(cdc_org, sf)
+    sf.restful("composite/sobjects", method="PATCH", json={"allOrNone": True, "records": [
+        {"attributes": {"type": "Account"}, "id": i, "Industry": "Apparel"} for i in ids]})
+    sf.restful("composite/sobjects", method="PATCH", json={"allOrNone": True, "records": [
+        {"attributes": {"type": "Account"}, "id": i, "Phone": f"55{n}"} for n, i in enumerate(ids)]})
+    events = payloads(client, 1 + 3)
+    merged = events[0]
+    assert merged["ChangeEventHeader"]["recordIds"] == ids and merged["Industry"] == "Apparel"
+    assert merged["ChangeEventHeader"]["changedFields"] == ["Industry", "LastModifiedDate"]
+    assert [e["ChangeEventHeader"]["recordIds"] for e in events[1:]] == [[i] for i in ids]  # different values
+    assert [e["ChangeEventHeader"]["sequenceNumber"] for e in events[1:]] == [1, 2, 3]
+
+
 def test_create_update_delete_undelete_event_shapes(cdc_org: Org, sf: Salesforce) -> None:
     client = stream(cdc_org, sf)
     before_ms = int(time.time() * 1000)
@@ -235,10 +251,11 @@ def test_upsert_collections_delete_and_bulk_hard_delete(cdc_org: Org, sf: Salesf
     upserted = sf.query("SELECT Id FROM Account WHERE Shopify_Customer_Id__c = 'C-1'")["records"][0]["Id"]
     (result,) = sf.bulk2.Account.hard_delete(records=[{"Id": upserted}], wait=0.2)
     assert result["numberRecordsProcessed"] == 1
-    events = payloads(client, 7)
-    kinds = [(e["ChangeEventHeader"]["changeType"], e["ChangeEventHeader"]["recordIds"][0]) for e in events]
-    assert kinds == [("CREATE", upserted), ("UPDATE", upserted), ("CREATE", ids[0]), ("CREATE", ids[1]),
-                     ("DELETE", ids[0]), ("DELETE", ids[1]), ("DELETE", upserted)]
+    events = payloads(client, 6)
+    kinds = [(e["ChangeEventHeader"]["changeType"], e["ChangeEventHeader"]["recordIds"]) for e in events]
+    # one Collections call is one transaction: the org merges identical changes (both deletes) into one event
+    assert kinds == [("CREATE", [upserted]), ("UPDATE", [upserted]), ("CREATE", [ids[0]]), ("CREATE", [ids[1]]),
+                     ("DELETE", ids), ("DELETE", [upserted])]
     assert events[1]["Name"] == "Upserted again" and events[1]["ChangeEventHeader"]["changedFields"] == [
         "Name", "LastModifiedDate"]
     assert events[-1]["ChangeEventHeader"]["changeOrigin"] == f"com/salesforce/api/bulkapi/{API}"

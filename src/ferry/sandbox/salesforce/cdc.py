@@ -36,6 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 if TYPE_CHECKING:
     from ferry.sandbox.salesforce.schema import Schema, SObjectSchema
 
@@ -92,7 +94,7 @@ class ChangeEvent:
     replay_id: int
     entity: str
     created: float  # epoch seconds, for retention
-    change: dict[str, Any]  # type, id, fields, origin, user, seq, commit (the transaction)
+    change: dict[str, Any]  # type, id, more (merged ids), fields, origin, user, seq, commit (the transaction)
     rendered: dict[str, Any] | None = None
 
 
@@ -258,7 +260,8 @@ class ChangeCapture:
             values = {k: v for k, v in new.items() if k not in _UNTRACKED and old.get(k) != v}
             if not values or list(values) == ["LastModifiedDate"]:
                 return  # the org publishes no event for a save that changed nothing
-            values.setdefault("LastModifiedDate", new.get("LastModifiedDate"))
+            # always listed, and last, as in the org's examples (`["Industry", "LastModifiedDate"]`)
+            values["LastModifiedDate"] = values.pop("LastModifiedDate", new.get("LastModifiedDate"))
         elif change_type == "DELETE":
             values = {}
         else:  # CREATE, UNDELETE: null fields are left out when rendered
@@ -295,11 +298,37 @@ class ChangeCapture:
         now = self.clock()
         self._commit_number = number = self._commit_number + 1
         append = self.bus.append
-        for sequence, (_, entity, change) in enumerate(pending, start=1):
+        for sequence, (entity, change) in enumerate(self._merged(pending), start=1):
             change["seq"], change["commit"] = sequence, number
             append(entity, change, now)
         self.bus.prune(now)
         self.bus.notify()
+
+    def _merged(self, pending: list[tuple[int, str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        """The org merges the same UPDATE or DELETE of several records of one object in one transaction and
+        second into one event listing every record id ("Merged Change Events"); CREATEs carry different
+        values, so they are never merged."""
+        if len(pending) == 1:
+            return [(pending[0][1], pending[0][2])]
+        out: list[tuple[str, dict[str, Any]]] = []
+        first_of: dict[tuple[str, str, bytes], dict[str, Any]] = {}
+        for _, entity, change in pending:
+            if change["type"] in ("UPDATE", "DELETE"):
+                key = (entity, change["type"], self._body_key(entity, change["fields"]))
+                first = first_of.get(key)
+                if first is not None:
+                    first.setdefault("more", []).append(change["id"])
+                    continue
+                first_of[key] = change
+            out.append((entity, change))
+        return out
+
+    def _body_key(self, entity: str, fields: dict[str, Any]) -> bytes:
+        # the body as the subscriber would see it: datetimes at the second, untracked fields left out
+        plan = self._field_plan(self.schema.objects[entity])
+        body = {name: cometd_datetime(v) if target[2] else v
+                for name, v in fields.items() if (target := plan.get(name)) is not None}
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
     # --- event shape --------------------------------------------------------------------------------
 
@@ -308,7 +337,7 @@ class ChangeCapture:
         obj = self.schema.objects[event.entity]
         header = {
             "entityName": event.entity,
-            "recordIds": [change["id"]],
+            "recordIds": [change["id"], *change.get("more", ())],
             "changeType": change["type"],
             "changeOrigin": change["origin"],
             "transactionKey": f"{self._tx_prefix}{change['commit']:012x}",
