@@ -264,3 +264,50 @@ def test_upsert_collections_delete_and_bulk_hard_delete(cdc_org: Org, sf: Salesf
 def test_channel_appended_to_the_url_as_the_js_client_does(cdc_org: Org, sf: Salesforce) -> None:
     reply = Bayeux(cdc_org.session(), f"{cdc_org.url}/cometd/{API}/meta/handshake", sf.session_id).handshake()
     assert reply["successful"] is True
+
+
+INVOICE_SCHEMA = """
+objects:
+  Invoice__c:
+    keyPrefix: a01
+    labelPlural: Invoices
+    owned: true
+    fields:
+      - {name: Name, type: string, length: 80, nillable: false, nameField: true}
+      - {name: Amount__c, type: currency, precision: 18, scale: 2}
+"""
+
+
+def test_custom_object_channel_and_unsubscribe(tmp_path: Path) -> None:
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(INVOICE_SCHEMA)
+    for org in start_org(tmp_path, extra_schema=schema, streaming_timeout_seconds=0.2):
+        sf = org.client()
+        client = stream(org, sf, "/data/Invoice__ChangeEvent")
+        assert client.subscribe("/data/Invoice__cChangeEvent")["successful"] is False  # the org's name drops "c"
+        invoice_id = sf.Invoice__c.create({"Name": "INV-1", "Amount__c": 12.5})["id"]
+        [created] = payloads(client, 1)
+        assert created["ChangeEventHeader"]["entityName"] == "Invoice__c"
+        assert created["ChangeEventHeader"]["recordIds"] == [invoice_id] and created["Amount__c"] == 12.5
+        assert client.events[0]["channel"] == "/data/Invoice__ChangeEvent"
+        reply = client.send({"channel": "/meta/unsubscribe", "subscription": "/data/Invoice__ChangeEvent"})[0]
+        assert reply["successful"] is True
+        sf.Invoice__c.update(invoice_id, {"Amount__c": 13})
+        assert client.connect()["successful"] is True
+        assert len(client.events) == 1  # nothing after the unsubscribe
+
+
+def test_retention_window_drops_old_events(cdc_org: Org, sf: Salesforce) -> None:
+    sf.Account.create({"Name": "old"})
+    first = cdc_org.admin("cdc")["last_replay_id"]
+    try:
+        cdc_org.session().post(f"{cdc_org.url}/__sandbox/cdc", json={"retention_seconds": 0.3})
+        time.sleep(0.4)
+        sf.Account.create({"Name": "new"})
+        late = stream(cdc_org, sf, replay=-2)
+        assert [e["data"]["payload"]["Name"] for e in late.poll(1)] == ["new"]
+        probe = Bayeux(cdc_org.session(), f"{cdc_org.url}/cometd/{API}", sf.session_id)
+        probe.handshake()
+        assert probe.subscribe("/data/ChangeEvents", replay=first - 1)["error"].startswith("400::The replayId")
+    finally:
+        cdc_org.session().post(f"{cdc_org.url}/__sandbox/cdc", json={"retention_seconds": 72 * 3600})

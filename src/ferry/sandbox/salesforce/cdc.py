@@ -426,6 +426,8 @@ def channel_entities(channel: str, schema: Schema) -> set[str] | None:
     if not channel.startswith("/data/") or not channel.endswith("ChangeEvent"):
         return set()
     stem = channel[len("/data/"):-len("ChangeEvent")]
+    if "__" in stem and not stem.endswith("__"):
+        return set()  # a custom object Name__c is /data/Name__ChangeEvent, never Name__cChangeEvent
     name = stem + "c" if stem.endswith("__") else stem
     obj = schema.get(name)
     if obj is None or obj.name != name:
