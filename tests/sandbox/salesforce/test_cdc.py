@@ -102,6 +102,22 @@ def test_create_update_delete_undelete_event_shapes(cdc_org: Org, sf: Salesforce
     assert client.disconnect()["successful"] is True
 
 
+def test_undelete_restores_the_cascade_in_one_transaction(cdc_org: Org, sf: Salesforce) -> None:
+    account_id = sf.Account.create({"Name": "Parent"})["id"]
+    contact_ids = [sf.Contact.create({"LastName": f"Kid {i}", "AccountId": account_id})["id"] for i in range(2)]
+    sf.Account.delete(account_id)
+    client = stream(cdc_org, sf)
+    assert cdc_org.session().post(f"{cdc_org.url}/__sandbox/undelete/{account_id}").json()["undeleted"] is True
+    events = payloads(client, 3)
+    assert {e["ChangeEventHeader"]["changeType"] for e in events} == {"UNDELETE"}
+    assert events[0]["ChangeEventHeader"]["recordIds"] == [account_id]  # the parent first, then its children
+    assert sorted(e["ChangeEventHeader"]["recordIds"][0] for e in events[1:]) == sorted(contact_ids)
+    assert len({e["ChangeEventHeader"]["transactionKey"] for e in events}) == 1
+    assert events[0]["ChangeEventHeader"]["changeOrigin"] == ""  # a UI change
+    assert sf.query(f"SELECT COUNT() FROM Contact WHERE AccountId = '{account_id}'")["totalSize"] == 2
+    assert cdc_org.session().post(f"{cdc_org.url}/__sandbox/undelete/{account_id}").status_code == 404
+
+
 def test_compound_name_and_call_options_client(cdc_org: Org, sf: Salesforce) -> None:
     client = stream(cdc_org, sf, "/data/ContactChangeEvent")
     contact_id = sf.Contact.create({"FirstName": "Ada", "LastName": "Lovelace", "MailingCity": "London"},

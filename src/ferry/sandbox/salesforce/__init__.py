@@ -204,16 +204,28 @@ class SalesforceSandbox:
         register_cdc_admin_routes(app, self)
 
     def undelete(self, record_id: str) -> bool:
-        """Restore a record from the recycle bin, as a user does in the UI (publishes an UNDELETE event)."""
+        """Restore a record from the recycle bin, as a user does in the UI, with the children its delete
+        cascaded to; one transaction, one UNDELETE event per record."""
         store = self.state.store
         table = store.table_for_id(record_id)
-        if table is None:
+        if table is None or record_id not in table.deleted:
             return False
         now = self.state.org.now_text()
-        restored = store.undelete(table, record_id, {"LastModifiedDate": now, "SystemModstamp": now,
-                                                     "LastModifiedById": self.state.org.user_id})
+        stamp = {"LastModifiedDate": now, "SystemModstamp": now, "LastModifiedById": self.state.org.user_id}
+        with store.transaction():
+            self._undelete_tree(table.schema.name, record_id, stamp)
         self.flush(force=True)
-        return restored is not None
+        return True
+
+    def _undelete_tree(self, obj_name: str, record_id: str, stamp: dict[str, Any]) -> None:
+        store = self.state.store
+        store.undelete(store.table(obj_name), record_id, stamp)
+        for rel in self.state.schema.children.get(obj_name, []):
+            if not rel.cascade_delete:
+                continue
+            bin_ = store.table(rel.child).deleted
+            for child_id in [cid for cid, child in bin_.items() if child.get(rel.field) == record_id]:
+                self._undelete_tree(rel.child, child_id, stamp)
 
     def _seed(self) -> None:
         """The records every org starts with: the integration user and the standard price book."""
