@@ -267,7 +267,7 @@ class RestApi:
             count = sum(1 for r in rows if getter is None or getter(r) is not None)
             return Reply(200, {"totalSize": 1, "done": True,
                                "records": [{"attributes": {"type": "AggregateResult"}, alias: count}]})
-        records = [executor.project(plan, r, call.version) for r in rows]
+        records = [executor.project(plan, r, call.version, include_deleted) for r in rows]
         batch = self._batch_size(call)
         endpoint = "queryAll" if include_deleted else "query"
         return self._page(Cursor(records, batch, endpoint), 0, call.version)

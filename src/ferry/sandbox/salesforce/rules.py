@@ -63,6 +63,40 @@ def _line_item(parent_object: str, parent_field: str) -> Rule:
     return rule
 
 
+# The default sales process: stage -> (probability %, closed, won).
+_STAGES: dict[str, tuple[int, bool, bool]] = {
+    "prospecting": (10, False, False), "qualification": (10, False, False), "needs analysis": (20, False, False),
+    "value proposition": (50, False, False), "id. decision makers": (60, False, False),
+    "perception analysis": (70, False, False), "proposal/price quote": (75, False, False),
+    "negotiation/review": (90, False, False), "closed won": (100, True, True), "closed lost": (0, True, False),
+}
+
+
+def _opportunity_stage(record: Record, _store: Store, old: Record | None) -> None:
+    stage = _STAGES.get(str(record.get("StageName") or "").lower())
+    if stage is None:
+        return
+    probability, closed, won = stage
+    record["IsClosed"], record["IsWon"] = closed, won
+    # The stage sets the probability unless the client gave one (on update: unless the stage did not change).
+    stage_changed = old is None or old.get("StageName") != record.get("StageName")
+    if record.get("Probability") is None or (stage_changed and old is not None
+                                             and record.get("Probability") == old.get("Probability")):
+        record["Probability"] = probability
+
+
+def _case_closed(record: Record, store: Store, old: Record | None) -> None:
+    closed = str(record.get("Status") or "").lower() == "closed"
+    record["IsClosed"] = closed
+    if closed and record.get("ClosedDate") is None:
+        record["ClosedDate"] = record.get("LastModifiedDate")
+    elif not closed:
+        record["ClosedDate"] = None
+    contact = store.table("Contact").rows.get(record.get("ContactId") or "")
+    record["ContactEmail"] = contact.get("Email") if contact else None
+    record["ContactPhone"] = contact.get("Phone") if contact else None
+
+
 def _child_of(parent_object: str) -> str:
     return "OrderItem" if parent_object == "Order" else "OpportunityLineItem"
 
@@ -72,6 +106,8 @@ BEFORE_SAVE: dict[str, Rule] = {
     "Contact": _full_name,
     "Lead": _full_name,
     "User": _full_name,
+    "Opportunity": _opportunity_stage,
+    "Case": _case_closed,
     "PricebookEntry": _pricebook_entry,
     "OrderItem": _line_item("Order", "OrderId"),
     "OpportunityLineItem": _line_item("Opportunity", "OpportunityId"),
