@@ -158,5 +158,6 @@ def describe_object(schema: Schema, obj: SObjectSchema, version: str) -> dict[st
             }
         ],
         "searchLayoutable": True,
+        "sobjectDescribeOption": "FULL",
         "supportedScopes": [{"label": "All " + obj.label_plural.lower(), "name": "everything"}],
     }

@@ -36,13 +36,8 @@ def unknown_external_field(name: str) -> ApiError:
 
 
 def save_error_reply(result: SaveResult) -> Reply:
-    """A failed single-record save as the org answers it: 400 (404 for a missing or deleted row)."""
+    """A failed single-record save: 400. (A missing or deleted target row is a 404, answered before the save.)"""
     err = result.errors[0]
-    if err.status_code == "INVALID_CROSS_REFERENCE_KEY" and err.message == "invalid cross reference id" \
-            and not err.fields:
-        return Reply(404, not_found().body())
-    if err.status_code == "ENTITY_IS_DELETED":
-        return Reply(404, [{"message": err.message, "errorCode": err.status_code, "fields": []}])
     return Reply(400, [{"message": err.message, "errorCode": err.status_code, "fields": err.fields}])
 
 
@@ -210,6 +205,8 @@ class RestApi:
     def upsert(self, call: Call, p: dict[str, str]) -> Reply:
         obj = self.state.sobject(p["sobject"])
         key_field = self._key_field(obj, p["field"])
+        if key_field.name == "Id":
+            self._live_record(obj, p["value"])  # upsert by Id updates only: a missing record is a 404
         body = parse_record_body(self.state, obj, call)
         in_body = [v for f, v in body.values if f is key_field]
         if in_body and str(in_body[0]) != p["value"]:

@@ -63,6 +63,13 @@ def _line_item(parent_object: str, parent_field: str) -> Rule:
     return rule
 
 
+def _user(record: Record, store: Store, old: Record | None) -> None:
+    _full_name(record, store, old)
+    if record.get("CommunityNickname") is None and record.get("Username"):
+        # The org fills the nickname from the username when none is given.
+        record["CommunityNickname"] = str(record["Username"]).split("@")[0][:40]
+
+
 # The default sales process: stage -> (probability %, closed, won).
 _STAGES: dict[str, tuple[int, bool, bool]] = {
     "prospecting": (10, False, False), "qualification": (10, False, False), "needs analysis": (20, False, False),
@@ -105,7 +112,7 @@ def _child_of(parent_object: str) -> str:
 BEFORE_SAVE: dict[str, Rule] = {
     "Contact": _full_name,
     "Lead": _full_name,
-    "User": _full_name,
+    "User": _user,
     "Opportunity": _opportunity_stage,
     "Case": _case_closed,
     "PricebookEntry": _pricebook_entry,
