@@ -339,7 +339,7 @@ def _add_fields(obj: SObjectSchema, specs: Any, where: _Where, child_names: dict
         # The parent's name for these children: explicit (may be null), else derived as the org does.
         f.child_relationship = fspec["childRelationshipName"] if "childRelationshipName" in fspec \
             else _default_child_relationship(obj, f)
-        child_names[id(f)] = fwhere
+        child_names[id(f)] = (obj, f, fwhere)
         obj.add_field(f)
 
 
@@ -399,24 +399,27 @@ def _merge_object(objects: dict[str, SObjectSchema], name: str, spec: Any, where
 
 
 def _check_references(objects: dict[str, SObjectSchema], field_where: dict[int, Any]) -> None:
-    """Every lookup points at a known object, and no parent has two child relationships of one name."""
+    """Every lookup points at a known object, and no parent has two child relationships of one name.
+
+    Fields are checked in the order they were declared (built-in first), so the error names the user's field.
+    """
     known = {name.lower() for name in objects}
     child_names: dict[tuple[str, str], str] = {}
-    for obj in objects.values():
-        for f in obj.fields.values():
-            where = field_where.get(id(f))
-            for target in f.reference_to:
-                if target.lower() not in known and where is not None:
-                    raise where.error(f"referenceTo {target!r} is not an object of the schema")
-            if f.child_relationship is None or where is None:
-                continue
-            for target in f.reference_to:
-                key = (target.lower(), f.child_relationship.lower())
-                other = child_names.get(key)
-                if other is not None:
-                    raise where.error(f"child relationship {f.child_relationship!r} on {target} is already used "
-                                      f"by {other}; set childRelationshipName")
-                child_names[key] = f"{obj.name}.{f.name}"
+    for obj, f, where in field_where.values():
+        if obj.fields.get(f.name) is not f:
+            continue  # replaced by a later file
+        for target in f.reference_to:
+            if target.lower() not in known:
+                raise where.error(f"referenceTo {target!r} is not an object of the schema")
+        if f.child_relationship is None:
+            continue
+        for target in f.reference_to:
+            key = (target.lower(), f.child_relationship.lower())
+            other = child_names.get(key)
+            if other is not None:
+                raise where.error(f"child relationship {f.child_relationship!r} on {target} is already used "
+                                  f"by {other}; set childRelationshipName")
+            child_names[key] = f"{obj.name}.{f.name}"
 
 
 def _read_yaml(text: str, source: str) -> dict[str, Any]:
