@@ -79,10 +79,9 @@ class CollectionsApi:
             results: list[SaveResult] = [save(item) for item in work]
             if all_or_none and any(not r.success for r in results):
                 savepoint.rollback()
-                results = [
-                    r if not r.success else SaveResult(None if r.created else r.id, False, [ROLLED_BACK], r.created)
-                    for r in results
-                ]
+                # The rolled-back records keep the id they had been given, as in the org's documented example.
+                results = [r if not r.success else SaveResult(r.id, False, [ROLLED_BACK], r.created)
+                           for r in results]
         return Reply(200, [r.as_json(with_created) for r in results])
 
     def create(self, call: Call, _: dict[str, str]) -> Reply:
