@@ -28,10 +28,16 @@ def test_collections_create_partial_success_and_all_or_none_rollback(sf: Salesfo
         "fields": ["Company"]}]}
     before = sf.query("SELECT COUNT() FROM Account")["totalSize"]
     rolled = sf.restful("composite/sobjects", method="POST", json={"allOrNone": True, "records": [
-        _acct("a"), _acct("b", NumberOfEmployees="lots"), _acct("c")]})
+        _acct("a"), _acct("b", Site="s" * 81), _acct("c")]})
     assert [r["errors"][0]["statusCode"] for r in rolled] == [
-        "ALL_OR_NONE_OPERATION_ROLLED_BACK", "INVALID_TYPE_ON_FIELD_IN_RECORD", "ALL_OR_NONE_OPERATION_ROLLED_BACK"]
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK", "STRING_TOO_LONG", "ALL_OR_NONE_OPERATION_ROLLED_BACK"]
     assert rolled[0]["errors"] == [ROLLED_BACK] and rolled[0]["success"] is False
+    assert sf.query("SELECT COUNT() FROM Account")["totalSize"] == before
+    # A value that cannot be deserialized fails the whole list before any record is saved.
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.restful("composite/sobjects", method="POST", json={"allOrNone": False, "records": [
+            _acct("first"), _acct("second", NumberOfEmployees="lots")]})
+    assert exc.value.content[0]["errorCode"] == "JSON_PARSER_ERROR"
     assert sf.query("SELECT COUNT() FROM Account")["totalSize"] == before
 
 

@@ -190,9 +190,25 @@ def test_validation_errors_as_the_org_sends_them(sf: Salesforce) -> None:
     assert error("Opportunity", {"Name": "o", "StageName": "Won!", "CloseDate": "2030-01-01"}) == {
         "message": "Stage: bad value for restricted picklist field: Won!",
         "errorCode": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "fields": ["StageName"]}
-    assert error("Opportunity", {"Name": "o", "StageName": "Prospecting", "CloseDate": "soon"}) == {
-        "message": "Close Date: value not of required type: soon", "errorCode": "INVALID_TYPE_ON_FIELD_IN_RECORD",
-        "fields": ["CloseDate"]}
+    # A value the JSON deserializer cannot read fails the request before validation, as in the org.
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.Opportunity.create({"Name": "o", "StageName": "Prospecting", "CloseDate": "soon"})
+    assert exc.value.content == [{
+        "message": "Cannot deserialize instance of date from VALUE_STRING value soon or request may be missing a "
+                   "required field at [line:1, column:62]", "errorCode": "JSON_PARSER_ERROR"}]
+    for sobject, body, type_name in (("Account", {"Name": "a", "NumberOfEmployees": "many"}, "int"),
+                                     ("Opportunity", {"Amount": True}, "double"),
+                                     ("Contact", {"LastName": "x", "Birthdate": "2024-01-01T10:00:00Z"}, "date"),
+                                     ("Contact", {"LastName": "x", "DoNotCall": "yes"}, "boolean"),
+                                     ("Order", {"Shopify_Cancelled_At__c": "2024-07-30 20:54:16"}, "datetime"),
+                                     ("Account", {"Name": {"nested": 1}}, "string")):
+        with pytest.raises(SalesforceMalformedRequest) as exc:
+            getattr(sf, sobject).create(body)
+        assert exc.value.content[0]["errorCode"] == "JSON_PARSER_ERROR", body
+        assert exc.value.content[0]["message"].startswith(f"Cannot deserialize instance of {type_name} from "), body
+    # Values that deserialize are coerced as the org does: numeric strings, "true", an int for a double.
+    coerced = sf.Account.get(sf.Account.create({"Name": "c", "NumberOfEmployees": "12", "AnnualRevenue": 5})["id"])
+    assert (coerced["NumberOfEmployees"], coerced["AnnualRevenue"]) == (12, 5.0)
     first = sf.Contact.create({"LastName": "a", "Shopify_Customer_Id__c": "E1"})["id"]
     assert error("Contact", {"LastName": "b", "Shopify_Customer_Id__c": "E1"}) == {
         "message": f"duplicate value found: Shopify_Customer_Id__c duplicates value on record with id: {first}",
@@ -223,6 +239,15 @@ def test_validation_errors_as_the_org_sends_them(sf: Salesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as exc:
         sf.restful("sobjects/Account", method="POST", data="{not json")
     assert exc.value.content[0]["errorCode"] == "JSON_PARSER_ERROR"
+
+
+def test_type_errors_in_bulk_rows_are_per_record(sf: Salesforce) -> None:
+    records = [{"Name": "ok", "NumberOfEmployees": "3"}, {"Name": "bad", "NumberOfEmployees": "many"}]
+    (result,) = sf.bulk2.Account.insert(records=records, wait=0.1)
+    assert (result["numberRecordsProcessed"], result["numberRecordsFailed"]) == (2, 1)
+    failed = sf.bulk2.Account.get_failed_records(result["job_id"])
+    assert "INVALID_TYPE_ON_FIELD_IN_RECORD:Employees: value not of required type: many:NumberOfEmployees --" \
+        in failed
 
 
 def test_describe_shapes_of_the_standard_objects(sf: Salesforce) -> None:

@@ -16,7 +16,7 @@ from ferry.sandbox.salesforce.schema import SObjectSchema
 from ferry.sandbox.salesforce.soql import parse
 from ferry.sandbox.salesforce.state import OrgState
 from ferry.sandbox.salesforce.store import Record
-from ferry.sandbox.salesforce.validate import ParsedBody, parse_body
+from ferry.sandbox.salesforce.validate import ParsedBody, check_json_types, parse_body
 
 _BATCH_SIZE = re.compile(r"batchSize\s*=\s*(\d+)", re.IGNORECASE)
 _MAX_CURSORS = 500
@@ -45,6 +45,7 @@ def parse_record_body(state: OrgState, obj: SObjectSchema, call: Call) -> Parsed
     body = call.json()
     if not isinstance(body, dict):
         raise ApiError(400, "JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from a non-object value")
+    check_json_types(obj, body, call.body)
     try:
         return parse_body(state.schema, obj, body)
     except RecordError as err:
