@@ -270,7 +270,7 @@ def test_describe_shapes_of_the_standard_objects(sf: Salesforce) -> None:
     assert (lead["Company"]["type"], lead["Company"]["length"], lead["Company"]["byteLength"],
             lead["Company"]["nillable"]) == ("string", 255, 765, False)
     status = lead["Status"]
-    assert status["defaultedOnCreate"] and status["nillable"] is False
+    assert status["defaultedOnCreate"] and status["nillable"] is False and status["defaultValue"] is None
     assert status["picklistValues"][0] == {"active": True, "defaultValue": True, "label": "Open - Not Contacted",
                                            "validFor": None, "value": "Open - Not Contacted"}
     case = {f["name"]: f for f in sf.Case.describe()["fields"]}

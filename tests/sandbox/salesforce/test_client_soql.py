@@ -129,6 +129,10 @@ def test_query_errors_carry_the_orgs_caret_block(sf: Salesforce) -> None:
         sf.query("SELECT Id FROM Account WHERE Name = 'x' LIMT 5")
     assert exc.value.content[0]["errorCode"] == "MALFORMED_QUERY"
     with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.query("SELECT Id, Name, name FROM Account")
+    assert exc.value.content[0]["errorCode"] == "MALFORMED_QUERY"
+    assert exc.value.content[0]["message"].endswith("ERROR at Row:1:Column:18\nduplicate field selected: name")
+    with pytest.raises(SalesforceMalformedRequest) as exc:
         sf.query("SELECT Id FROM Account OFFSET 2001")
     assert exc.value.content == [{"message": "Maximum SOQL offset allowed is 2000",
                                   "errorCode": "NUMBER_OUTSIDE_VALID_RANGE"}]

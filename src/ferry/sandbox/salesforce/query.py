@@ -108,6 +108,8 @@ class Executor:
                     aggregate = item
                 continue
             resolved = self.resolve(query, obj, item)
+            if any(c.path.text.lower() == item.text.lower() for c in columns):
+                raise malformed(query.soql, item.pos, f"duplicate field selected: {item.text}")
             columns.append(resolved)
             items.append(resolved)
         if (count_only or aggregate) and items:
