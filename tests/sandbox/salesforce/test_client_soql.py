@@ -188,3 +188,21 @@ def test_unknown_relative_literal_is_malformed(sf: Salesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as exc:
         sf.query("SELECT Id FROM Account WHERE CreatedDate = LAST_FORTNIGHT")
     assert exc.value.content[0]["errorCode"] == "MALFORMED_QUERY"
+
+
+def test_semi_join_and_anti_join(sf: Salesforce) -> None:
+    ids = _seed(sf)
+    with_contacts = sf.query("SELECT Name FROM Account WHERE Id IN (SELECT AccountId FROM Contact "
+                             "WHERE LastName != 'Solo') ORDER BY Name")["records"]
+    assert [r["Name"] for r in with_contacts] == ["Acme"]
+    without = sf.query("SELECT Name FROM Account WHERE Id NOT IN (SELECT AccountId FROM Contact) ORDER BY Name")
+    assert [r["Name"] for r in without["records"]] == ["Lonely"]
+    contacts = sf.query(f"SELECT LastName FROM Contact WHERE AccountId IN (SELECT Id FROM Account WHERE Id = "
+                        f"'{ids['globex']}')")["records"]
+    assert [r["LastName"] for r in contacts] == ["Solo"]
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.query("SELECT Name FROM Account WHERE Id IN (SELECT AccountId, LastName FROM Contact)")
+    assert "only allowed to select a single field" in exc.value.content[0]["message"]
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.query("SELECT Name FROM Account WHERE Id IN (SELECT LastName FROM Contact)")
+    assert exc.value.content[0]["errorCode"] == "INVALID_FIELD"

@@ -209,6 +209,11 @@ class Executor:
         resolved = self.resolve(query, obj, cmp.path)
         f, get = resolved.field, resolved.getter
         text = f.type in _TEXT_TYPES
+        if isinstance(cmp.value, ast.SemiJoin):
+            ids = self._semi_join_values(query, f, cmp.value)
+            if cmp.op == "IN":
+                return lambda r: get(r) in ids
+            return lambda r: get(r) not in ids
         if cmp.op in ("IN", "NOTIN", "INCLUDES", "EXCLUDES"):
             assert isinstance(cmp.value, list)
             values = {self._normalize(query, f, lit, text) for lit in cmp.value}
@@ -226,6 +231,21 @@ class Executor:
             return self._relative_date(query, f, get, cmp.op, literal)
         target = self._normalize(query, f, literal, text)
         return _comparator(cmp.op, get, target, text)
+
+    def _semi_join_values(self, query: ast.Query, f: FieldSchema, join: ast.SemiJoin) -> set[Any]:
+        """Run `(SELECT AccountId FROM Contact ...)` once; the outer filter tests membership in its values."""
+        inner = join.query
+        inner.soql = query.soql
+        if f.type not in _ID_TYPES:
+            raise malformed(query.soql, join.pos, "semi join sub-selects are only allowed on ID fields")
+        if len(inner.select) != 1 or not isinstance(inner.select[0], ast.FieldPath):
+            raise malformed(query.soql, join.pos, "semi join sub-selects are only allowed to select a single field")
+        plan = self.plan(inner, children=False)
+        (column,) = plan.columns
+        if column.field.type not in _ID_TYPES:
+            raise invalid_field(query, column.path.pos, "semi join sub-selects are only allowed to select an ID or "
+                                "reference field")
+        return {v for v in (column.getter(r) for r in self.rows(plan, False)) if v is not None}
 
     def _normalize(self, query: ast.Query, f: FieldSchema, lit: ast.Literal, text: bool) -> Any:
         """Check a literal against the field's type the way the org does, and convert it to the stored form."""
