@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -288,3 +289,22 @@ def test_describe_shapes_of_the_standard_objects(sf: Salesforce) -> None:
     assert user["ProfileId"]["referenceTo"] == ["Profile"]
     ident = {f["name"]: f for f in sf.Contact.describe()["fields"]}["Id"]
     assert (ident["type"], ident["length"], ident["idLookup"], ident["createable"]) == ("id", 18, True, False)
+
+
+def test_get_updated_and_get_deleted_for_replication(sf: Salesforce) -> None:
+    now = dt.datetime.now(dt.UTC)
+    start, end = now - dt.timedelta(minutes=5), now + dt.timedelta(minutes=5)
+    kept = sf.Contact.create({"LastName": "Kept"})["id"]
+    gone = sf.Contact.create({"LastName": "Gone"})["id"]
+    sf.Contact.delete(gone)
+    updated = sf.Contact.updated(start, end)
+    assert updated["ids"] == [kept] and updated["latestDateCovered"].endswith("+0000")
+    deleted = sf.Contact.deleted(start, end)
+    assert [d["id"] for d in deleted["deletedRecords"]] == [gone]
+    assert deleted["deletedRecords"][0]["deletedDate"] >= deleted["earliestDateAvailable"]
+    assert sf.Contact.updated(start - dt.timedelta(days=1), start)["ids"] == []
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.Contact.updated(now - dt.timedelta(days=31), now)
+    assert exc.value.content[0]["errorCode"] == "INVALID_REPLICATION_DATE"
+    with pytest.raises(SalesforceMalformedRequest):
+        sf.Contact.deleted(end, start)

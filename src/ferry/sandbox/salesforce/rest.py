@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from ferry.sandbox.salesforce.schema import SObjectSchema
 from ferry.sandbox.salesforce.soql import parse
 from ferry.sandbox.salesforce.state import OrgState
 from ferry.sandbox.salesforce.store import Record
-from ferry.sandbox.salesforce.validate import ParsedBody, check_json_types, parse_body
+from ferry.sandbox.salesforce.validate import ParsedBody, check_json_types, format_datetime, parse_body, parse_datetime
 
 _BATCH_SIZE = re.compile(r"batchSize\s*=\s*(\d+)", re.IGNORECASE)
 _MAX_CURSORS = 500
@@ -72,6 +73,8 @@ class RestApi:
         r("GET", "sobjects/{sobject}", self.basic_info)
         r("POST", "sobjects/{sobject}", self.create)
         r("GET", "sobjects/{sobject}/describe", self.describe)
+        r("GET", "sobjects/{sobject}/updated", self.get_updated)
+        r("GET", "sobjects/{sobject}/deleted", self.get_deleted)
         r("GET", "sobjects/{sobject}/{id}", self.get_by_id)
         r("PATCH", "sobjects/{sobject}/{id}", self.update_by_id)
         r("POST", "sobjects/{sobject}/{id}", self.method_override)
@@ -240,6 +243,43 @@ class RestApi:
             raise not_found()
         result = self.state.org.delete(ids[0], obj)
         return Reply(204) if result.success else save_error_reply(result)
+
+    # --- replication: sObject Get Updated / Get Deleted -------------------------------------------------
+
+    def _replication_window(self, call: Call, max_days: int) -> tuple[str, str]:
+        """[start, end) in wire form; the org ignores seconds and answers only for the last ``max_days`` days."""
+        bounds = []
+        for name in ("start", "end"):
+            raw = call.query.get(name)
+            if not raw:
+                raise ApiError(400, "MISSING_ARGUMENT", f"{name} is required: an ISO 8601 date and time")
+            try:
+                moment = parse_datetime(raw.replace(" ", "+"))  # an unencoded '+' arrives as a space
+            except ValueError:
+                raise ApiError(400, "INVALID_REPLICATION_DATE", f"{name}: invalid date and time: {raw}") from None
+            bounds.append(moment.replace(second=0, microsecond=0))
+        start, end = bounds
+        now = self.state.clock()
+        if start > end:
+            raise ApiError(400, "INVALID_REPLICATION_DATE", "startDate must chronologically precede endDate")
+        if start < now - dt.timedelta(days=max_days):
+            raise ApiError(400, "INVALID_REPLICATION_DATE",
+                           f"startDate cannot be more than {max_days} days ago")
+        return format_datetime(start), format_datetime(min(end, now))
+
+    def get_updated(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        start, end = self._replication_window(call, 30)
+        ids = [rid for rid, r in self.state.store.table(obj.name).rows.items() if start <= r["SystemModstamp"] < end]
+        return Reply(200, {"ids": ids, "latestDateCovered": end})
+
+    def get_deleted(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        start, end = self._replication_window(call, 15)
+        gone = [{"id": rid, "deletedDate": r["SystemModstamp"]}
+                for rid, r in self.state.store.table(obj.name).deleted.items() if start <= r["SystemModstamp"] < end]
+        earliest = format_datetime((self.state.clock() - dt.timedelta(days=15)).replace(second=0, microsecond=0))
+        return Reply(200, {"deletedRecords": gone, "earliestDateAvailable": earliest, "latestDateCovered": end})
 
     # --- query ----------------------------------------------------------------------------------------
 
