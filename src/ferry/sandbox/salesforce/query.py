@@ -63,10 +63,6 @@ class QueryPlan:
     items: list[ResolvedPath | ChildPlan] = field(default_factory=list)
     sort_keys: list[tuple[Getter, bool, bool, bool]] = field(default_factory=list)
 
-    @property
-    def children(self) -> list[ChildPlan]:
-        return [item for item in self.items if isinstance(item, ChildPlan)]
-
 
 class Executor:
     def __init__(self, schema: Schema, store: Store, clock: Callable[[], dt.datetime]) -> None:
