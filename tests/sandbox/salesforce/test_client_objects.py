@@ -91,9 +91,15 @@ def test_crud_on_every_standard_object(sf: Salesforce) -> None:
 
 def test_derived_fields_of_standard_objects(sf: Salesforce) -> None:
     refs = _setup_catalog(sf)
-    opp = sf.Opportunity.create({"Name": "Big", "StageName": "Closed Won", "CloseDate": "2030-01-01"})["id"]
-    assert {k: sf.Opportunity.get(opp)[k] for k in ("IsClosed", "IsWon", "Probability")} == {
-        "IsClosed": True, "IsWon": True, "Probability": 100}
+    opp = sf.Opportunity.create({"Name": "Big", "StageName": "Closed Won", "CloseDate": "2030-01-01",
+                                 "Amount": 200})["id"]
+    keys = ("IsClosed", "IsWon", "Probability", "ForecastCategoryName", "ExpectedRevenue")
+    assert {k: sf.Opportunity.get(opp)[k] for k in keys} == {
+        "IsClosed": True, "IsWon": True, "Probability": 100, "ForecastCategoryName": "Closed", "ExpectedRevenue": 200}
+    sf.Opportunity.update(opp, {"StageName": "Value Proposition"})
+    assert {k: sf.Opportunity.get(opp)[k] for k in keys} == {
+        "IsClosed": False, "IsWon": False, "Probability": 50, "ForecastCategoryName": "Pipeline",
+        "ExpectedRevenue": 100}
     case = sf.Case.get(sf.Case.create({"Subject": "s"})["id"])
     assert (case["Status"], case["Priority"], case["CaseNumber"], case["IsClosed"]) == (
         "New", "Medium", "00001000", False)

@@ -70,26 +70,30 @@ def _user(record: Record, store: Store, old: Record | None) -> None:
         record["CommunityNickname"] = str(record["Username"]).split("@")[0][:40]
 
 
-# The default sales process: stage -> (probability %, closed, won).
-_STAGES: dict[str, tuple[int, bool, bool]] = {
-    "prospecting": (10, False, False), "qualification": (10, False, False), "needs analysis": (20, False, False),
-    "value proposition": (50, False, False), "id. decision makers": (60, False, False),
-    "perception analysis": (70, False, False), "proposal/price quote": (75, False, False),
-    "negotiation/review": (90, False, False), "closed won": (100, True, True), "closed lost": (0, True, False),
+# The default sales process: stage -> (probability %, closed, won, forecast category).
+_STAGES: dict[str, tuple[int, bool, bool, str]] = {
+    "prospecting": (10, False, False, "Pipeline"), "qualification": (10, False, False, "Pipeline"),
+    "needs analysis": (20, False, False, "Pipeline"), "value proposition": (50, False, False, "Pipeline"),
+    "id. decision makers": (60, False, False, "Pipeline"), "perception analysis": (70, False, False, "Pipeline"),
+    "proposal/price quote": (75, False, False, "Pipeline"), "negotiation/review": (90, False, False, "Pipeline"),
+    "closed won": (100, True, True, "Closed"), "closed lost": (0, True, False, "Omitted"),
 }
 
 
 def _opportunity_stage(record: Record, _store: Store, old: Record | None) -> None:
     stage = _STAGES.get(str(record.get("StageName") or "").lower())
-    if stage is None:
-        return
-    probability, closed, won = stage
-    record["IsClosed"], record["IsWon"] = closed, won
-    # The stage sets the probability unless the client gave one (on update: unless the stage did not change).
-    stage_changed = old is None or old.get("StageName") != record.get("StageName")
-    if record.get("Probability") is None or (stage_changed and old is not None
-                                             and record.get("Probability") == old.get("Probability")):
-        record["Probability"] = probability
+    if stage is not None:
+        probability, closed, won, forecast = stage
+        record["IsClosed"], record["IsWon"] = closed, won
+        # The stage sets probability and forecast category unless the client gave them
+        # (on update: unless the client changed them along with the stage).
+        stage_changed = old is None or old.get("StageName") != record.get("StageName")
+        for name, value in (("Probability", probability), ("ForecastCategoryName", forecast)):
+            if record.get(name) is None or (stage_changed and old is not None and record.get(name) == old.get(name)):
+                record[name] = value
+    amount, percent = record.get("Amount"), record.get("Probability")
+    record["ExpectedRevenue"] = round(amount * percent / 100, 2) if amount is not None and percent is not None \
+        else None
 
 
 def _case_closed(record: Record, store: Store, old: Record | None) -> None:
