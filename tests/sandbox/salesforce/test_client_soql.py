@@ -206,3 +206,18 @@ def test_semi_join_and_anti_join(sf: Salesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as exc:
         sf.query("SELECT Name FROM Account WHERE Id IN (SELECT LastName FROM Contact)")
     assert exc.value.content[0]["errorCode"] == "INVALID_FIELD"
+
+
+def test_fields_function(sf: Salesforce) -> None:
+    sf.Account.create({"Name": "F", "Shopify_Customer_Id__c": "f1"})
+    (row,) = sf.query("SELECT FIELDS(STANDARD) FROM Account")["records"]
+    assert row["Name"] == "F" and "Shopify_Customer_Id__c" not in row and "SystemModstamp" in row
+    assert list(row)[:2] == ["attributes", "Id"]
+    (row,) = sf.query("SELECT Name, FIELDS(CUSTOM) FROM Account LIMIT 10")["records"]
+    assert list(row) == ["attributes", "Name", "Shopify_Customer_Id__c"]
+    assert len(sf.query("SELECT FIELDS(ALL) FROM Account LIMIT 200")["records"][0]) == len(
+        sf.Account.describe()["fields"]) + 1
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.query("SELECT FIELDS(ALL) FROM Account")
+    assert exc.value.content[0]["errorCode"] == "MALFORMED_QUERY"
+    assert "The SOQL FIELDS function must have a LIMIT of at most 200" in exc.value.content[0]["message"]

@@ -27,6 +27,7 @@ _TEXT_TYPES = frozenset({"string", "textarea", "email", "phone", "url", "picklis
                          "encryptedstring"})
 _ID_TYPES = frozenset({"id", "reference"})
 MAX_OFFSET = 2000
+MAX_FIELDS_LIMIT = 200
 
 
 def invalid_field(query: ast.Query, pos: int, text: str) -> SoqlError:
@@ -90,7 +91,7 @@ class Executor:
         items: list[ResolvedPath | ChildPlan] = []
         count_only = False
         aggregate = None
-        for item in query.select:
+        for item in self._expand_fields(query, obj):
             if isinstance(item, ast.Subquery):
                 if not children:
                     raise SoqlError(400, "FeatureNotEnabled", "Aggregate Relationships not supported in Bulk Query")
@@ -120,6 +121,25 @@ class Executor:
             nulls_last = order.nulls_last if order.nulls_last is not None else order.descending
             plan.sort_keys.append((resolved.getter, order.descending, nulls_last, resolved.field.type in _TEXT_TYPES))
         return plan
+
+    @staticmethod
+    def _expand_fields(query: ast.Query, obj: SObjectSchema) -> list[ast.FieldPath | ast.CountExpr | ast.Subquery]:
+        """Replace FIELDS(...) by the fields it stands for; ALL and CUSTOM need LIMIT <= 200, as in the org."""
+        items: list[ast.FieldPath | ast.CountExpr | ast.Subquery] = []
+        for item in query.select:
+            if not isinstance(item, ast.FieldsExpr):
+                items.append(item)
+                continue
+            if item.kind != "STANDARD" and (query.limit is None or query.limit > MAX_FIELDS_LIMIT):
+                raise malformed(query.soql, item.pos,
+                                f"The SOQL FIELDS function must have a LIMIT of at most {MAX_FIELDS_LIMIT}")
+            named = {i.text.lower() for i in items if isinstance(i, ast.FieldPath)}
+            for f in obj.fields.values():
+                if (item.kind == "STANDARD" and f.custom) or (item.kind == "CUSTOM" and not f.custom):
+                    continue
+                if f.name.lower() not in named:
+                    items.append(ast.FieldPath([f.name], item.pos))
+        return items
 
     def child_plan(self, query: ast.Query, parent: SObjectSchema, sub: ast.Subquery) -> ChildPlan:
         """Resolve `(SELECT ... FROM Contacts)`: the FROM names a child relationship of the outer object."""

@@ -158,7 +158,15 @@ class Subquery:
     pos: int
 
 
-SelectItem = FieldPath | CountExpr | Subquery
+@dataclass(slots=True)
+class FieldsExpr:
+    """`FIELDS(ALL)`, `FIELDS(STANDARD)` or `FIELDS(CUSTOM)`: every field of that kind, in describe order."""
+
+    kind: str  # ALL STANDARD CUSTOM
+    pos: int
+
+
+SelectItem = FieldPath | CountExpr | Subquery | FieldsExpr
 
 
 @dataclass(slots=True)
@@ -323,6 +331,15 @@ class Parser:
             sub = self.query()
             self.expect("RPAREN")
             return Subquery(sub, tok.pos)
+        if tok.is_kw("FIELDS") and self.tokens[self.i + 1].kind == "LPAREN":
+            self.advance()
+            self.advance()
+            kind = self.tok
+            if not kind.is_kw("ALL", "STANDARD", "CUSTOM"):
+                raise self.unexpected()
+            self.advance()
+            self.expect("RPAREN")
+            return FieldsExpr(kind.text.upper(), tok.pos)
         if tok.is_kw("COUNT") and self.tokens[self.i + 1].kind == "LPAREN":
             self.advance()
             self.advance()
