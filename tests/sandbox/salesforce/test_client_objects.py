@@ -294,7 +294,8 @@ def test_describe_shapes_of_the_standard_objects(sf: Salesforce) -> None:
     assert user["Username"]["unique"] and user["Username"]["idLookup"] and user["Email"]["length"] == 128
     assert user["ProfileId"]["referenceTo"] == ["Profile"]
     ident = {f["name"]: f for f in sf.Contact.describe()["fields"]}["Id"]
-    assert (ident["type"], ident["length"], ident["idLookup"], ident["createable"]) == ("id", 18, True, False)
+    assert (ident["type"], ident["length"], ident["byteLength"], ident["idLookup"], ident["createable"],
+            ident["label"], ident["soapType"]) == ("id", 18, 18, True, False, "Contact ID", "tns:ID")
 
 
 def test_get_updated_and_get_deleted_for_replication(sf: Salesforce) -> None:

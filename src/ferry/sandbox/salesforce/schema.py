@@ -299,10 +299,10 @@ def _field_from_spec(spec: dict[str, Any], where: _Where | None = None) -> Field
         name_field=bool(spec.get("nameField", False)),
         custom=name.endswith("__c"),
     )
-def _system_fields(owned: bool) -> tuple[list[FieldSchema], list[FieldSchema]]:
-    """Fields every object has: Id (first), audit fields (last), OwnerId on owned objects."""
+def _system_fields(owned: bool, label: str) -> tuple[list[FieldSchema], list[FieldSchema]]:
+    """Fields every object has: Id (first, labelled "Account ID"), audit fields (last), OwnerId on owned objects."""
     head = [
-        FieldSchema("Id", "id", "Record ID", length=18, nillable=False, createable=False, updateable=False,
+        FieldSchema("Id", "id", f"{label} ID", length=18, nillable=False, createable=False, updateable=False,
                     defaulted_on_create=True, id_lookup=True),
     ]
     if owned:
@@ -386,7 +386,7 @@ def _merge_object(objects: dict[str, SObjectSchema], name: str, spec: Any, where
         custom=custom,
         owned=bool(spec.get("owned", custom)),
     )
-    head, tail = _system_fields(obj.owned)
+    head, tail = _system_fields(obj.owned, obj.label)
     for f in head:
         obj.add_field(f)
     _add_fields(obj, spec.get("fields", []), where, field_where)
