@@ -221,3 +221,18 @@ def test_fields_function(sf: Salesforce) -> None:
         sf.query("SELECT FIELDS(ALL) FROM Account")
     assert exc.value.content[0]["errorCode"] == "MALFORMED_QUERY"
     assert "The SOQL FIELDS function must have a LIMIT of at most 200" in exc.value.content[0]["message"]
+
+
+def test_child_rows_count_toward_the_batch_size(sf: Salesforce) -> None:
+    accounts = [{"attributes": {"type": "Account"}, "Name": f"A{i:03d}"} for i in range(150)]
+    ids = [r["id"] for r in sf.restful("composite/sobjects", method="POST", json={"records": accounts})]
+    contacts = [{"attributes": {"type": "Contact"}, "LastName": f"C{i}", "AccountId": ids[0]} for i in range(150)]
+    sf.restful("composite/sobjects", method="POST", json={"records": contacts})
+    soql = "SELECT Name, (SELECT LastName FROM Contacts) FROM Account ORDER BY Name"
+    options = {"Sforce-Query-Options": "batchSize=200"}
+    first = sf.query(soql, headers=options)
+    # A000 carries 150 contacts: 151 rows, so the first 200-row page holds 50 accounts, not 150.
+    assert (first["totalSize"], len(first["records"]), first["done"]) == (150, 50, False)
+    assert first["records"][0]["Contacts"]["totalSize"] == 150
+    names = [r["Name"] for r in sf.query_all_iter(soql, headers=options)]
+    assert names == [f"A{i:03d}" for i in range(150)]

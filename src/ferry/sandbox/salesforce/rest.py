@@ -12,6 +12,7 @@ from ferry.sandbox.salesforce.describe import describe_object, global_describe, 
 from ferry.sandbox.salesforce.dml import MultipleMatches, SaveResult
 from ferry.sandbox.salesforce.errors import ApiError, RecordError, not_found
 from ferry.sandbox.salesforce.ids import IdFactory, normalize_id
+from ferry.sandbox.salesforce.query import ChildPlan
 from ferry.sandbox.salesforce.routing import Call, Reply, Router
 from ferry.sandbox.salesforce.schema import SObjectSchema
 from ferry.sandbox.salesforce.soql import parse
@@ -58,6 +59,17 @@ class Cursor:
     records: list[dict[str, Any]]
     batch_size: int
     endpoint: str  # "query" or "queryAll"
+    weights: list[int] | None = None  # rows per record, when child subqueries add rows to it
+
+    def page_end(self, offset: int) -> int:
+        """Where the page starting at ``offset`` ends: child rows count toward the batch size, as in the org."""
+        if self.weights is None:
+            return offset + self.batch_size
+        used, end = 0, offset
+        while end < len(self.records) and (end == offset or used + self.weights[end] <= self.batch_size):
+            used += self.weights[end]
+            end += 1
+        return end
 
 
 class RestApi:
@@ -308,7 +320,10 @@ class RestApi:
         records = [executor.project(plan, r, call.version, include_deleted) for r in rows]
         batch = self._batch_size(call)
         endpoint = "queryAll" if include_deleted else "query"
-        return self._page(Cursor(records, batch, endpoint), 0, call.version)
+        children = [item.relationship for item in plan.items if isinstance(item, ChildPlan)]
+        weights = [1 + sum(len(r[name]["records"]) for name in children if r[name]) for r in records] \
+            if children else None
+        return self._page(Cursor(records, batch, endpoint, weights), 0, call.version)
 
     def _batch_size(self, call: Call) -> int:
         m = _BATCH_SIZE.search(call.headers.get("sforce-query-options", ""))
@@ -318,7 +333,7 @@ class RestApi:
 
     def _page(self, cursor: Cursor, offset: int, version: str) -> Reply:
         total = len(cursor.records)
-        end = offset + cursor.batch_size
+        end = cursor.page_end(offset)
         body: dict[str, Any] = {"totalSize": total, "done": end >= total}
         if end < total:
             locator = self._locators.new("01g")
