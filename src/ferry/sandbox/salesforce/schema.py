@@ -389,10 +389,13 @@ def _merge_object(objects: dict[str, SObjectSchema], name: str, spec: Any, where
     head, tail = _system_fields(obj.owned, obj.label)
     for f in head:
         obj.add_field(f)
-    _add_fields(obj, spec.get("fields", []), where, field_where)
-    if custom and obj.field("Name") is None:
+    specs = spec.get("fields", [])
+    declares_name = isinstance(specs, list) and any(
+        isinstance(fs, dict) and str(fs.get("name", "")).lower() == "name" for fs in specs)
+    if custom and not declares_name:
         # Every custom object has a Name field (text 80) unless the file declares one.
         obj.add_field(FieldSchema("Name", "string", f"{label} Name", length=80, name_field=True))
+    _add_fields(obj, specs, where, field_where)
     for f in tail:
         obj.add_field(f)
     objects[name] = obj
