@@ -252,7 +252,8 @@ class Coercers:
 # 400 JSON_PARSER_ERROR; only values that deserialize reach the field checks above. Bulk CSV has no such
 # step, so there the same values give INVALID_TYPE_ON_FIELD_IN_RECORD per row.
 
-_JSON_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?$")
+# A date alone is read as midnight UTC (lenient: not confirmed either way); a space instead of the T is not.
+_JSON_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$")
 _JSON_NUMBER = re.compile(r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$")
 # The type names the org's deserializer reports ("Cannot deserialize instance of double ...").
 _JSON_TYPE_NAMES = {"currency": "double", "percent": "double", "id": "string", "reference": "string"}
