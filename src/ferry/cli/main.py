@@ -188,6 +188,9 @@ def sandbox_serve(
         typer.Option("--persist", help="Salesforce: keep the org in <state-dir>/salesforce/org.db across restarts."),
     ] = False,
     latency: Annotated[str, typer.Option(help="Salesforce latency profile: off or real.")] = "off",
+    schema: Annotated[
+        Path | None, typer.Option(help="Salesforce: a YAML file of objects and fields merged over the built-in schema.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve one sandbox over HTTPS on 127.0.0.1 until interrupted."""
@@ -204,6 +207,7 @@ def sandbox_serve(
             state_dir=state_dir or ferry_home() / "sandbox",
             as_json=as_json,
             console=console,
+            schema=schema,
         )
     except FerryError as exc:
         _fail(exc)

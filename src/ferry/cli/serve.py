@@ -26,6 +26,7 @@ def build_sandbox(
     state_dir: Path,
     persist: bool = False,
     latency: str = "off",
+    schema: Path | None = None,
 ) -> Any:
     if system == "shopify":
         from ferry.sandbox.shopify import ShopifySandbox
@@ -35,8 +36,8 @@ def build_sandbox(
         from ferry.sandbox.salesforce import SalesforceSandbox
 
         try:
-            return SalesforceSandbox(state_dir, seed=seed, persist=persist, latency=latency)
-        except ValueError as exc:  # an unknown latency profile
+            return SalesforceSandbox(state_dir, seed=seed, persist=persist, latency=latency, extra_schema=schema)
+        except ValueError as exc:  # an unknown latency profile, or a schema file with an error (SchemaError)
             raise ConfigError(str(exc)) from exc
     raise ConfigError(f"unknown sandbox {system!r}: choose one of {', '.join(SYSTEMS)}")
 
@@ -54,11 +55,12 @@ def serve_sandbox(
     console: Console,
     persist: bool = False,
     latency: str = "off",
+    schema: Path | None = None,
 ) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     sandbox = build_sandbox(
         system, seed=seed, customers=customers, products=products, orders=orders, state_dir=state_dir,
-        persist=persist, latency=latency,
+        persist=persist, latency=latency, schema=schema,
     )
 
     def announce(url: str, tls: TlsFiles) -> None:

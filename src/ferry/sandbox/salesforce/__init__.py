@@ -234,11 +234,13 @@ class SalesforceSandbox:
 
     def _seed_records(self) -> None:
         org = self.state.org
+        admin = org.seed_record("Profile", {"Name": "System Administrator", "UserType": "Standard"})
+        org.seed_record("Profile", {"Name": "Standard User", "UserType": "Standard"})
         user_id = org.seed_record("User", {
             "Username": INTEGRATION_USERNAME, "LastName": "Integration", "FirstName": "Ferry",
             "Email": INTEGRATION_USERNAME, "Alias": "ferry", "CommunityNickname": "ferry.integration",
             "IsActive": True, "TimeZoneSidKey": "GMT", "LocaleSidKey": "en_US", "EmailEncodingKey": "UTF-8",
-            "LanguageLocaleKey": "en_US", "ProfileId": "00e000000000001AAA",
+            "LanguageLocaleKey": "en_US", "ProfileId": admin,
         })
         org.user_id = user_id
         self.state.oauth.users = {INTEGRATION_USERNAME: user_id}

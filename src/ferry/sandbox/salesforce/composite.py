@@ -15,7 +15,7 @@ from ferry.sandbox.salesforce.rest import record_json, unknown_external_field
 from ferry.sandbox.salesforce.routing import Call, Reply, Router, parse_sub_url
 from ferry.sandbox.salesforce.schema import FieldSchema, SObjectSchema
 from ferry.sandbox.salesforce.state import OrgState
-from ferry.sandbox.salesforce.validate import parse_body
+from ferry.sandbox.salesforce.validate import check_json_types, parse_body
 
 MAX_COLLECTION = 200
 MAX_SUBREQUESTS = 25
@@ -79,15 +79,22 @@ class CollectionsApi:
             results: list[SaveResult] = [save(item) for item in work]
             if all_or_none and any(not r.success for r in results):
                 savepoint.rollback()
-                results = [
-                    r if not r.success else SaveResult(None if r.created else r.id, False, [ROLLED_BACK], r.created)
-                    for r in results
-                ]
+                # The rolled-back records keep the id they had been given, as in the org's documented example.
+                results = [r if not r.success else SaveResult(r.id, False, [ROLLED_BACK], r.created)
+                           for r in results]
         return Reply(200, [r.as_json(with_created) for r in results])
+
+    @staticmethod
+    def _deserialize(call: Call, objects: list[SObjectSchema], records: list[Any]) -> None:
+        """The org deserializes the whole list before saving any record: a wrong JSON type fails the request."""
+        for obj, rec in zip(objects, records, strict=True):
+            if isinstance(rec, dict):
+                check_json_types(obj, rec, call.body)
 
     def create(self, call: Call, _: dict[str, str]) -> Reply:
         records, all_or_none = _records_of(call.json())
         objects = [self._typed_object(rec) for rec in records]
+        self._deserialize(call, objects, records)
 
         def save(item: tuple[SObjectSchema, dict[str, Any]]) -> SaveResult:
             obj, rec = item
@@ -101,6 +108,7 @@ class CollectionsApi:
     def update(self, call: Call, _: dict[str, str]) -> Reply:
         records, all_or_none = _records_of(call.json())
         objects = [self._typed_object(rec) for rec in records]
+        self._deserialize(call, objects, records)
 
         def save(item: tuple[SObjectSchema, dict[str, Any]]) -> SaveResult:
             obj, rec = item
@@ -118,6 +126,7 @@ class CollectionsApi:
         if key_field is None or not key_field.id_lookup:
             raise unknown_external_field(p["field"])
         records, all_or_none = _records_of(call.json())
+        self._deserialize(call, [obj] * len(records), records)
         keys = [self._key_value(rec, key_field) for rec in records]
         dupes = {k for k, n in Counter(self._fold(key_field, k) for k in keys if k is not None).items() if n > 1}
 

@@ -74,7 +74,8 @@ def describe_field(f: FieldSchema) -> dict[str, Any]:
         "controllerName": None,
         "createable": f.createable,
         "custom": f.custom,
-        "defaultValue": f.default_value if f.type in ("boolean", "picklist") else None,
+        # A picklist's default is flagged in picklistValues; only checkboxes carry it here.
+        "defaultValue": f.default_value if f.type == "boolean" else None,
         "defaultValueFormula": None,
         "defaultedOnCreate": f.defaulted_on_create,
         "dependentPicklist": False,
@@ -158,5 +159,6 @@ def describe_object(schema: Schema, obj: SObjectSchema, version: str) -> dict[st
             }
         ],
         "searchLayoutable": True,
+        "sobjectDescribeOption": "FULL",
         "supportedScopes": [{"label": "All " + obj.label_plural.lower(), "name": "everything"}],
     }

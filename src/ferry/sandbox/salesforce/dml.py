@@ -145,6 +145,8 @@ class Org:
         """Raises MultipleMatches when the key matches several records (REST answers 300)."""
         try:
             self._check_lock()
+            if body.id_given and key_field.name != "Id":
+                raise RecordError("INVALID_FIELD", "The Id field should not be specified in the sobject data.", [])
             if key_field.name == "Id":
                 if key_value in (None, ""):
                     return SaveResult(self._insert(obj, body), True, [], True)
@@ -265,6 +267,8 @@ class Org:
                 continue
             table = self.store.table_for_id(value)
             if table is not None and value not in table.rows:
+                if value in table.deleted:
+                    raise RecordError("ENTITY_IS_DELETED", "entity is deleted", [])
                 raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
 
     def _check_unique(self, plan: ObjectPlan, record_id: str, changes: Record,

@@ -9,14 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cmp_to_key
 from typing import Any
 
 from ferry.sandbox.salesforce import soql as ast
 from ferry.sandbox.salesforce.ids import normalize_id
-from ferry.sandbox.salesforce.schema import NUMBER_TYPES, FieldSchema, Schema, SObjectSchema
-from ferry.sandbox.salesforce.soql import SoqlError, caret_message
+from ferry.sandbox.salesforce.schema import NUMBER_TYPES, ChildRelationship, FieldSchema, Schema, SObjectSchema
+from ferry.sandbox.salesforce.soql import SoqlError, caret_message, malformed
 from ferry.sandbox.salesforce.store import Record, Store
 from ferry.sandbox.salesforce.validate import format_datetime, parse_datetime
 
@@ -26,6 +26,8 @@ Predicate = Callable[[Record], bool]
 _TEXT_TYPES = frozenset({"string", "textarea", "email", "phone", "url", "picklist", "multipicklist", "combobox",
                          "encryptedstring"})
 _ID_TYPES = frozenset({"id", "reference"})
+MAX_OFFSET = 2000
+MAX_FIELDS_LIMIT = 200
 
 
 def invalid_field(query: ast.Query, pos: int, text: str) -> SoqlError:
@@ -42,6 +44,15 @@ class ResolvedPath:
 
 
 @dataclass(slots=True)
+class ChildPlan:
+    """A child relationship subquery: `(SELECT LastName FROM Contacts)` on Account."""
+
+    relationship: str  # canonical relationship name, the key in the parent's record
+    field: str  # the lookup field on the child that points at the parent (AccountId)
+    plan: QueryPlan
+
+
+@dataclass(slots=True)
 class QueryPlan:
     query: ast.Query
     sobject: SObjectSchema
@@ -49,6 +60,9 @@ class QueryPlan:
     count_only: bool
     aggregate: ast.CountExpr | None
     predicate: Predicate | None
+    # SELECT items in their order (fields and child subqueries), for projection
+    items: list[ResolvedPath | ChildPlan] = field(default_factory=list)
+    sort_keys: list[tuple[Getter, bool, bool, bool]] = field(default_factory=list)
 
 
 class Executor:
@@ -59,7 +73,8 @@ class Executor:
 
     # --- compile ------------------------------------------------------------------------------------
 
-    def plan(self, query: ast.Query) -> QueryPlan:
+    def plan(self, query: ast.Query, *, children: bool = True) -> QueryPlan:
+        """Compile a parsed query; ``children=False`` (Bulk query) rejects child subqueries as the org does."""
         obj = self.schema.get(query.sobject)
         if obj is None:
             raise SoqlError(400, "INVALID_TYPE", caret_message(
@@ -67,13 +82,21 @@ class Executor:
                 f"sObject type '{query.sobject}' is not supported. If you are attempting to use a custom object, be "
                 "sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for "
                 "the appropriate names."))
+        if query.offset is not None and query.offset > MAX_OFFSET:
+            raise SoqlError(400, "NUMBER_OUTSIDE_VALID_RANGE", f"Maximum SOQL offset allowed is {MAX_OFFSET}")
+        return self._compile(query, obj, children)
+
+    def _compile(self, query: ast.Query, obj: SObjectSchema, children: bool) -> QueryPlan:
         columns: list[ResolvedPath] = []
+        items: list[ResolvedPath | ChildPlan] = []
         count_only = False
         aggregate = None
-        for item in query.select:
+        for item in self._expand_fields(query, obj):
             if isinstance(item, ast.Subquery):
-                raise SoqlError(400, "MALFORMED_QUERY", caret_message(
-                    query.soql, item.pos, "child relationship subqueries are not supported by this sandbox"))
+                if not children:
+                    raise SoqlError(400, "FeatureNotEnabled", "Aggregate Relationships not supported in Bulk Query")
+                items.append(self.child_plan(query, obj, item))
+                continue
             if isinstance(item, ast.CountExpr):
                 if item.field is None:
                     count_only = True
@@ -81,13 +104,71 @@ class Executor:
                     self.resolve(query, obj, item.field)
                     aggregate = item
                 continue
-            columns.append(self.resolve(query, obj, item))
-        if (count_only or aggregate) and columns:
+            resolved = self.resolve(query, obj, item)
+            if any(c.path.text.lower() == item.text.lower() for c in columns):
+                raise malformed(query.soql, item.pos, f"duplicate field selected: {item.text}")
+            columns.append(resolved)
+            items.append(resolved)
+        if (count_only or aggregate) and items:
+            first = columns[0].path.pos if columns else 0
+            name = columns[0].field.name if columns else "subquery"
             raise SoqlError(400, "MALFORMED_QUERY", caret_message(
-                query.soql, columns[0].path.pos,
-                f"Field must be grouped or aggregated: {columns[0].field.name}"))
+                query.soql, first, f"Field must be grouped or aggregated: {name}"))
         predicate = self.compile_condition(query, obj, query.where) if query.where is not None else None
-        return QueryPlan(query, obj, columns, count_only, aggregate, predicate)
+        plan = QueryPlan(query, obj, columns, count_only, aggregate, predicate, items)
+        for order in query.order_by:
+            resolved = self.resolve(query, obj, order.path)
+            nulls_last = order.nulls_last if order.nulls_last is not None else order.descending
+            plan.sort_keys.append((resolved.getter, order.descending, nulls_last, resolved.field.type in _TEXT_TYPES))
+        return plan
+
+    @staticmethod
+    def _expand_fields(query: ast.Query, obj: SObjectSchema) -> list[ast.FieldPath | ast.CountExpr | ast.Subquery]:
+        """Replace FIELDS(...) by the fields it stands for; ALL and CUSTOM need LIMIT <= 200, as in the org."""
+        items: list[ast.FieldPath | ast.CountExpr | ast.Subquery] = []
+        for item in query.select:
+            if not isinstance(item, ast.FieldsExpr):
+                items.append(item)
+                continue
+            if item.kind != "STANDARD" and (query.limit is None or query.limit > MAX_FIELDS_LIMIT):
+                raise malformed(query.soql, item.pos,
+                                f"The SOQL FIELDS function must have a LIMIT of at most {MAX_FIELDS_LIMIT}")
+            named = {i.text.lower() for i in items if isinstance(i, ast.FieldPath)}
+            for f in obj.fields.values():
+                if (item.kind == "STANDARD" and f.custom) or (item.kind == "CUSTOM" and not f.custom):
+                    continue
+                if f.name.lower() not in named:
+                    items.append(ast.FieldPath([f.name], item.pos))
+        return items
+
+    def child_plan(self, query: ast.Query, parent: SObjectSchema, sub: ast.Subquery) -> ChildPlan:
+        """Resolve `(SELECT ... FROM Contacts)`: the FROM names a child relationship of the outer object."""
+        inner = sub.query
+        rel = self._child_relationship(parent, inner.sobject)
+        if rel is None:
+            raise SoqlError(400, "INVALID_TYPE", caret_message(
+                query.soql, inner.sobject_pos,
+                f"Didn't understand relationship '{inner.sobject}' in FROM part of query call. If you are attempting "
+                "to use a custom relationship, be sure to append the '__r' after the custom relationship name. "
+                "Please reference your WSDL or the describe call for the appropriate names."))
+        for item in inner.select:
+            if isinstance(item, ast.Subquery):
+                raise malformed(query.soql, item.pos, "SOQL statements cannot query aggregate relationships more "
+                                "than 1 level away from the root entity object.")
+            if isinstance(item, ast.CountExpr):
+                raise malformed(query.soql, item.pos, "Aggregate query does not support queryMore(), use LIMIT to "
+                                "restrict the results to a single batch")
+        child = self.schema.objects[rel.child]
+        # The inner query keeps the outer statement for its caret messages.
+        inner.soql = query.soql
+        plan = self._compile(inner, child, children=False)
+        assert rel.relationship_name is not None
+        return ChildPlan(rel.relationship_name, rel.field, plan)
+
+    def _child_relationship(self, parent: SObjectSchema, name: str) -> ChildRelationship | None:
+        low = name.lower()
+        return next((r for r in self.schema.children.get(parent.name, [])
+                     if r.relationship_name is not None and r.relationship_name.lower() == low), None)
 
     def resolve(self, query: ast.Query, obj: SObjectSchema, path: ast.FieldPath) -> ResolvedPath:
         objects = [obj]
@@ -144,6 +225,11 @@ class Executor:
         resolved = self.resolve(query, obj, cmp.path)
         f, get = resolved.field, resolved.getter
         text = f.type in _TEXT_TYPES
+        if isinstance(cmp.value, ast.SemiJoin):
+            ids = self._semi_join_values(query, f, cmp.value)
+            if cmp.op == "IN":
+                return lambda r: get(r) in ids
+            return lambda r: get(r) not in ids
         if cmp.op in ("IN", "NOTIN", "INCLUDES", "EXCLUDES"):
             assert isinstance(cmp.value, list)
             values = {self._normalize(query, f, lit, text) for lit in cmp.value}
@@ -161,6 +247,21 @@ class Executor:
             return self._relative_date(query, f, get, cmp.op, literal)
         target = self._normalize(query, f, literal, text)
         return _comparator(cmp.op, get, target, text)
+
+    def _semi_join_values(self, query: ast.Query, f: FieldSchema, join: ast.SemiJoin) -> set[Any]:
+        """Run `(SELECT AccountId FROM Contact ...)` once; the outer filter tests membership in its values."""
+        inner = join.query
+        inner.soql = query.soql
+        if f.type not in _ID_TYPES:
+            raise malformed(query.soql, join.pos, "semi join sub-selects are only allowed on ID fields")
+        if len(inner.select) != 1 or not isinstance(inner.select[0], ast.FieldPath):
+            raise malformed(query.soql, join.pos, "semi join sub-selects are only allowed to select a single field")
+        plan = self.plan(inner, children=False)
+        (column,) = plan.columns
+        if column.field.type not in _ID_TYPES:
+            raise invalid_field(query, column.path.pos, "semi join sub-selects are only allowed to select an ID or "
+                                "reference field")
+        return {v for v in (column.getter(r) for r in self.rows(plan, False)) if v is not None}
 
     def _normalize(self, query: ast.Query, f: FieldSchema, lit: ast.Literal, text: bool) -> Any:
         """Check a literal against the field's type the way the org does, and convert it to the stored form."""
@@ -207,21 +308,29 @@ class Executor:
         source: Iterable[Record] = table.rows.values()
         if include_deleted:
             source = [*table.rows.values(), *table.deleted.values()]
+        return self._filter_sort_slice(plan, source)
+
+    def _filter_sort_slice(self, plan: QueryPlan, source: Iterable[Record]) -> list[Record]:
         pred = plan.predicate
         rows = [r for r in source if pred(r)] if pred is not None else list(source)
         q = plan.query
-        if q.order_by:
+        if plan.sort_keys:
             rows = self._sorted(plan, rows)
         start = q.offset or 0
         end = start + q.limit if q.limit is not None else None
         return rows[start:end] if (start or end is not None) else rows
 
+    def child_rows(self, child: ChildPlan, parent_id: str, include_deleted: bool) -> list[Record]:
+        """The children of one parent record, in creation (Id) order unless the subquery sorts them."""
+        table = self.store.table(child.plan.sobject.name)
+        ids = self.store.child_ids(table.schema.name, child.field, parent_id)
+        source = [table.rows[i] for i in sorted(ids) if i in table.rows]
+        if include_deleted:
+            source += [r for r in table.deleted.values() if r.get(child.field) == parent_id]
+        return self._filter_sort_slice(child.plan, source)
+
     def _sorted(self, plan: QueryPlan, rows: list[Record]) -> list[Record]:
-        keys = []
-        for item in plan.query.order_by:
-            resolved = self.resolve(plan.query, plan.sobject, item.path)
-            nulls_last = item.nulls_last if item.nulls_last is not None else item.descending
-            keys.append((resolved.getter, item.descending, nulls_last, resolved.field.type in _TEXT_TYPES))
+        keys = plan.sort_keys
 
         def compare(a: Record, b: Record) -> int:
             for get, desc, nulls_last, text in keys:
@@ -236,15 +345,25 @@ class Executor:
 
         return sorted(rows, key=cmp_to_key(compare))
 
-    def project(self, plan: QueryPlan, record: Record, version: str) -> dict[str, Any]:
-        """A query result record: attributes, then the selected fields in SELECT order, parents nested."""
+    def project(self, plan: QueryPlan, record: Record, version: str, include_deleted: bool = False) -> dict[str, Any]:
+        """A query result record: attributes, then the selected items in SELECT order.
+
+        Parent fields nest under the relationship name; a child subquery becomes a nested
+        `{totalSize, done, records}` result, or null when the record has no such children (as the org answers).
+        """
         obj = plan.sobject
         out: dict[str, Any] = {"attributes": _attributes(obj.name, record["Id"], version)}
-        for col in plan.columns:
-            if not col.refs:
+        for col in plan.items:
+            if isinstance(col, ChildPlan):
+                kids = self.child_rows(col, record["Id"], include_deleted)
+                out[col.relationship] = {
+                    "totalSize": len(kids), "done": True,
+                    "records": [self.project(col.plan, kid, version) for kid in kids],
+                } if kids else None
+            elif not col.refs:
                 out[col.field.name] = record.get(col.field.name)
-                continue
-            self._project_parent(out, record, col, version)
+            else:
+                self._project_parent(out, record, col, version)
         return out
 
     def _project_parent(self, out: dict[str, Any], record: Record, col: ResolvedPath, version: str) -> None:
@@ -326,18 +445,63 @@ def _like_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z", re.IGNORECASE | re.DOTALL)
 
 
+def _month_start(day: dt.date, shift: int = 0) -> dt.date:
+    months = day.year * 12 + day.month - 1 + shift
+    return dt.date(months // 12, months % 12 + 1, 1)
+
+
+def _quarter_start(day: dt.date, shift: int = 0) -> dt.date:
+    return _month_start(dt.date(day.year, (day.month - 1) // 3 * 3 + 1, 1), 3 * shift)
+
+
+def _week_start(day: dt.date, shift: int = 0) -> dt.date:
+    # Weeks start on Sunday, as in the org's default (en_US) locale.
+    return day - dt.timedelta(days=(day.weekday() + 1) % 7) + dt.timedelta(weeks=shift)
+
+
+def _year_start(day: dt.date, shift: int = 0) -> dt.date:
+    return dt.date(day.year + shift, 1, 1)
+
+
+_PERIODS: dict[str, Callable[[dt.date, int], dt.date]] = {
+    "WEEK": _week_start, "MONTH": _month_start, "QUARTER": _quarter_start, "YEAR": _year_start,
+}
+
+
 def _relative_range(today: dt.date, name: str, n: int | None) -> tuple[dt.date, dt.date] | None:
-    """[start, end) of a relative date literal; None for one this sandbox does not know yet."""
+    """[start, end) of a relative date literal (the org's calendar, fiscal year = calendar year); None if unknown."""
     day = dt.timedelta(days=1)
-    fixed = {
-        "TODAY": (today, today + day),
-        "YESTERDAY": (today - day, today),
-        "TOMORROW": (today + day, today + 2 * day),
-    }
-    if name in fixed and n is None:
-        return fixed[name]
-    if n is not None and name == "LAST_N_DAYS":
+    if n is None:
+        fixed = {
+            "TODAY": (today, today + day),
+            "YESTERDAY": (today - day, today),
+            "TOMORROW": (today + day, today + 2 * day),
+            "LAST_90_DAYS": (today - 90 * day, today + day),
+            "NEXT_90_DAYS": (today + day, today + 91 * day),
+        }
+        if name in fixed:
+            return fixed[name]
+        when, _, unit = name.partition("_")
+        start_of = _PERIODS.get(unit.removeprefix("FISCAL_"))
+        shift = {"THIS": 0, "LAST": -1, "NEXT": 1}.get(when)
+        if start_of is None or shift is None:
+            return None
+        return start_of(today, shift), start_of(today, shift + 1)
+    if name == "LAST_N_DAYS":
         return today - n * day, today + day
-    if n is not None and name == "NEXT_N_DAYS":
+    if name == "NEXT_N_DAYS":
         return today + day, today + (n + 1) * day
+    if name == "N_DAYS_AGO":
+        return today - n * day, today - (n - 1) * day
+    parts = name.split("_", 2)
+    if len(parts) == 3 and parts[0] == "N" and parts[2] == "AGO":  # N_WEEKS_AGO:n, N_MONTHS_AGO:n, ...
+        start_of = _PERIODS.get(parts[1].removesuffix("S"))
+        return (start_of(today, -n), start_of(today, -n + 1)) if start_of else None
+    if len(parts) == 3 and parts[0] in ("LAST", "NEXT") and parts[1] == "N":  # LAST_N_MONTHS:n, NEXT_N_WEEKS:n, ...
+        start_of = _PERIODS.get(parts[2].removesuffix("S").removeprefix("FISCAL_"))
+        if start_of is None:
+            return None
+        # The current period is excluded: LAST_N_MONTHS:2 is the two whole months before this one.
+        return (start_of(today, -n), start_of(today, 0)) if parts[0] == "LAST" else \
+            (start_of(today, 1), start_of(today, n + 1))
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -11,12 +12,13 @@ from ferry.sandbox.salesforce.describe import describe_object, global_describe, 
 from ferry.sandbox.salesforce.dml import MultipleMatches, SaveResult
 from ferry.sandbox.salesforce.errors import ApiError, RecordError, not_found
 from ferry.sandbox.salesforce.ids import IdFactory, normalize_id
+from ferry.sandbox.salesforce.query import ChildPlan
 from ferry.sandbox.salesforce.routing import Call, Reply, Router
 from ferry.sandbox.salesforce.schema import SObjectSchema
 from ferry.sandbox.salesforce.soql import parse
 from ferry.sandbox.salesforce.state import OrgState
 from ferry.sandbox.salesforce.store import Record
-from ferry.sandbox.salesforce.validate import ParsedBody, parse_body
+from ferry.sandbox.salesforce.validate import ParsedBody, check_json_types, format_datetime, parse_body, parse_datetime
 
 _BATCH_SIZE = re.compile(r"batchSize\s*=\s*(\d+)", re.IGNORECASE)
 _MAX_CURSORS = 500
@@ -36,13 +38,8 @@ def unknown_external_field(name: str) -> ApiError:
 
 
 def save_error_reply(result: SaveResult) -> Reply:
-    """A failed single-record save as the org answers it: 400 (404 for a missing or deleted row)."""
+    """A failed single-record save: 400. (A missing or deleted target row is a 404, answered before the save.)"""
     err = result.errors[0]
-    if err.status_code == "INVALID_CROSS_REFERENCE_KEY" and err.message == "invalid cross reference id" \
-            and not err.fields:
-        return Reply(404, not_found().body())
-    if err.status_code == "ENTITY_IS_DELETED":
-        return Reply(404, [{"message": err.message, "errorCode": err.status_code, "fields": []}])
     return Reply(400, [{"message": err.message, "errorCode": err.status_code, "fields": err.fields}])
 
 
@@ -50,6 +47,7 @@ def parse_record_body(state: OrgState, obj: SObjectSchema, call: Call) -> Parsed
     body = call.json()
     if not isinstance(body, dict):
         raise ApiError(400, "JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from a non-object value")
+    check_json_types(obj, body, call.body)
     try:
         return parse_body(state.schema, obj, body)
     except RecordError as err:
@@ -61,6 +59,17 @@ class Cursor:
     records: list[dict[str, Any]]
     batch_size: int
     endpoint: str  # "query" or "queryAll"
+    weights: list[int] | None = None  # rows per record, when child subqueries add rows to it
+
+    def page_end(self, offset: int) -> int:
+        """Where the page starting at ``offset`` ends: child rows count toward the batch size, as in the org."""
+        if self.weights is None:
+            return offset + self.batch_size
+        used, end = 0, offset
+        while end < len(self.records) and (end == offset or used + self.weights[end] <= self.batch_size):
+            used += self.weights[end]
+            end += 1
+        return end
 
 
 class RestApi:
@@ -76,6 +85,8 @@ class RestApi:
         r("GET", "sobjects/{sobject}", self.basic_info)
         r("POST", "sobjects/{sobject}", self.create)
         r("GET", "sobjects/{sobject}/describe", self.describe)
+        r("GET", "sobjects/{sobject}/updated", self.get_updated)
+        r("GET", "sobjects/{sobject}/deleted", self.get_deleted)
         r("GET", "sobjects/{sobject}/{id}", self.get_by_id)
         r("PATCH", "sobjects/{sobject}/{id}", self.update_by_id)
         r("POST", "sobjects/{sobject}/{id}", self.method_override)
@@ -210,6 +221,8 @@ class RestApi:
     def upsert(self, call: Call, p: dict[str, str]) -> Reply:
         obj = self.state.sobject(p["sobject"])
         key_field = self._key_field(obj, p["field"])
+        if key_field.name == "Id":
+            self._live_record(obj, p["value"])  # upsert by Id updates only: a missing record is a 404
         body = parse_record_body(self.state, obj, call)
         in_body = [v for f, v in body.values if f is key_field]
         if in_body and str(in_body[0]) != p["value"]:
@@ -243,6 +256,43 @@ class RestApi:
         result = self.state.org.delete(ids[0], obj)
         return Reply(204) if result.success else save_error_reply(result)
 
+    # --- replication: sObject Get Updated / Get Deleted -------------------------------------------------
+
+    def _replication_window(self, call: Call, max_days: int) -> tuple[str, str]:
+        """[start, end) in wire form; the org ignores seconds and answers only for the last ``max_days`` days."""
+        bounds = []
+        for name in ("start", "end"):
+            raw = call.query.get(name)
+            if not raw:
+                raise ApiError(400, "MISSING_ARGUMENT", f"{name} is required: an ISO 8601 date and time")
+            try:
+                moment = parse_datetime(raw.replace(" ", "+"))  # an unencoded '+' arrives as a space
+            except ValueError:
+                raise ApiError(400, "INVALID_REPLICATION_DATE", f"{name}: invalid date and time: {raw}") from None
+            bounds.append(moment.replace(second=0, microsecond=0))
+        start, end = bounds
+        now = self.state.clock()
+        if start > end:
+            raise ApiError(400, "INVALID_REPLICATION_DATE", "startDate must chronologically precede endDate")
+        if start < now - dt.timedelta(days=max_days):
+            raise ApiError(400, "INVALID_REPLICATION_DATE",
+                           f"startDate cannot be more than {max_days} days ago")
+        return format_datetime(start), format_datetime(min(end, now))
+
+    def get_updated(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        start, end = self._replication_window(call, 30)
+        ids = [rid for rid, r in self.state.store.table(obj.name).rows.items() if start <= r["SystemModstamp"] < end]
+        return Reply(200, {"ids": ids, "latestDateCovered": end})
+
+    def get_deleted(self, call: Call, p: dict[str, str]) -> Reply:
+        obj = self.state.sobject(p["sobject"])
+        start, end = self._replication_window(call, 15)
+        gone = [{"id": rid, "deletedDate": r["SystemModstamp"]}
+                for rid, r in self.state.store.table(obj.name).deleted.items() if start <= r["SystemModstamp"] < end]
+        earliest = format_datetime((self.state.clock() - dt.timedelta(days=15)).replace(second=0, microsecond=0))
+        return Reply(200, {"deletedRecords": gone, "earliestDateAvailable": earliest, "latestDateCovered": end})
+
     # --- query ----------------------------------------------------------------------------------------
 
     def query(self, call: Call, _: dict[str, str]) -> Reply:
@@ -267,10 +317,13 @@ class RestApi:
             count = sum(1 for r in rows if getter is None or getter(r) is not None)
             return Reply(200, {"totalSize": 1, "done": True,
                                "records": [{"attributes": {"type": "AggregateResult"}, alias: count}]})
-        records = [executor.project(plan, r, call.version) for r in rows]
+        records = [executor.project(plan, r, call.version, include_deleted) for r in rows]
         batch = self._batch_size(call)
         endpoint = "queryAll" if include_deleted else "query"
-        return self._page(Cursor(records, batch, endpoint), 0, call.version)
+        children = [item.relationship for item in plan.items if isinstance(item, ChildPlan)]
+        weights = [1 + sum(len(r[name]["records"]) for name in children if r[name]) for r in records] \
+            if children else None
+        return self._page(Cursor(records, batch, endpoint, weights), 0, call.version)
 
     def _batch_size(self, call: Call) -> int:
         m = _BATCH_SIZE.search(call.headers.get("sforce-query-options", ""))
@@ -280,7 +333,7 @@ class RestApi:
 
     def _page(self, cursor: Cursor, offset: int, version: str) -> Reply:
         total = len(cursor.records)
-        end = offset + cursor.batch_size
+        end = cursor.page_end(offset)
         body: dict[str, Any] = {"totalSize": total, "done": end >= total}
         if end < total:
             locator = self._locators.new("01g")

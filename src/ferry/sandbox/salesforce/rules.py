@@ -63,6 +63,51 @@ def _line_item(parent_object: str, parent_field: str) -> Rule:
     return rule
 
 
+def _user(record: Record, store: Store, old: Record | None) -> None:
+    _full_name(record, store, old)
+    if record.get("CommunityNickname") is None and record.get("Username"):
+        # The org fills the nickname from the username when none is given.
+        record["CommunityNickname"] = str(record["Username"]).split("@")[0][:40]
+
+
+# The default sales process: stage -> (probability %, closed, won, forecast category).
+_STAGES: dict[str, tuple[int, bool, bool, str]] = {
+    "prospecting": (10, False, False, "Pipeline"), "qualification": (10, False, False, "Pipeline"),
+    "needs analysis": (20, False, False, "Pipeline"), "value proposition": (50, False, False, "Pipeline"),
+    "id. decision makers": (60, False, False, "Pipeline"), "perception analysis": (70, False, False, "Pipeline"),
+    "proposal/price quote": (75, False, False, "Pipeline"), "negotiation/review": (90, False, False, "Pipeline"),
+    "closed won": (100, True, True, "Closed"), "closed lost": (0, True, False, "Omitted"),
+}
+
+
+def _opportunity_stage(record: Record, _store: Store, old: Record | None) -> None:
+    stage = _STAGES.get(str(record.get("StageName") or "").lower())
+    if stage is not None:
+        probability, closed, won, forecast = stage
+        record["IsClosed"], record["IsWon"] = closed, won
+        # The stage sets probability and forecast category unless the client gave them
+        # (on update: unless the client changed them along with the stage).
+        stage_changed = old is None or old.get("StageName") != record.get("StageName")
+        for name, value in (("Probability", probability), ("ForecastCategoryName", forecast)):
+            if record.get(name) is None or (stage_changed and old is not None and record.get(name) == old.get(name)):
+                record[name] = value
+    amount, percent = record.get("Amount"), record.get("Probability")
+    record["ExpectedRevenue"] = round(amount * percent / 100, 2) if amount is not None and percent is not None \
+        else None
+
+
+def _case_closed(record: Record, store: Store, old: Record | None) -> None:
+    closed = str(record.get("Status") or "").lower() == "closed"
+    record["IsClosed"] = closed
+    if closed and record.get("ClosedDate") is None:
+        record["ClosedDate"] = record.get("LastModifiedDate")
+    elif not closed:
+        record["ClosedDate"] = None
+    contact = store.table("Contact").rows.get(record.get("ContactId") or "")
+    record["ContactEmail"] = contact.get("Email") if contact else None
+    record["ContactPhone"] = contact.get("Phone") if contact else None
+
+
 def _child_of(parent_object: str) -> str:
     return "OrderItem" if parent_object == "Order" else "OpportunityLineItem"
 
@@ -71,7 +116,9 @@ def _child_of(parent_object: str) -> str:
 BEFORE_SAVE: dict[str, Rule] = {
     "Contact": _full_name,
     "Lead": _full_name,
-    "User": _full_name,
+    "User": _user,
+    "Opportunity": _opportunity_stage,
+    "Case": _case_closed,
     "PricebookEntry": _pricebook_entry,
     "OrderItem": _line_item("Order", "OrderId"),
     "OpportunityLineItem": _line_item("Opportunity", "OpportunityId"),

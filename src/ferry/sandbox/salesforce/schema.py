@@ -63,6 +63,7 @@ class FieldSchema:
     calculated: bool = False
     name_field: bool = False
     custom: bool = False
+    child_relationship: str | None = None  # the parent's name for the children along this lookup (Contacts)
     coercer: Any = None  # set by validate.Coercers on first use (the hot path reads it directly)
 
     @property
@@ -131,7 +132,7 @@ class Schema:
                 for parent in f.reference_to:
                     if parent in self.children:
                         self.children[parent].append(
-                            ChildRelationship(obj.name, f.name, _child_relationship_name(obj, f), f.cascade_delete)
+                            ChildRelationship(obj.name, f.name, f.child_relationship, f.cascade_delete)
                         )
 
     def get(self, name: str) -> SObjectSchema | None:
@@ -141,12 +142,55 @@ class Schema:
         return self._by_prefix.get(prefix)
 
 
-def _child_relationship_name(child: SObjectSchema, f: FieldSchema) -> str | None:
+class SchemaError(ValueError):
+    """A schema file that does not describe a valid org; the message names the file, object and field."""
+
+
+_API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_KEY_PREFIX = re.compile(r"^[0-9A-Za-z]{3}$")
+_OBJECT_KEYS = frozenset({"keyPrefix", "label", "labelPlural", "owned", "fields"})
+_FIELD_KEYS = frozenset({
+    "name", "type", "label", "length", "precision", "scale", "digits", "nillable", "createable", "updateable",
+    "defaultedOnCreate", "defaultValue", "externalId", "idLookup", "unique", "caseSensitive", "referenceTo",
+    "relationshipName", "childRelationshipName", "cascadeDelete", "picklist", "restricted", "autoNumber",
+    "calculated", "nameField",
+})
+_SYSTEM_FIELDS = frozenset({"id", "isdeleted", "createddate", "createdbyid", "lastmodifieddate", "lastmodifiedbyid",
+                            "systemmodstamp"})
+_PICKLIST_TYPES = frozenset({"picklist", "multipicklist", "combobox"})
+_EXTERNAL_ID_TYPES = frozenset({"string", "email", "int", "double"})
+# The org's maximum lengths per text type (string 255, long text area 131,072).
+_MAX_LENGTH = {"string": 255, "textarea": 131072, "email": 128, "phone": 40, "url": 1024, "encryptedstring": 175,
+               "picklist": 255, "multipicklist": 4099, "combobox": 255}
+_CUSTOM_PREFIX_BASE = "a0"
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+class _Where:
+    """Where a spec came from, for error messages: `my.yaml: objects.Invoice__c.fields[2] (Amount__c)`."""
+
+    def __init__(self, source: str, path: str) -> None:
+        self.source, self.path = source, path
+
+    def error(self, text: str) -> SchemaError:
+        return SchemaError(f"{self.source}: {self.path}: {text}")
+
+    def child(self, path: str) -> _Where:
+        return _Where(self.source, f"{self.path}{path}")
+
+
+def _default_child_relationship(child: SObjectSchema, f: FieldSchema) -> str | None:
     if f.name in ("CreatedById", "LastModifiedById", "OwnerId"):
         return None
     if child.custom or f.custom:
         return f"{child.label_plural.replace(' ', '_')}__r"
     return child.label_plural.replace(" ", "")
+
+
+def _default_relationship_name(name: str) -> str:
+    if name.endswith("__c"):
+        return name[:-3] + "__r"
+    return name[:-2] if name.endswith("Id") and len(name) > 2 else name
 
 
 def _label_from_name(name: str) -> str:
@@ -155,23 +199,83 @@ def _label_from_name(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", base).strip()
 
 
-def _field_from_spec(spec: dict[str, Any]) -> FieldSchema:
-    name = str(spec["name"])
-    ftype = str(spec["type"])
-    if ftype not in FIELD_TYPES:
-        raise ValueError(f"field {name}: unknown type {ftype!r}")
+def _picklist(spec: dict[str, Any], where: _Where) -> tuple[PicklistValue, ...]:
+    raw = spec.get("picklist", [])
+    if not isinstance(raw, list):
+        raise where.error("picklist must be a list of values")
     default_value = spec.get("defaultValue")
-    picklist_defaults = {str(default_value)} if default_value is not None else set()
-    picklist = tuple(
-        PicklistValue(str(v), str(v), True, str(v) in picklist_defaults) for v in spec.get("picklist", [])
-    )
+    values: list[PicklistValue] = []
+    for entry in raw:
+        if isinstance(entry, dict):
+            unknown = set(entry) - {"value", "label", "active", "default"}
+            if "value" not in entry or unknown:
+                raise where.error(f"picklist entry {entry!r} needs 'value' (and may have label, active, default)")
+            value = str(entry["value"])
+            values.append(PicklistValue(value, str(entry.get("label", value)), bool(entry.get("active", True)),
+                                        bool(entry.get("default", False)) or value == default_value))
+        else:
+            values.append(PicklistValue(str(entry), str(entry), True, str(entry) == str(default_value)))
+    names = [v.value for v in values]
+    if len(set(names)) != len(names):
+        raise where.error("picklist values must be unique")
+    if names and default_value is not None and str(default_value) not in names:
+        raise where.error(f"defaultValue {default_value!r} is not one of the picklist values")
+    return tuple(values)
+
+
+def _check_field_spec(spec: Any, where: _Where) -> tuple[str, str]:
+    if not isinstance(spec, dict):
+        raise where.error("a field must be a mapping with at least 'name' and 'type'")
+    unknown = sorted(set(spec) - _FIELD_KEYS)
+    if unknown:
+        raise where.error(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FIELD_KEYS))}")
+    name, ftype = spec.get("name"), spec.get("type")
+    if not isinstance(name, str) or not _API_NAME.match(name):
+        raise where.error(f"'name' must be an API name (letters, digits, underscores), got {name!r}")
+    if name.lower() in _SYSTEM_FIELDS:
+        raise where.error(f"{name} is a system field; the sandbox adds it to every object")
+    if ftype not in FIELD_TYPES:
+        raise where.error(f"unknown type {ftype!r}; choose one of {', '.join(sorted(FIELD_TYPES - {'id'}))}")
+    if ftype == "id":
+        raise where.error("type 'id' is reserved for the Id field")
+    max_len = _MAX_LENGTH.get(ftype)
+    if max_len is not None:
+        # The org caps custom fields by type; standard fields keep their own lengths (OpportunityLineItem.Name 376).
+        max_len = max_len if name.endswith("__c") else 1 << 20
+        length = spec.get("length", 255 if ftype in _PICKLIST_TYPES else None)
+        if not isinstance(length, int) or not 0 < length <= max_len:
+            raise where.error(f"type {ftype} needs 'length' between 1 and {max_len}, got {length!r}")
+    if ftype == "reference":
+        targets = spec.get("referenceTo")
+        if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+            raise where.error("a reference field needs 'referenceTo', a list of object names")
+        rel = spec.get("relationshipName")
+        if name.endswith("__c") and rel is not None and not str(rel).endswith("__r"):
+            raise where.error(f"the relationshipName of custom lookup {name} must end in __r, got {rel!r}")
+    elif "referenceTo" in spec or "relationshipName" in spec or "childRelationshipName" in spec:
+        raise where.error("referenceTo/relationshipName/childRelationshipName only apply to type reference")
+    if ("picklist" in spec or spec.get("restricted")) and ftype not in _PICKLIST_TYPES:
+        raise where.error(f"picklist values only apply to picklist types, not {ftype}")
+    if spec.get("externalId") and ftype not in _EXTERNAL_ID_TYPES:
+        raise where.error(f"only {', '.join(sorted(_EXTERNAL_ID_TYPES))} fields can be external ids, not {ftype}")
+    return name, str(ftype)
+
+
+def _field_from_spec(spec: dict[str, Any], where: _Where | None = None) -> FieldSchema:
+    where = where or _Where("schema", f"field {spec.get('name')!r}")
+    name, ftype = _check_field_spec(spec, where)
+    default_value = spec.get("defaultValue")
     external_id = bool(spec.get("externalId", False))
     auto_number = bool(spec.get("autoNumber", False))
+    length = int(spec.get("length", 255 if ftype in _PICKLIST_TYPES else 0))
+    relationship_name = spec.get("relationshipName")
+    if ftype == "reference" and relationship_name is None:
+        relationship_name = _default_relationship_name(name)
     return FieldSchema(
         name=name,
         type=ftype,
         label=str(spec.get("label") or _label_from_name(name)),
-        length=int(spec.get("length", 0)),
+        length=length,
         precision=int(spec.get("precision", 0)),
         scale=int(spec.get("scale", 0)),
         digits=int(spec.get("digits", 0)),
@@ -186,21 +290,19 @@ def _field_from_spec(spec: dict[str, Any]) -> FieldSchema:
         unique=bool(spec.get("unique", False)),
         case_sensitive=bool(spec.get("caseSensitive", False)),
         reference_to=tuple(spec.get("referenceTo", ())),
-        relationship_name=spec.get("relationshipName"),
+        relationship_name=relationship_name,
         cascade_delete=bool(spec.get("cascadeDelete", False)),
-        picklist=picklist,
+        picklist=_picklist(spec, where),
         restricted_picklist=bool(spec.get("restricted", False)),
         auto_number=auto_number,
         calculated=bool(spec.get("calculated", False)),
         name_field=bool(spec.get("nameField", False)),
         custom=name.endswith("__c"),
     )
-
-
-def _system_fields(owned: bool) -> tuple[list[FieldSchema], list[FieldSchema]]:
-    """Fields every object has: Id (first), audit fields (last), OwnerId on owned objects."""
+def _system_fields(owned: bool, label: str) -> tuple[list[FieldSchema], list[FieldSchema]]:
+    """Fields every object has: Id (first, labelled "Account ID"), audit fields (last), OwnerId on owned objects."""
     head = [
-        FieldSchema("Id", "id", "Record ID", length=18, nillable=False, createable=False, updateable=False,
+        FieldSchema("Id", "id", f"{label} ID", length=18, nillable=False, createable=False, updateable=False,
                     defaulted_on_create=True, id_lookup=True),
     ]
     if owned:
@@ -224,41 +326,132 @@ def _system_fields(owned: bool) -> tuple[list[FieldSchema], list[FieldSchema]]:
     return head, tail
 
 
-def _merge_object(objects: dict[str, SObjectSchema], name: str, spec: dict[str, Any]) -> None:
-    existing = objects.get(name)
-    if existing is None:
-        prefix = str(spec.get("keyPrefix") or "")
-        if len(prefix) != 3:
-            raise ValueError(f"object {name}: keyPrefix must be 3 characters")
-        obj = SObjectSchema(
-            name=name,
-            label=str(spec.get("label") or _label_from_name(name)),
-            label_plural=str(spec.get("labelPlural") or f"{spec.get('label') or _label_from_name(name)}s"),
-            key_prefix=prefix,
-            custom=name.endswith("__c"),
-            owned=bool(spec.get("owned", False)),
-        )
-        head, tail = _system_fields(obj.owned)
-        for f in head:
-            obj.add_field(f)
-        for fspec in spec.get("fields", []):
-            obj.add_field(_field_from_spec(fspec))
-        for f in tail:
-            obj.add_field(f)
-        objects[name] = obj
+def _add_fields(obj: SObjectSchema, specs: Any, where: _Where, child_names: dict[int, Any]) -> None:
+    if not isinstance(specs, list):
+        raise where.error("'fields' must be a list")
+    seen: set[str] = set()
+    for index, fspec in enumerate(specs):
+        fwhere = where.child(f".fields[{index}]" + (f" ({fspec.get('name')})" if isinstance(fspec, dict) else ""))
+        f = _field_from_spec(fspec, fwhere)
+        if f.name.lower() in seen:
+            raise fwhere.error(f"field {f.name} is declared twice")
+        seen.add(f.name.lower())
+        # The parent's name for these children: explicit (may be null), else derived as the org does.
+        f.child_relationship = fspec["childRelationshipName"] if "childRelationshipName" in fspec \
+            else _default_child_relationship(obj, f)
+        child_names[id(f)] = (obj, f, fwhere)
+        obj.add_field(f)
+
+
+def _next_custom_prefix(used: set[str]) -> str:
+    # Custom objects get a0X-style prefixes (a01, a02, ...), as an org assigns them.
+    for ch in _BASE62[1:]:
+        prefix = _CUSTOM_PREFIX_BASE + ch
+        if prefix not in used:
+            return prefix
+    raise SchemaError("no free custom-object key prefix left")
+
+
+def _merge_object(objects: dict[str, SObjectSchema], name: str, spec: Any, where: _Where,
+                  field_where: dict[int, Any]) -> None:
+    if not isinstance(spec, dict):
+        raise where.error("an object must be a mapping (keyPrefix, label, labelPlural, owned, fields)")
+    unknown = sorted(set(spec) - _OBJECT_KEYS)
+    if unknown:
+        raise where.error(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_OBJECT_KEYS))}")
+    if not _API_NAME.match(name):
+        raise where.error("an object name must be an API name (letters, digits, underscores)")
+    existing = next((o for o in objects.values() if o.name.lower() == name.lower()), None)
+    if existing is not None:
+        prefix = spec.get("keyPrefix")
+        if prefix is not None and str(prefix) != existing.key_prefix:
+            raise where.error(f"{existing.name} already has keyPrefix {existing.key_prefix}; it cannot change")
+        _add_fields(existing, spec.get("fields", []), where, field_where)
         return
-    for fspec in spec.get("fields", []):
-        existing.add_field(_field_from_spec(fspec))
+    used = {o.key_prefix for o in objects.values()}
+    custom = name.endswith("__c")
+    prefix = str(spec.get("keyPrefix") or (_next_custom_prefix(used) if custom else ""))
+    if not _KEY_PREFIX.match(prefix):
+        raise where.error(f"keyPrefix must be 3 letters or digits, got {prefix!r}"
+                          + ("" if custom else " (only custom __c objects get one assigned)"))
+    if prefix in used:
+        raise where.error(f"keyPrefix {prefix} is already used by "
+                          f"{next(o.name for o in objects.values() if o.key_prefix == prefix)}")
+    label = str(spec.get("label") or _label_from_name(name))
+    obj = SObjectSchema(
+        name=name,
+        label=label,
+        label_plural=str(spec.get("labelPlural") or f"{label}s"),
+        key_prefix=prefix,
+        custom=custom,
+        owned=bool(spec.get("owned", custom)),
+    )
+    head, tail = _system_fields(obj.owned, obj.label)
+    for f in head:
+        obj.add_field(f)
+    specs = spec.get("fields", [])
+    declares_name = isinstance(specs, list) and any(
+        isinstance(fs, dict) and str(fs.get("name", "")).lower() == "name" for fs in specs)
+    if custom and not declares_name:
+        # Every custom object has a Name field (text 80) unless the file declares one.
+        obj.add_field(FieldSchema("Name", "string", f"{label} Name", length=80, name_field=True))
+    _add_fields(obj, specs, where, field_where)
+    for f in tail:
+        obj.add_field(f)
+    objects[name] = obj
+
+
+def _check_references(objects: dict[str, SObjectSchema], field_where: dict[int, Any]) -> None:
+    """Every lookup points at a known object, and no parent has two child relationships of one name.
+
+    Fields are checked in the order they were declared (built-in first), so the error names the user's field.
+    """
+    known = {name.lower() for name in objects}
+    child_names: dict[tuple[str, str], str] = {}
+    for obj, f, where in field_where.values():
+        if obj.fields.get(f.name) is not f:
+            continue  # replaced by a later file
+        for target in f.reference_to:
+            if target.lower() not in known:
+                raise where.error(f"referenceTo {target!r} is not an object of the schema")
+        if f.child_relationship is None:
+            continue
+        for target in f.reference_to:
+            key = (target.lower(), f.child_relationship.lower())
+            other = child_names.get(key)
+            if other is not None:
+                raise where.error(f"child relationship {f.child_relationship!r} on {target} is already used "
+                                  f"by {other}; set childRelationshipName")
+            child_names[key] = f"{obj.name}.{f.name}"
+
+
+def _read_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        spec = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise SchemaError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(spec, dict) or set(spec) - {"objects"} or not isinstance(spec.get("objects") or {}, dict):
+        raise SchemaError(f"{source}: a schema file is a mapping with one key, 'objects' (object name -> spec)")
+    return spec
 
 
 def load_schema(extra_schema: Path | None = None) -> Schema:
-    """The default schema, extended (objects added, fields added or replaced) by ``extra_schema``."""
+    """The built-in schema, extended by ``extra_schema`` (objects added, fields added or replaced).
+
+    Raises SchemaError (a ValueError) naming the file, object and field of the first problem.
+    """
     text = resources.files("ferry.sandbox.salesforce").joinpath("schema.yaml").read_text(encoding="utf-8")
-    specs: list[dict[str, Any]] = [yaml.safe_load(text)]
+    sources: list[tuple[str, dict[str, Any]]] = [("schema.yaml (built-in)", _read_yaml(text, "schema.yaml"))]
     if extra_schema is not None:
-        specs.append(yaml.safe_load(extra_schema.read_text(encoding="utf-8")) or {})
+        try:
+            extra_text = Path(extra_schema).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SchemaError(f"{extra_schema}: cannot read the schema file: {exc.strerror}") from None
+        sources.append((str(extra_schema), _read_yaml(extra_text, str(extra_schema))))
     objects: dict[str, SObjectSchema] = {}
-    for spec in specs:
+    field_where: dict[int, Any] = {}
+    for source, spec in sources:
         for name, obj_spec in (spec.get("objects") or {}).items():
-            _merge_object(objects, str(name), obj_spec or {})
+            _merge_object(objects, str(name), obj_spec or {}, _Where(source, f"objects.{name}"), field_where)
+    _check_references(objects, field_where)
     return Schema(objects)

@@ -1,14 +1,14 @@
 """SOQL: a tokenizer and a recursive-descent parser producing a small AST.
 
-Supported: SELECT fields (with parent paths like Account.Name) and COUNT();
-FROM; WHERE with comparisons, LIKE, [NOT] IN, AND/OR/NOT and parentheses;
+Supported: SELECT fields (with parent paths like Account.Name), COUNT() and
+one level of child subqueries; FROM; WHERE with comparisons, LIKE, [NOT] IN
+(with a literal list or a semi-join subquery), AND/OR/NOT and parentheses;
 literals (strings with backslash escapes, numbers, null, booleans, date and
 datetime literals, relative date literals such as LAST_N_DAYS:7); ORDER BY
 with ASC/DESC and NULLS FIRST/LAST; LIMIT; OFFSET.
 
 Errors carry the org's caret block (`ERROR at Row:1:Column:N`) so clients that
-show them look the same as against a real org. Child subqueries parse into a
-`Subquery` node that the executor may reject: the grammar has room for them.
+show them look the same as against a real org.
 """
 
 from __future__ import annotations
@@ -158,7 +158,15 @@ class Subquery:
     pos: int
 
 
-SelectItem = FieldPath | CountExpr | Subquery
+@dataclass(slots=True)
+class FieldsExpr:
+    """`FIELDS(ALL)`, `FIELDS(STANDARD)` or `FIELDS(CUSTOM)`: every field of that kind, in describe order."""
+
+    kind: str  # ALL STANDARD CUSTOM
+    pos: int
+
+
+SelectItem = FieldPath | CountExpr | Subquery | FieldsExpr
 
 
 @dataclass(slots=True)
@@ -171,10 +179,18 @@ class Literal:
 
 
 @dataclass(slots=True)
+class SemiJoin:
+    """`Id IN (SELECT AccountId FROM Contact WHERE ...)`: the values come from a one-field subquery."""
+
+    query: Query
+    pos: int
+
+
+@dataclass(slots=True)
 class Comparison:
     path: FieldPath
     op: str  # = != < <= > >= LIKE IN NOTIN INCLUDES EXCLUDES
-    value: Literal | list[Literal]
+    value: Literal | list[Literal] | SemiJoin
 
 
 @dataclass(slots=True)
@@ -315,6 +331,15 @@ class Parser:
             sub = self.query()
             self.expect("RPAREN")
             return Subquery(sub, tok.pos)
+        if tok.is_kw("FIELDS") and self.tokens[self.i + 1].kind == "LPAREN":
+            self.advance()
+            self.advance()
+            kind = self.tok
+            if not kind.is_kw("ALL", "STANDARD", "CUSTOM"):
+                raise self.unexpected()
+            self.advance()
+            self.expect("RPAREN")
+            return FieldsExpr(kind.text.upper(), tok.pos)
         if tok.is_kw("COUNT") and self.tokens[self.i + 1].kind == "LPAREN":
             self.advance()
             self.advance()
@@ -372,12 +397,22 @@ class Parser:
             return Comparison(path, "LIKE", self.literal())
         if tok.is_kw("IN", "INCLUDES", "EXCLUDES"):
             self.advance()
-            return Comparison(path, tok.text.upper(), self.literal_list())
+            op = tok.text.upper()
+            return Comparison(path, op, self.semi_join() if op == "IN" and self._at_subquery() else self.literal_list())
         if tok.is_kw("NOT") and self.tokens[self.i + 1].is_kw("IN"):
             self.advance()
             self.advance()
-            return Comparison(path, "NOTIN", self.literal_list())
+            return Comparison(path, "NOTIN", self.semi_join() if self._at_subquery() else self.literal_list())
         raise self.unexpected()
+
+    def _at_subquery(self) -> bool:
+        return self.tok.kind == "LPAREN" and self.tokens[self.i + 1].is_kw("SELECT")
+
+    def semi_join(self) -> SemiJoin:
+        start = self.expect("LPAREN")
+        inner = self.query()
+        self.expect("RPAREN")
+        return SemiJoin(inner, start.pos + 1)
 
     def literal_list(self) -> list[Literal]:
         self.expect("LPAREN")

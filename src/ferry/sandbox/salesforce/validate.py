@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferry.sandbox.salesforce.errors import RecordError, no_such_column
+import orjson
+
+from ferry.sandbox.salesforce.errors import ApiError, RecordError, no_such_column
 from ferry.sandbox.salesforce.ids import normalize_id
 from ferry.sandbox.salesforce.schema import STRING_TYPES, FieldSchema, Schema, SObjectSchema
 
@@ -242,6 +244,118 @@ class Coercers:
         if fn is None:
             fn = f.coercer = _build_coercer(f, self._schema)
         return fn
+
+
+# --- JSON deserialization (REST, Collections, Composite) ---------------------------------------------
+# The org deserializes a JSON body into typed fields before it saves anything. A value of the wrong
+# JSON type (an object for a date, "soon" for a date, "abc" for a number) fails the whole request with
+# 400 JSON_PARSER_ERROR; only values that deserialize reach the field checks above. Bulk CSV has no such
+# step, so there the same values give INVALID_TYPE_ON_FIELD_IN_RECORD per row.
+
+# A date alone is read as midnight UTC (lenient: not confirmed either way); a space instead of the T is not.
+_JSON_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$")
+_JSON_NUMBER = re.compile(r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$")
+# The type names the org's deserializer reports ("Cannot deserialize instance of double ...").
+_JSON_TYPE_NAMES = {"currency": "double", "percent": "double", "id": "string", "reference": "string"}
+
+
+def _json_date_ok(value: Any) -> bool:
+    if not isinstance(value, str) or not _DATE.match(value):
+        return False
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _json_datetime_ok(value: Any) -> bool:
+    if not isinstance(value, str) or not _JSON_DATETIME.match(value):
+        return False
+    try:
+        parse_datetime(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _json_number_ok(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int | float) or (isinstance(value, str) and bool(_JSON_NUMBER.match(value)))
+
+
+def _json_boolean_ok(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, str):
+        return value.lower() in ("true", "false")
+    return isinstance(value, int) and value in (0, 1)
+
+
+def _json_scalar_ok(value: Any) -> bool:
+    return not isinstance(value, dict | list)
+
+
+_JSON_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "date": _json_date_ok, "datetime": _json_datetime_ok, "boolean": _json_boolean_ok,
+    "int": _json_number_ok, "double": _json_number_ok, "currency": _json_number_ok, "percent": _json_number_ok,
+}
+
+
+def _token(value: Any) -> tuple[str, str]:
+    """Jackson's token name for a JSON value, and how its message shows the value."""
+    if isinstance(value, dict):
+        return "START_OBJECT", "{"
+    if isinstance(value, bool):
+        return ("VALUE_TRUE", "true") if value else ("VALUE_FALSE", "false")
+    if isinstance(value, int):
+        return "VALUE_NUMBER_INT", str(value)
+    if isinstance(value, float):
+        return "VALUE_NUMBER_FLOAT", repr(value)
+    return "VALUE_STRING", str(value)
+
+
+def _position(raw: bytes | None, key: str, value: Any) -> tuple[int, int]:
+    """Best effort [line, column] of the value in the request body (the org reports where parsing stopped)."""
+    if not raw:
+        return 1, 1
+    text = raw.decode("utf-8", errors="replace")
+    rendered = orjson.dumps(value).decode() if not isinstance(value, dict | list) else ""
+    m = re.search(re.escape(f'"{key}"') + r"\s*:\s*" + re.escape(rendered), text) if rendered else None
+    m = m or re.search(re.escape(f'"{key}"') + r"\s*:\s*", text)
+    if m is None:
+        return 1, 1
+    end = m.end()
+    line = text.count("\n", 0, end) + 1
+    return line, end - (text.rfind("\n", 0, end) + 1) + 1
+
+
+def json_type_error(f: FieldSchema, value: Any, raw: bytes | None) -> ApiError:
+    line, column = _position(raw, f.name, value)
+    type_name = _JSON_TYPE_NAMES.get(f.type, f.type)
+    if isinstance(value, list):
+        return ApiError(400, "JSON_PARSER_ERROR", f"Cannot deserialize instance of {type_name} from START_ARRAY "
+                        f"value [line:{line}, column:{column}]")
+    token, shown = _token(value)
+    return ApiError(400, "JSON_PARSER_ERROR", f"Cannot deserialize instance of {type_name} from {token} value "
+                    f"{shown} or request may be missing a required field at [line:{line}, column:{column}]")
+
+
+def check_json_types(obj: SObjectSchema, body: dict[str, Any], raw: bytes | None = None) -> None:
+    """Raise the org's JSON_PARSER_ERROR for the first value that cannot deserialize into its field's type.
+
+    Keys that are not fields (relationship references, unknown names) are left to parse_body.
+    """
+    for key, value in body.items():
+        if value is None or key == "attributes":
+            continue
+        f = obj.by_lower.get(key.lower())
+        if f is None:
+            continue
+        check = _JSON_CHECKS.get(f.type, _json_scalar_ok)
+        if not check(value):
+            raise json_type_error(f, value, raw)
 
 
 # --- request bodies ---------------------------------------------------------------------------------
