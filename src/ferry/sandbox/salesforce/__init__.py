@@ -55,6 +55,7 @@ class SalesforceSandbox:
         extra_schema: Path | None = None,
         persist: bool = False,
         latency: str = "off",
+        faults: dict[str, Any] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.latency = LatencyProfile(latency, seed)
@@ -65,6 +66,8 @@ class SalesforceSandbox:
         org = Org(schema, store, ids, _utc_now)
         org_id = IdFactory(seed).new("00D")
         self.faults = Faults(self.latency)
+        if faults:
+            self.faults.configure(faults)
         org.lock_fails = self.faults.lock_fails
         self.state = OrgState(
             schema=schema, store=store, ids=ids, org=org, executor=Executor(schema, store, _utc_now),
@@ -166,6 +169,7 @@ class SalesforceSandbox:
         self.state.ids.reset()
         self.state.org.reset_counters()
         self.state.budget.reset()
+        self.faults.reset_counts()  # the rules stay: a reset starts a fresh run under the same faults
         if self.db is not None:
             self.db.wipe()
             self.state.store.dirty = set()
