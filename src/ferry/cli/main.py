@@ -212,10 +212,18 @@ def sandbox_serve(
     faults_file: Annotated[
         Path | None, typer.Option(help="Salesforce: a JSON fault configuration (the POST /__sandbox/faults body).")
     ] = None,
+    daily_api_limit: Annotated[
+        int | None, typer.Option(min=1, help="Salesforce: DailyApiRequests allocation (default 1,000,000).")
+    ] = None,
+    concurrent_limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Salesforce: concurrent requests running 20 s or longer (default 25; 5 on a "
+                     "Developer Edition org)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve one sandbox over HTTPS on 127.0.0.1 until interrupted."""
-    from ferry.cli.serve import fault_config, serve_sandbox
+    from ferry.cli.serve import fault_config, limit_options, serve_sandbox
 
     try:
         faults = fault_config(fault or [], seed=seed if fault_seed is None else fault_seed, lock_rate=lock_rate,
@@ -234,6 +242,7 @@ def sandbox_serve(
             persist=persist,
             latency=latency,
             faults=faults,
+            limits=limit_options(daily_api_limit, concurrent_limit),
         )
     except FerryError as exc:
         _fail(exc)

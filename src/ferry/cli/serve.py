@@ -27,6 +27,7 @@ def build_sandbox(
     persist: bool = False,
     latency: str = "off",
     faults: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> Any:
     if system == "shopify":
         from ferry.sandbox.shopify import ShopifySandbox
@@ -36,7 +37,8 @@ def build_sandbox(
         from ferry.sandbox.salesforce import SalesforceSandbox
 
         try:
-            return SalesforceSandbox(state_dir, seed=seed, persist=persist, latency=latency, faults=faults)
+            return SalesforceSandbox(state_dir, seed=seed, persist=persist, latency=latency, faults=faults,
+                                     **(limits or {}))
         except ValueError as exc:  # an unknown latency profile or a bad fault setting
             raise ConfigError(str(exc)) from exc
     raise ConfigError(f"unknown sandbox {system!r}: choose one of {', '.join(SYSTEMS)}")
@@ -56,11 +58,12 @@ def serve_sandbox(
     persist: bool = False,
     latency: str = "off",
     faults: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     sandbox = build_sandbox(
         system, seed=seed, customers=customers, products=products, orders=orders, state_dir=state_dir,
-        persist=persist, latency=latency, faults=faults,
+        persist=persist, latency=latency, faults=faults, limits=limits,
     )
 
     def announce(url: str, tls: TlsFiles) -> None:
@@ -76,6 +79,16 @@ def serve_sandbox(
         console.print("  admin: /__sandbox/records/{object}  /__sandbox/stats  /__sandbox/faults   (Ctrl-C stops)")
 
     serve_forever(sandbox.app, state_dir, port, announce)
+
+
+def limit_options(daily_api_limit: int | None, concurrent_limit: int | None) -> dict[str, Any]:
+    """SalesforceSandbox keyword arguments for the org's limits given on the command line."""
+    options: dict[str, Any] = {}
+    if daily_api_limit is not None:
+        options["daily_api_limit"] = daily_api_limit
+    if concurrent_limit is not None:
+        options["concurrent_long_running_limit"] = concurrent_limit
+    return options
 
 
 def fault_config(

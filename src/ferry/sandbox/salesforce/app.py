@@ -99,10 +99,14 @@ def build_app(sandbox: SalesforceSandbox) -> FastAPI:
     @app.api_route("/services/data/{version}", methods=API_METHODS)
     @app.api_route("/services/data/{version}/{rest:path}", methods=API_METHODS)
     async def api(request: Request) -> Response:
-        reply = await sandbox_call(sandbox, request)
-        sandbox.flush()
-        if isinstance(reply, Drop):
-            return await drop(request, reply)  # with persist=True, the call is durable before it is answered
+        ticket = state.budget.long_running.enter()
+        try:
+            reply = await sandbox_call(sandbox, request)
+            sandbox.flush()  # with persist=True, the call is durable before it is answered
+            if isinstance(reply, Drop):
+                return await drop(request, reply)
+        finally:
+            state.budget.long_running.leave(ticket)
         headers = {"Sforce-Limit-Info": state.budget.header(), **reply.headers}
         if reply.status == 204 or (reply.body is None and reply.raw is None):
             return Response(status_code=reply.status, headers=headers)
@@ -131,6 +135,7 @@ async def sandbox_call(sandbox: SalesforceSandbox, request: Request) -> Reply | 
         if sandbox.faults.session_expires():
             state.oauth.sessions.pop(token, None)
             raise session_invalid()
+        state.budget.long_running.check()
         try:
             route, params = sandbox.router.find(method, segments[1:])
         except ApiError:
@@ -177,11 +182,15 @@ def register_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
     @app.get("/__sandbox/stats")
     async def stats() -> Response:
         budget = state.budget
+        gate = budget.long_running
         return json_response({
             "api_calls": budget.used,
             "by_endpoint": dict(budget.by_endpoint),
             "records": state.store.counts(),
             "daily_api_requests": {"used": budget.used, "max": budget.max},
+            "concurrent_long_running": {"limit": gate.limit, "in_flight": gate.in_flight(),
+                                        "long_running": gate.long_running(), "peak": gate.peak_long_running,
+                                        "refused": gate.refused},
             "bulk_jobs": {"ingest": len(sandbox.bulk.ingest_jobs), "query": len(sandbox.bulk.query_jobs)},
             "faults_injected": dict(sorted(sandbox.faults.injected.items())),
         })
