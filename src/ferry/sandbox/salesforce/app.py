@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferry.sandbox.connections import Receive, Scope, Send, drop_connection, expose_transport, hold_connection
@@ -31,6 +34,13 @@ API_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD"]
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(content=orjson.dumps(body), status_code=status, headers=headers, media_type=JSON_TYPE)
+
+
+async def stream_pieces(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Send a large body piece by piece from the event loop, letting other requests run in between."""
+    for piece in pieces:
+        yield piece
+        await asyncio.sleep(0)
 
 
 def base_url_of(request: Request) -> str:
@@ -108,6 +118,9 @@ def build_app(sandbox: SalesforceSandbox) -> FastAPI:
         finally:
             state.budget.long_running.leave(ticket)
         headers = {"Sforce-Limit-Info": state.budget.header(), **reply.headers}
+        if reply.stream is not None:
+            return StreamingResponse(stream_pieces(reply.stream), status_code=reply.status, headers=headers,
+                                     media_type=reply.content_type)
         if reply.status == 204 or (reply.body is None and reply.raw is None):
             return Response(status_code=reply.status, headers=headers)
         return Response(content=reply.content(), status_code=reply.status, headers=headers,
