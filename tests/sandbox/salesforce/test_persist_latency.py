@@ -121,6 +121,8 @@ def test_latency_profile_is_deterministic_and_bounded() -> None:
     assert a.base_delay("PUT", "jobs/ingest/{job}/batches", 2_000_000, None) == pytest.approx(
         REAL.bulk_upload + 2 * REAL.bulk_upload_per_mb)
     assert REAL.bulk_chunk_10k * 0.4 <= a.bulk_chunk_delay(5_000) < REAL.bulk_chunk_10k * 0.6
+    query = REAL.bulk_query_base + 5 * REAL.bulk_query_10k
+    assert query * 0.8 <= a.bulk_query_delay(50_000) < query * 1.2 and off.bulk_query_delay(50_000) == 0
 
 
 def test_real_latency_profile_slows_calls(tmp_path: Path) -> None:
@@ -147,6 +149,17 @@ def test_real_latency_profile_slows_calls(tmp_path: Path) -> None:
         assert int(job["numberRecordsProcessed"]) == 1
         minimum = REAL.bulk_create + REAL.bulk_upload + REAL.bulk_close + REAL.bulk_queue
         assert time.perf_counter() - started >= minimum * MIN_JITTER * 0.9
+
+        # a query job is InProgress for its processing time, then JobComplete
+        started = time.perf_counter()
+        job_id = sf.restful("jobs/query", method="POST", json={"operation": "query",
+                                                                "query": "SELECT Id FROM Account"})["id"]
+        states = [sf.restful(f"jobs/query/{job_id}")["state"]]
+        while states[-1] != "JobComplete" and time.perf_counter() - started < 30:
+            time.sleep(0.2)
+            states.append(sf.restful(f"jobs/query/{job_id}")["state"])
+        assert states[0] == "InProgress" and states[-1] == "JobComplete"
+        assert time.perf_counter() - started >= REAL.bulk_query_base * MIN_JITTER * 0.9
     finally:
         gen.close()
 

@@ -85,6 +85,7 @@ class SalesforceSandbox:
             api.register(self.router)
         self.bulk.queue_delay = self.latency.bulk_queue_delay
         self.bulk.chunk_delay = self.latency.bulk_chunk_delay
+        self.bulk.query_delay = self.latency.bulk_query_delay
         self.db: OrgDb | None = None
         self._flushed_api_calls = -1
         if persist:

@@ -123,6 +123,7 @@ class QueryJob:
     render_row: Callable[[Record], list[str]]
     state: str = "UploadComplete"
     polled: bool = False
+    ready_at: float = 0.0  # time.monotonic() from which the job reports JobComplete (latency profile)
 
     def snapshot(self) -> dict[str, Any]:
         return {"id": self.id, "operation": self.operation, "soql": self.soql, "object": self.sobject,
@@ -220,6 +221,7 @@ class BulkApi:
         # latency profile: seconds before the first chunk, and seconds per chunk of n rows
         self.queue_delay: Callable[[], float] = lambda: 0.0
         self.chunk_delay: Callable[[int], float] = lambda n: 0.0
+        self.query_delay: Callable[[int], float] = lambda n: 0.0  # a query job's processing time
 
     def _touch(self, job_id: str) -> None:
         if self.dirty_jobs is not None:
@@ -564,6 +566,7 @@ class BulkApi:
         job = QueryJob(self.state.ids.new("750"), operation, soql, plan.sobject.name, delimiter, line_ending,
                        call.version, self.state.org.user_id, self._now(), [col.path.text for col in plan.columns],
                        records, self._row_renderer(plan))
+        job.ready_at = time.monotonic() + self.query_delay(len(records))
         self.query_jobs[job.id] = job
         self.state.budget.bulk_query_jobs += 1
         self._touch(job.id)
@@ -596,12 +599,13 @@ class BulkApi:
 
     def get_query_job(self, call: Call, p: dict[str, str]) -> Reply:
         job = self._query_job(p["job"])
-        # The result set is computed at creation; the first poll reports it done.
-        if not job.polled or job.state == "UploadComplete":
+        # The result set is computed at creation; a poll reports it done once the latency profile's
+        # processing time has passed (at once with latency off).
+        if not job.polled or job.state in ("UploadComplete", "InProgress"):
             self._touch(job.id)
         job.polled = True
-        if job.state == "UploadComplete":
-            job.state = "JobComplete"
+        if job.state in ("UploadComplete", "InProgress"):
+            job.state = "JobComplete" if time.monotonic() >= job.ready_at else "InProgress"
         return Reply(200, job.info())
 
     def list_query_jobs(self, call: Call, _: dict[str, str]) -> Reply:
