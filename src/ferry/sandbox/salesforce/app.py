@@ -63,6 +63,22 @@ async def drop(request: Request, fault: Drop) -> Response:
     return Response(status_code=204)  # never reaches the client: the server sees the connection gone
 
 
+async def endpoint_fault(sandbox: SalesforceSandbox, request: Request) -> Response | None:
+    """Faults for an endpoint outside the data API (OAuth token, streaming): rules with an absolute path.
+
+    Returns the response to send instead of the real one (an error reply, or a dropped connection), or None.
+    Such endpoints fail before their handler runs (`processed` is not honoured).
+    """
+    decision = await sandbox.faults.before_call(request.method, "", request.url.path, api=False)
+    if decision is None:
+        return None
+    if decision.drop is not None:
+        return await drop(request, decision.drop)
+    if decision.reply is not None:
+        return json_response(decision.reply.body, decision.reply.status, decision.reply.headers)
+    return None
+
+
 def build_app(sandbox: SalesforceSandbox) -> FastAPI:
     app = SandboxApp(title="ferry Salesforce sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     state = sandbox.state
@@ -81,11 +97,9 @@ def build_app(sandbox: SalesforceSandbox) -> FastAPI:
 
     @app.post("/services/oauth2/token")
     async def token(request: Request) -> Response:
-        decision = await sandbox.faults.before_call("POST", "", request.url.path, api=False)
-        if decision is not None and decision.drop is not None:
-            return await drop(request, decision.drop)
-        if decision is not None and decision.reply is not None:
-            return json_response(decision.reply.body, decision.reply.status, decision.reply.headers)
+        faulted = await endpoint_fault(sandbox, request)
+        if faulted is not None:
+            return faulted
         # The token endpoint takes x-www-form-urlencoded; parse it directly (no multipart dependency needed).
         form = dict(parse_qsl((await request.body()).decode("utf-8", errors="replace"), keep_blank_values=True))
         try:
