@@ -389,12 +389,14 @@ class BulkApi:
             rows = self._rows(job)
             self._check_line_ending(job)
             plan = self._column_plan(job)
-            for chunk in _chunks(rows, self.state.bulk_chunk_rows, len(job.header)):
+            for index, chunk in enumerate(_chunks(rows, self.state.bulk_chunk_rows, len(job.header))):
                 if job.state == "Aborted":
                     job.unprocessed_rows.extend(chunk)
                     job.unprocessed_rows.extend(row for row in rows if row)
                     return
-                self._process_chunk_without_gc(job, plan, chunk)
+                if index == 1:
+                    gc.collect()  # a job of several chunks: free all cyclic garbage once, before freezing starts
+                self._process_chunk_without_gc(job, plan, chunk, freeze=index > 0)
                 self.state.budget.bulk_batches += 1
                 job.processing_ms = int((time.perf_counter() - started) * 1000)
                 self._touch(job.id)
@@ -479,7 +481,8 @@ class BulkApi:
             raise JobFailure(f"InvalidBatch : Field name not found : {name}") from None
         return rel, ref.parent, ref.key_field
 
-    def _process_chunk_without_gc(self, job: IngestJob, plan: ColumnPlan, chunk: list[list[str]]) -> None:
+    def _process_chunk_without_gc(self, job: IngestJob, plan: ColumnPlan, chunk: list[list[str]],
+                                  freeze: bool = False) -> None:
         """Process a chunk with the cyclic GC paused.
 
         A chunk allocates tens of thousands of long-lived records; letting the cyclic collector rescan the
@@ -487,18 +490,21 @@ class BulkApi:
         every temporary, and the collector resumes between chunks (for everything but the frozen records).
         """
         enabled = gc.isenabled()
-        if enabled:
+        freeze = freeze and enabled
+        if freeze:
             gc.collect(1)  # the young objects of what ran since the last chunk (small): free their cycles now
         gc.disable()
         try:
             self._process_chunk(job, plan, chunk)
         finally:
-            if enabled:
-                # The chunk's records and result rows live as long as the org: move them out of the collector's
-                # view, so later full collections do not rescan a heap of a million records (~20% of the ingest
-                # time at 200,000 rows, growing with the org's size). Saves make no reference cycles, so
-                # nothing collectable is frozen with them.
+            if freeze:
+                # From a job's second chunk on, the records and result rows (they live as long as the org) are
+                # moved out of the collector's view, so later full collections do not rescan a heap of a
+                # million records (~20% of the ingest time at 200,000 rows, growing with the org's size). The
+                # job started with a full collection and saves make no reference cycles, so nothing
+                # collectable is frozen with them.
                 gc.freeze()
+            if enabled:
                 gc.enable()
 
     def _process_chunk(self, job: IngestJob, plan: ColumnPlan, chunk: list[list[str]]) -> None:
