@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from simple_salesforce import Salesforce
 
 from .conftest import Org
@@ -140,3 +141,17 @@ def test_job_lists(org: Org, sf: Salesforce) -> None:
     assert entry["jobType"] == "V2Ingest" and entry["state"] == "JobComplete" and entry["object"] == "Account"
     assert "numberRecordsProcessed" not in entry  # Get All Jobs lists JobInfo without processing figures
     assert query["records"][0]["jobType"] == "V2Query" and classic["records"] == []
+
+
+def test_upload_over_the_size_limit_is_refused(org: Org, sf: Salesforce, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferry.sandbox.salesforce import bulk
+
+    monkeypatch.setattr(bulk, "MAX_UPLOAD_BYTES", 64)  # the real limit is 150 MB; the rule is the same
+    with http(org) as c:
+        job = c.post(f"{API}/jobs/ingest", json={"object": "Account", "operation": "insert"}).json()
+        too_big = c.put(f"{API}/jobs/ingest/{job['id']}/batches", content=b"Name\n" + b"x" * 100 + b"\n",
+                        headers={"Content-Type": "text/csv"})
+        assert too_big.status_code == 413 and too_big.json()[0]["errorCode"] == "EXCEEDED_QUOTA"
+        ok = c.put(f"{API}/jobs/ingest/{job['id']}/batches", content=b"Name\nsmall\n",
+                   headers={"Content-Type": "text/csv"})
+        assert ok.status_code == 201  # the refused upload left the job Open and empty
