@@ -191,12 +191,47 @@ def sandbox_serve(
     schema: Annotated[
         Path | None, typer.Option(help="Salesforce: a YAML file of objects and fields merged over the built-in schema.")
     ] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            help="Salesforce: inject a fault, KIND[:RATE][,path=..,method=..,count=..,ms=..,hold=..,retry_after=..,"
+            "processed=true]; KIND: 500 502 503 504 429 limit concurrent lock expire reset timeout latency. "
+            "Repeatable.",
+        ),
+    ] = None,
+    lock_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Salesforce: share of record saves failing UNABLE_TO_LOCK_ROW.")
+    ] = 0.0,
+    expire_session_every: Annotated[
+        int, typer.Option(min=0, help="Salesforce: invalidate the token of every Nth API call (401).")
+    ] = 0,
+    timeout_hold: Annotated[
+        float | None, typer.Option(help="Salesforce: seconds a `timeout` fault holds a call (default 30, max 600).")
+    ] = None,
+    fault_seed: Annotated[
+        int | None, typer.Option(help="Salesforce: seed of the fault draws (default: --seed).")
+    ] = None,
+    faults_file: Annotated[
+        Path | None, typer.Option(help="Salesforce: a JSON fault configuration (the POST /__sandbox/faults body).")
+    ] = None,
+    daily_api_limit: Annotated[
+        int | None, typer.Option(min=1, help="Salesforce: DailyApiRequests allocation (default 1,000,000).")
+    ] = None,
+    concurrent_limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Salesforce: concurrent requests running 20 s or longer (default 25; 5 on a "
+                     "Developer Edition org)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve one sandbox over HTTPS on 127.0.0.1 until interrupted."""
-    from ferry.cli.serve import serve_sandbox
+    from ferry.cli.serve import fault_config, limit_options, serve_sandbox
 
     try:
+        faults = fault_config(fault or [], seed=seed if fault_seed is None else fault_seed, lock_rate=lock_rate,
+                              expire_session_every=expire_session_every, timeout_hold=timeout_hold,
+                              faults_file=faults_file)
         serve_sandbox(
             system,
             port=port,
@@ -208,6 +243,10 @@ def sandbox_serve(
             as_json=as_json,
             console=console,
             schema=schema,
+            persist=persist,
+            latency=latency,
+            faults=faults,
+            limits=limit_options(daily_api_limit, concurrent_limit),
         )
     except FerryError as exc:
         _fail(exc)

@@ -20,14 +20,14 @@ from fastapi import FastAPI
 
 from ferry.sandbox.salesforce.app import build_app
 from ferry.sandbox.salesforce.auth import OAuthServer, ensure_app_keys
-from ferry.sandbox.salesforce.bulk import BulkApi, QueryJob
+from ferry.sandbox.salesforce.bulk import BulkApi
 from ferry.sandbox.salesforce.cdc import RETENTION_SECONDS, CdcConfig, ChangeCapture, ChangeEvent
 from ferry.sandbox.salesforce.composite import CollectionsApi
 from ferry.sandbox.salesforce.dml import Org
 from ferry.sandbox.salesforce.faults import Faults
 from ferry.sandbox.salesforce.ids import IdFactory
 from ferry.sandbox.salesforce.latency import LatencyProfile
-from ferry.sandbox.salesforce.limits import ApiBudget
+from ferry.sandbox.salesforce.limits import DEFAULT_CONCURRENT_LIMIT, LONG_RUNNING_SECONDS, ApiBudget
 from ferry.sandbox.salesforce.login import register_login_routes
 from ferry.sandbox.salesforce.persist import OrgDb, db_path
 from ferry.sandbox.salesforce.query import Executor
@@ -70,6 +70,9 @@ class SalesforceSandbox:
         cdc_retention_seconds: float = RETENTION_SECONDS,
         cdc_max_events: int = 100_000,
         streaming_timeout_seconds: float = CONNECT_TIMEOUT_SECONDS,
+        faults: dict[str, Any] | None = None,
+        concurrent_long_running_limit: int = DEFAULT_CONCURRENT_LIMIT,
+        long_running_seconds: float = LONG_RUNNING_SECONDS,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.latency = LatencyProfile(latency, seed)
@@ -80,10 +83,13 @@ class SalesforceSandbox:
         org = Org(schema, store, ids, _utc_now)
         org_id = IdFactory(seed).new("00D")
         self.faults = Faults(self.latency)
+        if faults:
+            self.faults.configure(faults)
         org.lock_fails = self.faults.lock_fails
         self.state = OrgState(
             schema=schema, store=store, ids=ids, org=org, executor=Executor(schema, store, _utc_now),
-            budget=ApiBudget(daily_api_limit), oauth=OAuthServer(self.keys, org_id, session_ttl_seconds),
+            budget=ApiBudget(daily_api_limit, concurrent_long_running_limit, long_running_seconds),
+            oauth=OAuthServer(self.keys, org_id, session_ttl_seconds),
             org_id=org_id, clock=_utc_now, bulk_chunk_rows=max(1, bulk_chunk_rows),
         )
         # Change Data Capture: the store reports every committed change; the Streaming API delivers them
@@ -100,6 +106,7 @@ class SalesforceSandbox:
             api.register(self.router)
         self.bulk.queue_delay = self.latency.bulk_queue_delay
         self.bulk.chunk_delay = self.latency.bulk_chunk_delay
+        self.bulk.query_delay = self.latency.bulk_query_delay
         self.db: OrgDb | None = None
         self._flushed_api_calls = -1
         if persist:
@@ -134,6 +141,7 @@ class SalesforceSandbox:
         state.budget.used = int(budget.get("used", 0))
         state.budget.by_endpoint.update(budget.get("by_endpoint", {}))
         state.budget.bulk_batches = int(budget.get("bulk_batches", 0))
+        state.budget.bulk_query_jobs = int(budget.get("bulk_query_jobs", 0))
         oauth = db.meta("oauth")
         if oauth:
             state.oauth.client_id, state.oauth.client_secret = oauth["client_id"], oauth["client_secret"]
@@ -149,7 +157,7 @@ class SalesforceSandbox:
             if kind == "ingest":
                 self.bulk.restore_ingest_job(info, data, rows)
             else:
-                self.bulk.query_jobs[info["id"]] = QueryJob.restore(info)
+                self.bulk.restore_query_job(info)
 
     def flush(self, force: bool = False) -> None:
         """Make everything changed since the last flush durable (a no-op without persist=True)."""
@@ -256,6 +264,7 @@ class SalesforceSandbox:
         self.state.org.reset_counters()
         self.state.budget.reset()
         self.cdc.bus.clear()
+        self.faults.reset_counts()  # the rules stay: a reset starts a fresh run under the same faults
         if self.db is not None:
             self.db.wipe()
             self.state.store.dirty = set()
