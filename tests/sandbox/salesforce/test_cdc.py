@@ -173,6 +173,47 @@ def test_bulk_ingest_publishes_with_the_bulk_origin(cdc_org: Org, sf: Salesforce
     assert {e["ChangeEventHeader"]["changeOrigin"] for e in events} == {f"com/salesforce/api/bulkapi/{API}"}
 
 
+def poll_ids(client: Bayeux, count: int) -> list[dict[str, Any]]:
+    """Connect until the events received cover `count` record ids (merged events carry several), bounded."""
+    for _ in range(40):
+        if sum(len(e["data"]["payload"]["ChangeEventHeader"]["recordIds"]) for e in client.events) >= count:
+            break
+        client.connect()
+    return [e["data"]["payload"] for e in client.events]
+
+
+def test_bulk_saves_in_200_record_transactions_whose_same_changes_merge(cdc_org: Org, sf: Salesforce) -> None:
+    # The org saves a Bulk batch 200 records a transaction: events share a transactionKey per 200 rows, and
+    # the same UPDATE (or DELETE) of many records merges into one event listing their ids.
+    created = stream(cdc_org, sf, "/data/AccountChangeEvent")
+    sf.bulk2.Account.insert(records=[{"Name": f"T{i}", "Shopify_Customer_Id__c": f"t{i}"} for i in range(450)],
+                            wait=0.1)
+    inserts = poll_ids(created, 450)
+    assert len(inserts) == 450 and {e["ChangeEventHeader"]["changeType"] for e in inserts} == {"CREATE"}
+    keys = [e["ChangeEventHeader"]["transactionKey"] for e in inserts]
+    assert [keys.count(k) for k in dict.fromkeys(keys)] == [200, 200, 50]
+    assert [e["ChangeEventHeader"]["sequenceNumber"] for e in inserts[:201]] == [*range(1, 201), 1]
+
+    updated = stream(cdc_org, sf, "/data/AccountChangeEvent")
+    (ups,) = sf.bulk2.Account.upsert(records=[{"Shopify_Customer_Id__c": f"t{i}", "Industry": "Apparel"}
+                                              for i in range(450)], external_id_field="Shopify_Customer_Id__c",
+                                     wait=0.1)
+    assert ups["numberRecordsFailed"] == 0
+    merged = poll_ids(updated, 450)
+    ids = [i for e in merged for i in e["ChangeEventHeader"]["recordIds"]]
+    assert sorted(ids) == sorted(e["ChangeEventHeader"]["recordIds"][0] for e in inserts)
+    # one event per transaction (one more where a transaction straddles a second: the org merges per second)
+    assert 3 <= len(merged) <= 6 and all(len(e["ChangeEventHeader"]["recordIds"]) <= 200 for e in merged)
+    assert {(e["ChangeEventHeader"]["changeType"], e["Industry"]) for e in merged} == {("UPDATE", "Apparel")}
+    assert merged[0]["ChangeEventHeader"]["changedFields"] == ["Industry", "LastModifiedDate"]
+
+    deleted = stream(cdc_org, sf, "/data/AccountChangeEvent")
+    sf.bulk2.Account.delete(records=[{"Id": i} for i in ids[:250]], wait=0.1)
+    gone = poll_ids(deleted, 250)
+    assert 2 <= len(gone) <= 4 and sum(len(e["ChangeEventHeader"]["recordIds"]) for e in gone) == 250
+    assert {e["ChangeEventHeader"]["changeType"] for e in gone} == {"DELETE"}
+
+
 def test_replay_minus_two_a_replay_id_and_the_invalid_replay_error(cdc_org: Org, sf: Salesforce) -> None:
     ids = [sf.Account.create({"Name": f"A{i}"})["id"] for i in range(3)]
     everything = stream(cdc_org, sf, replay=-2)

@@ -26,6 +26,7 @@ from ferry.cli.serve import fault_config
 from ferry.errors import ConfigError
 from ferry.sandbox.salesforce.faults import FaultRule, Faults, parse_fault_spec
 
+from .bayeux import Bayeux
 from .conftest import Org, start_org
 
 API = "/services/data/v62.0"
@@ -262,6 +263,24 @@ def test_token_endpoint_sees_only_absolute_path_rules(org: Org, sf: Salesforce) 
     set_faults(org, {"rules": ["503:1,path=/services/oauth2/token,count=1"]})
     assert org.token().status_code == 503
     assert org.token().status_code == 200
+
+
+def test_streaming_api_sees_only_absolute_path_rules(org: Org, sf: Salesforce) -> None:
+    cometd = f"{org.url}/cometd/62.0"
+    set_faults(org, {"rules": ["503:1"]})
+    Bayeux(org.session(), cometd, sf.session_id).open("/data/ChangeEvents")  # a data-API rule: no effect
+    set_faults(org, {"rules": ["503:1,path=/cometd,count=1", "reset:1,path=/cometd,count=1"]})
+    client = Bayeux(org.session(), cometd, sf.session_id)
+    with pytest.raises(requests.HTTPError) as refused:  # the org's load balancer answers 503
+        client.handshake()
+    assert refused.value.response.status_code == 503
+    assert refused.value.response.json()[0]["errorCode"] == "SERVER_UNAVAILABLE"
+    with pytest.raises(requests.ConnectionError):  # then the connection is reset
+        client.handshake()
+    client.open("/data/ChangeEvents")  # the rules are spent: the client recovers by handshaking again
+    sf.Account.create({"Name": "after the faults"})
+    assert client.poll(1)[0]["data"]["payload"]["Name"] == "after the faults"
+    assert org.admin("faults")["injected"] == {"503": 1, "reset": 1}
 
 
 # --- configuration ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from ferry.sandbox.salesforce.app import build_app
+from ferry.sandbox.salesforce.app import build_app, endpoint_fault
 from ferry.sandbox.salesforce.auth import OAuthServer, ensure_app_keys
 from ferry.sandbox.salesforce.bulk import BulkApi
 from ferry.sandbox.salesforce.cdc import RETENTION_SECONDS, CdcConfig, ChangeCapture, ChangeEvent
@@ -208,7 +208,7 @@ class SalesforceSandbox:
 
     def register_event_and_login_routes(self, app: FastAPI) -> None:
         register_login_routes(app, self.state, after_change=lambda: self.flush(force=True))
-        register_streaming_routes(app, self.streaming)
+        register_streaming_routes(app, self.streaming, lambda request: endpoint_fault(self, request))
         register_cdc_admin_routes(app, self)
 
     def undelete(self, record_id: str) -> bool:

@@ -65,7 +65,7 @@ async def drop(request: Request, fault: Drop) -> Response:
 
 
 async def endpoint_fault(sandbox: SalesforceSandbox, request: Request) -> Response | None:
-    """Faults for an endpoint outside the data API (OAuth token, streaming): rules with an absolute path.
+    """Faults for an endpoint outside the data API (OAuth token, /cometd): rules with an absolute path.
 
     Returns the response to send instead of the real one (an error reply, or a dropped connection), or None.
     Such endpoints fail before their handler runs (`processed` is not honoured).

@@ -39,6 +39,10 @@ NULL_MARKER = "#N/A"
 RENDER_ROWS = 5_000  # rows rendered per piece of a streamed query result
 DEFAULT_RESULT_SET = 100_000  # rows per query result set without maxRecords (an org picks its own default)
 MAX_UPLOAD_BYTES = 150 * 1024 * 1024  # "150 MB" per upload (base64-encoded; ~100 MB of raw CSV)
+# The org saves a Bulk batch in transactions of 200 records (Bulk API guide, "How Requests Are Processed":
+# chunks of 200 from API 21.0): their change events share a transactionKey and identical UPDATEs/DELETEs
+# merge into one event, as in any other 200-record save.
+TRANSACTION_ROWS = 200
 
 
 class JobFailure(Exception):
@@ -222,6 +226,7 @@ class BulkApi:
         self.queue_delay: Callable[[], float] = lambda: 0.0
         self.chunk_delay: Callable[[int], float] = lambda n: 0.0
         self.query_delay: Callable[[int], float] = lambda n: 0.0  # a query job's processing time
+        self.transaction_rows = TRANSACTION_ROWS  # rows saved per store transaction; 0: each row on its own
 
     def _touch(self, job_id: str) -> None:
         if self.dirty_jobs is not None:
@@ -508,10 +513,22 @@ class BulkApi:
                 gc.enable()
 
     def _process_chunk(self, job: IngestJob, plan: ColumnPlan, chunk: list[list[str]]) -> None:
-        org, obj, op = self.state.org, job.sobject, job.operation
         dupes = self._duplicate_keys(job, plan, chunk)
+        size = self.transaction_rows
+        if size <= 0:
+            self._save_rows(job, plan, chunk, dupes)
+            return
+        store = self.state.store
+        for start in range(0, len(chunk), size):
+            # A failed row writes nothing (every check runs before the store is touched), so the transaction
+            # never rolls back: it only groups the rows' commits (and change events), as the org's does.
+            with store.transaction():
+                self._save_rows(job, plan, chunk[start:start + size], dupes)
+
+    def _save_rows(self, job: IngestJob, plan: ColumnPlan, rows: list[list[str]], dupes: set[str]) -> None:
+        org, obj, op = self.state.org, job.sobject, job.operation
         ok, failed = job.successful_rows, job.failed_rows
-        for row in chunk:
+        for row in rows:
             given_id = row[plan.id_column] if plan.id_column is not None else ""
             try:
                 if op == "insert":

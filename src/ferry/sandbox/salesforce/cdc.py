@@ -273,7 +273,7 @@ class ChangeCapture:
         change: dict[str, Any] = {"type": change_type, "id": record_id, "fields": values,
                                   "origin": origin.change_origin, "user": origin.user_id}
         if autocommit and not self._pending:
-            # the Bulk path (one save per row, no transaction): publish at once, skipping the pending list
+            # a single-record REST write (its own transaction): publish at once, skipping the pending list
             self._commit_number += 1
             change["seq"], change["commit"] = 1, self._commit_number
             now = self.clock()

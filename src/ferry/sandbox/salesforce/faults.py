@@ -15,7 +15,8 @@ One configuration, three ways in: `ferry sandbox serve salesforce --fault ...` (
 
 A rule applies to API calls whose path (after /services/data/vXX.X/) contains `path` (case-insensitive) and
 whose method matches; a rule whose `path` starts with `/` is matched against the whole URL path instead,
-which is how the OAuth token endpoint (`/services/oauth2/token`) is reached. `rate` is the share of
+which is how the OAuth token endpoint (`/services/oauth2/token`) and the Streaming API (`/cometd`) are
+reached: rules without an absolute path never touch those two. `rate` is the share of
 matching calls it fires on, `count` bounds how many times it fires. Rules are tried in order; a latency
 rule delays the call and lets the next rule run, any other rule that fires decides the call's fate.
 

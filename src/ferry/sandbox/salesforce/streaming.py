@@ -20,6 +20,7 @@ import asyncio
 import secrets
 import string
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +88,7 @@ class StreamingApi:
         cdc.bus.listen(self._wake_all)
 
     def _wake_all(self) -> None:
-        # called on every commit (once per Bulk row): only clients holding a long poll need waking
+        # called on every commit (every 200 Bulk rows): only clients holding a long poll need waking
         if self.waiting:
             for client in tuple(self.waiting):
                 client.wake()
@@ -283,10 +284,21 @@ def _version_error(version: str) -> str | None:
     return None
 
 
-def register_streaming_routes(app: FastAPI, streaming: StreamingApi) -> None:
-    """POST /cometd/XX.X (and /cometd/XX.X/<meta channel>, which the JS CometD client appends)."""
+FaultHook = Callable[[Request], Awaitable[Response | None]]
+
+
+def register_streaming_routes(app: FastAPI, streaming: StreamingApi, fault: FaultHook | None = None) -> None:
+    """POST /cometd/XX.X (and /cometd/XX.X/<meta channel>, which the JS CometD client appends).
+
+    `fault` (app.endpoint_fault) lets injected faults whose rule path is absolute (`/cometd`) fail a Bayeux
+    request before it is handled: a 503 from the org's load balancer, a reset, a held-then-dropped long poll.
+    """
 
     async def cometd(request: Request, version: str) -> Response:
+        if fault is not None:
+            faulted = await fault(request)
+            if faulted is not None:
+                return faulted
         try:
             body = orjson.loads(await request.body() or b"[]")
         except orjson.JSONDecodeError:
