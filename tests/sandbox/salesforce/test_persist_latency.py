@@ -8,11 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import SalesforceGeneralError
 
+from ferry.cli.sandboxes import SandboxProcess, start_sandbox
 from ferry.sandbox.salesforce import SalesforceSandbox
 from ferry.sandbox.salesforce.latency import REAL, LatencyProfile
 
+from .bayeux import Bayeux
 from .conftest import Org, start_org
 
 MIN_JITTER = 0.8
@@ -185,3 +189,49 @@ def test_cli_build_sandbox_passes_persist_and_latency(tmp_path: Path) -> None:
         sb.close()
     with pytest.raises(ConfigError):
         build_sandbox("salesforce", seed=1, customers=0, products=0, orders=0, state_dir=tmp_path, latency="fast")
+
+
+def _cli_client(proc: SandboxProcess) -> Salesforce:
+    session = requests.Session()
+    session.verify = proc.info["ca_file"]
+    session.trust_env = False
+    token = session.post(f"{proc.url}/services/oauth2/token", data={
+        "grant_type": "client_credentials", "client_id": proc.info["client_id"],
+        "client_secret": proc.info["client_secret"]}).json()
+    return Salesforce(instance_url=token["instance_url"], session_id=token["access_token"], version="62.0",
+                      session=session)
+
+
+def test_a_killed_serve_process_keeps_records_jobs_and_replay_ids(tmp_path: Path) -> None:
+    """`ferry sandbox serve salesforce --persist` killed with SIGKILL, then started again on the same state dir;
+    the first process's CLI fault flag fires on a real call."""
+    first = start_sandbox("salesforce", tmp_path, ["--persist", "--fault", "503:1,path=limits,count=1"])
+    try:
+        sf = _cli_client(first)
+        with pytest.raises(SalesforceGeneralError) as refused:
+            sf.limits()
+        assert refused.value.status == 503 and refused.value.content[0]["errorCode"] == "SERVER_UNAVAILABLE"
+        assert sf.Account.upsert("Shopify_Customer_Id__c/K1", {"Name": "Kept"}) == 201
+        (job,) = sf.bulk2.Contact.insert(records=[{"LastName": f"K{i}", "Account.Shopify_Customer_Id__c": "K1"}
+                                                  for i in range(3)], wait=0.1)
+        events = Bayeux(sf.session, f"{first.url}/cometd/62.0", sf.session_id)
+        events.open("/data/ChangeEvents", -2)
+        before = [e["data"]["event"]["replayId"] for e in events.poll(4)]
+        assert len(before) == 4
+    finally:
+        first.process.kill()  # no shutdown, no final flush: what a completed request wrote must be on disk
+        first.process.wait(10)
+    second = start_sandbox("salesforce", tmp_path, ["--persist"])
+    try:
+        sf2 = _cli_client(second)
+        assert sf2.Account.get_by_custom_id("Shopify_Customer_Id__c", "K1")["Name"] == "Kept"
+        assert sf2.query("SELECT COUNT() FROM Contact WHERE Account.Shopify_Customer_Id__c = 'K1'")["totalSize"] == 3
+        assert len(rows(sf2.bulk2.Contact.get_successful_records(job["job_id"]))) == 3
+        replay = Bayeux(sf2.session, f"{second.url}/cometd/62.0", sf2.session_id)
+        replay.open("/data/ChangeEvents", before[1])  # resume after a replay id of the killed process
+        sf2.Account.create({"Name": "After the kill"})
+        after = replay.poll(3)
+        assert [e["data"]["event"]["replayId"] for e in after] == [*before[2:], before[-1] + 1]
+        assert after[-1]["data"]["payload"]["Name"] == "After the kill"
+    finally:
+        second.stop()
