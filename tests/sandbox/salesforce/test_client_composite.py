@@ -126,3 +126,21 @@ def test_composite_limits(sf: Salesforce) -> None:
         sf.restful("composite", method="POST", json={"compositeRequest": queries})
     ok = sf.restful("composite", method="POST", json={"compositeRequest": too_many[:25]})["compositeResponse"]
     assert len(ok) == 25 and all(r["httpStatusCode"] == 200 for r in ok)
+
+
+def test_composite_batch_runs_independent_subrequests_and_halts_on_error(sf: Salesforce) -> None:
+    account = sf.Account.create({"Name": "Batch"})["id"]
+    subrequests = [
+        {"method": "PATCH", "url": f"v62.0/sobjects/Account/{account}", "richInput": {"Industry": "Apparel"}},
+        {"method": "GET", "url": "v62.0/sobjects/Account/001000000000000AAA"},
+        {"method": "GET", "url": f"v62.0/sobjects/Account/{account}?fields=Industry"},
+    ]
+    independent = sf.restful("composite/batch", method="POST", json={"batchRequests": subrequests})
+    assert independent["hasErrors"] is True
+    assert [r["statusCode"] for r in independent["results"]] == [204, 404, 200]
+    assert independent["results"][1]["result"][0]["errorCode"] == "NOT_FOUND"
+    assert independent["results"][2]["result"]["Industry"] == "Apparel"  # not transactional: the update stays
+    halted = sf.restful("composite/batch", method="POST", json={"haltOnError": True, "batchRequests": subrequests})
+    assert [r["statusCode"] for r in halted["results"]] == [204, 404, 412]
+    # the documented 412 and BATCH_PROCESSING_HALTED (the message text is the sandbox's)
+    assert halted["hasErrors"] is True and halted["results"][2]["result"][0]["errorCode"] == "BATCH_PROCESSING_HALTED"
