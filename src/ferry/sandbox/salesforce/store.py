@@ -2,8 +2,8 @@
 
 Everything runs on the server's single event-loop thread, so there is no locking:
 a request's writes are atomic with respect to other requests by construction.
-The journal exists only inside `transaction()` (allOrNone collections, composite)
-so that Bulk loads, which are never atomic, pay nothing for it.
+The journal exists only inside `transaction()` (allOrNone collections, composite, and
+Bulk's 200-row transactions, which only group commits and change events and never roll back).
 """
 
 from __future__ import annotations
