@@ -154,5 +154,5 @@ async def test_choose_strategy_explains_itself() -> None:
         small = sink.choose_strategy("Contact", 450)
         one = sink.choose_strategy("Contact", 1)
     assert bulk.strategy is Strategy.BULK and "4,812" in bulk.reason and "2,000" in bulk.reason
-    assert small.strategy is Strategy.COLLECTIONS and "3 calls" in small.reason
-    assert one.strategy is Strategy.COLLECTIONS
+    assert small.strategy is Strategy.COMPOSITE and "1 call" in small.reason
+    assert one.strategy is Strategy.SINGLE

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from ferry.connectors.salesforce.errors import record_error
@@ -105,3 +105,52 @@ def parse_sf_error(text: str) -> RecordError:
     message = rest[: tail.start()].strip()
     fields = [f.strip() for f in tail.group("fields").split(",") if f.strip()]
     return record_error(code, message, fields)
+
+
+class RowEncoder:
+    """Encode records as CSV rows for a fixed header, one at a time (streamed uploads)."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        self._known = set(self.columns)
+        self._sink = _Sink()
+        self._writer = csv.writer(self._sink, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        self._writer.writerow(self.columns)
+        self.header = self._sink.take().encode("utf-8")
+
+    def unknown_keys(self, record: dict[str, Any]) -> list[str]:
+        return [k for k in record if k not in self._known]
+
+    def row(self, record: dict[str, Any]) -> bytes:
+        self._writer.writerow(["" if col not in record else cell(record[col]) for col in self.columns])
+        return self._sink.take().encode("utf-8")
+
+
+async def stream_csv_rows(chunks: AsyncIterator[str]) -> AsyncIterator[list[str]]:
+    """CSV rows (header first) from text arriving in pieces, holding at most one piece plus one record.
+
+    A quoted field may span lines (a Description with a newline), so lines are joined until their
+    quotes balance (an escaped quote is doubled, so an odd count means "still inside a field").
+    """
+    pending = ""  # an incomplete line, or lines of one record whose quotes are not yet balanced
+    async for piece in chunks:
+        pending += piece
+        start = 0
+        quotes = 0
+        scanned = 0
+        while True:
+            newline = pending.find("\n", scanned)
+            if newline < 0:
+                break
+            quotes += pending.count('"', scanned, newline)
+            scanned = newline + 1
+            if quotes % 2 == 0:
+                yield _parse_record(pending[start:newline])
+                start, quotes = scanned, 0
+        pending = pending[start:]
+    if pending.strip():
+        yield _parse_record(pending.rstrip("\n"))
+
+
+def _parse_record(text: str) -> list[str]:
+    return next(csv.reader([text.removesuffix("\r")]), [])
