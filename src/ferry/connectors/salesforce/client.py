@@ -37,6 +37,16 @@ def api_name(name: str) -> str:
     return name
 
 
+_RECORD_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+
+
+def record_id(value: str) -> str:
+    """A Salesforce record or job id (15 or 18 characters), checked before it goes into a URL path."""
+    if not _RECORD_ID.match(value):
+        raise PermanentError(f"not a Salesforce id: {value!r}", code="INVALID_ID")
+    return value
+
+
 class SalesforceClient:
     def __init__(
         self,
@@ -125,7 +135,12 @@ class SalesforceClient:
 
     @asynccontextmanager
     async def stream(
-        self, method: str, path: str, *, label: str, headers: Mapping[str, str] | None = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        label: str,
+        headers: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[httpx.Response]:
         """A response whose body is read piece by piece (Bulk results), holding a gate slot meanwhile."""

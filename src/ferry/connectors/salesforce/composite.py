@@ -80,8 +80,7 @@ class CompositeUpsert:
         groups = [todo[i : i + RECORDS_PER_CALL] for i in range(0, len(todo), RECORDS_PER_CALL)]
         fallback: list[int] = []
         await run_all(
-            self._call(sub_url, group, records, bodies, external_id_field, results, fallback, label)
-            for group in groups
+            self._call(sub_url, group, records, bodies, external_id_field, results, fallback, label) for group in groups
         )
         if fallback:
             fallback.sort()

@@ -19,8 +19,8 @@ from ferry.connectors.salesforce.config import SalesforceConfig
 from ferry.connectors.salesforce.describe import parse_describe
 from ferry.connectors.salesforce.planner import WritePlanner
 from ferry.connectors.salesforce.single import upsert_one
+from ferry.connectors.salesforce.source import query_pages
 from ferry.connectors.types import MappedRecord, ObjectSchema, RecordResult, Strategy, StrategyChoice
-from ferry.errors import PermanentError
 
 LOCK_RETRY_BATCHES = (50, 10)  # smaller, serial batches for rows another transaction had locked
 log = structlog.get_logger("ferry.connectors.salesforce.sink")
@@ -111,16 +111,9 @@ class SalesforceSink(AsyncResource):
         return self._schemas[sobject]
 
     async def query(self, soql: str, *, label: str = "query") -> list[dict[str, Any]]:
-        """All rows of a SOQL query (follows nextRecordsUrl). Build literals with ``soql.soql_quote``."""
-        body = await self._client.json("GET", self._client.data_path("/query"), label=label, params={"q": soql})
-        records: list[dict[str, Any]] = list(body.get("records", []))
-        while not body.get("done", True) and body.get("nextRecordsUrl"):
-            next_path = str(body["nextRecordsUrl"])
-            if not next_path.startswith("/services/data/"):
-                raise PermanentError(f"unexpected nextRecordsUrl shape: {httpx.URL(next_path).path}")
-            body = await self._client.json("GET", next_path, label=label)
-            records.extend(body.get("records", []))
-        return records
+        """All rows of a small SOQL query (mapping constants). Build literals with ``select`` / ``soql_quote``;
+        stream large reads with ``SalesforceSource``."""
+        return [row async for page in query_pages(self._client, soql, label=label) for row in page]
 
     # ------------------------------------------------------------------ writes
 
