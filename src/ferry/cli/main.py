@@ -204,6 +204,8 @@ def sandbox_serve(
             state_dir=state_dir or ferry_home() / "sandbox",
             as_json=as_json,
             console=console,
+            persist=persist,
+            latency=latency,
         )
     except FerryError as exc:
         _fail(exc)
