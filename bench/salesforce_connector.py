@@ -257,7 +257,8 @@ def main() -> None:
             print(f"seeded {result['ok']:,} rows in {time.monotonic() - seeded:,.0f} s "
                   f"({result['calls']} calls); sandbox stats before: {have['api_calls']} calls", flush=True)
             # The query reads every Contact in the org: the seeded rows and those written above.
-            for label, name in [("(a) ferry Bulk query", "ferry-read"), ("(c) simple-salesforce bulk2 query", "ss-read")]:
+            readers = [("(a) ferry Bulk query", "ferry-read"), ("(c) simple-salesforce bulk2 query", "ss-read")]
+            for label, name in readers:
                 result = run_worker(info, name, args.read_rows, "", args.sample)
                 table.append(line(label, result["ok"], result))
                 print(table[-1], flush=True)
