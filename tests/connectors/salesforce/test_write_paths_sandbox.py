@@ -146,12 +146,21 @@ async def test_streamed_bulk_upsert_accounts_for_every_record(org: Org) -> None:
 async def test_unfinished_bulk_job_is_found_and_resumed_not_duplicated(org: Org) -> None:
     records = _contacts(300, "r")
     async with SalesforceSink(org.config()) as sink:
-        # A crash after upload: the job exists and has its data, the run never read its results.
+        # Crash 1: after the job was created, before its upload. It is found, aborted, and reported
+        # as "never got its data" so the caller upserts again.
+        empty = await sink._bulk._create("Contact", EXT, "Contact")
+        assert await sink.unfinished_bulk_jobs("Contact") == [empty]
+        assert await sink.resume_bulk_job(empty, EXT, records, label="Contact") is None
+        assert await sink.unfinished_bulk_jobs("Contact") == []
+        # Crash 2: after the upload. The id the runner kept (on_bulk_job) collects the results;
+        # nothing is uploaded again.
         jobs: list[str] = []
         async with SalesforceSink(org.config(), on_bulk_job=lambda j, o: jobs.append(j)) as crashed:
             await crashed.upsert("Contact", EXT, records, Strategy.BULK)
-        found = await sink.unfinished_bulk_jobs("Contact")
-        assert found == []  # that job finished on its own; the id the runner kept is what resumes it
+        before = org.sandbox.state.budget.by_endpoint.copy()
         results = await sink.resume_bulk_job(jobs[0], EXT, records, label="Contact")
-    assert results is not None and all(r.success for r in results)
+        uploads = {k: v - before.get(k, 0) for k, v in org.sandbox.state.budget.by_endpoint.items() if "PUT" in k}
+    assert results is not None and all(r.success for r in results) and [r.key for r in results] == [
+        f"r{i}" for i in range(300)]
+    assert not any(uploads.values())
     assert len(org.sandbox.state.store.table("Contact").rows) == 300
