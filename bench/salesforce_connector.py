@@ -251,11 +251,10 @@ def main() -> None:
                 table.append(line(label, n, result))
                 print(table[-1], flush=True)
         if args.read_rows:
-            have = sandbox_stats(info)
-            seeded = time.monotonic()
+            # Seeding the read is itself ferry's streamed Bulk write of --read-rows records: a row of its own.
             result = run_worker(info, "ferry-write-auto", args.read_rows, "read-", args.sample)
-            print(f"seeded {result['ok']:,} rows in {time.monotonic() - seeded:,.0f} s "
-                  f"({result['calls']} calls); sandbox stats before: {have['api_calls']} calls", flush=True)
+            table.append(line("(a) ferry (planner), seeds the read", args.read_rows, result))
+            print(table[-1], flush=True)
             # The query reads every Contact in the org: the seeded rows and those written above.
             readers = [("(a) ferry Bulk query", "ferry-read"), ("(c) simple-salesforce bulk2 query", "ss-read")]
             for label, name in readers:

@@ -3,7 +3,8 @@
 ``SalesforceSource.read(sobject, fields, since=watermark)`` is an async iterator of record batches,
 ordered by ``(SystemModstamp, Id)`` and starting strictly after ``since``; ``source.watermark`` is the
 last record handed out, so a caller checkpoints it once the batch is durable and passes it back next
-time. Records sharing a timestamp are ordered by Id, so none is skipped at a page or run boundary.
+time (for a Bulk read, whose rows are unordered, once the whole read is durable). Records sharing a
+timestamp are ordered by Id, so none is skipped at a page or run boundary.
 
 REST (``/query`` then ``nextRecordsUrl``) keeps one page in memory at a time. ``bulk=True`` (or
 ``bulk=None`` with at least ``bulk_read_threshold`` matching records, counted with one ``COUNT()``
@@ -74,14 +75,25 @@ class SalesforceSource(AsyncResource):
         return self._client.api_calls
 
     def build(
-        self, sobject: str, fields: Sequence[str], *, since: Watermark | None = None, where: Condition | None = None
+        self,
+        sobject: str,
+        fields: Sequence[str],
+        *,
+        since: Watermark | None = None,
+        where: Condition | None = None,
+        ordered: bool = True,
     ) -> Select:
-        """The query ``read`` sends: the fields plus Id and SystemModstamp, after the watermark, in order."""
+        """The query ``read`` sends: the fields plus Id and SystemModstamp, after the watermark, in order.
+
+        Bulk API 2.0 queries are sent without ORDER BY: Salesforce documents that ORDER BY disables
+        PK chunking (slow, and timeouts) and recent versions refuse it; rows then arrive unordered and
+        the watermark is the maximum over all of them, valid once the whole read is done.
+        """
         wanted = list(dict.fromkeys([*fields, "Id", MODSTAMP]))
         query = Select(sobject, wanted).where(where)
         if since is not None:
             query.where(after_watermark(since, MODSTAMP))
-        return query.order_by(MODSTAMP, "Id")
+        return query.order_by(MODSTAMP, "Id") if ordered else query
 
     async def read(
         self,
@@ -96,9 +108,9 @@ class SalesforceSource(AsyncResource):
         """Batches of records after ``since``; ``self.watermark`` follows the last record handed out."""
         label = label or f"read:{sobject}"
         self.watermark = since
-        query = self.build(sobject, fields, since=since, where=where)
         if bulk is None:
             bulk = await self.count(sobject, where=where, since=since, label=label) >= self.bulk_read_threshold
+        query = self.build(sobject, fields, since=since, where=where, ordered=not bulk)
         self.last_strategy = "bulk" if bulk else "rest"
         pages = (
             self.bulk.rows(query.soql(), label=label) if bulk else query_pages(self._client, query.soql(), label=label)
