@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -164,3 +165,22 @@ async def test_unfinished_bulk_job_is_found_and_resumed_not_duplicated(org: Org)
         f"r{i}" for i in range(300)]
     assert not any(uploads.values())
     assert len(org.sandbox.state.store.table("Contact").rows) == 300
+
+
+async def test_bulk_job_is_polled_with_backoff_not_a_fixed_interval(tmp_path: Path) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(seconds / 20)  # real time passes, fast enough to see several polls
+
+    org, running = start_org(tmp_path, latency="real")  # the job queues ~2 s, then processes in chunks
+    try:
+        async with SalesforceSink(org.config(bulk_poll_max_interval=8), sleep=sleep) as sink:
+            results = await sink.upsert("Contact", EXT, _contacts(3000, "p"), Strategy.BULK)
+            polls = sink._bulk.polls
+    finally:
+        running.stop()
+    assert all(r.success for r in results)
+    assert pauses[:3] == [1.0, 2.0, 4.0] and all(p <= 8 for p in pauses), pauses
+    assert polls == len(pauses)  # slept once before the first poll, then once between polls

@@ -117,7 +117,7 @@ class BulkIngest:
         for body, rows in csv_chunks(subset, columns, self.max_upload_bytes):
             part = [subset[j] for j in rows]
             try:
-                outcome = await self._run_job(sobject, external_id_field, body, label)
+                outcome = await self._run_job(sobject, external_id_field, body, label, len(part))
                 part_results = await self.collect(outcome, external_id_field, part, label=label)
             except (BudgetExhausted, AuthError, ConfigError):
                 raise
@@ -164,7 +164,9 @@ class BulkIngest:
 
     # ------------------------------------------------------------------ one job
 
-    async def _run_job(self, sobject: str, external_id_field: str, body: bytes, label: str) -> JobOutcome:
+    async def _run_job(
+        self, sobject: str, external_id_field: str, body: bytes, label: str, rows: int | None = None
+    ) -> JobOutcome:
         job_id = await self._create(sobject, external_id_field, label)
         try:
             # A PUT is allowed once per job: never repeat one that may have landed (idempotent=False).
@@ -180,7 +182,7 @@ class BulkIngest:
         except FerryError:
             await self._abort(job_id, label)
             raise
-        return await self.wait(job_id, label=label)
+        return await self.wait(job_id, label=label, expected_rows=rows)
 
     async def _create(self, sobject: str, external_id_field: str, label: str) -> str:
         spec = {
@@ -206,27 +208,37 @@ class BulkIngest:
         except FerryError as err:  # best effort: the job expires on its own; the real error is the caller's
             log.warning("bulk.abort_failed", job_id=job_id, error=str(err))
 
-    async def wait(self, job_id: str, *, label: str, immediate: bool = False) -> JobOutcome:
-        """Poll until the job is terminal, backing off 1 s, doubling each time, up to ``poll_max_interval``."""
+    async def wait(
+        self, job_id: str, *, label: str, immediate: bool = False, expected_rows: int | None = None
+    ) -> JobOutcome:
+        """Poll until the job is terminal: 1 s, then doubling up to ``poll_max_interval`` (never a fixed loop).
+
+        With ``expected_rows`` the pause is also cut to the job's own ETA once two polls show its
+        processing rate (``numberRecordsProcessed``), so completion is seen soon after it happens
+        without polling more often.
+        """
         deadline = time.monotonic() + self.max_wait_seconds
-        first = True
-        for pause in PollIntervals(self.poll_start, self.poll_factor, self.poll_max):
-            if first and not immediate:
-                # A job just closed is never done yet: the first poll would be a wasted API call.
-                await self._sleep(pause)
-                pause = min(pause * self.poll_factor, self.poll_max)
-            first = False
+        backoff = PollIntervals(self.poll_start, self.poll_factor, self.poll_max)
+        rate = _Rate(expected_rows)
+        pause = next(backoff)
+        if not immediate:
+            # A job just closed is never done yet: a poll now would be a wasted API call.
+            await self._sleep(pause)
+            pause = next(backoff)
+        while True:
             info = await self.client.json("GET", self._path(f"/{job_id}"), label=label)
             self.polls += 1
             if info.get("state") in TERMINAL_STATES:
                 return _outcome(job_id, info)
-            if time.monotonic() + pause > deadline:
+            eta = rate.eta(int(info.get("numberRecordsProcessed") or 0), time.monotonic())
+            wait = pause if eta is None else min(pause, max(0.5, eta * 1.1 + 0.2))
+            if time.monotonic() + wait > deadline:
                 raise TransientError(
                     f"Bulk job {job_id} still {info.get('state')} after {self.max_wait_seconds:.0f} s",
                     code="BULK_TIMEOUT",
                 )
-            await self._sleep(pause)
-        raise AssertionError("unreachable")  # pragma: no cover - PollIntervals never ends
+            await self._sleep(wait)
+            pause = next(backoff)
 
     # ------------------------------------------------------------------ results
 
@@ -263,6 +275,26 @@ class BulkIngest:
             r if r is not None else _unreported(records[i], external_id_field, unfinished)
             for i, r in enumerate(results)
         ]
+
+
+class _Rate:
+    """Seconds until a job is done, from how fast its processed count grew between polls."""
+
+    def __init__(self, expected: int | None) -> None:
+        self.expected = expected
+        self._first: tuple[int, float] | None = None
+
+    def eta(self, processed: int, now: float) -> float | None:
+        if not self.expected or processed <= 0:
+            return None
+        if self._first is None:
+            self._first = (processed, now)
+            return None
+        done, since = self._first
+        if processed <= done or now <= since:
+            return None
+        per_second = (processed - done) / (now - since)
+        return max(0.0, (self.expected - processed) / per_second)
 
 
 def _known_empty(outcome: JobOutcome, kind: str) -> bool:
@@ -424,7 +456,7 @@ async def upsert_stream(
         except FerryError:
             await bulk._abort(job_id, label)
             raise
-        outcome = await bulk.wait(job_id, label=label)
+        outcome = await bulk.wait(job_id, label=label, expected_rows=uploaded[0])
         reported = 0
         async for batch in bulk.stream_results(outcome, external_id_field, label=label):
             reported += len(batch)
