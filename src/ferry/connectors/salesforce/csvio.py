@@ -129,28 +129,34 @@ class RowEncoder:
 async def stream_csv_rows(chunks: AsyncIterator[str]) -> AsyncIterator[list[str]]:
     """CSV rows (header first) from text arriving in pieces, holding at most one piece plus one record.
 
-    A quoted field may span lines (a Description with a newline), so lines are joined until their
-    quotes balance (an escaped quote is doubled, so an odd count means "still inside a field").
+    Each piece is cut after its last line break that ends a whole record and that block is parsed
+    by the C csv reader in one go. A quoted field may span lines (a Description with a newline):
+    a block ends at a record boundary only if its quotes balance (an escaped quote is doubled, so
+    an odd count means "still inside a field"), otherwise the text waits for the next piece.
     """
-    pending = ""  # an incomplete line, or lines of one record whose quotes are not yet balanced
+    pending = ""
     async for piece in chunks:
         pending += piece
-        start = 0
-        quotes = 0
-        scanned = 0
-        while True:
-            newline = pending.find("\n", scanned)
-            if newline < 0:
-                break
-            quotes += pending.count('"', scanned, newline)
-            scanned = newline + 1
-            if quotes % 2 == 0:
-                yield _parse_record(pending[start:newline])
-                start, quotes = scanned, 0
-        pending = pending[start:]
+        cut = _record_boundary(pending)
+        if cut:
+            for row in csv.reader(io.StringIO(pending[:cut], newline="")):
+                yield row
+            pending = pending[cut:]
     if pending.strip():
-        yield _parse_record(pending.rstrip("\n"))
+        for row in csv.reader(io.StringIO(pending, newline="")):
+            yield row
 
 
-def _parse_record(text: str) -> list[str]:
-    return next(csv.reader([text.removesuffix("\r")]), [])
+def _record_boundary(text: str) -> int:
+    """Length of the longest prefix of ``text`` that ends with a line break outside quotes (0: none)."""
+    end = text.rfind("\n")
+    if end < 0:
+        return 0
+    quotes = text.count('"', 0, end)
+    while quotes % 2:
+        previous = text.rfind("\n", 0, end)
+        if previous < 0:
+            return 0
+        quotes -= text.count('"', previous, end)
+        end = previous
+    return end + 1
