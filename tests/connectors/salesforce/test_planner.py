@@ -29,8 +29,12 @@ def _cfg(**kw: Any) -> SalesforceConfig:
         (1, {}, Strategy.SINGLE, 1),
         (150, {}, Strategy.COLLECTIONS, 1),
         (1999, {}, Strategy.COMPOSITE, 2),
+        (11_000, {}, Strategy.COMPOSITE, 11),  # no threshold: Composite while it is no dearer than Bulk
+        (11_001, {}, Strategy.BULK, 11),
+        (2201, {"composite": False}, Strategy.BULK, 11),  # Collections would need 12 calls
         (1999, {"composite": False}, Strategy.COLLECTIONS, 10),
-        (2000, {}, Strategy.BULK, 11),
+        (1999, {"bulk_threshold": 2000}, Strategy.COMPOSITE, 2),
+        (2000, {"bulk_threshold": 2000}, Strategy.BULK, 11),
         (100_000, {}, Strategy.BULK, 11),
     ],
 )
@@ -40,7 +44,7 @@ def test_strategy_by_volume(count: int, kw: dict[str, Any], strategy: Strategy, 
 
 
 def test_latency_keeps_a_large_batch_on_rest_unless_the_budget_forbids() -> None:
-    planner = WritePlanner(_cfg())
+    planner = WritePlanner(_cfg(bulk_threshold=2000))
     fast = planner.choose("Contact", 5000, latency_sensitive=True)
     assert fast.strategy is Strategy.COMPOSITE and "latency matters" in fast.reason
     poor = planner.choose("Contact", 50_000, latency_sensitive=True, remaining_calls=20)
@@ -64,6 +68,8 @@ def test_bad_api_budget_is_a_clear_error(value: object) -> None:
 def test_concurrency_may_not_exceed_the_long_running_limit() -> None:
     with pytest.raises(ValidationError, match="Developer Edition"):
         _cfg(max_concurrency=8, long_running_limit=5)
+    assert _cfg(long_running_limit=5).max_concurrency == 5  # Developer Edition: the default follows
+    assert _cfg().max_concurrency == 10
 
 
 def test_guard_uses_the_stricter_of_its_share_and_the_org() -> None:

@@ -86,9 +86,12 @@ class SalesforceConfig(BaseModel):
     password: SecretStr | None = None
     api_version: str = "62.0"
     ca_file: Path | None = None
-    bulk_threshold: int = Field(2000, ge=1)
+    # Batches at least this large go through Bulk API 2.0. Unset: whenever Bulk needs fewer API calls
+    # than Composite (about 11,000 records and up), since Composite has no job queue to wait for.
+    bulk_threshold: int | None = Field(None, ge=1)
     collections_batch_size: int = Field(200, ge=1, le=200)
-    max_concurrency: int = Field(4, ge=1, le=25)
+    # REST calls in flight; unset: min(10, long_running_limit).
+    max_concurrency: int = Field(10, ge=1, le=25)
     timeout_seconds: float = Field(60.0, gt=0)
     bulk_poll_max_interval: float = Field(10.0, gt=0)
     # Composite-wrapped Collections: up to 5 x 200 records in one API call. Off for orgs that refuse it.
@@ -138,6 +141,14 @@ class SalesforceConfig(BaseModel):
         if not (major.isdigit() and dot and minor.isdigit()):
             raise ValueError("must look like 62.0")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_concurrency(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("max_concurrency") in (None, ""):
+            limit = data.get("long_running_limit") or 25
+            data = {**data, "max_concurrency": min(10, int(limit))}
+        return data
 
     @model_validator(mode="after")
     def _concurrency_within_long_running_limit(self) -> SalesforceConfig:

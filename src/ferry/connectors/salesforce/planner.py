@@ -9,9 +9,11 @@ strategy           calls for n records                  when
 =================  ===================================  ============================================
 single             n (one sObject call each)            one record: the lowest latency
 collections        ceil(n / 200)                        Composite off or refused, or n <= 200
-composite          ceil(n / 1,000) (5 x 200 per call)   up to ``bulk_threshold`` records
-bulk               about 5 per job + backed-off polls   ``bulk_threshold`` or more, or when the
-                   (one job per 100 MB of CSV)          budget left cannot pay for the REST path
+composite          ceil(n / 1,000) (5 x 200 per call)   below ``bulk_threshold`` (unset: while it
+                                                        needs no more calls than Bulk, ~11,000)
+bulk               about 5 per job + backed-off polls   ``bulk_threshold`` or more (unset: when
+                   (one job per 100 MB of CSV)          fewer calls), or when the budget left
+                                                        cannot pay for the REST path
 =================  ===================================  ============================================
 
 Bulk is cheapest in calls but slowest to start (a job queues for seconds to minutes), so a
@@ -74,10 +76,20 @@ class WritePlanner:
         bulk_cost = bulk_calls(count)
         threshold = self.config.bulk_threshold
         budget_note = f"; {_plural(remaining_calls, 'call')} left in the budget" if remaining_calls is not None else ""
-        if count >= threshold and not latency_sensitive:
+        if threshold is not None:
+            size_says_bulk = count >= threshold
+            size_why = f"{count:,} {sobject} records >= bulk_threshold {threshold:,}"
+            rest_size_why = f"{count:,} {sobject} records < bulk_threshold {threshold:,}"
+        else:
+            size_says_bulk = bulk_cost < rest_cost
+            size_why = f"{count:,} {sobject} records: Bulk needs fewer calls than {rest.value}"
+            rest_size_why = (
+                f"{count:,} {sobject} records: {rest.value} needs no more calls than Bulk and has no job queue"
+            )
+        if size_says_bulk and not latency_sensitive:
             return StrategyChoice(
                 Strategy.BULK,
-                f"{count:,} {sobject} records >= bulk_threshold {threshold:,}: Bulk API 2.0, one job "
+                f"{size_why}: Bulk API 2.0, one job "
                 f"(~{bulk_cost} API calls with backed-off polls, vs {rest_cost:,} on {rest.value}){budget_note}",
                 bulk_cost,
             )
@@ -89,11 +101,12 @@ class WritePlanner:
                 bulk_cost,
             )
         why = rest_why
-        if count >= threshold:
-            why += f"; below Bulk despite >= bulk_threshold {threshold:,} because latency matters"
+        if size_says_bulk:
+            why += "; not Bulk because latency matters"
+            rest_size_why = f"{count:,} {sobject} records"
         return StrategyChoice(
             rest,
-            f"{count:,} {sobject} records < bulk_threshold {threshold:,}: {why} "
+            f"{rest_size_why}: {why} "
             f"({_plural(rest_cost, 'call')}, up to {self.config.max_concurrency} in flight){budget_note}",
             rest_cost,
         )
