@@ -14,6 +14,7 @@ CSV text.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -116,11 +117,9 @@ class SalesforceSource(AsyncResource):
             self.bulk.rows(query.soql(), label=label) if bulk else query_pages(self._client, query.soql(), label=label)
         )
         async for batch in pages:
-            for record in batch:
-                stamp, record_id = record.get(MODSTAMP), record.get("Id")
-                if stamp and record_id:
-                    mark = Watermark(str(stamp), str(record_id))
-                    self.watermark = mark if self.watermark is None else self.watermark.advance(*_pair(mark))
+            last = _latest(batch)
+            if last is not None:
+                self.watermark = Watermark(*last) if self.watermark is None else self.watermark.advance(*last)
             yield batch
 
     async def count(
@@ -146,5 +145,14 @@ class SalesforceSource(AsyncResource):
             yield batch
 
 
-def _pair(mark: Watermark) -> tuple[str, str]:
-    return mark.modstamp, mark.id
+_MARK = operator.itemgetter(MODSTAMP, "Id")
+
+
+def _latest(batch: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The batch's greatest (SystemModstamp, Id). Within one answer Salesforce formats every stamp the
+    same way, so text order is time order; the watermark parses only this one stamp per batch."""
+    try:
+        stamp, record_id = max(map(_MARK, batch))
+    except (KeyError, ValueError, TypeError):  # an empty batch, or rows without the two fields
+        return None
+    return (str(stamp), str(record_id)) if stamp and record_id else None
