@@ -232,8 +232,10 @@ class BulkIngest:
                 return _outcome(job_id, info)
             eta = rate.eta(int(info.get("numberRecordsProcessed") or 0), time.monotonic())
             wait = pause
-            if eta is not None and eta * 1.1 + 0.2 < pause and not rate.used:
-                # Once per job: an optimistic estimate must not turn into a fast polling loop.
+            if eta is not None and not rate.used and eta * 1.1 + 0.2 < 2 * pause:
+                # Aim one poll at the estimated end (sooner, or a little later than the next backoff
+                # step, saving the poll in between). Once per job: an optimistic estimate must not
+                # turn into a fast polling loop.
                 wait, rate.used = max(0.5, eta * 1.1 + 0.2), True
             if time.monotonic() + wait > deadline:
                 raise TransientError(
