@@ -143,6 +143,18 @@ def ss_bulk2(info: dict[str, Any], prefix: str, n: int) -> dict[str, Any]:
     return {"ok": ok, "failed": failed, "note": "counts only; per-record results need 2 more calls"}
 
 
+def ss_bulk2_results(info: dict[str, Any], prefix: str, n: int) -> dict[str, Any]:
+    """(c) plus what per-record accounting needs: the success and failure files of each job."""
+    sf = ss_client(info)
+    records = [r for part in chunks(prefix, n) for r in part]
+    ok = failed = 0
+    for job in sf.bulk2.Contact.upsert(records=records, external_id_field=EXT):
+        results = sf.bulk2.Contact.get_all_ingest_records(job["job_id"])
+        ok += len(results["successfulRecords"])
+        failed += len(results["failedRecords"])
+    return {"ok": ok, "failed": failed, "note": "plus get_all_ingest_records: per-record results"}
+
+
 async def ferry_read(info: dict[str, Any], n: int) -> dict[str, Any]:
     from ferry.connectors.salesforce import SalesforceSource
 
@@ -173,6 +185,8 @@ def worker(args: argparse.Namespace) -> None:
         out = ss_loop(info, args.prefix, args.n, args.sample)
     elif args.worker == "ss-bulk2":
         out = ss_bulk2(info, args.prefix, args.n)
+    elif args.worker == "ss-bulk2-results":
+        out = ss_bulk2_results(info, args.prefix, args.n)
     elif args.worker == "ferry-read":
         out = asyncio.run(ferry_read(info, args.n))
     elif args.worker == "ss-read":
@@ -248,7 +262,8 @@ def main() -> None:
                 runs += [("(a) ferry composite", "ferry-write-composite")]
             if n <= 10_000:
                 runs += [("(a) ferry collections", "ferry-write-collections")]
-            runs += [("(b) simple-salesforce loop", "ss-loop"), ("(c) simple-salesforce bulk2", "ss-bulk2")]
+            runs += [("(b) simple-salesforce loop", "ss-loop"), ("(c) simple-salesforce bulk2", "ss-bulk2"),
+                     ("(c') simple-salesforce bulk2 + results", "ss-bulk2-results")]
             for label, name in runs:
                 result = run_worker(info, name, n, f"{name}-{n}-", args.sample)
                 table.append(line(label, n, result))
