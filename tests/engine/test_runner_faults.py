@@ -79,7 +79,7 @@ async def _sync(
 async def test_faults_change_nothing_in_the_outcome(
     shop: tuple[ShopifySandbox, RunningSandbox], tmp_path: Path
 ) -> None:
-    _, clean_held, clean_store, name, _ = await _sync(shop, tmp_path / "clean", None, 7200)
+    clean_stats, clean_held, clean_store, name, _ = await _sync(shop, tmp_path / "clean", None, 7200)
     faults = {
         "seed": 3,
         "lock_row_rate": 0.05,
@@ -95,9 +95,10 @@ async def test_faults_change_nothing_in_the_outcome(
     assert fired >= 3, f"only {fired} call-level faults fired: the test would prove nothing"
 
     assert faulty_stats.status == "succeeded", faulty_stats.error
-    assert sum(s.retried for s in faulty_stats.objects.values()) > 0, (
-        "lock errors were injected but nothing was retried"
-    )
+    # Locked rows are resent by the sink itself (smaller serial batches) or by the runner's next attempt.
+    assert sum(s.retried for s in faulty_stats.objects.values()) > 0 or sum(
+        s.api_calls for s in faulty_stats.objects.values()
+    ) > sum(s.api_calls for s in clean_stats.objects.values()), "lock errors were injected but nothing was retried"
     for obj in OBJECTS:
         missing = clean_held[obj] - faulty_held[obj]
         assert not missing, f"{obj}: lost under faults: {sorted(missing)[:10]}"

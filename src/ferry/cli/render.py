@@ -223,6 +223,8 @@ def print_plan(console: Console, report: Any) -> None:
     if report.api_usage:
         used, total = report.api_usage
         console.print(f"org API usage: {used:,} of {total:,} daily requests")
+    if getattr(report, "api_budget", None):
+        console.print(f"api_budget {report.api_budget}: {report.budget_remaining or 0:,} calls left for this pipeline")
     for o in report.objects:
         table = Table(title=f"{o.name} ← {o.entity}, upsert by {o.external_id}", title_justify="left")
         for c in ("target field", "from", "type", "length", "required"):
@@ -233,5 +235,7 @@ def print_plan(console: Console, report: Any) -> None:
         console.print(f"  strategy now ({o.pending:,} records pending): {o.strategy} — {o.reason}")
         for p in o.problems:
             console.print(f"  [bold red]problem:[/] {p}")
+        for n in getattr(o, "notes", ()):
+            console.print(f"  [yellow]note:[/] {n}")
     if not report.errors:
         console.print("[green]no problems found against the target's describe[/]")

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
@@ -190,6 +191,7 @@ class HttpCore:
         on_response: Callable[[httpx.Response], None] | None = None,
         before_request: Callable[[], Awaitable[None]] | None = None,
         after_request: Callable[[httpx.Response | None], None] | None = None,
+        before_counted_call: Callable[[str], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -200,6 +202,9 @@ class HttpCore:
         self._on_response = on_response
         self._before_request = before_request
         self._after_request = after_request
+        # Runs before every attempt that counts against the remote API budget (label given); raising
+        # here (a budget guard) stops the call before anything is sent.
+        self._before_counted_call = before_counted_call
         # Tests pass a fake sleep to check the waits without waiting them.
         self._sleep: Callable[[float], Awaitable[None]] = sleep or asyncio.sleep
         timeout = httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 15.0), pool=timeout_seconds)
@@ -236,15 +241,21 @@ class HttpCore:
         label: str = "other",
         params: Mapping[str, Any] | None = None,
         json: Any = None,
-        content: bytes | str | None = None,
+        content: bytes | str | AsyncIterable[bytes] | None = None,
         data: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         auth: Authenticator | None = None,
         classify: Classifier | None = None,
         idempotent: bool = True,
         count: bool = True,
+        stream: bool = False,
     ) -> httpx.Response:
-        """Send with retries; return the successful response or raise the classified ferry error."""
+        """Send with retries; return the successful response or raise the classified ferry error.
+
+        ``content`` may be an async iterable of bytes (an upload generated while it is sent); such a
+        body cannot be replayed, so that call is never retried. With ``stream=True`` the body of a
+        successful response is not read: use ``stream()``, which also closes it.
+        """
         body = orjson.dumps(json) if json is not None else content
         send_headers = dict(headers or {})
         if json is not None:
@@ -262,6 +273,7 @@ class HttpCore:
             classify or self._classify,
             idempotent,
             count,
+            stream,
         )
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
@@ -278,6 +290,19 @@ class HttpCore:
         except _NotRetryable as wrapped:
             raise wrapped.error from None
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+    @asynccontextmanager
+    async def stream(self, method: str, url: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
+        """``async with core.stream("GET", url) as r: async for chunk in r.aiter_text(): ...``.
+
+        Retries and classification apply until a successful status arrives; the body is then read
+        by the caller, piece by piece (bounded memory), and the response is always closed.
+        """
+        response = await self.request(method, url, stream=True, **kwargs)
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     def _log_retry(self, method: str, url: str) -> Callable[[RetryCallState], None]:
         target = safe_target(method, url)
@@ -307,13 +332,14 @@ class _Call:
         url: str,
         label: str,
         params: Mapping[str, Any] | None,
-        content: bytes | str | None,
+        content: bytes | str | AsyncIterable[bytes] | None,
         data: Mapping[str, str] | None,
         headers: dict[str, str],
         auth: Authenticator | None,
         classify: Classifier,
         idempotent: bool,
         count: bool,
+        stream: bool = False,
     ) -> None:
         self.core = core
         self.method = method.upper()
@@ -327,16 +353,23 @@ class _Call:
         self.classify = classify
         self.idempotent = idempotent
         self.count = count
+        self.stream = stream
+        # A generated body is consumed by the first attempt: it can be sent once only.
+        self.replayable = content is None or isinstance(content, bytes | str)
         self.refreshed = False
 
     async def once(self) -> httpx.Response:
         """One attempt, plus at most one immediate repeat after a session refresh."""
         while True:
             response, generation = await self._send()
+            if self.stream and response.status_code >= 300:
+                await response.aread()  # an error body is small; the classifier reads it
             error = self.classify(response)
             if error is None:
                 return response
-            if isinstance(error, SessionExpired) and self.auth is not None:
+            if self.stream:
+                await response.aclose()
+            if isinstance(error, SessionExpired) and self.auth is not None and self.replayable:
                 if self.refreshed:
                     raise AuthError(f"{error} (still refused right after a fresh login)", code=error.code)
                 # Marked only once the refresh worked: a token endpoint outage is retried like any other fault.
@@ -346,6 +379,9 @@ class _Call:
             self._raise(error, None, response.status_code)
 
     async def _send(self) -> tuple[httpx.Response, int]:
+        # Before before_request: a refusal here must not leave a throttle slot taken.
+        if self.count and self.core._before_counted_call is not None:
+            self.core._before_counted_call(self.label)
         if self.core._before_request is not None:
             await self.core._before_request()
         headers = dict(self.headers)
@@ -355,7 +391,7 @@ class _Call:
             headers.update(auth_headers)
         response: httpx.Response | None = None
         try:
-            response = await self.core.client.request(
+            request = self.core.client.build_request(
                 self.method,
                 self.url,
                 params=self.params,
@@ -363,6 +399,7 @@ class _Call:
                 data=self.data,
                 headers=headers,
             )
+            response = await self.core.client.send(request, stream=self.stream)
         except httpx.TransportError as exc:
             self._raise(classify_transport_error(exc, self.method, self.url), exc, None)
         finally:
@@ -376,6 +413,8 @@ class _Call:
         return response, generation
 
     def _raise(self, error: FerryError, transport: httpx.TransportError | None, status: int | None) -> NoReturn:
+        if error.transient and not self.replayable:
+            raise _NotRetryable(error) from None
         if error.transient and not self.idempotent and not _certainly_not_processed(error, transport, status):
             raise _NotRetryable(error) from None
         raise error from None

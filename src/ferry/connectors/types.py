@@ -65,15 +65,19 @@ class ObjectSchema:
 
 
 class Strategy(StrEnum):
-    SINGLE = "single"
-    COLLECTIONS = "collections"
-    BULK = "bulk"
+    SINGLE = "single"  # one sObject call per record: lowest latency for one record
+    COLLECTIONS = "collections"  # sObject Collections, <= 200 records a call
+    COMPOSITE = "composite"  # Composite carrying up to 5 Collections subrequests: <= 1,000 records a call
+    BULK = "bulk"  # a Bulk API 2.0 ingest job
 
 
 @dataclass(slots=True)
 class StrategyChoice:
+    """What the write planner chose for a batch, with the reason a human reads in ``ferry plan`` and run records."""
+
     strategy: Strategy
     reason: str
+    estimated_calls: int = 0
 
 
 @dataclass(slots=True)

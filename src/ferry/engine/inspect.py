@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import orjson
 
 from ferry.connectors.salesforce.sink import SalesforceSink
 from ferry.connectors.types import ObjectSchema
 from ferry.engine.pipeline import PipelineSpec
-from ferry.engine.plan import build_plans, order_plans
+from ferry.engine.plan import ObjectPlan, build_plans, order_plans
 from ferry.errors import PermanentError
 from ferry.mapping.spec import (
     CoalesceExpr,
@@ -23,6 +26,7 @@ from ferry.mapping.spec import (
     payload_key,
     query_constants,
 )
+from ferry.model.normalize import shopify as shopify_normalize
 from ferry.store import Store
 
 
@@ -45,6 +49,9 @@ class ObjectReport:
     reason: str
     fields: list[FieldLine] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Not errors, but what a user should know before the first write (create-only fields, truncation).
+    notes: list[str] = field(default_factory=list)
+    estimated_calls: int = 0
 
 
 @dataclass(slots=True)
@@ -53,6 +60,8 @@ class PlanReport:
     load_order: list[str]
     objects: list[ObjectReport]
     api_usage: tuple[int, int] | None
+    api_budget: str | None = None
+    budget_remaining: int | None = None
 
     @property
     def errors(self) -> list[str]:
@@ -64,6 +73,8 @@ class PlanReport:
             "load_order": self.load_order,
             "objects": [asdict(o) for o in self.objects],
             "api_usage": list(self.api_usage) if self.api_usage else None,
+            "api_budget": self.api_budget,
+            "budget_remaining": self.budget_remaining,
             "problems": self.errors,
         }
 
@@ -109,10 +120,13 @@ async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
                 reports.append(_missing_object(m, missing[m.name]))
                 continue
             reports.append(_object_report(m, schemas, constants, query_problems, store, spec.name, sink))
-        order = [
-            p.name for p in order_plans(build_plans([m for m in spec.objects if m.name in schemas], schemas, constants))
-        ]
-        return PlanReport(spec.name, order, reports, sink.api_usage)
+        plans = build_plans([m for m in spec.objects if m.name in schemas], schemas, constants)
+        order = [p.name for p in order_plans(plans)]
+        _staged_findings(plans, reports, store, spec)
+        budget = spec.target.api_budget
+        return PlanReport(
+            spec.name, order, reports, sink.api_usage, str(budget) if budget else None, sink.budget_remaining
+        )
 
 
 async def _resolve_queries(
@@ -146,8 +160,13 @@ def _object_report(
     [plan] = build_plans([m], schemas, constants)
     pending = store.outbox_count(pipeline, m.name)
     choice = sink.choose_strategy(m.name, pending)
-    report = ObjectReport(m.name, m.from_, m.external_id, pending, choice.strategy.value, choice.reason)
+    report = ObjectReport(
+        m.name, m.from_, m.external_id, pending, choice.strategy.value, choice.reason,
+        estimated_calls=choice.estimated_calls,
+    )
     report.problems += list(plan.validator.problems)
+    report.problems += _write_access_problems(m, schema)
+    report.notes += _write_access_notes(m, schema)
     for name, expr in m.fields.items():
         fs = schema.field(name)
         report.fields.append(
@@ -160,9 +179,95 @@ def _object_report(
             )
         )
         report.problems += _ref_problems(m, name, expr, schema, schemas)
+        report.problems += _constant_problems(m, name, expr, plan)
+        if fs is not None and fs.length and fs.type in _TEXT and isinstance(expr, _HAS_LENGTH_OPTION):
+            action = "cut to fit" if expr.on_too_long == "truncate" else "dead-lettered (on_too_long: truncate cuts)"
+            report.notes.append(f"{m.name}.{name}: values longer than {fs.length} are {action}")
         if isinstance(expr, QueryExpr) and expr.query in query_problems:
             report.problems.append(f"{m.name}.{name}: {query_problems[expr.query]}")
     return report
+
+
+_TEXT = frozenset({"string", "textarea", "phone", "url", "email", "picklist", "multipicklist", "combobox"})
+_HAS_LENGTH_OPTION = (PathExpr, TemplateExpr, CoalesceExpr, MapExpr, ValueExpr)
+# Codes a constant can hit whatever the record: the value itself does not fit the field.
+_VALUE_CODES = frozenset(
+    {
+        "INVALID_TYPE_ON_FIELD_IN_RECORD",
+        "INVALID_EMAIL_ADDRESS",
+        "NUMBER_OUTSIDE_VALID_RANGE",
+        "STRING_TOO_LONG",
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+    }
+)
+
+
+STAGED_SAMPLE = 20_000
+
+
+def _staged_findings(plans: list[ObjectPlan], reports: list[ObjectReport], store: Store, spec: PipelineSpec) -> None:
+    """Records already read but not yet loaded, mapped and validated dry: how many would be dead-lettered, why."""
+    by_name = {r.name: r for r in reports}
+    counts: dict[str, Counter[tuple[str, str]]] = {p.name: Counter() for p in plans}
+    seen = 0
+    for chunk in store.staged(spec.name, spec.source.streams, chunk=2000):
+        for staged in chunk:
+            raw = orjson.loads(staged.payload)
+            for entity, record in shopify_normalize.normalize(staged.stream, raw):
+                for plan in plans:
+                    if plan.entity != entity:
+                        continue
+                    _, errors = plan.map_and_validate(record)
+                    for e in errors:
+                        counts[plan.name][(",".join(e.fields) or "-", e.code)] += 1
+        seen += len(chunk)
+        if seen >= STAGED_SAMPLE:
+            break
+    for name, found in counts.items():
+        for (fields, code), n in found.most_common():
+            by_name[name].notes.append(
+                f"{name}.{fields}: {n:,} staged record(s) would be dead-lettered ({code})"
+                + ("; on_too_long: truncate cuts them instead" if code == "STRING_TOO_LONG" else "")
+            )
+
+
+def _write_access_problems(m: ObjectMapping, schema: ObjectSchema) -> list[str]:
+    """Fields an upsert cannot write when it creates: every new record would be refused."""
+    out = []
+    for name in m.fields:
+        fs = schema.field(name)
+        if fs is not None and fs.updateable and not fs.createable:
+            out.append(f"{m.name}.{name}: updateable but not createable; every new record would be refused")
+    return out
+
+
+def _write_access_notes(m: ObjectMapping, schema: ObjectSchema) -> list[str]:
+    out = []
+    for name in m.fields:
+        fs = schema.field(name)
+        if fs is not None and fs.createable and not fs.updateable and name != m.external_id:
+            out.append(f"{m.name}.{name}: createable but not updateable; written on create, left as is on update")
+    return out
+
+
+def _constant_problems(m: ObjectMapping, name: str, expr: FieldExpr, plan: Any) -> list[str]:
+    """A constant (or a map's values) that can never be written to the field: a type mismatch in the mapping."""
+    if isinstance(expr, ValueExpr):
+        candidates = [expr.value]
+    elif isinstance(expr, MapExpr):
+        candidates = [*expr.map.values.values(), expr.map.default]
+    else:
+        return []
+    key = payload_key(name, expr, plan.validator.schema)
+    out = []
+    for value in candidates:
+        if value is None:
+            continue
+        _, errors = plan.validator.validate({key: value}, "plan")
+        for e in errors:
+            if name in e.fields and e.code in _VALUE_CODES:
+                out.append(f"{m.name}.{name}: the mapped value {value!r} cannot be written ({e.code}: {e.message})")
+    return out
 
 
 def _ref_problems(

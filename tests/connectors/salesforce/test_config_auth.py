@@ -150,9 +150,9 @@ def test_unknown_relationship_is_a_config_error() -> None:
 
 async def test_choose_strategy_explains_itself() -> None:
     async with SalesforceSink(_cfg(auth="client_credentials", client_secret="s")) as sink:
-        bulk = sink.choose_strategy("Contact", 4812)
+        bulk = sink.choose_strategy("Contact", 48_120)
         small = sink.choose_strategy("Contact", 450)
         one = sink.choose_strategy("Contact", 1)
-    assert bulk.strategy is Strategy.BULK and "4,812" in bulk.reason and "2,000" in bulk.reason
-    assert small.strategy is Strategy.COLLECTIONS and "3 calls" in small.reason
-    assert one.strategy is Strategy.COLLECTIONS
+    assert bulk.strategy is Strategy.BULK and "48,120" in bulk.reason and "fewer calls" in bulk.reason
+    assert small.strategy is Strategy.COMPOSITE and "1 call" in small.reason
+    assert one.strategy is Strategy.SINGLE

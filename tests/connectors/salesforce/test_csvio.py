@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -73,3 +74,18 @@ def test_read_results_handles_quoted_headers() -> None:
 def test_sf_error_parsing(text: str, code: str, message: str, fields: list[str], transient: bool) -> None:
     err = parse_sf_error(text)
     assert (err.code, err.message, err.fields, err.transient) == (code, message, fields, transient)
+
+
+async def test_stream_csv_rows_survives_any_split_of_quoted_multiline_fields() -> None:
+    from ferry.connectors.salesforce.csvio import stream_csv_rows
+
+    rows = [["Id", "Description"], ["1", 'a "quoted"\nsecond, line'], ["2", ""], ["3", "\n\n"], ["4", 'x""y']]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    text = buf.getvalue()
+    for size in (1, 2, 3, 7, len(text)):
+        async def pieces(size: int = size) -> AsyncIterator[str]:
+            for i in range(0, len(text), size):
+                yield text[i : i + size]
+
+        assert [r async for r in stream_csv_rows(pieces())] == rows, size

@@ -17,10 +17,13 @@ from pathlib import Path
 import httpx
 import jwt
 import orjson
+import structlog
 
 from ferry.connectors.http import HttpCore, error_detail
 from ferry.connectors.salesforce.config import ENV_VARS, SalesforceConfig
 from ferry.errors import AuthError, ConfigError, FerryError, TransientError
+
+log = structlog.get_logger("ferry.connectors.salesforce.auth")
 
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 JWT_LIFETIME_SECONDS = 180  # Salesforce wants exp only a few minutes ahead
@@ -41,8 +44,22 @@ _HINTS: dict[str, str] = {
     "expired access/refresh token": "the refresh token was revoked or expired: issue a new one "
     "(SALESFORCE_REFRESH_TOKEN)",
     "client identifier invalid": "check client_id, the connected app's consumer key (SALESFORCE_CLIENT_ID)",
+    "user is not admin approved to access this app": "add the user's profile or a permission set to the "
+    "connected app (Manage > Profiles / Permission Sets)",
+    "inactive user": "the integration user is deactivated: reactivate it or set SALESFORCE_USERNAME to an active one",
+    "ip restricted or invalid login hours": "log in from an allowed IP range or within the profile's login hours "
+    "(or relax IP restrictions on the connected app)",
+    "invalid user credentials": "check username and password (+ security token) (SALESFORCE_PASSWORD)",
     "invalid client credentials": "check client_secret, the consumer secret (SALESFORCE_CLIENT_SECRET)",
 }
+
+
+# When Salesforce's description is not one we know, the causes of invalid_grant, most common first.
+_INVALID_GRANT_CHECKLIST = (
+    "check, in order: the user exists, is active and is pre-authorized on the connected app (Admin approved "
+    "users); the JWT audience matches login_url (login/test.salesforce.com or My Domain); this machine's clock "
+    "(the assertion expires 3 minutes after it is made); the private key matches the connected app's certificate"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +133,8 @@ def classify_token_response(response: httpx.Response) -> FerryError | None:
     if status >= 500 or status == 429:
         return TransientError(f"POST {response.request.url.path}: HTTP {status}", code=f"HTTP_{status}")
     hint = _HINTS.get((description or "").strip().lower())
+    if hint is None and error == "invalid_grant":
+        hint = _INVALID_GRANT_CHECKLIST
     text = f"Salesforce login refused: {error or f'HTTP {status}'}"
     if description:
         text += f": {description}"
@@ -135,6 +154,7 @@ class TokenManager:
         self._session: Session | None = None
         self.generation = 0
         self.logins = 0
+        self._warned = False
 
     async def session(self) -> Session:
         if self._session is None:
@@ -155,6 +175,13 @@ class TokenManager:
             await self._login()
 
     async def _login(self) -> None:
+        if self.config.auth == "password" and not self._warned:
+            # Salesforce blocks this flow in new orgs and it needs a user's password: keep it off servers.
+            log.warning(
+                "salesforce.password_flow",
+                hint="username-password OAuth is for development only; use auth: jwt on servers",
+            )
+            self._warned = True
         url = f"{self.config.login_url}/services/oauth2/token"
         response = await self.http.request(
             "POST",

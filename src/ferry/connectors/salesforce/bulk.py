@@ -1,9 +1,9 @@
 """Upsert through Bulk API 2.0: one ingest job per ≤100 MB of CSV.
 
 Lifecycle (salesforce-api.md §4.1): create job (LF line endings) → one PUT of CSV → UploadComplete →
-poll with exponential backoff (0.5 s, then x1.5, capped) → fetch successfulResults, failedResults and
-unprocessedrecords → match rows back to the input by the external id column (result order is not
-guaranteed). Every input record ends with exactly one RecordResult.
+poll with exponential backoff (1 s, doubling, capped at ``bulk_poll_max_interval``) → fetch
+successfulResults, failedResults and unprocessedrecords → match rows back to the input by the
+external id column (result order is not guaranteed). Every input record ends with exactly one RecordResult.
 
 The job id is handed to ``on_job`` as soon as the job exists, so a crashed run can ``resume`` it
 instead of uploading the same data again.
@@ -14,16 +14,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from ferry.connectors.retry import PollIntervals
-from ferry.connectors.salesforce.client import SalesforceClient, api_name
+from ferry.connectors.salesforce.client import SalesforceClient, api_name, record_id
 from ferry.connectors.salesforce.collections import missing_key_result
-from ferry.connectors.salesforce.csvio import columns_of, csv_chunks, key_text, parse_sf_error, read_results
+from ferry.connectors.salesforce.csvio import (
+    RowEncoder,
+    columns_of,
+    csv_chunks,
+    key_text,
+    parse_sf_error,
+    read_results,
+    stream_csv_rows,
+)
 from ferry.connectors.salesforce.errors import record_error_from_call
 from ferry.connectors.types import MappedRecord, RecordResult
 from ferry.errors import (
@@ -76,8 +84,8 @@ class BulkIngest:
         self,
         client: SalesforceClient,
         *,
-        poll_start: float = 0.5,
-        poll_factor: float = 1.5,
+        poll_start: float = 1.0,
+        poll_factor: float = 2.0,
         poll_max_interval: float = 10.0,
         max_wait_seconds: float = 4 * 3600,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
@@ -109,7 +117,7 @@ class BulkIngest:
         for body, rows in csv_chunks(subset, columns, self.max_upload_bytes):
             part = [subset[j] for j in rows]
             try:
-                outcome = await self._run_job(sobject, external_id_field, body, label)
+                outcome = await self._run_job(sobject, external_id_field, body, label, len(part))
                 part_results = await self.collect(outcome, external_id_field, part, label=label)
             except (BudgetExhausted, AuthError, ConfigError):
                 raise
@@ -124,16 +132,41 @@ class BulkIngest:
         self, job_id: str, external_id_field: str, records: Sequence[MappedRecord], *, label: str
     ) -> list[RecordResult] | None:
         """Results of a job a crashed run left behind; None if it never got its data (abort it, start over)."""
-        info = await self.client.json("GET", self._path(f"/{api_name(job_id)}"), label=label)
+        info = await self.client.json("GET", self._path(f"/{record_id(job_id)}"), label=label)
         if info.get("state") == "Open":
             await self._abort(job_id, label)
             return None
-        outcome = await self.wait(job_id, label=label)
+        outcome = await self.wait(job_id, label=label, immediate=True)
         return await self.collect(outcome, external_id_field, records, label=label)
+
+    def upsert_stream(
+        self,
+        sobject: str,
+        external_id_field: str,
+        chunks: RecordChunks,
+        *,
+        label: str,
+        columns: Sequence[str] | None = None,
+    ) -> AsyncIterator[list[RecordResult]]:
+        """Streamed upsert: CSV generated while uploaded, results streamed back (see ``upsert_stream``)."""
+        return upsert_stream(self, sobject, external_id_field, chunks, label=label, columns=columns)
+
+    def stream_results(
+        self, outcome: JobOutcome, external_id_field: str, *, label: str
+    ) -> AsyncIterator[list[RecordResult]]:
+        return stream_results(self, outcome, external_id_field, label=label)
+
+    async def unfinished_jobs(self, sobject: str, *, label: str) -> list[dict[str, Any]]:
+        """Ingest jobs of this user for ``sobject`` not yet terminal (a crash may have left one behind)."""
+        body = await self.client.json("GET", self._path(), label=label)
+        jobs = [j for j in (body or {}).get("records", []) if isinstance(j, dict)]
+        return [j for j in jobs if j.get("object") == sobject and j.get("state") not in TERMINAL_STATES]
 
     # ------------------------------------------------------------------ one job
 
-    async def _run_job(self, sobject: str, external_id_field: str, body: bytes, label: str) -> JobOutcome:
+    async def _run_job(
+        self, sobject: str, external_id_field: str, body: bytes, label: str, rows: int | None = None
+    ) -> JobOutcome:
         job_id = await self._create(sobject, external_id_field, label)
         try:
             # A PUT is allowed once per job: never repeat one that may have landed (idempotent=False).
@@ -149,7 +182,7 @@ class BulkIngest:
         except FerryError:
             await self._abort(job_id, label)
             raise
-        return await self.wait(job_id, label=label)
+        return await self.wait(job_id, label=label, expected_rows=rows)
 
     async def _create(self, sobject: str, external_id_field: str, label: str) -> str:
         spec = {
@@ -175,25 +208,48 @@ class BulkIngest:
         except FerryError as err:  # best effort: the job expires on its own; the real error is the caller's
             log.warning("bulk.abort_failed", job_id=job_id, error=str(err))
 
-    async def wait(self, job_id: str, *, label: str) -> JobOutcome:
-        """Poll until the job is terminal, backing off 0.5 s, x1.5 each time, up to ``poll_max_interval``."""
+    async def wait(
+        self, job_id: str, *, label: str, immediate: bool = False, expected_rows: int | None = None
+    ) -> JobOutcome:
+        """Poll until the job is terminal: 1 s, then doubling up to ``poll_max_interval`` (never a fixed loop).
+
+        With ``expected_rows`` one pause is also cut to the job's own ETA once two polls show its
+        processing rate (``numberRecordsProcessed``), so completion is seen soon after it happens
+        without polling more often (a 100,000-row job: ~5 polls; 1,000,000 rows: ~2 x 15).
+        """
         deadline = time.monotonic() + self.max_wait_seconds
-        for pause in PollIntervals(self.poll_start, self.poll_factor, self.poll_max):
+        backoff = PollIntervals(self.poll_start, self.poll_factor, self.poll_max)
+        rate = _Rate(expected_rows)
+        pause = next(backoff)
+        if not immediate:
+            # A job just closed is never done yet: a poll now would be a wasted API call.
+            await self._sleep(pause)
+            pause = next(backoff)
+        while True:
             info = await self.client.json("GET", self._path(f"/{job_id}"), label=label)
             self.polls += 1
             if info.get("state") in TERMINAL_STATES:
                 return _outcome(job_id, info)
-            if time.monotonic() + pause > deadline:
+            eta = rate.eta(int(info.get("numberRecordsProcessed") or 0), time.monotonic())
+            wait = pause
+            if eta is not None and not rate.used and eta * 1.1 + 0.2 < 2 * pause:
+                # Aim one poll at the estimated end (sooner, or a little later than the next backoff
+                # step, saving the poll in between). Once per job: an optimistic estimate must not
+                # turn into a fast polling loop.
+                wait, rate.used = max(0.5, eta * 1.1 + 0.2), True
+            if time.monotonic() + wait > deadline:
                 raise TransientError(
                     f"Bulk job {job_id} still {info.get('state')} after {self.max_wait_seconds:.0f} s",
                     code="BULK_TIMEOUT",
                 )
-            await self._sleep(pause)
-        raise AssertionError("unreachable")  # pragma: no cover - PollIntervals never ends
+            await self._sleep(wait)
+            pause = next(backoff)
 
     # ------------------------------------------------------------------ results
 
     async def _csv(self, outcome: JobOutcome, kind: str, label: str) -> list[dict[str, str]]:
+        if _known_empty(outcome, kind):
+            return []  # the job's counts say the file has no rows: save the call
         try:
             response = await self.client.request(
                 "GET", self._path(f"/{outcome.job_id}/{kind}"), label=label, headers={"Accept": "text/csv"}
@@ -224,6 +280,37 @@ class BulkIngest:
             r if r is not None else _unreported(records[i], external_id_field, unfinished)
             for i, r in enumerate(results)
         ]
+
+
+class _Rate:
+    """Seconds until a job is done, from how fast its processed count grew between polls."""
+
+    def __init__(self, expected: int | None) -> None:
+        self.expected = expected
+        self._first: tuple[int, float] | None = None
+        self.used = False
+
+    def eta(self, processed: int, now: float) -> float | None:
+        if not self.expected or processed <= 0:
+            return None
+        if self._first is None:
+            self._first = (processed, now)
+            return None
+        done, since = self._first
+        if processed <= done or now <= since:
+            return None
+        per_second = (processed - done) / (now - since)
+        return max(0.0, (self.expected - processed) / per_second)
+
+
+def _known_empty(outcome: JobOutcome, kind: str) -> bool:
+    if outcome.state != "JobComplete":
+        return False
+    if kind == "successfulResults":
+        return outcome.processed - outcome.failed <= 0
+    if kind == "failedResults":
+        return outcome.failed <= 0
+    return False
 
 
 def _outcome(job_id: str, info: dict[str, Any]) -> JobOutcome:
@@ -267,3 +354,161 @@ def _success(key: str, row: dict[str, str]) -> RecordResult:
 
 def _failure(key: str, row: dict[str, str]) -> RecordResult:
     return RecordResult(key, False, id=row.get("sf__Id") or None, errors=[parse_sf_error(row.get("sf__Error") or "")])
+
+
+# ---------------------------------------------------------------------- streamed ingest
+
+RecordChunks = AsyncIterable[Sequence[MappedRecord]] | Iterable[Sequence[MappedRecord]]
+RESULT_BATCH = 5000  # results are yielded in lists of at most this many
+
+
+async def _aiter_chunks(chunks: RecordChunks) -> AsyncIterator[Sequence[MappedRecord]]:
+    if isinstance(chunks, AsyncIterable):
+        async for chunk in chunks:
+            yield chunk
+    else:
+        for chunk in chunks:
+            yield chunk
+
+
+class _CsvFeed:
+    """Pulls record chunks, encodes them, and hands out one job's upload body at a time (<= max bytes)."""
+
+    def __init__(self, chunks: RecordChunks, external_id_field: str, columns: Sequence[str] | None) -> None:
+        self._chunks = _aiter_chunks(chunks)
+        self.external_id_field = external_id_field
+        self._columns = list(columns) if columns else None
+        self.encoder: RowEncoder | None = None
+        self._waiting: deque[bytes] = deque()  # encoded rows not yet uploaded
+        self.refused: list[RecordResult] = []  # failed before upload (no external id, unknown column)
+        self.exhausted = False
+
+    async def fill(self) -> bool:
+        """Make sure at least one row is waiting; False when the input is used up."""
+        while not self._waiting and not self.exhausted:
+            try:
+                chunk = await anext(self._chunks)
+            except StopAsyncIteration:
+                self.exhausted = True
+                break
+            self._encode(chunk)
+        return bool(self._waiting)
+
+    def _encode(self, chunk: Sequence[MappedRecord]) -> None:
+        for record in chunk:
+            missing = missing_key_result(record, self.external_id_field)
+            if missing is not None:
+                self.refused.append(missing)
+                continue
+            if self.encoder is None:
+                self.encoder = RowEncoder(self._columns or list(record))
+            unknown = self.encoder.unknown_keys(record)
+            if unknown:
+                key = key_text(record.get(self.external_id_field))
+                message = f"field(s) {', '.join(unknown)} not in this job's CSV header; send them in a separate job"
+                self.refused.append(RecordResult(key, False, errors=[RecordError("UNKNOWN_COLUMN", message, unknown)]))
+                continue
+            self._waiting.append(self.encoder.row(record))
+
+    async def body(self, max_bytes: int, counter: list[int]) -> AsyncIterator[bytes]:
+        """One job's CSV: header, then rows until the input ends or the next row would pass ``max_bytes``."""
+        assert self.encoder is not None
+        size = len(self.encoder.header)
+        yield self.encoder.header
+        batch: list[bytes] = []
+        batch_bytes = 0
+        while await self.fill():
+            row = self._waiting[0]
+            if size + len(row) > max_bytes:
+                if size == len(self.encoder.header):
+                    raise ConfigError(f"one record alone is larger than the {max_bytes}-byte Bulk upload limit")
+                break
+            self._waiting.popleft()
+            size += len(row)
+            counter[0] += 1
+            batch.append(row)
+            batch_bytes += len(row)
+            if batch_bytes >= 256 * 1024:  # hand httpx pieces of ~256 KB, not one tiny write per row
+                yield b"".join(batch)
+                batch, batch_bytes = [], 0
+        if batch:
+            yield b"".join(batch)
+
+
+async def upsert_stream(
+    bulk: BulkIngest,
+    sobject: str,
+    external_id_field: str,
+    chunks: RecordChunks,
+    *,
+    label: str,
+    columns: Sequence[str] | None = None,
+) -> AsyncIterator[list[RecordResult]]:
+    api_name(sobject), api_name(external_id_field)
+    feed = _CsvFeed(chunks, external_id_field, columns)
+    while await feed.fill():
+        uploaded = [0]
+        job_id = await bulk._create(sobject, external_id_field, label)
+        try:
+            await bulk.client.request(
+                "PUT",
+                bulk._path(f"/{job_id}/batches"),
+                label=label,
+                content=feed.body(bulk.max_upload_bytes, uploaded),
+                headers={"Content-Type": "text/csv; charset=UTF-8"},
+                idempotent=False,
+            )
+            await bulk.client.json("PATCH", bulk._path(f"/{job_id}"), label=label, json={"state": "UploadComplete"})
+        except FerryError:
+            await bulk._abort(job_id, label)
+            raise
+        outcome = await bulk.wait(job_id, label=label, expected_rows=uploaded[0])
+        reported = 0
+        async for batch in bulk.stream_results(outcome, external_id_field, label=label):
+            reported += len(batch)
+            yield batch
+        if reported != uploaded[0]:
+            raise PermanentError(
+                f"Bulk job {job_id} reported {reported:,} results for {uploaded[0]:,} uploaded rows; the records "
+                "without a result are still pending: send them again (the upsert is idempotent)",
+                code="BULK_RESULTS_INCOMPLETE",
+            )
+        if feed.refused:
+            yield feed.refused
+            feed.refused = []
+    if feed.refused:
+        yield feed.refused
+
+
+async def stream_results(
+    bulk: BulkIngest, outcome: JobOutcome, external_id_field: str, *, label: str
+) -> AsyncIterator[list[RecordResult]]:
+    """Every row of successfulResults, failedResults and unprocessedrecords as results, file by file."""
+    unfinished = job_failure(outcome.state, outcome.error_message)
+    makers: list[tuple[str, Callable[[str, dict[str, str]], RecordResult]]] = [
+        ("successfulResults", _success),
+        ("failedResults", _failure),
+        ("unprocessedrecords", lambda key, _row: RecordResult(key, False, errors=[unfinished])),
+    ]
+    for kind, make in makers:
+        if _known_empty(outcome, kind) or (kind == "unprocessedrecords" and outcome.state == "JobComplete"):
+            continue  # a complete job processed every row: nothing can be unprocessed
+        batch: list[RecordResult] = []
+        async with bulk.client.stream(
+            "GET", bulk._path(f"/{outcome.job_id}/{kind}"), label=label, headers={"Accept": "text/csv"}
+        ) as response:
+            rows = stream_csv_rows(response.aiter_text())
+            header = await anext(rows, None)
+            if header is None:
+                continue
+            header = [h.lstrip("\ufeff") for h in header]
+            for_key = header.index(external_id_field) if external_id_field in header else None
+            async for row in rows:
+                record = dict(zip(header, row, strict=False))
+                key = row[for_key] if for_key is not None and for_key < len(row) else ""
+                batch.append(make(key, record))
+                if len(batch) >= RESULT_BATCH:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import orjson
 
-from ferry.connectors.http import HttpCore
+from ferry.connectors.http import Classifier, HttpCore
 from ferry.connectors.salesforce.auth import TokenManager
+from ferry.connectors.salesforce.budget import BudgetGuard
 from ferry.connectors.salesforce.config import SalesforceConfig
 from ferry.connectors.salesforce.errors import classify
+from ferry.connectors.salesforce.gate import CallGate
 from ferry.errors import PermanentError
 
 _API_USAGE = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
@@ -34,6 +37,16 @@ def api_name(name: str) -> str:
     return name
 
 
+_RECORD_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+
+
+def record_id(value: str) -> str:
+    """A Salesforce record or job id (15 or 18 characters), checked before it goes into a URL path."""
+    if not _RECORD_ID.match(value):
+        raise PermanentError(f"not a Salesforce id: {value!r}", code="INVALID_ID")
+    return value
+
+
 class SalesforceClient:
     def __init__(
         self,
@@ -45,6 +58,8 @@ class SalesforceClient:
     ) -> None:
         self.config = config
         self.api_usage: tuple[int, int] | None = None
+        self.budget = BudgetGuard(config.api_budget)
+        self.gate = CallGate(config.max_concurrency, config.long_running_limit)
         self.http = HttpCore(
             "salesforce",
             timeout_seconds=config.timeout_seconds,
@@ -56,6 +71,7 @@ class SalesforceClient:
             # client=ferry shows up in CDC changeOrigin: it is how our own writes are recognised later.
             headers={"Accept": "application/json", "Sforce-Call-Options": "client=ferry"},
             on_response=self._observe,
+            before_counted_call=self._spend,
             sleep=sleep,
             transport=transport,
         )
@@ -65,6 +81,11 @@ class SalesforceClient:
         usage = parse_api_usage(response.headers.get("Sforce-Limit-Info"))
         if usage is not None:
             self.api_usage = usage
+            self.budget.observe(usage)
+
+    def _spend(self, _label: str) -> None:
+        self.budget.check()
+        self.budget.record_call()
 
     def data_path(self, suffix: str) -> str:
         return f"/services/data/v{self.config.api_version}{suffix}"
@@ -83,24 +104,55 @@ class SalesforceClient:
         *,
         label: str,
         json: Any = None,
-        content: bytes | None = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
+        classify: Classifier | None = None,
     ) -> httpx.Response:
         """A call to the org; ``path`` starts with /services/... and is joined to the session's instance URL."""
         session = await self.auth.session()
-        return await self.http.request(
-            method,
-            session.instance_url + path,
-            label=label,
-            json=json,
-            content=content,
-            params=params,
-            headers=headers,
-            auth=self.auth,
-            idempotent=idempotent,
-        )
+        # The gate wraps the whole call (retries included) but not the token endpoint, which the
+        # core reaches from inside it: a login never waits for a slot its own caller holds.
+        await self.gate.acquire()
+        response: httpx.Response | None = None
+        try:
+            response = await self.http.request(
+                method,
+                session.instance_url + path,
+                label=label,
+                json=json,
+                content=content,
+                params=params,
+                headers=headers,
+                auth=self.auth,
+                idempotent=idempotent,
+                classify=classify,
+            )
+            return response
+        finally:
+            self.gate.release(response)
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        label: str,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """A response whose body is read piece by piece (Bulk results), holding a gate slot meanwhile."""
+        session = await self.auth.session()
+        await self.gate.acquire()
+        try:
+            async with self.http.stream(
+                method, session.instance_url + path, label=label, headers=headers, params=params, auth=self.auth
+            ) as response:
+                yield response
+        finally:
+            self.gate.release(None)
 
     async def json(self, method: str, path: str, *, label: str, **kwargs: Any) -> Any:
         response = await self.request(method, path, label=label, **kwargs)

@@ -93,14 +93,22 @@ class CollectionsUpsert:
         schema: ObjectSchema | None,
         *,
         label: str,
+        serial: bool = False,
     ) -> list[RecordResult]:
+        """One result per record in input order; ``serial`` sends the chunks one after another."""
         path = self.client.data_path(f"/composite/sobjects/{api_name(sobject)}/{api_name(external_id_field)}")
         results: list[RecordResult | None] = [missing_key_result(r, external_id_field) for r in records]
         todo = [i for i, r in enumerate(results) if r is None]
         # Shape every record before the first call: a mapping mistake is a ConfigError, not 200 failed records.
         bodies = {i: to_rest_record(records[i], sobject, schema) for i in todo}
         chunks = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
-        await run_all(self._chunk(path, chunk, records, bodies, external_id_field, results, label) for chunk in chunks)
+        if serial:
+            for chunk in chunks:
+                await self._chunk(path, chunk, records, bodies, external_id_field, results, label)
+        else:
+            await run_all(
+                self._chunk(path, chunk, records, bodies, external_id_field, results, label) for chunk in chunks
+            )
         return [r if r is not None else _lost() for r in results]
 
     async def _chunk(

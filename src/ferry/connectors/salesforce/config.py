@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,48 @@ _REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class ApiBudget:
+    """``api_budget: 20%`` (a share of the org's DailyApiRequests) or ``api_budget: 3000`` (calls)."""
+
+    calls: int | None = None
+    fraction: float | None = None
+
+    def allowed(self, org_max: int | None) -> int | None:
+        """Calls this pipeline may spend; None while the org's allocation is not yet known."""
+        if self.calls is not None:
+            return self.calls
+        if org_max is None or self.fraction is None:
+            return None
+        return int(org_max * self.fraction)
+
+    def __str__(self) -> str:
+        return f"{self.calls:,} calls" if self.calls is not None else f"{(self.fraction or 0) * 100:g}%"
+
+
+def parse_api_budget(value: Any) -> ApiBudget | None:
+    if value is None or value == "" or isinstance(value, ApiBudget):
+        return value or None
+    if isinstance(value, bool):
+        raise ValueError("api_budget must be a percentage such as '20%' or a number of API calls")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError("api_budget must allow at least 1 API call")
+        return ApiBudget(calls=value)
+    text = str(value).strip()
+    if text.endswith("%"):
+        try:
+            percent = float(text[:-1])
+        except ValueError:
+            raise ValueError(f"api_budget {text!r} is not a percentage such as '20%'") from None
+        if not 0 < percent <= 100:
+            raise ValueError(f"api_budget {text!r} must be more than 0% and at most 100%")
+        return ApiBudget(fraction=percent / 100)
+    if text.isdigit():
+        return parse_api_budget(int(text))
+    raise ValueError(f"api_budget {text!r} must be a percentage such as '20%' or a number of API calls")
+
+
 class SalesforceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,11 +86,21 @@ class SalesforceConfig(BaseModel):
     password: SecretStr | None = None
     api_version: str = "62.0"
     ca_file: Path | None = None
-    bulk_threshold: int = Field(2000, ge=1)
+    # Batches at least this large go through Bulk API 2.0. Unset: whenever Bulk needs fewer API calls
+    # than Composite (about 11,000 records and up), since Composite has no job queue to wait for.
+    bulk_threshold: int | None = Field(None, ge=1)
     collections_batch_size: int = Field(200, ge=1, le=200)
-    max_concurrency: int = Field(4, ge=1, le=25)
+    # REST calls in flight; unset: min(10, long_running_limit).
+    max_concurrency: int = Field(10, ge=1, le=25)
     timeout_seconds: float = Field(60.0, gt=0)
     bulk_poll_max_interval: float = Field(10.0, gt=0)
+    # Composite-wrapped Collections: up to 5 x 200 records in one API call. Off for orgs that refuse it.
+    composite: bool = True
+    # Salesforce allows 25 requests running 20 s or longer at once (5 on a Developer Edition org).
+    long_running_limit: int = Field(25, ge=1, le=25)
+    # This pipeline's share of the org's daily API requests: "20%" or a number of calls. None: no cap
+    # beyond the org's own allocation.
+    api_budget: ApiBudget | None = None
 
     @field_validator("client_secret", "private_key", "refresh_token", "password", mode="before")
     @classmethod
@@ -59,6 +112,11 @@ class SalesforceConfig(BaseModel):
     def _empty_is_none(cls, value: Any) -> Any:
         # `${VAR:-}` expands to "" when the variable is unset.
         return None if value == "" else value
+
+    @field_validator("api_budget", mode="before")
+    @classmethod
+    def _budget_shape(cls, value: Any) -> ApiBudget | None:
+        return parse_api_budget(value)
 
     @field_validator("login_url")
     @classmethod
@@ -83,6 +141,24 @@ class SalesforceConfig(BaseModel):
         if not (major.isdigit() and dot and minor.isdigit()):
             raise ValueError("must look like 62.0")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_concurrency(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("max_concurrency") in (None, ""):
+            limit = data.get("long_running_limit") or 25
+            data = {**data, "max_concurrency": min(10, int(limit))}
+        return data
+
+    @model_validator(mode="after")
+    def _concurrency_within_long_running_limit(self) -> SalesforceConfig:
+        # Every call in flight may turn into a long-running one; more than the org's limit would be refused.
+        if self.max_concurrency > self.long_running_limit:
+            raise ValueError(
+                f"max_concurrency {self.max_concurrency} exceeds long_running_limit {self.long_running_limit} "
+                "(Salesforce refuses more than that many requests running 20 s or longer; 5 on Developer Edition)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _auth_has_what_it_needs(self) -> SalesforceConfig:

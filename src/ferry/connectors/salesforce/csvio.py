@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from ferry.connectors.salesforce.errors import record_error
@@ -105,3 +105,58 @@ def parse_sf_error(text: str) -> RecordError:
     message = rest[: tail.start()].strip()
     fields = [f.strip() for f in tail.group("fields").split(",") if f.strip()]
     return record_error(code, message, fields)
+
+
+class RowEncoder:
+    """Encode records as CSV rows for a fixed header, one at a time (streamed uploads)."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        self._known = set(self.columns)
+        self._sink = _Sink()
+        self._writer = csv.writer(self._sink, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        self._writer.writerow(self.columns)
+        self.header = self._sink.take().encode("utf-8")
+
+    def unknown_keys(self, record: dict[str, Any]) -> list[str]:
+        return [k for k in record if k not in self._known]
+
+    def row(self, record: dict[str, Any]) -> bytes:
+        self._writer.writerow(["" if col not in record else cell(record[col]) for col in self.columns])
+        return self._sink.take().encode("utf-8")
+
+
+async def stream_csv_rows(chunks: AsyncIterator[str]) -> AsyncIterator[list[str]]:
+    """CSV rows (header first) from text arriving in pieces, holding at most one piece plus one record.
+
+    Each piece is cut after its last line break that ends a whole record and that block is parsed
+    by the C csv reader in one go. A quoted field may span lines (a Description with a newline):
+    a block ends at a record boundary only if its quotes balance (an escaped quote is doubled, so
+    an odd count means "still inside a field"), otherwise the text waits for the next piece.
+    """
+    pending = ""
+    async for piece in chunks:
+        pending += piece
+        cut = _record_boundary(pending)
+        if cut:
+            for row in csv.reader(io.StringIO(pending[:cut], newline="")):
+                yield row
+            pending = pending[cut:]
+    if pending.strip():
+        for row in csv.reader(io.StringIO(pending, newline="")):
+            yield row
+
+
+def _record_boundary(text: str) -> int:
+    """Length of the longest prefix of ``text`` that ends with a line break outside quotes (0: none)."""
+    end = text.rfind("\n")
+    if end < 0:
+        return 0
+    quotes = text.count('"', 0, end)
+    while quotes % 2:
+        previous = text.rfind("\n", 0, end)
+        if previous < 0:
+            return 0
+        quotes -= text.count('"', previous, end)
+        end = previous
+    return end + 1

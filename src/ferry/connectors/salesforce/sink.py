@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import math
-from collections.abc import Awaitable, Callable, Sequence
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
+import structlog
 
 from ferry.connectors.lifecycle import AsyncResource
-from ferry.connectors.salesforce.bulk import BulkIngest, JobCallback
+from ferry.connectors.salesforce.bulk import BulkIngest, JobCallback, RecordChunks
 from ferry.connectors.salesforce.client import SalesforceClient, api_name
 from ferry.connectors.salesforce.collections import CollectionsUpsert, split_reference
+from ferry.connectors.salesforce.composite import CompositeUpsert
 from ferry.connectors.salesforce.config import SalesforceConfig
 from ferry.connectors.salesforce.describe import parse_describe
+from ferry.connectors.salesforce.planner import WritePlanner
+from ferry.connectors.salesforce.single import upsert_one
+from ferry.connectors.salesforce.source import query_pages
 from ferry.connectors.types import MappedRecord, ObjectSchema, RecordResult, Strategy, StrategyChoice
-from ferry.errors import PermanentError
 
-BULK_CALLS_PER_JOB = 5  # create, upload, UploadComplete, successfulResults, failedResults (+ polls)
+LOCK_RETRY_BATCHES = (50, 10)  # smaller, serial batches for rows another transaction had locked
+log = structlog.get_logger("ferry.connectors.salesforce.sink")
 
 
 class SalesforceSink(AsyncResource):
@@ -43,8 +48,12 @@ class SalesforceSink(AsyncResource):
             on_job=on_bulk_job,
             sleep=sleep or asyncio.sleep,
         )
+        self._composite = CompositeUpsert(self._client, self._collections)
+        self._planner = WritePlanner(config)
+        self._sleep = sleep or asyncio.sleep
         self._schemas: dict[str, ObjectSchema] = {}
         self._describe_locks: dict[str, asyncio.Lock] = {}
+        self.lock_retries = 0
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -61,6 +70,21 @@ class SalesforceSink(AsyncResource):
     def api_usage(self) -> tuple[int, int] | None:
         """(used, max) of the org's daily allocation from the latest ``Sforce-Limit-Info`` header."""
         return self._client.api_usage
+
+    @property
+    def budget_remaining(self) -> int | None:
+        """API calls left before the budget guard stops the run (share and org allocation), if known."""
+        return self._client.budget.remaining()
+
+    @property
+    def composite_refused(self) -> str | None:
+        """Why Composite was given up for this run (the org refused it), or None."""
+        return self._composite.disabled_reason
+
+    @property
+    def long_running_calls(self) -> int:
+        """Calls that ran 20 s or longer (Salesforce's long-running request limit counts those)."""
+        return self._client.gate.long_calls
 
     @property
     def last_bulk_job_id(self) -> str | None:
@@ -87,35 +111,20 @@ class SalesforceSink(AsyncResource):
         return self._schemas[sobject]
 
     async def query(self, soql: str, *, label: str = "query") -> list[dict[str, Any]]:
-        """All rows of a SOQL query (follows nextRecordsUrl). Build literals with ``soql.soql_quote``."""
-        body = await self._client.json("GET", self._client.data_path("/query"), label=label, params={"q": soql})
-        records: list[dict[str, Any]] = list(body.get("records", []))
-        while not body.get("done", True) and body.get("nextRecordsUrl"):
-            next_path = str(body["nextRecordsUrl"])
-            if not next_path.startswith("/services/data/"):
-                raise PermanentError(f"unexpected nextRecordsUrl shape: {httpx.URL(next_path).path}")
-            body = await self._client.json("GET", next_path, label=label)
-            records.extend(body.get("records", []))
-        return records
+        """All rows of a small SOQL query (mapping constants). Build literals with ``select`` / ``soql_quote``;
+        stream large reads with ``SalesforceSource``."""
+        return [row async for page in query_pages(self._client, soql, label=label) for row in page]
 
     # ------------------------------------------------------------------ writes
 
-    def choose_strategy(self, sobject: str, count: int) -> StrategyChoice:
-        threshold = self.config.bulk_threshold
-        if count >= threshold:
-            jobs = 1
-            return StrategyChoice(
-                Strategy.BULK,
-                f"{count:,} {sobject} records ≥ bulk_threshold {threshold:,}: Bulk API 2.0 "
-                f"({jobs} job, {BULK_CALLS_PER_JOB} API calls + polls)",
-            )
-        size = self.config.collections_batch_size
-        calls = max(1, math.ceil(count / size))
-        return StrategyChoice(
-            Strategy.COLLECTIONS,
-            f"{count:,} {sobject} records < bulk_threshold {threshold:,}: sObject Collections "
-            f"({calls:,} call{'s' if calls != 1 else ''} of ≤{size} records, "
-            f"up to {self.config.max_concurrency} in flight)",
+    def choose_strategy(self, sobject: str, count: int, *, latency_sensitive: bool = False) -> StrategyChoice:
+        """The planner's choice for ``count`` records (see ``planner.WritePlanner``), with its reason."""
+        return self._planner.choose(
+            sobject,
+            count,
+            remaining_calls=self._client.budget.remaining(),
+            latency_sensitive=latency_sensitive,
+            composite_refused=self._composite.disabled_reason,
         )
 
     async def upsert(
@@ -127,21 +136,94 @@ class SalesforceSink(AsyncResource):
         *,
         label: str | None = None,
     ) -> list[RecordResult]:
-        """One RecordResult per input record, in input order, keyed by the record's external id value."""
+        """One RecordResult per input record, in input order, keyed by the record's external id value.
+
+        Records refused with UNABLE_TO_LOCK_ROW are sent again at once in smaller, serial Collections
+        batches (50, then 10); those still locked come back transient for the caller's own retry.
+        """
         if not records:
             return []
         label = label or sobject
-        if strategy is Strategy.BULK:
-            return await self._bulk.upsert(sobject, external_id_field, records, label=label)
-        # SINGLE goes through Collections too: a collection of one is one API call, with the same result shape.
         schema = await self.describe(sobject) if _has_references(records) else None
-        return await self._collections.upsert(sobject, external_id_field, records, schema, label=label)
+        if strategy is Strategy.BULK:
+            results = await self._bulk.upsert(sobject, external_id_field, records, label=label)
+        elif strategy is Strategy.SINGLE and len(records) == 1:
+            results = [await upsert_one(self._client, sobject, external_id_field, records[0], schema, label=label)]
+        elif strategy is Strategy.COMPOSITE:
+            results = await self._composite.upsert(sobject, external_id_field, records, schema, label=label)
+        else:
+            results = await self._collections.upsert(sobject, external_id_field, records, schema, label=label)
+        return await self._retry_locked(sobject, external_id_field, records, results, schema, label)
+
+    async def _retry_locked(
+        self,
+        sobject: str,
+        external_id_field: str,
+        records: Sequence[MappedRecord],
+        results: list[RecordResult],
+        schema: ObjectSchema | None,
+        label: str,
+    ) -> list[RecordResult]:
+        for size in LOCK_RETRY_BATCHES:
+            locked = [i for i, r in enumerate(results) if _locked(r)]
+            if not locked:
+                break
+            self.lock_retries += len(locked)
+            log.info("upsert.lock_retry", sobject=sobject, records=len(locked), batch=size)
+            # Another transaction holds the rows (often their parent): give it a moment, then go one
+            # small batch at a time so ferry does not contend with itself.
+            await self._sleep(random.uniform(0.5, 1.5))
+            for start in range(0, len(locked), size):
+                part = locked[start : start + size]
+                again = await self._collections.upsert(
+                    sobject, external_id_field, [records[i] for i in part], schema, label=label, serial=True
+                )
+                for i, result in zip(part, again, strict=True):
+                    results[i] = result
+        return results
+
+    async def upsert_stream(
+        self,
+        sobject: str,
+        external_id_field: str,
+        chunks: RecordChunks,
+        *,
+        label: str | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> AsyncIterator[list[RecordResult]]:
+        """Bulk API 2.0 upsert of a stream of record chunks, in memory flat in the record count.
+
+        ``chunks`` is an async iterator (or an iterable) of record lists, e.g. pages read from the
+        outbox. CSV rows are generated from them while the upload is being sent (one PUT per job,
+        at most 100 MB; a longer stream continues in a next job), then the job is polled with
+        backoff and its result files are streamed back. Yields lists of RecordResult (at most 5,000
+        each), keyed by the external id value: every record gets exactly one result, but NOT in input
+        order; match them by ``key`` (duplicates of a key within a job get one result per copy).
+
+        The CSV header is ``columns`` or the first record's keys; a later record with a key outside it
+        gets an UNKNOWN_COLUMN result instead of being sent. If the stream raises (upload refused,
+        budget spent), records with no result yielded yet are still pending: send them again (the
+        upsert is idempotent). ``on_bulk_job`` is called with each job id as soon as it exists, so
+        a crashed run can ``resume_bulk_job`` it.
+        """
+        async for batch in self._bulk.upsert_stream(
+            sobject, external_id_field, chunks, label=label or sobject, columns=columns
+        ):
+            yield batch
 
     async def resume_bulk_job(
         self, job_id: str, external_id_field: str, records: Sequence[MappedRecord], *, label: str
     ) -> list[RecordResult] | None:
         """Collect the results of a job started before a crash; None means "it never got its data, upsert again"."""
         return await self._bulk.resume(job_id, external_id_field, records, label=label)
+
+    async def unfinished_bulk_jobs(self, sobject: str) -> list[str]:
+        """Ids of this user's ingest jobs for ``sobject`` that are not finished (left behind by a crash)."""
+        return [str(j["id"]) for j in await self._bulk.unfinished_jobs(sobject, label="bulk-jobs")]
+
+
+def _locked(result: RecordResult) -> bool:
+    return not result.success and any(e.code == "UNABLE_TO_LOCK_ROW" for e in result.errors)
 
 
 def _has_references(records: Sequence[MappedRecord]) -> bool:

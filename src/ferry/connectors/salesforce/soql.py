@@ -59,7 +59,13 @@ def _datetime_literal(value: dt.datetime) -> str:
     # SOQL datetime literals are unquoted ISO-8601 with a zone; naive values are taken as UTC.
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Milliseconds are kept when present (SystemModstamp has them; dropping them would re-read or
+    # mis-order records of the same second). Salesforce stores no finer precision.
+    utc = value.astimezone(dt.UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond // 1000:03d}"
+    return text + "Z"
 
 
 def soql_like(value: str) -> str:

@@ -92,7 +92,10 @@ class LatencyProfile:
             subs: Any = None
             if isinstance(reply_body, dict):
                 subs = reply_body.get("compositeResponse", reply_body.get("results"))
-            return t.composite_call + t.composite_subrequest * (len(subs) if isinstance(subs, list) else 0)
+            subs = subs if isinstance(subs, list) else []
+            # A Collections subrequest saves its records like a Collections call does: charge them too.
+            records = sum(len(s["body"]) for s in subs if isinstance(s, dict) and isinstance(s.get("body"), list))
+            return t.composite_call + t.composite_subrequest * len(subs) + t.collections_write_record * records
         if head in ("query", "queryall"):
             return t.query_page
         if head == "jobs":

@@ -1,0 +1,124 @@
+"""The write planner: which Salesforce API a batch goes through, and why, in words a human reads.
+
+Inputs: how many records, whether latency matters (a webhook-driven change vs a nightly load), the
+calls left in the budget (this pipeline's ``api_budget`` share and the org's ``Sforce-Limit-Info``),
+and whether the org accepts Composite. Costs, in API calls:
+
+=================  ===================================  ============================================
+strategy           calls for n records                  when
+=================  ===================================  ============================================
+single             n (one sObject call each)            one record: the lowest latency
+collections        ceil(n / 200)                        Composite off or refused, or n <= 200
+composite          ceil(n / 1,000) (5 x 200 per call)   below ``bulk_threshold`` (unset: while it
+                                                        needs no more calls than Bulk, ~11,000)
+bulk               about 5 per job + backed-off polls   ``bulk_threshold`` or more (unset: when
+                   (one job per 100 MB of CSV)          fewer calls), or when the budget left
+                                                        cannot pay for the REST path
+=================  ===================================  ============================================
+
+Bulk is cheapest in calls but slowest to start (a job queues for seconds to minutes), so a
+latency-sensitive batch stays on REST unless the budget forces Bulk. Calls of the REST paths run in
+parallel, up to ``max_concurrency`` in flight (never more than the org's long-running limit).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ferry.connectors.salesforce.composite import RECORDS_PER_CALL
+from ferry.connectors.salesforce.config import SalesforceConfig
+from ferry.connectors.types import Strategy, StrategyChoice
+
+COLLECTION_SIZE = 200
+BULK_CALLS_PER_JOB = 5  # create, upload, UploadComplete, successfulResults, failedResults
+BULK_POLLS_ESTIMATE = 6  # 1 s doubling to the cap covers minutes of processing in ~6 polls
+BULK_JOB_RECORDS_ESTIMATE = 500_000  # ~100 MB of CSV at ~200 bytes a row
+
+
+def bulk_calls(count: int) -> int:
+    jobs = max(1, math.ceil(count / BULK_JOB_RECORDS_ESTIMATE))
+    return jobs * (BULK_CALLS_PER_JOB + BULK_POLLS_ESTIMATE)
+
+
+def rest_calls(strategy: Strategy, count: int, batch_size: int = COLLECTION_SIZE) -> int:
+    if strategy is Strategy.SINGLE:
+        return count
+    if strategy is Strategy.COMPOSITE:
+        return math.ceil(count / RECORDS_PER_CALL)
+    return math.ceil(count / batch_size)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+class WritePlanner:
+    def __init__(self, config: SalesforceConfig) -> None:
+        self.config = config
+
+    def choose(
+        self,
+        sobject: str,
+        count: int,
+        *,
+        remaining_calls: int | None = None,
+        latency_sensitive: bool = False,
+        composite_refused: str | None = None,
+    ) -> StrategyChoice:
+        if count <= 0:
+            return StrategyChoice(Strategy.COLLECTIONS, "nothing to write", 0)
+        if count == 1:
+            return StrategyChoice(
+                Strategy.SINGLE, f"1 {sobject} record: one sObject upsert call, the lowest latency", 1
+            )
+        rest, rest_why = self._rest_strategy(count, composite_refused)
+        rest_cost = rest_calls(rest, count, self.config.collections_batch_size)
+        bulk_cost = bulk_calls(count)
+        threshold = self.config.bulk_threshold
+        budget_note = f"; {_plural(remaining_calls, 'call')} left in the budget" if remaining_calls is not None else ""
+        if threshold is not None:
+            size_says_bulk = count >= threshold
+            size_why = f"{count:,} {sobject} records >= bulk_threshold {threshold:,}"
+            rest_size_why = f"{count:,} {sobject} records < bulk_threshold {threshold:,}"
+        else:
+            size_says_bulk = bulk_cost < rest_cost
+            size_why = f"{count:,} {sobject} records: Bulk needs fewer calls than {rest.value}"
+            rest_size_why = (
+                f"{count:,} {sobject} records: {rest.value} needs no more calls than Bulk and has no job queue"
+            )
+        if size_says_bulk and not latency_sensitive:
+            return StrategyChoice(
+                Strategy.BULK,
+                f"{size_why}: Bulk API 2.0, one job "
+                f"(~{bulk_cost} API calls with backed-off polls, vs {rest_cost:,} on {rest.value}){budget_note}",
+                bulk_cost,
+            )
+        if remaining_calls is not None and rest_cost > remaining_calls and bulk_cost < rest_cost:
+            return StrategyChoice(
+                Strategy.BULK,
+                f"{count:,} {sobject} records: {rest.value} would need {rest_cost:,} API calls but only "
+                f"{remaining_calls:,} are left in the budget; Bulk API 2.0 needs ~{bulk_cost}",
+                bulk_cost,
+            )
+        why = rest_why
+        if size_says_bulk:
+            why += "; not Bulk because latency matters"
+            rest_size_why = f"{count:,} {sobject} records"
+        return StrategyChoice(
+            rest,
+            f"{rest_size_why}: {why} "
+            f"({_plural(rest_cost, 'call')}, up to {self.config.max_concurrency} in flight){budget_note}",
+            rest_cost,
+        )
+
+    def _rest_strategy(self, count: int, composite_refused: str | None) -> tuple[Strategy, str]:
+        size = self.config.collections_batch_size
+        if count <= size:
+            return Strategy.COLLECTIONS, f"sObject Collections (one call of <= {size})"
+        if not self.config.composite:
+            return Strategy.COLLECTIONS, f"sObject Collections of <= {size} (composite: false in the config)"
+        if composite_refused:
+            return Strategy.COLLECTIONS, f"sObject Collections of <= {size} (Composite refused: {composite_refused})"
+        return Strategy.COMPOSITE, (
+            f"Composite carrying 5 Collections subrequests (<= {RECORDS_PER_CALL:,} records a call)"
+        )

@@ -1,0 +1,112 @@
+"""The write planner's choices, the budget guard's arithmetic, api_budget validation, the call gate."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from ferry.connectors.salesforce import SalesforceConfig
+from ferry.connectors.salesforce.budget import BudgetGuard
+from ferry.connectors.salesforce.config import parse_api_budget
+from ferry.connectors.salesforce.gate import CallGate
+from ferry.connectors.salesforce.planner import WritePlanner
+from ferry.connectors.types import Strategy
+from ferry.errors import BudgetExhausted
+
+
+def _cfg(**kw: Any) -> SalesforceConfig:
+    base = {"system": "salesforce", "login_url": "https://login.salesforce.com", "client_id": "id",
+            "auth": "client_credentials", "client_secret": "s"}
+    return SalesforceConfig.model_validate(base | kw)
+
+
+@pytest.mark.parametrize(
+    ("count", "kw", "strategy", "calls"),
+    [
+        (1, {}, Strategy.SINGLE, 1),
+        (150, {}, Strategy.COLLECTIONS, 1),
+        (1999, {}, Strategy.COMPOSITE, 2),
+        (11_000, {}, Strategy.COMPOSITE, 11),  # no threshold: Composite while it is no dearer than Bulk
+        (11_001, {}, Strategy.BULK, 11),
+        (2201, {"composite": False}, Strategy.BULK, 11),  # Collections would need 12 calls
+        (1999, {"composite": False}, Strategy.COLLECTIONS, 10),
+        (1999, {"bulk_threshold": 2000}, Strategy.COMPOSITE, 2),
+        (2000, {"bulk_threshold": 2000}, Strategy.BULK, 11),
+        (100_000, {}, Strategy.BULK, 11),
+    ],
+)
+def test_strategy_by_volume(count: int, kw: dict[str, Any], strategy: Strategy, calls: int) -> None:
+    choice = WritePlanner(_cfg(**kw)).choose("Contact", count)
+    assert choice.strategy is strategy and choice.estimated_calls == calls and choice.reason
+
+
+def test_latency_keeps_a_large_batch_on_rest_unless_the_budget_forbids() -> None:
+    planner = WritePlanner(_cfg(bulk_threshold=2000))
+    fast = planner.choose("Contact", 5000, latency_sensitive=True)
+    assert fast.strategy is Strategy.COMPOSITE and "latency matters" in fast.reason
+    poor = planner.choose("Contact", 50_000, latency_sensitive=True, remaining_calls=20)
+    assert poor.strategy is Strategy.BULK and "only 20 are left" in poor.reason
+    refused = planner.choose("Contact", 900, composite_refused="LIMIT_EXCEEDED")
+    assert refused.strategy is Strategy.COLLECTIONS and "LIMIT_EXCEEDED" in refused.reason
+
+
+@pytest.mark.parametrize(("value", "calls", "fraction"), [("20%", None, 0.2), (3000, 3000, None), ("150", 150, None)])
+def test_api_budget_parses(value: object, calls: int | None, fraction: float | None) -> None:
+    budget = _cfg(api_budget=value).api_budget
+    assert budget is not None and budget.calls == calls and budget.fraction == fraction
+
+
+@pytest.mark.parametrize("value", ["0%", "120%", "lots", 0, -5, True, "12.5"])
+def test_bad_api_budget_is_a_clear_error(value: object) -> None:
+    with pytest.raises(ValidationError, match="api_budget"):
+        _cfg(api_budget=value)
+
+
+def test_concurrency_may_not_exceed_the_long_running_limit() -> None:
+    with pytest.raises(ValidationError, match="Developer Edition"):
+        _cfg(max_concurrency=8, long_running_limit=5)
+    assert _cfg(long_running_limit=5).max_concurrency == 5  # Developer Edition: the default follows
+    assert _cfg().max_concurrency == 10
+
+
+def test_guard_uses_the_stricter_of_its_share_and_the_org() -> None:
+    guard = BudgetGuard(parse_api_budget("10%"), clock=lambda: 1_000_000.0)
+    guard.check()  # the org's allocation is not known yet: the first call may go
+    guard.record_call()
+    guard.observe((500, 1000))  # others already spent 500; our share is 100
+    assert guard.remaining() == 99
+    for _ in range(99):
+        guard.check()
+        guard.record_call()
+    with pytest.raises(BudgetExhausted) as info:
+        guard.check()
+    assert info.value.resume_after == "1970-01-13T13:46:40Z"  # first call (Jan 12 13:46:40) + 24 h
+    org_full = BudgetGuard(None)
+    org_full.observe((999, 1000))
+    org_full.check()
+    org_full.record_call()
+    with pytest.raises(BudgetExhausted, match="org's daily API allocation"):
+        org_full.check()
+
+
+async def test_gate_never_admits_more_than_its_limit_and_counts_long_calls() -> None:
+    now = [0.0]
+    gate = CallGate(3, 3, long_after=20.0, clock=lambda: now[0])
+    running = 0
+    peak = 0
+
+    async def call() -> None:
+        nonlocal running, peak
+        await gate.acquire()
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        now[0] += 25.0  # each call "takes" 25 s of the fake clock
+        running -= 1
+        gate.release(None)
+
+    await asyncio.gather(*(call() for _ in range(10)))
+    assert peak == 3 and gate.peak_in_flight == 3 and gate.long_calls == 10 and gate.in_flight == 0

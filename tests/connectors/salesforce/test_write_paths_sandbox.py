@@ -1,0 +1,186 @@
+"""Every write strategy against the Salesforce sandbox: per-record results, API calls, fallbacks, budget."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ferry.connectors.salesforce import SalesforceSink
+from ferry.connectors.types import RecordResult, Strategy
+from ferry.errors import BudgetExhausted
+
+from .conftest import Org, start_org
+
+EXT = "Shopify_Customer_Id__c"
+
+
+def _contacts(n: int, prefix: str = "k") -> list[dict[str, object]]:
+    return [{EXT: f"{prefix}{i}", "LastName": f"Last {i}", "Email": f"{prefix}{i}@example.com"} for i in range(n)]
+
+
+async def test_composite_carries_1000_records_in_one_api_call(org: Org) -> None:
+    records = _contacts(2300)
+    records[7]["LastName"] = None  # required: a per-record error inside a subrequest
+    records[1999]["Email"] = "not-an-email"
+    async with SalesforceSink(org.config()) as sink:
+        choice = sink.choose_strategy("Contact", 2300, latency_sensitive=True)
+        assert choice.strategy is Strategy.COMPOSITE and choice.estimated_calls == 3
+        first = await sink.upsert("Contact", EXT, records, Strategy.COMPOSITE)
+        assert sink.api_calls["Contact"] == 3  # 1,000 + 1,000 + 300 records
+        assert [r.key for r in first] == [f"k{i}" for i in range(2300)]
+        assert {i for i, r in enumerate(first) if not r.success} == {7, 1999}
+        assert first[7].errors[0].code == "REQUIRED_FIELD_MISSING" and first[7].errors[0].fields == ["LastName"]
+        assert first[1999].errors[0].code == "INVALID_EMAIL_ADDRESS"
+        assert all(r.created and r.id for i, r in enumerate(first) if i not in (7, 1999))
+        again = await sink.upsert("Contact", EXT, records, Strategy.COMPOSITE, label="again")
+        assert all(r.created is False for i, r in enumerate(again) if i not in (7, 1999))
+        assert [r.id for r in again] == [r.id for r in first]
+    stats = org.sandbox.state.budget.by_endpoint
+    assert any("composite" in k and v == 6 for k, v in stats.items()), stats
+
+
+async def test_composite_refused_falls_back_to_collections(org: Org) -> None:
+    org.sandbox.faults.configure({"rules": [{"status": 400, "method": "POST", "path": "composite", "count": 1,
+                                             "error_code": "LIMIT_EXCEEDED", "message": "governor limit"}]})
+    async with SalesforceSink(org.config()) as sink:
+        results = await sink.upsert("Contact", EXT, _contacts(450), Strategy.COMPOSITE)
+        assert all(r.success for r in results)
+        assert sink.composite_refused is not None and "LIMIT_EXCEEDED" in sink.composite_refused
+        assert sink.api_calls["Contact"] == 1 + 3  # the refused composite, then 3 Collections calls
+        later = sink.choose_strategy("Contact", 900)
+        assert later.strategy is Strategy.COLLECTIONS and "Composite refused" in later.reason
+
+
+async def test_single_record_upsert_reports_created_then_updated_and_field_errors(org: Org) -> None:
+    async with SalesforceSink(org.config()) as sink:
+        assert sink.choose_strategy("Contact", 1).strategy is Strategy.SINGLE
+        [made] = await sink.upsert("Contact", EXT, [{EXT: "a/b?c", "LastName": "One"}], Strategy.SINGLE)
+        [same] = await sink.upsert("Contact", EXT, [{EXT: "a/b?c", "LastName": "Two"}], Strategy.SINGLE)
+        [bad] = await sink.upsert("Contact", EXT, [{EXT: "s2", "LastName": None}], Strategy.SINGLE)
+        rows = await sink.query("SELECT LastName FROM Contact WHERE Shopify_Customer_Id__c = 'a/b?c'")
+    assert made.success and made.created and made.id
+    assert same.success and same.created is False and same.id == made.id
+    assert rows == [{"attributes": rows[0]["attributes"], "LastName": "Two"}]
+    assert not bad.success and bad.errors[0].code == "REQUIRED_FIELD_MISSING" and "LastName" in bad.errors[0].fields
+
+
+async def test_locked_rows_are_retried_in_smaller_serial_batches(org: Org) -> None:
+    org.sandbox.faults.configure({"seed": 11, "lock_row_rate": 0.1})
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async with SalesforceSink(org.config(), sleep=sleep) as sink:
+        results = await sink.upsert("Contact", EXT, _contacts(400), Strategy.COLLECTIONS)
+        assert sink.lock_retries > 0 and sleeps  # some rows were locked and resent after a pause
+        still = [r for r in results if not r.success]
+        assert all(r.transient and r.errors[0].code == "UNABLE_TO_LOCK_ROW" for r in still)
+        assert len(still) < sink.lock_retries
+    org.sandbox.faults.configure({})
+    held = {r[EXT] for r in org.sandbox.state.store.table("Contact").rows.values()}
+    assert held == {r.key for r in results if r.success}
+
+
+async def test_budget_share_stops_before_the_call_that_would_pass_it(tmp_path: Path) -> None:
+    org, running = start_org(tmp_path, daily_api_limit=100)
+    try:
+        async with SalesforceSink(org.config(api_budget="5%")) as sink:  # 5 of 100 calls
+            for n in range(4):
+                await sink.upsert("Contact", EXT, _contacts(1, f"b{n}-"), Strategy.SINGLE)
+            assert sink.budget_remaining == 1
+            await sink.upsert("Contact", EXT, _contacts(1, "b4-"), Strategy.SINGLE)
+            with pytest.raises(BudgetExhausted) as info:
+                await sink.upsert("Contact", EXT, _contacts(1, "b5-"), Strategy.SINGLE)
+        assert "api_budget (5%: 5 calls)" in str(info.value) and "rolling 24-hour" in str(info.value)
+        assert info.value.resume_after and info.value.resume_after.endswith("Z")
+        assert org.sandbox.state.budget.used == 5  # the sixth call was never sent
+    finally:
+        running.stop()
+
+
+async def test_planner_picks_bulk_when_the_budget_cannot_pay_for_rest(tmp_path: Path) -> None:
+    org, running = start_org(tmp_path, daily_api_limit=1000)
+    try:
+        async with SalesforceSink(org.config(api_budget=20)) as sink:
+            await sink.describe("Contact")
+            choice = sink.choose_strategy("Contact", 1900, latency_sensitive=False)
+            assert choice.strategy is Strategy.COMPOSITE  # 2 calls, affordable
+            many = sink.choose_strategy("Contact", 1900 * 15, latency_sensitive=True)
+            assert many.strategy is Strategy.BULK and "left in the budget" in many.reason
+    finally:
+        running.stop()
+
+
+async def _chunks(n: int, size: int, prefix: str = "st") -> AsyncIterator[list[dict[str, object]]]:
+    for start in range(0, n, size):
+        yield [{EXT: f"{prefix}{i}", "LastName": f"L{i}", "Description": "line one\nline \"two\", three"}
+               for i in range(start, min(n, start + size))]
+
+
+async def test_streamed_bulk_upsert_accounts_for_every_record(org: Org) -> None:
+    jobs: list[tuple[str, str]] = []
+    async with SalesforceSink(org.config(), on_bulk_job=lambda j, o: jobs.append((j, o))) as sink:
+        results: list[RecordResult] = []
+        async for batch in sink.upsert_stream("Contact", EXT, _chunks(12_000, 1000)):
+            assert len(batch) <= 5000
+            results.extend(batch)
+        calls = sink.api_calls["Contact"]
+        assert len(jobs) == 1 and calls <= 10, (jobs, calls)  # one job; create, PUT, close, polls, results
+        mixed: list[dict[str, object]] = [{EXT: "x1", "LastName": "A"}, {"LastName": "no key"},
+                                          {EXT: "x2", "LastName": "B", "Phone": "1"}, {EXT: "x3", "LastName": None}]
+        odd = [r async for batch in sink.upsert_stream("Contact", EXT, [mixed]) for r in batch]
+    assert sorted(r.key for r in results) == sorted(f"st{i}" for i in range(12_000))
+    assert all(r.success and r.created and r.id for r in results)
+    by_key = {r.key: r for r in odd}
+    assert len(odd) == 4 and by_key["x1"].success
+    assert by_key[""].errors[0].code == "MISSING_EXTERNAL_ID"
+    assert by_key["x2"].errors[0].code == "UNKNOWN_COLUMN" and by_key["x2"].errors[0].fields == ["Phone"]
+    assert by_key["x3"].errors[0].code == "REQUIRED_FIELD_MISSING"
+    stored = org.sandbox.state.store.table("Contact").rows
+    assert any(r.get("Description") == "line one\nline \"two\", three" for r in stored.values())
+
+
+async def test_unfinished_bulk_job_is_found_and_resumed_not_duplicated(org: Org) -> None:
+    records = _contacts(300, "r")
+    async with SalesforceSink(org.config()) as sink:
+        # Crash 1: after the job was created, before its upload. It is found, aborted, and reported
+        # as "never got its data" so the caller upserts again.
+        empty = await sink._bulk._create("Contact", EXT, "Contact")
+        assert await sink.unfinished_bulk_jobs("Contact") == [empty]
+        assert await sink.resume_bulk_job(empty, EXT, records, label="Contact") is None
+        assert await sink.unfinished_bulk_jobs("Contact") == []
+        # Crash 2: after the upload. The id the runner kept (on_bulk_job) collects the results;
+        # nothing is uploaded again.
+        jobs: list[str] = []
+        async with SalesforceSink(org.config(), on_bulk_job=lambda j, o: jobs.append(j)) as crashed:
+            await crashed.upsert("Contact", EXT, records, Strategy.BULK)
+        before = org.sandbox.state.budget.by_endpoint.copy()
+        results = await sink.resume_bulk_job(jobs[0], EXT, records, label="Contact")
+        uploads = {k: v - before.get(k, 0) for k, v in org.sandbox.state.budget.by_endpoint.items() if "PUT" in k}
+    assert results is not None and all(r.success for r in results) and [r.key for r in results] == [
+        f"r{i}" for i in range(300)]
+    assert not any(uploads.values())
+    assert len(org.sandbox.state.store.table("Contact").rows) == 300
+
+
+async def test_bulk_job_is_polled_with_backoff_not_a_fixed_interval(tmp_path: Path) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(seconds / 20)  # real time passes, fast enough to see several polls
+
+    org, running = start_org(tmp_path, latency="real")  # the job queues ~2 s, then processes in chunks
+    try:
+        async with SalesforceSink(org.config(bulk_poll_max_interval=8), sleep=sleep) as sink:
+            results = await sink.upsert("Contact", EXT, _contacts(3000, "p"), Strategy.BULK)
+            polls = sink._bulk.polls
+    finally:
+        running.stop()
+    assert all(r.success for r in results)
+    assert pauses[:3] == [1.0, 2.0, 4.0] and all(p <= 8 for p in pauses), pauses
+    assert polls == len(pauses)  # slept once before the first poll, then once between polls
