@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from simple_salesforce import Salesforce
-
 import shop_to_sf as m
+from simple_salesforce import Salesforce
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:

@@ -10,10 +10,9 @@ from collections import Counter
 from typing import Any
 from urllib.parse import quote
 
+import shop_to_sf as m
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceError
-
-import shop_to_sf as m
 
 
 def upsert(sf: Salesforce, obj: str, ext: str, record: dict[str, Any], written: Counter[str],

@@ -86,9 +86,8 @@ def start_shopify(state_dir: Path, orders: int, latency: str, seed: int) -> Sand
 
 
 def start_salesforce(state_dir: Path, latency: str, seed: int) -> Sandbox:
-    return _start("salesforce", [sys.executable, "-m", "ferry", "sandbox", "serve", "salesforce", "--port", "0",
-                                 "--json", "--state-dir", str(state_dir), "--seed", str(seed),
-                                 "--latency", latency])
+    return _start("salesforce", [sys.executable, str(HERE / "serve_salesforce.py"), "--state-dir", str(state_dir),
+                                 "--seed", str(seed), "--latency", latency])
 
 
 def contender_env(shop: Sandbox, org: Sandbox) -> dict[str, str]:

@@ -230,7 +230,8 @@ def derive(customers: list[dict[str, Any]], products: list[dict[str, Any]],
             exp.values["OrderItem"][lkey] = {"Quantity": float(line["quantity"]), "UnitPrice": float(line["price"])}
             if variant is None:
                 exp.invalid["OrderItem"].add(lkey)
-            exp.parents["OrderItem"][lkey] = {"OrderId": ("Order", key), "PricebookEntryId": ("PricebookEntry", variant)}
+            exp.parents["OrderItem"][lkey] = {"OrderId": ("Order", key),
+                                              "PricebookEntryId": ("PricebookEntry", variant)}
     # A valid record whose parent is invalid cannot be written either (parents first, so this cascades).
     for obj in OBJECTS:
         for key, refs in exp.parents[obj].items():
