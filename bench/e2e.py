@@ -87,13 +87,19 @@ def run_one(contender: Contender, orders: int, latency: str) -> Row:
                shop_calls, org_calls, m.peak_rss / 2**20, check.valid_records, check.summary())
 
 
-def run_case(name: str, orders: int, latency: str, sample: int, sampled: set[str]) -> Row:
+def run_case(name: str, orders: int, latency: str, sample: int, sampled: set[str],
+             saved: dict[tuple[str, int, str], Row]) -> list[Row]:
+    """The measured row, or the sample's row (reused when already saved) and the row scaled from it."""
     contender = CONTENDERS[name]
     if not needs_sample(name, orders, sampled, sample):
-        return run_one(contender, orders, latency)
-    row = run_one(contender, sample, latency)
+        return [run_one(contender, orders, latency)]
+    measured = saved.get((name, sample, latency))
+    rows = []
+    if measured is None or measured.scaled_from:
+        measured = run_one(contender, sample, latency)
+        rows.append(measured)
     full = valid_records(orders)
-    return row.scaled(full / row.records, orders, full)
+    return [*rows, measured.scaled(full / measured.records, orders, full)]
 
 
 def load_rows(path: Path) -> list[Row]:
@@ -128,10 +134,12 @@ def main() -> None:
         for latency in args.latency.split(","):
             for name in args.contenders.split(","):
                 t0 = time.monotonic()
-                row = run_case(name, orders, latency, args.sample, set(args.scaled.split(",")))
-                print(f"{name} {orders:,} orders latency {latency}: {row.wall:,.1f} s, {row.result} "
-                      f"(took {time.monotonic() - t0:,.0f} s)", file=sys.stderr, flush=True)
-                new.append(row)
+                saved = {(r.contender, r.orders, r.latency): r for r in load_rows(args.save)}
+                rows = run_case(name, orders, latency, args.sample, set(args.scaled.split(",")), saved)
+                for row in rows:
+                    print(f"{name} {row.orders:,} orders latency {latency}: {row.wall:,.1f} s, {row.result} "
+                          f"(took {time.monotonic() - t0:,.0f} s)", file=sys.stderr, flush=True)
+                new += rows
                 save_rows(args.save, new)
     print(render(load_rows(args.save)))
 
