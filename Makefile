@@ -36,7 +36,7 @@ unit: $(VENV)/.installed-dev
 test: lint unit
 
 # The issue-5 benchmarks (hours on a 2-core machine: hot path, end to end at 10k and 100k orders,
-# memory at 100k and 300k); rewrites the issue-5 section of bench/RESULTS.md.
+# memory at 10k, 30k and 100k); rewrites the issue-5 section of bench/RESULTS.md.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py $(ARGS)
 

@@ -1,6 +1,6 @@
-"""Memory of a backfill: ferry's peak RSS for a store of N orders against one of 10x N.
+"""Memory of a backfill: ferry's peak RSS at several store sizes (the target: flat from 100,000 to 1,000,000).
 
-Run: .venv/bin/python bench/memory.py [--orders 100000,300000] [--trace]
+Run: .venv/bin/python bench/memory.py [--orders 10000,30000,100000] [--trace]
 
 Each size: fresh sandboxes (latency off), one `ferry run` of the example pipeline, its peak RSS
 (kernel accounting, wait4) and an RSS timeline; the result is reconciled like bench/e2e.py's. The
@@ -49,7 +49,7 @@ def run(orders: int, trace: bool) -> tuple[float, float, str, list[tuple[float, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--orders", default="100000,300000")
+    ap.add_argument("--orders", default="10000,30000,100000")
     ap.add_argument("--trace", action="store_true")
     args = ap.parse_args()
     sizes = [int(x) for x in args.orders.split(",")]
