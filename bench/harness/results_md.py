@@ -24,7 +24,7 @@ def machine() -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"{psutil.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
-            f"load average at the end of the run {load} (the machine is shared with other developers)")
+            f"load average {load} when this section was written (the machine is shared with other developers)")
 
 
 def write_section(path: Path, body: str) -> None:
