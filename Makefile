@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint unit install install-dev clean
+.PHONY: demo test lint unit install install-dev clean bench
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("ferry needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -34,6 +34,11 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/pytest $(ARGS)
 
 test: lint unit
+
+# The issue-5 benchmarks (hours on a 2-core machine: hot path, end to end at 10k and 100k orders,
+# memory at 10k, 30k and 100k); rewrites the issue-5 section of bench/RESULTS.md.
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/run_all.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .ferry .pytest_cache .mypy_cache .ruff_cache

@@ -166,6 +166,8 @@ def decimal_or_none(value: Money | None) -> Decimal | None:
 
 def int_or_raw(value: Any) -> int | str | None:
     """Quantities: int when it is one (or an integral string/float), else the raw text for the validator."""
+    if value.__class__ is int:  # the common case first (bool is a subclass, so it is not caught here)
+        return value
     if value is None or isinstance(value, bool):
         return None if value is None else str(value)
     if isinstance(value, int):

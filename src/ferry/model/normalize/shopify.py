@@ -127,20 +127,22 @@ def _full_name(first: str | None, last: str | None) -> str | None:
 def _address(raw: dict[str, Any] | None) -> Address | None:
     if not raw:
         return None
-    street_parts = [p for p in (text(raw.get("address1")), text(raw.get("address2"))) if p]
-    country_code = text(raw.get("country_code"))
+    get = raw.get
+    line1, line2 = text(get("address1")), text(get("address2"))
+    country_code = text(get("country_code"))
+    province_code = text(get("province_code"))
     return Address(
-        street=", ".join(street_parts) or None,
-        city=text(raw.get("city")),
-        province=text(raw.get("province")) or text(raw.get("province_code")),
-        province_code=text(raw.get("province_code")),
-        zip=text(raw.get("zip")),
-        country=text(raw.get("country")) or text(raw.get("country_name")) or country_code,
+        street=f"{line1}, {line2}" if line1 and line2 else line1 or line2,
+        city=text(get("city")),
+        province=text(get("province")) or province_code,
+        province_code=province_code,
+        zip=text(get("zip")),
+        country=text(get("country")) or text(get("country_name")) or country_code,
         country_code=country_code,
-        phone=text(raw.get("phone")),
-        company=text(raw.get("company")),
-        first_name=text(raw.get("first_name")),
-        last_name=text(raw.get("last_name")),
+        phone=text(get("phone")),
+        company=text(get("company")),
+        first_name=text(get("first_name")),
+        last_name=text(get("last_name")),
     )
 
 
@@ -215,18 +217,23 @@ def _order_records(raw: dict[str, Any]) -> Iterator[tuple[str, CanonicalRecord]]
 
 def order(raw: dict[str, Any], guest_key: str | None = None) -> Order:
     key = ident(raw.get("id")) or _missing_key(raw)
-    version = version_of(raw.get("updated_at"), raw.get("created_at"))
-    updated_at = utc_timestamp(raw.get("updated_at"))
+    updated_at, created_at = utc_timestamp(raw.get("updated_at")), utc_timestamp(raw.get("created_at"))
+    version = newest_version(updated_at, created_at)
     currency = text(raw.get("currency"))
-    if guest_key is None and _customer_id(raw) is None:
+    customer_id = _customer_id(raw)
+    if guest_key is None and customer_id is None:
         guest_key = guest_key_for(raw)
     refunds = tuple(_refund(r, key, version, currency) for r in _dicts(raw.get("refunds")))
+    billing_raw, shipping_raw = _dict(raw.get("billing_address")), _dict(raw.get("shipping_address"))
+    billing = _address(billing_raw)
+    # Most orders ship where they bill: one Address value serves both (records are never mutated).
+    shipping = billing if shipping_raw == billing_raw else _address(shipping_raw)
     return Order(
         key=key,
         version=version,
         name=text(raw.get("name")),
         number=int_or_raw(raw.get("order_number") if raw.get("order_number") is not None else raw.get("number")),
-        customer_key=_customer_id(raw) or guest_key,
+        customer_key=customer_id or guest_key,
         is_guest=guest_key is not None,
         email=text(raw.get("email")) or text(raw.get("contact_email")),
         phone=text(raw.get("phone")),
@@ -237,9 +244,9 @@ def order(raw: dict[str, Any], guest_key: str | None = None) -> Order:
         cancelled_at=utc_timestamp(raw.get("cancelled_at")),
         cancel_reason=text(raw.get("cancel_reason")),
         closed_at=utc_timestamp(raw.get("closed_at")),
-        processed_at=utc_timestamp(raw.get("processed_at")) or utc_timestamp(raw.get("created_at")),
+        processed_at=utc_timestamp(raw.get("processed_at")) or created_at,
         processed_on=_local_date(raw.get("processed_at") or raw.get("created_at")),
-        created_at=utc_timestamp(raw.get("created_at")),
+        created_at=created_at,
         updated_at=updated_at,
         note=text(raw.get("note")),
         tags=tags(raw.get("tags")),
@@ -251,8 +258,8 @@ def order(raw: dict[str, Any], guest_key: str | None = None) -> Order:
         total_discounts=_shop_money(raw, "total_discounts"),
         total_refunded=_total_refunded(refunds),
         presentment_total_price=_presentment_money(raw, "total_price"),
-        billing_address=_address(_dict(raw.get("billing_address"))),
-        shipping_address=_address(_dict(raw.get("shipping_address"))),
+        billing_address=billing,
+        shipping_address=shipping,
         lines=tuple(_line(li, key, version, updated_at) for li in _dicts(raw.get("line_items"))),
         refunds=refunds,
     )
@@ -299,24 +306,29 @@ def _customer_id(raw: dict[str, Any]) -> str | None:
 
 
 def _line(raw: dict[str, Any], order_key: str, version: str, updated_at: str | None) -> OrderLine:
-    variant_key = ident(raw.get("variant_id"))
+    # The busiest builder (2-3 per order): one bound lookup, and the name read once.
+    get = raw.get
+    variant_key = ident(get("variant_id"))
+    name = text(get("name"))
+    price = money(get("price"))
+    price_set = get("price_set")
     return OrderLine(
-        key=ident(raw.get("id")) or _missing_key(raw),
+        key=ident(get("id")) or _missing_key(raw),
         version=version,
         order_key=order_key,
         variant_key=variant_key,
-        product_key=ident(raw.get("product_id")),
-        sku=text(raw.get("sku")),
-        title=text(raw.get("title")) or text(raw.get("name")),
-        variant_title=text(raw.get("variant_title")),
-        name=text(raw.get("name")),
-        vendor=text(raw.get("vendor")),
-        quantity=int_or_raw(raw.get("quantity")),
-        unit_price=_shop_money(raw, "price"),
-        presentment_unit_price=_presentment_money(raw, "price"),
+        product_key=ident(get("product_id")),
+        sku=text(get("sku")),
+        title=text(get("title")) or name,
+        variant_title=text(get("variant_title")),
+        name=name,
+        vendor=text(get("vendor")),
+        quantity=int_or_raw(get("quantity")),
+        unit_price=price or _bag_amount(price_set, "shop_money"),
+        presentment_unit_price=_bag_amount(price_set, "presentment_money") or price,
         total_discount=_shop_money(raw, "total_discount"),
         is_custom=variant_key is None,
-        is_gift_card=raw.get("gift_card") is True,
+        is_gift_card=get("gift_card") is True,
         updated_at=updated_at,
     )
 

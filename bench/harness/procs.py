@@ -1,0 +1,161 @@
+"""Child processes of a benchmark run: the two sandboxes, and a contender measured from start to exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import psutil
+
+HERE = Path(__file__).resolve().parent
+START_TIMEOUT = 600.0  # a 1,000,000-order store takes minutes to generate
+
+
+@dataclass
+class Sandbox:
+    system: str
+    process: subprocess.Popen[str]
+    info: dict[str, Any]
+    peak_rss: int = 0
+
+    @property
+    def url(self) -> str:
+        return str(self.info["url"])
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(verify=ssl.create_default_context(cafile=self.info["ca_file"]), timeout=600)
+
+    def admin(self, path: str) -> Any:
+        with self.client() as c:
+            resp = c.get(f"{self.url}/__sandbox/{path}")
+            resp.raise_for_status()
+            return resp.json()
+
+    def cpu(self) -> float:
+        t = psutil.Process(self.process.pid).cpu_times()
+        return float(t.user + t.system)
+
+    def rss(self) -> int:
+        return int(psutil.Process(self.process.pid).memory_info().rss)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=20)
+
+
+def _start(system: str, cmd: list[str]) -> Sandbox:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(proc.stdout.readline() if proc.stdout else ""), daemon=True)
+    reader.start()
+    reader.join(START_TIMEOUT)
+    line = box[0].strip() if box else ""
+    if not line:
+        proc.kill()
+        err = proc.stderr.read() if proc.stderr else ""
+        raise RuntimeError(f"the {system} sandbox did not start: {err[-2000:] or 'no output'}")
+    for stream in (proc.stdout, proc.stderr):
+        threading.Thread(target=_drain, args=(stream,), daemon=True).start()
+    return Sandbox(system, proc, json.loads(line))
+
+
+def _drain(stream: IO[str] | None) -> None:
+    if stream is not None:
+        for _ in stream:
+            pass
+
+
+def start_shopify(state_dir: Path, orders: int, latency: str, seed: int) -> Sandbox:
+    return _start("shopify", [sys.executable, str(HERE / "serve_shopify.py"), "--orders", str(orders),
+                              "--seed", str(seed), "--latency", latency, "--state-dir", str(state_dir)])
+
+
+def start_salesforce(state_dir: Path, latency: str, seed: int) -> Sandbox:
+    return _start("salesforce", [sys.executable, str(HERE / "serve_salesforce.py"), "--state-dir", str(state_dir),
+                                 "--seed", str(seed), "--latency", latency])
+
+
+def contender_env(shop: Sandbox, org: Sandbox) -> dict[str, str]:
+    """The environment the example pipeline reads; the scripts read the same variables."""
+    s, o = shop.info, org.info
+    return {
+        "SHOPIFY_URL": s["url"], "SHOPIFY_ACCESS_TOKEN": s["access_token"], "SHOPIFY_CA_FILE": s["ca_file"],
+        "SALESFORCE_LOGIN_URL": o["login_url"], "SALESFORCE_CLIENT_ID": o["client_id"],
+        "SALESFORCE_USERNAME": o["username"], "SALESFORCE_PRIVATE_KEY_FILE": o["private_key_file"],
+        "SALESFORCE_CA_FILE": o["ca_file"],
+    }
+
+
+@dataclass
+class Measured:
+    wall: float
+    cpu: float  # user + system of the contender process (and any children it waited for)
+    peak_rss: int  # bytes, from the kernel's accounting (wait4 ru_maxrss)
+    returncode: int
+    stdout: str
+    stderr: str
+    sandbox_cpu: dict[str, float] = field(default_factory=dict)
+    sandbox_peak_rss: dict[str, int] = field(default_factory=dict)
+    rss_samples: list[tuple[float, int]] = field(default_factory=list)
+
+
+def run_measured(cmd: list[str], env: dict[str, str], sandboxes: list[Sandbox], timeout: float) -> Measured:
+    """Run ``cmd`` to completion; its CPU and peak RSS come from wait4, the sandboxes' from psutil deltas."""
+    cpu0 = {s.system: s.cpu() for s in sandboxes}
+    out_path, err_path = Path(env["FERRY_BENCH_TMP"]) / "stdout", Path(env["FERRY_BENCH_TMP"]) / "stderr"
+    started = time.monotonic()
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **env})
+        samples: list[tuple[float, int]] = []
+        peaks = {s.system: 0 for s in sandboxes}
+        stop = threading.Event()
+
+        def sample() -> None:
+            me = psutil.Process(proc.pid)
+            while not stop.is_set():
+                try:
+                    samples.append((time.monotonic() - started, int(me.memory_info().rss)))
+                    for s in sandboxes:
+                        peaks[s.system] = max(peaks[s.system], s.rss())
+                except psutil.Error:
+                    pass
+                stop.wait(0.1)
+
+        watcher = threading.Thread(target=sample, daemon=True)
+        watcher.start()
+        deadline = started + timeout
+        status, usage = 0, None
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        wall = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stop.set()
+        watcher.join()
+    return Measured(
+        wall=wall, cpu=usage.ru_utime + usage.ru_stime, peak_rss=usage.ru_maxrss * 1024,
+        returncode=proc.returncode, stdout=out_path.read_text(), stderr=err_path.read_text()[-4000:],
+        sandbox_cpu={s.system: s.cpu() - cpu0[s.system] for s in sandboxes}, sandbox_peak_rss=peaks,
+        rss_samples=samples,
+    )
