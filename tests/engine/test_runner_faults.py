@@ -33,7 +33,13 @@ EXT_IDS = {
     "Order": "Shopify_Order_Id__c",
     "OrderItem": "Shopify_Line_Item_Id__c",
 }
-TRANSIENT_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "UNKNOWN_EXCEPTION", "REQUEST_LIMIT_EXCEEDED"}
+TRANSIENT_CODES = {
+    "UNABLE_TO_LOCK_ROW",
+    "SERVER_UNAVAILABLE",
+    "UNKNOWN_EXCEPTION",
+    "REQUEST_LIMIT_EXCEEDED",
+    "RETRIES_EXHAUSTED",
+}
 
 
 @pytest.fixture(scope="module")
