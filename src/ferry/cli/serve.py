@@ -26,11 +26,15 @@ def build_sandbox(
     state_dir: Path,
     persist: bool = False,
     latency: str = "off",
+    shopify_faults: dict[str, Any] | None = None,
 ) -> Any:
     if system == "shopify":
         from ferry.sandbox.shopify import ShopifySandbox
 
-        return ShopifySandbox(state_dir, seed=seed, customers=customers, products=products, orders=orders)
+        shop = ShopifySandbox(state_dir, seed=seed, customers=customers, products=products, orders=orders)
+        if shopify_faults:
+            shop.faults.configure(shopify_faults)
+        return shop
     if system == "salesforce":
         from ferry.sandbox.salesforce import SalesforceSandbox
 
@@ -54,11 +58,12 @@ def serve_sandbox(
     console: Console,
     persist: bool = False,
     latency: str = "off",
+    shopify_faults: dict[str, Any] | None = None,
 ) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     sandbox = build_sandbox(
         system, seed=seed, customers=customers, products=products, orders=orders, state_dir=state_dir,
-        persist=persist, latency=latency,
+        persist=persist, latency=latency, shopify_faults=shopify_faults,
     )
 
     def announce(url: str, tls: TlsFiles) -> None:
@@ -74,3 +79,20 @@ def serve_sandbox(
         console.print("  admin: /__sandbox/records/{object}  /__sandbox/stats   (Ctrl-C stops)")
 
     serve_forever(sandbox.app, state_dir, port, announce)
+
+
+def shopify_fault_config(
+    *, seed: int, error_rate: float, throttle_rate: float, throttle_burst: int, retry_after: float,
+    reset_rate: float, timeout_rate: float, timeout_seconds: float,
+) -> dict[str, Any] | None:
+    """The Shopify sandbox's fault rules from `sandbox serve shopify --fault-...` flags (None: no faults)."""
+    rules: list[dict[str, Any]] = []
+    if timeout_rate:
+        rules.append({"timeout_seconds": timeout_seconds, "rate": timeout_rate})
+    if reset_rate:
+        rules.append({"reset": True, "rate": reset_rate})
+    if error_rate:
+        rules.append({"status": 503, "rate": error_rate})
+    if throttle_rate:
+        rules.append({"status": 429, "rate": throttle_rate, "burst": throttle_burst, "retry_after": retry_after})
+    return {"seed": seed, "rules": rules} if rules else None
