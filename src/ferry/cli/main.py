@@ -278,25 +278,47 @@ def sandbox_serve(
         typer.Option("--persist", help="Salesforce: keep the org in <state-dir>/salesforce/org.db across restarts."),
     ] = False,
     latency: Annotated[str, typer.Option(help="Salesforce latency profile: off or real.")] = "off",
-    fault_5xx: Annotated[float, typer.Option(min=0, max=1, help="Shopify: share of API calls answered 503.")] = 0.0,
-    fault_429: Annotated[float, typer.Option(min=0, max=1, help="Shopify: share of calls starting a 429 burst.")] = 0.0,
-    fault_429_burst: Annotated[int, typer.Option(min=1, help="Shopify: calls each 429 burst lasts.")] = 3,
-    fault_retry_after: Annotated[float, typer.Option(min=0, help="Shopify: Retry-After of injected 429s.")] = 1.0,
-    fault_reset: Annotated[float, typer.Option(min=0, max=1, help="Shopify: share of connections dropped.")] = 0.0,
-    fault_timeout: Annotated[float, typer.Option(min=0, max=1, help="Shopify: share of calls left hanging.")] = 0.0,
-    fault_timeout_seconds: Annotated[float, typer.Option(min=0, help="Shopify: how long a hang lasts.")] = 35.0,
-    fault_seed: Annotated[int, typer.Option(help="Shopify: seed of the fault dice.")] = 0,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            help="Inject a fault, KIND[:RATE][,path=..,method=..,count=..,ms=..,hold=..,retry_after=..,"
+            "processed=true]; KIND: 500 502 503 504 429 limit concurrent lock expire reset timeout latency "
+            "(Shopify: 500 502 503 504 429 reset timeout latency). Repeatable.",
+        ),
+    ] = None,
+    lock_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Salesforce: share of record saves failing UNABLE_TO_LOCK_ROW.")
+    ] = 0.0,
+    expire_session_every: Annotated[
+        int, typer.Option(min=0, help="Salesforce: invalidate the token of every Nth API call (401).")
+    ] = 0,
+    timeout_hold: Annotated[
+        float | None, typer.Option(help="Salesforce: seconds a `timeout` fault holds a call (default 30, max 600).")
+    ] = None,
+    fault_seed: Annotated[
+        int | None, typer.Option(help="Seed of the fault draws (default: --seed).")
+    ] = None,
+    faults_file: Annotated[
+        Path | None, typer.Option(help="A JSON fault configuration (the POST /__sandbox/faults body).")
+    ] = None,
+    daily_api_limit: Annotated[
+        int | None, typer.Option(min=1, help="Salesforce: DailyApiRequests allocation (default 1,000,000).")
+    ] = None,
+    concurrent_limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Salesforce: concurrent requests running 20 s or longer (default 25; 5 on a "
+                     "Developer Edition org)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve one sandbox over HTTPS on 127.0.0.1 until interrupted."""
-    from ferry.cli.serve import serve_sandbox, shopify_fault_config
+    from ferry.cli.serve import fault_config, limit_options, serve_sandbox
 
-    faults = shopify_fault_config(
-        seed=fault_seed, error_rate=fault_5xx, throttle_rate=fault_429, throttle_burst=fault_429_burst,
-        retry_after=fault_retry_after, reset_rate=fault_reset, timeout_rate=fault_timeout,
-        timeout_seconds=fault_timeout_seconds,
-    )
     try:
+        faults = fault_config(fault or [], seed=seed if fault_seed is None else fault_seed, lock_rate=lock_rate,
+                              expire_session_every=expire_session_every, timeout_hold=timeout_hold,
+                              faults_file=faults_file)
         serve_sandbox(
             system,
             port=port,
@@ -309,7 +331,8 @@ def sandbox_serve(
             console=console,
             persist=persist,
             latency=latency,
-            shopify_faults=faults,
+            faults=faults,
+            limits=limit_options(daily_api_limit, concurrent_limit),
         )
     except FerryError as exc:
         _fail(exc)

@@ -26,21 +26,26 @@ def build_sandbox(
     state_dir: Path,
     persist: bool = False,
     latency: str = "off",
-    shopify_faults: dict[str, Any] | None = None,
+    faults: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> Any:
     if system == "shopify":
         from ferry.sandbox.shopify import ShopifySandbox
 
         shop = ShopifySandbox(state_dir, seed=seed, customers=customers, products=products, orders=orders)
-        if shopify_faults:
-            shop.faults.configure(shopify_faults)
+        if faults:
+            try:
+                shop.faults.configure(faults)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"Shopify sandbox faults: {exc}") from exc
         return shop
     if system == "salesforce":
         from ferry.sandbox.salesforce import SalesforceSandbox
 
         try:
-            return SalesforceSandbox(state_dir, seed=seed, persist=persist, latency=latency)
-        except ValueError as exc:  # an unknown latency profile
+            return SalesforceSandbox(state_dir, seed=seed, persist=persist, latency=latency, faults=faults,
+                                     **(limits or {}))
+        except ValueError as exc:  # an unknown latency profile or a bad fault setting
             raise ConfigError(str(exc)) from exc
     raise ConfigError(f"unknown sandbox {system!r}: choose one of {', '.join(SYSTEMS)}")
 
@@ -58,12 +63,13 @@ def serve_sandbox(
     console: Console,
     persist: bool = False,
     latency: str = "off",
-    shopify_faults: dict[str, Any] | None = None,
+    faults: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
 ) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     sandbox = build_sandbox(
         system, seed=seed, customers=customers, products=products, orders=orders, state_dir=state_dir,
-        persist=persist, latency=latency, shopify_faults=shopify_faults,
+        persist=persist, latency=latency, faults=faults, limits=limits,
     )
 
     def announce(url: str, tls: TlsFiles) -> None:
@@ -76,23 +82,58 @@ def serve_sandbox(
         for k, v in info.items():
             if k not in ("system", "url"):
                 console.print(f"  {k:18} {v}")
-        console.print("  admin: /__sandbox/records/{object}  /__sandbox/stats   (Ctrl-C stops)")
+        console.print("  admin: /__sandbox/records/{object}  /__sandbox/stats  /__sandbox/faults   (Ctrl-C stops)")
 
     serve_forever(sandbox.app, state_dir, port, announce)
 
 
-def shopify_fault_config(
-    *, seed: int, error_rate: float, throttle_rate: float, throttle_burst: int, retry_after: float,
-    reset_rate: float, timeout_rate: float, timeout_seconds: float,
+def limit_options(daily_api_limit: int | None, concurrent_limit: int | None) -> dict[str, Any]:
+    """SalesforceSandbox keyword arguments for the org's limits given on the command line."""
+    options: dict[str, Any] = {}
+    if daily_api_limit is not None:
+        options["daily_api_limit"] = daily_api_limit
+    if concurrent_limit is not None:
+        options["concurrent_long_running_limit"] = concurrent_limit
+    return options
+
+
+def fault_config(
+    specs: list[str],
+    *,
+    seed: int,
+    lock_rate: float = 0.0,
+    expire_session_every: int = 0,
+    timeout_hold: float | None = None,
+    faults_file: Path | None = None,
 ) -> dict[str, Any] | None:
-    """The Shopify sandbox's fault rules from `sandbox serve shopify --fault-...` flags (None: no faults)."""
-    rules: list[dict[str, Any]] = []
-    if timeout_rate:
-        rules.append({"timeout_seconds": timeout_seconds, "rate": timeout_rate})
-    if reset_rate:
-        rules.append({"reset": True, "rate": reset_rate})
-    if error_rate:
-        rules.append({"status": 503, "rate": error_rate})
-    if throttle_rate:
-        rules.append({"status": 429, "rate": throttle_rate, "burst": throttle_burst, "retry_after": retry_after})
-    return {"seed": seed, "rules": rules} if rules else None
+    """The Salesforce fault configuration (faults.py's JSON form) from `sandbox serve`'s flags.
+
+    A `--faults-file` (the `POST /__sandbox/faults` body) comes first; `--fault` rules are appended to its
+    rules and the other flags, when given, override its settings. None when no fault flag was given.
+    """
+    from ferry.sandbox.salesforce.faults import parse_fault_spec
+
+    config: dict[str, Any] = {}
+    if faults_file is not None:
+        try:
+            config = json.loads(faults_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the faults file {faults_file}: {exc}") from exc
+        if not isinstance(config, dict):
+            raise ConfigError(f"the faults file {faults_file} must hold one JSON object")
+    try:
+        rules = [parse_fault_spec(spec).__dict__ for spec in specs]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if rules:
+        config["rules"] = [*config.get("rules", []), *rules]
+    if lock_rate:
+        config["lock_row_rate"] = lock_rate
+    if expire_session_every:
+        config["expire_session_every"] = expire_session_every
+    if timeout_hold is not None:
+        config["timeout_hold_seconds"] = timeout_hold
+    if not config:
+        return None
+    config.setdefault("seed", seed)
+    return config

@@ -23,7 +23,7 @@ from ferry.sandbox.salesforce.dml import Org
 from ferry.sandbox.salesforce.faults import Faults
 from ferry.sandbox.salesforce.ids import IdFactory
 from ferry.sandbox.salesforce.latency import LatencyProfile
-from ferry.sandbox.salesforce.limits import ApiBudget
+from ferry.sandbox.salesforce.limits import DEFAULT_CONCURRENT_LIMIT, LONG_RUNNING_SECONDS, ApiBudget
 from ferry.sandbox.salesforce.persist import OrgDb, db_path
 from ferry.sandbox.salesforce.query import Executor
 from ferry.sandbox.salesforce.rest import RestApi
@@ -55,6 +55,9 @@ class SalesforceSandbox:
         extra_schema: Path | None = None,
         persist: bool = False,
         latency: str = "off",
+        faults: dict[str, Any] | None = None,
+        concurrent_long_running_limit: int = DEFAULT_CONCURRENT_LIMIT,
+        long_running_seconds: float = LONG_RUNNING_SECONDS,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.latency = LatencyProfile(latency, seed)
@@ -65,10 +68,13 @@ class SalesforceSandbox:
         org = Org(schema, store, ids, _utc_now)
         org_id = IdFactory(seed).new("00D")
         self.faults = Faults(self.latency)
+        if faults:
+            self.faults.configure(faults)
         org.lock_fails = self.faults.lock_fails
         self.state = OrgState(
             schema=schema, store=store, ids=ids, org=org, executor=Executor(schema, store, _utc_now),
-            budget=ApiBudget(daily_api_limit), oauth=OAuthServer(self.keys, org_id, session_ttl_seconds),
+            budget=ApiBudget(daily_api_limit, concurrent_long_running_limit, long_running_seconds),
+            oauth=OAuthServer(self.keys, org_id, session_ttl_seconds),
             org_id=org_id, clock=_utc_now, bulk_chunk_rows=max(1, bulk_chunk_rows),
         )
         self.router = Router()
@@ -114,6 +120,7 @@ class SalesforceSandbox:
         state.budget.used = int(budget.get("used", 0))
         state.budget.by_endpoint.update(budget.get("by_endpoint", {}))
         state.budget.bulk_batches = int(budget.get("bulk_batches", 0))
+        state.budget.bulk_query_jobs = int(budget.get("bulk_query_jobs", 0))
         oauth = db.meta("oauth")
         if oauth:
             state.oauth.client_id, state.oauth.client_secret = oauth["client_id"], oauth["client_secret"]
@@ -166,6 +173,7 @@ class SalesforceSandbox:
         self.state.ids.reset()
         self.state.org.reset_counters()
         self.state.budget.reset()
+        self.faults.reset_counts()  # the rules stay: a reset starts a fresh run under the same faults
         if self.db is not None:
             self.db.wipe()
             self.state.store.dirty = set()

@@ -9,8 +9,10 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ferry.sandbox.connections import Receive, Scope, Send, drop_connection, expose_transport, hold_connection
 from ferry.sandbox.salesforce.auth import OAuthError, bearer_token, parse_basic
 from ferry.sandbox.salesforce.errors import ApiError, not_found, session_invalid
+from ferry.sandbox.salesforce.faults import Drop
 from ferry.sandbox.salesforce.routing import (
     JSON_TYPE,
     Call,
@@ -35,8 +37,24 @@ def base_url_of(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+class SandboxApp(FastAPI):
+    """FastAPI that exposes each request's TCP transport, so an injected fault can reset the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        expose_transport(scope, send)
+        await super().__call__(scope, receive, send)
+
+
+async def drop(request: Request, fault: Drop) -> Response:
+    """A reset or a read timeout: hold the call (timeout), then kill the connection without an answer."""
+    if fault.hold > 0:
+        await hold_connection(request.receive, fault.hold)
+    await drop_connection(request.scope)
+    return Response(status_code=204)  # never reaches the client: the server sees the connection gone
+
+
 def build_app(sandbox: SalesforceSandbox) -> FastAPI:
-    app = FastAPI(title="ferry Salesforce sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    app = SandboxApp(title="ferry Salesforce sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     state = sandbox.state
 
     @app.exception_handler(StarletteHTTPException)
@@ -53,6 +71,11 @@ def build_app(sandbox: SalesforceSandbox) -> FastAPI:
 
     @app.post("/services/oauth2/token")
     async def token(request: Request) -> Response:
+        decision = await sandbox.faults.before_call("POST", "", request.url.path, api=False)
+        if decision is not None and decision.drop is not None:
+            return await drop(request, decision.drop)
+        if decision is not None and decision.reply is not None:
+            return json_response(decision.reply.body, decision.reply.status, decision.reply.headers)
         # The token endpoint takes x-www-form-urlencoded; parse it directly (no multipart dependency needed).
         form = dict(parse_qsl((await request.body()).decode("utf-8", errors="replace"), keep_blank_values=True))
         try:
@@ -76,8 +99,14 @@ def build_app(sandbox: SalesforceSandbox) -> FastAPI:
     @app.api_route("/services/data/{version}", methods=API_METHODS)
     @app.api_route("/services/data/{version}/{rest:path}", methods=API_METHODS)
     async def api(request: Request) -> Response:
-        reply = await sandbox_call(sandbox, request)
-        sandbox.flush()  # with persist=True, the call is durable before it is answered
+        ticket = state.budget.long_running.enter()
+        try:
+            reply = await sandbox_call(sandbox, request)
+            sandbox.flush()  # with persist=True, the call is durable before it is answered
+            if isinstance(reply, Drop):
+                return await drop(request, reply)
+        finally:
+            state.budget.long_running.leave(ticket)
         headers = {"Sforce-Limit-Info": state.budget.header(), **reply.headers}
         if reply.status == 204 or (reply.body is None and reply.raw is None):
             return Response(status_code=reply.status, headers=headers)
@@ -88,25 +117,39 @@ def build_app(sandbox: SalesforceSandbox) -> FastAPI:
     return app
 
 
-async def sandbox_call(sandbox: SalesforceSandbox, request: Request) -> Reply:
-    """Authenticate, charge the API budget, apply injected faults, then dispatch to the handler."""
+async def sandbox_call(sandbox: SalesforceSandbox, request: Request) -> Reply | Drop:
+    """Authenticate, charge the API budget, apply injected faults, then dispatch to the handler.
+
+    A `Drop` means: answer nothing and kill the connection (an injected reset or read timeout); with
+    `processed` set, the handler ran first (the write happened, the client never learns it).
+    """
     state = sandbox.state
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
     segments = split_raw_path(raw_path.decode("latin-1"))[2:]
     method = "GET" if request.method == "HEAD" else request.method
     try:
         version = parse_version(segments[0])
-        if state.oauth.session(bearer_token(request.headers.get("authorization")) or "") is None:
+        token = bearer_token(request.headers.get("authorization")) or ""
+        if state.oauth.session(token) is None:
             raise session_invalid()
+        if sandbox.faults.session_expires():
+            state.oauth.sessions.pop(token, None)
+            raise session_invalid()
+        state.budget.long_running.check()
         try:
             route, params = sandbox.router.find(method, segments[1:])
         except ApiError:
             state.budget.charge(endpoint_name(method, None))
             raise
         state.budget.charge(endpoint_name(method, route))
-        fault = await sandbox.faults.before_call(method, "/".join(segments[1:]))
-        if fault is not None:
-            return fault
+        decision = await sandbox.faults.before_call(method, "/".join(segments[1:]), request.url.path)
+        if decision is not None:
+            if decision.expire_session:
+                state.oauth.sessions.pop(token, None)
+            if decision.reply is not None:
+                return decision.reply
+            if decision.drop is not None and not decision.drop.processed:
+                return decision.drop
         call = Call(method, version, segments[1:], dict(request.query_params), request.headers,
                     await request.body())
         try:
@@ -114,6 +157,8 @@ async def sandbox_call(sandbox: SalesforceSandbox, request: Request) -> Reply:
         except ApiError as err:
             reply = Reply(err.status, err.body())
         await sandbox.faults.after_call(method, route.template, len(call.body), reply)
+        if decision is not None and decision.drop is not None:
+            return decision.drop
         return reply
     except ApiError as err:
         return Reply(err.status, err.body())
@@ -137,12 +182,17 @@ def register_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
     @app.get("/__sandbox/stats")
     async def stats() -> Response:
         budget = state.budget
+        gate = budget.long_running
         return json_response({
             "api_calls": budget.used,
             "by_endpoint": dict(budget.by_endpoint),
             "records": state.store.counts(),
             "daily_api_requests": {"used": budget.used, "max": budget.max},
+            "concurrent_long_running": {"limit": gate.limit, "in_flight": gate.in_flight(),
+                                        "long_running": gate.long_running(), "peak": gate.peak_long_running,
+                                        "refused": gate.refused},
             "bulk_jobs": {"ingest": len(sandbox.bulk.ingest_jobs), "query": len(sandbox.bulk.query_jobs)},
+            "faults_injected": dict(sorted(sandbox.faults.injected.items())),
         })
 
     @app.post("/__sandbox/reset")
@@ -156,13 +206,24 @@ def register_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
 
     @app.post("/__sandbox/faults")
     async def set_faults(request: Request) -> Response:
+        return await configure_faults(request, merge=False)
+
+    @app.patch("/__sandbox/faults")
+    async def merge_faults(request: Request) -> Response:
+        return await configure_faults(request, merge=True)
+
+    async def configure_faults(request: Request, *, merge: bool) -> Response:
         try:
-            sandbox.faults.configure(orjson.loads(await request.body() or b"{}"))
-        except (ValueError, TypeError) as exc:
+            config = orjson.loads(await request.body() or b"{}")
+            if merge:
+                sandbox.faults.update(config)
+            else:
+                sandbox.faults.configure(config)
+        except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
             return json_response({"error": str(exc)}, 400)
         return json_response(sandbox.faults.describe())
 
     @app.delete("/__sandbox/faults")
     async def clear_faults() -> Response:
-        sandbox.faults.configure({})
+        sandbox.faults.clear()
         return json_response(sandbox.faults.describe())

@@ -546,6 +546,7 @@ class BulkApi:
         job = QueryJob(self.state.ids.new("750"), operation, soql, plan.sobject.name, delimiter, line_ending,
                        call.version, self.state.org.user_id, self._now(), header, rows)
         self.query_jobs[job.id] = job
+        self.state.budget.bulk_query_jobs += 1
         self._touch(job.id)
         return Reply(200, job.info())
 

@@ -184,6 +184,7 @@ class Org:
                         return SaveResult(record_id, True)
                     raise RecordError("ENTITY_IS_DELETED", "entity is deleted", [])
                 raise RecordError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [])
+            self._check_lock()  # a delete takes the row lock too
             if hard:
                 self.store.hard_delete(table, record_id)
             else:

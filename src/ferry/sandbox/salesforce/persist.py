@@ -124,7 +124,8 @@ class OrgDb:
             conn.executemany("INSERT OR REPLACE INTO counters (kind, key, value) VALUES (?, ?, ?)", counters)
             budget = state.budget
             self.put_meta("budget", {"used": budget.used, "by_endpoint": dict(budget.by_endpoint),
-                                     "bulk_batches": budget.bulk_batches})
+                                     "bulk_batches": budget.bulk_batches,
+                                     "bulk_query_jobs": budget.bulk_query_jobs})
             if bulk.dirty_jobs:
                 self._flush_jobs(bulk.dirty_jobs, bulk.ingest_jobs, bulk.query_jobs)
             conn.execute("COMMIT")

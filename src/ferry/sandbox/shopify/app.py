@@ -201,7 +201,7 @@ def _admin_routes(app: FastAPI, state: ShopState, stats: Stats) -> None:
 
 
 def _fault_routes(app: FastAPI, faults: Faults) -> None:
-    """``/__sandbox/faults``: GET what is configured and what fired, POST a new configuration, DELETE to stop."""
+    """``/__sandbox/faults``: GET what is configured and what fired, POST replaces, PATCH merges, DELETE clears."""
 
     async def get_faults() -> Response:
         return json_response(faults.describe())
@@ -213,10 +213,18 @@ def _fault_routes(app: FastAPI, faults: Faults) -> None:
             return json_response({"error": str(exc)}, 400)
         return json_response(faults.describe())
 
+    async def merge_faults(request: Request) -> Response:
+        try:
+            faults.update(orjson.loads(await request.body() or b"{}"))
+        except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response(faults.describe())
+
     async def clear_faults() -> Response:
-        faults.configure({})
+        faults.clear()
         return json_response(faults.describe())
 
     app.add_api_route("/__sandbox/faults", get_faults, methods=["GET"])
     app.add_api_route("/__sandbox/faults", set_faults, methods=["POST"])
+    app.add_api_route("/__sandbox/faults", merge_faults, methods=["PATCH"])
     app.add_api_route("/__sandbox/faults", clear_faults, methods=["DELETE"])
