@@ -87,24 +87,22 @@ class Loader:
         chunk = total if choice.strategy is Strategy.BULK else _SEND_CHUNK
         last = self.budget.max_attempts
         for attempt in range(1, last + 1):
+            # Every round sends whatever is still in the outbox; a record's own attempt count (kept across
+            # crashes) decides when a transient failure is final.
             retried = 0
             for rows in self.store.outbox(self.pipeline, plan.name, chunk=chunk):
-                # A record that has used k attempts (in this run or before a crash) goes in round k + 1.
-                pending = [r for r in rows if min(r.attempts, last - 1) < attempt]
-                if not pending:
-                    continue
                 strategy = choice.strategy if attempt == 1 else Strategy.COLLECTIONS
                 if strategy is Strategy.BULK:
-                    self._in_flight[plan.name] = [(r.key, r.version) for r in pending]
+                    self._in_flight[plan.name] = [(r.key, r.version) for r in rows]
                 try:
                     results = await sink.upsert(
-                        plan.name, plan.external_id, [r.payload for r in pending], strategy, label=plan.name
+                        plan.name, plan.external_id, [r.payload for r in rows], strategy, label=plan.name
                     )
                 finally:
                     self._in_flight.pop(plan.name, None)
-                retried += self.reconcile(plan, pending, results, jobs=self._created.pop(plan.name, []))
+                retried += self.reconcile(plan, rows, results, jobs=self._created.pop(plan.name, []))
                 if attempt == 1:
-                    send(len(pending))
+                    send(len(rows))
             if not retried:
                 break
             s.retried += retried

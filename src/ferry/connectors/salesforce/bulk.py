@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from ferry.connectors.retry import PollIntervals
-from ferry.connectors.salesforce.client import SalesforceClient, api_name
+from ferry.connectors.salesforce.client import SalesforceClient, api_name, record_id
 from ferry.connectors.salesforce.collections import missing_key_result
 from ferry.connectors.salesforce.csvio import columns_of, csv_chunks, key_text, parse_sf_error, read_results
 from ferry.connectors.salesforce.errors import record_error_from_call
@@ -124,7 +124,7 @@ class BulkIngest:
         self, job_id: str, external_id_field: str, records: Sequence[MappedRecord], *, label: str
     ) -> list[RecordResult] | None:
         """Results of a job a crashed run left behind; None if it never got its data (abort it, start over)."""
-        info = await self.client.json("GET", self._path(f"/{api_name(job_id)}"), label=label)
+        info = await self.client.json("GET", self._path(f"/{record_id(job_id)}"), label=label)
         if info.get("state") == "Open":
             await self._abort(job_id, label)
             return None

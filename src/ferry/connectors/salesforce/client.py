@@ -34,6 +34,16 @@ def api_name(name: str) -> str:
     return name
 
 
+_RECORD_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+
+
+def record_id(value: str) -> str:
+    """A Salesforce record or job id (15 or 18 characters), checked before it goes into a URL path."""
+    if not _RECORD_ID.match(value):
+        raise PermanentError(f"not a Salesforce id: {value!r}", code="INVALID_ID")
+    return value
+
+
 class SalesforceClient:
     def __init__(
         self,

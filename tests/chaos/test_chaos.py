@@ -1,0 +1,62 @@
+"""Chaos: a sync of a generated store through faulty sandboxes while `ferry run` is SIGKILLed and restarted.
+
+The short version runs with the normal suite; `make chaos` runs the long one (the demo-sized store, more
+kills) and prints the figures. Both end with a full reconciliation: nothing lost, nothing duplicated, no
+wrong or stale value, no valid record dead-lettered, every invalid record dead-lettered for the right reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import Chaos, ChaosConfig, ChaosResult
+
+
+def _check(result: ChaosResult) -> None:
+    figures = result.figures()
+    print("\nchaos figures:\n" + json.dumps(figures, indent=2))  # `make chaos` shows them (pytest -s)
+    out = os.environ.get("FERRY_CHAOS_FIGURES")
+    if out:
+        Path(out).write_text(json.dumps(figures, indent=2) + "\n")
+    assert len(result.kills) >= result.config.kills, figures
+    assert sum(1 for k in result.kills if k.kill_phase.startswith("bulk")) >= result.config.bulk_kills, figures
+    assert result.lives[-1].exit_code == 0 and (result.final_run or {}).get("status") == "succeeded", figures
+    assert sum(result.faults.values()) > 0, "no fault was injected: the run proves nothing"
+    r = result.reconciliation
+    for name in ("lost", "duplicated", "extra", "wrong", "stale", "wrongly_dead_lettered"):
+        assert r.total(name) == 0, (name, r.problems(), figures)
+    assert r.total("invalid") > 0, "the store has no invalid record: the reasons are not tested"
+    assert r.total("invalid_right_reason") == r.total("invalid"), (r.problems(), figures)
+    assert result.bulk_reuploads == 0, figures
+    assert result.resume_seconds(), "no restart after a kill was timed"
+
+
+def test_chaos_short(tmp_path: Path) -> None:
+    config = ChaosConfig(seed=3, customers=120, products=25, orders=250, kills=10, bulk_kills=2, max_seconds=200)
+    with Chaos(tmp_path, config) as chaos:
+        _check(chaos.run())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_chaos_long(tmp_path: Path) -> None:
+    config = ChaosConfig(
+        seed=11,
+        customers=1000,
+        products=200,
+        orders=2000,
+        kills=30,
+        bulk_kills=5,
+        max_lives=200,
+        max_seconds=3000,
+        page_size=100,
+        bulk_threshold=2000,
+        kill_after=(0.0, 4.0),
+        edits_per_life=2,
+    )
+    with Chaos(tmp_path, config) as chaos:
+        _check(chaos.run())
