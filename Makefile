@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint unit install install-dev clean
+.PHONY: demo test lint unit chaos install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("ferry needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -34,6 +34,10 @@ unit: $(VENV)/.installed-dev
 	$(BIN)/pytest $(ARGS)
 
 test: lint unit
+
+# The long chaos run (demo-sized store, 30+ SIGKILLs): prints the figures; `make test` runs the short one.
+chaos: $(VENV)/.installed-dev
+	$(BIN)/pytest tests/chaos -m slow -s -p no:cacheprovider $(ARGS)
 
 clean:
 	rm -rf $(VENV) .ferry .pytest_cache .mypy_cache .ruff_cache

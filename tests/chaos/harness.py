@@ -59,6 +59,7 @@ class ChaosConfig:
     edits_per_life: int = 1
     kill_after: tuple[float, float] = (0.0, 1.5)  # seconds after a life's first durable progress
     bulk_queue_seconds: float = 1.0  # how long the org keeps an uploaded job queued before processing it
+    expire_session_every: int = 500  # the org invalidates the session token every N API calls
 
 
 def shopify_faults(seed: int) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def shopify_faults(seed: int) -> dict[str, Any]:
     }
 
 
-def salesforce_faults(seed: int) -> dict[str, Any]:
+def salesforce_faults(seed: int, expire_session_every: int = 500) -> dict[str, Any]:
     return {
         "seed": seed,
         "rules": [
@@ -86,7 +87,7 @@ def salesforce_faults(seed: int) -> dict[str, Any]:
             {"kind": "429", "rate": 0.01, "retry_after": 1},
         ],
         "lock_row_rate": 0.03,
-        "expire_session_every": 500,
+        "expire_session_every": expire_session_every,
     }
 
 
@@ -214,7 +215,7 @@ class Chaos:
         started = time.monotonic()
         pipeline, env = self._pipeline(), self._env()
         self.shop.faults.configure(shopify_faults(self.config.seed))
-        self.org.faults.configure(salesforce_faults(self.config.seed))
+        self.org.faults.configure(salesforce_faults(self.config.seed, self.config.expire_session_every))
         lives: list[Life] = []
         kills = bulk_kills = 0
         deadline = started + self.config.max_seconds
@@ -222,6 +223,8 @@ class Chaos:
             want_kill = kills < self.config.kills
             want_bulk = bulk_kills < self.config.bulk_kills
             life = self._life(len(lives), pipeline, env, kill=want_kill, at_bulk=want_bulk, deadline=deadline)
+            if life.killed and life.kill_phase == "bulk:results recorded":
+                life.kill_phase = "random"  # the job finished and was recorded before the kill landed
             lives.append(life)
             if life.killed:
                 kills += 1
@@ -284,7 +287,10 @@ class Chaos:
     def _watch(
         self, proc: subprocess.Popen[bytes], life: Life, before: int, *, kill: bool, at_bulk: bool, deadline: float
     ) -> None:
+        """Kill at a random moment after the life's first durable progress (``kill``), or while a Bulk job is
+        in flight (``at_bulk``), whichever comes first; a job seen in flight takes over a pending random kill."""
         kill_at: float | None = None
+        mode = ""
         # Edits only go into lives that will be killed: the last life runs on a source at rest, as a
         # scheduled run after the last edit would (an edit after a run's catch-up read is the next run's).
         edits_left = self.config.edits_per_life if kill else 0
@@ -296,20 +302,17 @@ class Chaos:
             if progressed and edits_left:
                 self._edit_some(1)
                 edits_left -= 1
-            if kill and at_bulk:
-                states = self._open_job_states()
-                if states and kill_at is None:
-                    kill_at = now + self.rng.uniform(0.0, self.config.bulk_queue_seconds + 0.5)
-                if kill_at is not None and now >= kill_at:
-                    states = self._open_job_states() or states
-                    self._kill(proc, life, "bulk:" + "+".join(sorted(set(states)) or ["recorded"]))
-                    return
-            elif kill and progressed:
-                if kill_at is None:
-                    kill_at = now + self.rng.uniform(*self.config.kill_after)
-                if now >= kill_at:
+            if at_bulk and mode != "bulk" and self._open_job_states():
+                mode, kill_at = "bulk", now + self.rng.uniform(0.0, self.config.bulk_queue_seconds + 0.5)
+            elif kill and progressed and kill_at is None:
+                mode, kill_at = "random", now + self.rng.uniform(*self.config.kill_after)
+            if kill_at is not None and now >= kill_at:
+                if mode == "bulk":
+                    states = self._open_job_states()
+                    self._kill(proc, life, "bulk:" + "+".join(sorted(set(states)) or ["results recorded"]))
+                else:
                     self._kill(proc, life, "random")
-                    return
+                return
             time.sleep(0.02)
 
     def _kill(self, proc: subprocess.Popen[bytes], life: Life, phase: str) -> None:

@@ -26,6 +26,7 @@ def _check(result: ChaosResult) -> None:
     assert sum(1 for k in result.kills if k.kill_phase.startswith("bulk")) >= result.config.bulk_kills, figures
     assert result.lives[-1].exit_code == 0 and (result.final_run or {}).get("status") == "succeeded", figures
     assert sum(result.faults.values()) > 0, "no fault was injected: the run proves nothing"
+    assert result.faults.get("salesforce:session_expired", 0) > 0, result.faults
     r = result.reconciliation
     for name in ("lost", "duplicated", "extra", "wrong", "stale", "wrongly_dead_lettered"):
         assert r.total(name) == 0, (name, r.problems(), figures)
@@ -36,7 +37,17 @@ def _check(result: ChaosResult) -> None:
 
 
 def test_chaos_short(tmp_path: Path) -> None:
-    config = ChaosConfig(seed=3, customers=120, products=25, orders=250, kills=10, bulk_kills=2, max_seconds=200)
+    # A small store makes few API calls: the session expires every 60 of them, not 500, to be seen at all.
+    config = ChaosConfig(
+        seed=3,
+        customers=120,
+        products=25,
+        orders=250,
+        kills=10,
+        bulk_kills=2,
+        max_seconds=200,
+        expire_session_every=60,
+    )
     with Chaos(tmp_path, config) as chaos:
         _check(chaos.run())
 
@@ -54,7 +65,7 @@ def test_chaos_long(tmp_path: Path) -> None:
         max_lives=200,
         max_seconds=3000,
         page_size=100,
-        bulk_threshold=2000,
+        bulk_threshold=500,  # every object goes through Bulk API 2.0: a kill during a job for each
         kill_after=(0.0, 4.0),
         edits_per_life=2,
     )

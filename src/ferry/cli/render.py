@@ -203,21 +203,28 @@ def print_letters(console: Console, letters: Sequence[DeadLetter]) -> None:
     if not letters:
         console.print("the dead-letter queue is empty")
         return
-    table = Table(title=f"dead letters ({len(letters)})")
-    for c in ("id", "pipeline", "object", "key", "code", "fields", "tries", "last seen", "status", "message"):
-        table.add_column(c, overflow="fold", justify="right" if c in ("id", "tries") else "left")
+    pipelines = sorted({d.pipeline for d in letters})
+    one = len(pipelines) == 1
+    title = f"dead letters ({len(letters)})" + (f" of {pipelines[0]}" if one else "")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    columns = ["id", *([] if one else ["pipeline"]), "object", "key", "code", "fields", "tries", "last seen"]
+    for c in columns:
+        table.add_column(c, no_wrap=c != "fields", justify="right" if c in ("id", "tries") else "left")
+    table.add_column("status" if any(d.status != "open" for d in letters) else "", no_wrap=True)
+    table.add_column("message", overflow="fold")
     for d in letters:
         table.add_row(
             str(d.id),
-            d.pipeline,
+            *([] if one else [d.pipeline]),
             d.object,
             d.record_key,
             d.error_code,
             ", ".join(d.fields),
             str(d.attempts),
-            d.last_seen[:19].replace("T", " "),
-            d.status,
-            d.message[:200],
+            d.last_seen[:16].replace("T", " "),
+            d.status if d.status != "open" else "",
+            # The row already names the record; its messages (which must name it elsewhere) need not.
+            d.message.replace(f"{d.object} {d.record_key}: ", ""),
         )
     console.print(table)
     console.print(
