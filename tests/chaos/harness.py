@@ -112,6 +112,7 @@ class ChaosResult:
     records: dict[str, int]
     dead_letters: dict[str, int]
     bulk_jobs: dict[str, int]
+    api_calls: dict[str, int]  # calls each sandbox answered (Salesforce: what its daily budget counted)
     bulk_reuploads: int  # records carried by more than one processed Bulk job (without a source edit between)
     edited: set[str]
     seconds: float
@@ -151,6 +152,8 @@ class ChaosResult:
             "invalid_dead_lettered_right_reason": r.total("invalid_right_reason"),
             "dead_lettered": dict(self.dead_letters),
             "bulk_jobs": dict(self.bulk_jobs),
+            "api_calls": dict(self.api_calls),
+            "session_expires_every_n_calls": self.config.expire_session_every,
             "bulk_reuploads": self.bulk_reuploads,
             "customers_edited_while_running": len(self.edited),
             "restart_to_resume_seconds": {
@@ -251,6 +254,7 @@ class Chaos:
             records={o: len(records[o]) for o in OBJECTS},
             dead_letters=dict(Counter(d.error_code for d in letters if d.status == "open")),
             bulk_jobs=dict(Counter(j.state for j in self.org.bulk.ingest_jobs.values())),
+            api_calls={"shopify": self.shop.stats.api_calls, "salesforce": self.org.state.budget.used},
             bulk_reuploads=self._bulk_reuploads(),
             edited=set(self.edited),
             seconds=time.monotonic() - started,

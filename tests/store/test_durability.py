@@ -116,7 +116,24 @@ def test_discard_keeps_the_letter_with_its_reason_and_filters_select(store: Stor
     (gone,) = store.find_dead_letters(LetterFilter(status="discarded"))
     assert gone.resolution == "discarded: test customer, ignore" and gone.resolved_at
     assert len(store.find_dead_letters(LetterFilter(status=None))) == 2  # nothing deleted
-    # The same record failing again later reopens it.
+    # Read again at the same version (an inclusive cursor does that): it stays discarded.
+    store.dead_letter(
+        "p",
+        None,
+        [
+            NewDeadLetter(
+                "Contact",
+                "1",
+                "v1",
+                [{"code": "INVALID_EMAIL_ADDRESS", "message": "m", "fields": ["Email"]}],
+                None,
+                {"Email": "x"},
+            )
+        ],
+    )
+    again = store.dead_letter_for("p", "Contact", "1")
+    assert again is not None and again.status == "discarded" and again.resolution == "discarded: test customer, ignore"
+    # A new version failing again reopens it.
     store.dead_letter(
         "p",
         None,
@@ -132,5 +149,5 @@ def test_discard_keeps_the_letter_with_its_reason_and_filters_select(store: Stor
         ],
     )
     reopened = store.dead_letter_for("p", "Contact", "1")
-    assert reopened is not None and reopened.status == "open" and reopened.attempts == 2
+    assert reopened is not None and reopened.status == "open" and reopened.attempts == 3
     assert reopened.stream == "customers" and reopened.source_payload == {"id": 1}

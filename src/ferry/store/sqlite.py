@@ -768,7 +768,15 @@ class Store:
             "fields = excluded.fields, errors = excluded.errors, "
             "source_payload = COALESCE(excluded.source_payload, dlq.source_payload), "
             "mapped_payload = excluded.mapped_payload, attempts = dlq.attempts + excluded.attempts, "
-            "last_seen = excluded.last_seen, status = 'open', resolved_at = NULL, resolution = NULL, "
+            "last_seen = excluded.last_seen, "
+            # A discarded letter stays discarded when the same version is read again (an inclusive cursor
+            # re-reads the newest records); a new version that fails again reopens it.
+            "status = CASE WHEN dlq.status = 'discarded' AND dlq.version IS excluded.version "
+            "THEN 'discarded' ELSE 'open' END, "
+            "resolved_at = CASE WHEN dlq.status = 'discarded' AND dlq.version IS excluded.version "
+            "THEN dlq.resolved_at END, "
+            "resolution = CASE WHEN dlq.status = 'discarded' AND dlq.version IS excluded.version "
+            "THEN dlq.resolution END, "
             "stream = COALESCE(excluded.stream, dlq.stream), "
             "source_key = COALESCE(excluded.source_key, dlq.source_key), "
             "history = COALESCE(excluded.history, dlq.history)",
