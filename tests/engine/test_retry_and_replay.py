@@ -102,3 +102,30 @@ async def test_fixing_a_parent_mapping_and_replaying_it_brings_its_children_alon
         # Lines of those orders came along too (grandchildren), unless invalid themselves.
         assert any(o.object == "OrderItem" for o in report.outcomes) or not replayed_orders
         assert not store.list_dead_letters(pipeline="fix", obj="Account", code="STRING_TOO_LONG", limit=1000)
+
+
+def _drop_contact_email(spec: dict[str, Any]) -> None:
+    contact = next(o for o in spec["objects"] if o["name"] == "Contact")
+    del contact["fields"]["Email"]
+
+
+async def test_replay_falls_back_to_the_stored_payload_when_the_source_lost_the_record(tmp_path: Path) -> None:
+    with world(tmp_path, seed=11, customers=200, products=4, orders=20) as w:
+        store = Store(tmp_path / "ferry.db")
+        assert (await Runner(w.spec(w.pipeline_file("gone")), store).run()).status == "succeeded"
+        with_orders = {(o.get("customer") or {}).get("id") for o in w.shop.store.orders}
+        letter = next(
+            d
+            for d in store.list_dead_letters(pipeline="gone", obj="Contact", code="INVALID_EMAIL_ADDRESS", limit=1000)
+            if d.stream == "customers" and int(d.record_key) not in with_orders and d.fields == ["Email"]
+        )
+        with w.shopify() as shop:
+            assert shop.delete(f"/customers/{letter.record_key}.json").status_code == 200
+            assert shop.get(f"/customers/{letter.record_key}.json").status_code == 404
+
+        fixed = w.spec(w.pipeline_file("gone", _drop_contact_email))
+        report = await Replayer(fixed, store).replay(LetterFilter(ids=[letter.id]))
+        (outcome,) = report.outcomes
+        assert outcome.outcome == "replayed", outcome
+        assert outcome.source == f"stored payload (the source no longer has customers {letter.record_key})"
+        assert letter.record_key in w.keys("Contact")

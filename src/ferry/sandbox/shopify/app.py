@@ -153,6 +153,7 @@ def _write_routes(app: FastAPI, state: ShopState) -> None:
     for resource, update in updaters.items():
         app.add_api_route(f"{API}/{resource}/{{rid}}.json", _put_handler(state, SINGULAR[resource], update),
                           methods=["PUT"])
+    app.add_api_route(f"{API}/customers/{{rid}}.json", _delete_customer_handler(state), methods=["DELETE"])
     for resource, create in creators.items():
         app.add_api_route(f"{API}/{resource}.json", _post_handler(state, SINGULAR[resource], create),
                           methods=["POST"])
@@ -164,6 +165,14 @@ def _put_handler(state: ShopState, singular: str, update: writes.Updater) -> Cal
         return json_response({singular: update(state, _record_id(rid), body)})
 
     return put
+
+
+def _delete_customer_handler(state: ShopState) -> Callable[..., Awaitable[Response]]:
+    async def delete(rid: str) -> Response:
+        writes.delete_customer(state, _record_id(rid))
+        return json_response({})
+
+    return delete
 
 
 def _post_handler(state: ShopState, singular: str, create: writes.Creator) -> Callable[..., Awaitable[Response]]:
