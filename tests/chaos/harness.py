@@ -99,6 +99,8 @@ class Life:
     progress_after: float | None = None  # seconds from spawn to the run's first durable progress
     killed: bool = False
     kill_phase: str = ""  # "random" or "bulk:<job state on the org>"
+    killed_while: str = ""  # what the store says the run was doing at the kill
+    error: str | None = None  # the last line a failed (not killed) run printed
     exit_code: int | None = None
     stats: dict[str, Any] | None = None
 
@@ -138,6 +140,8 @@ class ChaosResult:
             "seconds": round(self.seconds, 1),
             "lives": len(self.lives),
             "kills": len(self.kills),
+            "failed_runs_restarted": [life.error for life in self.lives if life.error],
+            "kills_by_phase": dict(Counter(k.killed_while for k in self.kills)),
             "kills_during_bulk": dict(Counter(k.kill_phase for k in self.kills if k.kill_phase.startswith("bulk"))),
             "faults_injected": dict(sorted(self.faults.items())),
             "source_records": {o: r.objects[o].source for o in OBJECTS},
@@ -237,7 +241,9 @@ class Chaos:
             elif life.exit_code == 0:
                 self._edit_some(4)  # it finished before enough kills: give it more to do
             elif life.exit_code not in (None, 0):
-                raise AssertionError(f"ferry run exited {life.exit_code}: {self._tail(life)}")
+                # A run that gives up (every retry of a call failed) is restarted, as a scheduler would; it
+                # is reported, and the reconciliation at the end says whether it cost anything.
+                life.error = self._tail(life).strip().splitlines()[-1:][0] if self._tail(life).strip() else "?"
         faults = {f"shopify:{k}": v for k, v in self.shop.faults.describe()["injected"].items()}
         faults |= {f"salesforce:{k}": v for k, v in self.org.faults.describe()["injected"].items()}
         self.shop.faults.clear()
@@ -322,8 +328,9 @@ class Chaos:
     def _kill(self, proc: subprocess.Popen[bytes], life: Life, phase: str) -> None:
         if proc.poll() is not None:
             return  # it finished first
+        doing = self._doing()
         os.kill(proc.pid, signal.SIGKILL)
-        life.killed, life.kill_phase = True, phase
+        life.killed, life.kill_phase, life.killed_while = True, phase, doing
 
     # ------------------------------------------------------------------ observing the ferry process
 
@@ -358,6 +365,16 @@ class Chaos:
             if rows[0][1]:
                 at = dt.datetime.strptime(rows[0][1], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
                 life.progress_after = at.timestamp() - life.started
+
+    def _doing(self) -> str:
+        """The run's phase as its durable state shows it (read, Bulk job, outbox), for the kill figures."""
+        if self._query("SELECT 1 FROM reads LIMIT 1"):
+            return "reading"
+        if self._query("SELECT 1 FROM bulk_jobs LIMIT 1"):
+            return "bulk job in flight"
+        if self._query("SELECT 1 FROM outbox LIMIT 1"):
+            return "writing"
+        return "set-up or planning"
 
     def _open_job_states(self) -> list[str]:
         """The org's state of every Bulk job the ferry store says is in flight."""

@@ -66,7 +66,7 @@ def test_chaos_long(tmp_path: Path) -> None:
         max_seconds=3000,
         page_size=100,
         bulk_threshold=500,  # every object goes through Bulk API 2.0: a kill during a job for each
-        kill_after=(0.0, 4.0),
+        kill_after=(0.0, 8.0),
         edits_per_life=2,
         # Bulk API keeps a 10,000-record sync to a few hundred calls: at every 500 calls the session would
         # expire once at most, so it expires every 100 (the figures print both the setting and the calls).

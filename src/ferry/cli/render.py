@@ -105,6 +105,11 @@ def print_run(console: Console, stats: RunStats) -> None:
         f"source: read {reads} in {stats.source_api_calls} API calls; "
         f"target set-up (auth, describe, queries): {stats.setup_api_calls} API calls"
     )
+    if stats.resumed_reads or stats.resumed_bulk_jobs:
+        parts = [f"read of {', '.join(stats.resumed_reads)} from its saved page"] if stats.resumed_reads else []
+        if stats.resumed_bulk_jobs:
+            parts.append(f"Bulk job(s) {', '.join(stats.resumed_bulk_jobs)}")
+        console.print(f"resumed what an interrupted run left: {'; '.join(parts)}")
     if stats.error:
         console.print(f"[bold red]{stats.error}[/]")
 

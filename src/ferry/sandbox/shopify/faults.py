@@ -196,9 +196,7 @@ class FaultGate:
             expose_transport(scope, send)
             if rule.kind == "timeout":
                 await hold_connection(receive, rule.hold_seconds or self.faults.timeout_hold_seconds)
-            transport = scope.get("ferry.transport")
-            if transport is not None and not transport.is_closing():  # a client that gave up already left
-                await drop_connection(scope)
+            await drop_connection(scope)
             return
         status, text = STATUS_FAULTS.get(rule.kind, (rule.status or 500, "Injected fault"))
         headers = {"Retry-After": f"{float(rule.retry_after):.1f}"} if rule.retry_after is not None else {}
