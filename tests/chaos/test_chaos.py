@@ -40,12 +40,15 @@ def test_chaos_short(tmp_path: Path) -> None:
     # A small store makes few API calls: the session expires every 60 of them, not 500, to be seen at all.
     config = ChaosConfig(
         seed=3,
-        customers=120,
-        products=25,
-        orders=250,
+        customers=80,
+        products=15,
+        orders=160,
         kills=10,
         bulk_kills=2,
         max_seconds=200,
+        page_size=20,
+        bulk_threshold=100,  # Order and OrderItem go through Bulk API 2.0
+        bulk_queue_seconds=0.8,
         expire_session_every=60,
     )
     with Chaos(tmp_path, config) as chaos:
