@@ -26,7 +26,7 @@ from ferry.connectors.salesforce.sink import SalesforceSink
 from ferry.connectors.types import RecordResult, Strategy
 from ferry.engine.plan import ObjectPlan
 from ferry.engine.stats import RunStats
-from ferry.errors import RecordError
+from ferry.errors import AuthError, ConfigError, PermanentError, RecordError
 from ferry.store import NewDeadLetter, OutboxRow, Store, utc_now
 
 log = structlog.get_logger("ferry.engine.loader")
@@ -114,11 +114,19 @@ class Loader:
             versions = dict(job.entries)
             rows = self.store.outbox_rows(self.pipeline, plan.name, list(versions))
             log.info("bulk.job_resume", job_id=job.job_id, object=plan.name, records=len(rows))
-            results = (
-                await sink.resume_bulk_job(job.job_id, plan.external_id, [r.payload for r in rows], label=plan.name)
-                if rows
-                else []
-            )
+            try:
+                results = (
+                    await sink.resume_bulk_job(job.job_id, plan.external_id, [r.payload for r in rows], label=plan.name)
+                    if rows
+                    else []
+                )
+            except (AuthError, ConfigError):
+                raise
+            except PermanentError as exc:
+                # The org no longer knows the job (Salesforce deletes jobs after 7 days): its records go out
+                # again below, by upsert, which is harmless whatever the job did.
+                log.warning("bulk.job_unknown", job_id=job.job_id, object=plan.name, error=str(exc))
+                results = None
             if results is None:  # the job never got its data: it was aborted, its records go out again below
                 self.store.forget_bulk_job(self.pipeline, plan.name, job.job_id)
                 continue
