@@ -18,7 +18,9 @@ LOOPBACK = "127.0.0.1"
 
 def bind_loopback(port: int = 0) -> socket.socket:
     """Bind a listening socket on 127.0.0.1; port 0 picks a free one."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP, and with
+    # proto 0 every response (headers and body are two writes) waited ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((LOOPBACK, port))
     sock.listen(1024)
@@ -70,7 +72,7 @@ def start_in_thread(app: Any, state_dir: Path, port: int = 0) -> RunningSandbox:
     server = uvicorn.Server(_uvicorn_config(app, tls))
 
     def run() -> None:
-        # Server.run picks uvicorn's loop (uvloop when installed); plain asyncio TLS stalls small responses ~40 ms.
+        # Server.run picks uvicorn's loop (uvloop when installed).
         server.run(sockets=[sock])
 
     thread = threading.Thread(target=run, name=f"sandbox-{actual_port}", daemon=True)

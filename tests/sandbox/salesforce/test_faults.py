@@ -312,15 +312,18 @@ def test_cli_flags_build_the_configuration(tmp_path: Path) -> None:
         fault_config(["boom"], seed=1)
 
 
-def test_sandbox_serve_takes_fault_flags(tmp_path: Path) -> None:
+def test_sandbox_serve_takes_fault_and_limit_flags(tmp_path: Path) -> None:
     from ferry.cli.sandboxes import start_sandbox
 
     proc = start_sandbox("salesforce", tmp_path, ["--fault", "503:0.5,path=sobjects", "--lock-rate", "0.03",
-                                                  "--expire-session-every", "500", "--fault-seed", "11"])
+                                                  "--expire-session-every", "500", "--fault-seed", "11",
+                                                  "--daily-api-limit", "1234", "--concurrent-limit", "5"])
     try:
         ca = ssl.create_default_context(cafile=proc.info["ca_file"])
         state = httpx.get(f"{proc.url}/__sandbox/faults", verify=ca).json()
+        stats = httpx.get(f"{proc.url}/__sandbox/stats", verify=ca).json()
     finally:
         proc.stop()
+    assert stats["daily_api_requests"]["max"] == 1234 and stats["concurrent_long_running"]["limit"] == 5
     assert state["seed"] == 11 and state["lock_row_rate"] == 0.03 and state["expire_session_every"] == 500
     assert state["rules"][0]["kind"] == "503" and state["rules"][0]["path"] == "sobjects"

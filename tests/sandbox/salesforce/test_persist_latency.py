@@ -45,6 +45,9 @@ def test_persisted_org_survives_a_restart(tmp_path: Path) -> None:
     (job,) = sf.bulk2.Contact.upsert(records=records, external_id_field="Shopify_Customer_Id__c", wait=0.1)
     assert int(job["numberRecordsProcessed"]) == 5 and int(job["numberRecordsFailed"]) == 0
     contacts = {r["Shopify_Customer_Id__c"]: r["Id"] for r in org.admin("records/Contact")}
+    query_job = sf.restful("jobs/query", method="POST", json={
+        "operation": "query", "query": "SELECT Shopify_Customer_Id__c, Account.Name FROM Contact"})["id"]
+    assert sf.restful(f"jobs/query/{query_job}")["state"] == "JobComplete"
     used = api_used(org)
     creds = org.creds
     first.close()  # stop the server; org.db is not closed, as if the process were killed
@@ -74,6 +77,11 @@ def test_persisted_org_survives_a_restart(tmp_path: Path) -> None:
         assert [r["Id"] for r in deleted] == [gone]
         ok = rows(sf2.bulk2.Contact.get_successful_records(job["job_id"]))
         assert sorted(r["Shopify_Customer_Id__c"] for r in ok) == [f"C{i}" for i in range(5)]
+        # a Bulk query job's result set comes back from the stored record ids
+        page = sf2.session.get(f"{sf2.base_url}jobs/query/{query_job}/results", headers=sf2.headers)
+        assert page.headers["Sforce-NumberOfRecords"] == "5"
+        assert sorted(r["Shopify_Customer_Id__c"] for r in rows(page.text)) == [f"C{i}" for i in range(5)]
+        assert {r["Account.Name"] for r in rows(page.text)} == {"Acme 2"}  # parent fields read at render time
         assert api_used(org2) > used + 4
         names = {r["Shopify_Customer_Id__c"]: r["Name"] for r in org2.admin("records/Account")
                  if r["Shopify_Customer_Id__c"]}
@@ -121,6 +129,8 @@ def test_latency_profile_is_deterministic_and_bounded() -> None:
     assert a.base_delay("PUT", "jobs/ingest/{job}/batches", 2_000_000, None) == pytest.approx(
         REAL.bulk_upload + 2 * REAL.bulk_upload_per_mb)
     assert REAL.bulk_chunk_10k * 0.4 <= a.bulk_chunk_delay(5_000) < REAL.bulk_chunk_10k * 0.6
+    query = REAL.bulk_query_base + 5 * REAL.bulk_query_10k
+    assert query * 0.8 <= a.bulk_query_delay(50_000) < query * 1.2 and off.bulk_query_delay(50_000) == 0
 
 
 def test_real_latency_profile_slows_calls(tmp_path: Path) -> None:
@@ -147,6 +157,17 @@ def test_real_latency_profile_slows_calls(tmp_path: Path) -> None:
         assert int(job["numberRecordsProcessed"]) == 1
         minimum = REAL.bulk_create + REAL.bulk_upload + REAL.bulk_close + REAL.bulk_queue
         assert time.perf_counter() - started >= minimum * MIN_JITTER * 0.9
+
+        # a query job is InProgress for its processing time, then JobComplete
+        started = time.perf_counter()
+        job_id = sf.restful("jobs/query", method="POST", json={"operation": "query",
+                                                                "query": "SELECT Id FROM Account"})["id"]
+        states = [sf.restful(f"jobs/query/{job_id}")["state"]]
+        while states[-1] != "JobComplete" and time.perf_counter() - started < 30:
+            time.sleep(0.2)
+            states.append(sf.restful(f"jobs/query/{job_id}")["state"])
+        assert states[0] == "InProgress" and states[-1] == "JobComplete"
+        assert time.perf_counter() - started >= REAL.bulk_query_base * MIN_JITTER * 0.9
     finally:
         gen.close()
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from ferry.sandbox.salesforce.app import build_app
 from ferry.sandbox.salesforce.auth import OAuthServer, ensure_app_keys
-from ferry.sandbox.salesforce.bulk import BulkApi, QueryJob
+from ferry.sandbox.salesforce.bulk import BulkApi
 from ferry.sandbox.salesforce.composite import CollectionsApi
 from ferry.sandbox.salesforce.dml import Org
 from ferry.sandbox.salesforce.faults import Faults
@@ -85,6 +85,7 @@ class SalesforceSandbox:
             api.register(self.router)
         self.bulk.queue_delay = self.latency.bulk_queue_delay
         self.bulk.chunk_delay = self.latency.bulk_chunk_delay
+        self.bulk.query_delay = self.latency.bulk_query_delay
         self.db: OrgDb | None = None
         self._flushed_api_calls = -1
         if persist:
@@ -132,7 +133,7 @@ class SalesforceSandbox:
             if kind == "ingest":
                 self.bulk.restore_ingest_job(info, data, rows)
             else:
-                self.bulk.query_jobs[info["id"]] = QueryJob.restore(info)
+                self.bulk.restore_query_job(info)
 
     def flush(self, force: bool = False) -> None:
         """Make everything changed since the last flush durable (a no-op without persist=True)."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ferry.sandbox.connections import Receive, Scope, Send, drop_connection, expose_transport, hold_connection
@@ -33,6 +36,13 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(content=orjson.dumps(body), status_code=status, headers=headers, media_type=JSON_TYPE)
 
 
+async def stream_pieces(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """Send a large body piece by piece from the event loop, letting other requests run in between."""
+    for piece in pieces:
+        yield piece
+        await asyncio.sleep(0)
+
+
 def base_url_of(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
@@ -53,6 +63,22 @@ async def drop(request: Request, fault: Drop) -> Response:
     return Response(status_code=204)  # never reaches the client: the server sees the connection gone
 
 
+async def endpoint_fault(sandbox: SalesforceSandbox, request: Request) -> Response | None:
+    """Faults for an endpoint outside the data API (OAuth token, streaming): rules with an absolute path.
+
+    Returns the response to send instead of the real one (an error reply, or a dropped connection), or None.
+    Such endpoints fail before their handler runs (`processed` is not honoured).
+    """
+    decision = await sandbox.faults.before_call(request.method, "", request.url.path, api=False)
+    if decision is None:
+        return None
+    if decision.drop is not None:
+        return await drop(request, decision.drop)
+    if decision.reply is not None:
+        return json_response(decision.reply.body, decision.reply.status, decision.reply.headers)
+    return None
+
+
 def build_app(sandbox: SalesforceSandbox) -> FastAPI:
     app = SandboxApp(title="ferry Salesforce sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     state = sandbox.state
@@ -71,11 +97,9 @@ def build_app(sandbox: SalesforceSandbox) -> FastAPI:
 
     @app.post("/services/oauth2/token")
     async def token(request: Request) -> Response:
-        decision = await sandbox.faults.before_call("POST", "", request.url.path, api=False)
-        if decision is not None and decision.drop is not None:
-            return await drop(request, decision.drop)
-        if decision is not None and decision.reply is not None:
-            return json_response(decision.reply.body, decision.reply.status, decision.reply.headers)
+        faulted = await endpoint_fault(sandbox, request)
+        if faulted is not None:
+            return faulted
         # The token endpoint takes x-www-form-urlencoded; parse it directly (no multipart dependency needed).
         form = dict(parse_qsl((await request.body()).decode("utf-8", errors="replace"), keep_blank_values=True))
         try:
@@ -108,6 +132,9 @@ def build_app(sandbox: SalesforceSandbox) -> FastAPI:
         finally:
             state.budget.long_running.leave(ticket)
         headers = {"Sforce-Limit-Info": state.budget.header(), **reply.headers}
+        if reply.stream is not None:
+            return StreamingResponse(stream_pieces(reply.stream), status_code=reply.status, headers=headers,
+                                     media_type=reply.content_type)
         if reply.status == 204 or (reply.body is None and reply.raw is None):
             return Response(status_code=reply.status, headers=headers)
         return Response(content=reply.content(), status_code=reply.status, headers=headers,

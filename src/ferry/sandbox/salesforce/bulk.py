@@ -12,6 +12,7 @@ import base64
 import csv
 import gc
 import io
+import itertools
 import logging
 import time
 from collections import Counter
@@ -21,10 +22,12 @@ from typing import Any
 
 from ferry.sandbox.salesforce.dml import MultipleMatches, SaveResult
 from ferry.sandbox.salesforce.errors import ApiError, RecordError, not_found
+from ferry.sandbox.salesforce.query import QueryPlan
 from ferry.sandbox.salesforce.routing import CSV_TYPE, Call, Reply, Router
 from ferry.sandbox.salesforce.schema import FieldSchema, SObjectSchema
 from ferry.sandbox.salesforce.soql import CountExpr, Subquery, parse
 from ferry.sandbox.salesforce.state import OrgState
+from ferry.sandbox.salesforce.store import Record
 from ferry.sandbox.salesforce.validate import ParentRef, ParsedBody, format_datetime, resolve_parent_ref
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,9 @@ DELIMITERS = {"COMMA": ",", "BACKQUOTE": "`", "CARET": "^", "PIPE": "|", "SEMICO
 LINE_ENDINGS = {"LF": "\n", "CRLF": "\r\n"}
 TERMINAL = ("JobComplete", "Failed", "Aborted")
 NULL_MARKER = "#N/A"
+RENDER_ROWS = 5_000  # rows rendered per piece of a streamed query result
+DEFAULT_RESULT_SET = 100_000  # rows per query result set without maxRecords (an org picks its own default)
+MAX_UPLOAD_BYTES = 150 * 1024 * 1024  # "150 MB" per upload (base64-encoded; ~100 MB of raw CSV)
 
 
 class JobFailure(Exception):
@@ -97,6 +103,12 @@ class IngestJob:
 
 @dataclass
 class QueryJob:
+    """A Bulk query's result set: references to the matched records, rendered to CSV page by page.
+
+    Holding references (8 bytes a row) instead of rendered rows keeps a 1,000,000-row result in a few MB;
+    an update replaces a record's dict in the store, so a result keeps the field values it matched with.
+    """
+
     id: str
     operation: str
     soql: str
@@ -107,21 +119,18 @@ class QueryJob:
     created_by: str
     created_date: str
     header: list[str]
-    rows: list[list[str]]
+    records: list[Record]
+    render_row: Callable[[Record], list[str]]
     state: str = "UploadComplete"
     polled: bool = False
+    ready_at: float = 0.0  # time.monotonic() from which the job reports JobComplete (latency profile)
 
     def snapshot(self) -> dict[str, Any]:
         return {"id": self.id, "operation": self.operation, "soql": self.soql, "object": self.sobject,
                 "columnDelimiter": self.column_delimiter, "lineEnding": self.line_ending,
                 "apiVersion": self.api_version, "createdById": self.created_by, "createdDate": self.created_date,
-                "header": self.header, "rows": self.rows, "state": self.state, "polled": self.polled}
-
-    @classmethod
-    def restore(cls, s: dict[str, Any]) -> QueryJob:
-        return cls(s["id"], s["operation"], s["soql"], s["object"], s["columnDelimiter"], s["lineEnding"],
-                   s["apiVersion"], s["createdById"], s["createdDate"], s["header"], s["rows"], s["state"],
-                   s["polled"])
+                "header": self.header, "ids": [r["Id"] for r in self.records], "state": self.state,
+                "polled": self.polled}
 
     def info(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -131,9 +140,24 @@ class QueryJob:
             "lineEnding": self.line_ending, "columnDelimiter": self.column_delimiter,
         }
         if self.polled:
-            out.update({"jobType": "V2Query", "numberRecordsProcessed": len(self.rows), "retries": 0,
+            out.update({"jobType": "V2Query", "numberRecordsProcessed": len(self.records), "retries": 0,
                         "totalProcessingTime": 0, "isPkChunkingSupported": True})
         return out
+
+    def render(self, start: int, end: int) -> Iterator[bytes]:
+        """CSV of records[start:end] with the header, in pieces of RENDER_ROWS rows (bounded memory)."""
+        delimiter, line_ending = DELIMITERS[self.column_delimiter], LINE_ENDINGS[self.line_ending]
+        out = io.StringIO()
+        writer = csv.writer(out, delimiter=delimiter, lineterminator=line_ending, quoting=csv.QUOTE_ALL)
+        writer.writerow(self.header)
+        render_row, records = self.render_row, self.records
+        for piece in range(start, end, RENDER_ROWS):
+            writer.writerows(render_row(r) for r in records[piece:min(piece + RENDER_ROWS, end)])
+            yield out.getvalue().encode("utf-8")
+            out.seek(0)
+            out.truncate()
+        if start >= end:
+            yield out.getvalue().encode("utf-8")
 
 
 @dataclass(slots=True)
@@ -146,17 +170,13 @@ class ColumnPlan:
     key_column: int | None
 
     def body(self, row: list[str]) -> ParsedBody:
-        parsed = ParsedBody()
-        values = parsed.values
-        for idx, f in self.fields:
-            cell = row[idx]
-            if cell:  # an empty cell is ignored; #N/A sets null
-                values.append((f, None if cell == NULL_MARKER else cell))
-        for idx, rel_field, parent, key_field in self.refs:
-            cell = row[idx]
-            if cell:
-                parsed.refs.append(ParentRef(rel_field, parent, key_field, None if cell == NULL_MARKER else cell))
-        return parsed
+        # An empty cell is ignored; #N/A sets null. (Comprehensions: this runs once per row of every job.)
+        values = [(f, None if cell == NULL_MARKER else cell) for idx, f in self.fields if (cell := row[idx])]
+        if not self.refs:
+            return ParsedBody(values)
+        refs = [ParentRef(rel_field, parent, key_field, None if cell == NULL_MARKER else cell)
+                for idx, rel_field, parent, key_field in self.refs if (cell := row[idx])]
+        return ParsedBody(values, refs)
 
 
 def _bool_text(value: bool | None) -> str:
@@ -201,6 +221,7 @@ class BulkApi:
         # latency profile: seconds before the first chunk, and seconds per chunk of n rows
         self.queue_delay: Callable[[], float] = lambda: 0.0
         self.chunk_delay: Callable[[int], float] = lambda n: 0.0
+        self.query_delay: Callable[[int], float] = lambda n: 0.0  # a query job's processing time
 
     def _touch(self, job_id: str) -> None:
         if self.dirty_jobs is not None:
@@ -286,8 +307,9 @@ class BulkApi:
         return job
 
     def list_jobs(self, call: Call, _: dict[str, str]) -> Reply:
-        records = [j.info() for j in self.ingest_jobs.values()]
-        return Reply(200, {"done": True, "records": records, "nextRecordsUrl": None})
+        job_type = call.query.get("jobType")
+        jobs = [j for j in self.ingest_jobs.values() if job_type in (None, "", "V2Ingest")]
+        return _job_list(call, "ingest", [_list_entry(j.info()) for j in jobs])
 
     def get_job(self, call: Call, p: dict[str, str]) -> Reply:
         return Reply(200, self._job(p["job"]).info())
@@ -300,7 +322,7 @@ class BulkApi:
                            "once on a given Job.")
         if job.state != "Open":
             raise ApiError(409, "INVALIDJOBSTATE", f"Job {job.id} is not in the Open state")
-        if len(call.body) > 150 * 1024 * 1024:
+        if len(call.body) > MAX_UPLOAD_BYTES:
             raise ApiError(413, "EXCEEDED_QUOTA", "The upload exceeds the maximum size of 150 MB")
         job.data = call.body
         self._touch(job.id)
@@ -367,12 +389,14 @@ class BulkApi:
             rows = self._rows(job)
             self._check_line_ending(job)
             plan = self._column_plan(job)
-            for chunk in _chunks(rows, self.state.bulk_chunk_rows):
+            for index, chunk in enumerate(_chunks(rows, self.state.bulk_chunk_rows, len(job.header))):
                 if job.state == "Aborted":
                     job.unprocessed_rows.extend(chunk)
-                    job.unprocessed_rows.extend(rows)
+                    job.unprocessed_rows.extend(row for row in rows if row)
                     return
-                self._process_chunk_without_gc(job, plan, chunk)
+                if index == 1:
+                    gc.collect()  # a job of several chunks: free all cyclic garbage once, before freezing starts
+                self._process_chunk_without_gc(job, plan, chunk, freeze=index > 0)
                 self.state.budget.bulk_batches += 1
                 job.processing_ms = int((time.perf_counter() - started) * 1000)
                 self._touch(job.id)
@@ -382,7 +406,7 @@ class BulkApi:
         except JobFailure as failure:
             job.state = "Failed"
             job.error_message = str(failure)
-            job.unprocessed_rows.extend(rows)
+            job.unprocessed_rows.extend(row for row in rows if row)
         except Exception as exc:  # a sandbox bug must not leave a job InProgress forever
             logger.exception("bulk job %s crashed", job.id)
             job.state = "Failed"
@@ -398,13 +422,14 @@ class BulkApi:
     def _rows(self, job: IngestJob) -> Iterator[list[str]]:
         if not job.data:
             raise JobFailure("InvalidBatch : Records not processed: no data was uploaded for this job")
-        text = job.data.decode("utf-8-sig", errors="replace")
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=DELIMITERS[job.column_delimiter])
+        # Decoded as it is read: a 100 MB upload is not copied into a second, decoded string.
+        text = io.TextIOWrapper(io.BytesIO(job.data), encoding="utf-8-sig", errors="replace", newline="")
+        text._CHUNK_SIZE = 1 << 20  # type: ignore[attr-defined]  # fewer, larger decode steps than the 8 KiB default
+        reader = csv.reader(text, delimiter=DELIMITERS[job.column_delimiter])
         job.header = next(reader, [])
         if not job.header or job.header == [""]:
             raise JobFailure("InvalidBatch : Records not processed: the CSV has no header row")
-        width = len(job.header)
-        return (row if len(row) == width else (row + [""] * width)[:width] for row in reader if row)
+        return reader
 
     @staticmethod
     def _check_line_ending(job: IngestJob) -> None:
@@ -456,18 +481,29 @@ class BulkApi:
             raise JobFailure(f"InvalidBatch : Field name not found : {name}") from None
         return rel, ref.parent, ref.key_field
 
-    def _process_chunk_without_gc(self, job: IngestJob, plan: ColumnPlan, chunk: list[list[str]]) -> None:
+    def _process_chunk_without_gc(self, job: IngestJob, plan: ColumnPlan, chunk: list[list[str]],
+                                  freeze: bool = False) -> None:
         """Process a chunk with the cyclic GC paused.
 
         A chunk allocates tens of thousands of long-lived records; letting the cyclic collector rescan the
         growing heap during that burst cost up to a third of Bulk throughput. Reference counting still frees
-        every temporary, and the collector resumes between chunks.
+        every temporary, and the collector resumes between chunks (for everything but the frozen records).
         """
         enabled = gc.isenabled()
+        freeze = freeze and enabled
+        if freeze:
+            gc.collect(1)  # the young objects of what ran since the last chunk (small): free their cycles now
         gc.disable()
         try:
             self._process_chunk(job, plan, chunk)
         finally:
+            if freeze:
+                # From a job's second chunk on, the records and result rows (they live as long as the org) are
+                # moved out of the collector's view, so later full collections do not rescan a heap of a
+                # million records (~20% of the ingest time at 200,000 rows, growing with the org's size). The
+                # job started with a full collection and saves make no reference cycles, so nothing
+                # collectable is frozen with them.
+                gc.freeze()
             if enabled:
                 gc.enable()
 
@@ -538,17 +574,35 @@ class BulkApi:
         if parsed.offset is not None or any(isinstance(i, CountExpr | Subquery) for i in parsed.select):
             raise ApiError(400, "API_ERROR", "Aggregate queries, OFFSET and subqueries are not supported in Bulk "
                            "query jobs")
-        executor = self.state.executor
-        plan = executor.plan(parsed)
-        rows = [[csv_cell(v) for v in executor.flat_row(plan, r)]
-                for r in executor.rows(plan, operation == "queryAll")]
-        header = [col.path.text for col in plan.columns]
+        plan = self.state.executor.plan(parsed)
+        records = self.state.executor.rows(plan, operation == "queryAll")
         job = QueryJob(self.state.ids.new("750"), operation, soql, plan.sobject.name, delimiter, line_ending,
-                       call.version, self.state.org.user_id, self._now(), header, rows)
+                       call.version, self.state.org.user_id, self._now(), [col.path.text for col in plan.columns],
+                       records, self._row_renderer(plan))
+        job.ready_at = time.monotonic() + self.query_delay(len(records))
         self.query_jobs[job.id] = job
         self.state.budget.bulk_query_jobs += 1
         self._touch(job.id)
         return Reply(200, job.info())
+
+    def _row_renderer(self, plan: QueryPlan) -> Callable[[Record], list[str]]:
+        getters = [col.getter for col in plan.columns]
+        return lambda record: [csv_cell(get(record)) for get in getters]
+
+    def restore_query_job(self, s: dict[str, Any]) -> None:
+        """Put back a query job loaded from org.db: its result set is re-read from the stored records."""
+        executor, store = self.state.executor, self.state.store
+        plan = executor.plan(parse(s["soql"]))
+        records: list[Record] = []
+        for record_id in s.get("ids", []):
+            table = store.table_for_id(record_id)
+            record = table.rows.get(record_id) or table.deleted.get(record_id) if table is not None else None
+            if record is not None:
+                records.append(record)
+        self.query_jobs[s["id"]] = QueryJob(
+            s["id"], s["operation"], s["soql"], s["object"], s["columnDelimiter"], s["lineEnding"], s["apiVersion"],
+            s["createdById"], s["createdDate"], s["header"], records, self._row_renderer(plan), s["state"],
+            s["polled"])
 
     def _query_job(self, job_id: str) -> QueryJob:
         job = self.query_jobs.get(job_id)
@@ -558,17 +612,19 @@ class BulkApi:
 
     def get_query_job(self, call: Call, p: dict[str, str]) -> Reply:
         job = self._query_job(p["job"])
-        # The result set is computed at creation; the first poll reports it done.
-        if not job.polled or job.state == "UploadComplete":
+        # The result set is computed at creation; a poll reports it done once the latency profile's
+        # processing time has passed (at once with latency off).
+        if not job.polled or job.state in ("UploadComplete", "InProgress"):
             self._touch(job.id)
         job.polled = True
-        if job.state == "UploadComplete":
-            job.state = "JobComplete"
+        if job.state in ("UploadComplete", "InProgress"):
+            job.state = "JobComplete" if time.monotonic() >= job.ready_at else "InProgress"
         return Reply(200, job.info())
 
     def list_query_jobs(self, call: Call, _: dict[str, str]) -> Reply:
-        return Reply(200, {"done": True, "records": [j.info() for j in self.query_jobs.values()],
-                           "nextRecordsUrl": None})
+        job_type = call.query.get("jobType")
+        jobs = [j for j in self.query_jobs.values() if job_type in (None, "", "V2Query")]
+        return _job_list(call, "query", [_list_entry({**j.info(), "jobType": "V2Query"}) for j in jobs])
 
     def patch_query_job(self, call: Call, p: dict[str, str]) -> Reply:
         job = self._query_job(p["job"])
@@ -591,14 +647,13 @@ class BulkApi:
             raise ApiError(400, "INVALIDJOBSTATE", f"Job {job.id} is not complete")
         if call.version != job.api_version:
             raise ApiError(409, "INVALIDVERSION", "Results must be requested with the API version of the job")
-        start = _offset(call.query["locator"]) if call.query.get("locator") else 0
-        max_records = int(call.query.get("maxRecords") or len(job.rows) or 1)
-        page = job.rows[start:start + max_records]
-        end = start + len(page)
-        raw = render_csv(job.header, page, DELIMITERS[job.column_delimiter], LINE_ENDINGS[job.line_ending])
-        headers = {"Sforce-Locator": _locator(end) if end < len(job.rows) else "null",
-                   "Sforce-NumberOfRecords": str(len(page))}
-        return Reply(200, raw=raw, content_type=CSV_TYPE, headers=headers)
+        total = len(job.records)
+        start = min(_offset(call.query["locator"]), total) if call.query.get("locator") else 0
+        max_records = _max_records(call.query.get("maxRecords"))
+        end = min(start + max_records, total)
+        headers = {"Sforce-Locator": _locator(end) if end < total else "null",
+                   "Sforce-NumberOfRecords": str(end - start)}
+        return Reply(200, stream=job.render(start, end), content_type=CSV_TYPE, headers=headers)
 
     def reset(self) -> None:
         for job in self.ingest_jobs.values():
@@ -608,14 +663,43 @@ class BulkApi:
         self.query_jobs.clear()
 
 
-def _chunks(rows: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
-    chunk: list[list[str]] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= size:
+JOB_LIST_PAGE = 1000  # "Get All Jobs returns up to 1000 result rows per request"
+_LIST_KEYS = ("id", "operation", "object", "createdById", "createdDate", "systemModstamp", "state",
+              "externalIdFieldName", "concurrencyMode", "contentType", "apiVersion", "jobType", "contentUrl",
+              "lineEnding", "columnDelimiter")
+
+
+def _list_entry(info: dict[str, Any]) -> dict[str, Any]:
+    """A job in a Get All Jobs page: its JobInfo without the processing figures."""
+    return {k: info[k] for k in _LIST_KEYS if k in info}
+
+
+def _job_list(call: Call, kind: str, records: list[dict[str, Any]]) -> Reply:
+    locator = call.query.get("queryLocator")
+    start = _offset(locator) if locator else 0
+    page = records[start:start + JOB_LIST_PAGE]
+    end = start + len(page)
+    done = end >= len(records)
+    next_url = None if done else f"/services/data/v{call.version}/jobs/{kind}?queryLocator={_locator(end)}"
+    return Reply(200, {"done": done, "records": page, "nextRecordsUrl": next_url})
+
+
+def _max_records(text: str | None) -> int:
+    if not text:
+        return DEFAULT_RESULT_SET
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ApiError(400, "INVALIDMAXRECORDS", f"Invalid value for maxRecords: {text}")
+    return value
+
+
+def _chunks(rows: Iterator[list[str]], size: int, width: int) -> Iterator[list[list[str]]]:
+    """Rows in chunks of `size`; blank lines skipped, short or long rows padded or cut to the header's width."""
+    while chunk := list(itertools.islice(rows, size)):
+        if any(len(row) != width for row in chunk):
+            chunk = [row if len(row) == width else (row + [""] * width)[:width] for row in chunk if row]
+        if chunk:
             yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-

@@ -232,6 +232,11 @@ class Faults:
             raise ValueError(f"unknown fault rule keys: {', '.join(sorted(unknown))}")
         return FaultRule(**raw)
 
+    @property
+    def fired(self) -> int:
+        """Every fault injected so far, all kinds together."""
+        return sum(self.injected.values())
+
     def describe(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
@@ -241,7 +246,7 @@ class Faults:
             "timeout_hold_seconds": self.timeout_hold_seconds,
             "latency": self.latency.name,
             "injected": dict(sorted(self.injected.items())),
-            "fired": sum(self.injected.values()),
+            "fired": self.fired,
         }
 
     # --- decisions ---------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ class Timings:
     bulk_close: float = 0.0  # PATCH {"state": "UploadComplete" | "Aborted"}
     bulk_queue: float = 0.0  # from UploadComplete until the first chunk starts
     bulk_chunk_10k: float = 0.0  # processing time per 10,000 rows (scaled to the chunk's size)
+    bulk_query_base: float = 0.0  # a Bulk query job, from creation until JobComplete
+    bulk_query_10k: float = 0.0  # plus, per 10,000 rows of its result
 
 
 REAL = Timings(
@@ -52,6 +54,8 @@ REAL = Timings(
     bulk_close=0.3,
     bulk_queue=2.0,
     bulk_chunk_10k=1.8,
+    bulk_query_base=1.5,
+    bulk_query_10k=0.2,
 )
 
 
@@ -102,6 +106,12 @@ class LatencyProfile:
 
     def bulk_queue_delay(self) -> float:
         return self._jitter(self.timings.bulk_queue) if self.enabled else 0.0
+
+    def bulk_query_delay(self, rows: int) -> float:
+        """Seconds a Bulk query job stays InProgress before its result set is JobComplete."""
+        if not self.enabled:
+            return 0.0
+        return self._jitter(self.timings.bulk_query_base + self.timings.bulk_query_10k * rows / 10_000)
 
     def bulk_chunk_delay(self, rows: int) -> float:
         return self._jitter(self.timings.bulk_chunk_10k * rows / 10_000) if self.enabled else 0.0

@@ -7,7 +7,7 @@ handlers, in-process, without HTTP, auth or API-budget accounting.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -50,8 +50,11 @@ class Reply:
     raw: bytes | None = None
     content_type: str = JSON_TYPE
     headers: dict[str, str] = field(default_factory=dict)
+    stream: Iterator[bytes] | None = None  # a large body produced piece by piece (Bulk query results)
 
     def content(self) -> bytes:
+        if self.stream is not None:
+            return b"".join(self.stream)
         if self.raw is not None:
             return self.raw
         if self.body is None:
