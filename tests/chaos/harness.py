@@ -118,6 +118,7 @@ class ChaosResult:
     bulk_reuploads: int  # records carried by more than one processed Bulk job (without a source edit between)
     edited: set[str]
     seconds: float
+    process_start_seconds: float  # peer for the restart time: `ferry --help`, spawn to exit, same machine and moment
     final_run: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -164,6 +165,7 @@ class ChaosResult:
                 "n": len(resume),
                 "median": round(statistics.median(resume), 2) if resume else None,
                 "max": round(max(resume), 2) if resume else None,
+                "peer_process_start_only": round(self.process_start_seconds, 2),
             },
         }
 
@@ -221,6 +223,9 @@ class Chaos:
         assert self.shop_run and self.org_run
         started = time.monotonic()
         pipeline, env = self._pipeline(), self._env()
+        spawn = time.monotonic()
+        subprocess.run([sys.executable, "-m", "ferry", "--help"], env=env, capture_output=True, check=True)
+        process_start = time.monotonic() - spawn
         self.shop.faults.configure(shopify_faults(self.config.seed))
         self.org.faults.configure(salesforce_faults(self.config.seed, self.config.expire_session_every))
         lives: list[Life] = []
@@ -264,6 +269,7 @@ class Chaos:
             bulk_reuploads=self._bulk_reuploads(),
             edited=set(self.edited),
             seconds=time.monotonic() - started,
+            process_start_seconds=process_start,
             final_run=lives[-1].stats or {} if lives else {},
         )
         store.close()
