@@ -59,7 +59,7 @@ def test_chaos_short(tmp_path: Path) -> None:
 @pytest.mark.timeout(3600)
 def test_chaos_long(tmp_path: Path) -> None:
     config = ChaosConfig(
-        seed=11,
+        seed=13,  # its fault draws include every kind (seed 11's first few hundred calls draw no Shopify timeout)
         customers=1000,
         products=200,
         orders=2000,
