@@ -18,7 +18,7 @@ import asyncio
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -32,6 +32,12 @@ from ferry.store import NewDeadLetter, OutboxRow, Store, utc_now
 log = structlog.get_logger("ferry.engine.loader")
 
 _SEND_CHUNK = 2000
+
+
+class LoadProgress(Protocol):
+    def phase(self, name: str, total: int | None) -> None: ...
+
+    def advance(self, n: int) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +77,7 @@ class Loader:
         self._created.setdefault(sobject, []).append(job_id)
         log.info("bulk.job_saved", job_id=job_id, object=sobject, records=len(self._in_flight.get(sobject, [])))
 
-    async def load(self, sink: SalesforceSink, plan: ObjectPlan, send: Callable[[int], None]) -> None:
+    async def load(self, sink: SalesforceSink, plan: ObjectPlan, progress: LoadProgress) -> None:
         s = self.stats.object(plan.name)
         await self._resume_jobs(sink, plan)
         total = self.store.outbox_count(self.pipeline, plan.name)
@@ -83,6 +89,7 @@ class Loader:
             )
             s.api_calls = sink.api_calls.get(plan.name, 0)
             return
+        progress.phase(f"write {plan.name} ({choice.strategy.value})", total)
         log.info("load.start", object=plan.name, records=total, strategy=choice.strategy.value, reason=choice.reason)
         chunk = total if choice.strategy is Strategy.BULK else _SEND_CHUNK
         last = self.budget.max_attempts
@@ -102,7 +109,7 @@ class Loader:
                     self._in_flight.pop(plan.name, None)
                 retried += self.reconcile(plan, rows, results, jobs=self._created.pop(plan.name, []))
                 if attempt == 1:
-                    send(len(rows))
+                    progress.advance(len(rows))
             if not retried:
                 break
             s.retried += retried

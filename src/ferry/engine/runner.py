@@ -92,8 +92,7 @@ class Runner:
                 self._plan_records(plans, run_id, stats)
                 for plan in order_plans(plans):
                     self._drop_orphans(plan, run_id, stats)
-                    self.progress.phase(f"write {plan.name}", self.store.outbox_count(self.pipeline, plan.name))
-                    await loader.load(sink, plan, self.progress.advance)
+                    await loader.load(sink, plan, self.progress)
                 # Every staged record has now reached the outbox or the DLQ, and the outbox is drained.
                 self.store.clear_staging(self.pipeline, last_seq)
                 stats.source_api_calls = source.api_calls
