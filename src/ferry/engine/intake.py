@@ -10,6 +10,7 @@ never past the moment the catch-up began, so anything edited during the catch-up
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import orjson
 import structlog
 
 from ferry.connectors.shopify.source import ShopifySource, SourcePage
-from ferry.errors import PermanentError
+from ferry.errors import PermanentError, TransientError
 from ferry.model.normalize import shopify as shopify_normalize
 from ferry.model.values import version_of
 from ferry.store import ReadProgress, Store
@@ -29,6 +30,7 @@ log = structlog.get_logger("ferry.engine.intake")
 # taken this far before the store's own Date header, so no edit made while it ran can fall behind it.
 CLOCK_MARGIN = dt.timedelta(seconds=5)
 PAGES, CATCHUP = "pages", "catchup"
+PHASE_ATTEMPTS = 4  # a read phase is continued this many times after a call gave up (2, 4, 8 s apart)
 
 
 class Intake:
@@ -44,6 +46,7 @@ class Intake:
         self.run_id = run_id
         self.on_page = on_page
         self.resumed: list[str] = []  # streams continued from a saved next-page link
+        self.staged = 0  # records staged by this intake
 
     async def read_stream(self, source: ShopifySource, stream: str) -> int:
         """Stage everything of ``stream`` changed since its cursor; returns how many records were staged."""
@@ -58,17 +61,33 @@ class Intake:
         progress.run_id = self.run_id
         count = 0
         if progress.phase == PAGES:
-            count += await self._phase(source, progress, since=progress.since)
+            count += await self._phase_until_done(source, progress)
             # The main read is done: catch up from its start, at the catch-up's own start time.
             progress.phase, progress.since, progress.started_at = CATCHUP, progress.started_at or None, ""
             progress.next_url, progress.pages = None, 0
             self.store.save_read(self.pipeline, progress)
-        count += await self._phase(source, progress, since=progress.since)
+        count += await self._phase_until_done(source, progress)
         cursor = progress.newest
         if cursor is not None and progress.started_at and progress.started_at < cursor:
             cursor = progress.started_at
         self.store.finish_read(self.pipeline, stream, cursor)
         return count
+
+    async def _phase_until_done(self, source: ShopifySource, progress: ReadProgress) -> int:
+        """A phase, continued from its last staged page when a call fails past the HTTP core's own retries
+        (a long 429 burst, an outage of a few seconds): the progress is durable, so going on is cheap."""
+        before = self.staged
+        for attempt in range(1, PHASE_ATTEMPTS + 1):
+            try:
+                await self._phase(source, progress, since=progress.since)
+                return self.staged - before
+            except TransientError as exc:
+                if attempt == PHASE_ATTEMPTS:
+                    raise
+                pause = 2.0**attempt
+                log.warning("read.pause", stream=progress.stream, pages=progress.pages, error=str(exc), pause_s=pause)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _phase(self, source: ShopifySource, progress: ReadProgress, *, since: str | None) -> int:
         count = 0
@@ -103,6 +122,7 @@ class Intake:
         progress.next_url = page.next_url
         progress.pages += 1
         self.store.stage(self.pipeline, progress.stream, self.run_id, rows, progress)
+        self.staged += len(rows)
         self.on_page(len(rows))
         return len(rows)
 
