@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint unit install install-dev clean bench
+.PHONY: demo test lint unit chaos bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("ferry needs Python 3.11+, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -39,6 +39,10 @@ test: lint unit
 # memory at 10k, 30k and 100k); rewrites the issue-5 section of bench/RESULTS.md.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py $(ARGS)
+
+# The long chaos run (demo-sized store, 30+ SIGKILLs): prints the figures; `make test` runs the short one.
+chaos: $(VENV)/.installed-dev
+	$(BIN)/pytest tests/chaos -m slow -s -p no:cacheprovider $(ARGS)
 
 clean:
 	rm -rf $(VENV) .ferry .pytest_cache .mypy_cache .ruff_cache

@@ -103,3 +103,18 @@ def test_secrets_never_reach_logs_output_or_state(
     for secret in secrets:
         assert secret not in proc.stdout and secret not in proc.stderr
         assert secret.encode() not in state
+
+
+def test_serve_shopify_with_fault_flags_injects_them(tmp_path: Path) -> None:
+    shop = start_sandbox(
+        "shopify", tmp_path, ["--customers", "5", "--products", "1", "--orders", "1", "--fault", "503:1,count=2"]
+    )
+    try:
+        ctx = ssl.create_default_context(cafile=shop.info["ca_file"])
+        headers = {"X-Shopify-Access-Token": shop.info["access_token"]}
+        url = f"{shop.url}/admin/api/2025-07/customers/count.json"
+        codes = [httpx.get(url, headers=headers, verify=ctx).status_code for _ in range(3)]
+        assert codes == [503, 503, 200]
+        assert httpx.get(f"{shop.url}/__sandbox/faults", verify=ctx).json()["injected"] == {"503": 2}
+    finally:
+        shop.stop()

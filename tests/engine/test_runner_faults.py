@@ -33,7 +33,13 @@ EXT_IDS = {
     "Order": "Shopify_Order_Id__c",
     "OrderItem": "Shopify_Line_Item_Id__c",
 }
-TRANSIENT_CODES = {"UNABLE_TO_LOCK_ROW", "SERVER_UNAVAILABLE", "UNKNOWN_EXCEPTION", "REQUEST_LIMIT_EXCEEDED"}
+TRANSIENT_CODES = {
+    "UNABLE_TO_LOCK_ROW",
+    "SERVER_UNAVAILABLE",
+    "UNKNOWN_EXCEPTION",
+    "REQUEST_LIMIT_EXCEEDED",
+    "RETRIES_EXHAUSTED",
+}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +77,7 @@ async def _sync(
                 keys = [r[EXT_IDS[obj]] for r in rows if r.get(EXT_IDS[obj])]
                 assert len(keys) == len(set(keys)), f"{obj}: duplicated external ids"
                 held[obj] = set(keys)
-        return stats, held, store, spec.name, org_sb.faults.fired
+        return stats, held, store, spec.name, sum(org_sb.faults.injected.values())
     finally:
         org_run.stop()
 

@@ -22,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals can hold secrets
 )
-dlq_app = typer.Typer(help="Inspect the dead-letter queue.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Inspect, replay and discard dead letters.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Local emulators of the systems ferry talks to.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(sandbox_app, name="sandbox")
@@ -141,17 +141,43 @@ def runs(
         render.print_runs(console, rows)
 
 
+StatusOpt = Annotated[str, typer.Option(help="open, resolved, discarded or all.")]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="Only letters last seen since then: 30m, 2h, 7d, or a date/time (UTC).")
+]
+ObjectOpt = Annotated[str | None, typer.Option("--object", help="Only this target object.")]
+CodeOpt = Annotated[str | None, typer.Option(help="Only this error code, e.g. INVALID_EMAIL_ADDRESS.")]
+IdsOpt = Annotated[list[int] | None, typer.Option("--id", help="Only this dead-letter id (repeatable).")]
+
+
+def _letter_filter(
+    pipeline: str | None, obj: str | None, code: str | None, since: str | None, status: str, ids: list[int] | None
+) -> Any:
+    from ferry.engine.replay import since_timestamp
+    from ferry.store import DLQ_STATUSES, LetterFilter
+
+    if status != "all" and status not in DLQ_STATUSES:
+        raise FerryError(f"--status {status!r}: choose one of {', '.join((*DLQ_STATUSES, 'all'))}")
+    return LetterFilter(pipeline, obj, code, since_timestamp(since), None if status == "all" else status, ids or ())
+
+
 @dlq_app.command("list")
 def dlq_list(
     pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
-    object_: Annotated[str | None, typer.Option("--object", help="Only this target object.")] = None,
-    code: Annotated[str | None, typer.Option(help="Only this error code.")] = None,
-    status: Annotated[str, typer.Option(help="open or resolved.")] = "open",
+    object_: ObjectOpt = None,
+    code: CodeOpt = None,
+    since: SinceOpt = None,
+    status: StatusOpt = "open",
     limit: Annotated[int, typer.Option(min=1)] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """List dead letters: records that could not be written, with the reason."""
-    letters = _store().list_dead_letters(pipeline, object_, code, status, limit)
+    try:
+        selection = _letter_filter(pipeline, object_, code, since, status, None)
+    except FerryError as exc:
+        _fail(exc)
+        return
+    letters = _store().find_dead_letters(selection, limit)
     if as_json:
         sys.stdout.write(json.dumps([render.letter_json(d, full=False) for d in letters]) + "\n")
     else:
@@ -163,7 +189,7 @@ def dlq_show(
     letter_id: Annotated[int, typer.Argument(help="Dead-letter id from `ferry dlq list`.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one dead letter: errors, mapped payload and the source record."""
+    """Show one dead letter: errors, attempts, mapped payload and the source record."""
     letter = _store().get_dead_letter(letter_id)
     if letter is None:
         _fail(FerryError(f"no dead letter with id {letter_id}"))
@@ -172,6 +198,70 @@ def dlq_show(
         sys.stdout.write(json.dumps(render.letter_json(letter, full=True)) + "\n")
     else:
         render.print_letter(console, letter)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file (its current mapping is applied).")],
+    ids: IdsOpt = None,
+    object_: ObjectOpt = None,
+    code: CodeOpt = None,
+    since: SinceOpt = None,
+    children: Annotated[
+        bool,
+        typer.Option(
+            "--children/--no-children",
+            help="Also replay records dead-lettered as PARENT_DEAD_LETTERED because of a parent replayed now.",
+        ),
+    ] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and judge, write nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read dead-lettered records from the source again, map them with the current mapping and write them."""
+    from ferry.engine.pipeline import load_pipeline
+    from ferry.engine.replay import Replayer
+
+    try:
+        spec = load_pipeline(pipeline)
+        selection = _letter_filter(spec.name, object_, code, since, "open", ids)
+        report = asyncio.run(Replayer(spec, _store(), children=children, dry_run=dry_run).replay(selection))
+    except FerryError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict()) + "\n")
+    else:
+        render.print_replay(console, report)
+
+
+@dlq_app.command("discard")
+def dlq_discard(
+    reason: Annotated[str, typer.Option(help="Why these letters need no replay (kept with them).")],
+    ids: IdsOpt = None,
+    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
+    object_: ObjectOpt = None,
+    code: CodeOpt = None,
+    since: SinceOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Allow discarding with no filter at all.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark open dead letters as discarded, with a reason. Nothing is deleted: `dlq list --status discarded`."""
+    if not reason.strip():
+        _fail(FerryError("--reason must say why the letters are discarded"))
+        return
+    if not (ids or pipeline or object_ or code or since or all_):
+        _fail(FerryError("say which letters to discard (--id, --pipeline, --object, --code, --since) or pass --all"))
+        return
+    try:
+        selection = _letter_filter(pipeline, object_, code, since, "open", ids)
+    except FerryError as exc:
+        _fail(exc)
+        return
+    count = _store().discard_dead_letters(selection, reason.strip())
+    if as_json:
+        sys.stdout.write(json.dumps({"discarded": count, "reason": reason.strip()}) + "\n")
+    else:
+        console.print(f"discarded {count} dead letter{'s' if count != 1 else ''}: {reason.strip()}")
 
 
 @sandbox_app.command("serve")
@@ -195,9 +285,9 @@ def sandbox_serve(
         list[str] | None,
         typer.Option(
             "--fault",
-            help="Salesforce: inject a fault, KIND[:RATE][,path=..,method=..,count=..,ms=..,hold=..,retry_after=..,"
-            "processed=true]; KIND: 500 502 503 504 429 limit concurrent lock expire reset timeout latency. "
-            "Repeatable.",
+            help="Inject a fault, KIND[:RATE][,path=..,method=..,count=..,ms=..,hold=..,retry_after=..,"
+            "processed=true]; KIND: 500 502 503 504 429 limit concurrent lock expire reset timeout latency "
+            "(Shopify: 500 502 503 504 429 reset timeout latency). Repeatable.",
         ),
     ] = None,
     lock_rate: Annotated[
@@ -210,10 +300,10 @@ def sandbox_serve(
         float | None, typer.Option(help="Salesforce: seconds a `timeout` fault holds a call (default 30, max 600).")
     ] = None,
     fault_seed: Annotated[
-        int | None, typer.Option(help="Salesforce: seed of the fault draws (default: --seed).")
+        int | None, typer.Option(help="Seed of the fault draws (default: --seed).")
     ] = None,
     faults_file: Annotated[
-        Path | None, typer.Option(help="Salesforce: a JSON fault configuration (the POST /__sandbox/faults body).")
+        Path | None, typer.Option(help="A JSON fault configuration (the POST /__sandbox/faults body).")
     ] = None,
     daily_api_limit: Annotated[
         int | None, typer.Option(min=1, help="Salesforce: DailyApiRequests allocation (default 1,000,000).")

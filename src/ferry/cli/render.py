@@ -105,6 +105,11 @@ def print_run(console: Console, stats: RunStats) -> None:
         f"source: read {reads} in {stats.source_api_calls} API calls; "
         f"target set-up (auth, describe, queries): {stats.setup_api_calls} API calls"
     )
+    if stats.resumed_reads or stats.resumed_bulk_jobs:
+        parts = [f"read of {', '.join(stats.resumed_reads)} from its saved page"] if stats.resumed_reads else []
+        if stats.resumed_bulk_jobs:
+            parts.append(f"Bulk job(s) {', '.join(stats.resumed_bulk_jobs)}")
+        console.print(f"resumed what an interrupted run left: {'; '.join(parts)}")
     if stats.error:
         console.print(f"[bold red]{stats.error}[/]")
 
@@ -189,9 +194,13 @@ def letter_json(d: DeadLetter, *, full: bool) -> dict[str, Any]:
         "first_seen": d.first_seen,
         "last_seen": d.last_seen,
         "status": d.status,
+        "stream": d.stream,
+        "source_key": d.source_key,
+        "resolved_at": d.resolved_at,
+        "resolution": d.resolution,
     }
     if full:
-        out.update(errors=d.errors, mapped_payload=d.mapped_payload, source_payload=d.source_payload)
+        out.update(errors=d.errors, history=d.history, mapped_payload=d.mapped_payload, source_payload=d.source_payload)
     return out
 
 
@@ -199,19 +208,49 @@ def print_letters(console: Console, letters: Sequence[DeadLetter]) -> None:
     if not letters:
         console.print("the dead-letter queue is empty")
         return
-    table = Table(title=f"dead letters ({len(letters)})")
-    for c in ("id", "pipeline", "object", "key", "code", "fields", "message"):
-        table.add_column(c, overflow="fold")
+    pipelines = sorted({d.pipeline for d in letters})
+    one = len(pipelines) == 1
+    title = f"dead letters ({len(letters)})" + (f" of {pipelines[0]}" if one else "")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    columns = ["id", *([] if one else ["pipeline"]), "object", "key", "code", "fields", "tries", "last seen"]
+    for c in columns:
+        table.add_column(c, no_wrap=c != "fields", justify="right" if c in ("id", "tries") else "left")
+    table.add_column("status" if any(d.status != "open" for d in letters) else "", no_wrap=True)
+    table.add_column("message", overflow="fold")
     for d in letters:
-        table.add_row(str(d.id), d.pipeline, d.object, d.record_key, d.error_code, ", ".join(d.fields), d.message[:200])
+        table.add_row(
+            str(d.id),
+            *([] if one else [d.pipeline]),
+            d.object,
+            d.record_key,
+            d.error_code,
+            ", ".join(d.fields),
+            str(d.attempts),
+            d.last_seen[:16].replace("T", " "),
+            d.status if d.status != "open" else "",
+            # The row already names the record; its messages (which must name it elsewhere) need not.
+            d.message.replace(f"{d.object} {d.record_key}: ", ""),
+        )
     console.print(table)
+    console.print(
+        "  [dim]ferry dlq show ID: one letter in full; ferry dlq replay PIPELINE.yml --id ID: write it again[/]"
+    )
 
 
 def print_letter(console: Console, d: DeadLetter) -> None:
     console.print(f"[bold]dead letter {d.id}[/]: {d.object} {d.record_key} ({d.status}, {d.attempts} attempt(s))")
     console.print(f"  pipeline {d.pipeline}, run {d.run_id}, first seen {d.first_seen}, last seen {d.last_seen}")
+    if d.resolution:
+        console.print(f"  {d.status} at {d.resolved_at}: {d.resolution}")
+    source = f"{d.stream} {d.source_key}" if d.stream else "unknown (stored before ferry kept it)"
+    console.print(f"  source record: {source}")
     for e in d.errors:
         console.print(f"  [red]{e.get('code')}[/] {e.get('message')}  fields: {', '.join(e.get('fields', []))}")
+    if d.history:
+        console.print("[bold]attempts[/]")
+        for h in d.history:
+            codes = ", ".join(f"{e.get('code')}: {e.get('message')}" for e in h.get("errors", []))
+            console.print(f"  {h.get('attempt')}. {h.get('at')}  {codes}", highlight=False)
     console.print("[bold]mapped payload[/]")
     console.print_json(data=d.mapped_payload)
     console.print("[bold]source record[/]")
@@ -239,3 +278,23 @@ def print_plan(console: Console, report: Any) -> None:
             console.print(f"  [yellow]note:[/] {n}")
     if not report.errors:
         console.print("[green]no problems found against the target's describe[/]")
+
+
+def print_replay(console: Console, report: Any) -> None:
+    verb = "dry run of replay" if report.dry_run else "replay"
+    if not report.outcomes and not report.skipped:
+        console.print(f"{verb} for {report.pipeline}: no open dead letter matches")
+        return
+    table = Table(title=f"{verb} for {report.pipeline}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in ("id", "object", "key", "outcome", "read from", "detail"):
+        table.add_column(c, overflow="fold")
+    for o in report.outcomes:
+        detail = o.message + (f" (with its parent {o.as_child_of})" if o.as_child_of else "")
+        style = "green" if o.outcome in ("replayed", "up_to_date", "would_replay") else "red"
+        table.add_row(str(o.letter_id), o.object, o.record_key, f"[{style}]{o.outcome}[/]", o.source, detail[:300])
+    console.print(table)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts().items()))
+    if counts:
+        console.print(f"  {counts}")
+    for letter_id, why in report.skipped:
+        console.print(f"  [dim]skipped {letter_id}: {why}[/]")

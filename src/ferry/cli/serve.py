@@ -33,7 +33,13 @@ def build_sandbox(
     if system == "shopify":
         from ferry.sandbox.shopify import ShopifySandbox
 
-        return ShopifySandbox(state_dir, seed=seed, customers=customers, products=products, orders=orders)
+        shop = ShopifySandbox(state_dir, seed=seed, customers=customers, products=products, orders=orders)
+        if faults:
+            try:
+                shop.faults.configure(faults)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"Shopify sandbox faults: {exc}") from exc
+        return shop
     if system == "salesforce":
         from ferry.sandbox.salesforce import SalesforceSandbox
 

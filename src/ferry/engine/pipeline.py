@@ -23,6 +23,15 @@ from ferry.mapping.spec import ObjectMapping
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+class RetrySpec(BaseModel):
+    """``retry:`` in a pipeline: how often one record is tried before a transient error dead-letters it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(4, ge=1, le=50)
+    backoff_max_seconds: float = Field(8.0, ge=0, le=600)
+
+
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -30,6 +39,7 @@ class PipelineSpec(BaseModel):
     source: ShopifyConfig
     target: SalesforceConfig
     objects: list[ObjectMapping] = Field(min_length=1)
+    retry: RetrySpec = Field(default_factory=lambda: RetrySpec(max_attempts=4, backoff_max_seconds=8.0))
 
 
 def interpolate(value: Any, env: Mapping[str, str], where: str = "") -> Any:

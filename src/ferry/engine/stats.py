@@ -31,6 +31,9 @@ class RunStats:
     seconds: float = 0.0
     status: str = "running"
     error: str | None = None
+    # What this run picked up from one that died: streams read on from a saved page, Bulk jobs resumed.
+    resumed_reads: list[str] = field(default_factory=list)
+    resumed_bulk_jobs: list[str] = field(default_factory=list)
 
     def object(self, name: str) -> ObjectStats:
         if name not in self.objects:
@@ -48,4 +51,6 @@ class RunStats:
             "setup_api_calls": self.setup_api_calls,
             "seconds": round(self.seconds, 3),
             "error": self.error,
+            "resumed_reads": list(self.resumed_reads),
+            "resumed_bulk_jobs": list(self.resumed_bulk_jobs),
         }

@@ -59,6 +59,8 @@ async def drop_connection(scope: Scope) -> None:
     if transport is None:
         raise RuntimeError("cannot drop the connection: the server's transport is not exposed "
                            "(call expose_transport in the outermost ASGI layer, on uvicorn)")
+    if transport.is_closing():
+        return  # the client hung up first (a held `timeout` call it gave up on): nothing left to drop
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):

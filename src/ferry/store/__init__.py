@@ -1,5 +1,29 @@
-"""State: runs, cursors, staged records, outbox, version/id map and dead letters."""
+"""State: runs, cursors, staged records, read progress, outbox, Bulk jobs, version/id map and dead letters."""
 
-from ferry.store.sqlite import DeadLetter, NewDeadLetter, OutboxRow, RunRow, StagedRecord, Store
+from ferry.store.sqlite import (
+    DLQ_STATUSES,
+    BulkJobRow,
+    DeadLetter,
+    LetterFilter,
+    NewDeadLetter,
+    OutboxRow,
+    ReadProgress,
+    RunRow,
+    StagedRecord,
+    Store,
+    utc_now,
+)
 
-__all__ = ["DeadLetter", "NewDeadLetter", "OutboxRow", "RunRow", "StagedRecord", "Store"]
+__all__ = [
+    "DLQ_STATUSES",
+    "BulkJobRow",
+    "DeadLetter",
+    "LetterFilter",
+    "NewDeadLetter",
+    "OutboxRow",
+    "ReadProgress",
+    "RunRow",
+    "StagedRecord",
+    "Store",
+    "utc_now",
+]

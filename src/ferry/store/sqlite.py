@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,56 @@ CREATE TABLE IF NOT EXISTS dlq (
     UNIQUE (pipeline, object, record_key)
 );
 CREATE INDEX IF NOT EXISTS dlq_open ON dlq (pipeline, status, object);
+-- A stream read in progress: where the next page starts, staged in the same transaction as each page,
+-- so a restarted run continues from the next page instead of reading again what is already staged.
+CREATE TABLE IF NOT EXISTS reads (
+    pipeline TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    since TEXT,
+    next_url TEXT,
+    newest TEXT,
+    started_at TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    pages INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (pipeline, stream)
+);
+-- Named high-water marks (e.g. the last staged seq already mapped into the outbox or the DLQ).
+CREATE TABLE IF NOT EXISTS marks (
+    pipeline TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (pipeline, name)
+);
+-- Bulk jobs created but whose results are not recorded yet: (key, version) of every record they carry.
+CREATE TABLE IF NOT EXISTS bulk_jobs (
+    pipeline TEXT NOT NULL,
+    object TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    entries BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (pipeline, object, job_id)
+);
 """
+
+# Columns added after the first release: an existing state DB gets them on open (ALTER TABLE ADD COLUMN).
+_ADDED_COLUMNS = (
+    ("runs", "progress_at", "TEXT"),
+    ("outbox", "history", "TEXT"),
+    ("outbox", "stream", "TEXT"),
+    ("outbox", "source_key", "TEXT"),
+    ("dlq", "stream", "TEXT"),
+    ("dlq", "source_key", "TEXT"),
+    ("dlq", "history", "TEXT"),
+    ("dlq", "resolved_at", "TEXT"),
+    ("dlq", "resolution", "TEXT"),
+)
+_DLQ_COLUMNS = (
+    "id, pipeline, run_id, object, record_key, version, error_code, message, fields, errors, source_payload, "
+    "mapped_payload, attempts, first_seen, last_seen, status, stream, source_key, history, resolved_at, resolution"
+)
+_OUTBOX_COLUMNS = "key, version, payload, source_payload, attempts, history, stream, source_key"
+DLQ_STATUSES = ("open", "resolved", "discarded")
 
 
 def utc_now() -> str:
@@ -105,6 +154,7 @@ class RunRow:
     status: str
     stats: dict[str, Any]
     error: str | None
+    progress_at: str | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +173,32 @@ class OutboxRow:
     payload: dict[str, Any]
     source_payload: bytes | None
     attempts: int
+    # One entry per failed attempt: {"attempt", "at", "errors": [{code, message, fields}]}.
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stream: str | None = None  # the source stream and record id the payload was mapped from
+    source_key: str | None = None
+
+
+@dataclass(slots=True)
+class ReadProgress:
+    """Where an unfinished stream read stands; written with each staged page."""
+
+    stream: str
+    run_id: int
+    since: str | None  # the cursor the read started from
+    next_url: str | None  # the next page to fetch (None: the phase has no page left)
+    newest: str | None  # newest version staged so far
+    started_at: str  # the source's clock when the read began (the cursor never passes it)
+    phase: str  # "pages" (the main read) or "catchup" (what changed while it ran)
+    pages: int = 0
+
+
+@dataclass(slots=True)
+class BulkJobRow:
+    object: str
+    job_id: str
+    entries: list[tuple[str, str]]  # (key, version) of every record the job carries
+    created_at: str
 
 
 @dataclass(slots=True)
@@ -143,6 +219,11 @@ class DeadLetter:
     first_seen: str
     last_seen: str
     status: str
+    stream: str | None = None
+    source_key: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resolved_at: str | None = None
+    resolution: str | None = None
 
 
 @dataclass(slots=True)
@@ -153,6 +234,50 @@ class NewDeadLetter:
     errors: list[dict[str, Any]]
     source_payload: bytes | None
     mapped_payload: dict[str, Any] | None
+    # Which source record this came from (stream and its id), so a replay can read it again.
+    stream: str | None = None
+    source_key: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class LetterFilter:
+    """Which dead letters a list, replay or discard applies to; every given criterion must match."""
+
+    pipeline: str | None = None
+    object: str | None = None
+    code: str | None = None
+    since: str | None = None  # last seen at or after this UTC timestamp
+    status: str | None = "open"  # None: any status
+    ids: Sequence[int] = ()
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for col, val in (
+            ("status", self.status),
+            ("pipeline", self.pipeline),
+            ("object", self.object),
+            ("error_code", self.code),
+        ):
+            if val:
+                clauses.append(f"{col} = ?")
+                args.append(val)
+        if self.since:
+            clauses.append("last_seen >= ?")
+            args.append(self.since)
+        if self.ids:
+            clauses.append(f"id IN ({','.join('?' * len(self.ids))})")
+            args.extend(int(i) for i in self.ids)
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+# (key, version, mapped payload, source payload) or the same plus (stream, source record id).
+OutboxEntry = tuple[Any, ...]
+
+
+def _source_of(row: OutboxEntry) -> tuple[str | None, str | None]:
+    return (row[4], row[5]) if len(row) >= 6 else (None, None)
 
 
 class Store:
@@ -167,7 +292,19 @@ class Store:
         # NORMAL in WAL mode survives a process crash (only an OS crash can lose the last commit).
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.executescript(_SCHEMA)
+        with self.transaction() as c:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            self._migrate(c)
+
+    @staticmethod
+    def _migrate(c: sqlite3.Connection) -> None:
+        """Bring a state DB written by an older ferry up to date; never drops or rewrites data."""
+        for table, column, decl in _ADDED_COLUMNS:
+            have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         with self._lock:
@@ -187,7 +324,7 @@ class Store:
     def reset_pipeline(self, pipeline: str) -> None:
         """Forget everything about a pipeline's sync state (cursors, staging, outbox, versions, dead letters)."""
         with self.transaction() as c:
-            for table in ("cursors", "staging", "outbox", "versions", "dlq"):
+            for table in ("cursors", "staging", "outbox", "versions", "dlq", "reads", "marks", "bulk_jobs"):
                 c.execute(f"DELETE FROM {table} WHERE pipeline = ?", (pipeline,))
 
     # -- runs -----------------------------------------------------------------
@@ -207,8 +344,15 @@ class Store:
                 (utc_now(), status, orjson.dumps(stats).decode(), error, run_id),
             )
 
+    def mark_progress(self, run_id: int) -> None:
+        """Stamp the moment a run first made durable progress (once; how long a restart takes to resume)."""
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET progress_at = ? WHERE id = ? AND progress_at IS NULL", (utc_now(), run_id))
+
+    _RUN_COLUMNS = "id, pipeline, started_at, finished_at, status, stats, error, progress_at"
+
     def list_runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRow]:
-        sql = "SELECT id, pipeline, started_at, finished_at, status, stats, error FROM runs"
+        sql = f"SELECT {self._RUN_COLUMNS} FROM runs"
         args: tuple[Any, ...] = ()
         if pipeline:
             sql += " WHERE pipeline = ?"
@@ -216,15 +360,16 @@ class Store:
         sql += " ORDER BY id DESC LIMIT ?"
         with self._lock:
             rows = self._conn.execute(sql, (*args, limit)).fetchall()
-        return [RunRow(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]) if r[5] else {}, r[6]) for r in rows]
+        return [self._run(r) for r in rows]
 
     def get_run(self, run_id: int) -> RunRow | None:
         with self._lock:
-            r = self._conn.execute(
-                "SELECT id, pipeline, started_at, finished_at, status, stats, error FROM runs WHERE id = ?",
-                (run_id,),
-            ).fetchone()
-        return RunRow(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]) if r[5] else {}, r[6]) if r else None
+            r = self._conn.execute(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return self._run(r) if r else None
+
+    @staticmethod
+    def _run(r: Sequence[Any]) -> RunRow:
+        return RunRow(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]) if r[5] else {}, r[6], r[7])
 
     # -- cursors --------------------------------------------------------------
 
@@ -238,17 +383,31 @@ class Store:
     def advance_cursor(self, pipeline: str, stream: str, value: str) -> None:
         """Move a cursor forward; an older value never replaces a newer one."""
         with self.transaction() as c:
-            c.execute(
-                "INSERT INTO cursors (pipeline, stream, value, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (pipeline, stream) DO UPDATE SET value = excluded.value, "
-                "updated_at = excluded.updated_at WHERE excluded.value > cursors.value",
-                (pipeline, stream, value, utc_now()),
-            )
+            self._advance_cursor(c, pipeline, stream, value)
+
+    @staticmethod
+    def _advance_cursor(c: sqlite3.Connection, pipeline: str, stream: str, value: str) -> None:
+        c.execute(
+            "INSERT INTO cursors (pipeline, stream, value, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (pipeline, stream) DO UPDATE SET value = excluded.value, "
+            "updated_at = excluded.updated_at WHERE excluded.value > cursors.value",
+            (pipeline, stream, value, utc_now()),
+        )
 
     # -- staging --------------------------------------------------------------
 
-    def stage(self, pipeline: str, stream: str, run_id: int, rows: Sequence[tuple[str, str, bytes]]) -> int:
-        """Durably stage (key, version, payload) rows; a (key, version) already staged is kept once."""
+    def stage(
+        self,
+        pipeline: str,
+        stream: str,
+        run_id: int,
+        rows: Sequence[tuple[str, str, bytes]],
+        progress: ReadProgress | None = None,
+    ) -> int:
+        """Durably stage (key, version, payload) rows; a (key, version) already staged is kept once.
+
+        With ``progress``, where the read stands is saved in the same transaction, so a crash can never
+        leave a page staged without its successor recorded (or the other way round)."""
         with self.transaction() as c:
             before = c.total_changes
             c.executemany(
@@ -256,13 +415,18 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(pipeline, stream, k, v, p, run_id) for k, v, p in rows],
             )
-            return c.total_changes - before
+            added = c.total_changes - before
+            if progress is not None:
+                self._save_read(c, pipeline, progress)
+            return added
 
-    def staged(self, pipeline: str, streams: Iterable[str], chunk: int = 2000) -> Iterator[list[StagedRecord]]:
-        """Iterate staged records of ``streams`` in chunks, in arrival order, without holding them all."""
+    def staged(
+        self, pipeline: str, streams: Iterable[str], chunk: int = 2000, after: int = 0
+    ) -> Iterator[list[StagedRecord]]:
+        """Iterate staged records of ``streams`` after seq ``after`` in chunks, in arrival order."""
         names = list(streams)
         marks = ",".join("?" * len(names))
-        last = 0
+        last = after
         while True:
             with self._lock:
                 rows = self._conn.execute(
@@ -275,9 +439,13 @@ class Store:
             last = rows[-1][0]
             yield [StagedRecord(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    def staged_count(self, pipeline: str) -> int:
+    def staged_count(self, pipeline: str, after: int = 0) -> int:
         with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM staging WHERE pipeline = ?", (pipeline,)).fetchone()[0])
+            return int(
+                self._conn.execute(
+                    "SELECT COUNT(*) FROM staging WHERE pipeline = ? AND seq > ?", (pipeline, after)
+                ).fetchone()[0]
+            )
 
     def clear_staging(self, pipeline: str, up_to_seq: int) -> None:
         """Drop staged records once every object that reads them has been loaded."""
@@ -288,6 +456,74 @@ class Store:
         with self._lock:
             row = self._conn.execute("SELECT MAX(seq) FROM staging WHERE pipeline = ?", (pipeline,)).fetchone()
         return int(row[0] or 0)
+
+    # -- read progress ----------------------------------------------------------
+
+    def read_progress(self, pipeline: str, stream: str) -> ReadProgress | None:
+        with self._lock:
+            r = self._conn.execute(
+                "SELECT stream, run_id, since, next_url, newest, started_at, phase, pages FROM reads "
+                "WHERE pipeline = ? AND stream = ?",
+                (pipeline, stream),
+            ).fetchone()
+        return ReadProgress(*r) if r else None
+
+    def save_read(self, pipeline: str, progress: ReadProgress) -> None:
+        with self.transaction() as c:
+            self._save_read(c, pipeline, progress)
+
+    @staticmethod
+    def _save_read(c: sqlite3.Connection, pipeline: str, p: ReadProgress) -> None:
+        c.execute(
+            "INSERT INTO reads (pipeline, stream, run_id, since, next_url, newest, started_at, phase, pages) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, stream) DO UPDATE SET "
+            "run_id = excluded.run_id, since = excluded.since, next_url = excluded.next_url, "
+            "newest = excluded.newest, started_at = excluded.started_at, phase = excluded.phase, "
+            "pages = excluded.pages",
+            (pipeline, p.stream, p.run_id, p.since, p.next_url, p.newest, p.started_at, p.phase, p.pages),
+        )
+
+    def finish_read(self, pipeline: str, stream: str, cursor: str | None) -> None:
+        """A stream read is complete: move its cursor and forget the progress, in one transaction."""
+        with self.transaction() as c:
+            if cursor is not None:
+                self._advance_cursor(c, pipeline, stream, cursor)
+            c.execute("DELETE FROM reads WHERE pipeline = ? AND stream = ?", (pipeline, stream))
+
+    # -- marks ------------------------------------------------------------------
+
+    def get_mark(self, pipeline: str, name: str) -> int:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT value FROM marks WHERE pipeline = ? AND name = ?", (pipeline, name)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _set_mark(c: sqlite3.Connection, pipeline: str, name: str, value: int) -> None:
+        c.execute(
+            "INSERT INTO marks (pipeline, name, value) VALUES (?, ?, ?) ON CONFLICT (pipeline, name) "
+            "DO UPDATE SET value = excluded.value WHERE excluded.value > marks.value",
+            (pipeline, name, value),
+        )
+
+    def commit_planned(
+        self,
+        pipeline: str,
+        run_id: int | None,
+        outbox: Mapping[str, Sequence[OutboxEntry]],
+        letters: Sequence[NewDeadLetter],
+        mark: tuple[str, int],
+    ) -> None:
+        """Outbox entries and dead letters of a chunk of staged records, and the mark past them, atomically.
+
+        A crash therefore leaves each staged record either fully planned (and never planned again) or
+        not at all."""
+        with self.transaction() as c:
+            for obj, rows in outbox.items():
+                self._put_outbox(c, pipeline, obj, rows)
+            self._dead_letter(c, pipeline, run_id, letters)
+            self._set_mark(c, pipeline, *mark)
 
     # -- versions / id map ----------------------------------------------------
 
@@ -305,22 +541,56 @@ class Store:
                     out[k] = v
         return out
 
-    def record_written(self, pipeline: str, obj: str, rows: Sequence[tuple[str, str, str | None]]) -> None:
+    def record_written(
+        self, pipeline: str, obj: str, rows: Sequence[tuple[str, str, str | None]], resolution: str = "written"
+    ) -> None:
         """Remember (key, version, target_id) as written; only ever moves a key's version forward."""
-        now = utc_now()
         with self.transaction() as c:
+            self._record_written(c, pipeline, obj, rows, resolution)
+
+    @staticmethod
+    def _record_written(
+        c: sqlite3.Connection, pipeline: str, obj: str, rows: Sequence[tuple[str, str, str | None]], resolution: str
+    ) -> None:
+        now = utc_now()
+        c.executemany(
+            "INSERT INTO versions (pipeline, object, key, version, target_id, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, object, key) DO UPDATE SET "
+            "version = excluded.version, target_id = COALESCE(excluded.target_id, versions.target_id), "
+            "updated_at = excluded.updated_at WHERE excluded.version >= versions.version",
+            [(pipeline, obj, k, v, tid, now) for k, v, tid in rows],
+        )
+        # A record that lands after having been dead-lettered is no longer a dead letter.
+        c.executemany(
+            "UPDATE dlq SET status = 'resolved', resolved_at = ?, resolution = ? "
+            "WHERE pipeline = ? AND object = ? AND record_key = ? AND status = 'open'",
+            [(now, resolution, pipeline, obj, k) for k, _, _ in rows],
+        )
+
+    def record_results(
+        self,
+        pipeline: str,
+        obj: str,
+        run_id: int | None,
+        written: Sequence[tuple[str, str, str | None]],
+        letters: Sequence[NewDeadLetter],
+        done: Sequence[tuple[str, str]],
+        jobs: Sequence[str] = (),
+        retry: Sequence[tuple[str, list[dict[str, Any]]]] = (),
+    ) -> None:
+        """The target's answers for one batch, in one transaction: version map, dead letters, outbox removal,
+        failed attempts (with what the target said), and the Bulk jobs that carried it. Never half."""
+        with self.transaction() as c:
+            self._record_written(c, pipeline, obj, written, "written")
+            self._dead_letter(c, pipeline, run_id, letters)
             c.executemany(
-                "INSERT INTO versions (pipeline, object, key, version, target_id, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, object, key) DO UPDATE SET "
-                "version = excluded.version, target_id = COALESCE(excluded.target_id, versions.target_id), "
-                "updated_at = excluded.updated_at WHERE excluded.version >= versions.version",
-                [(pipeline, obj, k, v, tid, now) for k, v, tid in rows],
+                "DELETE FROM outbox WHERE pipeline = ? AND object = ? AND key = ? AND version = ?",
+                [(pipeline, obj, k, v) for k, v in done],
             )
-            # A record that lands after having been dead-lettered is no longer a dead letter.
+            self._bump(c, pipeline, obj, retry)
             c.executemany(
-                "UPDATE dlq SET status = 'resolved', last_seen = ? "
-                "WHERE pipeline = ? AND object = ? AND record_key = ? AND status = 'open'",
-                [(now, pipeline, obj, k) for k, _, _ in rows],
+                "DELETE FROM bulk_jobs WHERE pipeline = ? AND object = ? AND job_id = ?",
+                [(pipeline, obj, j) for j in jobs],
             )
 
     def target_id(self, pipeline: str, obj: str, key: str) -> str | None:
@@ -332,41 +602,63 @@ class Store:
 
     # -- outbox ---------------------------------------------------------------
 
-    def put_outbox(
-        self, pipeline: str, obj: str, rows: Sequence[tuple[str, str, dict[str, Any], bytes | None]]
-    ) -> None:
-        """Queue (key, version, mapped payload, source payload); a newer version replaces an older one."""
+    def put_outbox(self, pipeline: str, obj: str, rows: Sequence[OutboxEntry]) -> None:
+        """Queue (key, version, mapped payload, source payload[, stream, source key]); a newer version wins."""
         with self.transaction() as c:
-            c.executemany(
-                "INSERT INTO outbox (pipeline, object, key, version, payload, source_payload) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, object, key) DO UPDATE SET "
-                "version = excluded.version, payload = excluded.payload, "
-                "source_payload = excluded.source_payload, attempts = 0 "
-                "WHERE excluded.version > outbox.version",
-                [(pipeline, obj, k, v, orjson.dumps(p), s) for k, v, p, s in rows],
-            )
+            self._put_outbox(c, pipeline, obj, rows)
 
-    def outbox_count(self, pipeline: str, obj: str) -> int:
+    @staticmethod
+    def _put_outbox(c: sqlite3.Connection, pipeline: str, obj: str, rows: Sequence[OutboxEntry]) -> None:
+        c.executemany(
+            "INSERT INTO outbox (pipeline, object, key, version, payload, source_payload, stream, source_key) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, object, key) DO UPDATE SET "
+            "version = excluded.version, payload = excluded.payload, "
+            "source_payload = excluded.source_payload, attempts = 0, history = NULL, "
+            "stream = excluded.stream, source_key = excluded.source_key "
+            "WHERE excluded.version > outbox.version",
+            [(pipeline, obj, r[0], r[1], orjson.dumps(r[2]), r[3], *_source_of(r)) for r in rows],
+        )
+
+    def outbox_count(self, pipeline: str, obj: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM outbox WHERE pipeline = ?", [pipeline]
+        if obj is not None:
+            sql += " AND object = ?"
+            args.append(obj)
         with self._lock:
-            return int(
-                self._conn.execute(
-                    "SELECT COUNT(*) FROM outbox WHERE pipeline = ? AND object = ?", (pipeline, obj)
-                ).fetchone()[0]
-            )
+            return int(self._conn.execute(sql, args).fetchone()[0])
 
     def outbox(self, pipeline: str, obj: str, chunk: int = 5000) -> Iterator[list[OutboxRow]]:
         last = ""
         while True:
             with self._lock:
                 rows = self._conn.execute(
-                    "SELECT key, version, payload, source_payload, attempts FROM outbox "
+                    f"SELECT {_OUTBOX_COLUMNS} FROM outbox "
                     "WHERE pipeline = ? AND object = ? AND key > ? ORDER BY key LIMIT ?",
                     (pipeline, obj, last, chunk),
                 ).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
-            yield [OutboxRow(r[0], r[1], orjson.loads(r[2]), r[3], r[4]) for r in rows]
+            yield [self._outbox_row(r) for r in rows]
+
+    def outbox_rows(self, pipeline: str, obj: str, keys: Sequence[str]) -> list[OutboxRow]:
+        out: list[OutboxRow] = []
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                part = keys[i : i + 500]
+                marks = ",".join("?" * len(part))
+                out.extend(
+                    self._outbox_row(r)
+                    for r in self._conn.execute(
+                        f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE pipeline = ? AND object = ? AND key IN ({marks})",
+                        (pipeline, obj, *part),
+                    )
+                )
+        return out
+
+    @staticmethod
+    def _outbox_row(r: Sequence[Any]) -> OutboxRow:
+        return OutboxRow(r[0], r[1], orjson.loads(r[2]), r[3], r[4], orjson.loads(r[5]) if r[5] else [], r[6], r[7])
 
     def remove_outbox(self, pipeline: str, obj: str, keys_versions: Sequence[tuple[str, str]]) -> None:
         """Drop delivered entries, but only at the version delivered: a newer one queued meanwhile stays."""
@@ -376,16 +668,69 @@ class Store:
                 [(pipeline, obj, k, v) for k, v in keys_versions],
             )
 
-    def bump_outbox_attempts(self, pipeline: str, obj: str, keys: Sequence[str]) -> None:
+    def bump_outbox_attempts(
+        self, pipeline: str, obj: str, keys: Sequence[str], errors: Sequence[list[dict[str, Any]]] | None = None
+    ) -> None:
+        """Count a failed attempt per key, and keep what the target said (the record's retry history)."""
+        seen = list(errors) if errors is not None else [[] for _ in keys]
         with self.transaction() as c:
-            c.executemany(
-                "UPDATE outbox SET attempts = attempts + 1 WHERE pipeline = ? AND object = ? AND key = ?",
-                [(pipeline, obj, k) for k in keys],
+            self._bump(c, pipeline, obj, list(zip(keys, seen, strict=True)))
+
+    @staticmethod
+    def _bump(
+        c: sqlite3.Connection, pipeline: str, obj: str, failed: Sequence[tuple[str, list[dict[str, Any]]]]
+    ) -> None:
+        now = utc_now()
+        for key, errs in failed:
+            row = c.execute(
+                "SELECT attempts, history FROM outbox WHERE pipeline = ? AND object = ? AND key = ?",
+                (pipeline, obj, key),
+            ).fetchone()
+            if row is None:
+                continue
+            history = orjson.loads(row[1]) if row[1] else []
+            history.append({"attempt": row[0] + 1, "at": now, "errors": errs})
+            c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, history = ? WHERE pipeline = ? AND object = ? AND key = ?",
+                (orjson.dumps(history).decode(), pipeline, obj, key),
             )
+
+    # -- bulk jobs ------------------------------------------------------------
+
+    def save_bulk_job(self, pipeline: str, obj: str, job_id: str, entries: Sequence[tuple[str, str]]) -> None:
+        """Called the moment a Bulk job exists, before any data is uploaded to it."""
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO bulk_jobs (pipeline, object, job_id, entries, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (pipeline, obj, job_id, orjson.dumps([list(e) for e in entries]), utc_now()),
+            )
+
+    def bulk_jobs(self, pipeline: str, obj: str | None = None) -> list[BulkJobRow]:
+        sql, args = "SELECT object, job_id, entries, created_at FROM bulk_jobs WHERE pipeline = ?", [pipeline]
+        if obj is not None:
+            sql += " AND object = ?"
+            args.append(obj)
+        with self._lock:
+            rows = self._conn.execute(sql + " ORDER BY created_at", args).fetchall()
+        return [BulkJobRow(r[0], r[1], [(k, v) for k, v in orjson.loads(r[2])], r[3]) for r in rows]
+
+    def forget_bulk_job(self, pipeline: str, obj: str, job_id: str) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM bulk_jobs WHERE pipeline = ? AND object = ? AND job_id = ?", (pipeline, obj, job_id))
 
     # -- dead letters ---------------------------------------------------------
 
     def dead_letter(self, pipeline: str, run_id: int | None, letters: Sequence[NewDeadLetter]) -> None:
+        if not letters:
+            return
+        with self.transaction() as c:
+            self._dead_letter(c, pipeline, run_id, letters)
+
+    @staticmethod
+    def _dead_letter(
+        c: sqlite3.Connection, pipeline: str, run_id: int | None, letters: Sequence[NewDeadLetter]
+    ) -> None:
         if not letters:
             return
         now = utc_now()
@@ -406,22 +751,37 @@ class Store:
                     orjson.dumps(d.errors).decode(),
                     d.source_payload,
                     orjson.dumps(d.mapped_payload) if d.mapped_payload is not None else None,
+                    max(1, len(d.history)),
                     now,
                     now,
+                    d.stream,
+                    d.source_key,
+                    orjson.dumps(d.history).decode() if d.history else None,
                 )
             )
-        with self.transaction() as c:
-            c.executemany(
-                "INSERT INTO dlq (pipeline, run_id, object, record_key, version, error_code, message, fields, "
-                "errors, source_payload, mapped_payload, first_seen, last_seen) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (pipeline, object, record_key) DO UPDATE SET run_id = excluded.run_id, "
-                "version = excluded.version, error_code = excluded.error_code, message = excluded.message, "
-                "fields = excluded.fields, errors = excluded.errors, source_payload = excluded.source_payload, "
-                "mapped_payload = excluded.mapped_payload, attempts = dlq.attempts + 1, "
-                "last_seen = excluded.last_seen, status = 'open'",
-                rows,
-            )
+        c.executemany(
+            "INSERT INTO dlq (pipeline, run_id, object, record_key, version, error_code, message, fields, "
+            "errors, source_payload, mapped_payload, attempts, first_seen, last_seen, stream, source_key, history) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (pipeline, object, record_key) DO UPDATE SET run_id = excluded.run_id, "
+            "version = excluded.version, error_code = excluded.error_code, message = excluded.message, "
+            "fields = excluded.fields, errors = excluded.errors, "
+            "source_payload = COALESCE(excluded.source_payload, dlq.source_payload), "
+            "mapped_payload = excluded.mapped_payload, attempts = dlq.attempts + excluded.attempts, "
+            "last_seen = excluded.last_seen, "
+            # A discarded letter stays discarded when the same version is read again (an inclusive cursor
+            # re-reads the newest records); a new version that fails again reopens it.
+            "status = CASE WHEN dlq.status = 'discarded' AND dlq.version IS excluded.version "
+            "THEN 'discarded' ELSE 'open' END, "
+            "resolved_at = CASE WHEN dlq.status = 'discarded' AND dlq.version IS excluded.version "
+            "THEN dlq.resolved_at END, "
+            "resolution = CASE WHEN dlq.status = 'discarded' AND dlq.version IS excluded.version "
+            "THEN dlq.resolution END, "
+            "stream = COALESCE(excluded.stream, dlq.stream), "
+            "source_key = COALESCE(excluded.source_key, dlq.source_key), "
+            "history = COALESCE(excluded.history, dlq.history)",
+            rows,
+        )
 
     def dead_letter_keys(self, pipeline: str, obj: str) -> set[str]:
         with self._lock:
@@ -438,19 +798,18 @@ class Store:
         pipeline: str | None = None,
         obj: str | None = None,
         code: str | None = None,
-        status: str = "open",
+        status: str | None = "open",
         limit: int = 100,
+        since: str | None = None,
+        ids: Sequence[int] = (),
     ) -> list[DeadLetter]:
-        where = ["status = ?"]
-        args: list[Any] = [status]
-        for col, val in (("pipeline", pipeline), ("object", obj), ("error_code", code)):
-            if val:
-                where.append(f"{col} = ?")
-                args.append(val)
-        sql = f"SELECT * FROM dlq WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+        return self.find_dead_letters(LetterFilter(pipeline, obj, code, since, status, ids), limit)
+
+    def find_dead_letters(self, f: LetterFilter, limit: int = 100) -> list[DeadLetter]:
+        where, args = f.where()
         with self._lock:
-            rows = self._conn.execute(sql, (*args, limit)).fetchall()
-        return [self._dead_letter(r) for r in rows]
+            rows = self._conn.execute(f"SELECT {_DLQ_COLUMNS} FROM dlq{where} ORDER BY id LIMIT ?", (*args, limit))
+            return [self._letter(r) for r in rows.fetchall()]
 
     def count_dead_letters(self, pipeline: str | None = None, status: str = "open") -> dict[str, int]:
         sql = "SELECT object, COUNT(*) FROM dlq WHERE status = ?"
@@ -463,11 +822,30 @@ class Store:
 
     def get_dead_letter(self, letter_id: int) -> DeadLetter | None:
         with self._lock:
-            r = self._conn.execute("SELECT * FROM dlq WHERE id = ?", (letter_id,)).fetchone()
-        return self._dead_letter(r) if r else None
+            r = self._conn.execute(f"SELECT {_DLQ_COLUMNS} FROM dlq WHERE id = ?", (letter_id,)).fetchone()
+        return self._letter(r) if r else None
+
+    def dead_letter_for(self, pipeline: str, obj: str, key: str) -> DeadLetter | None:
+        with self._lock:
+            r = self._conn.execute(
+                f"SELECT {_DLQ_COLUMNS} FROM dlq WHERE pipeline = ? AND object = ? AND record_key = ?",
+                (pipeline, obj, key),
+            ).fetchone()
+        return self._letter(r) if r else None
+
+    def discard_dead_letters(self, f: LetterFilter, reason: str) -> int:
+        """Mark matching open letters discarded, keeping them and saying why; returns how many."""
+        open_only = LetterFilter(f.pipeline, f.object, f.code, f.since, "open", f.ids)
+        where, args = open_only.where()
+        with self.transaction() as c:
+            cur = c.execute(
+                f"UPDATE dlq SET status = 'discarded', resolved_at = ?, resolution = ?{where}",
+                (utc_now(), f"discarded: {reason}", *args),
+            )
+            return int(cur.rowcount)
 
     @staticmethod
-    def _dead_letter(r: Sequence[Any]) -> DeadLetter:
+    def _letter(r: Sequence[Any]) -> DeadLetter:
         return DeadLetter(
             id=r[0],
             pipeline=r[1],
@@ -485,4 +863,9 @@ class Store:
             first_seen=r[13],
             last_seen=r[14],
             status=r[15],
+            stream=r[16],
+            source_key=r[17],
+            history=orjson.loads(r[18]) if r[18] else [],
+            resolved_at=r[19],
+            resolution=r[20],
         )

@@ -59,18 +59,29 @@ class ShopifyClient:
         await self.http.aclose()
 
     async def pages(
-        self, resource: str, params: Mapping[str, Any], *, envelope: str | None = None
+        self,
+        resource: str,
+        params: Mapping[str, Any],
+        *,
+        envelope: str | None = None,
+        start_url: str | None = None,
     ) -> AsyncIterator[tuple[list[dict[str, Any]], httpx.Response]]:
-        """Each page's records in order; filters go on the first request only, then the Link URL as given."""
+        """Each page's records in order; filters go on the first request only, then the Link URL as given.
+
+        ``start_url`` continues an earlier read at a next-page link it saved (the link carries the filters)."""
         key = envelope or resource
-        url: str | None = self.resource_path(resource)
-        query: Mapping[str, Any] | None = params
+        url: str | None = self._checked_next(start_url) if start_url else self.resource_path(resource)
+        query: Mapping[str, Any] | None = None if start_url else params
         while url is not None:
             response = await self.http.request("GET", url, params=query, label=resource)
             yield self._records(response, key), response
-            url = self._checked_next(next_page_url(response.headers.get("Link")))
+            url = self.next_url(response)
             # page_info carries every filter; Shopify rejects other params next to it (limit is already in the URL).
             query = None
+
+    def next_url(self, response: httpx.Response) -> str | None:
+        """The checked next-page link of a page, or None on the last page."""
+        return self._checked_next(next_page_url(response.headers.get("Link")))
 
     def _records(self, response: httpx.Response, key: str) -> list[dict[str, Any]]:
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -10,9 +12,17 @@ import httpx
 from ferry.connectors.lifecycle import AsyncResource
 from ferry.connectors.shopify.client import ShopifyClient
 from ferry.connectors.shopify.config import ShopifyConfig
-from ferry.errors import ConfigError
+from ferry.errors import ConfigError, PermanentError
 
 STREAMS = ("customers", "products", "orders")
+_SINGULAR = {"customers": "customer", "products": "product", "orders": "order"}
+
+
+@dataclass(slots=True)
+class SourcePage:
+    records: list[dict[str, Any]]
+    next_url: str | None  # where the following page starts; save it to continue a read after a crash
+    server_time: str | None  # the store's clock (``Date`` header) as ``YYYY-MM-DDTHH:MM:SSZ``, if it sent one
 
 
 class ShopifySource(AsyncResource):
@@ -53,6 +63,36 @@ class ShopifySource(AsyncResource):
             self.last_page_url = str(response.request.url.copy_with(query=None))
             yield records
 
+    async def read_pages(
+        self, stream: str, *, updated_at_min: str | None = None, resume_url: str | None = None
+    ) -> AsyncIterator[SourcePage]:
+        """Like ``read``, but each page says where the next one starts, and a saved link can be resumed."""
+        if stream not in STREAMS:
+            raise ConfigError(f"unknown Shopify stream {stream!r}; choose from {', '.join(STREAMS)}")
+        params = self._first_page_params(stream, updated_at_min, None)
+        async for records, response in self._client.pages(stream, params, start_url=resume_url):
+            self.last_page_url = str(response.request.url.copy_with(query=None))
+            yield SourcePage(records, self._client.next_url(response), _server_time(response.headers.get("Date")))
+
+    async def fetch(self, stream: str, record_id: str) -> dict[str, Any] | None:
+        """One record by id, exactly as sent; None when the store no longer has it (404)."""
+        if stream not in STREAMS:
+            raise ConfigError(f"unknown Shopify stream {stream!r}; choose from {', '.join(STREAMS)}")
+        if not record_id.isdigit():
+            return None  # ids are numeric; anything else (a content hash for a record without id) cannot be fetched
+        path = self._client.resource_path(f"{stream}/{record_id}")
+        try:
+            response = await self._client.http.request("GET", path, label=stream)
+        except PermanentError as exc:
+            if exc.code == "HTTP_404" or "HTTP 404" in str(exc):
+                return None
+            raise
+        body = response.json()
+        record = body.get(_SINGULAR[stream]) if isinstance(body, dict) else None
+        if not isinstance(record, dict):
+            raise PermanentError(f"GET {path}: no '{_SINGULAR[stream]}' object in the response")
+        return record
+
     def _first_page_params(self, stream: str, since: str | None, until: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": self.config.page_size}
         if stream == "orders":
@@ -62,3 +102,12 @@ class ShopifySource(AsyncResource):
         if until:
             params["updated_at_max"] = until
         return params
+
+
+def _server_time(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (TypeError, ValueError):
+        return None

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from ferry.sandbox.shopify import writes
 from ferry.sandbox.shopify.errors import ApiError, json_response, not_found
+from ferry.sandbox.shopify.faults import Faults
 from ferry.sandbox.shopify.gate import Stats
 from ferry.sandbox.shopify.pagination import Cursor, check_page_info_request, decode, link_header
 from ferry.sandbox.shopify.query import parse_filters, parse_list, project
@@ -24,7 +25,7 @@ SINGULAR = {"customers": "customer", "products": "product", "orders": "order"}
 API = "/admin/api/{version}"
 
 
-def build_app(state: ShopState, stats: Stats) -> FastAPI:
+def build_app(state: ShopState, stats: Stats, faults: Faults | None = None) -> FastAPI:
     app = FastAPI(title="ferry Shopify sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     _install_error_handlers(app)
     for resource in RESOURCES:
@@ -32,6 +33,8 @@ def build_app(state: ShopState, stats: Stats) -> FastAPI:
     _child_routes(app, state)
     _write_routes(app, state)
     _admin_routes(app, state, stats)
+    if faults is not None:
+        _fault_routes(app, faults)
     return app
 
 
@@ -150,6 +153,7 @@ def _write_routes(app: FastAPI, state: ShopState) -> None:
     for resource, update in updaters.items():
         app.add_api_route(f"{API}/{resource}/{{rid}}.json", _put_handler(state, SINGULAR[resource], update),
                           methods=["PUT"])
+    app.add_api_route(f"{API}/customers/{{rid}}.json", _delete_customer_handler(state), methods=["DELETE"])
     for resource, create in creators.items():
         app.add_api_route(f"{API}/{resource}.json", _post_handler(state, SINGULAR[resource], create),
                           methods=["POST"])
@@ -161,6 +165,14 @@ def _put_handler(state: ShopState, singular: str, update: writes.Updater) -> Cal
         return json_response({singular: update(state, _record_id(rid), body)})
 
     return put
+
+
+def _delete_customer_handler(state: ShopState) -> Callable[..., Awaitable[Response]]:
+    async def delete(rid: str) -> Response:
+        writes.delete_customer(state, _record_id(rid))
+        return json_response({})
+
+    return delete
 
 
 def _post_handler(state: ShopState, singular: str, create: writes.Creator) -> Callable[..., Awaitable[Response]]:
@@ -195,3 +207,33 @@ def _admin_routes(app: FastAPI, state: ShopState, stats: Stats) -> None:
     app.add_api_route("/__sandbox/records/{resource}", records, methods=["GET"])
     app.add_api_route("/__sandbox/stats", stats_view, methods=["GET"])
     app.add_api_route("/__sandbox/anomalies", anomalies, methods=["GET"])
+
+
+def _fault_routes(app: FastAPI, faults: Faults) -> None:
+    """``/__sandbox/faults``: GET what is configured and what fired, POST replaces, PATCH merges, DELETE clears."""
+
+    async def get_faults() -> Response:
+        return json_response(faults.describe())
+
+    async def set_faults(request: Request) -> Response:
+        try:
+            faults.configure(orjson.loads(await request.body() or b"{}"))
+        except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response(faults.describe())
+
+    async def merge_faults(request: Request) -> Response:
+        try:
+            faults.update(orjson.loads(await request.body() or b"{}"))
+        except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response(faults.describe())
+
+    async def clear_faults() -> Response:
+        faults.clear()
+        return json_response(faults.describe())
+
+    app.add_api_route("/__sandbox/faults", get_faults, methods=["GET"])
+    app.add_api_route("/__sandbox/faults", set_faults, methods=["POST"])
+    app.add_api_route("/__sandbox/faults", merge_faults, methods=["PATCH"])
+    app.add_api_route("/__sandbox/faults", clear_faults, methods=["DELETE"])

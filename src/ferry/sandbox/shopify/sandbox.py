@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from ferry.sandbox.shopify.app import build_app
+from ferry.sandbox.shopify.faults import FaultGate, Faults
 from ferry.sandbox.shopify.gate import ApiGate, Stats
 from ferry.sandbox.shopify.generator import generate_store
 from ferry.sandbox.shopify.ratelimit import Buckets
@@ -46,10 +47,11 @@ class ShopifySandbox:
         self.access_token = f"shpat_{secrets.token_hex(16)}"
         self.webhook_secret = secrets.token_hex(32)
         self.stats = Stats()
+        self.faults = Faults()
         self.state = ShopState(self.store, seed=seed, shop=shop)
-        self.api: FastAPI = build_app(self.state, self.stats)
-        self.app: Any = ApiGate(self.api, token=self.access_token, buckets=Buckets(bucket_size, leak_rate),
-                                stats=self.stats)
+        self.api: FastAPI = build_app(self.state, self.stats, self.faults)
+        gate = ApiGate(self.api, token=self.access_token, buckets=Buckets(bucket_size, leak_rate), stats=self.stats)
+        self.app: Any = FaultGate(gate, self.faults)
 
     def credentials(self, base_url: str) -> dict[str, str]:
         return {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Callable
 from typing import Any
 
 from ferry.sandbox.shopify.ids import ID_BASES, IdSequence
@@ -13,18 +15,21 @@ from ferry.sandbox.shopify.times import EPOCH_END, fmt_shop
 
 
 class WriteClock:
-    """The "now" stamped on writes: one second after the newest updated_at in the store, then +1 s per write.
+    """The "now" stamped on writes: the wall clock, but always at least one second after the newest
+    updated_at in the store and after the previous write.
 
-    Deterministic (a test replaying the same writes gets the same timestamps) and always newer than
-    every stored version, which is what latest-wins logic downstream needs. The real clock is not
-    used because generated data is dated 2026 and a wall-clock "now" could fall before it.
+    Always newer than every stored version, which is what latest-wins logic downstream needs; and, like
+    Shopify's, never behind the time the store tells clients (its Date header), so a client that bounds
+    an incremental read by the store's clock sees every write made while it read. While the generated
+    data is dated after the wall clock, writes are stamped deterministically (+1 s each).
     """
 
-    def __init__(self, newest: int) -> None:
+    def __init__(self, newest: int, wall: Callable[[], float] = time.time) -> None:
         self._last = max(newest, EPOCH_END)
+        self._wall = wall
 
     def tick(self) -> int:
-        self._last += 1
+        self._last = max(self._last + 1, int(self._wall()))
         return self._last
 
     def now_text(self) -> str:

@@ -57,6 +57,17 @@ class Table:
         self.created.append(parse_or_none(rec.get("created_at")) or 0)
         self._pos[rec["id"]] = len(self.ids) - 1
 
+    def remove(self, rid: int) -> Record | None:
+        """Delete a record (ids stay sorted; positions after it shift down)."""
+        i = self._pos.pop(rid, None)
+        if i is None:
+            return None
+        rec = self.records.pop(i)
+        del self.ids[i], self.updated[i], self.created[i]
+        for j in range(i, len(self.ids)):
+            self._pos[self.ids[j]] = j
+        return rec
+
     # ------------------------------------------------------------------ scans
     def forward(self, match: Predicate | None, after_id: int, want: int) -> list[int]:
         """Indices of up to ``want`` matching records with id > after_id, ascending."""

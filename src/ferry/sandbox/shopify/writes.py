@@ -60,6 +60,16 @@ def update_customer(state: ShopState, rid: int, body: dict[str, Any]) -> Record:
     return rec
 
 
+def delete_customer(state: ShopState, rid: int) -> None:
+    """DELETE /customers/{id}.json: Shopify refuses (422) while the customer has orders."""
+    table = state.table("customers")
+    if table.get(rid) is None:
+        raise not_found()
+    if any((o.get("customer") or {}).get("id") == rid for o in state.table("orders").records):
+        raise unprocessable("base", "Cannot delete a customer with orders")  # body text unverified
+    table.remove(rid)
+
+
 def create_customer(state: ShopState, body: dict[str, Any]) -> Record:
     table = state.table("customers")
     fields = {k: v for k, v in body.items() if k in _CUSTOMER_FIELDS}

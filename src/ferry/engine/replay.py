@@ -1,0 +1,329 @@
+"""Dead-letter replay: read the source record again, map it with the *current* mapping, write it.
+
+For each open dead letter chosen by a filter:
+1. the source record is fetched again from the source by its id (the stream and id were stored with the
+   letter); only if the source no longer has it is the payload stored with the letter used, and the
+   outcome says so;
+2. the current mapping and the target's describe judge it: still invalid updates the letter (new
+   errors, one more attempt) and leaves it open;
+3. a record whose parent is still an open dead letter stays PARENT_DEAD_LETTERED;
+4. the rest is upserted by external id (sObject Collections) and its result recorded exactly as a run
+   records it: success resolves the letter ("replayed") and moves the version map forward.
+
+Objects go parents first. With ``children=True`` a replayed parent brings along its children that were
+dead-lettered as PARENT_DEAD_LETTERED because of it, so fixing an Account replays its Contact and Orders
+(and, through the Orders, their OrderItems) in the same call. Replaying again changes nothing: resolved
+letters are no longer open, and the upsert by external id would land on the same record anyway.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+
+from ferry.connectors.salesforce.sink import SalesforceSink
+from ferry.connectors.shopify.source import ShopifySource
+from ferry.connectors.types import Strategy
+from ferry.engine.pipeline import PipelineSpec
+from ferry.engine.plan import ObjectPlan, order_plans
+from ferry.engine.runner import orphan_errors, prepare_plans
+from ferry.errors import ConfigError
+from ferry.model.normalize import shopify as shopify_normalize
+from ferry.store import DeadLetter, LetterFilter, NewDeadLetter, Store
+
+log = structlog.get_logger("ferry.engine.replay")
+
+_RELATIVE = re.compile(r"^(?P<n>\d+)\s*(?P<unit>[smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+FROM_SOURCE, FROM_STORED = "source", "stored payload"
+
+
+def since_timestamp(value: str | None, now: dt.datetime | None = None) -> str | None:
+    """``30m``/``2h``/``7d`` ago, or an ISO date/datetime (UTC unless it says otherwise), as a store timestamp."""
+    if not value:
+        return None
+    now = now or dt.datetime.now(dt.UTC)
+    m = _RELATIVE.match(value.strip())
+    if m:
+        at = now - dt.timedelta(**{_UNITS[m["unit"]]: int(m["n"])})
+    else:
+        try:
+            at = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            hint = "give a duration such as 30m, 2h, 7d or a date such as 2026-03-01"
+            raise ConfigError(f"--since {value!r}: {hint}") from None
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=dt.UTC)
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(slots=True)
+class ReplayOutcome:
+    letter_id: int
+    object: str
+    record_key: str
+    outcome: str  # replayed | still_invalid | still_failing | parent_dead_lettered | not_in_source | up_to_date
+    source: str  # where the record came from: the source system, or the payload stored with the letter
+    message: str = ""
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    as_child_of: str | None = None  # "Account 123" when replayed because its parent was
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.letter_id,
+            "object": self.object,
+            "record_key": self.record_key,
+            "outcome": self.outcome,
+            "source": self.source,
+            "message": self.message,
+            "errors": self.errors,
+            "as_child_of": self.as_child_of,
+        }
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    pipeline: str
+    dry_run: bool
+    outcomes: list[ReplayOutcome] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (id, why) of letters chosen but not open
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for o in self.outcomes:
+            out[o.outcome] = out.get(o.outcome, 0) + 1
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "dry_run": self.dry_run,
+            "counts": self.counts(),
+            "outcomes": [o.as_dict() for o in self.outcomes],
+            "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
+        }
+
+
+@dataclass(slots=True)
+class _Candidate:
+    letter: DeadLetter
+    record: Any
+    source: str
+    mapped: dict[str, Any]
+    as_child_of: str | None
+
+
+class Replayer:
+    def __init__(self, spec: PipelineSpec, store: Store, *, children: bool = True, dry_run: bool = False) -> None:
+        self.spec = spec
+        self.store = store
+        self.pipeline = spec.name
+        self.children = children
+        self.dry_run = dry_run
+        self._raw: dict[tuple[str, str], tuple[dict[str, Any] | None, str]] = {}
+
+    async def replay(self, selection: LetterFilter, limit: int = 100_000) -> ReplayReport:
+        report = ReplayReport(self.pipeline, self.dry_run)
+        chosen = self._choose(selection, limit, report)
+        if not chosen:
+            return report
+        async with ShopifySource(self.spec.source) as source, SalesforceSink(self.spec.target) as sink:
+            plans = order_plans(await prepare_plans(self.spec, sink))
+            by_object: dict[str, list[DeadLetter]] = {}
+            for d in chosen:
+                by_object.setdefault(d.object, []).append(d)
+            unknown = set(by_object) - {p.name for p in plans}
+            for obj in sorted(unknown):
+                report.skipped.extend(
+                    (d.id, f"{obj} is not an object of pipeline {self.pipeline}") for d in by_object[obj]
+                )
+            replayed: dict[str, set[str]] = {}
+            for plan in plans:
+                letters = by_object.get(plan.name, [])
+                queued = {d.id for d in letters}
+                brought: dict[int, str] = {}
+                if self.children:
+                    for child, parent in self._children_of(plan, replayed):
+                        if child.id not in queued:
+                            letters.append(child)
+                            queued.add(child.id)
+                            brought[child.id] = parent
+                if letters:
+                    replayed[plan.name] = await self._replay_object(source, sink, plan, letters, brought, report)
+        return report
+
+    def _choose(self, selection: LetterFilter, limit: int, report: ReplayReport) -> list[DeadLetter]:
+        f = LetterFilter(
+            self.pipeline,
+            selection.object,
+            selection.code,
+            selection.since,
+            None if selection.ids else "open",
+            selection.ids,
+        )
+        letters = self.store.find_dead_letters(f, limit)
+        chosen = []
+        for d in letters:
+            if d.status != "open":
+                report.skipped.append((d.id, f"already {d.status}" + (f" ({d.resolution})" if d.resolution else "")))
+            else:
+                chosen.append(d)
+        found = {d.id for d in letters}
+        report.skipped.extend((i, "no such dead letter in this pipeline") for i in selection.ids if i not in found)
+        return chosen
+
+    def _children_of(self, plan: ObjectPlan, replayed: dict[str, set[str]]) -> list[tuple[DeadLetter, str]]:
+        """Open PARENT_DEAD_LETTERED letters of ``plan`` that point at a parent replayed just now."""
+        out: list[tuple[DeadLetter, str]] = []
+        parents = [p for p in plan.parents if replayed.get(p.object)]
+        if not parents:
+            return out
+        for d in self.store.find_dead_letters(
+            LetterFilter(self.pipeline, plan.name, "PARENT_DEAD_LETTERED"), 1_000_000
+        ):
+            for p in parents:
+                value = (d.mapped_payload or {}).get(p.payload_key)
+                if value is not None and str(value) in replayed[p.object]:
+                    out.append((d, f"{p.object} {value}"))
+                    break
+        return out
+
+    async def _replay_object(
+        self,
+        source: ShopifySource,
+        sink: SalesforceSink,
+        plan: ObjectPlan,
+        letters: Sequence[DeadLetter],
+        brought: dict[int, str],
+        report: ReplayReport,
+    ) -> set[str]:
+        dead = {p.object: self.store.dead_letter_keys(self.pipeline, p.object) for p in plan.parents}
+        ready: list[_Candidate] = []
+        for d in letters:
+            raw, origin = await self._source_record(source, d)
+            record = _find_record(d, raw, plan.entity) if raw is not None else None
+            outcome = ReplayOutcome(d.id, d.object, d.record_key, "", origin, as_child_of=brought.get(d.id))
+            if record is None:
+                outcome.outcome = "not_in_source"
+                outcome.message = f"{d.object} {d.record_key} is no longer part of its source record; left open"
+                report.outcomes.append(outcome)
+                continue
+            mapped, errors = plan.map_and_validate(record)
+            errs = [e.as_dict() for e in errors] or orphan_errors(plan, d.record_key, mapped, dead)
+            if errs:
+                outcome.outcome = "still_invalid" if errors else "parent_dead_lettered"
+                outcome.errors, outcome.message = errs, "; ".join(str(e["message"]) for e in errs)
+                self._keep_open(plan, d, record, raw, mapped, errs)
+                report.outcomes.append(outcome)
+                continue
+            known = self.store.versions_for(self.pipeline, plan.name, [d.record_key]).get(d.record_key)
+            if known is not None and known >= record.version:
+                outcome.outcome = "up_to_date"
+                outcome.message = f"the target already holds version {known} (newer or the same); resolved"
+                if not self.dry_run:
+                    self.store.record_written(self.pipeline, plan.name, [(d.record_key, known, None)], "replayed")
+                report.outcomes.append(outcome)
+                continue
+            ready.append(_Candidate(d, record, origin, mapped, brought.get(d.id)))
+        return await self._write(sink, plan, ready, report)
+
+    async def _write(
+        self, sink: SalesforceSink, plan: ObjectPlan, ready: list[_Candidate], report: ReplayReport
+    ) -> set[str]:
+        if not ready:
+            return set()
+        if self.dry_run:
+            for c in ready:
+                report.outcomes.append(
+                    ReplayOutcome(
+                        c.letter.id,
+                        plan.name,
+                        c.letter.record_key,
+                        "would_replay",
+                        c.source,
+                        "valid under the current mapping; would be written",
+                        as_child_of=c.as_child_of,
+                    )
+                )
+            return {c.letter.record_key for c in ready}
+        results = await sink.upsert(
+            plan.name, plan.external_id, [c.mapped for c in ready], Strategy.COLLECTIONS, label=plan.name
+        )
+        written: list[tuple[str, str, str | None]] = []
+        done: set[str] = set()
+        for c, res in zip(ready, results, strict=True):
+            d = c.letter
+            outcome = ReplayOutcome(d.id, plan.name, d.record_key, "replayed", c.source, as_child_of=c.as_child_of)
+            if res.success:
+                written.append((d.record_key, c.record.version, res.id))
+                done.add(d.record_key)
+                outcome.message = f"written ({'created' if res.created else 'updated'} {res.id})"
+            else:
+                errs = [e.as_dict() for e in res.errors]
+                outcome.outcome = "still_failing"
+                outcome.errors, outcome.message = errs, "; ".join(str(e["message"]) for e in errs)
+                self._keep_open(plan, d, c.record, None, c.mapped, errs)
+            report.outcomes.append(outcome)
+        self.store.record_written(self.pipeline, plan.name, written, "replayed")
+        log.info("dlq.replayed", object=plan.name, written=len(written), failed=len(ready) - len(written))
+        return done
+
+    def _keep_open(
+        self,
+        plan: ObjectPlan,
+        d: DeadLetter,
+        record: Any,
+        raw: dict[str, Any] | None,
+        mapped: dict[str, Any],
+        errors: list[dict[str, Any]],
+    ) -> None:
+        if self.dry_run:
+            return
+        payload = orjson.dumps(raw) if raw is not None else None
+        self.store.dead_letter(
+            self.pipeline,
+            d.run_id,
+            [NewDeadLetter(plan.name, d.record_key, record.version, errors, payload, mapped, d.stream, d.source_key)],
+        )
+
+    async def _source_record(self, source: ShopifySource, d: DeadLetter) -> tuple[dict[str, Any] | None, str]:
+        stream, key = letter_source(d)
+        if stream is None or key is None:
+            return d.source_payload, FROM_STORED
+        cached = self._raw.get((stream, key))
+        if cached is None:
+            raw = await source.fetch(stream, key)
+            cached = (
+                (raw, FROM_SOURCE)
+                if raw is not None
+                else (d.source_payload, f"{FROM_STORED} (the source no longer has {stream} {key})")
+            )
+            self._raw[(stream, key)] = cached
+        return cached
+
+
+def letter_source(d: DeadLetter) -> tuple[str | None, str | None]:
+    """Stream and source id of a letter; for letters from before they were stored, read off the payload."""
+    if d.stream and d.source_key:
+        return d.stream, d.source_key
+    raw = d.source_payload
+    if not isinstance(raw, dict) or raw.get("id") is None:
+        return None, None
+    stream = "orders" if "line_items" in raw else "products" if "variants" in raw else "customers"
+    return stream, str(raw["id"])
+
+
+def _find_record(d: DeadLetter, raw: dict[str, Any], entity: str) -> Any:
+    """The canonical record the letter is about, among those one source record yields (an order yields a
+    guest customer, the order and its lines)."""
+    stream, _ = letter_source(d)
+    for kind, record in shopify_normalize.normalize(stream or "customers", raw):
+        if kind == entity and str(record.key) == d.record_key:
+            return record
+    return None

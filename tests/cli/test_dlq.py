@@ -1,0 +1,92 @@
+"""`ferry dlq list|show|replay|discard` as a user runs them, against the sandboxes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.engine.world import World, world
+
+
+def _ferry(w: World, home: Path, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferry", *args],
+        env={**os.environ, **w.env(), "FERRY_HOME": str(home), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == code, (args, proc.stdout[-2000:], proc.stderr[-2000:])
+    return proc
+
+
+def _json(proc: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(proc.stdout)
+
+
+def _drop_contact_email(spec: dict[str, Any]) -> None:
+    contact = next(o for o in spec["objects"] if o["name"] == "Contact")
+    del contact["fields"]["Email"]
+
+
+def test_dlq_commands(tmp_path: Path) -> None:
+    with world(tmp_path, seed=11, customers=120, products=10, orders=40) as w:
+        home = tmp_path / "home"
+        pipeline = w.pipeline_file("cli")
+        _ferry(w, home, "run", str(pipeline), "--json")
+
+        emails = _json(_ferry(w, home, "dlq", "list", "--pipeline", "cli", "--code", "INVALID_EMAIL_ADDRESS", "--json"))
+        assert emails and all(d["fields"] == ["Email"] and d["object"] == "Contact" for d in emails)
+        assert all(d["stream"] in ("customers", "orders") and d["source_key"] for d in emails)
+        table = _ferry(w, home, "dlq", "list", "--since", "1h").stdout
+        assert "dead letters" in table and "INVALID_EMAIL_ADDRESS" in table
+        assert _json(_ferry(w, home, "dlq", "list", "--since", "2999-01-01", "--json")) == []
+        assert "--since" in _ferry(w, home, "dlq", "list", "--since", "soon", code=2).stderr
+
+        shown = _ferry(w, home, "dlq", "show", str(emails[0]["id"])).stdout
+        assert "INVALID_EMAIL_ADDRESS" in shown and f"{emails[0]['stream']} {emails[0]['source_key']}" in shown
+        full = _json(_ferry(w, home, "dlq", "show", str(emails[0]["id"]), "--json"))
+        assert full["source_payload"]["id"] and full["mapped_payload"]["Shopify_Customer_Id__c"] == full["record_key"]
+
+        # Fix the mapping (stop sending Email), replay: the Contacts whose only fault was the email land.
+        only_email = [d for d in emails if d["error_code"] == "INVALID_EMAIL_ADDRESS" and d["fields"] == ["Email"]]
+        fixed = w.pipeline_file("cli", _drop_contact_email)
+        report = _json(_ferry(w, home, "dlq", "replay", str(fixed), "--code", "INVALID_EMAIL_ADDRESS", "--json"))
+        replayed = {o["record_key"] for o in report["outcomes"] if o["outcome"] == "replayed"}
+        assert {d["record_key"] for d in only_email} <= replayed, report["counts"]
+        assert all(o["source"] == "source" for o in report["outcomes"])
+        assert replayed <= set(w.keys("Contact"))
+        again = _ferry(w, home, "dlq", "replay", str(fixed), "--code", "INVALID_EMAIL_ADDRESS")
+        assert "no open dead letter matches" in again.stdout
+        resolved = _json(_ferry(w, home, "dlq", "list", "--status", "resolved", "--json"))
+        assert {d["record_key"] for d in resolved} >= replayed
+
+        # Discard: refused without a selection, kept (with its reason) when done.
+        assert "--all" in _ferry(w, home, "dlq", "discard", "--reason", "x", code=2).stderr
+        long_ones = _json(_ferry(w, home, "dlq", "list", "--code", "STRING_TOO_LONG", "--json"))
+        assert long_ones
+        out = _json(_ferry(w, home, "dlq", "discard", "--code", "STRING_TOO_LONG", "--reason", "legacy data", "--json"))
+        assert out == {"discarded": len(long_ones), "reason": "legacy data"}
+        discarded = _json(_ferry(w, home, "dlq", "list", "--status", "discarded", "--json"))
+        assert {d["id"] for d in discarded} == {d["id"] for d in long_ones}
+        assert all(d["resolution"] == "discarded: legacy data" for d in discarded)
+
+
+@pytest.mark.parametrize("status", ["bogus"])
+def test_dlq_list_refuses_an_unknown_status(tmp_path: Path, status: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ferry", "dlq", "list", "--status", status],
+        env={**os.environ, "FERRY_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "open, resolved, discarded, all" in proc.stderr

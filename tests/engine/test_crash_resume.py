@@ -1,0 +1,123 @@
+"""A `ferry run` killed with SIGKILL resumes from its last durable point.
+
+* killed while a Bulk job is processing on the org: the restart collects that job's results and never
+  uploads its records again;
+* killed in the middle of paging a stream: the restart continues at the next page instead of reading
+  the stream again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.engine.world import World, query, world
+
+
+def _wait(cond: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _finish(w: World, home: Path, pipeline: Path) -> dict[str, Any]:
+    proc = w.ferry(home, "run", str(pipeline), "--json")
+    assert proc.wait(timeout=240) == 0, (home / "ferry-1.err").read_text()[-3000:]
+    return dict(json.loads(sorted(home.glob("ferry-*.out"))[-1].read_text()))
+
+
+def test_a_bulk_job_in_flight_at_a_kill_is_resumed_not_uploaded_again(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        # The org queues an uploaded job for 3 s before processing it: the kill lands in that window.
+        w.org.bulk.queue_delay = lambda: 3.0
+        pipeline = w.pipeline_file("bulk", lambda s: s["target"].update(bulk_threshold=100))
+        home = tmp_path / "home"
+        db = home / "ferry.db"
+        proc = w.ferry(home, "run", str(pipeline), "--json")
+
+        def uploaded_job() -> str | None:
+            for (job_id,) in query(db, "SELECT job_id FROM bulk_jobs"):
+                job = w.org.bulk.ingest_jobs.get(job_id)
+                if job is not None and job.state == "UploadComplete":
+                    return job_id
+            return None
+
+        job_id = _wait(uploaded_job, 120, "a Bulk job with its data uploaded")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        job = w.org.bulk.ingest_jobs[job_id]
+        sobject = job.sobject.name
+        carried = len(job.data.decode().splitlines()) - 1 if job.data else 0
+        assert carried > 0
+
+        stats = _finish(w, home, pipeline)
+        assert stats["status"] == "succeeded", stats
+        assert job_id in stats["resumed_bulk_jobs"], stats
+        assert w.org.bulk.ingest_jobs[job_id].state == "JobComplete"
+        # No other job of that object carried data: the records were uploaded exactly once.
+        others = [j for j in w.org.bulk.ingest_jobs.values() if j.sobject.name == sobject and j.id != job_id and j.data]
+        assert not others, [(j.id, j.state) for j in others]
+        keys = w.keys(sobject)
+        assert len(keys) == len(set(keys)), f"{sobject}: duplicated external ids"
+        assert stats["objects"][sobject]["written"] >= carried - stats["objects"][sobject]["dead_lettered"]
+        assert not query(db, "SELECT * FROM bulk_jobs"), "a finished job is still recorded as in flight"
+
+
+def test_a_read_killed_mid_stream_continues_at_the_next_page(tmp_path: Path) -> None:
+    with world(tmp_path, customers=80) as w:
+        # Slow pages (150 ms each) of 5 customers: the kill lands after a few pages are staged.
+        w.shop.faults.configure({"rules": [{"kind": "latency", "latency_ms": 150, "path": "customers"}]})
+        pipeline = w.pipeline_file("pages", lambda s: s["source"].update(page_size=5))
+        home = tmp_path / "home"
+        db = home / "ferry.db"
+        proc = w.ferry(home, "run", str(pipeline), "--json")
+        staged_pages = _wait(
+            lambda: (
+                (query(db, "SELECT pages FROM reads WHERE stream = 'customers' AND phase = 'pages'") or [(0,)])[0][0]
+                >= 4
+            ),
+            120,
+            "four staged pages of customers",
+        )
+        assert staged_pages
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        (pages_before,) = query(db, "SELECT pages FROM reads WHERE stream = 'customers'")[0]
+        calls_before = w.shop.stats.by_endpoint["GET /admin/api/{version}/customers.json"]
+
+        stats = _finish(w, home, pipeline)
+        assert stats["status"] == "succeeded", stats
+        assert "customers" in stats["resumed_reads"], stats
+        total_pages = -(-len(w.shop.store.customers) // 5)
+        calls_after = w.shop.stats.by_endpoint["GET /admin/api/{version}/customers.json"] - calls_before
+        # The rest of the pages and one catch-up read, not the whole stream again.
+        assert calls_after <= total_pages - pages_before + 2, (calls_after, total_pages, pages_before)
+        keys = w.keys("Contact")
+        assert len(keys) == len(set(keys))
+        registered = {str(c["id"]) for c in w.shop.store.customers}
+        letters = {r[0] for r in query(db, "SELECT record_key FROM dlq WHERE object = 'Contact'")}
+        assert registered <= set(keys) | letters, "a customer read before the kill was lost"
+
+
+async def test_a_recorded_job_the_org_no_longer_knows_is_forgotten_and_its_records_sent(tmp_path: Path) -> None:
+    from ferry.engine.runner import Runner
+    from ferry.store import Store
+
+    with world(tmp_path, customers=10, products=2, orders=5) as w:
+        spec = w.spec(w.pipeline_file("stale"))
+        store = Store(tmp_path / "ferry.db")
+        key = str(w.shop.store.customers[0]["id"])
+        # As a crash more than 7 days ago would leave it: Salesforce has deleted the job since.
+        store.save_bulk_job("stale", "Account", "7500000000000ZZAAA", [(key, "2026-01-01T00:00:00.000000Z")])
+        stats = await Runner(spec, store).run()
+        assert stats.status == "succeeded", stats.error
+        assert store.bulk_jobs("stale") == []
+        assert key in w.keys("Account")

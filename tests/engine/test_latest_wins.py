@@ -1,0 +1,47 @@
+"""Latest wins: a record edited through the Shopify API while a run pages past it lands at its newest version.
+
+The edit goes to a customer on the first page after that page was staged at the old version; the run's
+catch-up read (what changed since the read began) picks up the new version in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from ferry.engine.runner import Runner
+from ferry.store import Store
+from tests.engine.world import world
+
+
+async def test_an_edit_made_while_the_run_pages_lands_at_its_newest_version(tmp_path: Path) -> None:
+    with world(tmp_path, customers=60, products=4, orders=10) as w:
+        w.shop.faults.configure({"rules": [{"kind": "latency", "latency_ms": 120, "path": "customers"}]})
+        spec = w.spec(w.pipeline_file("latest", lambda s: s["source"].update(page_size=5)))
+        store = Store(tmp_path / "ferry.db")
+        first = min(w.shop.store.customers, key=lambda c: c["id"])
+        key = str(first["id"])
+        old_updated = first["updated_at"]
+        run = asyncio.create_task(Runner(spec, store).run())
+        for _ in range(500):  # wait until a few pages (the first one among them) are staged
+            progress = store.read_progress("latest", "customers")
+            if progress is not None and progress.pages >= 3:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the run never staged three pages of customers")
+        staged = [r for chunk in store.staged("latest", ["customers"]) for r in chunk if r.key == key]
+        assert staged, "the first customer was not staged before the edit"
+        with w.shopify() as shop:
+            resp = await asyncio.to_thread(
+                shop.put, f"/customers/{key}.json", json={"customer": {"id": int(key), "first_name": "Newest"}}
+            )
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["customer"]["updated_at"] > old_updated
+        stats = await run
+        assert stats.status == "succeeded", stats.error
+        contact = next(r for r in w.records("Contact") if r["Shopify_Customer_Id__c"] == key)
+        assert contact["FirstName"] == "Newest", contact
+        account = next(r for r in w.records("Account") if r["Shopify_Customer_Id__c"] == key)
+        assert account["Name"].startswith("Newest"), account
+        assert store.versions_for("latest", "Contact", [key])[key] > staged[0].version

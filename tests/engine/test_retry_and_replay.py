@@ -1,0 +1,131 @@
+"""Retry budget and dead-letter replay against the sandboxes.
+
+* Past its attempt budget a transient error dead-letters the record with every attempt's errors, and
+  the run completes.
+* `replay` reads the record again from the source, applies the current mapping and writes it; the
+  second replay changes nothing.
+* Fixing the mapping of a parent and replaying it brings its PARENT_DEAD_LETTERED children along.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ferry.engine.replay import Replayer
+from ferry.engine.runner import Runner
+from ferry.store import LetterFilter, Store
+from tests.engine.world import world
+
+
+async def test_retries_past_the_budget_dead_letter_with_history_then_replay_writes_them(tmp_path: Path) -> None:
+    with world(tmp_path, customers=20, products=4, orders=10) as w:
+        spec = w.spec(
+            w.pipeline_file("budget", lambda s: s.update(retry={"max_attempts": 3, "backoff_max_seconds": 0}))
+        )
+        store = Store(tmp_path / "ferry.db")
+        w.org.faults.configure({"lock_row_rate": 1.0})  # every record save loses its row lock, every time
+        stats = await Runner(spec, store).run()
+        assert stats.status == "succeeded", stats.error
+        exhausted = store.list_dead_letters(pipeline="budget", code="RETRIES_EXHAUSTED", limit=10_000)
+        accounts = [d for d in exhausted if d.object == "Account"]
+        assert accounts, "no Account ran out of retries"
+        for d in accounts:
+            assert [h["attempt"] for h in d.history] == [1, 2, 3], d.history
+            assert all(h["errors"][0]["code"] == "UNABLE_TO_LOCK_ROW" for h in d.history)
+            assert d.attempts == 3 and "gave up after 3 attempts" in d.message
+            assert d.stream in ("customers", "orders") and d.source_key
+        assert not w.keys("Account"), "a record was written although every save failed"
+
+        w.org.faults.clear()
+        report = await Replayer(spec, store).replay(LetterFilter(code="RETRIES_EXHAUSTED"))
+        counts = report.counts()
+        assert counts.get("replayed", 0) >= len(accounts), counts
+        assert all(o.source == "source" for o in report.outcomes), {o.source for o in report.outcomes}
+        held = Counter(w.keys("Account"))
+        assert {d.record_key for d in accounts} <= set(held) and max(held.values()) == 1
+        assert not store.list_dead_letters(pipeline="budget", code="RETRIES_EXHAUSTED", limit=10_000)
+        resolved = store.get_dead_letter(accounts[0].id)
+        assert resolved is not None and resolved.status == "resolved" and resolved.resolution == "replayed"
+
+        again = await Replayer(spec, store).replay(LetterFilter(ids=[accounts[0].id]))
+        assert not again.outcomes and again.skipped == [(accounts[0].id, "already resolved (replayed)")]
+        writes = dict(w.org.state.budget.by_endpoint)
+        await Replayer(spec, store).replay(LetterFilter(code="RETRIES_EXHAUSTED"))
+        assert dict(w.org.state.budget.by_endpoint) == writes, "a second replay called the org"
+
+
+def _truncate_account_text(spec: dict[str, Any]) -> None:
+    account = next(o for o in spec["objects"] if o["name"] == "Account")
+    for name, expr in list(account["fields"].items()):
+        if name in ("Name", "Phone") or name.startswith("Billing"):
+            expr = dict(expr) if isinstance(expr, dict) else {"path": expr}
+            expr["on_too_long"] = "truncate"
+            account["fields"][name] = expr
+
+
+async def test_fixing_a_parent_mapping_and_replaying_it_brings_its_children_along(tmp_path: Path) -> None:
+    with world(tmp_path, seed=11, customers=120, products=40, orders=300) as w:
+        store = Store(tmp_path / "ferry.db")
+        stats = await Runner(w.spec(w.pipeline_file("fix")), store).run()
+        assert stats.status == "succeeded"
+        too_long = store.list_dead_letters(pipeline="fix", obj="Account", code="STRING_TOO_LONG", limit=1000)
+        assert too_long, "the generated store has no Account with a too-long field"
+        orphans = [
+            d
+            for d in store.list_dead_letters(pipeline="fix", code="PARENT_DEAD_LETTERED", limit=10_000)
+            if d.object in ("Contact", "Order")
+            and (d.mapped_payload or {}).get("Account.Shopify_Customer_Id__c") in {a.record_key for a in too_long}
+        ]
+        assert orphans, "no child was dead-lettered because of its Account"
+
+        fixed = w.spec(w.pipeline_file("fix", _truncate_account_text))  # same pipeline, fixed mapping
+        dry = await Replayer(fixed, store, dry_run=True).replay(LetterFilter(object="Account", code="STRING_TOO_LONG"))
+        assert {o.outcome for o in dry.outcomes if o.object == "Account"} == {"would_replay"}
+        assert set(w.keys("Account")).isdisjoint(a.record_key for a in too_long), "a dry run wrote"
+
+        report = await Replayer(fixed, store).replay(LetterFilter(object="Account", code="STRING_TOO_LONG"))
+        by_id = {o.letter_id: o for o in report.outcomes}
+        assert all(by_id[a.id].outcome == "replayed" for a in too_long), [by_id[a.id] for a in too_long]
+        for child in orphans:
+            outcome = by_id.get(child.id)
+            assert outcome is not None, f"{child.object} {child.record_key} was not brought along"
+            assert outcome.as_child_of and outcome.as_child_of.startswith("Account ")
+            # A child is written unless it is invalid itself (e.g. a bad email on a Contact).
+            assert outcome.outcome in ("replayed", "still_invalid"), outcome
+        in_sf = {o: Counter(w.keys(o)) for o in ("Account", "Contact", "Order")}
+        assert all(max(c.values()) == 1 for c in in_sf.values()), "replay duplicated a record"
+        assert {a.record_key for a in too_long} <= set(in_sf["Account"])
+        replayed_orders = [o for o in report.outcomes if o.object == "Order" and o.outcome == "replayed"]
+        assert {o.record_key for o in replayed_orders} <= set(in_sf["Order"])
+        # Lines of those orders came along too (grandchildren), unless invalid themselves.
+        assert any(o.object == "OrderItem" for o in report.outcomes) or not replayed_orders
+        assert not store.list_dead_letters(pipeline="fix", obj="Account", code="STRING_TOO_LONG", limit=1000)
+
+
+def _drop_contact_email(spec: dict[str, Any]) -> None:
+    contact = next(o for o in spec["objects"] if o["name"] == "Contact")
+    del contact["fields"]["Email"]
+
+
+async def test_replay_falls_back_to_the_stored_payload_when_the_source_lost_the_record(tmp_path: Path) -> None:
+    with world(tmp_path, seed=11, customers=200, products=4, orders=20) as w:
+        store = Store(tmp_path / "ferry.db")
+        assert (await Runner(w.spec(w.pipeline_file("gone")), store).run()).status == "succeeded"
+        with_orders = {(o.get("customer") or {}).get("id") for o in w.shop.store.orders}
+        letter = next(
+            d
+            for d in store.list_dead_letters(pipeline="gone", obj="Contact", code="INVALID_EMAIL_ADDRESS", limit=1000)
+            if d.stream == "customers" and int(d.record_key) not in with_orders and d.fields == ["Email"]
+        )
+        with w.shopify() as shop:
+            assert shop.delete(f"/customers/{letter.record_key}.json").status_code == 200
+            assert shop.get(f"/customers/{letter.record_key}.json").status_code == 404
+
+        fixed = w.spec(w.pipeline_file("gone", _drop_contact_email))
+        report = await Replayer(fixed, store).replay(LetterFilter(ids=[letter.id]))
+        (outcome,) = report.outcomes
+        assert outcome.outcome == "replayed", outcome
+        assert outcome.source == f"stored payload (the source no longer has customers {letter.record_key})"
+        assert letter.record_key in w.keys("Contact")
