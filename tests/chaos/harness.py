@@ -244,7 +244,11 @@ class Chaos:
             elif life.exit_code == 0 and kills >= self.config.kills and bulk_kills >= self.config.bulk_kills:
                 break
             elif life.exit_code == 0:
-                self._edit_some(4)  # it finished before enough kills: give it more to do
+                # It finished before enough kills: give it more to do. Short of Bulk kills, touch enough
+                # orders that Order and OrderItem cross bulk_threshold again, so the next life runs Bulk jobs.
+                self._edit_some(4)
+                if bulk_kills < self.config.bulk_kills:
+                    self._touch_orders(self.config.bulk_threshold)
             elif life.exit_code not in (None, 0):
                 # A run that gives up (every retry of a call failed) is restarted, as a scheduler would; it
                 # is reported, and the reconciliation at the end says whether it cost anything.
@@ -319,7 +323,8 @@ class Chaos:
                 self._edit_some(1)
                 edits_left -= 1
             if at_bulk and mode != "bulk" and self._open_job_states():
-                mode, kill_at = "bulk", now + self.rng.uniform(0.0, self.config.bulk_queue_seconds + 0.5)
+                # Within the org's queue time of the job first seen: the kill lands while it is in flight.
+                mode, kill_at = "bulk", now + self.rng.uniform(0.0, 0.8 * self.config.bulk_queue_seconds)
             elif kill and progressed and kill_at is None:
                 mode, kill_at = "random", now + self.rng.uniform(*self.config.kill_after)
             if kill_at is not None and now >= kill_at:
@@ -414,6 +419,25 @@ class Chaos:
                         continue
                     if resp.status_code == 200:
                         self.edited.add(key)
+                        break
+
+    def _touch_orders(self, n: int) -> None:
+        """Change the note of n orders through the Shopify API: new versions of Order and its OrderItems."""
+        assert self.shop_run
+        ctx = ssl.create_default_context(cafile=str(self.shop_run.ca_file))
+        ids = sorted(int(o["id"]) for o in self.shop.store.orders)
+        with httpx.Client(verify=ctx, timeout=10) as client:
+            for oid in self.rng.sample(ids, min(n, len(ids))):
+                for _ in range(10):  # the sandbox's own faults apply to us too
+                    try:
+                        resp = client.put(
+                            f"{self.shop_run.url}/admin/api/{SHOPIFY_API}/orders/{oid}.json",
+                            json={"order": {"id": oid, "note": f"chaos {self.rng.randrange(10_000)}"}},
+                            headers={"X-Shopify-Access-Token": self.shop.access_token},
+                        )
+                    except httpx.TransportError:
+                        continue
+                    if resp.status_code == 200:
                         break
 
     def _records(self) -> dict[str, list[dict[str, Any]]]:

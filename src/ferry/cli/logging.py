@@ -21,6 +21,10 @@ def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+def _stderr_logger(*_: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     structlog.configure(
@@ -32,6 +36,8 @@ def configure_logging(verbose: bool) -> None:
             structlog.dev.ConsoleRenderer(colors=False) if verbose else structlog.processors.KeyValueRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # sys.stderr is looked up per logger, not bound once: a stream swapped in by a caller (and later
+        # closed, as test runners and CliRunner do) must not break every later log line.
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
