@@ -37,7 +37,8 @@ def _check(result: ChaosResult) -> None:
 
 
 def test_chaos_short(tmp_path: Path) -> None:
-    # A small store makes few API calls: the session expires every 60 of them, not 500, to be seen at all.
+    # A small store makes few API calls (~60 with Bulk): the session expires every 25 of them, not 500, to be
+    # seen at all.
     config = ChaosConfig(
         seed=3,
         customers=80,
@@ -49,7 +50,7 @@ def test_chaos_short(tmp_path: Path) -> None:
         page_size=20,
         bulk_threshold=100,  # Order and OrderItem go through Bulk API 2.0
         bulk_queue_seconds=0.8,
-        expire_session_every=60,
+        expire_session_every=25,
     )
     with Chaos(tmp_path, config) as chaos:
         _check(chaos.run())
