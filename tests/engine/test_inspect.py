@@ -26,7 +26,7 @@ async def test_plan_reports_mismatches_notes_staged_failures_and_strategy(tmp_pa
         text = EXAMPLE.read_text().replace(
             "      Phone: phone\n      BillingStreet", "      Phone: phone\n      NumberOfEmployees: {value: many}\n"
             "      BillingStreet", 1
-        ).replace("  bulk_threshold: 2000\n", "  bulk_threshold: 2000\n  api_budget: 10%\n", 1)
+        ).replace('  api_version: "62.0"\n', '  api_version: "62.0"\n  bulk_threshold: 2000\n  api_budget: 10%\n', 1)
         path = tmp_path / "p.yml"
         path.write_text(text)
         env = {"SHOPIFY_URL": "https://127.0.0.1:9", "SHOPIFY_ACCESS_TOKEN": "shpat_unused",

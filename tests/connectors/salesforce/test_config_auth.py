@@ -58,7 +58,7 @@ def test_example_pipeline_blocks_validate() -> None:
     source = ShopifyConfig.model_validate(doc["source"])
     target = SalesforceConfig.model_validate(doc["target"])
     assert source.streams == ["customers", "products", "orders"] and source.ca_file is None
-    assert target.auth == "jwt" and target.bulk_threshold == 2000 and target.ca_file is None
+    assert target.auth == "jwt" and target.bulk_threshold is None and target.ca_file is None
 
 
 @pytest.mark.parametrize(
