@@ -56,7 +56,11 @@ async def test_plan_reports_mismatches_notes_staged_failures_and_strategy(tmp_pa
         assert account.strategy == "collections" and account.reason == "nothing to write"
         assert report.api_budget == "10%" and report.budget_remaining is not None
         assert sandbox.state.budget.used - before <= 8  # describes and a query: reads only
-        writes = [k for k in sandbox.state.budget.by_endpoint if k.split()[0] in ("POST", "PATCH", "PUT", "DELETE")]
+        # The describes go in one Composite: a container, whose subrequests say what it did (all GETs).
+        calls = [k for k in sandbox.state.budget.by_endpoint if k != "POST /services/data/vXX.X/composite"]
+        calls += list(sandbox.state.budget.subrequests)
+        assert sandbox.state.budget.subrequests, "plan described its objects in one Composite"
+        writes = [k for k in calls if k.split()[0] in ("POST", "PATCH", "PUT", "DELETE")]
         assert writes == []
     finally:
         running.stop()

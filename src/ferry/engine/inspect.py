@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -108,6 +109,8 @@ async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
     async with SalesforceSink(spec.target) as sink:
         schemas: dict[str, ObjectSchema] = {}
         missing: dict[str, str] = {}
+        with contextlib.suppress(PermanentError):  # one call for all; an object that fails is asked again below
+            await sink.describe_many([m.name for m in spec.objects])
         for m in spec.objects:
             try:
                 schemas[m.name] = await sink.describe(m.name)

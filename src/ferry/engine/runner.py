@@ -197,9 +197,7 @@ class Runner:
 
 async def prepare_plans(spec: PipelineSpec, sink: SalesforceSink, stats: RunStats | None = None) -> list[ObjectPlan]:
     """Describe every target object and resolve the mapping's query constants: the compiled plans."""
-    schemas: dict[str, ObjectSchema] = {}
-    for m in spec.objects:
-        schemas[m.name] = await sink.describe(m.name)
+    schemas: dict[str, ObjectSchema] = await sink.describe_many([m.name for m in spec.objects])
     constants: dict[str, Any] = {}
     for soql in _queries(spec):
         rows = await sink.query(soql)

@@ -9,7 +9,7 @@ import pytest
 
 from ferry.connectors.salesforce import SalesforceSink, soql_quote
 from ferry.connectors.types import Strategy
-from ferry.errors import AuthError, BudgetExhausted
+from ferry.errors import AuthError, BudgetExhausted, PermanentError
 
 from .conftest import Org, start_org
 
@@ -182,3 +182,23 @@ async def test_bulk_relationship_columns_and_unknown_parent(org: Org) -> None:
         rows = await sink.query("SELECT Shopify_Customer_Id__c, Account.Name FROM Contact")
     assert [r.success for r in results].count(False) == 1 and not results[5].success
     assert {r[EXT]: r["Account"]["Name"] for r in rows}["c9"] == "Customer 9"
+
+
+async def test_describe_many_is_one_api_call_and_matches_single_describes(org: Org) -> None:
+    names = ["Account", "Contact", "Product2", "PricebookEntry", "Order", "OrderItem"]
+    used_before = org.sandbox.state.budget.used
+    async with SalesforceSink(org.config()) as sink:
+        schemas = await sink.describe_many(names)
+        assert sink.api_calls.get("describe") == 1
+    assert org.sandbox.state.budget.used - used_before == 1  # the org counts the Composite as one call
+    async with SalesforceSink(org.config()) as sink:
+        for name in names:
+            assert await sink.describe(name) == schemas[name]
+
+
+async def test_describe_many_of_an_unknown_object_raises_the_orgs_error(org: Org) -> None:
+    async with SalesforceSink(org.config()) as sink:
+        with pytest.raises(PermanentError, match=r"NOT_FOUND|INVALID_TYPE"):
+            await sink.describe_many(["Account", "NoSuchObject__c"])
+        assert await sink.describe("Account")  # the good one was cached by the same call
+        assert sink.api_calls.get("describe") == 2  # the Composite, then the failing object alone

@@ -21,8 +21,10 @@ from ferry.connectors.salesforce.planner import WritePlanner
 from ferry.connectors.salesforce.single import upsert_one
 from ferry.connectors.salesforce.source import query_pages
 from ferry.connectors.types import MappedRecord, ObjectSchema, RecordResult, Strategy, StrategyChoice
+from ferry.errors import PermanentError
 
 LOCK_RETRY_BATCHES = (50, 10)  # smaller, serial batches for rows another transaction had locked
+_DESCRIBES_PER_CALL = 25  # subrequests in one Composite call
 log = structlog.get_logger("ferry.connectors.salesforce.sink")
 
 
@@ -109,6 +111,40 @@ class SalesforceSink(AsyncResource):
                 )
                 self._schemas[sobject] = parse_describe(body)
         return self._schemas[sobject]
+
+    async def describe_many(self, sobjects: Sequence[str]) -> dict[str, ObjectSchema]:
+        """Every object's schema, the uncached ones fetched in ONE API call: a Composite of describe subrequests
+        (Salesforce: any sObject resource may be a subrequest, 25 a call, "the entire series of requests counts
+        as a single call toward your API limits"). A subrequest that fails, or a Composite the org refuses, falls
+        back to ``describe`` for that object, which raises the org's own error."""
+        wanted = [name for name in dict.fromkeys(sobjects) if name not in self._schemas]
+        if len(wanted) > 1 and self.config.composite:
+            for start in range(0, len(wanted), _DESCRIBES_PER_CALL):
+                await self._describe_in_one_call(wanted[start : start + _DESCRIBES_PER_CALL])
+        return {name: await self.describe(name) for name in sobjects}
+
+    async def _describe_in_one_call(self, sobjects: Sequence[str]) -> None:
+        payload = {
+            "allOrNone": False,
+            "compositeRequest": [
+                {
+                    "method": "GET",
+                    "url": self._client.data_path(f"/sobjects/{api_name(name)}/describe"),
+                    "referenceId": f"describe{i}",
+                }
+                for i, name in enumerate(sobjects)
+            ],
+        }
+        try:
+            body = await self._client.json("POST", self._client.data_path("/composite"), label="describe", json=payload)
+        except PermanentError as exc:  # e.g. Composite blocked by a proxy: one call per object instead
+            log.info("salesforce.describe_composite_refused", error=str(exc))
+            return
+        answers = body.get("compositeResponse", []) if isinstance(body, dict) else []
+        for name, answer in zip(sobjects, answers, strict=False):
+            described = isinstance(answer, dict) and answer.get("httpStatusCode") == 200
+            if described and isinstance(answer.get("body"), dict):
+                self._schemas.setdefault(name, parse_describe(answer["body"]))
 
     async def query(self, soql: str, *, label: str = "query") -> list[dict[str, Any]]:
         """All rows of a small SOQL query (mapping constants). Build literals with ``select`` / ``soql_quote``;

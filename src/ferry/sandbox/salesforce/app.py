@@ -219,6 +219,7 @@ def register_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
         return json_response({
             "api_calls": budget.used,
             "by_endpoint": dict(budget.by_endpoint),
+            "composite_subrequests": dict(budget.subrequests),
             "records": state.store.counts(),
             "daily_api_requests": {"used": budget.used, "max": budget.max},
             "concurrent_long_running": {"limit": gate.limit, "in_flight": gate.in_flight(),

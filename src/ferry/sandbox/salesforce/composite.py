@@ -12,7 +12,7 @@ from ferry.sandbox.salesforce.dml import MultipleMatches, SaveResult
 from ferry.sandbox.salesforce.errors import ApiError, RecordError
 from ferry.sandbox.salesforce.ids import normalize_id
 from ferry.sandbox.salesforce.rest import record_json, unknown_external_field
-from ferry.sandbox.salesforce.routing import Call, Reply, Router, parse_sub_url
+from ferry.sandbox.salesforce.routing import Call, Reply, Router, endpoint_name, parse_sub_url
 from ferry.sandbox.salesforce.schema import FieldSchema, SObjectSchema
 from ferry.sandbox.salesforce.state import OrgState
 from ferry.sandbox.salesforce.validate import check_json_types, parse_body
@@ -266,7 +266,17 @@ class CollectionsApi:
         call = Call(sub["method"], version, segments, query, headers,
                     orjson.dumps(body) if body is not None else b"", in_composite=True,
                     force_all_or_none=all_or_none)
+        self._count_subrequest(call)
         return self.router.dispatch(call)
+
+    def _count_subrequest(self, call: Call) -> None:
+        """Admin stats only (not the API budget: a composite is one call): what each subrequest was, so a
+        test can tell a Composite of describes from one that writes."""
+        try:
+            route, _ = self.router.find(call.method, call.segments)
+        except ApiError:
+            return
+        self.state.budget.subrequests[endpoint_name(call.method, route)] += 1
 
     # --- composite batch (each subrequest counts against the API budget, as documented) ----------------
 

@@ -86,6 +86,7 @@ class ApiBudget:
         self.max = daily_max
         self.used = 0
         self.by_endpoint: Counter[str] = Counter()
+        self.subrequests: Counter[str] = Counter()  # Composite subrequests by endpoint (admin stats only)
         self.bulk_batches = 0
         self.bulk_query_jobs = 0
         self.long_running = LongRunningGate(concurrent_limit, long_running_seconds)
@@ -111,6 +112,7 @@ class ApiBudget:
     def reset(self) -> None:
         self.used = 0
         self.by_endpoint.clear()
+        self.subrequests.clear()
         self.bulk_batches = 0
         self.bulk_query_jobs = 0
         self.long_running.refused = 0
