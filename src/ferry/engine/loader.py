@@ -237,7 +237,7 @@ class Loader:
     async def _resume_jobs(self, sink: SalesforceSink, plan: ObjectPlan) -> None:
         for job in self.store.bulk_jobs(self.pipeline, plan.name):
             versions = dict(job.entries)
-            rows = self.store.outbox_rows(self.pipeline, plan.name, list(versions))
+            rows = self.store.outbox_rows(self.pipeline, plan.name, list(versions), with_source=False)
             log.info("bulk.job_resume", job_id=job.job_id, object=plan.name, records=len(rows))
             try:
                 results = (
