@@ -2,8 +2,8 @@
 
 * the job's journal (bulk_job_records) holds every record of the job, across pages, so a run that dies
   after the upload resumes that job and never uploads its records again;
-* a record dead-lettered from a streamed Bulk result still carries its raw source record (rows are sent
-  without it, and it is fetched only for the dead letters).
+* a record dead-lettered after a streamed Bulk job (locked there, then in the lock retry) still carries its
+  raw source record (rows are sent without it, and it is fetched only for the dead letters).
 """
 
 from __future__ import annotations
