@@ -151,3 +151,33 @@ def test_discard_keeps_the_letter_with_its_reason_and_filters_select(store: Stor
     reopened = store.dead_letter_for("p", "Contact", "1")
     assert reopened is not None and reopened.status == "open" and reopened.attempts == 3
     assert reopened.stream == "customers" and reopened.source_payload == {"id": 1}
+
+
+def test_a_bulk_job_journal_grows_page_by_page_and_an_old_one_list_journal_still_reads(store: Store) -> None:
+    store.save_bulk_job("p", "Contact", "750000000000001AAA", [("a", "v1", "ext-a")])
+    store.add_bulk_job_records("p", "Contact", "750000000000001AAA", [("b", "v1", "ext-b"), ("c", "v2", "ext-c")])
+    assert [j.entries for j in store.bulk_jobs("p", "Contact")] == [[("a", "v1"), ("b", "v1"), ("c", "v2")]]
+    got = store.bulk_job_entries("p", "Contact", ["750000000000001AAA"], ["ext-c", "ext-a", "ext-z"])
+    assert sorted(got) == [("ext-a", "a", "v1"), ("ext-c", "c", "v2")]
+    # A journal written before bulk_job_records: the entries are one JSON list in bulk_jobs.entries.
+    with store.transaction() as c:
+        c.execute(
+            "INSERT INTO bulk_jobs (pipeline, object, job_id, entries, created_at) VALUES (?, ?, ?, ?, ?)",
+            ("p", "Contact", "750000000000002AAA", b'[["d", "v1"]]', "2026-01-02T00:00:00.000000Z"),
+        )
+    assert {j.job_id: j.entries for j in store.bulk_jobs("p", "Contact")}["750000000000002AAA"] == [("d", "v1")]
+    store.record_results("p", "Contact", None, [], [], [], ["750000000000001AAA"])
+    store.forget_bulk_job("p", "Contact", "750000000000002AAA")
+    assert store.bulk_jobs("p") == []
+    assert store.bulk_job_entries("p", "Contact", ["750000000000001AAA"], ["ext-a"]) == []
+
+
+def test_the_send_path_reads_the_outbox_without_source_payloads(store: Store) -> None:
+    store.put_outbox("p", "Contact", [("a", "v1", {"x": 1}, b'{"id": 1}', "customers", "1"), ("b", "v1", {}, None)])
+    lean = [r for chunk in store.outbox("p", "Contact", with_source=False) for r in chunk]
+    assert [(r.key, r.payload, r.source_payload, r.source_key) for r in lean] == [
+        ("a", {"x": 1}, None, "1"),
+        ("b", {}, None, None),
+    ]
+    assert store.outbox_rows("p", "Contact", ["a"], with_source=False)[0].source_payload is None
+    assert store.source_payloads("p", "Contact", ["a", "b", "zz"]) == {"a": b'{"id": 1}', "b": None}

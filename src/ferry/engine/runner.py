@@ -178,21 +178,23 @@ class Runner:
         dead = {p.object: self.store.dead_letter_keys(self.pipeline, p.object) for p in plan.parents}
         if not any(dead.values()):
             return
-        letters: list[NewDeadLetter] = []
-        done: list[tuple[str, str]] = []
-        for rows in self.store.outbox(self.pipeline, plan.name):
-            for row in rows:
-                errors = orphan_errors(plan, row.key, row.payload, dead)
-                if errors:
-                    letters.append(
-                        NewDeadLetter(
-                            plan.name, row.key, row.version, errors, row.source_payload, row.payload,
-                            row.stream, row.source_key,
-                        )
-                    )
-                    done.append((row.key, row.version))
-        self.store.record_results(self.pipeline, plan.name, run_id, [], letters, done)
-        stats.object(plan.name).dead_lettered += len(letters)
+        # Page by page, each page's orphans in one transaction; rows are read without their source payload,
+        # which is fetched (one query a page) only for the rows that become dead letters.
+        for rows in self.store.outbox(self.pipeline, plan.name, with_source=False):
+            orphans = [(row, errors) for row in rows if (errors := orphan_errors(plan, row.key, row.payload, dead))]
+            if not orphans:
+                continue
+            sources = self.store.source_payloads(self.pipeline, plan.name, [row.key for row, _ in orphans])
+            letters = [
+                NewDeadLetter(
+                    plan.name, row.key, row.version, errors, sources.get(row.key), row.payload,
+                    row.stream, row.source_key,
+                )
+                for row, errors in orphans
+            ]
+            done = [(row.key, row.version) for row, _ in orphans]
+            self.store.record_results(self.pipeline, plan.name, run_id, [], letters, done)
+            stats.object(plan.name).dead_lettered += len(letters)
 
 
 async def prepare_plans(spec: PipelineSpec, sink: SalesforceSink, stats: RunStats | None = None) -> list[ObjectPlan]:

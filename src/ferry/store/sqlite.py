@@ -119,6 +119,18 @@ CREATE TABLE IF NOT EXISTS bulk_jobs (
     created_at TEXT NOT NULL,
     PRIMARY KEY (pipeline, object, job_id)
 );
+-- What a Bulk job carries, written page by page as its CSV is generated (a job can hold millions of rows:
+-- never one list in memory). ``ext`` is the external id as the job's results report it.
+CREATE TABLE IF NOT EXISTS bulk_job_records (
+    pipeline TEXT NOT NULL,
+    object TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version TEXT NOT NULL,
+    ext TEXT NOT NULL,
+    PRIMARY KEY (pipeline, object, job_id, key)
+);
+CREATE INDEX IF NOT EXISTS bulk_job_records_by_ext ON bulk_job_records (pipeline, object, job_id, ext);
 """
 
 # Columns added after the first release: an existing state DB gets them on open (ALTER TABLE ADD COLUMN).
@@ -138,6 +150,8 @@ _DLQ_COLUMNS = (
     "mapped_payload, attempts, first_seen, last_seen, status, stream, source_key, history, resolved_at, resolution"
 )
 _OUTBOX_COLUMNS = "key, version, payload, source_payload, attempts, history, stream, source_key"
+# The send path's read: the source payload is only needed for a dead letter, fetched then by key.
+_OUTBOX_LEAN_COLUMNS = "key, version, payload, NULL, attempts, history, stream, source_key"
 DLQ_STATUSES = ("open", "resolved", "discarded")
 
 
@@ -324,7 +338,17 @@ class Store:
     def reset_pipeline(self, pipeline: str) -> None:
         """Forget everything about a pipeline's sync state (cursors, staging, outbox, versions, dead letters)."""
         with self.transaction() as c:
-            for table in ("cursors", "staging", "outbox", "versions", "dlq", "reads", "marks", "bulk_jobs"):
+            for table in (
+                "cursors",
+                "staging",
+                "outbox",
+                "versions",
+                "dlq",
+                "reads",
+                "marks",
+                "bulk_jobs",
+                "bulk_job_records",
+            ):
                 c.execute(f"DELETE FROM {table} WHERE pipeline = ?", (pipeline,))
 
     # -- runs -----------------------------------------------------------------
@@ -588,10 +612,7 @@ class Store:
                 [(pipeline, obj, k, v) for k, v in done],
             )
             self._bump(c, pipeline, obj, retry)
-            c.executemany(
-                "DELETE FROM bulk_jobs WHERE pipeline = ? AND object = ? AND job_id = ?",
-                [(pipeline, obj, j) for j in jobs],
-            )
+            self._forget_jobs(c, pipeline, obj, jobs)
 
     def target_id(self, pipeline: str, obj: str, key: str) -> str | None:
         with self._lock:
@@ -627,13 +648,17 @@ class Store:
         with self._lock:
             return int(self._conn.execute(sql, args).fetchone()[0])
 
-    def outbox(self, pipeline: str, obj: str, chunk: int = 5000) -> Iterator[list[OutboxRow]]:
+    def outbox(
+        self, pipeline: str, obj: str, chunk: int = 5000, *, with_source: bool = True
+    ) -> Iterator[list[OutboxRow]]:
+        """The object's outbox in pages of ``chunk`` rows, by key (rows removed meanwhile do not shift pages).
+        ``with_source=False`` leaves ``source_payload`` None (see ``source_payloads``)."""
+        columns = _OUTBOX_COLUMNS if with_source else _OUTBOX_LEAN_COLUMNS
         last = ""
         while True:
             with self._lock:
                 rows = self._conn.execute(
-                    f"SELECT {_OUTBOX_COLUMNS} FROM outbox "
-                    "WHERE pipeline = ? AND object = ? AND key > ? ORDER BY key LIMIT ?",
+                    f"SELECT {columns} FROM outbox WHERE pipeline = ? AND object = ? AND key > ? ORDER BY key LIMIT ?",
                     (pipeline, obj, last, chunk),
                 ).fetchall()
             if not rows:
@@ -641,7 +666,8 @@ class Store:
             last = rows[-1][0]
             yield [self._outbox_row(r) for r in rows]
 
-    def outbox_rows(self, pipeline: str, obj: str, keys: Sequence[str]) -> list[OutboxRow]:
+    def outbox_rows(self, pipeline: str, obj: str, keys: Sequence[str], *, with_source: bool = True) -> list[OutboxRow]:
+        columns = _OUTBOX_COLUMNS if with_source else _OUTBOX_LEAN_COLUMNS
         out: list[OutboxRow] = []
         with self._lock:
             for i in range(0, len(keys), 500):
@@ -650,9 +676,25 @@ class Store:
                 out.extend(
                     self._outbox_row(r)
                     for r in self._conn.execute(
-                        f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE pipeline = ? AND object = ? AND key IN ({marks})",
+                        f"SELECT {columns} FROM outbox WHERE pipeline = ? AND object = ? AND key IN ({marks})",
                         (pipeline, obj, *part),
                     )
+                )
+        return out
+
+    def source_payloads(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, bytes | None]:
+        """The raw source record of each queued key (for the dead letters of a batch sent lean)."""
+        out: dict[str, bytes | None] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                part = keys[i : i + 500]
+                marks = ",".join("?" * len(part))
+                out.update(
+                    self._conn.execute(
+                        "SELECT key, source_payload FROM outbox "
+                        f"WHERE pipeline = ? AND object = ? AND key IN ({marks})",
+                        (pipeline, obj, *part),
+                    ).fetchall()
                 )
         return out
 
@@ -697,14 +739,60 @@ class Store:
 
     # -- bulk jobs ------------------------------------------------------------
 
-    def save_bulk_job(self, pipeline: str, obj: str, job_id: str, entries: Sequence[tuple[str, str]]) -> None:
-        """Called the moment a Bulk job exists, before any data is uploaded to it."""
+    def save_bulk_job(
+        self, pipeline: str, obj: str, job_id: str, entries: Sequence[tuple[str, str] | tuple[str, str, str]]
+    ) -> None:
+        """Called the moment a Bulk job exists, before any data is uploaded to it. ``entries`` are
+        (key, version[, external id]); a job's later pages go in with ``add_bulk_job_records``."""
         with self.transaction() as c:
             c.execute(
                 "INSERT OR REPLACE INTO bulk_jobs (pipeline, object, job_id, entries, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (pipeline, obj, job_id, orjson.dumps([list(e) for e in entries]), utc_now()),
+                (pipeline, obj, job_id, b"[]", utc_now()),
             )
+            self._add_job_records(c, pipeline, obj, job_id, entries)
+
+    def add_bulk_job_records(
+        self, pipeline: str, obj: str, job_id: str, entries: Sequence[tuple[str, str] | tuple[str, str, str]]
+    ) -> None:
+        """More records of an open job: called before their rows are uploaded to it."""
+        with self.transaction() as c:
+            self._add_job_records(c, pipeline, obj, job_id, entries)
+
+    @staticmethod
+    def _add_job_records(
+        c: sqlite3.Connection,
+        pipeline: str,
+        obj: str,
+        job_id: str,
+        entries: Sequence[tuple[str, str] | tuple[str, str, str]],
+    ) -> None:
+        c.executemany(
+            "INSERT OR REPLACE INTO bulk_job_records (pipeline, object, job_id, key, version, ext) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(pipeline, obj, job_id, e[0], e[1], e[2] if len(e) > 2 else "") for e in entries],
+        )
+
+    def bulk_job_entries(
+        self, pipeline: str, obj: str, job_ids: Sequence[str], exts: Sequence[str]
+    ) -> list[tuple[str, str, str]]:
+        """(external id, key, version) of the records of these jobs whose external id is among ``exts``."""
+        if not job_ids or not exts:
+            return []
+        jobs = ",".join("?" * len(job_ids))
+        out: list[tuple[str, str, str]] = []
+        with self._lock:
+            for i in range(0, len(exts), 500):
+                part = exts[i : i + 500]
+                marks = ",".join("?" * len(part))
+                out.extend(
+                    self._conn.execute(
+                        "SELECT ext, key, version FROM bulk_job_records WHERE pipeline = ? AND object = ? "
+                        f"AND job_id IN ({jobs}) AND ext IN ({marks})",
+                        (pipeline, obj, *job_ids, *part),
+                    ).fetchall()
+                )
+        return out
 
     def bulk_jobs(self, pipeline: str, obj: str | None = None) -> list[BulkJobRow]:
         sql, args = "SELECT object, job_id, entries, created_at FROM bulk_jobs WHERE pipeline = ?", [pipeline]
@@ -713,11 +801,27 @@ class Store:
             args.append(obj)
         with self._lock:
             rows = self._conn.execute(sql + " ORDER BY created_at", args).fetchall()
-        return [BulkJobRow(r[0], r[1], [(k, v) for k, v in orjson.loads(r[2])], r[3]) for r in rows]
+            jobs = []
+            for r in rows:
+                # A state DB written before bulk_job_records kept the entries as one JSON list: read both.
+                entries = [(k, v) for k, v in orjson.loads(r[2])]
+                entries += self._conn.execute(
+                    "SELECT key, version FROM bulk_job_records WHERE pipeline = ? AND object = ? AND job_id = ? "
+                    "ORDER BY rowid",
+                    (pipeline, r[0], r[1]),
+                ).fetchall()
+                jobs.append(BulkJobRow(r[0], r[1], entries, r[3]))
+        return jobs
 
     def forget_bulk_job(self, pipeline: str, obj: str, job_id: str) -> None:
         with self.transaction() as c:
-            c.execute("DELETE FROM bulk_jobs WHERE pipeline = ? AND object = ? AND job_id = ?", (pipeline, obj, job_id))
+            self._forget_jobs(c, pipeline, obj, [job_id])
+
+    @staticmethod
+    def _forget_jobs(c: sqlite3.Connection, pipeline: str, obj: str, job_ids: Sequence[str]) -> None:
+        args = [(pipeline, obj, j) for j in job_ids]
+        c.executemany("DELETE FROM bulk_jobs WHERE pipeline = ? AND object = ? AND job_id = ?", args)
+        c.executemany("DELETE FROM bulk_job_records WHERE pipeline = ? AND object = ? AND job_id = ?", args)
 
     # -- dead letters ---------------------------------------------------------
 

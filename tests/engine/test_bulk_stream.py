@@ -1,0 +1,100 @@
+"""A Bulk object goes out as ONE streamed job read from the outbox page by page, journaled per page.
+
+* the job's journal (bulk_job_records) holds every record of the job, across pages, so a run that dies
+  after the upload resumes that job and never uploads its records again;
+* a record dead-lettered after a streamed Bulk job (locked there, then in the lock retry) still carries its
+  raw source record (rows are sent without it, and it is fetched only for the dead letters).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferry.engine import loader as loader_module
+from ferry.engine.loader import Loader
+from ferry.engine.runner import Runner
+from ferry.store import Store
+from tests.engine.world import World, world
+
+
+class _Crash(Exception):
+    pass
+
+
+def _bulk(spec: dict[str, Any]) -> None:
+    spec["target"].update(bulk_threshold=5)
+
+
+def _loaded_jobs(w: World, sobject: str) -> list[str]:
+    """Ingest jobs of ``sobject`` that got data (the sandbox drops an upload once it has processed it)."""
+    return [j.id for j in w.org.bulk.ingest_jobs.values() if j.sobject.name == sobject and (j.data or j.processed)]
+
+
+async def test_a_paged_bulk_job_is_journaled_whole_and_resumed_after_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loader_module, "_BULK_PAGE", 7)  # 20 Accounts: 3 pages in one job
+    pages: list[int] = []
+    real_add = Store.add_bulk_job_records
+
+    def counting_add(self: Store, pipeline: str, obj: str, job_id: str, entries: Any) -> None:
+        pages.append(len(entries))
+        real_add(self, pipeline, obj, job_id, entries)
+
+    monkeypatch.setattr(Store, "add_bulk_job_records", counting_add)
+
+    def crash(self: Loader, *args: Any) -> int:
+        raise _Crash("killed before the job's results were recorded")
+
+    with world(tmp_path, customers=20, products=4, orders=10) as w:
+        spec = w.spec(w.pipeline_file("paged", _bulk))
+        store = Store(tmp_path / "ferry.db")
+        with monkeypatch.context() as m:
+            m.setattr(Loader, "_reconcile_keyed", crash)
+            with pytest.raises(_Crash):
+                await Runner(spec, store).run()
+
+        (job,) = store.bulk_jobs("paged", "Account")
+        queued = sorted(r.key for rows in store.outbox("paged", "Account") for r in rows)
+        carried = w.org.bulk.ingest_jobs[job.job_id].processed
+        assert carried == len(queued) > 14 and len(pages) >= 2, (carried, len(queued), pages)
+        # Every record of the job is in its journal, the first page included (read before the job existed).
+        assert sorted(k for k, _ in job.entries) == queued
+        assert _loaded_jobs(w, "Account") == [job.job_id], "one Bulk job per object and run"
+
+        stats = await Runner(spec, store).run()
+        assert stats.status == "succeeded", stats.error
+        assert job.job_id in stats.resumed_bulk_jobs
+        assert _loaded_jobs(w, "Account") == [job.job_id], "the resumed job's records were uploaded again"
+        assert sorted(w.keys("Account")) == queued, "a record of the job is missing or duplicated"
+        assert store.bulk_jobs("paged") == []
+        assert store.outbox_count("paged") == 0
+        for sobject in ("Order", "OrderItem"):
+            assert len(w.keys(sobject)) == len(set(w.keys(sobject)))
+
+
+async def test_a_record_dead_lettered_from_streamed_bulk_results_keeps_its_source(tmp_path: Path) -> None:
+    with world(tmp_path, customers=12, products=3, orders=6) as w:
+        spec = w.spec(
+            w.pipeline_file(
+                "letters", lambda s: (_bulk(s), s.update(retry={"max_attempts": 1, "backoff_max_seconds": 0}))
+            )
+        )
+        store = Store(tmp_path / "ferry.db")
+        w.org.faults.configure({"lock_row_rate": 1.0})  # every save loses its row lock: no retry budget left
+        stats = await Runner(spec, store).run()
+        assert stats.status == "succeeded", stats.error
+        assert stats.objects["Account"].strategy == "bulk"
+        letters = [d for d in store.list_dead_letters(pipeline="letters", limit=10_000) if d.object == "Account"]
+        exhausted = [d for d in letters if d.error_code == "RETRIES_EXHAUSTED"]
+        # Every Account the Bulk job carried failed (some others already failed validation before it).
+        assert len(exhausted) == stats.objects["Account"].read - (len(letters) - len(exhausted)) > 5
+        assert not w.keys("Account")
+        for d in exhausted:
+            assert d.errors[1]["code"] == "UNABLE_TO_LOCK_ROW", d.errors
+            assert d.source_payload is not None and str(d.source_payload["id"]) == d.source_key
+            assert d.mapped_payload and d.mapped_payload["Shopify_Customer_Id__c"] == d.record_key
+        assert store.bulk_jobs("letters") == []
