@@ -105,7 +105,7 @@ def contender_env(shop: Sandbox, org: Sandbox) -> dict[str, str]:
 class Measured:
     wall: float
     cpu: float  # user + system of the contender process (and any children it waited for)
-    peak_rss: int  # bytes, from the kernel's accounting (wait4 ru_maxrss)
+    peak_rss: int  # bytes: the process's VmHWM (and RSS samples), every 0.1 s
     returncode: int
     stdout: str
     stderr: str
@@ -114,14 +114,27 @@ class Measured:
     rss_samples: list[tuple[float, int]] = field(default_factory=list)
 
 
+def _vm_hwm(pid: int) -> int:
+    """Peak resident set size of the process's current image, in bytes (0 once it has gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def run_measured(cmd: list[str], env: dict[str, str], sandboxes: list[Sandbox], timeout: float) -> Measured:
-    """Run ``cmd`` to completion; its CPU and peak RSS come from wait4, the sandboxes' from psutil deltas."""
+    """Run ``cmd`` to completion; its CPU comes from wait4, its peak RSS from /proc samples, the sandboxes'
+    from psutil deltas."""
     cpu0 = {s.system: s.cpu() for s in sandboxes}
     out_path, err_path = Path(env["FERRY_BENCH_TMP"]) / "stdout", Path(env["FERRY_BENCH_TMP"]) / "stderr"
     started = time.monotonic()
     with out_path.open("w") as out, err_path.open("w") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **env})
         samples: list[tuple[float, int]] = []
+        hwm = [0]  # the process's own high-water mark (VmHWM), reset by exec unlike wait4's ru_maxrss
         peaks = {s.system: 0 for s in sandboxes}
         stop = threading.Event()
 
@@ -130,6 +143,7 @@ def run_measured(cmd: list[str], env: dict[str, str], sandboxes: list[Sandbox], 
             while not stop.is_set():
                 try:
                     samples.append((time.monotonic() - started, int(me.memory_info().rss)))
+                    hwm[0] = max(hwm[0], _vm_hwm(proc.pid))
                     for s in sandboxes:
                         peaks[s.system] = max(peaks[s.system], s.rss())
                 except psutil.Error:
@@ -154,7 +168,9 @@ def run_measured(cmd: list[str], env: dict[str, str], sandboxes: list[Sandbox], 
         stop.set()
         watcher.join()
     return Measured(
-        wall=wall, cpu=usage.ru_utime + usage.ru_stime, peak_rss=usage.ru_maxrss * 1024,
+        # Not ru_maxrss: Linux carries the forking parent's high-water mark across exec into it, so a
+        # bench process that generated a big store would be charged to the contender.
+        wall=wall, cpu=usage.ru_utime + usage.ru_stime, peak_rss=max([hwm[0], *(r for _, r in samples)]),
         returncode=proc.returncode, stdout=out_path.read_text(), stderr=err_path.read_text()[-4000:],
         sandbox_cpu={s.system: s.cpu() - cpu0[s.system] for s in sandboxes}, sandbox_peak_rss=peaks,
         rss_samples=samples,
