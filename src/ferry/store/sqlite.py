@@ -159,6 +159,16 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_IN_LIST_PART = 500  # values bound per IN (...) list: well under SQLite's host-parameter limit
+
+
+def _in_parts(values: Sequence[str]) -> Iterator[tuple[Sequence[str], str]]:
+    """Split an IN-list query's values into parts: each part with its ``?,?,...`` placeholders."""
+    for i in range(0, len(values), _IN_LIST_PART):
+        part = values[i : i + _IN_LIST_PART]
+        yield part, ",".join("?" * len(part))
+
+
 @dataclass(slots=True)
 class RunRow:
     id: int
@@ -555,9 +565,7 @@ class Store:
         """Newest version already written to the target, per key."""
         out: dict[str, str] = {}
         with self._lock:
-            for i in range(0, len(keys), 500):
-                part = keys[i : i + 500]
-                marks = ",".join("?" * len(part))
+            for part, marks in _in_parts(keys):
                 for k, v in self._conn.execute(
                     f"SELECT key, version FROM versions WHERE pipeline = ? AND object = ? AND key IN ({marks})",
                     (pipeline, obj, *part),
@@ -670,9 +678,7 @@ class Store:
         columns = _OUTBOX_COLUMNS if with_source else _OUTBOX_LEAN_COLUMNS
         out: list[OutboxRow] = []
         with self._lock:
-            for i in range(0, len(keys), 500):
-                part = keys[i : i + 500]
-                marks = ",".join("?" * len(part))
+            for part, marks in _in_parts(keys):
                 out.extend(
                     self._outbox_row(r)
                     for r in self._conn.execute(
@@ -686,9 +692,7 @@ class Store:
         """The raw source record of each queued key (for the dead letters of a batch sent lean)."""
         out: dict[str, bytes | None] = {}
         with self._lock:
-            for i in range(0, len(keys), 500):
-                part = keys[i : i + 500]
-                marks = ",".join("?" * len(part))
+            for part, marks in _in_parts(keys):
                 out.update(
                     self._conn.execute(
                         "SELECT key, source_payload FROM outbox "
@@ -782,9 +786,7 @@ class Store:
         jobs = ",".join("?" * len(job_ids))
         out: list[tuple[str, str, str]] = []
         with self._lock:
-            for i in range(0, len(exts), 500):
-                part = exts[i : i + 500]
-                marks = ",".join("?" * len(part))
+            for part, marks in _in_parts(exts):
                 out.extend(
                     self._conn.execute(
                         "SELECT ext, key, version FROM bulk_job_records WHERE pipeline = ? AND object = ? "
