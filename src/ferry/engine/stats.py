@@ -34,6 +34,8 @@ class RunStats:
     # What this run picked up from one that died: streams read on from a saved page, Bulk jobs resumed.
     resumed_reads: list[str] = field(default_factory=list)
     resumed_bulk_jobs: list[str] = field(default_factory=list)
+    # The Salesforce API budget after the run: share, calls of the last 24 h, left, and when to resume.
+    budget: dict[str, Any] | None = None
 
     def object(self, name: str) -> ObjectStats:
         if name not in self.objects:
@@ -53,4 +55,5 @@ class RunStats:
             "error": self.error,
             "resumed_reads": list(self.resumed_reads),
             "resumed_bulk_jobs": list(self.resumed_bulk_jobs),
+            "budget": self.budget,
         }

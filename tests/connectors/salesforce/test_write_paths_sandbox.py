@@ -95,7 +95,7 @@ async def test_budget_share_stops_before_the_call_that_would_pass_it(tmp_path: P
             await sink.upsert("Contact", EXT, _contacts(1, "b4-"), Strategy.SINGLE)
             with pytest.raises(BudgetExhausted) as info:
                 await sink.upsert("Contact", EXT, _contacts(1, "b5-"), Strategy.SINGLE)
-        assert "api_budget (5%: 5 calls)" in str(info.value) and "rolling 24-hour" in str(info.value)
+        assert "api_budget (5%: 5 calls per rolling 24 h)" in str(info.value) and "Resume after " in str(info.value)
         assert info.value.resume_after and info.value.resume_after.endswith("Z")
         assert org.sandbox.state.budget.used == 5  # the sixth call was never sent
     finally:
