@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
+from ferry.cli import render
 from ferry.connectors.salesforce.budget import SYSTEM, ages_out, bucket_of, pipeline_guard, utc_text, window_start
 from ferry.connectors.salesforce.config import parse_api_budget
 from ferry.engine.runner import Runner
@@ -80,6 +83,15 @@ async def test_a_share_spent_by_one_run_stops_the_next_until_its_calls_age_out(t
         assert f"Resume after {utc_text(resume)}" in (second.error or "")
         row = store.get_run(second.run_id)
         assert row is not None and row.status == "paused" and row.stats["budget"]["resume_after"] == utc_text(resume)
+        # The run summary and `ferry runs` say so.
+        out = io.StringIO()
+        console = Console(file=out, width=250)
+        render.print_run(console, second)
+        render.print_runs(console, store.list_runs("budget", 5))
+        text = " ".join(out.getvalue().split())
+        line = f"api_budget {share:,} calls per rolling 24 h: {share:,} spent (2 now), 0 left; paused: resume after"
+        assert f"{line} {utc_text(resume)} (UTC)" in text, text
+        assert f"0 of {share:,} left, resume {utc_text(resume)[:16].replace('T', ' ')}Z" in text, text
         # Nothing lost: the changed records wait in the outbox.
         pending = {r.key for rows in store.outbox("budget", "Contact") for r in rows}
         assert pending and pending <= set(keys), (pending, keys)  # (a customer may map to no Contact)

@@ -128,8 +128,9 @@ def budget_line(budget: dict[str, Any] | None) -> str | None:
         text = f"api_budget {budget['share']}: of an org allocation not reported yet; {spent:,} calls in the last 24 h"
     else:
         left = budget.get("remaining")
+        share = f"{budget['share']} = " if str(budget["share"]).endswith("%") else ""
         text = (
-            f"api_budget {budget['share']} = {budget['allowed']:,} calls per rolling 24 h: {spent:,} spent "
+            f"api_budget {share}{budget['allowed']:,} calls per rolling 24 h: {spent:,} spent "
             f"({this_run:,} now), {'?' if left is None else f'{left:,}'} left"
         )
     if budget.get("resume_after"):
