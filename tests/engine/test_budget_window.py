@@ -89,8 +89,8 @@ async def test_a_share_spent_by_one_run_stops_the_next_until_its_calls_age_out(t
         render.print_run(console, second)
         render.print_runs(console, store.list_runs("budget", 5))
         text = " ".join(out.getvalue().split())
-        line = f"api_budget {share:,} calls per rolling 24 h: {share:,} spent (2 now), 0 left; paused: resume after"
-        assert f"{line} {utc_text(resume)} (UTC)" in text, text
+        line = f"api_budget {share:,} calls per rolling 24 h: {share:,} spent (2 this run), 0 left"
+        assert f"{line}; paused: resume after {utc_text(resume)} (UTC)" in text, text
         assert f"0 of {share:,} left, resume {utc_text(resume)[:16].replace('T', ' ')}Z" in text, text
         # Nothing lost: the changed records wait in the outbox.
         pending = {r.key for rows in store.outbox("budget", "Contact") for r in rows}

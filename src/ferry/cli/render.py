@@ -123,7 +123,7 @@ def budget_line(budget: dict[str, Any] | None) -> str | None:
         return None
     spent, this_run = budget.get("spent_24h", 0), budget.get("spent_this_run", 0)
     if budget.get("share") is None:
-        text = f"Salesforce API calls of this pipeline in the last 24 h: {spent:,} ({this_run:,} now); no api_budget"
+        text = f"Salesforce API calls of this pipeline in the last 24 h: {spent:,} ({this_run:,} this run)"
     elif budget.get("allowed") is None:
         text = f"api_budget {budget['share']}: of an org allocation not reported yet; {spent:,} calls in the last 24 h"
     else:
@@ -131,7 +131,7 @@ def budget_line(budget: dict[str, Any] | None) -> str | None:
         share = f"{budget['share']} = " if str(budget["share"]).endswith("%") else ""
         text = (
             f"api_budget {share}{budget['allowed']:,} calls per rolling 24 h: {spent:,} spent "
-            f"({this_run:,} now), {'?' if left is None else f'{left:,}'} left"
+            f"({this_run:,} this run), {'?' if left is None else f'{left:,}'} left"
         )
     if budget.get("resume_after"):
         text += f"; paused: resume after {budget['resume_after']} (UTC)"
@@ -299,7 +299,7 @@ def print_plan(console: Console, report: Any) -> None:
         console.print(f"org API usage: {used:,} of {total:,} daily requests")
     line = budget_line(getattr(report, "budget", None))
     if line and getattr(report, "api_budget", None):
-        console.print(f"{line} (this plan's describes and queries included)")
+        console.print(line.replace("this run", "this plan's describes and queries"))
     for o in report.objects:
         table = Table(title=f"{o.name} ← {o.entity}, upsert by {o.external_id}", title_justify="left")
         for c in ("target field", "from", "type", "length", "required"):
