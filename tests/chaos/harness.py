@@ -120,6 +120,8 @@ class ChaosResult:
     seconds: float
     process_start_seconds: float  # peer for the restart time: `ferry --help`, spawn to exit, same machine and moment
     final_run: dict[str, Any] = field(default_factory=dict)
+    # Salesforce calls the budget ledger counted (before each was sent): never fewer than the org counted.
+    ledger_calls: int = 0
 
     @property
     def kills(self) -> list[Life]:
@@ -158,6 +160,7 @@ class ChaosResult:
             "dead_lettered": dict(self.dead_letters),
             "bulk_jobs": dict(self.bulk_jobs),
             "api_calls": dict(self.api_calls),
+            "salesforce_calls_in_budget_ledger": self.ledger_calls,
             "session_expires_every_n_calls": self.config.expire_session_every,
             "bulk_reuploads": self.bulk_reuploads,
             "customers_edited_while_running": len(self.edited),
@@ -275,6 +278,7 @@ class Chaos:
             seconds=time.monotonic() - started,
             process_start_seconds=process_start,
             final_run=lives[-1].stats or {} if lives else {},
+            ledger_calls=sum(n for _, n in store.api_call_buckets("chaos", "salesforce", 0)),
         )
         store.close()
         return result

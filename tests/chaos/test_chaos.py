@@ -33,6 +33,9 @@ def _check(result: ChaosResult) -> None:
     assert r.total("invalid") > 0, "the store has no invalid record: the reasons are not tested"
     assert r.total("invalid_right_reason") == r.total("invalid"), (r.problems(), figures)
     assert result.bulk_reuploads == 0, figures
+    # Kills land anywhere, calls in flight included: the ledger (a call counted before it is sent) never
+    # holds fewer Salesforce calls than the org counted.
+    assert result.ledger_calls >= result.api_calls["salesforce"] > 0, figures
     assert result.resume_seconds(), "no restart after a kill was timed"
 
 

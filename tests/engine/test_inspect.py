@@ -56,6 +56,10 @@ async def test_plan_reports_mismatches_notes_staged_failures_and_strategy(tmp_pa
         assert account.strategy == "collections" and account.reason == "nothing to write"
         assert report.api_budget == "10%" and report.budget_remaining is not None
         assert sandbox.state.budget.used - before <= 8  # describes and a query: reads only
+        # Plan's calls count against the pipeline's share (the ledger), and it shows what is left of it.
+        spent = sandbox.state.budget.used - before
+        assert report.budget is not None and report.budget["spent_24h"] == spent > 0
+        assert report.budget["allowed"] == 100_000 and report.budget["remaining"] == 100_000 - spent
         # The describes go in one Composite: a container, whose subrequests say what it did (all GETs).
         calls = [k for k in sandbox.state.budget.by_endpoint if k != "POST /services/data/vXX.X/composite"]
         calls += list(sandbox.state.budget.subrequests)

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ferry.connectors.salesforce.budget import SYSTEM
 from ferry.engine.replay import Replayer
 from ferry.engine.runner import Runner
 from ferry.store import LetterFilter, Store
@@ -39,7 +40,10 @@ async def test_retries_past_the_budget_dead_letter_with_history_then_replay_writ
         assert not w.keys("Account"), "a record was written although every save failed"
 
         w.org.faults.clear()
+        used, counted = w.org.state.budget.used, _ledger(store)
         report = await Replayer(spec, store).replay(LetterFilter(code="RETRIES_EXHAUSTED"))
+        # The replay's calls spend the pipeline's share like a run's: the same ledger counts them all.
+        assert _ledger(store) - counted == w.org.state.budget.used - used > 0
         counts = report.counts()
         assert counts.get("replayed", 0) >= len(accounts), counts
         assert all(o.source == "source" for o in report.outcomes), {o.source for o in report.outcomes}
@@ -54,6 +58,10 @@ async def test_retries_past_the_budget_dead_letter_with_history_then_replay_writ
         writes = dict(w.org.state.budget.by_endpoint)
         await Replayer(spec, store).replay(LetterFilter(code="RETRIES_EXHAUSTED"))
         assert dict(w.org.state.budget.by_endpoint) == writes, "a second replay called the org"
+
+
+def _ledger(store: Store) -> int:
+    return sum(n for _, n in store.api_call_buckets("budget", SYSTEM, 0))
 
 
 def _truncate_account_text(spec: dict[str, Any]) -> None:

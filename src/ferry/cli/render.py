@@ -110,8 +110,41 @@ def print_run(console: Console, stats: RunStats) -> None:
         if stats.resumed_bulk_jobs:
             parts.append(f"Bulk job(s) {', '.join(stats.resumed_bulk_jobs)}")
         console.print(f"resumed what an interrupted run left: {'; '.join(parts)}")
+    line = budget_line(stats.budget)
+    if line:
+        console.print(line)
     if stats.error:
         console.print(f"[bold red]{stats.error}[/]")
+
+
+def budget_line(budget: dict[str, Any] | None) -> str | None:
+    """The pipeline's API budget in one line: share, what the rolling 24 h spent of it, what is left."""
+    if not budget:
+        return None
+    spent, this_run = budget.get("spent_24h", 0), budget.get("spent_this_run", 0)
+    if budget.get("share") is None:
+        text = f"Salesforce API calls of this pipeline in the last 24 h: {spent:,} ({this_run:,} this run)"
+    elif budget.get("allowed") is None:
+        text = f"api_budget {budget['share']}: of an org allocation not reported yet; {spent:,} calls in the last 24 h"
+    else:
+        left = budget.get("remaining")
+        share = f"{budget['share']} = " if str(budget["share"]).endswith("%") else ""
+        text = (
+            f"api_budget {share}{budget['allowed']:,} calls per rolling 24 h: {spent:,} spent "
+            f"({this_run:,} this run), {'?' if left is None else f'{left:,}'} left"
+        )
+    if budget.get("resume_after"):
+        text += f"; paused: resume after {budget['resume_after']} (UTC)"
+    return text
+
+
+def _budget_cell(budget: dict[str, Any] | None) -> str:
+    if not budget or budget.get("allowed") is None:
+        return "-"
+    cell = f"{budget.get('remaining') or 0:,} of {budget['allowed']:,} left"
+    if budget.get("resume_after"):
+        cell += f", resume {budget['resume_after'][:16].replace('T', ' ')}Z"
+    return cell
 
 
 def print_next_steps(console: Console, pipeline: str) -> None:
@@ -155,6 +188,7 @@ def print_runs(console: Console, rows: Sequence[RunRow]) -> None:
         "updated",
         "dead-lettered",
         "API calls",
+        "API budget",
     ):
         table.add_column(c, justify="right" if c not in ("pipeline", "started", "status") else "left")
     for r in rows:
@@ -175,6 +209,7 @@ def print_runs(console: Console, rows: Sequence[RunRow]) -> None:
             f"{total['updated']:,}",
             f"{total['dead_lettered']:,}",
             f"{calls:,}",
+            _budget_cell(r.stats.get("budget")),
         )
     console.print(table)
 
@@ -262,8 +297,9 @@ def print_plan(console: Console, report: Any) -> None:
     if report.api_usage:
         used, total = report.api_usage
         console.print(f"org API usage: {used:,} of {total:,} daily requests")
-    if getattr(report, "api_budget", None):
-        console.print(f"api_budget {report.api_budget}: {report.budget_remaining or 0:,} calls left for this pipeline")
+    line = budget_line(getattr(report, "budget", None))
+    if line and getattr(report, "api_budget", None):
+        console.print(line.replace("this run", "this plan's describes and queries"))
     for o in report.objects:
         table = Table(title=f"{o.name} ← {o.entity}, upsert by {o.external_id}", title_justify="left")
         for c in ("target field", "from", "type", "length", "required"):

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from ferry.connectors.salesforce.budget import pipeline_guard
 from ferry.connectors.salesforce.sink import SalesforceSink
 from ferry.connectors.types import ObjectSchema
 from ferry.engine.pipeline import PipelineSpec
@@ -63,6 +64,7 @@ class PlanReport:
     api_usage: tuple[int, int] | None
     api_budget: str | None = None
     budget_remaining: int | None = None
+    budget: dict[str, Any] | None = None  # share, calls of the last 24 h (this plan's included), left
 
     @property
     def errors(self) -> list[str]:
@@ -76,6 +78,7 @@ class PlanReport:
             "api_usage": list(self.api_usage) if self.api_usage else None,
             "api_budget": self.api_budget,
             "budget_remaining": self.budget_remaining,
+            "budget": self.budget,
             "problems": self.errors,
         }
 
@@ -106,7 +109,9 @@ def describe_expr(expr: FieldExpr) -> str:
 
 
 async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
-    async with SalesforceSink(spec.target) as sink:
+    # Plan's describes and queries spend the org's budget too: they count against the pipeline's share.
+    guard = pipeline_guard(spec.target.api_budget, store, spec.name)
+    async with SalesforceSink(spec.target, budget=guard) as sink:
         schemas: dict[str, ObjectSchema] = {}
         missing: dict[str, str] = {}
         with contextlib.suppress(PermanentError):  # one call for all; an object that fails is asked again below
@@ -128,7 +133,13 @@ async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
         _staged_findings(plans, reports, store, spec)
         budget = spec.target.api_budget
         return PlanReport(
-            spec.name, order, reports, sink.api_usage, str(budget) if budget else None, sink.budget_remaining
+            spec.name,
+            order,
+            reports,
+            sink.api_usage,
+            str(budget) if budget else None,
+            sink.budget_remaining,
+            sink.budget_status.as_dict(),
         )
 
 

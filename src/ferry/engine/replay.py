@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 import structlog
 
+from ferry.connectors.salesforce.budget import pipeline_guard
 from ferry.connectors.salesforce.sink import SalesforceSink
 from ferry.connectors.shopify.source import ShopifySource
 from ferry.connectors.types import Strategy
@@ -133,7 +134,9 @@ class Replayer:
         chosen = self._choose(selection, limit, report)
         if not chosen:
             return report
-        async with ShopifySource(self.spec.source) as source, SalesforceSink(self.spec.target) as sink:
+        # Replayed writes spend the pipeline's share of the org's budget like a run's (same ledger).
+        guard = pipeline_guard(self.spec.target.api_budget, self.store, self.pipeline)
+        async with ShopifySource(self.spec.source) as source, SalesforceSink(self.spec.target, budget=guard) as sink:
             plans = order_plans(await prepare_plans(self.spec, sink))
             by_object: dict[str, list[DeadLetter]] = {}
             for d in chosen:

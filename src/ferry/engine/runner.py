@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
+from ferry.connectors.salesforce.budget import pipeline_guard
 from ferry.connectors.salesforce.sink import SalesforceSink
 from ferry.connectors.shopify.source import ShopifySource
 from ferry.connectors.types import ObjectSchema
@@ -67,8 +68,16 @@ class _Routed:
 
 
 class Runner:
-    def __init__(self, spec: PipelineSpec, store: Store, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        store: Store,
+        progress: Progress | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.spec = spec
+        self.clock = clock  # wall time of the API budget's rolling window (tests move it)
         self.store = store
         self.progress: Progress = progress or _NoProgress()
         self.pipeline = spec.name
@@ -81,10 +90,11 @@ class Runner:
         stats = RunStats(run_id=run_id, pipeline=self.pipeline)
         log.info("run.start", pipeline=self.pipeline, run_id=run_id)
         loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id))
+        guard = pipeline_guard(self.spec.target.api_budget, self.store, self.pipeline, clock=self.clock)
         try:
             async with (
                 ShopifySource(self.spec.source) as source,
-                SalesforceSink(self.spec.target, on_bulk_job=loader.on_bulk_job) as sink,
+                SalesforceSink(self.spec.target, on_bulk_job=loader.on_bulk_job, budget=guard) as sink,
             ):
                 await self._extract(source, run_id, stats)
                 plans = await self._prepare(sink, stats)
@@ -108,6 +118,7 @@ class Runner:
             raise
         finally:
             stats.seconds = time.monotonic() - started
+            stats.budget = guard.status().as_dict()
             self.store.finish_run(run_id, stats.status, stats.as_dict(), stats.error)
             log.info("run.end", pipeline=self.pipeline, run_id=run_id, status=stats.status, seconds=stats.seconds)
         return stats

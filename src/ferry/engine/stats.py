@@ -31,6 +31,8 @@ class RunStats:
     seconds: float = 0.0
     status: str = "running"
     error: str | None = None
+    # The Salesforce API budget after the run: share, calls of the last 24 h, left, and when to resume.
+    budget: dict[str, Any] | None = None
     # What this run picked up from one that died: streams read on from a saved page, Bulk jobs resumed.
     resumed_reads: list[str] = field(default_factory=list)
     resumed_bulk_jobs: list[str] = field(default_factory=list)
@@ -51,6 +53,7 @@ class RunStats:
             "setup_api_calls": self.setup_api_calls,
             "seconds": round(self.seconds, 3),
             "error": self.error,
+            "budget": self.budget,
             "resumed_reads": list(self.resumed_reads),
             "resumed_bulk_jobs": list(self.resumed_bulk_jobs),
         }

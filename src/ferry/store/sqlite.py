@@ -131,6 +131,26 @@ CREATE TABLE IF NOT EXISTS bulk_job_records (
     PRIMARY KEY (pipeline, object, job_id, key)
 );
 CREATE INDEX IF NOT EXISTS bulk_job_records_by_ext ON bulk_job_records (pipeline, object, job_id, ext);
+-- ---- API call ledger (budget guard, connectors/salesforce/budget.py) ---------------------------------
+-- The calls each pipeline sent to a system whose daily allocation it shares, per minute (unix time // 60),
+-- counted BEFORE each call is sent (rows older than the rolling window are pruned).
+CREATE TABLE IF NOT EXISTS api_calls (
+    pipeline TEXT NOT NULL,
+    system TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    PRIMARY KEY (pipeline, system, minute)
+) WITHOUT ROWID;
+-- The system's whole daily allocation as last reported (Salesforce: api-usage=used/MAX), so that a share
+-- given as a percentage is known before the first call of a run.
+CREATE TABLE IF NOT EXISTS api_allocations (
+    pipeline TEXT NOT NULL,
+    system TEXT NOT NULL,
+    daily_max INTEGER NOT NULL,
+    seen_at TEXT NOT NULL,
+    PRIMARY KEY (pipeline, system)
+);
+-- ---- end of the API call ledger ----------------------------------------------------------------------
 """
 
 # Columns added after the first release: an existing state DB gets them on open (ALTER TABLE ADD COLUMN).
@@ -975,3 +995,58 @@ class Store:
             resolved_at=r[19],
             resolution=r[20],
         )
+
+    # -- API call ledger (budget guard) -----------------------------------------------------------------------
+    # One block, kept apart: the budget guard's persistence. A pipeline's calls are counted per minute
+    # before they are sent, so a share of a daily allocation holds across runs and processes.
+
+    def take_api_calls(
+        self, pipeline: str, system: str, minute: int, calls: int, *, cap: int | None, since_minute: int
+    ) -> tuple[bool, int]:
+        """Count ``calls`` in ``minute`` unless the window (buckets from ``since_minute``) would then pass
+        ``cap``. One transaction: two processes of one pipeline can never both take the last call.
+        Returns (taken, calls in the window, including these when taken)."""
+        with self.transaction() as c:
+            (spent,) = c.execute(
+                "SELECT COALESCE(SUM(calls), 0) FROM api_calls WHERE pipeline = ? AND system = ? AND minute >= ?",
+                (pipeline, system, since_minute),
+            ).fetchone()
+            if cap is not None and spent + calls > cap:
+                return False, int(spent)
+            c.execute(
+                "INSERT INTO api_calls (pipeline, system, minute, calls) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (pipeline, system, minute) DO UPDATE SET calls = calls + excluded.calls",
+                (pipeline, system, minute, calls),
+            )
+            return True, int(spent) + calls
+
+    def api_call_buckets(self, pipeline: str, system: str, since_minute: int) -> list[tuple[int, int]]:
+        """(minute, calls) of the pipeline's calls from ``since_minute`` on, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT minute, calls FROM api_calls WHERE pipeline = ? AND system = ? AND minute >= ? ORDER BY minute",
+                (pipeline, system, since_minute),
+            ).fetchall()
+        return [(int(m), int(n)) for m, n in rows]
+
+    def prune_api_calls(self, before_minute: int) -> int:
+        """Forget every pipeline's buckets older than ``before_minute`` (out of the window); returns how many."""
+        with self.transaction() as c:
+            return int(c.execute("DELETE FROM api_calls WHERE minute < ?", (before_minute,)).rowcount)
+
+    def save_api_allocation(self, pipeline: str, system: str, daily_max: int) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO api_allocations (pipeline, system, daily_max, seen_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (pipeline, system) DO UPDATE SET "
+                "daily_max = excluded.daily_max, seen_at = excluded.seen_at",
+                (pipeline, system, daily_max, utc_now()),
+            )
+
+    def api_allocation(self, pipeline: str, system: str) -> int | None:
+        """The system's daily allocation as last reported to this pipeline, or None before any answer."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT daily_max FROM api_allocations WHERE pipeline = ? AND system = ?", (pipeline, system)
+            ).fetchone()
+        return int(row[0]) if row else None

@@ -74,22 +74,42 @@ def test_concurrency_may_not_exceed_the_long_running_limit() -> None:
 
 def test_guard_uses_the_stricter_of_its_share_and_the_org() -> None:
     guard = BudgetGuard(parse_api_budget("10%"), clock=lambda: 1_000_000.0)
-    guard.check()  # the org's allocation is not known yet: the first call may go
-    guard.record_call()
+    guard.spend()  # the org's allocation is not known yet: the first call may go
     guard.observe((500, 1000))  # others already spent 500; our share is 100
     assert guard.remaining() == 99
     for _ in range(99):
-        guard.check()
-        guard.record_call()
+        guard.spend()
     with pytest.raises(BudgetExhausted) as info:
-        guard.check()
-    assert info.value.resume_after == "1970-01-13T13:46:40Z"  # first call (Jan 12 13:46:40) + 24 h
-    org_full = BudgetGuard(None)
+        guard.spend()
+    # Every call fell in the minute from 13:46:00; the last of them ages out 24 h after 13:47:00.
+    assert info.value.resume_after == "1970-01-13T13:47:00Z"
+    assert guard.spent == 100  # the refused call was not counted
+    org_full = BudgetGuard(None, clock=lambda: 1_000_000.0)
     org_full.observe((999, 1000))
-    org_full.check()
-    org_full.record_call()
-    with pytest.raises(BudgetExhausted, match="org's daily API allocation"):
-        org_full.check()
+    org_full.spend()
+    with pytest.raises(BudgetExhausted, match="org's daily API allocation") as info:
+        org_full.spend()
+    assert info.value.resume_after == "1970-01-13T13:46:40Z"  # others' calls unseen: 24 h from now at the latest
+
+
+def test_resume_time_is_when_enough_of_the_oldest_calls_age_out() -> None:
+    now = [1_000_000.0]
+    guard = BudgetGuard(parse_api_budget(10), clock=lambda: now[0])
+    for i, calls in enumerate((4, 3, 2, 1)):  # 4, 3, 2, 1 calls, 10 minutes apart
+        now[0] = 1_000_000.0 + 600 * i
+        guard.spend(calls)
+    # Full (10 of 10). One more call needs the oldest bucket (4 calls, minute of 13:46) to age out.
+    with pytest.raises(BudgetExhausted) as info:
+        guard.spend()
+    assert info.value.resume_after == "1970-01-13T13:47:00Z"
+    # Six at once need the 4 and the 3 (minute of 13:56) gone: 24 h after 13:57.
+    assert guard.share_resumes_at(now[0], 6) == (16666 + 10 + 1) * 60 + 86400
+    # Once the clock passes the first age-out, the window holds 6 and 4 more fit.
+    now[0] = 1_000_020.0 + 86400
+    assert guard.remaining() == 4
+    guard.spend(4)
+    with pytest.raises(BudgetExhausted):
+        guard.spend()
 
 
 async def test_gate_never_admits_more_than_its_limit_and_counts_long_calls() -> None:

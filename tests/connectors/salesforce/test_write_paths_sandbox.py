@@ -95,9 +95,28 @@ async def test_budget_share_stops_before_the_call_that_would_pass_it(tmp_path: P
             await sink.upsert("Contact", EXT, _contacts(1, "b4-"), Strategy.SINGLE)
             with pytest.raises(BudgetExhausted) as info:
                 await sink.upsert("Contact", EXT, _contacts(1, "b5-"), Strategy.SINGLE)
-        assert "api_budget (5%: 5 calls)" in str(info.value) and "rolling 24-hour" in str(info.value)
+        assert "api_budget (5%: 5 calls per rolling 24 h)" in str(info.value) and "Resume after " in str(info.value)
         assert info.value.resume_after and info.value.resume_after.endswith("Z")
         assert org.sandbox.state.budget.used == 5  # the sixth call was never sent
+    finally:
+        running.stop()
+
+
+async def test_the_orgs_own_refusal_stops_every_later_call_and_says_when_to_resume(tmp_path: Path) -> None:
+    org, running = start_org(tmp_path, daily_api_limit=10)
+    try:
+        async with SalesforceSink(org.config()) as sink:
+            await sink.upsert("Contact", EXT, _contacts(1, "o0-"), Strategy.SINGLE)
+            assert sink.api_usage == (1, 10)
+            org.sandbox.state.budget.used = 10  # other users of the org spend the rest meanwhile (unseen by us)
+            with pytest.raises(BudgetExhausted) as info:
+                await sink.upsert("Contact", EXT, _contacts(1, "o1-"), Strategy.SINGLE)
+            assert "TotalRequests" in str(info.value) and "at the latest" in str(info.value)
+            assert info.value.resume_after and info.value.resume_after.endswith("Z")
+            sent = sum(sink.api_calls.values())  # requests that reached the org, the refused one included
+            with pytest.raises(BudgetExhausted, match="org's daily API allocation is spent"):
+                await sink.upsert("Contact", EXT, _contacts(1, "o2-"), Strategy.SINGLE)
+            assert sum(sink.api_calls.values()) == sent  # the guard stopped it before sending
     finally:
         running.stop()
 

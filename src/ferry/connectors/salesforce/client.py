@@ -12,11 +12,11 @@ import orjson
 
 from ferry.connectors.http import Classifier, HttpCore
 from ferry.connectors.salesforce.auth import TokenManager
-from ferry.connectors.salesforce.budget import BudgetGuard
+from ferry.connectors.salesforce.budget import BudgetGuard, BudgetStop
 from ferry.connectors.salesforce.config import SalesforceConfig
 from ferry.connectors.salesforce.errors import classify
 from ferry.connectors.salesforce.gate import CallGate
-from ferry.errors import PermanentError
+from ferry.errors import BudgetExhausted, PermanentError
 
 _API_USAGE = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -55,10 +55,13 @@ class SalesforceClient:
         max_attempts: int = 5,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        budget: BudgetGuard | None = None,
     ) -> None:
         self.config = config
         self.api_usage: tuple[int, int] | None = None
-        self.budget = BudgetGuard(config.api_budget)
+        # A pipeline's guard is backed by the state DB's ledger (its share holds across runs); without
+        # one, the guard counts only this client's calls.
+        self.budget = budget or BudgetGuard(config.api_budget)
         self.gate = CallGate(config.max_concurrency, config.long_running_limit)
         self.http = HttpCore(
             "salesforce",
@@ -84,8 +87,7 @@ class SalesforceClient:
             self.budget.observe(usage)
 
     def _spend(self, _label: str) -> None:
-        self.budget.check()
-        self.budget.record_call()
+        self.budget.spend()
 
     def data_path(self, suffix: str) -> str:
         return f"/services/data/v{self.config.api_version}{suffix}"
@@ -130,6 +132,10 @@ class SalesforceClient:
                 classify=classify,
             )
             return response
+        except BudgetStop:
+            raise
+        except BudgetExhausted as exc:  # the org itself refused: no later call of this run is sent
+            raise self.budget.org_refused(exc) from None
         finally:
             self.gate.release(response)
 
@@ -151,6 +157,10 @@ class SalesforceClient:
                 method, session.instance_url + path, label=label, headers=headers, params=params, auth=self.auth
             ) as response:
                 yield response
+        except BudgetStop:
+            raise
+        except BudgetExhausted as exc:
+            raise self.budget.org_refused(exc) from None
         finally:
             self.gate.release(None)
 

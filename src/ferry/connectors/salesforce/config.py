@@ -31,7 +31,10 @@ _REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
 
 @dataclass(frozen=True, slots=True)
 class ApiBudget:
-    """``api_budget: 20%`` (a share of the org's DailyApiRequests) or ``api_budget: 3000`` (calls)."""
+    """``api_budget: 20%`` (a share of the org's DailyApiRequests) or ``api_budget: 3000`` (calls).
+
+    Either is a cap per rolling 24 hours (Salesforce's window), across all runs of the pipeline: the budget
+    guard counts every call in the state DB's ledger (connectors/salesforce/budget.py)."""
 
     calls: int | None = None
     fraction: float | None = None
@@ -98,8 +101,8 @@ class SalesforceConfig(BaseModel):
     composite: bool = True
     # Salesforce allows 25 requests running 20 s or longer at once (5 on a Developer Edition org).
     long_running_limit: int = Field(25, ge=1, le=25)
-    # This pipeline's share of the org's daily API requests: "20%" or a number of calls. None: no cap
-    # beyond the org's own allocation.
+    # This pipeline's share of the org's daily API requests: "20%" or a number of calls, per rolling 24 h
+    # and across runs. None: no cap beyond the org's own allocation.
     api_budget: ApiBudget | None = None
 
     @field_validator("client_secret", "private_key", "refresh_token", "password", mode="before")

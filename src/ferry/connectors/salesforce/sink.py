@@ -11,6 +11,7 @@ import httpx
 import structlog
 
 from ferry.connectors.lifecycle import AsyncResource
+from ferry.connectors.salesforce.budget import BudgetGuard, BudgetStatus
 from ferry.connectors.salesforce.bulk import BulkIngest, JobCallback, RecordChunks
 from ferry.connectors.salesforce.client import SalesforceClient, api_name
 from ferry.connectors.salesforce.collections import CollectionsUpsert, split_reference
@@ -38,9 +39,10 @@ class SalesforceSink(AsyncResource):
         on_bulk_job: JobCallback | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        budget: BudgetGuard | None = None,
     ) -> None:
         self.config = config
-        self._client = SalesforceClient(config, transport=transport, sleep=sleep)
+        self._client = SalesforceClient(config, transport=transport, sleep=sleep, budget=budget)
         self._collections = CollectionsUpsert(
             self._client, batch_size=config.collections_batch_size, max_concurrency=config.max_concurrency
         )
@@ -77,6 +79,11 @@ class SalesforceSink(AsyncResource):
     def budget_remaining(self) -> int | None:
         """API calls left before the budget guard stops the run (share and org allocation), if known."""
         return self._client.budget.remaining()
+
+    @property
+    def budget_status(self) -> BudgetStatus:
+        """The share, what the last 24 h spent of it (earlier runs included), what is left."""
+        return self._client.budget.status()
 
     @property
     def composite_refused(self) -> str | None:

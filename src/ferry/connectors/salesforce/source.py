@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from ferry.connectors.lifecycle import AsyncResource
+from ferry.connectors.salesforce.budget import BudgetGuard
 from ferry.connectors.salesforce.bulk_query import BulkQuery
 from ferry.connectors.salesforce.client import SalesforceClient
 from ferry.connectors.salesforce.config import SalesforceConfig
@@ -55,10 +56,12 @@ class SalesforceSource(AsyncResource):
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         client: SalesforceClient | None = None,
+        budget: BudgetGuard | None = None,
     ) -> None:
         self.config = config
         self._own_client = client is None
-        self._client = client or SalesforceClient(config, transport=transport, sleep=sleep)
+        # Reads spend the org's DailyApiRequests too: a pipeline's guard (with its ledger) goes here.
+        self._client = client or SalesforceClient(config, transport=transport, sleep=sleep, budget=budget)
         kwargs: dict[str, Any] = {"poll_max_interval": config.bulk_poll_max_interval}
         if sleep is not None:
             kwargs["sleep"] = sleep
