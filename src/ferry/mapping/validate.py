@@ -442,6 +442,11 @@ class RecordValidator:
             (k, name, check, f.text_limit, f.none_passes) for (k, name, check), f in zip(self.rules, fast, strict=True)
         )
 
+    @property
+    def steps(self) -> tuple[tuple[str, str, Checker, int, bool], ...]:
+        """Per rule, as ``validate`` runs it: payload key, schema field, checker, text limit, None passes."""
+        return self._steps
+
     def validate(self, mapped: MappedRecord, key: str) -> tuple[MappedRecord, list[RecordError]]:
         out: MappedRecord = {}
         errors: list[RecordError] = []
