@@ -163,3 +163,12 @@ def test_repeated_payload_keys_are_not_fused() -> None:
     validator = build_validator(spec, SCHEMAS["Contact"])
     doubled = type(compiled)(compiled.name, compiled.entity, compiled.external_id, compiled.items + compiled.items[:1])
     assert fuse(doubled, validator, (*spec.fields.values(), next(iter(spec.fields.values())))) is None
+
+
+@pytest.mark.parametrize("key", ["1", "missing-id:0123456789abcdef", "x" * 300, " "])
+def test_the_external_id_shortcut_still_refuses_missing_and_long_keys(key: str) -> None:
+    spec = next(m for m in example_mappings() if m.name == "Account")
+    fused, slow = pair(spec, SCHEMAS["Account"], CONSTANTS)
+    record = Customer(key=key, full_name="A")
+    assert answer(fused, record) == answer(slow, record)
+    assert bool(answer(fused, record)[1]) == (key != "1" and key != " ")

@@ -24,7 +24,8 @@ from ferry.connectors.types import MappedRecord
 from ferry.errors import RecordError
 from ferry.mapping.compile import CompiledMapping
 from ferry.mapping.spec import FieldExpr, PathExpr, QueryExpr, RefExpr, ValueExpr
-from ferry.mapping.validate import _OMIT, REQUIRED_FIELD_MISSING, RecordValidator, _Invalid
+from ferry.mapping.validate import _OMIT, REQUIRED_FIELD_MISSING, FastPath, RecordValidator, _Invalid
+from ferry.model.values import MISSING_KEY_PREFIX
 
 MapAndValidate = Callable[[Any], tuple[MappedRecord, list[RecordError]]]
 
@@ -60,13 +61,14 @@ def fuse(
     }
     reads = _Reads()
     checks: list[str] = []
-    for i, ((key, getter), expr, step) in enumerate(zip(mapping.items, exprs, steps, strict=True)):
+    fields = zip(mapping.items, exprs, steps, validator.fast_paths, strict=True)
+    for i, ((key, getter), expr, step, fast) in enumerate(fields):
         ns[f"_G{i}"], ns[f"_C{i}"], ns[f"_F{i}"] = getter, step[2], step[1]
         if isinstance(expr, ValueExpr | QueryExpr):  # the compiled getter ignores the record
             checks += _constant_check(i, key, getter(None), step, ns)
             continue
         reads.value(i, expr)
-        checks += _value_check(i, key, step)
+        checks += _value_check(i, key, step, fast, ns)
     lines = ["def map_and_validate(record):", "    try:", "        skey = record.key"]
     lines += [f"        {line}" for line in reads.lines]
     lines += ["    except AttributeError:", "        return _general(record)"]
@@ -133,19 +135,32 @@ def _slow(i: int, key: str, indent: str) -> list[str]:
     ]
 
 
-def _value_check(i: int, key: str, step: tuple[str, str, Any, int, bool]) -> list[str]:
-    """RecordValidator.validate's loop body for one field: its two shortcuts, else the checker."""
-    _, _, _, text_limit, none_passes = step
-    shortcuts = []
-    if none_passes:
-        shortcuts.append((f"v{i} is None", f"out[{key!r}] = None"))
-    if text_limit > 0:  # None.__class__ is not str: a None that does not pass goes to the checker
-        shortcuts.append((f"v{i}.__class__ is str and 0 < len(v{i}) <= {text_limit}", f"out[{key!r}] = v{i}"))
+def _value_check(
+    i: int, key: str, step: tuple[str, str, Any, int, bool], fast: FastPath, ns: dict[str, Any]
+) -> list[str]:
+    """RecordValidator.validate's loop body for one field: the shortcuts its FastPath allows, else the checker.
+
+    None.__class__ is not str: a None that does not pass on its own goes to the checker.
+    """
+    put = f"out[{key!r}]"
+    short = f"v{i}.__class__ is str and 0 < len(v{i}) <="
+    shortcuts: list[tuple[str, list[str]]] = []
+    if step[4]:
+        shortcuts.append((f"v{i} is None", [f"{put} = None"]))
+    if step[3] > 0:
+        shortcuts.append((f"{short} {step[3]}", [f"{put} = v{i}"]))
+    if fast.key_limit > 0:
+        ns["_MISSING"] = MISSING_KEY_PREFIX
+        shortcuts.append((f"{short} {fast.key_limit} and not v{i}.startswith(_MISSING)", [f"{put} = v{i}"]))
+    if fast.convert is not None and fast.convert_limit > 0:
+        ns[f"_V{i}"] = fast.convert  # a converter never answers _OMIT
+        convert = ["try:", f"    {put} = _V{i}(v{i})", "except _Invalid as bad:"]
+        shortcuts.append((f"{short} {fast.convert_limit}", [*convert, f"    errors.append(_error(skey, _F{i}, bad))"]))
     if not shortcuts:
         return _slow(i, key, "")
     lines = []
     for n, (test, action) in enumerate(shortcuts):
-        lines += [f"{'elif' if n else 'if'} {test}:", f"    {action}"]
+        lines += [f"{'elif' if n else 'if'} {test}:", *(f"    {a}" for a in action)]
     return [*lines, "else:", *_slow(i, key, "    ")]
 
 

@@ -11,6 +11,7 @@ import csv
 import io
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -38,11 +39,7 @@ def key_text(value: Any) -> str:
 
 def columns_of(records: Sequence[dict[str, Any]]) -> list[str]:
     """Every key used by any record, in first-seen order (a missing key becomes an empty cell: untouched)."""
-    seen: dict[str, None] = {}
-    for record in records:
-        for key in record:
-            seen.setdefault(key, None)
-    return list(seen)
+    return list(dict.fromkeys(chain.from_iterable(records)))  # one C loop over every record's keys
 
 
 class _Sink:
