@@ -86,6 +86,21 @@ def _fast_utc(value: str) -> str | None:
         return None
     if value[19:] == "+00:00":
         return value[:19] + ".000000Z"
+    minute, shift = _MINUTE_OF.get(value[11:16]), _SHIFT_OF.get(value[19:])
+    if minute is None or shift is None:
+        return _fast_utc_by_int(value)  # unusual digits: parse them as before
+    total = minute + shift
+    if not 0 <= total < 1440 or not value[:4].isdigit():
+        return None  # the UTC time falls on another day: let datetime do the calendar
+    return value[:11] + _HH_MM[total] + value[16:19] + ".000000Z"
+
+
+# Table lookups instead of int() on the common shapes: "HH:MM" -> minute of day, "+HH:MM" -> minutes to add for UTC.
+_MINUTE_OF = {hh_mm: m for m, hh_mm in enumerate(_HH_MM)}
+_SHIFT_OF = {sign + hh_mm: (m if sign == "-" else -m) for m, hh_mm in enumerate(_HH_MM) for sign in "+-"}
+
+
+def _fast_utc_by_int(value: str) -> str | None:
     try:
         hour, minute = int(value[11:13]), int(value[14:16])
         off = int(value[20:22]) * 60 + int(value[23:25])
