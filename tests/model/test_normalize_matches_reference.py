@@ -71,11 +71,22 @@ def test_mangled_records_normalize_to_equal_records(seed: int) -> None:
                 same(stream, mangle(copy.deepcopy(raw), rnd))
 
 
-def test_timestamps_convert_as_before() -> None:
-    for ts in TIMESTAMPS:
-        assert values.utc_timestamp(ts) == values_before.utc_timestamp(ts), ts
+DAYS = ["2026-03-04", "2026-12-31", "2027-01-01", "2026-02-28", "2028-02-29", "2026-02-29", "2026-04-31", "0001-01-01",
+        "9999-12-31", "2026-13-01", "2026-00-10", "2026-3-041", "20260304xx"]
+
+
+def test_timestamps_and_local_dates_convert_as_before() -> None:
+    cases: list[Any] = list(TIMESTAMPS)
     rnd = random.Random(1)
-    for _ in range(5_000):  # every offset and time of day, both signs
-        ts = (f"2026-03-04T{rnd.randrange(30):02d}:{rnd.randrange(70):02d}:12"
-              f"{rnd.choice('+-')}{rnd.randrange(30):02d}:{rnd.randrange(70):02d}")
-        assert values.utc_timestamp(ts) == values_before.utc_timestamp(ts), ts
+    for _ in range(20_000):  # every time of day and offset, both signs, days that roll over months and years
+        cases.append(f"{rnd.choice(DAYS)}T{rnd.randrange(26):02d}:{rnd.randrange(62):02d}:{rnd.randrange(62):02d}"
+                     f"{rnd.choice('+-')}{rnd.randrange(26):02d}:{rnd.randrange(62):02d}")
+    for ts in cases:
+        try:
+            expected: Any = values_before.utc_timestamp(ts)
+        except OverflowError as err:  # datetime's own limit at year 1 and 9999: the same failure
+            with pytest.raises(type(err)):
+                values.utc_timestamp(ts)
+        else:
+            assert values.utc_timestamp(ts) == expected, ts
+        assert shopify._local_date(ts) == shopify_before._local_date(ts), ts

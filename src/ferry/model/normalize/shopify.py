@@ -32,6 +32,7 @@ from ferry.model.values import (
     int_or_raw,
     money,
     newest_version,
+    shopify_shape_parses,
     strip_html,
     tags,
     text,
@@ -426,6 +427,8 @@ def _local_date(value: Any) -> str | None:
     """The calendar date in the timestamp's own offset (the shop's day), not UTC's."""
     if not isinstance(value, str):
         return None
+    if shopify_shape_parses(value):
+        return value[:10]  # what the parse below gives for this shape, without parsing
     try:
         return datetime.fromisoformat(value.strip()).date().isoformat()
     except ValueError:
