@@ -114,6 +114,10 @@ def to_multipicklist(value: Any) -> str:
     return to_text(value)
 
 
+# Whitespace, quotes, brackets and commas are where real-world typos live ("bob@example,com").
+_EMAIL_TYPOS = frozenset(' \t\r\n"(),:;<>[]\\')
+
+
 def is_email(value: str) -> bool:
     """An RFC-ish address check, close to what Salesforce accepts, without a regex."""
     if len(value) > 254 or value.count("@") != 1:
@@ -123,9 +127,7 @@ def is_email(value: str) -> bool:
         return False
     if "." not in domain or ".." in domain or domain[0] in ".-" or domain[-1] in ".-":
         return False
-    # Whitespace, quotes, brackets and commas are where real-world typos live ("bob@example,com").
-    bad = ' \t\r\n"(),:;<>[]\\'
-    if any(c in bad for c in value):
+    if not _EMAIL_TYPOS.isdisjoint(value):
         return False
     return len(domain.rsplit(".", 1)[1]) >= 2
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -44,19 +43,25 @@ STREAMS = ("customers", "products", "orders")
 _DEFAULT_VARIANT_TITLE = "Default Title"  # Shopify's title for the only variant of a product without options
 
 
-def normalize(stream: str, raw: dict[str, Any]) -> Iterator[tuple[str, CanonicalRecord]]:
-    """Yield ``(entity, record)`` for one raw record of a Shopify stream."""
+Normalized = list[tuple[str, CanonicalRecord]]
+
+
+def normalize(stream: str, raw: dict[str, Any]) -> Normalized:
+    """``(entity, record)`` for one raw record of a Shopify stream, in load order.
+
+    A list, built at once: cheaper than two nested generators on the per-record path, and every
+    caller takes all of them anyway.
+    """
     if stream == "customers":
-        yield "customer", customer(raw)
-    elif stream == "products":
+        return [("customer", customer(raw))]
+    if stream == "products":
         product_record = product(raw)
-        yield "product", product_record
-        for variant in _dicts(raw.get("variants")):
-            yield "product_variant", product_variant(raw, variant, product_record)
-    elif stream == "orders":
-        yield from _order_records(raw)
-    else:
-        raise ValueError(f"unknown Shopify stream {stream!r}; expected one of {', '.join(STREAMS)}")
+        out: Normalized = [("product", product_record)]
+        out += [("product_variant", product_variant(raw, v, product_record)) for v in _dicts(raw.get("variants"))]
+        return out
+    if stream == "orders":
+        return _order_records(raw)
+    raise ValueError(f"unknown Shopify stream {stream!r}; expected one of {', '.join(STREAMS)}")
 
 
 def record_key(stream: str, raw: dict[str, Any]) -> str:
@@ -205,17 +210,15 @@ def _display_name(product_title: str | None, variant_title: str | None) -> str |
 # -- orders ----------------------------------------------------------------------
 
 
-def _order_records(raw: dict[str, Any]) -> Iterator[tuple[str, CanonicalRecord]]:
+def _order_records(raw: dict[str, Any]) -> Normalized:
     guest = guest_customer(raw)
     record = order(raw, guest.key if guest else None)
-    if guest is not None:
-        # The guest comes first so that, within one staged order, its Account exists before the Order.
-        yield "customer", guest
-    yield "order", record
-    for line in record.lines:
-        yield "order_line", line
-    for refund in record.refunds:
-        yield "refund", refund
+    # The guest comes first so that, within one staged order, its Account exists before the Order.
+    out: Normalized = [] if guest is None else [("customer", guest)]
+    out.append(("order", record))
+    out += [("order_line", line) for line in record.lines]
+    out += [("refund", refund) for refund in record.refunds]
+    return out
 
 
 def order(raw: dict[str, Any], guest_key: str | None = None) -> Order:
