@@ -1,6 +1,6 @@
 """Micro-benchmark of ferry's per-record path against the floor of the same data, on one core.
 
-Run: .venv/bin/python bench/hot_path.py [--orders 20000] [--repeat 3] [--profile out.html]
+Run: .venv/bin/python bench/hot_path.py [--orders 20000] [--repeat 3] [--stages] [--profile out.html]
 
 The data is a generated store (seed 7: N orders, N/2 customers, N/10 products) as the raw JSON
 bytes ferry stages. Three timings (CPU seconds of this process, best of --repeat, the three taking turns):
@@ -159,11 +159,41 @@ def best_cpu(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[
     return best
 
 
+def stage_times(w: Workload, repeat: int) -> dict[str, float]:
+    """CPU seconds of each stage alone (best of ``repeat``), each stage's input built beforehand."""
+    import gc
+
+    by_entity = w.by_entity
+    gc.disable()  # every stage's input is held at once here; collections over it would be this harness's cost
+    try:
+        times: dict[str, float] = {}
+
+        def timed(name: str, fn: Callable[[], Any]) -> Any:
+            best = best_cpu({name: fn}, repeat)[name]
+            times[name] = best[0]
+            return best[1]
+
+        raws = [(s, orjson.loads(p)) for s, p in w.payloads]  # (loads is the floor's: see its line)
+        records = timed("normalize", lambda: [er for s, raw in raws for er in shopify_normalize.normalize(s, raw)])
+        pairs = [(plan, r) for e, r in records for plan in by_entity.get(e, ())]
+        results = timed("map + validate", lambda: [(plan, plan.map_and_validate(r)) for plan, r in pairs])
+        valid: dict[str, list[dict[str, Any]]] = {p.name: [] for p in w.plans}
+        for plan, (mapped, errors) in results:
+            if not errors:
+                valid[plan.name].append(mapped)
+        for label, serialize in (("Bulk CSV", bulk_csv), ("Collections JSON", collections_bodies)):
+            timed(label, lambda s=serialize: sum(s(n, w.schemas[n], rs) for n, rs in valid.items()))  # type: ignore[misc]
+        return times
+    finally:
+        gc.enable()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--orders", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", type=Path, help="write a pyinstrument HTML profile of the Bulk path here")
+    ap.add_argument("--stages", action="store_true", help="also time each stage alone (CPU s, best of --repeat)")
     args = ap.parse_args()
     w = workload(args.orders)
     if args.profile:
@@ -186,6 +216,10 @@ def main() -> None:
                         ("ferry -> Bulk CSV", bulk_s)):
         print(f"{label:26}{secs:8.2f}{records / secs:12,.0f}{args.orders / secs:11,.0f}"
               f"{secs / records * 1e6:11.2f}{secs / floor_s:9.2f}")
+    if args.stages:
+        print("stages alone (CPU s; inputs held in memory, gc off):")
+        for name, secs in stage_times(w, args.repeat).items():
+            print(f"  {name:24}{secs:8.3f}")
     sys.stdout.flush()
 
 
