@@ -82,7 +82,7 @@ def customer(raw: dict[str, Any]) -> Customer:
     address = _address(_default_address(raw))
     source_id = ident(raw.get("id"))
     created_at, updated_at = utc_timestamp(raw.get("created_at")), utc_timestamp(raw.get("updated_at"))
-    # Positional, in Customer's field order (a keyword call costs 3x as much).
+    # Positional, in Customer's field order (a keyword call costs ~3.5x as much).
     return Customer(
         source_id or _missing_key(raw),  # key
         newest_version(updated_at, created_at),  # version
@@ -138,7 +138,7 @@ def _address(raw: dict[str, Any] | None) -> Address | None:
     line1, line2 = text(get("address1")), text(get("address2"))
     country_code = text(get("country_code"))
     province_code = text(get("province_code"))
-    # Positional, in Address's field order: a keyword call costs 3x as much, and this runs 1-2 times an order.
+    # Positional, in Address's field order: a keyword call costs ~3x as much, and this runs 1-2 times an order.
     return Address(
         f"{line1}, {line2}" if line1 and line2 else line1 or line2,  # street
         text(get("city")),
@@ -237,7 +237,7 @@ def order(raw: dict[str, Any], guest_key: str | None = None) -> Order:
     shipping = billing if shipping_raw == billing_raw else _address(shipping_raw)
     number = get("order_number")
     # Positional, in Order's field order (each argument named in its comment): the busiest record, and a
-    # keyword call of 33 arguments costs 4x as much as this one.
+    # keyword call of 33 arguments costs 5-6x as much as this one.
     return Order(
         key,
         version,
@@ -317,7 +317,7 @@ def _customer_id(raw: dict[str, Any]) -> str | None:
 
 def _line(raw: dict[str, Any], order_key: str, version: str, updated_at: str | None) -> OrderLine:
     # The busiest builder (2-3 per order): one bound lookup, the name read once, and positional
-    # arguments in OrderLine's field order (a keyword call costs 3x as much).
+    # arguments in OrderLine's field order (a keyword call costs ~3.5x as much).
     get = raw.get
     variant_key = ident(get("variant_id"))
     name = text(get("name"))
