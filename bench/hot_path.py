@@ -1,9 +1,9 @@
 """Micro-benchmark of ferry's per-record path against the floor of the same data, on one core.
 
-Run: .venv/bin/python bench/hot_path.py [--orders 20000] [--repeat 3] [--profile out.html]
+Run: .venv/bin/python bench/hot_path.py [--orders 20000] [--repeat 3] [--stages] [--profile out.html]
 
 The data is a generated store (seed 7: N orders, N/2 customers, N/10 products) as the raw JSON
-bytes ferry stages. Three timings (CPU seconds of this process, best of --repeat):
+bytes ferry stages. Three timings (CPU seconds of this process, best of --repeat, the three taking turns):
 
 - floor: ``orjson.loads`` of every source payload plus writing the target CSV (csv.writer, the
   rows ferry produces, pre-built as text cells) and encoding it to UTF-8;
@@ -147,13 +147,45 @@ def floor_path(w: Workload, rows: dict[str, tuple[list[str], list[list[str]]]]) 
     return written
 
 
-def best_cpu(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    best, result = float("inf"), None
+def best_cpu(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, Any]]:
+    """Best CPU time of each function, the functions taking turns (on a shared machine the load drifts:
+    interleaving makes every path see the same load, so the ratios to the floor hold)."""
+    best: dict[str, tuple[float, Any]] = {name: (float("inf"), None) for name in fns}
     for _ in range(repeat):
-        t0 = time.process_time()
-        result = fn()
-        best = min(best, time.process_time() - t0)
-    return best, result
+        for name, fn in fns.items():
+            t0 = time.process_time()
+            result = fn()
+            best[name] = min(best[name], (time.process_time() - t0, result), key=lambda t: t[0])
+    return best
+
+
+def stage_times(w: Workload, repeat: int) -> dict[str, float]:
+    """CPU seconds of each stage alone (best of ``repeat``), each stage's input built beforehand."""
+    import gc
+
+    by_entity = w.by_entity
+    gc.disable()  # every stage's input is held at once here; collections over it would be this harness's cost
+    try:
+        times: dict[str, float] = {}
+
+        def timed(name: str, fn: Callable[[], Any]) -> Any:
+            best = best_cpu({name: fn}, repeat)[name]
+            times[name] = best[0]
+            return best[1]
+
+        raws = [(s, orjson.loads(p)) for s, p in w.payloads]  # (loads is the floor's: see its line)
+        records = timed("normalize", lambda: [er for s, raw in raws for er in shopify_normalize.normalize(s, raw)])
+        pairs = [(plan, r) for e, r in records for plan in by_entity.get(e, ())]
+        results = timed("map + validate", lambda: [(plan, plan.map_and_validate(r)) for plan, r in pairs])
+        valid: dict[str, list[dict[str, Any]]] = {p.name: [] for p in w.plans}
+        for plan, (mapped, errors) in results:
+            if not errors:
+                valid[plan.name].append(mapped)
+        for label, serialize in (("Bulk CSV", bulk_csv), ("Collections JSON", collections_bodies)):
+            timed(label, lambda s=serialize: sum(s(n, w.schemas[n], rs) for n, rs in valid.items()))  # type: ignore[misc]
+        return times
+    finally:
+        gc.enable()
 
 
 def main() -> None:
@@ -161,6 +193,7 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", type=Path, help="write a pyinstrument HTML profile of the Bulk path here")
+    ap.add_argument("--stages", action="store_true", help="also time each stage alone (CPU s, best of --repeat)")
     args = ap.parse_args()
     w = workload(args.orders)
     if args.profile:
@@ -172,9 +205,9 @@ def main() -> None:
         print(prof.output_text(unicode=False, color=False, show_all=False)[:6000])
         return
     rows = target_rows(w)
-    floor_s, _ = best_cpu(lambda: floor_path(w, rows), args.repeat)
-    coll_s, (records, _) = best_cpu(lambda: ferry_path(w, collections_bodies), args.repeat)
-    bulk_s, _ = best_cpu(lambda: ferry_path(w, bulk_csv), args.repeat)
+    best = best_cpu({"floor": lambda: floor_path(w, rows), "collections": lambda: ferry_path(w, collections_bodies),
+                     "bulk": lambda: ferry_path(w, bulk_csv)}, args.repeat)
+    floor_s, (coll_s, (records, _)), (bulk_s, _) = best["floor"][0], best["collections"], best["bulk"]
     sources = len(w.payloads)
     print(f"hot path, one core: {args.orders:,} orders -> {sources:,} source records -> {records:,} target records "
           f"(CPU seconds, best of {args.repeat})")
@@ -183,6 +216,10 @@ def main() -> None:
                         ("ferry -> Bulk CSV", bulk_s)):
         print(f"{label:26}{secs:8.2f}{records / secs:12,.0f}{args.orders / secs:11,.0f}"
               f"{secs / records * 1e6:11.2f}{secs / floor_s:9.2f}")
+    if args.stages:
+        print("stages alone (CPU s; inputs held in memory, gc off):")
+        for name, secs in stage_times(w, args.repeat).items():
+            print(f"  {name:24}{secs:8.3f}")
     sys.stdout.flush()
 
 

@@ -114,6 +114,10 @@ def to_multipicklist(value: Any) -> str:
     return to_text(value)
 
 
+# Whitespace, quotes, brackets and commas are where real-world typos live ("bob@example,com").
+_EMAIL_TYPOS = frozenset(' \t\r\n"(),:;<>[]\\')
+
+
 def is_email(value: str) -> bool:
     """An RFC-ish address check, close to what Salesforce accepts, without a regex."""
     if len(value) > 254 or value.count("@") != 1:
@@ -123,9 +127,7 @@ def is_email(value: str) -> bool:
         return False
     if "." not in domain or ".." in domain or domain[0] in ".-" or domain[-1] in ".-":
         return False
-    # Whitespace, quotes, brackets and commas are where real-world typos live ("bob@example,com").
-    bad = ' \t\r\n"(),:;<>[]\\'
-    if any(c in bad for c in value):
+    if not _EMAIL_TYPOS.isdisjoint(value):
         return False
     return len(domain.rsplit(".", 1)[1]) >= 2
 
@@ -331,11 +333,18 @@ class FastPath:
     """What a field's checker would answer without work, so the validator can skip the call.
 
     ``text_limit``: a ``str`` of 1..text_limit characters passes unchanged (-1: never);
-    ``none_passes``: None passes as None (not required, not omitted when null).
+    ``none_passes``: None passes as None (not required, not omitted when null);
+    ``key_limit``: the external id: a ``str`` of 1..key_limit characters that is not a missing-id key
+    passes unchanged (-1: never);
+    ``convert``: for a ``str`` of 1..convert_limit characters the checker's answer (or failure) is this
+    converter's (text converters never lengthen a string, so the length check cannot fail).
     """
 
     text_limit: int = -1
     none_passes: bool = False
+    key_limit: int = -1
+    convert: Checker | None = None
+    convert_limit: int = -1
 
 
 def fast_path(fs: FieldSchema | None, opts: FieldOptions) -> FastPath:
@@ -349,7 +358,12 @@ def fast_path(fs: FieldSchema | None, opts: FieldOptions) -> FastPath:
     restricted = fs.restricted_picklist and bool(fs.picklist_values) and not opts.is_reference
     fast_text = convert is to_text and not restricted and not opts.is_external_id
     text_limit = (max_len // 2 if max_len else 1 << 62) if fast_text else -1
-    return FastPath(text_limit, not required and not omit_null)
+    short = max_len // 2 if max_len else 1 << 62  # at most max_len UTF-16 units, however it is written
+    key_limit = short if opts.is_external_id and convert is to_text and not restricted else -1
+    # No picklist step and no external-id test, and a string short enough: the converter is the check.
+    direct = not restricted and not opts.is_external_id and convert is not to_text
+    return FastPath(text_limit, not required and not omit_null, key_limit, convert if direct else None,
+                    short if direct else -1)
 
 
 def build_checker(object_name: str, field_name: str, fs: FieldSchema | None, opts: FieldOptions) -> Checker:
@@ -441,6 +455,16 @@ class RecordValidator:
         self._steps = tuple(
             (k, name, check, f.text_limit, f.none_passes) for (k, name, check), f in zip(self.rules, fast, strict=True)
         )
+
+    @property
+    def fast_paths(self) -> tuple[FastPath, ...]:
+        """Per rule, the shortcuts (none when the validator was built without them)."""
+        return self.fast if len(self.fast) == len(self.rules) else (FastPath(),) * len(self.rules)
+
+    @property
+    def steps(self) -> tuple[tuple[str, str, Checker, int, bool], ...]:
+        """Per rule, as ``validate`` runs it: payload key, schema field, checker, text limit, None passes."""
+        return self._steps
 
     def validate(self, mapped: MappedRecord, key: str) -> tuple[MappedRecord, list[RecordError]]:
         out: MappedRecord = {}

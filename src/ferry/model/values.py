@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -86,6 +86,67 @@ def _fast_utc(value: str) -> str | None:
         return None
     if value[19:] == "+00:00":
         return value[:19] + ".000000Z"
+    minute, shift = _MINUTE_OF.get(value[11:16]), _SHIFT_OF.get(value[19:])
+    if minute is None or shift is None:
+        return _fast_utc_by_int(value)  # unusual digits: parse them as before
+    total = minute + shift
+    if not value[:4].isdigit():
+        return None
+    if 0 <= total < 1440:
+        return value[:11] + _HH_MM[total] + value[16:19] + ".000000Z"
+    # The UTC time falls on the day before or after: only for text datetime would parse, the day from the calendar.
+    day = _next_or_previous_day(value[:10], 1 if total >= 1440 else -1) if shopify_shape_parses(value) else None
+    return None if day is None else day + "T" + _HH_MM[total % 1440] + value[16:19] + ".000000Z"
+
+
+def shopify_shape_parses(value: str) -> bool:
+    """True when ``value`` is exactly ``YYYY-MM-DDTHH:MM:SS+HH:MM`` with a real date, time and offset.
+
+    For such text ``datetime.fromisoformat`` succeeds and its local date is ``value[:10]``; answered
+    by table lookups (dates through a small cache) instead of parsing.
+    """
+    return (
+        len(value) == 25
+        and value[10] == "T"
+        and value[16] == ":"
+        and value[11:16] in _MINUTE_OF
+        and value[17:19] in _SECONDS
+        and value[19:] in _SHIFT_OF
+        and _is_date(value[:10])
+    )
+
+
+def _is_date(text: str) -> bool:
+    known = _DATES.get(text)
+    if known is None:
+        if len(_DATES) >= _TS_CACHE_SIZE:
+            _DATES.clear()
+        try:
+            known = text[4] == "-" and text[7] == "-" and date.fromisoformat(text).isoformat() == text
+        except ValueError:
+            known = False
+        _DATES[text] = known
+    return known
+
+
+def _next_or_previous_day(day: str, step: int) -> str | None:
+    """``day`` (a valid YYYY-MM-DD) moved by one day; None past year 1 or 9999 (datetime then decides)."""
+    try:
+        return (date.fromisoformat(day) + timedelta(days=step)).isoformat()
+    except OverflowError:
+        return None
+
+
+_DATES: dict[str, bool] = {}
+_SECONDS = frozenset(f"{s:02d}" for s in range(60))
+
+
+# Table lookups instead of int() on the common shapes: "HH:MM" -> minute of day, "+HH:MM" -> minutes to add for UTC.
+_MINUTE_OF = {hh_mm: m for m, hh_mm in enumerate(_HH_MM)}
+_SHIFT_OF = {sign + hh_mm: (m if sign == "-" else -m) for m, hh_mm in enumerate(_HH_MM) for sign in "+-"}
+
+
+def _fast_utc_by_int(value: str) -> str | None:
     try:
         hour, minute = int(value[11:13]), int(value[14:16])
         off = int(value[20:22]) * 60 + int(value[23:25])

@@ -31,10 +31,11 @@ def to_rest_record(record: MappedRecord, sobject: str, schema: ObjectSchema | No
     """A flat mapped record in the Collections shape, parent references nested by relationship name."""
     out: dict[str, Any] = {"attributes": {"type": sobject}}
     for key, value in record.items():
-        ref = split_reference(key)
-        if ref is None:
+        if "." not in key:  # a plain field (split_reference would say None): most keys, on the per-record path
             out[key] = value
             continue
+        ref = split_reference(key)
+        assert ref is not None
         parent_type, rel, ext = ref
         field = schema.by_relationship(rel) if schema is not None else None
         if field is None or not (parent_type or field.reference_to):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from ferry.connectors.salesforce.errors import record_error
@@ -37,11 +39,7 @@ def key_text(value: Any) -> str:
 
 def columns_of(records: Sequence[dict[str, Any]]) -> list[str]:
     """Every key used by any record, in first-seen order (a missing key becomes an empty cell: untouched)."""
-    seen: dict[str, None] = {}
-    for record in records:
-        for key in record:
-            seen.setdefault(key, None)
-    return list(seen)
+    return list(dict.fromkeys(chain.from_iterable(records)))  # one C loop over every record's keys
 
 
 class _Sink:
@@ -61,25 +59,79 @@ class _Sink:
 def csv_chunks(
     records: Sequence[dict[str, Any]], columns: Sequence[str], max_bytes: int
 ) -> Iterator[tuple[bytes, range]]:
-    """UTF-8 CSV bodies of at most ``max_bytes`` each (header repeated), with the input rows each covers."""
+    """UTF-8 CSV bodies of at most ``max_bytes`` each (header repeated), with the input rows each covers.
+
+    Rows are written and encoded a block at a time (one ``writerows`` and one ``encode`` per block,
+    not per row); a block that would cross ``max_bytes`` is redone row by row, so the bodies and
+    their split points are exactly those of writing one row at a time.
+    """
     sink = _Sink()
     writer = csv.writer(sink, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
     writer.writerow(columns)
     header = sink.take().encode("utf-8")
+    cells = row_cells(columns)
     body: list[bytes] = [header]
     size, start = len(header), 0
-    for index, record in enumerate(records):
-        writer.writerow(["" if col not in record else cell(record[col]) for col in columns])
-        row = sink.take().encode("utf-8")
-        if len(header) + len(row) > max_bytes:
-            raise ValueError(f"record {index} alone is larger than the {max_bytes}-byte upload limit")
-        if size + len(row) > max_bytes:
-            yield b"".join(body), range(start, index)
-            body, size, start = [header], len(header), index
-        body.append(row)
-        size += len(row)
+    for first in range(0, len(records), _BLOCK):
+        rows = [cells(record) for record in records[first : first + _BLOCK]]
+        writer.writerows(rows)
+        block = sink.take().encode("utf-8")
+        if size + len(block) <= max_bytes:  # then every row of it also fits alone after the header
+            body.append(block)
+            size += len(block)
+            continue
+        for index, cells_of_row in enumerate(rows, first):
+            writer.writerow(cells_of_row)
+            row = sink.take().encode("utf-8")
+            if len(header) + len(row) > max_bytes:
+                raise ValueError(f"record {index} alone is larger than the {max_bytes}-byte upload limit")
+            if size + len(row) > max_bytes:
+                yield b"".join(body), range(start, index)
+                body, size, start = [header], len(header), index
+            body.append(row)
+            size += len(row)
     if len(body) > 1:
         yield b"".join(body), range(start, len(records))
+
+
+_BLOCK = 1000  # rows written and encoded at a time
+# Exact types csv.writer writes as cell() would (str as is, int by str(), float by repr()).
+_PLAIN = frozenset({str, int, float})
+_PLAIN_OR_NONE = _PLAIN | {type(None)}
+
+
+def row_cells(columns: Sequence[str]) -> Callable[[dict[str, Any]], Sequence[Any]]:
+    """A function giving one record's CSV cells for ``columns``, as ``cell()`` renders them.
+
+    The common record (a plain dict holding every column) is read with one ``itemgetter`` call and
+    handed to csv.writer as is when all its values are str, int or float, whose text csv.writer
+    makes exactly as ``cell()`` does; otherwise only None (and, with a bool present, every
+    non-str value) goes through the conversion. Anything else takes the general path.
+    """
+    names = list(columns)
+
+    def general(record: dict[str, Any]) -> list[str]:
+        return ["" if col not in record else cell(record[col]) for col in names]
+
+    if not names:
+        return general
+    get = itemgetter(*names) if len(names) > 1 else lambda record: (record[names[0]],)
+
+    def cells(record: dict[str, Any]) -> Sequence[Any]:
+        if record.__class__ is not dict:
+            return general(record)
+        try:
+            values = get(record)
+        except KeyError:  # a column this record lacks: an empty cell (leave the field as it is)
+            return general(record)
+        kinds = set(map(type, values))
+        if kinds <= _PLAIN:
+            return values
+        if kinds <= _PLAIN_OR_NONE:
+            return [NULL if v is None else v for v in values]
+        return [v if v.__class__ is str else cell(v) for v in values]
+
+    return cells
 
 
 def read_results(text: str) -> list[dict[str, str]]:
@@ -117,12 +169,13 @@ class RowEncoder:
         self._writer = csv.writer(self._sink, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
         self._writer.writerow(self.columns)
         self.header = self._sink.take().encode("utf-8")
+        self._cells = row_cells(self.columns)
 
     def unknown_keys(self, record: dict[str, Any]) -> list[str]:
         return [k for k in record if k not in self._known]
 
     def row(self, record: dict[str, Any]) -> bytes:
-        self._writer.writerow(["" if col not in record else cell(record[col]) for col in self.columns])
+        self._writer.writerow(self._cells(record))
         return self._sink.take().encode("utf-8")
 
 
