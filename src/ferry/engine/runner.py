@@ -62,7 +62,7 @@ class _NoProgress:
 @dataclass(slots=True)
 class _Routed:
     plan: ObjectPlan
-    rows: list[tuple[str, str, dict[str, Any], bytes | None, str, str]]
+    rows: list[tuple[str, str, dict[str, Any], int, str, str]]
     letters: list[NewDeadLetter]
 
 
@@ -154,7 +154,7 @@ class Runner:
             self.progress.advance(len(chunk))
 
     def _commit_routed(self, routed: list[_Routed], run_id: int, stats: RunStats, up_to_seq: int) -> None:
-        outbox: dict[str, list[tuple[str, str, dict[str, Any], bytes | None, str, str]]] = {}
+        outbox: dict[str, list[tuple[str, str, dict[str, Any], int, str, str]]] = {}
         letters: list[NewDeadLetter] = []
         for r in routed:
             s = stats.object(r.plan.name)
@@ -228,7 +228,8 @@ def _route(plan: ObjectPlan, record: Any, staged: StagedRecord, out: _Routed) ->
             )
         )
     else:
-        out.rows.append((key, record.version, mapped, staged.payload, staged.stream, staged.key))
+        # The raw record stays in staging, once however many target rows it maps to: the row points at it.
+        out.rows.append((key, record.version, mapped, staged.seq, staged.stream, staged.key))
 
 
 def orphan_errors(
