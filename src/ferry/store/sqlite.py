@@ -623,12 +623,36 @@ class Store:
             "updated_at = excluded.updated_at WHERE excluded.version >= versions.version",
             [(pipeline, obj, k, v, tid, now) for k, v, tid in rows],
         )
-        # A record that lands after having been dead-lettered is no longer a dead letter.
+        # A record that lands after having been dead-lettered is no longer a dead letter. Most batches have
+        # none: look the open letters of the batch up first (one query) instead of one UPDATE per record.
+        landed = Store._open_letter_keys(c, pipeline, obj, [k for k, _, _ in rows])
         c.executemany(
             "UPDATE dlq SET status = 'resolved', resolved_at = ?, resolution = ? "
             "WHERE pipeline = ? AND object = ? AND record_key = ? AND status = 'open'",
-            [(now, resolution, pipeline, obj, k) for k, _, _ in rows],
+            [(now, resolution, pipeline, obj, k) for k in landed],
         )
+
+    @staticmethod
+    def _open_letter_keys(c: sqlite3.Connection, pipeline: str, obj: str, keys: Sequence[str]) -> list[str]:
+        """Those of ``keys`` that are open dead letters of ``obj``."""
+        if (
+            not keys
+            or not c.execute(
+                "SELECT 1 FROM dlq WHERE pipeline = ? AND status = 'open' AND object = ? LIMIT 1", (pipeline, obj)
+            ).fetchone()
+        ):
+            return []
+        out: list[str] = []
+        for part, marks in _in_parts(keys):
+            out.extend(
+                r[0]
+                for r in c.execute(
+                    "SELECT record_key FROM dlq WHERE pipeline = ? AND object = ? AND status = 'open' "
+                    f"AND record_key IN ({marks})",
+                    (pipeline, obj, *part),
+                )
+            )
+        return out
 
     def record_results(
         self,
@@ -678,10 +702,7 @@ class Store:
             "source_payload = excluded.source_payload, source_seq = excluded.source_seq, attempts = 0, "
             "history = NULL, stream = excluded.stream, source_key = excluded.source_key "
             "WHERE excluded.version > outbox.version",
-            [
-                (pipeline, obj, r[0], r[1], dumps(r[2]), *_source_columns(r[3]), *_source_of(r))
-                for r in rows
-            ],
+            [(pipeline, obj, r[0], r[1], dumps(r[2]), *_source_columns(r[3]), *_source_of(r)) for r in rows],
         )
 
     def outbox_count(self, pipeline: str, obj: str | None = None) -> int:
