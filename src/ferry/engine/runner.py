@@ -18,8 +18,10 @@ repeated write harmless; the version map skips what already landed).
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -63,8 +65,36 @@ class _NoProgress:
 @dataclass(slots=True)
 class _Routed:
     plan: ObjectPlan
-    rows: list[tuple[str, str, dict[str, Any], bytes | None, str, str]]
+    rows: list[tuple[str, str, dict[str, Any], int, str, str]]
     letters: list[NewDeadLetter]
+
+
+# A run allocates millions of short-lived objects (decoded JSON pages, canonical records, mapped payloads). Each
+# older-generation pass of the cyclic collector walks every tracked object, including the ~10^5 that exist
+# before the run starts (modules, classes, config) and live to its end: freezing those halves the collector's
+# CPU (1.3 -> 0.6 s in a 10,000-order run). The thresholds stay as they are: a run's cyclic garbage (HTTP
+# responses holding their bodies) must still be collected young, or the peak RSS grows by ~100 MiB.
+@contextmanager
+def _long_lived_objects_frozen() -> Iterator[None]:
+    """For the run, what is alive at its start is left out of the cyclic collector's passes."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+class _PhaseClock:
+    """This process's CPU time, charged to the phase that just ended."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.last = time.process_time()
+
+    def lap(self, phase: str) -> None:
+        now = time.process_time()
+        self.into[phase] = self.into.get(phase, 0.0) + now - self.last
+        self.last = now
 
 
 class Runner:
@@ -85,6 +115,10 @@ class Runner:
         self._progressed = False
 
     async def run(self) -> RunStats:
+        with _long_lived_objects_frozen():
+            return await self._run()
+
+    async def _run(self) -> RunStats:
         started = time.monotonic()
         run_id = self.store.start_run(self.pipeline)
         stats = RunStats(run_id=run_id, pipeline=self.pipeline)
@@ -96,15 +130,21 @@ class Runner:
                 ShopifySource(self.spec.source) as source,
                 SalesforceSink(self.spec.target, on_bulk_job=loader.on_bulk_job, budget=guard) as sink,
             ):
+                clock = _PhaseClock(stats.cpu_seconds)
                 await self._extract(source, run_id, stats)
+                clock.lap("read")
                 plans = await self._prepare(sink, stats)
+                clock.lap("prepare")
                 last_seq = self.store.max_staged_seq(self.pipeline)
                 self._plan_records(plans, run_id, stats)
+                clock.lap("plan")
                 for plan in order_plans(plans):
                     self._drop_orphans(plan, run_id, stats)
                     await loader.load(sink, plan, self.progress)
+                    clock.lap(f"load {plan.name}")
                 # Every staged record has now reached the outbox or the DLQ, and the outbox is drained.
                 self.store.clear_staging(self.pipeline, last_seq)
+                clock.lap("finish")
                 stats.source_api_calls = source.api_calls
                 stats.setup_api_calls = sum(v for k, v in sink.api_calls.items() if k not in stats.objects)
                 stats.resumed_bulk_jobs = list(loader.resumed_jobs)
@@ -165,7 +205,7 @@ class Runner:
             self.progress.advance(len(chunk))
 
     def _commit_routed(self, routed: list[_Routed], run_id: int, stats: RunStats, up_to_seq: int) -> None:
-        outbox: dict[str, list[tuple[str, str, dict[str, Any], bytes | None, str, str]]] = {}
+        outbox: dict[str, list[tuple[str, str, dict[str, Any], int, str, str]]] = {}
         letters: list[NewDeadLetter] = []
         for r in routed:
             s = stats.object(r.plan.name)
@@ -239,7 +279,8 @@ def _route(plan: ObjectPlan, record: Any, staged: StagedRecord, out: _Routed) ->
             )
         )
     else:
-        out.rows.append((key, record.version, mapped, staged.payload, staged.stream, staged.key))
+        # The raw record stays in staging, once however many target rows it maps to: the row points at it.
+        out.rows.append((key, record.version, mapped, staged.seq, staged.stream, staged.key))
 
 
 def orphan_errors(

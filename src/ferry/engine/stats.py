@@ -36,6 +36,9 @@ class RunStats:
     # What this run picked up from one that died: streams read on from a saved page, Bulk jobs resumed.
     resumed_reads: list[str] = field(default_factory=list)
     resumed_bulk_jobs: list[str] = field(default_factory=list)
+    # This process's CPU seconds (user + system) per phase of the run: "read", "prepare", "plan",
+    # "load <object>", "finish" (what ferry's own overhead is spent on, beside the wall time).
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     def object(self, name: str) -> ObjectStats:
         if name not in self.objects:
@@ -56,4 +59,5 @@ class RunStats:
             "budget": self.budget,
             "resumed_reads": list(self.resumed_reads),
             "resumed_bulk_jobs": list(self.resumed_bulk_jobs),
+            "cpu_seconds": {k: round(v, 3) for k, v in self.cpu_seconds.items()},
         }
