@@ -67,8 +67,8 @@ class JobPace:
     def end_window(self) -> tuple[float, float] | None:
         """(earliest, latest) time the job can end at a steady pace; None while nothing was processed."""
         chunk = self.chunk
-        if chunk is None or self.total <= 0:
-            return None
+        if chunk is None or self.total <= 0 or max(p for _, p in self.seen) <= chunk:
+            return None  # one step seen: it may have come at any pace (the first count may show at once)
         records = self.total + (chunk if self.finishing else 0)
         for widen in range(_WIDEN_STEPS + 1):
             corners = self._corners(chunk * 2**widen)
@@ -93,7 +93,8 @@ class JobPace:
         or when it ends (orgs differ), so the first chunk shows no sooner than the job was closed."""
         rows: list[tuple[float, float, float]] = [(-1.0, -float(chunk), -self.opened_at), (0.0, -1.0, 0.0)]
         for when, processed in self.seen:
-            rows.append((1.0, float(processed), when))  # the frontier had reached `processed` by `when`
+            if processed > 0:  # a count of 0 does not say processing has begun
+                rows.append((1.0, float(processed), when))  # the frontier had reached `processed` by `when`
             if processed < self.total:
                 rows.append((-1.0, -float(processed + chunk), -when))  # ... but not the next chunk
         return rows
