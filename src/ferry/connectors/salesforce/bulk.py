@@ -104,6 +104,8 @@ class BulkIngest:
         self._sleep = sleep
         self.last_job_id: str | None = None
         self.polls = 0
+        # (records, seconds from close to the last poll that saw it still running) of the last job waited for
+        self._last_job: tuple[int, float] | None = None
 
     def _path(self, suffix: str = "") -> str:
         return self.client.data_path(f"/jobs/ingest{suffix}")
@@ -227,22 +229,30 @@ class BulkIngest:
         pace = JobPace(expected_rows or 0, time.monotonic())
         pause = next(backoff)
         if not immediate:
-            # A job just closed is never done yet: a poll now would be a wasted API call.
-            await self._sleep(pause)
+            # A job just closed is never done yet: a poll now would be a wasted API call. Nor, in the same org
+            # and run, is it done sooner than an earlier job of no more records was seen still running.
+            await self._sleep(max(pause, self._running_at_least(expected_rows)))
             pause = next(backoff)
+        running_until = 0.0
+        min_gap = MIN_POLL_GAP
         while True:
             polled_at = time.monotonic()
             info = await self.client.json("GET", self._path(f"/{job_id}"), label=label)
             self.polls += 1
             if info.get("state") in TERMINAL_STATES:
+                if expected_rows and not immediate:
+                    self._last_job = (expected_rows, running_until)
                 return _outcome(job_id, info)
+            running_until = polled_at - pace.opened_at
             pace.observe(polled_at, int(info.get("numberRecordsProcessed") or 0))
             wait = pause
             aim = pace.aim(early_ok=len(pace.seen) + 2 <= POLLS_PER_JOB) if expected_rows else None
             if aim is not None and aim + AIM_MARGIN - time.monotonic() < pause:
                 # Aim at the job's end (see JobPace) rather than the next backoff step: sooner, so the
-                # result is seen soon after it exists, or a little later, saving the poll in between.
-                wait = max(MIN_POLL_GAP, aim + AIM_MARGIN - time.monotonic())
+                # result is seen soon after it exists. An aim that missed doubles the shortest gap, so a
+                # pace that keeps fooling the estimate never turns into a fast polling loop.
+                wait = max(min_gap, aim + AIM_MARGIN - time.monotonic())
+                min_gap *= 2
             if time.monotonic() + wait > deadline:
                 raise TransientError(
                     f"Bulk job {job_id} still {info.get('state')} after {self.max_wait_seconds:.0f} s",
@@ -250,6 +260,14 @@ class BulkIngest:
                 )
             await self._sleep(wait)
             pause = next(backoff)
+
+    def _running_at_least(self, expected_rows: int | None) -> float:
+        """Seconds this job will all but surely still run: as long as the last one was seen running, if it was no
+        larger (same org and run; a wrong guess costs only a later first look, never a result)."""
+        if not expected_rows or self._last_job is None:
+            return 0.0
+        rows, running = self._last_job
+        return running if expected_rows >= rows else 0.0
 
     # ------------------------------------------------------------------ results
 

@@ -69,7 +69,9 @@ class JobPace:
         chunk = self.chunk
         if chunk is None or self.total <= 0 or max(p for _, p in self.seen) <= chunk:
             return None  # one step seen: it may have come at any pace (the first count may show at once)
-        records = self.total + (chunk if self.finishing else 0)
+        # The last count shows when the frontier reaches the chunk boundary past the total (a short last chunk
+        # may show its count as it starts); the job ends by then, or one chunk's time after (see ``aim``).
+        records = self.total + chunk if self.finishing else -(-self.total // chunk) * chunk
         for widen in range(_WIDEN_STEPS + 1):
             corners = self._corners(chunk * 2**widen)
             if corners:
