@@ -94,9 +94,9 @@ def serve_sandbox(log_path: str, argv: list[str]) -> None:
     app()
 
 
-def start_sandbox(log_path: str, state: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+def start_sandbox(log_path: str, state: Path, seed: int) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     cmd = [sys.executable, str(HERE), "--serve-sandbox", log_path, "--", "sandbox", "serve", "salesforce",
-           "--port", "0", "--json", "--state-dir", str(state), "--latency", "real"]
+           "--port", "0", "--json", "--state-dir", str(state), "--latency", "real", "--seed", str(seed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None
@@ -228,6 +228,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--tools", default="ferry,ss,ss-results")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the sandbox's latency jitter")
     parser.add_argument("--serve-sandbox")
     parser.add_argument("--worker")
     parser.add_argument("--info")
@@ -242,7 +243,7 @@ def main() -> None:
         return
     state = Path(tempfile.mkdtemp(prefix="ferry-timeline-"))
     log_path = str(state / "events.jsonl")
-    proc, info = start_sandbox(log_path, state)
+    proc, info = start_sandbox(log_path, state, args.seed)
     print(f"machine load {os.getloadavg()[0]:.1f}")
     totals: dict[str, list[dict[str, float]]] = {}
     try:

@@ -71,7 +71,7 @@ def test_no_early_aim_when_the_poll_budget_has_no_room() -> None:
     for when, processed in [(3.0, 10_000), (7.0, 20_000), (9.5, 30_000)]:
         pace.observe(when, processed)
     window = pace.end_window()
-    assert window is not None and pace.aim(early_ok=False) == pytest.approx(window[1])
+    assert window is not None and pace.aim(polls_left=2) == pytest.approx(window[1])
 
 
 def test_polls_that_contradict_a_steady_pace_widen_or_give_up_without_error() -> None:
@@ -81,3 +81,13 @@ def test_polls_that_contradict_a_steady_pace_widen_or_give_up_without_error() ->
         pace.observe(when, processed)
     aim = pace.aim()
     assert aim is None or aim >= 61.0
+
+
+def test_the_budgets_last_poll_goes_a_little_past_the_latest_end() -> None:
+    pace = JobPace(100_000, 0.0)
+    for when, processed in [(3.0, 10_000), (7.0, 30_000), (15.0, 60_000)]:
+        pace.observe(when, processed)
+    window = pace.end_window()
+    assert window is not None and pace.chunk_seconds() > 0
+    assert pace.aim(polls_left=2) == pytest.approx(window[1])
+    assert pace.aim(polls_left=1) == pytest.approx(window[1] + 0.25 * pace.chunk_seconds())

@@ -34,6 +34,7 @@ from ferry.connectors.salesforce.csvio import (
     stream_csv_rows,
 )
 from ferry.connectors.salesforce.errors import record_error_from_call
+from ferry.connectors.salesforce.planner import bulk_polls
 from ferry.connectors.types import MappedRecord, RecordResult
 from ferry.errors import (
     AuthError,
@@ -49,7 +50,6 @@ log = structlog.get_logger("ferry.connectors.salesforce.bulk")
 
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024 - 1024 * 1024  # Salesforce's 100 MB, less a margin (simple-salesforce does too)
 MIN_POLL_GAP = 0.5  # seconds: an aimed poll never follows the last one sooner than this
-POLLS_PER_JOB = 6  # what a job should cost in polls: an early aim is taken only while it leaves room for one more
 AIM_MARGIN = 0.05  # seconds past the estimated end, so the poll lands after it, not on it
 TERMINAL_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
 # Job-level failures that a new job can get past; the rest (bad column, bad line ending) need a fix.
@@ -235,6 +235,7 @@ class BulkIngest:
             pause = next(backoff)
         running_until = 0.0
         min_gap = MIN_POLL_GAP
+        budget = bulk_polls(expected_rows or 0) + 1  # the planner's estimate, and one to spare
         while True:
             polled_at = time.monotonic()
             info = await self.client.json("GET", self._path(f"/{job_id}"), label=label)
@@ -246,7 +247,7 @@ class BulkIngest:
             running_until = polled_at - pace.opened_at
             pace.observe(polled_at, int(info.get("numberRecordsProcessed") or 0))
             wait = pause
-            aim = pace.aim(early_ok=len(pace.seen) + 2 <= POLLS_PER_JOB) if expected_rows else None
+            aim = pace.aim(polls_left=budget - len(pace.seen)) if expected_rows else None
             if aim is not None and aim + AIM_MARGIN - time.monotonic() < pause:
                 # Aim at the job's end (see JobPace) rather than the next backoff step: sooner, so the
                 # result is seen soon after it exists. An aim that missed doubles the shortest gap, so a

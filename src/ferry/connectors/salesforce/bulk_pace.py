@@ -21,6 +21,7 @@ import itertools
 from dataclasses import dataclass, field
 
 _EPS = 1e-9
+LAST_POLL_SLIP = 0.25  # the budget's last poll goes this share of a chunk's time past the latest end
 _WIDEN_STEPS = 3  # chunk x2, x4, x8 before giving up on a steady pace
 
 
@@ -41,24 +42,35 @@ class JobPace:
         steps = [b - a for a, b in itertools.pairwise(counts)]
         return min(steps) if steps else None
 
-    def aim(self, *, early_ok: bool = True) -> float | None:
+    def aim(self, *, polls_left: int = 3) -> float | None:
         """When to poll next to see the job done: None while nothing was processed (no pace to go by).
 
         Until a poll has seen every record processed: the latest time the last chunk can be reported at
         the pace seen. After one has (the org still finishing, as it commits the last chunk), finishing
         is allowed one chunk's time; the first such poll goes halfway through the window of possible
         ends (its width is mostly the uncertainty of that chunk time), any later one to its end, so a
-        job costs at most one poll more than aiming at the latest end every time.
+        job costs at most one poll more than aiming at the latest end every time. With ``polls_left`` (of the
+        job's poll budget, this one included) at 2 or fewer there is no early poll, and the last one goes a
+        quarter of a chunk's time past the latest end, so a pace that slipped a little (a loaded org) still
+        finds the job done.
         """
         window = self.end_window()
         if window is None:
             return None
         earliest, latest = window
         earliest = max(earliest, self.seen[-1][0])  # the last poll saw it still running
-        if self.finishing and not self._guessed and early_ok:
+        if self.finishing and not self._guessed and polls_left >= 3:
             self._guessed = True
             return (earliest + latest) / 2
+        if polls_left <= 1:
+            return latest + LAST_POLL_SLIP * self.chunk_seconds()
         return latest
+
+    def chunk_seconds(self) -> float:
+        """The longest time one chunk can take at a pace the polls allow (0 when unknown)."""
+        chunk = self.chunk
+        corners = self._corners(chunk) if chunk else []
+        return max((per_row * chunk for _, per_row in corners), default=0.0) if chunk else 0.0
 
     @property
     def finishing(self) -> bool:
