@@ -237,6 +237,8 @@ def main() -> None:
     parser.add_argument("--read-rows", type=int, default=1_000_000)
     parser.add_argument("--sample", type=int, default=200)
     parser.add_argument("--rest-max", type=int, default=100_000, help="largest row count for the REST paths")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the sandbox's latency jitter")
+    parser.add_argument("--reverse", action="store_true", help="run the contenders of each row count in reverse order")
     parser.add_argument("--worker")
     parser.add_argument("--info")
     parser.add_argument("--n", type=int, default=0)
@@ -249,10 +251,11 @@ def main() -> None:
     from ferry.cli.sandboxes import start_sandbox
 
     state = Path(tempfile.mkdtemp(prefix="ferry-bench-sf-"))
-    sandbox = start_sandbox("salesforce", state, ["--latency", "real"])
+    sandbox = start_sandbox("salesforce", state, ["--latency", "real", "--seed", str(args.seed)])
     info = sandbox.info
     sandbox_pid = sandbox.process.pid
-    print(f"sandbox pid {sandbox_pid} at {info['url']} (latency real); machine load {os.getloadavg()[0]:.1f}")
+    print(f"sandbox pid {sandbox_pid} at {info['url']} (latency real, seed {args.seed}); "
+          f"machine load {os.getloadavg()[0]:.1f}")
     table = ["| tool | rows | API calls | rows/call | wall s | peak RSS MB | ok | note |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     try:
@@ -264,7 +267,8 @@ def main() -> None:
                 runs += [("(a) ferry collections", "ferry-write-collections")]
             runs += [("(b) simple-salesforce loop", "ss-loop"), ("(c) simple-salesforce bulk2", "ss-bulk2"),
                      ("(c') simple-salesforce bulk2 + results", "ss-bulk2-results")]
-            for label, name in runs:
+            # The jitter draws follow the call order: --seed and --reverse change which run gets which draws.
+            for label, name in reversed(runs) if args.reverse else runs:
                 result = run_worker(info, name, n, f"{name}-{n}-", args.sample)
                 table.append(line(label, n, result))
                 print(table[-1], flush=True)

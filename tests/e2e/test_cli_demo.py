@@ -46,7 +46,7 @@ def test_demo_plans_by_cost_and_accounts_for_every_record(demo_run: tuple[Path, 
     _, out = demo_run
     objects = out["objects"]
     assert isinstance(objects, dict)
-    # No bulk_threshold in the example: below ~11,000 records the planner takes Composite-wrapped Collections
+    # No bulk_threshold in the example: below ~8,000 records the planner takes Composite-wrapped Collections
     # (1,000 records a call) over a Bulk job, and Collections for 200 or fewer.
     for name, o in objects.items():
         want = "composite" if o["written"] + o["dead_lettered"] > 200 else "collections"

@@ -115,7 +115,8 @@ async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
         schemas: dict[str, ObjectSchema] = {}
         missing: dict[str, str] = {}
         with contextlib.suppress(PermanentError):  # one call for all; an object that fails is asked again below
-            await sink.describe_many([m.name for m in spec.objects])
+            queries = sorted({q for m in spec.objects for q in query_constants(m)})
+            await sink.describe_many([m.name for m in spec.objects], queries)  # constants ride along
         for m in spec.objects:
             try:
                 schemas[m.name] = await sink.describe(m.name)

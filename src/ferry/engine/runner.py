@@ -250,9 +250,11 @@ class Runner:
 
 async def prepare_plans(spec: PipelineSpec, sink: SalesforceSink, stats: RunStats | None = None) -> list[ObjectPlan]:
     """Describe every target object and resolve the mapping's query constants: the compiled plans."""
-    schemas: dict[str, ObjectSchema] = await sink.describe_many([m.name for m in spec.objects])
+    queries = list(_queries(spec))
+    # The constants' queries ride in the describes' Composite call: one API call for the whole setup.
+    schemas: dict[str, ObjectSchema] = await sink.describe_many([m.name for m in spec.objects], queries)
     constants: dict[str, Any] = {}
-    for soql in _queries(spec):
+    for soql in queries:
         rows = await sink.query(soql)
         constants[soql] = _single_value(soql, rows)
     if stats is not None:

@@ -29,13 +29,14 @@ def _cfg(**kw: Any) -> SalesforceConfig:
         (1, {}, Strategy.SINGLE, 1),
         (150, {}, Strategy.COLLECTIONS, 1),
         (1999, {}, Strategy.COMPOSITE, 2),
-        (11_000, {}, Strategy.COMPOSITE, 11),  # no threshold: Composite while it is no dearer than Bulk
-        (11_001, {}, Strategy.BULK, 11),
-        (2201, {"composite": False}, Strategy.BULK, 11),  # Collections would need 12 calls
-        (1999, {"composite": False}, Strategy.COLLECTIONS, 10),
+        (8_000, {}, Strategy.COMPOSITE, 8),  # no threshold: Composite while it is no dearer than Bulk
+        (8_001, {}, Strategy.BULK, 8),  # 5 calls + 3 polls
+        (1601, {"composite": False}, Strategy.BULK, 8),  # Collections would need 9 calls
+        (1600, {"composite": False}, Strategy.COLLECTIONS, 8),
         (1999, {"bulk_threshold": 2000}, Strategy.COMPOSITE, 2),
-        (2000, {"bulk_threshold": 2000}, Strategy.BULK, 11),
-        (100_000, {}, Strategy.BULK, 11),
+        (2000, {"bulk_threshold": 2000}, Strategy.BULK, 8),
+        (100_000, {}, Strategy.BULK, 10),  # 5 + 5 polls: "at most 10 calls per 100,000 records"
+        (1_000_000, {}, Strategy.BULK, 40),  # two jobs of 500,000: 2 x (5 + 15 polls)
     ],
 )
 def test_strategy_by_volume(count: int, kw: dict[str, Any], strategy: Strategy, calls: int) -> None:

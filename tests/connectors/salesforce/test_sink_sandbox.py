@@ -202,3 +202,20 @@ async def test_describe_many_of_an_unknown_object_raises_the_orgs_error(org: Org
             await sink.describe_many(["Account", "NoSuchObject__c"])
         assert await sink.describe("Account")  # the good one was cached by the same call
         assert sink.api_calls.get("describe") == 2  # the Composite, then the failing object alone
+
+
+async def test_describe_many_carries_the_constant_queries_in_the_same_call(org: Org) -> None:
+    pricebook = "SELECT Id FROM Pricebook2 WHERE IsStandard = true LIMIT 1"
+    bad = "SELECT NoSuchField__c FROM Account"
+    async with SalesforceSink(org.config()) as direct:
+        expected = await direct.query(pricebook)
+    assert len(expected) == 1 and expected[0]["Id"]
+    used_before = org.sandbox.state.budget.used
+    async with SalesforceSink(org.config()) as sink:
+        await sink.describe_many(["Account", "Order"], [pricebook, bad])
+        assert await sink.query(pricebook) == expected  # fetched with the describes: no call of its own
+        assert org.sandbox.state.budget.used - used_before == 1
+        with pytest.raises(PermanentError):  # a failed subrequest is asked again, and fails with the org's error
+            await sink.query(bad)
+        assert await sink.query(pricebook) == expected  # one-shot: a later query asks the org again
+        assert org.sandbox.state.budget.used - used_before == 3

@@ -203,3 +203,27 @@ async def test_bulk_job_is_polled_with_backoff_not_a_fixed_interval(tmp_path: Pa
     assert all(r.success for r in results)
     assert pauses[:3] == [1.0, 2.0, 4.0] and all(p <= 8 for p in pauses), pauses
     assert polls == len(pauses)  # slept once before the first poll, then once between polls
+
+
+async def test_a_second_job_no_smaller_skips_the_looks_the_first_showed_useless(tmp_path: Path) -> None:
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(seconds)
+
+    org, running = start_org(tmp_path, latency="real")  # each job queues ~2 s: the 1 s look sees it waiting
+    try:
+        async with SalesforceSink(org.config(), sleep=sleep) as sink:
+            first = [r async for b in sink.upsert_stream("Contact", EXT, [_contacts(2000, "f")]) for r in b]
+            assert sink._bulk._last_job is not None
+            rows, ran = sink._bulk._last_job
+            polls_first, pauses_first = sink._bulk.polls, len(pauses)
+            second = [r async for b in sink.upsert_stream("Contact", EXT, [_contacts(3000, "s")]) for r in b]
+            polls_second = sink._bulk.polls - polls_first
+    finally:
+        running.stop()
+    assert all(r.success for r in first + second) and len(second) == 3000
+    assert rows == 2000 and ran >= 1.0  # the first job was seen still running at its 1 s look, or later
+    assert pauses[pauses_first] == pytest.approx(max(1.0, ran))  # the second job's first look waits that long
+    assert polls_second <= polls_first

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from ferry.connectors.retry import PollIntervals
+from ferry.connectors.salesforce.bulk_pace import JobPace
 from ferry.connectors.salesforce.client import SalesforceClient, api_name, record_id
 from ferry.connectors.salesforce.collections import missing_key_result
 from ferry.connectors.salesforce.csvio import (
@@ -33,6 +34,7 @@ from ferry.connectors.salesforce.csvio import (
     stream_csv_rows,
 )
 from ferry.connectors.salesforce.errors import record_error_from_call
+from ferry.connectors.salesforce.planner import bulk_polls
 from ferry.connectors.types import MappedRecord, RecordResult
 from ferry.errors import (
     AuthError,
@@ -47,6 +49,8 @@ from ferry.errors import (
 log = structlog.get_logger("ferry.connectors.salesforce.bulk")
 
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024 - 1024 * 1024  # Salesforce's 100 MB, less a margin (simple-salesforce does too)
+MIN_POLL_GAP = 0.5  # seconds: an aimed poll never follows the last one sooner than this
+AIM_MARGIN = 0.05  # seconds past the estimated end, so the poll lands after it, not on it
 TERMINAL_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
 # Job-level failures that a new job can get past; the rest (bad column, bad line ending) need a fix.
 _TRANSIENT_JOB_CODES = (
@@ -100,6 +104,8 @@ class BulkIngest:
         self._sleep = sleep
         self.last_job_id: str | None = None
         self.polls = 0
+        # (records, seconds from close to the last poll that saw it still running) of the last job waited for
+        self._last_job: tuple[int, float] | None = None
 
     def _path(self, suffix: str = "") -> str:
         return self.client.data_path(f"/jobs/ingest{suffix}")
@@ -213,30 +219,41 @@ class BulkIngest:
     ) -> JobOutcome:
         """Poll until the job is terminal: 1 s, then doubling up to ``poll_max_interval`` (never a fixed loop).
 
-        With ``expected_rows`` one pause is also cut to the job's own ETA once two polls show its
-        processing rate (``numberRecordsProcessed``), so completion is seen soon after it happens
-        without polling more often (a 100,000-row job: ~5 polls; 1,000,000 rows: ~2 x 15).
+        With ``expected_rows``, once a poll has seen records processed, a pause is cut short to the
+        latest time the job can finish at the pace its polls have shown (``JobPace``), so completion
+        is seen within a fraction of a second of happening without polling more often; a pause is
+        never shorter than ``MIN_POLL_GAP``.
         """
         deadline = time.monotonic() + self.max_wait_seconds
         backoff = PollIntervals(self.poll_start, self.poll_factor, self.poll_max)
-        rate = _Rate(expected_rows)
+        pace = JobPace(expected_rows or 0, time.monotonic())
         pause = next(backoff)
         if not immediate:
-            # A job just closed is never done yet: a poll now would be a wasted API call.
-            await self._sleep(pause)
+            # A job just closed is never done yet: a poll now would be a wasted API call. Nor, in the same org
+            # and run, is it done sooner than an earlier job of no more records was seen still running.
+            await self._sleep(max(pause, self._running_at_least(expected_rows)))
             pause = next(backoff)
+        running_until = 0.0
+        min_gap = MIN_POLL_GAP
+        budget = bulk_polls(expected_rows or 0) + 1  # the planner's estimate, and one to spare
         while True:
+            polled_at = time.monotonic()
             info = await self.client.json("GET", self._path(f"/{job_id}"), label=label)
             self.polls += 1
             if info.get("state") in TERMINAL_STATES:
+                if expected_rows and not immediate:
+                    self._last_job = (expected_rows, running_until)
                 return _outcome(job_id, info)
-            eta = rate.eta(int(info.get("numberRecordsProcessed") or 0), time.monotonic())
+            running_until = polled_at - pace.opened_at
+            pace.observe(polled_at, int(info.get("numberRecordsProcessed") or 0))
             wait = pause
-            if eta is not None and not rate.used and eta * 1.1 + 0.2 < 2 * pause:
-                # Aim one poll at the estimated end (sooner, or a little later than the next backoff
-                # step, saving the poll in between). Once per job: an optimistic estimate must not
-                # turn into a fast polling loop.
-                wait, rate.used = max(0.5, eta * 1.1 + 0.2), True
+            aim = pace.aim(polls_left=budget - len(pace.seen)) if expected_rows else None
+            if aim is not None and aim + AIM_MARGIN - time.monotonic() < pause:
+                # Aim at the job's end (see JobPace) rather than the next backoff step: sooner, so the
+                # result is seen soon after it exists. An aim that missed doubles the shortest gap, so a
+                # pace that keeps fooling the estimate never turns into a fast polling loop.
+                wait = max(min_gap, aim + AIM_MARGIN - time.monotonic())
+                min_gap *= 2
             if time.monotonic() + wait > deadline:
                 raise TransientError(
                     f"Bulk job {job_id} still {info.get('state')} after {self.max_wait_seconds:.0f} s",
@@ -244,6 +261,14 @@ class BulkIngest:
                 )
             await self._sleep(wait)
             pause = next(backoff)
+
+    def _running_at_least(self, expected_rows: int | None) -> float:
+        """Seconds this job will all but surely still run: as long as the last one was seen running, if it was no
+        larger (same org and run; a wrong guess costs only a later first look, never a result)."""
+        if not expected_rows or self._last_job is None:
+            return 0.0
+        rows, running = self._last_job
+        return running if expected_rows >= rows else 0.0
 
     # ------------------------------------------------------------------ results
 
@@ -280,27 +305,6 @@ class BulkIngest:
             r if r is not None else _unreported(records[i], external_id_field, unfinished)
             for i, r in enumerate(results)
         ]
-
-
-class _Rate:
-    """Seconds until a job is done, from how fast its processed count grew between polls."""
-
-    def __init__(self, expected: int | None) -> None:
-        self.expected = expected
-        self._first: tuple[int, float] | None = None
-        self.used = False
-
-    def eta(self, processed: int, now: float) -> float | None:
-        if not self.expected or processed <= 0:
-            return None
-        if self._first is None:
-            self._first = (processed, now)
-            return None
-        done, since = self._first
-        if processed <= done or now <= since:
-            return None
-        per_second = (processed - done) / (now - since)
-        return max(0.0, (self.expected - processed) / per_second)
 
 
 def _known_empty(outcome: JobOutcome, kind: str) -> bool:
@@ -484,13 +488,7 @@ async def stream_results(
     bulk: BulkIngest, outcome: JobOutcome, external_id_field: str, *, label: str
 ) -> AsyncIterator[list[RecordResult]]:
     """Every row of successfulResults, failedResults and unprocessedrecords as results, file by file."""
-    unfinished = job_failure(outcome.state, outcome.error_message)
-    makers: list[tuple[str, Callable[[str, dict[str, str]], RecordResult]]] = [
-        ("successfulResults", _success),
-        ("failedResults", _failure),
-        ("unprocessedrecords", lambda key, _row: RecordResult(key, False, errors=[unfinished])),
-    ]
-    for kind, make in makers:
+    for kind in ("successfulResults", "failedResults", "unprocessedrecords"):
         if _known_empty(outcome, kind) or (kind == "unprocessedrecords" and outcome.state == "JobComplete"):
             continue  # a complete job processed every row: nothing can be unprocessed
         batch: list[RecordResult] = []
@@ -501,14 +499,36 @@ async def stream_results(
             header = await anext(rows, None)
             if header is None:
                 continue
-            header = [h.lstrip("\ufeff") for h in header]
-            for_key = header.index(external_id_field) if external_id_field in header else None
+            make = _result_maker(kind, [h.lstrip("\ufeff") for h in header], external_id_field, outcome)
             async for row in rows:
-                record = dict(zip(header, row, strict=False))
-                key = row[for_key] if for_key is not None and for_key < len(row) else ""
-                batch.append(make(key, record))
+                batch.append(make(row))
                 if len(batch) >= RESULT_BATCH:
                     yield batch
                     batch = []
         if batch:
             yield batch
+
+
+def _result_maker(
+    kind: str, header: list[str], external_id_field: str, outcome: JobOutcome
+) -> Callable[[list[str]], RecordResult]:
+    """A row of one result file -> RecordResult, by column position (the file's header, looked up once)."""
+
+    def column(name: str) -> Callable[[list[str]], str]:
+        at = header.index(name) if name in header else None
+        return lambda row: row[at] if at is not None and at < len(row) else ""
+
+    key, sf_id = column(external_id_field), column("sf__Id")
+    if kind == "successfulResults":
+        created = column("sf__Created")
+
+        def success(row: list[str]) -> RecordResult:
+            flag = created(row).strip().lower()
+            return RecordResult(key(row), True, id=sf_id(row) or None, created=flag == "true" if flag else None)
+
+        return success
+    if kind == "failedResults":
+        error = column("sf__Error")
+        return lambda row: RecordResult(key(row), False, id=sf_id(row) or None, errors=[parse_sf_error(error(row))])
+    unfinished = job_failure(outcome.state, outcome.error_message)
+    return lambda row: RecordResult(key(row), False, errors=[unfinished])

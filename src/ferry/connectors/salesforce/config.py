@@ -90,7 +90,7 @@ class SalesforceConfig(BaseModel):
     api_version: str = "62.0"
     ca_file: Path | None = None
     # Batches at least this large go through Bulk API 2.0. Unset: whenever Bulk needs fewer API calls
-    # than Composite (about 11,000 records and up), since Composite has no job queue to wait for.
+    # than Composite (about 8,000 records and up), since Composite has no job queue to wait for.
     bulk_threshold: int | None = Field(None, ge=1)
     collections_batch_size: int = Field(200, ge=1, le=200)
     # REST calls in flight; unset: min(10, long_running_limit).

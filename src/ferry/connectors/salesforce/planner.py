@@ -10,8 +10,8 @@ strategy           calls for n records                  when
 single             n (one sObject call each)            one record: the lowest latency
 collections        ceil(n / 200)                        Composite off or refused, or n <= 200
 composite          ceil(n / 1,000) (5 x 200 per call)   below ``bulk_threshold`` (unset: while it
-                                                        needs no more calls than Bulk, ~11,000)
-bulk               about 5 per job + backed-off polls   ``bulk_threshold`` or more (unset: when
+                                                        needs no more calls than Bulk, ~8,000)
+bulk               5 per job + 3 polls + 1 per 40,000   ``bulk_threshold`` or more (unset: when
                    (one job per 100 MB of CSV)          fewer calls), or when the budget left
                                                         cannot pay for the REST path
 =================  ===================================  ============================================
@@ -30,14 +30,26 @@ from ferry.connectors.salesforce.config import SalesforceConfig
 from ferry.connectors.types import Strategy, StrategyChoice
 
 COLLECTION_SIZE = 200
-BULK_CALLS_PER_JOB = 5  # create, upload, UploadComplete, successfulResults, failedResults
-BULK_POLLS_ESTIMATE = 6  # 1 s doubling to the cap covers minutes of processing in ~6 polls
+BULK_CALLS_PER_JOB = 5  # create, upload, UploadComplete, successfulResults, failedResults (skipped if none failed)
 BULK_JOB_RECORDS_ESTIMATE = 500_000  # ~100 MB of CSV at ~200 bytes a row
+# Polls of one job, as measured with polls aimed at the job's end (bulk_pace.JobPace; bench/RESULTS.md,
+# latency real): 3 for 10,000-22,000 records, 5-6 for 100,000, ~15 for 500,000 (the backoff cap rules there).
+BULK_POLLS_BASE = 3
+BULK_RECORDS_PER_EXTRA_POLL = 40_000
+
+
+def bulk_polls(records_in_job: int) -> int:
+    return BULK_POLLS_BASE + records_in_job // BULK_RECORDS_PER_EXTRA_POLL
 
 
 def bulk_calls(count: int) -> int:
     jobs = max(1, math.ceil(count / BULK_JOB_RECORDS_ESTIMATE))
-    return jobs * (BULK_CALLS_PER_JOB + BULK_POLLS_ESTIMATE)
+    return jobs * BULK_CALLS_PER_JOB + sum(bulk_polls(part) for part in _job_sizes(count, jobs))
+
+
+def _job_sizes(count: int, jobs: int) -> list[int]:
+    base, extra = divmod(max(count, 0), jobs)
+    return [base + (1 if i < extra else 0) for i in range(jobs)]
 
 
 def rest_calls(strategy: Strategy, count: int, batch_size: int = COLLECTION_SIZE) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import structlog
@@ -26,6 +27,7 @@ from ferry.errors import PermanentError
 
 LOCK_RETRY_BATCHES = (50, 10)  # smaller, serial batches for rows another transaction had locked
 _DESCRIBES_PER_CALL = 25  # subrequests in one Composite call
+_QUERIES_PER_CALL = 5  # query subrequests in one Composite call (with sObject Collections, 5 at most)
 log = structlog.get_logger("ferry.connectors.salesforce.sink")
 
 
@@ -57,6 +59,7 @@ class SalesforceSink(AsyncResource):
         self._sleep = sleep or asyncio.sleep
         self._schemas: dict[str, ObjectSchema] = {}
         self._describe_locks: dict[str, asyncio.Lock] = {}
+        self._prefetched: dict[str, list[dict[str, Any]]] = {}  # query rows fetched with the describes
         self.lock_retries = 0
 
     async def aclose(self) -> None:
@@ -119,43 +122,56 @@ class SalesforceSink(AsyncResource):
                 self._schemas[sobject] = parse_describe(body)
         return self._schemas[sobject]
 
-    async def describe_many(self, sobjects: Sequence[str]) -> dict[str, ObjectSchema]:
+    async def describe_many(self, sobjects: Sequence[str], queries: Sequence[str] = ()) -> dict[str, ObjectSchema]:
         """Every object's schema, the uncached ones fetched in ONE API call: a Composite of describe subrequests
         (Salesforce: any sObject resource may be a subrequest, 25 a call, "the entire series of requests counts
         as a single call toward your API limits"). A subrequest that fails, or a Composite the org refuses, falls
-        back to ``describe`` for that object, which raises the org's own error."""
+        back to ``describe`` for that object, which raises the org's own error.
+
+        ``queries`` (small SOQL, e.g. a mapping's constants) ride in the same call, up to 5 (Composite's limit on
+        query subrequests); the next ``query`` of each SOQL text gets the rows fetched here, once. A query whose
+        subrequest failed or whose answer has more pages is simply asked again by ``query``."""
         wanted = [name for name in dict.fromkeys(sobjects) if name not in self._schemas]
-        if len(wanted) > 1 and self.config.composite:
-            for start in range(0, len(wanted), _DESCRIBES_PER_CALL):
-                await self._describe_in_one_call(wanted[start : start + _DESCRIBES_PER_CALL])
+        asked = list(dict.fromkeys(queries))[:_QUERIES_PER_CALL]
+        if len(wanted) + len(asked) > 1 and self.config.composite:
+            for start in range(0, max(len(wanted), 1), _DESCRIBES_PER_CALL - len(asked)):
+                await self._describe_in_one_call(wanted[start : start + _DESCRIBES_PER_CALL - len(asked)], asked)
+                asked = []
         return {name: await self.describe(name) for name in sobjects}
 
-    async def _describe_in_one_call(self, sobjects: Sequence[str]) -> None:
-        payload = {
-            "allOrNone": False,
-            "compositeRequest": [
-                {
-                    "method": "GET",
-                    "url": self._client.data_path(f"/sobjects/{api_name(name)}/describe"),
-                    "referenceId": f"describe{i}",
-                }
-                for i, name in enumerate(sobjects)
-            ],
-        }
+    async def _describe_in_one_call(self, sobjects: Sequence[str], queries: Sequence[str] = ()) -> None:
+        path = self._client.data_path
+        subrequests = [
+            {"method": "GET", "url": path(f"/sobjects/{api_name(name)}/describe"), "referenceId": f"describe{i}"}
+            for i, name in enumerate(sobjects)
+        ] + [
+            {"method": "GET", "url": path("/query") + "?q=" + quote(soql, safe=""), "referenceId": f"query{i}"}
+            for i, soql in enumerate(queries)
+        ]
+        payload = {"allOrNone": False, "compositeRequest": subrequests}
         try:
             body = await self._client.json("POST", self._client.data_path("/composite"), label="describe", json=payload)
         except PermanentError as exc:  # e.g. Composite blocked by a proxy: one call per object instead
             log.info("salesforce.describe_composite_refused", error=str(exc))
             return
         answers = body.get("compositeResponse", []) if isinstance(body, dict) else []
-        for name, answer in zip(sobjects, answers, strict=False):
-            described = isinstance(answer, dict) and answer.get("httpStatusCode") == 200
-            if described and isinstance(answer.get("body"), dict):
+        by_ref = {a.get("referenceId"): a for a in answers if isinstance(a, dict)}
+        for i, name in enumerate(sobjects):
+            answer = by_ref.get(f"describe{i}")
+            if answer and answer.get("httpStatusCode") == 200 and isinstance(answer.get("body"), dict):
                 self._schemas.setdefault(name, parse_describe(answer["body"]))
+        for i, soql in enumerate(queries):
+            answer = by_ref.get(f"query{i}")
+            result = answer.get("body") if answer and answer.get("httpStatusCode") == 200 else None
+            if isinstance(result, dict) and result.get("done", True) and isinstance(result.get("records"), list):
+                self._prefetched[soql] = [r for r in result["records"] if isinstance(r, dict)]
 
     async def query(self, soql: str, *, label: str = "query") -> list[dict[str, Any]]:
         """All rows of a small SOQL query (mapping constants). Build literals with ``select`` / ``soql_quote``;
         stream large reads with ``SalesforceSource``."""
+        prefetched = self._prefetched.pop(soql, None)
+        if prefetched is not None:  # fetched with the describes (describe_many), a moment ago
+            return prefetched
         return [row async for page in query_pages(self._client, soql, label=label) for row in page]
 
     # ------------------------------------------------------------------ writes
