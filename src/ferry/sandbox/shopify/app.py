@@ -18,6 +18,7 @@ from ferry.sandbox.shopify.gate import Stats
 from ferry.sandbox.shopify.pagination import Cursor, check_page_info_request, decode, link_header
 from ferry.sandbox.shopify.query import parse_filters, parse_list, project
 from ferry.sandbox.shopify.state import ShopState
+from ferry.sandbox.shopify.compact import CompactRecords
 from ferry.sandbox.shopify.store import RESOURCES
 from ferry.sandbox.shopify.tables import Table
 
@@ -186,10 +187,18 @@ def _post_handler(state: ShopState, singular: str, create: writes.Creator) -> Ca
 def _admin_routes(app: FastAPI, state: ShopState, stats: Stats) -> None:
     """Outside the API: no token, no rate limit. Never part of Shopify; for tests and the demo."""
 
-    async def records(resource: str) -> Response:
+    async def records(resource: str, offset: int = 0, limit: int | None = None) -> Response:
+        """All records, or the ``limit`` records from position ``offset`` in id order (large stores)."""
         if resource not in RESOURCES:
             raise not_found()
-        return Response(content=orjson.dumps(state.store.records(resource)), media_type="application/json")
+        recs = state.store.records(resource)
+        if isinstance(recs, CompactRecords):
+            end = len(recs) if limit is None else offset + max(0, limit)
+            return Response(content=recs.json_array(offset, end), media_type="application/json")
+        if offset or limit is not None:
+            end = len(recs) if limit is None else offset + max(0, limit)
+            return Response(content=orjson.dumps(list(recs[offset:end])), media_type="application/json")
+        return Response(content=orjson.dumps(list(recs)), media_type="application/json")
 
     async def stats_view() -> Response:
         return json_response({
