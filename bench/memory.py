@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 import psutil
-
 from harness import reconcile
 from harness.contenders import PIPELINE
 from harness.procs import Sandbox, contender_env, run_measured, start_salesforce, start_shopify
@@ -48,7 +47,7 @@ def run(orders: int, trace: bool, shard_orders: int, spill: bool
             m = run_measured(cmd, env, [shop, org], 3 * 3600)
             if m.returncode != 0:
                 raise RuntimeError(guard.why() or m.stderr)
-            print(f"           sandbox peak RSS (MiB): "
+            print("           sandbox peak RSS (MiB): "
                   + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in m.sandbox_peak_rss.items())
                   + f"; machine available memory at least {guard.low / 2**30:.1f} GiB", flush=True)
             if shard_orders:

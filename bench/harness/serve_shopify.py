@@ -11,6 +11,7 @@ matter, so the figures show the code under test and not the limiter.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import json
@@ -33,10 +34,8 @@ def _return_freed_memory() -> None:
     """Hand the generator's freed shard dicts back to the OS (glibc keeps freed heap otherwise), so the
     sandbox's RSS while serving is what it holds."""
     gc.collect()
-    try:
+    with contextlib.suppress(OSError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
 
 
 def main() -> None:

@@ -12,13 +12,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ferry.sandbox.shopify import writes
+from ferry.sandbox.shopify.compact import CompactRecords
 from ferry.sandbox.shopify.errors import ApiError, json_response, not_found
 from ferry.sandbox.shopify.faults import Faults
 from ferry.sandbox.shopify.gate import Stats
 from ferry.sandbox.shopify.pagination import Cursor, check_page_info_request, decode, link_header
 from ferry.sandbox.shopify.query import parse_filters, parse_list, project
 from ferry.sandbox.shopify.state import ShopState
-from ferry.sandbox.shopify.compact import CompactRecords
 from ferry.sandbox.shopify.store import RESOURCES
 from ferry.sandbox.shopify.tables import Table
 

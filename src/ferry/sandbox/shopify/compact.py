@@ -17,8 +17,8 @@ import os
 import tempfile
 import zlib
 from array import array
-from pathlib import Path
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import overload
 
 import orjson
@@ -80,6 +80,12 @@ class CompactRecords(Sequence[Record]):
     def __iter__(self) -> Iterator[Record]:
         for i in range(len(self._blobs)):
             yield self[i]
+
+    def __add__(self, other: Iterable[Record]) -> list[Record]:
+        return [*self, *other]  # as list + list: a new list of the records (decoded)
+
+    def __radd__(self, other: Iterable[Record]) -> list[Record]:
+        return [*other, *self]
 
     def pin(self, i: int) -> Record:
         """The record at ``i`` as a dict that stays the record: edits made to it in place are kept."""

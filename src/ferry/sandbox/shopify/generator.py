@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from ferry.sandbox.shopify import pools
+from ferry.sandbox.shopify.compact import CompactRecords
 from ferry.sandbox.shopify.ids import ID_BASES, IdSequence, gid
 from ferry.sandbox.shopify.money import USD, Presentment, dec
 from ferry.sandbox.shopify.orders import Lifecycle, LineSpec, OrderBuilder, OrderInput
-from ferry.sandbox.shopify.compact import CompactRecords
 from ferry.sandbox.shopify.store import RESOURCES, Record, Store
 from ferry.sandbox.shopify.times import EPOCH_END, EPOCH_START, fmt, fmt_local, shop_offset
 
@@ -608,8 +608,8 @@ class _Orders:
         specs = self._lines(i)
         note = self._note(i, oid)
         order_in = OrderInput(
-            id=oid, number=1001 + g.order_offset + i, created=created, offset=off, email=email, phone=phone, customer=customer,
-            billing=address, shipping=address, lines=specs, presentment=pres, tax_bp=tax_bp,
+            id=oid, number=1001 + g.order_offset + i, created=created, offset=off, email=email, phone=phone,
+            customer=customer, billing=address, shipping=address, lines=specs, presentment=pres, tax_bp=tax_bp,
             lifecycle=self._lifecycle(life_kind, created), note=note,
             tags=g.pick(pools.TAGS) if rnd.random() < 0.2 else "",
             discount_code="WELCOME10" if rnd.random() < 0.15 else None, gateway=g.pick(pools.GATEWAYS),

@@ -143,11 +143,11 @@ class Table:
         return lambda i: all(check(i) for check in checks)
 
 
-def _at_least(arr: list[int], lo: int) -> Predicate:
+def _at_least(arr: Sequence[int], lo: int) -> Predicate:
     return lambda i: arr[i] >= lo
 
 
-def _at_most(arr: list[int], hi: int) -> Predicate:
+def _at_most(arr: Sequence[int], hi: int) -> Predicate:
     return lambda i: arr[i] <= hi
 
 
