@@ -79,3 +79,9 @@ def test_compact_records_decode_pin_append_and_pop(tmp_path: Path, spill: bool) 
     popped = recs.pop(1)
     assert popped["note"] == "kept" and len(recs) == 40 and recs[1]["id"] == source[2]["id"]
     assert list(recs.ids) == [r["id"] for r in recs]
+
+
+def test_a_full_page_is_served_from_the_stored_json_unchanged(tmp_path: Path) -> None:
+    source = sorted(generate_store(seed=4, customers=20, products=5, orders=30).orders, key=lambda r: r["id"])
+    recs = CompactRecords(source, spill_dir=tmp_path)
+    assert recs.json_of([0, 5, 7]) == orjson.dumps([source[0], source[5], source[7]])

@@ -99,7 +99,11 @@ def list_page(request: Request, table: Table, resource: str) -> Response:
         idx = table.backward(match, boundary, req.limit + 1)
         has_prev, page = len(idx) > req.limit, idx[-req.limit:]
         has_next = bool(page) and bool(table.forward(match, table.ids[page[-1]], 1))
-    records = project([table.records[i] for i in page], req.fields)
+    recs = table.records
+    if isinstance(recs, CompactRecords) and not req.fields:  # full records: their stored JSON as it is
+        body = b'{"' + resource.encode() + b'":' + recs.json_of(page) + b"}"
+    else:
+        body = orjson.dumps({resource: project([recs[i] for i in page], req.fields)})
     links: list[tuple[str, Cursor]] = []
     if has_prev:
         links.append(("previous", Cursor(resource, filters, "previous", table.ids[page[0]])))
@@ -107,7 +111,6 @@ def list_page(request: Request, table: Table, resource: str) -> Response:
         links.append(("next", Cursor(resource, filters, "next", table.ids[page[-1]])))
     base = str(request.url.replace(query=""))
     link = link_header(base.rstrip("?"), req.limit, req.fields, links)
-    body = orjson.dumps({resource: records})
     headers = {"Link": link} if link else None
     return Response(content=body, headers=headers, media_type="application/json; charset=utf-8")
 

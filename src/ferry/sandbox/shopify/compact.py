@@ -115,8 +115,13 @@ class CompactRecords(Sequence[Record]):
 
     def json_array(self, start: int, end: int) -> bytes:
         """Records ``start:end`` as one JSON array, straight from the stored documents (no decoding)."""
+        return self.json_of(range(start, min(end, len(self._blobs))))
+
+    def json_of(self, positions: Iterable[int]) -> bytes:
+        """The records at ``positions`` as one JSON array: the stored bytes are orjson's own output for the
+        record, so this is byte for byte what ``orjson.dumps`` of the decoded records gives, without decoding."""
         parts = []
-        for i in range(start, min(end, len(self._blobs))):
+        for i in positions:
             live = self._pinned.get(self.ids[i])
             parts.append(orjson.dumps(live) if live is not None else zlib.decompress(self._blobs[i]))
         return b"[" + b",".join(parts) + b"]"
