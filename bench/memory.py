@@ -7,6 +7,14 @@ Each size: fresh sandboxes (latency off), one `ferry run` of the example pipelin
 target is the largest size's peak within 20% of the smallest's (nothing proportional to the run held).
 `--trace` runs ferry under tracemalloc instead and prints what holds memory at the peak (slow: use a
 small size such as 10000).
+
+1,000,000 orders: .venv/bin/python bench/memory.py --orders 1000000 --shard-orders 100000 --spill
+`--shard-orders N` has the Shopify sandbox generate the store in shards of N orders and keep it compressed
+(`--spill`: in a file), see docs/sandbox/shopify.md; a store of at most N orders is the ordinary one. The check
+is then streamed: the org's rows go to SQLite on disk (and the Salesforce sandbox is stopped), and each shard's
+source records, read back from the Shopify sandbox, are derived and reconciled against only their own rows;
+rows no shard claims count as extra. The bench process holds one shard at a time. The run is stopped if the
+machine's available memory falls under 3 GiB.
 """
 
 from __future__ import annotations
