@@ -14,12 +14,13 @@ small size such as 10000).
 is then streamed: the org's rows go to SQLite on disk (and the Salesforce sandbox is stopped), and each shard's
 source records, read back from the Shopify sandbox, are derived and reconciled against only their own rows;
 rows no shard claims count as extra. The bench process holds one shard at a time. The run is stopped if the
-machine's available memory falls under 3 GiB.
+machine's available memory falls under 3 GiB or the free disk under 12 GiB (ferry's store needs ~60 GB at 1M).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import threading
@@ -47,7 +48,7 @@ def run(orders: int, trace: bool, shard_orders: int, spill: bool
         work = Path(tmp)
         shop = start_shopify(work / "shopify", orders, "off", 7, shard_orders, spill)
         org = start_salesforce(work / "salesforce", "off", 7)
-        guard = MemoryGuard([shop, org])
+        guard = MemoryGuard([shop, org], work)
         try:
             env = {**contender_env(shop, org), "FERRY_HOME": str(work / "home"), "FERRY_BENCH_TMP": tmp}
             cmd = [sys.executable, str(HERE / "harness" / "trace_ferry.py"), str(PIPELINE)] if trace else \
@@ -111,12 +112,16 @@ def source_shards(shop: Sandbox, sizes: list[tuple[int, int, int]]) -> Iterator[
 
 
 class MemoryGuard:
-    """Stops the sandboxes (so the run fails) when the machine's available memory drops under FLOOR."""
+    """Stops the sandboxes (so the run fails) when the machine's available memory drops under FLOOR, or the free
+    disk under the run's directory under DISK_FLOOR (ferry's store takes ~60 KB a order: ~60 GB at 1,000,000)."""
 
     FLOOR = 3 * 2**30
+    DISK_FLOOR = 12 * 2**30
 
-    def __init__(self, sandboxes: list[Sandbox]) -> None:
+    def __init__(self, sandboxes: list[Sandbox], work: Path) -> None:
         self.low = psutil.virtual_memory().available
+        self.disk_low = shutil.disk_usage(work).free
+        self._work = work
         self.tripped = False
         self._sandboxes = sandboxes
         self._stop = threading.Event()
@@ -125,14 +130,18 @@ class MemoryGuard:
     def _watch(self) -> None:
         while not self._stop.wait(0.5):
             self.low = min(self.low, psutil.virtual_memory().available)
-            if self.low < self.FLOOR:
+            self.disk_low = min(self.disk_low, shutil.disk_usage(self._work).free)
+            if self.low < self.FLOOR or self.disk_low < self.DISK_FLOOR:
                 self.tripped = True
                 for s in self._sandboxes:
                     s.stop()
                 return
 
     def why(self) -> str:
-        return f"aborted: machine available memory fell to {self.low / 2**30:.1f} GiB" if self.tripped else ""
+        if not self.tripped:
+            return ""
+        return (f"aborted: machine available memory {self.low / 2**30:.1f} GiB, free disk "
+                f"{self.disk_low / 2**30:.1f} GiB (floors {self.FLOOR / 2**30:.0f} and {self.DISK_FLOOR / 2**30:.0f})")
 
     def stop(self) -> None:
         self._stop.set()
