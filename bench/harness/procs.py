@@ -17,7 +17,7 @@ import httpx
 import psutil
 
 HERE = Path(__file__).resolve().parent
-START_TIMEOUT = 600.0  # a 1,000,000-order store takes minutes to generate
+START_TIMEOUT = 1800.0  # a 1,000,000-order store takes minutes to generate
 
 
 @dataclass
@@ -80,9 +80,11 @@ def _drain(stream: IO[str] | None) -> None:
             pass
 
 
-def start_shopify(state_dir: Path, orders: int, latency: str, seed: int) -> Sandbox:
+def start_shopify(state_dir: Path, orders: int, latency: str, seed: int, shard_orders: int = 0,
+                  spill: bool = False) -> Sandbox:
     return _start("shopify", [sys.executable, str(HERE / "serve_shopify.py"), "--orders", str(orders),
-                              "--seed", str(seed), "--latency", latency, "--state-dir", str(state_dir)])
+                              "--seed", str(seed), "--latency", latency, "--state-dir", str(state_dir),
+                              "--shard-orders", str(shard_orders), *(["--spill"] if spill else [])])
 
 
 def start_salesforce(state_dir: Path, latency: str, seed: int) -> Sandbox:

@@ -44,10 +44,16 @@ def _serve(state_dir: Path, **kwargs: object) -> Iterator[Served]:
         running.stop()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+# "sharded": the opt-in mode for very large stores (two generator shards, records compressed and spilled
+# to a file, decoded on read, pinned on edit); every client test runs against both.
+MODES = {"plain": {}, "sharded": {"shard_orders": SIZES["orders"] // 2, "spill": True}}
+
+
+@pytest.fixture(scope="module", params=sorted(MODES))
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     # A big bucket: these tests exercise the API, not the limiter (which has its own fixture).
-    yield from _serve(tmp_path_factory.mktemp("shopify"), **SIZES, bucket_size=100_000, leak_rate=1000.0)
+    yield from _serve(tmp_path_factory.mktemp("shopify"), **SIZES, **MODES[request.param],
+                      bucket_size=100_000, leak_rate=1000.0)
 
 
 @pytest.fixture(scope="module")

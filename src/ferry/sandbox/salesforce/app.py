@@ -197,16 +197,28 @@ async def sandbox_call(sandbox: SalesforceSandbox, request: Request) -> Reply | 
         return Reply(err.status, err.body())
 
 
+def _ndjson_rows(table: Any, fields: Any, include_deleted: bool) -> Iterator[bytes]:
+    """Rows as NDJSON in batches; ids are listed first, so writes while streaming cannot break the walk."""
+    for rows in (table.rows, table.deleted) if include_deleted else (table.rows,):
+        ids = list(rows)
+        for start in range(0, len(ids), 5000):
+            batch = [rows[i] for i in ids[start:start + 5000] if i in rows]
+            yield b"".join(orjson.dumps({f: r.get(f) for f in fields}) + b"\n" for r in batch)
+
+
 def register_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
     """Routes outside the emulated API: no auth, not counted."""
     state = sandbox.state
 
     @app.get("/__sandbox/records/{sobject}")
-    async def records(sobject: str, include_deleted: bool = False) -> Response:
+    async def records(sobject: str, include_deleted: bool = False, ndjson: bool = False) -> Response:
         obj = state.schema.get(sobject)
         if obj is None:
             return json_response(not_found().body(), 404)
         table = state.store.table(obj.name)
+        if ndjson:  # one record per line, streamed: a multi-million-record table in bounded memory
+            return StreamingResponse(_ndjson_rows(table, obj.fields, include_deleted),
+                                     media_type="application/x-ndjson")
         rows = list(table.rows.values())
         if include_deleted:
             rows += list(table.deleted.values())

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ferry.sandbox.shopify import writes
+from ferry.sandbox.shopify.compact import CompactRecords
 from ferry.sandbox.shopify.errors import ApiError, json_response, not_found
 from ferry.sandbox.shopify.faults import Faults
 from ferry.sandbox.shopify.gate import Stats
@@ -98,7 +99,11 @@ def list_page(request: Request, table: Table, resource: str) -> Response:
         idx = table.backward(match, boundary, req.limit + 1)
         has_prev, page = len(idx) > req.limit, idx[-req.limit:]
         has_next = bool(page) and bool(table.forward(match, table.ids[page[-1]], 1))
-    records = project([table.records[i] for i in page], req.fields)
+    recs = table.records
+    if isinstance(recs, CompactRecords) and not req.fields:  # full records: their stored JSON as it is
+        body = b'{"' + resource.encode() + b'":' + recs.json_of(page) + b"}"
+    else:
+        body = orjson.dumps({resource: project([recs[i] for i in page], req.fields)})
     links: list[tuple[str, Cursor]] = []
     if has_prev:
         links.append(("previous", Cursor(resource, filters, "previous", table.ids[page[0]])))
@@ -106,7 +111,6 @@ def list_page(request: Request, table: Table, resource: str) -> Response:
         links.append(("next", Cursor(resource, filters, "next", table.ids[page[-1]])))
     base = str(request.url.replace(query=""))
     link = link_header(base.rstrip("?"), req.limit, req.fields, links)
-    body = orjson.dumps({resource: records})
     headers = {"Link": link} if link else None
     return Response(content=body, headers=headers, media_type="application/json; charset=utf-8")
 
@@ -186,10 +190,18 @@ def _post_handler(state: ShopState, singular: str, create: writes.Creator) -> Ca
 def _admin_routes(app: FastAPI, state: ShopState, stats: Stats) -> None:
     """Outside the API: no token, no rate limit. Never part of Shopify; for tests and the demo."""
 
-    async def records(resource: str) -> Response:
+    async def records(resource: str, offset: int = 0, limit: int | None = None) -> Response:
+        """All records, or the ``limit`` records from position ``offset`` in id order (large stores)."""
         if resource not in RESOURCES:
             raise not_found()
-        return Response(content=orjson.dumps(state.store.records(resource)), media_type="application/json")
+        recs = state.store.records(resource)
+        if isinstance(recs, CompactRecords):
+            end = len(recs) if limit is None else offset + max(0, limit)
+            return Response(content=recs.json_array(offset, end), media_type="application/json")
+        if offset or limit is not None:
+            end = len(recs) if limit is None else offset + max(0, limit)
+            return Response(content=orjson.dumps(list(recs[offset:end])), media_type="application/json")
+        return Response(content=orjson.dumps(list(recs)), media_type="application/json")
 
     async def stats_view() -> Response:
         return json_response({

@@ -42,14 +42,16 @@ import gc
 import itertools
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from ferry.sandbox.shopify import pools
+from ferry.sandbox.shopify.compact import CompactRecords
 from ferry.sandbox.shopify.ids import ID_BASES, IdSequence, gid
 from ferry.sandbox.shopify.money import USD, Presentment, dec
 from ferry.sandbox.shopify.orders import Lifecycle, LineSpec, OrderBuilder, OrderInput
-from ferry.sandbox.shopify.store import Record, Store
+from ferry.sandbox.shopify.store import RESOURCES, Record, Store
 from ferry.sandbox.shopify.times import EPOCH_END, EPOCH_START, fmt, fmt_local, shop_offset
 
 DAY = 86_400
@@ -78,6 +80,63 @@ def generate_store(seed: int = 7, customers: int = 1000, products: int = 200, or
             gc.enable()
 
 
+def shard_sizes(customers: int, products: int, orders: int, shard_orders: int) -> list[tuple[int, int, int]]:
+    """(customers, products, orders) of each shard: as many shards as ``shard_orders`` needs, sizes split evenly."""
+    if shard_orders < 1:
+        raise ValueError(f"shard_orders must be >= 1, got {shard_orders}")
+    n = max(1, -(-orders // shard_orders))
+    return [tuple(total * (k + 1) // n - total * k // n for total in (customers, products, orders))  # type: ignore[misc]
+            for k in range(n)]
+
+
+def generate_shards(seed: int = 7, customers: int = 1000, products: int = 200, orders: int = 2000, *,
+                    shard_orders: int, shop: str = "ferry-demo") -> Iterator[Store]:
+    """A large store as a run of independent shards, one at a time (bounded memory); deterministic.
+
+    Shard 0 is exactly ``generate_store(seed, ...)`` of its sizes, so a store no bigger than one shard is
+    the ordinary store. Each later shard draws from its own seed (``"<seed>/shard-<k>"``), continues every
+    id sequence above the previous shard's and numbers emails and order names after it, so ids, order
+    names and guest emails stay unique store-wide. Orders only reference customers and products of their
+    own shard, and the whole-store passes (shared updated_at groups, customers' order totals) run within
+    a shard: the data differ from ``generate_store`` of the full size, which is why this mode is opt-in.
+    """
+    for name, n in (("customers", customers), ("products", products), ("orders", orders)):
+        if n < 0:
+            raise ValueError(f"{name} must be >= 0, got {n}")
+    starts = dict(ID_BASES)
+    c_off = o_off = 0
+    for k, (n_c, n_p, n_o) in enumerate(shard_sizes(customers, products, orders, shard_orders)):
+        g = _Generator(seed if k == 0 else f"{seed}/shard-{k}", shop, id_starts=starts,
+                       customer_offset=c_off, order_offset=o_off)
+        was_enabled = gc.isenabled()
+        gc.disable()  # as in generate_store
+        try:
+            store = g.run(n_c, n_p, n_o)
+        finally:
+            if was_enabled:
+                gc.enable()
+        yield store
+        starts = {kind: seq.last for kind, seq in g.ids.items()}
+        c_off += n_c
+        o_off += n_o
+
+
+def generate_compact_store(seed: int = 7, customers: int = 1000, products: int = 200, orders: int = 2000, *,
+                           shard_orders: int = 100_000, shop: str = "ferry-demo",
+                           spill_dir: Path | None = None) -> Store:
+    """``generate_shards`` packed into ``CompactRecords`` shard by shard: memory ~ the compressed store
+    (or, with ``spill_dir``, a file there) plus one shard's dicts."""
+    out = Store(**{name: CompactRecords(spill_dir=spill_dir) for name in RESOURCES})  # type: ignore[arg-type]
+    for shard in generate_shards(seed, customers, products, orders, shard_orders=shard_orders, shop=shop):
+        for name in RESOURCES:
+            target = out.records(name)
+            assert isinstance(target, CompactRecords)
+            target.extend(sorted(shard.records(name), key=lambda r: r["id"]))
+        out.anomalies.update(shard.anomalies)
+        del shard
+    return out
+
+
 def _cumulative(weights: Sequence[int]) -> tuple[list[int], int]:
     cum = list(itertools.accumulate(weights))
     return cum, cum[-1] if cum else 0
@@ -93,10 +152,16 @@ class _Timeline:
 
 
 class _Generator:
-    def __init__(self, seed: int, shop: str) -> None:
+    def __init__(self, seed: int | str, shop: str, *, id_starts: dict[str, int] | None = None,
+                 customer_offset: int = 0, order_offset: int = 0) -> None:
         self.rnd = random.Random(seed)
         self.shop = shop
-        self.ids = {kind: IdSequence(self.rnd, base) for kind, base in ID_BASES.items()}
+        starts = id_starts or ID_BASES
+        self.ids = {kind: IdSequence(self.rnd, starts[kind]) for kind in ID_BASES}
+        # Numbers that must stay unique across the shards of one large store (emails, order numbers);
+        # both are 0 for an ordinary store, which keeps its output unchanged.
+        self.customer_offset = customer_offset
+        self.order_offset = order_offset
         self.anomalies: dict[str, list[str]] = {}
         self.builder = OrderBuilder(self.rnd, self.ids, shop)
         self._script_cum, self._script_total = _cumulative([w for _, w in pools.SCRIPT_WEIGHTS])
@@ -249,13 +314,14 @@ class _People:
         elif "last_name_too_long" in flags:
             last_name = g.pick(pools.LONG_LAST_NAMES)
         domain = g.pick(pools.EMAIL_DOMAINS)
-        email: str | None = f"{ascii_first}.{ascii_last}{i}@{domain}"
+        n = i + g.customer_offset
+        email: str | None = f"{ascii_first}.{ascii_last}{n}@{domain}"
         if "email_missing" in flags:
             email = None
         elif "email_malformed" in flags:
             email = g.pick(pools.MALFORMED_EMAILS)
         elif "email_mixed_case" in flags:
-            email = f"{ascii_first.title()}.{ascii_last.upper()}{i}@{domain.title()}"
+            email = f"{ascii_first.title()}.{ascii_last.upper()}{n}@{domain.title()}"
         ci = bisect.bisect_right(g._country_cum, int(rnd.random() * g._country_total))
         phone: str | None = None
         if "phone_malformed" in flags:
@@ -542,8 +608,8 @@ class _Orders:
         specs = self._lines(i)
         note = self._note(i, oid)
         order_in = OrderInput(
-            id=oid, number=1001 + i, created=created, offset=off, email=email, phone=phone, customer=customer,
-            billing=address, shipping=address, lines=specs, presentment=pres, tax_bp=tax_bp,
+            id=oid, number=1001 + g.order_offset + i, created=created, offset=off, email=email, phone=phone,
+            customer=customer, billing=address, shipping=address, lines=specs, presentment=pres, tax_bp=tax_bp,
             lifecycle=self._lifecycle(life_kind, created), note=note,
             tags=g.pick(pools.TAGS) if rnd.random() < 0.2 else "",
             discount_code="WELCOME10" if rnd.random() < 0.15 else None, gateway=g.pick(pools.GATEWAYS),
@@ -574,7 +640,8 @@ class _Orders:
             return snap, snap["email"], snap["phone"], address, tax_bp
         g.tag("order", oid, kind or "guest_checkout")
         _, (first, last, af, al) = g.script_name()
-        email = None if kind == "guest_no_email" else f"{af}.{al}.guest{i}@{g.pick(pools.EMAIL_DOMAINS)}"
+        n = i + g.order_offset
+        email = None if kind == "guest_no_email" else f"{af}.{al}.guest{n}@{g.pick(pools.EMAIL_DOMAINS)}"
         phone = None if kind != "guest_no_email" else f"+1555{int(rnd.random() * 10**7):07d}"
         addr, tax_bp = g.address(first, last, phone)
         return None, email, phone, addr, tax_bp

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from ferry.sandbox.shopify.app import build_app
 from ferry.sandbox.shopify.faults import FaultGate, Faults
 from ferry.sandbox.shopify.gate import ApiGate, Stats
-from ferry.sandbox.shopify.generator import generate_store
+from ferry.sandbox.shopify.generator import generate_compact_store, generate_store
 from ferry.sandbox.shopify.ratelimit import Buckets
 from ferry.sandbox.shopify.state import ShopState
 from ferry.sandbox.shopify.store import Store
@@ -22,6 +22,10 @@ API_VERSION = "2025-07"
 class ShopifySandbox:
     """Serve ``store`` (or a store generated from ``seed`` and sizes) over the Admin REST API.
 
+    ``shard_orders`` (opt-in) generates the store in shards of that many orders and keeps its records
+    compressed (``compact.CompactRecords``), so stores of millions of orders fit in memory; the data then
+    differ from the ordinary store's above one shard (see ``generator.generate_shards``); with ``spill``
+    too, the compressed records live in a file under ``state_dir`` rather than in memory.
     ``sb.app`` is the ASGI app (auth, leaky bucket and stats wrap the FastAPI routes); start it with
     ``ferry.sandbox.serve.start_in_thread(sb.app, state_dir)``. Tokens are random per instance.
     """
@@ -38,9 +42,16 @@ class ShopifySandbox:
         bucket_size: int = 40,
         leak_rate: float = 2.0,
         shop: str = "ferry-demo",
+        shard_orders: int | None = None,
+        spill: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.shop = shop
+        if store is None and shard_orders:
+            # Opt-in compact mode for very large stores (see generator.generate_shards): other data.
+            store = generate_compact_store(seed=seed, customers=customers, products=products, orders=orders,
+                                           shard_orders=shard_orders, shop=shop,
+                                           spill_dir=self.state_dir / "records" if spill else None)
         self.store = store if store is not None else generate_store(
             seed=seed, customers=customers, products=products, orders=orders, shop=shop
         )

@@ -8,9 +8,11 @@ compare instants, whatever offset a timestamp string was written in.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, MutableSequence, Sequence
 from typing import Any
 
+from ferry.sandbox.shopify.compact import CompactRecords
 from ferry.sandbox.shopify.store import Record
 from ferry.sandbox.shopify.times import parse_or_none
 
@@ -18,21 +20,34 @@ Predicate = Callable[[int], bool]
 
 
 class Table:
-    def __init__(self, resource: str, records: list[Record]) -> None:
+    def __init__(self, resource: str, records: list[Record] | CompactRecords) -> None:
         self.resource = resource
         records.sort(key=lambda r: r["id"])
         self.records = records
-        self.ids: list[int] = [r["id"] for r in records]
-        self.updated: list[int] = [parse_or_none(r.get("updated_at")) or 0 for r in records]
-        self.created: list[int] = [parse_or_none(r.get("created_at")) or 0 for r in records]
+        self.ids: MutableSequence[int]
+        self.updated: MutableSequence[int]
+        self.created: MutableSequence[int]
+        if isinstance(records, CompactRecords):
+            # Columns copied from the compact store: nothing is decoded to index it.
+            self.ids, self.updated, self.created = (array("q", col) for col in (
+                records.ids, records.updated, records.created))
+        else:
+            self.ids = [r["id"] for r in records]
+            self.updated = [parse_or_none(r.get("updated_at")) or 0 for r in records]
+            self.created = [parse_or_none(r.get("created_at")) or 0 for r in records]
         self._pos = {rid: i for i, rid in enumerate(self.ids)}
 
     def __len__(self) -> int:
         return len(self.records)
 
     def get(self, rid: int) -> Record | None:
+        """The record with id ``rid``, as the dict to edit in place (then call ``touched``)."""
         i = self._pos.get(rid)
-        return None if i is None else self.records[i]
+        if i is None:
+            return None
+        if isinstance(self.records, CompactRecords):
+            return self.records.pin(i)
+        return self.records[i]
 
     def max_id(self) -> int:
         return self.ids[-1] if self.ids else 0
@@ -128,19 +143,19 @@ class Table:
         return lambda i: all(check(i) for check in checks)
 
 
-def _at_least(arr: list[int], lo: int) -> Predicate:
+def _at_least(arr: Sequence[int], lo: int) -> Predicate:
     return lambda i: arr[i] >= lo
 
 
-def _at_most(arr: list[int], hi: int) -> Predicate:
+def _at_most(arr: Sequence[int], hi: int) -> Predicate:
     return lambda i: arr[i] <= hi
 
 
-def _field_in(recs: list[Record], field: str, allowed: frozenset[Any]) -> Predicate:
+def _field_in(recs: Sequence[Record], field: str, allowed: frozenset[Any]) -> Predicate:
     return lambda i: recs[i].get(field) in allowed
 
 
-def _status_check(resource: str, status: Any, recs: list[Record]) -> Predicate:
+def _status_check(resource: str, status: Any, recs: Sequence[Record]) -> Predicate:
     if resource == "products":
         allowed = frozenset(status)
         return lambda i: recs[i].get("status") in allowed
