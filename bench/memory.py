@@ -59,6 +59,9 @@ def run(orders: int, trace: bool, shard_orders: int, spill: bool
             print("           sandbox peak RSS (MiB): "
                   + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in m.sandbox_peak_rss.items())
                   + f"; machine available memory at least {guard.low / 2**30:.1f} GiB", flush=True)
+            state = [work / "home" / name for name in ("ferry.db", "ferry.db-wal")]
+            print(f"           ferry state DB on disk after the run: "
+                  f"{sum(p.stat().st_size for p in state if p.exists()) / 2**30:.2f} GiB", flush=True)
             if shard_orders:
                 check = streamed_check(work, shop, org, orders, shard_orders)
             else:

@@ -69,15 +69,26 @@ def _start(system: str, cmd: list[str]) -> Sandbox:
         proc.kill()
         err = proc.stderr.read() if proc.stderr else ""
         raise RuntimeError(f"the {system} sandbox did not start: {err[-2000:] or 'no output'}")
-    for stream in (proc.stdout, proc.stderr):
-        threading.Thread(target=_drain, args=(stream,), daemon=True).start()
+    # A sandbox's stderr is its only account of a failure in the middle of a run: keep it where asked.
+    logs = os.environ.get("FERRY_BENCH_LOGS")
+    log_path = Path(logs) / f"{system}-{proc.pid}.stderr" if logs else None
+    threading.Thread(target=_drain, args=(proc.stdout, None), daemon=True).start()
+    threading.Thread(target=_drain, args=(proc.stderr, log_path), daemon=True).start()
     return Sandbox(system, proc, json.loads(line))
 
 
-def _drain(stream: IO[str] | None) -> None:
-    if stream is not None:
+def _drain(stream: IO[str] | None, log_path: Path | None) -> None:
+    if stream is None:
+        return
+    if log_path is None:
         for _ in stream:
             pass
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a", encoding="utf-8") as log:
+        for text in stream:
+            log.write(text)
+            log.flush()
 
 
 def start_shopify(state_dir: Path, orders: int, latency: str, seed: int, shard_orders: int = 0,

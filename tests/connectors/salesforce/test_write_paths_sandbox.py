@@ -10,7 +10,7 @@ import pytest
 
 from ferry.connectors.salesforce import SalesforceSink
 from ferry.connectors.types import RecordResult, Strategy
-from ferry.errors import BudgetExhausted
+from ferry.errors import BudgetExhausted, TransientError
 
 from .conftest import Org, start_org
 
@@ -227,3 +227,36 @@ async def test_a_second_job_no_smaller_skips_the_looks_the_first_showed_useless(
     assert rows == 2000 and ran >= 1.0  # the first job was seen still running at its 1 s look, or later
     assert pauses[pauses_first] == pytest.approx(max(1.0, ran))  # the second job's first look waits that long
     assert polls_second <= polls_first
+
+
+async def test_bulk_result_download_cut_midway_is_read_on_without_loss_or_duplicates(org: Org) -> None:
+    # A long successfulResults download dropped halfway (a proxy, the org): fetched again, read on past the
+    # results already handed out, so every record still gets exactly one result.
+    org.sandbox.faults.configure({"rules": [{"kind": "cut", "path": "successfulResults", "count": 2}]})
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    async with SalesforceSink(org.config(), sleep=sleep) as sink:
+        results = [r async for batch in sink.upsert_stream("Contact", EXT, _chunks(12_000, 1000)) for r in batch]
+    assert org.sandbox.faults.injected["cut"] == 2
+    assert sorted(r.key for r in results) == sorted(f"st{i}" for i in range(12_000))
+    assert all(r.success and r.created and r.id for r in results)
+    downloads = sum(v for k, v in org.sandbox.state.budget.by_endpoint.items() if "successfulresults" in k.lower())
+    assert downloads == 3, org.sandbox.state.budget.by_endpoint
+
+
+async def test_bulk_result_download_that_keeps_breaking_is_a_transient_error(org: Org) -> None:
+    org.sandbox.faults.configure({"rules": [{"kind": "cut", "path": "successfulResults"}]})
+
+    async def sleep(seconds: float) -> None:
+        pass
+
+    got: list[RecordResult] = []
+    async with SalesforceSink(org.config(), sleep=sleep) as sink:
+        with pytest.raises(TransientError, match="successfulResults download broke off 4 times") as caught:
+            async for batch in sink.upsert_stream("Contact", EXT, _chunks(12_000, 1000)):
+                got.extend(batch)
+    assert caught.value.code == "BULK_RESULTS_DOWNLOAD"
+    assert len({r.key for r in got}) == len(got) < 12_000  # what was handed out, once each; the rest is pending

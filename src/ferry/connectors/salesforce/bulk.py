@@ -18,6 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import structlog
 
 from ferry.connectors.retry import PollIntervals
@@ -364,6 +365,7 @@ def _failure(key: str, row: dict[str, str]) -> RecordResult:
 
 RecordChunks = AsyncIterable[Sequence[MappedRecord]] | Iterable[Sequence[MappedRecord]]
 RESULT_BATCH = 5000  # results are yielded in lists of at most this many
+RESULT_DOWNLOAD_ATTEMPTS = 4  # a result file broken off midway is fetched again, reading on where it stopped
 
 
 async def _aiter_chunks(chunks: RecordChunks) -> AsyncIterator[Sequence[MappedRecord]]:
@@ -491,22 +493,53 @@ async def stream_results(
     for kind in ("successfulResults", "failedResults", "unprocessedrecords"):
         if _known_empty(outcome, kind) or (kind == "unprocessedrecords" and outcome.state == "JobComplete"):
             continue  # a complete job processed every row: nothing can be unprocessed
-        batch: list[RecordResult] = []
-        async with bulk.client.stream(
-            "GET", bulk._path(f"/{outcome.job_id}/{kind}"), label=label, headers={"Accept": "text/csv"}
-        ) as response:
-            rows = stream_csv_rows(response.aiter_text())
-            header = await anext(rows, None)
-            if header is None:
-                continue
-            make = _result_maker(kind, [h.lstrip("\ufeff") for h in header], external_id_field, outcome)
-            async for row in rows:
-                batch.append(make(row))
-                if len(batch) >= RESULT_BATCH:
-                    yield batch
-                    batch = []
-        if batch:
+        async for batch in _result_file(bulk, outcome, kind, external_id_field, label=label):
             yield batch
+
+
+async def _result_file(
+    bulk: BulkIngest, outcome: JobOutcome, kind: str, external_id_field: str, *, label: str
+) -> AsyncIterator[list[RecordResult]]:
+    """One result file as batches of results. A download that breaks off midway (a proxy or the org
+    dropping a long response) is asked for again and read on past the rows already handed out: a
+    finished job's result file does not change, so counting rows is a safe bookmark."""
+    handed_out = 0
+    for attempt in range(1, RESULT_DOWNLOAD_ATTEMPTS + 1):
+        batch: list[RecordResult] = []
+        seen = 0
+        try:
+            async with bulk.client.stream(
+                "GET", bulk._path(f"/{outcome.job_id}/{kind}"), label=label, headers={"Accept": "text/csv"}
+            ) as response:
+                rows = stream_csv_rows(response.aiter_text())
+                header = await anext(rows, None)
+                if header is None:
+                    return
+                make = _result_maker(kind, [h.lstrip("\ufeff") for h in header], external_id_field, outcome)
+                async for row in rows:
+                    seen += 1
+                    if seen <= handed_out:
+                        continue  # delivered before the download broke off
+                    batch.append(make(row))
+                    if len(batch) >= RESULT_BATCH:
+                        handed_out += len(batch)
+                        yield batch
+                        batch = []
+            if batch:
+                yield batch
+            return
+        except httpx.TransportError as exc:
+            # Rows parsed but not yet handed out are read again next time; the body is not resumable.
+            if attempt == RESULT_DOWNLOAD_ATTEMPTS:
+                raise TransientError(
+                    f"Bulk job {outcome.job_id}: the {kind} download broke off {attempt} times "
+                    f"({type(exc).__name__}), {handed_out:,} results read; the job is kept and its results "
+                    "are collected when the run is resumed",
+                    code="BULK_RESULTS_DOWNLOAD",
+                ) from None
+            log.warning("bulk.results_download_retry", job_id=outcome.job_id, kind=kind, results_read=handed_out,
+                        attempt=attempt, error=type(exc).__name__)
+            await bulk._sleep(min(8.0, 0.5 * 2**attempt))
 
 
 def _result_maker(

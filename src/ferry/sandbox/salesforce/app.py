@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -62,6 +63,20 @@ async def drop(request: Request, fault: Drop) -> Response:
         await hold_connection(request.receive, fault.hold)
     await drop_connection(request.scope)
     return Response(status_code=204)  # never reaches the client: the server sees the connection gone
+
+
+def cut_short(request: Request, reply: Reply, headers: dict[str, str]) -> Response:
+    """The answer's status, headers and full Content-Length, then half its body, then a reset connection."""
+    body = reply.content()
+    half = len(body) // 2
+
+    async def first_half_then_reset() -> AsyncIterator[bytes]:
+        yield body[:half]
+        await asyncio.sleep(0.05)  # let the first half leave before the reset discards what is queued
+        await drop_connection(request.scope)
+
+    return StreamingResponse(first_half_then_reset(), status_code=reply.status, media_type=reply.content_type,
+                             headers={**headers, "Content-Length": str(len(body))})
 
 
 async def endpoint_fault(sandbox: SalesforceSandbox, request: Request) -> Response | None:
@@ -128,10 +143,13 @@ def build_app(sandbox: SalesforceSandbox) -> FastAPI:
         try:
             reply = await sandbox_call(sandbox, request)
             sandbox.flush()  # with persist=True, the call is durable before it is answered
-            if isinstance(reply, Drop):
+            if isinstance(reply, Drop) and reply.reply is None:
                 return await drop(request, reply)
         finally:
             state.budget.long_running.leave(ticket)
+        if isinstance(reply, Drop):
+            assert reply.reply is not None
+            return cut_short(request, reply.reply, {"Sforce-Limit-Info": state.budget.header(), **reply.reply.headers})
         headers = {"Sforce-Limit-Info": state.budget.header(), **reply.headers}
         if reply.stream is not None:
             return StreamingResponse(stream_pieces(reply.stream), status_code=reply.status, headers=headers,
@@ -191,7 +209,7 @@ async def sandbox_call(sandbox: SalesforceSandbox, request: Request) -> Reply | 
             reply = Reply(err.status, err.body())
         await sandbox.faults.after_call(method, route.template, len(call.body), reply)
         if decision is not None and decision.drop is not None:
-            return decision.drop
+            return dataclasses.replace(decision.drop, reply=reply) if decision.drop.kind == "cut" else decision.drop
         return reply
     except ApiError as err:
         return Reply(err.status, err.body())

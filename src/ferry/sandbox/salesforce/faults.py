@@ -60,7 +60,9 @@ STATUS_FAULTS: dict[str, tuple[int, str, str]] = {
     "lock": (400, "UNABLE_TO_LOCK_ROW", LOCK_MESSAGE),
     "expire": (401, "INVALID_SESSION_ID", "Session expired or invalid"),
 }
-CONNECTION_FAULTS = ("reset", "timeout")
+# "cut": the call is processed and its answer starts, then the connection is reset halfway through the body
+# (a load balancer or proxy dropping a long download: the client sees a response shorter than its length).
+CONNECTION_FAULTS = ("reset", "timeout", "cut")
 KINDS = (*STATUS_FAULTS, *CONNECTION_FAULTS, "latency")
 _KIND_OF_STATUS = {401: "expire", 403: "limit", 400: "lock"}
 
@@ -110,11 +112,13 @@ class FaultRule:
 
 @dataclass(frozen=True)
 class Drop:
-    """Close the connection without an answer (`reset`), after holding it `hold` seconds (`timeout`)."""
+    """Close the connection without an answer (`reset`), after holding it `hold` seconds (`timeout`), or
+    halfway through the answer's body (`cut`, which carries the `reply` it cuts short)."""
 
     kind: str
     hold: float
     processed: bool
+    reply: Reply | None = None
 
 
 @dataclass(frozen=True)
@@ -292,8 +296,9 @@ class Faults:
 
     def _decision(self, rule: FaultRule) -> Decision:
         if rule.kind in CONNECTION_FAULTS:
-            hold = 0.0 if rule.kind == "reset" else (rule.hold_seconds or self.timeout_hold_seconds)
-            return Decision(drop=Drop(rule.kind, hold, rule.processed))
+            hold = 0.0 if rule.kind != "timeout" else (rule.hold_seconds or self.timeout_hold_seconds)
+            # A cut answer was computed first: the handler always runs.
+            return Decision(drop=Drop(rule.kind, hold, rule.processed or rule.kind == "cut"))
         status, code, message = STATUS_FAULTS.get(rule.kind, (rule.status or 500, "UNKNOWN_EXCEPTION",
                                                               "Injected fault"))
         headers = {"Retry-After": str(rule.retry_after)} if rule.retry_after is not None else {}
