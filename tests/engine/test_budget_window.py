@@ -59,14 +59,17 @@ async def test_a_share_spent_by_one_run_stops_the_next_until_its_calls_age_out(t
         first_run_calls = w.org.state.budget.used - used
         assert _ledger_total(store, "calib", now[0]) == first_run_calls  # the ledger counts every call
 
-        # The share: the first run's calls plus 2 (what the next run's describe and mapping query cost).
-        share = first_run_calls + 2
+        # The share: the first run's calls plus what the next run's set-up costs (the describes and the
+        # mapping query, one Composite call today), so that run stops right before its first write.
+        setup = calib.setup_api_calls
+        assert setup >= 1
+        share = first_run_calls + setup
         spec = w.spec(w.pipeline_file("budget", lambda s: s["target"].update(api_budget=share)))
         used = w.org.state.budget.used
         first = await run(spec)
         assert first.status == "succeeded", first.error
         assert w.org.state.budget.used - used == first_run_calls
-        assert first.budget is not None and first.budget["remaining"] == 2
+        assert first.budget is not None and first.budget["remaining"] == setup
 
         # Two hours later, three customers changed: the run reads them and stops before its first write.
         now[0] = T0 + 2 * 3600
@@ -74,7 +77,7 @@ async def test_a_share_spent_by_one_run_stops_the_next_until_its_calls_age_out(t
         used = w.org.state.budget.used
         second = await run(spec)
         assert second.status == "paused", (second.status, second.error)
-        assert w.org.state.budget.used - used == 2, "the run spent past its share"
+        assert w.org.state.budget.used - used == setup, "the run spent past its share"
         assert _ledger_total(store, "budget", now[0]) == share
         # It can go on once enough of the window's oldest calls (the first run's, at T0) age out: not
         # "this run's first call + 24 h", which would be two hours too late.
@@ -89,7 +92,7 @@ async def test_a_share_spent_by_one_run_stops_the_next_until_its_calls_age_out(t
         render.print_run(console, second)
         render.print_runs(console, store.list_runs("budget", 5))
         text = " ".join(out.getvalue().split())
-        line = f"api_budget {share:,} calls per rolling 24 h: {share:,} spent (2 this run), 0 left"
+        line = f"api_budget {share:,} calls per rolling 24 h: {share:,} spent ({setup} this run), 0 left"
         assert f"{line}; paused: resume after {utc_text(resume)} (UTC)" in text, text
         assert f"0 of {share:,} left, resume {utc_text(resume)[:16].replace('T', ' ')}Z" in text, text
         # Nothing lost: the changed records wait in the outbox.
