@@ -102,8 +102,8 @@ def print_run(console: Console, stats: RunStats) -> None:
             console.print(f"  [dim]{name}: {s.reason}[/]")
     reads = ", ".join(f"{n:,} {k}" for k, n in stats.source_records.items())
     console.print(
-        f"source: read {reads} in {stats.source_api_calls} API calls; "
-        f"target set-up (auth, describe, queries): {stats.setup_api_calls} API calls"
+        f"source: read {reads} in {_calls(stats.source_api_calls)}; "
+        f"target set-up (auth, describe, queries): {_calls(stats.setup_api_calls)}"
     )
     if stats.resumed_reads or stats.resumed_bulk_jobs:
         parts = [f"read of {', '.join(stats.resumed_reads)} from its saved page"] if stats.resumed_reads else []
@@ -334,3 +334,7 @@ def print_replay(console: Console, report: Any) -> None:
         console.print(f"  {counts}")
     for letter_id, why in report.skipped:
         console.print(f"  [dim]skipped {letter_id}: {why}[/]")
+
+
+def _calls(n: int) -> str:
+    return f"{n:,} API call" if n == 1 else f"{n:,} API calls"
