@@ -25,7 +25,7 @@ from pathlib import Path
 
 from harness import reconcile
 from harness.contenders import CONTENDERS, Contender
-from harness.procs import contender_env, run_measured, start_salesforce, start_shopify
+from harness.procs import both_sandboxes, contender_env, run_measured
 from harness.serve_shopify import store_sizes
 from harness.table import Row, render
 
@@ -70,23 +70,16 @@ def run_one(contender: Contender, orders: int, latency: str) -> Row:
     exp = expected_for(orders)
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
         work = Path(tmp)
-        shop = start_shopify(work / "shopify", orders, latency, SEED)
-        try:
-            org = start_salesforce(work / "salesforce", latency, SEED)
-            try:
-                shop_calls0 = shop.admin("stats")["api_calls"]
-                org_calls0 = org.admin("stats")["api_calls"]
-                env = {**contender_env(shop, org), "FERRY_HOME": str(work / "home"), "FERRY_BENCH_TMP": tmp}
-                m = run_measured(contender.command(), env, [shop, org], TIMEOUT)
-                if m.returncode != 0:
-                    raise RuntimeError(f"{contender.name} failed ({m.returncode}): {m.stderr}")
-                shop_calls = shop.admin("stats")["api_calls"] - shop_calls0
-                org_calls = org.admin("stats")["api_calls"] - org_calls0
-                records = {obj: org.admin(f"records/{obj}") for obj in reconcile.OBJECTS}
-            finally:
-                org.stop()
-        finally:
-            shop.stop()
+        with both_sandboxes(work, orders, latency, SEED) as (shop, org):
+            shop_calls0 = shop.admin("stats")["api_calls"]
+            org_calls0 = org.admin("stats")["api_calls"]
+            env = {**contender_env(shop, org), "FERRY_HOME": str(work / "home"), "FERRY_BENCH_TMP": tmp}
+            m = run_measured(contender.command(), env, [shop, org], TIMEOUT)
+            if m.returncode != 0:
+                raise RuntimeError(f"{contender.name} failed ({m.returncode}): {m.stderr}")
+            shop_calls = shop.admin("stats")["api_calls"] - shop_calls0
+            org_calls = org.admin("stats")["api_calls"] - org_calls0
+            records = {obj: org.admin(f"records/{obj}") for obj in reconcile.OBJECTS}
     check = reconcile.reconcile(exp, records)
     if not check.correct:
         for name, c in check.objects.items():

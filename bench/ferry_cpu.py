@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from harness.contenders import PIPELINE
-from harness.procs import contender_env, run_measured, start_salesforce, start_shopify
+from harness.procs import both_sandboxes, contender_env, run_measured
 
 HOOK = Path(__file__).resolve().parent / "harness" / "phase_hook"
 SEED = 7
@@ -27,18 +27,11 @@ SEED = 7
 def run_once(src: str, orders: int, latency: str) -> str:
     with tempfile.TemporaryDirectory(prefix="ferry-cpu-") as tmp:
         work = Path(tmp)
-        shop = start_shopify(work / "shopify", orders, latency, SEED)
-        try:
-            org = start_salesforce(work / "salesforce", latency, SEED)
-            try:
-                env = {**contender_env(shop, org), "FERRY_HOME": str(work / "home"), "FERRY_BENCH_TMP": tmp,
-                       "PYTHONPATH": f"{Path(src).resolve()}:{HOOK}"}
-                cmd = [sys.executable, "-m", "ferry", "run", str(PIPELINE), "--json"]
-                m = run_measured(cmd, env, [shop, org], 3 * 3600.0)
-            finally:
-                org.stop()
-        finally:
-            shop.stop()
+        with both_sandboxes(work, orders, latency, SEED) as (shop, org):
+            env = {**contender_env(shop, org), "FERRY_HOME": str(work / "home"), "FERRY_BENCH_TMP": tmp,
+                   "PYTHONPATH": f"{Path(src).resolve()}:{HOOK}"}
+            cmd = [sys.executable, "-m", "ferry", "run", str(PIPELINE), "--json"]
+            m = run_measured(cmd, env, [shop, org], 3 * 3600.0)
     if m.returncode != 0:
         raise RuntimeError(f"ferry run failed ({m.returncode}): {m.stderr}")
     stats = json.loads(m.stdout)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -101,6 +103,20 @@ def start_shopify(state_dir: Path, orders: int, latency: str, seed: int, shard_o
 def start_salesforce(state_dir: Path, latency: str, seed: int) -> Sandbox:
     return _start("salesforce", [sys.executable, str(HERE / "serve_salesforce.py"), "--state-dir", str(state_dir),
                                  "--seed", str(seed), "--latency", latency])
+
+
+@contextmanager
+def both_sandboxes(work: Path, orders: int, latency: str, seed: int) -> Iterator[tuple[Sandbox, Sandbox]]:
+    """A Shopify sandbox holding a store of ``orders`` orders and an empty org, both stopped on the way out."""
+    shop = start_shopify(work / "shopify", orders, latency, seed)
+    try:
+        org = start_salesforce(work / "salesforce", latency, seed)
+        try:
+            yield shop, org
+        finally:
+            org.stop()
+    finally:
+        shop.stop()
 
 
 def contender_env(shop: Sandbox, org: Sandbox) -> dict[str, str]:
