@@ -54,6 +54,7 @@ async def test_a_paged_bulk_job_is_journaled_whole_and_resumed_after_a_crash(
         store = Store(tmp_path / "ferry.db")
         with monkeypatch.context() as m:
             m.setattr(Loader, "_reconcile_keyed", crash)
+            m.setattr(Loader, "_record_job_succeeded", crash)  # the job's counts answer for its successes
             with pytest.raises(_Crash):
                 await Runner(spec, store).run()
 
@@ -98,3 +99,28 @@ async def test_a_record_dead_lettered_from_streamed_bulk_results_keeps_its_sourc
             assert d.source_payload is not None and str(d.source_payload["id"]) == d.source_key
             assert d.mapped_payload and d.mapped_payload["Shopify_Customer_Id__c"] == d.record_key
         assert store.bulk_jobs("letters") == []
+
+
+async def test_a_bulk_job_answered_by_its_counts_records_only_the_rows_no_failure_was_reported_for(
+    tmp_path: Path,
+) -> None:
+    # Half the saves lose their row lock: failedResults lists them, the job's counts answer for the rest
+    # (no successfulResults). The locked rows must not be taken for successes: they go again through
+    # Collections, and every Account lands exactly once.
+    with world(tmp_path, customers=40, products=3, orders=6) as w:
+        spec = w.spec(w.pipeline_file("counted", _bulk))
+        store = Store(tmp_path / "ferry.db")
+        w.org.faults.configure({"seed": 3, "lock_row_rate": 0.5})
+        downloads_before = dict(w.org.state.budget.by_endpoint)
+        stats = await Runner(spec, store).run()
+        assert stats.status == "succeeded", stats.error
+        account = stats.objects["Account"]
+        assert account.strategy == "bulk"
+        fetched = {k: v - downloads_before.get(k, 0) for k, v in w.org.state.budget.by_endpoint.items()}
+        assert not any(v for k, v in fetched.items() if "successfulresults" in k.lower()), fetched
+        assert any(v for k, v in fetched.items() if "failedresults" in k.lower()), fetched
+        letters = [d for d in store.list_dead_letters(pipeline="counted", limit=10_000) if d.object == "Account"]
+        assert account.written == account.read - len(letters) > 10
+        assert sorted(w.keys("Account")) == sorted(set(w.keys("Account")))
+        assert len(w.keys("Account")) == account.written
+        assert store.outbox_count("counted", "Account") == 0 and store.bulk_jobs("counted") == []

@@ -97,6 +97,12 @@ def print_run(console: Console, stats: RunStats) -> None:
     console.print(
         "  [dim]same = already in the target at this version; DLQ = dead-lettered; calls = target API calls[/]"
     )
+    unsplit = [name for name, s in stats.objects.items() if s.created + s.updated < s.written]
+    if unsplit:
+        console.print(
+            f"  [dim]{', '.join(unsplit)}: Bulk jobs whose counts proved their successes do not say created or "
+            "updated for those rows (bulk_success_results: true fetches their result files)[/]"
+        )
     for name, s in stats.objects.items():
         if s.reason:
             console.print(f"  [dim]{name}: {s.reason}[/]")

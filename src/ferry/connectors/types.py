@@ -93,3 +93,20 @@ class RecordResult:
     @property
     def transient(self) -> bool:
         return not self.success and bool(self.errors) and all(e.transient for e in self.errors)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSucceeded:
+    """A streamed Bulk job's answer for every row it carried that no result row has reported: succeeded.
+
+    Sent instead of the job's successfulResults file when the job's own counts prove it (complete, every
+    uploaded row processed, few failures): the caller matches it to the rows it journaled for the job. Such
+    rows have no target id and no created/updated flag, which only that file would have told.
+    """
+
+    job_id: str
+    rows: int
+
+
+# What a streamed Bulk upsert yields: a batch of per-record results, or a job's JobSucceeded.
+StreamAnswer = list[RecordResult] | JobSucceeded

@@ -25,7 +25,7 @@ import structlog
 from ferry.connectors.salesforce.collections import missing_key_result
 from ferry.connectors.salesforce.csvio import key_text
 from ferry.connectors.salesforce.sink import SalesforceSink
-from ferry.connectors.types import MappedRecord, RecordResult, Strategy
+from ferry.connectors.types import JobSucceeded, MappedRecord, RecordResult, Strategy
 from ferry.engine.plan import ObjectPlan
 from ferry.engine.stats import RunStats
 from ferry.errors import AuthError, ConfigError, PermanentError, RecordError
@@ -63,6 +63,9 @@ class _BulkStream:
     last_page: list[tuple[str, str, str]] = field(default_factory=list)
     no_key: list[str] = field(default_factory=list)
     locked: list[str] = field(default_factory=list)  # keys answered UNABLE_TO_LOCK_ROW
+    # External ids a failure was reported for: a JobSucceeded covers the job's other rows only (the sink sends
+    # one only while failures are few, so this stays small).
+    failed: set[str] = field(default_factory=set)
 
     def job_created(self, job_id: str) -> list[tuple[str, str, str]]:
         entries = self.pending if not self.jobs else [*self.last_page, *self.pending]
@@ -176,10 +179,14 @@ class Loader:
         try:
             pages = self._bulk_pages(plan, stream, advance)
             columns = list(plan.mapping.keys) or None
-            async for results in sink.upsert_stream(
+            async for answer in sink.upsert_stream(
                 plan.name, plan.external_id, pages, label=plan.name, columns=columns
             ):
-                retried += self._reconcile_keyed(plan, stream, results)
+                if isinstance(answer, JobSucceeded):
+                    retried += self._record_job_succeeded(plan, stream, answer)
+                    continue
+                stream.failed.update(r.key for r in answer if not r.success)
+                retried += self._reconcile_keyed(plan, stream, answer)
         finally:
             self._streams.pop(plan.name, None)
         retried += await self._retry_locked(sink, plan, stream.locked)
@@ -210,6 +217,25 @@ class Loader:
                 self.store.add_bulk_job_records(self.pipeline, plan.name, job, entries)
             advance(len(rows))
             yield payloads
+
+    def _record_job_succeeded(self, plan: ObjectPlan, stream: _BulkStream, answer: JobSucceeded) -> int:
+        """Record as written every row journaled to the job that no failure was reported for, page by page
+        through the journal (the job's counts proved them successes; see bulk.counts_prove_success)."""
+        retried = marked = 0
+        after = ""
+        while page := self.store.bulk_job_page(self.pipeline, plan.name, answer.job_id, after, _BULK_PAGE):
+            after = page[-1][0]
+            carried = {key: (version, ext) for key, version, ext in page if ext not in stream.failed}
+            rows: list[OutboxRow] = []
+            for row in self.store.outbox_rows(self.pipeline, plan.name, list(carried), with_source=False):
+                rows.append(replace(row, version=carried[row.key][0]))  # the answer is for the version the job carried
+            marked += len(rows)
+            retried += self.reconcile(plan, rows, [RecordResult(carried[r.key][1], True) for r in rows], jobs=[])
+        if marked != answer.rows:
+            # Rows recorded already (a repeated page) or duplicates of one external id: worth a look, harmless.
+            log.warning("bulk.success_count_differs", object=plan.name, job_id=answer.job_id,
+                        job_says=answer.rows, recorded=marked)
+        return retried
 
     async def _retry_locked(self, sink: SalesforceSink, plan: ObjectPlan, keys: Sequence[str]) -> int:
         """Rows the Bulk job found locked go again at once through Collections, whose own lock retry sends
@@ -308,7 +334,7 @@ class Loader:
                 done.append((row.key, row.version))
                 if res.created:
                     s.created += 1
-                else:
+                elif res.created is not None:  # None: the target did not say (a Bulk job answered by its counts)
                     s.updated += 1
                 continue
             errors: list[dict[str, Any]] = [e.as_dict() for e in res.errors] or [

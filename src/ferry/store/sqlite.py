@@ -874,6 +874,17 @@ class Store:
                 )
         return out
 
+    def bulk_job_page(
+        self, pipeline: str, obj: str, job_id: str, after_key: str, limit: int
+    ) -> list[tuple[str, str, str]]:
+        """(key, version, external id) of up to ``limit`` records journaled to a job, by key after ``after_key``."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT key, version, ext FROM bulk_job_records WHERE pipeline = ? AND object = ? AND job_id = ? "
+                "AND key > ? ORDER BY key LIMIT ?",
+                (pipeline, obj, job_id, after_key, limit),
+            ).fetchall()
+
     def bulk_jobs(self, pipeline: str, obj: str | None = None) -> list[BulkJobRow]:
         sql, args = "SELECT object, job_id, entries, created_at FROM bulk_jobs WHERE pipeline = ?", [pipeline]
         if obj is not None:

@@ -29,13 +29,16 @@ def _cfg(**kw: Any) -> SalesforceConfig:
         (1, {}, Strategy.SINGLE, 1),
         (150, {}, Strategy.COLLECTIONS, 1),
         (1999, {}, Strategy.COMPOSITE, 2),
-        (8_000, {}, Strategy.COMPOSITE, 8),  # no threshold: Composite while it is no dearer than Bulk
-        (8_001, {}, Strategy.BULK, 8),  # 5 calls + 3 polls
-        (1601, {"composite": False}, Strategy.BULK, 8),  # Collections would need 9 calls
-        (1600, {"composite": False}, Strategy.COLLECTIONS, 8),
+        (7_000, {}, Strategy.COMPOSITE, 7),  # no threshold: Composite while it is no dearer than Bulk
+        (7_001, {}, Strategy.BULK, 7),  # one job: 4 calls (no successfulResults) + 3 polls
+        (8_000, {"bulk_success_results": True}, Strategy.COMPOSITE, 8),
+        (8_001, {"bulk_success_results": True}, Strategy.BULK, 8),  # 5 calls + 3 polls
+        (1401, {"composite": False}, Strategy.BULK, 7),  # Collections would need 8 calls
+        (1400, {"composite": False}, Strategy.COLLECTIONS, 7),
         (1999, {"bulk_threshold": 2000}, Strategy.COMPOSITE, 2),
-        (2000, {"bulk_threshold": 2000}, Strategy.BULK, 8),
-        (100_000, {}, Strategy.BULK, 10),  # 5 + 5 polls: "at most 10 calls per 100,000 records"
+        (2000, {"bulk_threshold": 2000}, Strategy.BULK, 7),
+        (100_000, {}, Strategy.BULK, 9),  # 4 + 5 polls: "at most 10 calls per 100,000 records"
+        (100_000, {"bulk_success_results": True}, Strategy.BULK, 10),
         (1_000_000, {}, Strategy.BULK, 40),  # two jobs of 500,000: 2 x (5 + 15 polls)
     ],
 )

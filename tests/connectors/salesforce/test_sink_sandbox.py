@@ -90,7 +90,8 @@ async def test_collections_per_record_errors_do_not_hold_back_the_rest(org: Org)
     assert results[5].errors[0].code == "MISSING_EXTERNAL_ID"
 
 
-async def test_bulk_upsert_5000_with_invalid_rows(org: Org) -> None:
+@pytest.mark.parametrize("success_results", [False, True])
+async def test_bulk_upsert_5000_with_invalid_rows(org: Org, success_results: bool) -> None:
     records: list[dict[str, object]] = [{EXT: f"b{i}", "LastName": f"Last {i}", "Email": f"b{i}@example.com",
                 "Description": 'quote " comma , newline \n ünïcode'} for i in range(5000)]
     bad = {17, 999, 2500, 4999}
@@ -99,21 +100,35 @@ async def test_bulk_upsert_5000_with_invalid_rows(org: Org) -> None:
     records[42]["Email"] = "not-an-email"
     bad.add(42)
     jobs: list[tuple[str, str]] = []
-    async with SalesforceSink(org.config(), on_bulk_job=lambda job, obj: jobs.append((job, obj))) as sink:
+    config = org.config(bulk_success_results=success_results)
+    org.sandbox.faults.configure({"rules": [{"kind": "latency", "rate": 1.0, "latency_ms": 1,
+                                             "path": "successfulResults"}]})
+    org.sandbox.faults.reset_counts()
+    async with SalesforceSink(config, on_bulk_job=lambda job, obj: jobs.append((job, obj))) as sink:
         results = await sink.upsert("Contact", EXT, records, Strategy.BULK)
         assert len(results) == 5000 and [r.key for r in results] == [f"b{i}" for i in range(5000)]
         failed = {i for i, r in enumerate(results) if not r.success}
         assert failed == bad
         assert results[17].errors[0].code == "REQUIRED_FIELD_MISSING" and results[17].errors[0].fields == ["LastName"]
         assert results[42].errors[0].code == "INVALID_EMAIL_ADDRESS"
-        assert all(r.created for i, r in enumerate(results) if i not in bad)
         assert jobs == [(sink.last_bulk_job_id, "Contact")]
         calls_first = sink.api_calls["Contact"]
-        assert calls_first <= 5 + 10  # create, upload, close, 2 result files + a few backed-off polls
+        fetched = org.sandbox.faults.injected["latency"]  # the marker rule below fired once per download
+        if success_results:
+            assert all(r.created and r.id for i, r in enumerate(results) if i not in bad)
+            assert calls_first <= 5 + 10  # create, upload, close, 2 result files + a few backed-off polls
+        else:
+            # The job's counts (complete, 5,000 processed, 5 failed) answer for the 4,995 successes: no
+            # successfulResults call, so no Salesforce id or created flag for them.
+            assert all(r.success and r.id is None and r.created is None for i, r in enumerate(results) if i not in bad)
+            assert calls_first <= 4 + 10
+        assert fetched == (1 if success_results else 0)
 
         again = await sink.upsert("Contact", EXT, records, Strategy.BULK)
-        assert all(r.created is False for i, r in enumerate(again) if i not in bad)
-        assert [r.id for r in again] == [r.id for r in results]
+        if success_results:
+            assert all(r.created is False for i, r in enumerate(again) if i not in bad)
+            assert [r.id for r in again] == [r.id for r in results]
+        assert [r.success for r in again] == [r.success for r in results]
         stored = await sink.query("SELECT Id, Description FROM Contact")
     assert len(stored) == 5000 - len(bad)  # also exercises nextRecordsUrl (pages of 2,000)
     assert stored[0]["Description"] == 'quote " comma , newline \n ünïcode'

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ferry.connectors.salesforce import SalesforceSink
-from ferry.connectors.types import RecordResult, Strategy
+from ferry.connectors.types import JobSucceeded, RecordResult, Strategy, StreamAnswer
 from ferry.errors import BudgetExhausted, TransientError
 
 from .conftest import Org, start_org
@@ -140,20 +140,40 @@ async def _chunks(n: int, size: int, prefix: str = "st") -> AsyncIterator[list[d
                for i in range(start, min(n, start + size))]
 
 
-async def test_streamed_bulk_upsert_accounts_for_every_record(org: Org) -> None:
+async def _answers(stream: AsyncIterator[StreamAnswer]) -> tuple[list[RecordResult], list[JobSucceeded]]:
+    results: list[RecordResult] = []
+    succeeded: list[JobSucceeded] = []
+    async for answer in stream:
+        if isinstance(answer, JobSucceeded):
+            succeeded.append(answer)
+        else:
+            assert len(answer) <= 5000
+            results.extend(answer)
+    return results, succeeded
+
+
+@pytest.mark.parametrize("success_results", [True, False])
+async def test_streamed_bulk_upsert_accounts_for_every_record(org: Org, success_results: bool) -> None:
     jobs: list[tuple[str, str]] = []
-    async with SalesforceSink(org.config(), on_bulk_job=lambda j, o: jobs.append((j, o))) as sink:
-        results: list[RecordResult] = []
-        async for batch in sink.upsert_stream("Contact", EXT, _chunks(12_000, 1000)):
-            assert len(batch) <= 5000
-            results.extend(batch)
+    config = org.config(bulk_success_results=success_results)
+    async with SalesforceSink(config, on_bulk_job=lambda j, o: jobs.append((j, o))) as sink:
+        results, succeeded = await _answers(sink.upsert_stream("Contact", EXT, _chunks(12_000, 1000)))
         calls = sink.api_calls["Contact"]
-        assert len(jobs) == 1 and calls <= 10, (jobs, calls)  # one job; create, PUT, close, polls, results
+        # one job; create, PUT, close, polls, and successfulResults only when asked for
+        assert len(jobs) == 1 and calls <= (10 if success_results else 9), (jobs, calls)
         mixed: list[dict[str, object]] = [{EXT: "x1", "LastName": "A"}, {"LastName": "no key"},
                                           {EXT: "x2", "LastName": "B", "Phone": "1"}, {EXT: "x3", "LastName": None}]
-        odd = [r async for batch in sink.upsert_stream("Contact", EXT, [mixed]) for r in batch]
-    assert sorted(r.key for r in results) == sorted(f"st{i}" for i in range(12_000))
-    assert all(r.success and r.created and r.id for r in results)
+        odd, odd_succeeded = await _answers(sink.upsert_stream("Contact", EXT, [mixed]))
+    if success_results:
+        assert not succeeded and not odd_succeeded
+        assert sorted(r.key for r in results) == sorted(f"st{i}" for i in range(12_000))
+        assert all(r.success and r.created and r.id for r in results)
+    else:
+        # Complete, 12,000 processed, none failed: the counts answer for the job instead of 12,000 rows.
+        assert results == [] and succeeded == [JobSucceeded(jobs[0][0], 12_000)]
+        # x1 is the one upload that succeeded; the refusals and x3's failure come as rows, before it.
+        assert odd_succeeded == [JobSucceeded(jobs[1][0], 1)]
+        odd.append(RecordResult("x1", True))
     by_key = {r.key: r for r in odd}
     assert len(odd) == 4 and by_key["x1"].success
     assert by_key[""].errors[0].code == "MISSING_EXTERNAL_ID"
@@ -215,15 +235,15 @@ async def test_a_second_job_no_smaller_skips_the_looks_the_first_showed_useless(
     org, running = start_org(tmp_path, latency="real")  # each job queues ~2 s: the 1 s look sees it waiting
     try:
         async with SalesforceSink(org.config(), sleep=sleep) as sink:
-            first = [r async for b in sink.upsert_stream("Contact", EXT, [_contacts(2000, "f")]) for r in b]
+            first, first_ok = await _answers(sink.upsert_stream("Contact", EXT, [_contacts(2000, "f")]))
             assert sink._bulk._last_job is not None
             rows, ran = sink._bulk._last_job
             polls_first, pauses_first = sink._bulk.polls, len(pauses)
-            second = [r async for b in sink.upsert_stream("Contact", EXT, [_contacts(3000, "s")]) for r in b]
+            second, second_ok = await _answers(sink.upsert_stream("Contact", EXT, [_contacts(3000, "s")]))
             polls_second = sink._bulk.polls - polls_first
     finally:
         running.stop()
-    assert all(r.success for r in first + second) and len(second) == 3000
+    assert first == second == [] and [j.rows for j in first_ok + second_ok] == [2000, 3000]
     assert rows == 2000 and ran >= 1.0  # the first job was seen still running at its 1 s look, or later
     assert pauses[pauses_first] == pytest.approx(max(1.0, ran))  # the second job's first look waits that long
     assert polls_second <= polls_first
@@ -238,7 +258,7 @@ async def test_bulk_result_download_cut_midway_is_fetched_again_without_loss_or_
     async def sleep(seconds: float) -> None:
         pauses.append(seconds)
 
-    async with SalesforceSink(org.config(), sleep=sleep) as sink:
+    async with SalesforceSink(org.config(bulk_success_results=True), sleep=sleep) as sink:
         results = [r async for batch in sink.upsert_stream("Contact", EXT, _chunks(12_000, 1000)) for r in batch]
     assert org.sandbox.faults.injected["cut"] == 2
     assert sorted(r.key for r in results) == sorted(f"st{i}" for i in range(12_000))
@@ -253,10 +273,10 @@ async def test_bulk_result_download_that_keeps_breaking_is_a_transient_error(org
     async def sleep(seconds: float) -> None:
         pass
 
-    got: list[RecordResult] = []
-    async with SalesforceSink(org.config(), sleep=sleep) as sink:
+    got: list[StreamAnswer] = []
+    async with SalesforceSink(org.config(bulk_success_results=True), sleep=sleep) as sink:
         with pytest.raises(TransientError, match="successfulResults download broke off 4 times") as caught:
             async for batch in sink.upsert_stream("Contact", EXT, _chunks(12_000, 1000)):
-                got.extend(batch)
+                got.append(batch)
     assert caught.value.code == "BULK_RESULTS_DOWNLOAD"
     assert got == []  # nothing is handed out from a file that never arrived whole: every record is still pending

@@ -5,6 +5,12 @@ poll with exponential backoff (1 s, doubling, capped at ``bulk_poll_max_interval
 successfulResults, failedResults and unprocessedrecords → match rows back to the input by the
 external id column (result order is not guaranteed). Every input record ends with exactly one RecordResult.
 
+successfulResults is skipped when the job's own counts prove what it would say (see ``counts_prove_success``):
+a complete job that processed every uploaded row, with at most MAX_FAILURES_FOR_COUNTS failures, succeeded for
+every row that failedResults does not list. That saves one API call per job and the largest download of a run;
+what is lost is only the Salesforce id and the created/updated flag of each written row
+(``bulk_success_results: true`` in the sink config fetches the file anyway).
+
 The job id is handed to ``on_job`` as soon as the job exists, so a crashed run can ``resume`` it
 instead of uploading the same data again.
 """
@@ -38,7 +44,7 @@ from ferry.connectors.salesforce.csvio import (
 )
 from ferry.connectors.salesforce.errors import record_error_from_call
 from ferry.connectors.salesforce.planner import bulk_polls
-from ferry.connectors.types import MappedRecord, RecordResult
+from ferry.connectors.types import JobSucceeded, MappedRecord, RecordResult, StreamAnswer
 from ferry.errors import (
     AuthError,
     BudgetExhausted,
@@ -55,6 +61,9 @@ MAX_UPLOAD_BYTES = 100 * 1024 * 1024 - 1024 * 1024  # Salesforce's 100 MB, less 
 MIN_POLL_GAP = 0.5  # seconds: an aimed poll never follows the last one sooner than this
 AIM_MARGIN = 0.05  # seconds past the estimated end, so the poll lands after it, not on it
 TERMINAL_STATES = frozenset({"JobComplete", "Failed", "Aborted"})
+# A job's successes are inferred from its counts only when this few rows failed: the caller holds the failed
+# keys in memory to tell them from the rest; past this, successfulResults lists the successes instead.
+MAX_FAILURES_FOR_COUNTS = 50_000
 # Job-level failures that a new job can get past; the rest (bad column, bad line ending) need a fix.
 _TRANSIENT_JOB_CODES = (
     "Timeout",
@@ -98,8 +107,11 @@ class BulkIngest:
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
         on_job: JobCallback | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        success_results: bool = False,
     ) -> None:
         self.client = client
+        # Fetch successfulResults even when the counts prove it (for target ids and created/updated counts).
+        self.success_results = success_results
         self.poll_start, self.poll_factor, self.poll_max = poll_start, poll_factor, poll_max_interval
         self.max_wait_seconds = max_wait_seconds
         self.max_upload_bytes = max_upload_bytes
@@ -127,7 +139,8 @@ class BulkIngest:
             part = [subset[j] for j in rows]
             try:
                 outcome = await self._run_job(sobject, external_id_field, body, label, len(part))
-                part_results = await self.collect(outcome, external_id_field, part, label=label)
+                trusted = not self.success_results and counts_prove_success(outcome, len(part))
+                part_results = await self.collect(outcome, external_id_field, part, label=label, trust_counts=trusted)
             except (BudgetExhausted, AuthError, ConfigError):
                 raise
             except FerryError as err:
@@ -156,14 +169,14 @@ class BulkIngest:
         *,
         label: str,
         columns: Sequence[str] | None = None,
-    ) -> AsyncIterator[list[RecordResult]]:
+    ) -> AsyncIterator[StreamAnswer]:
         """Streamed upsert: CSV generated while uploaded, results streamed back (see ``upsert_stream``)."""
         return upsert_stream(self, sobject, external_id_field, chunks, label=label, columns=columns)
 
     def stream_results(
-        self, outcome: JobOutcome, external_id_field: str, *, label: str
+        self, outcome: JobOutcome, external_id_field: str, *, label: str, skip_successes: bool = False
     ) -> AsyncIterator[list[RecordResult]]:
-        return stream_results(self, outcome, external_id_field, label=label)
+        return stream_results(self, outcome, external_id_field, label=label, skip_successes=skip_successes)
 
     async def unfinished_jobs(self, sobject: str, *, label: str) -> list[dict[str, Any]]:
         """Ingest jobs of this user for ``sobject`` not yet terminal (a crash may have left one behind)."""
@@ -289,13 +302,24 @@ class BulkIngest:
         return read_results(response.content.decode("utf-8-sig"))
 
     async def collect(
-        self, outcome: JobOutcome, external_id_field: str, records: Sequence[MappedRecord], *, label: str
+        self,
+        outcome: JobOutcome,
+        external_id_field: str,
+        records: Sequence[MappedRecord],
+        *,
+        label: str,
+        trust_counts: bool = False,
     ) -> list[RecordResult]:
-        """One result per record from the three result files; anything unreported gets the job's fate."""
+        """One result per record from the three result files; anything unreported gets the job's fate.
+
+        ``trust_counts``: ``records`` are exactly the rows the job was uploaded with and
+        ``counts_prove_success`` holds, so what failedResults does not list succeeded (no successfulResults).
+        """
         pending = _index_by_key(records, external_id_field)
         results: list[RecordResult | None] = [None] * len(records)
-        for row in await self._csv(outcome, "successfulResults", label):
-            _place(results, pending, row, external_id_field, _success)
+        if not trust_counts:
+            for row in await self._csv(outcome, "successfulResults", label):
+                _place(results, pending, row, external_id_field, _success)
         for row in await self._csv(outcome, "failedResults", label):
             _place(results, pending, row, external_id_field, _failure)
         unfinished = (
@@ -303,11 +327,26 @@ class BulkIngest:
             if outcome.state != "JobComplete"
             else RecordError("NOT_PROCESSED", f"Bulk job {outcome.job_id} did not report this record", [], True)
         )
+        if trust_counts:
+            return [
+                r if r is not None else RecordResult(key_text(records[i].get(external_id_field)), True)
+                for i, r in enumerate(results)
+            ]
         # unprocessedrecords is not fetched: it could only repeat what "not in either file" already says.
         return [
             r if r is not None else _unreported(records[i], external_id_field, unfinished)
             for i, r in enumerate(results)
         ]
+
+
+def counts_prove_success(outcome: JobOutcome, uploaded: int) -> bool:
+    """The job's counts say every uploaded row was processed and at most MAX_FAILURES_FOR_COUNTS failed:
+    each row failedResults does not list succeeded (processed rows are exactly successes plus failures)."""
+    return (
+        outcome.state == "JobComplete"
+        and outcome.processed == uploaded
+        and outcome.failed <= MAX_FAILURES_FOR_COUNTS
+    )
 
 
 def _known_empty(outcome: JobOutcome, kind: str) -> bool:
@@ -392,6 +431,11 @@ class _CsvFeed:
         self.refused: list[RecordResult] = []  # failed before upload (no external id, unknown column)
         self.exhausted = False
 
+    @property
+    def used_up(self) -> bool:
+        """Every record has been uploaded or refused: the job just uploaded is the stream's last."""
+        return self.exhausted and not self._waiting
+
     async def fill(self) -> bool:
         """Make sure at least one row is waiting; False when the input is used up."""
         while not self._waiting and not self.exhausted:
@@ -452,11 +496,13 @@ async def upsert_stream(
     *,
     label: str,
     columns: Sequence[str] | None = None,
-) -> AsyncIterator[list[RecordResult]]:
+) -> AsyncIterator[StreamAnswer]:
     api_name(sobject), api_name(external_id_field)
     feed = _CsvFeed(chunks, external_id_field, columns)
+    jobs = 0
     while await feed.fill():
         uploaded = [0]
+        jobs += 1
         job_id = await bulk._create(sobject, external_id_field, label)
         try:
             await bulk.client.request(
@@ -471,11 +517,28 @@ async def upsert_stream(
         except FerryError:
             await bulk._abort(job_id, label)
             raise
+        # The refusals come before the job's answer, so that a JobSucceeded below cannot cover them.
+        refused_now, feed.refused = feed.refused, []
+        if refused_now:
+            yield refused_now
         outcome = await bulk.wait(job_id, label=label, expected_rows=uploaded[0])
+        # Only the stream's one job may be answered by its counts: a page spanning two jobs is journaled to
+        # both, so the rows a later job carried are not the unanswered rows of its journal.
+        by_counts = (
+            not bulk.success_results
+            and jobs == 1
+            and feed.used_up
+            and len(refused_now) + outcome.failed <= MAX_FAILURES_FOR_COUNTS
+            and counts_prove_success(outcome, uploaded[0])
+        )
         reported = 0
-        async for batch in bulk.stream_results(outcome, external_id_field, label=label):
+        async for batch in bulk.stream_results(outcome, external_id_field, label=label, skip_successes=by_counts):
             reported += len(batch)
             yield batch
+        if by_counts:
+            succeeded = outcome.processed - outcome.failed
+            reported += succeeded
+            yield JobSucceeded(job_id, succeeded)
         if reported != uploaded[0]:
             raise PermanentError(
                 f"Bulk job {job_id} reported {reported:,} results for {uploaded[0]:,} uploaded rows; the records "
@@ -490,10 +553,13 @@ async def upsert_stream(
 
 
 async def stream_results(
-    bulk: BulkIngest, outcome: JobOutcome, external_id_field: str, *, label: str
+    bulk: BulkIngest, outcome: JobOutcome, external_id_field: str, *, label: str, skip_successes: bool = False
 ) -> AsyncIterator[list[RecordResult]]:
-    """Every row of successfulResults, failedResults and unprocessedrecords as results, file by file."""
+    """Every row of successfulResults (unless ``skip_successes``), failedResults and unprocessedrecords as
+    results, file by file."""
     for kind in ("successfulResults", "failedResults", "unprocessedrecords"):
+        if kind == "successfulResults" and skip_successes:
+            continue
         if _known_empty(outcome, kind) or (kind == "unprocessedrecords" and outcome.state == "JobComplete"):
             continue  # a complete job processed every row: nothing can be unprocessed
         async for batch in _result_file(bulk, outcome, kind, external_id_field, label=label):

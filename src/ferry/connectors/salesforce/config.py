@@ -90,13 +90,16 @@ class SalesforceConfig(BaseModel):
     api_version: str = "62.0"
     ca_file: Path | None = None
     # Batches at least this large go through Bulk API 2.0. Unset: whenever Bulk needs fewer API calls
-    # than Composite (about 8,000 records and up), since Composite has no job queue to wait for.
+    # than Composite (about 7,000 records and up), since Composite has no job queue to wait for.
     bulk_threshold: int | None = Field(None, ge=1)
     collections_batch_size: int = Field(200, ge=1, le=200)
     # REST calls in flight; unset: min(10, long_running_limit).
     max_concurrency: int = Field(10, ge=1, le=25)
     timeout_seconds: float = Field(60.0, gt=0)
     bulk_poll_max_interval: float = Field(10.0, gt=0)
+    # Download a Bulk job's successfulResults even when its counts prove every unlisted row succeeded: one
+    # API call and one download more per job, for each written row's Salesforce id and created/updated flag.
+    bulk_success_results: bool = False
     # Composite-wrapped Collections: up to 5 x 200 records in one API call. Off for orgs that refuse it.
     composite: bool = True
     # Salesforce allows 25 requests running 20 s or longer at once (5 on a Developer Edition org).

@@ -10,10 +10,11 @@ strategy           calls for n records                  when
 single             n (one sObject call each)            one record: the lowest latency
 collections        ceil(n / 200)                        Composite off or refused, or n <= 200
 composite          ceil(n / 1,000) (5 x 200 per call)   below ``bulk_threshold`` (unset: while it
-                                                        needs no more calls than Bulk, ~8,000)
-bulk               5 per job + 3 polls + 1 per 40,000   ``bulk_threshold`` or more (unset: when
-                   (one job per 100 MB of CSV)          fewer calls), or when the budget left
-                                                        cannot pay for the REST path
+                                                        needs no more calls than Bulk, ~7,000)
+bulk               4 for one job (5 a job when several  ``bulk_threshold`` or more (unset: when
+                   or ``bulk_success_results``) + 3     fewer calls), or when the budget left
+                   polls + 1 per 40,000 (one job per    cannot pay for the REST path
+                   100 MB of CSV)
 =================  ===================================  ============================================
 
 Bulk is cheapest in calls but slowest to start (a job queues for seconds to minutes), so a
@@ -31,6 +32,8 @@ from ferry.connectors.types import Strategy, StrategyChoice
 
 COLLECTION_SIZE = 200
 BULK_CALLS_PER_JOB = 5  # create, upload, UploadComplete, successfulResults, failedResults (skipped if none failed)
+# A stream's only job is answered by its counts (bulk.counts_prove_success), without successfulResults.
+BULK_CALLS_ONE_JOB = BULK_CALLS_PER_JOB - 1
 BULK_JOB_RECORDS_ESTIMATE = 500_000  # ~100 MB of CSV at ~200 bytes a row
 # Polls of one job, as measured with polls aimed at the job's end (bulk_pace.JobPace; bench/RESULTS.md,
 # latency real): 3 for 10,000-22,000 records, 5-6 for 100,000, ~15 for 500,000 (the backoff cap rules there).
@@ -42,9 +45,10 @@ def bulk_polls(records_in_job: int) -> int:
     return BULK_POLLS_BASE + records_in_job // BULK_RECORDS_PER_EXTRA_POLL
 
 
-def bulk_calls(count: int) -> int:
+def bulk_calls(count: int, *, success_results: bool = False) -> int:
     jobs = max(1, math.ceil(count / BULK_JOB_RECORDS_ESTIMATE))
-    return jobs * BULK_CALLS_PER_JOB + sum(bulk_polls(part) for part in _job_sizes(count, jobs))
+    per_job = BULK_CALLS_ONE_JOB if jobs == 1 and not success_results else BULK_CALLS_PER_JOB
+    return jobs * per_job + sum(bulk_polls(part) for part in _job_sizes(count, jobs))
 
 
 def _job_sizes(count: int, jobs: int) -> list[int]:
@@ -85,7 +89,7 @@ class WritePlanner:
             )
         rest, rest_why = self._rest_strategy(count, composite_refused)
         rest_cost = rest_calls(rest, count, self.config.collections_batch_size)
-        bulk_cost = bulk_calls(count)
+        bulk_cost = bulk_calls(count, success_results=self.config.bulk_success_results)
         threshold = self.config.bulk_threshold
         budget_note = f"; {_plural(remaining_calls, 'call')} left in the budget" if remaining_calls is not None else ""
         if threshold is not None:

@@ -22,7 +22,14 @@ from ferry.connectors.salesforce.describe import parse_describe
 from ferry.connectors.salesforce.planner import WritePlanner
 from ferry.connectors.salesforce.single import upsert_one
 from ferry.connectors.salesforce.source import query_pages
-from ferry.connectors.types import MappedRecord, ObjectSchema, RecordResult, Strategy, StrategyChoice
+from ferry.connectors.types import (
+    MappedRecord,
+    ObjectSchema,
+    RecordResult,
+    Strategy,
+    StrategyChoice,
+    StreamAnswer,
+)
 from ferry.errors import PermanentError
 
 LOCK_RETRY_BATCHES = (50, 10)  # smaller, serial batches for rows another transaction had locked
@@ -53,6 +60,7 @@ class SalesforceSink(AsyncResource):
             poll_max_interval=config.bulk_poll_max_interval,
             on_job=on_bulk_job,
             sleep=sleep or asyncio.sleep,
+            success_results=config.bulk_success_results,
         )
         self._composite = CompositeUpsert(self._client, self._collections)
         self._planner = WritePlanner(config)
@@ -249,7 +257,7 @@ class SalesforceSink(AsyncResource):
         *,
         label: str | None = None,
         columns: Sequence[str] | None = None,
-    ) -> AsyncIterator[list[RecordResult]]:
+    ) -> AsyncIterator[StreamAnswer]:
         """Bulk API 2.0 upsert of a stream of record chunks, in memory flat in the record count.
 
         ``chunks`` is an async iterator (or an iterable) of record lists, e.g. pages read from the
@@ -257,7 +265,9 @@ class SalesforceSink(AsyncResource):
         at most 100 MB; a longer stream continues in a next job), then the job is polled with
         backoff and its result files are streamed back. Yields lists of RecordResult (at most 5,000
         each), keyed by the external id value: every record gets exactly one result, but NOT in input
-        order; match them by ``key`` (duplicates of a key within a job get one result per copy).
+        order; match them by ``key`` (duplicates of a key within a job get one result per copy). A job whose
+        counts prove the rest succeeded ends with a ``JobSucceeded`` instead of its successes: every row the
+        caller sent in that job and no batch answered succeeded.
 
         The CSV header is ``columns`` or the first record's keys; a later record with a key outside it
         gets an UNKNOWN_COLUMN result instead of being sent. If the stream raises (upload refused,
