@@ -28,6 +28,7 @@ class Sandbox:
     process: subprocess.Popen[str]
     info: dict[str, Any]
     peak_rss: int = 0
+    last_cpu: float = 0.0
 
     @property
     def url(self) -> str:
@@ -43,8 +44,14 @@ class Sandbox:
             return resp.json()
 
     def cpu(self) -> float:
-        t = psutil.Process(self.process.pid).cpu_times()
-        return float(t.user + t.system)
+        """CPU seconds so far; once the process is gone (stopped by a memory guard), the last figure read, so
+        the run's own failure is reported rather than a lookup of a vanished process."""
+        try:
+            t = psutil.Process(self.process.pid).cpu_times()
+        except psutil.NoSuchProcess:
+            return self.last_cpu
+        self.last_cpu = float(t.user + t.system)
+        return self.last_cpu
 
     def rss(self) -> int:
         return int(psutil.Process(self.process.pid).memory_info().rss)
