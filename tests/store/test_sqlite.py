@@ -76,3 +76,20 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
     first.advance_cursor("p", "orders", "v9")
     first.close()
     assert Store(tmp_path / "s.db").get_cursor("p", "orders") == "v9"
+
+
+def test_a_job_answered_by_its_counts_records_only_its_queued_unfailed_rows(store: Store) -> None:
+    # Journal: a..e (external ids A..E). b failed (stays queued for its retry), c is no longer queued,
+    # d has a newer version queued since the job carried it, e was a dead letter.
+    store.put_outbox("p", "Contact", [(k, "v1", {"LastName": k}, None) for k in "abde"])
+    store.put_outbox("p", "Contact", [("d", "v2", {"LastName": "newer"}, None)])
+    store.dead_letter("p", None, [NewDeadLetter("Contact", "e", "v0", [{"code": "X", "message": "m", "fields": []}],
+                                                None, None)])
+    store.save_bulk_job("p", "Contact", "750J", [(k, "v1", k.upper()) for k in "abcde"])
+    written = store.record_job_written("p", "Contact", "750J", {"B"}, page=2)  # three journal pages
+    assert written == 2  # a and e; d's newer version still goes out
+    assert store.versions_for("p", "Contact", list("abcde")) == {"a": "v1", "e": "v1"}
+    rows = {r.key: r.version for chunk in store.outbox("p", "Contact") for r in chunk}
+    assert rows == {"b": "v1", "d": "v2"}
+    assert store.dead_letter_keys("p", "Contact") == set()
+    assert store.record_job_written("p", "Contact", "750J", set()) == 1  # now only b is left of the job

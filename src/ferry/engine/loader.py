@@ -183,7 +183,7 @@ class Loader:
                 plan.name, plan.external_id, pages, label=plan.name, columns=columns
             ):
                 if isinstance(answer, JobSucceeded):
-                    retried += self._record_job_succeeded(plan, stream, answer)
+                    self._record_job_succeeded(plan, stream, answer)
                     continue
                 stream.failed.update(r.key for r in answer if not r.success)
                 retried += self._reconcile_keyed(plan, stream, answer)
@@ -218,24 +218,18 @@ class Loader:
             advance(len(rows))
             yield payloads
 
-    def _record_job_succeeded(self, plan: ObjectPlan, stream: _BulkStream, answer: JobSucceeded) -> int:
-        """Record as written every row journaled to the job that no failure was reported for, page by page
-        through the journal (the job's counts proved them successes; see bulk.counts_prove_success)."""
-        retried = marked = 0
-        after = ""
-        while page := self.store.bulk_job_page(self.pipeline, plan.name, answer.job_id, after, _BULK_PAGE):
-            after = page[-1][0]
-            carried = {key: (version, ext) for key, version, ext in page if ext not in stream.failed}
-            rows: list[OutboxRow] = []
-            for row in self.store.outbox_rows(self.pipeline, plan.name, list(carried), with_source=False):
-                rows.append(replace(row, version=carried[row.key][0]))  # the answer is for the version the job carried
-            marked += len(rows)
-            retried += self.reconcile(plan, rows, [RecordResult(carried[r.key][1], True) for r in rows], jobs=[])
+    def _record_job_succeeded(self, plan: ObjectPlan, stream: _BulkStream, answer: JobSucceeded) -> None:
+        """Record as written every row journaled to the job that no failure was reported for (the job's counts
+        proved them successes; see bulk.counts_prove_success). Nothing of them is read back: the store does it
+        in SQL, page by page through the journal."""
+        marked = self.store.record_job_written(self.pipeline, plan.name, answer.job_id, stream.failed)
+        s = self.stats.object(plan.name)
+        s.written += marked
+        self.on_progress()
         if marked != answer.rows:
             # Rows recorded already (a repeated page) or duplicates of one external id: worth a look, harmless.
             log.warning("bulk.success_count_differs", object=plan.name, job_id=answer.job_id,
                         job_says=answer.rows, recorded=marked)
-        return retried
 
     async def _retry_locked(self, sink: SalesforceSink, plan: ObjectPlan, keys: Sequence[str]) -> int:
         """Rows the Bulk job found locked go again at once through Collections, whose own lock retry sends

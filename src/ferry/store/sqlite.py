@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -874,16 +874,66 @@ class Store:
                 )
         return out
 
-    def bulk_job_page(
-        self, pipeline: str, obj: str, job_id: str, after_key: str, limit: int
-    ) -> list[tuple[str, str, str]]:
-        """(key, version, external id) of up to ``limit`` records journaled to a job, by key after ``after_key``."""
-        with self._lock:
-            return self._conn.execute(
-                "SELECT key, version, ext FROM bulk_job_records WHERE pipeline = ? AND object = ? AND job_id = ? "
-                "AND key > ? ORDER BY key LIMIT ?",
-                (pipeline, obj, job_id, after_key, limit),
-            ).fetchall()
+    def record_job_written(
+        self, pipeline: str, obj: str, job_id: str, failed_exts: Collection[str], page: int = 10_000
+    ) -> int:
+        """Record as written every record journaled to a Bulk job, still queued at the version the job carried,
+        whose external id is not in ``failed_exts`` (the job's counts proved those rows successes): version map,
+        dead letters resolved, outbox rows removed, in one transaction per ``page`` records of the journal, in SQL.
+        A record queued at a newer version than the job carried is left alone: that version still goes out."""
+        written = 0
+        after = ""
+        with self.transaction() as c:
+            c.execute("CREATE TEMP TABLE IF NOT EXISTS failed_exts (ext TEXT PRIMARY KEY)")
+            c.execute("CREATE TEMP TABLE IF NOT EXISTS job_written (key TEXT PRIMARY KEY, version TEXT NOT NULL)")
+            c.execute("DELETE FROM failed_exts")
+            c.executemany("INSERT OR IGNORE INTO failed_exts (ext) VALUES (?)", [(e,) for e in failed_exts])
+        while True:
+            with self._lock:
+                bound = self._conn.execute(
+                    "SELECT key FROM bulk_job_records WHERE pipeline = ? AND object = ? AND job_id = ? AND key > ? "
+                    "ORDER BY key LIMIT 1 OFFSET ?",
+                    (pipeline, obj, job_id, after, page - 1),
+                ).fetchone()
+            upper = bound[0] if bound else None
+            with self.transaction() as c:
+                written += self._record_job_range(c, pipeline, obj, job_id, after, upper)
+            if upper is None:
+                return written
+            after = upper
+
+    @staticmethod
+    def _record_job_range(
+        c: sqlite3.Connection, pipeline: str, obj: str, job_id: str, after: str, upper: str | None
+    ) -> int:
+        c.execute("DELETE FROM job_written")
+        c.execute(
+            "INSERT INTO job_written (key, version) SELECT j.key, j.version FROM bulk_job_records j "
+            "JOIN outbox o ON o.pipeline = j.pipeline AND o.object = j.object AND o.key = j.key "
+            "AND o.version = j.version "
+            "WHERE j.pipeline = ? AND j.object = ? AND j.job_id = ? AND j.key > ? AND (? IS NULL OR j.key <= ?) "
+            "AND j.ext NOT IN (SELECT ext FROM failed_exts)",
+            (pipeline, obj, job_id, after, upper, upper),
+        )
+        now = utc_now()
+        c.execute(
+            "INSERT INTO versions (pipeline, object, key, version, target_id, updated_at) "
+            "SELECT ?, ?, key, version, NULL, ? FROM job_written WHERE true "
+            "ON CONFLICT (pipeline, object, key) DO UPDATE SET version = excluded.version, "
+            "updated_at = excluded.updated_at WHERE excluded.version >= versions.version",
+            (pipeline, obj, now),
+        )
+        c.execute(
+            "UPDATE dlq SET status = 'resolved', resolved_at = ?, resolution = 'written' "
+            "WHERE pipeline = ? AND object = ? AND status = 'open' AND record_key IN (SELECT key FROM job_written)",
+            (now, pipeline, obj),
+        )
+        c.execute(
+            "DELETE FROM outbox WHERE pipeline = ? AND object = ? AND (key, version) IN "
+            "(SELECT key, version FROM job_written)",
+            (pipeline, obj),
+        )
+        return int(c.execute("SELECT COUNT(*) FROM job_written").fetchone()[0])
 
     def bulk_jobs(self, pipeline: str, obj: str | None = None) -> list[BulkJobRow]:
         sql, args = "SELECT object, job_id, entries, created_at FROM bulk_jobs WHERE pipeline = ?", [pipeline]
