@@ -130,11 +130,24 @@ def _is_date(text: str) -> bool:
 
 
 def _next_or_previous_day(day: str, step: int) -> str | None:
-    """``day`` (a valid YYYY-MM-DD) moved by one day; None past year 1 or 9999 (datetime then decides)."""
-    try:
-        return (date.fromisoformat(day) + timedelta(days=step)).isoformat()
-    except OverflowError:
-        return None
+    """``day`` (a valid YYYY-MM-DD) moved by one day; None past year 1 or 9999 (datetime then decides).
+
+    Cached: an evening in a western offset is the next day in UTC, so this runs for ~1 timestamp in 6,
+    and a store's orders fall on a few hundred days.
+    """
+    moved = _MOVED_DAYS.get((day, step), "")
+    if moved == "":  # "" is never a day: not worked out yet (None is a worked-out answer)
+        if len(_MOVED_DAYS) >= _TS_CACHE_SIZE:
+            _MOVED_DAYS.clear()
+        try:
+            moved = (date.fromisoformat(day) + timedelta(days=step)).isoformat()
+        except OverflowError:
+            moved = None
+        _MOVED_DAYS[day, step] = moved
+    return moved
+
+
+_MOVED_DAYS: dict[tuple[str, int], str | None] = {}
 
 
 _DATES: dict[str, bool] = {}
