@@ -90,3 +90,14 @@ def test_timestamps_and_local_dates_convert_as_before() -> None:
         else:
             assert values.utc_timestamp(ts) == expected, ts
         assert shopify._local_date(ts) == shopify_before._local_date(ts), ts
+
+
+def test_a_timestamp_with_any_one_character_changed_converts_as_before() -> None:
+    """Every position of the usual shapes swapped for a digit, a sign, a separator or a letter."""
+    for base in ("2026-03-04T10:11:12-05:00", "2026-03-04T22:11:12-05:00", "2026-03-04T01:11:12+05:30",
+                 "2026-03-04T10:11:12+00:00"):
+        for i in range(len(base)):
+            for ch in "09+-:Tx .Z":
+                ts = base[:i] + ch + base[i + 1:]
+                assert values.utc_timestamp(ts) == values_before.utc_timestamp(ts), ts
+                assert shopify._local_date(ts) == shopify_before._local_date(ts), ts

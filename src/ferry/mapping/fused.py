@@ -156,6 +156,12 @@ def _value_check(
         ns[f"_V{i}"] = fast.convert  # a converter never answers _OMIT
         convert = ["try:", f"    {put} = _V{i}(v{i})", "except _Invalid as bad:"]
         shortcuts.append((f"{short} {fast.convert_limit}", [*convert, f"    errors.append(_error(skey, _F{i}, bad))"]))
+    if fast.convert is not None and fast.convert_scalars:
+        # A quantity (int), a mapped flag (bool): the converter is the whole check for these exact classes.
+        ns[f"_V{i}"] = fast.convert
+        convert = ["try:", f"    {put} = _V{i}(v{i})", "except _Invalid as bad:"]
+        scalar = f"v{i}.__class__ is int or v{i}.__class__ is float or v{i}.__class__ is bool"
+        shortcuts.append((scalar, [*convert, f"    errors.append(_error(skey, _F{i}, bad))"]))
     if not shortcuts:
         return _slow(i, key, "")
     lines = []

@@ -293,6 +293,8 @@ def converter_for(fs: FieldSchema) -> Checker:
 
 
 def utf16_length(text: str) -> int:
+    if text.isascii():  # one unit per character; CPython answers isascii from a flag, without a scan
+        return len(text)
     return len(text.encode("utf-16-le")) // 2
 
 
@@ -337,7 +339,9 @@ class FastPath:
     ``key_limit``: the external id: a ``str`` of 1..key_limit characters that is not a missing-id key
     passes unchanged (-1: never);
     ``convert``: for a ``str`` of 1..convert_limit characters the checker's answer (or failure) is this
-    converter's (text converters never lengthen a string, so the length check cannot fail).
+    converter's (text converters never lengthen a string, so the length check cannot fail);
+    ``convert_scalars``: for an int, float or bool (exact class) the checker's answer (or failure) is
+    ``convert``'s too: such a value is neither None nor "", and the field has no length to check.
     """
 
     text_limit: int = -1
@@ -345,6 +349,7 @@ class FastPath:
     key_limit: int = -1
     convert: Checker | None = None
     convert_limit: int = -1
+    convert_scalars: bool = False
 
 
 def fast_path(fs: FieldSchema | None, opts: FieldOptions) -> FastPath:
@@ -363,7 +368,7 @@ def fast_path(fs: FieldSchema | None, opts: FieldOptions) -> FastPath:
     # No picklist step and no external-id test, and a string short enough: the converter is the check.
     direct = not restricted and not opts.is_external_id and convert is not to_text
     return FastPath(text_limit, not required and not omit_null, key_limit, convert if direct else None,
-                    short if direct else -1)
+                    short if direct else -1, direct and max_len == 0)
 
 
 def build_checker(object_name: str, field_name: str, fs: FieldSchema | None, opts: FieldOptions) -> Checker:

@@ -82,18 +82,19 @@ def _fast_utc(value: str) -> str | None:
     Handles whole seconds with an offset whose conversion stays within the same
     day; returns None for everything else so the general parser takes over.
     """
-    if len(value) != 25 or value[10] != "T" or value[19] not in "+-" or value[22] != ":":
+    if len(value) != 25 or value[10] != "T" or value[22] != ":":
         return None
-    if value[19:] == "+00:00":
+    offset = value[19:]
+    if offset == "+00:00":
         return value[:19] + ".000000Z"
-    minute, shift = _MINUTE_OF.get(value[11:16]), _SHIFT_OF.get(value[19:])
-    if minute is None or shift is None:
-        return _fast_utc_by_int(value)  # unusual digits: parse them as before
+    minute, shift = _MINUTE_OF.get(value[11:16]), _SHIFT_OF.get(offset)
+    if minute is None or shift is None:  # unusual digits: parse them as before (a known offset has its sign)
+        return _fast_utc_by_int(value) if value[19] in "+-" else None
     total = minute + shift
     if not value[:4].isdigit():
         return None
     if 0 <= total < 1440:
-        return value[:11] + _HH_MM[total] + value[16:19] + ".000000Z"
+        return f"{value[:11]}{_HH_MM[total]}{value[16:19]}.000000Z"  # one string built, not three
     # The UTC time falls on the day before or after: only for text datetime would parse, the day from the calendar.
     day = _next_or_previous_day(value[:10], 1 if total >= 1440 else -1) if shopify_shape_parses(value) else None
     return None if day is None else day + "T" + _HH_MM[total % 1440] + value[16:19] + ".000000Z"
@@ -130,11 +131,24 @@ def _is_date(text: str) -> bool:
 
 
 def _next_or_previous_day(day: str, step: int) -> str | None:
-    """``day`` (a valid YYYY-MM-DD) moved by one day; None past year 1 or 9999 (datetime then decides)."""
-    try:
-        return (date.fromisoformat(day) + timedelta(days=step)).isoformat()
-    except OverflowError:
-        return None
+    """``day`` (a valid YYYY-MM-DD) moved by one day; None past year 1 or 9999 (datetime then decides).
+
+    Cached: an evening in a western offset is the next day in UTC, so this runs for ~1 timestamp in 6,
+    and a store's orders fall on a few hundred days.
+    """
+    moved = _MOVED_DAYS.get((day, step), "")
+    if moved == "":  # "" is never a day: not worked out yet (None is a worked-out answer)
+        if len(_MOVED_DAYS) >= _TS_CACHE_SIZE:
+            _MOVED_DAYS.clear()
+        try:
+            moved = (date.fromisoformat(day) + timedelta(days=step)).isoformat()
+        except OverflowError:
+            moved = None
+        _MOVED_DAYS[day, step] = moved
+    return moved
+
+
+_MOVED_DAYS: dict[tuple[str, int], str | None] = {}
 
 
 _DATES: dict[str, bool] = {}

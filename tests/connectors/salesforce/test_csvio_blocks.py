@@ -168,3 +168,28 @@ def test_a_block_that_exactly_fills_or_just_misses_the_limit_splits_as_the_refer
         max_bytes = len(b"A\n") + 6 * rows_per_body + slack
         got = outcome(csv_chunks(records, ["A"], max_bytes))
         assert got == outcome(reference_chunks(records, ["A"], max_bytes)), (rows_per_body, slack)
+
+
+PLAIN: list[Any] = ["plain", "", " ", "Zürich 🚢", "#N/A", "é中😀", None, True, False, 0, -7, 10**20, 0.1, -0.0, 1e16,
+                    float("nan"), 2.5e-300]
+NEEDS_QUOTES: list[Any] = ['He said "hi"', "a,b", ",", "line1\nline2", "cr\rlf", "\r\n", '"']
+
+
+@pytest.mark.parametrize("width", [1, 2, 5])
+def test_mostly_plain_blocks_with_a_rare_quoted_cell_match_the_reference(width: int) -> None:
+    """Blocks without a cell to quote are written by joins; one such cell sends its block to csv.writer."""
+    rnd = random.Random(width)
+    columns = [f"C{i}" for i in range(width)]
+    records: list[dict[str, Any]] = []
+    for _ in range(6_000):
+        record = {c: rnd.choice(PLAIN) for c in columns if rnd.random() > 0.02}
+        if rnd.random() < 0.0004:  # about every third block holds one cell that must be quoted
+            record[rnd.choice(columns)] = rnd.choice(NEEDS_QUOTES)
+        records.append(record)
+    for max_bytes in (10**9, 30_000, 500):
+        got = outcome(csv_chunks(records, columns, max_bytes))
+        assert got == outcome(reference_chunks(records, columns, max_bytes)), max_bytes
+    encoder = RowEncoder(columns)
+    for record in records[:1_500] + [{c: v for c in columns} for v in NEEDS_QUOTES + PLAIN]:
+        [(body, _)] = reference_chunks([record], columns, 10**9)
+        assert encoder.header + encoder.row(record) == body, record

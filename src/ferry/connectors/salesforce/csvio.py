@@ -72,10 +72,10 @@ def csv_chunks(
     cells = row_cells(columns)
     body: list[bytes] = [header]
     size, start = len(header), 0
+    width = len(columns)
     for first in range(0, len(records), _BLOCK):
         rows = [cells(record) for record in records[first : first + _BLOCK]]
-        writer.writerows(rows)
-        block = sink.take().encode("utf-8")
+        block = _block_text(rows, width, writer, sink).encode("utf-8")
         if size + len(block) <= max_bytes:  # then every row of it also fits alone after the header
             body.append(block)
             size += len(block)
@@ -95,6 +95,34 @@ def csv_chunks(
 
 
 _BLOCK = 1000  # rows written and encoded at a time
+
+
+def _block_text(rows: list[Sequence[Any]], width: int, writer: Any, sink: _Sink) -> str:
+    """The CSV text of ``rows``, exactly as ``writer.writerows(rows)`` writes it.
+
+    csv.writer (QUOTE_MINIMAL, LF) quotes a cell only for a delimiter, a quote or a line break in
+    it, and tests every character of every cell for that (most of its time). A row joined with
+    commas answers for all its cells at once: no quote, no CR or LF and exactly ``width - 1``
+    commas mean no cell held one, and the join is the row. Only the other rows go to csv.writer.
+    Cells are str, int or float (``row_cells``), which csv.writer also writes by ``str()``; a lone
+    cell is left to csv.writer (it writes an empty one as ``""``).
+    """
+    if width < 2:
+        writer.writerows(rows)
+        return sink.take()
+    lines = [",".join(map(str, row)) for row in rows]
+    text = "\n".join(lines) + "\n"
+    commas = width - 1
+    if '"' not in text and "\r" not in text and text.count("\n") == len(rows) and text.count(",") == commas * len(rows):
+        return text  # the whole block at once: no row needs quoting
+    parts = []
+    for line, row in zip(lines, rows, strict=True):
+        if '"' in line or "\r" in line or "\n" in line or line.count(",") != commas:
+            writer.writerow(row)
+            parts.append(sink.take())
+        else:
+            parts.append(line + "\n")
+    return "".join(parts)
 # Exact types csv.writer writes as cell() would (str as is, int by str(), float by repr()).
 _PLAIN = frozenset({str, int, float})
 _PLAIN_OR_NONE = _PLAIN | {type(None)}
@@ -175,8 +203,7 @@ class RowEncoder:
         return [k for k in record if k not in self._known]
 
     def row(self, record: dict[str, Any]) -> bytes:
-        self._writer.writerow(self._cells(record))
-        return self._sink.take().encode("utf-8")
+        return _block_text([self._cells(record)], len(self.columns), self._writer, self._sink).encode("utf-8")
 
 
 async def stream_csv_rows(chunks: AsyncIterator[str]) -> AsyncIterator[list[str]]:
