@@ -42,8 +42,9 @@ from ferry.store import ReadProgress, Store
 
 log = structlog.get_logger("ferry.engine.intake")
 
-# Shopify's updated_at has one-second resolution and the store's clock is not ours: a read's start is
-# taken this far before the store's own Date header, so no edit made while it ran can fall behind it.
+# Shopify's updated_at has one-second resolution, the store's clock is not ours, and a write is stamped a
+# little before it commits: a change is taken to be visible within this long of its updated_at, so a page
+# served at the store's time T (its Date header) cannot pass over a change older than T - CLOCK_MARGIN.
 CLOCK_MARGIN = dt.timedelta(seconds=5)
 ORDERED = "ordered"  # one read in updated_at order; what it needs to stay correct is in the module docstring
 PAGES, CATCHUP = "pages", "catchup"  # an older ferry's read in id order, and its catch-up read
