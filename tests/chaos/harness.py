@@ -316,7 +316,7 @@ class Chaos:
         kill_at: float | None = None
         mode = ""
         # Edits only go into lives that will be killed: the last life runs on a source at rest, as a
-        # scheduled run after the last edit would (an edit after a run's catch-up read is the next run's).
+        # scheduled run after the last edit would (an edit after a run's last page is the next run's).
         edits_left = self.config.edits_per_life if kill else 0
         while proc.poll() is None:
             if time.monotonic() > deadline:

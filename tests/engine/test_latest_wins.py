@@ -1,7 +1,8 @@
 """Latest wins: a record edited through the Shopify API while a run pages past it lands at its newest version.
 
-The edit goes to a customer on the first page after that page was staged at the old version; the run's
-catch-up read (what changed since the read began) picks up the new version in the same run.
+The edit goes to a customer on the first page after that page was staged at the old version. The stream is
+read in updated_at order over keyset cursors, so the edited customer sorts after every page read so far and
+the same read meets it again, at its new version: no catch-up read, no call beyond the pages.
 """
 
 from __future__ import annotations
@@ -10,16 +11,22 @@ import asyncio
 from pathlib import Path
 
 from ferry.engine.runner import Runner
+from ferry.sandbox.shopify.times import parse
 from ferry.store import Store
 from tests.engine.world import world
 
+PAGE = 5
 
-async def test_an_edit_made_while_the_run_pages_lands_at_its_newest_version(tmp_path: Path) -> None:
+
+async def test_an_edit_made_while_the_run_pages_lands_at_its_newest_version_with_no_extra_read(
+    tmp_path: Path,
+) -> None:
     with world(tmp_path, customers=60, products=4, orders=10) as w:
         w.shop.faults.configure({"rules": [{"kind": "latency", "latency_ms": 120, "path": "customers"}]})
-        spec = w.spec(w.pipeline_file("latest", lambda s: s["source"].update(page_size=5)))
+        spec = w.spec(w.pipeline_file("latest", lambda s: s["source"].update(page_size=PAGE)))
         store = Store(tmp_path / "ferry.db")
-        first = min(w.shop.store.customers, key=lambda c: c["id"])
+        customers = list(w.shop.store.customers)
+        first = min(customers, key=lambda c: (parse(c["updated_at"]), c["id"]))  # on the read's first page
         key = str(first["id"])
         old_updated = first["updated_at"]
         run = asyncio.create_task(Runner(spec, store).run())
@@ -45,3 +52,9 @@ async def test_an_edit_made_while_the_run_pages_lands_at_its_newest_version(tmp_
         account = next(r for r in w.records("Account") if r["Shopify_Customer_Id__c"] == key)
         assert account["Name"].startswith("Newest"), account
         assert store.versions_for("latest", "Contact", [key])[key] > staged[0].version
+        # One read: every customer once, the edited one twice (old and new version), in as many pages as
+        # those records fill, and not one call more (an older ferry made one catch-up call per stream here).
+        assert stats.source_records["customers"] == len(customers) + 1
+        assert w.shop.stats.throttled == 0  # ferry's client waits for the bucket: every call counted is a page
+        calls = w.shop.stats.by_endpoint["GET /admin/api/{version}/customers.json"]
+        assert calls == -(-(len(customers) + 1) // PAGE), calls

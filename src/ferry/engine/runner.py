@@ -3,7 +3,7 @@
 Durability points, in order (each one is a single SQLite transaction):
 1. each source page is staged together with where the read stands (engine/intake.py), so a killed
    run continues at the next page; the cursor moves, with forgetting that progress, only once the
-   whole stream and its catch-up read are staged;
+   whole stream is staged (read in updated_at order, so a record edited mid-read comes again later in it);
 2. a chunk of staged records goes to the outbox (or, if invalid, the dead-letter queue) together with
    the mark past that chunk, so no staged record is planned twice or skipped;
 3. a Bulk job's id is stored the moment the job exists, with the records it carries; a restart resumes

@@ -243,8 +243,10 @@ class ReadProgress:
     since: str | None  # the cursor the read started from
     next_url: str | None  # the next page to fetch (None: the phase has no page left)
     newest: str | None  # newest version staged so far
-    started_at: str  # the source's clock when the read began (the cursor never passes it)
-    phase: str  # "pages" (the main read) or "catchup" (what changed while it ran)
+    # The cursor never passes it. "ordered": the store's clock (less a margin) at the first page that reached
+    # it, "" while none has; "pages"/"catchup" (an older ferry's reads): the clock when the phase began.
+    started_at: str
+    phase: str  # "ordered" (one read in updated_at order); legacy: "pages" (id order) then "catchup"
     pages: int = 0
 
 

@@ -35,6 +35,30 @@ def test_paging_all_orders_yields_each_exactly_once(client: Served) -> None:
     assert ids == sorted(o["id"] for o in client.sandbox.store.orders)  # id ascending, nothing missing
 
 
+def test_orders_in_updated_at_order_come_again_after_an_edit_made_mid_read(client: Served) -> None:
+    """Keyset pages in updated_at order, as Shopify's relative cursors: an order edited after its page was read
+    sorts after everything older, so the same read meets it again, at its new updated_at, on a later page."""
+    page = shopify.Order.find(limit=50, status="any", order="updated_at asc", fields="id,updated_at")
+    seen = list(page)
+    target = seen[3].id
+    order = shopify.Order.find(target)
+    order.note = "edited while a read pages past it"
+    assert order.save()
+    pages = 1
+    while page.has_next_page():
+        page = page.next_page()
+        seen += list(page)
+        pages += 1
+    store = client.sandbox.store.orders
+    assert pages >= len(store) // 50  # several pages
+    ids = [o.id for o in seen]
+    assert ids.count(target) == 2 and ids.index(target) == 3 and ids[-1] == target
+    assert seen[-1].updated_at == order.updated_at > seen[3].updated_at
+    later = [(_epoch(o.attributes), o.id) for o in seen[4:]]
+    assert later == sorted(later)  # keyset order held across every page boundary
+    assert sorted(set(ids)) == sorted(o["id"] for o in store)  # nothing skipped
+
+
 def test_default_status_is_open_like_shopify(client: Served) -> None:
     ids = {o.id for o in _all_pages(shopify.Order.find(limit=250, fields="id"))}
     store = client.sandbox.store.orders

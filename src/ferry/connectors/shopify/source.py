@@ -1,4 +1,4 @@
-"""Read customers, products and orders from a Shopify store, page by page, records untouched."""
+"""Read customers, products and orders from a Shopify store, page by page, in updated_at order, records untouched."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ from ferry.connectors.shopify.config import ShopifyConfig
 from ferry.errors import ConfigError, PermanentError
 
 STREAMS = ("customers", "products", "orders")
+# Every stream is read oldest change first. Shopify's page_info cursors are keyset ranges over the sort
+# column and the id, so a record edited while a read pages on gets a newer updated_at and sorts after
+# every page already served: the same read meets it again, at its new version, on a later page.
+READ_ORDER = "updated_at asc"
 _SINGULAR = {"customers": "customer", "products": "product", "orders": "order"}
 
 
@@ -94,7 +98,7 @@ class ShopifySource(AsyncResource):
         return record
 
     def _first_page_params(self, stream: str, since: str | None, until: str | None) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": self.config.page_size}
+        params: dict[str, Any] = {"limit": self.config.page_size, "order": READ_ORDER}
         if stream == "orders":
             params["status"] = "any"  # the default "open" would silently skip closed and cancelled orders
         if since:

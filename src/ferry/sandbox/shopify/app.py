@@ -81,24 +81,30 @@ def _resource_routes(app: FastAPI, state: ShopState, resource: str) -> None:
 
 
 def list_page(request: Request, table: Table, resource: str) -> Response:
-    """One page of a list endpoint, ordered by id ascending, with Shopify's Link header."""
+    """One page of a list endpoint, in the order asked for (id ascending by default), with Shopify's Link header.
+
+    The boundary of a page is the sort key of its last (next) or first (previous) record, so pages are keyset
+    ranges: in updated_at order, a record edited after its page was served sorts after it and comes again."""
     params = dict(request.query_params)
     req = parse_list(resource, params)
+    bound: tuple[int, int] | None
     if req.page_info:
         check_page_info_request(params)
         cursor = decode(req.page_info, resource)
-        filters, direction, boundary = cursor.filters, cursor.direction, cursor.boundary
+        filters, order, direction, bound = cursor.filters, cursor.order, cursor.direction, cursor.key
     else:
-        filters, direction, boundary = req.filters, "next", filters_start(req.filters)
+        filters, order, direction = req.filters, req.order, "next"
+        bound = table.first_bound(order, filters)
     match = table.matcher(filters)
     if direction == "next":
-        idx = table.forward(match, boundary, req.limit + 1)
+        idx = table.after(order, match, bound, req.limit + 1)
         has_next, page = len(idx) > req.limit, idx[: req.limit]
-        has_prev = bool(req.page_info) and bool(page) and bool(table.backward(match, table.ids[page[0]], 1))
+        has_prev = bool(req.page_info) and bool(page) and bool(table.before(order, match, table.key(order, page[0]), 1))
     else:
-        idx = table.backward(match, boundary, req.limit + 1)
+        assert bound is not None  # a previous-page cursor always holds its boundary
+        idx = table.before(order, match, bound, req.limit + 1)
         has_prev, page = len(idx) > req.limit, idx[-req.limit:]
-        has_next = bool(page) and bool(table.forward(match, table.ids[page[-1]], 1))
+        has_next = bool(page) and bool(table.after(order, match, table.key(order, page[-1]), 1))
     recs = table.records
     if isinstance(recs, CompactRecords) and not req.fields:  # full records: their stored JSON as it is
         body = b'{"' + resource.encode() + b'":' + recs.json_of(page) + b"}"
@@ -106,19 +112,18 @@ def list_page(request: Request, table: Table, resource: str) -> Response:
         body = orjson.dumps({resource: project([recs[i] for i in page], req.fields)})
     links: list[tuple[str, Cursor]] = []
     if has_prev:
-        links.append(("previous", Cursor(resource, filters, "previous", table.ids[page[0]])))
+        links.append(("previous", _cursor(table, resource, filters, order, "previous", page[0])))
     if has_next:
-        links.append(("next", Cursor(resource, filters, "next", table.ids[page[-1]])))
+        links.append(("next", _cursor(table, resource, filters, order, "next", page[-1])))
     base = str(request.url.replace(query=""))
     link = link_header(base.rstrip("?"), req.limit, req.fields, links)
     headers = {"Link": link} if link else None
     return Response(content=body, headers=headers, media_type="application/json; charset=utf-8")
 
 
-def filters_start(filters: dict[str, Any]) -> int:
-    """First page starts after since_id (also kept as a filter so previous pages respect it)."""
-    since = filters.get("since_id")
-    return since if isinstance(since, int) else -1
+def _cursor(table: Table, resource: str, filters: dict[str, Any], order: str, direction: str, pos: int) -> Cursor:
+    value, rid = table.key(order, pos)
+    return Cursor(resource, filters, direction, rid, order, value if order.startswith("updated_at") else None)
 
 
 def _child_routes(app: FastAPI, state: ShopState) -> None:

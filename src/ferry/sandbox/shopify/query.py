@@ -1,7 +1,8 @@
 """Parsing list and count query parameters into canonical, JSON-serializable filters.
 
 Filters are stored inside ``page_info`` cursors, so they hold only ints, strings and lists.
-Unknown parameters are ignored, as Shopify ignores them (except next to ``page_info``).
+Unknown parameters are ignored, as Shopify ignores them (except next to ``page_info``); a
+parameter the sandbox knows but whose value it does not support (``order=title asc``) is a 400.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ FINANCIAL_STATUSES = ("authorized", "pending", "paid", "partially_paid", "refund
 _TIME_PARAMS = ("created_at_min", "created_at_max", "updated_at_min", "updated_at_max")
 # Comma-separated equality filters each resource supports beyond the common ones.
 _LIST_FILTERS = {"products": ("vendor", "product_type", "handle", "title")}
+# ``order`` values the lists support, canonical form; "id asc" is the order when none is asked for.
+ID_ASC = "id asc"
+ORDERS = (ID_ASC, "id desc", "updated_at asc", "updated_at desc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,7 @@ class ListRequest:
     limit: int
     fields: str | None
     page_info: str | None
+    order: str = ID_ASC  # one of ORDERS; with page_info, the cursor's own order applies
 
 
 def parse_limit(raw: str | None) -> int:
@@ -46,7 +51,23 @@ def parse_list(resource: str, params: dict[str, str]) -> ListRequest:
     limit = parse_limit(params.get("limit"))
     page_info = params.get("page_info") or None
     filters = {} if page_info else parse_filters(resource, params)
-    return ListRequest(filters, limit, fields, page_info)
+    order = ID_ASC if page_info else parse_order(params.get("order"))
+    return ListRequest(filters, limit, fields, page_info, order)
+
+
+def parse_order(raw: str | None) -> str:
+    """``updated_at asc`` (``+`` or ``%20`` arrive as a space), any case and spacing; a bare field sorts
+    ascending, as in SQL. A field or direction the sandbox cannot sort by is a 400, never ignored: a client
+    relying on the order (keyset reads in updated_at order) must not silently get id order instead."""
+    if raw is None or not raw.strip():
+        return ID_ASC
+    parts = raw.lower().split()
+    if len(parts) == 1:
+        parts.append("asc")
+    order = " ".join(parts)
+    if order not in ORDERS:
+        raise invalid_param("order")
+    return order
 
 
 def parse_filters(resource: str, params: dict[str, str]) -> dict[str, Any]:
