@@ -60,6 +60,13 @@ def parse_scaled(text: str, default: int) -> dict[str, int]:
     return out
 
 
+def ferry_calls(report: str) -> str:
+    """API calls per object from ``ferry run --json``'s report, as the sandboxes' totals do not split them."""
+    stats = json.loads(report)
+    objects = ", ".join(f"{name} {o['api_calls']} ({o['strategy']})" for name, o in stats["objects"].items())
+    return (f"Shopify {stats['source_api_calls']}; Salesforce set-up {stats['setup_api_calls']}, {objects}")
+
+
 def needs_sample(contender: str, orders: int, sampled: dict[str, int]) -> bool:
     """The per-record script makes one call per record (~4.7 calls an order): 40 minutes for 10,000 orders
     even with latency off on this machine, hours with real latency; it runs on the sample and is scaled."""
@@ -80,6 +87,8 @@ def run_one(contender: Contender, orders: int, latency: str) -> Row:
             shop_calls = shop.admin("stats")["api_calls"] - shop_calls0
             org_calls = org.admin("stats")["api_calls"] - org_calls0
             records = {obj: org.admin(f"records/{obj}") for obj in reconcile.OBJECTS}
+    if contender.name == "ferry":
+        print(f"  ferry {orders:,} orders latency {latency}: {ferry_calls(m.stdout)}", flush=True)
     check = reconcile.reconcile(exp, records)
     if not check.correct:
         for name, c in check.objects.items():
