@@ -157,13 +157,14 @@ async def run_ferry(info: dict[str, Any], prefix: str, n: int) -> int:
     from salesforce_connector import ferry_config
 
     from ferry.connectors.salesforce import SalesforceSink
+    from ferry.connectors.types import JobSucceeded
 
     seen = 0
     async with SalesforceSink(ferry_config(info)) as sink:
         async for batch in sink.upsert_stream("Contact", EXT, chunks(prefix, n)):
             if not seen:
                 mark("first_results")
-            seen += len(batch)
+            seen += batch.rows if isinstance(batch, JobSucceeded) else len(batch)
     mark("all_results", rows=seen)
     return seen
 

@@ -79,7 +79,7 @@ def ferry_config(info: dict[str, Any], **kw: Any) -> Any:
 
 async def ferry_write(info: dict[str, Any], mode: str, prefix: str, n: int) -> dict[str, Any]:
     from ferry.connectors.salesforce import SalesforceSink
-    from ferry.connectors.types import Strategy
+    from ferry.connectors.types import JobSucceeded, Strategy
 
     ok = failed = 0
     note = ""
@@ -88,6 +88,9 @@ async def ferry_write(info: dict[str, Any], mode: str, prefix: str, n: int) -> d
         choice = sink.choose_strategy("Contact", n)
         if mode == "auto" and choice.strategy is Strategy.BULK:
             async for batch in sink.upsert_stream("Contact", EXT, chunks(prefix, n)):
+                if isinstance(batch, JobSucceeded):  # the job's counts proved the rest succeeded
+                    ok += batch.rows
+                    continue
                 ok += sum(r.success for r in batch)
                 failed += sum(not r.success for r in batch)
             note = f"planner: {choice.strategy.value}, streamed; polls {sink._bulk.polls}"
