@@ -343,6 +343,13 @@ def _source_columns(source: int | bytes | None) -> tuple[bytes | None, int | Non
     return (None, source) if isinstance(source, int) else (source, None)
 
 
+# A written version enters the version map only moving forward; a row without a target id keeps the known one.
+_VERSION_FORWARD = (
+    "ON CONFLICT (pipeline, object, key) DO UPDATE SET version = excluded.version, "
+    "target_id = COALESCE(excluded.target_id, versions.target_id), updated_at = excluded.updated_at "
+    "WHERE excluded.version >= versions.version"
+)
+
 class Store:
     """SQLite-backed state. Thread-safe through one connection guarded by a lock."""
 
@@ -640,9 +647,7 @@ class Store:
         now = utc_now()
         c.executemany(
             "INSERT INTO versions (pipeline, object, key, version, target_id, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, object, key) DO UPDATE SET "
-            "version = excluded.version, target_id = COALESCE(excluded.target_id, versions.target_id), "
-            "updated_at = excluded.updated_at WHERE excluded.version >= versions.version",
+            "VALUES (?, ?, ?, ?, ?, ?) " + _VERSION_FORWARD,
             [(pipeline, obj, k, v, tid, now) for k, v, tid in rows],
         )
         # A record that lands after having been dead-lettered is no longer a dead letter. Most batches have
@@ -920,9 +925,7 @@ class Store:
         now = utc_now()
         c.execute(
             "INSERT INTO versions (pipeline, object, key, version, target_id, updated_at) "
-            "SELECT ?, ?, key, version, NULL, ? FROM job_written WHERE true "
-            "ON CONFLICT (pipeline, object, key) DO UPDATE SET version = excluded.version, "
-            "updated_at = excluded.updated_at WHERE excluded.version >= versions.version",
+            "SELECT ?, ?, key, version, NULL, ? FROM job_written WHERE true " + _VERSION_FORWARD,
             (pipeline, obj, now),
         )
         c.execute(

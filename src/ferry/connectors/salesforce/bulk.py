@@ -6,10 +6,11 @@ successfulResults, failedResults and unprocessedrecords → match rows back to t
 external id column (result order is not guaranteed). Every input record ends with exactly one RecordResult.
 
 successfulResults is skipped when the job's own counts prove what it would say (see ``counts_prove_success``):
-a complete job that processed every uploaded row, with at most MAX_FAILURES_FOR_COUNTS failures, succeeded for
-every row that failedResults does not list. That saves one API call per job and the largest download of a run;
-what is lost is only the Salesforce id and the created/updated flag of each written row
-(``bulk_success_results: true`` in the sink config fetches the file anyway).
+a complete job that processed every uploaded row succeeded for every row that failedResults does not list
+(used while at most MAX_FAILURES_FOR_COUNTS rows failed, ``BulkIngest.answers_by_counts``). That saves one
+API call per job and the largest download of a run; what is lost is only the Salesforce id and the
+created/updated flag of each written row (``bulk_success_results: true`` in the sink config fetches the file
+anyway).
 
 The job id is handed to ``on_job`` as soon as the job exists, so a crashed run can ``resume`` it
 instead of uploading the same data again.
@@ -139,7 +140,7 @@ class BulkIngest:
             part = [subset[j] for j in rows]
             try:
                 outcome = await self._run_job(sobject, external_id_field, body, label, len(part))
-                trusted = not self.success_results and counts_prove_success(outcome, len(part))
+                trusted = self.answers_by_counts(outcome, len(part))
                 part_results = await self.collect(outcome, external_id_field, part, label=label, trust_counts=trusted)
             except (BudgetExhausted, AuthError, ConfigError):
                 raise
@@ -288,6 +289,15 @@ class BulkIngest:
 
     # ------------------------------------------------------------------ results
 
+    def answers_by_counts(self, outcome: JobOutcome, uploaded: int, refused: int = 0) -> bool:
+        """Whether the job's successes are taken from its counts instead of its successfulResults file (the
+        failures the caller must hold, the refused rows included, stay under MAX_FAILURES_FOR_COUNTS)."""
+        return (
+            not self.success_results
+            and refused + outcome.failed <= MAX_FAILURES_FOR_COUNTS
+            and counts_prove_success(outcome, uploaded)
+        )
+
     async def _csv(self, outcome: JobOutcome, kind: str, label: str) -> list[dict[str, str]]:
         if _known_empty(outcome, kind):
             return []  # the job's counts say the file has no rows: save the call
@@ -322,17 +332,14 @@ class BulkIngest:
                 _place(results, pending, row, external_id_field, _success)
         for row in await self._csv(outcome, "failedResults", label):
             _place(results, pending, row, external_id_field, _failure)
+        # unprocessedrecords is not fetched: it could only repeat what "not in either file" already says.
         unfinished = (
-            job_failure(outcome.state, outcome.error_message)
+            None  # trusted counts: a row neither file lists succeeded
+            if trust_counts
+            else job_failure(outcome.state, outcome.error_message)
             if outcome.state != "JobComplete"
             else RecordError("NOT_PROCESSED", f"Bulk job {outcome.job_id} did not report this record", [], True)
         )
-        if trust_counts:
-            return [
-                r if r is not None else RecordResult(key_text(records[i].get(external_id_field)), True)
-                for i, r in enumerate(results)
-            ]
-        # unprocessedrecords is not fetched: it could only repeat what "not in either file" already says.
         return [
             r if r is not None else _unreported(records[i], external_id_field, unfinished)
             for i, r in enumerate(results)
@@ -340,13 +347,9 @@ class BulkIngest:
 
 
 def counts_prove_success(outcome: JobOutcome, uploaded: int) -> bool:
-    """The job's counts say every uploaded row was processed and at most MAX_FAILURES_FOR_COUNTS failed:
-    each row failedResults does not list succeeded (processed rows are exactly successes plus failures)."""
-    return (
-        outcome.state == "JobComplete"
-        and outcome.processed == uploaded
-        and outcome.failed <= MAX_FAILURES_FOR_COUNTS
-    )
+    """The job's counts say every uploaded row was processed: each row failedResults does not list
+    succeeded (processed rows are exactly successes plus failures)."""
+    return outcome.state == "JobComplete" and outcome.processed == uploaded
 
 
 def _known_empty(outcome: JobOutcome, kind: str) -> bool:
@@ -369,8 +372,10 @@ def _outcome(job_id: str, info: dict[str, Any]) -> JobOutcome:
     )
 
 
-def _unreported(record: MappedRecord, external_id_field: str, error: RecordError) -> RecordResult:
-    return RecordResult(key_text(record.get(external_id_field)), False, errors=[error])
+def _unreported(record: MappedRecord, external_id_field: str, error: RecordError | None) -> RecordResult:
+    """A record no result file listed: the job's fate, or a success when ``error`` is None (trusted counts)."""
+    key = key_text(record.get(external_id_field))
+    return RecordResult(key, True) if error is None else RecordResult(key, False, errors=[error])
 
 
 def _index_by_key(records: Sequence[MappedRecord], external_id_field: str) -> dict[str, deque[int]]:
@@ -524,13 +529,7 @@ async def upsert_stream(
         outcome = await bulk.wait(job_id, label=label, expected_rows=uploaded[0])
         # Only the stream's one job may be answered by its counts: a page spanning two jobs is journaled to
         # both, so the rows a later job carried are not the unanswered rows of its journal.
-        by_counts = (
-            not bulk.success_results
-            and jobs == 1
-            and feed.used_up
-            and len(refused_now) + outcome.failed <= MAX_FAILURES_FOR_COUNTS
-            and counts_prove_success(outcome, uploaded[0])
-        )
+        by_counts = jobs == 1 and feed.used_up and bulk.answers_by_counts(outcome, uploaded[0], len(refused_now))
         reported = 0
         async for batch in bulk.stream_results(outcome, external_id_field, label=label, skip_successes=by_counts):
             reported += len(batch)
