@@ -25,7 +25,7 @@ from typing import Any
 from ferry.connectors.salesforce import SalesforceConfig, SalesforceSink
 from ferry.connectors.salesforce.budget import BudgetGuard, pipeline_guard
 from ferry.connectors.salesforce.config import parse_api_budget
-from ferry.connectors.types import Strategy
+from ferry.connectors.salesforce.strategy import Strategy
 from ferry.sandbox.salesforce import SalesforceSandbox
 from ferry.sandbox.serve import start_in_thread
 from ferry.store import Store

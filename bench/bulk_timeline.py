@@ -157,7 +157,7 @@ async def run_ferry(info: dict[str, Any], prefix: str, n: int) -> int:
     from salesforce_connector import ferry_config
 
     from ferry.connectors.salesforce import SalesforceSink
-    from ferry.connectors.types import JobSucceeded
+    from ferry.core.results import JobSucceeded
 
     seen = 0
     async with SalesforceSink(ferry_config(info)) as sink:

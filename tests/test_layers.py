@@ -12,14 +12,15 @@ RANKS = {
     "errors": 0,
     "paths": 0,
     "sandbox": 1,
-    "store": 2,
-    "bus": 2,
-    "connectors": 3,
-    "model": 4,
-    "mapping": 4,
-    "engine": 5,
-    "cli": 6,
-    "server": 6,
+    "model": 1,  # the canonical records and value helpers: every source's normalizer builds them
+    "core": 2,  # the shared vocabulary and the Source/Sink/store contracts
+    "store": 3,
+    "bus": 3,
+    "connectors": 4,
+    "mapping": 5,
+    "engine": 6,
+    "cli": 7,
+    "server": 7,
 }
 # Product code never depends on the emulators; only the CLI (demo, `sandbox serve`) starts them.
 FORBIDDEN = {
@@ -28,7 +29,11 @@ FORBIDDEN = {
     ("model", "sandbox"),
     ("mapping", "sandbox"),
     ("engine", "sandbox"),
+    ("core", "sandbox"),
 }
+# Below the connectors nothing names a system: these layers reach a connector only through the registry.
+SYSTEM_FREE = ("engine", "mapping", "model", "store", "core")
+CONNECTOR_SHARED = {"ferry.connectors", "ferry.connectors.registry"}
 
 
 def _layer(module: str) -> str | None:
@@ -68,3 +73,16 @@ def test_every_import_goes_down_or_sideways() -> None:
 def test_every_package_has_a_layer() -> None:
     packages = {p.name for p in SRC.iterdir() if p.is_dir() and not p.name.startswith("__")}
     assert packages - {"examples"} <= set(RANKS), f"give these packages a layer: {packages - set(RANKS)}"
+
+
+def test_nothing_below_the_connectors_names_a_system() -> None:
+    violations = []
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC)
+        own = rel.parts[0].removesuffix(".py") if rel.parts else ""
+        if own not in SYSTEM_FREE:
+            continue
+        for module in _imports(path):
+            if module.startswith("ferry.connectors") and module not in CONNECTOR_SHARED:
+                violations.append(f"{rel}: imports {module}")
+    assert not violations, "a layer below the connectors names a system:\n" + "\n".join(violations)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferry.connectors.types import FieldSchema, ObjectSchema
+from ferry.core.schema import FieldSchema, ObjectSchema
 
 
 def ext_id(name: str) -> FieldSchema:

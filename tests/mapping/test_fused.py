@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ferry.connectors.types import FieldSchema, ObjectSchema
+from ferry.core.schema import FieldSchema, ObjectSchema
 from ferry.engine.plan import build_plans
 from ferry.errors import RecordError
 from ferry.mapping.compile import compile_mapping

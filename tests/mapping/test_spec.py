@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from ferry.connectors.types import FieldSchema, ObjectSchema
+from ferry.core.schema import FieldSchema, ObjectSchema
 from ferry.errors import ConfigError
 from ferry.mapping.spec import (
     CoalesceExpr,

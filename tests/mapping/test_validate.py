@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ferry.connectors.types import FieldSchema, ObjectSchema
+from ferry.core.schema import FieldSchema, ObjectSchema
 from ferry.mapping.spec import ObjectMapping
 from ferry.mapping.validate import RecordValidator, build_validator, is_email, truncate_utf16, utf16_length
 

@@ -11,7 +11,7 @@ import orjson
 
 from ferry.connectors.salesforce.budget import pipeline_guard
 from ferry.connectors.salesforce.sink import SalesforceSink
-from ferry.connectors.types import ObjectSchema
+from ferry.core.schema import ObjectSchema
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
 from ferry.errors import PermanentError

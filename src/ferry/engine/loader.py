@@ -25,7 +25,9 @@ import structlog
 from ferry.connectors.salesforce.collections import missing_key_result
 from ferry.connectors.salesforce.csvio import key_text
 from ferry.connectors.salesforce.sink import SalesforceSink
-from ferry.connectors.types import JobSucceeded, MappedRecord, RecordResult, Strategy
+from ferry.connectors.salesforce.strategy import Strategy
+from ferry.core.records import MappedRecord
+from ferry.core.results import JobSucceeded, RecordResult
 from ferry.engine.plan import ObjectPlan
 from ferry.engine.stats import RunStats
 from ferry.errors import AuthError, ConfigError, PermanentError, RecordError

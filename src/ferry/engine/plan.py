@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferry.connectors.types import MappedRecord, ObjectSchema
+from ferry.core.records import MappedRecord
+from ferry.core.schema import ObjectSchema
 from ferry.errors import ConfigError, RecordError
 from ferry.mapping.compile import CompiledMapping, compile_mapping
 from ferry.mapping.fused import MapAndValidate, fuse

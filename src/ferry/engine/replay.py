@@ -29,8 +29,8 @@ import structlog
 
 from ferry.connectors.salesforce.budget import pipeline_guard
 from ferry.connectors.salesforce.sink import SalesforceSink
+from ferry.connectors.salesforce.strategy import Strategy
 from ferry.connectors.shopify.source import ShopifySource
-from ferry.connectors.types import Strategy
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
 from ferry.engine.runner import orphan_errors, prepare_plans

@@ -31,7 +31,7 @@ import structlog
 from ferry.connectors.salesforce.budget import pipeline_guard
 from ferry.connectors.salesforce.sink import SalesforceSink
 from ferry.connectors.shopify.source import ShopifySource
-from ferry.connectors.types import ObjectSchema
+from ferry.core.schema import ObjectSchema
 from ferry.engine.intake import Intake
 from ferry.engine.loader import Loader, RetryBudget
 from ferry.engine.pipeline import PipelineSpec

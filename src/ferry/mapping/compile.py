@@ -14,7 +14,8 @@ from datetime import date, datetime
 from operator import attrgetter
 from typing import Any
 
-from ferry.connectors.types import MappedRecord, ObjectSchema
+from ferry.core.records import MappedRecord
+from ferry.core.schema import ObjectSchema
 from ferry.errors import ConfigError
 from ferry.mapping.spec import (
     CoalesceExpr,

@@ -20,7 +20,7 @@ import keyword
 from collections.abc import Callable
 from typing import Any
 
-from ferry.connectors.types import MappedRecord
+from ferry.core.records import MappedRecord
 from ferry.errors import RecordError
 from ferry.mapping.compile import CompiledMapping
 from ferry.mapping.spec import FieldExpr, PathExpr, QueryExpr, RefExpr, ValueExpr

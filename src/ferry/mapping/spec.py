@@ -30,7 +30,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ferry.connectors.types import ObjectSchema
+from ferry.core.schema import ObjectSchema
 from ferry.errors import ConfigError
 from ferry.model.canonical import ENTITY_TYPES
 

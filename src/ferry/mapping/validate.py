@@ -30,7 +30,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from ferry.connectors.types import FieldSchema, MappedRecord, ObjectSchema
+from ferry.core.records import MappedRecord
+from ferry.core.schema import FieldSchema, ObjectSchema
 from ferry.errors import RecordError
 from ferry.mapping.spec import FieldExpr, ObjectMapping, RefExpr, payload_key
 from ferry.model.values import MISSING_KEY_PREFIX

@@ -19,8 +19,9 @@ from pydantic import ValidationError
 from ferry.connectors.salesforce import SalesforceConfig, SalesforceSink
 from ferry.connectors.salesforce.auth import classify_token_response, jwt_assertion, load_private_key, token_form
 from ferry.connectors.salesforce.collections import to_rest_record
+from ferry.connectors.salesforce.strategy import Strategy
 from ferry.connectors.shopify import ShopifyConfig
-from ferry.connectors.types import FieldSchema, ObjectSchema, Strategy
+from ferry.core.schema import FieldSchema, ObjectSchema
 from ferry.errors import AuthError, ConfigError, TransientError
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "src" / "ferry" / "examples" / "shopify-to-salesforce.yml"

@@ -13,7 +13,7 @@ from ferry.connectors.salesforce.budget import BudgetGuard
 from ferry.connectors.salesforce.config import parse_api_budget
 from ferry.connectors.salesforce.gate import CallGate
 from ferry.connectors.salesforce.planner import WritePlanner
-from ferry.connectors.types import Strategy
+from ferry.connectors.salesforce.strategy import Strategy
 from ferry.errors import BudgetExhausted
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 from ferry.connectors.salesforce import SalesforceSink, SalesforceSource
 from ferry.connectors.salesforce.select import eq
-from ferry.connectors.types import Strategy
+from ferry.connectors.salesforce.strategy import Strategy
 
 from .conftest import Org
 

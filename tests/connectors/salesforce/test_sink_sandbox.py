@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ferry.connectors.salesforce import SalesforceSink, soql_quote
-from ferry.connectors.types import Strategy
+from ferry.connectors.salesforce.strategy import Strategy
 from ferry.errors import AuthError, BudgetExhausted, PermanentError
 
 from .conftest import Org, start_org

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from ferry.connectors.salesforce import SalesforceSink
-from ferry.connectors.types import JobSucceeded, RecordResult, Strategy, StreamAnswer
+from ferry.connectors.salesforce.strategy import Strategy
+from ferry.core.results import JobSucceeded, RecordResult, StreamAnswer
 from ferry.errors import BudgetExhausted, TransientError
 
 from .conftest import Org, start_org

@@ -45,7 +45,8 @@ from ferry.connectors.salesforce.csvio import (
 )
 from ferry.connectors.salesforce.errors import record_error_from_call
 from ferry.connectors.salesforce.planner import bulk_polls
-from ferry.connectors.types import JobSucceeded, MappedRecord, RecordResult, StreamAnswer
+from ferry.core.records import MappedRecord
+from ferry.core.results import JobSucceeded, RecordResult, StreamAnswer
 from ferry.errors import (
     AuthError,
     BudgetExhausted,

@@ -32,7 +32,9 @@ from ferry.connectors.salesforce.collections import (
 from ferry.connectors.salesforce.csvio import key_text
 from ferry.connectors.salesforce.errors import TRANSIENT_RECORD_CODES, record_error, record_error_from_call
 from ferry.connectors.salesforce.tasks import run_all
-from ferry.connectors.types import MappedRecord, ObjectSchema, RecordResult
+from ferry.core.records import MappedRecord
+from ferry.core.results import RecordResult
+from ferry.core.schema import ObjectSchema
 from ferry.errors import AuthError, BudgetExhausted, ConfigError, FerryError, PermanentError
 
 log = structlog.get_logger("ferry.connectors.salesforce.composite")

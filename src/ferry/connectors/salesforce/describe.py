@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferry.connectors.types import FieldSchema, ObjectSchema
+from ferry.core.schema import FieldSchema, ObjectSchema
 
 
 def parse_field(raw: dict[str, Any]) -> FieldSchema:

@@ -28,7 +28,8 @@ import math
 
 from ferry.connectors.salesforce.composite import RECORDS_PER_CALL
 from ferry.connectors.salesforce.config import SalesforceConfig
-from ferry.connectors.types import Strategy, StrategyChoice
+from ferry.connectors.salesforce.strategy import Strategy
+from ferry.core.writes import StrategyChoice
 
 COLLECTION_SIZE = 200
 BULK_CALLS_PER_JOB = 5  # create, upload, UploadComplete, successfulResults, failedResults (skipped if none failed)

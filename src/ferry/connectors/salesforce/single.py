@@ -18,7 +18,9 @@ from ferry.connectors.salesforce.client import SalesforceClient, api_name
 from ferry.connectors.salesforce.collections import missing_key_result, to_rest_record
 from ferry.connectors.salesforce.csvio import key_text
 from ferry.connectors.salesforce.errors import classify, record_error, record_error_from_call
-from ferry.connectors.types import MappedRecord, ObjectSchema, RecordResult
+from ferry.core.records import MappedRecord
+from ferry.core.results import RecordResult
+from ferry.core.schema import ObjectSchema
 from ferry.errors import AuthError, BudgetExhausted, ConfigError, FerryError
 
 _RECORD_REFUSALS = frozenset({400, 404})

@@ -22,14 +22,11 @@ from ferry.connectors.salesforce.describe import parse_describe
 from ferry.connectors.salesforce.planner import WritePlanner
 from ferry.connectors.salesforce.single import upsert_one
 from ferry.connectors.salesforce.source import query_pages
-from ferry.connectors.types import (
-    MappedRecord,
-    ObjectSchema,
-    RecordResult,
-    Strategy,
-    StrategyChoice,
-    StreamAnswer,
-)
+from ferry.connectors.salesforce.strategy import Strategy
+from ferry.core.records import MappedRecord
+from ferry.core.results import RecordResult, StreamAnswer
+from ferry.core.schema import ObjectSchema
+from ferry.core.writes import StrategyChoice
 from ferry.errors import PermanentError
 
 LOCK_RETRY_BATCHES = (50, 10)  # smaller, serial batches for rows another transaction had locked

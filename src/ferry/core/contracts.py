@@ -1,0 +1,212 @@
+"""The Source and Sink contracts: what a connector implements so the engine can run it, naming no system.
+
+A connector package (``ferry.connectors.<system>``) exposes a ``CONNECTOR`` (``ferry.core.registry``) whose
+factories build these from the pipeline's ``source:``/``target:`` block. ``docs/connectors/writing-a-connector.md``
+walks through one.
+
+Both are async context managers (``async with source, sink:``): entering opens connections, leaving closes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from ferry.core.dialect import Dialect
+from ferry.core.ports import ApiLedger, JournalEntry
+from ferry.core.records import MappedRecord
+from ferry.core.results import RecordResult, StreamAnswer
+from ferry.core.schema import ObjectSchema
+from ferry.core.writes import WriteCost
+
+# (entity, canonical record) pairs a raw source record yields, in load order ("customer", Customer(...)).
+Normalized = list[tuple[str, Any]]
+
+
+class AsyncContext(Protocol):
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------------ Source
+
+
+@dataclass(slots=True)
+class SourcePage:
+    """One page of a stream's incremental read.
+
+    ``state`` is where the read stands after this page, as JSON-able data only the source understands: the
+    engine saves it in the same transaction as the page's records and hands it back to ``read`` after a crash
+    (continue after this page) or on the next run. The last page a read yields carries the state a *next*
+    run starts from (the cursor): the engine saves it with that page, so a read that ends is never read
+    again and a read that dies continues. ``resumed`` marks pages of a read that continued a saved one.
+    """
+
+    records: list[dict[str, Any]]
+    state: dict[str, Any]
+    resumed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCapabilities:
+    refetch: bool = True  # ``fetch`` reads one record again by key (dead-letter replay reads the source, not a copy)
+    incremental: bool = True  # reads only what changed since the state's cursor
+
+
+class Source(AsyncContext, Protocol):
+    """A system records are read from.
+
+    The never-skip rule is the source's to keep: a record changed while a read pages on must not fall
+    between pages (sort by the change time and page by keyset, or overlap pages and let staging dedup by
+    (key, version)); the cursor in a final state must never pass a change the read could have missed.
+    """
+
+    system: str
+    capabilities: SourceCapabilities
+
+    @property
+    def streams(self) -> Sequence[str]:
+        """The streams this pipeline reads, in read order."""
+        ...
+
+    @property
+    def api_calls(self) -> int: ...
+
+    def read(self, stream: str, state: dict[str, Any] | None) -> AsyncIterator[SourcePage]:
+        """Pages of ``stream`` changed since ``state`` (None: from the beginning), each raw record as sent.
+
+        Raises TransientError when a call failed past the HTTP core's retries: the engine waits and calls
+        ``read`` again with the state of the last page it staged."""
+        ...
+
+    async def fetch(self, stream: str, key: str) -> dict[str, Any] | None:
+        """One raw record again, by the key ``identify`` gave it; None when the source no longer has it."""
+        ...
+
+    def identify(self, stream: str, raw: dict[str, Any]) -> tuple[str, str]:
+        """(key, version) of a raw record: its stable id, and its change time as a fixed-width version string."""
+        ...
+
+    def normalize(self, stream: str, raw: dict[str, Any]) -> Normalized:
+        """The canonical records (``ferry.model.canonical``) one raw record yields. Never raises on bad data:
+        what cannot be made canonical is kept as is for the mapping's validator to judge."""
+        ...
+
+    def locate(self, raw: dict[str, Any]) -> tuple[str, str] | None:
+        """(stream, key) of a raw record stored without them (dead letters of older ferry versions), if known."""
+        ...
+
+
+# ------------------------------------------------------------------------------------------------ Sink
+
+
+@dataclass(frozen=True, slots=True)
+class SinkCapabilities:
+    # The target upserts by an external id field itself. When False, the engine passes the id map's target ids
+    # to ``upsert`` and the sink updates those and creates (after a lookup by key, in case a crash lost the id)
+    # the rest: idempotency through ferry's own state.
+    native_upsert: bool = True
+    # The target can run remote jobs (``upsert_stream``/``resume_job``).
+    remote_jobs: bool = False
+
+
+class JobJournal(Protocol):
+    """What a remote job tells the engine's journal while it runs: bound to one object of one pipeline."""
+
+    def job_created(self, job_id: str) -> None:
+        """The job exists, before any data is uploaded: journal it (and the page waiting for it)."""
+        ...
+
+    def page_sent(self, entries: Sequence[JournalEntry]) -> None:
+        """Records about to be uploaded to the current job."""
+        ...
+
+
+class Sink(AsyncContext, Protocol):
+    """A system records are written to, by upsert on a key, each with its own result."""
+
+    system: str
+    capabilities: SinkCapabilities
+    dialect: Dialect
+
+    @property
+    def api_calls(self) -> dict[str, int]:
+        """Calls sent, by label (the target object, or "describe", "query", ...)."""
+        ...
+
+    async def describe(self, objects: Sequence[str], queries: Sequence[str] = ()) -> dict[str, ObjectSchema]:
+        """Each object's schema. ``queries`` (a mapping's constants in the target's query language) may be
+        fetched in the same call; ``constant`` then answers them without another."""
+        ...
+
+    async def constant(self, query: str) -> Any:
+        """The single value a mapping constant's query returns (ConfigError unless exactly one row and field)."""
+        ...
+
+    def write_costs(self, obj: str, count: int) -> list[WriteCost]:
+        """What writing ``count`` records of ``obj`` would cost by each strategy the sink offers, lowest latency
+        first. The engine's planner (``ferry.core.writes.choose_write``) picks from these."""
+        ...
+
+    def budget_left(self) -> int | None:
+        """API calls left before the pipeline's budget (or the target's allocation) stops the run, if known."""
+        ...
+
+    def budget_status(self) -> dict[str, Any] | None:
+        """The budget after the run, for the report: share, spent, left, when to resume. None: no budget."""
+        ...
+
+    async def upsert(
+        self,
+        obj: str,
+        external_id: str,
+        records: Sequence[MappedRecord],
+        strategy: str,
+        *,
+        target_ids: Sequence[str | None] | None = None,
+    ) -> list[RecordResult]:
+        """One result per record, in input order. Transient trouble the sink knows how to clear (a row lock)
+        is retried inside; what is left comes back as a transient result for the engine's retry budget."""
+        ...
+
+    def upsert_stream(
+        self,
+        obj: str,
+        external_id: str,
+        pages: AsyncIterator[Sequence[MappedRecord]] | Iterable[Sequence[MappedRecord]],
+        journal: JobJournal,
+        *,
+        columns: Sequence[str] | None = None,
+    ) -> AsyncIterator[StreamAnswer]:
+        """A remote job's upsert of a stream of pages: results come back out of order, keyed by external id,
+        or as a ``JobSucceeded`` covering every journaled row no result reported."""
+        ...
+
+    async def resume_job(
+        self, job_id: str, external_id: str, records: Sequence[MappedRecord]
+    ) -> list[RecordResult] | None:
+        """Collect a job a crashed run left. None: it never got its data (it was aborted; send the records
+        again). Raises PermanentError when the target no longer knows the job (send them again too)."""
+        ...
+
+    def missing_key_result(self, payload: MappedRecord, external_id: str) -> RecordResult | None:
+        """The result of a record that cannot be sent because it has no external id value, or None if it has one."""
+        ...
+
+
+# ------------------------------------------------------------------------------------------------ wiring
+
+
+@dataclass(slots=True)
+class SinkContext:
+    """What the engine gives a sink it opens: the pipeline, and the store ports a sink may use (its API ledger)."""
+
+    pipeline: str
+    ledger: ApiLedger | None = None
+    clock: Callable[[], float] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,28 @@
+"""How a connector package declares itself: its ``system:`` name, config model and factories.
+
+Each ``ferry.connectors.<system>`` package exposes ``CONNECTOR = Connector(...)``; ``ferry.connectors.registry``
+collects the built-in ones (and those other packages register under the ``ferry.connectors`` entry point
+group), and the pipeline loader builds its discriminated union of ``source:``/``target:`` blocks from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from ferry.core.contracts import Sink, SinkContext, Source
+
+
+@dataclass(frozen=True, slots=True)
+class Connector:
+    system: str  # the `system:` literal of its config blocks
+    # The pydantic model of its `source:` block (a field `system: Literal["<system>"]`), if it is a source.
+    source_config: type[BaseModel] | None = None
+    open_source: Callable[[Any], Source] | None = None
+    # The pydantic model of its `target:` block, if it is a sink.
+    sink_config: type[BaseModel] | None = None
+    open_sink: Callable[[Any, SinkContext], Sink] | None = None
+    description: str = ""
