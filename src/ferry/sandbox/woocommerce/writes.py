@@ -271,12 +271,14 @@ def _add_lines(state: StoreState, order: Record, lines: list[Any]) -> None:
         variation = state.get("variations", int(line.get("variation_id") or 0))
         item = variation or product
         if item is None:
-            raise WpError("woocommerce_rest_invalid_product_id", "Invalid product ID.", 400)
+            raise WpError("woocommerce_rest_invalid_product_id", "Invalid product ID.", 400)  # unverified wording
         qty = int(line.get("quantity", 1))
         unit = _decimal(line["price"]) if line.get("price") is not None else _decimal(item.get("price") or 0)
         parent_id = state.parent_of["variations"].get(variation["id"], 0) if variation else _id(product)
+        name = str(line.get("name") or (f"{state.by_id['products'][parent_id]['name']} - {item['name']}"
+                                        if variation and parent_id in state.by_id["products"] else item["name"]))
         order["line_items"].append(_line(state, parent_id, variation["id"] if variation else 0, qty, unit,
-                                         state.item_id(), str(line.get("name") or item["name"]), item["sku"]))
+                                         state.item_id(), name, item["sku"]))
 
 
 def _id(record: Record | None) -> int:
