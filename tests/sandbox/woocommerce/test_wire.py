@@ -153,3 +153,12 @@ def test_stats_count_calls_per_route(served: Served) -> None:
     route = "GET /wp-json/wc/v3/orders/{id}"
     assert after["by_endpoint"][route] == before["by_endpoint"].get(route, 0) + 1
     assert after["records"]["orders"] >= 1 and after["timezone"] == "Europe/Berlin"
+
+
+def test_customer_delete_checks_force_before_the_id(served: Served) -> None:
+    auth = (served.sandbox.consumer_key, served.sandbox.consumer_secret)
+    url = f"{served.https.url}{API}/customers/987654321"
+    unforced = requests.delete(url, auth=auth, verify=str(served.https.ca_file), timeout=10)
+    assert unforced.status_code == 501 and unforced.json()["code"] == "woocommerce_rest_trash_not_supported"
+    forced = requests.delete(url, params={"force": "true"}, auth=auth, verify=str(served.https.ca_file), timeout=10)
+    assert forced.status_code == 400 and forced.json()["message"] == "Invalid resource id."

@@ -133,7 +133,8 @@ def _collection_routes(app: FastAPI, state: StoreState, resource: str, path: str
 
     async def delete_record(request: Request, rid: int, parent: int | None = None) -> Response:
         require(request, "delete")
-        lookup(rid, parent)
+        if parent is not None:
+            lookup(rid, parent)
         force = writes.truthy(request.query_params.get("force"))
         before = writes.delete(state, resource, rid, force, parent)
         return json_response(render(request, resource, before, parent))
