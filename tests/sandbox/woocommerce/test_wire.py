@@ -162,3 +162,14 @@ def test_customer_delete_checks_force_before_the_id(served: Served) -> None:
     assert unforced.status_code == 501 and unforced.json()["code"] == "woocommerce_rest_trash_not_supported"
     forced = requests.delete(url, params={"force": "true"}, auth=auth, verify=str(served.https.ca_file), timeout=10)
     assert forced.status_code == 400 and forced.json()["message"] == "Invalid resource id."
+
+
+def test_a_trashed_coupon_leaves_the_list(served: Served) -> None:
+    auth = (served.sandbox.consumer_key, served.sandbox.consumer_secret)
+    coupon = served.sandbox.store.coupons[0]
+    trashed = requests.delete(f"{served.https.url}{API}/coupons/{coupon['id']}", auth=auth,
+                              verify=str(served.https.ca_file), timeout=10)
+    assert trashed.status_code == 200
+    listed = _https_get(served, "coupons", {"per_page": 100}).json()
+    assert coupon["id"] not in [c["id"] for c in listed]
+    assert _https_get(served, f"coupons/{coupon['id']}").json()["status"] == "trash"
