@@ -173,3 +173,9 @@ def test_a_trashed_coupon_leaves_the_list(served: Served) -> None:
     listed = _https_get(served, "coupons", {"per_page": 100}).json()
     assert coupon["id"] not in [c["id"] for c in listed]
     assert _https_get(served, f"coupons/{coupon['id']}").json()["status"] == "trash"
+
+
+def test_records_control_endpoint_pages_in_id_order(served: Served) -> None:
+    every = served.admin("GET", "records/variations")
+    assert [v["id"] for v in every] == sorted(v["id"] for v in every) and all("product_id" in v for v in every)
+    assert served.admin("GET", "records/variations", params={"offset": 2, "limit": 3}) == every[2:5]
