@@ -40,7 +40,8 @@ class Schema:
 
 SCHEMAS: dict[str, Schema] = {
     "orders": Schema(statuses=ORDER_STATUSES, int_filters=("customer", "product", "parent"), text_filters=("search",)),
-    "products": Schema(orderby=(*POST_ORDERBY, "price", "popularity", "rating", "menu_order"),
+    # The products controller appends price, popularity and rating to the posts' orderby enum.
+    "products": Schema(orderby=(*POST_ORDERBY, "price", "popularity", "rating"),
                        statuses=PRODUCT_STATUSES, text_filters=("search", "sku", "type", "slug")),
     "coupons": Schema(text_filters=("search", "code")),
     "variations": Schema(orderby=(*POST_ORDERBY, "menu_order"), text_filters=("search", "sku")),
