@@ -114,7 +114,8 @@ def test_graph_limits_and_unsupported_nodes(sf: Salesforce) -> None:
         sf.restful("composite/graph", method="POST", json={"graphs": [{"graphId": "deep", "compositeRequest": chain}]})
     assert "maximum depth of a graph is 15" in exc.value.content[0]["message"]
     query = {"graphId": "q", "compositeRequest": [
-        _node("acct", "sobjects/Account/", {"Name": "kept?"}), _node("q", "query/?q=SELECT+Id+FROM+Account", None, "GET")]}
+        _node("acct", "sobjects/Account/", {"Name": "kept?"}),
+        _node("q", "query/?q=SELECT+Id+FROM+Account", None, "GET")]}
     answer = sf.restful("composite/graph", method="POST", json={"graphs": [query]})
     assert answer["graphs"][0]["isSuccessful"] is False
     assert answer["graphs"][0]["graphResponse"]["compositeResponse"][1]["body"][0]["errorCode"] == "INVALID_INPUT"

@@ -12,7 +12,7 @@ import orjson
 from ferry.sandbox.salesforce.dml import MultipleMatches, SaveResult
 from ferry.sandbox.salesforce.errors import ApiError, RecordError
 from ferry.sandbox.salesforce.ids import normalize_id
-from ferry.sandbox.salesforce.rest import record_json, unknown_external_field
+from ferry.sandbox.salesforce.rest import mark_call, record_json, unknown_external_field
 from ferry.sandbox.salesforce.routing import Call, Reply, Router, endpoint_name, parse_sub_url
 from ferry.sandbox.salesforce.schema import FieldSchema, SObjectSchema
 from ferry.sandbox.salesforce.state import OrgState
@@ -101,7 +101,7 @@ class CollectionsApi:
         def save(item: tuple[SObjectSchema, dict[str, Any]]) -> SaveResult:
             obj, rec = item
             try:
-                return self.state.org.create(obj, parse_body(self.state.schema, obj, rec))
+                return self.state.org.create(obj, mark_call(parse_body(self.state.schema, obj, rec), call))
             except RecordError as err:
                 return SaveResult(None, False, [err])
 
@@ -115,7 +115,7 @@ class CollectionsApi:
         def save(item: tuple[SObjectSchema, dict[str, Any]]) -> SaveResult:
             obj, rec = item
             try:
-                body = parse_body(self.state.schema, obj, rec)
+                body = mark_call(parse_body(self.state.schema, obj, rec), call)
             except RecordError as err:
                 return SaveResult(None, False, [err])
             return self.state.org.update(obj, body.record_id, body)
@@ -141,7 +141,7 @@ class CollectionsApi:
                 if isinstance(rec, dict) and isinstance(rec.get("attributes"), dict) and \
                         str(rec["attributes"].get("type", obj.name)).lower() != obj.name.lower():
                     raise RecordError("INVALID_TYPE", f"Record type does not match the URL object: {obj.name}", [])
-                body = parse_body(self.state.schema, obj, rec)
+                body = mark_call(parse_body(self.state.schema, obj, rec), call)
                 return self.state.org.upsert(obj, key_field, key, body)
             except RecordError as err:
                 return SaveResult(None, False, [err])
@@ -212,7 +212,7 @@ class CollectionsApi:
             raise ApiError(400, "LIMIT_EXCEEDED", f"Composite request can contain at most {MAX_SUBREQUESTS} "
                            "subrequests")
         self._check_collection_count(subs)
-        results, _ = self.run_subrequests(subs, bool(body.get("allOrNone", False)))
+        results, _failed = self.run_subrequests(subs, bool(body.get("allOrNone", False)))
         return Reply(200, {"compositeResponse": results})
 
     def run_subrequests(self, subs: list[Any], all_or_none: bool,

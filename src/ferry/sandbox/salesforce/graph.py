@@ -13,6 +13,7 @@ from typing import Any
 
 from ferry.sandbox.salesforce.composite import _REF, CollectionsApi
 from ferry.sandbox.salesforce.errors import ApiError, RecordError
+from ferry.sandbox.salesforce.rest import mark_call
 from ferry.sandbox.salesforce.routing import Call, Reply, Router, parse_sub_url
 from ferry.sandbox.salesforce.schema import FieldSchema, SObjectSchema
 from ferry.sandbox.salesforce.state import OrgState
@@ -86,7 +87,7 @@ class TreeApi:
             self._check_limits(nodes)
         except _TreeFailure as failure:
             return Reply(400, {"hasErrors": True, "results": failure.results})
-        return self._save(nodes)
+        return self._save(call, nodes)
 
     def _flatten(self, call: Call, expected: SObjectSchema, rec: Any, level: int, parent: _TreeNode | None,
                  parent_field: FieldSchema | None, out: list[_TreeNode]) -> None:
@@ -153,7 +154,7 @@ class TreeApi:
                     raise _TreeFailure([_tree_error(node.ref_id, _invalid(
                         f"Request cannot contain records of more than {MAX_TREE_TYPES} different types"))])
 
-    def _save(self, nodes: list[_TreeNode]) -> Reply:
+    def _save(self, call: Call, nodes: list[_TreeNode]) -> Reply:
         """Create level by level (roots of every tree first), as the org does; the first failure undoes all."""
         order = deque(sorted(nodes, key=lambda n: n.level))  # sorted() is stable: request order within a level
         results: list[dict[str, Any]] = []
@@ -162,7 +163,7 @@ class TreeApi:
             while order:
                 node = order.popleft()
                 try:
-                    body = parse_body(schema, node.obj, node.body)
+                    body = mark_call(parse_body(schema, node.obj, node.body), call)
                     if node.parent is not None and node.parent_field is not None:
                         body.values = [(f, v) for f, v in body.values if f is not node.parent_field]
                         body.values.append((node.parent_field, node.parent.record_id))

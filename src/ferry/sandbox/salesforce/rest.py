@@ -12,6 +12,7 @@ from ferry.sandbox.salesforce.describe import describe_object, global_describe, 
 from ferry.sandbox.salesforce.dml import MultipleMatches, SaveResult
 from ferry.sandbox.salesforce.errors import ApiError, RecordError, not_found
 from ferry.sandbox.salesforce.ids import IdFactory, normalize_id
+from ferry.sandbox.salesforce.org_rules import allows_duplicate_save
 from ferry.sandbox.salesforce.query import ChildPlan
 from ferry.sandbox.salesforce.routing import Call, Reply, Router
 from ferry.sandbox.salesforce.schema import SObjectSchema
@@ -39,8 +40,7 @@ def unknown_external_field(name: str) -> ApiError:
 
 def save_error_reply(result: SaveResult) -> Reply:
     """A failed single-record save: 400. (A missing or deleted target row is a 404, answered before the save.)"""
-    err = result.errors[0]
-    return Reply(400, [{"message": err.message, "errorCode": err.status_code, "fields": err.fields}])
+    return Reply(400, result.errors[0].rest_body())
 
 
 def parse_record_body(state: OrgState, obj: SObjectSchema, call: Call) -> ParsedBody:
@@ -49,9 +49,16 @@ def parse_record_body(state: OrgState, obj: SObjectSchema, call: Call) -> Parsed
         raise ApiError(400, "JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from a non-object value")
     check_json_types(obj, body, call.body)
     try:
-        return parse_body(state.schema, obj, body)
+        return mark_call(parse_body(state.schema, obj, body), call)
     except RecordError as err:
         raise err.as_api_error() from None
+
+
+def mark_call(body: ParsedBody, call: Call) -> ParsedBody:
+    """What the org's rules need from the request itself: the duplicate-rule header and the API version."""
+    body.allow_duplicates = allows_duplicate_save(call.headers)
+    body.api_version = call.version
+    return body
 
 
 @dataclass(slots=True)
