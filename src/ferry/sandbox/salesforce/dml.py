@@ -18,6 +18,7 @@ from ferry.sandbox.salesforce.schema import FieldSchema, Schema, SObjectSchema
 from ferry.sandbox.salesforce.store import Record, Store, Table
 from ferry.sandbox.salesforce.validate import Coercers, ParentRef, ParsedBody, format_datetime
 
+RECYCLE_BIN_DAYS = 15  # a deleted record stays in the recycle bin (queryAll, getDeleted) this long
 _AUDIT_FIELDS = ("CreatedDate", "CreatedById", "LastModifiedDate", "LastModifiedById", "SystemModstamp")
 
 
@@ -198,6 +199,21 @@ class Org:
             return SaveResult(record_id, True)
         except RecordError as err:
             return SaveResult(None, False, [err])
+
+    def empty_recycle_bin(self) -> int:
+        """Purge records deleted more than RECYCLE_BIN_DAYS ago, as the org's recycle bin does; returns how many.
+
+        Run lazily before anything that reads the recycle bin (queryAll, getDeleted): the result is the same
+        as a background purge, without a timer.
+        """
+        cutoff = format_datetime(self.clock() - dt.timedelta(days=RECYCLE_BIN_DAYS))
+        purged = 0
+        for table in self.store.tables.values():
+            expired = [rid for rid, rec in table.deleted.items() if rec.get("SystemModstamp", cutoff) < cutoff]
+            for record_id in expired:
+                self.store.purge(table, record_id)
+            purged += len(expired)
+        return purged
 
     # --- lookups ------------------------------------------------------------------------------------
 
