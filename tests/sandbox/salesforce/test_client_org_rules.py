@@ -3,6 +3,8 @@ declared in a --schema file, exercised through simple-salesforce against the run
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -226,3 +228,15 @@ def test_rule_declarations_are_checked_at_load(tmp_path: Path, spec: str, messag
     with pytest.raises(SchemaError) as exc:
         load_schema(path)
     assert str(exc.value).startswith(f"{path}: objects.Account.") and message in str(exc.value)
+
+
+def test_bulk_ingest_reports_rule_failures_per_row(sf: Salesforce) -> None:
+    sf.Contact.create({"LastName": "Existing", "Email": "taken@example.com"})
+    records = [{"LastName": "Fine", "Email": "fine@example.com"}, {"LastName": "No contact data"},
+               {"LastName": "Dup", "Email": "taken@example.com"}]
+    (result,) = sf.bulk2.Contact.insert(records=records, wait=0.1)
+    assert (result["numberRecordsProcessed"], result["numberRecordsFailed"]) == (3, 2)
+    failed = list(csv.DictReader(io.StringIO(sf.bulk2.Contact.get_failed_records(result["job_id"]))))
+    errors = {r["LastName"]: r["sf__Error"] for r in failed}
+    assert errors == {"No contact data": "FIELD_CUSTOM_VALIDATION_EXCEPTION:A contact needs an email or a phone: --",
+                      "Dup": "DUPLICATES_DETECTED:Use one of these records?: --"}

@@ -209,7 +209,8 @@ class _Parser:
             raise FormulaError(f"{name} takes {' or '.join(str(n) for n in arity)} argument(s), got {len(args)}")
         if name in ("ISCHANGED", "PRIORVALUE"):
             # These take a field, not a value: resolve the name now.
-            if self.tokens[self.pos - 2][0] != "name":
+            # The argument must be exactly one field name: `(`, name, `)` are the last three tokens.
+            if self.tokens[self.pos - 3] != ("op", "(") or self.tokens[self.pos - 2][0] != "name":
                 raise FormulaError(f"{name} needs a field name")
             field = self.tokens[self.pos - 2][1]
             return build([lambda c, f=field: f])  # type: ignore[misc]
