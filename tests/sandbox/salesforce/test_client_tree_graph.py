@@ -144,3 +144,26 @@ def test_collections_retrieve_takes_up_to_2000_ids(sf: Salesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as exc:
         sf.restful("composite/sobjects", method="DELETE", params={"ids": ",".join([acct] * 201)})
     assert exc.value.content[0]["errorCode"] == "EXCEEDED_ID_LIMIT"
+
+
+def test_tree_accepts_the_guides_nested_example(sf: Salesforce) -> None:
+    """The guide's "Create Nested Records" body: lower-case names, a number as a string, child accounts."""
+    body = {"records": [
+        {"attributes": {"type": "Account", "referenceId": "ref1"}, "name": "SampleAccount1", "phone": "1234567890",
+         "website": "www.salesforce.com", "numberOfEmployees": "100", "industry": "Banking",
+         "Contacts": {"records": [
+             {"attributes": {"type": "Contact", "referenceId": "ref2"}, "lastname": "Smith", "Title": "President",
+              "email": "sample@salesforce.com"},
+             {"attributes": {"type": "Contact", "referenceId": "ref3"}, "lastname": "Evans",
+              "title": "Vice President", "email": "sample@salesforce.com"}]}},
+        {"attributes": {"type": "Account", "referenceId": "ref4"}, "name": "SampleAccount2",
+         "ChildAccounts": {"records": [
+             {"attributes": {"type": "Account", "referenceId": "ref5"}, "name": "SampleChildAccount1",
+              "Contacts": {"records": [
+                  {"attributes": {"type": "Contact", "referenceId": "ref6"}, "lastname": "Jones"}]}}]}}]}
+    answer = sf.restful("composite/tree/Account/", method="POST", json=body)
+    assert [r["referenceId"] for r in answer["results"]] == ["ref1", "ref4", "ref2", "ref3", "ref5", "ref6"]
+    ids = {r["referenceId"]: r["id"] for r in answer["results"]}
+    child = sf.Account.get(ids["ref5"])
+    assert child["ParentId"] == ids["ref4"] and sf.Account.get(ids["ref1"])["NumberOfEmployees"] == 100
+    assert sf.Contact.get(ids["ref6"])["AccountId"] == ids["ref5"]
