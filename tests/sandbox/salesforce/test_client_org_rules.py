@@ -150,13 +150,24 @@ def test_duplicate_rule_alert_blocks_the_api_unless_allow_save(sf: Salesforce) -
                                              "Id": first}}],
                 "rule": "Standard_Contact_Match_Rule_v1_1", "size": 1, "success": True}]},
         "errorCode": "DUPLICATES_DETECTED", "message": ALERT_BODY_MESSAGE}]
-    allowed = sf.Contact.create({"LastName": "Dup saved", "Email": "dup@example.com"},
-                                headers={"Sforce-Duplicate-Rule-Header": "allowSave=true"})
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.Contact.create({"LastName": "Details", "Email": "dup@example.com"},
+                          headers={"Sforce-Duplicate-Rule-Header": "allowSave=false; includeRecordDetails=true"})
+    match = _error(exc)["duplicateResult"]["matchResults"][0]["matchRecords"][0]["record"]
+    assert (match["Id"], match["LastName"], match["Email"]) == (first, "Dup", "dup@example.com")
+    # The guide's spelling of the header: options separated by semicolons.
+    allowed = sf.Contact.create({"LastName": "Dup saved", "Email": "dup@example.com"}, headers={
+        "Sforce-Duplicate-Rule-Header": "allowSave=true; includeRecordDetails=false; runAsCurrentUser=true"})
     assert allowed["success"] is True
     results = sf.restful("composite/sobjects", method="POST", json={"records": [
         {"attributes": {"type": "Contact"}, "LastName": "In collection", "Email": "dup@example.com"}]})
     assert results[0]["errors"] == [{"statusCode": "DUPLICATES_DETECTED", "message": ALERT_BODY_MESSAGE,
                                      "fields": []}]
+    composite = sf.restful("composite", method="POST", json={"compositeRequest": [
+        {"method": "POST", "url": "/services/data/v62.0/sobjects/Contact", "referenceId": "c",
+         "httpHeaders": {"Sforce-Duplicate-Rule-Header": "allowSave=true"},
+         "body": {"LastName": "Via composite", "Email": "dup@example.com"}}]})
+    assert composite["compositeResponse"][0]["httpStatusCode"] == 201
 
 
 def test_blocking_duplicate_rule_ignores_the_header(sf: Salesforce) -> None:

@@ -357,7 +357,7 @@ class Org:
         org_rules.apply_record_type(configured, record, changes, labels, old is None)
         org_rules.run_validation_rules(configured, record, old, lambda n: (obj.field(n) or obj.fields["Id"]).name)
         if configured.duplicates:
-            org_rules.find_duplicates(configured, obj.name, record, old is None, body.allow_duplicates,
+            org_rules.find_duplicates(configured, obj.name, record, old is None, body.duplicate_header,
                                       lambda: list(plan.table.rows.values()), body.api_version)
 
     def _next_auto_number(self, obj: SObjectSchema, f: FieldSchema) -> str:

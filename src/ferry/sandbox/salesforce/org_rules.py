@@ -8,6 +8,7 @@ record type, then validation rules, then duplicate rules, then the save (unique 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,11 +152,14 @@ def parse_duplicate_rule(spec: Any, object_name: str, canonical: Callable[[str],
 # --- enforcement --------------------------------------------------------------------------------------
 
 
-def allows_duplicate_save(headers: Mapping[str, str]) -> bool:
-    """`Sforce-Duplicate-Rule-Header: allowSave=true` lets a save through an "allow" (alert) duplicate rule."""
+def duplicate_header(headers: Mapping[str, str]) -> tuple[bool, bool]:
+    """(allowSave, includeRecordDetails) of `Sforce-Duplicate-Rule-Header` (API 52.0+; every option defaults to
+    false). The guide writes it `allowSave=true; includeRecordDetails=true; runAsCurrentUser=true`; commas are
+    accepted too."""
     raw = headers.get(DUPLICATE_HEADER, "")
-    options = dict(part.strip().split("=", 1) for part in raw.split(",") if "=" in part)
-    return options.get("allowSave", "").strip().lower() == "true"
+    options = {k.strip().lower(): v.strip().lower()
+               for k, _, v in (part.partition("=") for part in re.split(r"[;,]", raw)) if v}
+    return options.get("allowsave") == "true", options.get("includerecorddetails") == "true"
 
 
 def apply_record_type(rules: ObjectRules, record: dict[str, Any], changes: Mapping[str, Any],
@@ -198,21 +202,22 @@ def run_validation_rules(rules: ObjectRules, record: dict[str, Any], old: dict[s
 
 
 def find_duplicates(rules: ObjectRules, object_name: str, record: dict[str, Any], creating: bool,
-                    allow_save_header: bool, candidates: Callable[[], list[dict[str, Any]]], version: str) -> None:
+                    header: tuple[bool, bool], candidates: Callable[[], list[dict[str, Any]]], version: str) -> None:
     """Raise DUPLICATES_DETECTED (with the org's duplicateResult) when an active rule finds matching records."""
     for rule in rules.duplicates:
         if not (rule.on_create if creating else rule.on_edit):
             continue
+        allow_save_header, include_details = header
         if rule.allow_save and allow_save_header:
             continue
         keys = [_fold(record.get(f)) for f in rule.match_fields]
         if any(k is None for k in keys):
             continue
-        matches = [other["Id"] for other in candidates() if other["Id"] != record.get("Id")
+        matches = [other for other in candidates() if other["Id"] != record.get("Id")
                    and [_fold(other.get(f)) for f in rule.match_fields] == keys]
         if matches:
             raise RecordError("DUPLICATES_DETECTED", rule.message, [],
-                              _duplicate_result(rule, object_name, matches, version))
+                              _duplicate_result(rule, object_name, matches, version, include_details))
 
 
 def _fold(value: Any) -> Any:
@@ -221,11 +226,17 @@ def _fold(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-def _duplicate_result(rule: DuplicateRule, object_name: str, ids: list[str], version: str) -> dict[str, Any]:
-    records = [{"additionalInformation": [], "fieldDiffs": [], "matchConfidence": 100.0,
-                "record": {"attributes": {"type": object_name,
-                                          "url": f"/services/data/v{version}/sobjects/{object_name}/{rid}"},
-                           "Id": rid}} for rid in ids]
+def _duplicate_result(rule: DuplicateRule, object_name: str, matches: list[dict[str, Any]], version: str,
+                      include_details: bool) -> dict[str, Any]:
+    def record(match: dict[str, Any]) -> dict[str, Any]:
+        # includeRecordDetails=true: every field of the matching record; otherwise its Id only.
+        out: dict[str, Any] = {"attributes": {"type": object_name,
+                                              "url": f"/services/data/v{version}/sobjects/{object_name}/{match['Id']}"}}
+        out.update(match if include_details else {"Id": match["Id"]})
+        return out
+
+    records = [{"additionalInformation": [], "fieldDiffs": [], "matchConfidence": 100.0, "record": record(m)}
+               for m in matches]
     return {"allowSave": rule.allow_save, "duplicateRule": rule.name, "duplicateRuleEntityType": object_name,
             "errorMessage": rule.message,
             "matchResults": [{"entityType": object_name, "errors": [], "matchEngine": "ExactMatchEngine",

@@ -12,7 +12,7 @@ from ferry.sandbox.salesforce.describe import describe_object, global_describe, 
 from ferry.sandbox.salesforce.dml import RECYCLE_BIN_DAYS, MultipleMatches, SaveResult
 from ferry.sandbox.salesforce.errors import ApiError, RecordError, not_found
 from ferry.sandbox.salesforce.ids import IdFactory, normalize_id
-from ferry.sandbox.salesforce.org_rules import allows_duplicate_save
+from ferry.sandbox.salesforce.org_rules import duplicate_header
 from ferry.sandbox.salesforce.query import ChildPlan
 from ferry.sandbox.salesforce.routing import Call, Reply, Router
 from ferry.sandbox.salesforce.schema import SObjectSchema
@@ -65,7 +65,7 @@ def parse_record_body(state: OrgState, obj: SObjectSchema, call: Call) -> Parsed
 
 def mark_call(body: ParsedBody, call: Call) -> ParsedBody:
     """What the org's rules need from the request itself: the duplicate-rule header and the API version."""
-    body.allow_duplicates = allows_duplicate_save(call.headers)
+    body.duplicate_header = duplicate_header(call.headers)
     body.api_version = call.version
     return body
 

@@ -377,7 +377,7 @@ class ParsedBody:
     refs: list[ParentRef] = field(default_factory=list)
     record_id: str | None = None  # an "Id" given in the body (collections update)
     id_given: bool = False
-    allow_duplicates: bool = False  # Sforce-Duplicate-Rule-Header: allowSave=true
+    duplicate_header: tuple[bool, bool] = (False, False)  # Sforce-Duplicate-Rule-Header allowSave, includeRecordDetails
     api_version: str = "66.0"  # for the record URLs of a duplicateResult
 
 
