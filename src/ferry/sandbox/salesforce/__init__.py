@@ -25,6 +25,7 @@ from ferry.sandbox.salesforce.cdc import RETENTION_SECONDS, CdcConfig, ChangeCap
 from ferry.sandbox.salesforce.composite import CollectionsApi
 from ferry.sandbox.salesforce.dml import Org
 from ferry.sandbox.salesforce.faults import Faults
+from ferry.sandbox.salesforce.graph import GraphApi, TreeApi
 from ferry.sandbox.salesforce.ids import IdFactory
 from ferry.sandbox.salesforce.latency import LatencyProfile
 from ferry.sandbox.salesforce.limits import DEFAULT_CONCURRENT_LIMIT, LONG_RUNNING_SECONDS, ApiBudget
@@ -102,7 +103,8 @@ class SalesforceSandbox:
         self.rest = RestApi(self.state)
         self.collections = CollectionsApi(self.state, self.router)
         self.bulk = BulkApi(self.state)
-        for api in (self.rest, self.collections, self.bulk):
+        trees, graphs = TreeApi(self.state), GraphApi(self.state, self.router, self.collections)
+        for api in (self.rest, self.collections, self.bulk, trees, graphs):
             api.register(self.router)
         self.bulk.queue_delay = self.latency.bulk_queue_delay
         self.bulk.chunk_delay = self.latency.bulk_chunk_delay

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -11,13 +12,14 @@ import orjson
 from ferry.sandbox.salesforce.dml import MultipleMatches, SaveResult
 from ferry.sandbox.salesforce.errors import ApiError, RecordError
 from ferry.sandbox.salesforce.ids import normalize_id
-from ferry.sandbox.salesforce.rest import record_json, unknown_external_field
+from ferry.sandbox.salesforce.rest import mark_call, record_json, unknown_external_field
 from ferry.sandbox.salesforce.routing import Call, Reply, Router, endpoint_name, parse_sub_url
 from ferry.sandbox.salesforce.schema import FieldSchema, SObjectSchema
 from ferry.sandbox.salesforce.state import OrgState
 from ferry.sandbox.salesforce.validate import check_json_types, parse_body
 
 MAX_COLLECTION = 200
+MAX_RETRIEVE = 2000  # a POST retrieve takes up to 2,000 ids (a GET runs into the URL length first)
 MAX_SUBREQUESTS = 25
 MAX_COLLECTION_SUBREQUESTS = 5
 _REF = re.compile(r"@\{([A-Za-z0-9][A-Za-z0-9_]*)\.([^}]+)\}")
@@ -29,8 +31,8 @@ HALTED = [{"errorCode": "PROCESSING_HALTED",
            "message": "The transaction was rolled back since another operation in the same transaction failed."}]
 
 
-def _too_many() -> ApiError:
-    message = "record limit reached. cannot submit more than 200 records into this call"
+def _too_many(limit: int = MAX_COLLECTION) -> ApiError:
+    message = f"record limit reached. cannot submit more than {limit} records into this call"
     return ApiError(400, "EXCEEDED_ID_LIMIT", message)
 
 
@@ -99,7 +101,7 @@ class CollectionsApi:
         def save(item: tuple[SObjectSchema, dict[str, Any]]) -> SaveResult:
             obj, rec = item
             try:
-                return self.state.org.create(obj, parse_body(self.state.schema, obj, rec))
+                return self.state.org.create(obj, mark_call(parse_body(self.state.schema, obj, rec), call))
             except RecordError as err:
                 return SaveResult(None, False, [err])
 
@@ -113,7 +115,7 @@ class CollectionsApi:
         def save(item: tuple[SObjectSchema, dict[str, Any]]) -> SaveResult:
             obj, rec = item
             try:
-                body = parse_body(self.state.schema, obj, rec)
+                body = mark_call(parse_body(self.state.schema, obj, rec), call)
             except RecordError as err:
                 return SaveResult(None, False, [err])
             return self.state.org.update(obj, body.record_id, body)
@@ -139,7 +141,7 @@ class CollectionsApi:
                 if isinstance(rec, dict) and isinstance(rec.get("attributes"), dict) and \
                         str(rec["attributes"].get("type", obj.name)).lower() != obj.name.lower():
                     raise RecordError("INVALID_TYPE", f"Record type does not match the URL object: {obj.name}", [])
-                body = parse_body(self.state.schema, obj, rec)
+                body = mark_call(parse_body(self.state.schema, obj, rec), call)
                 return self.state.org.upsert(obj, key_field, key, body)
             except RecordError as err:
                 return SaveResult(None, False, [err])
@@ -183,8 +185,8 @@ class CollectionsApi:
 
     def _retrieve(self, call: Call, sobject: str, ids: list[str], fields: list[str]) -> Reply:
         obj = self.state.sobject(sobject)
-        if len(ids) > 2000:
-            raise _too_many()
+        if len(ids) > MAX_RETRIEVE:
+            raise _too_many(MAX_RETRIEVE)
         names: list[str] = []
         for name in fields:
             f = obj.field(name.strip())
@@ -210,27 +212,37 @@ class CollectionsApi:
             raise ApiError(400, "LIMIT_EXCEEDED", f"Composite request can contain at most {MAX_SUBREQUESTS} "
                            "subrequests")
         self._check_collection_count(subs)
-        all_or_none = bool(body.get("allOrNone", False))
+        results, _failed = self.run_subrequests(subs, bool(body.get("allOrNone", False)))
+        return Reply(200, {"compositeResponse": results})
+
+    def run_subrequests(self, subs: list[Any], all_or_none: bool,
+                        allowed: Callable[[Call], bool] | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """Run Composite subrequests in order, with references between them; returns (results, any failed).
+
+        With ``all_or_none`` the first failure rolls every write back and the others answer PROCESSING_HALTED
+        (Composite with allOrNone, and every graph of Composite Graph). ``allowed`` refuses a subrequest
+        before it runs (Composite Graph accepts only record resources).
+        """
         results: list[dict[str, Any]] = []
         outputs: dict[str, Any] = {}
         failed_at: int | None = None
         with self.state.store.transaction() as savepoint:
             for index, sub in enumerate(subs):
-                ref_id = str(sub.get("referenceId", ""))
+                ref_id = str(sub.get("referenceId", "")) if isinstance(sub, dict) else ""
                 if failed_at is not None and all_or_none:
-                    results.append(self._sub_result(ref_id, 400, HALTED))
+                    results.append(self.sub_result(ref_id, 400, HALTED))
                     continue
-                reply = self._run_sub(sub, outputs, all_or_none)
-                results.append(self._sub_result(ref_id, reply.status, reply.body, reply.headers))
+                reply = self._run_sub(sub, outputs, all_or_none, allowed)
+                results.append(self.sub_result(ref_id, reply.status, reply.body, reply.headers))
                 if reply.status < 300:
                     outputs[ref_id] = reply.body
                 if reply.status >= 400 or (all_or_none and _has_record_failure(reply.body)):
                     failed_at = index if failed_at is None else failed_at
             if all_or_none and failed_at is not None:
                 savepoint.rollback()
-                results = [r if i == failed_at else self._sub_result(r["referenceId"], 400, HALTED)
+                results = [r if i == failed_at else self.sub_result(r["referenceId"], 400, HALTED)
                            for i, r in enumerate(results)]
-        return Reply(200, {"compositeResponse": results})
+        return results, failed_at is not None
 
     def _check_collection_count(self, subs: list[Any]) -> None:
         heavy = 0
@@ -248,10 +260,11 @@ class CollectionsApi:
                            "query subrequests")
 
     @staticmethod
-    def _sub_result(ref_id: str, status: int, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    def sub_result(ref_id: str, status: int, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
         return {"body": body, "httpHeaders": headers or {}, "httpStatusCode": status, "referenceId": ref_id}
 
-    def _run_sub(self, sub: Any, outputs: dict[str, Any], all_or_none: bool) -> Reply:
+    def _run_sub(self, sub: Any, outputs: dict[str, Any], all_or_none: bool,
+                 allowed: Callable[[Call], bool] | None = None) -> Reply:
         if not isinstance(sub, dict) or sub.get("method") not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             return Reply(400, [{"errorCode": "INVALID_FIELD", "message": "Each subrequest needs a valid method"}])
         try:
@@ -266,6 +279,9 @@ class CollectionsApi:
         call = Call(sub["method"], version, segments, query, headers,
                     orjson.dumps(body) if body is not None else b"", in_composite=True,
                     force_all_or_none=all_or_none)
+        if allowed is not None and not allowed(call):
+            return Reply(400, [{"errorCode": "INVALID_INPUT",
+                                "message": f"{call.method} {url} is not supported in a composite graph"}])
         self._count_subrequest(call)
         return self.router.dispatch(call)
 

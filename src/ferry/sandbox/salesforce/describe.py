@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ferry.sandbox.salesforce.org_rules import MASTER_RECORD_TYPE_ID
 from ferry.sandbox.salesforce.schema import NUMBER_TYPES, STRING_TYPES, FieldSchema, Schema, SObjectSchema
 
 _NON_FILTERABLE = frozenset({"textarea"})
@@ -126,6 +127,22 @@ def describe_field(f: FieldSchema) -> dict[str, Any]:
     }
 
 
+def record_type_infos(obj: SObjectSchema, version: str) -> list[dict[str, Any]]:
+    """The declared record types, then Master (the only one without a schema file's record types)."""
+    layouts = _urls(obj, version)["layouts"]
+    default = obj.rules.default_record_type()
+
+    def info(rt_id: str, dev: str, name: str, active: bool, master: bool, is_default: bool) -> dict[str, Any]:
+        return {"active": active, "available": active, "defaultRecordTypeMapping": is_default,
+                "developerName": dev, "master": master, "name": name, "recordTypeId": rt_id,
+                "urls": {"layout": f"{layouts}/{rt_id}"}}
+
+    infos = [info(rt.record_type_id, rt.developer_name, rt.name, rt.active, False, rt is default)
+             for rt in obj.rules.record_types]
+    infos.append(info(MASTER_RECORD_TYPE_ID, "Master", "Master", True, True, default is None))
+    return infos
+
+
 def describe_object(schema: Schema, obj: SObjectSchema, version: str) -> dict[str, Any]:
     summary = object_summary(obj, version)
     children: list[dict[str, Any]] = [
@@ -151,13 +168,7 @@ def describe_object(schema: Schema, obj: SObjectSchema, version: str) -> dict[st
         "lookupLayoutable": None,
         "namedLayoutInfos": [],
         "networkScopeFieldName": None,
-        "recordTypeInfos": [
-            {
-                "active": True, "available": True, "defaultRecordTypeMapping": True, "developerName": "Master",
-                "master": True, "name": "Master", "recordTypeId": "012000000000000AAA",
-                "urls": {"layout": f"{_urls(obj, version)['layouts']}/012000000000000AAA"},
-            }
-        ],
+        "recordTypeInfos": record_type_infos(obj, version),
         "searchLayoutable": True,
         "sobjectDescribeOption": "FULL",
         "supportedScopes": [{"label": "All " + obj.label_plural.lower(), "name": "everything"}],

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferry.sandbox.salesforce import rules
+from ferry.sandbox.salesforce import org_rules, rules
 from ferry.sandbox.salesforce.errors import RecordError
 from ferry.sandbox.salesforce.ids import IdFactory, normalize_id
 from ferry.sandbox.salesforce.schema import FieldSchema, Schema, SObjectSchema
 from ferry.sandbox.salesforce.store import Record, Store, Table
 from ferry.sandbox.salesforce.validate import Coercers, ParentRef, ParsedBody, format_datetime
 
+RECYCLE_BIN_DAYS = 15  # a deleted record stays in the recycle bin (queryAll, getDeleted) this long
 _AUDIT_FIELDS = ("CreatedDate", "CreatedById", "LastModifiedDate", "LastModifiedById", "SystemModstamp")
 
 
@@ -55,6 +56,7 @@ class ObjectPlan:
     references: list[FieldSchema]
     auto_numbers: list[FieldSchema]
     before_save: rules.Rule | None
+    org_rules: org_rules.ObjectRules | None  # None unless the schema file declares rules for the object
 
 
 def access_error(names: list[str]) -> RecordError:
@@ -94,6 +96,7 @@ class Org:
             references=[f for f in fields if f.type == "reference" and (f.createable or f.updateable)],
             auto_numbers=[f for f in fields if f.auto_number],
             before_save=rules.BEFORE_SAVE.get(obj.name),
+            org_rules=obj.rules if obj.rules else None,
         )
 
     def now_text(self) -> str:
@@ -196,6 +199,21 @@ class Org:
             return SaveResult(record_id, True)
         except RecordError as err:
             return SaveResult(None, False, [err])
+
+    def empty_recycle_bin(self) -> int:
+        """Purge records deleted more than RECYCLE_BIN_DAYS ago, as the org's recycle bin does; returns how many.
+
+        Run lazily before anything that reads the recycle bin (queryAll, getDeleted): the result is the same
+        as a background purge, without a timer.
+        """
+        cutoff = format_datetime(self.clock() - dt.timedelta(days=RECYCLE_BIN_DAYS))
+        purged = 0
+        for table in self.store.tables.values():
+            expired = [rid for rid, rec in table.deleted.items() if rec.get("SystemModstamp", cutoff) < cutoff]
+            for record_id in expired:
+                self.store.purge(table, record_id)
+            purged += len(expired)
+        return purged
 
     # --- lookups ------------------------------------------------------------------------------------
 
@@ -303,6 +321,8 @@ class Org:
             record["OwnerId"] = self.user_id
         if plan.before_save is not None:
             plan.before_save(record, self.store, None)
+        if plan.org_rules is not None:
+            self._apply_org_rules(obj, plan, record, None, record, body)
         self._check_unique(plan, record_id, record, skip_unique)
         for f in plan.auto_numbers:
             record[f.name] = self._next_auto_number(obj, f)
@@ -323,8 +343,22 @@ class Org:
         record["LastModifiedById"] = self.user_id
         if plan.before_save is not None:
             plan.before_save(record, self.store, current)
+        if plan.org_rules is not None:
+            self._apply_org_rules(obj, plan, record, current, changes, body)
         self._check_unique(plan, record_id, changes)
         self.store.replace(plan.table, record_id, record)
+
+    def _apply_org_rules(self, obj: SObjectSchema, plan: ObjectPlan, record: Record, old: Record | None,
+                         changes: Record, body: ParsedBody) -> None:
+        """The configured rules, in the org's order: record type, validation rules, duplicate rules."""
+        configured = plan.org_rules
+        assert configured is not None
+        labels = {f.name: f.label for f in obj.fields.values()}
+        org_rules.apply_record_type(configured, record, changes, labels, old is None)
+        org_rules.run_validation_rules(configured, record, old, lambda n: (obj.field(n) or obj.fields["Id"]).name)
+        if configured.duplicates:
+            org_rules.find_duplicates(configured, obj.name, record, old is None, body.duplicate_header,
+                                      lambda: list(plan.table.rows.values()), body.api_version)
 
     def _next_auto_number(self, obj: SObjectSchema, f: FieldSchema) -> str:
         key = f"{obj.name}.{f.name}"

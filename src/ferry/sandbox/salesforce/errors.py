@@ -16,6 +16,7 @@ class RecordError(Exception):
     status_code: str
     message: str
     fields: list[str] = field(default_factory=list)
+    duplicate_result: dict[str, Any] | None = None  # DUPLICATES_DETECTED carries the matching records
 
     def as_collection_error(self) -> dict[str, Any]:
         return {"statusCode": self.status_code, "message": self.message, "fields": self.fields}
@@ -26,6 +27,12 @@ class RecordError(Exception):
 
     def as_api_error(self, status: int = 400) -> ApiError:
         return ApiError(status, self.status_code, self.message, self.fields)
+
+    def rest_body(self) -> list[dict[str, Any]]:
+        """A single-record REST failure; a duplicate-rule hit leads with its duplicateResult, as the org's does."""
+        if self.duplicate_result is not None:
+            return [{"duplicateResult": self.duplicate_result, "errorCode": self.status_code, "message": self.message}]
+        return [{"message": self.message, "errorCode": self.status_code, "fields": self.fields}]
 
 
 @dataclass(slots=True)

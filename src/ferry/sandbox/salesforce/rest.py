@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry.sandbox.salesforce.describe import describe_object, global_describe, object_summary
-from ferry.sandbox.salesforce.dml import MultipleMatches, SaveResult
+from ferry.sandbox.salesforce.dml import RECYCLE_BIN_DAYS, MultipleMatches, SaveResult
 from ferry.sandbox.salesforce.errors import ApiError, RecordError, not_found
 from ferry.sandbox.salesforce.ids import IdFactory, normalize_id
+from ferry.sandbox.salesforce.org_rules import duplicate_header
 from ferry.sandbox.salesforce.query import ChildPlan
 from ferry.sandbox.salesforce.routing import Call, Reply, Router
 from ferry.sandbox.salesforce.schema import SObjectSchema
@@ -33,14 +34,22 @@ def record_json(obj: SObjectSchema, record: Record, version: str, fields: list[s
     return out
 
 
+MAX_REPLICATION_IDS = 600_000  # getUpdated/getDeleted answer at most this many ids
+
+
+def _check_id_limit(count: int) -> None:
+    if count > MAX_REPLICATION_IDS:
+        raise ApiError(400, "EXCEEDED_ID_LIMIT", f"The operation would return more than {MAX_REPLICATION_IDS} ids; "
+                       "choose start and end dates that are closer together")
+
+
 def unknown_external_field(name: str) -> ApiError:
     return ApiError(404, "NOT_FOUND", f"Provided external ID field does not exist or is not accessible: {name}")
 
 
 def save_error_reply(result: SaveResult) -> Reply:
     """A failed single-record save: 400. (A missing or deleted target row is a 404, answered before the save.)"""
-    err = result.errors[0]
-    return Reply(400, [{"message": err.message, "errorCode": err.status_code, "fields": err.fields}])
+    return Reply(400, result.errors[0].rest_body())
 
 
 def parse_record_body(state: OrgState, obj: SObjectSchema, call: Call) -> ParsedBody:
@@ -49,9 +58,16 @@ def parse_record_body(state: OrgState, obj: SObjectSchema, call: Call) -> Parsed
         raise ApiError(400, "JSON_PARSER_ERROR", "Cannot deserialize instance of sObject from a non-object value")
     check_json_types(obj, body, call.body)
     try:
-        return parse_body(state.schema, obj, body)
+        return mark_call(parse_body(state.schema, obj, body), call)
     except RecordError as err:
         raise err.as_api_error() from None
+
+
+def mark_call(body: ParsedBody, call: Call) -> ParsedBody:
+    """What the org's rules need from the request itself: the duplicate-rule header and the API version."""
+    body.duplicate_header = duplicate_header(call.headers)
+    body.api_version = call.version
+    return body
 
 
 @dataclass(slots=True)
@@ -272,7 +288,8 @@ class RestApi:
             bounds.append(moment.replace(second=0, microsecond=0))
         start, end = bounds
         now = self.state.clock()
-        if start > end:
+        if start >= end:
+            # SOAP getUpdated/getDeleted rules: start must precede end (seconds dropped), never equal it.
             raise ApiError(400, "INVALID_REPLICATION_DATE", "startDate must chronologically precede endDate")
         if start < now - dt.timedelta(days=max_days):
             raise ApiError(400, "INVALID_REPLICATION_DATE",
@@ -283,14 +300,18 @@ class RestApi:
         obj = self.state.sobject(p["sobject"])
         start, end = self._replication_window(call, 30)
         ids = [rid for rid, r in self.state.store.table(obj.name).rows.items() if start <= r["SystemModstamp"] < end]
+        _check_id_limit(len(ids))
         return Reply(200, {"ids": ids, "latestDateCovered": end})
 
     def get_deleted(self, call: Call, p: dict[str, str]) -> Reply:
         obj = self.state.sobject(p["sobject"])
-        start, end = self._replication_window(call, 15)
+        start, end = self._replication_window(call, RECYCLE_BIN_DAYS)
+        self.state.org.empty_recycle_bin()
         gone = [{"id": rid, "deletedDate": r["SystemModstamp"]}
                 for rid, r in self.state.store.table(obj.name).deleted.items() if start <= r["SystemModstamp"] < end]
-        earliest = format_datetime((self.state.clock() - dt.timedelta(days=15)).replace(second=0, microsecond=0))
+        _check_id_limit(len(gone))
+        earliest = format_datetime((self.state.clock() - dt.timedelta(days=RECYCLE_BIN_DAYS))
+                                   .replace(second=0, microsecond=0))
         return Reply(200, {"deletedRecords": gone, "earliestDateAvailable": earliest, "latestDateCovered": end})
 
     # --- query ----------------------------------------------------------------------------------------
@@ -299,6 +320,7 @@ class RestApi:
         return self._run_query(call, include_deleted=False)
 
     def query_all(self, call: Call, _: dict[str, str]) -> Reply:
+        self.state.org.empty_recycle_bin()  # queryAll sees the recycle bin: only its last 15 days
         return self._run_query(call, include_deleted=True)
 
     def _run_query(self, call: Call, include_deleted: bool) -> Reply:

@@ -15,6 +15,15 @@ from typing import Any
 
 import yaml
 
+from ferry.sandbox.salesforce.org_rules import (
+    ObjectRules,
+    RuleSpecError,
+    parse_duplicate_rule,
+    parse_record_type,
+    parse_validation_rule,
+    record_type_id,
+)
+
 STRING_TYPES = frozenset(
     {"string", "textarea", "email", "phone", "url", "picklist", "multipicklist", "combobox", "encryptedstring"}
 )
@@ -92,6 +101,7 @@ class SObjectSchema:
     fields: dict[str, FieldSchema] = field(default_factory=dict)  # canonical name -> field, in describe order
     by_lower: dict[str, FieldSchema] = field(default_factory=dict)
     relationships: dict[str, FieldSchema] = field(default_factory=dict)  # lower relationshipName -> reference field
+    rules: ObjectRules = field(default_factory=ObjectRules)  # validation/duplicate rules, record types (opt-in)
 
     def field(self, name: str) -> FieldSchema | None:
         return self.by_lower.get(name.lower())
@@ -148,12 +158,13 @@ class SchemaError(ValueError):
 
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _KEY_PREFIX = re.compile(r"^[0-9A-Za-z]{3}$")
-_OBJECT_KEYS = frozenset({"keyPrefix", "label", "labelPlural", "owned", "fields"})
+_RULE_KEYS = ("validationRules", "recordTypes", "duplicateRules")
+_OBJECT_KEYS = frozenset({"keyPrefix", "label", "labelPlural", "owned", "fields", *_RULE_KEYS})
 _FIELD_KEYS = frozenset({
     "name", "type", "label", "length", "precision", "scale", "digits", "nillable", "createable", "updateable",
     "defaultedOnCreate", "defaultValue", "externalId", "idLookup", "unique", "caseSensitive", "referenceTo",
     "relationshipName", "childRelationshipName", "cascadeDelete", "picklist", "restricted", "autoNumber",
-    "calculated", "nameField",
+    "calculated", "nameField", "masterDetail",
 })
 _SYSTEM_FIELDS = frozenset({"id", "isdeleted", "createddate", "createdbyid", "lastmodifieddate", "lastmodifiedbyid",
                             "systemmodstamp"})
@@ -252,8 +263,10 @@ def _check_field_spec(spec: Any, where: _Where) -> tuple[str, str]:
         rel = spec.get("relationshipName")
         if name.endswith("__c") and rel is not None and not str(rel).endswith("__r"):
             raise where.error(f"the relationshipName of custom lookup {name} must end in __r, got {rel!r}")
-    elif "referenceTo" in spec or "relationshipName" in spec or "childRelationshipName" in spec:
-        raise where.error("referenceTo/relationshipName/childRelationshipName only apply to type reference")
+    elif "referenceTo" in spec or "relationshipName" in spec or "childRelationshipName" in spec \
+            or "masterDetail" in spec:
+        raise where.error("referenceTo/relationshipName/childRelationshipName/masterDetail only apply to type "
+                          "reference")
     if ("picklist" in spec or spec.get("restricted")) and ftype not in _PICKLIST_TYPES:
         raise where.error(f"picklist values only apply to picklist types, not {ftype}")
     if spec.get("externalId") and ftype not in _EXTERNAL_ID_TYPES:
@@ -271,6 +284,9 @@ def _field_from_spec(spec: dict[str, Any], where: _Where | None = None) -> Field
     relationship_name = spec.get("relationshipName")
     if ftype == "reference" and relationship_name is None:
         relationship_name = _default_relationship_name(name)
+    # A master-detail field: required, its details deleted with the master, and not reparentable unless
+    # `updateable: true` says the relationship allows reparenting.
+    master_detail = bool(spec.get("masterDetail", False))
     return FieldSchema(
         name=name,
         type=ftype,
@@ -279,9 +295,9 @@ def _field_from_spec(spec: dict[str, Any], where: _Where | None = None) -> Field
         precision=int(spec.get("precision", 0)),
         scale=int(spec.get("scale", 0)),
         digits=int(spec.get("digits", 0)),
-        nillable=bool(spec.get("nillable", True)),
+        nillable=bool(spec.get("nillable", not master_detail)),
         createable=bool(spec.get("createable", True)),
-        updateable=bool(spec.get("updateable", True)),
+        updateable=bool(spec.get("updateable", not master_detail)),
         defaulted_on_create=bool(spec.get("defaultedOnCreate", default_value is not None or ftype == "boolean"
                                          or auto_number)),
         default_value=default_value if default_value is not None else (False if ftype == "boolean" else None),
@@ -291,7 +307,7 @@ def _field_from_spec(spec: dict[str, Any], where: _Where | None = None) -> Field
         case_sensitive=bool(spec.get("caseSensitive", False)),
         reference_to=tuple(spec.get("referenceTo", ())),
         relationship_name=relationship_name,
-        cascade_delete=bool(spec.get("cascadeDelete", False)),
+        cascade_delete=bool(spec.get("cascadeDelete", master_detail)),
         picklist=_picklist(spec, where),
         restricted_picklist=bool(spec.get("restricted", False)),
         auto_number=auto_number,
@@ -353,7 +369,7 @@ def _next_custom_prefix(used: set[str]) -> str:
 
 
 def _merge_object(objects: dict[str, SObjectSchema], name: str, spec: Any, where: _Where,
-                  field_where: dict[int, Any]) -> None:
+                  field_where: dict[int, Any], rule_specs: list[tuple[str, str, Any, _Where]]) -> None:
     if not isinstance(spec, dict):
         raise where.error("an object must be a mapping (keyPrefix, label, labelPlural, owned, fields)")
     unknown = sorted(set(spec) - _OBJECT_KEYS)
@@ -361,6 +377,11 @@ def _merge_object(objects: dict[str, SObjectSchema], name: str, spec: Any, where
         raise where.error(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_OBJECT_KEYS))}")
     if not _API_NAME.match(name):
         raise where.error("an object name must be an API name (letters, digits, underscores)")
+    for key in _RULE_KEYS:
+        entries = spec.get(key) or []
+        if not isinstance(entries, list):
+            raise where.error(f"{key} must be a list")
+        rule_specs.extend((name, key, entry, where.child(f".{key}[{i}]")) for i, entry in enumerate(entries))
     existing = next((o for o in objects.values() if o.name.lower() == name.lower()), None)
     if existing is not None:
         prefix = spec.get("keyPrefix")
@@ -450,8 +471,52 @@ def load_schema(extra_schema: Path | None = None) -> Schema:
         sources.append((str(extra_schema), _read_yaml(extra_text, str(extra_schema))))
     objects: dict[str, SObjectSchema] = {}
     field_where: dict[int, Any] = {}
+    rule_specs: list[tuple[str, str, Any, _Where]] = []
     for source, spec in sources:
         for name, obj_spec in (spec.get("objects") or {}).items():
-            _merge_object(objects, str(name), obj_spec or {}, _Where(source, f"objects.{name}"), field_where)
+            _merge_object(objects, str(name), obj_spec or {}, _Where(source, f"objects.{name}"), field_where,
+                          rule_specs)
     _check_references(objects, field_where)
+    _add_rules(objects, rule_specs)
     return Schema(objects)
+
+
+def _add_rules(objects: dict[str, SObjectSchema], rule_specs: list[tuple[str, str, Any, _Where]]) -> None:
+    """Rules are read once every file's fields are known, so a rule may use a field a later file adds."""
+    by_lower = {name.lower(): obj for name, obj in objects.items()}
+    object_index = {name: i for i, name in enumerate(objects)}
+    for name, key, spec, where in rule_specs:
+        obj = by_lower[name.lower()]
+
+        def canonical(field_name: str, obj: SObjectSchema = obj) -> str | None:
+            f = obj.field(field_name)
+            return f.name if f is not None else None
+
+        try:
+            if key == "validationRules":
+                obj.rules.validation.append(parse_validation_rule(spec, canonical))
+            elif key == "duplicateRules":
+                obj.rules.duplicates.append(parse_duplicate_rule(spec, obj.name, canonical))
+            else:
+                picklists = {f.name: frozenset(p.value for p in f.picklist) if f.picklist else None
+                             for f in obj.fields.values()}
+                rt_id = record_type_id(object_index[obj.name], len(obj.rules.record_types) + 1)
+                restricted = frozenset(f.name for f in obj.fields.values() if f.restricted_picklist)
+                obj.rules.record_types.append(parse_record_type(spec, rt_id, picklists, restricted))
+                _add_record_type_field(obj)
+        except RuleSpecError as exc:
+            raise where.error(str(exc)) from None
+
+
+def _add_record_type_field(obj: SObjectSchema) -> None:
+    if obj.field("RecordTypeId") is not None:
+        return
+    # The org's RecordTypeId sits with the object's own fields (before the audit fields).
+    tail = [f for f in obj.fields.values() if f.name in ("IsDeleted", "CreatedDate", "CreatedById",
+                                                           "LastModifiedDate", "LastModifiedById", "SystemModstamp")]
+    for f in tail:
+        obj.fields.pop(f.name)
+    obj.add_field(FieldSchema("RecordTypeId", "reference", "Record Type ID", length=18, defaulted_on_create=True,
+                              reference_to=("RecordType",), relationship_name="RecordType"))
+    for f in tail:
+        obj.fields[f.name] = f

@@ -377,6 +377,8 @@ class ParsedBody:
     refs: list[ParentRef] = field(default_factory=list)
     record_id: str | None = None  # an "Id" given in the body (collections update)
     id_given: bool = False
+    duplicate_header: tuple[bool, bool] = (False, False)  # Sforce-Duplicate-Rule-Header allowSave, includeRecordDetails
+    api_version: str = "66.0"  # for the record URLs of a duplicateResult
 
 
 def resolve_parent_ref(schema: Schema, rel_field: FieldSchema, parent_name: str | None, key_name: str,
