@@ -276,7 +276,7 @@ class PubSubService:
     def _next_batch(self, sub: Subscription, rpc_id: str) -> Any | None:
         if sub.pending <= 0:
             return None
-        events = []
+        events: list[Any] = []
         for event in sub.topic.bus.after(sub.cursor):
             if len(events) >= sub.pending:
                 break
@@ -295,7 +295,8 @@ class PubSubService:
             produced = proto.ProducerEvent(id=change["id"], schema_id=change["schema_id"], payload=change["payload"])
         else:
             sid, payload = self.change_events.encode(event)
-            event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{self.cdc.header(event)['transactionKey']}/{event.replay_id}"))
+            # the event's uuid: stable, so a client deduplicating on it sees a redelivered event as the same
+            event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"cdc/{event.change['commit']}/{event.replay_id}"))
             produced = proto.ProducerEvent(id=event_id, schema_id=sid, payload=payload)
         return proto.ConsumerEvent(event=produced, replay_id=encode_replay_id(event.replay_id))
 
