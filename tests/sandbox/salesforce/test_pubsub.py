@@ -5,10 +5,13 @@ against the sandbox, with records written through simple-salesforce."""
 
 from __future__ import annotations
 
+import base64
 import importlib
 import io
+import json
 import queue
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +25,7 @@ from grpc_tools import protoc
 from simple_salesforce import Salesforce
 
 import ferry.sandbox.salesforce.pubsub as pubsub_package
+from ferry.sandbox.salesforce.pubsub.avrocodec import AvroError, Codec, canonical_form
 
 from .bayeux import Bayeux
 from .conftest import Org, start_org
@@ -290,6 +294,20 @@ def test_bad_token_or_tenant_is_unauthenticated(ps_org: Org, stubs: tuple[Module
             bad.close()
 
 
+def test_an_expired_session_is_unauthenticated(ps_org: Org, stubs: tuple[ModuleType, ModuleType],
+                                               sf: Salesforce) -> None:
+    expired = PubSub(ps_org, stubs)
+    try:
+        assert expired.get_topic("/data/ChangeEvents").can_subscribe
+        token = dict(expired.metadata)["accesstoken"]
+        ps_org.sandbox.state.oauth.sessions[token].expires_at = time.time() - 1
+        with pytest.raises(grpc.RpcError) as caught:
+            expired.get_topic("/data/ChangeEvents")
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        expired.close()
+
+
 def test_unknown_topic_and_changed_topic_are_refused(client: PubSub, sf: Salesforce) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         client.get_topic("/data/NoSuchThingChangeEvent")
@@ -301,3 +319,34 @@ def test_unknown_topic_and_changed_topic_are_refused(client: PubSub, sf: Salesfo
         while True:
             next(responses)
     assert changed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_schema_ids_are_md5_fingerprints_of_the_canonical_form(ps_org: Org, client: PubSub, sf: Salesforce) -> None:
+    """The org's schema id: the MD5 fingerprint of the Parsing Canonical Form, base64url, no padding."""
+    for topic in ("/data/AccountChangeEvent", "/data/ContactChangeEvent", "/data/OrderChangeEvent", EVENT):
+        sid = client.get_topic(topic).schema_id
+        parsed = avro.schema.parse(client.schema_json(sid))
+        assert base64.urlsafe_b64encode(parsed.fingerprint("md5")).decode().rstrip("=") == sid
+
+
+def test_the_avro_codec_agrees_with_the_avro_package() -> None:
+    """Encoded here, decoded by `avro` (and the reverse) for every type the org's schemas can hold."""
+    schema = {"type": "record", "name": "All", "namespace": "t", "fields": [
+        {"name": "n", "type": "null"}, {"name": "b", "type": "boolean"}, {"name": "i", "type": "int"},
+        {"name": "l", "type": "long"}, {"name": "f", "type": "float"}, {"name": "d", "type": "double"},
+        {"name": "s", "type": "string"}, {"name": "y", "type": "bytes"},
+        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}},
+        {"name": "a", "type": {"type": "array", "items": ["null", "long"]}},
+        {"name": "m", "type": {"type": "map", "values": "string"}},
+        {"name": "x", "type": {"type": "fixed", "name": "X", "size": 2}},
+        {"name": "r", "type": ["null", {"type": "record", "name": "R", "fields": [{"name": "v", "type": "string"}]}]},
+        {"name": "r2", "type": ["null", "R"]}]}
+    datum = {"n": None, "b": True, "i": -2**31, "l": 2**62 + 7, "f": 1.5, "d": -0.25, "s": "é€😀", "y": b"\x00\xff",
+             "e": "B", "a": [1, None, -300], "m": {"k": "v"}, "x": b"ab", "r": {"v": "in"}, "r2": None}
+    codec = Codec(schema)
+    parsed = avro.schema.parse(json.dumps(schema))
+    assert avro.io.DatumReader(parsed).read(avro.io.BinaryDecoder(io.BytesIO(codec.encode(datum)))) == datum
+    assert codec.decode(PubSub.encode(json.dumps(schema), datum)) == datum
+    assert canonical_form(schema) == parsed.canonical_form
+    with pytest.raises(AvroError):
+        codec.decode(codec.encode(datum) + b"\x00")

@@ -50,13 +50,19 @@ HEADER_SCHEMA: dict[str, Any] = {
         {"name": "changedFields", "type": _STRING_ARRAY},
     ],
 }
-# The org's compound field records carry every part, whether or not this sandbox's object has it.
+# Compound fields are nested records. An address has every part, whether or not this sandbox's object has
+# it (as the org's schemas do); a person name has the parts the org always has plus those the object defines.
 _ADDRESS_PARTS = ("Street", "City", "State", "PostalCode", "Country", "StateCode", "CountryCode", "Latitude",
                   "Longitude", "GeocodeAccuracy")
-_NAME_PARTS = ("Salutation", "FirstName", "LastName", "MiddleName", "Suffix")
-_COMPOUND_RECORDS = {"Address": _ADDRESS_PARTS, "Switchable_PersonName": _NAME_PARTS}
+_NAME_PARTS = ("Salutation", "FirstName", "LastName")
+_OPTIONAL_NAME_PARTS = ("MiddleName", "Suffix")
 _AVRO_TYPES = {"boolean": "boolean", "int": "int", "double": "double", "currency": "double", "percent": "double",
                "date": "long", "datetime": "long", "time": "long"}
+# Each field's `doc` is "<role>:<Salesforce data type>", as in the schemas GetSchema returns on an org.
+_DOCS = {"reference": "ForeignKey:EntityId", "boolean": "Data:Boolean", "int": "Data:Integer", "double": "Data:Double",
+         "currency": "Data:Currency", "percent": "Data:Percent", "date": "Data:DateOnly", "datetime": "Data:DateTime",
+         "time": "Data:TimeOnly", "phone": "Data:Phone", "email": "Data:Email", "url": "Data:Url",
+         "picklist": "Data:DynamicEnum", "multipicklist": "Data:MultiEnum", "textarea": "Data:StringPlusClob"}
 
 
 def change_event_name(entity: str) -> str:
@@ -103,7 +109,7 @@ class ChangeEventSchemas:
 
     def _build(self, obj: SObjectSchema) -> EntityLayout:
         fields: list[dict[str, Any]] = [{"name": "ChangeEventHeader", "type": HEADER_SCHEMA,
-                                         "doc": "Data:ChangeEventHeader"}]
+                                         "doc": "Data:ComplexValueType"}]
         layout_parts: dict[str, tuple[str, ...]] = {}
         convert: dict[str, Callable[[Any], Any]] = {}
         defined: set[str] = set()
@@ -113,11 +119,15 @@ class ChangeEventSchemas:
             compound, part, _ = target
             convert[name] = _converter(obj.fields[name])
             if compound is None:
-                fields.append({"name": part, "type": ["null", _avro_type(obj.fields[name])], "default": None})
+                fields.append({"name": part, "type": ["null", _avro_type(obj.fields[name])],
+                               "doc": _doc(obj.fields[name]), "default": None})
             elif compound not in layout_parts:
-                record = "Switchable_PersonName" if compound == "Name" else "Address"
-                layout_parts[compound] = _COMPOUND_RECORDS[record]
-                fields.append({"name": compound, "type": ["null", _compound_schema(record, defined)], "default": None})
+                record = "PersonName" if compound == "Name" else "Address"
+                parts = _ADDRESS_PARTS if record == "Address" else (
+                    *_NAME_PARTS, *(p for p in _OPTIONAL_NAME_PARTS if p in obj.fields))
+                layout_parts[compound] = parts
+                fields.append({"name": compound, "type": ["null", _compound_schema(record, parts, defined)],
+                               "doc": f"Data:{record}", "default": None})
         schema = {"type": "record", "name": change_event_name(obj.name), "namespace": NAMESPACE, "fields": fields}
         positions = {f["name"]: i for i, f in enumerate(fields)}
         return EntityLayout(schema, schema_id(schema), orjson.dumps(schema).decode(), Codec(schema), positions,
@@ -154,18 +164,28 @@ class ChangeEventSchemas:
         return {"ChangeEventHeader": header, **body}
 
 
-def _compound_schema(record: str, defined: set[str]) -> Any:
+def _compound_schema(record: str, parts: tuple[str, ...], defined: set[str]) -> Any:
     """The compound record's schema the first time, its name after (Avro names are defined once)."""
     if record in defined:
         return record
     defined.add(record)
     return {"type": "record", "name": record, "fields": [
         {"name": p, "type": ["null", "double" if p in ("Latitude", "Longitude") else "string"], "default": None}
-        for p in _COMPOUND_RECORDS[record]]}
+        for p in parts]}
 
 
 def _avro_type(f: FieldSchema) -> str:
     return _AVRO_TYPES.get(f.type, "string")
+
+
+def _doc(f: FieldSchema) -> str:
+    if f.name == "CreatedDate":
+        return "CreatedDate:DateTime"
+    if f.auto_number:
+        return "Data:AutoNumber"
+    if f.type == "textarea" and f.length <= 255:
+        return "Data:MultiLineText"
+    return _DOCS.get(f.type, "Data:Text")
 
 
 def _converter(f: FieldSchema) -> Callable[[Any], Any]:
