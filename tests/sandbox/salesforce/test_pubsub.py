@@ -59,6 +59,7 @@ class PubSub:
     """The example's PubSub class, trimmed: auth metadata, GetTopic/GetSchema, encode/decode, a request queue."""
 
     def __init__(self, org: Org, stubs: tuple[ModuleType, ModuleType], **metadata: str) -> None:
+        self.stubs = stubs
         self.pb2, pb2_grpc = stubs
         token = org.token().json()
         tenant_id = token["id"].split("/")[-2]  # https://.../id/<orgId>/<userId>
@@ -207,6 +208,33 @@ def test_flow_control_never_sends_more_than_requested(sf: Salesforce, client: Pu
     assert seen[-1].pending_num_requested == 0
     names = [client.decode(e.event)["Name"] for e in [*events, *more]]
     assert names == [f"F{i}" for i in range(5)]
+
+
+def test_more_than_100_requested_counts_as_100(client: PubSub, sf: Salesforce) -> None:
+    responses = client.subscribe("/data/ChangeEvents", "LATEST", 150)
+    assert next(responses).pending_num_requested == 100
+    client.fetch(10)
+    assert next(responses).pending_num_requested == 100
+
+
+def test_pubsub_shares_the_cometd_retention(ps_org: Org, client: PubSub, sf: Salesforce) -> None:
+    config = ps_org.sandbox.cdc.config
+    config.max_events = 2
+    try:
+        for i in range(4):
+            sf.Account.create({"Name": f"K{i}"})
+        events, _ = events_of(client.subscribe("/data/ChangeEvents", "EARLIEST", 10), 2)
+        assert [client.decode(e.event)["Name"] for e in events] == ["K2", "K3"]
+        dropped = (int.from_bytes(events[0].replay_id, "big") - 2).to_bytes(8, "big")
+        other = PubSub(ps_org, client.stubs)
+        try:
+            with pytest.raises(grpc.RpcError) as caught:
+                next(other.subscribe("/data/ChangeEvents", "CUSTOM", 1, dropped))
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        finally:
+            other.close()
+    finally:
+        config.max_events = 100_000
 
 
 def test_latest_and_custom_replay(sf: Salesforce, client: PubSub, ps_org: Org,
