@@ -288,6 +288,25 @@ def test_publish_a_platform_event_and_receive_it(sf: Salesforce, client: PubSub)
     assert client.decode(event.event) == payload
 
 
+def test_a_published_platform_event_reaches_cometd_subscribers(ps_org: Org, client: PubSub, sf: Salesforce) -> None:
+    cometd = Bayeux(ps_org.session(), f"{ps_org.url}/cometd/62.0", sf.session_id)
+    cometd.open(EVENT, -1)
+    topic = client.get_topic(EVENT)
+    payload = {"CreatedDate": 1714557600123, "CreatedById": "005000000000001AAA", "Tracking__c": "1Z1",
+               "Weight__c": None}
+    event = client.pb2.ProducerEvent(schema_id=topic.schema_id,
+                                     payload=client.encode(client.schema_json(topic.schema_id), payload))
+    (result,) = client.stub.Publish(client.pb2.PublishRequest(topic_name=EVENT, events=[event]),
+                                    metadata=client.metadata).results
+    (message,) = cometd.poll(1)
+    assert message["channel"] == EVENT and message["data"]["schema"] == topic.schema_id
+    assert message["data"]["payload"] == {**payload, "CreatedDate": "2024-05-01T10:00:00.123Z"}
+    assert message["data"]["event"]["replayId"] == int.from_bytes(result.replay_id, "big")
+    assert len(message["data"]["event"]["EventUuid"]) == 36
+    refused = cometd.subscribe("/event/No_Such_Event__e", -1)
+    assert refused["error"] == "400::The channel you requested to subscribe to does not exist {/event/No_Such_Event__e}"
+
+
 def test_publish_stream_answers_each_batch(client: PubSub, sf: Salesforce) -> None:
     sid = client.get_topic(EVENT).schema_id
     schema = client.schema_json(sid)

@@ -107,7 +107,11 @@ class SalesforceSandbox:
                                  default_user=lambda: org.user_id)
         self.cdc.select_entities(cdc_entities)
         store.changes = self.cdc
-        self.streaming = StreamingApi(self.state.oauth, schema, self.cdc, connect_timeout=streaming_timeout_seconds)
+        # platform events (/event/<Name>__e): published over Pub/Sub, delivered over Pub/Sub and CometD
+        self.platform_events = PlatformEvents({**DEFAULT_PLATFORM_EVENTS, **(platform_events or {})},
+                                              self.cdc.config)
+        self.streaming = StreamingApi(self.state.oauth, schema, self.cdc, connect_timeout=streaming_timeout_seconds,
+                                      platform_events=self.platform_events)
         self.router = Router()
         self.rest = RestApi(self.state)
         self.collections = CollectionsApi(self.state, self.router)
@@ -125,8 +129,6 @@ class SalesforceSandbox:
             self._seed()
         self.app: FastAPI = build_app(self)
         # Pub/Sub API: the same change event log over gRPC, plus platform events; a server only with a port
-        self.platform_events = PlatformEvents({**DEFAULT_PLATFORM_EVENTS, **(platform_events or {})},
-                                              self.cdc.config)
         self.pubsub = PubSubService(self.state.oauth, self.cdc, self.platform_events, pubsub_keepalive_seconds)
         self.pubsub_server: PubSubServer | None = None
         if pubsub_port is not None:

@@ -5,12 +5,15 @@ Name"): a record in namespace `com.sforce.eventbus` with `CreatedDate` (long, ep
 `CreatedById` (string), then each custom field as a `["null", <type>]` union defaulting to null.
 
 Published events are kept in an event log of the same kind (cdc.EventBus) and the same retention as
-change events, with their own replay ids, and are delivered as they were published: the payload bytes
-the publisher encoded, under the schema id it named.
+change events, with their own replay ids. Pub/Sub subscribers get them as they were published (the payload
+bytes the publisher encoded, under the schema id it named); CometD subscribers of `/event/<Name>__e` get the
+JSON message of the Platform Events Developer Guide: `{"schema", "payload": {CreatedDate as an ISO UTC
+string, CreatedById, fields...}, "event": {"EventUuid", "replayId"}}`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ferry.sandbox.salesforce.cdc import CdcConfig, EventBus
+from ferry.sandbox.salesforce.cdc import CdcConfig, ChangeEvent, EventBus
 from ferry.sandbox.salesforce.pubsub.avrocodec import AvroError, Codec, schema_id
 
 NAMESPACE = "com.sforce.eventbus"
@@ -65,7 +68,12 @@ class PlatformEvents:
             schema = event_schema(name, fields)
             self.events[name] = PlatformEvent(name, schema, schema_id(schema), orjson.dumps(schema).decode(),
                                               Codec(schema))
-        self.bus = EventBus(config)  # same retention window and maximum count as change events
+        # same retention window and maximum count as change events
+        self.bus = EventBus(config, render=self.cometd_message)
+
+    def channel_event(self, channel: str) -> PlatformEvent | None:
+        """The platform event of a `/event/<Name>__e` channel or topic, if the org defines it."""
+        return self.events.get(channel[len("/event/"):]) if channel.startswith("/event/") else None
 
     def by_schema_id(self, sid: str) -> PlatformEvent | None:
         return next((e for e in self.events.values() if e.schema_id == sid), None)
@@ -79,9 +87,21 @@ class PlatformEvents:
         except AvroError as exc:
             raise ValueError(f"The event payload can't be deserialized with schema {sid}: {exc}") from None
         now = time.time()
-        change = {"id": event_id or str(uuid.uuid4()), "schema_id": sid, "payload": payload}
+        change = {"id": event_id or str(uuid.uuid4()), "uuid": str(uuid.uuid4()), "schema_id": sid,
+                  "payload": payload}
         appended = self.bus.append(event.name, change, now)
         self.bus.unpersisted.clear()  # platform events are not written to org.db
         self.bus.prune(now)
         self.bus.notify()
         return appended.replay_id
+
+    def cometd_message(self, event: ChangeEvent) -> dict[str, Any]:
+        """The CometD `data` of a published event (rendered once, when a CometD subscriber reads it)."""
+        change = event.change
+        payload = self.events[event.entity].codec.decode(change["payload"])
+        created = payload.get("CreatedDate")
+        if isinstance(created, int):
+            stamp = dt.datetime.fromtimestamp(created / 1000, dt.UTC)
+            payload["CreatedDate"] = stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+        return {"schema": change["schema_id"], "payload": payload,
+                "event": {"EventUuid": change["uuid"], "replayId": event.replay_id}}

@@ -111,11 +111,10 @@ class PubSubService:
         return session.user_id
 
     def topic(self, name: str) -> Topic:
-        if name.startswith("/event/"):
-            event = self.platform.events.get(name[len("/event/"):])
-            if event is not None:
-                return Topic(name, self.platform.bus, event=event)
-        elif name.startswith("/data/"):
+        event = self.platform.channel_event(name)
+        if event is not None:
+            return Topic(name, self.platform.bus, event=event)
+        if name.startswith("/data/"):
             entities = channel_entities(name, self.cdc.schema)
             selected = self.cdc.config.entities
             if entities is None or (entities and (selected is None or entities <= selected)):
