@@ -25,6 +25,7 @@ from grpc_tools import protoc
 from simple_salesforce import Salesforce
 
 import ferry.sandbox.salesforce.pubsub as pubsub_package
+from ferry.cli.sandboxes import start_sandbox
 from ferry.sandbox.salesforce.pubsub.avrocodec import AvroError, Codec, canonical_form
 
 from .bayeux import Bayeux
@@ -397,3 +398,18 @@ def test_the_avro_codec_agrees_with_the_avro_package() -> None:
     assert canonical_form(schema) == parsed.canonical_form
     with pytest.raises(AvroError):
         codec.decode(codec.encode(datum) + b"\x00")
+
+
+def test_ferry_sandbox_serve_announces_the_pubsub_endpoint(tmp_path: Path,
+                                                           stubs: tuple[ModuleType, ModuleType]) -> None:
+    pb2, pb2_grpc = stubs
+    org = start_sandbox("salesforce", tmp_path)
+    try:
+        assert org.info["pubsub_endpoint"].startswith("127.0.0.1:")
+        credentials = grpc.ssl_channel_credentials(Path(org.info["ca_file"]).read_bytes())
+        with grpc.secure_channel(org.info["pubsub_endpoint"], credentials) as channel, \
+                pytest.raises(grpc.RpcError) as caught:
+            pb2_grpc.PubSubStub(channel).GetTopic(pb2.TopicRequest(topic_name="/data/ChangeEvents"))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED  # TLS with the announced CA, then auth
+    finally:
+        org.stop()
