@@ -319,6 +319,11 @@ def sandbox_serve(
     timezone: Annotated[
         str | None, typer.Option(help="WooCommerce: the store's timezone (default Europe/Berlin).")
     ] = None,
+    pubsub_port: Annotated[
+        int,
+        typer.Option(min=-1, help="Salesforce: port of the Pub/Sub API (gRPC, TLS) on 127.0.0.1; 0 picks a free "
+                     "one, -1 serves none."),
+    ] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve one sandbox over HTTPS on 127.0.0.1 until interrupted."""
@@ -342,7 +347,7 @@ def sandbox_serve(
             persist=persist,
             latency=latency,
             faults=faults,
-            limits=limit_options(daily_api_limit, concurrent_limit),
+            limits=limit_options(daily_api_limit, concurrent_limit, pubsub_port if system == "salesforce" else -1),
             plain_http=plain_http,
             timezone=timezone,
         )

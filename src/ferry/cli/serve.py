@@ -102,14 +102,20 @@ def serve_sandbox(
         for k, v in info.items():
             if k not in ("system", "url"):
                 console.print(f"  {k:18} {v}")
+        if "pubsub_endpoint" in info:
+            console.print("  pubsub: gRPC eventbus.v1.PubSub at pubsub_endpoint, TLS with ca_file; "
+                          "metadata accesstoken, instanceurl, tenantid")
         console.print("  admin: /__sandbox/records/{object}  /__sandbox/stats  /__sandbox/faults   (Ctrl-C stops)")
 
     serve_forever(sandbox.app, state_dir, port, announce, plain_http=plain_http)
 
 
-def limit_options(daily_api_limit: int | None, concurrent_limit: int | None) -> dict[str, Any]:
-    """SalesforceSandbox keyword arguments for the org's limits given on the command line."""
+def limit_options(daily_api_limit: int | None, concurrent_limit: int | None, pubsub_port: int = -1
+                  ) -> dict[str, Any]:
+    """SalesforceSandbox keyword arguments for the org's limits and its Pub/Sub API port (-1: none)."""
     options: dict[str, Any] = {}
+    if pubsub_port >= 0:
+        options["pubsub_port"] = pubsub_port
     if daily_api_limit is not None:
         options["daily_api_limit"] = daily_api_limit
     if concurrent_limit is not None:

@@ -91,10 +91,15 @@ def start_in_thread(app: Any, state_dir: Path, port: int = 0, *, plain_http: boo
 
 def serve_forever(app: Any, state_dir: Path, port: int, announce: Callable[[str, TlsFiles], None], *,
                   plain_http: bool = False) -> None:
-    """Serve ``app`` in the foreground; ``announce(url, tls)`` runs once the socket is bound."""
+    """Serve ``app`` in the foreground; ``announce(url, tls)`` runs once the socket is bound and the app's
+    startup handlers have run (they may open more ports, such as the Salesforce sandbox's Pub/Sub API)."""
     tls = ensure_tls(state_dir)
     sock = bind_loopback(port)
     url = f"{'http' if plain_http else 'https'}://{LOOPBACK}:{sock.getsockname()[1]}"
     server = uvicorn.Server(_uvicorn_config(app, tls, plain_http))
-    announce(url, tls)
+    startup = getattr(getattr(app, "router", None), "on_startup", None)
+    if isinstance(startup, list):
+        startup.append(lambda: announce(url, tls))
+    else:
+        announce(url, tls)
     server.run(sockets=[sock])

@@ -1,5 +1,5 @@
 """A faithful local Salesforce org: REST, sObject Collections, Composite, SOQL, Bulk API 2.0, OAuth,
-Change Data Capture over the Streaming API (CometD).
+Change Data Capture over the Streaming API (CometD) and the Pub/Sub API (gRPC, with platform events).
 
     sb = SalesforceSandbox(state_dir, seed=0)
     running = ferry.sandbox.serve.start_in_thread(sb.app, state_dir)
@@ -31,6 +31,13 @@ from ferry.sandbox.salesforce.latency import LatencyProfile
 from ferry.sandbox.salesforce.limits import DEFAULT_CONCURRENT_LIMIT, LONG_RUNNING_SECONDS, ApiBudget
 from ferry.sandbox.salesforce.login import register_login_routes
 from ferry.sandbox.salesforce.persist import OrgDb, db_path
+from ferry.sandbox.salesforce.pubsub import (
+    DEFAULT_PLATFORM_EVENTS,
+    KEEPALIVE_SECONDS,
+    PlatformEvents,
+    PubSubServer,
+    PubSubService,
+)
 from ferry.sandbox.salesforce.query import Executor
 from ferry.sandbox.salesforce.rest import RestApi
 from ferry.sandbox.salesforce.routing import Router
@@ -74,6 +81,9 @@ class SalesforceSandbox:
         faults: dict[str, Any] | None = None,
         concurrent_long_running_limit: int = DEFAULT_CONCURRENT_LIMIT,
         long_running_seconds: float = LONG_RUNNING_SECONDS,
+        pubsub_port: int | None = None,
+        pubsub_keepalive_seconds: float = KEEPALIVE_SECONDS,
+        platform_events: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.latency = LatencyProfile(latency, seed)
@@ -98,7 +108,11 @@ class SalesforceSandbox:
                                  default_user=lambda: org.user_id)
         self.cdc.select_entities(cdc_entities)
         store.changes = self.cdc
-        self.streaming = StreamingApi(self.state.oauth, schema, self.cdc, connect_timeout=streaming_timeout_seconds)
+        # platform events (/event/<Name>__e): published over Pub/Sub, delivered over Pub/Sub and CometD
+        self.platform_events = PlatformEvents({**DEFAULT_PLATFORM_EVENTS, **(platform_events or {})},
+                                              self.cdc.config)
+        self.streaming = StreamingApi(self.state.oauth, schema, self.cdc, connect_timeout=streaming_timeout_seconds,
+                                      platform_events=self.platform_events)
         self.router = Router()
         self.rest = RestApi(self.state)
         self.collections = CollectionsApi(self.state, self.router)
@@ -116,6 +130,13 @@ class SalesforceSandbox:
         else:
             self._seed()
         self.app: FastAPI = build_app(self)
+        # Pub/Sub API: the same change event log over gRPC, plus platform events; a server only with a port
+        self.pubsub = PubSubService(self.state.oauth, self.cdc, self.platform_events, pubsub_keepalive_seconds)
+        self.pubsub_server: PubSubServer | None = None
+        if pubsub_port is not None:
+            self.pubsub_server = PubSubServer(self.pubsub, self.state_dir, pubsub_port)
+            self.app.router.on_startup.append(self.pubsub_server.start)
+            self.app.router.on_shutdown.append(self.pubsub_server.stop)
 
     # --- persistence (persist.py) ------------------------------------------------------------------
 
@@ -266,6 +287,7 @@ class SalesforceSandbox:
         self.state.org.reset_counters()
         self.state.budget.reset()
         self.cdc.bus.clear()
+        self.platform_events.bus.clear()
         self.faults.reset_counts()  # the rules stay: a reset starts a fresh run under the same faults
         if self.db is not None:
             self.db.wipe()
@@ -285,4 +307,5 @@ class SalesforceSandbox:
             "username": INTEGRATION_USERNAME,
             "private_key_file": str(self.keys.private_key_file),
             "api_version": API_VERSION,
+            **({"pubsub_endpoint": self.pubsub_server.endpoint} if self.pubsub_server is not None else {}),
         }

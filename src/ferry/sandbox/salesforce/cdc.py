@@ -332,10 +332,10 @@ class ChangeCapture:
 
     # --- event shape --------------------------------------------------------------------------------
 
-    def _render(self, event: ChangeEvent) -> dict[str, Any]:
+    def header(self, event: ChangeEvent) -> dict[str, Any]:
+        """The ChangeEventHeader fields CometD and Pub/Sub API share (each adds its own changedFields)."""
         change = event.change
-        obj = self.schema.objects[event.entity]
-        header = {
+        return {
             "entityName": event.entity,
             "recordIds": [change["id"], *change.get("more", ())],
             "changeType": change["type"],
@@ -345,8 +345,12 @@ class ChangeCapture:
             "commitTimestamp": int(event.created * 1000),
             "commitNumber": 10_000_000_000 + change["commit"],
             "commitUser": change["user"] or self.default_user(),
-            "changedFields": [],
         }
+
+    def _render(self, event: ChangeEvent) -> dict[str, Any]:
+        change = event.change
+        obj = self.schema.objects[event.entity]
+        header = {**self.header(event), "changedFields": []}
         payload: dict[str, Any] = {"ChangeEventHeader": header}
         changed: list[str] = []
         plan = self._field_plan(obj)
@@ -366,6 +370,10 @@ class ChangeCapture:
         if change["type"] == "UPDATE":
             header["changedFields"] = changed
         return {"schema": self._schema_id(obj), "payload": payload, "event": {"replayId": event.replay_id}}
+
+    def field_plan(self, obj: SObjectSchema) -> dict[str, tuple[str | None, str, bool] | None]:
+        """Per field of an entity: where change events carry it (compound, part, is_datetime), or None."""
+        return self._field_plan(obj)
 
     def _field_plan(self, obj: SObjectSchema) -> dict[str, tuple[str | None, str, bool] | None]:
         """Per field of an entity: where it goes in the event (compound, part, is_datetime), or None."""

@@ -12,6 +12,7 @@ Salesforce's Streaming API Developer Guide for what the org adds and answers:
 - Every request needs the OAuth bearer token of a live session; a missing, expired or revoked one is
   `401::Authentication invalid` (`403::Handshake denied` on handshake) with `advice.reconnect: none`.
 - A client that does not reconnect within `maxInterval` (40 s) is forgotten: `403::Unknown client`.
+- `/event/<Name>__e` delivers the platform events published over the Pub/Sub API (pubsub/platform_events.py).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ import orjson
 from fastapi import FastAPI, Request, Response
 
 from ferry.sandbox.salesforce.auth import bearer_token
-from ferry.sandbox.salesforce.cdc import ChangeCapture, channel_entities, stats
+from ferry.sandbox.salesforce.cdc import ChangeCapture, EventBus, channel_entities, stats
 
 if TYPE_CHECKING:
     from ferry.sandbox.salesforce import SalesforceSandbox
     from ferry.sandbox.salesforce.auth import OAuthServer
+    from ferry.sandbox.salesforce.pubsub import PlatformEvents
     from ferry.sandbox.salesforce.schema import Schema
 
 MIN_STREAMING_VERSION = 37  # durable streaming (replay) exists from API 37.0
@@ -51,8 +53,9 @@ UNKNOWN_CLIENT = "403::Unknown client"
 @dataclass(slots=True)
 class Subscription:
     channel: str
-    entities: set[str] | None  # None: every entity (/data/ChangeEvents)
+    entities: set[str] | None  # None: every entity (/data/ChangeEvents) or event (/event/<Name>__e)
     cursor: int  # replay id of the last event delivered (or skipped) on this channel
+    bus: EventBus  # change events, or the platform events of /event/<Name>__e
 
 
 @dataclass(eq=False)
@@ -77,15 +80,19 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 class StreamingApi:
     def __init__(self, oauth: OAuthServer, schema: Schema, cdc: ChangeCapture, *,
-                 connect_timeout: float = CONNECT_TIMEOUT_SECONDS, max_interval: float = MAX_INTERVAL_SECONDS) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT_SECONDS, max_interval: float = MAX_INTERVAL_SECONDS,
+                 platform_events: PlatformEvents | None = None) -> None:
         self.oauth = oauth
         self.schema = schema
         self.cdc = cdc
+        self.platform_events = platform_events
         self.connect_timeout = connect_timeout
         self.max_interval = max_interval
         self.clients: dict[str, BayeuxClient] = {}
         self.waiting: set[BayeuxClient] = set()  # clients whose /meta/connect is held
         cdc.bus.listen(self._wake_all)
+        if platform_events is not None:
+            platform_events.bus.listen(self._wake_all)
 
     def _wake_all(self) -> None:
         # called on every commit (every 200 Bulk rows): only clients holding a long poll need waking
@@ -194,15 +201,17 @@ class StreamingApi:
         if not subs:
             return []
         out: list[dict[str, Any]] = []
-        for event in self.cdc.bus.after(min(s.cursor for s in subs)):
-            for sub in subs:
-                if event.replay_id <= sub.cursor:
-                    continue
-                sub.cursor = event.replay_id
-                if sub.entities is None or event.entity in sub.entities:
-                    out.append({"data": self.cdc.bus.message(event), "channel": sub.channel})
-            if len(out) >= MAX_MESSAGES_PER_CONNECT:
-                break
+        for bus in {id(s.bus): s.bus for s in subs}.values():  # change events, then platform events
+            on_bus = [s for s in subs if s.bus is bus]
+            for event in bus.after(min(s.cursor for s in on_bus)):
+                for sub in on_bus:
+                    if event.replay_id <= sub.cursor:
+                        continue
+                    sub.cursor = event.replay_id
+                    if sub.entities is None or event.entity in sub.entities:
+                        out.append({"data": bus.message(event), "channel": sub.channel})
+                if len(out) >= MAX_MESSAGES_PER_CONNECT:
+                    return out
         return out
 
     def _subscribe(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -215,21 +224,28 @@ class StreamingApi:
             return {**base, "error": "400::Channel name not specified", "successful": False}
         if not channel.startswith("/"):
             return {**base, "error": "400::Channel subscriptions must start with a leading '/'", "successful": False}
-        entities = channel_entities(channel, self.schema)
+        bus, entities = self._channel_source(channel)
         selected = self.cdc.config.entities
         if entities is not None and (not entities or (selected is not None and not entities <= selected)):
             return {**base, "error": f"400::The channel you requested to subscribe to does not exist {{{channel}}}",
                     "successful": False}
         replay = ((message.get("ext") or {}).get("replay") or {}).get(channel, -1)
-        cursor = self._cursor_for(replay)
+        cursor = self._cursor_for(replay, bus)
         if cursor is None:
             return {**base, "error": INVALID_REPLAY.format(replay), "successful": False}
-        client.subscriptions[channel] = Subscription(channel, entities, cursor)
+        client.subscriptions[channel] = Subscription(channel, entities, cursor, bus)
         client.wake()
         return {**base, "successful": True}
 
-    def _cursor_for(self, replay: Any) -> int | None:
-        bus = self.cdc.bus
+    def _channel_source(self, channel: str) -> tuple[EventBus, set[str] | None]:
+        """The event log a channel reads and the entities it carries (see channel_entities)."""
+        platform = self.platform_events
+        if platform is not None and platform.channel_event(channel) is not None:
+            return platform.bus, None
+        return self.cdc.bus, channel_entities(channel, self.schema)
+
+    @staticmethod
+    def _cursor_for(replay: Any, bus: EventBus) -> int | None:
         if isinstance(replay, bool) or not isinstance(replay, int):
             return None
         if replay == -1:
