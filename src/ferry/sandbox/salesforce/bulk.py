@@ -588,7 +588,8 @@ class BulkApi:
             raise ApiError(400, "API_ERROR", "Invalid value supplied for property: 'columnDelimiter' or 'lineEnding'")
         soql = str(body.get("query", ""))
         parsed = parse(soql)
-        if parsed.offset is not None or any(isinstance(i, CountExpr | Subquery) for i in parsed.select):
+        if parsed.offset is not None or parsed.group_by or any(isinstance(i, CountExpr | Subquery)
+                                                               for i in parsed.select):
             raise ApiError(400, "API_ERROR", "Aggregate queries, OFFSET and subqueries are not supported in Bulk "
                            "query jobs")
         plan = self.state.executor.plan(parsed)

@@ -6,19 +6,25 @@ predicate, so a query over many rows is a tight Python loop.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cmp_to_key
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ferry.sandbox.salesforce import datefn
 from ferry.sandbox.salesforce import soql as ast
+from ferry.sandbox.salesforce.describe import describe_field
 from ferry.sandbox.salesforce.ids import normalize_id
 from ferry.sandbox.salesforce.schema import NUMBER_TYPES, ChildRelationship, FieldSchema, Schema, SObjectSchema
 from ferry.sandbox.salesforce.soql import SoqlError, caret_message, malformed
 from ferry.sandbox.salesforce.store import Record, Store
 from ferry.sandbox.salesforce.validate import format_datetime, parse_datetime
+
+if TYPE_CHECKING:
+    from ferry.sandbox.salesforce.aggregate import AggregatePlan
 
 Getter = Callable[[Record], Any]
 Predicate = Callable[[Record], bool]
@@ -28,10 +34,20 @@ _TEXT_TYPES = frozenset({"string", "textarea", "email", "phone", "url", "picklis
 _ID_TYPES = frozenset({"id", "reference"})
 MAX_OFFSET = 2000
 MAX_FIELDS_LIMIT = 200
+MAX_SEMI_JOINS = 2
 
 
 def invalid_field(query: ast.Query, pos: int, text: str) -> SoqlError:
     return SoqlError(400, "INVALID_FIELD", caret_message(query.soql, pos, text))
+
+
+def field_capability(f: FieldSchema, what: str) -> bool:
+    """The describe flag ("filterable", "sortable", "groupable", "aggregatable") the org checks a clause against."""
+    return bool(describe_field(f)[what])
+
+
+def not_capable(query: ast.Query, pos: int, f: FieldSchema, verb: str) -> SoqlError:
+    return invalid_field(query, pos, f"field '{f.name}' can not be {verb} in a query call")
 
 
 @dataclass(slots=True)
@@ -58,11 +74,11 @@ class QueryPlan:
     sobject: SObjectSchema
     columns: list[ResolvedPath]
     count_only: bool
-    aggregate: ast.CountExpr | None
     predicate: Predicate | None
     # SELECT items in their order (fields and child subqueries), for projection
     items: list[ResolvedPath | ChildPlan] = field(default_factory=list)
     sort_keys: list[tuple[Getter, bool, bool, bool]] = field(default_factory=list)
+    grouped: AggregatePlan | None = None  # GROUP BY / aggregate functions: rows become AggregateResult records
 
 
 class Executor:
@@ -87,45 +103,107 @@ class Executor:
         return self._compile(query, obj, children)
 
     def _compile(self, query: ast.Query, obj: SObjectSchema, children: bool) -> QueryPlan:
-        columns: list[ResolvedPath] = []
-        items: list[ResolvedPath | ChildPlan] = []
-        count_only = False
-        aggregate = None
-        for item in self._expand_fields(query, obj):
+        items = self._expand_fields(query, obj)
+        if query.where is not None:
+            self._check_semi_joins(query, query.where)
+        if _is_aggregate(query, items):
+            # aggregate.py builds on this module's resolution; imported here to keep the modules acyclic.
+            from ferry.sandbox.salesforce.aggregate import compile_aggregate
+
+            plan = self._base_plan(query, obj, count_only=False)
+            plan.grouped = compile_aggregate(self, plan, items)
+            return plan
+        count = next((i for i in items if isinstance(i, ast.FuncExpr) and i.field is None), None)
+        plan = self._base_plan(query, obj, count_only=count is not None)
+        for item in items:
+            if count is not None and item is not count:
+                raise malformed(query.soql, item.pos, f"Field must be grouped or aggregated: {_item_text(item)}")
             if isinstance(item, ast.Subquery):
                 if not children:
                     raise SoqlError(400, "FeatureNotEnabled", "Aggregate Relationships not supported in Bulk Query")
-                items.append(self.child_plan(query, obj, item))
-                continue
-            if isinstance(item, ast.CountExpr):
-                if item.field is None:
-                    count_only = True
-                else:
-                    self.resolve(query, obj, item.field)
-                    aggregate = item
-                continue
-            resolved = self.resolve(query, obj, item)
-            if any(c.path.text.lower() == item.text.lower() for c in columns):
-                raise malformed(query.soql, item.pos, f"duplicate field selected: {item.text}")
-            columns.append(resolved)
-            items.append(resolved)
-        if (count_only or aggregate) and items:
-            first = columns[0].path.pos if columns else 0
-            name = columns[0].field.name if columns else "subquery"
-            raise SoqlError(400, "MALFORMED_QUERY", caret_message(
-                query.soql, first, f"Field must be grouped or aggregated: {name}"))
-        predicate = self.compile_condition(query, obj, query.where) if query.where is not None else None
-        plan = QueryPlan(query, obj, columns, count_only, aggregate, predicate, items)
+                plan.items.append(self.child_plan(query, obj, item))
+            elif isinstance(item, ast.TypeOf):
+                self._refuse_typeof(query, obj, item)
+            elif isinstance(item, ast.FieldPath):
+                self._add_column(plan, item)
+        if count is not None and query.group_by:
+            self.group_keys(query, obj)  # COUNT() with GROUP BY counts the groups
         for order in query.order_by:
-            resolved = self.resolve(query, obj, order.path)
-            nulls_last = order.nulls_last if order.nulls_last is not None else order.descending
-            plan.sort_keys.append((resolved.getter, order.descending, nulls_last, resolved.field.type in _TEXT_TYPES))
+            plan.sort_keys.append(self._sort_key(query, obj, order))
         return plan
 
+    def _base_plan(self, query: ast.Query, obj: SObjectSchema, *, count_only: bool) -> QueryPlan:
+        predicate = self.compile_condition(query, obj, query.where) if query.where is not None else None
+        return QueryPlan(query, obj, [], count_only, predicate)
+
+    def _add_column(self, plan: QueryPlan, item: ast.FieldPath) -> None:
+        query = plan.query
+        if item.alias is not None:
+            raise malformed(query.soql, item.alias_pos, "only aggregate expressions use field aliasing")
+        resolved = self.resolve(query, plan.sobject, item)
+        if any(c.path.text.lower() == item.text.lower() for c in plan.columns):
+            raise malformed(query.soql, item.pos, f"duplicate field selected: {item.text}")
+        plan.columns.append(resolved)
+        plan.items.append(resolved)
+
+    def _sort_key(self, query: ast.Query, obj: SObjectSchema, order: ast.OrderItem) -> tuple[Getter, bool, bool, bool]:
+        if isinstance(order.path, ast.FuncExpr):
+            if order.path.aggregate or order.path.field is None:
+                raise malformed(query.soql, order.path.pos,
+                                f"Ordered field must be grouped or aggregated: {order.path.text}")
+            getter, _ = self.function_getter(query, obj, order.path)
+            text = False
+        else:
+            resolved = self.resolve(query, obj, order.path)
+            if not field_capability(resolved.field, "sortable"):
+                raise not_capable(query, order.path.pos, resolved.field, "sorted")
+            getter, text = resolved.getter, resolved.field.type in _TEXT_TYPES
+        nulls_last = order.nulls_last if order.nulls_last is not None else order.descending
+        return getter, order.descending, nulls_last, text
+
+    def group_keys(self, query: ast.Query, obj: SObjectSchema) -> list[tuple[str, Getter, FieldSchema, str]]:
+        """GROUP BY items as (canonical text, getter, field, literal kind); each must be groupable."""
+        keys = []
+        for item in query.group_by:
+            if isinstance(item, ast.FuncExpr):
+                if item.aggregate or item.field is None or item.name == "GROUPING":
+                    raise malformed(query.soql, item.pos, f"Grouped field should not be aggregated: {item.text}")
+                getter, f = self.function_getter(query, obj, item)
+                keys.append((canonical(item), getter, f, datefn.result_kind(item.name)))
+                continue
+            resolved = self.resolve(query, obj, item)
+            if not field_capability(resolved.field, "groupable"):
+                raise not_capable(query, item.pos, resolved.field, "grouped")
+            keys.append((canonical(item), resolved.getter, resolved.field, _literal_kind(resolved.field)))
+        return keys
+
+    def function_getter(self, query: ast.Query, obj: SObjectSchema, func: ast.FuncExpr) -> tuple[Getter, FieldSchema]:
+        """A date function over a field: its getter and the field it reads."""
+        assert func.field is not None
+        resolved = self.resolve(query, obj, func.field)
+        f = resolved.field
+        if not datefn.applies_to(func.name, f.type):
+            raise malformed(query.soql, func.pos, f"{func.name} cannot be applied to field {f.name} of type {f.type}")
+        return datefn.compose(func.name, resolved.getter), f
+
+    def _refuse_typeof(self, query: ast.Query, obj: SObjectSchema, item: ast.TypeOf) -> None:
+        """TYPEOF needs a polymorphic lookup; the default schema has none, and a custom one is not emulated."""
+        rel = obj.relationship(item.relationship)
+        if rel is None:
+            raise invalid_field(query, item.pos + len("TYPEOF "), (
+                f"Didn't understand relationship '{item.relationship}' in field path. If you are attempting to use a "
+                "custom relationship, be sure to append the '__r' after the custom relationship name. Please "
+                "reference your WSDL or the describe call for the appropriate names."))
+        if len(rel.reference_to) > 1:
+            raise SoqlError(400, "FeatureNotEnabled", "TYPEOF on a polymorphic relationship is not emulated")
+        raise malformed(query.soql, item.pos, f"TYPEOF can only be used with a polymorphic relationship field: "
+                        f"{item.relationship}")
+
     @staticmethod
-    def _expand_fields(query: ast.Query, obj: SObjectSchema) -> list[ast.FieldPath | ast.CountExpr | ast.Subquery]:
+    def _expand_fields(query: ast.Query, obj: SObjectSchema) -> list[ast.SelectItem]:
         """Replace FIELDS(...) by the fields it stands for; ALL and CUSTOM need LIMIT <= 200, as in the org."""
-        items: list[ast.FieldPath | ast.CountExpr | ast.Subquery] = []
+        items: list[ast.SelectItem] = []
+        expanded: set[str] = set()
         for item in query.select:
             if not isinstance(item, ast.FieldsExpr):
                 items.append(item)
@@ -133,12 +211,19 @@ class Executor:
             if item.kind != "STANDARD" and (query.limit is None or query.limit > MAX_FIELDS_LIMIT):
                 raise malformed(query.soql, item.pos,
                                 f"The SOQL FIELDS function must have a LIMIT of at most {MAX_FIELDS_LIMIT}")
-            named = {i.text.lower() for i in items if isinstance(i, ast.FieldPath)}
             for f in obj.fields.values():
                 if (item.kind == "STANDARD" and f.custom) or (item.kind == "CUSTOM" and not f.custom):
                     continue
-                if f.name.lower() not in named:
-                    items.append(ast.FieldPath([f.name], item.pos))
+                items.append(ast.FieldPath([f.name], item.pos))
+                expanded.add(f.name.lower())
+        if expanded:
+            # A field named beside FIELDS() is selected twice; the org answers without a caret block.
+            seen: set[str] = set()
+            for path in (i for i in items if isinstance(i, ast.FieldPath)):
+                low = path.text.lower()
+                if low in seen and low in expanded:
+                    raise SoqlError(400, "INVALID_FIELD", f"duplicate field selected: {path.text}")
+                seen.add(low)
         return items
 
     def child_plan(self, query: ast.Query, parent: SObjectSchema, sub: ast.Subquery) -> ChildPlan:
@@ -155,9 +240,10 @@ class Executor:
             if isinstance(item, ast.Subquery):
                 raise malformed(query.soql, item.pos, "SOQL statements cannot query aggregate relationships more "
                                 "than 1 level away from the root entity object.")
-            if isinstance(item, ast.CountExpr):
-                raise malformed(query.soql, item.pos, "Aggregate query does not support queryMore(), use LIMIT to "
-                                "restrict the results to a single batch")
+            if isinstance(item, ast.FuncExpr):
+                raise malformed(query.soql, item.pos, "only root queries support aggregate expressions")
+        if inner.group_by:
+            raise malformed(query.soql, inner.group_pos, "only root queries support aggregate expressions")
         child = self.schema.objects[rel.child]
         # The inner query keeps the outer statement for its caret messages.
         inner.soql = query.soql
@@ -222,8 +308,25 @@ class Executor:
         return self.compile_comparison(query, obj, cond)
 
     def compile_comparison(self, query: ast.Query, obj: SObjectSchema, cmp: ast.Comparison) -> Predicate:
+        if isinstance(cmp.path, ast.FuncExpr):
+            return self._compile_function_comparison(query, obj, cmp.path, cmp)
         resolved = self.resolve(query, obj, cmp.path)
         f, get = resolved.field, resolved.getter
+        if not field_capability(f, "filterable"):
+            raise not_capable(query, cmp.path.pos, f, "filtered")
+        return self.compile_test(query, f, get, cmp)
+
+    def _compile_function_comparison(self, query: ast.Query, obj: SObjectSchema, func: ast.FuncExpr,
+                                     cmp: ast.Comparison) -> Predicate:
+        """`CALENDAR_YEAR(CreatedDate) = 2024`, `DAY_ONLY(CreatedDate) = TODAY`: a date function in WHERE."""
+        if func.aggregate or func.field is None or func.name == "GROUPING":
+            raise malformed(query.soql, func.pos, "Aggregate functions are not allowed in the WHERE clause; use "
+                            "HAVING")
+        get, f = self.function_getter(query, obj, func)
+        return self.compile_test(query, function_field(func, f), get, cmp)
+
+    def compile_test(self, query: ast.Query, f: FieldSchema, get: Getter, cmp: ast.Comparison) -> Predicate:
+        """The test of one comparison, given the value's getter and the field that types it."""
         text = f.type in _TEXT_TYPES
         if isinstance(cmp.value, ast.SemiJoin):
             ids = self._semi_join_values(query, f, cmp.value)
@@ -256,12 +359,44 @@ class Executor:
             raise malformed(query.soql, join.pos, "semi join sub-selects are only allowed on ID fields")
         if len(inner.select) != 1 or not isinstance(inner.select[0], ast.FieldPath):
             raise malformed(query.soql, join.pos, "semi join sub-selects are only allowed to select a single field")
+        if inner.where is not None and _semi_joins(inner.where):
+            raise malformed(query.soql, _semi_joins(inner.where)[0].pos, "Nesting of semi join sub-selects is not "
+                            "supported")
         plan = self.plan(inner, children=False)
+        if plan.grouped is not None:
+            raise malformed(query.soql, join.pos, "only root queries support aggregate expressions")
         (column,) = plan.columns
-        if column.field.type not in _ID_TYPES:
-            raise invalid_field(query, column.path.pos, "semi join sub-selects are only allowed to select an ID or "
-                                "reference field")
+        outer = self.schema.get(query.sobject)
+        if outer is not None and plan.sobject.name == outer.name:
+            raise invalid_field(query, inner.sobject_pos, "The inner and outer selects should not be on the same "
+                                "object type")
+        if column.field.type not in _ID_TYPES or _target(column.field, inner, self.schema) != _target(
+                f, query, self.schema):
+            raise invalid_field(query, column.path.pos, (
+                f"The selected field '{column.path.text}' in the subquery and the left operand field in the where "
+                f"expression in the outer query '{f.name}' should point to the same object type"))
         return {v for v in (column.getter(r) for r in self.rows(plan, False)) if v is not None}
+
+    def _check_semi_joins(self, query: ast.Query, where: ast.Condition) -> None:
+        """The org's placement rules: at most two, only in the top-level AND, never under OR, NOT or parentheses."""
+        joins = _semi_joins(where)
+        if len(joins) > MAX_SEMI_JOINS:
+            raise malformed(query.soql, joins[MAX_SEMI_JOINS].pos,
+                            f"Maximum {MAX_SEMI_JOINS} semi join sub-selects are allowed")
+        top = where.items if isinstance(where, ast.BoolOp) else [where]
+        for item in top:
+            if isinstance(item, ast.Comparison):
+                continue
+            nested = _semi_joins(item)
+            if not nested:
+                continue
+            if isinstance(where, ast.BoolOp) and where.op == "OR":
+                raise malformed(query.soql, nested[0].pos,
+                                "Semi join sub-selects are not allowed with the 'OR' operator")
+            raise malformed(query.soql, nested[0].pos, "Semi join sub-selects are only allowed at the top level "
+                            "WHERE expressions and not in nested WHERE expressions.")
+        if isinstance(where, ast.BoolOp) and where.op == "OR" and joins:
+            raise malformed(query.soql, joins[0].pos, "Semi join sub-selects are not allowed with the 'OR' operator")
 
     def _normalize(self, query: ast.Query, f: FieldSchema, lit: ast.Literal, text: bool) -> Any:
         """Check a literal against the field's type the way the org does, and convert it to the stored form."""
@@ -302,6 +437,25 @@ class Executor:
         return lambda r: (v := get(r)) is not None and test(v)
 
     # --- run ------------------------------------------------------------------------------------------
+
+    def aggregate_result(self, plan: QueryPlan, include_deleted: bool) -> dict[str, Any]:
+        """The whole answer of COUNT() (a size, no records) or of an aggregate query (AggregateResult rows)."""
+        from ferry.sandbox.salesforce.aggregate import aggregate_records, count_groups
+
+        rows = self.rows(plan, include_deleted) if plan.grouped is None else self._filtered(plan, include_deleted)
+        if plan.count_only:
+            size = count_groups(self, plan, rows) if plan.query.group_by else len(rows)
+            return {"totalSize": size, "done": True, "records": []}
+        records = aggregate_records(plan, rows)
+        return {"totalSize": len(records), "done": True, "records": records}
+
+    def _filtered(self, plan: QueryPlan, include_deleted: bool) -> list[Record]:
+        table = self.store.table(plan.sobject.name)
+        source: Iterable[Record] = table.rows.values()
+        if include_deleted:
+            source = [*table.rows.values(), *table.deleted.values()]
+        pred = plan.predicate
+        return [r for r in source if pred(r)] if pred is not None else list(source)
 
     def rows(self, plan: QueryPlan, include_deleted: bool) -> list[Record]:
         table = self.store.table(plan.sobject.name)
@@ -388,6 +542,46 @@ class Executor:
 
 def _attributes(sobject: str, record_id: str, version: str) -> dict[str, str]:
     return {"type": sobject, "url": f"/services/data/v{version}/sobjects/{sobject}/{record_id}"}
+
+
+def _is_aggregate(query: ast.Query, items: list[ast.SelectItem]) -> bool:
+    """GROUP BY, or any function in SELECT other than a lone COUNT(), makes the rows AggregateResults."""
+    funcs = [i for i in items if isinstance(i, ast.FuncExpr)]
+    if any(f.field is None for f in funcs):
+        return False
+    return bool(query.group_by or funcs)
+
+
+def canonical(item: ast.Operand) -> str:
+    """How SELECT, HAVING and ORDER BY items are matched against GROUP BY items: case-insensitive text."""
+    return item.text.lower()
+
+
+def _item_text(item: ast.SelectItem) -> str:
+    if isinstance(item, ast.FieldPath | ast.FuncExpr):
+        return item.text
+    return item.relationship if isinstance(item, ast.TypeOf) else "subquery"
+
+
+def function_field(func: ast.FuncExpr, f: FieldSchema) -> FieldSchema:
+    """A stand-in field typing a date function's result (a date for DAY_ONLY, else an int) for comparisons."""
+    return dataclasses.replace(f, name=func.text, type="date" if datefn.result_kind(func.name) == "DATE" else "int")
+
+
+def _semi_joins(cond: ast.Condition) -> list[ast.SemiJoin]:
+    if isinstance(cond, ast.BoolOp):
+        return [j for c in cond.items for j in _semi_joins(c)]
+    if isinstance(cond, ast.Not):
+        return _semi_joins(cond.item)
+    return [cond.value] if isinstance(cond.value, ast.SemiJoin) else []
+
+
+def _target(f: FieldSchema, query: ast.Query, schema: Schema) -> str:
+    """The object an id/reference field points at: its own object for Id, the referenced one for a lookup."""
+    if f.type == "reference" and f.reference_to:
+        return f.reference_to[0]
+    obj = schema.get(query.sobject)
+    return obj.name if obj is not None else query.sobject
 
 
 def _fold(value: Any, text: bool) -> Any:
