@@ -34,6 +34,7 @@ from ferry.sandbox.salesforce.query import Executor
 from ferry.sandbox.salesforce.rest import RestApi
 from ferry.sandbox.salesforce.routing import Router
 from ferry.sandbox.salesforce.schema import load_schema
+from ferry.sandbox.salesforce.search import SearchApi
 from ferry.sandbox.salesforce.state import OrgState
 from ferry.sandbox.salesforce.store import Store
 from ferry.sandbox.salesforce.streaming import (
@@ -102,7 +103,8 @@ class SalesforceSandbox:
         self.rest = RestApi(self.state)
         self.collections = CollectionsApi(self.state, self.router)
         self.bulk = BulkApi(self.state)
-        for api in (self.rest, self.collections, self.bulk):
+        self.search = SearchApi(self.state)
+        for api in (self.rest, self.collections, self.bulk, self.search):
             api.register(self.router)
         self.bulk.queue_delay = self.latency.bulk_queue_delay
         self.bulk.chunk_delay = self.latency.bulk_chunk_delay

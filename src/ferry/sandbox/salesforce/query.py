@@ -464,6 +464,10 @@ class Executor:
             source = [*table.rows.values(), *table.deleted.values()]
         return self._filter_sort_slice(plan, source)
 
+    def select_from(self, plan: QueryPlan, source: Iterable[Record]) -> list[Record]:
+        """The plan's WHERE, ORDER BY, OFFSET and LIMIT over given rows (a search's matches)."""
+        return self._filter_sort_slice(plan, source)
+
     def _filter_sort_slice(self, plan: QueryPlan, source: Iterable[Record]) -> list[Record]:
         pred = plan.predicate
         rows = [r for r in source if pred(r)] if pred is not None else list(source)
