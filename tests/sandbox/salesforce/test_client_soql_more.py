@@ -234,6 +234,9 @@ def test_filter_errors_have_the_orgs_codes_and_messages(sf: Salesforce) -> None:
                                 "message": _caret(soql, 35, "invalid ID field: xyz")}
     soql = "SELECT Id FROM Account WHERE Id IN ('001000000000000AAA', 'nope')"
     assert _error(sf, soql)["errorCode"] == "INVALID_QUERY_FILTER_OPERATOR"
+    soql = "SELECT Id FROM Account WHERE Id LIKE '001%'"
+    assert _error(sf, soql) == {"errorCode": "INVALID_QUERY_FILTER_OPERATOR",
+                                "message": _caret(soql, 38, "invalid operator on id field")}
     soql = "SELECT Id FROM Account WHERE Name = 5"
     assert _error(sf, soql) == {"errorCode": "INVALID_FIELD", "message": _caret(
         soql, 37, "value of filter criterion for field 'Name' must be of type string and should be enclosed in "

@@ -342,6 +342,9 @@ class Executor:
         assert isinstance(cmp.value, ast.Literal)
         literal = cmp.value
         if cmp.op == "LIKE":
+            if f.type in _ID_TYPES:
+                raise SoqlError(400, "INVALID_QUERY_FILTER_OPERATOR",
+                                caret_message(query.soql, literal.pos, "invalid operator on id field"))
             if literal.kind != "STRING" or not text:
                 raise invalid_field(query, literal.pos, f"invalid operator on field {f.name}: LIKE")
             pattern = _like_regex(literal.value)
