@@ -343,6 +343,16 @@ class Parser:
         if self.tok.is_kw("HAVING"):
             self.advance()
             query.having = self.condition()
+        self.order_limit_offset(query)
+        if self.tok.is_kw("FOR"):
+            self.advance()
+            if not self.tok.is_kw("VIEW", "REFERENCE", "UPDATE"):
+                raise self.unexpected()
+            query.for_clause = self.advance().text.upper()
+        return query
+
+    def order_limit_offset(self, query: Query) -> None:
+        """`[ORDER BY ...] [LIMIT n] [OFFSET n]`, which SOSL's RETURNING lists share."""
         if self.tok.is_kw("ORDER"):
             self.advance()
             self.expect_kw("BY")
@@ -353,12 +363,6 @@ class Parser:
         if self.tok.is_kw("OFFSET"):
             self.advance()
             query.offset = self.non_negative_int()
-        if self.tok.is_kw("FOR"):
-            self.advance()
-            if not self.tok.is_kw("VIEW", "REFERENCE", "UPDATE"):
-                raise self.unexpected()
-            query.for_clause = self.advance().text.upper()
-        return query
 
     def group_by(self, query: Query) -> None:
         query.group_pos = self.advance().pos

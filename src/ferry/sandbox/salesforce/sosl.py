@@ -248,16 +248,7 @@ class _SoslParser(Parser):
             if self.tok.is_kw("WHERE"):
                 self.advance()
                 query.where = self.condition()
-            if self.tok.is_kw("ORDER"):
-                self.advance()
-                self.expect_kw("BY")
-                query.order_by = self.order_list()
-            if self.tok.is_kw("LIMIT"):
-                self.advance()
-                query.limit = self.non_negative_int()
-            if self.tok.is_kw("OFFSET"):
-                self.advance()
-                query.offset = self.non_negative_int()
+            self.order_limit_offset(query)
             self.expect("RPAREN")
         return Returning(query)
 
