@@ -54,7 +54,11 @@ def test_search_returns_search_records_with_attributes(sf: Salesforce) -> None:
 
 def test_scopes_choose_the_searched_fields(sf: Salesforce) -> None:
     ids = _seed(sf)
-    assert _ids(sf.search("FIND {Acme} IN NAME FIELDS RETURNING Account, Contact, Lead")) == [ids["acme"]]
+    # NAME FIELDS also searches Lead.Company, as the reference lists; Joan's title is not a name field.
+    assert _ids(sf.search("FIND {Acme} IN NAME FIELDS RETURNING Account, Contact, Lead")) == [ids["acme"],
+                                                                                               ids["lead"]]
+    # Account.Website is a name field for search; the contact's email (also "....example") is not.
+    assert _ids(sf.search("FIND {example} IN NAME FIELDS RETURNING Account, Contact")) == [ids["globex"]]
     assert _ids(sf.search("FIND {acme} IN EMAIL FIELDS RETURNING Account, Contact")) == [ids["joe"]]
     assert _ids(sf.search("FIND {4155550100} IN PHONE FIELDS RETURNING Account, Contact")) == [ids["acme"]]
     assert _ids(sf.search("FIND {555-0199} IN PHONE FIELDS RETURNING Contact")) == [ids["joe"]]

@@ -1,7 +1,8 @@
 """The Search resources: `GET search/?q=<SOSL>` and `parameterizedSearch` (GET with URL parameters, POST with a
 JSON body). Both answer `{"searchRecords": [...]}`, records carrying `attributes` {type, url}.
 
-Which fields a scope searches: NAME the name fields (and first/last name), EMAIL the email fields, PHONE the phone
+Which fields a scope searches: NAME the name fields (with first/last name and the fields the reference lists for
+some standard objects, such as Lead.Company and Account.Website), EMAIL the email fields, PHONE the phone
 fields (also matched digit for digit, so 4155550100 finds "(415) 555-0100"), ALL and SIDEBAR every text, text
 area, email, phone and URL field. Ids, picklists, numbers, dates and booleans are not in the search index.
 """
@@ -34,13 +35,21 @@ from ferry.sandbox.salesforce.store import Record
 
 _ALL_TYPES = frozenset({"string", "textarea", "email", "phone", "url", "combobox"})
 _NAME_PARTS = frozenset({"FirstName", "LastName"})
+# Fields NAME FIELDS also searches on these standard objects ("IN SearchGroup" in the SOQL and SOSL reference).
+_MORE_NAME_FIELDS = {
+    "Account": {"Website", "Site", "NameLocal"}, "Asset": {"SerialNumber"},
+    "Case": {"SuppliedName", "SuppliedCompany", "Subject"},
+    "Contact": {"AssistantName", "FirstNameLocal", "LastNameLocal"},
+    "Lead": {"Company", "CompanyLocal", "FirstNameLocal", "LastNameLocal"}, "User": {"CommunityNickname"},
+}
 _UNSEARCHED = frozenset({"Profile"})  # setup objects the org's search index does not hold
 
 
 def searched_fields(obj: SObjectSchema, scope: str) -> list[FieldSchema]:
     fields = obj.fields.values()
     if scope == "NAME":
-        return [f for f in fields if f.name_field or f.name in _NAME_PARTS]
+        more = _MORE_NAME_FIELDS.get(obj.name, set())
+        return [f for f in fields if f.name_field or f.name in _NAME_PARTS or f.name in more]
     if scope == "EMAIL":
         return [f for f in fields if f.type == "email"]
     if scope == "PHONE":
