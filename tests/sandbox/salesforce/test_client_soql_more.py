@@ -73,8 +73,10 @@ def test_group_by_having_order_limit(sf: Salesforce) -> None:
                          "GROUP BY Account.Name HAVING MAX(Amount) >= 50 ORDER BY Account.Name")["records"]
     assert by_parent == [{"attributes": AGG, "Name": "Acme", "top": 300.0},
                          {"attributes": AGG, "Name": "Globex", "top": 50.0}]
-    assert sf.query("SELECT COUNT() FROM Opportunity GROUP BY StageName") == {
-        "totalSize": 3, "done": True, "records": []}
+    # COUNT() takes neither GROUP BY nor ORDER BY ("COUNT() and COUNT(fieldName)" in the reference).
+    assert _error(sf, "SELECT COUNT() FROM Opportunity GROUP BY StageName")["errorCode"] == "MALFORMED_QUERY"
+    assert _error(sf, "SELECT COUNT() FROM Opportunity ORDER BY Name")["errorCode"] == "MALFORMED_QUERY"
+    assert sf.query("SELECT COUNT() FROM Opportunity WHERE StageName = 'Closed Won' LIMIT 1")["totalSize"] == 1
 
 
 def test_group_by_rollup_and_cube_add_subtotals(sf: Salesforce) -> None:

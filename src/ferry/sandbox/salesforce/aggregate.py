@@ -273,12 +273,6 @@ def aggregate_records(plan: QueryPlan, rows: list[Record]) -> list[dict[str, Any
             for g in groups]
 
 
-def count_groups(executor: Executor, plan: QueryPlan, rows: list[Record]) -> int:
-    """`SELECT COUNT() ... GROUP BY x`: the org counts the groups."""
-    keys = executor.group_keys(plan.query, plan.sobject)
-    return len({tuple(_fold(get(r), f.type in _TEXT_TYPES) for _, get, f, _ in keys) for r in rows})
-
-
 def _grouping_sets(count: int, kind: str) -> list[tuple[bool, ...]]:
     """Which GROUP BY items each set rolls up: none for plain GROUP BY; prefixes for ROLLUP; every subset for CUBE."""
     if kind == "ROLLUP":

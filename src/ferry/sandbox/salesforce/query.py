@@ -126,11 +126,20 @@ class Executor:
                 self._refuse_typeof(query, obj, item)
             elif isinstance(item, ast.FieldPath):
                 self._add_column(plan, item)
-        if count is not None and query.group_by:
-            self.group_keys(query, obj)  # COUNT() with GROUP BY counts the groups
+        if count is not None:
+            self._check_count(query)
         for order in query.order_by:
             plan.sort_keys.append(self._sort_key(query, obj, order))
         return plan
+
+    @staticmethod
+    def _check_count(query: ast.Query) -> None:
+        """COUNT() takes neither GROUP BY (from API 19.0) nor ORDER BY; the reference says to use COUNT(field)."""
+        if query.group_by:
+            raise malformed(query.soql, query.group_pos, "COUNT() cannot be used with GROUP BY; use COUNT(fieldName)")
+        if query.order_by:
+            raise malformed(query.soql, query.order_by[0].path.pos, "COUNT() cannot be used with ORDER BY; use "
+                            "COUNT(fieldName)")
 
     def _base_plan(self, query: ast.Query, obj: SObjectSchema, *, count_only: bool) -> QueryPlan:
         predicate = self.compile_condition(query, obj, query.where) if query.where is not None else None
@@ -443,13 +452,11 @@ class Executor:
 
     def aggregate_result(self, plan: QueryPlan, include_deleted: bool) -> dict[str, Any]:
         """The whole answer of COUNT() (a size, no records) or of an aggregate query (AggregateResult rows)."""
-        from ferry.sandbox.salesforce.aggregate import aggregate_records, count_groups
+        from ferry.sandbox.salesforce.aggregate import aggregate_records
 
-        rows = self.rows(plan, include_deleted) if plan.grouped is None else self._filtered(plan, include_deleted)
         if plan.count_only:
-            size = count_groups(self, plan, rows) if plan.query.group_by else len(rows)
-            return {"totalSize": size, "done": True, "records": []}
-        records = aggregate_records(plan, rows)
+            return {"totalSize": len(self.rows(plan, include_deleted)), "done": True, "records": []}
+        records = aggregate_records(plan, self._filtered(plan, include_deleted))
         return {"totalSize": len(records), "done": True, "records": records}
 
     def _filtered(self, plan: QueryPlan, include_deleted: bool) -> list[Record]:
