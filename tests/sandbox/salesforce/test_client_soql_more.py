@@ -4,11 +4,14 @@ semi-join rules, FIELDS(), TYPEOF, FOR clauses, and the org's error codes and ca
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
+
+from .conftest import Org, start_org
 
 AGG = {"type": "AggregateResult"}
 
@@ -208,6 +211,49 @@ def test_fields_function_rules(sf: Salesforce) -> None:
         "errorCode": "INVALID_FIELD", "message": "duplicate field selected: Id"}
     (row,) = sf.query("SELECT LastName, (SELECT FIELDS(STANDARD) FROM Cases) FROM Contact")["records"]
     assert row["Cases"] is None
+
+
+POLYMORPHIC = """
+objects:
+  Task:
+    keyPrefix: 00T
+    labelPlural: Tasks
+    fields:
+      - {name: Subject, type: string, length: 255}
+      - {name: WhatId, type: reference, referenceTo: [Account, Opportunity], relationshipName: What}
+"""
+
+
+@pytest.fixture(scope="module")
+def polymorphic_org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Org]:
+    tmp = tmp_path_factory.mktemp("sf-typeof")
+    path = tmp / "schema.yaml"
+    path.write_text(POLYMORPHIC)
+    yield from start_org(tmp, extra_schema=path)
+
+
+def test_typeof_on_a_polymorphic_lookup(polymorphic_org: Org) -> None:
+    sf = polymorphic_org.client()
+    account = sf.Account.create({"Name": "Acme", "Phone": "555"})["id"]
+    opportunity = sf.Opportunity.create({"Name": "Big", "StageName": "Prospecting", "CloseDate": "2024-01-01",
+                                         "Amount": 10, "AccountId": account})["id"]
+    for subject, what in (("a", account), ("b", opportunity), ("c", None)):
+        sf.Task.create({"Subject": subject, "WhatId": what})
+    rows = sf.query("SELECT Subject, TYPEOF What WHEN Account THEN Name, Phone WHEN Opportunity THEN Amount, "
+                    "Account.Name END FROM Task ORDER BY Subject")["records"]
+
+    def url(kind: str, rid: str) -> dict[str, str]:
+        return {"type": kind, "url": f"/services/data/v62.0/sobjects/{kind}/{rid}"}
+
+    assert [(r["Subject"], r["What"]) for r in rows] == [
+        ("a", {"attributes": url("Account", account), "Name": "Acme", "Phone": "555"}),
+        ("b", {"attributes": url("Opportunity", opportunity), "Amount": 10.0,
+               "Account": {"attributes": url("Account", account), "Name": "Acme"}}),
+        ("c", None)]
+    other = sf.query("SELECT TYPEOF What WHEN Account THEN Phone ELSE Name END FROM Task WHERE Subject = 'b'")
+    assert other["records"][0]["What"] == {"attributes": url("Opportunity", opportunity), "Name": "Big"}
+    soql = "SELECT TYPEOF What WHEN Contact THEN Name END FROM Task"
+    assert _error(sf, soql)["errorCode"] == "INVALID_FIELD"
 
 
 def test_typeof_is_refused_without_a_polymorphic_lookup(sf: Salesforce) -> None:

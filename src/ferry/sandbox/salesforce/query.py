@@ -69,6 +69,15 @@ class ChildPlan:
 
 
 @dataclass(slots=True)
+class TypeOfPlan:
+    """`TYPEOF What WHEN Account THEN Phone ELSE Name END`: per possible parent type, the fields to answer."""
+
+    relationship: str  # the relationship name, the key in the record (What)
+    field: str  # the polymorphic lookup field (WhatId)
+    branches: dict[str, list[ResolvedPath]]  # parent object name -> its columns, resolved on that object
+
+
+@dataclass(slots=True)
 class QueryPlan:
     query: ast.Query
     sobject: SObjectSchema
@@ -76,7 +85,7 @@ class QueryPlan:
     count_only: bool
     predicate: Predicate | None
     # SELECT items in their order (fields and child subqueries), for projection
-    items: list[ResolvedPath | ChildPlan] = field(default_factory=list)
+    items: list[ResolvedPath | ChildPlan | TypeOfPlan] = field(default_factory=list)
     sort_keys: list[tuple[Getter, bool, bool, bool]] = field(default_factory=list)
     grouped: AggregatePlan | None = None  # GROUP BY / aggregate functions: rows become AggregateResult records
 
@@ -123,7 +132,7 @@ class Executor:
                     raise SoqlError(400, "FeatureNotEnabled", "Aggregate Relationships not supported in Bulk Query")
                 plan.items.append(self.child_plan(query, obj, item))
             elif isinstance(item, ast.TypeOf):
-                self._refuse_typeof(query, obj, item)
+                plan.items.append(self.typeof_plan(query, obj, item))
             elif isinstance(item, ast.FieldPath):
                 self._add_column(plan, item)
         if count is not None:
@@ -195,18 +204,32 @@ class Executor:
             raise malformed(query.soql, func.pos, f"{func.name} cannot be applied to field {f.name} of type {f.type}")
         return datefn.compose(func.name, resolved.getter), f
 
-    def _refuse_typeof(self, query: ast.Query, obj: SObjectSchema, item: ast.TypeOf) -> None:
-        """TYPEOF needs a polymorphic lookup; the default schema has none, and a custom one is not emulated."""
+    def typeof_plan(self, query: ast.Query, obj: SObjectSchema, item: ast.TypeOf) -> TypeOfPlan:
+        """Resolve TYPEOF on a polymorphic lookup: WHEN fields on their type, ELSE fields on every other type."""
         rel = obj.relationship(item.relationship)
+        at = item.pos + len("TYPEOF ")
         if rel is None:
-            raise invalid_field(query, item.pos + len("TYPEOF "), (
+            raise invalid_field(query, at, (
                 f"Didn't understand relationship '{item.relationship}' in field path. If you are attempting to use a "
                 "custom relationship, be sure to append the '__r' after the custom relationship name. Please "
                 "reference your WSDL or the describe call for the appropriate names."))
-        if len(rel.reference_to) > 1:
-            raise SoqlError(400, "FeatureNotEnabled", "TYPEOF on a polymorphic relationship is not emulated")
-        raise malformed(query.soql, item.pos, f"TYPEOF can only be used with a polymorphic relationship field: "
-                        f"{item.relationship}")
+        if len(rel.reference_to) < 2:
+            # The default schema has no polymorphic lookup: every OwnerId points at User only.
+            raise malformed(query.soql, item.pos, "TYPEOF can only be used with a polymorphic relationship field: "
+                            f"{item.relationship}")
+        targets = {name.lower(): name for name in rel.reference_to}
+        branches: dict[str, list[ResolvedPath]] = {}
+        for type_name, paths in item.whens:
+            target = targets.get(type_name.lower())
+            if target is None:
+                raise invalid_field(query, at, f"TYPEOF {item.relationship}: {type_name} is not a type the "
+                                    "relationship can point to")
+            branches[target] = [self.resolve(query, self.schema.objects[target], p) for p in paths]
+        for target in rel.reference_to:
+            if target not in branches and item.otherwise:
+                branches[target] = [self.resolve(query, self.schema.objects[target], p) for p in item.otherwise]
+        assert rel.relationship_name is not None
+        return TypeOfPlan(rel.relationship_name, rel.name, branches)
 
     @staticmethod
     def _expand_fields(query: ast.Query, obj: SObjectSchema) -> list[ast.SelectItem]:
@@ -522,7 +545,9 @@ class Executor:
         obj = plan.sobject
         out: dict[str, Any] = {"attributes": _attributes(obj.name, record["Id"], version)}
         for col in plan.items:
-            if isinstance(col, ChildPlan):
+            if isinstance(col, TypeOfPlan):
+                out[col.relationship] = self._project_typeof(col, record, version)
+            elif isinstance(col, ChildPlan):
                 kids = self.child_rows(col, record["Id"], include_deleted)
                 out[col.relationship] = {
                     "totalSize": len(kids), "done": True,
@@ -533,6 +558,21 @@ class Executor:
             else:
                 self._project_parent(out, record, col, version)
         return out
+
+    def _project_typeof(self, col: TypeOfPlan, record: Record, version: str) -> dict[str, Any] | None:
+        """The polymorphic parent, typed by its id's key prefix, with the fields of its branch."""
+        parent_id = record.get(col.field)
+        parent_obj = self.schema.by_prefix(parent_id[:3]) if parent_id else None
+        parent = self.store.table(parent_obj.name).rows.get(parent_id) if parent_obj and parent_id else None
+        if parent_obj is None or parent is None:
+            return None
+        node: dict[str, Any] = {"attributes": _attributes(parent_obj.name, parent["Id"], version)}
+        for path in col.branches.get(parent_obj.name, []):
+            if path.refs:
+                self._project_parent(node, parent, path, version)
+            else:
+                node[path.field.name] = parent.get(path.field.name)
+        return node
 
     def _project_parent(self, out: dict[str, Any], record: Record, col: ResolvedPath, version: str) -> None:
         node, current = out, record
