@@ -73,7 +73,7 @@ class _Compiler:
         self.query = plan.query
         self.obj = plan.sobject
         self.keys = [GroupKey(text, getter, f, f.type in _TEXT_TYPES)
-                     for text, getter, f, _ in executor.group_keys(plan.query, plan.sobject)]
+                     for text, getter, f in executor.group_keys(plan.query, plan.sobject)]
         for item, key in zip(self.query.group_by, self.keys, strict=True):
             if isinstance(item, ast.FuncExpr):  # compared as the int or date the function answers
                 key.field = function_field(item, key.field)

@@ -179,20 +179,20 @@ class Executor:
         nulls_last = order.nulls_last if order.nulls_last is not None else order.descending
         return getter, order.descending, nulls_last, text
 
-    def group_keys(self, query: ast.Query, obj: SObjectSchema) -> list[tuple[str, Getter, FieldSchema, str]]:
-        """GROUP BY items as (canonical text, getter, field, literal kind); each must be groupable."""
+    def group_keys(self, query: ast.Query, obj: SObjectSchema) -> list[tuple[str, Getter, FieldSchema]]:
+        """GROUP BY items as (canonical text, getter, field read); each must be groupable."""
         keys = []
         for item in query.group_by:
             if isinstance(item, ast.FuncExpr):
                 if item.aggregate or item.field is None or item.name == "GROUPING":
                     raise malformed(query.soql, item.pos, f"Grouped field should not be aggregated: {item.text}")
                 getter, f = self.function_getter(query, obj, item)
-                keys.append((canonical(item), getter, f, datefn.result_kind(item.name)))
+                keys.append((canonical(item), getter, f))
                 continue
             resolved = self.resolve(query, obj, item)
             if not field_capability(resolved.field, "groupable"):
                 raise not_capable(query, item.pos, resolved.field, "grouped")
-            keys.append((canonical(item), resolved.getter, resolved.field, _literal_kind(resolved.field)))
+            keys.append((canonical(item), resolved.getter, resolved.field))
         return keys
 
     def function_getter(self, query: ast.Query, obj: SObjectSchema, func: ast.FuncExpr) -> tuple[Getter, FieldSchema]:
@@ -394,9 +394,9 @@ class Executor:
             raise malformed(query.soql, join.pos, "semi join sub-selects are only allowed on ID fields")
         if len(inner.select) != 1 or not isinstance(inner.select[0], ast.FieldPath):
             raise malformed(query.soql, join.pos, "semi join sub-selects are only allowed to select a single field")
-        if inner.where is not None and _semi_joins(inner.where):
-            raise malformed(query.soql, _semi_joins(inner.where)[0].pos, "Nesting of semi join sub-selects is not "
-                            "supported")
+        nested = _semi_joins(inner.where) if inner.where is not None else []
+        if nested:
+            raise malformed(query.soql, nested[0].pos, "Nesting of semi join sub-selects is not supported")
         plan = self.plan(inner, children=False)
         if plan.grouped is not None:
             raise malformed(query.soql, join.pos, "only root queries support aggregate expressions")
@@ -482,20 +482,18 @@ class Executor:
         records = aggregate_records(plan, self._filtered(plan, include_deleted))
         return {"totalSize": len(records), "done": True, "records": records}
 
-    def _filtered(self, plan: QueryPlan, include_deleted: bool) -> list[Record]:
+    def _source(self, plan: QueryPlan, include_deleted: bool) -> Iterable[Record]:
         table = self.store.table(plan.sobject.name)
-        source: Iterable[Record] = table.rows.values()
         if include_deleted:
-            source = [*table.rows.values(), *table.deleted.values()]
-        pred = plan.predicate
+            return [*table.rows.values(), *table.deleted.values()]
+        return table.rows.values()
+
+    def _filtered(self, plan: QueryPlan, include_deleted: bool) -> list[Record]:
+        pred, source = plan.predicate, self._source(plan, include_deleted)
         return [r for r in source if pred(r)] if pred is not None else list(source)
 
     def rows(self, plan: QueryPlan, include_deleted: bool) -> list[Record]:
-        table = self.store.table(plan.sobject.name)
-        source: Iterable[Record] = table.rows.values()
-        if include_deleted:
-            source = [*table.rows.values(), *table.deleted.values()]
-        return self._filter_sort_slice(plan, source)
+        return self._filter_sort_slice(plan, self._source(plan, include_deleted))
 
     def select_from(self, plan: QueryPlan, source: Iterable[Record]) -> list[Record]:
         """The plan's WHERE, ORDER BY, OFFSET and LIMIT over given rows (a search's matches)."""
