@@ -42,6 +42,7 @@ from ferry.sandbox.salesforce.query import Executor
 from ferry.sandbox.salesforce.rest import RestApi
 from ferry.sandbox.salesforce.routing import Router
 from ferry.sandbox.salesforce.schema import load_schema
+from ferry.sandbox.salesforce.search import SearchApi
 from ferry.sandbox.salesforce.state import OrgState
 from ferry.sandbox.salesforce.store import Store
 from ferry.sandbox.salesforce.streaming import (
@@ -117,8 +118,9 @@ class SalesforceSandbox:
         self.rest = RestApi(self.state)
         self.collections = CollectionsApi(self.state, self.router)
         self.bulk = BulkApi(self.state)
+        self.search = SearchApi(self.state)
         trees, graphs = TreeApi(self.state), GraphApi(self.state, self.router, self.collections)
-        for api in (self.rest, self.collections, self.bulk, trees, graphs):
+        for api in (self.rest, self.collections, self.bulk, self.search, trees, graphs):
             api.register(self.router)
         self.bulk.queue_delay = self.latency.bulk_queue_delay
         self.bulk.chunk_delay = self.latency.bulk_chunk_delay

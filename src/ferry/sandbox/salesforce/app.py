@@ -202,7 +202,7 @@ async def sandbox_call(sandbox: SalesforceSandbox, request: Request) -> Reply | 
             if decision.drop is not None and not decision.drop.processed:
                 return decision.drop
         call = Call(method, version, segments[1:], dict(request.query_params), request.headers,
-                    await request.body())
+                    await request.body(), raw_query=request.url.query)
         try:
             reply = route.handler(call, params)
         except ApiError as err:

@@ -25,7 +25,7 @@ from ferry.sandbox.salesforce.errors import ApiError, RecordError, not_found
 from ferry.sandbox.salesforce.query import QueryPlan
 from ferry.sandbox.salesforce.routing import CSV_TYPE, Call, Reply, Router
 from ferry.sandbox.salesforce.schema import FieldSchema, SObjectSchema
-from ferry.sandbox.salesforce.soql import CountExpr, Subquery, parse
+from ferry.sandbox.salesforce.soql import CountExpr, Subquery, TypeOf, parse
 from ferry.sandbox.salesforce.state import OrgState
 from ferry.sandbox.salesforce.store import Record
 from ferry.sandbox.salesforce.validate import ParentRef, ParsedBody, format_datetime, resolve_parent_ref
@@ -588,7 +588,8 @@ class BulkApi:
             raise ApiError(400, "API_ERROR", "Invalid value supplied for property: 'columnDelimiter' or 'lineEnding'")
         soql = str(body.get("query", ""))
         parsed = parse(soql)
-        if parsed.offset is not None or any(isinstance(i, CountExpr | Subquery) for i in parsed.select):
+        if parsed.offset is not None or parsed.group_by or any(isinstance(i, CountExpr | Subquery | TypeOf)
+                                                               for i in parsed.select):
             raise ApiError(400, "API_ERROR", "Aggregate queries, OFFSET and subqueries are not supported in Bulk "
                            "query jobs")
         plan = self.state.executor.plan(parsed)

@@ -6,19 +6,25 @@ predicate, so a query over many rows is a tight Python loop.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cmp_to_key
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ferry.sandbox.salesforce import datefn
 from ferry.sandbox.salesforce import soql as ast
+from ferry.sandbox.salesforce.describe import describe_field
 from ferry.sandbox.salesforce.ids import normalize_id
 from ferry.sandbox.salesforce.schema import NUMBER_TYPES, ChildRelationship, FieldSchema, Schema, SObjectSchema
 from ferry.sandbox.salesforce.soql import SoqlError, caret_message, malformed
 from ferry.sandbox.salesforce.store import Record, Store
 from ferry.sandbox.salesforce.validate import format_datetime, parse_datetime
+
+if TYPE_CHECKING:
+    from ferry.sandbox.salesforce.aggregate import AggregatePlan
 
 Getter = Callable[[Record], Any]
 Predicate = Callable[[Record], bool]
@@ -28,10 +34,20 @@ _TEXT_TYPES = frozenset({"string", "textarea", "email", "phone", "url", "picklis
 _ID_TYPES = frozenset({"id", "reference"})
 MAX_OFFSET = 2000
 MAX_FIELDS_LIMIT = 200
+MAX_SEMI_JOINS = 2
 
 
 def invalid_field(query: ast.Query, pos: int, text: str) -> SoqlError:
     return SoqlError(400, "INVALID_FIELD", caret_message(query.soql, pos, text))
+
+
+def field_capability(f: FieldSchema, what: str) -> bool:
+    """The describe flag ("filterable", "sortable", "groupable", "aggregatable") the org checks a clause against."""
+    return bool(describe_field(f)[what])
+
+
+def not_capable(query: ast.Query, pos: int, f: FieldSchema, verb: str) -> SoqlError:
+    return invalid_field(query, pos, f"field '{f.name}' can not be {verb} in a query call")
 
 
 @dataclass(slots=True)
@@ -53,16 +69,25 @@ class ChildPlan:
 
 
 @dataclass(slots=True)
+class TypeOfPlan:
+    """`TYPEOF What WHEN Account THEN Phone ELSE Name END`: per possible parent type, the fields to answer."""
+
+    relationship: str  # the relationship name, the key in the record (What)
+    field: str  # the polymorphic lookup field (WhatId)
+    branches: dict[str, list[ResolvedPath]]  # parent object name -> its columns, resolved on that object
+
+
+@dataclass(slots=True)
 class QueryPlan:
     query: ast.Query
     sobject: SObjectSchema
     columns: list[ResolvedPath]
     count_only: bool
-    aggregate: ast.CountExpr | None
     predicate: Predicate | None
     # SELECT items in their order (fields and child subqueries), for projection
-    items: list[ResolvedPath | ChildPlan] = field(default_factory=list)
+    items: list[ResolvedPath | ChildPlan | TypeOfPlan] = field(default_factory=list)
     sort_keys: list[tuple[Getter, bool, bool, bool]] = field(default_factory=list)
+    grouped: AggregatePlan | None = None  # GROUP BY / aggregate functions: rows become AggregateResult records
 
 
 class Executor:
@@ -87,45 +112,130 @@ class Executor:
         return self._compile(query, obj, children)
 
     def _compile(self, query: ast.Query, obj: SObjectSchema, children: bool) -> QueryPlan:
-        columns: list[ResolvedPath] = []
-        items: list[ResolvedPath | ChildPlan] = []
-        count_only = False
-        aggregate = None
-        for item in self._expand_fields(query, obj):
+        items = self._expand_fields(query, obj)
+        if query.where is not None:
+            self._check_semi_joins(query, query.where)
+        if _is_aggregate(query, items):
+            # aggregate.py builds on this module's resolution; imported here to keep the modules acyclic.
+            from ferry.sandbox.salesforce.aggregate import compile_aggregate
+
+            plan = self._base_plan(query, obj, count_only=False)
+            plan.grouped = compile_aggregate(self, plan, items)
+            return plan
+        count = next((i for i in items if isinstance(i, ast.FuncExpr) and i.field is None), None)
+        plan = self._base_plan(query, obj, count_only=count is not None)
+        for item in items:
+            if count is not None and item is not count:
+                raise malformed(query.soql, item.pos, f"Field must be grouped or aggregated: {_item_text(item)}")
             if isinstance(item, ast.Subquery):
                 if not children:
                     raise SoqlError(400, "FeatureNotEnabled", "Aggregate Relationships not supported in Bulk Query")
-                items.append(self.child_plan(query, obj, item))
-                continue
-            if isinstance(item, ast.CountExpr):
-                if item.field is None:
-                    count_only = True
-                else:
-                    self.resolve(query, obj, item.field)
-                    aggregate = item
-                continue
-            resolved = self.resolve(query, obj, item)
-            if any(c.path.text.lower() == item.text.lower() for c in columns):
-                raise malformed(query.soql, item.pos, f"duplicate field selected: {item.text}")
-            columns.append(resolved)
-            items.append(resolved)
-        if (count_only or aggregate) and items:
-            first = columns[0].path.pos if columns else 0
-            name = columns[0].field.name if columns else "subquery"
-            raise SoqlError(400, "MALFORMED_QUERY", caret_message(
-                query.soql, first, f"Field must be grouped or aggregated: {name}"))
-        predicate = self.compile_condition(query, obj, query.where) if query.where is not None else None
-        plan = QueryPlan(query, obj, columns, count_only, aggregate, predicate, items)
+                plan.items.append(self.child_plan(query, obj, item))
+            elif isinstance(item, ast.TypeOf):
+                plan.items.append(self.typeof_plan(query, obj, item))
+            elif isinstance(item, ast.FieldPath):
+                self._add_column(plan, item)
+        if count is not None:
+            self._check_count(query)
         for order in query.order_by:
-            resolved = self.resolve(query, obj, order.path)
-            nulls_last = order.nulls_last if order.nulls_last is not None else order.descending
-            plan.sort_keys.append((resolved.getter, order.descending, nulls_last, resolved.field.type in _TEXT_TYPES))
+            plan.sort_keys.append(self._sort_key(query, obj, order))
         return plan
 
     @staticmethod
-    def _expand_fields(query: ast.Query, obj: SObjectSchema) -> list[ast.FieldPath | ast.CountExpr | ast.Subquery]:
+    def _check_count(query: ast.Query) -> None:
+        """COUNT() takes neither GROUP BY (from API 19.0) nor ORDER BY; the reference says to use COUNT(field)."""
+        if query.group_by:
+            raise malformed(query.soql, query.group_pos, "COUNT() cannot be used with GROUP BY; use COUNT(fieldName)")
+        if query.order_by:
+            raise malformed(query.soql, query.order_by[0].path.pos, "COUNT() cannot be used with ORDER BY; use "
+                            "COUNT(fieldName)")
+
+    def _base_plan(self, query: ast.Query, obj: SObjectSchema, *, count_only: bool) -> QueryPlan:
+        predicate = self.compile_condition(query, obj, query.where) if query.where is not None else None
+        return QueryPlan(query, obj, [], count_only, predicate)
+
+    def _add_column(self, plan: QueryPlan, item: ast.FieldPath) -> None:
+        query = plan.query
+        if item.alias is not None:
+            raise malformed(query.soql, item.alias_pos, "only aggregate expressions use field aliasing")
+        resolved = self.resolve(query, plan.sobject, item)
+        if any(c.path.text.lower() == item.text.lower() for c in plan.columns):
+            raise malformed(query.soql, item.pos, f"duplicate field selected: {item.text}")
+        plan.columns.append(resolved)
+        plan.items.append(resolved)
+
+    def _sort_key(self, query: ast.Query, obj: SObjectSchema, order: ast.OrderItem) -> tuple[Getter, bool, bool, bool]:
+        if isinstance(order.path, ast.FuncExpr):
+            if order.path.aggregate or order.path.field is None:
+                raise malformed(query.soql, order.path.pos,
+                                f"Ordered field must be grouped or aggregated: {order.path.text}")
+            getter, _ = self.function_getter(query, obj, order.path)
+            text = False
+        else:
+            resolved = self.resolve(query, obj, order.path)
+            if not field_capability(resolved.field, "sortable"):
+                raise not_capable(query, order.path.pos, resolved.field, "sorted")
+            getter, text = resolved.getter, resolved.field.type in _TEXT_TYPES
+        nulls_last = order.nulls_last if order.nulls_last is not None else order.descending
+        return getter, order.descending, nulls_last, text
+
+    def group_keys(self, query: ast.Query, obj: SObjectSchema) -> list[tuple[str, Getter, FieldSchema]]:
+        """GROUP BY items as (canonical text, getter, field read); each must be groupable."""
+        keys = []
+        for item in query.group_by:
+            if isinstance(item, ast.FuncExpr):
+                if item.aggregate or item.field is None or item.name == "GROUPING":
+                    raise malformed(query.soql, item.pos, f"Grouped field should not be aggregated: {item.text}")
+                getter, f = self.function_getter(query, obj, item)
+                keys.append((canonical(item), getter, f))
+                continue
+            resolved = self.resolve(query, obj, item)
+            if not field_capability(resolved.field, "groupable"):
+                raise not_capable(query, item.pos, resolved.field, "grouped")
+            keys.append((canonical(item), resolved.getter, resolved.field))
+        return keys
+
+    def function_getter(self, query: ast.Query, obj: SObjectSchema, func: ast.FuncExpr) -> tuple[Getter, FieldSchema]:
+        """A date function over a field: its getter and the field it reads."""
+        assert func.field is not None
+        resolved = self.resolve(query, obj, func.field)
+        f = resolved.field
+        if not datefn.applies_to(func.name, f.type):
+            raise malformed(query.soql, func.pos, f"{func.name} cannot be applied to field {f.name} of type {f.type}")
+        return datefn.compose(func.name, resolved.getter), f
+
+    def typeof_plan(self, query: ast.Query, obj: SObjectSchema, item: ast.TypeOf) -> TypeOfPlan:
+        """Resolve TYPEOF on a polymorphic lookup: WHEN fields on their type, ELSE fields on every other type."""
+        rel = obj.relationship(item.relationship)
+        at = item.pos + len("TYPEOF ")
+        if rel is None:
+            raise invalid_field(query, at, (
+                f"Didn't understand relationship '{item.relationship}' in field path. If you are attempting to use a "
+                "custom relationship, be sure to append the '__r' after the custom relationship name. Please "
+                "reference your WSDL or the describe call for the appropriate names."))
+        if len(rel.reference_to) < 2:
+            # The default schema has no polymorphic lookup: every OwnerId points at User only.
+            raise malformed(query.soql, item.pos, "TYPEOF can only be used with a polymorphic relationship field: "
+                            f"{item.relationship}")
+        targets = {name.lower(): name for name in rel.reference_to}
+        branches: dict[str, list[ResolvedPath]] = {}
+        for type_name, paths in item.whens:
+            target = targets.get(type_name.lower())
+            if target is None:
+                raise invalid_field(query, at, f"TYPEOF {item.relationship}: {type_name} is not a type the "
+                                    "relationship can point to")
+            branches[target] = [self.resolve(query, self.schema.objects[target], p) for p in paths]
+        for target in rel.reference_to:
+            if target not in branches and item.otherwise:
+                branches[target] = [self.resolve(query, self.schema.objects[target], p) for p in item.otherwise]
+        assert rel.relationship_name is not None
+        return TypeOfPlan(rel.relationship_name, rel.name, branches)
+
+    @staticmethod
+    def _expand_fields(query: ast.Query, obj: SObjectSchema) -> list[ast.SelectItem]:
         """Replace FIELDS(...) by the fields it stands for; ALL and CUSTOM need LIMIT <= 200, as in the org."""
-        items: list[ast.FieldPath | ast.CountExpr | ast.Subquery] = []
+        items: list[ast.SelectItem] = []
+        expanded: set[str] = set()
         for item in query.select:
             if not isinstance(item, ast.FieldsExpr):
                 items.append(item)
@@ -133,12 +243,19 @@ class Executor:
             if item.kind != "STANDARD" and (query.limit is None or query.limit > MAX_FIELDS_LIMIT):
                 raise malformed(query.soql, item.pos,
                                 f"The SOQL FIELDS function must have a LIMIT of at most {MAX_FIELDS_LIMIT}")
-            named = {i.text.lower() for i in items if isinstance(i, ast.FieldPath)}
             for f in obj.fields.values():
                 if (item.kind == "STANDARD" and f.custom) or (item.kind == "CUSTOM" and not f.custom):
                     continue
-                if f.name.lower() not in named:
-                    items.append(ast.FieldPath([f.name], item.pos))
+                items.append(ast.FieldPath([f.name], item.pos))
+                expanded.add(f.name.lower())
+        if expanded:
+            # A field named beside FIELDS() is selected twice; the org answers without a caret block.
+            seen: set[str] = set()
+            for path in (i for i in items if isinstance(i, ast.FieldPath)):
+                low = path.text.lower()
+                if low in seen and low in expanded:
+                    raise SoqlError(400, "INVALID_FIELD", f"duplicate field selected: {path.text}")
+                seen.add(low)
         return items
 
     def child_plan(self, query: ast.Query, parent: SObjectSchema, sub: ast.Subquery) -> ChildPlan:
@@ -155,9 +272,10 @@ class Executor:
             if isinstance(item, ast.Subquery):
                 raise malformed(query.soql, item.pos, "SOQL statements cannot query aggregate relationships more "
                                 "than 1 level away from the root entity object.")
-            if isinstance(item, ast.CountExpr):
-                raise malformed(query.soql, item.pos, "Aggregate query does not support queryMore(), use LIMIT to "
-                                "restrict the results to a single batch")
+            if isinstance(item, ast.FuncExpr):
+                raise malformed(query.soql, item.pos, "only root queries support aggregate expressions")
+        if inner.group_by:
+            raise malformed(query.soql, inner.group_pos, "only root queries support aggregate expressions")
         child = self.schema.objects[rel.child]
         # The inner query keeps the outer statement for its caret messages.
         inner.soql = query.soql
@@ -222,8 +340,25 @@ class Executor:
         return self.compile_comparison(query, obj, cond)
 
     def compile_comparison(self, query: ast.Query, obj: SObjectSchema, cmp: ast.Comparison) -> Predicate:
+        if isinstance(cmp.path, ast.FuncExpr):
+            return self._compile_function_comparison(query, obj, cmp.path, cmp)
         resolved = self.resolve(query, obj, cmp.path)
         f, get = resolved.field, resolved.getter
+        if not field_capability(f, "filterable"):
+            raise not_capable(query, cmp.path.pos, f, "filtered")
+        return self.compile_test(query, f, get, cmp)
+
+    def _compile_function_comparison(self, query: ast.Query, obj: SObjectSchema, func: ast.FuncExpr,
+                                     cmp: ast.Comparison) -> Predicate:
+        """`CALENDAR_YEAR(CreatedDate) = 2024`, `DAY_ONLY(CreatedDate) = TODAY`: a date function in WHERE."""
+        if func.aggregate or func.field is None or func.name == "GROUPING":
+            raise malformed(query.soql, func.pos, "Aggregate functions are not allowed in the WHERE clause; use "
+                            "HAVING")
+        get, f = self.function_getter(query, obj, func)
+        return self.compile_test(query, function_field(func, f), get, cmp)
+
+    def compile_test(self, query: ast.Query, f: FieldSchema, get: Getter, cmp: ast.Comparison) -> Predicate:
+        """The test of one comparison, given the value's getter and the field that types it."""
         text = f.type in _TEXT_TYPES
         if isinstance(cmp.value, ast.SemiJoin):
             ids = self._semi_join_values(query, f, cmp.value)
@@ -239,6 +374,9 @@ class Executor:
         assert isinstance(cmp.value, ast.Literal)
         literal = cmp.value
         if cmp.op == "LIKE":
+            if f.type in _ID_TYPES:
+                raise SoqlError(400, "INVALID_QUERY_FILTER_OPERATOR",
+                                caret_message(query.soql, literal.pos, "invalid operator on id field"))
             if literal.kind != "STRING" or not text:
                 raise invalid_field(query, literal.pos, f"invalid operator on field {f.name}: LIKE")
             pattern = _like_regex(literal.value)
@@ -256,12 +394,44 @@ class Executor:
             raise malformed(query.soql, join.pos, "semi join sub-selects are only allowed on ID fields")
         if len(inner.select) != 1 or not isinstance(inner.select[0], ast.FieldPath):
             raise malformed(query.soql, join.pos, "semi join sub-selects are only allowed to select a single field")
+        nested = _semi_joins(inner.where) if inner.where is not None else []
+        if nested:
+            raise malformed(query.soql, nested[0].pos, "Nesting of semi join sub-selects is not supported")
         plan = self.plan(inner, children=False)
+        if plan.grouped is not None:
+            raise malformed(query.soql, join.pos, "only root queries support aggregate expressions")
         (column,) = plan.columns
-        if column.field.type not in _ID_TYPES:
-            raise invalid_field(query, column.path.pos, "semi join sub-selects are only allowed to select an ID or "
-                                "reference field")
+        outer = self.schema.get(query.sobject)
+        if outer is not None and plan.sobject.name == outer.name:
+            raise invalid_field(query, inner.sobject_pos, "The inner and outer selects should not be on the same "
+                                "object type")
+        if column.field.type not in _ID_TYPES or _target(column.field, inner, self.schema) != _target(
+                f, query, self.schema):
+            raise invalid_field(query, column.path.pos, (
+                f"The selected field '{column.path.text}' in the subquery and the left operand field in the where "
+                f"expression in the outer query '{f.name}' should point to the same object type"))
         return {v for v in (column.getter(r) for r in self.rows(plan, False)) if v is not None}
+
+    def _check_semi_joins(self, query: ast.Query, where: ast.Condition) -> None:
+        """The org's placement rules: at most two, only in the top-level AND, never under OR, NOT or parentheses."""
+        joins = _semi_joins(where)
+        if len(joins) > MAX_SEMI_JOINS:
+            raise malformed(query.soql, joins[MAX_SEMI_JOINS].pos,
+                            f"Maximum {MAX_SEMI_JOINS} semi join sub-selects are allowed")
+        top = where.items if isinstance(where, ast.BoolOp) else [where]
+        for item in top:
+            if isinstance(item, ast.Comparison):
+                continue
+            nested = _semi_joins(item)
+            if not nested:
+                continue
+            if isinstance(where, ast.BoolOp) and where.op == "OR":
+                raise malformed(query.soql, nested[0].pos,
+                                "Semi join sub-selects are not allowed with the 'OR' operator")
+            raise malformed(query.soql, nested[0].pos, "Semi join sub-selects are only allowed at the top level "
+                            "WHERE expressions and not in nested WHERE expressions.")
+        if isinstance(where, ast.BoolOp) and where.op == "OR" and joins:
+            raise malformed(query.soql, joins[0].pos, "Semi join sub-selects are not allowed with the 'OR' operator")
 
     def _normalize(self, query: ast.Query, f: FieldSchema, lit: ast.Literal, text: bool) -> Any:
         """Check a literal against the field's type the way the org does, and convert it to the stored form."""
@@ -303,11 +473,30 @@ class Executor:
 
     # --- run ------------------------------------------------------------------------------------------
 
-    def rows(self, plan: QueryPlan, include_deleted: bool) -> list[Record]:
+    def aggregate_result(self, plan: QueryPlan, include_deleted: bool) -> dict[str, Any]:
+        """The whole answer of COUNT() (a size, no records) or of an aggregate query (AggregateResult rows)."""
+        from ferry.sandbox.salesforce.aggregate import aggregate_records
+
+        if plan.count_only:
+            return {"totalSize": len(self.rows(plan, include_deleted)), "done": True, "records": []}
+        records = aggregate_records(plan, self._filtered(plan, include_deleted))
+        return {"totalSize": len(records), "done": True, "records": records}
+
+    def _source(self, plan: QueryPlan, include_deleted: bool) -> Iterable[Record]:
         table = self.store.table(plan.sobject.name)
-        source: Iterable[Record] = table.rows.values()
         if include_deleted:
-            source = [*table.rows.values(), *table.deleted.values()]
+            return [*table.rows.values(), *table.deleted.values()]
+        return table.rows.values()
+
+    def _filtered(self, plan: QueryPlan, include_deleted: bool) -> list[Record]:
+        pred, source = plan.predicate, self._source(plan, include_deleted)
+        return [r for r in source if pred(r)] if pred is not None else list(source)
+
+    def rows(self, plan: QueryPlan, include_deleted: bool) -> list[Record]:
+        return self._filter_sort_slice(plan, self._source(plan, include_deleted))
+
+    def select_from(self, plan: QueryPlan, source: Iterable[Record]) -> list[Record]:
+        """The plan's WHERE, ORDER BY, OFFSET and LIMIT over given rows (a search's matches)."""
         return self._filter_sort_slice(plan, source)
 
     def _filter_sort_slice(self, plan: QueryPlan, source: Iterable[Record]) -> list[Record]:
@@ -354,7 +543,9 @@ class Executor:
         obj = plan.sobject
         out: dict[str, Any] = {"attributes": _attributes(obj.name, record["Id"], version)}
         for col in plan.items:
-            if isinstance(col, ChildPlan):
+            if isinstance(col, TypeOfPlan):
+                out[col.relationship] = self._project_typeof(col, record, version)
+            elif isinstance(col, ChildPlan):
                 kids = self.child_rows(col, record["Id"], include_deleted)
                 out[col.relationship] = {
                     "totalSize": len(kids), "done": True,
@@ -365,6 +556,21 @@ class Executor:
             else:
                 self._project_parent(out, record, col, version)
         return out
+
+    def _project_typeof(self, col: TypeOfPlan, record: Record, version: str) -> dict[str, Any] | None:
+        """The polymorphic parent, typed by its id's key prefix, with the fields of its branch."""
+        parent_id = record.get(col.field)
+        parent_obj = self.schema.by_prefix(parent_id[:3]) if parent_id else None
+        parent = self.store.table(parent_obj.name).rows.get(parent_id) if parent_obj and parent_id else None
+        if parent_obj is None or parent is None:
+            return None
+        node: dict[str, Any] = {"attributes": _attributes(parent_obj.name, parent["Id"], version)}
+        for path in col.branches.get(parent_obj.name, []):
+            if path.refs:
+                self._project_parent(node, parent, path, version)
+            else:
+                node[path.field.name] = parent.get(path.field.name)
+        return node
 
     def _project_parent(self, out: dict[str, Any], record: Record, col: ResolvedPath, version: str) -> None:
         node, current = out, record
@@ -388,6 +594,46 @@ class Executor:
 
 def _attributes(sobject: str, record_id: str, version: str) -> dict[str, str]:
     return {"type": sobject, "url": f"/services/data/v{version}/sobjects/{sobject}/{record_id}"}
+
+
+def _is_aggregate(query: ast.Query, items: list[ast.SelectItem]) -> bool:
+    """GROUP BY, or any function in SELECT other than a lone COUNT(), makes the rows AggregateResults."""
+    funcs = [i for i in items if isinstance(i, ast.FuncExpr)]
+    if any(f.field is None for f in funcs):
+        return False
+    return bool(query.group_by or funcs)
+
+
+def canonical(item: ast.Operand) -> str:
+    """How SELECT, HAVING and ORDER BY items are matched against GROUP BY items: case-insensitive text."""
+    return item.text.lower()
+
+
+def _item_text(item: ast.SelectItem) -> str:
+    if isinstance(item, ast.FieldPath | ast.FuncExpr):
+        return item.text
+    return item.relationship if isinstance(item, ast.TypeOf) else "subquery"
+
+
+def function_field(func: ast.FuncExpr, f: FieldSchema) -> FieldSchema:
+    """A stand-in field typing a date function's result (a date for DAY_ONLY, else an int) for comparisons."""
+    return dataclasses.replace(f, name=func.text, type="date" if datefn.result_kind(func.name) == "DATE" else "int")
+
+
+def _semi_joins(cond: ast.Condition) -> list[ast.SemiJoin]:
+    if isinstance(cond, ast.BoolOp):
+        return [j for c in cond.items for j in _semi_joins(c)]
+    if isinstance(cond, ast.Not):
+        return _semi_joins(cond.item)
+    return [cond.value] if isinstance(cond.value, ast.SemiJoin) else []
+
+
+def _target(f: FieldSchema, query: ast.Query, schema: Schema) -> str:
+    """The object an id/reference field points at: its own object for Id, the referenced one for a lookup."""
+    if f.type == "reference" and f.reference_to:
+        return f.reference_to[0]
+    obj = schema.get(query.sobject)
+    return obj.name if obj is not None else query.sobject
 
 
 def _fold(value: Any, text: bool) -> Any:

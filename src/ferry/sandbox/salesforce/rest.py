@@ -122,7 +122,8 @@ class RestApi:
 
     def resources(self, call: Call, _: dict[str, str]) -> Reply:
         base = f"/services/data/v{call.version}"
-        names = ["sobjects", "query", "queryAll", "limits", "composite", "jobs", "search", "tooling"]
+        names = ["sobjects", "query", "queryAll", "limits", "composite", "jobs", "search", "parameterizedSearch",
+                 "tooling"]
         return Reply(200, {name: f"{base}/{name}" for name in names})
 
     def describe_global(self, call: Call, _: dict[str, str]) -> Reply:
@@ -329,16 +330,9 @@ class RestApi:
             raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
         executor = self.state.executor
         plan = executor.plan(parse(soql))
+        if plan.count_only or plan.grouped is not None:
+            return Reply(200, executor.aggregate_result(plan, include_deleted))
         rows = executor.rows(plan, include_deleted)
-        if plan.count_only:
-            return Reply(200, {"totalSize": len(rows), "done": True, "records": []})
-        if plan.aggregate is not None:
-            alias = plan.aggregate.alias or "expr0"
-            getter = executor.resolve(plan.query, plan.sobject, plan.aggregate.field).getter \
-                if plan.aggregate.field else None
-            count = sum(1 for r in rows if getter is None or getter(r) is not None)
-            return Reply(200, {"totalSize": 1, "done": True,
-                               "records": [{"attributes": {"type": "AggregateResult"}, alias: count}]})
         records = [executor.project(plan, r, call.version, include_deleted) for r in rows]
         batch = self._batch_size(call)
         endpoint = "queryAll" if include_deleted else "query"

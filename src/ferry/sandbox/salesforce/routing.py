@@ -33,6 +33,7 @@ class Call:
     body: bytes = b""
     in_composite: bool = False
     force_all_or_none: bool = False  # an outer Composite allOrNone overrides inner collection flags
+    raw_query: str = ""  # the URL's query string as sent, for parameters that repeat (sobject=A&sobject=B)
 
     def json(self) -> Any:
         if not self.body:

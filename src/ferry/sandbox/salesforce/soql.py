@@ -1,11 +1,15 @@
 """SOQL: a tokenizer and a recursive-descent parser producing a small AST.
 
-Supported: SELECT fields (with parent paths like Account.Name), COUNT() and
-one level of child subqueries; FROM; WHERE with comparisons, LIKE, [NOT] IN
-(with a literal list or a semi-join subquery), AND/OR/NOT and parentheses;
-literals (strings with backslash escapes, numbers, null, booleans, date and
-datetime literals, relative date literals such as LAST_N_DAYS:7); ORDER BY
-with ASC/DESC and NULLS FIRST/LAST; LIMIT; OFFSET.
+Supported: SELECT fields (with parent paths like Account.Name), aggregate
+functions (COUNT, COUNT_DISTINCT, SUM, AVG, MIN, MAX) with aliases, date
+functions (CALENDAR_YEAR, DAY_ONLY, ...), GROUPING(), FIELDS(), TYPEOF and one
+level of child subqueries; FROM [USING SCOPE]; WHERE with comparisons, LIKE,
+[NOT] IN (with a literal list or a semi-join subquery), AND/OR/NOT and
+parentheses; WITH SECURITY_ENFORCED|USER_MODE|SYSTEM_MODE; GROUP BY [ROLLUP|
+CUBE]; HAVING; literals (strings with backslash escapes, numbers, null,
+booleans, date and datetime literals, relative date literals such as
+LAST_N_DAYS:7); ORDER BY with ASC/DESC and NULLS FIRST/LAST; LIMIT; OFFSET;
+FOR VIEW|REFERENCE|UPDATE.
 
 Errors carry the org's caret block (`ERROR at Row:1:Column:N`) so clients that
 show them look the same as against a real org.
@@ -134,11 +138,19 @@ def tokenize(soql: str) -> list[Token]:
 
 # --- AST --------------------------------------------------------------------------------------------
 
+AGGREGATE_FUNCTIONS = frozenset({"COUNT", "COUNT_DISTINCT", "SUM", "AVG", "MIN", "MAX"})
+DATE_FUNCTIONS = frozenset({"CALENDAR_MONTH", "CALENDAR_QUARTER", "CALENDAR_YEAR", "DAY_IN_MONTH", "DAY_IN_WEEK",
+                            "DAY_IN_YEAR", "DAY_ONLY", "FISCAL_MONTH", "FISCAL_QUARTER", "FISCAL_YEAR", "HOUR_IN_DAY",
+                            "WEEK_IN_MONTH", "WEEK_IN_YEAR"})
+FUNCTIONS = AGGREGATE_FUNCTIONS | DATE_FUNCTIONS | {"GROUPING"}
+
 
 @dataclass(slots=True)
 class FieldPath:
     parts: list[str]
     pos: int
+    alias: str | None = None
+    alias_pos: int = 0
 
     @property
     def text(self) -> str:
@@ -146,10 +158,25 @@ class FieldPath:
 
 
 @dataclass(slots=True)
-class CountExpr:
-    field: FieldPath | None
+class FuncExpr:
+    """`COUNT()`, `SUM(Amount) total`, `CALENDAR_YEAR(CreatedDate)`, `GROUPING(LeadSource)`."""
+
+    name: str  # upper case
+    field: FieldPath | None  # None only for COUNT()
     alias: str | None
     pos: int
+    alias_pos: int = 0
+
+    @property
+    def aggregate(self) -> bool:
+        return self.name in AGGREGATE_FUNCTIONS
+
+    @property
+    def text(self) -> str:
+        return f"{self.name}({self.field.text if self.field else ''})"
+
+
+CountExpr = FuncExpr  # the name older callers use for COUNT() / COUNT(field)
 
 
 @dataclass(slots=True)
@@ -166,7 +193,18 @@ class FieldsExpr:
     pos: int
 
 
-SelectItem = FieldPath | CountExpr | Subquery | FieldsExpr
+@dataclass(slots=True)
+class TypeOf:
+    """`TYPEOF What WHEN Account THEN Phone ELSE Name END`: fields chosen by the polymorphic parent's type."""
+
+    relationship: str
+    pos: int
+    whens: list[tuple[str, list[FieldPath]]]
+    otherwise: list[FieldPath]
+
+
+SelectItem = FieldPath | FuncExpr | Subquery | FieldsExpr | TypeOf
+Operand = FieldPath | FuncExpr
 
 
 @dataclass(slots=True)
@@ -188,7 +226,7 @@ class SemiJoin:
 
 @dataclass(slots=True)
 class Comparison:
-    path: FieldPath
+    path: Operand
     op: str  # = != < <= > >= LIKE IN NOTIN INCLUDES EXCLUDES
     value: Literal | list[Literal] | SemiJoin
 
@@ -209,7 +247,7 @@ Condition = Comparison | BoolOp | Not
 
 @dataclass(slots=True)
 class OrderItem:
-    path: FieldPath
+    path: Operand
     descending: bool = False
     nulls_last: bool | None = None  # None: the org's default (ASC nulls first, DESC nulls last)
 
@@ -220,9 +258,14 @@ class Query:
     sobject: str
     sobject_pos: int
     where: Condition | None = None
+    group_by: list[Operand] = field(default_factory=list)
+    group_kind: str = ""  # "", ROLLUP or CUBE
+    group_pos: int = 0
+    having: Condition | None = None
     order_by: list[OrderItem] = field(default_factory=list)
     limit: int | None = None
     offset: int | None = None
+    for_clause: str | None = None  # VIEW, REFERENCE or UPDATE: accepted, nothing to lock or track here
     soql: str = ""
 
 
@@ -230,7 +273,9 @@ class Query:
 
 _RESERVED = frozenset({"SELECT", "FROM", "WHERE", "ORDER", "BY", "LIMIT", "OFFSET", "AND", "OR", "NOT", "IN",
                        "LIKE", "NULL", "TRUE", "FALSE", "ASC", "DESC", "NULLS", "FIRST", "LAST", "GROUP",
-                       "HAVING", "INCLUDES", "EXCLUDES", "WITH", "FOR", "USING", "TYPEOF"})
+                       "HAVING", "INCLUDES", "EXCLUDES", "WITH", "FOR", "USING", "TYPEOF", "WHEN", "THEN", "ELSE",
+                       "END", "ROLLUP", "CUBE"})
+_WITH_MODES = ("SECURITY_ENFORCED", "USER_MODE", "SYSTEM_MODE")
 
 
 class Parser:
@@ -242,6 +287,9 @@ class Parser:
     @property
     def tok(self) -> Token:
         return self.tokens[self.i]
+
+    def peek(self, ahead: int = 1) -> Token:
+        return self.tokens[min(self.i + ahead, len(self.tokens) - 1)]
 
     def advance(self) -> Token:
         tok = self.tokens[self.i]
@@ -278,9 +326,33 @@ class Parser:
             raise self.unexpected()
         self.advance()
         query = Query(select, obj.text, obj.pos, soql=self.soql)
+        if self.tok.is_kw("USING"):  # USING SCOPE: every record is visible to the integration user anyway
+            self.advance()
+            self.expect_kw("SCOPE")
+            self.expect("IDENT")
         if self.tok.is_kw("WHERE"):
             self.advance()
             query.where = self.condition()
+        if self.tok.is_kw("WITH"):
+            self.advance()
+            if not self.tok.is_kw(*_WITH_MODES):
+                raise self.unexpected()
+            self.advance()
+        if self.tok.is_kw("GROUP"):
+            self.group_by(query)
+        if self.tok.is_kw("HAVING"):
+            self.advance()
+            query.having = self.condition()
+        self.order_limit_offset(query)
+        if self.tok.is_kw("FOR"):
+            self.advance()
+            if not self.tok.is_kw("VIEW", "REFERENCE", "UPDATE"):
+                raise self.unexpected()
+            query.for_clause = self.advance().text.upper()
+        return query
+
+    def order_limit_offset(self, query: Query) -> None:
+        """`[ORDER BY ...] [LIMIT n] [OFFSET n]`, which SOSL's RETURNING lists share."""
         if self.tok.is_kw("ORDER"):
             self.advance()
             self.expect_kw("BY")
@@ -291,7 +363,24 @@ class Parser:
         if self.tok.is_kw("OFFSET"):
             self.advance()
             query.offset = self.non_negative_int()
-        return query
+
+    def group_by(self, query: Query) -> None:
+        query.group_pos = self.advance().pos
+        self.expect_kw("BY")
+        if self.tok.is_kw("ROLLUP", "CUBE") and self.peek().kind == "LPAREN":
+            query.group_kind = self.advance().text.upper()
+            self.advance()
+            query.group_by = self.operand_list()
+            self.expect("RPAREN")
+            return
+        query.group_by = self.operand_list()
+
+    def operand_list(self) -> list[Operand]:
+        items = [self.operand()]
+        while self.tok.kind == "COMMA":
+            self.advance()
+            items.append(self.operand())
+        return items
 
     def order_list(self) -> list[OrderItem]:
         items = [self.order_item()]
@@ -301,7 +390,7 @@ class Parser:
         return items
 
     def order_item(self) -> OrderItem:
-        item = OrderItem(self.field_path())
+        item = OrderItem(self.operand())
         if self.tok.is_kw("ASC", "DESC"):
             item.descending = self.advance().text.upper() == "DESC"
         if self.tok.is_kw("NULLS"):
@@ -331,7 +420,9 @@ class Parser:
             sub = self.query()
             self.expect("RPAREN")
             return Subquery(sub, tok.pos)
-        if tok.is_kw("FIELDS") and self.tokens[self.i + 1].kind == "LPAREN":
+        if tok.is_kw("TYPEOF"):
+            return self.typeof()
+        if tok.is_kw("FIELDS") and self.peek().kind == "LPAREN":
             self.advance()
             self.advance()
             kind = self.tok
@@ -340,16 +431,53 @@ class Parser:
             self.advance()
             self.expect("RPAREN")
             return FieldsExpr(kind.text.upper(), tok.pos)
-        if tok.is_kw("COUNT") and self.tokens[self.i + 1].kind == "LPAREN":
+        item = self.operand()
+        if self.tok.kind == "IDENT" and self.tok.text.upper() not in _RESERVED:
+            item.alias_pos = self.tok.pos
+            item.alias = self.advance().text
+        return item
+
+    def operand(self) -> Operand:
+        """A field path or a function call (aggregate, date function, GROUPING)."""
+        tok = self.tok
+        if tok.kind == "IDENT" and self.peek().kind == "LPAREN" and tok.text.upper() not in _RESERVED:
+            name = tok.text.upper()
+            if name not in FUNCTIONS:
+                raise self.unexpected(self.peek())
             self.advance()
             self.advance()
-            path = None if self.tok.kind == "RPAREN" else self.field_path()
+            if name == "COUNT" and self.tok.kind == "RPAREN":
+                self.advance()
+                return FuncExpr(name, None, None, tok.pos)
+            path = self.field_path()
             self.expect("RPAREN")
-            alias = None
-            if self.tok.kind == "IDENT" and self.tok.text.upper() not in _RESERVED:
-                alias = self.advance().text
-            return CountExpr(path, alias, tok.pos)
+            return FuncExpr(name, path, None, tok.pos)
         return self.field_path()
+
+    def typeof(self) -> TypeOf:
+        start = self.advance()
+        rel = self.expect("IDENT")
+        whens: list[tuple[str, list[FieldPath]]] = []
+        while self.tok.is_kw("WHEN"):
+            self.advance()
+            obj = self.expect("IDENT").text
+            self.expect_kw("THEN")
+            whens.append((obj, self.field_list()))
+        otherwise: list[FieldPath] = []
+        if self.tok.is_kw("ELSE"):
+            self.advance()
+            otherwise = self.field_list()
+        if not whens:
+            raise self.unexpected()
+        self.expect_kw("END")
+        return TypeOf(rel.text, start.pos, whens, otherwise)
+
+    def field_list(self) -> list[FieldPath]:
+        items = [self.field_path()]
+        while self.tok.kind == "COMMA":
+            self.advance()
+            items.append(self.field_path())
+        return items
 
     def field_path(self) -> FieldPath:
         first = self.tok
@@ -387,7 +515,7 @@ class Parser:
         return self.comparison()
 
     def comparison(self) -> Comparison:
-        path = self.field_path()
+        path = self.operand()
         tok = self.tok
         if tok.kind == "OP":
             self.advance()
@@ -399,14 +527,14 @@ class Parser:
             self.advance()
             op = tok.text.upper()
             return Comparison(path, op, self.semi_join() if op == "IN" and self._at_subquery() else self.literal_list())
-        if tok.is_kw("NOT") and self.tokens[self.i + 1].is_kw("IN"):
+        if tok.is_kw("NOT") and self.peek().is_kw("IN"):
             self.advance()
             self.advance()
             return Comparison(path, "NOTIN", self.semi_join() if self._at_subquery() else self.literal_list())
         raise self.unexpected()
 
     def _at_subquery(self) -> bool:
-        return self.tok.kind == "LPAREN" and self.tokens[self.i + 1].is_kw("SELECT")
+        return self.tok.kind == "LPAREN" and self.peek().is_kw("SELECT")
 
     def semi_join(self) -> SemiJoin:
         start = self.expect("LPAREN")
