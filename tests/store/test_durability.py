@@ -43,7 +43,7 @@ def test_a_state_db_from_the_first_release_is_migrated_in_place(tmp_path: Path) 
     conn.executescript(_OLD_SCHEMA)
     conn.close()
     store = Store(path)
-    (letter,) = store.list_dead_letters(pipeline="p")
+    (letter,) = store.find_dead_letters(LetterFilter(pipeline="p"))
     assert (letter.record_key, letter.error_code, letter.stream, letter.history) == (
         "42",
         "INVALID_EMAIL_ADDRESS",

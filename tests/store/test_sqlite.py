@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.store import NewDeadLetter, Store
+from ferry.store import LetterFilter, NewDeadLetter, Store
 
 
 @pytest.fixture
@@ -56,11 +56,11 @@ def test_dead_letter_keeps_every_detail_and_counts_attempts(store: Store) -> Non
     letter = NewDeadLetter("Contact", "7", "v1", [err], b'{"id": 7}', {"LastName": "x" * 95})
     store.dead_letter("p", 1, [letter])
     store.dead_letter("p", 2, [letter])
-    [d] = store.list_dead_letters(pipeline="p")
+    [d] = store.find_dead_letters(LetterFilter(pipeline="p"))
     assert (d.error_code, d.fields, d.attempts, d.run_id) == ("STRING_TOO_LONG", ["LastName"], 2, 2)
     assert d.source_payload == {"id": 7} and d.mapped_payload == {"LastName": "x" * 95}
     assert store.get_dead_letter(d.id) is not None
-    assert store.list_dead_letters(pipeline="p", code="OTHER") == []
+    assert store.find_dead_letters(LetterFilter(pipeline="p", code="OTHER")) == []
 
 
 def test_reset_pipeline_forgets_only_that_pipeline(store: Store) -> None:
