@@ -38,13 +38,13 @@ async def test_a_paged_bulk_job_is_journaled_whole_and_resumed_after_a_crash(
 ) -> None:
     monkeypatch.setattr(loader_module, "_BULK_PAGE", 7)  # 20 Accounts: 3 pages in one job
     pages: list[int] = []
-    real_add = Store.add_bulk_job_records
+    real_add = Store.add_remote_job_records
 
     def counting_add(self: Store, pipeline: str, obj: str, job_id: str, entries: Any) -> None:
         pages.append(len(entries))
         real_add(self, pipeline, obj, job_id, entries)
 
-    monkeypatch.setattr(Store, "add_bulk_job_records", counting_add)
+    monkeypatch.setattr(Store, "add_remote_job_records", counting_add)
 
     def crash(self: Loader, *args: Any) -> int:
         raise _Crash("killed before the job's results were recorded")
