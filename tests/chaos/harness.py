@@ -35,7 +35,7 @@ from ferry.cli.demo import demo_env
 from ferry.sandbox.salesforce import SalesforceSandbox
 from ferry.sandbox.serve import RunningSandbox, start_in_thread
 from ferry.sandbox.shopify import ShopifySandbox
-from ferry.store import Store
+from ferry.store import LetterFilter, Store
 from tests.chaos.reconcile import Reconciliation, reconcile
 from tests.e2e.test_sync_fidelity import EXTERNAL_ID, OBJECTS, derive
 
@@ -262,7 +262,7 @@ class Chaos:
         self.org.faults.clear()
         records = self._records()
         store = Store(self.db_path)
-        letters = store.list_dead_letters(pipeline="chaos", status=None, limit=1_000_000)
+        letters = store.find_dead_letters(LetterFilter(pipeline="chaos", status=None), 1_000_000)
         exp = derive(self.shop.store)
         result = ChaosResult(
             config=self.config,

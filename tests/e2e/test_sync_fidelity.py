@@ -31,7 +31,7 @@ from ferry.engine.stats import RunStats
 from ferry.sandbox.salesforce import SalesforceSandbox
 from ferry.sandbox.serve import RunningSandbox, start_in_thread
 from ferry.sandbox.shopify import ShopifySandbox
-from ferry.store import DeadLetter, Store
+from ferry.store import DeadLetter, LetterFilter, Store
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE_FILE = REPO / "examples" / "shopify-to-salesforce.yml"
@@ -390,7 +390,7 @@ class World:
             records[obj] = resp.json()
         resp = self.client.get(f"{base}/__sandbox/stats")
         resp.raise_for_status()
-        dlq = self.store.list_dead_letters(pipeline=self.spec.name, limit=100000)
+        dlq = self.store.find_dead_letters(LetterFilter(pipeline=self.spec.name), 100000)
         body = resp.json()
         # A Composite is a container: what it read or wrote is in its subrequests, counted on their own.
         calls = {k: v for k, v in body["by_endpoint"].items() if k != COMPOSITE}

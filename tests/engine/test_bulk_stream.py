@@ -16,7 +16,7 @@ import pytest
 from ferry.engine import loader as loader_module
 from ferry.engine.loader import Loader
 from ferry.engine.runner import Runner
-from ferry.store import Store
+from ferry.store import LetterFilter, Store
 from tests.engine.world import World, world
 
 
@@ -38,13 +38,13 @@ async def test_a_paged_bulk_job_is_journaled_whole_and_resumed_after_a_crash(
 ) -> None:
     monkeypatch.setattr(loader_module, "_BULK_PAGE", 7)  # 20 Accounts: 3 pages in one job
     pages: list[int] = []
-    real_add = Store.add_bulk_job_records
+    real_add = Store.add_remote_job_records
 
     def counting_add(self: Store, pipeline: str, obj: str, job_id: str, entries: Any) -> None:
         pages.append(len(entries))
         real_add(self, pipeline, obj, job_id, entries)
 
-    monkeypatch.setattr(Store, "add_bulk_job_records", counting_add)
+    monkeypatch.setattr(Store, "add_remote_job_records", counting_add)
 
     def crash(self: Loader, *args: Any) -> int:
         raise _Crash("killed before the job's results were recorded")
@@ -58,7 +58,7 @@ async def test_a_paged_bulk_job_is_journaled_whole_and_resumed_after_a_crash(
             with pytest.raises(_Crash):
                 await Runner(spec, store).run()
 
-        (job,) = store.bulk_jobs("paged", "Account")
+        (job,) = store.remote_jobs("paged", "Account")
         queued = sorted(r.key for rows in store.outbox("paged", "Account") for r in rows)
         carried = w.org.bulk.ingest_jobs[job.job_id].processed
         assert carried == len(queued) > 14 and len(pages) >= 2, (carried, len(queued), pages)
@@ -71,7 +71,7 @@ async def test_a_paged_bulk_job_is_journaled_whole_and_resumed_after_a_crash(
         assert job.job_id in stats.resumed_bulk_jobs
         assert _loaded_jobs(w, "Account") == [job.job_id], "the resumed job's records were uploaded again"
         assert sorted(w.keys("Account")) == queued, "a record of the job is missing or duplicated"
-        assert store.bulk_jobs("paged") == []
+        assert store.remote_jobs("paged") == []
         assert store.outbox_count("paged") == 0
         for sobject in ("Order", "OrderItem"):
             assert len(w.keys(sobject)) == len(set(w.keys(sobject)))
@@ -89,7 +89,7 @@ async def test_a_record_dead_lettered_from_streamed_bulk_results_keeps_its_sourc
         stats = await Runner(spec, store).run()
         assert stats.status == "succeeded", stats.error
         assert stats.objects["Account"].strategy == "bulk"
-        letters = [d for d in store.list_dead_letters(pipeline="letters", limit=10_000) if d.object == "Account"]
+        letters = store.find_dead_letters(LetterFilter(pipeline="letters", object="Account"), 10_000)
         exhausted = [d for d in letters if d.error_code == "RETRIES_EXHAUSTED"]
         # Every Account the Bulk job carried failed (some others already failed validation before it).
         assert len(exhausted) == stats.objects["Account"].read - (len(letters) - len(exhausted)) > 5
@@ -98,7 +98,7 @@ async def test_a_record_dead_lettered_from_streamed_bulk_results_keeps_its_sourc
             assert d.errors[1]["code"] == "UNABLE_TO_LOCK_ROW", d.errors
             assert d.source_payload is not None and str(d.source_payload["id"]) == d.source_key
             assert d.mapped_payload and d.mapped_payload["Shopify_Customer_Id__c"] == d.record_key
-        assert store.bulk_jobs("letters") == []
+        assert store.remote_jobs("letters") == []
 
 
 async def test_a_bulk_job_answered_by_its_counts_records_only_the_rows_no_failure_was_reported_for(
@@ -119,8 +119,8 @@ async def test_a_bulk_job_answered_by_its_counts_records_only_the_rows_no_failur
         fetched = {k: v - downloads_before.get(k, 0) for k, v in w.org.state.budget.by_endpoint.items()}
         assert not any(v for k, v in fetched.items() if "successfulresults" in k.lower()), fetched
         assert any(v for k, v in fetched.items() if "failedresults" in k.lower()), fetched
-        letters = [d for d in store.list_dead_letters(pipeline="counted", limit=10_000) if d.object == "Account"]
+        letters = store.find_dead_letters(LetterFilter(pipeline="counted", object="Account"), 10_000)
         assert account.written == account.read - len(letters) > 10
         assert sorted(w.keys("Account")) == sorted(set(w.keys("Account")))
         assert len(w.keys("Account")) == account.written
-        assert store.outbox_count("counted", "Account") == 0 and store.bulk_jobs("counted") == []
+        assert store.outbox_count("counted", "Account") == 0 and store.remote_jobs("counted") == []

@@ -116,17 +116,18 @@ def test_a_read_killed_mid_stream_continues_at_the_next_page(tmp_path: Path) -> 
 
 async def test_a_recorded_job_the_org_no_longer_knows_is_forgotten_and_its_records_sent(tmp_path: Path) -> None:
     from ferry.engine.runner import Runner
-    from ferry.store import Store
+    from ferry.store import JournalEntry, Store
 
     with world(tmp_path, customers=10, products=2, orders=5) as w:
         spec = w.spec(w.pipeline_file("stale"))
         store = Store(tmp_path / "ferry.db")
         key = str(w.shop.store.customers[0]["id"])
         # As a crash more than 7 days ago would leave it: Salesforce has deleted the job since.
-        store.save_bulk_job("stale", "Account", "7500000000000ZZAAA", [(key, "2026-01-01T00:00:00.000000Z")])
+        entries = [JournalEntry(key, "2026-01-01T00:00:00.000000Z")]
+        store.save_remote_job("stale", "Account", "7500000000000ZZAAA", entries)
         stats = await Runner(spec, store).run()
         assert stats.status == "succeeded", stats.error
-        assert store.bulk_jobs("stale") == []
+        assert store.remote_jobs("stale") == []
         assert key in w.keys("Account")
 
 

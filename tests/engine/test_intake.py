@@ -14,7 +14,7 @@ from ferry.connectors.shopify.source import ShopifySource, SourcePage
 from ferry.engine.intake import Intake
 from ferry.engine.runner import Runner
 from ferry.model.values import version_of
-from ferry.store import Store
+from ferry.store import LetterFilter, Store
 from tests.engine.world import world
 
 
@@ -35,7 +35,7 @@ async def test_a_throttling_burst_longer_than_the_client_retries_pauses_the_read
         assert w.shop.faults.injected["429"] == 9
         dead = store.dead_letter_keys("burst", "Account")
         assert {str(c["id"]) for c in w.shop.store.customers} <= set(w.keys("Account")) | dead
-        assert not {d.error_code for d in store.list_dead_letters(pipeline="burst", limit=1000)} & {
+        assert not {d.error_code for d in store.find_dead_letters(LetterFilter(pipeline="burst"), 1000)} & {
             "RETRIES_EXHAUSTED",
             "HTTP_429",
         }

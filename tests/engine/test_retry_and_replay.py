@@ -29,7 +29,7 @@ async def test_retries_past_the_budget_dead_letter_with_history_then_replay_writ
         w.org.faults.configure({"lock_row_rate": 1.0})  # every record save loses its row lock, every time
         stats = await Runner(spec, store).run()
         assert stats.status == "succeeded", stats.error
-        exhausted = store.list_dead_letters(pipeline="budget", code="RETRIES_EXHAUSTED", limit=10_000)
+        exhausted = store.find_dead_letters(LetterFilter(pipeline="budget", code="RETRIES_EXHAUSTED"), 10_000)
         accounts = [d for d in exhausted if d.object == "Account"]
         assert accounts, "no Account ran out of retries"
         for d in accounts:
@@ -49,7 +49,7 @@ async def test_retries_past_the_budget_dead_letter_with_history_then_replay_writ
         assert all(o.source == "source" for o in report.outcomes), {o.source for o in report.outcomes}
         held = Counter(w.keys("Account"))
         assert {d.record_key for d in accounts} <= set(held) and max(held.values()) == 1
-        assert not store.list_dead_letters(pipeline="budget", code="RETRIES_EXHAUSTED", limit=10_000)
+        assert not store.find_dead_letters(LetterFilter(pipeline="budget", code="RETRIES_EXHAUSTED"), 10_000)
         resolved = store.get_dead_letter(accounts[0].id)
         assert resolved is not None and resolved.status == "resolved" and resolved.resolution == "replayed"
 
@@ -78,11 +78,11 @@ async def test_fixing_a_parent_mapping_and_replaying_it_brings_its_children_alon
         store = Store(tmp_path / "ferry.db")
         stats = await Runner(w.spec(w.pipeline_file("fix")), store).run()
         assert stats.status == "succeeded"
-        too_long = store.list_dead_letters(pipeline="fix", obj="Account", code="STRING_TOO_LONG", limit=1000)
+        too_long = store.find_dead_letters(LetterFilter(pipeline="fix", object="Account", code="STRING_TOO_LONG"), 1000)
         assert too_long, "the generated store has no Account with a too-long field"
         orphans = [
             d
-            for d in store.list_dead_letters(pipeline="fix", code="PARENT_DEAD_LETTERED", limit=10_000)
+            for d in store.find_dead_letters(LetterFilter(pipeline="fix", code="PARENT_DEAD_LETTERED"), 10_000)
             if d.object in ("Contact", "Order")
             and (d.mapped_payload or {}).get("Account.Shopify_Customer_Id__c") in {a.record_key for a in too_long}
         ]
@@ -109,7 +109,7 @@ async def test_fixing_a_parent_mapping_and_replaying_it_brings_its_children_alon
         assert {o.record_key for o in replayed_orders} <= set(in_sf["Order"])
         # Lines of those orders came along too (grandchildren), unless invalid themselves.
         assert any(o.object == "OrderItem" for o in report.outcomes) or not replayed_orders
-        assert not store.list_dead_letters(pipeline="fix", obj="Account", code="STRING_TOO_LONG", limit=1000)
+        assert not store.find_dead_letters(LetterFilter(pipeline="fix", object="Account", code="STRING_TOO_LONG"), 1000)
 
 
 def _drop_contact_email(spec: dict[str, Any]) -> None:
@@ -124,7 +124,9 @@ async def test_replay_falls_back_to_the_stored_payload_when_the_source_lost_the_
         with_orders = {(o.get("customer") or {}).get("id") for o in w.shop.store.orders}
         letter = next(
             d
-            for d in store.list_dead_letters(pipeline="gone", obj="Contact", code="INVALID_EMAIL_ADDRESS", limit=1000)
+            for d in store.find_dead_letters(
+                LetterFilter(pipeline="gone", object="Contact", code="INVALID_EMAIL_ADDRESS"), 1000
+            )
             if d.stream == "customers" and int(d.record_key) not in with_orders and d.fields == ["Email"]
         )
         with w.shopify() as shop:

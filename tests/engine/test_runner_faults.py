@@ -21,7 +21,7 @@ from ferry.engine.stats import RunStats
 from ferry.sandbox.salesforce import SalesforceSandbox
 from ferry.sandbox.serve import RunningSandbox, start_in_thread
 from ferry.sandbox.shopify import ShopifySandbox, generate_store
-from ferry.store import Store
+from ferry.store import LetterFilter, Store
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shopify-to-salesforce.yml"
 OBJECTS = ("Account", "Contact", "Product2", "PricebookEntry", "Order", "OrderItem")
@@ -109,8 +109,9 @@ async def test_faults_change_nothing_in_the_outcome(
         missing = clean_held[obj] - faulty_held[obj]
         assert not missing, f"{obj}: lost under faults: {sorted(missing)[:10]}"
         assert faulty_held[obj] == clean_held[obj], obj
-    letters = faulty_store.list_dead_letters(pipeline=name, limit=100_000)
+    letters = faulty_store.find_dead_letters(LetterFilter(pipeline=name), 100_000)
     transient = [(d.object, d.record_key, d.error_code) for d in letters if d.error_code in TRANSIENT_CODES]
     assert not transient, f"transient errors dead-lettered: {transient[:10]}"
-    clean_letters = {(d.object, d.record_key) for d in clean_store.list_dead_letters(pipeline=name, limit=100_000)}
+    clean = clean_store.find_dead_letters(LetterFilter(pipeline=name), 100_000)
+    clean_letters = {(d.object, d.record_key) for d in clean}
     assert {(d.object, d.record_key) for d in letters} == clean_letters

@@ -1,5 +1,5 @@
-"""State store: an older state DB keeps working, progress and results are recorded atomically, letters are
-discarded with a reason (never deleted), and Bulk jobs in flight are remembered until their results are."""
+"""State store on SQLite: an older state DB keeps working (its tables, columns and journal format), and a page
+is staged together with where the read stands."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.store import LetterFilter, NewDeadLetter, ReadProgress, Store
+from ferry.store import JournalEntry, LetterFilter, ReadProgress, Store
 
 # The tables as the first release wrote them (before read progress, Bulk jobs, retry history, DLQ sources).
 _OLD_SCHEMA = """
@@ -43,7 +43,7 @@ def test_a_state_db_from_the_first_release_is_migrated_in_place(tmp_path: Path) 
     conn.executescript(_OLD_SCHEMA)
     conn.close()
     store = Store(path)
-    (letter,) = store.list_dead_letters(pipeline="p")
+    (letter,) = store.find_dead_letters(LetterFilter(pipeline="p"))
     assert (letter.record_key, letter.error_code, letter.stream, letter.history) == (
         "42",
         "INVALID_EMAIL_ADDRESS",
@@ -68,116 +68,18 @@ def test_a_page_and_where_the_read_stands_are_saved_together(store: Store) -> No
     assert store.get_cursor("p", "orders") == "v3"
 
 
-def test_results_retries_and_the_bulk_job_are_recorded_in_one_go(store: Store) -> None:
-    store.put_outbox("p", "Contact", [("a", "v1", {"x": 1}, None, "customers", "a"), ("b", "v1", {"x": 2}, None)])
-    store.save_bulk_job("p", "Contact", "750000000000001AAA", [("a", "v1"), ("b", "v1")])
-    assert [j.entries for j in store.bulk_jobs("p", "Contact")] == [[("a", "v1"), ("b", "v1")]]
-    errors = [{"code": "UNABLE_TO_LOCK_ROW", "message": "locked", "fields": []}]
-    store.record_results(
-        "p", "Contact", None, [("a", "v1", "003x")], [], [("a", "v1")], ["750000000000001AAA"], [("b", errors)]
-    )
-    assert store.bulk_jobs("p") == []
-    (left,) = [r for chunk in store.outbox("p", "Contact") for r in chunk]
-    assert (left.key, left.attempts, left.history[0]["errors"]) == ("b", 1, errors)
-    assert store.target_id("p", "Contact", "a") == "003x"
-
-
-def test_discard_keeps_the_letter_with_its_reason_and_filters_select(store: Store) -> None:
-    store.dead_letter(
-        "p",
-        None,
-        [
-            NewDeadLetter(
-                "Contact",
-                "1",
-                "v1",
-                [{"code": "INVALID_EMAIL_ADDRESS", "message": "m", "fields": ["Email"]}],
-                b'{"id": 1}',
-                {"Email": "x"},
-                "customers",
-                "1",
-            ),
-            NewDeadLetter(
-                "Order",
-                "2",
-                "v1",
-                [{"code": "STRING_TOO_LONG", "message": "m", "fields": ["Name"]}],
-                b'{"id": 2}',
-                {"Name": "x"},
-                "orders",
-                "2",
-            ),
-        ],
-    )
-    assert [d.object for d in store.find_dead_letters(LetterFilter(code="STRING_TOO_LONG"))] == ["Order"]
-    assert store.find_dead_letters(LetterFilter(since="2999-01-01T00:00:00.000000Z")) == []
-    assert store.discard_dead_letters(LetterFilter(object="Contact"), "test customer, ignore") == 1
-    assert store.discard_dead_letters(LetterFilter(object="Contact"), "again") == 0  # only open ones
-    (gone,) = store.find_dead_letters(LetterFilter(status="discarded"))
-    assert gone.resolution == "discarded: test customer, ignore" and gone.resolved_at
-    assert len(store.find_dead_letters(LetterFilter(status=None))) == 2  # nothing deleted
-    # Read again at the same version (an inclusive cursor does that): it stays discarded.
-    store.dead_letter(
-        "p",
-        None,
-        [
-            NewDeadLetter(
-                "Contact",
-                "1",
-                "v1",
-                [{"code": "INVALID_EMAIL_ADDRESS", "message": "m", "fields": ["Email"]}],
-                None,
-                {"Email": "x"},
-            )
-        ],
-    )
-    again = store.dead_letter_for("p", "Contact", "1")
-    assert again is not None and again.status == "discarded" and again.resolution == "discarded: test customer, ignore"
-    # A new version failing again reopens it.
-    store.dead_letter(
-        "p",
-        None,
-        [
-            NewDeadLetter(
-                "Contact",
-                "1",
-                "v2",
-                [{"code": "INVALID_EMAIL_ADDRESS", "message": "m", "fields": ["Email"]}],
-                None,
-                {"Email": "y"},
-            )
-        ],
-    )
-    reopened = store.dead_letter_for("p", "Contact", "1")
-    assert reopened is not None and reopened.status == "open" and reopened.attempts == 3
-    assert reopened.stream == "customers" and reopened.source_payload == {"id": 1}
-
-
-def test_a_bulk_job_journal_grows_page_by_page_and_an_old_one_list_journal_still_reads(store: Store) -> None:
-    store.save_bulk_job("p", "Contact", "750000000000001AAA", [("a", "v1", "ext-a")])
-    store.add_bulk_job_records("p", "Contact", "750000000000001AAA", [("b", "v1", "ext-b"), ("c", "v2", "ext-c")])
-    assert [j.entries for j in store.bulk_jobs("p", "Contact")] == [[("a", "v1"), ("b", "v1"), ("c", "v2")]]
-    got = store.bulk_job_entries("p", "Contact", ["750000000000001AAA"], ["ext-c", "ext-a", "ext-z"])
-    assert sorted(got) == [("ext-a", "a", "v1"), ("ext-c", "c", "v2")]
+def test_a_bulk_job_journal_an_older_ferry_kept_as_one_list_still_reads(store: Store) -> None:
+    store.save_remote_job("p", "Contact", "750000000000001AAA", [JournalEntry("a", "v1", "ext-a")])
+    store.add_remote_job_records("p", "Contact", "750000000000001AAA", [JournalEntry("b", "v1", "ext-b")])
     # A journal written before bulk_job_records: the entries are one JSON list in bulk_jobs.entries.
-    with store.transaction() as c:
-        c.execute(
+    db = sqlite3.connect(store.path)
+    with db:
+        db.execute(
             "INSERT INTO bulk_jobs (pipeline, object, job_id, entries, created_at) VALUES (?, ?, ?, ?, ?)",
             ("p", "Contact", "750000000000002AAA", b'[["d", "v1"]]', "2026-01-02T00:00:00.000000Z"),
         )
-    assert {j.job_id: j.entries for j in store.bulk_jobs("p", "Contact")}["750000000000002AAA"] == [("d", "v1")]
-    store.record_results("p", "Contact", None, [], [], [], ["750000000000001AAA"])
-    store.forget_bulk_job("p", "Contact", "750000000000002AAA")
-    assert store.bulk_jobs("p") == []
-    assert store.bulk_job_entries("p", "Contact", ["750000000000001AAA"], ["ext-a"]) == []
-
-
-def test_the_send_path_reads_the_outbox_without_source_payloads(store: Store) -> None:
-    store.put_outbox("p", "Contact", [("a", "v1", {"x": 1}, b'{"id": 1}', "customers", "1"), ("b", "v1", {}, None)])
-    lean = [r for chunk in store.outbox("p", "Contact", with_source=False) for r in chunk]
-    assert [(r.key, r.payload, r.source_payload, r.source_key) for r in lean] == [
-        ("a", {"x": 1}, None, "1"),
-        ("b", {}, None, None),
-    ]
-    assert store.outbox_rows("p", "Contact", ["a"], with_source=False)[0].source_payload is None
-    assert store.source_payloads("p", "Contact", ["a", "b", "zz"]) == {"a": b'{"id": 1}', "b": None}
+    db.close()
+    jobs = {j.job_id: j.entries for j in store.remote_jobs("p", "Contact")}
+    assert jobs == {"750000000000001AAA": [("a", "v1"), ("b", "v1")], "750000000000002AAA": [("d", "v1")]}
+    store.forget_remote_job("p", "Contact", "750000000000002AAA")
+    assert [j.job_id for j in store.remote_jobs("p")] == ["750000000000001AAA"]

@@ -1,5 +1,5 @@
-"""The state store keeps each raw source record once, reads staged pages without sorting what is left, and
-clears a run's staging without rewriting it; what a dead letter needs is still there when it is needed."""
+"""The SQLite adapter keeps each raw source record once (no copy on the target rows), reads staged pages
+without sorting what is left, and clears a run's staging without rewriting it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.store import NewDeadLetter, Store
+from ferry.store import PlannedRow, Store
 
 RAW = b'{"id": 7, "line_items": [{"id": 1}, {"id": 2}]}'
 
@@ -27,7 +27,9 @@ def test_target_rows_of_one_source_record_share_its_staged_payload(store: Store)
     store.stage("p", "orders", 1, [("7", "v1", RAW)])
     seq = _staged_seq(store, "7")
     store.put_outbox(
-        "p", "OrderItem", [("1", "v1", {"n": 1}, seq, "orders", "7"), ("2", "v1", {"n": 2}, seq, "orders", "7")]
+        "p",
+        "OrderItem",
+        [PlannedRow("1", "v1", {"n": 1}, seq, "orders", "7"), PlannedRow("2", "v1", {"n": 2}, seq, "orders", "7")],
     )
     # Nothing of the raw record is copied onto the target rows ...
     db = sqlite3.connect(store.path)
@@ -39,28 +41,6 @@ def test_target_rows_of_one_source_record_share_its_staged_payload(store: Store)
     full = [r for chunk in store.outbox("p", "OrderItem") for r in chunk]
     assert [r.source_payload for r in full] == [RAW, RAW]
     assert [r.source_payload for r in store.outbox_rows("p", "OrderItem", ["2"])] == [RAW]
-
-
-def test_clearing_staging_keeps_a_record_an_outbox_row_still_points_at(store: Store) -> None:
-    store.stage("p", "orders", 1, [("7", "v1", RAW), ("8", "v1", b'{"id": 8}')])
-    seq = _staged_seq(store, "7")
-    store.put_outbox("p", "Order", [("7", "v1", {"n": 7}, seq, "orders", "7")])
-    store.clear_staging("p", store.max_staged_seq("p"))
-    # Order 7 is still queued (a later attempt): its source must survive the clear; order 8's need not.
-    assert [r.key for chunk in store.staged("p", ["orders"]) for r in chunk] == ["7"]
-    row = store.outbox_rows("p", "Order", ["7"], with_source=False)[0]
-    letter = NewDeadLetter("Order", "7", "v1", [{"code": "X", "message": "m", "fields": []}], None, row.payload)
-    letter.source_payload = store.source_payloads("p", "Order", ["7"])["7"]
-    store.record_results("p", "Order", 1, [], [letter], [("7", "v1")])
-    assert store.dead_letter_for("p", "Order", "7").source_payload == {"id": 7, "line_items": [{"id": 1}, {"id": 2}]}
-    store.clear_staging("p", store.max_staged_seq("p"))  # the row has left: its source goes with the next clear
-    assert store.staged_count("p") == 0
-
-
-def test_a_raw_payload_given_in_place_of_a_staged_record_is_kept_with_the_row(store: Store) -> None:
-    store.put_outbox("p", "Contact", [("k", "v1", {"x": 1}, b'{"id": 1}', "customers", "1")])
-    store.clear_staging("p", 10**9)
-    assert store.source_payloads("p", "Contact", ["k"]) == {"k": b'{"id": 1}'}
 
 
 def test_staged_pages_are_read_in_seq_order_without_sorting_the_rest(store: Store) -> None:
@@ -78,15 +58,6 @@ def test_staged_pages_are_read_in_seq_order_without_sorting_the_rest(store: Stor
     for sql in reads:
         plan = store._conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
         assert not any("TEMP B-TREE" in str(step[-1]) for step in plan), plan
-
-
-def test_writing_resolves_only_the_open_letters_of_the_batch(store: Store) -> None:
-    err = [{"code": "X", "message": "m", "fields": []}]
-    store.dead_letter("p", 1, [NewDeadLetter("Contact", "b", "v1", err, None, None)])
-    store.dead_letter("p", 1, [NewDeadLetter("Account", "a", "v1", err, None, None)])
-    store.record_results("p", "Contact", 2, [("a", "v2", "003A"), ("b", "v2", "003B"), ("c", "v2", None)], [], [])
-    assert store.dead_letter_for("p", "Contact", "b").status == "resolved"
-    assert store.dead_letter_for("p", "Account", "a").status == "open"  # same key, other object: untouched
 
 
 def test_clearing_does_not_rewrite_what_it_drops(store: Store) -> None:

@@ -31,7 +31,7 @@ from ferry.core.results import JobSucceeded, RecordResult
 from ferry.engine.plan import ObjectPlan
 from ferry.engine.stats import RunStats
 from ferry.errors import AuthError, ConfigError, PermanentError, RecordError
-from ferry.store import NewDeadLetter, OutboxRow, Store, utc_now
+from ferry.store import FailedAttempt, JournalEntry, NewDeadLetter, OutboxRow, Store, Written, utc_now
 
 log = structlog.get_logger("ferry.engine.loader")
 
@@ -61,21 +61,21 @@ class _BulkStream:
     """
 
     jobs: list[str] = field(default_factory=list)
-    pending: list[tuple[str, str, str]] = field(default_factory=list)
-    last_page: list[tuple[str, str, str]] = field(default_factory=list)
+    pending: list[JournalEntry] = field(default_factory=list)
+    last_page: list[JournalEntry] = field(default_factory=list)
     no_key: list[str] = field(default_factory=list)
     locked: list[str] = field(default_factory=list)  # keys answered UNABLE_TO_LOCK_ROW
     # External ids a failure was reported for: a JobSucceeded covers the job's other rows only (the sink sends
     # one only while failures are few, so this stays small).
     failed: set[str] = field(default_factory=set)
 
-    def job_created(self, job_id: str) -> list[tuple[str, str, str]]:
+    def job_created(self, job_id: str) -> list[JournalEntry]:
         entries = self.pending if not self.jobs else [*self.last_page, *self.pending]
         self.jobs.append(job_id)
         self.pending = []
         return entries
 
-    def page_read(self, entries: list[tuple[str, str, str]]) -> str | None:
+    def page_read(self, entries: list[JournalEntry]) -> str | None:
         """The job the page must be journaled to now, or None if it waits for the job to exist."""
         self.last_page = entries
         if not self.jobs:
@@ -123,7 +123,7 @@ class Loader:
         """The sink's callback: runs right after the job is created, before its data is uploaded."""
         stream = self._streams.get(sobject)
         entries = stream.job_created(job_id) if stream is not None else []
-        self.store.save_bulk_job(self.pipeline, sobject, job_id, entries)
+        self.store.save_remote_job(self.pipeline, sobject, job_id, entries)
         log.info("bulk.job_saved", job_id=job_id, object=sobject, records=len(entries))
 
     async def load(self, sink: SalesforceSink, plan: ObjectPlan, progress: LoadProgress) -> None:
@@ -204,19 +204,19 @@ class Loader:
         self, plan: ObjectPlan, stream: _BulkStream, advance: Callable[[int], None]
     ) -> Iterator[list[MappedRecord]]:
         for rows in self.store.outbox(self.pipeline, plan.name, chunk=_BULK_PAGE, with_source=False):
-            entries: list[tuple[str, str, str]] = []
+            entries: list[JournalEntry] = []
             payloads: list[MappedRecord] = []
             for r in rows:
                 ext = key_text(r.payload.get(plan.external_id))
                 if not ext:  # never sent: answered MISSING_EXTERNAL_ID once the stream is done
                     stream.no_key.append(r.key)
                     continue
-                entries.append((r.key, r.version, ext))
+                entries.append(JournalEntry(r.key, r.version, ext))
                 payloads.append(r.payload)
             job = stream.page_read(entries)
             if job is not None:
                 # Journaled before the sink encodes and uploads the page (it asks for a page only then).
-                self.store.add_bulk_job_records(self.pipeline, plan.name, job, entries)
+                self.store.add_remote_job_records(self.pipeline, plan.name, job, entries)
             advance(len(rows))
             yield payloads
 
@@ -254,8 +254,8 @@ class Loader:
         """Record a batch of streamed results, matched to (key, version) by external id through the journal."""
         exts = list({r.key for r in results})
         sent: dict[str, dict[str, str]] = {}
-        for ext, key, version in self.store.bulk_job_entries(self.pipeline, plan.name, stream.jobs, exts):
-            sent.setdefault(ext, {})[key] = version
+        for e in self.store.remote_job_entries(self.pipeline, plan.name, stream.jobs, exts):
+            sent.setdefault(e.external_key, {})[e.key] = e.version
         matched: list[tuple[str, str, RecordResult]] = []
         for res in results:
             candidates = sent.get(res.key)
@@ -283,7 +283,7 @@ class Loader:
         return self.reconcile(plan, rows, answers, jobs=[])
 
     async def _resume_jobs(self, sink: SalesforceSink, plan: ObjectPlan) -> None:
-        for job in self.store.bulk_jobs(self.pipeline, plan.name):
+        for job in self.store.remote_jobs(self.pipeline, plan.name):
             versions = dict(job.entries)
             rows = self.store.outbox_rows(self.pipeline, plan.name, list(versions), with_source=False)
             log.info("bulk.job_resume", job_id=job.job_id, object=plan.name, records=len(rows))
@@ -301,7 +301,7 @@ class Loader:
                 log.warning("bulk.job_unknown", job_id=job.job_id, object=plan.name, error=str(exc))
                 results = None
             if results is None:  # the job never got its data: it was aborted, its records go out again below
-                self.store.forget_bulk_job(self.pipeline, plan.name, job.job_id)
+                self.store.forget_remote_job(self.pipeline, plan.name, job.job_id)
                 continue
             self.resumed_jobs.append(job.job_id)
             # Results are for the versions the job carried, even if a newer one has been queued since.
@@ -315,10 +315,10 @@ class Loader:
         if len(results) != len(rows):
             raise RuntimeError(f"{plan.name}: target answered {len(results)} results for {len(rows)} records")
         s = self.stats.object(plan.name)
-        written: list[tuple[str, str, str | None]] = []
+        written: list[Written] = []
         letters: list[NewDeadLetter] = []
         done: list[tuple[str, str]] = []
-        retry: list[tuple[str, list[dict[str, Any]]]] = []
+        retry: list[FailedAttempt] = []
         # Rows are read without their source payload (the send path stays lean): fetch it for dead letters only.
         failed = [
             row.key for row, res in zip(rows, results, strict=True) if not res.success and row.source_payload is None
@@ -326,7 +326,7 @@ class Loader:
         sources = self.store.source_payloads(self.pipeline, plan.name, failed) if failed else {}
         for row, res in zip(rows, results, strict=True):
             if res.success:
-                written.append((row.key, row.version, res.id))
+                written.append(Written(row.key, row.version, res.id))
                 done.append((row.key, row.version))
                 if res.created:
                     s.created += 1
@@ -337,7 +337,7 @@ class Loader:
                 {"code": "UNKNOWN", "message": "target reported failure without a reason", "fields": []}
             ]
             if res.transient and row.attempts + 1 < self.budget.max_attempts:
-                retry.append((row.key, errors))
+                retry.append(FailedAttempt(row.key, errors))
                 continue
             history = [*row.history, {"attempt": row.attempts + 1, "at": utc_now(), "errors": errors}]
             if res.transient:

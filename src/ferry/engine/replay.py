@@ -36,7 +36,7 @@ from ferry.engine.plan import ObjectPlan, order_plans
 from ferry.engine.runner import orphan_errors, prepare_plans
 from ferry.errors import ConfigError
 from ferry.model.normalize import shopify as shopify_normalize
-from ferry.store import DeadLetter, LetterFilter, NewDeadLetter, Store
+from ferry.store import DeadLetter, LetterFilter, NewDeadLetter, Store, Written
 
 log = structlog.get_logger("ferry.engine.replay")
 
@@ -230,7 +230,7 @@ class Replayer:
                 outcome.outcome = "up_to_date"
                 outcome.message = f"the target already holds version {known} (newer or the same); resolved"
                 if not self.dry_run:
-                    self.store.record_written(self.pipeline, plan.name, [(d.record_key, known, None)], "replayed")
+                    self.store.record_written(self.pipeline, plan.name, [Written(d.record_key, known)], "replayed")
                 report.outcomes.append(outcome)
                 continue
             ready.append(_Candidate(d, record, origin, mapped, brought.get(d.id)))
@@ -258,13 +258,13 @@ class Replayer:
         results = await sink.upsert(
             plan.name, plan.external_id, [c.mapped for c in ready], Strategy.COLLECTIONS, label=plan.name
         )
-        written: list[tuple[str, str, str | None]] = []
+        written: list[Written] = []
         done: set[str] = set()
         for c, res in zip(ready, results, strict=True):
             d = c.letter
             outcome = ReplayOutcome(d.id, plan.name, d.record_key, "replayed", c.source, as_child_of=c.as_child_of)
             if res.success:
-                written.append((d.record_key, c.record.version, res.id))
+                written.append(Written(d.record_key, c.record.version, res.id))
                 done.add(d.record_key)
                 outcome.message = f"written ({'created' if res.created else 'updated'} {res.id})"
             else:

@@ -39,7 +39,7 @@ from ferry.engine.plan import ObjectPlan, build_plans, order_plans
 from ferry.engine.stats import RunStats
 from ferry.errors import BudgetExhausted, RecordError
 from ferry.model.normalize import shopify as shopify_normalize
-from ferry.store import NewDeadLetter, StagedRecord, Store
+from ferry.store import NewDeadLetter, PlannedRow, StagedRecord, Store
 
 log = structlog.get_logger("ferry.engine")
 
@@ -65,7 +65,7 @@ class _NoProgress:
 @dataclass(slots=True)
 class _Routed:
     plan: ObjectPlan
-    rows: list[tuple[str, str, dict[str, Any], int, str, str]]
+    rows: list[PlannedRow]
     letters: list[NewDeadLetter]
 
 
@@ -205,7 +205,7 @@ class Runner:
             self.progress.advance(len(chunk))
 
     def _commit_routed(self, routed: list[_Routed], run_id: int, stats: RunStats, up_to_seq: int) -> None:
-        outbox: dict[str, list[tuple[str, str, dict[str, Any], int, str, str]]] = {}
+        outbox: dict[str, list[PlannedRow]] = {}
         letters: list[NewDeadLetter] = []
         for r in routed:
             s = stats.object(r.plan.name)
@@ -214,8 +214,8 @@ class Runner:
             letters.extend(r.letters)
             if not r.rows:
                 continue
-            known = self.store.versions_for(self.pipeline, r.plan.name, [row[0] for row in r.rows])
-            fresh = [row for row in r.rows if row[1] > known.get(row[0], "")]
+            known = self.store.versions_for(self.pipeline, r.plan.name, [row.key for row in r.rows])
+            fresh = [row for row in r.rows if row.version > known.get(row.key, "")]
             s.unchanged += len(r.rows) - len(fresh)
             outbox[r.plan.name] = fresh
         self.store.commit_planned(self.pipeline, run_id, outbox, letters, (PLANNED_MARK, up_to_seq))
@@ -282,7 +282,7 @@ def _route(plan: ObjectPlan, record: Any, staged: StagedRecord, out: _Routed) ->
         )
     else:
         # The raw record stays in staging, once however many target rows it maps to: the row points at it.
-        out.rows.append((key, record.version, mapped, staged.seq, staged.stream, staged.key))
+        out.rows.append(PlannedRow(key, record.version, mapped, staged.seq, staged.stream, staged.key))
 
 
 def orphan_errors(

@@ -1,29 +1,41 @@
-"""State: runs, cursors, staged records, read progress, outbox, Bulk jobs, version/id map and dead letters."""
+"""State: the ports of ``ferry.core.ports`` on SQLite (``Store``, also named ``SqliteStore``), and the
+dataclasses callers hand them and get back. See docs/store.md."""
 
-from ferry.store.sqlite import (
+from ferry.core.ports import (
     DLQ_STATUSES,
-    BulkJobRow,
     DeadLetter,
+    FailedAttempt,
+    JournalEntry,
     LetterFilter,
     NewDeadLetter,
     OutboxRow,
-    ReadProgress,
+    PlannedRow,
+    RemoteJob,
     RunRow,
     StagedRecord,
-    Store,
-    utc_now,
+    StagedRow,
+    StateStore,
+    Written,
 )
+from ferry.store.sqlite import ReadProgress, SqliteStore, Store, utc_now
 
 __all__ = [
     "DLQ_STATUSES",
-    "BulkJobRow",
     "DeadLetter",
+    "FailedAttempt",
+    "JournalEntry",
     "LetterFilter",
     "NewDeadLetter",
     "OutboxRow",
+    "PlannedRow",
     "ReadProgress",
+    "RemoteJob",
     "RunRow",
+    "SqliteStore",
     "StagedRecord",
+    "StagedRow",
+    "StateStore",
     "Store",
+    "Written",
     "utc_now",
 ]

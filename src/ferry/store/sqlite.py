@@ -4,6 +4,9 @@ One file holds everything a pipeline needs to resume: what was read (staging),
 what is about to be written (outbox), what the target holds (versions, with the
 target id), and what could not be written (dlq). Writes are grouped in
 transactions so that a checkpoint only ever covers what is already on disk.
+
+``Store`` implements the ports of ``ferry.core.ports`` (see docs/store.md): dataclasses in and out, no
+sqlite3 type in a public signature. Its transactions are its own business (``_transaction``).
 """
 
 from __future__ import annotations
@@ -12,12 +15,33 @@ import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from ferry.core.ports import (
+    DLQ_STATUSES,
+    DeadLetter,
+    FailedAttempt,
+    JournalEntry,
+    LetterFilter,
+    NewDeadLetter,
+    OutboxRow,
+    PlannedRow,
+    RemoteJob,
+    RunRow,
+    StagedRecord,
+    StagedRow,
+    Written,
+)
+
+if TYPE_CHECKING:
+    from ferry.core.ports import ApiLedger, DeadLetters, Outbox, RemoteJobJournal, RunLog, VersionMap
+
+__all__ = ["DLQ_STATUSES", "ReadProgress", "SqliteStore", "Store", "utc_now"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -183,7 +207,6 @@ _OUTBOX_FULL = (
 )
 # The send path's read: the source payload is only needed for a dead letter, fetched then by key.
 _OUTBOX_LEAN = "SELECT o.key, o.version, o.payload, NULL, o.attempts, o.history, o.stream, o.source_key FROM outbox o"
-DLQ_STATUSES = ("open", "resolved", "discarded")
 
 
 def utc_now() -> str:
@@ -198,40 +221,6 @@ def _in_parts(values: Sequence[str]) -> Iterator[tuple[Sequence[str], str]]:
     for i in range(0, len(values), _IN_LIST_PART):
         part = values[i : i + _IN_LIST_PART]
         yield part, ",".join("?" * len(part))
-
-
-@dataclass(slots=True)
-class RunRow:
-    id: int
-    pipeline: str
-    started_at: str
-    finished_at: str | None
-    status: str
-    stats: dict[str, Any]
-    error: str | None
-    progress_at: str | None = None
-
-
-@dataclass(slots=True)
-class StagedRecord:
-    seq: int
-    stream: str
-    key: str
-    version: str
-    payload: bytes
-
-
-@dataclass(slots=True)
-class OutboxRow:
-    key: str
-    version: str
-    payload: dict[str, Any]
-    source_payload: bytes | None
-    attempts: int
-    # One entry per failed attempt: {"attempt", "at", "errors": [{code, message, fields}]}.
-    history: list[dict[str, Any]] = field(default_factory=list)
-    stream: str | None = None  # the source stream and record id the payload was mapped from
-    source_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -250,92 +239,26 @@ class ReadProgress:
     pages: int = 0
 
 
-@dataclass(slots=True)
-class BulkJobRow:
-    object: str
-    job_id: str
-    entries: list[tuple[str, str]]  # (key, version) of every record the job carries
-    created_at: str
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    id: int
-    pipeline: str
-    run_id: int | None
-    object: str
-    record_key: str
-    version: str | None
-    error_code: str
-    message: str
-    fields: list[str]
-    errors: list[dict[str, Any]]
-    source_payload: Any
-    mapped_payload: Any
-    attempts: int
-    first_seen: str
-    last_seen: str
-    status: str
-    stream: str | None = None
-    source_key: str | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    resolved_at: str | None = None
-    resolution: str | None = None
-
-
-@dataclass(slots=True)
-class NewDeadLetter:
-    object: str
-    record_key: str
-    version: str | None
-    errors: list[dict[str, Any]]
-    source_payload: bytes | None
-    mapped_payload: dict[str, Any] | None
-    # Which source record this came from (stream and its id), so a replay can read it again.
-    stream: str | None = None
-    source_key: str | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class LetterFilter:
-    """Which dead letters a list, replay or discard applies to; every given criterion must match."""
-
-    pipeline: str | None = None
-    object: str | None = None
-    code: str | None = None
-    since: str | None = None  # last seen at or after this UTC timestamp
-    status: str | None = "open"  # None: any status
-    ids: Sequence[int] = ()
-
-    def where(self) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        for col, val in (
-            ("status", self.status),
-            ("pipeline", self.pipeline),
-            ("object", self.object),
-            ("error_code", self.code),
-        ):
-            if val:
-                clauses.append(f"{col} = ?")
-                args.append(val)
-        if self.since:
-            clauses.append("last_seen >= ?")
-            args.append(self.since)
-        if self.ids:
-            clauses.append(f"id IN ({','.join('?' * len(self.ids))})")
-            args.extend(int(i) for i in self.ids)
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
-
-
-# (key, version, mapped payload, source) or the same plus (stream, source record id); the source is the seq
-# of the staged record the row was mapped from (int), or its raw payload (bytes), or None.
-OutboxEntry = tuple[Any, ...]
-
-
-def _source_of(row: OutboxEntry) -> tuple[str | None, str | None]:
-    return (row[4], row[5]) if len(row) >= 6 else (None, None)
+def _letter_where(f: LetterFilter) -> tuple[str, list[Any]]:
+    """The filter as an SQL WHERE clause (or nothing) and its arguments."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    for col, val in (
+        ("status", f.status),
+        ("pipeline", f.pipeline),
+        ("object", f.object),
+        ("error_code", f.code),
+    ):
+        if val:
+            clauses.append(f"{col} = ?")
+            args.append(val)
+    if f.since:
+        clauses.append("last_seen >= ?")
+        args.append(f.since)
+    if f.ids:
+        clauses.append(f"id IN ({','.join('?' * len(f.ids))})")
+        args.extend(int(i) for i in f.ids)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
 def _source_columns(source: int | bytes | None) -> tuple[bytes | None, int | None]:
@@ -367,7 +290,7 @@ class Store:
         # FAST still zeroes what sits on pages written anyway; freed overflow pages are left as they are (the
         # store holds no secrets: invariant 7 keeps them out). 6x less CPU to clear a run's staging.
         self._conn.execute("PRAGMA secure_delete=FAST")
-        with self.transaction() as c:
+        with self._transaction() as c:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     c.execute(statement)
@@ -388,7 +311,9 @@ class Store:
             self._conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE: the write lock is taken at once, so two processes on one
+        file queue up instead of failing at commit). The adapter's own: no port exposes it."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -400,7 +325,7 @@ class Store:
 
     def reset_pipeline(self, pipeline: str) -> None:
         """Forget everything about a pipeline's sync state (cursors, staging, outbox, versions, dead letters)."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             for table in (
                 "cursors",
                 "staging",
@@ -417,7 +342,7 @@ class Store:
     # -- runs -----------------------------------------------------------------
 
     def start_run(self, pipeline: str) -> int:
-        with self.transaction() as c:
+        with self._transaction() as c:
             cur = c.execute(
                 "INSERT INTO runs (pipeline, started_at, status) VALUES (?, ?, 'running')",
                 (pipeline, utc_now()),
@@ -425,7 +350,7 @@ class Store:
             return int(cur.lastrowid or 0)
 
     def finish_run(self, run_id: int, status: str, stats: dict[str, Any], error: str | None = None) -> None:
-        with self.transaction() as c:
+        with self._transaction() as c:
             c.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, stats = ?, error = ? WHERE id = ?",
                 (utc_now(), status, orjson.dumps(stats).decode(), error, run_id),
@@ -433,7 +358,7 @@ class Store:
 
     def mark_progress(self, run_id: int) -> None:
         """Stamp the moment a run first made durable progress (once; how long a restart takes to resume)."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             c.execute("UPDATE runs SET progress_at = ? WHERE id = ? AND progress_at IS NULL", (utc_now(), run_id))
 
     _RUN_COLUMNS = "id, pipeline, started_at, finished_at, status, stats, error, progress_at"
@@ -469,7 +394,7 @@ class Store:
 
     def advance_cursor(self, pipeline: str, stream: str, value: str) -> None:
         """Move a cursor forward; an older value never replaces a newer one."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             self._advance_cursor(c, pipeline, stream, value)
 
     @staticmethod
@@ -488,19 +413,24 @@ class Store:
         pipeline: str,
         stream: str,
         run_id: int,
-        rows: Sequence[tuple[str, str, bytes]],
+        rows: Sequence[StagedRow] | Sequence[tuple[str, str, bytes]],
         progress: ReadProgress | None = None,
     ) -> int:
         """Durably stage (key, version, payload) rows; a (key, version) already staged is kept once.
 
         With ``progress``, where the read stands is saved in the same transaction, so a crash can never
         leave a page staged without its successor recorded (or the other way round)."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             before = c.total_changes
             c.executemany(
                 "INSERT OR IGNORE INTO staging (pipeline, stream, key, version, payload, run_id) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [(pipeline, stream, k, v, p, run_id) for k, v, p in rows],
+                [
+                    (pipeline, stream, r.key, r.version, r.payload, run_id)
+                    if isinstance(r, StagedRow)
+                    else (pipeline, stream, *r, run_id)
+                    for r in rows
+                ],
             )
             added = c.total_changes - before
             if progress is not None:
@@ -539,7 +469,7 @@ class Store:
     def clear_staging(self, pipeline: str, up_to_seq: int) -> None:
         """Drop staged records once every object that reads them has been loaded; a record an outbox row still
         points at (one left for a later attempt) stays, as that row's source payload, until the row leaves."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             c.execute(
                 "DELETE FROM staging WHERE pipeline = ? AND seq <= ? AND seq NOT IN "
                 "(SELECT source_seq FROM outbox WHERE pipeline = ? AND source_seq IS NOT NULL)",
@@ -563,7 +493,7 @@ class Store:
         return ReadProgress(*r) if r else None
 
     def save_read(self, pipeline: str, progress: ReadProgress) -> None:
-        with self.transaction() as c:
+        with self._transaction() as c:
             self._save_read(c, pipeline, progress)
 
     @staticmethod
@@ -579,7 +509,7 @@ class Store:
 
     def finish_read(self, pipeline: str, stream: str, cursor: str | None) -> None:
         """A stream read is complete: move its cursor and forget the progress, in one transaction."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             if cursor is not None:
                 self._advance_cursor(c, pipeline, stream, cursor)
             c.execute("DELETE FROM reads WHERE pipeline = ? AND stream = ?", (pipeline, stream))
@@ -605,16 +535,17 @@ class Store:
         self,
         pipeline: str,
         run_id: int | None,
-        outbox: Mapping[str, Sequence[OutboxEntry]],
+        planned: Mapping[str, Sequence[PlannedRow]],
         letters: Sequence[NewDeadLetter],
         mark: tuple[str, int],
     ) -> None:
-        """Outbox entries and dead letters of a chunk of staged records, and the mark past them, atomically.
+        """Queued rows (per object) and dead letters of a chunk of staged records, and the mark past them,
+        atomically.
 
         A crash therefore leaves each staged record either fully planned (and never planned again) or
         not at all."""
-        with self.transaction() as c:
-            for obj, rows in outbox.items():
+        with self._transaction() as c:
+            for obj, rows in planned.items():
                 self._put_outbox(c, pipeline, obj, rows)
             self._dead_letter(c, pipeline, run_id, letters)
             self._set_mark(c, pipeline, *mark)
@@ -634,25 +565,26 @@ class Store:
         return out
 
     def record_written(
-        self, pipeline: str, obj: str, rows: Sequence[tuple[str, str, str | None]], resolution: str = "written"
+        self, pipeline: str, obj: str, rows: Sequence[Written], resolution: str = "written"
     ) -> None:
-        """Remember (key, version, target_id) as written; only ever moves a key's version forward."""
-        with self.transaction() as c:
+        """Remember the rows as written (version, and the target's id when it said); only ever moves a key's
+        version forward, and resolves the open dead letters of the keys (saying ``resolution``)."""
+        with self._transaction() as c:
             self._record_written(c, pipeline, obj, rows, resolution)
 
     @staticmethod
     def _record_written(
-        c: sqlite3.Connection, pipeline: str, obj: str, rows: Sequence[tuple[str, str, str | None]], resolution: str
+        c: sqlite3.Connection, pipeline: str, obj: str, rows: Sequence[Written], resolution: str
     ) -> None:
         now = utc_now()
         c.executemany(
             "INSERT INTO versions (pipeline, object, key, version, target_id, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?) " + _VERSION_FORWARD,
-            [(pipeline, obj, k, v, tid, now) for k, v, tid in rows],
+            [(pipeline, obj, r.key, r.version, r.target_id, now) for r in rows],
         )
         # A record that lands after having been dead-lettered is no longer a dead letter. Most batches have
         # none: look the open letters of the batch up first (one query) instead of one UPDATE per record.
-        landed = Store._open_letter_keys(c, pipeline, obj, [k for k, _, _ in rows])
+        landed = Store._open_letter_keys(c, pipeline, obj, [r.key for r in rows])
         c.executemany(
             "UPDATE dlq SET status = 'resolved', resolved_at = ?, resolution = ? "
             "WHERE pipeline = ? AND object = ? AND record_key = ? AND status = 'open'",
@@ -686,15 +618,16 @@ class Store:
         pipeline: str,
         obj: str,
         run_id: int | None,
-        written: Sequence[tuple[str, str, str | None]],
+        written: Sequence[Written],
         letters: Sequence[NewDeadLetter],
         done: Sequence[tuple[str, str]],
         jobs: Sequence[str] = (),
-        retry: Sequence[tuple[str, list[dict[str, Any]]]] = (),
+        retry: Sequence[FailedAttempt] = (),
     ) -> None:
-        """The target's answers for one batch, in one transaction: version map, dead letters, outbox removal,
-        failed attempts (with what the target said), and the Bulk jobs that carried it. Never half."""
-        with self.transaction() as c:
+        """The target's answers for one batch, in one transaction: version map, dead letters, outbox removal
+        (of the (key, version) rows ``done``: a newer version queued meanwhile stays), failed attempts (with
+        what the target said), and the remote jobs that carried it forgotten. Never half."""
+        with self._transaction() as c:
             self._record_written(c, pipeline, obj, written, "written")
             self._dead_letter(c, pipeline, run_id, letters)
             c.executemany(
@@ -704,23 +637,29 @@ class Store:
             self._bump(c, pipeline, obj, retry)
             self._forget_jobs(c, pipeline, obj, jobs)
 
-    def target_id(self, pipeline: str, obj: str, key: str) -> str | None:
+    def target_ids(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]:
+        """The target's own id of each key it holds (the id map); a key without a known id is left out."""
+        out: dict[str, str] = {}
         with self._lock:
-            row = self._conn.execute(
-                "SELECT target_id FROM versions WHERE pipeline = ? AND object = ? AND key = ?", (pipeline, obj, key)
-            ).fetchone()
-        return row[0] if row else None
+            for part, marks in _in_parts(keys):
+                for k, tid in self._conn.execute(
+                    f"SELECT key, target_id FROM versions WHERE pipeline = ? AND object = ? AND key IN ({marks}) "
+                    "AND target_id IS NOT NULL",
+                    (pipeline, obj, *part),
+                ):
+                    out[k] = tid
+        return out
 
     # -- outbox ---------------------------------------------------------------
 
-    def put_outbox(self, pipeline: str, obj: str, rows: Sequence[OutboxEntry]) -> None:
-        """Queue (key, version, mapped payload, source[, stream, source key]); a newer version wins. The
-        source is the staged record's seq (the payload stays in staging, once) or the raw payload itself."""
-        with self.transaction() as c:
+    def put_outbox(self, pipeline: str, obj: str, rows: Sequence[PlannedRow]) -> None:
+        """Queue the rows; a newer version of a queued key replaces it, an older or equal one never does. A
+        row's source is the staged record's seq (the payload stays in staging, once) or the raw payload."""
+        with self._transaction() as c:
             self._put_outbox(c, pipeline, obj, rows)
 
     @staticmethod
-    def _put_outbox(c: sqlite3.Connection, pipeline: str, obj: str, rows: Sequence[OutboxEntry]) -> None:
+    def _put_outbox(c: sqlite3.Connection, pipeline: str, obj: str, rows: Sequence[PlannedRow]) -> None:
         dumps = orjson.dumps
         c.executemany(
             "INSERT INTO outbox (pipeline, object, key, version, payload, source_payload, source_seq, stream, "
@@ -729,7 +668,10 @@ class Store:
             "source_payload = excluded.source_payload, source_seq = excluded.source_seq, attempts = 0, "
             "history = NULL, stream = excluded.stream, source_key = excluded.source_key "
             "WHERE excluded.version > outbox.version",
-            [(pipeline, obj, r[0], r[1], dumps(r[2]), *_source_columns(r[3]), *_source_of(r)) for r in rows],
+            [
+                (pipeline, obj, r.key, r.version, dumps(r.payload), *_source_columns(r.source), r.stream, r.source_key)
+                for r in rows
+            ],
         )
 
     def outbox_count(self, pipeline: str, obj: str | None = None) -> int:
@@ -791,28 +733,12 @@ class Store:
     def _outbox_row(r: Sequence[Any]) -> OutboxRow:
         return OutboxRow(r[0], r[1], orjson.loads(r[2]), r[3], r[4], orjson.loads(r[5]) if r[5] else [], r[6], r[7])
 
-    def remove_outbox(self, pipeline: str, obj: str, keys_versions: Sequence[tuple[str, str]]) -> None:
-        """Drop delivered entries, but only at the version delivered: a newer one queued meanwhile stays."""
-        with self.transaction() as c:
-            c.executemany(
-                "DELETE FROM outbox WHERE pipeline = ? AND object = ? AND key = ? AND version = ?",
-                [(pipeline, obj, k, v) for k, v in keys_versions],
-            )
-
-    def bump_outbox_attempts(
-        self, pipeline: str, obj: str, keys: Sequence[str], errors: Sequence[list[dict[str, Any]]] | None = None
-    ) -> None:
-        """Count a failed attempt per key, and keep what the target said (the record's retry history)."""
-        seen = list(errors) if errors is not None else [[] for _ in keys]
-        with self.transaction() as c:
-            self._bump(c, pipeline, obj, list(zip(keys, seen, strict=True)))
-
     @staticmethod
-    def _bump(
-        c: sqlite3.Connection, pipeline: str, obj: str, failed: Sequence[tuple[str, list[dict[str, Any]]]]
-    ) -> None:
+    def _bump(c: sqlite3.Connection, pipeline: str, obj: str, failed: Sequence[FailedAttempt]) -> None:
+        """Count a failed attempt per key, and keep what the target said (the record's retry history)."""
         now = utc_now()
-        for key, errs in failed:
+        for f in failed:
+            key, errs = f.key, f.errors
             row = c.execute(
                 "SELECT attempts, history FROM outbox WHERE pipeline = ? AND object = ? AND key = ?",
                 (pipeline, obj, key),
@@ -826,14 +752,12 @@ class Store:
                 (orjson.dumps(history).decode(), pipeline, obj, key),
             )
 
-    # -- bulk jobs ------------------------------------------------------------
+    # -- remote jobs (tables bulk_jobs, bulk_job_records: their names from when Bulk API 2.0 was the only one) --
 
-    def save_bulk_job(
-        self, pipeline: str, obj: str, job_id: str, entries: Sequence[tuple[str, str] | tuple[str, str, str]]
-    ) -> None:
-        """Called the moment a Bulk job exists, before any data is uploaded to it. ``entries`` are
-        (key, version[, external id]); a job's later pages go in with ``add_bulk_job_records``."""
-        with self.transaction() as c:
+    def save_remote_job(self, pipeline: str, obj: str, job_id: str, entries: Sequence[JournalEntry]) -> None:
+        """Called the moment a remote job exists, before any data is uploaded to it; a job's later pages go in
+        with ``add_remote_job_records``."""
+        with self._transaction() as c:
             c.execute(
                 "INSERT OR REPLACE INTO bulk_jobs (pipeline, object, job_id, entries, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -841,60 +765,58 @@ class Store:
             )
             self._add_job_records(c, pipeline, obj, job_id, entries)
 
-    def add_bulk_job_records(
-        self, pipeline: str, obj: str, job_id: str, entries: Sequence[tuple[str, str] | tuple[str, str, str]]
+    def add_remote_job_records(
+        self, pipeline: str, obj: str, job_id: str, entries: Sequence[JournalEntry]
     ) -> None:
         """More records of an open job: called before their rows are uploaded to it."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             self._add_job_records(c, pipeline, obj, job_id, entries)
 
     @staticmethod
     def _add_job_records(
-        c: sqlite3.Connection,
-        pipeline: str,
-        obj: str,
-        job_id: str,
-        entries: Sequence[tuple[str, str] | tuple[str, str, str]],
+        c: sqlite3.Connection, pipeline: str, obj: str, job_id: str, entries: Sequence[JournalEntry]
     ) -> None:
         c.executemany(
             "INSERT OR REPLACE INTO bulk_job_records (pipeline, object, job_id, key, version, ext) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            [(pipeline, obj, job_id, e[0], e[1], e[2] if len(e) > 2 else "") for e in entries],
+            [(pipeline, obj, job_id, e.key, e.version, e.external_key) for e in entries],
         )
 
-    def bulk_job_entries(
-        self, pipeline: str, obj: str, job_ids: Sequence[str], exts: Sequence[str]
-    ) -> list[tuple[str, str, str]]:
-        """(external id, key, version) of the records of these jobs whose external id is among ``exts``."""
-        if not job_ids or not exts:
+    def remote_job_entries(
+        self, pipeline: str, obj: str, job_ids: Sequence[str], external_keys: Sequence[str]
+    ) -> list[JournalEntry]:
+        """The journaled records of these jobs whose external key is among ``external_keys``."""
+        if not job_ids or not external_keys:
             return []
         jobs = ",".join("?" * len(job_ids))
-        out: list[tuple[str, str, str]] = []
+        out: list[JournalEntry] = []
         with self._lock:
-            for part, marks in _in_parts(exts):
+            for part, marks in _in_parts(external_keys):
                 out.extend(
-                    self._conn.execute(
-                        "SELECT ext, key, version FROM bulk_job_records WHERE pipeline = ? AND object = ? "
+                    JournalEntry(key, version, ext)
+                    for key, version, ext in self._conn.execute(
+                        "SELECT key, version, ext FROM bulk_job_records WHERE pipeline = ? AND object = ? "
                         f"AND job_id IN ({jobs}) AND ext IN ({marks})",
                         (pipeline, obj, *job_ids, *part),
-                    ).fetchall()
+                    )
                 )
         return out
 
     def record_job_written(
-        self, pipeline: str, obj: str, job_id: str, failed_exts: Collection[str], page: int = 10_000
+        self, pipeline: str, obj: str, job_id: str, failed_external_keys: Collection[str], *, page: int = 10_000
     ) -> int:
-        """Record as written every record journaled to a Bulk job, still queued at the version the job carried,
-        whose external id is not in ``failed_exts`` (the job's counts proved those rows successes): version map,
-        dead letters resolved, outbox rows removed, in one transaction per ``page`` records of the journal, in SQL.
-        A record queued at a newer version than the job carried is left alone: that version still goes out."""
+        """Record as written every record journaled to a remote job, still queued at the version the job carried,
+        whose external key is not in ``failed_external_keys`` (the job's counts proved those rows successes):
+        version map, dead letters resolved, outbox rows removed, in one transaction per ``page`` records of the
+        journal, in SQL. A record queued at a newer version than the job carried is left alone: that version
+        still goes out. Returns how many were recorded."""
         written = 0
         after = ""
-        with self.transaction() as c:
+        with self._transaction() as c:
             c.execute("CREATE TEMP TABLE IF NOT EXISTS failed_exts (ext TEXT PRIMARY KEY)")
             c.execute("CREATE TEMP TABLE IF NOT EXISTS job_written (key TEXT PRIMARY KEY, version TEXT NOT NULL)")
             c.execute("DELETE FROM failed_exts")
-            c.executemany("INSERT OR IGNORE INTO failed_exts (ext) VALUES (?)", [(e,) for e in failed_exts])
+            c.executemany("INSERT OR IGNORE INTO failed_exts (ext) VALUES (?)", [(e,) for e in failed_external_keys])
         while True:
             with self._lock:
                 bound = self._conn.execute(
@@ -903,7 +825,7 @@ class Store:
                     (pipeline, obj, job_id, after, page - 1),
                 ).fetchone()
             upper = bound[0] if bound else None
-            with self.transaction() as c:
+            with self._transaction() as c:
                 written += self._record_job_range(c, pipeline, obj, job_id, after, upper)
             if upper is None:
                 return written
@@ -940,7 +862,8 @@ class Store:
         )
         return int(c.execute("SELECT COUNT(*) FROM job_written").fetchone()[0])
 
-    def bulk_jobs(self, pipeline: str, obj: str | None = None) -> list[BulkJobRow]:
+    def remote_jobs(self, pipeline: str, obj: str | None = None) -> list[RemoteJob]:
+        """The jobs journaled and not forgotten yet (a crashed run's), oldest first, with what each carries."""
         sql, args = "SELECT object, job_id, entries, created_at FROM bulk_jobs WHERE pipeline = ?", [pipeline]
         if obj is not None:
             sql += " AND object = ?"
@@ -956,11 +879,11 @@ class Store:
                     "ORDER BY rowid",
                     (pipeline, r[0], r[1]),
                 ).fetchall()
-                jobs.append(BulkJobRow(r[0], r[1], entries, r[3]))
+                jobs.append(RemoteJob(r[0], r[1], entries, r[3]))
         return jobs
 
-    def forget_bulk_job(self, pipeline: str, obj: str, job_id: str) -> None:
-        with self.transaction() as c:
+    def forget_remote_job(self, pipeline: str, obj: str, job_id: str) -> None:
+        with self._transaction() as c:
             self._forget_jobs(c, pipeline, obj, [job_id])
 
     @staticmethod
@@ -974,7 +897,7 @@ class Store:
     def dead_letter(self, pipeline: str, run_id: int | None, letters: Sequence[NewDeadLetter]) -> None:
         if not letters:
             return
-        with self.transaction() as c:
+        with self._transaction() as c:
             self._dead_letter(c, pipeline, run_id, letters)
 
     @staticmethod
@@ -1043,20 +966,8 @@ class Store:
                 )
             }
 
-    def list_dead_letters(
-        self,
-        pipeline: str | None = None,
-        obj: str | None = None,
-        code: str | None = None,
-        status: str | None = "open",
-        limit: int = 100,
-        since: str | None = None,
-        ids: Sequence[int] = (),
-    ) -> list[DeadLetter]:
-        return self.find_dead_letters(LetterFilter(pipeline, obj, code, since, status, ids), limit)
-
     def find_dead_letters(self, f: LetterFilter, limit: int = 100) -> list[DeadLetter]:
-        where, args = f.where()
+        where, args = _letter_where(f)
         with self._lock:
             rows = self._conn.execute(f"SELECT {_DLQ_COLUMNS} FROM dlq{where} ORDER BY id LIMIT ?", (*args, limit))
             return [self._letter(r) for r in rows.fetchall()]
@@ -1085,9 +996,8 @@ class Store:
 
     def discard_dead_letters(self, f: LetterFilter, reason: str) -> int:
         """Mark matching open letters discarded, keeping them and saying why; returns how many."""
-        open_only = LetterFilter(f.pipeline, f.object, f.code, f.since, "open", f.ids)
-        where, args = open_only.where()
-        with self.transaction() as c:
+        where, args = _letter_where(replace(f, status="open"))
+        with self._transaction() as c:
             cur = c.execute(
                 f"UPDATE dlq SET status = 'discarded', resolved_at = ?, resolution = ?{where}",
                 (utc_now(), f"discarded: {reason}", *args),
@@ -1130,7 +1040,7 @@ class Store:
         """Count ``calls`` in ``minute`` unless the window (buckets from ``since_minute``) would then pass
         ``cap``. One transaction: two processes of one pipeline can never both take the last call.
         Returns (taken, calls in the window, including these when taken)."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             (spent,) = c.execute(
                 "SELECT COALESCE(SUM(calls), 0) FROM api_calls WHERE pipeline = ? AND system = ? AND minute >= ?",
                 (pipeline, system, since_minute),
@@ -1155,11 +1065,11 @@ class Store:
 
     def prune_api_calls(self, before_minute: int) -> int:
         """Forget every pipeline's buckets older than ``before_minute`` (out of the window); returns how many."""
-        with self.transaction() as c:
+        with self._transaction() as c:
             return int(c.execute("DELETE FROM api_calls WHERE minute < ?", (before_minute,)).rowcount)
 
     def save_api_allocation(self, pipeline: str, system: str, daily_max: int) -> None:
-        with self.transaction() as c:
+        with self._transaction() as c:
             c.execute(
                 "INSERT INTO api_allocations (pipeline, system, daily_max, seen_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (pipeline, system) DO UPDATE SET "
@@ -1174,3 +1084,16 @@ class Store:
                 "SELECT daily_max FROM api_allocations WHERE pipeline = ? AND system = ?", (pipeline, system)
             ).fetchone()
         return int(row[0]) if row else None
+
+
+SqliteStore = Store
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_ports(
+        store: Store,
+    ) -> tuple[RunLog, Outbox, VersionMap, DeadLetters, RemoteJobJournal, ApiLedger]:
+        """mypy proves here that the adapter conforms to every port but the read state's (which comes with
+        the read state in the store; then this becomes ``-> StateStore``)."""
+        return store, store, store, store, store, store

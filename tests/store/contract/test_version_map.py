@@ -1,0 +1,61 @@
+"""Version map port: the newest version each key has in the target and the target's id for it; versions only
+move forward, and a record that lands resolves its open dead letter."""
+
+from __future__ import annotations
+
+from ferry.store import PlannedRow, Written
+
+from .conftest import Backend, letter
+
+
+def test_versions_never_go_back_and_writing_resolves_dead_letters(store: Backend) -> None:
+    store.dead_letter("p", None, [letter("Contact", "k")])
+    assert store.dead_letter_keys("p", "Contact") == {"k"}
+    store.record_written("p", "Contact", [Written("k", "v3", "003000000000001AAA")])
+    store.record_written("p", "Contact", [Written("k", "v2", "003000000000002AAA")])
+    assert store.versions_for("p", "Contact", ["k"]) == {"k": "v3"}
+    assert store.target_ids("p", "Contact", ["k"]) == {"k": "003000000000001AAA"}
+    assert store.dead_letter_keys("p", "Contact") == set()
+    resolved = store.dead_letter_for("p", "Contact", "k")
+    assert resolved is not None and (resolved.status, resolved.resolution) == ("resolved", "written")
+    assert resolved.resolved_at
+
+
+def test_a_write_without_the_target_s_id_keeps_the_known_one(store: Backend) -> None:
+    store.record_written("p", "Contact", [Written("k", "v1", "003A")])
+    store.record_written("p", "Contact", [Written("k", "v2")])  # a Bulk job answered by its counts says no id
+    assert store.versions_for("p", "Contact", ["k"]) == {"k": "v2"}
+    assert store.target_ids("p", "Contact", ["k"]) == {"k": "003A"}
+    store.record_written("p", "Contact", [Written("n", "v1")])
+    assert store.target_ids("p", "Contact", ["k", "n", "missing"]) == {"k": "003A"}
+
+
+def test_the_id_map_is_looked_up_in_one_batch_per_object_and_pipeline(store: Backend) -> None:
+    keys = [f"{i:05}" for i in range(1500)]
+    store.record_written("p", "Account", [Written(k, "v1", f"001{k}") for k in keys])
+    store.record_written("p", "Contact", [Written("00001", "v1", "003X")])
+    store.record_written("q", "Account", [Written("00002", "v1", "001Q")])
+    ids = store.target_ids("p", "Account", keys)
+    assert len(ids) == 1500 and ids["00001"] == "00100001" and ids["00002"] == "00100002"
+    assert store.versions_for("p", "Account", [*keys[:3], "nope"]) == dict.fromkeys(keys[:3], "v1")
+
+
+def test_a_replayed_write_says_so_on_the_letter_it_resolves(store: Backend) -> None:
+    store.dead_letter("p", None, [letter("Contact", "k")])
+    store.record_written("p", "Contact", [Written("k", "v1")], "replayed")
+    got = store.dead_letter_for("p", "Contact", "k")
+    assert got is not None and (got.status, got.resolution) == ("resolved", "replayed")
+
+
+def test_writing_resolves_only_the_open_letters_of_the_batch(store: Backend) -> None:
+    store.dead_letter("p", 1, [letter("Contact", "b")])
+    store.dead_letter("p", 1, [letter("Account", "a")])
+    store.dead_letter("q", 1, [letter("Contact", "a")])
+    store.put_outbox("p", "Contact", [PlannedRow(k, "v2", {}) for k in "abc"])
+    written = [Written("a", "v2", "003A"), Written("b", "v2", "003B"), Written("c", "v2")]
+    store.record_results("p", "Contact", 2, written, [], [("a", "v2"), ("b", "v2"), ("c", "v2")])
+    statuses = [store.dead_letter_for(p, obj, k) for p, obj, k in (("p", "Contact", "b"), ("p", "Account", "a"),
+                                                                    ("q", "Contact", "a"))]
+    # Same key, other object or other pipeline: untouched.
+    assert [d.status if d else None for d in statuses] == ["resolved", "open", "open"]
+    assert store.outbox_count("p", "Contact") == 0
