@@ -80,7 +80,7 @@ def ferry_config(info: dict[str, Any], **kw: Any) -> Any:
 async def ferry_write(info: dict[str, Any], mode: str, prefix: str, n: int) -> dict[str, Any]:
     from ferry.connectors.salesforce import SalesforceSink
     from ferry.connectors.salesforce.strategy import Strategy
-from ferry.core.results import JobSucceeded
+    from ferry.core.results import JobSucceeded
 
     ok = failed = 0
     note = ""
