@@ -73,6 +73,10 @@ def test_a_bulk_job_in_flight_at_a_kill_is_resumed_not_uploaded_again(tmp_path: 
         assert not query(db, "SELECT * FROM bulk_jobs"), "a finished job is still recorded as in flight"
 
 
+# How many pages of the customers read are staged, from the read state the Shopify source saves with each page.
+_PAGES = "SELECT json_extract(state, '$.read.pages') FROM read_states WHERE stream = 'customers'"
+
+
 def test_a_read_killed_mid_stream_continues_at_the_next_page(tmp_path: Path) -> None:
     with world(tmp_path, customers=80) as w:
         # Slow pages (150 ms each) of 5 customers: the kill lands after a few pages are staged.
@@ -82,10 +86,8 @@ def test_a_read_killed_mid_stream_continues_at_the_next_page(tmp_path: Path) -> 
         db = home / "ferry.db"
         proc = w.ferry(home, "run", str(pipeline), "--json")
         staged_pages = _wait(
-            lambda: (
-                (query(db, "SELECT pages FROM reads WHERE stream = 'customers' AND phase = 'ordered'") or [(0,)])[0][0]
-                >= 4
-            ),
+            lambda: ((query(db, _PAGES + " AND json_extract(state, '$.read.phase') = 'ordered'") or [(0,)])[0][0] or 0)
+            >= 4,
             120,
             "four staged pages of customers",
         )
@@ -95,7 +97,7 @@ def test_a_read_killed_mid_stream_continues_at_the_next_page(tmp_path: Path) -> 
         # A request the killed process had sent may still be in the store's 150 ms latency: let it be counted
         # now, not as a call of the restart.
         time.sleep(1.0)
-        (pages_before,) = query(db, "SELECT pages FROM reads WHERE stream = 'customers'")[0]
+        (pages_before,) = query(db, _PAGES)[0]
         calls_before = w.shop.stats.by_endpoint["GET /admin/api/{version}/customers.json"]
         throttled_before = w.shop.stats.throttled
 
