@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ferry.core.ports import StagedRow
 from ferry.store import PlannedRow, Store
 
 RAW = b'{"id": 7, "line_items": [{"id": 1}, {"id": 2}]}'
@@ -24,7 +25,7 @@ def _staged_seq(store: Store, key: str) -> int:
 
 
 def test_target_rows_of_one_source_record_share_its_staged_payload(store: Store) -> None:
-    store.stage("p", "orders", 1, [("7", "v1", RAW)])
+    store.stage("p", "orders", 1, [StagedRow("7", "v1", RAW)])
     seq = _staged_seq(store, "7")
     store.put_outbox(
         "p",
@@ -46,8 +47,8 @@ def test_target_rows_of_one_source_record_share_its_staged_payload(store: Store)
 def test_staged_pages_are_read_in_seq_order_without_sorting_the_rest(store: Store) -> None:
     """Each page must cost its own rows: a plan that sorts every remaining staged row (payloads included)
     for every page made planning quadratic in the size of the run."""
-    store.stage("p", "orders", 1, [(str(i), "v1", b"{}") for i in range(0, 10, 2)])
-    store.stage("p", "customers", 1, [(str(i), "v1", b"{}") for i in range(1, 10, 2)])
+    store.stage("p", "orders", 1, [StagedRow(str(i), "v1", b"{}") for i in range(0, 10, 2)])
+    store.stage("p", "customers", 1, [StagedRow(str(i), "v1", b"{}") for i in range(1, 10, 2)])
     statements: list[str] = []
     store._conn.set_trace_callback(statements.append)
     seen = [(r.stream, r.key) for chunk in store.staged("p", ["customers", "orders"], chunk=3) for r in chunk]

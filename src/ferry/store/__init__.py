@@ -17,7 +17,7 @@ from ferry.core.ports import (
     StateStore,
     Written,
 )
-from ferry.store.sqlite import ReadProgress, SqliteStore, Store, utc_now
+from ferry.store.sqlite import SqliteStore, Store, utc_now
 
 __all__ = [
     "DLQ_STATUSES",
@@ -28,7 +28,6 @@ __all__ = [
     "NewDeadLetter",
     "OutboxRow",
     "PlannedRow",
-    "ReadProgress",
     "RemoteJob",
     "RunRow",
     "SqliteStore",
