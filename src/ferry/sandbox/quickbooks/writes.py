@@ -305,6 +305,7 @@ class Writer:
             record.setdefault("DueDate", (date.fromisoformat(txn_date) + timedelta(days=30)).isoformat())
 
     def _sales_doc(self, entity: str, record: Record, current: Record | None) -> Record:
+        record = {k: v for k, v in record.items() if v != ""}  # clients send "" for unset dates and totals
         record["CustomerRef"] = self._ref("Customer", record.get("CustomerRef"), "CustomerRef")
         self._doc_number(entity, record, current)
         self._txn_dates(entity, record)
@@ -417,6 +418,7 @@ class Writer:
     # -- payments ----------------------------------------------------------------------------------------------
 
     def _payment(self, entity: str, record: Record, current: Record | None) -> Record:
+        record = {k: v for k, v in record.items() if v != ""}
         record["CustomerRef"] = self._ref("Customer", record.get("CustomerRef"), "CustomerRef")
         if record.get("TotalAmt") in (None, ""):
             raise errors.required("TotalAmt", "TotalAmt")
