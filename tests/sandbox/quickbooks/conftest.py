@@ -78,7 +78,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         running.stop()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def trust_sandbox_ca(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(served.running.ca_file))
 

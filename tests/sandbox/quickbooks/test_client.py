@@ -24,6 +24,8 @@ from quickbooks.objects.salesreceipt import SalesReceipt
 
 from .conftest import Served
 
+pytestmark = pytest.mark.usefixtures("trust_sandbox_ca")
+
 
 def _customer(name: str) -> Customer:
     customer = Customer()

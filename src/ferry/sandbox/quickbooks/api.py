@@ -15,7 +15,7 @@ from ferry.sandbox.quickbooks.writes import Writer
 
 BATCH_MAX = 30
 CDC_MAX_DAYS = 30
-CDC_MAX_ROWS = 1000
+CDC_MAX_ROWS = 1000  # per answer, across every entity asked for
 
 
 def entity_of(url_name: str) -> str:
@@ -104,11 +104,13 @@ def cdc(company: Company, entities: str | None, changed_since: str | None, now: 
         raise errors.business(f"changedSince cannot be more than {CDC_MAX_DAYS} days in the past", "6000",
                               "changedSince")
     responses: list[dict[str, Any]] = []
+    room = CDC_MAX_ROWS  # one cap shared by all the entities asked for
     for name in [n.strip() for n in entities.split(",") if n.strip()]:
         entity = entity_of(name)
         rows = [r for r in company.all(entity) if _updated_since(r, since)]
         rows += [d for d in company.deleted[entity].values() if _updated_since(d, since)]
-        rows = rows[:CDC_MAX_ROWS]
+        rows = rows[:room]
+        room -= len(rows)
         responses.append({entity: rows, "startPosition": 1, "maxResults": len(rows), "totalCount": len(rows)}
                          if rows else {})
     return {"CDCResponse": [{"QueryResponse": responses}], "time": qbo_now()}

@@ -75,7 +75,9 @@ class FaultGate(ShopifyFaultGate):
         rule = await self.faults.pick(scope["method"], match["rest"])
         if rule is not None and rule.kind == "reset" and rule.processed:
             self.faults.injected[COMMIT_THEN_RESET] += 1
-            self.faults.injected["reset"] -= 1
+            self.faults.injected["reset"] -= 1  # counted as a reset by pick(): it is not one
+            if not self.faults.injected["reset"]:
+                del self.faults.injected["reset"]
             expose_transport(scope, send)
             await self.app(scope, receive, _swallow(scope, send))
             return

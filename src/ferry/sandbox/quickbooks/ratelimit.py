@@ -48,6 +48,7 @@ class RateLimits:
         return True
 
     def configure(self, settings: dict[str, Any]) -> None:
+        """Set limits; the windows start empty again (the new limits count from now)."""
         names = ("per_minute", "per_second", "concurrent", "batch_per_minute")
         unknown = set(settings) - set(names)
         if unknown:
@@ -58,6 +59,8 @@ class RateLimits:
                 if value < 0:
                     raise ValueError(f"{name} must be >= 0 (0: no limit)")
                 setattr(self, name, value)
+        self._calls.clear()
+        self._batches.clear()
 
     def describe(self) -> dict[str, Any]:
         return {"per_minute": self.per_minute, "per_second": self.per_second, "concurrent": self.concurrent,
