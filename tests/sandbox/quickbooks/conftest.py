@@ -24,7 +24,6 @@ from quickbooks import QuickBooks
 from ferry.sandbox.quickbooks import MINOR_VERSION, QuickBooksSandbox
 from ferry.sandbox.serve import RunningSandbox
 
-SIZES = {"customers": 80, "products": 20, "orders": 160}
 
 
 @dataclass
@@ -70,7 +69,8 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     state_dir = tmp_path_factory.mktemp("quickbooks")
     # The throttles (10/s, 500/min) would trip on a test suite's pace; test_wire.py exercises them on their own.
-    sandbox = QuickBooksSandbox(state_dir, seed=5, limits={"per_second": 0, "per_minute": 0}, **SIZES)
+    sandbox = QuickBooksSandbox(state_dir, seed=5, customers=80, products=20, orders=160,
+                                limits={"per_second": 0, "per_minute": 0})
     running = sandbox.start()
     try:
         yield Served(sandbox, running)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from urllib.parse import parse_qs, urlparse
@@ -81,8 +82,8 @@ def test_create_read_query_and_sparse_update(served: Served, qb: QuickBooks) -> 
     read.Notes = "prefers email"
     updated = read.save(qb=qb)
     assert updated.SyncToken == "1" and updated.Notes == "prefers email"
-    sparse = qb.update_object("Customer", '{"Id": "%s", "SyncToken": "1", "sparse": true, "Notes": "x"}'
-                              % created.Id)["Customer"]
+    body = json.dumps({"Id": created.Id, "SyncToken": "1", "sparse": True, "Notes": "x"})
+    sparse = qb.update_object("Customer", body)["Customer"]
     assert sparse["SyncToken"] == "2" and sparse["Notes"] == "x" and sparse["GivenName"] == "Ada"
 
 
