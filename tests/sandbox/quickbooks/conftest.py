@@ -25,7 +25,6 @@ from ferry.sandbox.quickbooks import MINOR_VERSION, QuickBooksSandbox
 from ferry.sandbox.serve import RunningSandbox
 
 
-
 @dataclass
 class Served:
     sandbox: QuickBooksSandbox
