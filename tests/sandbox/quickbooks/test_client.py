@@ -236,6 +236,13 @@ def test_cdc_reports_changes_and_deletions(served: Served, qb: QuickBooks) -> No
     assert deleted and deleted[0].status == "Deleted"
 
 
+def test_a_refresh_keeps_the_refresh_token_until_it_is_a_day_old(served: Served) -> None:
+    auth = served.auth_client()
+    first, access = auth.refresh_token, auth.access_token
+    auth.refresh()
+    assert auth.refresh_token == first and auth.access_token != access
+
+
 def test_refresh_rotation_and_grace_period(served: Served) -> None:
     served.admin("PATCH", "oauth", json={"rotate_after": 0, "rotation_grace": 1})
     try:
