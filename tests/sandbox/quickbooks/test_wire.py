@@ -4,6 +4,7 @@ minor versions, query edge cases, faults (``commit_then_reset`` with ``requestid
 from __future__ import annotations
 
 import base64
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -217,3 +218,20 @@ def test_more_than_10_calls_a_second_or_500_a_minute_are_429(throttled_sandbox: 
     statuses = [_api(served, "GET", "customer/1", token).status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     assert served.admin("GET", "limits")["throttled"] >= 2
+
+
+def test_one_requestid_sent_by_several_callers_at_once_writes_once(served: Served, token: str) -> None:
+    request_id, answers = str(uuid.uuid4()), []
+
+    def post() -> None:
+        answers.append(_api(served, "POST", "customer", token, params={"requestid": request_id},
+                            json={"DisplayName": "Concurrent Retry Person"}).json())
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({a["Customer"]["Id"] for a in answers}) == 1 and len(answers) == 6
+    stored = [c for c in served.admin("GET", "records/customer") if c["DisplayName"] == "Concurrent Retry Person"]
+    assert len(stored) == 1

@@ -182,6 +182,9 @@ async def _guarded(request: Request, state: SandboxState, endpoint: str, operati
 
 
 async def _run(request: Request, state: SandboxState, operation: Operation) -> Response:
+    # Read the body first: from the requestid lookup to keeping the answer nothing then awaits real I/O, so two
+    # calls with one requestid arriving together cannot both miss the lookup and both write.
+    await request.body()
     request_id = request.query_params.get("requestid") if request.method == "POST" else None
     if request_id:
         kept = state.company.kept_answer(request_id, state.requestid_window)
