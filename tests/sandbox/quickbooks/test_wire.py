@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -223,9 +224,14 @@ def test_more_than_10_calls_a_second_or_500_a_minute_are_429(throttled_sandbox: 
 def test_one_requestid_sent_by_several_callers_at_once_writes_once(served: Served, token: str) -> None:
     request_id, answers = str(uuid.uuid4()), []
 
+    def slow_body() -> Iterator[bytes]:  # the body arrives in two parts: the calls overlap on the server
+        yield b'{"DisplayName": '
+        time.sleep(0.2)
+        yield b'"Concurrent Retry Person"}'
+
     def post() -> None:
         answers.append(_api(served, "POST", "customer", token, params={"requestid": request_id},
-                            json={"DisplayName": "Concurrent Retry Person"}).json())
+                            data=slow_body(), headers={"Content-Type": "application/json"}).json())
 
     threads = [threading.Thread(target=post) for _ in range(6)]
     for thread in threads:
