@@ -241,3 +241,20 @@ def test_one_requestid_sent_by_several_callers_at_once_writes_once(served: Serve
     assert len({a["Customer"]["Id"] for a in answers}) == 1 and len(answers) == 6
     stored = [c for c in served.admin("GET", "records/customer") if c["DisplayName"] == "Concurrent Retry Person"]
     assert len(stored) == 1
+
+
+def test_credit_memo_lowers_the_balance_and_a_refund_needs_its_account(served: Served, token: str) -> None:
+    customer = _api(served, "POST", "customer", token, json={"DisplayName": "Credit Person"}).json()["Customer"]
+    line = {"DetailType": "SalesItemLineDetail", "Amount": 40,
+            "SalesItemLineDetail": {"ItemRef": {"value": "2"}, "Qty": 1, "UnitPrice": 40}}
+    ref = {"value": customer["Id"]}
+    memo = _api(served, "POST", "creditmemo", token, json={"CustomerRef": ref, "Line": [line]}).json()
+    assert memo["CreditMemo"]["TotalAmt"] == 40.0 and memo["CreditMemo"]["RemainingCredit"] == 40.0
+    assert _api(served, "GET", f"customer/{customer['Id']}", token).json()["Customer"]["Balance"] == -40.0
+    refused = _api(served, "POST", "refundreceipt", token, json={"CustomerRef": ref, "Line": [line]})
+    assert refused.status_code == 400 and refused.json()["Fault"]["Error"][0]["code"] == "2020"
+    checking = next(a for a in served.admin("GET", "records/account") if a["Name"] == "Checking")
+    refund = _api(served, "POST", "refundreceipt", token,
+                  json={"CustomerRef": ref, "Line": [line], "DepositToAccountRef": {"value": checking["Id"]}})
+    assert refund.status_code == 200
+    assert refund.json()["RefundReceipt"]["DepositToAccountRef"] == {"value": checking["Id"], "name": "Checking"}
