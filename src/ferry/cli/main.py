@@ -266,7 +266,7 @@ def dlq_discard(
 
 @sandbox_app.command("serve")
 def sandbox_serve(
-    system: Annotated[str, typer.Argument(help="shopify, salesforce or woocommerce")],
+    system: Annotated[str, typer.Argument(help="shopify, salesforce, woocommerce or quickbooks")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 7,
     customers: Annotated[int, typer.Option(help="Shopify, WooCommerce: customers to generate.")] = 1000,
@@ -275,7 +275,8 @@ def sandbox_serve(
     state_dir: Annotated[Path | None, typer.Option(help="Where the CA, keys and state live.")] = None,
     persist: Annotated[
         bool,
-        typer.Option("--persist", help="Salesforce: keep the org in <state-dir>/salesforce/org.db across restarts."),
+        typer.Option("--persist", help="Salesforce: keep the org in <state-dir>/salesforce/org.db across restarts; "
+                     "QuickBooks: the company and tokens in <state-dir>/quickbooks/company.json."),
     ] = False,
     latency: Annotated[str, typer.Option(help="Salesforce latency profile: off or real.")] = "off",
     schema: Annotated[
@@ -287,7 +288,8 @@ def sandbox_serve(
             "--fault",
             help="Inject a fault, KIND[:RATE][,path=..,method=..,count=..,ms=..,hold=..,retry_after=..,"
             "processed=true]; KIND: 500 502 503 504 429 limit concurrent lock expire reset timeout latency "
-            "(Shopify: 500 502 503 504 429 reset timeout latency). Repeatable.",
+            "(Shopify: 500 502 503 504 429 reset timeout latency; QuickBooks: those and commit_then_reset). "
+            "Repeatable.",
         ),
     ] = None,
     lock_rate: Annotated[
