@@ -20,6 +20,9 @@ class Dialect(Protocol):
     name: str
     # How a multi-select value is joined into the one text the target stores (Salesforce: ";").
     multi_value_separator: str
+    # The most units one character (code point) can count for in ``text_length`` (UTF-16: 2): a text of
+    # ``n`` characters is at most ``n * max_char_units`` long, which lets the validator pass short text uncounted.
+    max_char_units: int
 
     def text_length(self, text: str) -> int:
         """The length the target's field limits are measured in."""
@@ -44,6 +47,7 @@ class PlainDialect:
 
     name: str = "plain"
     multi_value_separator: str = ";"
+    max_char_units: int = 1
 
     def text_length(self, text: str) -> int:
         return len(text)
