@@ -30,9 +30,9 @@ from typing import Any
 import orjson
 
 from ferry.connectors.salesforce.collections import to_rest_record
-from ferry.connectors.salesforce.dialect import SALESFORCE
 from ferry.connectors.salesforce.csvio import cell, columns_of, csv_chunks
 from ferry.connectors.salesforce.describe import parse_describe
+from ferry.connectors.salesforce.dialect import SALESFORCE
 from ferry.core.schema import ObjectSchema
 from ferry.engine.pipeline import load_pipeline
 from ferry.engine.plan import ObjectPlan, build_plans

@@ -126,7 +126,8 @@ def run_example(stream: str, fixture: str) -> dict[str, list[tuple[dict[str, Any
     plans = []
     for spec in example_mappings():
         schema = SCHEMAS[spec.name]
-        plans.append((spec, compile_mapping(spec, schema, CONSTANTS, SALESFORCE), build_validator(spec, schema, SALESFORCE)))
+        compiled = compile_mapping(spec, schema, CONSTANTS, SALESFORCE)
+        plans.append((spec, compiled, build_validator(spec, schema, SALESFORCE)))
     out: dict[str, list[tuple[dict[str, Any], list[Any]]]] = {}
     for entity, record in normalize(stream, raw):
         for spec, mapping, validator in plans:

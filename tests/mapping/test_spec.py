@@ -10,7 +10,6 @@ import yaml
 from pydantic import ValidationError
 
 from ferry.connectors.salesforce.dialect import SALESFORCE
-from ferry.core.schema import FieldSchema, ObjectSchema
 from ferry.errors import ConfigError
 from ferry.mapping.spec import (
     CoalesceExpr,

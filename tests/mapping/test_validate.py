@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from ferry.connectors.salesforce.dialect import SALESFORCE, truncate_utf16, utf16_length
 from ferry.core.schema import FieldSchema, ObjectSchema
 from ferry.mapping.spec import ObjectMapping
-from ferry.connectors.salesforce.dialect import SALESFORCE, truncate_utf16, utf16_length
 from ferry.mapping.validate import RecordValidator, build_validator, is_email
 
 SCHEMA = ObjectSchema(

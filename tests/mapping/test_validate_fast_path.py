@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ferry.mapping.spec import ObjectMapping
 from ferry.connectors.salesforce.dialect import SALESFORCE, truncate_utf16
+from ferry.mapping.spec import ObjectMapping
 from ferry.mapping.validate import RecordValidator, build_validator
 
 from .test_validate import SCHEMA

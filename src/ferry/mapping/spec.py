@@ -297,7 +297,8 @@ def payload_key(field_name: str, expr: FieldExpr, schema: ObjectSchema | None, d
 
 
 def query_constants(mapping: ObjectMapping) -> list[str]:
-    """The query constants (in the target's query language) the mapping needs, each once, in field order (the engine resolves them per run)."""
+    """The query constants (in the target's query language) the mapping needs, each once, in field order
+    (the engine resolves them per run)."""
     found: dict[str, None] = {}
     for expr in mapping.fields.values():
         for query in _queries_in(expr):

@@ -3,7 +3,7 @@
 One checker per mapped field is built once from the ``FieldSchema`` and the
 field's mapping options; validating a record is then a loop of plain calls and
 only the failure path raises (an internal exception, caught per field). Checks
-run in the order the target applies them (Salesforce's order), and a field reports only its
+run in the order targets apply them, and a field reports only its
 first problem:
 
 1. the field exists (``INVALID_FIELD``) and is writable by an upsert
@@ -12,7 +12,7 @@ first problem:
 3. the value converts to the field's type (``INVALID_TYPE_ON_FIELD_IN_RECORD``,
    ``INVALID_EMAIL_ADDRESS``, ``NUMBER_OUTSIDE_VALID_RANGE``);
 4. text fits the field's length, counted in the target dialect's unit
-   (``ferry.core.dialect``: Salesforce counts UTF-16 code units, an emoji is 2)
+   (``ferry.core.dialect``: e.g. UTF-16 code units, where an emoji is 2)
    (``STRING_TOO_LONG``, or truncated with ``on_too_long: truncate``);
 5. a restricted picklist gets one of its values
    (``INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST``).
@@ -65,6 +65,7 @@ TEXT_TYPES = frozenset(
 NUMBER_TYPES = frozenset({"double", "currency", "percent"})
 INT_TYPES = frozenset({"int", "long"})
 
+_PLAIN = PlainDialect()
 _OMIT: Any = object()  # checker result meaning "leave the key out of the payload"
 Checker = Callable[[Any], Any]
 
@@ -128,7 +129,7 @@ _EMAIL_TYPOS = frozenset(' \t\r\n"(),:;<>[]\\')
 
 
 def is_email(value: str) -> bool:
-    """An RFC-ish address check, close to what Salesforce (the strictest target) accepts, without a regex."""
+    """An RFC-ish address check, close to what the strictest targets accept, without a regex."""
     if len(value) > 254 or value.count("@") != 1:
         return False
     local, domain = value.split("@")
@@ -445,7 +446,7 @@ class RecordValidator:
     problems: tuple[str, ...] = ()  # static findings for `ferry plan` (every record would hit them)
     create_only: tuple[str, ...] = ()  # payload keys the sink must drop when updating an existing record
     fast: tuple[FastPath, ...] = ()  # per rule; empty means no shortcuts (every value goes to its checker)
-    dialect: Dialect = PlainDialect()  # how keys the mapping did not declare are read (references) and checked
+    dialect: Dialect = _PLAIN  # how keys the mapping did not declare are read (references) and checked
     _keys: frozenset[str] = frozenset()
     _extra: dict[str, tuple[str, Checker]] = field(default_factory=dict)
     _steps: tuple[tuple[str, str, Checker, int, bool], ...] = ()

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from ferry.connectors.salesforce.dialect import SALESFORCE
 from ferry.connectors.salesforce.csvio import RowEncoder, cell, columns_of, csv_chunks
 from ferry.connectors.salesforce.describe import parse_describe
+from ferry.connectors.salesforce.dialect import SALESFORCE
 from ferry.engine.pipeline import load_pipeline
 from ferry.engine.plan import build_plans
 from ferry.mapping.spec import query_constants

@@ -1,4 +1,5 @@
-"""The write planner's choices (the sink's write costs through the engine's choose_write), the budget guard's arithmetic, api_budget validation, the call gate."""
+"""The write planner's choices (the sink's write costs through the engine's choose_write), the budget guard's
+arithmetic, api_budget validation, the call gate."""
 
 from __future__ import annotations
 

@@ -171,9 +171,11 @@ class BulkIngest:
         *,
         label: str,
         columns: Sequence[str] | None = None,
+        on_job: Callable[[str], None] | None = None,
     ) -> AsyncIterator[StreamAnswer]:
-        """Streamed upsert: CSV generated while uploaded, results streamed back (see ``upsert_stream``)."""
-        return upsert_stream(self, sobject, external_id_field, chunks, label=label, columns=columns)
+        """Streamed upsert: CSV generated while uploaded, results streamed back (see ``upsert_stream``).
+        ``on_job`` is called with each job's id the moment it exists, before its upload."""
+        return upsert_stream(self, sobject, external_id_field, chunks, label=label, columns=columns, on_job=on_job)
 
     def stream_results(
         self, outcome: JobOutcome, external_id_field: str, *, label: str, skip_successes: bool = False
@@ -208,7 +210,9 @@ class BulkIngest:
             raise
         return await self.wait(job_id, label=label, expected_rows=rows)
 
-    async def _create(self, sobject: str, external_id_field: str, label: str) -> str:
+    async def _create(
+        self, sobject: str, external_id_field: str, label: str, on_job: Callable[[str], None] | None = None
+    ) -> str:
         spec = {
             "object": sobject,
             "operation": "upsert",
@@ -224,6 +228,8 @@ class BulkIngest:
         log.info("bulk.job_created", job_id=job_id, sobject=sobject)
         if self.on_job is not None:
             self.on_job(job_id, sobject)
+        if on_job is not None:
+            on_job(job_id)
         return job_id
 
     async def _abort(self, job_id: str, label: str) -> None:
@@ -502,6 +508,7 @@ async def upsert_stream(
     *,
     label: str,
     columns: Sequence[str] | None = None,
+    on_job: Callable[[str], None] | None = None,
 ) -> AsyncIterator[StreamAnswer]:
     api_name(sobject), api_name(external_id_field)
     feed = _CsvFeed(chunks, external_id_field, columns)
@@ -509,7 +516,7 @@ async def upsert_stream(
     while await feed.fill():
         uploaded = [0]
         jobs += 1
-        job_id = await bulk._create(sobject, external_id_field, label)
+        job_id = await bulk._create(sobject, external_id_field, label, on_job)
         try:
             await bulk.client.request(
                 "PUT",
