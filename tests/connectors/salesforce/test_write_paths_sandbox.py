@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from ferry.connectors.salesforce import SalesforceSink
 from ferry.connectors.salesforce.strategy import Strategy
+from ferry.core.contracts import JobPage
+from ferry.core.ports import JournalEntry
 from ferry.core.results import JobSucceeded, RecordResult, StreamAnswer
 from ferry.errors import BudgetExhausted, TransientError
 
@@ -281,3 +283,46 @@ async def test_bulk_result_download_that_keeps_breaking_is_a_transient_error(org
                 got.append(batch)
     assert caught.value.code == "BULK_RESULTS_DOWNLOAD"
     assert got == []  # nothing is handed out from a file that never arrived whole: every record is still pending
+
+
+class _Journal:
+    """The engine's side of a remote job, in memory: what each job carries, and the queued records."""
+
+    def __init__(self, records: list[dict[str, object]]) -> None:
+        self.records = {str(r[EXT]): r for r in records}
+        self.jobs: dict[str, list[str]] = {}
+        self.asked_again: list[str] = []
+
+    def job_created(self, job_id: str, entries: Sequence[JournalEntry]) -> None:
+        self.jobs[job_id] = [e.external_key for e in entries]
+
+    def page_sent(self, job_id: str, entries: Sequence[JournalEntry]) -> None:
+        self.jobs[job_id] += [e.external_key for e in entries]
+
+    def queued(self, external_keys: Sequence[str]) -> list[dict[str, object]]:
+        self.asked_again += external_keys
+        return [self.records[k] for k in external_keys]
+
+
+async def test_the_sink_stream_journals_every_row_and_sends_locked_rows_again_before_the_jobs_answer(
+    org: Org,
+) -> None:
+    records = _contacts(3000, "j")
+    pages = [JobPage(records[i : i + 1000], [(f"k{j}", "v") for j in range(i, i + 1000)]) for i in (0, 1000, 2000)]
+    journal = _Journal(records)
+    org.sandbox.faults.configure({"seed": 5, "lock_row_rate": 0.05})
+    async with SalesforceSink(org.config()) as sink:
+        answers = [a async for a in sink.upsert_stream("Contact", EXT, pages, journal)]
+    [job] = journal.jobs
+    assert sorted(journal.jobs[job]) == sorted(str(r[EXT]) for r in records)  # every row journaled to its job
+    assert journal.asked_again, "the fault injected no lock: the test proves nothing"
+    results = [r for a in answers if not isinstance(a, JobSucceeded) for r in a]
+    # The only failures were locks: the rows the job found locked were read back from the journal and sent
+    # again through Collections, and those answers (not the job's locked failures) came out, all of them
+    # before the job's JobSucceeded, which answers for the rest.
+    assert isinstance(answers[-1], JobSucceeded) and not any(isinstance(a, JobSucceeded) for a in answers[:-1])
+    assert sorted(r.key for r in results) == sorted(journal.asked_again)
+    assert answers[-1].rows + len(results) == 3000
+    still_locked = [r for r in results if not r.success]
+    assert all(r.errors[0].code == "UNABLE_TO_LOCK_ROW" for r in still_locked)
+    assert len(still_locked) < len(results) // 2  # the Collections retry cleared most of them
