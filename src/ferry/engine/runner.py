@@ -124,8 +124,9 @@ class Runner:
         stats = RunStats(run_id=run_id, pipeline=self.pipeline)
         log.info("run.start", pipeline=self.pipeline, run_id=run_id)
         loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id))
-        sink = open_sink(self.spec.target, SinkContext(self.pipeline, ledger=self.store, clock=self.clock))
+        sink: Sink | None = None
         try:
+            sink = open_sink(self.spec.target, SinkContext(self.pipeline, ledger=self.store, clock=self.clock))
             async with ShopifySource(self.spec.source) as source, sink:
                 clock = _PhaseClock(stats.cpu_seconds)
                 await self._extract(source, run_id, stats)
@@ -155,7 +156,7 @@ class Runner:
             raise
         finally:
             stats.seconds = time.monotonic() - started
-            stats.budget = sink.budget_status()
+            stats.budget = sink.budget_status() if sink is not None else None
             self.store.finish_run(run_id, stats.status, stats.as_dict(), stats.error)
             log.info("run.end", pipeline=self.pipeline, run_id=run_id, status=stats.status, seconds=stats.seconds)
         return stats
