@@ -30,6 +30,7 @@ from ferry.core.records import MappedRecord
 from ferry.errors import FerryError
 
 Outcome = TypeVar("Outcome")
+T = TypeVar("T")
 
 
 class JobPhase(Enum):
@@ -123,7 +124,7 @@ class JournaledPages:
         self, pages: AsyncIterator[JobPage] | Iterable[JobPage]
     ) -> AsyncIterator[Sequence[MappedRecord]]:
         """The pages' records for the job API's upload, each page journaled before it is handed on."""
-        async for page in _aiter(pages):
+        async for page in aiterate(pages):
             self._page_read(page)
             yield page.records
 
@@ -140,10 +141,11 @@ class JournaledPages:
             self._journal.page_sent(self.jobs[-1], entries)
 
 
-async def _aiter(pages: AsyncIterator[JobPage] | Iterable[JobPage]) -> AsyncIterator[JobPage]:
-    if isinstance(pages, AsyncIterable):
-        async for page in pages:
-            yield page
+async def aiterate(items: AsyncIterable[T] | Iterable[T]) -> AsyncIterator[T]:
+    """Either kind of iterable, as an async iterator (pages come from a generator or a plain list)."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
     else:
-        for page in pages:
-            yield page
+        for item in items:
+            yield item

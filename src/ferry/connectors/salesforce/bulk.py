@@ -31,7 +31,7 @@ from typing import IO, Any
 import httpx
 import structlog
 
-from ferry.connectors.jobs import JobPhase, resume_job, start_job
+from ferry.connectors.jobs import JobPhase, aiterate, resume_job, start_job
 from ferry.connectors.retry import PollIntervals
 from ferry.connectors.salesforce.bulk_pace import JobPace
 from ferry.connectors.salesforce.client import SalesforceClient, api_name, record_id
@@ -453,20 +453,11 @@ RESULT_DOWNLOAD_ATTEMPTS = 4  # a result file whose download breaks off is fetch
 _SPOOL_PIECE = 1 << 20
 
 
-async def _aiter_chunks(chunks: RecordChunks) -> AsyncIterator[Sequence[MappedRecord]]:
-    if isinstance(chunks, AsyncIterable):
-        async for chunk in chunks:
-            yield chunk
-    else:
-        for chunk in chunks:
-            yield chunk
-
-
 class _CsvFeed:
     """Pulls record chunks, encodes them, and hands out one job's upload body at a time (<= max bytes)."""
 
     def __init__(self, chunks: RecordChunks, external_id_field: str, columns: Sequence[str] | None) -> None:
-        self._chunks = _aiter_chunks(chunks)
+        self._chunks = aiterate(chunks)
         self.external_id_field = external_id_field
         self._columns = list(columns) if columns else None
         self.encoder: RowEncoder | None = None
