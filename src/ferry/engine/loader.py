@@ -266,7 +266,7 @@ class Loader:
         if not resumed:
             return None
         jobs = [c for c in sink.write_costs(plan.name, 1) if c.remote_job]
-        return jobs[0].strategy if jobs else "remote job"
+        return str(jobs[0].strategy) if jobs else "remote job"
 
     def reconcile(
         self, plan: ObjectPlan, rows: Sequence[OutboxRow], results: Sequence[RecordResult], *, jobs: Sequence[str]

@@ -65,25 +65,25 @@ def utc_text(t: float) -> str:
 class CallLedger:
     """One pipeline's rows of the state store's API call ledger."""
 
-    def __init__(self, store: ApiLedger, pipeline: str, system: str = SYSTEM) -> None:
-        self.store = store
+    def __init__(self, ledger: ApiLedger, pipeline: str, system: str = SYSTEM) -> None:
+        self.ledger = ledger
         self.pipeline = pipeline
         self.system = system
 
     def take(self, bucket: int, calls: int, *, cap: int | None, since: int) -> tuple[bool, int]:
-        return self.store.take_api_calls(self.pipeline, self.system, bucket, calls, cap=cap, since_minute=since)
+        return self.ledger.take_api_calls(self.pipeline, self.system, bucket, calls, cap=cap, since_minute=since)
 
     def buckets(self, since: int) -> list[tuple[int, int]]:
-        return self.store.api_call_buckets(self.pipeline, self.system, since)
+        return self.ledger.api_call_buckets(self.pipeline, self.system, since)
 
     def prune(self, before: int) -> int:
-        return self.store.prune_api_calls(before)
+        return self.ledger.prune_api_calls(before)
 
     def allocation(self) -> int | None:
-        return self.store.api_allocation(self.pipeline, self.system)
+        return self.ledger.api_allocation(self.pipeline, self.system)
 
     def save_allocation(self, daily_max: int) -> None:
-        self.store.save_api_allocation(self.pipeline, self.system, daily_max)
+        self.ledger.save_api_allocation(self.pipeline, self.system, daily_max)
 
 
 @dataclass(slots=True, frozen=True)
