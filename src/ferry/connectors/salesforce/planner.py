@@ -88,7 +88,8 @@ class WritePlanner:
         in_flight = f"up to {self.config.max_concurrency} in flight"
         single = WriteCost(
             Strategy.SINGLE, count, count,
-            note=f"{records}: " + ("one sObject upsert call, the lowest latency" if count == 1 else "one sObject call each"),
+            note=f"{records}: "
+            + ("one sObject upsert call, the lowest latency" if count == 1 else "one sObject call each"),
         )
         collections_cost = rest_calls(Strategy.COLLECTIONS, count, size)
         collections = WriteCost(
