@@ -50,6 +50,7 @@ from graphql import (
 
 from ferry.sandbox.shopify.graphql.context import Context
 from ferry.sandbox.shopify.graphql.cost import collect_fields, is_connection, is_list
+from ferry.sandbox.shopify.graphql.messages import undefined_field
 from ferry.sandbox.shopify.ids import gid
 from ferry.sandbox.shopify.state import ShopState
 
@@ -269,7 +270,8 @@ def check_bulk_query(schema: GraphQLSchema, query: str) -> str | None:
         return f"Invalid bulk query: {exc.message}"
     errors = validate(schema, document)
     if errors:
-        return f"Invalid bulk query: {errors[0].message}"
+        renamed = undefined_field(errors[0].message)
+        return f"Invalid bulk query: {renamed[0] if renamed else errors[0].message}"
     ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if len(ops) != 1 or ops[0].operation != OperationType.QUERY:
         return "Bulk queries must contain exactly one query operation."

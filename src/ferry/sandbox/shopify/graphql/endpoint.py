@@ -9,7 +9,6 @@ apply to this endpoint (the gate skips it), as on Shopify, where the two limits 
 
 from __future__ import annotations
 
-import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,11 +32,11 @@ from ferry.sandbox.shopify.errors import json_response
 from ferry.sandbox.shopify.graphql.bulk import BulkOperations
 from ferry.sandbox.shopify.graphql.context import Context
 from ferry.sandbox.shopify.graphql.cost import MAX_QUERY_COST, PLANS, Buckets, CostCalculator, PointsBucket
+from ferry.sandbox.shopify.graphql.messages import undefined_field
 from ferry.sandbox.shopify.graphql.schema import admin_schema
 from ferry.sandbox.shopify.state import ShopState
 
 RATE_LIMIT_DOCS = "https://shopify.dev/api/usage/rate-limits"
-_UNDEFINED_FIELD = re.compile(r"^Cannot query field '(?P<field>[^']+)' on type '(?P<type>[^']+)'\.")
 
 
 class GraphQLApi:
@@ -194,8 +193,7 @@ def _format(error: GraphQLError) -> dict[str, Any]:
                 "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
                 **({"path": error.path} if error.path else {})}
     out = dict(error.formatted)
-    m = _UNDEFINED_FIELD.match(error.message)
-    if m is not None:
-        out["message"] = f"Field '{m['field']}' doesn't exist on type '{m['type']}'"
-        out["extensions"] = {"code": "undefinedField", "typeName": m["type"], "fieldName": m["field"]}
+    renamed = undefined_field(error.message)
+    if renamed is not None:
+        out["message"], out["extensions"] = renamed
     return out
