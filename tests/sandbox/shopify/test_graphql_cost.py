@@ -85,7 +85,8 @@ def test_max_cost_exceeded_is_refused_before_running_and_charges_nothing(shop: S
     expected = 2 + 250 * (1 + 2 + 250)
     assert error["extensions"] == {"code": "MAX_COST_EXCEEDED", "cost": expected, "maxCost": 1000,
                                    "documentation": "https://shopify.dev/api/usage/rate-limits"}
-    assert error["message"].startswith(f"Query cost is {expected}, which exceeds the single query max cost limit (1000).")
+    assert error["message"].startswith(
+        f"Query cost is {expected}, which exceeds the single query max cost limit (1000).")
     assert info.value.data is None
     cost = info.value.extensions["cost"]  # type: ignore[index]
     assert cost["actualQueryCost"] is None and cost["throttleStatus"]["currentlyAvailable"] >= 1999
