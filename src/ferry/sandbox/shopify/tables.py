@@ -57,6 +57,12 @@ class Table:
             return self.records.pin(i)
         return self.records[i]
 
+    def peek(self, rid: int) -> Record | None:
+        """The record with id ``rid`` for reading only: in compact mode a fresh decoded copy, never pinned, so
+        reads (GraphQL lookups of a line item's product or an order's customer) do not grow the pinned set."""
+        i = self._pos.get(rid)
+        return None if i is None else self.records[i]
+
     def max_id(self) -> int:
         return self.ids[-1] if self.ids else 0
 

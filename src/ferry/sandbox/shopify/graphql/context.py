@@ -11,6 +11,7 @@ from ferry.sandbox.shopify.store import Record
 if TYPE_CHECKING:
     from ferry.sandbox.shopify.graphql.bulk import BulkOperations
 
+_GID_PREFIX = "gid://shopify/"
 # The store's single location (fulfillments and refund line items already name it).
 LOCATION_ID = 65_540_000_001
 
@@ -61,3 +62,14 @@ class Context:
     def forget_variants(self) -> None:
         """Drop the index after a write that changes variants."""
         self._variants = self._items = None
+
+
+def parse_gid(value: str, kind: str | None = None) -> tuple[str, int] | None:
+    """(type, numeric id) of ``gid://shopify/Type/123`` (a ``?...`` tail is ignored); None if malformed."""
+    if not isinstance(value, str) or not value.startswith(_GID_PREFIX):
+        return None
+    kind_part, _, rest = value[len(_GID_PREFIX):].partition("/")
+    digits = rest.partition("?")[0]
+    if not digits.isdigit() or (kind is not None and kind_part != kind):
+        return None
+    return kind_part, int(digits)

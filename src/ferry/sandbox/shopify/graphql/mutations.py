@@ -13,8 +13,15 @@ from graphql import GraphQLResolveInfo
 
 from ferry.sandbox.shopify import writes
 from ferry.sandbox.shopify.errors import ApiError
-from ferry.sandbox.shopify.graphql.context import LOCATION_ID, Context
-from ferry.sandbox.shopify.graphql.views import CustomerView, InventoryItemView, OrderView, WebhookSubscriptionView
+from ferry.sandbox.shopify.graphql.context import LOCATION_ID, Context, parse_gid
+from ferry.sandbox.shopify.graphql.views import (
+    LOCATION,
+    CustomerView,
+    InventoryItemView,
+    OrderView,
+    WebhookSubscriptionView,
+    utc,
+)
 from ferry.sandbox.shopify.ids import gid
 from ferry.sandbox.shopify.subscriptions import TOPICS, SubscriptionError
 
@@ -39,8 +46,6 @@ def user_error(field: list[str] | None, message: str, code: str | None = None) -
 
 
 def _numeric(value: Any, kind: str) -> int | None:
-    from ferry.sandbox.shopify.graphql.schema import parse_gid
-
     parsed = parse_gid(value, kind) if isinstance(value, str) else None
     return None if parsed is None else parsed[1]
 
@@ -173,7 +178,7 @@ def inventory_set_quantities(_: Any, info: GraphQLResolveInfo, input: dict[str, 
         variant["old_inventory_quantity"] = before
         variant["inventory_quantity"] = quantity
         changes.append({"name": name, "delta": quantity - before, "quantityAfterChange": quantity,
-                        "item": InventoryItemView(variant, product, ctx), "location": _location(),
+                        "item": InventoryItemView(variant, product, ctx), "location": LOCATION,
                         "ledgerDocumentUri": None})
     ctx.forget_variants()
     group_id = ctx.state.ids["inventory_item"].next()
@@ -183,15 +188,7 @@ def inventory_set_quantities(_: Any, info: GraphQLResolveInfo, input: dict[str, 
         "changes": lambda info, **_: changes}, "userErrors": []}
 
 
-def _location() -> dict[str, Any]:
-    from ferry.sandbox.shopify.graphql.views import LOCATION
-
-    return LOCATION
-
-
 def _now_utc(ctx: Context) -> str | None:
-    from ferry.sandbox.shopify.graphql.views import utc
-
     return utc(ctx.state.clock.now_text())
 
 

@@ -9,8 +9,14 @@ from typing import Any
 from graphql import GraphQLResolveInfo, GraphQLSchema, build_schema
 
 from ferry.sandbox.shopify.graphql import mutations
-from ferry.sandbox.shopify.graphql.connections import Connection, make_connection, table_page
-from ferry.sandbox.shopify.graphql.context import LOCATION_ID, Context
+from ferry.sandbox.shopify.graphql.connections import (
+    BadRequest,
+    Connection,
+    list_connection,
+    make_connection,
+    table_page,
+)
+from ferry.sandbox.shopify.graphql.context import LOCATION_ID, Context, parse_gid
 from ferry.sandbox.shopify.graphql.views import (
     LOCATION,
     CustomerView,
@@ -20,12 +26,9 @@ from ferry.sandbox.shopify.graphql.views import (
     VariantView,
     View,
     WebhookSubscriptionView,
-    list_connection,
     shop_view,
 )
 from ferry.sandbox.shopify.subscriptions import TOPICS
-
-_GID_PREFIX = "gid://shopify/"
 
 
 @cache
@@ -49,17 +52,6 @@ def _bind(schema: GraphQLSchema, type_name: str, resolvers: dict[str, Any]) -> N
         obj.fields[field_name].resolve = fn  # type: ignore[union-attr]
 
 
-def parse_gid(value: str, kind: str | None = None) -> tuple[str, int] | None:
-    """(type, numeric id) of ``gid://shopify/Type/123`` (a ``?...`` tail is ignored); None if malformed."""
-    if not isinstance(value, str) or not value.startswith(_GID_PREFIX):
-        return None
-    kind_part, _, rest = value[len(_GID_PREFIX):].partition("/")
-    digits = rest.partition("?")[0]
-    if not digits.isdigit() or (kind is not None and kind_part != kind):
-        return None
-    return kind_part, int(digits)
-
-
 def _ctx(info: GraphQLResolveInfo) -> Context:
     ctx: Context = info.context
     return ctx
@@ -73,7 +65,7 @@ def resolve_node(ctx: Context, value: str) -> Any:
     state = ctx.state
     if kind in ("Customer", "Product", "Order"):
         resource = {"Customer": "customers", "Product": "products", "Order": "orders"}[kind]
-        rec = state.table(resource).get(ident)
+        rec = state.table(resource).peek(ident)
         view = {"Customer": CustomerView, "Product": ProductView, "Order": OrderView}[kind]
         return None if rec is None else view(rec, ctx)
     if kind in ("ProductVariant", "InventoryItem"):
@@ -109,8 +101,6 @@ def _product_variants(_: Any, info: GraphQLResolveInfo, **args: Any) -> Connecti
     """Variants live inside products: listed from a flat id-ordered view (sortKey ID; others are refused)."""
     ctx = _ctx(info)
     if (args.get("sortKey") or "ID") not in ("ID", "RELEVANCE"):
-        from ferry.sandbox.shopify.graphql.connections import BadRequest
-
         raise BadRequest(f"The sandbox does not sort productVariants by {args['sortKey']}; use ID.", info)
     rows = sorted(((v["id"], p, v) for p in ctx.state.table("products").records for v in p.get("variants") or ()),
                   key=lambda row: row[0])
@@ -155,8 +145,6 @@ def _node(_: Any, info: GraphQLResolveInfo, id: str) -> Any:
 
 def _nodes(_: Any, info: GraphQLResolveInfo, ids: list[str]) -> list[Any]:
     if len(ids) > 250:
-        from ferry.sandbox.shopify.graphql.connections import BadRequest
-
         raise BadRequest("The input array size of 251 is greater than the maximum allowed of 250.", info)
     return [resolve_node(_ctx(info), i) for i in ids]
 

@@ -24,6 +24,7 @@ from ferry.sandbox.shopify.graphql.connections import Connection, list_connectio
 from ferry.sandbox.shopify.graphql.context import LOCATION_ID, Context
 from ferry.sandbox.shopify.ids import gid
 from ferry.sandbox.shopify.store import Record
+from ferry.sandbox.shopify.subscriptions import ENUM_OF_TOPIC
 from ferry.sandbox.shopify.times import parse_or_none
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
@@ -155,7 +156,7 @@ class CustomerView(View):
     @property
     def lastOrder(self) -> OrderView | None:
         oid = self.rec.get("last_order_id")
-        order = self.ctx.state.table("orders").get(oid) if isinstance(oid, int) else None
+        order = self.ctx.state.table("orders").peek(oid) if isinstance(oid, int) else None
         return None if order is None else OrderView(order, self.ctx)
 
     def addresses(self, info: GraphQLResolveInfo, first: int | None = None) -> list[dict[str, Any]]:
@@ -399,7 +400,7 @@ class OrderView(View):
     @property
     def customer(self) -> CustomerView | None:
         embedded = self.rec.get("customer")
-        live = self.ctx.state.table("customers").get(embedded["id"]) if embedded else None
+        live = self.ctx.state.table("customers").peek(embedded["id"]) if embedded else None
         return None if live is None else CustomerView(live, self.ctx)
 
     @property
@@ -517,7 +518,7 @@ class LineItemView(View):
     @property
     def product(self) -> ProductView | None:
         pid = self.rec.get("product_id")
-        rec = self.ctx.state.table("products").get(pid) if isinstance(pid, int) else None
+        rec = self.ctx.state.table("products").peek(pid) if isinstance(pid, int) else None
         return None if rec is None else ProductView(rec, self.ctx)
 
 
@@ -672,8 +673,6 @@ class WebhookSubscriptionView(View):
 
     @property
     def topic(self) -> str:
-        from ferry.sandbox.shopify.subscriptions import ENUM_OF_TOPIC
-
         return ENUM_OF_TOPIC[self.rec["topic"]]
 
     @property
