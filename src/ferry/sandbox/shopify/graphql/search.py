@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from ferry.sandbox.shopify.tables import Table
+from ferry.sandbox.shopify.tables import Table, status_check
 from ferry.sandbox.shopify.times import parse, shop_offset
 
 Predicate = Callable[[int], bool]
@@ -239,15 +239,9 @@ def _tag(t: _Term, recs: Sequence[dict[str, Any]]) -> Predicate:
 
 def _order_status(t: _Term, recs: Sequence[dict[str, Any]]) -> Predicate:
     value = t.value.lower()
-    if value == "open":
-        return lambda i: recs[i].get("closed_at") is None and recs[i].get("cancelled_at") is None
-    if value == "closed":
-        return lambda i: recs[i].get("closed_at") is not None
-    if value == "cancelled":
-        return lambda i: recs[i].get("cancelled_at") is not None
     if value == "not_closed":
         return lambda i: recs[i].get("closed_at") is None
-    return lambda i: True  # "any"
+    return status_check("orders", value, recs)  # open, closed, cancelled as REST's status=; anything else: all
 
 
 def _product_status(t: _Term, recs: Sequence[dict[str, Any]]) -> Predicate:
