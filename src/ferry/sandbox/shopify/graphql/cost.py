@@ -99,7 +99,7 @@ class CostCalculator:
         if is_connection(named):
             return self._connection(fdef, named, node, value, actual)
         if is_list(fdef.type):
-            size = self._arg(fdef, node, "first") or 1
+            size = self._arg(fdef, node, "first") or self._list_arg_length(fdef, node, "ids") or 1
             if actual:
                 items = value if isinstance(value, list) else []
                 return sum(1 + self._selection(named, node.selection_set, item, True) for item in items[:size])
@@ -129,6 +129,15 @@ class CostCalculator:
             return 0
         items = _connection_items(self.fragments, node, value)
         return 2 + sum(per_node(item) for item in items)
+
+    def _list_arg_length(self, fdef: Any, node: FieldNode, name: str) -> int | None:
+        """How many items a list argument holds (``nodes(ids:)`` costs per id)."""
+        arg_def = fdef.args.get(name)
+        arg_node = next((a for a in node.arguments or () if a.name.value == name), None)
+        if arg_def is None or arg_node is None:
+            return None
+        value = value_from_ast(arg_node.value, arg_def.type, self.variables)
+        return len(value) if isinstance(value, list) and value else None
 
     def _arg(self, fdef: Any, node: FieldNode, name: str) -> int | None:
         """An integer argument's value (literal or variable); None when absent or invalid (execution reports it)."""

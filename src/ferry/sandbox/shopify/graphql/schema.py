@@ -145,7 +145,8 @@ def _node(_: Any, info: GraphQLResolveInfo, id: str) -> Any:
 
 def _nodes(_: Any, info: GraphQLResolveInfo, ids: list[str]) -> list[Any]:
     if len(ids) > 250:
-        raise BadRequest("The input array size of 251 is greater than the maximum allowed of 250.", info)
+        # Shopify caps input arrays at 250 (https://shopify.dev/docs/api/usage/limits); message text unverified.
+        raise BadRequest(f"The input array size of {len(ids)} is greater than the maximum allowed of 250.", info)
     return [resolve_node(_ctx(info), i) for i in ids]
 
 
