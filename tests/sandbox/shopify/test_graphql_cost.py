@@ -62,6 +62,9 @@ def test_cost_extensions_follow_shopifys_rules(shop: Served, session: Any) -> No
     assert nested["actualQueryCost"] < nested["requestedQueryCost"]  # orders have fewer than 5 lines on average
     few = cost_of(session, '{ orders(first: 100, query: "id:<1") { nodes { id } } }')
     assert (few["requestedQueryCost"], few["actualQueryCost"]) == (102, 2)  # an empty page costs the connection
+    ids = [o["admin_graphql_api_id"] for o in shop.sandbox.store.orders[:3]]
+    by_ids = cost_of(session, f"{{ nodes(ids: {json.dumps(ids)}) {{ id }} }}")
+    assert by_ids["requestedQueryCost"] == by_ids["actualQueryCost"] == 3  # one object per id
     mutation = cost_of(session, """mutation { webhookSubscriptionCreate(topic: ORDERS_CREATE,
         webhookSubscription: {callbackUrl: "https://hooks.example.com/cost"}) { userErrors { message } } }""")
     assert mutation["requestedQueryCost"] == mutation["actualQueryCost"] == 10
