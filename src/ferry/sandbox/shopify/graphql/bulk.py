@@ -243,7 +243,7 @@ class BulkOperations:
         })
 
 
-def collect_fields_plain(node: FieldNode) -> list[FieldNode]:
+def _direct_fields(node: FieldNode) -> list[FieldNode]:
     return [f for f in node.selection_set.selections if isinstance(f, FieldNode)] if node.selection_set else []
 
 
@@ -380,7 +380,7 @@ class _Flattener:
 
     def lines(self, data: dict[str, Any], *, grouped: bool) -> tuple[int, list[dict[str, Any]]]:
         key = self.root_field.alias.value if self.root_field.alias else self.root_field.name.value
-        items = self._items(self.root_conn, self.root_field, data.get(key))
+        items = self._items(self.root_field, data.get(key))
         node_type = get_named_type(self.root_conn.fields["nodes"].type)
         fields = self._node_fields(self.root_conn, self.root_field, node_type)
         parents: list[dict[str, Any]] = []
@@ -401,7 +401,7 @@ class _Flattener:
         return fields
 
     @staticmethod
-    def _items(conn: Any, node: FieldNode, value: Any) -> list[dict[str, Any]]:
+    def _items(node: FieldNode, value: Any) -> list[dict[str, Any]]:
         """The node dicts of a connection result, merging ``edges.node`` and ``nodes`` selections per position."""
         if not isinstance(value, dict):
             return []
@@ -413,7 +413,7 @@ class _Flattener:
             if sub.name.value == "nodes":
                 rows = value.get(key) or []
             elif sub.name.value == "edges":
-                inner = collect_fields_plain(sub)
+                inner = _direct_fields(sub)
                 node_key = next((f.alias.value if f.alias else "node" for f in inner if f.name.value == "node"), "node")
                 rows = [e.get(node_key) or {} for e in value.get(key) or [] if isinstance(e, dict)]
             else:
@@ -444,6 +444,6 @@ class _Flattener:
         for conn, f, value in nested:
             child_type = get_named_type(conn.fields["nodes"].type)
             child_fields = self._node_fields(conn, f, child_type)
-            for item in self._items(conn, f, value):
+            for item in self._items(f, value):
                 rows += self._rows(child_type, child_fields, item, own_id)
         return rows
