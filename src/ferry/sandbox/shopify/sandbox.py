@@ -27,7 +27,8 @@ class ShopifySandbox:
     compressed (``compact.CompactRecords``), so stores of millions of orders fit in memory; the data then
     differ from the ordinary store's above one shard (see ``generator.generate_shards``); with ``spill``
     too, the compressed records live in a file under ``state_dir`` rather than in memory.
-    ``graphql_plan`` (standard, advanced, plus, enterprise) sizes the GraphQL points bucket (``graphql/cost.py``).
+    ``graphql_plan`` (standard, advanced, plus, enterprise) sizes the GraphQL points bucket (``graphql/cost.py``);
+    ``bulk_seconds_per_object`` paces bulk operations (default 0.5 ms an object; 0 runs them as fast as it can).
     ``sb.app`` is the ASGI app (auth, leaky bucket and stats wrap the FastAPI routes); start it with
     ``ferry.sandbox.serve.start_in_thread(sb.app, state_dir)``. Tokens are random per instance.
     """
@@ -47,6 +48,7 @@ class ShopifySandbox:
         shard_orders: int | None = None,
         spill: bool = False,
         graphql_plan: str = "standard",
+        bulk_seconds_per_object: float | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.shop = shop
@@ -64,6 +66,8 @@ class ShopifySandbox:
         self.faults = Faults()
         self.state = ShopState(self.store, seed=seed, shop=shop)
         self.graphql = GraphQLApi(self.state, self.state_dir, plan=graphql_plan)
+        if bulk_seconds_per_object is not None:
+            self.graphql.configure({"bulk": {"seconds_per_object": bulk_seconds_per_object}})
         self.api: FastAPI = build_app(self.state, self.stats, self.faults, self.graphql)
         gate = ApiGate(self.api, token=self.access_token, buckets=Buckets(bucket_size, leak_rate), stats=self.stats)
         self.app: Any = FaultGate(gate, self.faults)
