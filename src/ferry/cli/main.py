@@ -266,12 +266,12 @@ def dlq_discard(
 
 @sandbox_app.command("serve")
 def sandbox_serve(
-    system: Annotated[str, typer.Argument(help="shopify or salesforce")],
+    system: Annotated[str, typer.Argument(help="shopify, salesforce or woocommerce")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 7,
-    customers: Annotated[int, typer.Option(help="Shopify: customers to generate.")] = 1000,
-    products: Annotated[int, typer.Option(help="Shopify: products to generate.")] = 200,
-    orders: Annotated[int, typer.Option(help="Shopify: orders to generate.")] = 2000,
+    customers: Annotated[int, typer.Option(help="Shopify, WooCommerce: customers to generate.")] = 1000,
+    products: Annotated[int, typer.Option(help="Shopify, WooCommerce: products to generate.")] = 200,
+    orders: Annotated[int, typer.Option(help="Shopify, WooCommerce: orders to generate.")] = 2000,
     state_dir: Annotated[Path | None, typer.Option(help="Where the CA, keys and state live.")] = None,
     persist: Annotated[
         bool,
@@ -313,6 +313,12 @@ def sandbox_serve(
         typer.Option(min=1, help="Salesforce: concurrent requests running 20 s or longer (default 25; 5 on a "
                      "Developer Edition org)."),
     ] = None,
+    plain_http: Annotated[
+        bool, typer.Option("--plain-http", help="WooCommerce: serve http:// (the OAuth 1.0a path) instead of HTTPS.")
+    ] = False,
+    timezone: Annotated[
+        str | None, typer.Option(help="WooCommerce: the store's timezone (default Europe/Berlin).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve one sandbox over HTTPS on 127.0.0.1 until interrupted."""
@@ -337,6 +343,8 @@ def sandbox_serve(
             latency=latency,
             faults=faults,
             limits=limit_options(daily_api_limit, concurrent_limit),
+            plain_http=plain_http,
+            timezone=timezone,
         )
     except FerryError as exc:
         _fail(exc)

@@ -13,7 +13,7 @@ from ferry.errors import ConfigError
 from ferry.sandbox.serve import serve_forever
 from ferry.sandbox.tls import TlsFiles
 
-SYSTEMS = ("shopify", "salesforce")
+SYSTEMS = ("shopify", "salesforce", "woocommerce")
 
 
 def build_sandbox(
@@ -29,7 +29,11 @@ def build_sandbox(
     schema: Path | None = None,
     faults: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
+    timezone: str | None = None,
 ) -> Any:
+    if system == "woocommerce":
+        return _woocommerce(state_dir, seed=seed, customers=customers, products=products, orders=orders,
+                            faults=faults, timezone=timezone)
     if system == "shopify":
         from ferry.sandbox.shopify import ShopifySandbox
 
@@ -51,6 +55,24 @@ def build_sandbox(
     raise ConfigError(f"unknown sandbox {system!r}: choose one of {', '.join(SYSTEMS)}")
 
 
+def _woocommerce(state_dir: Path, *, seed: int, customers: int, products: int, orders: int,
+                 faults: dict[str, Any] | None, timezone: str | None) -> Any:
+    from ferry.sandbox.woocommerce import WooCommerceSandbox
+    from ferry.sandbox.woocommerce.times import DEFAULT_TIMEZONE
+
+    try:
+        store = WooCommerceSandbox(state_dir, seed=seed, customers=customers, products=products, orders=orders,
+                                   timezone=timezone or DEFAULT_TIMEZONE)
+    except (KeyError, ValueError) as exc:  # an unknown timezone name (ZoneInfoNotFoundError is a KeyError)
+        raise ConfigError(f"WooCommerce sandbox: {exc}") from exc
+    if faults:
+        try:
+            store.faults.configure(faults)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"WooCommerce sandbox faults: {exc}") from exc
+    return store
+
+
 def serve_sandbox(
     system: str,
     *,
@@ -67,11 +89,13 @@ def serve_sandbox(
     schema: Path | None = None,
     faults: dict[str, Any] | None = None,
     limits: dict[str, Any] | None = None,
+    plain_http: bool = False,
+    timezone: str | None = None,
 ) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     sandbox = build_sandbox(
         system, seed=seed, customers=customers, products=products, orders=orders, state_dir=state_dir,
-        persist=persist, latency=latency, schema=schema, faults=faults, limits=limits,
+        persist=persist, latency=latency, schema=schema, faults=faults, limits=limits, timezone=timezone,
     )
 
     def announce(url: str, tls: TlsFiles) -> None:
@@ -86,7 +110,7 @@ def serve_sandbox(
                 console.print(f"  {k:18} {v}")
         console.print("  admin: /__sandbox/records/{object}  /__sandbox/stats  /__sandbox/faults   (Ctrl-C stops)")
 
-    serve_forever(sandbox.app, state_dir, port, announce)
+    serve_forever(sandbox.app, state_dir, port, announce, plain_http=plain_http)
 
 
 def limit_options(daily_api_limit: int | None, concurrent_limit: int | None) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""Run a sandbox app over HTTPS on loopback, in the foreground or in a background thread."""
+"""Run a sandbox app over HTTPS on loopback, in the foreground or in a background thread.
+
+``plain_http`` serves http:// instead, for the one client path that only exists without TLS (WooCommerce's
+OAuth 1.0a signing); the CA is still made so a caller's code stays the same.
+"""
 
 from __future__ import annotations
 
@@ -28,11 +32,11 @@ def bind_loopback(port: int = 0) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(app: Any, tls: TlsFiles) -> uvicorn.Config:
+def _uvicorn_config(app: Any, tls: TlsFiles, plain_http: bool = False) -> uvicorn.Config:
     return uvicorn.Config(
         app,
-        ssl_certfile=str(tls.cert_file),
-        ssl_keyfile=str(tls.key_file),
+        ssl_certfile=None if plain_http else str(tls.cert_file),
+        ssl_keyfile=None if plain_http else str(tls.key_file),
         log_level="warning",
         access_log=False,
         lifespan="on",
@@ -64,12 +68,12 @@ class RunningSandbox:
         self.thread.join(timeout=10)
 
 
-def start_in_thread(app: Any, state_dir: Path, port: int = 0) -> RunningSandbox:
-    """Serve ``app`` over HTTPS from a daemon thread and return once it accepts connections."""
+def start_in_thread(app: Any, state_dir: Path, port: int = 0, *, plain_http: bool = False) -> RunningSandbox:
+    """Serve ``app`` over HTTPS (or plain HTTP) from a daemon thread and return once it accepts connections."""
     tls = ensure_tls(state_dir)
     sock = bind_loopback(port)
     actual_port = sock.getsockname()[1]
-    server = uvicorn.Server(_uvicorn_config(app, tls))
+    server = uvicorn.Server(_uvicorn_config(app, tls, plain_http))
 
     def run() -> None:
         # Server.run picks uvicorn's loop (uvloop when installed).
@@ -81,14 +85,16 @@ def start_in_thread(app: Any, state_dir: Path, port: int = 0) -> RunningSandbox:
         if not thread.is_alive():
             raise RuntimeError("sandbox server failed to start")
         threading.Event().wait(0.01)
-    return RunningSandbox(f"https://{LOOPBACK}:{actual_port}", actual_port, tls, server, thread)
+    scheme = "http" if plain_http else "https"
+    return RunningSandbox(f"{scheme}://{LOOPBACK}:{actual_port}", actual_port, tls, server, thread)
 
 
-def serve_forever(app: Any, state_dir: Path, port: int, announce: Callable[[str, TlsFiles], None]) -> None:
+def serve_forever(app: Any, state_dir: Path, port: int, announce: Callable[[str, TlsFiles], None], *,
+                  plain_http: bool = False) -> None:
     """Serve ``app`` in the foreground; ``announce(url, tls)`` runs once the socket is bound."""
     tls = ensure_tls(state_dir)
     sock = bind_loopback(port)
-    url = f"https://{LOOPBACK}:{sock.getsockname()[1]}"
-    server = uvicorn.Server(_uvicorn_config(app, tls))
+    url = f"{'http' if plain_http else 'https'}://{LOOPBACK}:{sock.getsockname()[1]}"
+    server = uvicorn.Server(_uvicorn_config(app, tls, plain_http))
     announce(url, tls)
     server.run(sockets=[sock])
