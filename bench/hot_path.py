@@ -32,11 +32,11 @@ import orjson
 from ferry.connectors.salesforce.collections import to_rest_record
 from ferry.connectors.salesforce.csvio import cell, columns_of, csv_chunks
 from ferry.connectors.salesforce.describe import parse_describe
+from ferry.connectors.shopify import normalize as shopify_normalize
 from ferry.core.schema import ObjectSchema
 from ferry.engine.pipeline import load_pipeline
 from ferry.engine.plan import ObjectPlan, build_plans
 from ferry.mapping.spec import query_constants
-from ferry.model.normalize import shopify as shopify_normalize
 from ferry.sandbox.salesforce.describe import describe_object
 from ferry.sandbox.salesforce.schema import load_schema
 from ferry.sandbox.shopify.generator import generate_store

@@ -135,9 +135,9 @@ async def test_a_read_an_older_ferry_left_in_id_order_is_finished_with_its_catch
     """An older ferry paged in id order and caught up afterwards. Its progress row (phase "pages" with the saved
     id-order link, or "catchup" once its pages were all staged) is finished the old way: the rest of the pages,
     then one catch-up read from the read's start, which meets a customer edited since."""
+    from ferry.connectors.shopify.normalize import record_version
     from ferry.engine.intake import _read_start
     from ferry.engine.runner import Runner
-    from ferry.model.normalize.shopify import record_version
     from ferry.store import ReadProgress, Store
 
     with world(tmp_path, customers=40, products=3, orders=6) as w:

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 
 from ferry.cli.demo import demo_env
+from ferry.connectors.shopify.normalize import record_version
 from ferry.engine.pipeline import load_pipeline
 from ferry.engine.runner import Runner
-from ferry.model.normalize.shopify import record_version
 from ferry.sandbox.salesforce import SalesforceSandbox
 from ferry.sandbox.serve import start_in_thread
 from ferry.sandbox.shopify import ShopifySandbox, generate_store

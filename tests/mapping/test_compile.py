@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
+from ferry.connectors.shopify.normalize import normalize
 from ferry.errors import ConfigError
 from ferry.mapping.compile import compile_mapping
 from ferry.mapping.spec import ObjectMapping
 from ferry.mapping.validate import build_validator
 from ferry.model.canonical import Address, Customer, Order
-from ferry.model.normalize.shopify import normalize
 from tests.mapping.schemas import SCHEMAS
 from tests.mapping.test_spec import STANDARD_PRICEBOOK, example_mappings
 
-FIXTURES = Path(__file__).resolve().parents[1] / "model" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "connectors" / "shopify" / "fixtures"
 CONSTANTS = {STANDARD_PRICEBOOK: "01s000000000001AAA"}
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ferry.connectors.shopify.normalize import normalize
 from ferry.core.schema import FieldSchema, ObjectSchema
 from ferry.engine.plan import build_plans
 from ferry.errors import RecordError
@@ -18,13 +19,12 @@ from ferry.mapping.fused import MapAndValidate, fuse, general
 from ferry.mapping.spec import ObjectMapping
 from ferry.mapping.validate import build_validator
 from ferry.model.canonical import Address, Customer, Order
-from ferry.model.normalize.shopify import normalize
 from ferry.sandbox.shopify.generator import generate_store
 from tests.mapping.schemas import SCHEMAS
 from tests.mapping.test_spec import STANDARD_PRICEBOOK, example_mappings
 from tests.mapping.test_validate import SCHEMA
 
-FIXTURES = Path(__file__).resolve().parents[1] / "model" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "connectors" / "shopify" / "fixtures"
 CONSTANTS = {STANDARD_PRICEBOOK: "01s000000000001AAA"}
 
 Answer = tuple[list[tuple[str, Any]], list[tuple[str, str, list[str], bool]]]

@@ -9,8 +9,10 @@ from typing import Any
 
 import orjson
 
+from ferry.connectors.registry import open_source
 from ferry.connectors.salesforce.budget import pipeline_guard
 from ferry.connectors.salesforce.sink import SalesforceSink
+from ferry.core.contracts import Source
 from ferry.core.schema import ObjectSchema
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
@@ -28,7 +30,6 @@ from ferry.mapping.spec import (
     payload_key,
     query_constants,
 )
-from ferry.model.normalize import shopify as shopify_normalize
 from ferry.store import Store
 
 
@@ -131,7 +132,8 @@ async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
             reports.append(_object_report(m, schemas, constants, query_problems, store, spec.name, sink))
         plans = build_plans([m for m in spec.objects if m.name in schemas], schemas, constants)
         order = [p.name for p in order_plans(plans)]
-        _staged_findings(plans, reports, store, spec)
+        async with open_source(spec.source) as source:  # no call: its normalizer judges what is staged
+            _staged_findings(source, plans, reports, store, spec)
         budget = spec.target.api_budget
         return PlanReport(
             spec.name,
@@ -220,15 +222,17 @@ _VALUE_CODES = frozenset(
 STAGED_SAMPLE = 20_000
 
 
-def _staged_findings(plans: list[ObjectPlan], reports: list[ObjectReport], store: Store, spec: PipelineSpec) -> None:
+def _staged_findings(
+    source: Source, plans: list[ObjectPlan], reports: list[ObjectReport], store: Store, spec: PipelineSpec
+) -> None:
     """Records already read but not yet loaded, mapped and validated dry: how many would be dead-lettered, why."""
     by_name = {r.name: r for r in reports}
     counts: dict[str, Counter[tuple[str, str]]] = {p.name: Counter() for p in plans}
     seen = 0
-    for chunk in store.staged(spec.name, spec.source.streams, chunk=2000):
+    for chunk in store.staged(spec.name, source.streams, chunk=2000):
         for staged in chunk:
             raw = orjson.loads(staged.payload)
-            for entity, record in shopify_normalize.normalize(staged.stream, raw):
+            for entity, record in source.normalize(staged.stream, raw):
                 for plan in plans:
                     if plan.entity != entity:
                         continue

@@ -10,13 +10,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ferry.connectors.salesforce.config import SalesforceConfig
-from ferry.connectors.shopify.config import ShopifyConfig
+from ferry.connectors import registry
 from ferry.errors import ConfigError
 from ferry.mapping.spec import ObjectMapping
 
@@ -32,14 +31,51 @@ class RetrySpec(BaseModel):
     backoff_max_seconds: float = Field(8.0, ge=0, le=600)
 
 
+def _block_union(models: list[type[BaseModel]], role: str) -> Any:
+    """The config models of one role as a union told apart by ``system`` (one model needs no discriminator)."""
+    if not models:
+        raise ConfigError(f"no connector can be a {role}: is ferry installed completely?")
+    if len(models) == 1:
+        return models[0]
+    union: Any = models[0]
+    for model in models[1:]:
+        union = union | model
+    return Annotated[union, Field(discriminator="system")]
+
+
+if TYPE_CHECKING:
+    # Built from the registry when the module loads; to a type checker, any connector's config block.
+    SourceBlock = Any
+    TargetBlock = Any
+else:
+    SourceBlock = _block_union(registry.source_configs(), "source")
+    TargetBlock = _block_union(registry.sink_configs(), "target")
+
+
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    source: ShopifyConfig
-    target: SalesforceConfig
+    source: SourceBlock
+    target: TargetBlock
     objects: list[ObjectMapping] = Field(min_length=1)
     retry: RetrySpec = Field(default_factory=lambda: RetrySpec(max_attempts=4, backoff_max_seconds=8.0))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_systems(cls, data: Any) -> Any:
+        """An unknown or missing ``system:`` is named with the systems that are known, before the blocks'
+        own validation (whose message for a union would list every variant's fields)."""
+        if isinstance(data, dict):
+            for role, known in (("source", registry.source_systems()), ("target", registry.sink_systems())):
+                block = data.get(role)
+                if not isinstance(block, dict):
+                    continue
+                system = block.get("system")
+                if system not in known:
+                    what = f"unknown system {system!r}" if system is not None else "no system given"
+                    raise ValueError(f"{role}.system: {what}; a {role} is one of: {', '.join(known)}")
+        return data
 
 
 def interpolate(value: Any, env: Mapping[str, str], where: str = "") -> Any:
@@ -90,5 +126,6 @@ def _describe_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors(include_input=False, include_url=False):
         loc = ".".join(str(p) for p in err["loc"])
-        lines.append(f"  - {loc}: {err['msg']}")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {loc}: {msg}" if loc else f"  - {msg}")
     return "\n".join(lines)

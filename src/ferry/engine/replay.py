@@ -27,15 +27,15 @@ from typing import Any
 import orjson
 import structlog
 
+from ferry.connectors.registry import open_source
 from ferry.connectors.salesforce.budget import pipeline_guard
 from ferry.connectors.salesforce.sink import SalesforceSink
 from ferry.connectors.salesforce.strategy import Strategy
-from ferry.connectors.shopify.source import ShopifySource
+from ferry.core.contracts import Source
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
 from ferry.engine.runner import orphan_errors, prepare_plans
 from ferry.errors import ConfigError
-from ferry.model.normalize import shopify as shopify_normalize
 from ferry.store import DeadLetter, LetterFilter, NewDeadLetter, Store
 
 log = structlog.get_logger("ferry.engine.replay")
@@ -136,7 +136,7 @@ class Replayer:
             return report
         # Replayed writes spend the pipeline's share of the org's budget like a run's (same ledger).
         guard = pipeline_guard(self.spec.target.api_budget, self.store, self.pipeline)
-        async with ShopifySource(self.spec.source) as source, SalesforceSink(self.spec.target, budget=guard) as sink:
+        async with open_source(self.spec.source) as source, SalesforceSink(self.spec.target, budget=guard) as sink:
             plans = order_plans(await prepare_plans(self.spec, sink))
             by_object: dict[str, list[DeadLetter]] = {}
             for d in chosen:
@@ -199,7 +199,7 @@ class Replayer:
 
     async def _replay_object(
         self,
-        source: ShopifySource,
+        source: Source,
         sink: SalesforceSink,
         plan: ObjectPlan,
         letters: Sequence[DeadLetter],
@@ -210,7 +210,7 @@ class Replayer:
         ready: list[_Candidate] = []
         for d in letters:
             raw, origin = await self._source_record(source, d)
-            record = _find_record(d, raw, plan.entity) if raw is not None else None
+            record = _find_record(source, d, raw, plan.entity) if raw is not None else None
             outcome = ReplayOutcome(d.id, d.object, d.record_key, "", origin, as_child_of=brought.get(d.id))
             if record is None:
                 outcome.outcome = "not_in_source"
@@ -295,8 +295,8 @@ class Replayer:
             [NewDeadLetter(plan.name, d.record_key, record.version, errors, payload, mapped, d.stream, d.source_key)],
         )
 
-    async def _source_record(self, source: ShopifySource, d: DeadLetter) -> tuple[dict[str, Any] | None, str]:
-        stream, key = letter_source(d)
+    async def _source_record(self, source: Source, d: DeadLetter) -> tuple[dict[str, Any] | None, str]:
+        stream, key = letter_source(source, d)
         if stream is None or key is None:
             return d.source_payload, FROM_STORED
         cached = self._raw.get((stream, key))
@@ -311,22 +311,22 @@ class Replayer:
         return cached
 
 
-def letter_source(d: DeadLetter) -> tuple[str | None, str | None]:
-    """Stream and source id of a letter; for letters from before they were stored, read off the payload."""
+def letter_source(source: Source, d: DeadLetter) -> tuple[str | None, str | None]:
+    """Stream and source id of a letter; for letters from before they were stored, the source reads them off
+    the payload."""
     if d.stream and d.source_key:
         return d.stream, d.source_key
     raw = d.source_payload
-    if not isinstance(raw, dict) or raw.get("id") is None:
-        return None, None
-    stream = "orders" if "line_items" in raw else "products" if "variants" in raw else "customers"
-    return stream, str(raw["id"])
+    located = source.locate(raw) if isinstance(raw, dict) else None
+    return located if located is not None else (None, None)
 
 
-def _find_record(d: DeadLetter, raw: dict[str, Any], entity: str) -> Any:
+def _find_record(source: Source, d: DeadLetter, raw: dict[str, Any], entity: str) -> Any:
     """The canonical record the letter is about, among those one source record yields (an order yields a
-    guest customer, the order and its lines)."""
-    stream, _ = letter_source(d)
-    for kind, record in shopify_normalize.normalize(stream or "customers", raw):
-        if kind == entity and str(record.key) == d.record_key:
-            return record
+    guest customer, the order and its lines). A payload of unknown stream is tried as each of the source's."""
+    stream, _ = letter_source(source, d)
+    for s in [stream] if stream else source.streams:
+        for kind, record in source.normalize(s, raw):
+            if kind == entity and str(record.key) == d.record_key:
+                return record
     return None

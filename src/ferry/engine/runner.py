@@ -1,9 +1,9 @@
 """One run of a pipeline: extract -> stage -> normalize -> map -> validate -> plan -> load -> reconcile.
 
 Durability points, in order (each one is a single SQLite transaction):
-1. each source page is staged together with where the read stands (engine/intake.py), so a killed
-   run continues at the next page; the cursor moves, with forgetting that progress, only once the
-   whole stream is staged (read in updated_at order, so a record edited mid-read comes again later in it);
+1. each source page is staged together with where the read stands (the source's state, engine/intake.py),
+   so a killed run continues at the next page; the cursor the next run reads from moves with a read's last
+   page (a source reads so that a record edited mid-read is not skipped: the Source contract's rule);
 2. a chunk of staged records goes to the outbox (or, if invalid, the dead-letter queue) together with
    the mark past that chunk, so no staged record is planned twice or skipped;
 3. a Bulk job's id is stored the moment the job exists, with the records it carries; a restart resumes
@@ -28,9 +28,10 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
+from ferry.connectors.registry import open_source
 from ferry.connectors.salesforce.budget import pipeline_guard
 from ferry.connectors.salesforce.sink import SalesforceSink
-from ferry.connectors.shopify.source import ShopifySource
+from ferry.core.contracts import Normalized, Source
 from ferry.core.schema import ObjectSchema
 from ferry.engine.intake import Intake
 from ferry.engine.loader import Loader, RetryBudget
@@ -38,7 +39,6 @@ from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
 from ferry.engine.stats import RunStats
 from ferry.errors import BudgetExhausted, RecordError
-from ferry.model.normalize import shopify as shopify_normalize
 from ferry.store import NewDeadLetter, StagedRecord, Store
 
 log = structlog.get_logger("ferry.engine")
@@ -127,7 +127,7 @@ class Runner:
         guard = pipeline_guard(self.spec.target.api_budget, self.store, self.pipeline, clock=self.clock)
         try:
             async with (
-                ShopifySource(self.spec.source) as source,
+                open_source(self.spec.source) as source,
                 SalesforceSink(self.spec.target, on_bulk_job=loader.on_bulk_job, budget=guard) as sink,
             ):
                 clock = _PhaseClock(stats.cpu_seconds)
@@ -136,7 +136,7 @@ class Runner:
                 plans = await self._prepare(sink, stats)
                 clock.lap("prepare")
                 last_seq = self.store.max_staged_seq(self.pipeline)
-                self._plan_records(plans, run_id, stats)
+                self._plan_records(source, plans, run_id, stats)
                 clock.lap("plan")
                 for plan in order_plans(plans):
                     self._drop_orphans(plan, run_id, stats)
@@ -171,13 +171,13 @@ class Runner:
 
     # -- extract ----------------------------------------------------------------
 
-    async def _extract(self, source: ShopifySource, run_id: int, stats: RunStats) -> None:
+    async def _extract(self, source: Source, run_id: int, stats: RunStats) -> None:
         def on_page(n: int) -> None:
             self._mark(run_id)
             self.progress.advance(n)
 
         intake = Intake(self.store, self.pipeline, run_id, on_page)
-        for stream in self.spec.source.streams:
+        for stream in source.streams:
             self.progress.phase(f"read {stream}", None)
             stats.source_records[stream] = await intake.read_stream(source, stream)
         stats.resumed_reads = list(intake.resumed)
@@ -189,17 +189,17 @@ class Runner:
 
     # -- plan: staged raw -> canonical -> mapped -> validated -> outbox / DLQ -------
 
-    def _plan_records(self, plans: list[ObjectPlan], run_id: int, stats: RunStats) -> None:
+    def _plan_records(self, source: Source, plans: list[ObjectPlan], run_id: int, stats: RunStats) -> None:
         by_entity: dict[str, list[ObjectPlan]] = {}
         for p in plans:
             by_entity.setdefault(p.entity, []).append(p)
-        streams = self.spec.source.streams
+        streams, normalize = source.streams, source.normalize
         after = self.store.get_mark(self.pipeline, PLANNED_MARK)
         self.progress.phase("map and validate", self.store.staged_count(self.pipeline, after))
         for chunk in self.store.staged(self.pipeline, streams, chunk=_PLAN_CHUNK, after=after):
             routed = {p.name: _Routed(p, [], []) for p in plans}
             for staged in chunk:
-                route_staged(staged, by_entity, routed)
+                route_staged(staged, normalize, by_entity, routed)
             self._commit_routed(list(routed.values()), run_id, stats, chunk[-1].seq)
             self._mark(run_id)
             self.progress.advance(len(chunk))
@@ -263,9 +263,16 @@ async def prepare_plans(spec: PipelineSpec, sink: SalesforceSink, stats: RunStat
     return build_plans(spec.objects, schemas, constants)
 
 
-def route_staged(staged: StagedRecord, by_entity: dict[str, list[ObjectPlan]], routed: dict[str, _Routed]) -> None:
+def route_staged(
+    staged: StagedRecord,
+    normalize: Callable[[str, dict[str, Any]], Normalized],
+    by_entity: dict[str, list[ObjectPlan]],
+    routed: dict[str, _Routed],
+) -> None:
+    """A staged record's canonical records (``normalize``: its source's), each mapped and validated by every plan
+    of its entity: into the plan's outbox rows, or its dead letters."""
     raw = orjson.loads(staged.payload)
-    for entity, record in shopify_normalize.normalize(staged.stream, raw):
+    for entity, record in normalize(staged.stream, raw):
         for plan in by_entity.get(entity, ()):
             _route(plan, record, staged, routed[plan.name])
 

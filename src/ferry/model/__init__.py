@@ -1,4 +1,4 @@
-"""Canonical records (source-neutral) and the normalizers that build them from source JSON."""
+"""Canonical records (source-neutral) and the value rules every normalizer shares (``values``)."""
 
 from ferry.model.canonical import (
     ENTITIES,

@@ -96,11 +96,11 @@ def _fast_utc(value: str) -> str | None:
     if 0 <= total < 1440:
         return f"{value[:11]}{_HH_MM[total]}{value[16:19]}.000000Z"  # one string built, not three
     # The UTC time falls on the day before or after: only for text datetime would parse, the day from the calendar.
-    day = _next_or_previous_day(value[:10], 1 if total >= 1440 else -1) if shopify_shape_parses(value) else None
+    day = _next_or_previous_day(value[:10], 1 if total >= 1440 else -1) if offset_shape_parses(value) else None
     return None if day is None else day + "T" + _HH_MM[total % 1440] + value[16:19] + ".000000Z"
 
 
-def shopify_shape_parses(value: str) -> bool:
+def offset_shape_parses(value: str) -> bool:
     """True when ``value`` is exactly ``YYYY-MM-DDTHH:MM:SS+HH:MM`` with a real date, time and offset.
 
     For such text ``datetime.fromisoformat`` succeeds and its local date is ``value[:10]``; answered

@@ -1,4 +1,4 @@
-"""State: runs, cursors, staged records, read progress, outbox, Bulk jobs, version/id map and dead letters."""
+"""State: runs, read states, staged records, outbox, Bulk jobs, version/id map and dead letters."""
 
 from ferry.store.sqlite import (
     DLQ_STATUSES,
@@ -7,7 +7,6 @@ from ferry.store.sqlite import (
     LetterFilter,
     NewDeadLetter,
     OutboxRow,
-    ReadProgress,
     RunRow,
     StagedRecord,
     Store,
@@ -21,7 +20,6 @@ __all__ = [
     "LetterFilter",
     "NewDeadLetter",
     "OutboxRow",
-    "ReadProgress",
     "RunRow",
     "StagedRecord",
     "Store",

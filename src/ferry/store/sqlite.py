@@ -1,4 +1,4 @@
-"""State store on SQLite (WAL): runs, cursors, staged source records, outbox, version/id map, dead letters.
+"""State store on SQLite (WAL): runs, read states, staged source records, outbox, version/id map, dead letters.
 
 One file holds everything a pipeline needs to resume: what was read (staging),
 what is about to be written (outbox), what the target holds (versions, with the
@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from ferry.core.ports import StagedRow
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -29,14 +31,17 @@ CREATE TABLE IF NOT EXISTS runs (
     stats TEXT,
     error TEXT
 );
-CREATE TABLE IF NOT EXISTS cursors (
+-- Where each stream's read stands: the source's own state (JSON, opaque here), saved in the same transaction
+-- as each staged page, so a restarted run continues after the last staged page and a finished read's cursor
+-- moves with its last page.
+CREATE TABLE IF NOT EXISTS read_states (
     pipeline TEXT NOT NULL,
     stream TEXT NOT NULL,
-    value TEXT NOT NULL,
+    state BLOB NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (pipeline, stream)
 );
--- Raw source records, durable before the cursor that covers them moves.
+-- Raw source records, durable before the read state that covers them moves.
 CREATE TABLE IF NOT EXISTS staging (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     pipeline TEXT NOT NULL,
@@ -93,20 +98,6 @@ CREATE TABLE IF NOT EXISTS dlq (
     UNIQUE (pipeline, object, record_key)
 );
 CREATE INDEX IF NOT EXISTS dlq_open ON dlq (pipeline, status, object);
--- A stream read in progress: where the next page starts, staged in the same transaction as each page,
--- so a restarted run continues from the next page instead of reading again what is already staged.
-CREATE TABLE IF NOT EXISTS reads (
-    pipeline TEXT NOT NULL,
-    stream TEXT NOT NULL,
-    run_id INTEGER NOT NULL,
-    since TEXT,
-    next_url TEXT,
-    newest TEXT,
-    started_at TEXT NOT NULL,
-    phase TEXT NOT NULL,
-    pages INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (pipeline, stream)
-);
 -- Named high-water marks (e.g. the last staged seq already mapped into the outbox or the DLQ).
 CREATE TABLE IF NOT EXISTS marks (
     pipeline TEXT NOT NULL,
@@ -172,6 +163,8 @@ _ADDED_COLUMNS = (
 )
 # Indexes an older ferry created that nothing uses any more (each one is maintained on every write).
 _DROPPED_INDEXES = ("staging_by_stream",)
+# An older ferry's read tables: a stream's cursor, and its read in progress. Their rows become read states.
+_LEGACY_READ_COLUMNS = ("since", "next_url", "newest", "started_at", "phase", "pages")
 _DLQ_COLUMNS = (
     "id, pipeline, run_id, object, record_key, version, error_code, message, fields, errors, source_payload, "
     "mapped_payload, attempts, first_seen, last_seen, status, stream, source_key, history, resolved_at, resolution"
@@ -232,22 +225,6 @@ class OutboxRow:
     history: list[dict[str, Any]] = field(default_factory=list)
     stream: str | None = None  # the source stream and record id the payload was mapped from
     source_key: str | None = None
-
-
-@dataclass(slots=True)
-class ReadProgress:
-    """Where an unfinished stream read stands; written with each staged page."""
-
-    stream: str
-    run_id: int
-    since: str | None  # the cursor the read started from
-    next_url: str | None  # the next page to fetch (None: the phase has no page left)
-    newest: str | None  # newest version staged so far
-    # The cursor never passes it. "ordered": the store's clock (less a margin) at the first page that reached
-    # it, "" while none has; "pages"/"catchup" (an older ferry's reads): the clock when the phase began.
-    started_at: str
-    phase: str  # "ordered" (one read in updated_at order); legacy: "pages" (id order) then "catchup"
-    pages: int = 0
 
 
 @dataclass(slots=True)
@@ -375,13 +352,40 @@ class Store:
 
     @staticmethod
     def _migrate(c: sqlite3.Connection) -> None:
-        """Bring a state DB written by an older ferry up to date; never drops or rewrites data."""
+        """Bring a state DB written by an older ferry up to date; never loses data (an older table's rows are
+        carried into the table that replaces it, in the same transaction, before it is dropped)."""
         for table, column, decl in _ADDED_COLUMNS:
             have = {r[1] for r in c.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         for index in _DROPPED_INDEXES:
             c.execute(f"DROP INDEX IF EXISTS {index}")
+        Store._migrate_read_tables(c)
+
+    @staticmethod
+    def _migrate_read_tables(c: sqlite3.Connection) -> None:
+        """An older ferry kept a stream's cursor in ``cursors`` and its read in progress in ``reads`` (the only
+        source then was Shopify). Each (pipeline, stream) becomes the read state that source's reader takes:
+        ``{"cursor": value, "read": {since, next_url, newest, started_at, phase, pages}}`` ("read" only while
+        one was under way), so an upgrade in the middle of a read continues it."""
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        states: dict[tuple[str, str], dict[str, Any]] = {}
+        if "cursors" in tables:
+            for pipeline, stream, value in c.execute("SELECT pipeline, stream, value FROM cursors"):
+                states.setdefault((pipeline, stream), {"cursor": None})["cursor"] = value
+        if "reads" in tables:
+            columns = ", ".join(_LEGACY_READ_COLUMNS)
+            for pipeline, stream, *values in c.execute(f"SELECT pipeline, stream, {columns} FROM reads"):
+                states.setdefault((pipeline, stream), {"cursor": None})["read"] = dict(
+                    zip(_LEGACY_READ_COLUMNS, values, strict=True)
+                )
+        now = utc_now()
+        c.executemany(
+            "INSERT OR IGNORE INTO read_states (pipeline, stream, state, updated_at) VALUES (?, ?, ?, ?)",
+            [(pipeline, stream, orjson.dumps(state), now) for (pipeline, stream), state in states.items()],
+        )
+        c.execute("DROP TABLE IF EXISTS cursors")
+        c.execute("DROP TABLE IF EXISTS reads")
 
     def close(self) -> None:
         with self._lock:
@@ -399,15 +403,14 @@ class Store:
             self._conn.execute("COMMIT")
 
     def reset_pipeline(self, pipeline: str) -> None:
-        """Forget everything about a pipeline's sync state (cursors, staging, outbox, versions, dead letters)."""
+        """Forget everything about a pipeline's sync state (read states, staging, outbox, versions, dead letters)."""
         with self.transaction() as c:
             for table in (
-                "cursors",
+                "read_states",
                 "staging",
                 "outbox",
                 "versions",
                 "dlq",
-                "reads",
                 "marks",
                 "bulk_jobs",
                 "bulk_job_records",
@@ -458,27 +461,23 @@ class Store:
     def _run(r: Sequence[Any]) -> RunRow:
         return RunRow(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]) if r[5] else {}, r[6], r[7])
 
-    # -- cursors --------------------------------------------------------------
+    # -- read states -----------------------------------------------------------
 
-    def get_cursor(self, pipeline: str, stream: str) -> str | None:
+    def read_state(self, pipeline: str, stream: str) -> dict[str, Any] | None:
+        """The state the stream's source saved with its last staged page; None before its first read."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT value FROM cursors WHERE pipeline = ? AND stream = ?", (pipeline, stream)
+                "SELECT state FROM read_states WHERE pipeline = ? AND stream = ?", (pipeline, stream)
             ).fetchone()
-        return str(row[0]) if row else None
-
-    def advance_cursor(self, pipeline: str, stream: str, value: str) -> None:
-        """Move a cursor forward; an older value never replaces a newer one."""
-        with self.transaction() as c:
-            self._advance_cursor(c, pipeline, stream, value)
+        state = orjson.loads(row[0]) if row else None
+        return state if isinstance(state, dict) else None
 
     @staticmethod
-    def _advance_cursor(c: sqlite3.Connection, pipeline: str, stream: str, value: str) -> None:
+    def _save_state(c: sqlite3.Connection, pipeline: str, stream: str, state: dict[str, Any]) -> None:
         c.execute(
-            "INSERT INTO cursors (pipeline, stream, value, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (pipeline, stream) DO UPDATE SET value = excluded.value, "
-            "updated_at = excluded.updated_at WHERE excluded.value > cursors.value",
-            (pipeline, stream, value, utc_now()),
+            "INSERT INTO read_states (pipeline, stream, state, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (pipeline, stream) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            (pipeline, stream, orjson.dumps(state), utc_now()),
         )
 
     # -- staging --------------------------------------------------------------
@@ -488,23 +487,23 @@ class Store:
         pipeline: str,
         stream: str,
         run_id: int,
-        rows: Sequence[tuple[str, str, bytes]],
-        progress: ReadProgress | None = None,
+        rows: Sequence[StagedRow],
+        state: dict[str, Any] | None = None,
     ) -> int:
-        """Durably stage (key, version, payload) rows; a (key, version) already staged is kept once.
+        """Durably stage rows; a (key, version) already staged is kept once. Returns the rows added.
 
-        With ``progress``, where the read stands is saved in the same transaction, so a crash can never
-        leave a page staged without its successor recorded (or the other way round)."""
+        With ``state``, it becomes the stream's read state in the same transaction, so a crash can never
+        leave a page staged without the read's progress past it recorded (or the other way round)."""
         with self.transaction() as c:
             before = c.total_changes
             c.executemany(
                 "INSERT OR IGNORE INTO staging (pipeline, stream, key, version, payload, run_id) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [(pipeline, stream, k, v, p, run_id) for k, v, p in rows],
+                [(pipeline, stream, r.key, r.version, r.payload, run_id) for r in rows],
             )
             added = c.total_changes - before
-            if progress is not None:
-                self._save_read(c, pipeline, progress)
+            if state is not None:
+                self._save_state(c, pipeline, stream, state)
             return added
 
     def staged(
@@ -550,39 +549,6 @@ class Store:
         with self._lock:
             row = self._conn.execute("SELECT MAX(seq) FROM staging WHERE pipeline = ?", (pipeline,)).fetchone()
         return int(row[0] or 0)
-
-    # -- read progress ----------------------------------------------------------
-
-    def read_progress(self, pipeline: str, stream: str) -> ReadProgress | None:
-        with self._lock:
-            r = self._conn.execute(
-                "SELECT stream, run_id, since, next_url, newest, started_at, phase, pages FROM reads "
-                "WHERE pipeline = ? AND stream = ?",
-                (pipeline, stream),
-            ).fetchone()
-        return ReadProgress(*r) if r else None
-
-    def save_read(self, pipeline: str, progress: ReadProgress) -> None:
-        with self.transaction() as c:
-            self._save_read(c, pipeline, progress)
-
-    @staticmethod
-    def _save_read(c: sqlite3.Connection, pipeline: str, p: ReadProgress) -> None:
-        c.execute(
-            "INSERT INTO reads (pipeline, stream, run_id, since, next_url, newest, started_at, phase, pages) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pipeline, stream) DO UPDATE SET "
-            "run_id = excluded.run_id, since = excluded.since, next_url = excluded.next_url, "
-            "newest = excluded.newest, started_at = excluded.started_at, phase = excluded.phase, "
-            "pages = excluded.pages",
-            (pipeline, p.stream, p.run_id, p.since, p.next_url, p.newest, p.started_at, p.phase, p.pages),
-        )
-
-    def finish_read(self, pipeline: str, stream: str, cursor: str | None) -> None:
-        """A stream read is complete: move its cursor and forget the progress, in one transaction."""
-        with self.transaction() as c:
-            if cursor is not None:
-                self._advance_cursor(c, pipeline, stream, cursor)
-            c.execute("DELETE FROM reads WHERE pipeline = ? AND stream = ?", (pipeline, stream))
 
     # -- marks ------------------------------------------------------------------
 

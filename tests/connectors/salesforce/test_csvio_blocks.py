@@ -14,10 +14,10 @@ import pytest
 
 from ferry.connectors.salesforce.csvio import RowEncoder, cell, columns_of, csv_chunks
 from ferry.connectors.salesforce.describe import parse_describe
+from ferry.connectors.shopify import normalize as shopify
 from ferry.engine.pipeline import load_pipeline
 from ferry.engine.plan import build_plans
 from ferry.mapping.spec import query_constants
-from ferry.model.normalize import shopify
 from ferry.sandbox.salesforce.describe import describe_object
 from ferry.sandbox.salesforce.schema import load_schema
 from ferry.sandbox.shopify.generator import generate_store

@@ -2,5 +2,13 @@
 
 from ferry.connectors.shopify.config import ShopifyConfig
 from ferry.connectors.shopify.source import ShopifySource
+from ferry.core.registry import Connector
 
-__all__ = ["ShopifyConfig", "ShopifySource"]
+CONNECTOR = Connector(
+    system="shopify",
+    source_config=ShopifyConfig,
+    open_source=ShopifySource,
+    description="Shopify Admin REST API: customers, products and orders (read)",
+)
+
+__all__ = ["CONNECTOR", "ShopifyConfig", "ShopifySource"]

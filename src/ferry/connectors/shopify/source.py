@@ -1,17 +1,23 @@
-"""Read customers, products and orders from a Shopify store, page by page, in updated_at order, records untouched."""
+"""Shopify as a ferry Source: customers, products and orders read page by page in updated_at order, records untouched.
+
+What a read needs to stay correct (the order, the cursor rule, older ferry reads) is in ``reader.py``; how a
+record becomes canonical is in ``normalize.py``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from ferry.connectors.lifecycle import AsyncResource
+from ferry.connectors.shopify import normalize as shopify_normalize
 from ferry.connectors.shopify.client import ShopifyClient
 from ferry.connectors.shopify.config import ShopifyConfig
+from ferry.connectors.shopify.reader import ShopifyPage, read_stream
+from ferry.core.contracts import SourceCapabilities, SourcePage
 from ferry.errors import ConfigError, PermanentError
 
 STREAMS = ("customers", "products", "orders")
@@ -22,15 +28,11 @@ READ_ORDER = "updated_at asc"
 _SINGULAR = {"customers": "customer", "products": "product", "orders": "order"}
 
 
-@dataclass(slots=True)
-class SourcePage:
-    records: list[dict[str, Any]]
-    next_url: str | None  # where the following page starts; save it to continue a read after a crash
-    server_time: str | None  # the store's clock (``Date`` header) as ``YYYY-MM-DDTHH:MM:SSZ``, if it sent one
-
-
 class ShopifySource(AsyncResource):
-    """``async with ShopifySource(cfg) as src: async for page in src.read("orders", ...)``."""
+    """``async with ShopifySource(cfg) as src: async for page in src.read("orders", state)``."""
+
+    system = "shopify"
+    capabilities = SourceCapabilities(refetch=True, incremental=True)
 
     def __init__(
         self,
@@ -42,10 +44,13 @@ class ShopifySource(AsyncResource):
     ) -> None:
         self.config = config
         self._client = ShopifyClient(config, leak_rate=leak_rate, throttle=throttle, transport=transport)
-        self.last_page_url: str | None = None
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    @property
+    def streams(self) -> Sequence[str]:
+        return tuple(self.config.streams)
 
     @property
     def api_calls(self) -> int:
@@ -56,35 +61,28 @@ class ShopifySource(AsyncResource):
         """Time spent waiting for the leaky bucket to drain (before, not after, a 429)."""
         return self._client.bucket.waited_seconds
 
-    async def read(
-        self, stream: str, *, updated_at_min: str | None = None, updated_at_max: str | None = None
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Yield each page of raw Shopify records, oldest request first, each record exactly as sent."""
-        if stream not in STREAMS:
-            raise ConfigError(f"unknown Shopify stream {stream!r}; choose from {', '.join(STREAMS)}")
-        params = self._first_page_params(stream, updated_at_min, updated_at_max)
-        async for records, response in self._client.pages(stream, params):
-            self.last_page_url = str(response.request.url.copy_with(query=None))
-            yield records
+    def read(self, stream: str, state: dict[str, Any] | None) -> AsyncIterator[SourcePage]:
+        """The stream's pages changed since ``state``'s cursor (or continuing the read it holds), each page with
+        the state after it (``reader.ReadState`` as JSON)."""
+        _check_stream(stream)
+        return read_stream(self, stream, state, shopify_normalize.record_version)
 
     async def read_pages(
         self, stream: str, *, updated_at_min: str | None = None, resume_url: str | None = None
-    ) -> AsyncIterator[SourcePage]:
-        """Like ``read``, but each page says where the next one starts, and a saved link can be resumed."""
-        if stream not in STREAMS:
-            raise ConfigError(f"unknown Shopify stream {stream!r}; choose from {', '.join(STREAMS)}")
-        params = self._first_page_params(stream, updated_at_min, None)
+    ) -> AsyncIterator[ShopifyPage]:
+        """Each page of raw Shopify records in updated_at order, each record exactly as sent, with where the next
+        page starts (a saved link can be resumed) and the store's clock."""
+        _check_stream(stream)
+        params = self._first_page_params(stream, updated_at_min)
         async for records, response in self._client.pages(stream, params, start_url=resume_url):
-            self.last_page_url = str(response.request.url.copy_with(query=None))
-            yield SourcePage(records, self._client.next_url(response), _server_time(response.headers.get("Date")))
+            yield ShopifyPage(records, self._client.next_url(response), _server_time(response.headers.get("Date")))
 
-    async def fetch(self, stream: str, record_id: str) -> dict[str, Any] | None:
+    async def fetch(self, stream: str, key: str) -> dict[str, Any] | None:
         """One record by id, exactly as sent; None when the store no longer has it (404)."""
-        if stream not in STREAMS:
-            raise ConfigError(f"unknown Shopify stream {stream!r}; choose from {', '.join(STREAMS)}")
-        if not record_id.isdigit():
+        _check_stream(stream)
+        if not key.isdigit():
             return None  # ids are numeric; anything else (a content hash for a record without id) cannot be fetched
-        path = self._client.resource_path(f"{stream}/{record_id}")
+        path = self._client.resource_path(f"{stream}/{key}")
         try:
             response = await self._client.http.request("GET", path, label=stream)
         except PermanentError as exc:
@@ -97,15 +95,31 @@ class ShopifySource(AsyncResource):
             raise PermanentError(f"GET {path}: no '{_SINGULAR[stream]}' object in the response")
         return record
 
-    def _first_page_params(self, stream: str, since: str | None, until: str | None) -> dict[str, Any]:
+    # The record's id (a content hash when it has none) and its updated_at as a version; and its canonical
+    # records. The normalizer's functions themselves, not methods calling them: both run once per record.
+    identify = staticmethod(shopify_normalize.identify)
+    normalize = staticmethod(shopify_normalize.normalize)
+
+    def locate(self, raw: dict[str, Any]) -> tuple[str, str] | None:
+        """Stream and id of a raw record stored without them (dead letters of older ferry versions), by its shape:
+        an order has line items, a product variants."""
+        if raw.get("id") is None:
+            return None
+        stream = "orders" if "line_items" in raw else "products" if "variants" in raw else "customers"
+        return stream, str(raw["id"])
+
+    def _first_page_params(self, stream: str, since: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": self.config.page_size, "order": READ_ORDER}
         if stream == "orders":
             params["status"] = "any"  # the default "open" would silently skip closed and cancelled orders
         if since:
             params["updated_at_min"] = since
-        if until:
-            params["updated_at_max"] = until
         return params
+
+
+def _check_stream(stream: str) -> None:
+    if stream not in STREAMS:
+        raise ConfigError(f"unknown Shopify stream {stream!r}; choose from {', '.join(STREAMS)}")
 
 
 def _server_time(value: str | None) -> str | None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from ferry.connectors.shopify.normalize import normalize, record_key, record_version
 from ferry.model.canonical import Customer, Order, OrderLine, Product, ProductVariant, Refund
-from ferry.model.normalize.shopify import normalize, record_key, record_version
 from ferry.model.values import MIN_VERSION, MISSING_KEY_PREFIX
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,4 +1,5 @@
-"""ferry.model.normalize.shopify before the positional builders: the reference the fast one is proved against."""
+"""The Shopify normalizer (ferry.connectors.shopify.normalize, formerly ferry.model.normalize.shopify) before the
+positional builders: the reference the fast one is proved against."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ferry.model.canonical import (
     ProductVariant,
     Refund,
 )
-from tests.model.reference.values_before import (
+from tests.connectors.shopify.reference.values_before import (
     MISSING_KEY_PREFIX,
     decimal_or_none,
     ident,

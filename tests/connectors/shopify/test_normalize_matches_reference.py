@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from ferry.connectors.shopify import normalize as shopify
 from ferry.model import values
-from ferry.model.normalize import shopify
 from ferry.sandbox.shopify.generator import generate_store
-from tests.model.reference import shopify_before, values_before
+from tests.connectors.shopify.reference import shopify_before, values_before
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STREAMS = {"customer": "customers", "order": "orders", "product": "products"}

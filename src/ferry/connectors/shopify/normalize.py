@@ -32,7 +32,7 @@ from ferry.model.values import (
     int_or_raw,
     money,
     newest_version,
-    shopify_shape_parses,
+    offset_shape_parses,
     strip_html,
     tags,
     text,
@@ -73,6 +73,11 @@ def record_key(stream: str, raw: dict[str, Any]) -> str:
 def record_version(stream: str, raw: dict[str, Any]) -> str:
     """The raw record's own updated_at as a version (also the stream cursor Shopify filters on)."""
     return version_of(raw.get("updated_at"), raw.get("created_at"))
+
+
+def identify(stream: str, raw: dict[str, Any]) -> tuple[str, str]:
+    """``(record_key, record_version)`` in one call: the engine stages every record read by it."""
+    return ident(raw.get("id")) or _missing_key(raw), version_of(raw.get("updated_at"), raw.get("created_at"))
 
 
 # -- customers -------------------------------------------------------------------
@@ -438,7 +443,7 @@ def _local_date(value: Any) -> str | None:
     """The calendar date in the timestamp's own offset (the shop's day), not UTC's."""
     if not isinstance(value, str):
         return None
-    if shopify_shape_parses(value):
+    if offset_shape_parses(value):
         return value[:10]  # what the parse below gives for this shape, without parsing
     try:
         return datetime.fromisoformat(value.strip()).date().isoformat()

@@ -1,1 +1,0 @@
-"""Per-source normalizers: raw source JSON -> canonical records (``ferry.model.canonical``)."""
