@@ -1,42 +1,44 @@
 """Read customers, products and orders from a WooCommerce store, incrementally, without ever skipping a change.
 
 WooCommerce pages by offset (``page``/``per_page``/``offset``), not by cursor: a record that changes while
-a read pages on moves, and every record behind it shifts one place, so asking for "page 2" after an
-edit on page 1 silently skips the record that slid onto page 1. So ferry never asks for page 2:
+a read pages on moves to the end of the order, every record behind it shifts one place towards the start,
+and asking for "page 2" then skips the record that slid onto page 1. ferry pages by offset but *proves*
+each page continues the last one:
 
-**Orders and products** (``orderby=modified&order=asc``, which WooCommerce sorts as ``modified, ID``):
-a keyset is emulated with ``modified_after``. Each request is page 1 of "modified at or after the newest
-second of the previous page" (``modified_after`` is exclusive and has one-second resolution, so ferry
-sends that second minus one). A record edited mid-read gets a newer time and is met again later in the
-same read; one not yet read is still at or after the bound; nothing shifts past a page already read. The
-records of the boundary second are served twice; the state remembers their ids (and the engine's staging
-ignores a repeated (key, version) anyway).
+**Offset pages anchored on what was read.** A read keeps one filter and one order for its whole length
+(orders and products: ``modified_after`` the cursor, ``orderby=modified&order=asc``; customers: everything,
+``orderby=id&order=asc``). Records only ever leave the part already read (an edit moves one to the end,
+where this read meets it again at its new version; a deletion removes it); new changes sort at the end.
+So the unread part can only move towards the start. Each request starts ``OVERLAP`` places before where
+the last page ended and must contain one of that page's last records at the *same version* (an anchor:
+a record whose version is unchanged has not moved); what follows the anchor is new. No anchor: more than
+``OVERLAP`` records left, and the request backs up a page (down to offset 0, which cannot skip).
 
-*A second wider than a page* (a bulk edit stamping more than ``per_page`` records with one second) would
-make that request return the same page forever. The read then takes that second alone
-(``modified_after = T - 1s``, ``modified_before = T + 1s``) in id order and pages it by ``offset``,
-checking each page overlaps the last one: the set of a past second only loses records (an edit moves
-one to a newer time, where the main read meets it again), so a record can only move towards the start;
-the next request backs up ``OVERLAP`` places and must see the last id read again, else it backs up a
-page. Then the main read goes on after ``T``.
+Why not a keyset emulated by moving ``modified_after`` to each page's newest time: WordPress sorts posts
+(products, and orders without HPOS) by the *local* ``post_modified`` but filters ``dates_are_gmt=true`` on
+``post_modified_gmt``; in the hour a DST change repeats, the two orders disagree and a bound taken from one
+skips records of the other. A second with more changes than a page would also stall such a read. Offsets
+with anchors depend on neither: the filter never moves during a read, and ties are just positions.
 
-**Customers** have no modified filter or order in WooCommerce's API (only ``orderby=id|name|
-registered_date``). Every run reads them all in id order, by ``offset`` with the same overlap check
-(records are only appended at the end or removed), and yields those modified at or after the cursor.
+**Customers** have no modified filter or order in WooCommerce's API (only ``orderby=id|include|name|
+registered_date``): every run reads them all, in id order, and yields those modified at or after the
+cursor (the rest were yielded before).
 
 **The cursor** (the final state) follows the Shopify reader's clock-margin rule: a change is stamped at
 most ``CLOCK_MARGIN`` before it becomes visible, so a page served at the store's time T (its ``Date``
 header) can only have passed over a change stamped at or after ``T - margin``. The cursor moves to the
-newest version read but never past the smallest ``T - margin`` of a page that reached the present; the
-next run's lower bound is inclusive. For customers, read whole, the cursor is the first page's
-``T - margin``: what changed after it is met by the next run.
+newest version read but never past the smallest ``T - margin`` of a page that reached the present, and
+the next run's lower bound is inclusive (``modified_after`` is exclusive and whole seconds: ferry sends
+the cursor's second minus one). Customers, read whole, start the next run at the first page's
+``T - margin`` at the latest.
 
 Times are UTC throughout: versions come from ``date_modified_gmt`` and ``modified_after`` is sent with
-``dates_are_gmt=true``. (``date_modified`` and a bare ``modified_after`` are in the store's timezone.)
+``dates_are_gmt=true`` (``date_modified`` and a bare ``modified_after`` are in the store's timezone).
 
 A variable product's variations are fetched (``products/{id}/variations``, one call per 100) and
 embedded in the product under ``_variations``: the normalizer needs them, and a product and its
-variants are one record to stage and to replay.
+variants are one record to stage and to replay. A variation edited without its product changing is
+seen when the product next changes (WooCommerce's products list has no filter on variations' times).
 """
 
 from __future__ import annotations
@@ -62,10 +64,9 @@ from ferry.model.values import MIN_VERSION
 log = structlog.get_logger("ferry.connectors.woocommerce")
 
 CLOCK_MARGIN = dt.timedelta(seconds=5)
-OVERLAP = 3  # how far an offset page backs up into the previous one, to prove nothing slid past it
-MODIFIED_ORDERED = ("orders", "products")
+OVERLAP = 5  # how far a page backs up into the last one, for an anchor proving nothing slid past it
 VARIATION_FETCHES = 4  # variation lists fetched at once for one page of products
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 _SECOND = dt.timedelta(seconds=1)
 _SECOND_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
@@ -74,22 +75,16 @@ _SECOND_FORMAT = "%Y-%m-%dT%H:%M:%S"
 class ReadState:
     """Where a read stands: the JSON a ``SourcePage`` carries (``as_json``/``from_json``).
 
-    ``cursor`` alone (``done``) is a finished read: the next one starts there. Otherwise ``after`` is the
-    main read's inclusive lower second, ``seen`` the ids already yielded at that second, ``tie`` the
-    second being paged by id (``tie_last_id``/``tie_offset``: last id yielded and its position after),
-    ``last_id``/``offset`` the same for a customers read, ``newest`` the newest version yielded and
-    ``reached`` the smallest ``T - margin`` of a page that reached the present.
+    A finished read is its ``cursor`` alone: the next read starts there (``since``). A read under way
+    keeps its ``since`` (its filter), ``offset`` (where the last page ended), ``tail`` (that page's last
+    records as [key, version]: the anchors the next page must show), ``newest`` (the newest version
+    yielded) and ``reached`` (the smallest ``T - margin`` of a page that reached the present).
     """
 
     since: str | None = None
     done: bool = False
-    after: str | None = None
-    seen: list[str] = field(default_factory=list)
-    tie: str | None = None
-    tie_last_id: int = 0
-    tie_offset: int = 0
-    last_id: int = 0
     offset: int = 0
+    tail: list[list[str]] = field(default_factory=list)
     newest: str | None = None
     reached: str | None = None
 
@@ -100,15 +95,20 @@ class ReadState:
         if data.get("format") != STATE_FORMAT:
             raise ConfigError(f"a saved WooCommerce read state has an unknown format: {data.get('format')!r}")
         if "cursor" in data:
-            return cls(since=data["cursor"], after=data["cursor"])
-        fields = {k: data[k] for k in cls.__slots__ if k in data}
-        return cls(**fields)
+            return cls(since=data["cursor"])
+        return cls(**{k: data[k] for k in ("since", "offset", "tail", "newest", "reached") if k in data})
 
     def as_json(self) -> dict[str, Any]:
         if self.done:
             return {"format": STATE_FORMAT, "cursor": self.final_cursor()}
-        data = {k: getattr(self, k) for k in self.__slots__}
-        return {"format": STATE_FORMAT, **data}
+        return {
+            "format": STATE_FORMAT,
+            "since": self.since,
+            "offset": self.offset,
+            "tail": self.tail,
+            "newest": self.newest,
+            "reached": self.reached,
+        }
 
     def final_cursor(self) -> str | None:
         """The newest version read, never past where the read reached the present; the old cursor if nothing."""
@@ -117,13 +117,15 @@ class ReadState:
             cursor = self.reached
         return cursor
 
-    def saw(self, versions: Sequence[str], server_time: str | None) -> None:
-        """Account for a page's versions: the newest yet, and whether (and when) it reached the present."""
+    def saw(self, versions: Sequence[str], server_time: str | None, *, whole: bool = False) -> None:
+        """Account for a page's versions: the newest yet, and whether (and when) it reached the present.
+        ``whole``: the read takes every record, so its first page bounds the cursor whatever it holds."""
         page_newest = max(versions, default=None)
         if page_newest is not None and (self.newest is None or page_newest > self.newest):
             self.newest = page_newest
         start = read_start(server_time)
-        if page_newest is not None and page_newest >= start and (self.reached is None or start < self.reached):
+        reached = whole or (page_newest is not None and page_newest >= start)
+        if reached and (self.reached is None or start < self.reached):
             self.reached = start
 
 
@@ -155,8 +157,7 @@ class WooCommerceSource(AsyncResource):
         _check_stream(stream)
         current = ReadState.from_json(state)
         resumed = bool(state) and "cursor" not in (state or {})  # a read that died, continued
-        pages = self._customer_pages(current) if stream == "customers" else self._modified_pages(stream, current)
-        async for records in pages:
+        async for records in self._pages(stream, current):
             yield SourcePage(records, current.as_json(), resumed=resumed)
 
     async def fetch(self, stream: str, key: str) -> dict[str, Any] | None:
@@ -182,86 +183,62 @@ class WooCommerceSource(AsyncResource):
             stream = "customers"
         return (stream, woo.record_key(raw)) if stream else None
 
-    # -- orders and products: modified order, keyset emulated by modified_after --------------------
+    # -- reading: offset pages, each proven to continue the last (module docstring) --------------
 
-    async def _modified_pages(self, stream: str, state: ReadState) -> AsyncIterator[list[dict[str, Any]]]:
+    async def _pages(self, stream: str, state: ReadState) -> AsyncIterator[list[dict[str, Any]]]:
+        params = self._list_params(stream, state.since)
         while not state.done:
-            if state.tie is not None:
-                yield await self._tie_page(stream, state)
-                continue
-            page = await self._client.list_page(stream, {**self._modified_params(stream, state.after), "page": 1})
-            seen = set(state.seen)
-            fresh = [r for r in page.records if woo.record_key(r) not in seen]
-            self._advance(state, page)
-            if stream == "products":
-                await self._embed_variations(fresh)
-            state.saw([woo.modified_version(r) for r in fresh], page.server_time)
-            yield fresh
+            page, start, new = await self._anchored_page(stream, params, state)
+            state.offset = start + len(page.records)
+            if page.records:
+                state.tail = [[woo.record_key(r), woo.modified_version(r)] for r in page.records[-OVERLAP:]]
+            state.done = self._is_last(page, start)
+            if stream == "customers":  # read whole: only what changed since the cursor is news
+                new = [r for r in new if state.since is None or woo.modified_version(r) >= state.since]
+            elif stream == "products":
+                await self._embed_variations(new)
+            state.saw([woo.modified_version(r) for r in new], page.server_time, whole=stream == "customers")
+            yield new
 
-    def _advance(self, state: ReadState, page: ListPage) -> None:
-        """Where the main read goes after ``page``: done, on after its newest second, or into that second alone."""
-        if self._is_last(page, 0):
-            state.done = True
-            return
-        newest = _second(max(woo.modified_version(r) for r in page.records))
-        if state.after is None or newest > _second(state.after):
-            state.after = newest + ".000000Z"
-            state.seen = [woo.record_key(r) for r in page.records if _second(woo.modified_version(r)) == newest]
-        else:  # a whole page within one second: page that second by id (module docstring)
-            state.tie, state.tie_last_id, state.tie_offset = newest, 0, 0
-            log.info("read.tie_second", second=newest, page_size=self.config.page_size)
+    async def _anchored_page(
+        self, resource: str, params: dict[str, Any], state: ReadState
+    ) -> tuple[ListPage, int, list[dict[str, Any]]]:
+        """The page after ``state.offset``, its start, and its records after the anchor (the new ones)."""
+        anchors = {key: rank for rank, (key, _) in enumerate(state.tail)}
+        versions = dict((key, version) for key, version in state.tail)
+        start = max(0, state.offset - len(state.tail))
+        while True:
+            page = await self._client.list_page(resource, {**params, "offset": start}, label=resource)
+            if not anchors:
+                return page, start, page.records
+            found = [
+                (anchors[key], index)
+                for index, r in enumerate(page.records)
+                if (key := woo.record_key(r)) in anchors and woo.modified_version(r) == versions[key]
+            ]
+            if found:
+                _, index = max(found)  # the latest record of the last page still where it was
+                return page, start, page.records[index + 1 :]
+            if start == 0:  # every anchor moved or went: from the start again (re-reads, never skips)
+                log.warning("read.anchors_lost", stream=resource, offset=state.offset)
+                return page, start, page.records
+            start = max(0, start - self.config.page_size)
+            log.info("read.back_up", stream=resource, offset=start)
 
-    async def _tie_page(self, stream: str, state: ReadState) -> list[dict[str, Any]]:
-        assert state.tie is not None
-        params = self._modified_params(stream, state.tie + ".000000Z")
-        params |= {"orderby": "id", "modified_before": _shift(state.tie, _SECOND)}
-        page, offset = await self._overlapping_page(stream, params, state.tie_last_id, state.tie_offset)
-        new = [r for r in page.records if _int_id(r) > state.tie_last_id]
-        if new:
-            state.tie_last_id = max(_int_id(r) for r in new)
-        seen = set(state.seen)  # the main read's last page yielded these already
-        fresh = [r for r in new if woo.record_key(r) not in seen]
-        state.tie_offset = offset + len(page.records)
-        if self._is_last(page, offset):  # the second is read: go on after it
-            state.after, state.seen = _shift(state.tie, _SECOND) + ".000000Z", []
-            state.tie, state.tie_last_id, state.tie_offset = None, 0, 0
-        if stream == "products":
-            await self._embed_variations(fresh)
-        state.saw([woo.modified_version(r) for r in fresh], page.server_time)
-        return fresh
-
-    def _modified_params(self, stream: str, after: str | None) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "per_page": self.config.page_size,
-            "orderby": "modified",
-            "order": "asc",
-            "status": "any",  # orders default to "any" too, but say it: a draft product or a failed order counts
+    def _list_params(self, stream: str, since: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"per_page": self.config.page_size, "order": "asc"}
+        if stream == "customers":
+            # Only orderby=id is stable. The default role filter ("customer") stays: shop staff are users too.
+            return params | {"orderby": "id"}
+        params |= {
+            "orderby": "modified",  # WooCommerce adds the id: (modified, id), a total order
+            "status": "any",  # a draft product, a failed order: every status but trash
             "dates_are_gmt": "true",  # modified_after is then UTC, like the versions; else the store's timezone
         }
-        if after is not None and _second(after) > _second(MIN_VERSION):
-            # modified_after is exclusive: one second less makes it "at or after ``after``'s second".
-            params["modified_after"] = _shift(_second(after), -_SECOND)
+        if since is not None and _second(since) > _second(MIN_VERSION):
+            # modified_after is exclusive and in whole seconds: one second less is "at or after the cursor".
+            params["modified_after"] = _shift(_second(since), -_SECOND)
         return params
-
-    # -- customers: everything, in id order, offset paging with an overlap check ------------------
-
-    async def _customer_pages(self, state: ReadState) -> AsyncIterator[list[dict[str, Any]]]:
-        # The default role filter ("customer") is kept: shop staff are WordPress users too, not customers.
-        params = {"per_page": self.config.page_size, "orderby": "id", "order": "asc"}
-        while not state.done:
-            page, offset = await self._overlapping_page("customers", params, state.last_id, state.offset)
-            fresh = [r for r in page.records if _int_id(r) > state.last_id]
-            if fresh:
-                state.last_id = max(_int_id(r) for r in fresh)
-            state.offset = offset + len(page.records)
-            state.done = self._is_last(page, offset)
-            if state.reached is None:  # the whole set is read from here on: later changes are the next run's
-                state.reached = read_start(page.server_time)
-            changed = [r for r in fresh if state.since is None or woo.modified_version(r) >= state.since]
-            versions = [woo.modified_version(r) for r in changed]
-            if versions and (state.newest is None or max(versions) > state.newest):
-                state.newest = max(versions)
-            yield changed
 
     def _is_last(self, page: ListPage, offset: int) -> bool:
         """Whether nothing follows ``page`` (served from ``offset``). ``X-WP-Total`` decides when sent: a short
@@ -271,21 +248,6 @@ class WooCommerceSource(AsyncResource):
         if page.total is not None:
             return offset + len(page.records) >= page.total
         return len(page.records) < self.config.page_size
-
-    async def _overlapping_page(
-        self, resource: str, params: dict[str, Any], last_id: int, offset: int
-    ) -> tuple[ListPage, int]:
-        """The id-ordered page after ``last_id`` (at position ``offset``), proven not to have skipped a record.
-
-        Records only leave the set before ``last_id`` (or are appended after it), so it can only have moved
-        towards the start: the page starts ``OVERLAP`` places early and must include an id at or before
-        ``last_id``; when it does not, more than ``OVERLAP`` records left, and it backs up a whole page."""
-        start = max(0, offset - OVERLAP)
-        while True:
-            page = await self._client.list_page(resource, {**params, "offset": start}, label=resource)
-            if start == 0 or (page.records and min(_int_id(r) for r in page.records) <= last_id):
-                return page, start
-            start = max(0, start - self.config.page_size)
 
     # -- products' variations -----------------------------------------------------------------------
 
@@ -329,11 +291,6 @@ def _second(version: str) -> str:
 
 def _shift(second: str, delta: dt.timedelta) -> str:
     return (dt.datetime.strptime(second, _SECOND_FORMAT) + delta).strftime(_SECOND_FORMAT)
-
-
-def _int_id(raw: dict[str, Any]) -> int:
-    value = raw.get("id")
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _check_stream(stream: str) -> None:
