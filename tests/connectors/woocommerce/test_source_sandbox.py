@@ -88,7 +88,7 @@ def _ids(records: list[dict[str, Any]]) -> set[int]:
 def test_every_stream_read_whole_in_pages_each_record_once(store: Store) -> None:
     cfg = store.config(page_size=25)
     for stream in ("customers", "products", "orders"):
-        records, pages, calls = asyncio.run(_read(cfg, stream))
+        records, pages, _calls = asyncio.run(_read(cfg, stream))
         assert _ids(records) == set(store.listed(stream)), stream
         assert len(records) == len(_ids(records)), f"{stream}: a record was yielded twice in one read"
         assert pages[-1].state["cursor"] is not None and set(pages[-1].state) == {"format", "cursor"}
@@ -172,7 +172,7 @@ def test_a_run_after_a_read_gets_only_what_changed_and_the_cursor_trails_the_sto
 
 def test_a_read_killed_mid_way_continues_from_its_last_page(store: Store) -> None:
     cfg = store.config(page_size=20)
-    first, pages, first_calls = asyncio.run(_read(cfg, "orders", pages=3))  # then the process "dies"
+    first, pages, _first_calls = asyncio.run(_read(cfg, "orders", pages=3))  # then the process "dies"
     saved = pages[-1].state
     assert "cursor" not in saved
     # Meanwhile a record of the pages already read changes: it must still come in the continued read.
