@@ -126,11 +126,11 @@ def test_every_record_is_in_the_org_or_dead_lettered_never_both_never_lost(
 ) -> None:
     letters = world.dead_letters()
     for obj, keys in expected.items():
-        written = set(world.org(obj))
+        written, dead = set(world.org(obj)), letters[obj]
         assert keys, obj
-        assert not written & letters[obj], f"{obj}: both written and dead-lettered: {sorted(written & letters[obj])[:5]}"
-        assert written | letters[obj] == keys, (
-            f"{obj}: missing {sorted(keys - written - letters[obj])[:5]}, extra {sorted((written | letters[obj]) - keys)[:5]}")
+        assert not written & dead, f"{obj}: both written and dead-lettered: {sorted(written & dead)[:5]}"
+        assert written | dead == keys, (
+            f"{obj}: missing {sorted(keys - written - dead)[:5]}, extra {sorted((written | dead) - keys)[:5]}")
         assert len(written) > len(keys) / 2, f"{obj}: most records should be writable ({len(written)}/{len(keys)})"
     assert sum(len(v) for v in letters.values()) > 0  # the store is messy on purpose
     assert first["source_api_calls"] > 0 and set(first["source_records"]) == {"customers", "products", "orders"}
