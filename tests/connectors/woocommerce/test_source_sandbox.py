@@ -57,7 +57,8 @@ class Store:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    sandbox = WooCommerceSandbox(tmp_path, **COUNTS)
+    sandbox = WooCommerceSandbox(tmp_path, customers=COUNTS["customers"], products=COUNTS["products"],
+                                 orders=COUNTS["orders"])
     running = sandbox.start(tmp_path)
     try:
         yield Store(sandbox, running)
