@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ferry.sandbox.connections import drop_connection, expose_transport, hold_connection
@@ -180,14 +181,19 @@ class Faults:
 
 
 class FaultGate:
-    """The outermost ASGI layer: applies the configured faults to Admin API calls."""
+    """The outermost ASGI layer: applies the configured faults to Admin API calls.
+
+    Another sandbox reuses it by naming its API paths (``api_path``, a pattern with a ``rest`` group) and
+    how its system answers a status fault (``status_response``)."""
+
+    api_path: re.Pattern[str] = _API_PATH
 
     def __init__(self, app: ASGIApp, faults: Faults) -> None:
         self.app = app
         self.faults = faults
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _API_PATH.match(scope["path"]) if scope["type"] == "http" and self.faults.rules else None
+        match = self.api_path.match(scope["path"]) if scope["type"] == "http" and self.faults.rules else None
         rule = await self.faults.pick(scope["method"], match["rest"]) if match else None
         if rule is None:
             await self.app(scope, receive, send)
@@ -198,6 +204,9 @@ class FaultGate:
                 await hold_connection(receive, rule.hold_seconds or self.faults.timeout_hold_seconds)
             await drop_connection(scope)
             return
+        await self.status_response(rule)(scope, receive, send)
+
+    def status_response(self, rule: FaultRule) -> Response:
         status, text = STATUS_FAULTS.get(rule.kind, (rule.status or 500, "Injected fault"))
         headers = {"Retry-After": f"{float(rule.retry_after):.1f}"} if rule.retry_after is not None else {}
-        await ApiError(rule.status or status, rule.message or text, headers).response()(scope, receive, send)
+        return ApiError(rule.status or status, rule.message or text, headers).response()

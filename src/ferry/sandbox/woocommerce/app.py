@@ -133,7 +133,8 @@ def _collection_routes(app: FastAPI, state: StoreState, resource: str, path: str
 
     async def delete_record(request: Request, rid: int, parent: int | None = None) -> Response:
         require(request, "delete")
-        lookup(rid, parent)
+        if parent is not None:
+            lookup(rid, parent)
         force = writes.truthy(request.query_params.get("force"))
         before = writes.delete(state, resource, rid, force, parent)
         return json_response(render(request, resource, before, parent))
@@ -184,15 +185,19 @@ async def _json_body(request: Request) -> dict[str, Any]:
 def _admin_routes(app: FastAPI, state: StoreState, stats: Stats) -> None:
     """Outside the API: no auth, no faults. Never part of WooCommerce; for tests and the demo."""
 
-    async def records(resource: str) -> Response:
-        """Every record of a resource as stored; a child carries its parent's id (``product_id``/``order_id``)."""
+    async def records(resource: str, offset: int = 0, limit: int | None = None) -> Response:
+        """Every record of a resource as stored (or ``limit`` of them from ``offset``), in id order; a child
+        carries its parent's id (``product_id``/``order_id``)."""
         if resource not in RESOURCES:
             raise WpError("rest_no_route", f"unknown resource {resource!r}", 404)
         if resource in CHILDREN:
             key = "product_id" if resource == "variations" else "order_id"
             rows = [{**r, key: pid} for pid, rs in state.store.children(resource).items() for r in rs]
-            return json_response(sorted(rows, key=lambda r: r["id"]))
-        return json_response(state.records(resource))
+        else:
+            rows = list(state.records(resource))
+        rows.sort(key=lambda r: r["id"])
+        end = len(rows) if limit is None else offset + max(0, limit)
+        return json_response(rows[offset:end])
 
     async def stats_view() -> Response:
         return json_response({

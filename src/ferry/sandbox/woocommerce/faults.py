@@ -19,10 +19,9 @@ import re
 
 import orjson
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ferry.sandbox.connections import drop_connection, expose_transport, hold_connection
-from ferry.sandbox.shopify.faults import CONNECTION_FAULTS, FaultRule, Faults
+from ferry.sandbox.shopify.faults import FaultGate as ShopifyFaultGate
+from ferry.sandbox.shopify.faults import FaultRule, Faults
 
 _API_PATH = re.compile(r"^/wp-json/wc/v3/(?P<rest>.*)$")
 _REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
@@ -49,23 +48,10 @@ def fault_response(rule: FaultRule) -> Response:
     return Response(page, status, headers, media_type="text/html")
 
 
-class FaultGate:
-    """The outermost ASGI layer: applies the configured faults to ``wc/v3`` calls."""
+class FaultGate(ShopifyFaultGate):
+    """The outermost ASGI layer: applies the configured faults to ``wc/v3`` calls, answering as a WordPress host."""
 
-    def __init__(self, app: ASGIApp, faults: Faults) -> None:
-        self.app = app
-        self.faults = faults
+    api_path = _API_PATH
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _API_PATH.match(scope["path"]) if scope["type"] == "http" and self.faults.rules else None
-        rule = await self.faults.pick(scope["method"], match["rest"]) if match else None
-        if rule is None:
-            await self.app(scope, receive, send)
-            return
-        if rule.kind in CONNECTION_FAULTS:
-            expose_transport(scope, send)
-            if rule.kind == "timeout":
-                await hold_connection(receive, rule.hold_seconds or self.faults.timeout_hold_seconds)
-            await drop_connection(scope)
-            return
-        await fault_response(rule)(scope, receive, send)
+    def status_response(self, rule: FaultRule) -> Response:
+        return fault_response(rule)

@@ -347,7 +347,7 @@ class _Orders:
         cust, bill, ship = self._buyer(i, tag_key)
         currency, rate = self.g.currency, Decimal(1)
         if i % 9 == 4:
-            currency, rate = FOREIGN_CURRENCIES[i % len(FOREIGN_CURRENCIES)]
+            currency, rate = FOREIGN_CURRENCIES[(i // 9) % len(FOREIGN_CURRENCIES)]
             g.tag("order", tag_key, "foreign_currency")
         tax_rate = Decimal(g.rnd.choice((0, 7, 19, 19, 20))) / 100
         lines, coupon_lines = self._lines(i, tag_key, rate, tax_rate)
@@ -447,7 +447,7 @@ class _Orders:
                 g.tag("order", tag_key, "product_deleted")
             meta = [g.meta(var["attributes"][0]["name"].lower(), var["attributes"][0]["option"])] if var else []
             lines.append(rec.line_item(
-                g.item_id(), name=var["name"] if var else product["name"], product_id=pid,
+                g.item_id(), name=f"{product['name']} - {var['name']}" if var else product["name"], product_id=pid,
                 variation_id=var["id"] if var else 0, quantity=qty, unit=unit, tax_rate=tax_rate, tax_rate_id=1,
                 discount=discount, sku=item["sku"], meta=meta, parent_name=product["name"] if var else None))
         coupon_lines = []

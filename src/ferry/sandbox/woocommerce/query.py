@@ -40,7 +40,8 @@ class Schema:
 
 SCHEMAS: dict[str, Schema] = {
     "orders": Schema(statuses=ORDER_STATUSES, int_filters=("customer", "product", "parent"), text_filters=("search",)),
-    "products": Schema(orderby=(*POST_ORDERBY, "price", "popularity", "rating", "menu_order"),
+    # The products controller appends price, popularity and rating to the posts' orderby enum.
+    "products": Schema(orderby=(*POST_ORDERBY, "price", "popularity", "rating"),
                        statuses=PRODUCT_STATUSES, text_filters=("search", "sku", "type", "slug")),
     "coupons": Schema(text_filters=("search", "code")),
     "variations": Schema(orderby=(*POST_ORDERBY, "menu_order"), text_filters=("search", "sku")),
@@ -82,24 +83,11 @@ def php_params(items: list[tuple[str, str]]) -> dict[str, str | list[str]]:
 def parse_list(resource: str, params: dict[str, str | list[str]], st: StoreTime) -> ListQuery:
     schema = SCHEMAS[resource]
     q = ListQuery(order=schema.default_order, orderby=schema.default_orderby)
+    # Checked in the order get_collection_params() declares them: the order the error lists them in.
     problems: dict[str, tuple[str, str, Any]] = {}
     q.page = _int(params, "page", 1, problems, low=1) or 1
     q.per_page = _int(params, "per_page", 10, problems, low=1, high=MAX_PER_PAGE) or 10
-    q.offset = _int(params, "offset", None, problems)
-    q.order = _enum(params, "order", ("asc", "desc"), q.order, problems)
-    q.orderby = _enum(params, "orderby", schema.orderby, q.orderby, problems)
-    q.include = _ids(params.get("include"))
-    q.exclude = _ids(params.get("exclude"))
-    for name in schema.int_filters:
-        number = _int(params, name, None, problems)
-        if number is not None:
-            q.ints[name] = number
-    for name in schema.text_filters:
-        text = params.get(name)
-        if isinstance(text, str) and text != "":
-            q.texts[name] = text
     if schema.dated:
-        q.dates_are_gmt = _bool(params, "dates_are_gmt", problems)
         for name in ("after", "before", "modified_after", "modified_before"):
             raw = params.get(name)
             if raw is None:
@@ -109,6 +97,20 @@ def parse_list(resource: str, params: dict[str, str | list[str]], st: StoreTime)
                 problems[name] = errors.invalid_date(name)
             else:
                 q.bounds[name] = bound
+        q.dates_are_gmt = _bool(params, "dates_are_gmt", problems)
+    q.exclude = _ids(params.get("exclude"))
+    q.include = _ids(params.get("include"))
+    q.offset = _int(params, "offset", None, problems)
+    q.order = _enum(params, "order", ("asc", "desc"), q.order, problems)
+    q.orderby = _enum(params, "orderby", schema.orderby, q.orderby, problems)
+    for name in schema.int_filters:
+        number = _int(params, name, None, problems)
+        if number is not None:
+            q.ints[name] = number
+    for name in schema.text_filters:
+        text = params.get(name)
+        if isinstance(text, str) and text != "":
+            q.texts[name] = text
     if schema.statuses:
         q.statuses = _statuses(params.get("status"), schema.statuses, problems)
     if problems:
@@ -248,6 +250,8 @@ def _matcher(resource: str, q: ListQuery) -> Callable[[Record], bool]:
         checks.append(lambda r: r.get("status") in statuses)
     elif statuses:
         checks.append(lambda r: r.get("status") not in ("trash", "auto-draft", "checkout-draft"))
+    else:  # a collection without a status parameter (coupons) never lists what is in the trash
+        checks.append(lambda r: r.get("status") != "trash")
     for name, number in q.ints.items():
         checks.append(_int_filter(name, number))
     for name, text in q.texts.items():

@@ -141,17 +141,17 @@ def product(st: StoreTime, pid: int, created: int, modified: int, *, name: str, 
 def variation(st: StoreTime, vid: int, parent: Record, created: int, modified: int, *, sku: str, regular: str,
               sale: str, stock: int | None, attributes: list[Record], menu_order: int) -> Record:
     price = sale or regular
+    # wc_get_formatted_variation($v, flat=true, include_names=false): the options alone, ", "-joined.
     label = ", ".join(a["option"] for a in attributes)
+    # Keys and order of WC_REST_Product_Variations_Controller::prepare_object_for_response (wc/v3).
     return {
         "id": vid,
-        "type": "variation",
         **dates(st, "date_created", created),
         **dates(st, "date_modified", modified),
         "description": "",
         "permalink": f"{parent['permalink']}?" + "&".join(
             f"attribute_{a['name'].lower()}={a['option']}" for a in attributes),
         "sku": sku,
-        "global_unique_id": "",
         "price": price,
         "regular_price": regular,
         "sale_price": sale,
@@ -182,7 +182,7 @@ def variation(st: StoreTime, vid: int, parent: Record, created: int, modified: i
         "attributes": attributes,
         "menu_order": menu_order,
         "meta_data": [],
-        "name": f"{parent['name']} - {label}",
+        "name": label,
         "parent_id": parent["id"],
     }
 

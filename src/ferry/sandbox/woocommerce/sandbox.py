@@ -25,7 +25,8 @@ class WooCommerceSandbox:
 
     ``sb.app`` is the ASGI app (faults, then authentication and stats, around the FastAPI routes); start it
     with ``sb.start(state_dir)`` (HTTPS, Basic auth) or ``sb.start(state_dir, plain_http=True)`` (the
-    OAuth 1.0a path). The consumer key and secret are random per instance unless given.
+    OAuth 1.0a path). The consumer key and secret are random per instance unless given; ``faults`` is a fault
+    configuration (see ``faults``), also settable later through ``sb.faults`` or ``/__sandbox/faults``.
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class WooCommerceSandbox:
         timezone: str = DEFAULT_TIMEZONE,
         consumer_key: str | None = None,
         consumer_secret: str | None = None,
+        faults: dict[str, Any] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.store = store if store is not None else generate_store(
@@ -48,6 +50,8 @@ class WooCommerceSandbox:
                           consumer_secret or f"cs_{secrets.token_hex(20)}")
         self.stats = Stats()
         self.faults = Faults()
+        if faults:
+            self.faults.configure(faults)  # the POST /__sandbox/faults body; ValueError when it is not valid
         self.state = StoreState(self.store)
         self.api: FastAPI = build_app(self.state, self.stats, self.faults)
         self.app: Any = FaultGate(AuthGate(self.api, Authenticator(self.key), self.stats), self.faults)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+# The Shopify sandbox's write clock: never behind the wall clock, always after the newest stored change.
+from ferry.sandbox.shopify.state import WriteClock
 from ferry.sandbox.woocommerce.store import CHILDREN, TOP_LEVEL, Record, Store
-from ferry.sandbox.woocommerce.times import StoreTime, WriteClock, parse_gmt
+from ferry.sandbox.woocommerce.times import StoreTime, parse_gmt
 
 
 class StoreState:

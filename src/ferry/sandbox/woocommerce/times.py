@@ -14,8 +14,6 @@ column when ``dates_are_gmt`` is true (so an offset combined with ``dates_are_gm
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -76,17 +74,3 @@ def _offset(text: str) -> timezone:
 def parse_gmt(text: str) -> int:
     """Epoch seconds of a ``*_gmt`` string."""
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
-
-
-class WriteClock:
-    """The "now" stamped on writes: the wall clock, but always at least one second after the newest
-    stored modification and the previous write, so a write is always the newest version (the generated
-    data may be dated after the wall clock)."""
-
-    def __init__(self, newest: int, wall: Callable[[], float] = time.time) -> None:
-        self._last = max(newest, EPOCH_END)
-        self._wall = wall
-
-    def tick(self) -> int:
-        self._last = max(self._last + 1, int(self._wall()))
-        return self._last

@@ -271,12 +271,14 @@ def _add_lines(state: StoreState, order: Record, lines: list[Any]) -> None:
         variation = state.get("variations", int(line.get("variation_id") or 0))
         item = variation or product
         if item is None:
-            raise WpError("woocommerce_rest_invalid_product_id", "Invalid product ID.", 400)
+            raise WpError("woocommerce_rest_invalid_product_id", "Invalid product ID.", 400)  # unverified wording
         qty = int(line.get("quantity", 1))
         unit = _decimal(line["price"]) if line.get("price") is not None else _decimal(item.get("price") or 0)
         parent_id = state.parent_of["variations"].get(variation["id"], 0) if variation else _id(product)
+        name = str(line.get("name") or (f"{state.by_id['products'][parent_id]['name']} - {item['name']}"
+                                        if variation and parent_id in state.by_id["products"] else item["name"]))
         order["line_items"].append(_line(state, parent_id, variation["id"] if variation else 0, qty, unit,
-                                         state.item_id(), str(line.get("name") or item["name"]), item["sku"]))
+                                         state.item_id(), name, item["sku"]))
 
 
 def _id(record: Record | None) -> int:
@@ -333,14 +335,18 @@ def _decimal(value: Any) -> Decimal:
 def delete(state: StoreState, resource: str, rid: int, force: bool, parent: int | None = None) -> Record:
     """Trash, or with ``force`` delete for good; returns the record as it was before (what WooCommerce answers)."""
     record = state.get(resource, rid)
+    if resource == "customers":
+        # The customers controller checks ``force`` first, then the id (and answers a missing one with 400).
+        if not force:
+            raise WpError("woocommerce_rest_trash_not_supported", "Customers do not support trashing.", 501)
+        if record is None:
+            raise WpError("woocommerce_rest_invalid_id", "Invalid resource id.", 400)
     if record is None:
         raise _invalid(resource, 404)
     before = copy.deepcopy(record)
     if resource == "refunds":
         force = True  # the refunds route's ``force`` defaults to true; refunds cannot be trashed
     if not force:
-        if resource == "customers":
-            raise WpError("woocommerce_rest_trash_not_supported", "Customers do not support trashing.", 501)
         if resource not in TRASHABLE:
             post_type = POST_TYPES[resource]
             raise WpError("woocommerce_rest_trash_not_supported", f"The {post_type} does not support trashing.", 501)
@@ -365,9 +371,7 @@ def delete(state: StoreState, resource: str, rid: int, force: bool, parent: int 
 
 def _invalid(resource: str, status: int) -> WpError:
     if resource == "customers":
-        # The customers controller words it "Invalid resource ID." on read and "Invalid resource id." on write.
-        message = "Invalid resource ID." if status == 404 else "Invalid resource id."
-        return WpError("woocommerce_rest_invalid_id", message, status)
+        return WpError("woocommerce_rest_invalid_id", "Invalid resource ID.", status)
     return invalid_id(POST_TYPES[resource], status)
 
 
