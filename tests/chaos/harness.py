@@ -383,7 +383,8 @@ class Chaos:
 
     def _doing(self) -> str:
         """The run's phase as its durable state shows it (read, Bulk job, outbox), for the kill figures."""
-        if self._query("SELECT 1 FROM reads LIMIT 1"):
+        # A stream read under way: the Shopify source's state holds its progress ("read") until its last page.
+        if self._query("SELECT 1 FROM read_states WHERE json_extract(state, '$.read') IS NOT NULL LIMIT 1"):
             return "reading"
         if self._query("SELECT 1 FROM bulk_jobs LIMIT 1"):
             return "bulk job in flight"

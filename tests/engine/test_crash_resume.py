@@ -73,6 +73,10 @@ def test_a_bulk_job_in_flight_at_a_kill_is_resumed_not_uploaded_again(tmp_path: 
         assert not query(db, "SELECT * FROM bulk_jobs"), "a finished job is still recorded as in flight"
 
 
+# How many pages of the customers read are staged, from the read state the Shopify source saves with each page.
+_PAGES = "SELECT json_extract(state, '$.read.pages') FROM read_states WHERE stream = 'customers'"
+
+
 def test_a_read_killed_mid_stream_continues_at_the_next_page(tmp_path: Path) -> None:
     with world(tmp_path, customers=80) as w:
         # Slow pages (150 ms each) of 5 customers: the kill lands after a few pages are staged.
@@ -82,10 +86,8 @@ def test_a_read_killed_mid_stream_continues_at_the_next_page(tmp_path: Path) -> 
         db = home / "ferry.db"
         proc = w.ferry(home, "run", str(pipeline), "--json")
         staged_pages = _wait(
-            lambda: (
-                (query(db, "SELECT pages FROM reads WHERE stream = 'customers' AND phase = 'ordered'") or [(0,)])[0][0]
-                >= 4
-            ),
+            lambda: ((query(db, _PAGES + " AND json_extract(state, '$.read.phase') = 'ordered'") or [(0,)])[0][0] or 0)
+            >= 4,
             120,
             "four staged pages of customers",
         )
@@ -95,7 +97,7 @@ def test_a_read_killed_mid_stream_continues_at_the_next_page(tmp_path: Path) -> 
         # A request the killed process had sent may still be in the store's 150 ms latency: let it be counted
         # now, not as a call of the restart.
         time.sleep(1.0)
-        (pages_before,) = query(db, "SELECT pages FROM reads WHERE stream = 'customers'")[0]
+        (pages_before,) = query(db, _PAGES)[0]
         calls_before = w.shop.stats.by_endpoint["GET /admin/api/{version}/customers.json"]
         throttled_before = w.shop.stats.throttled
 
@@ -136,14 +138,15 @@ async def test_a_read_an_older_ferry_left_in_id_order_is_finished_with_its_catch
     id-order link, or "catchup" once its pages were all staged) is finished the old way: the rest of the pages,
     then one catch-up read from the read's start, which meets a customer edited since."""
     from ferry.connectors.shopify.normalize import record_version
-    from ferry.engine.intake import _read_start
+    from ferry.connectors.shopify.reader import ReadState, read_start
+    from ferry.core.ports import StagedRow
     from ferry.engine.runner import Runner
-    from ferry.store import ReadProgress, Store
+    from ferry.store import Store
 
     with world(tmp_path, customers=40, products=3, orders=6) as w:
         spec = w.spec(w.pipeline_file("legacy", lambda s: s["source"].update(page_size=5)))
         store = Store(tmp_path / "ferry.db")
-        started = _read_start(None)
+        started = read_start(None)
         staged_pages = 2 if phase == "pages" else 8  # 40 customers: 8 pages of 5
         url: str | None = "/customers.json?limit=5"  # no order: id order, as the older ferry asked
         rows: list[dict[str, Any]] = []
@@ -158,13 +161,16 @@ async def test_a_read_an_older_ferry_left_in_id_order_is_finished_with_its_catch
             assert resp.status_code == 200
         assert [c["id"] for c in rows] == sorted(c["id"] for c in w.shop.store.customers)[: 5 * staged_pages]
         newest = max(record_version("customers", c) for c in rows)
-        store.stage("legacy", "customers", 1, [(str(c["id"]), record_version("customers", c), json.dumps(c).encode())
-                                               for c in rows])
+        # The read state the store's migration makes of an older ferry's `reads` row.
         if phase == "pages":
-            progress = ReadProgress("customers", 1, None, url, newest, started, "pages", staged_pages)
+            read = {"phase": "pages", "since": None, "next_url": url, "newest": newest, "started_at": started,
+                    "pages": staged_pages}
         else:
-            progress = ReadProgress("customers", 1, started, None, newest, "", "catchup", 0)
-        store.save_read("legacy", progress)
+            read = {"phase": "catchup", "since": started, "next_url": None, "newest": newest, "started_at": "",
+                    "pages": 0}
+        store.stage("legacy", "customers", 1,
+                    [StagedRow(str(c["id"]), record_version("customers", c), json.dumps(c).encode()) for c in rows],
+                    {"cursor": None, "read": read})
         calls_before = w.shop.stats.by_endpoint["GET /admin/api/{version}/customers.json"]
 
         stats = await Runner(spec, store).run()
@@ -176,8 +182,9 @@ async def test_a_read_an_older_ferry_left_in_id_order_is_finished_with_its_catch
         assert contact["FirstName"] == "Since"  # the edit after the read began: caught up
         assert {str(c["id"]) for c in w.shop.store.customers} <= set(w.keys("Contact")) | store.dead_letter_keys(
             "legacy", "Contact")
-        assert store.read_progress("legacy", "customers") is None
-        cursor = store.get_cursor("legacy", "customers")
+        state = ReadState.parse(store.read_state("legacy", "customers"))
+        assert state.read is None
+        cursor = state.cursor
         assert cursor is not None and cursor > newest
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 
+from ferry.core.ports import StagedRow
 from ferry.engine.inspect import inspect_pipeline
 from ferry.engine.pipeline import load_pipeline
 from ferry.sandbox.salesforce import SalesforceSandbox
@@ -39,7 +40,7 @@ async def test_plan_reports_mismatches_notes_staged_failures_and_strategy(tmp_pa
         rows = []
         for i in range(3):
             c = dict(customer, id=900 + i, last_name="L", email=f"c{i}@example.com", phone="5" * 60)
-            rows.append((str(c["id"]), c["updated_at"], orjson.dumps(c)))
+            rows.append(StagedRow(str(c["id"]), c["updated_at"], orjson.dumps(c)))
         store.stage(spec.name, "customers", 1, rows)
         before = sandbox.state.budget.used
 

@@ -1,19 +1,20 @@
-"""Intake: a read whose call gives up past the HTTP core's retries pauses and goes on from its last staged page;
-the cursor of a read in updated_at order (where it may move without a catch-up read)."""
+"""Intake: a read whose call gives up past the HTTP core's retries pauses and goes on from its last staged page.
+
+(How Shopify's read keeps its cursor is tested with its reader: tests/connectors/shopify/test_reader.py.)"""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
+import orjson
 import pytest
 
-from ferry.connectors.shopify.source import ShopifySource, SourcePage
-from ferry.engine.intake import Intake
+from ferry.core.contracts import Source, SourcePage
+from ferry.engine.intake import PHASE_ATTEMPTS, Intake
 from ferry.engine.runner import Runner
-from ferry.model.values import version_of
+from ferry.errors import TransientError
 from ferry.store import Store
 from tests.engine.world import world
 
@@ -41,135 +42,75 @@ async def test_a_throttling_burst_longer_than_the_client_retries_pauses_the_read
         }
 
 
-# ---------------------------------------------------------------------- the cursor rule of an ordered read
+class ListSource:
+    """A source of numbered records whose state is an offset: any system's shape, as far as intake knows."""
 
+    system = "list"
+    streams = ("things",)
 
-class ScriptedShop:
-    """A store read the way ShopifySource.read_pages reads Shopify: keyset pages in (updated_at, id) order from
-    an inclusive updated_at_min, each page with the store's clock. The clock is scripted (``step`` seconds a
-    page), and ``after_page`` may change the store between pages, as a write committing late would."""
-
-    def __init__(self, records: list[dict[str, Any]], now: int, *, page_size: int = 5, step: int = 1) -> None:
-        self.records = records
-        self.now = now
-        self.page_size = page_size
-        self.step = step
+    def __init__(self, total: int, page: int, fail_at: set[int]) -> None:
+        self.total, self.page, self.fail_at = total, page, set(fail_at)
         self.calls = 0
-        self.after_page: Callable[[int], None] = lambda served: None
 
-    async def read_pages(
-        self, stream: str, *, updated_at_min: str | None = None, resume_url: str | None = None
-    ) -> AsyncIterator[SourcePage]:
-        if resume_url is not None:
-            _, u, rid = resume_url.rsplit("/", 2)
-            after: tuple[int, int] = (int(u), int(rid))
-        else:
-            lo = _epoch(updated_at_min) if updated_at_min else -1
-            after = (lo, -1)  # strictly after (lo, -1): updated at lo or later, inclusive as Shopify's filter
-        while True:
-            ranked = sorted((_epoch(r["updated_at"]), r["id"]) for r in self.records)
-            keys = [k for k in ranked if k > after][: self.page_size + 1]
-            page, more = keys[: self.page_size], len(keys) > self.page_size
-            by_id = {r["id"]: r for r in self.records}
+    async def read(self, stream: str, state: dict[str, Any] | None) -> AsyncIterator[SourcePage]:
+        offset = (state or {}).get("offset", 0)
+        resumed = state is not None and offset < self.total
+        while offset < self.total:
             self.calls += 1
-            served_at = self.now
-            self.now += self.step
-            next_url = f"scripted://after/{page[-1][0]}/{page[-1][1]}" if more else None
-            yield SourcePage([dict(by_id[rid]) for _, rid in page], next_url, _iso(served_at))
-            self.after_page(self.calls)
-            if not more:
-                return
-            after = page[-1]
+            if offset in self.fail_at:
+                self.fail_at.discard(offset)
+                raise TransientError("outage")
+            records = [{"n": n} for n in range(offset, min(offset + self.page, self.total))]
+            offset += len(records)
+            yield SourcePage(records, {"offset": offset}, resumed)
+
+    def identify(self, stream: str, raw: dict[str, Any]) -> tuple[str, str]:
+        return str(raw["n"]), "v1"
 
 
-def _iso(epoch: int) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _epoch(text: str) -> int:
-    return int(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
-
-
-def _customers(updated: list[int]) -> list[dict[str, Any]]:
-    return [{"id": 1000 + i, "updated_at": _iso(u), "created_at": _iso(min(updated) - 86400)}
-            for i, u in enumerate(updated)]
-
-
-NOW = _epoch("2026-12-02T06:00:00Z")
-
-
-async def _read(store: Store, shop: ScriptedShop, run_id: int = 1) -> int:
-    intake = Intake(store, "p", run_id)
-    return await intake.read_stream(cast(ShopifySource, shop), "customers")
-
-
-def _staged(store: Store) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for chunk in store.staged("p", ["customers"]):
-        for r in chunk:
-            out.setdefault(r.key, []).append(r.version)
-    return out
-
-
-async def test_a_backfill_of_history_moves_the_cursor_to_the_newest_version(tmp_path: Path) -> None:
-    shop = ScriptedShop(_customers([NOW - 7200 + 60 * i for i in range(23)]), NOW)
-    store = Store(tmp_path / "ferry.db")
-    assert await _read(store, shop) == 23
-    assert shop.calls == 5  # 23 records, 5 a page: no read beyond the pages
-    assert store.get_cursor("p", "customers") == version_of(_iso(NOW - 7200 + 60 * 22))
-    assert store.read_progress("p", "customers") is None
-
-
-async def test_a_read_that_reached_the_present_stops_its_cursor_where_a_late_commit_could_hide(
-    tmp_path: Path,
+async def test_a_source_that_gives_up_mid_read_is_continued_from_its_last_staged_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Old records, then five changed in the last seconds: the read reaches the present on its third page.
-    updated = [NOW - 7200 + 60 * i for i in range(10)] + [NOW - 4, NOW - 3, NOW - 3, NOW - 2, NOW - 1]
-    shop = ScriptedShop(_customers(updated), NOW, step=1)
-    late = {"id": 5000, "updated_at": _iso(NOW - 1), "created_at": _iso(NOW - 100)}
+    pauses: list[float] = []
 
-    def commit_late(served: int) -> None:
-        # A write stamped NOW - 1 that becomes visible only after the page holding NOW - 1 was served: the
-        # keyset read has passed its place and will not meet it.
-        if served == 3:
-            shop.records.append(late)
+    async def no_wait(seconds: float) -> None:
+        pauses.append(seconds)
 
-    shop.after_page = commit_late
+    monkeypatch.setattr("ferry.engine.intake.asyncio.sleep", no_wait)
     store = Store(tmp_path / "ferry.db")
-    assert await _read(store, shop) == 15
-    assert "5000" not in _staged(store)
-    # Page 3 was served at NOW + 2 and its newest (NOW - 1) is past NOW + 2 - 5 s: the cursor stops at NOW - 3,
-    # not at the newest version seen (NOW - 1), which would leave the late write behind for good.
-    cursor = store.get_cursor("p", "customers")
-    assert cursor == version_of(_iso(NOW + 2 - 5)) < version_of(_iso(NOW - 1))
-    assert shop.calls == 3
+    source = ListSource(total=25, page=10, fail_at={10, 20})
+    intake = Intake(store, "p", 1)
+    assert await intake.read_stream(cast(Source, source), "things") == 25
+    assert pauses == [2.0, 4.0]
+    assert source.calls == 3 + 2  # every page once, and the two that failed once more
+    assert store.read_state("p", "things") == {"offset": 25}
+    assert intake.resumed == []  # continued after a pause in this run: not a read a crash left
+    staged = [r for chunk in store.staged("p", ["things"]) for r in chunk]
+    assert [r.key for r in staged] == [str(n) for n in range(25)]
+    assert orjson.loads(staged[3].payload) == {"n": 3}
 
-    shop.after_page = lambda served: None
-    assert await _read(store, shop, run_id=2) >= 1
-    assert _staged(store)["5000"] == [version_of(late["updated_at"])]  # read by the next run
+    # A later run continues where the store says the read stands; one left unfinished counts as resumed.
+    store.stage("p", "things", 1, [], {"offset": 20})
+    again = Intake(store, "p", 2)
+    assert await again.read_stream(cast(Source, ListSource(total=25, page=10, fail_at=set())), "things") == 5
+    assert again.resumed == ["things"]
 
 
-async def test_where_the_read_reached_the_present_survives_a_crash(tmp_path: Path) -> None:
-    updated = [NOW - 9, NOW - 8, NOW - 8, NOW - 7, NOW - 7] + [NOW + 10 * i for i in range(1, 11)]
-    shop = ScriptedShop(_customers(updated), NOW, step=1)
-
-    class Killed(Exception):
+async def test_a_source_that_keeps_failing_fails_the_read_after_its_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_wait(seconds: float) -> None:
         pass
 
-    def kill(served: int) -> None:
-        if served == 2:
-            raise Killed
+    monkeypatch.setattr("ferry.engine.intake.asyncio.sleep", no_wait)
 
-    shop.after_page = kill
-    store = Store(tmp_path / "ferry.db")
-    with pytest.raises(Killed):
-        await _read(store, shop)
-    saved = store.read_progress("p", "customers")
-    assert saved is not None and saved.phase == "ordered" and saved.pages == 2
-    # The first page (newest NOW - 7, served at NOW: NOW - 5 is the bound) did not reach the present; the second
-    # (served at NOW + 1, newest NOW + 50) did: NOW + 1 - 5 s is kept with the page.
-    assert saved.started_at == version_of(_iso(NOW - 4))
-    shop.after_page = lambda served: None
-    shop.now += 600  # the restart comes ten minutes later: its pages reach the present at a later time
-    assert await _read(store, shop, run_id=2) == 5
-    assert store.get_cursor("p", "customers") == version_of(_iso(NOW - 4))
+    class Down(ListSource):
+        async def read(self, stream: str, state: dict[str, Any] | None) -> AsyncIterator[SourcePage]:
+            self.calls += 1
+            raise TransientError("down")
+            yield  # pragma: no cover - makes this an async generator
+
+    source = Down(total=1, page=1, fail_at=set())
+    with pytest.raises(TransientError):
+        await Intake(Store(tmp_path / "ferry.db"), "p", 1).read_stream(cast(Source, source), "things")
+    assert source.calls == PHASE_ATTEMPTS

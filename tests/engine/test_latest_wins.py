@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from ferry.connectors.shopify.reader import ReadState
 from ferry.engine.runner import Runner
 from ferry.sandbox.shopify.times import parse
 from ferry.store import Store
@@ -31,7 +32,7 @@ async def test_an_edit_made_while_the_run_pages_lands_at_its_newest_version_with
         old_updated = first["updated_at"]
         run = asyncio.create_task(Runner(spec, store).run())
         for _ in range(500):  # wait until a few pages (the first one among them) are staged
-            progress = store.read_progress("latest", "customers")
+            progress = ReadState.parse(store.read_state("latest", "customers")).read
             if progress is not None and progress.pages >= 3:
                 break
             await asyncio.sleep(0.02)

@@ -50,3 +50,44 @@ def test_invalid_pipeline_error_names_the_field_without_echoing_values(tmp_path:
     with pytest.raises(ConfigError) as info:
         load_pipeline(bad, ENV)
     assert "name" in str(info.value) and "shpat_secret_value" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("system: shopify", "system: magento", "source.system: unknown system 'magento'; a source is one of: shopify"),
+        ("system: salesforce", "system: shopify",
+         "target.system: unknown system 'shopify'; a target is one of: salesforce"),
+        ("system: shopify", "kind: shopify", "source.system: no system given; a source is one of: shopify"),
+    ],
+)
+def test_an_unknown_system_is_named_with_the_known_ones(tmp_path: Path, old: str, new: str, message: str) -> None:
+    bad = tmp_path / "p.yml"
+    text = EXAMPLE.read_text()
+    assert old in text
+    bad.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(bad, ENV)
+    assert message in str(info.value)
+
+
+def test_source_blocks_are_told_apart_by_system() -> None:
+    from typing import Literal
+
+    from pydantic import BaseModel, TypeAdapter, ValidationError
+
+    from ferry.connectors.shopify.config import ShopifyConfig
+    from ferry.engine.pipeline import _block_union
+
+    class OtherConfig(BaseModel):
+        system: Literal["other"]
+        path: str
+
+    union = TypeAdapter(_block_union([ShopifyConfig, OtherConfig], "source"))
+    shop = union.validate_python({"system": "shopify", "url": "https://127.0.0.1:1", "access_token": "t"})
+    assert isinstance(shop, ShopifyConfig)
+    assert isinstance(union.validate_python({"system": "other", "path": "/x"}), OtherConfig)
+    with pytest.raises(ValidationError) as info:
+        union.validate_python({"system": "other", "url": "https://127.0.0.1:1"})
+    # Only the chosen system's model judges the block: its missing field, not every variant's.
+    assert [e["loc"] for e in info.value.errors()] == [("other", "path")]

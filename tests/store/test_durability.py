@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ferry.store import LetterFilter, NewDeadLetter, ReadProgress, Store
+from ferry.core.ports import StagedRow
+from ferry.store import LetterFilter, NewDeadLetter, Store
 
 # The tables as the first release wrote them (before read progress, Bulk jobs, retry history, DLQ sources).
 _OLD_SCHEMA = """
@@ -60,12 +61,16 @@ def test_a_state_db_from_the_first_release_is_migrated_in_place(tmp_path: Path) 
 
 def test_a_page_and_where_the_read_stands_are_saved_together(store: Store) -> None:
     run = store.start_run("p")
-    progress = ReadProgress("orders", run, None, "https://shop/next?page_info=abc", "v3", "v9", "pages", 1)
-    store.stage("p", "orders", run, [("1", "v3", b"{}")], progress)
-    assert store.read_progress("p", "orders") == progress
-    store.finish_read("p", "orders", "v3")
-    assert store.read_progress("p", "orders") is None
-    assert store.get_cursor("p", "orders") == "v3"
+    state = {"cursor": None, "read": {"next_url": "https://shop/next?page_info=abc", "newest": "v3", "pages": 1}}
+    store.stage("p", "orders", run, [StagedRow("1", "v3", b"{}")], state)
+    assert store.read_state("p", "orders") == state
+    # A state that cannot be saved takes its page down with it: neither is kept without the other.
+    with pytest.raises(TypeError):
+        store.stage("p", "orders", run, [StagedRow("2", "v4", b"{}")], {"cursor": {"not", "json"}})
+    assert store.read_state("p", "orders") == state
+    assert [r.key for chunk in store.staged("p", ["orders"]) for r in chunk] == ["1"]
+    store.stage("p", "orders", run, [], {"cursor": "v3"})  # the read's last page: the cursor, no progress
+    assert store.read_state("p", "orders") == {"cursor": "v3"}
 
 
 def test_results_retries_and_the_bulk_job_are_recorded_in_one_go(store: Store) -> None:

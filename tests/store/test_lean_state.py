@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ferry.core.ports import StagedRow
 from ferry.store import NewDeadLetter, Store
 
 RAW = b'{"id": 7, "line_items": [{"id": 1}, {"id": 2}]}'
@@ -24,7 +25,7 @@ def _staged_seq(store: Store, key: str) -> int:
 
 
 def test_target_rows_of_one_source_record_share_its_staged_payload(store: Store) -> None:
-    store.stage("p", "orders", 1, [("7", "v1", RAW)])
+    store.stage("p", "orders", 1, [StagedRow("7", "v1", RAW)])
     seq = _staged_seq(store, "7")
     store.put_outbox(
         "p", "OrderItem", [("1", "v1", {"n": 1}, seq, "orders", "7"), ("2", "v1", {"n": 2}, seq, "orders", "7")]
@@ -42,7 +43,7 @@ def test_target_rows_of_one_source_record_share_its_staged_payload(store: Store)
 
 
 def test_clearing_staging_keeps_a_record_an_outbox_row_still_points_at(store: Store) -> None:
-    store.stage("p", "orders", 1, [("7", "v1", RAW), ("8", "v1", b'{"id": 8}')])
+    store.stage("p", "orders", 1, [StagedRow("7", "v1", RAW), StagedRow("8", "v1", b'{"id": 8}')])
     seq = _staged_seq(store, "7")
     store.put_outbox("p", "Order", [("7", "v1", {"n": 7}, seq, "orders", "7")])
     store.clear_staging("p", store.max_staged_seq("p"))
@@ -66,8 +67,8 @@ def test_a_raw_payload_given_in_place_of_a_staged_record_is_kept_with_the_row(st
 def test_staged_pages_are_read_in_seq_order_without_sorting_the_rest(store: Store) -> None:
     """Each page must cost its own rows: a plan that sorts every remaining staged row (payloads included)
     for every page made planning quadratic in the size of the run."""
-    store.stage("p", "orders", 1, [(str(i), "v1", b"{}") for i in range(0, 10, 2)])
-    store.stage("p", "customers", 1, [(str(i), "v1", b"{}") for i in range(1, 10, 2)])
+    store.stage("p", "orders", 1, [StagedRow(str(i), "v1", b"{}") for i in range(0, 10, 2)])
+    store.stage("p", "customers", 1, [StagedRow(str(i), "v1", b"{}") for i in range(1, 10, 2)])
     statements: list[str] = []
     store._conn.set_trace_callback(statements.append)
     seen = [(r.stream, r.key) for chunk in store.staged("p", ["customers", "orders"], chunk=3) for r in chunk]

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from ferry.core.ports import StagedRow
 from ferry.store import NewDeadLetter, Store
 
 
@@ -12,18 +13,20 @@ def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "state.db")
 
 
-def test_cursor_only_moves_forward(store: Store) -> None:
-    store.advance_cursor("p", "orders", "2026-03-01T00:00:00.000000Z")
-    store.advance_cursor("p", "orders", "2026-02-01T00:00:00.000000Z")
-    assert store.get_cursor("p", "orders") == "2026-03-01T00:00:00.000000Z"
-    store.advance_cursor("p", "orders", "2026-04-01T00:00:00.000000Z")
-    assert store.get_cursor("p", "orders") == "2026-04-01T00:00:00.000000Z"
+def test_a_read_state_is_the_last_one_staged_per_stream(store: Store) -> None:
+    assert store.read_state("p", "orders") is None
+    store.stage("p", "orders", 1, [], {"cursor": "2026-03-01T00:00:00.000000Z", "read": {"pages": 1}})
+    store.stage("p", "orders", 1, [StagedRow("1", "v1", b"{}")], {"cursor": "2026-03-01T00:00:00.000000Z"})
+    store.stage("p", "customers", 1, [StagedRow("2", "v1", b"{}")], {"offset": 7})
+    store.stage("p", "orders", 1, [StagedRow("3", "v1", b"{}")])  # no state: the saved one stays
+    assert store.read_state("p", "orders") == {"cursor": "2026-03-01T00:00:00.000000Z"}
+    assert store.read_state("p", "customers") == {"offset": 7}
 
 
 def test_staging_keeps_one_copy_per_key_and_version(store: Store) -> None:
     run = store.start_run("p")
-    assert store.stage("p", "orders", run, [("1", "v1", b"{}"), ("2", "v1", b"{}")]) == 2
-    assert store.stage("p", "orders", run, [("1", "v1", b"{}"), ("1", "v2", b"{}")]) == 1
+    assert store.stage("p", "orders", run, [StagedRow("1", "v1", b"{}"), StagedRow("2", "v1", b"{}")]) == 2
+    assert store.stage("p", "orders", run, [StagedRow("1", "v1", b"{}"), StagedRow("1", "v2", b"{}")]) == 1
     staged = [r for chunk in store.staged("p", ["orders"], chunk=2) for r in chunk]
     assert [(r.key, r.version) for r in staged] == [("1", "v1"), ("2", "v1"), ("1", "v2")]
 
@@ -64,18 +67,18 @@ def test_dead_letter_keeps_every_detail_and_counts_attempts(store: Store) -> Non
 
 
 def test_reset_pipeline_forgets_only_that_pipeline(store: Store) -> None:
-    store.advance_cursor("a", "orders", "x")
-    store.advance_cursor("b", "orders", "x")
+    store.stage("a", "orders", 1, [], {"cursor": "x"})
+    store.stage("b", "orders", 1, [], {"cursor": "x"})
     store.reset_pipeline("a")
-    assert store.get_cursor("a", "orders") is None
-    assert store.get_cursor("b", "orders") == "x"
+    assert store.read_state("a", "orders") is None
+    assert store.read_state("b", "orders") == {"cursor": "x"}
 
 
 def test_state_survives_reopening(tmp_path: Path) -> None:
     first = Store(tmp_path / "s.db")
-    first.advance_cursor("p", "orders", "v9")
+    first.stage("p", "orders", 1, [], {"cursor": "v9"})
     first.close()
-    assert Store(tmp_path / "s.db").get_cursor("p", "orders") == "v9"
+    assert Store(tmp_path / "s.db").read_state("p", "orders") == {"cursor": "v9"}
 
 
 def test_a_job_answered_by_its_counts_records_only_its_queued_unfailed_rows(store: Store) -> None:

@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS read_states (
     pipeline TEXT NOT NULL,
     stream TEXT NOT NULL,
-    state BLOB NOT NULL,
+    state TEXT NOT NULL,  -- JSON text: readable with SQLite's json_extract when a read needs looking into
     updated_at TEXT NOT NULL,
     PRIMARY KEY (pipeline, stream)
 );
@@ -382,7 +382,7 @@ class Store:
         now = utc_now()
         c.executemany(
             "INSERT OR IGNORE INTO read_states (pipeline, stream, state, updated_at) VALUES (?, ?, ?, ?)",
-            [(pipeline, stream, orjson.dumps(state), now) for (pipeline, stream), state in states.items()],
+            [(pipeline, stream, orjson.dumps(state).decode(), now) for (pipeline, stream), state in states.items()],
         )
         c.execute("DROP TABLE IF EXISTS cursors")
         c.execute("DROP TABLE IF EXISTS reads")
@@ -477,7 +477,7 @@ class Store:
         c.execute(
             "INSERT INTO read_states (pipeline, stream, state, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (pipeline, stream) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            (pipeline, stream, orjson.dumps(state), utc_now()),
+            (pipeline, stream, orjson.dumps(state).decode(), utc_now()),
         )
 
     # -- staging --------------------------------------------------------------

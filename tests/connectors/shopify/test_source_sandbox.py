@@ -66,7 +66,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 
 
 async def _read_all(source: ShopifySource, stream: str, **kw: Any) -> list[list[dict[str, Any]]]:
-    return [page async for page in source.read(stream, **kw)]
+    return [page.records async for page in source.read_pages(stream, **kw)]
 
 
 @pytest.mark.parametrize("stream", ["customers", "products", "orders"])
@@ -92,8 +92,8 @@ async def test_updated_at_filter_is_carried_by_the_cursor(store: Store) -> None:
 
 async def test_records_are_untouched(store: Store) -> None:
     async with ShopifySource(store.config(page_size=5)) as source:
-        pages = source.read("orders")
-        first = (await anext(pages))[0]
+        pages = source.read_pages("orders")
+        first = (await anext(pages)).records[0]
         await pages.aclose()  # type: ignore[attr-defined]
     assert {"id", "line_items", "total_price", "updated_at"} <= set(first)
     assert isinstance(first["total_price"], str)  # money stays a string, exactly as Shopify sends it
