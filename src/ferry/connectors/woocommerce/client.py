@@ -116,11 +116,17 @@ class WooCommerceClient:
         try:
             response = await self.http.request("GET", resource, label=label)
         except PermanentError as exc:
-            if exc.code in ("HTTP_404", "HTTP_410") or str(exc.code).endswith("_invalid_id"):
+            if is_not_found(exc):
                 return None
             raise
         body = _json(response)
         return body if isinstance(body, dict) else None
+
+
+def is_not_found(exc: PermanentError) -> bool:
+    """Whether the store said the record is not there: 404/410, or WooCommerce's ``..._invalid_id`` codes
+    (``woocommerce_rest_shop_order_invalid_id``, ``woocommerce_rest_product_invalid_id``, ...)."""
+    return exc.code in ("HTTP_404", "HTTP_410") or str(exc.code).endswith("_invalid_id")
 
 
 def _json(response: httpx.Response) -> Any:

@@ -55,10 +55,10 @@ import structlog
 
 from ferry.connectors.lifecycle import AsyncResource
 from ferry.connectors.woocommerce import normalize as woo
-from ferry.connectors.woocommerce.client import ListPage, WooCommerceClient
+from ferry.connectors.woocommerce.client import ListPage, WooCommerceClient, is_not_found
 from ferry.connectors.woocommerce.config import ALL_STREAMS, WooCommerceConfig
 from ferry.core.contracts import Normalized, SourceCapabilities, SourcePage
-from ferry.errors import ConfigError
+from ferry.errors import ConfigError, PermanentError
 from ferry.model.values import MIN_VERSION
 
 log = structlog.get_logger("ferry.connectors.woocommerce")
@@ -267,9 +267,14 @@ class WooCommerceSource(AsyncResource):
         params = {"per_page": 100, "orderby": "id", "order": "asc"}
         page_number = 1
         while True:
-            page = await self._client.list_page(
-                f"products/{product_id}/variations", {**params, "page": page_number}, label="variations"
-            )
+            try:
+                page = await self._client.list_page(
+                    f"products/{product_id}/variations", {**params, "page": page_number}, label="variations"
+                )
+            except PermanentError as exc:
+                if not is_not_found(exc):
+                    raise
+                return out  # the product was deleted since it was listed: what it had is all there is
             out += page.records
             if len(page.records) < 100 or (page.total_pages is not None and page_number >= page.total_pages):
                 return out
