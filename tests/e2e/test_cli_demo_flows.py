@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ferry.cli import render
 from ferry.engine.stats import RunStats
-
-OBJECTS = ("Account", "Contact", "Product2", "PricebookEntry", "Order", "OrderItem")
-COLUMNS = ("read", "written", "created", "updated", "dead_lettered", "api_calls", "strategy")
-
-
-def _ferry(args: list[str], home: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FERRY_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "ferry", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+from tests.e2e.test_cli_demo import COLUMNS, OBJECTS, _ferry
 
 
 def test_demo_lists_its_flows(tmp_path: Path) -> None:

@@ -91,27 +91,8 @@ def modified_version(raw: dict[str, Any]) -> str:
 
 
 def customer(raw: dict[str, Any]) -> Customer:
-    billing = _dict(raw.get("billing"))
-    address = _address(billing or _dict(raw.get("shipping")))
-    first = text(raw.get("first_name")) or (address.first_name if address else None)
-    last = text(raw.get("last_name")) or (address.last_name if address else None)
     source_id = _id(raw.get("id"))
-    created_at, updated_at = _gmt(raw, "date_created_gmt"), _gmt(raw, "date_modified_gmt")
-    return Customer(
-        key=source_id or missing_key(raw),
-        version=newest_version(updated_at, created_at),
-        source_id=source_id,
-        email=text(raw.get("email")) or text(billing.get("email") if billing else None),
-        first_name=first,
-        last_name=last,
-        full_name=_full_name(first, last),
-        company=address.company if address else None,
-        phone=address.phone if address else None,
-        state=text(raw.get("role")),
-        address=address,
-        created_at=created_at,
-        updated_at=updated_at,
-    )
+    return _person(raw, source_id or missing_key(raw), source_id, None)
 
 
 def guest_key_for(raw_order: dict[str, Any]) -> str:
@@ -124,24 +105,35 @@ def guest_key_for(raw_order: dict[str, Any]) -> str:
 
 
 def guest_customer(raw_order: dict[str, Any], version: str) -> Customer:
-    billing = _dict(raw_order.get("billing"))
-    address = _address(billing or _dict(raw_order.get("shipping")))
-    first = address.first_name if address else None
-    last = address.last_name if address else None
+    """The customer a guest checkout implies: the order's billing person, at the order's version."""
+    return _person(raw_order, guest_key_for(raw_order), None, version)
+
+
+def _person(raw: dict[str, Any], key: str, source_id: str | None, version: str | None) -> Customer:
+    """A customer record's or a guest order's person: names fall back to (for a guest: are) the billing's."""
+    billing = _dict(raw.get("billing"))
+    address = _address(billing or _dict(raw.get("shipping")))
+    first = text(raw.get("first_name")) or (address.first_name if address else None)
+    last = text(raw.get("last_name")) or (address.last_name if address else None)
+    created_at, updated_at = _gmt(raw, "date_created_gmt"), _gmt(raw, "date_modified_gmt")
+    is_guest = source_id is None and version is not None
     return Customer(
-        key=guest_key_for(raw_order),
-        version=version,
-        email=text(billing.get("email")) if billing else None,
+        key=key,
+        version=version or newest_version(updated_at, created_at),
+        source_id=source_id,
+        # A registered customer's own email first; an order has none of its own, only the billing's.
+        email=text(raw.get("email")) or text(billing.get("email") if billing else None),
         first_name=first,
         last_name=last,
         full_name=_full_name(first, last),
         company=address.company if address else None,
         phone=address.phone if address else None,
-        currency=text(raw_order.get("currency")),
+        state=None if is_guest else text(raw.get("role")),
+        currency=text(raw.get("currency")) if is_guest else None,
         address=address,
-        is_guest=True,
-        created_at=_gmt(raw_order, "date_created_gmt"),
-        updated_at=_gmt(raw_order, "date_modified_gmt"),
+        is_guest=is_guest,
+        created_at=created_at,
+        updated_at=updated_at,
     )
 
 
