@@ -184,6 +184,21 @@ def test_a_second_run_writes_nothing_and_an_api_edit_updates_just_that_order(
     assert world.org("Order")[order_id]["Description"] == "Ring twice, please"
 
 
+def test_a_dead_letter_fixed_in_the_store_is_replayed_from_the_source(world: World, first: dict[str, Any]) -> None:
+    letters = world.ferry("dlq", "list", "--pipeline", "woocommerce-to-salesforce", "--limit", "100000")
+    nameless = next(d for d in letters if d["object"] == "Contact" and d["error_code"] == "REQUIRED_FIELD_MISSING"
+                    and d["record_key"].isdigit() and d["status"] == "open")
+    key = nameless["record_key"]
+    response = httpx.put(
+        f"{world.woo_run.url}/wp-json/wc/v3/customers/{key}", json={"last_name": "Fixed"},
+        auth=(world.woo.consumer_key, world.woo.consumer_secret), verify=_tls(world.woo_run), timeout=30)
+    assert response.status_code == 200, response.text
+    report = world.ferry("dlq", "replay", PIPELINE, "--id", str(nameless["id"]))
+    [outcome] = [o for o in report["outcomes"] if o["id"] == nameless["id"]]
+    assert outcome["outcome"] == "replayed" and outcome["source"] == "source", outcome  # read again, not stored
+    assert world.org("Contact")[key]["LastName"] == "Fixed"
+
+
 def _guest_key(order: dict[str, Any]) -> str:
     email = (order.get("billing") or {}).get("email") or ""
     email = email.strip() if isinstance(email, str) else ""
