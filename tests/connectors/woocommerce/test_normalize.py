@@ -183,3 +183,16 @@ def _scramble(value: Any, rng: random.Random, junk: list[Any]) -> None:
             del value[k]
         elif isinstance(v, dict | list):
             _scramble(v, rng, junk)
+
+
+def test_gmt_times_take_the_short_path_only_when_it_gives_what_the_parser_gives() -> None:
+    from ferry.connectors.woocommerce.normalize import _gmt
+    from ferry.model.values import utc_timestamp
+
+    samples = ["2026-07-21T21:13:41", "2024-02-29T23:59:59", "2026-12-31T00:00:00", "2026-02-30T10:00:00",
+               "0000-00-00T00:00:00", "2026-07-21 21:13:41", "2026-07-21T24:00:00", "2026-07-21T21:13:60",
+               "2026-07-21T21:13:41Z", "２０２６-07-21T21:13:41", " 2026-07-21T21:13:41", "2026-7-21T21:13:41"]
+    for value in samples:
+        assert _gmt({"t": value}, "t") == utc_timestamp(value), value
+    assert _gmt({"t": "2026-07-21T21:13:41"}, "t") == "2026-07-21T21:13:41.000000Z"
+    assert _gmt({"t": "0000-00-00T00:00:00"}, "t") == "0000-00-00T00:00:00"  # WordPress's zero date: for the validator
