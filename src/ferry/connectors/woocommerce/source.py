@@ -37,8 +37,8 @@ Times are UTC throughout: versions come from ``date_modified_gmt`` and ``modifie
 
 A variable product's variations are fetched (``products/{id}/variations``, one call per 100) and
 embedded in the product under ``_variations``: the normalizer needs them, and a product and its
-variants are one record to stage and to replay. A variation edited without its product changing is
-seen when the product next changes (WooCommerce's products list has no filter on variations' times).
+variants are one record to stage and to replay. A variation saved through WooCommerce's CRUD queues a
+deferred sync that saves its parent, bumping the parent's modified time, so the product is read again.
 """
 
 from __future__ import annotations
