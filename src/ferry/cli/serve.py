@@ -61,16 +61,10 @@ def _woocommerce(state_dir: Path, *, seed: int, customers: int, products: int, o
     from ferry.sandbox.woocommerce.times import DEFAULT_TIMEZONE
 
     try:
-        store = WooCommerceSandbox(state_dir, seed=seed, customers=customers, products=products, orders=orders,
-                                   timezone=timezone or DEFAULT_TIMEZONE)
-    except (KeyError, ValueError) as exc:  # an unknown timezone name (ZoneInfoNotFoundError is a KeyError)
-        raise ConfigError(f"WooCommerce sandbox: {exc}") from exc
-    if faults:
-        try:
-            store.faults.configure(faults)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"WooCommerce sandbox faults: {exc}") from exc
-    return store
+        return WooCommerceSandbox(state_dir, seed=seed, customers=customers, products=products, orders=orders,
+                                  timezone=timezone or DEFAULT_TIMEZONE, faults=faults)
+    except (KeyError, TypeError, ValueError) as exc:  # a bad fault setting, or an unknown timezone name
+        raise ConfigError(f"WooCommerce sandbox: {exc}") from exc  # (ZoneInfoNotFoundError is a KeyError)
 
 
 def serve_sandbox(

@@ -45,6 +45,14 @@ def avatar_url(email: str) -> str:
     return f"https://secure.gravatar.com/avatar/{digest}?s=96&d=mm&r=g"
 
 
+def _prices(price: str, regular: str, sale: str) -> Record:
+    """The price block products and variations share (no scheduled sale)."""
+    return {"price": price, "regular_price": regular, "sale_price": sale,
+            "date_on_sale_from": None, "date_on_sale_from_gmt": None,
+            "date_on_sale_to": None, "date_on_sale_to_gmt": None,
+            "on_sale": bool(sale)}
+
+
 def customer(st: StoreTime, cid: int, created: int, modified: int | None, *, email: str, first_name: str,
              last_name: str, username: str, bill: Record, ship: Record, meta: list[Record]) -> Record:
     return {
@@ -82,12 +90,7 @@ def product(st: StoreTime, pid: int, created: int, modified: int, *, name: str, 
         "description": f"<p>{name}</p>",
         "short_description": "",
         "sku": sku,
-        "price": price,
-        "regular_price": regular,
-        "sale_price": sale,
-        "date_on_sale_from": None, "date_on_sale_from_gmt": None,
-        "date_on_sale_to": None, "date_on_sale_to_gmt": None,
-        "on_sale": bool(sale),
+        **_prices(price, regular, sale),
         "purchasable": status == "publish" and bool(price),
         "total_sales": 0,
         "virtual": False,
@@ -152,12 +155,7 @@ def variation(st: StoreTime, vid: int, parent: Record, created: int, modified: i
         "permalink": f"{parent['permalink']}?" + "&".join(
             f"attribute_{a['name'].lower()}={a['option']}" for a in attributes),
         "sku": sku,
-        "price": price,
-        "regular_price": regular,
-        "sale_price": sale,
-        "date_on_sale_from": None, "date_on_sale_from_gmt": None,
-        "date_on_sale_to": None, "date_on_sale_to_gmt": None,
-        "on_sale": bool(sale),
+        **_prices(price, regular, sale),
         "status": "publish",
         "purchasable": bool(price),
         "virtual": False,
