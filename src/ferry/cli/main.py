@@ -56,27 +56,41 @@ def main(
 
 @app.command()
 def demo(
+    flow: Annotated[
+        str, typer.Argument(help="Which pair to run (`--list` shows them).", show_default=True)
+    ] = "shopify-to-salesforce",
     customers: Annotated[int, typer.Option(min=1, help="Customers in the generated store.")] = 1000,
     products: Annotated[int, typer.Option(min=1, help="Products (each with 1-5 variants).")] = 200,
     orders: Annotated[int, typer.Option(min=1, help="Orders (with line items, refunds, guests).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the generated store: same seed, same store.")] = 7,
+    list_flows: Annotated[bool, typer.Option("--list", help="List the demo flows and exit.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start Shopify and Salesforce sandboxes, generate a messy store, and sync it with the example pipeline."""
-    from ferry.cli.demo import run_demo
+    """Start a store's and a Salesforce sandbox, generate a messy store, and sync it with the example pipeline."""
+    from ferry.cli.demo import FLOWS, demo_flow, run_demo
 
+    if list_flows:
+        if as_json:
+            listed = [{"flow": f.name, "source": f.source, "target": "salesforce"} for f in FLOWS.values()]
+            sys.stdout.write(json.dumps(listed) + "\n")
+        else:
+            for f in FLOWS.values():
+                console.print(f"{f.name}  [dim]({f.source_label} -> Salesforce org, examples/{f.name}.yml)[/]")
+        return
     try:
+        chosen = demo_flow(flow)
         result = run_demo(
-            customers=customers, products=products, orders=orders, seed=seed, quiet=as_json, console=console
+            customers=customers, products=products, orders=orders, seed=seed, quiet=as_json, console=console,
+            flow=chosen.name,
         )
     except FerryError as exc:
         _fail(exc)
         return
     if as_json:
-        sys.stdout.write(json.dumps(render.demo_json(result)) + "\n")
+        sys.stdout.write(json.dumps(render.demo_json(result, source_system=chosen.source)) + "\n")
     else:
         render.print_run(console, result)
-        render.print_next_steps(console, result.pipeline)
+        render.print_next_steps(console, result.pipeline, f"examples/{chosen.name}.yml")
 
 
 @app.command()
