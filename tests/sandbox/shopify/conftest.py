@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import shopify
 
@@ -74,3 +77,30 @@ def client(served: Served, trusted_ca: None) -> Iterator[Served]:
     shopify.ShopifyResource.set_headers({"X-Shopify-Access-Token": served.token})
     yield served
     shopify.ShopifyResource.clear_session()
+
+
+# ---------------------------------------------------------------------- GraphQL
+def graphql_url(served: Served, version: str = "2025-07") -> str:
+    return f"{served.url}/admin/api/{version}/graphql.json"
+
+
+def gql_session(served: Served, version: str = "2025-07") -> Any:
+    """A gql client session over its requests transport: the sandbox URL, token and CA, nothing else."""
+    from gql import Client
+    from gql.transport.requests import RequestsHTTPTransport
+
+    transport = RequestsHTTPTransport(url=graphql_url(served, version), verify=str(served.running.ca_file),
+                                      headers={"X-Shopify-Access-Token": served.token}, retries=0)
+    return Client(transport=transport)
+
+
+def sandbox_http(served: Served) -> httpx.Client:
+    """Plain HTTPS to the sandbox's control routes and bulk result URLs (the CA, no token)."""
+    return httpx.Client(verify=ssl.create_default_context(cafile=str(served.running.ca_file)), timeout=10)
+
+
+def configure_graphql(served: Served, settings: dict[str, Any]) -> dict[str, Any]:
+    with sandbox_http(served) as http:
+        resp = http.patch(f"{served.url}/__sandbox/graphql", json=settings)
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())

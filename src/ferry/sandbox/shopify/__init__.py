@@ -1,4 +1,4 @@
-"""A faithful local emulator of the Shopify Admin REST API, and a seeded generator of a messy store.
+"""A faithful local emulator of the Shopify Admin REST and GraphQL APIs, and a seeded generator of a messy store.
 
     from ferry.sandbox.shopify import ShopifySandbox, generate_store, Store
 """

@@ -16,24 +16,30 @@ from ferry.sandbox.shopify.compact import CompactRecords
 from ferry.sandbox.shopify.errors import ApiError, json_response, not_found
 from ferry.sandbox.shopify.faults import Faults
 from ferry.sandbox.shopify.gate import Stats
+from ferry.sandbox.shopify.graphql import GraphQLApi
 from ferry.sandbox.shopify.pagination import Cursor, check_page_info_request, decode, link_header
-from ferry.sandbox.shopify.query import parse_filters, parse_list, project
+from ferry.sandbox.shopify.query import parse_filters, parse_limit, parse_list, project
 from ferry.sandbox.shopify.state import ShopState
 from ferry.sandbox.shopify.store import RESOURCES
+from ferry.sandbox.shopify.subscriptions import SubscriptionError, rest_view
 from ferry.sandbox.shopify.tables import Table
 
 SINGULAR = {"customers": "customer", "products": "product", "orders": "order"}
 API = "/admin/api/{version}"
 
 
-def build_app(state: ShopState, stats: Stats, faults: Faults | None = None) -> FastAPI:
+def build_app(state: ShopState, stats: Stats, faults: Faults | None = None,
+              graphql: GraphQLApi | None = None) -> FastAPI:
     app = FastAPI(title="ferry Shopify sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     _install_error_handlers(app)
+    _webhook_routes(app, state)  # before the resource routes: webhooks/count.json is not a record id
     for resource in RESOURCES:
         _resource_routes(app, state, resource)
     _child_routes(app, state)
     _write_routes(app, state)
     _admin_routes(app, state, stats)
+    if graphql is not None:
+        _graphql_routes(app, graphql)
     if faults is not None:
         _fault_routes(app, faults)
     return app
@@ -254,3 +260,79 @@ def _fault_routes(app: FastAPI, faults: Faults) -> None:
     app.add_api_route("/__sandbox/faults", set_faults, methods=["POST"])
     app.add_api_route("/__sandbox/faults", merge_faults, methods=["PATCH"])
     app.add_api_route("/__sandbox/faults", clear_faults, methods=["DELETE"])
+
+
+def _webhook_routes(app: FastAPI, state: ShopState) -> None:
+    """REST webhook subscriptions (``webhooks.json``), the same list GraphQL's webhookSubscription* use."""
+    subs = state.subscriptions
+
+    async def list_webhooks(request: Request) -> Response:
+        params = request.query_params
+        found = subs.matching(topics=[params["topic"]] if params.get("topic") else None,
+                              address=params.get("address") or None)
+        if (since := params.get("since_id")) and since.isdigit():
+            found = [r for r in found if r["id"] > int(since)]
+        limit = parse_limit(params.get("limit"))
+        return json_response({"webhooks": project([rest_view(r) for r in found[:limit]], params.get("fields"))})
+
+    async def count_webhooks(request: Request) -> Response:
+        params = request.query_params
+        found = subs.matching(topics=[params["topic"]] if params.get("topic") else None,
+                              address=params.get("address") or None)
+        return json_response({"count": len(found)})
+
+    async def get_webhook(rid: str) -> Response:
+        rec = subs.get(_record_id(rid))
+        if rec is None:
+            raise not_found()
+        return json_response({"webhook": rest_view(rec)})
+
+    async def create_webhook(request: Request, version: str) -> Response:
+        body = await _body(request, "webhook")
+        try:
+            rec = subs.create(topic=str(body.get("topic") or ""), address=str(body.get("address") or ""),
+                              fmt=str(body.get("format") or "json"), fields=list(body.get("fields") or []),
+                              namespaces=list(body.get("metafield_namespaces") or []), api_version=version,
+                              now=state.clock.now_text())
+        except SubscriptionError as exc:
+            raise ApiError(422, {exc.field: [exc.message]}) from None
+        return json_response({"webhook": rest_view(rec)}, 201)
+
+    async def delete_webhook(rid: str) -> Response:
+        if not subs.delete(_record_id(rid)):
+            raise not_found()
+        return json_response({})
+
+    app.add_api_route(f"{API}/webhooks.json", list_webhooks, methods=["GET"])
+    app.add_api_route(f"{API}/webhooks.json", create_webhook, methods=["POST"])
+    app.add_api_route(f"{API}/webhooks/count.json", count_webhooks, methods=["GET"])
+    app.add_api_route(f"{API}/webhooks/{{rid}}.json", get_webhook, methods=["GET"])
+    app.add_api_route(f"{API}/webhooks/{{rid}}.json", delete_webhook, methods=["DELETE"])
+
+
+def _graphql_routes(app: FastAPI, graphql: GraphQLApi) -> None:
+    async def endpoint(request: Request, version: str) -> Response:
+        return await graphql.handle(request, version)
+
+    async def bulk_result(request: Request, name: str) -> Response:
+        # Shopify serves results from pre-signed storage URLs: no token, the signature is the credential.
+        return graphql.result_response(name, request)
+
+    async def settings() -> Response:
+        return json_response(graphql.describe())
+
+    async def configure(request: Request) -> Response:
+        try:
+            graphql.configure(orjson.loads(await request.body() or b"{}"))
+        except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+            return json_response({"error": str(exc)}, 400)
+        return json_response(graphql.describe())
+
+    async def events() -> Response:
+        return json_response({"events": graphql.bulk.events})
+
+    app.add_api_route(f"{API}/graphql.json", endpoint, methods=["POST"])
+    app.add_api_route("/bulk-operation-outputs/{name}", bulk_result, methods=["GET"])
+    app.add_api_route("/__sandbox/graphql", settings, methods=["GET"])
+    app.add_api_route("/__sandbox/graphql", configure, methods=["PATCH"])
+    app.add_api_route("/__sandbox/events", events, methods=["GET"])

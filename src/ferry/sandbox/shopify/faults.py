@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -204,9 +205,29 @@ class FaultGate:
                 await hold_connection(receive, rule.hold_seconds or self.faults.timeout_hold_seconds)
             await drop_connection(scope)
             return
+        if match is not None and match["rest"] == "graphql.json":
+            await graphql_status_response(rule)(scope, receive, send)
+            return
         await self.status_response(rule)(scope, receive, send)
 
     def status_response(self, rule: FaultRule) -> Response:
         status, text = STATUS_FAULTS.get(rule.kind, (rule.status or 500, "Injected fault"))
         headers = {"Retry-After": f"{float(rule.retry_after):.1f}"} if rule.retry_after is not None else {}
         return ApiError(rule.status or status, rule.message or text, headers).response()
+
+
+def graphql_status_response(rule: FaultRule) -> Response:
+    """A status fault on ``graphql.json``: a GraphQL-shaped body (an ``errors`` list), so GraphQL clients, which
+    read the body whatever the status, see the error; a 500 as Shopify's INTERNAL_SERVER_ERROR (reference §1.5)."""
+    status, text = STATUS_FAULTS.get(rule.kind, (rule.status or 500, "Injected fault"))
+    status = rule.status or status
+    headers = {"Retry-After": f"{float(rule.retry_after):.1f}"} if rule.retry_after is not None else {}
+    error: dict[str, Any] = {"message": rule.message or text}
+    if status == 500:
+        request_id = str(uuid.uuid4())
+        error = {"message": "Internal error. Looks like something went wrong on our end.\nRequest ID: "
+                            f"{request_id} (include this in support requests).",
+                 "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": request_id}}
+    elif status == 429:
+        error = {"message": "Throttled", "extensions": {"code": "THROTTLED"}}
+    return ApiError(status, [error], headers).response()

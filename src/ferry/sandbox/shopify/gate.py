@@ -57,6 +57,10 @@ class ApiGate:
             self.stats.unauthorized += 1
             await ApiError(401, UNAUTHORIZED, common).response()(scope, receive, send)
             return
+        if rest == "/graphql.json":  # GraphQL has its own, cost-based limit (graphql/cost.py), no REST bucket
+            extra = [(k.lower().encode(), v.encode()) for k, v in common.items()]
+            await self.app(scope, receive, _with_headers(send, extra))
+            return
         decision = self.buckets.take(token.decode("latin-1"))
         common["X-Shopify-Shop-Api-Call-Limit"] = decision.header
         if not decision.allowed:
@@ -65,13 +69,16 @@ class ApiGate:
             await ApiError(429, THROTTLED, headers).response()(scope, receive, send)
             return
         extra = [(k.lower().encode(), v.encode()) for k, v in common.items()]
+        await self.app(scope, receive, _with_headers(send, extra))
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return send_with_headers
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

@@ -1,4 +1,4 @@
-"""``ShopifySandbox``: a generated (or given) store served as the Shopify Admin REST API."""
+"""``ShopifySandbox``: a generated (or given) store served as the Shopify Admin REST and GraphQL APIs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ferry.sandbox.shopify.app import build_app
 from ferry.sandbox.shopify.faults import FaultGate, Faults
 from ferry.sandbox.shopify.gate import ApiGate, Stats
 from ferry.sandbox.shopify.generator import generate_compact_store, generate_store
+from ferry.sandbox.shopify.graphql import GraphQLApi
 from ferry.sandbox.shopify.ratelimit import Buckets
 from ferry.sandbox.shopify.state import ShopState
 from ferry.sandbox.shopify.store import Store
@@ -20,12 +21,13 @@ API_VERSION = "2025-07"
 
 
 class ShopifySandbox:
-    """Serve ``store`` (or a store generated from ``seed`` and sizes) over the Admin REST API.
+    """Serve ``store`` (or a store generated from ``seed`` and sizes) over the Admin REST and GraphQL APIs.
 
     ``shard_orders`` (opt-in) generates the store in shards of that many orders and keeps its records
     compressed (``compact.CompactRecords``), so stores of millions of orders fit in memory; the data then
     differ from the ordinary store's above one shard (see ``generator.generate_shards``); with ``spill``
     too, the compressed records live in a file under ``state_dir`` rather than in memory.
+    ``graphql_plan`` (standard, advanced, plus, enterprise) sizes the GraphQL points bucket (``graphql/cost.py``).
     ``sb.app`` is the ASGI app (auth, leaky bucket and stats wrap the FastAPI routes); start it with
     ``ferry.sandbox.serve.start_in_thread(sb.app, state_dir)``. Tokens are random per instance.
     """
@@ -44,6 +46,7 @@ class ShopifySandbox:
         shop: str = "ferry-demo",
         shard_orders: int | None = None,
         spill: bool = False,
+        graphql_plan: str = "standard",
     ) -> None:
         self.state_dir = Path(state_dir)
         self.shop = shop
@@ -60,7 +63,8 @@ class ShopifySandbox:
         self.stats = Stats()
         self.faults = Faults()
         self.state = ShopState(self.store, seed=seed, shop=shop)
-        self.api: FastAPI = build_app(self.state, self.stats, self.faults)
+        self.graphql = GraphQLApi(self.state, self.state_dir, plan=graphql_plan)
+        self.api: FastAPI = build_app(self.state, self.stats, self.faults, self.graphql)
         gate = ApiGate(self.api, token=self.access_token, buckets=Buckets(bucket_size, leak_rate), stats=self.stats)
         self.app: Any = FaultGate(gate, self.faults)
 

@@ -10,6 +10,7 @@ from typing import Any
 from ferry.sandbox.shopify.ids import ID_BASES, IdSequence
 from ferry.sandbox.shopify.orders import OrderBuilder
 from ferry.sandbox.shopify.store import RESOURCES, Record, Store
+from ferry.sandbox.shopify.subscriptions import Subscriptions
 from ferry.sandbox.shopify.tables import Table
 from ferry.sandbox.shopify.times import EPOCH_END, fmt_shop
 
@@ -46,6 +47,8 @@ class ShopState:
         self._rnd = random.Random(f"sandbox-writes-{seed}")
         self._ids: dict[str, IdSequence] | None = None
         self._builder: OrderBuilder | None = None
+        # Webhook subscriptions, shared by REST webhooks.json and GraphQL webhookSubscription*.
+        self.subscriptions = Subscriptions(IdSequence(random.Random(f"webhooks-{seed}"), 1_460_000_000_000))
 
     def table(self, resource: str) -> Table:
         return self.tables[resource]

@@ -57,6 +57,12 @@ class Table:
             return self.records.pin(i)
         return self.records[i]
 
+    def peek(self, rid: int) -> Record | None:
+        """The record with id ``rid`` for reading only: in compact mode a fresh decoded copy, never pinned, so
+        reads (GraphQL lookups of a line item's product or an order's customer) do not grow the pinned set."""
+        i = self._pos.get(rid)
+        return None if i is None else self.records[i]
+
     def max_id(self) -> int:
         return self.ids[-1] if self.ids else 0
 
@@ -215,7 +221,7 @@ class Table:
             if (hi := filters.get(f"{key}_max")) is not None:
                 checks.append(_at_most(arr, hi))
         if (status := filters.get("status")) is not None:
-            checks.append(_status_check(self.resource, status, recs))
+            checks.append(status_check(self.resource, status, recs))
         for field in ("financial_status", "vendor", "product_type", "handle", "title"):
             if (values := filters.get(field)) is not None:
                 checks.append(_field_in(recs, field, frozenset(values)))
@@ -238,7 +244,7 @@ def _field_in(recs: Sequence[Record], field: str, allowed: frozenset[Any]) -> Pr
     return lambda i: recs[i].get(field) in allowed
 
 
-def _status_check(resource: str, status: Any, recs: Sequence[Record]) -> Predicate:
+def status_check(resource: str, status: Any, recs: Sequence[Record]) -> Predicate:
     if resource == "products":
         allowed = frozenset(status)
         return lambda i: recs[i].get("status") in allowed

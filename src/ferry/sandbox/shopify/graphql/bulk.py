@@ -1,0 +1,449 @@
+"""Bulk Operations (https://shopify.dev/docs/api/usage/bulk-operations/queries, reference §4).
+
+``bulkOperationRunQuery`` checks the inner query as Shopify does (one top-level connection, at most 5
+connections, at most 2 levels of nesting below the root, no connection inside a list field, a parent of a
+nested connection must select ``id``), then returns a ``CREATED`` operation and runs it in the background
+on the server's event loop: ``RUNNING`` while it pages through the root connection, ``objectCount`` growing
+as lines are written, then ``COMPLETED`` with a signed-looking ``url`` to the JSONL file, which the sandbox
+serves itself (unauthenticated, as Shopify's pre-signed storage URLs are). Each line is one node; a node of a
+nested connection is its own line with ``__parentId`` (the id of its parent node), after its parent:
+directly after it when objects are grouped (``groupObjects: true``, the default before 2026-01), else after
+the page of root lines it belongs to.
+
+The run takes time in proportion to its size (``seconds_per_object``), so clients really poll. One query
+operation at a time per app and shop (token). ``bulkOperationCancel`` goes ``CANCELING`` -> ``CANCELED``
+with ``partialDataUrl``; ``fail_after_objects`` makes the next operations fail with ``errorCode`` and
+``partialDataUrl``. Every finished operation records a ``bulk_operations/finish`` webhook event (delivery
+comes with the event work; ``/__sandbox/events`` lists them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from graphql import (
+    ExecutionResult,
+    FieldNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    GraphQLObjectType,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    execute,
+    get_named_type,
+    parse,
+    validate,
+)
+
+from ferry.sandbox.shopify.graphql.context import Context
+from ferry.sandbox.shopify.graphql.cost import collect_fields, is_connection, is_list
+from ferry.sandbox.shopify.graphql.messages import undefined_field
+from ferry.sandbox.shopify.ids import gid
+from ferry.sandbox.shopify.state import ShopState
+
+ACTIVE = ("CREATED", "RUNNING", "CANCELING")
+URL_LIFETIME = 7 * 86_400  # result URLs are valid seven days
+MAX_CONNECTIONS = 5
+MAX_NESTING = 2
+
+
+@dataclass
+class BulkSettings:
+    seconds_per_object: float = 0.0005  # pace of a run: 2,000 objects a second
+    start_delay: float = 0.05  # CREATED -> RUNNING
+    page_size: int = 100  # root objects read per step
+    fail_after_objects: int | None = None  # fail runs once they have written this many objects
+    fail_error_code: str = "INTERNAL_SERVER_ERROR"
+
+    def update(self, raw: dict[str, Any]) -> None:
+        for key, value in raw.items():
+            if key not in self.__dataclass_fields__:
+                raise ValueError(f"unknown bulk setting {key!r}")
+            setattr(self, key, value)
+        if self.seconds_per_object < 0 or self.start_delay < 0 or self.page_size < 1:
+            raise ValueError("bulk pace and delay must be >= 0 and page_size >= 1")
+
+
+@dataclass
+class BulkOperation:
+    id: int
+    token: str
+    query: str
+    group_objects: bool
+    base_url: str
+    created_at: float
+    status: str = "CREATED"
+    type: str = "QUERY"
+    error_code: str | None = None
+    completed_at: float | None = None
+    object_count: int = 0
+    root_object_count: int = 0
+    file_size: int | None = None
+    url: str | None = None
+    partial_data_url: str | None = None
+    key: str = field(default_factory=lambda: secrets.token_hex(16))
+    cancel_requested: bool = False
+    failure: str | None = None  # why an unplanned failure happened (sandbox diagnostics, never served)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def gid(self) -> str:
+        return gid("BulkOperation", self.id)
+
+
+class BulkOperations:
+    def __init__(self, state: ShopState, schema: Callable[[], GraphQLSchema], directory: Path) -> None:
+        self.state = state
+        self._schema = schema
+        self.directory = directory
+        self.settings = BulkSettings()
+        self.ops: dict[int, BulkOperation] = {}
+        self.events: list[dict[str, Any]] = []
+        self._secret = secrets.token_bytes(32)
+        self._next_id = 4_476_008_693_000
+
+    # ------------------------------------------------------------------ GraphQL-facing
+    def view(self, ident: int) -> dict[str, Any] | None:
+        op = self.ops.get(ident)
+        return None if op is None else _view(op)
+
+    def current(self, token: str, op_type: str) -> dict[str, Any] | None:
+        mine = [op for op in self.ops.values() if op.token == token and op.type == op_type]
+        return _view(max(mine, key=lambda op: op.id)) if mine else None
+
+    def run_query(self, token: str, query: str, *, group_objects: bool, base_url: str
+                  ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        running = next((op for op in self.ops.values() if op.token == token and op.type == "QUERY"
+                        and op.status in ACTIVE), None)
+        if running is not None:
+            return None, [{"code": "OPERATION_IN_PROGRESS", "field": None,
+                           "message": "A bulk query operation for this app and shop is already in progress: "
+                                      f"{running.gid}."}]
+        problem = check_bulk_query(self._schema(), query)
+        if problem is not None:
+            return None, [{"code": "INVALID", "field": ["query"], "message": problem}]
+        self._next_id += 1 + secrets.randbelow(4096)
+        op = BulkOperation(self._next_id, token, query, group_objects, base_url.rstrip("/"), time.time())
+        self.ops[op.id] = op
+        op.task = asyncio.get_running_loop().create_task(self._run(op))
+        return _view(op), []
+
+    def cancel(self, token: str, ident: int | None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        op = self.ops.get(ident) if ident is not None else None
+        if op is None or op.token != token:
+            return None, [{"field": ["id"], "message": "Bulk operation does not exist"}]
+        if op.status not in ACTIVE:
+            return _view(op), [{"field": None, "message": f"A bulk operation cannot be canceled when it is "
+                                                          f"{op.status.lower()}"}]
+        op.status, op.cancel_requested = "CANCELING", True
+        return _view(op), []
+
+    # ------------------------------------------------------------------ the run
+    async def _run(self, op: BulkOperation) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{op.key}.jsonl"
+        try:
+            await asyncio.sleep(self.settings.start_delay)
+            if not op.cancel_requested:
+                op.status = "RUNNING"
+            with path.open("wb") as out:
+                await self._write_lines(op, out)
+        except Exception as exc:  # a bug or a store problem: Shopify reports these as INTERNAL_SERVER_ERROR
+            op.status, op.error_code, op.failure = "FAILED", "INTERNAL_SERVER_ERROR", repr(exc)
+        op.file_size = path.stat().st_size if path.exists() else None
+        op.completed_at = time.time()
+        if op.cancel_requested:
+            op.status = "CANCELED"
+        if op.status in ("CANCELED", "FAILED"):
+            op.partial_data_url = self._signed_url(op) if op.object_count else None
+        elif op.status == "RUNNING":
+            op.status = "COMPLETED"
+            op.url = self._signed_url(op) if op.object_count else None  # null when nothing matched
+        self._record_finish(op)
+
+    async def _write_lines(self, op: BulkOperation, out: Any) -> None:
+        schema = self._schema()
+        document = parse(op.query)
+        operation = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode))
+        fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        flattener = _Flattener(schema, fragments, operation.selection_set)
+        after: str | None = None
+        while True:
+            ctx = Context(self.state, self, "bulk", op.token, op.base_url, bulk_page=(after, self.settings.page_size))
+            result = execute(schema, document, context_value=ctx)
+            assert isinstance(result, ExecutionResult)  # every resolver is synchronous
+            if result.errors:
+                raise RuntimeError(result.errors[0].message)
+            roots, lines = flattener.lines(result.data or {}, grouped=op.group_objects)
+            if lines:
+                out.write(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+                out.flush()
+            op.root_object_count += roots
+            op.object_count += len(lines)
+            limit = self.settings.fail_after_objects
+            if limit is not None and op.object_count >= limit:
+                op.status, op.error_code = "FAILED", self.settings.fail_error_code
+                return
+            await asyncio.sleep(self.settings.seconds_per_object * len(lines))
+            has_next, after = ctx.bulk_next
+            if op.cancel_requested or not has_next:
+                return
+
+    # ------------------------------------------------------------------ results
+    def _signed_url(self, op: BulkOperation) -> str:
+        expires = int(time.time()) + URL_LIFETIME
+        name = f"bulk-{op.id}.jsonl"
+        query = urlencode({
+            "GoogleAccessId": "ferry-sandbox@shopify-tiers.iam.gserviceaccount.com",
+            "Expires": expires,
+            "Signature": self._signature(op.key, expires),
+            "response-content-disposition": f"attachment; filename=\"{name}\"; filename*=UTF-8''{name}",
+            "response-content-type": "application/jsonl",
+        })
+        return f"{op.base_url}/bulk-operation-outputs/{op.key}-final?{query}"
+
+    def _signature(self, key: str, expires: int) -> str:
+        mac = hmac.new(self._secret, f"{key}:{expires}".encode(), hashlib.sha256).digest()
+        return base64.b64encode(mac).decode("ascii")
+
+    def result_file(self, name: str, expires: str | None, signature: str | None) -> Path | None:
+        """The JSONL file behind a result URL, if the URL's signature holds and it has not expired."""
+        key = name.removesuffix("-final")
+        try:
+            exp = int(expires or "")
+        except ValueError:
+            return None
+        good = hmac.compare_digest(self._signature(key, exp), signature or "")
+        path = self.directory / f"{key}.jsonl"
+        if not good or exp < time.time() or not path.exists():
+            return None
+        return path
+
+    def _record_finish(self, op: BulkOperation) -> None:
+        self.events.append({
+            "topic": "bulk_operations/finish",
+            "created_at": _iso(op.completed_at or time.time()),
+            "payload": {"admin_graphql_api_id": op.gid, "completed_at": _iso(op.completed_at)
+                        if op.status == "COMPLETED" else None, "created_at": _iso(op.created_at),
+                        "error_code": op.error_code.lower() if op.error_code else None,
+                        "status": op.status.lower(), "type": op.type.lower()},
+        })
+
+
+def _direct_fields(node: FieldNode) -> list[FieldNode]:
+    return [f for f in node.selection_set.selections if isinstance(f, FieldNode)] if node.selection_set else []
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _view(op: BulkOperation) -> dict[str, Any]:
+    return {
+        "__typename": "BulkOperation", "id": op.gid, "status": op.status, "type": op.type,
+        "errorCode": op.error_code, "createdAt": _iso(op.created_at), "completedAt": _iso(op.completed_at),
+        "objectCount": str(op.object_count), "rootObjectCount": str(op.root_object_count),
+        "fileSize": None if op.file_size is None else str(op.file_size), "url": op.url,
+        "partialDataUrl": op.partial_data_url, "query": op.query,
+    }
+
+
+# ---------------------------------------------------------------------- checking the inner query
+def check_bulk_query(schema: GraphQLSchema, query: str) -> str | None:
+    """Shopify's reason to refuse a bulk query, or None. Message texts are the sandbox's own unless noted."""
+    try:
+        document = parse(query)
+    except GraphQLError as exc:
+        return f"Invalid bulk query: {exc.message}"
+    errors = validate(schema, document)
+    if errors:
+        renamed = undefined_field(errors[0].message)
+        return f"Invalid bulk query: {renamed[0] if renamed else errors[0].message}"
+    ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if len(ops) != 1 or ops[0].operation != OperationType.QUERY:
+        return "Bulk queries must contain exactly one query operation."
+    if ops[0].variable_definitions:
+        return "Bulk queries cannot use variables."
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    root = schema.query_type
+    assert root is not None
+    top = collect_fields(schema, fragments, root, ops[0].selection_set)
+    if len(top) != 1:
+        return "Bulk queries must contain exactly one top-level field."
+    fdef = root.fields[top[0].name.value]
+    if top[0].name.value in ("node", "nodes") or not is_connection(get_named_type(fdef.type)):
+        return "Bulk queries must contain at least one connection."
+    counter = [0]
+    return _check_connection(schema, fragments, top[0], get_named_type(fdef.type), 0, counter)
+
+
+def _check_connection(schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode], node: FieldNode,
+                      conn: Any, depth: int, counter: list[int]) -> str | None:
+    counter[0] += 1
+    if counter[0] > MAX_CONNECTIONS:
+        return f"Bulk queries cannot contain more than {MAX_CONNECTIONS} connections."
+    if depth > MAX_NESTING:
+        return f"Bulk queries cannot contain connections with a nesting depth greater than {MAX_NESTING}."
+    node_type = get_named_type(conn.fields["nodes"].type)
+    for selection in _node_selections(schema, fragments, conn, node):
+        fields = collect_fields(schema, fragments, node_type, selection)
+        problem = _check_node(schema, fragments, node_type, fields, depth, counter)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _check_node(schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode], node_type: GraphQLObjectType,
+                fields: list[FieldNode], depth: int, counter: list[int]) -> str | None:
+    nested = []
+    for f in fields:
+        fdef = node_type.fields.get(f.name.value)
+        if fdef is None:
+            continue
+        named = get_named_type(fdef.type)
+        if is_connection(named):
+            nested.append(f.name.value)
+            problem = _check_connection(schema, fragments, f, named, depth + 1, counter)
+            if problem is not None:
+                return problem
+        elif isinstance(named, GraphQLObjectType) and f.selection_set is not None:
+            inner = collect_fields(schema, fragments, named, f.selection_set)
+            if _has_connection(schema, fragments, named, inner):
+                if is_list(fdef.type):
+                    # Shopify's own message (reference §4.2).
+                    return "Queries that contain a connection field within a list field are not currently supported."
+                return (f"The sandbox supports nested connections only directly on a connection's nodes "
+                        f"(found one under '{f.name.value}').")
+    if nested and not any(f.name.value == "id" for f in fields):
+        return (f"The parent 'node' field for a nested connection must select the 'id' field. "
+                f"Connection fields without 'id': {', '.join(nested)}.")
+    return None
+
+
+def _has_connection(schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode], obj: GraphQLObjectType,
+                    fields: list[FieldNode]) -> bool:
+    for f in fields:
+        fdef = obj.fields.get(f.name.value)
+        if fdef is None:
+            continue
+        named = get_named_type(fdef.type)
+        if is_connection(named):
+            return True
+        if isinstance(named, GraphQLObjectType) and f.selection_set is not None and _has_connection(
+                schema, fragments, named, collect_fields(schema, fragments, named, f.selection_set)):
+            return True
+    return False
+
+
+def _node_selections(schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode], conn: Any,
+                     node: FieldNode) -> list[SelectionSetNode]:
+    """The selection sets that apply to the connection's nodes: ``nodes { … }`` and ``edges { node { … } }``."""
+    out: list[SelectionSetNode] = []
+    if node.selection_set is None:
+        return out
+    edge_type = get_named_type(conn.fields["edges"].type)
+    for sub in collect_fields(schema, fragments, conn, node.selection_set):
+        if sub.name.value == "nodes" and sub.selection_set is not None:
+            out.append(sub.selection_set)
+        elif sub.name.value == "edges" and sub.selection_set is not None:
+            for inner in collect_fields(schema, fragments, edge_type, sub.selection_set):
+                if inner.name.value == "node" and inner.selection_set is not None:
+                    out.append(inner.selection_set)
+    return out
+
+
+# ---------------------------------------------------------------------- JSONL lines
+class _Flattener:
+    """Turns a page of the root connection's result into JSONL lines: connections become lines of their own."""
+
+    def __init__(self, schema: GraphQLSchema, fragments: dict[str, FragmentDefinitionNode],
+                 selection: SelectionSetNode) -> None:
+        self.schema = schema
+        self.fragments = fragments
+        root = schema.query_type
+        assert root is not None
+        self.root_field = collect_fields(schema, fragments, root, selection)[0]
+        self.root_conn = get_named_type(root.fields[self.root_field.name.value].type)
+
+    def lines(self, data: dict[str, Any], *, grouped: bool) -> tuple[int, list[dict[str, Any]]]:
+        key = self.root_field.alias.value if self.root_field.alias else self.root_field.name.value
+        items = self._items(self.root_field, data.get(key))
+        node_type = get_named_type(self.root_conn.fields["nodes"].type)
+        fields = self._node_fields(self.root_conn, self.root_field, node_type)
+        parents: list[dict[str, Any]] = []
+        children: list[dict[str, Any]] = []
+        for item in items:
+            rows = self._rows(node_type, fields, item, None)
+            if grouped:
+                parents += rows
+            else:
+                parents.append(rows[0])
+                children += rows[1:]
+        return len(items), parents + children
+
+    def _node_fields(self, conn: Any, node: FieldNode, node_type: GraphQLObjectType) -> list[FieldNode]:
+        fields: list[FieldNode] = []
+        for sel in _node_selections(self.schema, self.fragments, conn, node):
+            fields += collect_fields(self.schema, self.fragments, node_type, sel)
+        return fields
+
+    @staticmethod
+    def _items(node: FieldNode, value: Any) -> list[dict[str, Any]]:
+        """The node dicts of a connection result, merging ``edges.node`` and ``nodes`` selections per position."""
+        if not isinstance(value, dict):
+            return []
+        merged: list[dict[str, Any]] = []
+        for sub in node.selection_set.selections if node.selection_set else ():
+            if not isinstance(sub, FieldNode):
+                continue
+            key = sub.alias.value if sub.alias else sub.name.value
+            if sub.name.value == "nodes":
+                rows = value.get(key) or []
+            elif sub.name.value == "edges":
+                inner = _direct_fields(sub)
+                node_key = next((f.alias.value if f.alias else "node" for f in inner if f.name.value == "node"), "node")
+                rows = [e.get(node_key) or {} for e in value.get(key) or [] if isinstance(e, dict)]
+            else:
+                continue
+            for i, row in enumerate(rows):
+                if i == len(merged):
+                    merged.append({})
+                merged[i].update(row)
+        return merged
+
+    def _rows(self, node_type: GraphQLObjectType, fields: list[FieldNode], data: dict[str, Any],
+              parent_id: str | None) -> list[dict[str, Any]]:
+        line: dict[str, Any] = {}
+        nested: list[tuple[Any, FieldNode, Any]] = []
+        id_key = next((f.alias.value if f.alias else "id" for f in fields if f.name.value == "id"), None)
+        for f in fields:
+            key = f.alias.value if f.alias else f.name.value
+            fdef = node_type.fields.get(f.name.value)
+            named = get_named_type(fdef.type) if fdef is not None else None
+            if named is not None and is_connection(named):
+                nested.append((named, f, data.get(key)))
+            elif key in data:
+                line[key] = data[key]
+        if parent_id is not None:
+            line["__parentId"] = parent_id
+        rows = [line]
+        own_id = data.get(id_key) if id_key else None
+        for conn, f, value in nested:
+            child_type = get_named_type(conn.fields["nodes"].type)
+            child_fields = self._node_fields(conn, f, child_type)
+            for item in self._items(f, value):
+                rows += self._rows(child_type, child_fields, item, own_id)
+        return rows

@@ -1,0 +1,210 @@
+"""Bulk Operations end to end with gql and ShopifyAPI: run, poll, download the JSONL, and check its rows
+(root objects, nested connection rows with ``__parentId``) against the REST records of the same store."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import shopify
+from gql import GraphQLRequest
+
+from .conftest import Served, _serve, configure_graphql, gql_session, sandbox_http
+
+RUN = """mutation($q: String!) { bulkOperationRunQuery(query: $q) {
+  bulkOperation { id status } userErrors { field message code } } }"""
+POLL = """query($id: ID!) { node(id: $id) { ... on BulkOperation {
+  id status errorCode createdAt completedAt objectCount rootObjectCount fileSize url partialDataUrl query } } }"""
+ORDERS_BULK = '''{ orders(query: "status:any", sortKey: ID) { edges { node {
+  __typename id name updatedAt
+  totalPriceSet { shopMoney { amount currencyCode } }
+  customer { id }
+  refunds { id }
+  transactions { id kind }
+  lineItems { edges { node { __typename id sku quantity } } }
+} } } }'''
+
+
+@pytest.fixture(scope="module", params=["plain", "sharded"])
+def shop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    extra: dict[str, Any] = {"shard_orders": 60, "spill": True} if request.param == "sharded" else {}
+    yield from _serve(tmp_path_factory.mktemp("shopify-bulk"), customers=40, products=10, orders=120,
+                      graphql_plan="plus", **extra)
+
+
+@pytest.fixture
+def session(shop: Served) -> Iterator[Any]:
+    # ~0.5 ms an object: a run of a few hundred objects takes a visible fraction of a second.
+    configure_graphql(shop, {"bulk": {"seconds_per_object": 0.0005, "page_size": 25, "fail_after_objects": None}})
+    with gql_session(shop) as s:
+        yield s
+
+
+def gql_run(session: Any, query: str, **variables: Any) -> Any:
+    return session.execute(GraphQLRequest(query, variable_values=variables or None))
+
+
+def wait_until_done(poll: Any, timeout: float = 20.0) -> tuple[dict[str, Any], list[str]]:
+    """Poll until the operation leaves CREATED/RUNNING/CANCELING; returns the last state and every status seen."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        op = poll()
+        seen.append(op["status"])
+        if op["status"] not in ("CREATED", "RUNNING", "CANCELING"):
+            return op, seen
+        time.sleep(0.05)
+    raise AssertionError(f"bulk operation still {seen[-1]} after {timeout}s")
+
+
+def download(shop: Served, url: str) -> list[dict[str, Any]]:
+    with sandbox_http(shop) as http:  # a pre-signed URL: no token
+        resp = http.get(url)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("application/jsonl")
+    return [json.loads(line) for line in resp.text.splitlines()]
+
+
+def test_bulk_orders_end_to_end_with_gql(shop: Served, session: Any) -> None:
+    started = gql_run(session, RUN, q=ORDERS_BULK)["bulkOperationRunQuery"]
+    assert started["userErrors"] == [] and started["bulkOperation"]["status"] == "CREATED"
+    op_id = started["bulkOperation"]["id"]
+    assert op_id.startswith("gid://shopify/BulkOperation/")
+    op, seen = wait_until_done(lambda: gql_run(session, POLL, id=op_id)["node"])
+    assert op["status"] == "COMPLETED" and "RUNNING" in seen and op["errorCode"] is None
+    rows = download(shop, op["url"])
+    orders = sorted(shop.sandbox.store.orders, key=lambda o: o["id"])
+    roots = [r for r in rows if "__parentId" not in r]
+    children = [r for r in rows if "__parentId" in r]
+    assert [r["id"] for r in roots] == [o["admin_graphql_api_id"] for o in orders]  # every order, id order
+    assert (op["objectCount"], op["rootObjectCount"]) == (str(len(rows)), str(len(orders)))  # strings on the wire
+    with sandbox_http(shop) as http:
+        assert op["fileSize"] == str(len(http.get(op["url"]).content))
+    by_id = {o["admin_graphql_api_id"]: o for o in orders}
+    for root in roots[:40]:
+        rest = by_id[root["id"]]
+        assert root["__typename"] == "Order" and root["name"] == rest["name"]
+        assert root["customer"] == (None if rest["customer"] is None else
+                                    {"id": rest["customer"]["admin_graphql_api_id"]})
+        assert [r["id"] for r in root["refunds"]] == [r["admin_graphql_api_id"] for r in rest["refunds"]]
+        assert "lineItems" not in root  # a connection never appears inline
+        assert isinstance(root["transactions"], list)  # a list field stays inline
+    expected_children = [(li["admin_graphql_api_id"], o["admin_graphql_api_id"], li["sku"], li["quantity"])
+                         for o in orders for li in o["line_items"]]
+    assert [(c["id"], c["__parentId"], c["sku"], c["quantity"]) for c in children] == expected_children
+    assert {c["__typename"] for c in children} == {"LineItem"}
+    parent = None
+    for row in rows:  # grouped (the 2025-07 default): each child right after its parent and its siblings
+        if "__parentId" not in row:
+            parent = row["id"]
+        else:
+            assert row["__parentId"] == parent
+    query = parse_qs(urlsplit(op["url"]).query)
+    bulk_number = op_id.rsplit("/", 1)[1]
+    assert f'filename="bulk-{bulk_number}.jsonl"' in query["response-content-disposition"][0]
+    assert {"Expires", "Signature", "GoogleAccessId"} <= set(query)
+
+
+def test_bulk_products_with_shopifyapi_and_current_bulk_operation(shop: Served, session: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(shop.running.ca_file))
+    shopify.ShopifyResource.set_site(f"{shop.url}/admin/api/2025-07")
+    shopify.ShopifyResource.set_headers({"X-Shopify-Access-Token": shop.token})
+    try:
+        client = shopify.GraphQL()
+        inner = ('{ products(query: "status:active") { edges { node { id title '
+                 'variants { edges { node { id sku inventoryItem { id } } } } } } } }')
+        started = json.loads(client.execute(RUN, variables={"q": inner}))["data"]["bulkOperationRunQuery"]
+        assert started["userErrors"] == []
+        current = "{ currentBulkOperation { id status objectCount rootObjectCount url } }"
+        op, _ = wait_until_done(lambda: json.loads(client.execute(current))["data"]["currentBulkOperation"])
+    finally:
+        shopify.ShopifyResource.clear_session()
+    assert op["id"] == started["bulkOperation"]["id"] and op["status"] == "COMPLETED"
+    rows = download(shop, op["url"])
+    active = sorted((p for p in shop.sandbox.store.products if p["status"] == "active"), key=lambda p: p["id"])
+    expected: list[tuple[str, str | None]] = []
+    for p in active:
+        expected.append((p["admin_graphql_api_id"], None))
+        expected += [(v["admin_graphql_api_id"], p["admin_graphql_api_id"]) for v in p["variants"]]
+    assert [(r["id"], r.get("__parentId")) for r in rows] == expected
+    variant_rows = [r for r in rows if "__parentId" in r]
+    assert all(r["inventoryItem"]["id"].startswith("gid://shopify/InventoryItem/") for r in variant_rows)
+
+
+def test_one_bulk_query_at_a_time_and_cancel(shop: Served, session: Any) -> None:
+    configure_graphql(shop, {"bulk": {"seconds_per_object": 0.02}})  # slow enough to be caught running
+    first = gql_run(session, RUN, q=ORDERS_BULK)["bulkOperationRunQuery"]["bulkOperation"]
+    second = gql_run(session, RUN, q=ORDERS_BULK)["bulkOperationRunQuery"]
+    assert second["bulkOperation"] is None
+    assert second["userErrors"] == [{
+        "field": None, "code": "OPERATION_IN_PROGRESS",
+        "message": f"A bulk query operation for this app and shop is already in progress: {first['id']}."}]
+    time.sleep(0.15)
+    canceled = gql_run(session, """mutation($id: ID!) { bulkOperationCancel(id: $id) {
+        bulkOperation { id status } userErrors { field message } } }""", id=first["id"])["bulkOperationCancel"]
+    assert canceled == {"bulkOperation": {"id": first["id"], "status": "CANCELING"}, "userErrors": []}
+    op, _ = wait_until_done(lambda: gql_run(session, POLL, id=first["id"])["node"])
+    assert op["status"] == "CANCELED" and op["url"] is None
+    partial = download(shop, op["partialDataUrl"])
+    assert 0 < len(partial) == int(op["objectCount"]) < 200
+    configure_graphql(shop, {"bulk": {"seconds_per_object": 0.0005}})
+    again = gql_run(session, RUN, q=ORDERS_BULK)["bulkOperationRunQuery"]
+    assert again["userErrors"] == []  # free again once the other finished
+    wait_until_done(lambda: gql_run(session, POLL, id=again["bulkOperation"]["id"])["node"])
+
+
+@pytest.mark.parametrize(("inner", "message"), [
+    ("{ shop { name } }", "Bulk queries must contain at least one connection."),
+    ('{ node(id: "gid://shopify/Order/1") { id } }', "Bulk queries must contain at least one connection."),
+    ("{ orders { edges { node { name lineItems { edges { node { id } } } } } } }",
+     "The parent 'node' field for a nested connection must select the 'id' field. "
+     "Connection fields without 'id': lineItems."),
+    ("{ orders { edges { node { id refunds { refundLineItems { edges { node { quantity } } } } } } } }",
+     "Queries that contain a connection field within a list field are not currently supported."),
+    ("{ orders { edges { node { id nope } } } }", "Invalid bulk query: Field 'nope' doesn't exist on type 'Order'"),
+    ("{ orders { edges { node { id } } } customers { edges { node { id } } } }",
+     "Bulk queries must contain exactly one top-level field."),
+])
+def test_invalid_bulk_queries_get_user_errors(shop: Served, session: Any, inner: str, message: str) -> None:
+    payload = gql_run(session, RUN, q=inner)["bulkOperationRunQuery"]
+    assert payload == {"bulkOperation": None, "userErrors": [{"field": ["query"], "message": message,
+                                                              "code": "INVALID"}]}
+
+
+def test_a_failed_run_offers_its_partial_data_and_records_the_finish_event(shop: Served, session: Any) -> None:
+    configure_graphql(shop, {"bulk": {"fail_after_objects": 30}})
+    started = gql_run(session, RUN, q=ORDERS_BULK)["bulkOperationRunQuery"]["bulkOperation"]
+    op, _ = wait_until_done(lambda: gql_run(session, POLL, id=started["id"])["node"])
+    assert (op["status"], op["errorCode"], op["url"]) == ("FAILED", "INTERNAL_SERVER_ERROR", None)
+    partial = download(shop, op["partialDataUrl"])
+    assert len(partial) >= 30 and "__parentId" not in partial[0]
+    with sandbox_http(shop) as http:
+        events = http.get(f"{shop.url}/__sandbox/events").json()["events"]
+        tampered = op["partialDataUrl"].replace("Signature=", "Signature=x")
+        assert http.get(tampered).status_code == 403  # the signature is the only credential
+    finish = [e for e in events if e["payload"]["admin_graphql_api_id"] == started["id"]]
+    assert [e["topic"] for e in finish] == ["bulk_operations/finish"]
+    assert finish[0]["payload"] | {"created_at": None} == {
+        "admin_graphql_api_id": started["id"], "completed_at": None, "created_at": None,
+        "error_code": "internal_server_error", "status": "failed", "type": "query"}
+
+
+def test_ungrouped_output_puts_each_page_of_parents_before_their_children(shop: Served, session: Any) -> None:
+    mutation = """mutation($q: String!) { bulkOperationRunQuery(query: $q, groupObjects: false) {
+        bulkOperation { id } userErrors { message } } }"""
+    started = gql_run(session, mutation, q=ORDERS_BULK)["bulkOperationRunQuery"]["bulkOperation"]
+    op, _ = wait_until_done(lambda: gql_run(session, POLL, id=started["id"])["node"])
+    rows = download(shop, op["url"])
+    seen_parents: set[str] = set()
+    for row in rows:  # children still come after their parents, not necessarily right after
+        if "__parentId" in row:
+            assert row["__parentId"] in seen_parents
+        else:
+            seen_parents.add(row["id"])
+    assert rows[1].get("__parentId") is None  # the second line is the second order, not a line item
+    assert len(rows) == int(op["objectCount"])
