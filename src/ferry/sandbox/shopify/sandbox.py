@@ -16,6 +16,9 @@ from ferry.sandbox.shopify.graphql import GraphQLApi
 from ferry.sandbox.shopify.ratelimit import Buckets
 from ferry.sandbox.shopify.state import ShopState
 from ferry.sandbox.shopify.store import Store
+from ferry.sandbox.shopify.webhooks import ShopifyWebhooks
+from ferry.sandbox.tls import ensure_tls
+from ferry.sandbox.webhooks import install_routes
 
 API_VERSION = "2025-07"
 
@@ -28,6 +31,8 @@ class ShopifySandbox:
     differ from the ordinary store's above one shard (see ``generator.generate_shards``); with ``spill``
     too, the compressed records live in a file under ``state_dir`` rather than in memory.
     ``graphql_plan`` (standard, advanced, plus, enterprise) sizes the GraphQL points bucket (``graphql/cost.py``).
+    Webhook subscriptions get signed deliveries (``webhooks.py``) to https:// loopback receivers whose certificate
+    the sandbox CA or one of ``webhook_ca_files`` signed; ``webhook_time_scale`` scales the retry delays.
     ``sb.app`` is the ASGI app (auth, leaky bucket and stats wrap the FastAPI routes); start it with
     ``ferry.sandbox.serve.start_in_thread(sb.app, state_dir)``. Tokens are random per instance.
     """
@@ -47,6 +52,8 @@ class ShopifySandbox:
         shard_orders: int | None = None,
         spill: bool = False,
         graphql_plan: str = "standard",
+        webhook_ca_files: tuple[Path, ...] = (),
+        webhook_time_scale: float = 1.0,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.shop = shop
@@ -65,6 +72,9 @@ class ShopifySandbox:
         self.state = ShopState(self.store, seed=seed, shop=shop)
         self.graphql = GraphQLApi(self.state, self.state_dir, plan=graphql_plan)
         self.api: FastAPI = build_app(self.state, self.stats, self.faults, self.graphql)
+        self.webhooks = ShopifyWebhooks(self.state, secret=self.webhook_secret, time_scale=webhook_time_scale,
+                                        ca_files=[ensure_tls(self.state_dir).ca_file, *webhook_ca_files])
+        install_routes(self.api, self.webhooks.dispatcher)
         gate = ApiGate(self.api, token=self.access_token, buckets=Buckets(bucket_size, leak_rate), stats=self.stats)
         self.app: Any = FaultGate(gate, self.faults)
 
