@@ -120,6 +120,7 @@ class Delivery:
     resource_id: int | None = None
     coalesce_key: str | None = None  # a pending delivery with the same key takes the newer body instead
     ping: bool = False  # sent at once, outside the queue and the faults (WooCommerce's ping on creation)
+    timeout: float | None = None  # instead of the policy's total timeout
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: float = field(default_factory=time.time)
     state: str = "pending"
@@ -137,7 +138,7 @@ class Delivery:
     def describe(self, with_body: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id, "subscription": self.subscription, "topic": self.topic, "url": self.url,
-            "resource_id": self.resource_id, "state": self.state, "created_at": self.created_at,
+            "resource_id": self.resource_id, "state": self.state, "created_at": self.created_at, "ping": self.ping,
             "faults": list(self.faults), "headers": dict(self.headers), "body_bytes": len(self.body),
             "attempts": [asdict(a) for a in self.attempts],
         }
@@ -236,7 +237,7 @@ class WebhookFaults:
                 "injected": dict(sorted(self.injected.items())), "fired": sum(self.injected.values())}
 
     def pick(self, topic: str) -> list[WebhookFaultRule]:
-        """The rules that hit a new delivery of ``topic`` (each rule draws once per delivery)."""
+        """The rules that hit a new delivery of ``topic``, in order; a drop ends the draw (nothing else applies)."""
         hits = []
         for rule in self.rules:
             if rule.topic.lower() not in topic.lower() or (rule.count is not None and rule.count <= 0):
@@ -247,6 +248,8 @@ class WebhookFaults:
                 rule.count -= 1
             self.injected[rule.kind] += 1
             hits.append(rule)
+            if rule.kind == "drop":
+                break
         return hits
 
 
@@ -507,7 +510,8 @@ class Dispatcher:
             attempt.error = "refused: not a loopback address"
             return attempt
         assert self._client is not None
-        timeout = httpx.Timeout(self.policy.timeout, connect=self.policy.connect_timeout)
+        total = delivery.timeout or self.policy.timeout
+        timeout = httpx.Timeout(total, connect=min(total, self.policy.connect_timeout))
         try:
             response = await self._client.post(delivery.url, content=delivery.body, headers=delivery.headers,
                                                timeout=timeout)
