@@ -112,7 +112,7 @@ def test_an_order_update_is_delivered_signed_with_the_resource_as_the_api_return
     hook = create_hook(wc, receiver, "order.updated")
     receiver.wait_for(1)
     order_id = site[0].store.orders[2]["id"]
-    assert wc.put(f"orders/{order_id}", {"customer_note": "Bitte klingeln – Hinterhaus"}).status_code == 200
+    assert wc.put(f"orders/{order_id}", {"customer_note": "Bitte klingeln \u2013 Hinterhaus"}).status_code == 200
     got = receiver.wait_for(2)[1]
     h = got.headers
     assert hmac.compare_digest(h["x-wc-webhook-signature"], signature(got.body))
