@@ -55,6 +55,7 @@ def clean(shop: tuple[ShopifySandbox, RunningSandbox, Path], receiver: Receiver)
     for sub in list(sandbox.state.subscriptions.records):
         sandbox.state.subscriptions.delete(sub["id"])
     sandbox.webhooks.dispatcher.faults.clear()
+    sandbox.webhooks.dispatcher.configure({"time_scale": SCALE})
     receiver.reset()
     yield sandbox
     assert sandbox.webhooks.dispatcher.wait_idle(10)
@@ -121,6 +122,7 @@ def test_only_loopback_https_addresses_are_accepted(clean: ShopifySandbox, recei
 
 def test_a_failing_receiver_gets_retries_with_growing_delays(clean: ShopifySandbox, receiver: Receiver) -> None:
     subscribe(receiver, "customers/update")
+    clean.webhooks.dispatcher.configure({"time_scale": 0.001})  # 56, 113, 226 ms: well above request jitter
     receiver.reset(500, 503, 500)  # then 200
     customer = shopify.Customer.find(clean.store.customers[0]["id"])
     customer.note = "retry me"
@@ -132,6 +134,7 @@ def test_a_failing_receiver_gets_retries_with_growing_delays(clean: ShopifySandb
     assert gaps[0] < gaps[1] < gaps[2]  # exponential backoff (scaled down)
     [delivery] = clean.webhooks.dispatcher.deliveries(topic="customers/update")
     assert delivery["state"] == "delivered" and [a["status"] for a in delivery["attempts"]] == [500, 503, 500, 200]
+    clean.webhooks.dispatcher.configure({"time_scale": SCALE})
     assert shopify.Webhook.count() == 1
 
 
@@ -173,15 +176,21 @@ def test_drop_duplicate_and_reorder_faults(clean: ShopifySandbox, receiver: Rece
     assert control(shop, "GET", "/faults")["injected"] == {"drop": 1, "duplicate": 1, "reorder": 1}
 
 
+def graphql(shop: tuple[ShopifySandbox, RunningSandbox, Path], query: str, **variables: Any) -> Any:
+    sandbox, running, _ = shop
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(running.ca_file)), timeout=10) as http:
+        return http.post(f"{running.url}/admin/api/2025-07/graphql.json",
+                         headers={"X-Shopify-Access-Token": sandbox.access_token},
+                         json={"query": query, "variables": variables}).json()
+
+
+SUBSCRIBE = """mutation($topic: WebhookSubscriptionTopic!, $url: URL!) { webhookSubscriptionCreate(topic: $topic,
+    webhookSubscription: {callbackUrl: $url, format: JSON}) { userErrors { message } } }"""
+
+
 def test_graphql_subscriptions_get_deliveries_too(clean: ShopifySandbox, receiver: Receiver,
                                                   shop: tuple[ShopifySandbox, RunningSandbox, Path]) -> None:
-    running = shop[1]
-    query = """mutation($url: URL!) { webhookSubscriptionCreate(topic: ORDERS_CREATE,
-        webhookSubscription: {callbackUrl: $url, format: JSON}) { userErrors { message } } }"""
-    with httpx.Client(verify=ssl.create_default_context(cafile=str(running.ca_file)), timeout=10) as http:
-        answer = http.post(f"{running.url}/admin/api/2025-07/graphql.json",
-                           headers={"X-Shopify-Access-Token": clean.access_token},
-                           json={"query": query, "variables": {"url": f"{receiver.url}/gql"}}).json()
+    answer = graphql(shop, SUBSCRIBE, topic="ORDERS_CREATE", url=f"{receiver.url}/gql")
     assert answer["data"]["webhookSubscriptionCreate"]["userErrors"] == []
     variant = clean.store.products[1]["variants"][0]
     order = shopify.Order({"line_items": [{"variant_id": variant["id"], "quantity": 1}], "email": "gq@example.com"})
@@ -189,3 +198,30 @@ def test_graphql_subscriptions_get_deliveries_too(clean: ShopifySandbox, receive
     got = receiver.wait_for(1)[0]
     assert got.path == "/gql" and got.headers["x-shopify-topic"] == "orders/create"
     assert orjson.loads(got.body)["id"] == order.id
+
+
+def test_an_address_change_applies_to_new_deliveries(clean: ShopifySandbox, receiver: Receiver) -> None:
+    hook = subscribe(receiver, "orders/updated", "/old")
+    hook.address = f"{receiver.url}/new"
+    assert hook.save()  # PUT webhooks/{id}.json
+    assert shopify.Webhook.find(hook.id).address == f"{receiver.url}/new"
+    hook.address = "https://hooks.example.com/elsewhere"
+    assert not hook.save() and "loopback" in " ".join(hook.errors.full_messages())
+    order = shopify.Order.find(clean.store.orders[4]["id"])
+    order.tags = "moved"
+    assert order.save()
+    assert receiver.wait_for(1)[0].path == "/new"
+
+
+def test_a_finished_bulk_operation_is_announced(clean: ShopifySandbox, receiver: Receiver,
+                                                 shop: tuple[ShopifySandbox, RunningSandbox, Path]) -> None:
+    answer = graphql(shop, SUBSCRIBE, topic="BULK_OPERATIONS_FINISH", url=f"{receiver.url}/bulk")
+    assert answer["data"]["webhookSubscriptionCreate"]["userErrors"] == []
+    run = graphql(shop, """mutation { bulkOperationRunQuery(query: "{ customers { edges { node { id } } } }") {
+        bulkOperation { id } userErrors { message } } }""")["data"]["bulkOperationRunQuery"]
+    assert run["userErrors"] == []
+    got = receiver.wait_for(1, timeout=20)[0]
+    assert got.headers["x-shopify-topic"] == "bulk_operations/finish"
+    payload = orjson.loads(got.body)
+    assert payload["admin_graphql_api_id"] == run["bulkOperation"]["id"]
+    assert (payload["status"], payload["type"]) == ("completed", "query")

@@ -76,6 +76,26 @@ class Subscriptions:
         self.records.append(rec)
         return rec
 
+    def update(self, sid: int, changes: dict[str, Any], now: str) -> Record | None:
+        """PUT webhooks/{id}.json: a new ``address``, ``fields`` or ``metafield_namespaces`` (the topic stays).
+
+        Deliveries already queued keep the address they were made for (Shopify: "Retried webhooks will be
+        delivered to the subscription's address that was configured when the webhook was triggered")."""
+        rec = self.get(sid)
+        if rec is None:
+            return None
+        address = str(changes.get("address") or rec["address"])
+        if address != rec["address"]:
+            check_address(address, allow_http=self.allow_http)
+            if any(r["topic"] == rec["topic"] and r["address"] == address for r in self.records):
+                raise SubscriptionError("address", "for this topic has already been taken")
+        rec["address"] = address
+        for key in ("fields", "metafield_namespaces"):
+            if isinstance(changes.get(key), list):
+                rec[key] = list(changes[key])
+        rec["updated_at"] = now
+        return rec
+
     def get(self, sid: int) -> Record | None:
         return next((r for r in self.records if r["id"] == sid), None)
 

@@ -34,6 +34,7 @@ TOPICS = {
     ("orders", "delete"): "orders/delete",
     ("products", "create"): "products/create", ("products", "update"): "products/update",
     ("products", "delete"): "products/delete",
+    ("bulk_operations", "finish"): "bulk_operations/finish",
 }
 POLICY = RetryPolicy(delays=exponential_delays(8, 4 * 3600), connect_timeout=1.0, timeout=5.0)
 USER_AGENT = "Shopify-Captain-Hook"
@@ -66,6 +67,10 @@ def triggered_at(epoch_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
 
 
+def _int_id(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
 class ShopifyWebhooks:
     """Listens to the shop's writes and queues a signed delivery per matching JSON subscription."""
 
@@ -91,7 +96,7 @@ class ShopifyWebhooks:
                                       api_version=sub["api_version"], webhook_id=str(uuid.uuid4()),
                                       triggered_at=fired, event_id=event_id)
             self.dispatcher.enqueue(Delivery(subscription=str(sub["id"]), topic=topic, url=sub["address"],
-                                             body=body, headers=headers, resource_id=rec.get("id")))
+                                             body=body, headers=headers, resource_id=_int_id(rec.get("id"))))
 
     @staticmethod
     def _payload(rec: Record, event: str, fields: list[str]) -> bytes:
