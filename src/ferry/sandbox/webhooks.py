@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import hmac
 import ipaddress
+import logging
 import random
 import ssl
 import threading
@@ -47,6 +48,7 @@ from starlette.responses import Response
 
 STATES = ("pending", "held", "sending", "delivered", "failed", "dropped", "cancelled")
 FAULT_KINDS = ("drop", "duplicate", "reorder", "delay")
+log = logging.getLogger(__name__)
 MAX_LOG = 50_000  # settled deliveries kept for the control endpoint; the oldest go first
 
 
@@ -493,6 +495,10 @@ class Dispatcher:
             else:
                 delivery.state = "failed"
                 self.hooks.settled(delivery, False)
+        except Exception:  # a sandbox hook's bug must not stop the sender; the delivery is marked and logged
+            log.exception("webhook delivery %s to %s", delivery.id, delivery.url)
+            if delivery.state == "sending":
+                delivery.state = "failed"
         finally:
             queue.sending -= 1
             self._poke()
