@@ -32,7 +32,8 @@ class ShopifySandbox:
     too, the compressed records live in a file under ``state_dir`` rather than in memory.
     ``graphql_plan`` (standard, advanced, plus, enterprise) sizes the GraphQL points bucket (``graphql/cost.py``).
     Webhook subscriptions get signed deliveries (``webhooks.py``) to https:// loopback receivers whose certificate
-    the sandbox CA or one of ``webhook_ca_files`` signed; ``webhook_time_scale`` scales the retry delays.
+    the sandbox CA or one of ``webhook_ca_files`` signed; ``webhook_time_scale`` scales the retry delays and
+    ``webhook_faults`` configures delivery faults (drop, duplicate, reorder, delay).
     ``sb.app`` is the ASGI app (auth, leaky bucket and stats wrap the FastAPI routes); start it with
     ``ferry.sandbox.serve.start_in_thread(sb.app, state_dir)``. Tokens are random per instance.
     """
@@ -54,6 +55,7 @@ class ShopifySandbox:
         graphql_plan: str = "standard",
         webhook_ca_files: tuple[Path, ...] = (),
         webhook_time_scale: float = 1.0,
+        webhook_faults: dict[str, Any] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.shop = shop
@@ -75,6 +77,8 @@ class ShopifySandbox:
         self.webhooks = ShopifyWebhooks(self.state, secret=self.webhook_secret, time_scale=webhook_time_scale,
                                         ca_files=[ensure_tls(self.state_dir).ca_file, *webhook_ca_files])
         install_routes(self.api, self.webhooks.dispatcher)
+        if webhook_faults:
+            self.webhooks.dispatcher.faults.configure(webhook_faults)  # the POST /__sandbox/webhooks/faults body
         gate = ApiGate(self.api, token=self.access_token, buckets=Buckets(bucket_size, leak_rate), stats=self.stats)
         self.app: Any = FaultGate(gate, self.faults)
 

@@ -31,7 +31,7 @@ class WooCommerceSandbox:
     OAuth 1.0a path). The consumer key and secret are random per instance unless given; ``faults`` is a fault
     configuration (see ``faults``), also settable later through ``sb.faults`` or ``/__sandbox/faults``.
     Webhooks (``/wp-json/wc/v3/webhooks``) deliver to loopback receivers (``webhooks.py``); https:// ones need a
-    certificate from the sandbox CA or one of ``webhook_ca_files``.
+    certificate from the sandbox CA or one of ``webhook_ca_files``; ``webhook_faults`` configures delivery faults.
     """
 
     def __init__(
@@ -48,6 +48,7 @@ class WooCommerceSandbox:
         consumer_secret: str | None = None,
         faults: dict[str, Any] | None = None,
         webhook_ca_files: tuple[Path, ...] = (),
+        webhook_faults: dict[str, Any] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.store = store if store is not None else generate_store(
@@ -63,6 +64,8 @@ class WooCommerceSandbox:
         self.webhooks = Webhooks(self.state, ca_files=[ensure_tls(self.state_dir).ca_file, *webhook_ca_files])
         install_webhook_routes(self.api, self.webhooks)
         install_routes(self.api, self.webhooks.dispatcher)
+        if webhook_faults:
+            self.webhooks.dispatcher.faults.configure(webhook_faults)  # the POST /__sandbox/webhooks/faults body
         self.app: Any = FaultGate(AuthGate(self.api, Authenticator(self.key), self.stats), self.faults)
 
     @property
