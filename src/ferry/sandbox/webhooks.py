@@ -49,7 +49,8 @@ from starlette.responses import Response
 STATES = ("pending", "held", "sending", "delivered", "failed", "dropped", "cancelled")
 FAULT_KINDS = ("drop", "duplicate", "reorder", "delay")
 log = logging.getLogger(__name__)
-MAX_LOG = 50_000  # settled deliveries kept for the control endpoint; the oldest go first
+MAX_LOG = 10_000  # deliveries kept for the control endpoint (the oldest settled ones go first), bodies included
+_SETTLED = ("delivered", "failed", "dropped", "cancelled")
 
 
 # ---------------------------------------------------------------------- addresses and signatures
@@ -342,7 +343,7 @@ class Dispatcher:
     def clear_log(self) -> int:
         """Forget settled deliveries; returns how many."""
         with self._lock:
-            done = [k for k, d in self.log.items() if d.state in ("delivered", "failed", "dropped", "cancelled")]
+            done = [k for k, d in self.log.items() if d.state in _SETTLED]
             for key in done:
                 del self.log[key]
         return len(done)
@@ -354,6 +355,7 @@ class Dispatcher:
         asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        loop.close()
         self._loop = self._thread = None
 
     # -- the loop --------------------------------------------------------------------------------------
@@ -432,11 +434,10 @@ class Dispatcher:
     def _remember(self, delivery: Delivery) -> None:
         with self._lock:
             self.log[delivery.id] = delivery
-            while len(self.log) > MAX_LOG:
-                oldest = next(iter(self.log))
-                if self.log[oldest].state in ("pending", "held", "sending"):
-                    break
-                del self.log[oldest]
+            if len(self.log) > MAX_LOG + MAX_LOG // 10:  # trim in batches: one pass per thousand deliveries
+                excess = len(self.log) - MAX_LOG
+                for key in [k for k, d in self.log.items() if d.state in _SETTLED][:excess]:
+                    del self.log[key]
 
     async def _run(self) -> None:
         assert self._wake is not None
