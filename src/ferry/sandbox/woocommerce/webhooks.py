@@ -35,6 +35,7 @@ import hmac
 import json
 import secrets
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -144,7 +145,8 @@ class Webhooks:
         self._check_url(url)
         now = self.state.clock.tick()
         self._next_id += 1
-        name = body.get("name") or time.strftime("Webhook created on %b %d, %Y @ %I:%M %p", time.localtime(now))
+        local = datetime.fromisoformat(self.state.st.local(now))  # the site's timezone, as WordPress formats it
+        name = body.get("name") or local.strftime("Webhook created on %b %d, %Y @ %I:%M %p")
         record: Record = {
             "id": self._next_id, "name": str(name), "status": "active", "topic": topic, "delivery_url": url,
             "secret": str(body.get("secret") or secrets.token_urlsafe(38)[:50]), "api_version": 3,
