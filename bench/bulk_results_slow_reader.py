@@ -45,7 +45,7 @@ async def upsert_slowly(info: dict[str, Any], rows: int, pause: float) -> tuple[
     started = time.monotonic()
     # The successfulResults file is what this measures: fetch it even though the job's counts would do.
     async with SalesforceSink(sc.ferry_config(info, bulk_success_results=True)) as sink:
-        async for batch in sink.upsert_stream("Contact", sc.EXT, wide_contacts(rows)):
+        async for batch in sink.bulk_stream("Contact", sc.EXT, wide_contacts(rows)):
             assert isinstance(batch, list)
             ok += sum(r.success for r in batch)
             failed += sum(not r.success for r in batch)

@@ -161,7 +161,7 @@ async def run_ferry(info: dict[str, Any], prefix: str, n: int) -> int:
 
     seen = 0
     async with SalesforceSink(ferry_config(info)) as sink:
-        async for batch in sink.upsert_stream("Contact", EXT, chunks(prefix, n)):
+        async for batch in sink.bulk_stream("Contact", EXT, chunks(prefix, n)):
             if not seen:
                 mark("first_results")
             seen += batch.rows if isinstance(batch, JobSucceeded) else len(batch)

@@ -32,6 +32,7 @@ import orjson
 from ferry.connectors.salesforce.collections import to_rest_record
 from ferry.connectors.salesforce.csvio import cell, columns_of, csv_chunks
 from ferry.connectors.salesforce.describe import parse_describe
+from ferry.connectors.salesforce.dialect import SALESFORCE
 from ferry.connectors.shopify import normalize as shopify_normalize
 from ferry.core.schema import ObjectSchema
 from ferry.engine.pipeline import load_pipeline
@@ -78,7 +79,7 @@ def workload(orders: int) -> Workload:
         assert obj is not None, m.name
         schemas[m.name] = parse_describe(describe_object(org, obj, "62.0"))
     constants = {q: STANDARD_PRICEBOOK for m in spec.objects for q in query_constants(m)}
-    return Workload(payloads, build_plans(spec.objects, schemas, constants), schemas)
+    return Workload(payloads, build_plans(spec.objects, schemas, constants, SALESFORCE), schemas)
 
 
 Serializer = Callable[[str, ObjectSchema, list[dict[str, Any]]], int]

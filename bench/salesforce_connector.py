@@ -88,7 +88,7 @@ async def ferry_write(info: dict[str, Any], mode: str, prefix: str, n: int) -> d
     async with SalesforceSink(cfg) as sink:
         choice = sink.choose_strategy("Contact", n)
         if mode == "auto" and choice.strategy is Strategy.BULK:
-            async for batch in sink.upsert_stream("Contact", EXT, chunks(prefix, n)):
+            async for batch in sink.bulk_stream("Contact", EXT, chunks(prefix, n)):
                 if isinstance(batch, JobSucceeded):  # the job's counts proved the rest succeeded
                     ok += batch.rows
                     continue

@@ -40,6 +40,7 @@ def test_demo_json_has_every_object_with_every_column(demo_run: tuple[Path, dict
         for col in COLUMNS:
             assert col in objects[name], f"{name} lacks {col}"
     assert isinstance(out["seconds"], float | int) and out["seconds"] > 0
+    assert out["source"] == {"system": "shopify", "api_calls": out["source_api_calls"]}
 
 
 def test_demo_plans_by_cost_and_accounts_for_every_record(demo_run: tuple[Path, dict[str, object]]) -> None:

@@ -36,7 +36,7 @@ def _loaded_jobs(w: World, sobject: str) -> list[str]:
 async def test_a_paged_bulk_job_is_journaled_whole_and_resumed_after_a_crash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loader_module, "_BULK_PAGE", 7)  # 20 Accounts: 3 pages in one job
+    monkeypatch.setattr(loader_module, "_JOB_PAGE", 7)  # 20 Accounts: 3 pages in one job
     pages: list[int] = []
     real_add = Store.add_remote_job_records
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ferry.connectors.salesforce.dialect import SALESFORCE
 from ferry.connectors.shopify.normalize import normalize
 from ferry.errors import ConfigError
 from ferry.mapping.compile import compile_mapping
@@ -29,7 +30,7 @@ def compiled(fields: dict[str, Any], entity: str = "customer", constants: dict[s
     spec = ObjectMapping.model_validate(
         {"name": "Thing__c", "from": entity, "external_id": "Ext__c", "fields": {"Ext__c": "key", **fields}}
     )
-    return compile_mapping(spec, None, constants or {})
+    return compile_mapping(spec, None, constants or {}, SALESFORCE)
 
 
 def test_path_including_nested_and_none_on_the_way() -> None:
@@ -125,7 +126,8 @@ def run_example(stream: str, fixture: str) -> dict[str, list[tuple[dict[str, Any
     plans = []
     for spec in example_mappings():
         schema = SCHEMAS[spec.name]
-        plans.append((spec, compile_mapping(spec, schema, CONSTANTS), build_validator(spec, schema)))
+        compiled = compile_mapping(spec, schema, CONSTANTS, SALESFORCE)
+        plans.append((spec, compiled, build_validator(spec, schema, SALESFORCE)))
     out: dict[str, list[tuple[dict[str, Any], list[Any]]]] = {}
     for entity, record in normalize(stream, raw):
         for spec, mapping, validator in plans:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from ferry.connectors.salesforce.dialect import SALESFORCE
 from ferry.connectors.shopify.normalize import normalize
 from ferry.core.schema import FieldSchema, ObjectSchema
 from ferry.engine.plan import build_plans
@@ -38,15 +39,15 @@ def answer(fn: MapAndValidate, record: Any) -> Answer:
 
 
 def pair(spec: ObjectMapping, schema: ObjectSchema, constants: dict[str, Any]) -> tuple[MapAndValidate, MapAndValidate]:
-    compiled = compile_mapping(spec, schema, constants)
-    validator = build_validator(spec, schema)
+    compiled = compile_mapping(spec, schema, constants, SALESFORCE)
+    validator = build_validator(spec, schema, SALESFORCE)
     fused = fuse(compiled, validator, tuple(spec.fields.values()))
     assert fused is not None
     return fused, general(compiled, validator)
 
 
 def test_the_example_pipeline_fuses_and_build_plans_uses_it() -> None:
-    plans = build_plans(example_mappings(), SCHEMAS, CONSTANTS)
+    plans = build_plans(example_mappings(), SCHEMAS, CONSTANTS, SALESFORCE)
     assert all(p.fused is not None for p in plans)
 
 
@@ -159,8 +160,8 @@ def test_records_the_reads_were_not_written_for_take_the_general_path() -> None:
 
 def test_repeated_payload_keys_are_not_fused() -> None:
     spec = next(m for m in example_mappings() if m.name == "Contact")
-    compiled = compile_mapping(spec, SCHEMAS["Contact"], CONSTANTS)
-    validator = build_validator(spec, SCHEMAS["Contact"])
+    compiled = compile_mapping(spec, SCHEMAS["Contact"], CONSTANTS, SALESFORCE)
+    validator = build_validator(spec, SCHEMAS["Contact"], SALESFORCE)
     doubled = type(compiled)(compiled.name, compiled.entity, compiled.external_id, compiled.items + compiled.items[:1])
     assert fuse(doubled, validator, (*spec.fields.values(), next(iter(spec.fields.values())))) is None
 

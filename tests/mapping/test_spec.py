@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from ferry.core.schema import FieldSchema, ObjectSchema
+from ferry.connectors.salesforce.dialect import SALESFORCE
 from ferry.errors import ConfigError
 from ferry.mapping.spec import (
     CoalesceExpr,
@@ -23,7 +23,6 @@ from ferry.mapping.spec import (
     load_order,
     query_constants,
     ref_dependencies,
-    relationship_name,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shopify-to-salesforce.yml"
@@ -72,7 +71,7 @@ def test_dependencies_and_constants_of_the_example() -> None:
         ("Order", "OrderId", "Shopify_Order_Id__c"),
         ("PricebookEntry", "PricebookEntryId", "Shopify_Variant_Id__c"),
     ]
-    assert deps[0].payload_key(None) == "Order.Shopify_Order_Id__c"
+    assert deps[0].payload_key(None, SALESFORCE) == "Order.Shopify_Order_Id__c"
     assert query_constants(by_name["Order"]) == [STANDARD_PRICEBOOK]
     assert query_constants(by_name["Account"]) == []
 
@@ -99,13 +98,6 @@ def test_load_order_rejects_a_cycle_and_ignores_outside_and_self_refs() -> None:
         name="C",
     )
     assert [m.name for m in load_order([c])] == ["C"]
-
-
-def test_relationship_names() -> None:
-    assert relationship_name("AccountId", None) == "Account"
-    assert relationship_name("Parent_Order__c", None) == "Parent_Order__r"
-    schema = ObjectSchema("X", {"WhoId": FieldSchema("WhoId", "reference", relationship_name="Who")})
-    assert relationship_name("WhoId", schema) == "Who"
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from ferry.connectors.salesforce.dialect import SALESFORCE, truncate_utf16, utf16_length
 from ferry.core.schema import FieldSchema, ObjectSchema
 from ferry.mapping.spec import ObjectMapping
-from ferry.mapping.validate import RecordValidator, build_validator, is_email, truncate_utf16, utf16_length
+from ferry.mapping.validate import RecordValidator, build_validator, is_email
 
 SCHEMA = ObjectSchema(
     "Thing__c",
@@ -48,7 +49,7 @@ def validator(*fields: str, **exprs: Any) -> RecordValidator:
     spec = ObjectMapping.model_validate(
         {"name": "Thing__c", "from": "customer", "external_id": "Ext__c", "fields": spec_fields}
     )
-    return build_validator(spec, SCHEMA)
+    return build_validator(spec, SCHEMA, SALESFORCE)
 
 
 BASE = {"Ext__c": "k1", "Name": "Widget", "Parent__r.Ext__c": "p1"}
@@ -139,7 +140,7 @@ def test_unmapped_required_field_is_reported() -> None:
     spec = ObjectMapping.model_validate(
         {"name": "Thing__c", "from": "customer", "external_id": "Ext__c", "fields": {"Ext__c": "key"}}
     )
-    v = build_validator(spec, SCHEMA)
+    v = build_validator(spec, SCHEMA, SALESFORCE)
     assert "Thing__c.Name is required on create but not mapped" in v.problems
     _, errors = v.validate({"Ext__c": "k1"}, "k1")
     assert sorted((e.code, e.fields[0]) for e in errors) == [

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from ferry.connectors.salesforce.dialect import SALESFORCE, truncate_utf16
 from ferry.mapping.spec import ObjectMapping
-from ferry.mapping.validate import RecordValidator, build_validator, truncate_utf16
+from ferry.mapping.validate import RecordValidator, build_validator
 
 from .test_validate import SCHEMA
 
@@ -30,7 +31,7 @@ def _validator() -> RecordValidator:
     fields["ParentId"] = {"ref": "Parent__c", "by": "Ext__c", "value": "key"}
     spec = ObjectMapping.model_validate({"name": "Thing__c", "from": "customer", "external_id": "Ext__c",
                                          "fields": fields})
-    return build_validator(spec, SCHEMA)
+    return build_validator(spec, SCHEMA, SALESFORCE)
 
 
 def _answers(v: RecordValidator, record: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str, list[str]]]]:

@@ -1,11 +1,18 @@
-"""`ferry demo`: both sandboxes in child processes, a generated messy store, the example pipeline, one run."""
+"""`ferry demo [FLOW]`: both sandboxes in child processes, a generated messy store, an example pipeline, one run.
+
+A flow is a source sandbox, the Salesforce sandbox and the example pipeline between them
+(``ferry/examples/<flow>.yml``). ``shopify-to-salesforce`` is the default.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -14,55 +21,121 @@ from ferry.cli.sandboxes import SandboxProcess, start_sandbox
 from ferry.engine.pipeline import load_pipeline
 from ferry.engine.runner import Runner
 from ferry.engine.stats import RunStats
+from ferry.errors import ConfigError
 from ferry.paths import ferry_home
 from ferry.store import Store
 
 DEMO_PIPELINE = "demo"
+DEFAULT_FLOW = "shopify-to-salesforce"
 
 
-def example_pipeline_path() -> Path:
-    return Path(str(resources.files("ferry.examples").joinpath("shopify-to-salesforce.yml")))
-
-
-def demo_env(shopify: dict[str, str], salesforce: dict[str, str]) -> dict[str, str]:
-    """The environment the example pipeline reads, pointed at the two sandboxes."""
+def shopify_env(shop: dict[str, Any]) -> dict[str, str]:
     return {
-        "SHOPIFY_URL": shopify["url"],
-        "SHOPIFY_ACCESS_TOKEN": shopify["access_token"],
-        "SHOPIFY_CA_FILE": shopify["ca_file"],
-        "SALESFORCE_LOGIN_URL": salesforce["login_url"],
-        "SALESFORCE_CLIENT_ID": salesforce["client_id"],
-        "SALESFORCE_USERNAME": salesforce["username"],
-        "SALESFORCE_PRIVATE_KEY_FILE": salesforce["private_key_file"],
-        "SALESFORCE_CA_FILE": salesforce["ca_file"],
+        "SHOPIFY_URL": str(shop["url"]),
+        "SHOPIFY_ACCESS_TOKEN": str(shop["access_token"]),
+        "SHOPIFY_CA_FILE": str(shop["ca_file"]),
     }
 
 
-def run_demo(*, customers: int, products: int, orders: int, seed: int, quiet: bool, console: Console) -> RunStats:
+def woocommerce_env(store: dict[str, Any]) -> dict[str, str]:
+    return {
+        "WOOCOMMERCE_URL": str(store["url"]),
+        "WOOCOMMERCE_CONSUMER_KEY": str(store["consumer_key"]),
+        "WOOCOMMERCE_CONSUMER_SECRET": str(store["consumer_secret"]),
+        "WOOCOMMERCE_CA_FILE": str(store["ca_file"]),
+    }
+
+
+def salesforce_env(org: dict[str, Any]) -> dict[str, str]:
+    return {
+        "SALESFORCE_LOGIN_URL": str(org["login_url"]),
+        "SALESFORCE_CLIENT_ID": str(org["client_id"]),
+        "SALESFORCE_USERNAME": str(org["username"]),
+        "SALESFORCE_PRIVATE_KEY_FILE": str(org["private_key_file"]),
+        "SALESFORCE_CA_FILE": str(org["ca_file"]),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DemoFlow:
+    name: str  # also the example pipeline's file name, without .yml
+    source: str  # the source sandbox's system
+    source_label: str
+    source_env: Callable[[dict[str, Any]], dict[str, str]]
+    pipeline: str  # the demo run's pipeline name (its state in the ferry home)
+
+    @property
+    def example(self) -> Path:
+        return Path(str(resources.files("ferry.examples").joinpath(f"{self.name}.yml")))
+
+    def env(self, source: dict[str, Any], salesforce: dict[str, Any]) -> dict[str, str]:
+        """The environment the example pipeline reads, pointed at the two sandboxes."""
+        return {**self.source_env(source), **salesforce_env(salesforce)}
+
+
+FLOWS: dict[str, DemoFlow] = {
+    flow.name: flow
+    for flow in (
+        DemoFlow("shopify-to-salesforce", "shopify", "Shopify store", shopify_env, DEMO_PIPELINE),
+        DemoFlow("woocommerce-to-salesforce", "woocommerce", "WooCommerce store", woocommerce_env, "demo-woocommerce"),
+    )
+}
+
+
+def demo_flow(name: str) -> DemoFlow:
+    try:
+        return FLOWS[name]
+    except KeyError:
+        raise ConfigError(f"unknown demo flow {name!r}; choose one of: {', '.join(FLOWS)}") from None
+
+
+def example_pipeline_path(flow: str = DEFAULT_FLOW) -> Path:
+    return demo_flow(flow).example
+
+
+def demo_env(shopify: dict[str, str], salesforce: dict[str, str]) -> dict[str, str]:
+    """The environment the Shopify example pipeline reads, pointed at the two sandboxes."""
+    return FLOWS[DEFAULT_FLOW].env(shopify, salesforce)
+
+
+def run_demo(
+    *,
+    customers: int,
+    products: int,
+    orders: int,
+    seed: int,
+    quiet: bool,
+    console: Console,
+    flow: str = DEFAULT_FLOW,
+) -> RunStats:
+    chosen = demo_flow(flow)
     home = ferry_home()
     sandbox_dir = home / "sandbox"
     if not quiet:
         console.print(
-            f"[bold]ferry demo[/]: generating a messy Shopify store ({customers:,} customers, {products:,} products, "
-            f"{orders:,} orders, seed {seed}) and an empty Salesforce org, both on 127.0.0.1 over HTTPS"
+            f"[bold]ferry demo {chosen.name}[/]: generating a messy {chosen.source_label} ({customers:,} customers, "
+            f"{products:,} products, {orders:,} orders, seed {seed}) and an empty Salesforce org, both on "
+            "127.0.0.1 over HTTPS"
         )
     started: list[SandboxProcess] = []
     try:
-        shop = start_sandbox(
-            "shopify",
+        source = start_sandbox(
+            chosen.source,
             sandbox_dir,
             ["--seed", str(seed), "--customers", str(customers), "--products", str(products), "--orders", str(orders)],
         )
-        started.append(shop)
+        started.append(source)
         org = start_sandbox("salesforce", sandbox_dir, ["--seed", str(seed)])
         started.append(org)
         if not quiet:
-            console.print(f"  Shopify sandbox    {shop.url}\n  Salesforce sandbox {org.url}")
-        spec = load_pipeline(example_pipeline_path(), {**os.environ, **demo_env(shop.info, org.info)})
-        spec = spec.model_copy(update={"name": DEMO_PIPELINE})
+            label = f"{chosen.source_label.split()[0]} sandbox"
+            width = max(19, len(label) + 1)
+            console.print(f"  {label:<{width}}{source.url}\n  {'Salesforce sandbox':<{width}}{org.url}")
+        spec = load_pipeline(chosen.example, {**os.environ, **chosen.env(source.info, org.info)})
+        spec = spec.model_copy(update={"name": chosen.pipeline})
         store = Store(home / "ferry.db")
         # The sandboxes start empty every time, so the demo's sync state must too.
-        store.reset_pipeline(DEMO_PIPELINE)
+        store.reset_pipeline(chosen.pipeline)
         with render.progress(console, disabled=quiet) as progress:
             return asyncio.run(Runner(spec, store, progress).run())
     finally:

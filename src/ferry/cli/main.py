@@ -56,27 +56,41 @@ def main(
 
 @app.command()
 def demo(
+    flow: Annotated[
+        str, typer.Argument(help="Which pair to run (`--list` shows them).", show_default=True)
+    ] = "shopify-to-salesforce",
     customers: Annotated[int, typer.Option(min=1, help="Customers in the generated store.")] = 1000,
     products: Annotated[int, typer.Option(min=1, help="Products (each with 1-5 variants).")] = 200,
     orders: Annotated[int, typer.Option(min=1, help="Orders (with line items, refunds, guests).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the generated store: same seed, same store.")] = 7,
+    list_flows: Annotated[bool, typer.Option("--list", help="List the demo flows and exit.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start Shopify and Salesforce sandboxes, generate a messy store, and sync it with the example pipeline."""
-    from ferry.cli.demo import run_demo
+    """Start a store's and a Salesforce sandbox, generate a messy store, and sync it with the example pipeline."""
+    from ferry.cli.demo import FLOWS, demo_flow, run_demo
 
+    if list_flows:
+        if as_json:
+            listed = [{"flow": f.name, "source": f.source, "target": "salesforce"} for f in FLOWS.values()]
+            sys.stdout.write(json.dumps(listed) + "\n")
+        else:
+            for f in FLOWS.values():
+                console.print(f"{f.name}  [dim]({f.source_label} -> Salesforce org, examples/{f.name}.yml)[/]")
+        return
     try:
+        chosen = demo_flow(flow)
         result = run_demo(
-            customers=customers, products=products, orders=orders, seed=seed, quiet=as_json, console=console
+            customers=customers, products=products, orders=orders, seed=seed, quiet=as_json, console=console,
+            flow=chosen.name,
         )
     except FerryError as exc:
         _fail(exc)
         return
     if as_json:
-        sys.stdout.write(json.dumps(render.demo_json(result)) + "\n")
+        sys.stdout.write(json.dumps(render.demo_json(result, source_system=chosen.source)) + "\n")
     else:
         render.print_run(console, result)
-        render.print_next_steps(console, result.pipeline)
+        render.print_next_steps(console, result.pipeline, f"examples/{chosen.name}.yml")
 
 
 @app.command()
@@ -266,7 +280,7 @@ def dlq_discard(
 
 @sandbox_app.command("serve")
 def sandbox_serve(
-    system: Annotated[str, typer.Argument(help="shopify, salesforce or woocommerce")],
+    system: Annotated[str, typer.Argument(help="shopify, salesforce, woocommerce or quickbooks")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 7,
     customers: Annotated[int, typer.Option(help="Shopify, WooCommerce: customers to generate.")] = 1000,
@@ -275,7 +289,8 @@ def sandbox_serve(
     state_dir: Annotated[Path | None, typer.Option(help="Where the CA, keys and state live.")] = None,
     persist: Annotated[
         bool,
-        typer.Option("--persist", help="Salesforce: keep the org in <state-dir>/salesforce/org.db across restarts."),
+        typer.Option("--persist", help="Salesforce: keep the org in <state-dir>/salesforce/org.db across restarts; "
+                     "QuickBooks: the company and tokens in <state-dir>/quickbooks/company.json."),
     ] = False,
     latency: Annotated[str, typer.Option(help="Salesforce latency profile: off or real.")] = "off",
     schema: Annotated[
@@ -287,7 +302,8 @@ def sandbox_serve(
             "--fault",
             help="Inject a fault, KIND[:RATE][,path=..,method=..,count=..,ms=..,hold=..,retry_after=..,"
             "processed=true]; KIND: 500 502 503 504 429 limit concurrent lock expire reset timeout latency "
-            "(Shopify: 500 502 503 504 429 reset timeout latency). Repeatable.",
+            "(Shopify: 500 502 503 504 429 reset timeout latency; QuickBooks: those and commit_then_reset). "
+            "Repeatable.",
         ),
     ] = None,
     lock_rate: Annotated[

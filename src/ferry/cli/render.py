@@ -64,7 +64,8 @@ def progress(console: Console, *, disabled: bool) -> Iterator[RichProgress]:
         tracker.finish()
 
 
-def demo_json(stats: RunStats) -> dict[str, Any]:
+def demo_json(stats: RunStats, *, source_system: str | None = None) -> dict[str, Any]:
+    """What `ferry demo --json` prints: the same shape for every flow, its source named in ``source``."""
     objects = {
         name: {**{c: getattr(s, c) for c in _OBJECT_COLUMNS}, "strategy": s.strategy, "reason": s.reason}
         for name, s in stats.objects.items()
@@ -78,6 +79,7 @@ def demo_json(stats: RunStats) -> dict[str, Any]:
         "source_records": stats.source_records,
         "source_api_calls": stats.source_api_calls,
         "setup_api_calls": stats.setup_api_calls,
+        "source": {"system": source_system, "api_calls": stats.source_api_calls},
     }
 
 
@@ -153,12 +155,12 @@ def _budget_cell(budget: dict[str, Any] | None) -> str:
     return cell
 
 
-def print_next_steps(console: Console, pipeline: str) -> None:
+def print_next_steps(console: Console, pipeline: str, example: str = "examples/shopify-to-salesforce.yml") -> None:
     steps = [
         ("ferry runs", "every run with its figures"),
         (f"ferry dlq list --pipeline {pipeline}", "records that could not be written, and why"),
         ("ferry dlq show ID", "one dead letter: errors, mapped and source payloads"),
-        ("ferry plan examples/shopify-to-salesforce.yml", "what a pipeline will do, before it writes"),
+        (f"ferry plan {example}", "what a pipeline will do, before it writes"),
     ]
     width = max(len(cmd) for cmd, _ in steps) + 3
     console.print("\nWhere to look next:")

@@ -13,7 +13,7 @@ from ferry.errors import ConfigError
 from ferry.sandbox.serve import serve_forever
 from ferry.sandbox.tls import TlsFiles
 
-SYSTEMS = ("shopify", "salesforce", "woocommerce")
+SYSTEMS = ("shopify", "salesforce", "woocommerce", "quickbooks")
 
 
 def build_sandbox(
@@ -34,6 +34,9 @@ def build_sandbox(
     if system == "woocommerce":
         return _woocommerce(state_dir, seed=seed, customers=customers, products=products, orders=orders,
                             faults=faults, timezone=timezone)
+    if system == "quickbooks":
+        return _quickbooks(state_dir, seed=seed, customers=customers, products=products, orders=orders,
+                           persist=persist, faults=faults)
     if system == "shopify":
         from ferry.sandbox.shopify import ShopifySandbox
 
@@ -65,6 +68,17 @@ def _woocommerce(state_dir: Path, *, seed: int, customers: int, products: int, o
                                   timezone=timezone or DEFAULT_TIMEZONE, faults=faults)
     except (KeyError, TypeError, ValueError) as exc:  # a bad fault setting, or an unknown timezone name
         raise ConfigError(f"WooCommerce sandbox: {exc}") from exc  # (ZoneInfoNotFoundError is a KeyError)
+
+
+def _quickbooks(state_dir: Path, *, seed: int, customers: int, products: int, orders: int, persist: bool,
+                faults: dict[str, Any] | None) -> Any:
+    from ferry.sandbox.quickbooks import QuickBooksSandbox
+
+    try:
+        return QuickBooksSandbox(state_dir, seed=seed, customers=customers, products=products, orders=orders,
+                                 persist=persist, faults=faults)
+    except (TypeError, ValueError) as exc:  # a bad fault setting
+        raise ConfigError(f"QuickBooks sandbox: {exc}") from exc
 
 
 def serve_sandbox(
@@ -123,6 +137,16 @@ def limit_options(daily_api_limit: int | None, concurrent_limit: int | None, pub
     return options
 
 
+def _processed_reset(spec: str) -> str:
+    """``commit_then_reset[:RATE][,...]`` is ``reset[:RATE][,...],processed=true``: the call is processed (a
+    write committed), then the connection is reset before the answer."""
+    head, sep, rest = spec.partition(",")
+    kind, colon, rate = head.partition(":")
+    if kind.strip().lower() != "commit_then_reset":
+        return spec
+    return f"reset{colon}{rate}{sep}{rest}{',' if rest else ''},processed=true".replace(",,", ",")
+
+
 def fault_config(
     specs: list[str],
     *,
@@ -148,7 +172,7 @@ def fault_config(
         if not isinstance(config, dict):
             raise ConfigError(f"the faults file {faults_file} must hold one JSON object")
     try:
-        rules = [parse_fault_spec(spec).__dict__ for spec in specs]
+        rules = [parse_fault_spec(_processed_reset(spec)).__dict__ for spec in specs]
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if rules:

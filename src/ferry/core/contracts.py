@@ -115,15 +115,32 @@ class SinkCapabilities:
     remote_jobs: bool = False
 
 
-class JobJournal(Protocol):
-    """What a remote job tells the engine's journal while it runs: bound to one object of one pipeline."""
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """A page of queued records for a remote job, with ferry's (key, version) of each, in the same order:
+    what the job's journal records before the page is uploaded."""
 
-    def job_created(self, job_id: str) -> None:
-        """The job exists, before any data is uploaded: journal it (and the page waiting for it)."""
+    records: Sequence[MappedRecord]
+    keys: Sequence[tuple[str, str]]
+
+
+class JobJournal(Protocol):
+    """The engine's journal of one object's remote jobs, bound to one pipeline (store: ``RemoteJobJournal``).
+
+    A sink's remote-job stream (``ferry.connectors.jobs``) tells it which records each job carries before
+    any of them is uploaded, so a crashed run resumes the job instead of sending them again."""
+
+    def job_created(self, job_id: str, entries: Sequence[JournalEntry]) -> None:
+        """The job exists, before any data is uploaded: journal it with the records already bound for it."""
         ...
 
-    def page_sent(self, entries: Sequence[JournalEntry]) -> None:
-        """Records about to be uploaded to the current job."""
+    def page_sent(self, job_id: str, entries: Sequence[JournalEntry]) -> None:
+        """Records about to be uploaded to the open job ``job_id``."""
+        ...
+
+    def queued(self, external_keys: Sequence[str]) -> list[MappedRecord]:
+        """The journaled records with these external keys that are still queued, as queued: for a sink that
+        sends some of a job's rows again itself (Salesforce: rows another transaction had locked)."""
         ...
 
 
@@ -178,20 +195,24 @@ class Sink(AsyncContext, Protocol):
         self,
         obj: str,
         external_id: str,
-        pages: AsyncIterator[Sequence[MappedRecord]] | Iterable[Sequence[MappedRecord]],
+        pages: AsyncIterator[JobPage] | Iterable[JobPage],
         journal: JobJournal,
         *,
         columns: Sequence[str] | None = None,
     ) -> AsyncIterator[StreamAnswer]:
         """A remote job's upsert of a stream of pages: results come back out of order, keyed by external id,
-        or as a ``JobSucceeded`` covering every journaled row no result reported."""
+        or as a ``JobSucceeded`` covering every journaled row no result reported. Every record's entry reaches
+        ``journal`` before the record is uploaded. Pages carry only records with an external key
+        (``missing_key_result`` is None). Transient trouble the sink knows how to clear is cleared before
+        the answer (as in ``upsert``)."""
         ...
 
     async def resume_job(
         self, job_id: str, external_id: str, records: Sequence[MappedRecord]
     ) -> list[RecordResult] | None:
-        """Collect a job a crashed run left. None: it never got its data (it was aborted; send the records
-        again). Raises PermanentError when the target no longer knows the job (send them again too)."""
+        """Collect a job a crashed run left: one result per record, in input order. None: it never got its
+        data (it was aborted; send the records again). Raises PermanentError when the target no longer knows
+        the job, e.g. it expired (send them again too: the upsert makes that harmless)."""
         ...
 
     def missing_key_result(self, payload: MappedRecord, external_id: str) -> RecordResult | None:

@@ -17,9 +17,19 @@ from ferry.core.schema import ObjectSchema
 
 
 class Dialect(Protocol):
-    name: str
-    # How a multi-select value is joined into the one text the target stores (Salesforce: ";").
-    multi_value_separator: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def multi_value_separator(self) -> str:
+        """How a multi-select value is joined into the one text the target stores (Salesforce: ";")."""
+        ...
+
+    @property
+    def max_char_units(self) -> int:
+        """The most units one character (code point) can count for in ``text_length`` (UTF-16: 2): a text of
+        ``n`` characters is at most ``n * max_char_units`` long, so the validator passes short text uncounted."""
+        ...
 
     def text_length(self, text: str) -> int:
         """The length the target's field limits are measured in."""
@@ -44,6 +54,7 @@ class PlainDialect:
 
     name: str = "plain"
     multi_value_separator: str = ";"
+    max_char_units: int = 1
 
     def text_length(self, text: str) -> int:
         return len(text)

@@ -9,14 +9,13 @@ from typing import Any
 
 import orjson
 
-from ferry.connectors.registry import open_source
-from ferry.connectors.salesforce.budget import pipeline_guard
-from ferry.connectors.salesforce.sink import SalesforceSink
-from ferry.core.contracts import Source
+from ferry.connectors.registry import open_sink, open_source
+from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.core.schema import ObjectSchema
+from ferry.core.writes import choose_write
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
-from ferry.errors import PermanentError
+from ferry.errors import ConfigError, PermanentError
 from ferry.mapping.spec import (
     CoalesceExpr,
     FieldExpr,
@@ -111,16 +110,15 @@ def describe_expr(expr: FieldExpr) -> str:
 
 async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
     # Plan's describes and queries spend the org's budget too: they count against the pipeline's share.
-    guard = pipeline_guard(spec.target.api_budget, store, spec.name)
-    async with SalesforceSink(spec.target, budget=guard) as sink:
+    async with open_sink(spec.target, SinkContext(spec.name, ledger=store)) as sink:
         schemas: dict[str, ObjectSchema] = {}
         missing: dict[str, str] = {}
         with contextlib.suppress(PermanentError):  # one call for all; an object that fails is asked again below
             queries = sorted({q for m in spec.objects for q in query_constants(m)})
-            await sink.describe_many([m.name for m in spec.objects], queries)  # constants ride along
+            await sink.describe([m.name for m in spec.objects], queries)  # constants may ride along
         for m in spec.objects:
             try:
-                schemas[m.name] = await sink.describe(m.name)
+                schemas[m.name] = (await sink.describe([m.name]))[m.name]
             except PermanentError as exc:
                 missing[m.name] = str(exc)
         constants, query_problems = await _resolve_queries(sink, spec.objects)
@@ -130,37 +128,40 @@ async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
                 reports.append(_missing_object(m, missing[m.name]))
                 continue
             reports.append(_object_report(m, schemas, constants, query_problems, store, spec.name, sink))
-        plans = build_plans([m for m in spec.objects if m.name in schemas], schemas, constants)
+        plans = build_plans([m for m in spec.objects if m.name in schemas], schemas, constants, sink.dialect)
         order = [p.name for p in order_plans(plans)]
         async with open_source(spec.source) as source:  # no call: its normalizer judges what is staged
             _staged_findings(source, plans, reports, store, spec)
         budget = spec.target.api_budget
+        status = sink.budget_status()
         return PlanReport(
             spec.name,
             order,
             reports,
-            sink.api_usage,
+            _target_usage(status),
             str(budget) if budget else None,
-            sink.budget_remaining,
-            sink.budget_status.as_dict(),
+            sink.budget_left(),
+            status,
         )
 
 
-async def _resolve_queries(
-    sink: SalesforceSink, mappings: list[ObjectMapping]
-) -> tuple[dict[str, Any], dict[str, str]]:
+def _target_usage(status: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(used, max) of the target's whole daily allocation, as the target last reported it."""
+    if not status or status.get("org_used") is None or status.get("org_max") is None:
+        return None
+    return int(status["org_used"]), int(status["org_max"])
+
+
+async def _resolve_queries(sink: Sink, mappings: list[ObjectMapping]) -> tuple[dict[str, Any], dict[str, str]]:
     constants: dict[str, Any] = {}
     problems: dict[str, str] = {}
-    for soql in {q for m in mappings for q in query_constants(m)}:
+    for query in {q for m in mappings for q in query_constants(m)}:
         try:
-            rows = await sink.query(soql)
+            constants[query] = await sink.constant(query)
         except PermanentError as exc:
-            problems[soql] = f"query failed: {exc}"
-            continue
-        if len(rows) != 1:
-            problems[soql] = f"query returns {len(rows)} rows, a mapping constant needs exactly 1: {soql}"
-            continue
-        constants[soql] = next(v for k, v in rows[0].items() if k != "attributes")
+            problems[query] = f"query failed: {exc}"
+        except ConfigError as exc:  # not exactly one row of one field
+            problems[query] = str(exc)
     return constants, problems
 
 
@@ -171,14 +172,14 @@ def _object_report(
     query_problems: dict[str, str],
     store: Store,
     pipeline: str,
-    sink: SalesforceSink,
+    sink: Sink,
 ) -> ObjectReport:
     schema = schemas[m.name]
-    [plan] = build_plans([m], schemas, constants)
+    [plan] = build_plans([m], schemas, constants, sink.dialect)
     pending = store.outbox_count(pipeline, m.name)
-    choice = sink.choose_strategy(m.name, pending)
+    choice = choose_write(sink.write_costs(m.name, pending), remaining_calls=sink.budget_left())
     report = ObjectReport(
-        m.name, m.from_, m.external_id, pending, choice.strategy.value, choice.reason,
+        m.name, m.from_, m.external_id, pending, str(choice.strategy), choice.reason,
         estimated_calls=choice.estimated_calls,
     )
     report.problems += list(plan.validator.problems)
@@ -188,7 +189,7 @@ def _object_report(
         fs = schema.field(name)
         report.fields.append(
             FieldLine(
-                payload_key(name, expr, schema),
+                payload_key(name, expr, schema, sink.dialect),
                 describe_expr(expr),
                 fs.type if fs else "?",
                 fs.length if fs else 0,
@@ -277,7 +278,7 @@ def _constant_problems(m: ObjectMapping, name: str, expr: FieldExpr, plan: Any) 
         candidates = [*expr.map.values.values(), expr.map.default]
     else:
         return []
-    key = payload_key(name, expr, plan.validator.schema)
+    key = payload_key(name, expr, plan.validator.schema, plan.validator.dialect)
     out = []
     for value in candidates:
         if value is None:

@@ -1,13 +1,13 @@
 """Load one object's outbox into the target, crash-safe, with a per-record retry budget.
 
 Durability points:
-* A Bulk job's id and the (key, version) of every record it carries are stored the moment the job
-  exists, before any data is uploaded (``on_bulk_job``). A restarted run resumes such a job first:
-  one that never got its data is aborted and its records sent again; one that did is waited for and
-  its results collected, so its records are never uploaded a second time.
+* A remote job's id and the (key, version) of every record it carries are journaled the moment the job
+  exists, before any data is uploaded (the sink's stream tells the ``JobJournal``). A restarted run resumes
+  such a job first: one that never got its data is aborted and its records sent again; one that did is
+  waited for and its results collected, so its records are never uploaded a second time.
 * The target's answers for a batch (version map, dead letters, retry counts, outbox removal, and the
-  finished Bulk job) are recorded in one transaction. A crash before it means the batch is sent again:
-  every write is an upsert by external id, so that changes nothing in effect.
+  finished remote job) are recorded in one transaction. A crash before it means the batch is sent again:
+  every write is an upsert by the record's key, so that changes nothing in effect.
 * Each record has ``max_attempts`` tries across runs (the count is stored with it). A transient error
   past the cap dead-letters the record with every attempt's errors; the run goes on.
 """
@@ -17,71 +17,58 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import structlog
 
-from ferry.connectors.salesforce.collections import missing_key_result
-from ferry.connectors.salesforce.csvio import key_text
-from ferry.connectors.salesforce.sink import SalesforceSink
-from ferry.connectors.salesforce.strategy import Strategy
+from ferry.core.contracts import JobPage, Sink
+from ferry.core.ports import JournalEntry
 from ferry.core.records import MappedRecord
 from ferry.core.results import JobSucceeded, RecordResult
+from ferry.core.writes import choose_write, per_record_write
 from ferry.engine.plan import ObjectPlan
 from ferry.engine.stats import RunStats
 from ferry.errors import AuthError, ConfigError, PermanentError, RecordError
-from ferry.store import FailedAttempt, JournalEntry, NewDeadLetter, OutboxRow, Store, Written, utc_now
+from ferry.store import FailedAttempt, NewDeadLetter, OutboxRow, Store, Written, utc_now
 
 log = structlog.get_logger("ferry.engine.loader")
 
-# REST: one read of the outbox per this many rows; enough for the sink's concurrency cap (10 Composite calls
-# of 1,000 records in flight by default) while holding at most this many payloads in memory.
+# Direct writes: one read of the outbox per this many rows; enough to keep a sink's concurrent calls busy
+# (e.g. 10 calls of 1,000 records in flight) while holding at most this many payloads in memory.
 _SEND_CHUNK = 10_000
-# Bulk: outbox rows read, journaled and handed to the streamed CSV upload at a time.
-_BULK_PAGE = 10_000
+# Remote jobs: outbox rows read, journaled and handed to the sink's streamed upload at a time.
+_JOB_PAGE = 10_000
 
 
 def _no_advance(n: int) -> None:
     pass
 
 
-def _locked(result: RecordResult) -> bool:
-    return not result.success and any(e.code == "UNABLE_TO_LOCK_ROW" for e in result.errors)
+class StoreJobJournal:
+    """The ``JobJournal`` a sink's remote-job stream writes to: one object's jobs in the store's journal."""
 
+    def __init__(self, store: Store, pipeline: str, obj: str) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.obj = obj
+        self.jobs: list[str] = []
 
-@dataclass(slots=True)
-class _BulkStream:
-    """One object's streamed Bulk upsert: the jobs it has created, and the journal entries not yet saved.
-
-    The sink reads the first page before it creates the job, so that page waits here for ``on_bulk_job``.
-    A stream past 100 MB of CSV continues in a next job; the page read last may have rows in both, so a
-    new job is journaled with it too (a resumed job reports a record it did not carry as not processed,
-    a transient answer: the record is sent again, never lost).
-    """
-
-    jobs: list[str] = field(default_factory=list)
-    pending: list[JournalEntry] = field(default_factory=list)
-    last_page: list[JournalEntry] = field(default_factory=list)
-    no_key: list[str] = field(default_factory=list)
-    locked: list[str] = field(default_factory=list)  # keys answered UNABLE_TO_LOCK_ROW
-    # External ids a failure was reported for: a JobSucceeded covers the job's other rows only (the sink sends
-    # one only while failures are few, so this stays small).
-    failed: set[str] = field(default_factory=set)
-
-    def job_created(self, job_id: str) -> list[JournalEntry]:
-        entries = self.pending if not self.jobs else [*self.last_page, *self.pending]
+    def job_created(self, job_id: str, entries: Sequence[JournalEntry]) -> None:
         self.jobs.append(job_id)
-        self.pending = []
-        return entries
+        self.store.save_remote_job(self.pipeline, self.obj, job_id, entries)
+        log.info("job.saved", job_id=job_id, object=self.obj, records=len(entries))
 
-    def page_read(self, entries: list[JournalEntry]) -> str | None:
-        """The job the page must be journaled to now, or None if it waits for the job to exist."""
-        self.last_page = entries
-        if not self.jobs:
-            self.pending.extend(entries)
-            return None
-        return self.jobs[-1]
+    def page_sent(self, job_id: str, entries: Sequence[JournalEntry]) -> None:
+        self.store.add_remote_job_records(self.pipeline, self.obj, job_id, entries)
+
+    def entries(self, external_keys: Sequence[str]) -> list[JournalEntry]:
+        """The journaled records of this stream's jobs with these external keys."""
+        return self.store.remote_job_entries(self.pipeline, self.obj, self.jobs, list(external_keys))
+
+    def queued(self, external_keys: Sequence[str]) -> list[MappedRecord]:
+        keys = list(dict.fromkeys(e.key for e in self.entries(external_keys)))
+        return [r.payload for r in self.store.outbox_rows(self.pipeline, self.obj, keys, with_source=False)]
 
 
 class LoadProgress(Protocol):
@@ -96,7 +83,7 @@ class RetryBudget:
     backoff_max_seconds: float = 8.0
 
     def pause(self, attempt: int) -> float:
-        # Full jitter: spread retries so contended rows (UNABLE_TO_LOCK_ROW) do not collide again.
+        # Full jitter: spread retries so contended rows (a row lock) do not collide again.
         return random.uniform(0, min(self.backoff_max_seconds, 0.5 * 2**attempt))
 
 
@@ -116,154 +103,120 @@ class Loader:
         self.stats = stats
         self.budget = budget
         self.on_progress = on_progress
-        self._streams: dict[str, _BulkStream] = {}  # the streamed Bulk upsert in flight, per object
         self.resumed_jobs: list[str] = []
 
-    def on_bulk_job(self, job_id: str, sobject: str) -> None:
-        """The sink's callback: runs right after the job is created, before its data is uploaded."""
-        stream = self._streams.get(sobject)
-        entries = stream.job_created(job_id) if stream is not None else []
-        self.store.save_remote_job(self.pipeline, sobject, job_id, entries)
-        log.info("bulk.job_saved", job_id=job_id, object=sobject, records=len(entries))
-
-    async def load(self, sink: SalesforceSink, plan: ObjectPlan, progress: LoadProgress) -> None:
+    async def load(self, sink: Sink, plan: ObjectPlan, progress: LoadProgress) -> None:
         s = self.stats.object(plan.name)
-        await self._resume_jobs(sink, plan)
+        resumed = await self._resume_jobs(sink, plan)
         total = self.store.outbox_count(self.pipeline, plan.name)
-        choice = sink.choose_strategy(plan.name, total)
-        s.strategy, s.reason = choice.strategy.value, choice.reason
+        choice = choose_write(sink.write_costs(plan.name, total), remaining_calls=sink.budget_left())
+        s.strategy, s.reason = str(choice.strategy), choice.reason
         if total == 0:
-            s.strategy, s.reason = (
-                ("bulk", "resumed the Bulk job a crashed run left") if s.written else ("-", "nothing to write")
+            s.strategy, s.reason = (resumed, "resumed the remote job a crashed run left") if resumed else (
+                "-", "nothing to write"
             )
             s.api_calls = sink.api_calls.get(plan.name, 0)
             return
-        progress.phase(f"write {plan.name} ({choice.strategy.value})", total)
-        log.info("load.start", object=plan.name, records=total, strategy=choice.strategy.value, reason=choice.reason)
+        progress.phase(f"write {plan.name} ({choice.strategy})", total)
+        log.info("load.start", object=plan.name, records=total, strategy=choice.strategy, reason=choice.reason)
         last = self.budget.max_attempts
         for attempt in range(1, last + 1):
             # Every round sends whatever is still in the outbox; a record's own attempt count (kept across
-            # crashes) decides when a transient failure is final.
-            strategy = choice.strategy if attempt == 1 else Strategy.COLLECTIONS
+            # crashes) decides when a transient failure is final. Retries go record by record, never as a job.
             advance = progress.advance if attempt == 1 else _no_advance
-            if strategy is Strategy.BULK:
-                retried = await self._send_bulk(sink, plan, advance)
+            if attempt == 1 and choice.remote_job:
+                retried = await self._send_job(sink, plan, advance)
             else:
-                retried = await self._send_rest(sink, plan, strategy, advance)
+                strategy = choice.strategy if attempt == 1 else self._retry_strategy(sink, plan)
+                retried = await self._send_direct(sink, plan, strategy, advance)
             if not retried:
                 break
             s.retried += retried
             await asyncio.sleep(self.budget.pause(attempt))
         s.api_calls = sink.api_calls.get(plan.name, 0)
 
-    async def _send_rest(
-        self, sink: SalesforceSink, plan: ObjectPlan, strategy: Strategy, advance: Callable[[int], None]
+    def _retry_strategy(self, sink: Sink, plan: ObjectPlan) -> str:
+        return per_record_write(sink.write_costs(plan.name, self.store.outbox_count(self.pipeline, plan.name))).strategy
+
+    async def _send_direct(
+        self, sink: Sink, plan: ObjectPlan, strategy: str, advance: Callable[[int], None]
     ) -> int:
         retried = 0
         for rows in self.store.outbox(self.pipeline, plan.name, chunk=_SEND_CHUNK, with_source=False):
-            results = await sink.upsert(
-                plan.name, plan.external_id, [r.payload for r in rows], strategy, label=plan.name
-            )
+            results = await sink.upsert(plan.name, plan.external_id, [r.payload for r in rows], strategy)
             retried += self.reconcile(plan, rows, results, jobs=[])
             advance(len(rows))
         return retried
 
-    async def _send_bulk(self, sink: SalesforceSink, plan: ObjectPlan, advance: Callable[[int], None]) -> int:
-        """The whole outbox of the object in one streamed Bulk job, read and journaled page by page.
+    async def _send_job(self, sink: Sink, plan: ObjectPlan, advance: Callable[[int], None]) -> int:
+        """The whole outbox of the object through the sink's remote job(s), read and journaled page by page.
 
-        Results come back out of input order, keyed by external id: each batch is matched to its records
-        through the job's journal (bulk_job_records) and recorded in one transaction. Memory stays flat:
-        at most a page of rows and a batch of results are held at once.
+        Results come back out of input order, keyed by the record's external key: each batch is matched to
+        its records through the jobs' journal and recorded in one transaction. Memory stays flat: at most a
+        page of rows and a batch of results are held at once.
         """
-        stream = _BulkStream()
-        self._streams[plan.name] = stream
+        journal = StoreJobJournal(self.store, self.pipeline, plan.name)
+        no_key: list[str] = []  # never sent: answered by the sink's missing_key_result once the stream is done
+        # External keys a failure was reported for: a JobSucceeded covers the job's other rows only (a sink sends
+        # one only while failures are few, so this stays small).
+        failed: set[str] = set()
         retried = 0
-        try:
-            pages = self._bulk_pages(plan, stream, advance)
-            columns = list(plan.mapping.keys) or None
-            async for answer in sink.upsert_stream(
-                plan.name, plan.external_id, pages, label=plan.name, columns=columns
-            ):
-                if isinstance(answer, JobSucceeded):
-                    self._record_job_succeeded(plan, stream, answer)
-                    continue
-                stream.failed.update(r.key for r in answer if not r.success)
-                retried += self._reconcile_keyed(plan, stream, answer)
-        finally:
-            self._streams.pop(plan.name, None)
-        retried += await self._retry_locked(sink, plan, stream.locked)
-        if stream.no_key:
-            rows = self.store.outbox_rows(self.pipeline, plan.name, stream.no_key, with_source=False)
-            missing = [missing_key_result(r.payload, plan.external_id) for r in rows]
+        pages = self._job_pages(sink, plan, no_key, advance)
+        columns = list(plan.mapping.keys) or None
+        async for answer in sink.upsert_stream(plan.name, plan.external_id, pages, journal, columns=columns):
+            if isinstance(answer, JobSucceeded):
+                self._record_job_succeeded(plan, answer, failed)
+                continue
+            failed.update(r.key for r in answer if not r.success)
+            retried += self._reconcile_keyed(plan, journal, answer)
+        if no_key:
+            rows = self.store.outbox_rows(self.pipeline, plan.name, no_key, with_source=False)
+            missing = [sink.missing_key_result(r.payload, plan.external_id) for r in rows]
             retried += self.reconcile(plan, rows, [m for m in missing if m is not None], jobs=[])
         # Every result of the job(s) is recorded: nothing left to resume.
-        self.store.record_results(self.pipeline, plan.name, self.run_id, [], [], [], stream.jobs)
+        self.store.record_results(self.pipeline, plan.name, self.run_id, [], [], [], journal.jobs)
         return retried
 
-    def _bulk_pages(
-        self, plan: ObjectPlan, stream: _BulkStream, advance: Callable[[int], None]
-    ) -> Iterator[list[MappedRecord]]:
-        for rows in self.store.outbox(self.pipeline, plan.name, chunk=_BULK_PAGE, with_source=False):
-            entries: list[JournalEntry] = []
+    def _job_pages(
+        self, sink: Sink, plan: ObjectPlan, no_key: list[str], advance: Callable[[int], None]
+    ) -> Iterator[JobPage]:
+        for rows in self.store.outbox(self.pipeline, plan.name, chunk=_JOB_PAGE, with_source=False):
             payloads: list[MappedRecord] = []
+            keys: list[tuple[str, str]] = []
             for r in rows:
-                ext = key_text(r.payload.get(plan.external_id))
-                if not ext:  # never sent: answered MISSING_EXTERNAL_ID once the stream is done
-                    stream.no_key.append(r.key)
+                if sink.missing_key_result(r.payload, plan.external_id) is not None:
+                    no_key.append(r.key)
                     continue
-                entries.append(JournalEntry(r.key, r.version, ext))
                 payloads.append(r.payload)
-            job = stream.page_read(entries)
-            if job is not None:
-                # Journaled before the sink encodes and uploads the page (it asks for a page only then).
-                self.store.add_remote_job_records(self.pipeline, plan.name, job, entries)
+                keys.append((r.key, r.version))
             advance(len(rows))
-            yield payloads
+            yield JobPage(payloads, keys)
 
-    def _record_job_succeeded(self, plan: ObjectPlan, stream: _BulkStream, answer: JobSucceeded) -> None:
+    def _record_job_succeeded(self, plan: ObjectPlan, answer: JobSucceeded, failed: set[str]) -> None:
         """Record as written every row journaled to the job that no failure was reported for (the job's counts
-        proved them successes; see bulk.counts_prove_success). Nothing of them is read back: the store does it
-        in SQL, page by page through the journal."""
-        marked = self.store.record_job_written(self.pipeline, plan.name, answer.job_id, stream.failed)
+        proved them successes). Nothing of them is read back: the store does it, page by page through the journal."""
+        marked = self.store.record_job_written(self.pipeline, plan.name, answer.job_id, failed)
         s = self.stats.object(plan.name)
         s.written += marked
         self.on_progress()
         if marked != answer.rows:
-            # Rows recorded already (a repeated page) or duplicates of one external id: worth a look, harmless.
-            log.warning("bulk.success_count_differs", object=plan.name, job_id=answer.job_id,
+            # Rows recorded already (a repeated page) or duplicates of one external key: worth a look, harmless.
+            log.warning("job.success_count_differs", object=plan.name, job_id=answer.job_id,
                         job_says=answer.rows, recorded=marked)
 
-    async def _retry_locked(self, sink: SalesforceSink, plan: ObjectPlan, keys: Sequence[str]) -> int:
-        """Rows the Bulk job found locked go again at once through Collections, whose own lock retry sends
-        what is still locked in smaller, serial batches; only then does a failure count as an attempt."""
-        retried = 0
-        for start in range(0, len(keys), _SEND_CHUNK):
-            rows = self.store.outbox_rows(
-                self.pipeline, plan.name, keys[start : start + _SEND_CHUNK], with_source=False
-            )
-            if rows:
-                log.info("bulk.lock_retry", object=plan.name, records=len(rows))
-                payloads = [r.payload for r in rows]
-                results = await sink.upsert(
-                    plan.name, plan.external_id, payloads, Strategy.COLLECTIONS, label=plan.name
-                )
-                retried += self.reconcile(plan, rows, results, jobs=[])
-        return retried
-
-    def _reconcile_keyed(self, plan: ObjectPlan, stream: _BulkStream, results: Sequence[RecordResult]) -> int:
-        """Record a batch of streamed results, matched to (key, version) by external id through the journal."""
-        exts = list({r.key for r in results})
+    def _reconcile_keyed(self, plan: ObjectPlan, journal: StoreJobJournal, results: Sequence[RecordResult]) -> int:
+        """Record a batch of streamed results, matched to (key, version) by external key through the journal."""
         sent: dict[str, dict[str, str]] = {}
-        for e in self.store.remote_job_entries(self.pipeline, plan.name, stream.jobs, exts):
-            sent.setdefault(e.external_key, {})[e.key] = e.version
+        for entry in journal.entries(list({r.key for r in results})):
+            sent.setdefault(entry.external_key, {})[entry.key] = entry.version
         matched: list[tuple[str, str, RecordResult]] = []
         for res in results:
             candidates = sent.get(res.key)
             if not candidates:
                 # Not a record of this job (cannot happen with a well-behaved target): it stays queued.
-                log.warning("bulk.result_unmatched", object=plan.name, external_id=res.key)
+                log.warning("job.result_unmatched", object=plan.name, external_key=res.key)
                 continue
-            key = next(iter(candidates))  # duplicates of one external id take their results in turn
+            key = next(iter(candidates))  # duplicates of one external key take their results in turn
             matched.append((key, candidates.pop(key), res))
         queued = {
             r.key: r
@@ -275,38 +228,40 @@ class Loader:
             row = queued.get(key)
             if row is None:  # already recorded (a repeated result row)
                 continue
-            if _locked(res):  # left in the outbox for _retry_locked once the stream is done
-                stream.locked.append(key)
-                continue
             rows.append(replace(row, version=version))
             answers.append(res)
         return self.reconcile(plan, rows, answers, jobs=[])
 
-    async def _resume_jobs(self, sink: SalesforceSink, plan: ObjectPlan) -> None:
+    async def _resume_jobs(self, sink: Sink, plan: ObjectPlan) -> str | None:
+        """Collect the jobs a crashed run left; the strategy they ran under if any was collected."""
+        resumed = False
         for job in self.store.remote_jobs(self.pipeline, plan.name):
             versions = dict(job.entries)
             rows = self.store.outbox_rows(self.pipeline, plan.name, list(versions), with_source=False)
-            log.info("bulk.job_resume", job_id=job.job_id, object=plan.name, records=len(rows))
+            log.info("job.resume", job_id=job.job_id, object=plan.name, records=len(rows))
             try:
                 results = (
-                    await sink.resume_bulk_job(job.job_id, plan.external_id, [r.payload for r in rows], label=plan.name)
-                    if rows
-                    else []
+                    await sink.resume_job(job.job_id, plan.external_id, [r.payload for r in rows]) if rows else []
                 )
             except (AuthError, ConfigError):
                 raise
             except PermanentError as exc:
-                # The org no longer knows the job (Salesforce deletes jobs after 7 days): its records go out
-                # again below, by upsert, which is harmless whatever the job did.
-                log.warning("bulk.job_unknown", job_id=job.job_id, object=plan.name, error=str(exc))
+                # The target no longer knows the job (it expired): its records go out again below, by upsert,
+                # which is harmless whatever the job did.
+                log.warning("job.unknown", job_id=job.job_id, object=plan.name, error=str(exc))
                 results = None
             if results is None:  # the job never got its data: it was aborted, its records go out again below
                 self.store.forget_remote_job(self.pipeline, plan.name, job.job_id)
                 continue
+            resumed = True
             self.resumed_jobs.append(job.job_id)
             # Results are for the versions the job carried, even if a newer one has been queued since.
             sent = [replace(r, version=versions[r.key]) for r in rows]
             self.reconcile(plan, sent, results, jobs=[job.job_id])
+        if not resumed:
+            return None
+        jobs = [c for c in sink.write_costs(plan.name, 1) if c.remote_job]
+        return str(jobs[0].strategy) if jobs else "remote job"
 
     def reconcile(
         self, plan: ObjectPlan, rows: Sequence[OutboxRow], results: Sequence[RecordResult], *, jobs: Sequence[str]
@@ -330,7 +285,7 @@ class Loader:
                 done.append((row.key, row.version))
                 if res.created:
                     s.created += 1
-                elif res.created is not None:  # None: the target did not say (a Bulk job answered by its counts)
+                elif res.created is not None:  # None: the target did not say (a job answered by its counts)
                     s.updated += 1
                 continue
             errors: list[dict[str, Any]] = [e.as_dict() for e in res.errors] or [

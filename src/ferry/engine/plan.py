@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ferry.core.dialect import Dialect
 from ferry.core.records import MappedRecord
 from ferry.core.schema import ObjectSchema
 from ferry.errors import ConfigError, RecordError
@@ -19,7 +20,7 @@ from ferry.mapping.validate import RecordValidator, build_validator
 class ParentRef:
     object: str  # parent target object, e.g. Account
     field: str  # the child's reference field, e.g. AccountId
-    payload_key: str  # the mapped key, e.g. Account.Shopify_Customer_Id__c
+    payload_key: str  # the mapped key in the sink's dialect, e.g. Account.Shopify_Customer_Id__c
 
 
 @dataclass(slots=True)
@@ -41,14 +42,15 @@ class ObjectPlan:
 
 
 def build_plans(
-    mappings: Sequence[ObjectMapping], schemas: dict[str, ObjectSchema], constants: dict[str, Any]
+    mappings: Sequence[ObjectMapping], schemas: dict[str, ObjectSchema], constants: dict[str, Any], dialect: Dialect
 ) -> list[ObjectPlan]:
+    """Compile each mapping against its object's describe, in the sink's dialect (``sink.dialect``)."""
     plans = []
     for m in mappings:
         schema = schemas[m.name]
-        compiled = compile_mapping(m, schema, constants)
-        parents = [ParentRef(dep.object, dep.field, dep.payload_key(schema)) for dep in ref_dependencies(m)]
-        validator = build_validator(m, schema)
+        compiled = compile_mapping(m, schema, constants, dialect)
+        parents = [ParentRef(dep.object, dep.field, dep.payload_key(schema, dialect)) for dep in ref_dependencies(m)]
+        validator = build_validator(m, schema, dialect)
         fused = fuse(compiled, validator, tuple(m.fields.values()))
         plans.append(ObjectPlan(m.name, m.from_, m.external_id, compiled, validator, parents, fused))
     return plans

@@ -7,7 +7,8 @@ For each open dead letter chosen by a filter:
 2. the current mapping and the target's describe judge it: still invalid updates the letter (new
    errors, one more attempt) and leaves it open;
 3. a record whose parent is still an open dead letter stays PARENT_DEAD_LETTERED;
-4. the rest is upserted by external id (sObject Collections) and its result recorded exactly as a run
+4. the rest is upserted by key (the sink's cheapest per-record strategy, never a remote job) and its
+   result recorded exactly as a run
    records it: success resolves the letter ("replayed") and moves the version map forward.
 
 Objects go parents first. With ``children=True`` a replayed parent brings along its children that were
@@ -27,11 +28,9 @@ from typing import Any
 import orjson
 import structlog
 
-from ferry.connectors.registry import open_source
-from ferry.connectors.salesforce.budget import pipeline_guard
-from ferry.connectors.salesforce.sink import SalesforceSink
-from ferry.connectors.salesforce.strategy import Strategy
-from ferry.core.contracts import Source
+from ferry.connectors.registry import open_sink, open_source
+from ferry.core.contracts import Sink, SinkContext, Source
+from ferry.core.writes import per_record_write
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
 from ferry.engine.runner import orphan_errors, prepare_plans
@@ -134,9 +133,9 @@ class Replayer:
         chosen = self._choose(selection, limit, report)
         if not chosen:
             return report
-        # Replayed writes spend the pipeline's share of the org's budget like a run's (same ledger).
-        guard = pipeline_guard(self.spec.target.api_budget, self.store, self.pipeline)
-        async with open_source(self.spec.source) as source, SalesforceSink(self.spec.target, budget=guard) as sink:
+        # Replayed writes spend the pipeline's share of the target's budget like a run's (same ledger).
+        sink = open_sink(self.spec.target, SinkContext(self.pipeline, ledger=self.store))
+        async with open_source(self.spec.source) as source, sink:
             plans = order_plans(await prepare_plans(self.spec, sink))
             by_object: dict[str, list[DeadLetter]] = {}
             for d in chosen:
@@ -200,7 +199,7 @@ class Replayer:
     async def _replay_object(
         self,
         source: Source,
-        sink: SalesforceSink,
+        sink: Sink,
         plan: ObjectPlan,
         letters: Sequence[DeadLetter],
         brought: dict[int, str],
@@ -237,7 +236,7 @@ class Replayer:
         return await self._write(sink, plan, ready, report)
 
     async def _write(
-        self, sink: SalesforceSink, plan: ObjectPlan, ready: list[_Candidate], report: ReplayReport
+        self, sink: Sink, plan: ObjectPlan, ready: list[_Candidate], report: ReplayReport
     ) -> set[str]:
         if not ready:
             return set()
@@ -255,9 +254,8 @@ class Replayer:
                     )
                 )
             return {c.letter.record_key for c in ready}
-        results = await sink.upsert(
-            plan.name, plan.external_id, [c.mapped for c in ready], Strategy.COLLECTIONS, label=plan.name
-        )
+        strategy = per_record_write(sink.write_costs(plan.name, len(ready))).strategy
+        results = await sink.upsert(plan.name, plan.external_id, [c.mapped for c in ready], strategy)
         written: list[Written] = []
         done: set[str] = set()
         for c, res in zip(ready, results, strict=True):

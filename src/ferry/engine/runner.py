@@ -6,13 +6,13 @@ Durability points, in order (each one is a single SQLite transaction):
    page (a source reads so that a record edited mid-read is not skipped: the Source contract's rule);
 2. a chunk of staged records goes to the outbox (or, if invalid, the dead-letter queue) together with
    the mark past that chunk, so no staged record is planned twice or skipped;
-3. a Bulk job's id is stored the moment the job exists, with the records it carries; a restart resumes
+3. a remote job's id is stored the moment the job exists, with the records it carries; a restart resumes
    it before sending that object's outbox again (engine/loader.py);
 4. a record leaves the outbox only with the target's answer for it recorded (version map and id map on
    success, dead-letter queue on a permanent error or an exhausted retry budget, its attempt count and
    error history on a transient one).
 A run that dies anywhere is finished by the next run: it reads on from the saved page, plans what is
-not planned yet, resumes open Bulk jobs and sends the outbox again (upserts by external id make a
+not planned yet, resumes open remote jobs and sends the outbox again (upserts by external id make a
 repeated write harmless; the version map skips what already landed).
 """
 
@@ -28,10 +28,8 @@ from typing import Any, Protocol
 import orjson
 import structlog
 
-from ferry.connectors.registry import open_source
-from ferry.connectors.salesforce.budget import pipeline_guard
-from ferry.connectors.salesforce.sink import SalesforceSink
-from ferry.core.contracts import Normalized, Source
+from ferry.connectors.registry import open_sink, open_source
+from ferry.core.contracts import Normalized, Sink, SinkContext, Source
 from ferry.core.schema import ObjectSchema
 from ferry.engine.intake import Intake
 from ferry.engine.loader import Loader, RetryBudget
@@ -124,12 +122,10 @@ class Runner:
         stats = RunStats(run_id=run_id, pipeline=self.pipeline)
         log.info("run.start", pipeline=self.pipeline, run_id=run_id)
         loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id))
-        guard = pipeline_guard(self.spec.target.api_budget, self.store, self.pipeline, clock=self.clock)
+        sink: Sink | None = None
         try:
-            async with (
-                open_source(self.spec.source) as source,
-                SalesforceSink(self.spec.target, on_bulk_job=loader.on_bulk_job, budget=guard) as sink,
-            ):
+            sink = open_sink(self.spec.target, SinkContext(self.pipeline, ledger=self.store, clock=self.clock))
+            async with open_source(self.spec.source) as source, sink:
                 clock = _PhaseClock(stats.cpu_seconds)
                 await self._extract(source, run_id, stats)
                 clock.lap("read")
@@ -158,7 +154,7 @@ class Runner:
             raise
         finally:
             stats.seconds = time.monotonic() - started
-            stats.budget = guard.status().as_dict()
+            stats.budget = sink.budget_status() if sink is not None else None
             self.store.finish_run(run_id, stats.status, stats.as_dict(), stats.error)
             log.info("run.end", pipeline=self.pipeline, run_id=run_id, status=stats.status, seconds=stats.seconds)
         return stats
@@ -184,7 +180,7 @@ class Runner:
 
     # -- prepare ----------------------------------------------------------------
 
-    async def _prepare(self, sink: SalesforceSink, stats: RunStats) -> list[ObjectPlan]:
+    async def _prepare(self, sink: Sink, stats: RunStats) -> list[ObjectPlan]:
         return await prepare_plans(self.spec, sink, stats)
 
     # -- plan: staged raw -> canonical -> mapped -> validated -> outbox / DLQ -------
@@ -248,19 +244,17 @@ class Runner:
             stats.object(plan.name).dead_lettered += len(letters)
 
 
-async def prepare_plans(spec: PipelineSpec, sink: SalesforceSink, stats: RunStats | None = None) -> list[ObjectPlan]:
-    """Describe every target object and resolve the mapping's query constants: the compiled plans."""
+async def prepare_plans(spec: PipelineSpec, sink: Sink, stats: RunStats | None = None) -> list[ObjectPlan]:
+    """Describe every target object and resolve the mapping's query constants: the compiled plans, in the
+    sink's dialect."""
     queries = list(_queries(spec))
-    # The constants' queries ride in the describes' Composite call: one API call for the whole setup.
-    schemas: dict[str, ObjectSchema] = await sink.describe_many([m.name for m in spec.objects], queries)
-    constants: dict[str, Any] = {}
-    for soql in queries:
-        rows = await sink.query(soql)
-        constants[soql] = _single_value(soql, rows)
+    # The sink may answer the constants' queries in the same call as the describes (one API call for the setup).
+    schemas: dict[str, ObjectSchema] = await sink.describe([m.name for m in spec.objects], queries)
+    constants: dict[str, Any] = {query: await sink.constant(query) for query in queries}
     if stats is not None:
         for m in spec.objects:
             stats.object(m.name)
-    return build_plans(spec.objects, schemas, constants)
+    return build_plans(spec.objects, schemas, constants, sink.dialect)
 
 
 def route_staged(
@@ -320,17 +314,6 @@ def _queries(spec: PipelineSpec) -> Iterable[str]:
             if q not in seen:
                 seen.add(q)
                 yield q
-
-
-def _single_value(soql: str, rows: list[dict[str, Any]]) -> Any:
-    from ferry.errors import ConfigError
-
-    if len(rows) != 1:
-        raise ConfigError(f"mapping query must return exactly one row, got {len(rows)}: {soql}")
-    values = [v for k, v in rows[0].items() if k != "attributes"]
-    if len(values) != 1:
-        raise ConfigError(f"mapping query must select exactly one field: {soql}")
-    return values[0]
 
 
 ProgressFactory = Callable[[], Progress]

@@ -31,9 +31,10 @@ class RunStats:
     seconds: float = 0.0
     status: str = "running"
     error: str | None = None
-    # The Salesforce API budget after the run: share, calls of the last 24 h, left, and when to resume.
+    # The target's API budget after the run (the sink's budget_status): share, calls of the last 24 h, left,
+    # when to resume.
     budget: dict[str, Any] | None = None
-    # What this run picked up from one that died: streams read on from a saved page, Bulk jobs resumed.
+    # What this run picked up from one that died: streams read on from a saved page, remote jobs resumed.
     resumed_reads: list[str] = field(default_factory=list)
     resumed_bulk_jobs: list[str] = field(default_factory=list)
     # This process's CPU seconds (user + system) per phase of the run: "read", "prepare", "plan",

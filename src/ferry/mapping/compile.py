@@ -14,6 +14,7 @@ from datetime import date, datetime
 from operator import attrgetter
 from typing import Any
 
+from ferry.core.dialect import Dialect
 from ferry.core.records import MappedRecord
 from ferry.core.schema import ObjectSchema
 from ferry.errors import ConfigError
@@ -50,12 +51,15 @@ class CompiledMapping:
         return {k: get(record) for k, get in self.items}
 
 
-def compile_mapping(spec: ObjectMapping, schema: ObjectSchema | None, constants: dict[str, Any]) -> CompiledMapping:
-    """Compile every field; ``constants`` holds the resolved ``{query: soql}`` values ({soql: value})."""
+def compile_mapping(
+    spec: ObjectMapping, schema: ObjectSchema | None, constants: dict[str, Any], dialect: Dialect
+) -> CompiledMapping:
+    """Compile every field; ``constants`` holds the resolved ``{query: ...}`` values ({query text: value});
+    a reference's key is the target dialect's."""
     items = []
     for field_name, expr in spec.fields.items():
         getter = compile_expr(expr, constants, f"{spec.name}.{field_name}")
-        items.append((payload_key(field_name, expr, schema), getter))
+        items.append((payload_key(field_name, expr, schema, dialect), getter))
     return CompiledMapping(spec.name, spec.from_, spec.external_id, tuple(items))
 
 

@@ -30,6 +30,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ferry.core.dialect import Dialect
+from ferry.core.records import Reference
 from ferry.core.schema import ObjectSchema
 from ferry.errors import ConfigError
 from ferry.model.canonical import ENTITY_TYPES
@@ -270,21 +272,13 @@ class RefDependency:
     field: str  # the child's reference field, e.g. AccountId
     by: str  # the parent's external id field, e.g. Shopify_Customer_Id__c
 
-    def payload_key(self, schema: ObjectSchema | None) -> str:
-        """The MappedRecord key, ``<RelationshipName>.<ExternalIdField>``."""
-        return f"{relationship_name(self.field, schema)}.{self.by}"
+    @property
+    def reference(self) -> Reference:
+        return Reference(self.object, self.field, self.by)
 
-
-def relationship_name(field_name: str, schema: ObjectSchema | None) -> str:
-    """From describe when known; else Salesforce's convention: AccountId -> Account, Foo__c -> Foo__r."""
-    described = schema.field(field_name) if schema is not None else None
-    if described is not None and described.relationship_name:
-        return described.relationship_name
-    if field_name.endswith("__c"):
-        return field_name[:-3] + "__r"
-    if field_name.endswith("Id") and len(field_name) > 2:
-        return field_name[:-2]
-    return field_name
+    def payload_key(self, schema: ObjectSchema | None, dialect: Dialect) -> str:
+        """The MappedRecord key the target's dialect carries this reference under."""
+        return dialect.reference_key(self.reference, schema)
 
 
 def ref_dependencies(mapping: ObjectMapping) -> list[RefDependency]:
@@ -295,19 +289,20 @@ def ref_dependencies(mapping: ObjectMapping) -> list[RefDependency]:
     ]
 
 
-def payload_key(field_name: str, expr: FieldExpr, schema: ObjectSchema | None) -> str:
-    """The key a mapped field has in the MappedRecord (the field name, or Rel.ExtId for a ref)."""
+def payload_key(field_name: str, expr: FieldExpr, schema: ObjectSchema | None, dialect: Dialect) -> str:
+    """The key a mapped field has in the MappedRecord (the field name, or the dialect's key for a ref)."""
     if isinstance(expr, RefExpr):
-        return RefDependency(expr.ref, field_name, expr.by).payload_key(schema)
+        return RefDependency(expr.ref, field_name, expr.by).payload_key(schema, dialect)
     return field_name
 
 
 def query_constants(mapping: ObjectMapping) -> list[str]:
-    """The SOQL constants the mapping needs, each once, in field order (the engine resolves them per run)."""
+    """The query constants (in the target's query language) the mapping needs, each once, in field order
+    (the engine resolves them per run)."""
     found: dict[str, None] = {}
     for expr in mapping.fields.values():
-        for soql in _queries_in(expr):
-            found.setdefault(soql, None)
+        for query in _queries_in(expr):
+            found.setdefault(query, None)
     return list(found)
 
 

@@ -3,7 +3,7 @@
 One checker per mapped field is built once from the ``FieldSchema`` and the
 field's mapping options; validating a record is then a loop of plain calls and
 only the failure path raises (an internal exception, caught per field). Checks
-run in the order Salesforce itself applies them, and a field reports only its
+run in the order targets apply them, and a field reports only its
 first problem:
 
 1. the field exists (``INVALID_FIELD``) and is writable by an upsert
@@ -11,9 +11,9 @@ first problem:
 2. a required field has a value (``REQUIRED_FIELD_MISSING``);
 3. the value converts to the field's type (``INVALID_TYPE_ON_FIELD_IN_RECORD``,
    ``INVALID_EMAIL_ADDRESS``, ``NUMBER_OUTSIDE_VALID_RANGE``);
-4. text fits the field's length, counted in UTF-16 code units as Salesforce
-   does (an emoji is 2) (``STRING_TOO_LONG``, or truncated with
-   ``on_too_long: truncate``);
+4. text fits the field's length, counted in the target dialect's unit
+   (``ferry.core.dialect``: e.g. UTF-16 code units, where an emoji is 2)
+   (``STRING_TOO_LONG``, or truncated with ``on_too_long: truncate``);
 5. a restricted picklist gets one of its values
    (``INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST``).
 
@@ -23,6 +23,7 @@ short excerpt of the value (or just its length), never a whole payload.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from ferry.core.dialect import Dialect, PlainDialect
 from ferry.core.records import MappedRecord
 from ferry.core.schema import FieldSchema, ObjectSchema
 from ferry.errors import RecordError
@@ -63,6 +65,7 @@ TEXT_TYPES = frozenset(
 NUMBER_TYPES = frozenset({"double", "currency", "percent"})
 INT_TYPES = frozenset({"int", "long"})
 
+_PLAIN = PlainDialect()
 _OMIT: Any = object()  # checker result meaning "leave the key out of the payload"
 Checker = Callable[[Any], Any]
 
@@ -109,10 +112,16 @@ def to_text(value: Any) -> str:
     raise _Invalid(INVALID_TYPE, f"{excerpt(value)} ({type(value).__name__}) cannot be written to a text field")
 
 
-def to_multipicklist(value: Any) -> str:
-    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        return ";".join(value)  # Salesforce's separator for multi-select picklists
-    return to_text(value)
+@functools.cache
+def multipicklist_converter(separator: str) -> Checker:
+    """A list of values joined with the dialect's separator (one converter per separator, so it is shared)."""
+
+    def to_multipicklist(value: Any) -> str:
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return separator.join(value)
+        return to_text(value)
+
+    return to_multipicklist
 
 
 # Whitespace, quotes, brackets and commas are where real-world typos live ("bob@example,com").
@@ -120,7 +129,7 @@ _EMAIL_TYPOS = frozenset(' \t\r\n"(),:;<>[]\\')
 
 
 def is_email(value: str) -> bool:
-    """An RFC-ish address check, close to what Salesforce accepts, without a regex."""
+    """An RFC-ish address check, close to what the strictest targets accept, without a regex."""
     if len(value) > 254 or value.count("@") != 1:
         return False
     local, domain = value.split("@")
@@ -178,7 +187,7 @@ def number_converter(fs: FieldSchema) -> Checker:
     return to_number
 
 
-_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # Salesforce `int` fields are 32-bit
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1  # `int` fields (ferry.core.schema) are 32-bit
 
 
 def to_int(value: Any) -> int:
@@ -246,7 +255,7 @@ def to_date(value: Any) -> str:
 
 
 def to_datetime(value: Any) -> str:
-    """ISO UTC with milliseconds, ``YYYY-MM-DDTHH:MM:SS.000Z``, the form Salesforce returns."""
+    """ISO UTC with milliseconds, ``YYYY-MM-DDTHH:MM:SS.000Z``, the form the targets return."""
     if isinstance(value, str):
         v = value.strip()
         # Fast path: ferry's canonical timestamps are already UTC, fixed width.
@@ -270,11 +279,11 @@ def _passthrough(value: Any) -> Any:
     return value
 
 
-def converter_for(fs: FieldSchema) -> Checker:
+def converter_for(fs: FieldSchema, multi_value_separator: str) -> Checker:
     if fs.type == "email":
         return to_email
     if fs.type == "multipicklist":
-        return to_multipicklist
+        return multipicklist_converter(multi_value_separator)
     if fs.type in TEXT_TYPES:
         return to_text
     if fs.type in NUMBER_TYPES:
@@ -288,27 +297,6 @@ def converter_for(fs: FieldSchema) -> Checker:
     if fs.type == "datetime":
         return to_datetime
     return _passthrough  # base64, time, location, anyType: the target judges
-
-
-# -- length (UTF-16 code units, as Salesforce counts) --------------------------------------
-
-
-def utf16_length(text: str) -> int:
-    if text.isascii():  # one unit per character; CPython answers isascii from a flag, without a scan
-        return len(text)
-    return len(text.encode("utf-16-le")) // 2
-
-
-def truncate_utf16(text: str, limit: int) -> str:
-    """The longest prefix of at most ``limit`` UTF-16 units, never splitting a surrogate pair."""
-    if limit <= 0:
-        return ""
-    # Cut the UTF-16 encoding (C speed, not a loop over a 32,000-character note); a cut that lands
-    # between the two halves of a pair leaves a lone high surrogate, which is dropped with the pair.
-    head = text.encode("utf-16-le")[: 2 * limit]
-    if head and 0xD8 <= head[-1] <= 0xDB:
-        head = head[:-2]
-    return head.decode("utf-16-le")
 
 
 # -- checkers --------------------------------------------------------------------------
@@ -353,18 +341,19 @@ class FastPath:
     convert_scalars: bool = False
 
 
-def fast_path(fs: FieldSchema | None, opts: FieldOptions) -> FastPath:
+def fast_path(fs: FieldSchema | None, opts: FieldOptions, dialect: Dialect) -> FastPath:
     """The shortcuts ``build_checker``'s closure takes first, derived by the same rules."""
     if fs is None or (not fs.createable and not fs.updateable):
         return FastPath()
-    convert = to_text if opts.is_reference else converter_for(fs)
+    convert = to_text if opts.is_reference else converter_for(fs, dialect.multi_value_separator)
     required = fs.required_on_create or opts.is_external_id
     omit_null = not fs.nillable and fs.defaulted_on_create and not required and fs.type != "boolean"
     max_len = fs.length if fs.type in TEXT_TYPES and fs.length > 0 and not opts.is_reference else 0
     restricted = fs.restricted_picklist and bool(fs.picklist_values) and not opts.is_reference
     fast_text = convert is to_text and not restricted and not opts.is_external_id
-    text_limit = (max_len // 2 if max_len else 1 << 62) if fast_text else -1
-    short = max_len // 2 if max_len else 1 << 62  # at most max_len UTF-16 units, however it is written
+    # At most max_len units however it is written: short enough to pass without counting.
+    short = max_len // dialect.max_char_units if max_len else 1 << 62
+    text_limit = short if fast_text else -1
     key_limit = short if opts.is_external_id and convert is to_text and not restricted else -1
     # No picklist step and no external-id test, and a string short enough: the converter is the check.
     direct = not restricted and not opts.is_external_id and convert is not to_text
@@ -372,17 +361,21 @@ def fast_path(fs: FieldSchema | None, opts: FieldOptions) -> FastPath:
                     short if direct else -1, direct and max_len == 0)
 
 
-def build_checker(object_name: str, field_name: str, fs: FieldSchema | None, opts: FieldOptions) -> Checker:
-    """The whole per-field pipeline (exists, required, type, length, picklist) as one closure."""
+def build_checker(
+    object_name: str, field_name: str, fs: FieldSchema | None, opts: FieldOptions, dialect: Dialect
+) -> Checker:
+    """The whole per-field pipeline (exists, required, type, length, picklist) as one closure; text is
+    measured and cut in the target dialect's unit."""
     if fs is None:
         return _always(INVALID_FIELD, f"is not a field of {object_name} (describe does not list it)")
     if not fs.createable and not fs.updateable:
         reason = f"is read-only in {object_name} (neither createable nor updateable)"
         return _always(INVALID_FIELD_FOR_INSERT_UPDATE, reason)
 
-    # A `Rel.ExtId` value is the parent's external id, not an 18-character Id: only required-ness is
+    # A reference's value is the parent's external id, not the target's own id: only required-ness is
     # the reference field's; its length belongs to the parent's field, which the parent's own load checks.
-    convert = to_text if opts.is_reference else converter_for(fs)
+    separator = dialect.multi_value_separator
+    convert = to_text if opts.is_reference else converter_for(fs, separator)
     required = fs.required_on_create or opts.is_external_id
     # A non-nillable field with a default (Order.Status, OwnerId): omit it rather than send null.
     omit_null = not fs.nillable and fs.defaulted_on_create and not required and fs.type != "boolean"
@@ -398,7 +391,9 @@ def build_checker(object_name: str, field_name: str, fs: FieldSchema | None, opt
 
     # Plain text that is certainly short enough needs no further work: the common case, answered first.
     fast_text = convert is to_text and picklist is None and not opts.is_external_id
-    fast_limit = max_len // 2 if max_len else 1 << 62
+    units_per_char = dialect.max_char_units
+    fast_limit = max_len // units_per_char if max_len else 1 << 62
+    text_length, truncate_text = dialect.text_length, dialect.truncate
 
     def check(value: Any) -> Any:
         if fast_text and value.__class__ is str and 0 < len(value) <= fast_limit:
@@ -410,16 +405,16 @@ def build_checker(object_name: str, field_name: str, fs: FieldSchema | None, opt
         if opts.is_external_id and isinstance(value, str) and value.startswith(MISSING_KEY_PREFIX):
             raise _Invalid(REQUIRED_FIELD_MISSING, "is required but the source record has no id")
         converted = convert(value)
-        if max_len and isinstance(converted, str) and 2 * len(converted) > max_len:
-            # Only strings that could exceed the limit pay for the UTF-16 count.
-            units = utf16_length(converted)
+        if max_len and isinstance(converted, str) and units_per_char * len(converted) > max_len:
+            # Only strings that could exceed the limit pay for the dialect's count.
+            units = text_length(converted)
             if units > max_len:
                 if not truncate:
                     raise _Invalid(STRING_TOO_LONG, f"is {units} characters long; the field allows {max_len}")
-                converted = truncate_utf16(converted, max_len)
+                converted = truncate_text(converted, max_len)
         if picklist is not None and converted not in picklist:
             if multi:
-                return ";".join(_picklist_value(part, picklist, picklist_folded) for part in converted.split(";"))
+                return separator.join(_picklist_value(p, picklist, picklist_folded) for p in converted.split(separator))
             return _picklist_value(converted, picklist, picklist_folded)
         return converted
 
@@ -451,6 +446,7 @@ class RecordValidator:
     problems: tuple[str, ...] = ()  # static findings for `ferry plan` (every record would hit them)
     create_only: tuple[str, ...] = ()  # payload keys the sink must drop when updating an existing record
     fast: tuple[FastPath, ...] = ()  # per rule; empty means no shortcuts (every value goes to its checker)
+    dialect: Dialect = _PLAIN  # how keys the mapping did not declare are read (references) and checked
     _keys: frozenset[str] = frozenset()
     _extra: dict[str, tuple[str, Checker]] = field(default_factory=dict)
     _steps: tuple[tuple[str, str, Checker, int, bool], ...] = ()
@@ -511,10 +507,11 @@ class RecordValidator:
                 continue
             if extra_key not in self._extra:
                 field_name = self._field_for_key(extra_key)
-                opts = FieldOptions(is_reference="." in extra_key, payload_key=extra_key)
+                is_ref = self.dialect.reference_of(extra_key, self.schema) is not None
+                opts = FieldOptions(is_reference=is_ref, payload_key=extra_key)
                 self._extra[extra_key] = (
                     field_name,
-                    build_checker(self.object_name, field_name, self.schema.field(field_name), opts),
+                    build_checker(self.object_name, field_name, self.schema.field(field_name), opts, self.dialect),
                 )
             field_name, check = self._extra[extra_key]
             try:
@@ -526,21 +523,21 @@ class RecordValidator:
                 out[extra_key] = converted
 
     def _field_for_key(self, payload_key_: str) -> str:
-        if "." not in payload_key_:
+        ref = self.dialect.reference_of(payload_key_, self.schema)
+        if ref is None:
             return payload_key_
-        relationship = payload_key_.split(".", 1)[0]
-        described = self.schema.by_relationship(relationship)
-        return described.name if described is not None else payload_key_
+        return ref.field if self.schema.field(ref.field) is not None else payload_key_
 
 
-def build_validator(spec: ObjectMapping, schema: ObjectSchema) -> RecordValidator:
-    """Compile a validator for one mapped object from its describe and the mapping's field options."""
+def build_validator(spec: ObjectMapping, schema: ObjectSchema, dialect: Dialect) -> RecordValidator:
+    """Compile a validator for one mapped object from its describe, the mapping's field options and the
+    target's dialect (how it measures text, how it carries references)."""
     rules = []
     fast = []
     problems = []
     create_only = []
     for field_name, expr in spec.fields.items():
-        key = payload_key(field_name, expr, schema)
+        key = payload_key(field_name, expr, schema, dialect)
         fs = schema.field(field_name)
         opts = FieldOptions(
             truncate=_truncates(expr),
@@ -548,15 +545,16 @@ def build_validator(spec: ObjectMapping, schema: ObjectSchema) -> RecordValidato
             is_reference=isinstance(expr, RefExpr),
             payload_key=key,
         )
-        rules.append((key, field_name, build_checker(spec.name, field_name, fs, opts)))
-        fast.append(fast_path(fs, opts))
+        rules.append((key, field_name, build_checker(spec.name, field_name, fs, opts, dialect)))
+        fast.append(fast_path(fs, opts, dialect))
         problems += _static_problems(spec.name, field_name, fs, spec.external_id)
         if fs is not None and fs.createable and not fs.updateable:
             create_only.append(key)
     unmapped = tuple(name for name, fs in schema.fields.items() if fs.required_on_create and name not in spec.fields)
     problems += [f"{spec.name}.{name} is required on create but not mapped" for name in unmapped]
     return RecordValidator(
-        spec.name, schema, tuple(rules), unmapped, tuple(problems), tuple(create_only), fast=tuple(fast)
+        spec.name, schema, tuple(rules), unmapped, tuple(problems), tuple(create_only), fast=tuple(fast),
+        dialect=dialect,
     )
 
 

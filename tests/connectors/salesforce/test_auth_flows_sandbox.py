@@ -26,7 +26,7 @@ from .conftest import Org
 async def _refusal(org: Org, **overrides: Any) -> AuthError:
     async with SalesforceSink(org.config("jwt", **overrides)) as sink:
         with pytest.raises(AuthError) as info:
-            await sink.describe("Contact")
+            await sink.describe_object("Contact")
     return info.value
 
 
@@ -59,12 +59,12 @@ async def test_refresh_token_flow(org: Org) -> None:
     assert creds["refresh_token"]
     cfg = org.config("refresh_token", refresh_token=creds["refresh_token"])
     async with SalesforceSink(cfg) as sink:
-        await sink.describe("Contact")
+        await sink.describe_object("Contact")
         assert sink.logins == 1
     bad = org.config("refresh_token", refresh_token="not-a-refresh-token")
     async with SalesforceSink(bad) as sink:
         with pytest.raises(AuthError) as info:
-            await sink.describe("Contact")
+            await sink.describe_object("Contact")
     assert "not-a-refresh-token" not in str(info.value)
 
 
@@ -73,7 +73,7 @@ async def test_password_flow_is_warned_as_development_only(org: Org) -> None:
     with capture_logs() as events:
         async with SalesforceSink(cfg) as sink:
             with pytest.raises(AuthError) as info:  # a wrong password: refused, and never echoed
-                await sink.describe("Contact")
+                await sink.describe_object("Contact")
             assert "DEV-PASSWORD-VALUE" not in str(info.value)
     warned = [e for e in events if e["event"] == "salesforce.password_flow"]
     assert len(warned) == 1 and warned[0]["log_level"] == "warning"
@@ -85,5 +85,5 @@ async def test_password_flow(org: Org) -> None:
     # The org's OAuth password grant takes the password with the user's security token appended.
     cfg = org.config("password", username=creds["username"], password=creds["password"] + creds["security_token"])
     async with SalesforceSink(cfg) as sink:
-        await sink.describe("Contact")
+        await sink.describe_object("Contact")
         assert sink.logins == 1

@@ -154,6 +154,6 @@ async def test_choose_strategy_explains_itself() -> None:
         bulk = sink.choose_strategy("Contact", 48_120)
         small = sink.choose_strategy("Contact", 450)
         one = sink.choose_strategy("Contact", 1)
-    assert bulk.strategy is Strategy.BULK and "48,120" in bulk.reason and "fewer calls" in bulk.reason
+    assert bulk.strategy is Strategy.BULK and "48,120" in bulk.reason and "fewest API calls" in bulk.reason
     assert small.strategy is Strategy.COMPOSITE and "1 call" in small.reason
     assert one.strategy is Strategy.SINGLE

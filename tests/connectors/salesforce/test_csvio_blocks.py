@@ -14,6 +14,7 @@ import pytest
 
 from ferry.connectors.salesforce.csvio import RowEncoder, cell, columns_of, csv_chunks
 from ferry.connectors.salesforce.describe import parse_describe
+from ferry.connectors.salesforce.dialect import SALESFORCE
 from ferry.connectors.shopify import normalize as shopify
 from ferry.engine.pipeline import load_pipeline
 from ferry.engine.plan import build_plans
@@ -87,7 +88,7 @@ def demo_records(orders: int = 600) -> dict[str, list[dict[str, Any]]]:
         assert described is not None
         schemas[m.name] = parse_describe(describe_object(org, described, "62.0"))
     constants = {q: "01sxx0000000001AAA" for m in spec.objects for q in query_constants(m)}
-    plans = build_plans(spec.objects, schemas, constants)
+    plans = build_plans(spec.objects, schemas, constants, SALESFORCE)
     out: dict[str, list[dict[str, Any]]] = {p.name: [] for p in plans}
     for stream in ("customers", "products", "orders"):
         for raw in store.records(stream):

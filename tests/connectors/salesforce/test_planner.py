@@ -1,4 +1,5 @@
-"""The write planner's choices, the budget guard's arithmetic, api_budget validation, the call gate."""
+"""The write planner's choices (the sink's write costs through the engine's choose_write), the budget guard's
+arithmetic, api_budget validation, the call gate."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ferry.connectors.salesforce.config import parse_api_budget
 from ferry.connectors.salesforce.gate import CallGate
 from ferry.connectors.salesforce.planner import WritePlanner
 from ferry.connectors.salesforce.strategy import Strategy
+from ferry.core.writes import StrategyChoice, choose_write, per_record_write
 from ferry.errors import BudgetExhausted
 
 
@@ -21,6 +23,12 @@ def _cfg(**kw: Any) -> SalesforceConfig:
     base = {"system": "salesforce", "login_url": "https://login.salesforce.com", "client_id": "id",
             "auth": "client_credentials", "client_secret": "s"}
     return SalesforceConfig.model_validate(base | kw)
+
+
+def _choose(
+    cfg: SalesforceConfig, count: int, *, composite_refused: str | None = None, **kw: Any
+) -> StrategyChoice:
+    return choose_write(WritePlanner(cfg).costs("Contact", count, composite_refused=composite_refused), **kw)
 
 
 @pytest.mark.parametrize(
@@ -43,18 +51,34 @@ def _cfg(**kw: Any) -> SalesforceConfig:
     ],
 )
 def test_strategy_by_volume(count: int, kw: dict[str, Any], strategy: Strategy, calls: int) -> None:
-    choice = WritePlanner(_cfg(**kw)).choose("Contact", count)
-    assert choice.strategy is strategy and choice.estimated_calls == calls and choice.reason
+    choice = _choose(_cfg(**kw), count)
+    assert choice.strategy == strategy and choice.estimated_calls == calls
+    # The reason says how many records, by what, at how many calls, and why.
+    assert f"{count:,} Contact record" in choice.reason and str(calls) in choice.reason
+    assert ("fewest API calls" in choice.reason) != ("bulk_threshold" in choice.reason)
+    assert choice.remote_job == (strategy is Strategy.BULK)
 
 
 def test_latency_keeps_a_large_batch_on_rest_unless_the_budget_forbids() -> None:
-    planner = WritePlanner(_cfg(bulk_threshold=2000))
-    fast = planner.choose("Contact", 5000, latency_sensitive=True)
-    assert fast.strategy is Strategy.COMPOSITE and "latency matters" in fast.reason
-    poor = planner.choose("Contact", 50_000, latency_sensitive=True, remaining_calls=20)
-    assert poor.strategy is Strategy.BULK and "only 20 are left" in poor.reason
-    refused = planner.choose("Contact", 900, composite_refused="LIMIT_EXCEEDED")
-    assert refused.strategy is Strategy.COLLECTIONS and "LIMIT_EXCEEDED" in refused.reason
+    cfg = _cfg(bulk_threshold=2000)
+    fast = _choose(cfg, 5000, latency_sensitive=True)
+    assert fast.strategy == Strategy.COMPOSITE and "latency matters" in fast.reason and "5 calls" in fast.reason
+    poor = _choose(cfg, 50_000, latency_sensitive=True, remaining_calls=20)
+    assert poor.strategy == Strategy.BULK and "only 20 are left" in poor.reason
+    refused = _choose(cfg, 900, composite_refused="LIMIT_EXCEEDED")
+    assert refused.strategy == Strategy.COLLECTIONS and "LIMIT_EXCEEDED" in refused.reason
+    # Below the threshold REST is the configuration's choice, unless the budget cannot pay for it.
+    below = _choose(_cfg(bulk_threshold=100_000), 50_000)
+    assert below.strategy == Strategy.COMPOSITE and "< bulk_threshold 100,000" in below.reason
+    short = _choose(_cfg(bulk_threshold=100_000), 50_000, remaining_calls=20)
+    assert short.strategy == Strategy.BULK and "composite would need 50 API calls but only 20" in short.reason
+    assert _choose(cfg, 0).reason == "nothing to write"
+
+
+def test_retries_and_replays_take_the_cheapest_per_record_strategy() -> None:
+    assert per_record_write(WritePlanner(_cfg()).costs("Contact", 900)).strategy == Strategy.COMPOSITE
+    assert per_record_write(WritePlanner(_cfg(composite=False)).costs("Contact", 9000)).strategy == Strategy.COLLECTIONS
+    assert per_record_write(WritePlanner(_cfg()).costs("Contact", 1)).strategy == Strategy.SINGLE
 
 
 @pytest.mark.parametrize(("value", "calls", "fraction"), [("20%", None, 0.2), (3000, 3000, None), ("150", 150, None)])

@@ -27,8 +27,8 @@ def _contacts(n: int, prefix: str = "c") -> list[dict[str, object]]:
 
 async def test_jwt_login_and_describe(org: Org) -> None:
     async with SalesforceSink(org.config("jwt")) as sink:
-        schema = await sink.describe("Contact")
-        again = await sink.describe("Contact")
+        schema = await sink.describe_object("Contact")
+        again = await sink.describe_object("Contact")
         assert schema is again and sink.api_calls == {"describe": 1}  # cached
         assert schema.fields[EXT].external_id
         account_id = schema.by_relationship("Account")
@@ -47,7 +47,7 @@ async def test_client_credentials_and_query(org: Org) -> None:
 async def test_wrong_secret_is_an_auth_error_that_says_what_to_fix(org: Org) -> None:
     async with SalesforceSink(org.config("client_credentials", client_secret="WRONG-SECRET-VALUE")) as sink:
         with pytest.raises(AuthError) as info:
-            await sink.describe("Contact")
+            await sink.describe_object("Contact")
     assert "SALESFORCE_CLIENT_SECRET" in str(info.value) and "WRONG-SECRET-VALUE" not in str(info.value)
 
 
@@ -203,19 +203,19 @@ async def test_describe_many_is_one_api_call_and_matches_single_describes(org: O
     names = ["Account", "Contact", "Product2", "PricebookEntry", "Order", "OrderItem"]
     used_before = org.sandbox.state.budget.used
     async with SalesforceSink(org.config()) as sink:
-        schemas = await sink.describe_many(names)
+        schemas = await sink.describe(names)
         assert sink.api_calls.get("describe") == 1
     assert org.sandbox.state.budget.used - used_before == 1  # the org counts the Composite as one call
     async with SalesforceSink(org.config()) as sink:
         for name in names:
-            assert await sink.describe(name) == schemas[name]
+            assert await sink.describe_object(name) == schemas[name]
 
 
 async def test_describe_many_of_an_unknown_object_raises_the_orgs_error(org: Org) -> None:
     async with SalesforceSink(org.config()) as sink:
         with pytest.raises(PermanentError, match=r"NOT_FOUND|INVALID_TYPE"):
-            await sink.describe_many(["Account", "NoSuchObject__c"])
-        assert await sink.describe("Account")  # the good one was cached by the same call
+            await sink.describe(["Account", "NoSuchObject__c"])
+        assert await sink.describe_object("Account")  # the good one was cached by the same call
         assert sink.api_calls.get("describe") == 2  # the Composite, then the failing object alone
 
 
@@ -227,7 +227,7 @@ async def test_describe_many_carries_the_constant_queries_in_the_same_call(org: 
     assert len(expected) == 1 and expected[0]["Id"]
     used_before = org.sandbox.state.budget.used
     async with SalesforceSink(org.config()) as sink:
-        await sink.describe_many(["Account", "Order"], [pricebook, bad])
+        await sink.describe(["Account", "Order"], [pricebook, bad])
         assert await sink.query(pricebook) == expected  # fetched with the describes: no call of its own
         assert org.sandbox.state.budget.used - used_before == 1
         with pytest.raises(PermanentError):  # a failed subrequest is asked again, and fails with the org's error

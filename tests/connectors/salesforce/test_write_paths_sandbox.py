@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from ferry.connectors.salesforce import SalesforceSink
 from ferry.connectors.salesforce.strategy import Strategy
+from ferry.core.contracts import JobPage
+from ferry.core.ports import JournalEntry
 from ferry.core.results import JobSucceeded, RecordResult, StreamAnswer
 from ferry.errors import BudgetExhausted, TransientError
 
@@ -92,7 +94,7 @@ async def test_budget_share_stops_before_the_call_that_would_pass_it(tmp_path: P
         async with SalesforceSink(org.config(api_budget="5%")) as sink:  # 5 of 100 calls
             for n in range(4):
                 await sink.upsert("Contact", EXT, _contacts(1, f"b{n}-"), Strategy.SINGLE)
-            assert sink.budget_remaining == 1
+            assert sink.budget_left() == 1
             await sink.upsert("Contact", EXT, _contacts(1, "b4-"), Strategy.SINGLE)
             with pytest.raises(BudgetExhausted) as info:
                 await sink.upsert("Contact", EXT, _contacts(1, "b5-"), Strategy.SINGLE)
@@ -126,7 +128,7 @@ async def test_planner_picks_bulk_when_the_budget_cannot_pay_for_rest(tmp_path: 
     org, running = start_org(tmp_path, daily_api_limit=1000)
     try:
         async with SalesforceSink(org.config(api_budget=20)) as sink:
-            await sink.describe("Contact")
+            await sink.describe_object("Contact")
             choice = sink.choose_strategy("Contact", 1900, latency_sensitive=False)
             assert choice.strategy is Strategy.COMPOSITE  # 2 calls, affordable
             many = sink.choose_strategy("Contact", 1900 * 15, latency_sensitive=True)
@@ -158,13 +160,13 @@ async def test_streamed_bulk_upsert_accounts_for_every_record(org: Org, success_
     jobs: list[tuple[str, str]] = []
     config = org.config(bulk_success_results=success_results)
     async with SalesforceSink(config, on_bulk_job=lambda j, o: jobs.append((j, o))) as sink:
-        results, succeeded = await _answers(sink.upsert_stream("Contact", EXT, _chunks(12_000, 1000)))
+        results, succeeded = await _answers(sink.bulk_stream("Contact", EXT, _chunks(12_000, 1000)))
         calls = sink.api_calls["Contact"]
         # one job; create, PUT, close, polls, and successfulResults only when asked for
         assert len(jobs) == 1 and calls <= (10 if success_results else 9), (jobs, calls)
         mixed: list[dict[str, object]] = [{EXT: "x1", "LastName": "A"}, {"LastName": "no key"},
                                           {EXT: "x2", "LastName": "B", "Phone": "1"}, {EXT: "x3", "LastName": None}]
-        odd, odd_succeeded = await _answers(sink.upsert_stream("Contact", EXT, [mixed]))
+        odd, odd_succeeded = await _answers(sink.bulk_stream("Contact", EXT, [mixed]))
     if success_results:
         assert not succeeded and not odd_succeeded
         assert sorted(r.key for r in results) == sorted(f"st{i}" for i in range(12_000))
@@ -191,7 +193,7 @@ async def test_unfinished_bulk_job_is_found_and_resumed_not_duplicated(org: Org)
         # as "never got its data" so the caller upserts again.
         empty = await sink._bulk._create("Contact", EXT, "Contact")
         assert await sink.unfinished_bulk_jobs("Contact") == [empty]
-        assert await sink.resume_bulk_job(empty, EXT, records, label="Contact") is None
+        assert await sink.resume_job(empty, EXT, records, label="Contact") is None
         assert await sink.unfinished_bulk_jobs("Contact") == []
         # Crash 2: after the upload. The id the runner kept (on_bulk_job) collects the results;
         # nothing is uploaded again.
@@ -199,7 +201,7 @@ async def test_unfinished_bulk_job_is_found_and_resumed_not_duplicated(org: Org)
         async with SalesforceSink(org.config(), on_bulk_job=lambda j, o: jobs.append(j)) as crashed:
             await crashed.upsert("Contact", EXT, records, Strategy.BULK)
         before = org.sandbox.state.budget.by_endpoint.copy()
-        results = await sink.resume_bulk_job(jobs[0], EXT, records, label="Contact")
+        results = await sink.resume_job(jobs[0], EXT, records, label="Contact")
         uploads = {k: v - before.get(k, 0) for k, v in org.sandbox.state.budget.by_endpoint.items() if "PUT" in k}
     assert results is not None and all(r.success for r in results) and [r.key for r in results] == [
         f"r{i}" for i in range(300)]
@@ -236,11 +238,11 @@ async def test_a_second_job_no_smaller_skips_the_looks_the_first_showed_useless(
     org, running = start_org(tmp_path, latency="real")  # each job queues ~2 s: the 1 s look sees it waiting
     try:
         async with SalesforceSink(org.config(), sleep=sleep) as sink:
-            first, first_ok = await _answers(sink.upsert_stream("Contact", EXT, [_contacts(2000, "f")]))
+            first, first_ok = await _answers(sink.bulk_stream("Contact", EXT, [_contacts(2000, "f")]))
             assert sink._bulk._last_job is not None
             rows, ran = sink._bulk._last_job
             polls_first, pauses_first = sink._bulk.polls, len(pauses)
-            second, second_ok = await _answers(sink.upsert_stream("Contact", EXT, [_contacts(3000, "s")]))
+            second, second_ok = await _answers(sink.bulk_stream("Contact", EXT, [_contacts(3000, "s")]))
             polls_second = sink._bulk.polls - polls_first
     finally:
         running.stop()
@@ -260,7 +262,7 @@ async def test_bulk_result_download_cut_midway_is_fetched_again_without_loss_or_
         pauses.append(seconds)
 
     async with SalesforceSink(org.config(bulk_success_results=True), sleep=sleep) as sink:
-        results = [r async for batch in sink.upsert_stream("Contact", EXT, _chunks(12_000, 1000)) for r in batch]
+        results = [r async for batch in sink.bulk_stream("Contact", EXT, _chunks(12_000, 1000)) for r in batch]
     assert org.sandbox.faults.injected["cut"] == 2
     assert sorted(r.key for r in results) == sorted(f"st{i}" for i in range(12_000))
     assert all(r.success and r.created and r.id for r in results)
@@ -277,7 +279,50 @@ async def test_bulk_result_download_that_keeps_breaking_is_a_transient_error(org
     got: list[StreamAnswer] = []
     async with SalesforceSink(org.config(bulk_success_results=True), sleep=sleep) as sink:
         with pytest.raises(TransientError, match="successfulResults download broke off 4 times") as caught:
-            async for batch in sink.upsert_stream("Contact", EXT, _chunks(12_000, 1000)):
+            async for batch in sink.bulk_stream("Contact", EXT, _chunks(12_000, 1000)):
                 got.append(batch)
     assert caught.value.code == "BULK_RESULTS_DOWNLOAD"
     assert got == []  # nothing is handed out from a file that never arrived whole: every record is still pending
+
+
+class _Journal:
+    """The engine's side of a remote job, in memory: what each job carries, and the queued records."""
+
+    def __init__(self, records: list[dict[str, object]]) -> None:
+        self.records = {str(r[EXT]): r for r in records}
+        self.jobs: dict[str, list[str]] = {}
+        self.asked_again: list[str] = []
+
+    def job_created(self, job_id: str, entries: Sequence[JournalEntry]) -> None:
+        self.jobs[job_id] = [e.external_key for e in entries]
+
+    def page_sent(self, job_id: str, entries: Sequence[JournalEntry]) -> None:
+        self.jobs[job_id] += [e.external_key for e in entries]
+
+    def queued(self, external_keys: Sequence[str]) -> list[dict[str, object]]:
+        self.asked_again += external_keys
+        return [self.records[k] for k in external_keys]
+
+
+async def test_the_sink_stream_journals_every_row_and_sends_locked_rows_again_before_the_jobs_answer(
+    org: Org,
+) -> None:
+    records = _contacts(3000, "j")
+    pages = [JobPage(records[i : i + 1000], [(f"k{j}", "v") for j in range(i, i + 1000)]) for i in (0, 1000, 2000)]
+    journal = _Journal(records)
+    org.sandbox.faults.configure({"seed": 5, "lock_row_rate": 0.05})
+    async with SalesforceSink(org.config()) as sink:
+        answers = [a async for a in sink.upsert_stream("Contact", EXT, pages, journal)]
+    [job] = journal.jobs
+    assert sorted(journal.jobs[job]) == sorted(str(r[EXT]) for r in records)  # every row journaled to its job
+    assert journal.asked_again, "the fault injected no lock: the test proves nothing"
+    results = [r for a in answers if not isinstance(a, JobSucceeded) for r in a]
+    # The only failures were locks: the rows the job found locked were read back from the journal and sent
+    # again through Collections, and those answers (not the job's locked failures) came out, all of them
+    # before the job's JobSucceeded, which answers for the rest.
+    assert isinstance(answers[-1], JobSucceeded) and not any(isinstance(a, JobSucceeded) for a in answers[:-1])
+    assert sorted(r.key for r in results) == sorted(journal.asked_again)
+    assert answers[-1].rows + len(results) == 3000
+    still_locked = [r for r in results if not r.success]
+    assert all(r.errors[0].code == "UNABLE_TO_LOCK_ROW" for r in still_locked)
+    assert len(still_locked) < len(results) // 2  # the Collections retry cleared most of them

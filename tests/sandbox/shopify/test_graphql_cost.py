@@ -8,7 +8,6 @@ import json
 import time
 import urllib.error
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,7 +166,7 @@ def test_faults_apply_to_the_graphql_endpoint(shop: Served, session: Any) -> Non
             http.delete(f"{shop.url}/__sandbox/faults")
 
 
-def test_bad_requests_and_auth(shop: Served, tmp_path: Path) -> None:
+def test_bad_requests_and_auth(shop: Served) -> None:
     url = graphql_url(shop)
     verify = str(shop.running.ca_file)
     headers = {"X-Shopify-Access-Token": shop.token}

@@ -3,7 +3,7 @@
 Salesforce counts DailyApiRequests over a rolling 24-hour window: a call made at 10:00 counts until
 10:00 the next day. So the share is enforced over that window, across runs and processes, not per run:
 
-* a ledger in the state DB (``api_calls``: calls per pipeline per minute) counts every call **before**
+* a ledger in the state store (the ``ApiLedger`` port: calls per pipeline per minute) counts every call **before**
   it is sent, in its own committed transaction (a crash after the count and before the send over-counts
   by that call; nothing can under-count). The check and the count are one transaction, so two processes
   of one pipeline can never both take the last call of the share;
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry.connectors.salesforce.config import ApiBudget
+from ferry.core.ports import ApiLedger
 from ferry.errors import BudgetExhausted
-from ferry.store import Store
 
 WINDOW_SECONDS = 24 * 3600
 BUCKET_SECONDS = 60  # calls are counted per minute: at most 1,440 ledger rows per pipeline
@@ -63,27 +63,27 @@ def utc_text(t: float) -> str:
 
 
 class CallLedger:
-    """One pipeline's rows of the state DB's API call ledger."""
+    """One pipeline's rows of the state store's API call ledger."""
 
-    def __init__(self, store: Store, pipeline: str, system: str = SYSTEM) -> None:
-        self.store = store
+    def __init__(self, ledger: ApiLedger, pipeline: str, system: str = SYSTEM) -> None:
+        self.ledger = ledger
         self.pipeline = pipeline
         self.system = system
 
     def take(self, bucket: int, calls: int, *, cap: int | None, since: int) -> tuple[bool, int]:
-        return self.store.take_api_calls(self.pipeline, self.system, bucket, calls, cap=cap, since_minute=since)
+        return self.ledger.take_api_calls(self.pipeline, self.system, bucket, calls, cap=cap, since_minute=since)
 
     def buckets(self, since: int) -> list[tuple[int, int]]:
-        return self.store.api_call_buckets(self.pipeline, self.system, since)
+        return self.ledger.api_call_buckets(self.pipeline, self.system, since)
 
     def prune(self, before: int) -> int:
-        return self.store.prune_api_calls(before)
+        return self.ledger.prune_api_calls(before)
 
     def allocation(self) -> int | None:
-        return self.store.api_allocation(self.pipeline, self.system)
+        return self.ledger.api_allocation(self.pipeline, self.system)
 
     def save_allocation(self, daily_max: int) -> None:
-        self.store.save_api_allocation(self.pipeline, self.system, daily_max)
+        self.ledger.save_api_allocation(self.pipeline, self.system, daily_max)
 
 
 @dataclass(slots=True, frozen=True)
@@ -250,6 +250,11 @@ class BudgetGuard:
         )
 
 
-def pipeline_guard(share: ApiBudget | None, store: Store, pipeline: str, *, clock: Clock = time.time) -> BudgetGuard:
-    """The guard of one pipeline, backed by the state DB's ledger: its share holds across runs."""
-    return BudgetGuard(share, ledger=CallLedger(store, pipeline), clock=clock)
+def pipeline_guard(
+    share: ApiBudget | None, ledger: ApiLedger | None, pipeline: str, *, clock: Clock | None = None
+) -> BudgetGuard:
+    """The guard of one pipeline, backed by the store's API ledger (the sink's ``SinkContext.ledger``): its
+    share holds across runs. Without a ledger it counts this process's calls only."""
+    return BudgetGuard(
+        share, ledger=CallLedger(ledger, pipeline) if ledger is not None else None, clock=clock or time.time
+    )

@@ -13,7 +13,8 @@ created/updated flag of each written row (``bulk_success_results: true`` in the 
 anyway).
 
 The job id is handed to ``on_job`` as soon as the job exists, so a crashed run can ``resume`` it
-instead of uploading the same data again.
+instead of uploading the same data again. The lifecycle itself (create, journal, upload, close, abort on a
+failed upload, resume) is ``ferry.connectors.jobs``'s: ``IngestJobs`` is Bulk API 2.0 ingest as a ``JobApi``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import IO, Any
 import httpx
 import structlog
 
+from ferry.connectors.jobs import JobPhase, aiterate, resume_job, start_job
 from ferry.connectors.retry import PollIntervals
 from ferry.connectors.salesforce.bulk_pace import JobPace
 from ferry.connectors.salesforce.client import SalesforceClient, api_name, record_id
@@ -156,11 +158,9 @@ class BulkIngest:
         self, job_id: str, external_id_field: str, records: Sequence[MappedRecord], *, label: str
     ) -> list[RecordResult] | None:
         """Results of a job a crashed run left behind; None if it never got its data (abort it, start over)."""
-        info = await self.client.json("GET", self._path(f"/{record_id(job_id)}"), label=label)
-        if info.get("state") == "Open":
-            await self._abort(job_id, label)
+        outcome = await resume_job(IngestJobs(self, "", external_id_field, label), job_id)
+        if outcome is None:
             return None
-        outcome = await self.wait(job_id, label=label, immediate=True)
         return await self.collect(outcome, external_id_field, records, label=label)
 
     def upsert_stream(
@@ -171,9 +171,11 @@ class BulkIngest:
         *,
         label: str,
         columns: Sequence[str] | None = None,
+        on_job: Callable[[str], None] | None = None,
     ) -> AsyncIterator[StreamAnswer]:
-        """Streamed upsert: CSV generated while uploaded, results streamed back (see ``upsert_stream``)."""
-        return upsert_stream(self, sobject, external_id_field, chunks, label=label, columns=columns)
+        """Streamed upsert: CSV generated while uploaded, results streamed back (see ``upsert_stream``).
+        ``on_job`` is called with each job's id the moment it exists, before its upload."""
+        return upsert_stream(self, sobject, external_id_field, chunks, label=label, columns=columns, on_job=on_job)
 
     def stream_results(
         self, outcome: JobOutcome, external_id_field: str, *, label: str, skip_successes: bool = False
@@ -191,22 +193,9 @@ class BulkIngest:
     async def _run_job(
         self, sobject: str, external_id_field: str, body: bytes, label: str, rows: int | None = None
     ) -> JobOutcome:
-        job_id = await self._create(sobject, external_id_field, label)
-        try:
-            # A PUT is allowed once per job: never repeat one that may have landed (idempotent=False).
-            await self.client.request(
-                "PUT",
-                self._path(f"/{job_id}/batches"),
-                label=label,
-                content=body,
-                headers={"Content-Type": "text/csv; charset=UTF-8"},
-                idempotent=False,
-            )
-            await self.client.json("PATCH", self._path(f"/{job_id}"), label=label, json={"state": "UploadComplete"})
-        except FerryError:
-            await self._abort(job_id, label)
-            raise
-        return await self.wait(job_id, label=label, expected_rows=rows)
+        jobs = IngestJobs(self, sobject, external_id_field, label)
+        job_id = await start_job(jobs, body)
+        return await jobs.wait(job_id, expected_rows=rows)
 
     async def _create(self, sobject: str, external_id_field: str, label: str) -> str:
         spec = {
@@ -347,6 +336,54 @@ class BulkIngest:
         ]
 
 
+class IngestJobs:
+    """Bulk API 2.0 ingest jobs of one object and external id (an upsert) as a ``ferry.connectors.jobs.JobApi``."""
+
+    def __init__(self, bulk: BulkIngest, sobject: str, external_id_field: str, label: str) -> None:
+        self.bulk = bulk
+        self.sobject = sobject
+        self.external_id_field = external_id_field
+        self.label = label
+
+    async def create(self) -> str:
+        return await self.bulk._create(self.sobject, self.external_id_field, self.label)
+
+    async def upload(self, job_id: str, body: bytes | AsyncIterator[bytes]) -> None:
+        # A PUT is allowed once per job: never repeat one that may have landed (idempotent=False).
+        await self.bulk.client.request(
+            "PUT",
+            self.bulk._path(f"/{job_id}/batches"),
+            label=self.label,
+            content=body,
+            headers={"Content-Type": "text/csv; charset=UTF-8"},
+            idempotent=False,
+        )
+
+    async def close(self, job_id: str) -> None:
+        await self.bulk.client.json(
+            "PATCH", self.bulk._path(f"/{job_id}"), label=self.label, json={"state": "UploadComplete"}
+        )
+
+    async def phase(self, job_id: str) -> JobPhase:
+        # Salesforce deletes a job 7 days after it was created: the lookup then fails (PermanentError).
+        info = await self.bulk.client.json("GET", self.bulk._path(f"/{record_id(job_id)}"), label=self.label)
+        state = info.get("state")
+        if state == "Open":
+            return JobPhase.OPEN
+        return JobPhase.DONE if state in TERMINAL_STATES else JobPhase.RUNNING
+
+    async def wait(self, job_id: str, *, expected_rows: int | None = None, immediate: bool = False) -> JobOutcome:
+        return await self.bulk.wait(job_id, label=self.label, immediate=immediate, expected_rows=expected_rows)
+
+    def results(self, outcome: JobOutcome, *, skip_successes: bool = False) -> AsyncIterator[list[RecordResult]]:
+        return self.bulk.stream_results(
+            outcome, self.external_id_field, label=self.label, skip_successes=skip_successes
+        )
+
+    async def abort(self, job_id: str) -> None:
+        await self.bulk._abort(job_id, self.label)
+
+
 def counts_prove_success(outcome: JobOutcome, uploaded: int) -> bool:
     """The job's counts say every uploaded row was processed: each row failedResults does not list
     succeeded (processed rows are exactly successes plus failures)."""
@@ -416,20 +453,11 @@ RESULT_DOWNLOAD_ATTEMPTS = 4  # a result file whose download breaks off is fetch
 _SPOOL_PIECE = 1 << 20
 
 
-async def _aiter_chunks(chunks: RecordChunks) -> AsyncIterator[Sequence[MappedRecord]]:
-    if isinstance(chunks, AsyncIterable):
-        async for chunk in chunks:
-            yield chunk
-    else:
-        for chunk in chunks:
-            yield chunk
-
-
 class _CsvFeed:
     """Pulls record chunks, encodes them, and hands out one job's upload body at a time (<= max bytes)."""
 
     def __init__(self, chunks: RecordChunks, external_id_field: str, columns: Sequence[str] | None) -> None:
-        self._chunks = _aiter_chunks(chunks)
+        self._chunks = aiterate(chunks)
         self.external_id_field = external_id_field
         self._columns = list(columns) if columns else None
         self.encoder: RowEncoder | None = None
@@ -502,37 +530,26 @@ async def upsert_stream(
     *,
     label: str,
     columns: Sequence[str] | None = None,
+    on_job: Callable[[str], None] | None = None,
 ) -> AsyncIterator[StreamAnswer]:
     api_name(sobject), api_name(external_id_field)
     feed = _CsvFeed(chunks, external_id_field, columns)
+    api = IngestJobs(bulk, sobject, external_id_field, label)
     jobs = 0
     while await feed.fill():
         uploaded = [0]
         jobs += 1
-        job_id = await bulk._create(sobject, external_id_field, label)
-        try:
-            await bulk.client.request(
-                "PUT",
-                bulk._path(f"/{job_id}/batches"),
-                label=label,
-                content=feed.body(bulk.max_upload_bytes, uploaded),
-                headers={"Content-Type": "text/csv; charset=UTF-8"},
-                idempotent=False,
-            )
-            await bulk.client.json("PATCH", bulk._path(f"/{job_id}"), label=label, json={"state": "UploadComplete"})
-        except FerryError:
-            await bulk._abort(job_id, label)
-            raise
+        job_id = await start_job(api, feed.body(bulk.max_upload_bytes, uploaded), on_created=on_job)
         # The refusals come before the job's answer, so that a JobSucceeded below cannot cover them.
         refused_now, feed.refused = feed.refused, []
         if refused_now:
             yield refused_now
-        outcome = await bulk.wait(job_id, label=label, expected_rows=uploaded[0])
+        outcome = await api.wait(job_id, expected_rows=uploaded[0])
         # Only the stream's one job may be answered by its counts: a page spanning two jobs is journaled to
         # both, so the rows a later job carried are not the unanswered rows of its journal.
         by_counts = jobs == 1 and feed.used_up and bulk.answers_by_counts(outcome, uploaded[0], len(refused_now))
         reported = 0
-        async for batch in bulk.stream_results(outcome, external_id_field, label=label, skip_successes=by_counts):
+        async for batch in api.results(outcome, skip_successes=by_counts):
             reported += len(batch)
             yield batch
         if by_counts:

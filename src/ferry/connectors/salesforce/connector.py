@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-from ferry.connectors.salesforce.budget import pipeline_guard
 from ferry.connectors.salesforce.config import SalesforceConfig
 from ferry.connectors.salesforce.sink import SalesforceSink
 from ferry.core.contracts import Sink, SinkContext
@@ -12,15 +9,8 @@ from ferry.core.registry import Connector
 
 
 def open_sink(config: SalesforceConfig, ctx: SinkContext) -> Sink:
-    """A SalesforceSink for one pipeline: its API budget guard kept in the pipeline's ledger (when the context
-    gives one), and ``ctx.extras["on_bulk_job"]``, if set, told of each Bulk job the moment it exists."""
-    guard = None
-    if ctx.ledger is not None:
-        kw: dict[str, Any] = {} if ctx.clock is None else {"clock": ctx.clock}
-        guard = pipeline_guard(config.api_budget, cast(Any, ctx.ledger), ctx.pipeline, **kw)
-    sink = SalesforceSink(config, on_bulk_job=ctx.extras.get("on_bulk_job"), budget=guard)
-    # The sink's methods are being brought onto the Sink contract on their own; until then it is one by duck type.
-    return cast(Sink, sink)
+    """A SalesforceSink for one pipeline: its API budget guard kept in the context's ledger (``SinkContext``)."""
+    return SalesforceSink(config, ctx)
 
 
 CONNECTOR = Connector(

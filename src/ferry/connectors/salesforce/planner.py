@@ -1,8 +1,9 @@
-"""The write planner: which Salesforce API a batch goes through, and why, in words a human reads.
+"""What each Salesforce write API would cost a batch, in API calls, and why, in words a human reads.
 
-Inputs: how many records, whether latency matters (a webhook-driven change vs a nightly load), the
-calls left in the budget (this pipeline's ``api_budget`` share and the org's ``Sforce-Limit-Info``),
-and whether the org accepts Composite. Costs, in API calls:
+The sink offers these as ``WriteCost``s (``SalesforceSink.write_costs``); the engine's planner
+(``ferry.core.writes.choose_write``) picks one with the budget left and whether latency matters.
+Inputs here: how many records, the pipeline's configuration (``bulk_threshold``, ``composite``) and
+whether the org accepts Composite. Costs, in API calls:
 
 =================  ===================================  ============================================
 strategy           calls for n records                  when
@@ -17,19 +18,21 @@ bulk               4 for one job (5 a job when several  ``bulk_threshold`` or mo
                    100 MB of CSV)
 =================  ===================================  ============================================
 
-Bulk is cheapest in calls but slowest to start (a job queues for seconds to minutes), so a
-latency-sensitive batch stays on REST unless the budget forces Bulk. Calls of the REST paths run in
+Bulk is cheapest in calls but slowest to start (a job queues for seconds to minutes): it is a remote job,
+so a latency-sensitive batch stays on REST unless the budget forces Bulk. A ``bulk_threshold`` forces Bulk
+at that size and REST below it (unless the budget left cannot pay for REST). Calls of the REST paths run in
 parallel, up to ``max_concurrency`` in flight (never more than the org's long-running limit).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from ferry.connectors.salesforce.composite import RECORDS_PER_CALL
 from ferry.connectors.salesforce.config import SalesforceConfig
 from ferry.connectors.salesforce.strategy import Strategy
-from ferry.core.writes import StrategyChoice
+from ferry.core.writes import WriteCost
 
 COLLECTION_SIZE = 200
 BULK_CALLS_PER_JOB = 5  # create, upload, UploadComplete, successfulResults, failedResults (skipped if none failed)
@@ -73,69 +76,68 @@ class WritePlanner:
     def __init__(self, config: SalesforceConfig) -> None:
         self.config = config
 
-    def choose(
-        self,
-        sobject: str,
-        count: int,
-        *,
-        remaining_calls: int | None = None,
-        latency_sensitive: bool = False,
-        composite_refused: str | None = None,
-    ) -> StrategyChoice:
+    def costs(self, sobject: str, count: int, *, composite_refused: str | None = None) -> list[WriteCost]:
+        """Every strategy's cost for ``count`` records of ``sobject``, lowest latency first."""
         if count <= 0:
-            return StrategyChoice(Strategy.COLLECTIONS, "nothing to write", 0)
-        if count == 1:
-            return StrategyChoice(
-                Strategy.SINGLE, f"1 {sobject} record: one sObject upsert call, the lowest latency", 1
-            )
-        rest, rest_why = self._rest_strategy(count, composite_refused)
-        rest_cost = rest_calls(rest, count, self.config.collections_batch_size)
+            return [WriteCost(Strategy.COLLECTIONS, 0, 0, note="nothing to write")]
+        size = self.config.collections_batch_size
+        rest, _ = self._rest_strategy(count, composite_refused)
+        rest_cost = rest_calls(rest, count, size)
         bulk_cost = bulk_calls(count, success_results=self.config.bulk_success_results)
-        threshold = self.config.bulk_threshold
-        budget_note = f"; {_plural(remaining_calls, 'call')} left in the budget" if remaining_calls is not None else ""
-        if threshold is not None:
-            size_says_bulk = count >= threshold
-            size_why = f"{count:,} {sobject} records >= bulk_threshold {threshold:,}"
-            rest_size_why = f"{count:,} {sobject} records < bulk_threshold {threshold:,}"
-        else:
-            size_says_bulk = bulk_cost < rest_cost
-            size_why = f"{count:,} {sobject} records: Bulk needs fewer calls than {rest.value}"
-            rest_size_why = (
-                f"{count:,} {sobject} records: {rest.value} needs no more calls than Bulk and has no job queue"
-            )
-        if size_says_bulk and not latency_sensitive:
-            return StrategyChoice(
-                Strategy.BULK,
-                f"{size_why}: Bulk API 2.0, one job "
-                f"(~{bulk_cost} API calls with backed-off polls, vs {rest_cost:,} on {rest.value}){budget_note}",
-                bulk_cost,
-            )
-        if remaining_calls is not None and rest_cost > remaining_calls and bulk_cost < rest_cost:
-            return StrategyChoice(
-                Strategy.BULK,
-                f"{count:,} {sobject} records: {rest.value} would need {rest_cost:,} API calls but only "
-                f"{remaining_calls:,} are left in the budget; Bulk API 2.0 needs ~{bulk_cost}",
-                bulk_cost,
-            )
-        why = rest_why
-        if size_says_bulk:
-            why += "; not Bulk because latency matters"
-            rest_size_why = f"{count:,} {sobject} records"
-        return StrategyChoice(
-            rest,
-            f"{rest_size_why}: {why} "
-            f"({_plural(rest_cost, 'call')}, up to {self.config.max_concurrency} in flight){budget_note}",
-            rest_cost,
+        records = f"{count:,} {sobject} record{'' if count == 1 else 's'}"
+        in_flight = f"up to {self.config.max_concurrency} in flight"
+        single = WriteCost(
+            Strategy.SINGLE, count, count,
+            note=f"{records}: "
+            + ("one sObject upsert call, the lowest latency" if count == 1 else "one sObject call each"),
         )
+        collections_cost = rest_calls(Strategy.COLLECTIONS, count, size)
+        collections = WriteCost(
+            Strategy.COLLECTIONS, collections_cost, count,
+            note=f"{records}: {self._collections_words(count, composite_refused)} "
+            f"({_plural(collections_cost, 'call')}, {in_flight})",
+        )
+        composite_cost = rest_calls(Strategy.COMPOSITE, count, size)
+        composite = WriteCost(
+            Strategy.COMPOSITE, composite_cost, count,
+            note=f"{records}: Composite carrying 5 Collections subrequests (<= {RECORDS_PER_CALL:,} records a call) "
+            f"({_plural(composite_cost, 'call')}, {in_flight})",
+            unavailable=self._composite_unavailable(composite_refused),
+        )
+        bulk = WriteCost(
+            Strategy.BULK, bulk_cost, count, remote_job=True, per_record=False,
+            note=f"{records}: Bulk API 2.0, one job per ~{BULK_JOB_RECORDS_ESTIMATE:,} records "
+            f"(~{bulk_cost} API calls with backed-off polls, vs {rest_cost:,} on {rest.value})",
+        )
+        costs = [single, collections, composite, bulk]
+        threshold = self.config.bulk_threshold
+        if threshold is not None and count > 1:
+            # The configuration decides by size; only the budget (choose_write) may override it.
+            if count >= threshold:
+                bulk = replace(bulk, forced=f"{count:,} {sobject} records >= bulk_threshold {threshold:,}")
+                costs[3] = bulk
+            else:
+                below = f"{count:,} {sobject} records < bulk_threshold {threshold:,}"
+                i = costs.index(composite if rest is Strategy.COMPOSITE else collections)
+                costs[i] = replace(costs[i], forced=below)
+        return costs
+
+    def _collections_words(self, count: int, composite_refused: str | None) -> str:
+        size = self.config.collections_batch_size
+        if count <= size:
+            return f"sObject Collections (one call of <= {size})"
+        why = self._composite_unavailable(composite_refused)
+        return f"sObject Collections of <= {size}" + (f" ({why})" if why else "")
+
+    def _composite_unavailable(self, composite_refused: str | None) -> str | None:
+        if not self.config.composite:
+            return "composite: false in the config"
+        if composite_refused:
+            return f"Composite refused: {composite_refused}"
+        return None
 
     def _rest_strategy(self, count: int, composite_refused: str | None) -> tuple[Strategy, str]:
         size = self.config.collections_batch_size
-        if count <= size:
-            return Strategy.COLLECTIONS, f"sObject Collections (one call of <= {size})"
-        if not self.config.composite:
-            return Strategy.COLLECTIONS, f"sObject Collections of <= {size} (composite: false in the config)"
-        if composite_refused:
-            return Strategy.COLLECTIONS, f"sObject Collections of <= {size} (Composite refused: {composite_refused})"
-        return Strategy.COMPOSITE, (
-            f"Composite carrying 5 Collections subrequests (<= {RECORDS_PER_CALL:,} records a call)"
-        )
+        if count <= size or self._composite_unavailable(composite_refused):
+            return Strategy.COLLECTIONS, self._collections_words(count, composite_refused)
+        return Strategy.COMPOSITE, "Composite"

@@ -1,53 +1,71 @@
-"""The Salesforce sink: describe, query, choose a write strategy, upsert by external id."""
+"""The Salesforce sink (``ferry.core.contracts.Sink``): describe, SOQL constants, write costs, upsert by external id."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import structlog
 
+from ferry.connectors.jobs import JournaledPages
 from ferry.connectors.lifecycle import AsyncResource
-from ferry.connectors.salesforce.budget import BudgetGuard, BudgetStatus
+from ferry.connectors.salesforce.budget import BudgetGuard, pipeline_guard
 from ferry.connectors.salesforce.bulk import BulkIngest, JobCallback, RecordChunks
 from ferry.connectors.salesforce.client import SalesforceClient, api_name
-from ferry.connectors.salesforce.collections import CollectionsUpsert, split_reference
+from ferry.connectors.salesforce.collections import CollectionsUpsert, missing_key_result, split_reference
 from ferry.connectors.salesforce.composite import CompositeUpsert
 from ferry.connectors.salesforce.config import SalesforceConfig
+from ferry.connectors.salesforce.csvio import key_text
 from ferry.connectors.salesforce.describe import parse_describe
+from ferry.connectors.salesforce.dialect import SALESFORCE
 from ferry.connectors.salesforce.planner import WritePlanner
 from ferry.connectors.salesforce.single import upsert_one
 from ferry.connectors.salesforce.source import query_pages
 from ferry.connectors.salesforce.strategy import Strategy
+from ferry.core.contracts import JobJournal, JobPage, SinkCapabilities, SinkContext
+from ferry.core.dialect import Dialect
 from ferry.core.records import MappedRecord
-from ferry.core.results import RecordResult, StreamAnswer
+from ferry.core.results import JobSucceeded, RecordResult, StreamAnswer
 from ferry.core.schema import ObjectSchema
-from ferry.core.writes import StrategyChoice
-from ferry.errors import PermanentError
+from ferry.core.writes import StrategyChoice, WriteCost, choose_write
+from ferry.errors import ConfigError, PermanentError
 
 LOCK_RETRY_BATCHES = (50, 10)  # smaller, serial batches for rows another transaction had locked
 _DESCRIBES_PER_CALL = 25  # subrequests in one Composite call
 _QUERIES_PER_CALL = 5  # query subrequests in one Composite call (with sObject Collections, 5 at most)
+_LOCKED_PAGE = 10_000  # locked rows of a Bulk job read back from the journal and sent again at a time
 log = structlog.get_logger("ferry.connectors.salesforce.sink")
 
 
 class SalesforceSink(AsyncResource):
-    """``async with SalesforceSink(cfg) as sink: await sink.upsert("Contact", "Ext__c", records, strategy)``."""
+    """``async with SalesforceSink(cfg) as sink: await sink.upsert("Contact", "Ext__c", records, strategy)``.
+
+    Implements ``ferry.core.contracts.Sink``; besides it offers Salesforce's own: ``describe_object``, ``query``,
+    ``bulk_stream`` (a Bulk upsert without a journal), the org's API usage and Composite's state."""
+
+    system = "salesforce"
+    capabilities = SinkCapabilities(native_upsert=True, remote_jobs=True)
+    dialect: Dialect = SALESFORCE
 
     def __init__(
         self,
         config: SalesforceConfig,
+        context: SinkContext | None = None,
         *,
         on_bulk_job: JobCallback | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         budget: BudgetGuard | None = None,
     ) -> None:
+        """``context`` (the engine's): the pipeline's API budget share is kept in its ledger, across runs.
+        ``budget`` (tests) replaces the guard built from it."""
         self.config = config
+        if budget is None and context is not None:
+            budget = pipeline_guard(config.api_budget, context.ledger, context.pipeline, clock=context.clock)
         self._client = SalesforceClient(config, transport=transport, sleep=sleep, budget=budget)
         self._collections = CollectionsUpsert(
             self._client, batch_size=config.collections_batch_size, max_concurrency=config.max_concurrency
@@ -83,15 +101,13 @@ class SalesforceSink(AsyncResource):
         """(used, max) of the org's daily allocation from the latest ``Sforce-Limit-Info`` header."""
         return self._client.api_usage
 
-    @property
-    def budget_remaining(self) -> int | None:
+    def budget_left(self) -> int | None:
         """API calls left before the budget guard stops the run (share and org allocation), if known."""
         return self._client.budget.remaining()
 
-    @property
-    def budget_status(self) -> BudgetStatus:
+    def budget_status(self) -> dict[str, Any]:
         """The share, what the last 24 h spent of it (earlier runs included), what is left."""
-        return self._client.budget.status()
+        return self._client.budget.status().as_dict()
 
     @property
     def composite_refused(self) -> str | None:
@@ -113,7 +129,7 @@ class SalesforceSink(AsyncResource):
 
     # ------------------------------------------------------------------ reads
 
-    async def describe(self, sobject: str) -> ObjectSchema:
+    async def describe_object(self, sobject: str) -> ObjectSchema:
         """The object's schema, fetched once per sink (concurrent callers share one call)."""
         cached = self._schemas.get(sobject)
         if cached is not None:
@@ -127,11 +143,11 @@ class SalesforceSink(AsyncResource):
                 self._schemas[sobject] = parse_describe(body)
         return self._schemas[sobject]
 
-    async def describe_many(self, sobjects: Sequence[str], queries: Sequence[str] = ()) -> dict[str, ObjectSchema]:
+    async def describe(self, sobjects: Sequence[str], queries: Sequence[str] = ()) -> dict[str, ObjectSchema]:
         """Every object's schema, the uncached ones fetched in ONE API call: a Composite of describe subrequests
         (Salesforce: any sObject resource may be a subrequest, 25 a call, "the entire series of requests counts
         as a single call toward your API limits"). A subrequest that fails, or a Composite the org refuses, falls
-        back to ``describe`` for that object, which raises the org's own error.
+        back to ``describe_object`` for that object, which raises the org's own error.
 
         ``queries`` (small SOQL, e.g. a mapping's constants) ride in the same call, up to 5 (Composite's limit on
         query subrequests); the next ``query`` of each SOQL text gets the rows fetched here, once. A query whose
@@ -142,7 +158,7 @@ class SalesforceSink(AsyncResource):
             for start in range(0, max(len(wanted), 1), _DESCRIBES_PER_CALL - len(asked)):
                 await self._describe_in_one_call(wanted[start : start + _DESCRIBES_PER_CALL - len(asked)], asked)
                 asked = []
-        return {name: await self.describe(name) for name in sobjects}
+        return {name: await self.describe_object(name) for name in sobjects}
 
     async def _describe_in_one_call(self, sobjects: Sequence[str], queries: Sequence[str] = ()) -> None:
         path = self._client.data_path
@@ -175,40 +191,58 @@ class SalesforceSink(AsyncResource):
         """All rows of a small SOQL query (mapping constants). Build literals with ``select`` / ``soql_quote``;
         stream large reads with ``SalesforceSource``."""
         prefetched = self._prefetched.pop(soql, None)
-        if prefetched is not None:  # fetched with the describes (describe_many), a moment ago
+        if prefetched is not None:  # fetched with the describes (describe), a moment ago
             return prefetched
         return [row async for page in query_pages(self._client, soql, label=label) for row in page]
 
+    async def constant(self, query: str) -> Any:
+        """The one value a mapping constant's SOQL selects (each row's ``attributes`` is Salesforce's, not data)."""
+        rows = await self.query(query)
+        if len(rows) != 1:
+            raise ConfigError(f"mapping query must return exactly one row, got {len(rows)}: {query}")
+        values = [v for k, v in rows[0].items() if k != "attributes"]
+        if len(values) != 1:
+            raise ConfigError(f"mapping query must select exactly one field: {query}")
+        return values[0]
+
     # ------------------------------------------------------------------ writes
 
+    def write_costs(self, obj: str, count: int) -> list[WriteCost]:
+        """Each write API's cost for ``count`` records (``planner.WritePlanner``), lowest latency first."""
+        return self._planner.costs(obj, count, composite_refused=self._composite.disabled_reason)
+
     def choose_strategy(self, sobject: str, count: int, *, latency_sensitive: bool = False) -> StrategyChoice:
-        """The planner's choice for ``count`` records (see ``planner.WritePlanner``), with its reason."""
-        return self._planner.choose(
-            sobject,
-            count,
-            remaining_calls=self._client.budget.remaining(),
+        """The engine planner's choice over ``write_costs`` with this sink's budget, and its reason."""
+        return choose_write(
+            self.write_costs(sobject, count),
+            remaining_calls=self.budget_left(),
             latency_sensitive=latency_sensitive,
-            composite_refused=self._composite.disabled_reason,
         )
+
+    def missing_key_result(self, payload: MappedRecord, external_id: str) -> RecordResult | None:
+        return missing_key_result(payload, external_id)
 
     async def upsert(
         self,
         sobject: str,
         external_id_field: str,
         records: Sequence[MappedRecord],
-        strategy: Strategy,
+        strategy: str,
         *,
+        target_ids: Sequence[str | None] | None = None,
         label: str | None = None,
     ) -> list[RecordResult]:
         """One RecordResult per input record, in input order, keyed by the record's external id value.
 
-        Records refused with UNABLE_TO_LOCK_ROW are sent again at once in smaller, serial Collections
-        batches (50, then 10); those still locked come back transient for the caller's own retry.
+        Salesforce upserts by the external id itself: ``target_ids`` is not needed. Records refused with
+        UNABLE_TO_LOCK_ROW are sent again at once in smaller, serial Collections batches (50, then 10);
+        those still locked come back transient for the caller's own retry.
         """
         if not records:
             return []
         label = label or sobject
-        schema = await self.describe(sobject) if _has_references(records) else None
+        strategy = Strategy(strategy)
+        schema = await self.describe_object(sobject) if _has_references(records) else None
         if strategy is Strategy.BULK:
             results = await self._bulk.upsert(sobject, external_id_field, records, label=label)
         elif strategy is Strategy.SINGLE and len(records) == 1:
@@ -250,6 +284,53 @@ class SalesforceSink(AsyncResource):
         self,
         sobject: str,
         external_id_field: str,
+        pages: AsyncIterator[JobPage] | Iterable[JobPage],
+        journal: JobJournal,
+        *,
+        columns: Sequence[str] | None = None,
+        label: str | None = None,
+    ) -> AsyncIterator[StreamAnswer]:
+        """Bulk API 2.0 upsert of a stream of pages (``bulk_stream``), every record journaled to its job before
+        it is uploaded (``ferry.connectors.jobs``).
+
+        Rows a job answers UNABLE_TO_LOCK_ROW are held back and sent again through Collections (``upsert``,
+        whose own lock retry goes on in smaller, serial batches) before the job's ``JobSucceeded`` and at the
+        end; their answer then is that upsert's. Their records are read back from the journal.
+        """
+        label = label or sobject
+        paged = JournaledPages(journal, lambda record: key_text(record.get(external_id_field)))
+        locked: list[str] = []
+        async for answer in self._bulk.upsert_stream(
+            sobject, external_id_field, paged.records(pages), label=label, columns=columns, on_job=paged.job_created
+        ):
+            if isinstance(answer, JobSucceeded):
+                async for again in self._send_locked_again(sobject, external_id_field, journal, locked, label):
+                    yield again
+                locked = []
+                yield answer
+                continue
+            held = [r.key for r in answer if _locked(r)]
+            if held:
+                locked += held
+                answer = [r for r in answer if not _locked(r)]
+            if answer:
+                yield answer
+        async for again in self._send_locked_again(sobject, external_id_field, journal, locked, label):
+            yield again
+
+    async def _send_locked_again(
+        self, sobject: str, external_id_field: str, journal: JobJournal, keys: Sequence[str], label: str
+    ) -> AsyncIterator[list[RecordResult]]:
+        for start in range(0, len(keys), _LOCKED_PAGE):
+            records = journal.queued(keys[start : start + _LOCKED_PAGE])
+            if records:
+                log.info("bulk.lock_retry", sobject=sobject, records=len(records))
+                yield await self.upsert(sobject, external_id_field, records, Strategy.COLLECTIONS, label=label)
+
+    def bulk_stream(
+        self,
+        sobject: str,
+        external_id_field: str,
         chunks: RecordChunks,
         *,
         label: str | None = None,
@@ -270,18 +351,18 @@ class SalesforceSink(AsyncResource):
         gets an UNKNOWN_COLUMN result instead of being sent. If the stream raises (upload refused,
         budget spent), records with no result yielded yet are still pending: send them again (the
         upsert is idempotent). ``on_bulk_job`` is called with each job id as soon as it exists, so
-        a crashed run can ``resume_bulk_job`` it.
+        a crashed run can ``resume_job`` it.
         """
-        async for batch in self._bulk.upsert_stream(
-            sobject, external_id_field, chunks, label=label or sobject, columns=columns
-        ):
-            yield batch
+        return self._bulk.upsert_stream(sobject, external_id_field, chunks, label=label or sobject, columns=columns)
 
-    async def resume_bulk_job(
-        self, job_id: str, external_id_field: str, records: Sequence[MappedRecord], *, label: str
+    async def resume_job(
+        self, job_id: str, external_id_field: str, records: Sequence[MappedRecord], *, label: str | None = None
     ) -> list[RecordResult] | None:
-        """Collect the results of a job started before a crash; None means "it never got its data, upsert again"."""
-        return await self._bulk.resume(job_id, external_id_field, records, label=label)
+        """Collect the results of a job started before a crash; None means "it never got its data, upsert again".
+
+        Salesforce deletes jobs 7 days after they were created: the lookup of such a job fails with a
+        PermanentError (NOT_FOUND), and its records must go out again (the contract's answer for that)."""
+        return await self._bulk.resume(job_id, external_id_field, records, label=label or "bulk-resume")
 
     async def unfinished_bulk_jobs(self, sobject: str) -> list[str]:
         """Ids of this user's ingest jobs for ``sobject`` that are not finished (left behind by a crash)."""

@@ -1,4 +1,4 @@
-"""What stands in front of every Admin API call: version check, token auth, leaky bucket, stats.
+"""What stands in front of every Admin API call: version check, token auth, the REST leaky bucket, stats.
 
 A plain ASGI middleware (no per-request task or body buffering), because the benchmarks push
 hundreds of pages per second through it. Routes outside ``/admin/api/`` pass untouched.

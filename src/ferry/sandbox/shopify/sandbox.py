@@ -30,7 +30,8 @@ class ShopifySandbox:
     compressed (``compact.CompactRecords``), so stores of millions of orders fit in memory; the data then
     differ from the ordinary store's above one shard (see ``generator.generate_shards``); with ``spill``
     too, the compressed records live in a file under ``state_dir`` rather than in memory.
-    ``graphql_plan`` (standard, advanced, plus, enterprise) sizes the GraphQL points bucket (``graphql/cost.py``).
+    ``graphql_plan`` (standard, advanced, plus, enterprise) sizes the GraphQL points bucket (``graphql/cost.py``);
+    ``bulk_seconds_per_object`` paces bulk operations (default 0.5 ms an object; 0 runs them as fast as it can).
     Webhook subscriptions get signed deliveries (``webhooks.py``) to https:// loopback receivers whose certificate
     the sandbox CA or one of ``webhook_ca_files`` signed; ``webhook_time_scale`` scales the retry delays and
     ``webhook_faults`` configures delivery faults (drop, duplicate, reorder, delay).
@@ -53,6 +54,7 @@ class ShopifySandbox:
         shard_orders: int | None = None,
         spill: bool = False,
         graphql_plan: str = "standard",
+        bulk_seconds_per_object: float | None = None,
         webhook_ca_files: tuple[Path, ...] = (),
         webhook_time_scale: float = 1.0,
         webhook_faults: dict[str, Any] | None = None,
@@ -73,6 +75,8 @@ class ShopifySandbox:
         self.faults = Faults()
         self.state = ShopState(self.store, seed=seed, shop=shop)
         self.graphql = GraphQLApi(self.state, self.state_dir, plan=graphql_plan)
+        if bulk_seconds_per_object is not None:
+            self.graphql.configure({"bulk": {"seconds_per_object": bulk_seconds_per_object}})
         self.api: FastAPI = build_app(self.state, self.stats, self.faults, self.graphql)
         self.webhooks = ShopifyWebhooks(self.state, secret=self.webhook_secret, time_scale=webhook_time_scale,
                                         ca_files=[ensure_tls(self.state_dir).ca_file, *webhook_ca_files])

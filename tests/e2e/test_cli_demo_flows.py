@@ -1,0 +1,63 @@
+"""`ferry demo [FLOW]`: the flows it lists, and the WooCommerce flow run as a user runs it (child process, JSON)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ferry.cli import render
+from ferry.engine.stats import RunStats
+from tests.e2e.test_cli_demo import COLUMNS, OBJECTS, _ferry
+
+
+def test_demo_lists_its_flows(tmp_path: Path) -> None:
+    listed = _ferry(["demo", "--list", "--json"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    flows = json.loads(listed.stdout)
+    assert [f["flow"] for f in flows] == ["shopify-to-salesforce", "woocommerce-to-salesforce"]
+    assert {f["source"] for f in flows} == {"shopify", "woocommerce"}
+    text = _ferry(["demo", "--list"], tmp_path)
+    assert text.returncode == 0 and "woocommerce-to-salesforce" in text.stdout
+    unknown = _ferry(["demo", "magento-to-salesforce"], tmp_path)
+    assert unknown.returncode != 0 and "woocommerce-to-salesforce" in unknown.stdout + unknown.stderr
+
+
+def test_every_flow_prints_the_same_json_shape() -> None:
+    keys = set(render.demo_json(RunStats(1, "demo"), source_system="shopify"))
+    assert keys >= {"objects", "seconds", "run_id", "pipeline", "status", "source_records", "source_api_calls",
+                    "setup_api_calls", "source"}
+
+
+@pytest.fixture(scope="module")
+def woo_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    home = tmp_path_factory.mktemp("ferry-home")
+    proc = _ferry(["demo", "woocommerce-to-salesforce", "--customers", "120", "--products", "40", "--orders", "600",
+                   "--json"], home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"--json must print exactly one line, got: {proc.stdout[:2000]}"
+    return home, json.loads(lines[0])
+
+
+def test_the_woocommerce_demo_syncs_every_object_and_names_its_source(woo_demo: tuple[Path, dict[str, object]]) -> None:
+    home, out = woo_demo
+    assert set(out) == set(render.demo_json(RunStats(1, "demo"), source_system="x"))
+    source = out["source"]
+    assert isinstance(source, dict) and source["system"] == "woocommerce"
+    assert source["api_calls"] == out["source_api_calls"] and int(source["api_calls"]) > 0
+    objects = out["objects"]
+    assert isinstance(objects, dict) and set(OBJECTS) <= set(objects)
+    for name in OBJECTS:
+        for col in COLUMNS:
+            assert col in objects[name], f"{name} lacks {col}"
+        assert objects[name]["written"] > 0, name
+        assert objects[name]["written"] == objects[name]["created"] + objects[name]["updated"], name
+    assert out["status"] == "succeeded" and out["pipeline"] == "demo-woocommerce"
+    assert sum(o["dead_lettered"] for o in objects.values()) > 0  # the generated store is messy on purpose
+
+    runs = _ferry(["runs", "--json"], home)
+    assert runs.returncode == 0, runs.stderr
+    [latest, *_] = json.loads(runs.stdout)
+    assert latest["pipeline"] == "demo-woocommerce" and latest["status"] == "succeeded"
