@@ -3,6 +3,7 @@ pointed at it by URL and CA file."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,8 @@ class Books:
         return QuickBooksSink(self.config(**extra), SinkContext(pipeline))
 
     def admin(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = httpx.request(method, f"{self.url}/__sandbox/{path}", verify=str(self.running.ca_file),
-                                 timeout=10, **kwargs)
+        verify = ssl.create_default_context(cafile=str(self.running.ca_file))
+        response = httpx.request(method, f"{self.url}/__sandbox/{path}", verify=verify, timeout=10, **kwargs)
         response.raise_for_status()
         return response.json()
 
