@@ -26,12 +26,16 @@ def items(n: int, income: str) -> list[dict[str, Any]]:
 
 
 def invoices(n: int, n_customers: int, n_items: int) -> list[dict[str, Any]]:
-    return [{"DocNumber": f"#{3000 + i}", "CustomerRef@DisplayName": f"Customer {i % n_customers} ({1000 + i % n_customers})",
-             "TxnDate": "2026-03-01",
-             "Line": [{"Description": "line", "SalesItemLineDetail.ItemRef@Name": f"{2000 + (i + j) % n_items} Widget "
-                       f"{(i + j) % n_items}", "SalesItemLineDetail.Qty": 1 + j, "SalesItemLineDetail.UnitPrice": "2.25"}
-                      for j in range(2)]}
-            for i in range(n)]
+    def line(i: int, j: int) -> dict[str, Any]:
+        k = (i + j) % n_items
+        return {"Description": "line", "SalesItemLineDetail.ItemRef@Name": f"{2000 + k} Widget {k}",
+                "SalesItemLineDetail.Qty": 1 + j, "SalesItemLineDetail.UnitPrice": "2.25"}
+
+    def customer(i: int) -> str:
+        return f"Customer {i % n_customers} ({1000 + i % n_customers})"
+
+    return [{"DocNumber": f"#{3000 + i}", "CustomerRef@DisplayName": customer(i), "TxnDate": "2026-03-01",
+             "Line": [line(i, j) for j in range(2)]} for i in range(n)]
 
 
 def duplicates(books: Books, entity: str, field: str) -> dict[str, int]:
