@@ -76,3 +76,17 @@ def test_a_refused_refresh_token_stops_the_run_without_showing_the_token(books: 
         asyncio.run(run())
     assert "invalid_grant" in str(refused.value) and "RT-not-a-token" not in str(refused.value)
     assert "authorize the app again" in str(refused.value)
+
+
+def test_a_refresh_due_while_every_call_slot_is_taken_does_not_wait_for_a_slot(books: Books, tmp_path: Path) -> None:
+    """Calls in flight hold the pacer's slots while they ask for a token; the refresh goes to Intuit's OAuth
+    server outside those slots (it once waited for one of them, forever)."""
+    async def run() -> list[bool]:
+        async with QuickBooksSink(books.config(tmp_path / "t", max_concurrency=1), SinkContext("slots")) as sink:
+            await sink.upsert("Customer", "DisplayName", customers(1), "single")  # the first token, in a slot
+            sink.client.auth._expires_at = 0.0  # due for a refresh before the next calls
+            results = await sink.upsert("Customer", "DisplayName", customers(6, start=1), "single")
+            assert sink.client.auth.refreshes == 2
+            return [r.success for r in results]
+
+    assert all(asyncio.run(asyncio.wait_for(run(), timeout=30)))

@@ -52,10 +52,15 @@ class QuickBooksClient:
             transport=transport,
             sleep=sleep,
         )
-        self.auth = OAuthSession(config, self.http)
+        # The token endpoint is Intuit's OAuth server, not the company's API: its calls are not paced with the
+        # API's (and a refresh made while a call holds a slot in flight must not wait for another slot).
+        self.oauth_http = HttpCore("quickbooks-oauth", timeout_seconds=config.timeout_seconds,
+                                   ca_file=config.ca_file, transport=transport, sleep=sleep)
+        self.auth = OAuthSession(config, self.oauth_http)
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        await self.oauth_http.aclose()
 
     @property
     def api_calls(self) -> dict[str, int]:

@@ -148,7 +148,14 @@ class QuickBooksSink(AsyncResource):
         target_ids: Sequence[str | None] | None = None,
     ) -> list[RecordResult]:
         ids = list(target_ids) if target_ids is not None else [None] * len(records)
-        await self.refs.prepare(obj, records)
+        try:
+            await self.refs.prepare(obj, records)
+        except (AuthError, ConfigError):
+            raise
+        except (TransientError, PermanentError) as exc:  # a lookup failed: nothing is written, all are retried
+            code = getattr(exc, "code", None) or "LOOKUP"
+            return [_failure(str(r.get(external_id) or ""), code, f"resolving references: {exc}", transient=True)
+                    for r in records]
         items = [self._item(obj, external_id, record, rid) for record, rid in zip(records, ids, strict=True)]
         size = 1 if strategy == SINGLE else self.config.batch_size
         groups = [items[i : i + size] for i in range(0, len(items), size)]
