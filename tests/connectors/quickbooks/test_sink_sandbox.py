@@ -163,3 +163,16 @@ def test_calls_are_paced_under_the_per_second_limit(books: Books) -> None:
     assert limits["per_second"] == 10 and limits["throttled"] == 0
     assert sink.client.pacer.waited > 0
     assert len(books.records("Customer")) == 25
+
+
+def test_lookup_before_create_finds_what_exists_without_meeting_a_duplicate(books: Books) -> None:
+    async def run() -> tuple[list[Any], QuickBooksSink]:
+        async with books.sink() as first:
+            await first.upsert("Customer", "DisplayName", customers(2), "batch")
+        async with books.sink(lookup_before_create=True) as sink:  # a crash lost the id map's answers
+            return await sink.upsert("Customer", "DisplayName", customers(3), "batch"), sink
+
+    results, sink = asyncio.run(run())
+    assert [r.created for r in results] == [False, False, True] and all(r.success for r in results)
+    assert sink.adopted == 2 and sink.api_calls["lookup"] == 1
+    assert len(books.records("Customer")) == 3

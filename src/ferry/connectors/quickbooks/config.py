@@ -41,6 +41,10 @@ class QuickBooksConfig(BaseModel):
     per_second: int = Field(10, ge=1)
     max_concurrency: int = Field(4, ge=1, le=10)
     batch_size: int = Field(30, ge=1, le=30)
+    # Look records up by their lookup field (the mapping's external_id) before creating them: one query per
+    # batch of creates. Off by default: QuickBooks refuses a duplicate DisplayName/Name/DocNumber and the sink
+    # then finds the record anyway, at no cost. On for a company that allows duplicate DocNumbers.
+    lookup_before_create: bool = False
 
     @field_validator("refresh_token", mode="before")
     @classmethod

@@ -181,6 +181,8 @@ class QuickBooksSink(AsyncResource):
     async def _write_group(self, obj: str, external_id: str, group: list[_Item], *, single: bool) -> None:
         pending = [i for i in group if i.result is None]
         try:
+            if self.config.lookup_before_create:
+                await self._look_up_creates(obj, external_id, [i for i in pending if i.target_id is None])
             tokens = await self._sync_tokens(obj, [i.target_id for i in pending if i.target_id])
             if single or len(pending) == 1:
                 for item in pending:
@@ -194,6 +196,18 @@ class QuickBooksSink(AsyncResource):
                 if item.result is None:
                     item.result = _failure(item.key, getattr(exc, "code", None) or "HTTP", str(exc),
                                            transient=exc.transient)
+
+    async def _look_up_creates(self, obj: str, external_id: str, creates: Sequence[_Item]) -> None:
+        """Give each would-be create the Id of the record its lookup field already names, if one does."""
+        for start in range(0, len(creates), _ID_QUERY):
+            part = creates[start : start + _ID_QUERY]
+            listed = ", ".join(quote(i.key) for i in part)
+            rows = await self.client.query(f"SELECT * FROM {obj} WHERE {external_id} IN ({listed})", label="lookup")
+            found = {str(r.get(external_id)).lower(): str(r["Id"]) for r in rows if r.get("Id") is not None}
+            for item in part:
+                item.target_id = found.get(item.key.lower())
+                if item.target_id is not None:
+                    self.adopted += 1
 
     async def _sync_tokens(self, obj: str, ids: Sequence[str]) -> dict[str, str]:
         """The current SyncToken of each Id (one query per 30); an Id QuickBooks no longer has is absent."""
