@@ -66,16 +66,16 @@ def demo(
     list_flows: Annotated[bool, typer.Option("--list", help="List the demo flows and exit.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start a store's and a Salesforce sandbox, generate a messy store, and sync it with the example pipeline."""
+    """Start a store's and a target's sandbox, generate a messy store, and sync it with the example pipeline."""
     from ferry.cli.demo import FLOWS, demo_flow, run_demo
 
     if list_flows:
         if as_json:
-            listed = [{"flow": f.name, "source": f.source, "target": "salesforce"} for f in FLOWS.values()]
+            listed = [{"flow": f.name, "source": f.source, "target": f.target} for f in FLOWS.values()]
             sys.stdout.write(json.dumps(listed) + "\n")
         else:
             for f in FLOWS.values():
-                console.print(f"{f.name}  [dim]({f.source_label} -> Salesforce org, examples/{f.name}.yml)[/]")
+                console.print(f"{f.name}  [dim]({f.source_label} -> {f.target_label}, examples/{f.name}.yml)[/]")
         return
     try:
         chosen = demo_flow(flow)
@@ -87,7 +87,9 @@ def demo(
         _fail(exc)
         return
     if as_json:
-        sys.stdout.write(json.dumps(render.demo_json(result, source_system=chosen.source)) + "\n")
+        sys.stdout.write(
+            json.dumps(render.demo_json(result, source_system=chosen.source, target_system=chosen.target)) + "\n"
+        )
     else:
         render.print_run(console, result)
         render.print_next_steps(console, result.pipeline, f"examples/{chosen.name}.yml")

@@ -64,8 +64,10 @@ def progress(console: Console, *, disabled: bool) -> Iterator[RichProgress]:
         tracker.finish()
 
 
-def demo_json(stats: RunStats, *, source_system: str | None = None) -> dict[str, Any]:
-    """What `ferry demo --json` prints: the same shape for every flow, its source named in ``source``."""
+def demo_json(
+    stats: RunStats, *, source_system: str | None = None, target_system: str | None = None
+) -> dict[str, Any]:
+    """What `ferry demo --json` prints: the same shape for every flow, its source and target named."""
     objects = {
         name: {**{c: getattr(s, c) for c in _OBJECT_COLUMNS}, "strategy": s.strategy, "reason": s.reason}
         for name, s in stats.objects.items()
@@ -80,6 +82,7 @@ def demo_json(stats: RunStats, *, source_system: str | None = None) -> dict[str,
         "source_api_calls": stats.source_api_calls,
         "setup_api_calls": stats.setup_api_calls,
         "source": {"system": source_system, "api_calls": stats.source_api_calls},
+        "target": {"system": target_system},
     }
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -124,7 +124,9 @@ class Runner:
         loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id))
         sink: Sink | None = None
         try:
-            sink = open_sink(self.spec.target, SinkContext(self.pipeline, ledger=self.store, clock=self.clock))
+            sink = open_sink(self.spec.target, SinkContext(
+                self.pipeline, ledger=self.store, clock=self.clock, target_ids=self._id_map,
+            ))
             async with open_source(self.spec.source) as source, sink:
                 clock = _PhaseClock(stats.cpu_seconds)
                 await self._extract(source, run_id, stats)
@@ -158,6 +160,9 @@ class Runner:
             self.store.finish_run(run_id, stats.status, stats.as_dict(), stats.error)
             log.info("run.end", pipeline=self.pipeline, run_id=run_id, status=stats.status, seconds=stats.seconds)
         return stats
+
+    def _id_map(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
+        return self.store.target_ids(self.pipeline, obj, keys)
 
     def _mark(self, run_id: int) -> None:
         """The first durable step of a run: how long a restart takes to resume is measured up to here."""
