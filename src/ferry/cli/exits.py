@@ -33,3 +33,7 @@ def exit_code_of(exc: BaseException) -> int:
     if isinstance(exc, FerryError):
         return Exit.FAILED
     return Exit.FAILED
+
+
+# A run that got to its end (whatever its dead letters): what a harness waiting for "the run is done" accepts.
+RUN_FINISHED = frozenset({Exit.OK, Exit.DEAD_LETTERS, Exit.DEAD_LETTERS_OVER_SHARE})

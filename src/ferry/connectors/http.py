@@ -379,7 +379,10 @@ class HttpCore:
             return
         causes = Counter(retries)
         why = "; ".join(f"{text} (x{n})" if n > 1 else text for text, n in causes.most_common(2))
-        outcome = f"gave up: {error}" if error is not None else "then it succeeded"
+        if error is None:
+            outcome = "then it succeeded"
+        else:  # the last cause is already in the line: say only what differs
+            outcome = "gave up" if _cause_text(error) == retries[-1] else f"gave up: {_cause_text(error)}"
         log.warning(
             "http.retried",
             summary=f"{self.name}: {safe_target(method, url)} retried {len(retries)} time(s) after {why}; {outcome}",

@@ -162,7 +162,10 @@ def load_pipeline(path: Path, env: Mapping[str, str] | None = None) -> PipelineS
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid pipeline:\n{_describe_errors(exc)}") from None
+        lines = _describe_errors(exc)
+        if len(lines) == 1:  # one problem, one line
+            raise ConfigError(f"{path}: invalid pipeline: {lines[0].removeprefix('  - ')}") from None
+        raise ConfigError(f"{path}: invalid pipeline, {len(lines)} problems:\n" + "\n".join(lines)) from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -175,10 +178,10 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
-def _describe_errors(exc: ValidationError) -> str:
+def _describe_errors(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors(include_input=False, include_url=False):
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"  - {loc}: {msg}" if loc else f"  - {msg}")
-    return "\n".join(lines)
+    return lines
