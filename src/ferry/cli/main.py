@@ -118,6 +118,11 @@ def demo(
     orders: Annotated[int, typer.Option(min=1, help="Orders (with line items, refunds, guests).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the generated store: same seed, same store.")] = 7,
     list_flows: Annotated[bool, typer.Option("--list", help="List the demo flows and exit.")] = False,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="Keep the sandboxes running after the run (Ctrl-C stops them), with the "
+                     "pipeline file and environment it used: its dead letters can be replayed."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a store's and a Salesforce sandbox, generate a messy store, and sync it with the example pipeline."""
@@ -135,7 +140,7 @@ def demo(
         chosen = demo_flow(flow)
         result = run_demo(
             customers=customers, products=products, orders=orders, seed=seed, quiet=as_json, console=console,
-            flow=chosen.name,
+            flow=chosen.name, keep=keep,
         )
     except FerryError as exc:
         _fail(exc)
@@ -143,8 +148,9 @@ def demo(
     if as_json:
         sys.stdout.write(json.dumps(render.demo_json(result, source_system=chosen.source)) + "\n")
     else:
-        render.print_run(console, result)
-        render.print_next_steps(console, result.pipeline, f"examples/{chosen.name}.yml")
+        if not keep:  # --keep printed the run before serving on
+            render.print_run(console, result)
+        render.print_next_steps(console, result.pipeline, chosen.name, kept=keep)
 
 
 @app.command()

@@ -171,13 +171,20 @@ def _budget_cell(budget: dict[str, Any] | None) -> str:
     return cell
 
 
-def print_next_steps(console: Console, pipeline: str, example: str = "examples/shopify-to-salesforce.yml") -> None:
+def print_next_steps(
+    console: Console, pipeline: str, example: str = "shopify-to-salesforce", *, kept: bool = False
+) -> None:
+    """What to try after the demo; ``example`` is a packaged example's name, which `ferry plan` finds from any
+    directory."""
     steps = [
         ("ferry runs", "every run with its figures"),
         (f"ferry dlq list --pipeline {pipeline}", "records that could not be written, and why"),
         ("ferry dlq show ID", "one dead letter: errors, mapped and source payloads"),
-        (f"ferry plan {example}", "what a pipeline will do, before it writes"),
+        (f"ferry plan {example}", "what a pipeline will do, before it writes (against running sandboxes: "
+         "`ferry sandbox serve SYSTEM --env`)"),
     ]
+    if not kept:
+        steps.append(("ferry demo --keep", "the same, with the sandboxes left running to replay dead letters"))
     width = max(len(cmd) for cmd, _ in steps) + 3
     console.print("\nWhere to look next:")
     for cmd, what in steps:
