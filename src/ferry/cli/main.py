@@ -448,7 +448,7 @@ def dlq_discard(
     if as_json:
         sys.stdout.write(json.dumps({"discarded": count, "reason": reason.strip()}) + "\n")
     else:
-        console.print(f"discarded {count} dead letter{'s' if count != 1 else ''}: {reason.strip()}")
+        console.print(Text(f"discarded {count} dead letter{'s' if count != 1 else ''}: {reason.strip()}"))
 
 
 @sandbox_app.command("serve")

@@ -199,6 +199,8 @@ def run_row_json(r: RunRow) -> dict[str, Any]:
         "finished_at": r.finished_at,
         "status": r.status,
         "error": r.error,
+        "pid": r.pid,
+        "host": r.host,
         "stats": r.stats,
     }
 

@@ -125,7 +125,7 @@ def serve_sandbox(
         console.print(f"[bold]{system} sandbox[/] listening on [cyan]{url}[/]")
         for k, v in info.items():
             if k not in ("system", "url"):
-                console.print(f"  {k:18} {v}")
+                console.print(f"  {k:18} {v}", markup=False, highlight=False)  # paths may hold brackets
         if "pubsub_endpoint" in info:
             console.print("  pubsub: gRPC eventbus.v1.PubSub at pubsub_endpoint, TLS with ca_file; "
                           "metadata accesstoken, instanceurl, tenantid")
