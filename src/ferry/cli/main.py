@@ -367,7 +367,7 @@ def _print_more_letters(shown: int, offset: int, total: int, limit: int) -> None
     first, last = (offset + 1, offset + shown) if shown else (offset, offset)
     left = total - offset - shown
     more = f"--offset {offset + shown} for the next {min(limit, left)}" if left > 0 else ""
-    hint = ", ".join(part for part in (more, "--all for every one", "--limit N for more a page") if part)
+    hint = ", ".join(part for part in (more, "--all for every one", "--limit N for N a page") if part)
     console.print(Text(f"showing {first:,}-{last:,} of {total:,} matching dead letters: {hint}"))
 
 

@@ -127,10 +127,13 @@ def print_run(console: Console, stats: RunStats) -> None:
     if line:
         console.print(line)
     over = stats.over_dead_letter_cap()
-    for name, share in over.items():
+    if over:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in over.items())
         console.print(
-            f"[bold red]{escape(name)}: {share:.0%} of its records dead-lettered, over max_dead_letter_share "
-            f"{stats.dead_letter_cap:.0%}[/]: the run counts as failed (exit 3); `ferry dlq list` shows why"
+            Text.assemble(
+                (f"dead letters over max_dead_letter_share {stats.dead_letter_cap:.0%}: {shares}", "bold red"),
+                f"; the run counts as failed (exit 3); `ferry dlq list --pipeline {stats.pipeline}` shows why",
+            )
         )
     if stats.dead_lettered and not over and stats.status == "succeeded":
         console.print(
