@@ -374,7 +374,7 @@ class HttpCore:
             await response.aclose()
 
     def _summarize_retries(self, method: str, url: str, retries: list[str], error: FerryError | None) -> None:
-        """One warning line for a call that needed retries (each retry is an info line: --verbose shows it)."""
+        """One line for a call that needed retries, however many (each retry is an info line: --verbose)."""
         if not retries:
             return
         causes = Counter(retries)
@@ -383,7 +383,8 @@ class HttpCore:
             outcome = "then it succeeded"
         else:  # the last cause is already in the line: say only what differs
             outcome = "gave up" if _cause_text(error) == retries[-1] else f"gave up: {_cause_text(error)}"
-        log.warning(
+        # Gave up: a warning (the default level shows it); recovered: info, seen with --verbose.
+        (log.warning if error is not None else log.info)(
             "http.retried",
             summary=f"{self.name}: {safe_target(method, url)} retried {len(retries)} time(s) after {why}; {outcome}",
             connector=self.name,
