@@ -40,7 +40,9 @@ def test_dlq_commands(tmp_path: Path) -> None:
     with world(tmp_path, seed=11, customers=120, products=10, orders=40) as w:
         home = tmp_path / "home"
         pipeline = w.pipeline_file("cli")
-        _ferry(w, home, "run", str(pipeline), "--json")
+        # The messy store dead-letters 11% of OrderItems (over the default max_dead_letter_share 10%): exit 3.
+        ran = _json(_ferry(w, home, "run", str(pipeline), "--json", code=3))
+        assert set(ran["over_dead_letter_cap"]) == {"OrderItem"}
 
         emails = _json(_ferry(w, home, "dlq", "list", "--pipeline", "cli", "--code", "INVALID_EMAIL_ADDRESS", "--json"))
         assert emails and all(d["fields"] == ["Email"] and d["object"] == "Contact" for d in emails)

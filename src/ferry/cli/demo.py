@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -121,6 +124,22 @@ def demo_env(shopify: dict[str, str], salesforce: dict[str, str]) -> dict[str, s
     return FLOWS[DEFAULT_FLOW].env(shopify, salesforce)
 
 
+def demo_files(flow: DemoFlow) -> tuple[Path, Path]:
+    """Where the demo keeps the pipeline file it ran (the example, named as the demo's state) and the environment
+    pointing it at the sandboxes: what `ferry dlq replay` needs while the sandboxes run (``--keep``)."""
+    folder = ferry_home() / "demo"
+    return folder / f"{flow.name}.yml", folder / f"{flow.name}.env"
+
+
+def _keep_files(flow: DemoFlow, env: dict[str, str]) -> tuple[Path, Path]:
+    pipeline, env_file = demo_files(flow)
+    pipeline.parent.mkdir(parents=True, exist_ok=True)
+    text = flow.example.read_text(encoding="utf-8")
+    pipeline.write_text(re.sub(r"(?m)^name: .*$", f"name: {flow.pipeline}", text, count=1), encoding="utf-8")
+    env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+    return pipeline, env_file
+
+
 def run_demo(
     *,
     customers: int,
@@ -130,6 +149,7 @@ def run_demo(
     quiet: bool,
     console: Console,
     flow: str = DEFAULT_FLOW,
+    keep: bool = False,
 ) -> RunStats:
     chosen = demo_flow(flow)
     home = ferry_home()
@@ -159,13 +179,36 @@ def run_demo(
         token_file = sandbox_dir / f"{chosen.pipeline}.token"
         token_file.unlink(missing_ok=True)
         target_info = {**org.info, "token_file": str(token_file)}
-        spec = load_pipeline(chosen.example, {**os.environ, **chosen.env(source.info, target_info)})
+        env = chosen.env(source.info, target_info)
+        spec = load_pipeline(chosen.example, {**os.environ, **env})
         spec = spec.model_copy(update={"name": chosen.pipeline})
         store = Store(home / "ferry.db")
         # The sandboxes start empty every time, so the demo's sync state must too.
         store.reset_pipeline(chosen.pipeline)
         with render.progress(console, disabled=quiet) as progress:
-            return asyncio.run(Runner(spec, store, progress).run())
+            stats = asyncio.run(Runner(spec, store, progress).run())
+        if keep:
+            render.print_run(console, stats)
+            _serve_until_interrupted(console, chosen, env)
+        return stats
     finally:
         for sandbox in reversed(started):
             sandbox.stop()
+
+
+def _serve_until_interrupted(console: Console, flow: DemoFlow, env: dict[str, str]) -> None:
+    """``ferry demo --keep``: the sandboxes stay up with the pipeline file and environment the run used, so its
+    dead letters can be inspected, fixed and replayed; Ctrl-C stops them."""
+    pipeline, env_file = _keep_files(flow, env)
+    console.print(
+        f"\nThe sandboxes keep running (Ctrl-C stops them). In another shell, to fix and replay dead letters:\n"
+        f"  . {shlex.quote(str(env_file))}\n"
+        f"  ferry dlq list --pipeline {flow.pipeline}\n"
+        f"  ferry dlq replay {shlex.quote(str(pipeline))} --dry-run   # edit its mapping first; then without --dry-run",
+        highlight=False, markup=False,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping the sandboxes")
