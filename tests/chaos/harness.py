@@ -176,6 +176,7 @@ class Chaos:
         self.org.bulk.queue_delay = lambda: config.bulk_queue_seconds
         self.source_run: RunningSandbox | None = None
         self.org_run: RunningSandbox | None = None
+        self.clean: CleanRunInFlight | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -185,6 +186,8 @@ class Chaos:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.clean is not None:
+            self.clean.stop()
         for running in (self.org_run, self.source_run):
             if running is not None:
                 running.stop()
@@ -202,9 +205,16 @@ class Chaos:
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
         return path
 
-    def _env(self, org: SalesforceSandbox, org_run: RunningSandbox, home: Path) -> dict[str, str]:
+    def _env(
+        self,
+        org: SalesforceSandbox,
+        org_run: RunningSandbox,
+        home: Path,
+        source: tuple[Any, RunningSandbox] | None = None,
+    ) -> dict[str, str]:
         org_info = {**org.credentials(org_run.url), "ca_file": str(org_run.ca_file)}
-        return {**os.environ, **self.source.env(org_info), "FERRY_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        env = self.source.env(org_info, source)
+        return {**os.environ, **env, "FERRY_HOME": str(home), "PYTHONUNBUFFERED": "1"}
 
     # ------------------------------------------------------------------ the run
 
@@ -223,6 +233,9 @@ class Chaos:
         while len(lives) < self.config.max_lives and time.monotonic() < deadline:
             want_kill = kills < self.config.kills
             want_bulk = bulk_kills < self.config.bulk_kills
+            if self.source.judged_by_clean_run and not want_kill and not want_bulk and self.clean is None:
+                # This life should be the last, on a source at rest: the clean run reads a copy of it meanwhile.
+                self.clean = CleanRunInFlight(self, pipeline, self.tmp / f"clean-{len(lives)}")
             life = self._life(len(lives), pipeline, env, kill=want_kill, at_bulk=want_bulk, deadline=deadline)
             if life.killed and life.kill_phase == "bulk:results recorded":
                 life.kill_phase = "random"  # the job finished and was recorded before the kill landed
@@ -238,6 +251,9 @@ class Chaos:
                 self._edit_some(4)
                 if bulk_kills < self.config.bulk_kills:
                     self.source.touch_orders(self.config.bulk_threshold, self.rng)
+                if self.clean is not None:  # it read the source before these edits
+                    self.clean.stop()
+                    self.clean = None
             elif life.exit_code not in (None, 0):
                 # A run that gives up (every retry of a call failed) is restarted, as a scheduler would; it
                 # is reported, and the reconciliation at the end says whether it cost anything.
@@ -270,26 +286,11 @@ class Chaos:
         return result
 
     def _clean_run(self, pipeline: Path) -> tuple[dict[str, list[dict[str, Any]]], list[DeadLetter]]:
-        """What a clean run gives: the same pipeline, never killed and fault-free, over the source's final
-        state into a new org with its own ferry home (the source's faults are off by then)."""
-        tmp = self.tmp / "clean"
-        tmp.mkdir()
-        org = SalesforceSandbox(tmp, seed=self.config.seed)
-        org.bulk.queue_delay = lambda: 0.0
-        org_run = start_in_thread(org.app, tmp)
-        try:
-            env = self._env(org, org_run, tmp / "home")
-            proc = subprocess.run([sys.executable, "-m", "ferry", "run", str(pipeline), "--json"], env=env,
-                                  capture_output=True, text=True, timeout=600, check=False)
-            assert proc.returncode == 0, f"the clean run failed: {proc.stderr[-3000:]}"
-            records = self._records(org_run)
-        finally:
-            org_run.stop()
-        store = Store(tmp / "home" / "ferry.db")
-        try:
-            return records, store.find_dead_letters(LetterFilter(pipeline="chaos", status=None), 1_000_000)
-        finally:
-            store.close()
+        """What a clean run gives, over the source's final state: the one started with the last life, else a
+        new one (a life that should have been the last was not: the source changed after it)."""
+        if self.clean is None:
+            self.clean = CleanRunInFlight(self, pipeline, self.tmp / "clean")
+        return self.clean.result()
 
     def _life(
         self, index: int, pipeline: Path, env: dict[str, str], *, kill: bool, at_bulk: bool, deadline: float
@@ -435,3 +436,47 @@ class Chaos:
 
     def _tail(self, life: Life) -> str:
         return (self.tmp / f"life-{life.index}.err").read_text()[-3000:]
+
+
+class CleanRunInFlight:
+    """A clean run: the chaos pipeline, never killed and fault-free, from a copy of the source as it is now
+    (its own sandbox, no faults) into a new org with its own ferry home. It runs alongside the chaos run's
+    last life, whose source is at rest; ``result()`` waits for it."""
+
+    def __init__(self, chaos: Chaos, pipeline: Path, tmp: Path) -> None:
+        tmp.mkdir()
+        self.chaos = chaos
+        self.home = tmp / "home"
+        source = chaos.source.at_rest_copy(tmp)
+        self.org = SalesforceSandbox(tmp, seed=chaos.config.seed)
+        self.org.bulk.queue_delay = lambda: 0.0
+        self.source_run = start_in_thread(source.app, tmp)
+        self.org_run = start_in_thread(self.org.app, tmp)
+        env = chaos._env(self.org, self.org_run, self.home, (source, self.source_run))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ferry", "run", str(pipeline), "--json"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp / "clean.err", "w"),  # noqa: SIM115 - the child holds it; read after it ends
+        )
+        self.err = tmp / "clean.err"
+
+    def result(self) -> tuple[dict[str, list[dict[str, Any]]], list[DeadLetter]]:
+        try:
+            code = self.proc.wait(timeout=600)
+            assert code == 0, f"the clean run failed: {self.err.read_text()[-3000:]}"
+            records = self.chaos._records(self.org_run)
+        finally:
+            self.stop()
+        store = Store(self.home / "ferry.db")
+        try:
+            return records, store.find_dead_letters(LetterFilter(pipeline="chaos", status=None), 1_000_000)
+        finally:
+            store.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.org_run.stop()
+        self.source_run.stop()

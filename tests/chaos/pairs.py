@@ -8,6 +8,7 @@ record is edited between lives, and how the org is reconciled against the source
 
 from __future__ import annotations
 
+import copy
 import random
 import ssl
 from abc import ABC, abstractmethod
@@ -43,6 +44,8 @@ class SourcePair(ABC):
     external_id: dict[str, str]  # Salesforce object -> the external id field the pipeline upserts on
     # SQL over the ferry store's read_states: a stream read is under way (for the kill figures).
     reading_sql: str
+    # The reconciliation compares with a clean run (``at_rest_copy`` is its source), started with the last life.
+    judged_by_clean_run = False
 
     def __init__(self, tmp: Path, config: ChaosConfig) -> None:
         self.tmp = tmp
@@ -58,9 +61,9 @@ class SourcePair(ABC):
     def faults(self, seed: int) -> dict[str, Any]:
         """The fault configuration the source sandbox runs with (the ``/__sandbox/faults`` body)."""
 
-    @abstractmethod
-    def credentials(self) -> dict[str, str]:
-        """What the flow's environment is built from: the sandbox's credentials at its URL."""
+    def at_rest_copy(self, tmp: Path) -> Any:
+        """A fault-free sandbox serving a copy of the source as it is now (for a clean run)."""
+        raise NotImplementedError(f"the {self.name} pair is not judged by a clean run")
 
     @abstractmethod
     def edit_people(self, n: int, rng: random.Random) -> set[str]:
@@ -84,11 +87,13 @@ class SourcePair(ABC):
         self.running = start_in_thread(self.sandbox.app, self.tmp)
         return self.running
 
-    def env(self, org: dict[str, str]) -> dict[str, str]:
-        """The environment the example pipeline reads, pointed at this source and the org ``org``."""
+    def env(self, org: dict[str, str], source: tuple[Any, RunningSandbox] | None = None) -> dict[str, str]:
+        """The environment the example pipeline reads, pointed at the org ``org`` and this source (or another
+        sandbox of it: ``(sandbox, running)``)."""
         assert self.running
-        source = {**self.credentials(), "ca_file": str(self.running.ca_file)}
-        return FLOWS[self.example.stem].env(source, org)
+        sandbox, running = source or (self.sandbox, self.running)
+        info = {**sandbox.credentials(running.url), "ca_file": str(running.ca_file)}
+        return FLOWS[self.example.stem].env(info, org)
 
     def api_calls(self) -> int:
         return int(self.sandbox.stats.api_calls)
@@ -126,10 +131,6 @@ class ShopifyPair(SourcePair):
                 {"kind": "429", "rate": 0.01, "burst": 5, "retry_after": 0.5},
             ],
         }
-
-    def credentials(self) -> dict[str, str]:
-        assert self.running
-        return dict(self.shop.credentials(self.running.url))
 
     def edit_people(self, n: int, rng: random.Random) -> set[str]:
         assert self.running
@@ -190,13 +191,15 @@ class WooCommercePair(SourcePair):
 
     The keys the org must hold are derived from the store's raw records (the e2e test's derivation); which
     records are invalid, and for what reasons, and what each written field holds, come from a clean run: a
-    fault-free, never-killed ``ferry run`` of the same pipeline over the store's final state into a new org.
+    fault-free, never-killed ``ferry run`` of the same pipeline over the store's final state into a new org
+    (from a copy of the store taken as the last life starts: no edit is made after that).
     """
 
     name = "woocommerce"
     example = REPO / "examples" / "woocommerce-to-salesforce.yml"
     external_id = WOOCOMMERCE_EXTERNAL_ID
     reading_sql = "json_extract(state, '$.offset') IS NOT NULL"  # a read under way, not yet its cursor alone
+    judged_by_clean_run = True
 
     def __init__(self, tmp: Path, config: ChaosConfig) -> None:
         super().__init__(tmp, config)
@@ -223,9 +226,8 @@ class WooCommercePair(SourcePair):
             ],
         }
 
-    def credentials(self) -> dict[str, str]:
-        assert self.running
-        return dict(self.woo.credentials(self.running.url))
+    def at_rest_copy(self, tmp: Path) -> WooCommerceSandbox:
+        return WooCommerceSandbox(tmp, store=copy.deepcopy(self.woo.store))
 
     def edit_people(self, n: int, rng: random.Random) -> set[str]:
         # Customers whose first name is plain and short: a rename never changes whether they are valid.

@@ -63,16 +63,17 @@ SHORT = {
     "woocommerce": ChaosConfig(
         pair="woocommerce",
         seed=3,
-        customers=40,
-        products=10,
-        orders=80,
-        kills=4,
+        customers=30,
+        products=8,
+        orders=60,
+        kills=3,
         bulk_kills=1,
         max_seconds=200,
         page_size=20,
-        bulk_threshold=60,  # OrderItem (and Order, once orders are touched) go through Bulk API 2.0
-        bulk_queue_seconds=0.5,
-        expire_session_every=15,
+        bulk_threshold=50,  # OrderItem (and Order, once orders are touched) go through Bulk API 2.0
+        kill_after=(0.0, 1.0),
+        bulk_queue_seconds=0.4,
+        expire_session_every=12,
     ),
 }
 LONG = {

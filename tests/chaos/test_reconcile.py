@@ -11,7 +11,7 @@ from tests.e2e.test_sync_fidelity import OBJECTS
 
 EXT = {o: f"Ext_{o}__c" for o in OBJECTS}
 FIELDS = {o: [EXT[o], "Name", "AccountId"] for o in OBJECTS}
-KEYS = {o: set() for o in OBJECTS} | {"Account": {"1", "2", "3"}, "Contact": {"1", "2", "3"}}
+KEYS: dict[str, set[str]] = {o: set() for o in OBJECTS} | {"Account": {"1", "2", "3"}, "Contact": {"1", "2", "3"}}
 
 
 def _letter(obj: str, key: str, code: str, field: str) -> DeadLetter:
