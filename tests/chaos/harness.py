@@ -60,6 +60,7 @@ class ChaosConfig:
     edits_per_life: int = 1
     kill_after: tuple[float, float] = (0.0, 1.5)  # seconds after a life's first durable progress
     bulk_queue_seconds: float = 1.0  # how long the org keeps an uploaded job queued before processing it
+    bulk_poll_max_interval: float = 1.0  # the pipeline's longest wait between two looks at a Bulk job
     expire_session_every: int = 500  # the org invalidates the session token every N API calls
 
 
@@ -197,7 +198,9 @@ class Chaos:
         spec["name"] = "chaos"
         spec["source"].update(page_size=self.config.page_size, timeout_seconds=1.5)
         spec["target"].update(
-            bulk_threshold=self.config.bulk_threshold, timeout_seconds=3.0, bulk_poll_max_interval=1.0
+            bulk_threshold=self.config.bulk_threshold,
+            timeout_seconds=3.0,
+            bulk_poll_max_interval=self.config.bulk_poll_max_interval,
         )
         # Enough tries that 3% lock errors and 5% 5xx never exhaust a valid record's budget.
         spec["retry"] = {"max_attempts": 10, "backoff_max_seconds": 1.0}

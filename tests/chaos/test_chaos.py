@@ -71,8 +71,9 @@ SHORT = {
         max_seconds=200,
         page_size=20,
         bulk_threshold=50,  # OrderItem (and Order, once orders are touched) go through Bulk API 2.0
-        kill_after=(0.0, 1.0),
-        bulk_queue_seconds=0.4,
+        kill_after=(0.0, 0.8),
+        bulk_queue_seconds=0.3,
+        bulk_poll_max_interval=0.3,  # a job is looked at every 0.3 s, not after 1 s: the short run's time
         expire_session_every=12,
     ),
 }
