@@ -40,7 +40,8 @@ test: lint unit
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py $(ARGS)
 
-# The long chaos run (demo-sized store, 30+ SIGKILLs): prints the figures; `make test` runs the short one.
+# The long chaos run of each pair, Shopify and WooCommerce to Salesforce (demo-sized store, 30+ SIGKILLs):
+# prints the figures; `make test` runs the short ones. One pair: make chaos ARGS='-k woocommerce'.
 chaos: $(VENV)/.installed-dev
 	$(BIN)/pytest tests/chaos -m slow -s -p no:cacheprovider $(ARGS)
 

@@ -1,11 +1,12 @@
 """The chaos harness: a real `ferry run` process, killed with SIGKILL at random moments, against faulty sandboxes.
 
-Both sandboxes run in this process (threads, HTTPS on loopback) with fault injection on; the ferry
-process runs the example pipeline and is killed (SIGKILL: no cleanup, no flush) at random moments
-after it made durable progress, and at least `bulk_kills` times while a Bulk job is open (seen in its
-state store's `bulk_jobs` table, with the job's state on the org at that instant). It is restarted until
-it finishes. Customers are edited through the Shopify API while runs are going (latest wins). At the
-end the target is reconciled record by record against the source.
+Both sandboxes (a pair's source, see ``pairs``, and the Salesforce org) run in this process (threads,
+HTTPS on loopback) with fault injection on; the ferry process runs the pair's example pipeline and is
+killed (SIGKILL: no cleanup, no flush) at random moments after it made durable progress, and at least
+`bulk_kills` times while a Bulk job is open (seen in its state store's `bulk_jobs` table, with the job's
+state on the org at that instant). It is restarted until it finishes. Customers are edited in the source
+while runs are going (latest wins). At the end the target is reconciled record by record against the
+source's final state.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,22 +33,21 @@ from typing import Any
 import httpx
 import yaml
 
-from ferry.cli.demo import demo_env
 from ferry.cli.exits import RUN_FINISHED
 from ferry.sandbox.salesforce import SalesforceSandbox
 from ferry.sandbox.serve import RunningSandbox, start_in_thread
-from ferry.sandbox.shopify import ShopifySandbox
-from ferry.store import LetterFilter, Store
-from tests.chaos.reconcile import Reconciliation, reconcile
-from tests.e2e.test_sync_fidelity import EXTERNAL_ID, OBJECTS, derive
+from ferry.store import DeadLetter, LetterFilter, Store
+from tests.chaos.pairs import PAIRS, SourcePair
+from tests.chaos.reconcile import Reconciliation
+from tests.e2e.test_sync_fidelity import OBJECTS
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "shopify-to-salesforce.yml"
-SHOPIFY_API = "2025-07"
+# A clean run's outcome: the org's records by object and the run's dead letters.
+CleanRun = Callable[[], tuple[dict[str, list[dict[str, Any]]], list[DeadLetter]]]
 
 
 @dataclass
 class ChaosConfig:
+    pair: str = "shopify"  # the source the Salesforce org is fed from (``pairs.PAIRS``)
     seed: int = 1
     customers: int = 150
     products: int = 30
@@ -60,19 +61,8 @@ class ChaosConfig:
     edits_per_life: int = 1
     kill_after: tuple[float, float] = (0.0, 1.5)  # seconds after a life's first durable progress
     bulk_queue_seconds: float = 1.0  # how long the org keeps an uploaded job queued before processing it
+    bulk_poll_max_interval: float = 1.0  # the pipeline's longest wait between two looks at a Bulk job
     expire_session_every: int = 500  # the org invalidates the session token every N API calls
-
-
-def shopify_faults(seed: int) -> dict[str, Any]:
-    return {
-        "seed": seed,
-        "rules": [
-            {"kind": "503", "rate": 0.05},
-            {"kind": "reset", "rate": 0.02},
-            {"kind": "timeout", "rate": 0.01, "hold_seconds": 3.0},
-            {"kind": "429", "rate": 0.01, "burst": 5, "retry_after": 0.5},
-        ],
-    }
 
 
 def salesforce_faults(seed: int, expire_session_every: int = 500) -> dict[str, Any]:
@@ -111,7 +101,7 @@ class ChaosResult:
     config: ChaosConfig
     lives: list[Life]
     reconciliation: Reconciliation
-    faults: dict[str, int]  # injected faults by kind ("shopify:503", "salesforce:lock_row", ...)
+    faults: dict[str, int]  # injected faults by kind ("shopify:503", "woocommerce:reset", "salesforce:lock_row"...)
     records: dict[str, int]
     dead_letters: dict[str, int]
     bulk_jobs: dict[str, int]
@@ -140,6 +130,7 @@ class ChaosResult:
         r = self.reconciliation
         resume = self.resume_seconds()
         return {
+            "pair": f"{self.config.pair}-to-salesforce",
             "store": f"{self.config.customers} customers, {self.config.products} products, {self.config.orders} orders",
             "seconds": round(self.seconds, 1),
             "lives": len(self.lives),
@@ -182,32 +173,35 @@ class Chaos:
         self.home = tmp / "home"
         self.db_path = self.home / "ferry.db"
         self.edited: set[str] = set()
-        self.shop = ShopifySandbox(
-            tmp, seed=config.seed, customers=config.customers, products=config.products, orders=config.orders
-        )
+        self.source: SourcePair = PAIRS[config.pair](tmp, config)
         self.org = SalesforceSandbox(tmp, seed=config.seed)
         self.org.bulk.queue_delay = lambda: config.bulk_queue_seconds
-        self.shop_run: RunningSandbox | None = None
+        self.source_run: RunningSandbox | None = None
         self.org_run: RunningSandbox | None = None
+        self.clean: CleanRunInFlight | None = None
 
     # ------------------------------------------------------------------ set-up
 
     def __enter__(self) -> Chaos:
-        self.shop_run = start_in_thread(self.shop.app, self.tmp)
+        self.source_run = self.source.start()
         self.org_run = start_in_thread(self.org.app, self.tmp)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for running in (self.org_run, self.shop_run):
+        if self.clean is not None:
+            self.clean.stop()
+        for running in (self.org_run, self.source_run):
             if running is not None:
                 running.stop()
 
     def _pipeline(self) -> Path:
-        spec = yaml.safe_load(EXAMPLE.read_text())
+        spec = yaml.safe_load(self.source.example.read_text())
         spec["name"] = "chaos"
         spec["source"].update(page_size=self.config.page_size, timeout_seconds=1.5)
         spec["target"].update(
-            bulk_threshold=self.config.bulk_threshold, timeout_seconds=3.0, bulk_poll_max_interval=1.0
+            bulk_threshold=self.config.bulk_threshold,
+            timeout_seconds=3.0,
+            bulk_poll_max_interval=self.config.bulk_poll_max_interval,
         )
         # Enough tries that 3% lock errors and 5% 5xx never exhaust a valid record's budget.
         spec["retry"] = {"max_attempts": 10, "backoff_max_seconds": 1.0}
@@ -215,22 +209,27 @@ class Chaos:
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
         return path
 
-    def _env(self) -> dict[str, str]:
-        assert self.shop_run and self.org_run
-        shop = {**self.shop.credentials(self.shop_run.url), "ca_file": str(self.shop_run.ca_file)}
-        org = {**self.org.credentials(self.org_run.url), "ca_file": str(self.org_run.ca_file)}
-        return {**os.environ, **demo_env(shop, org), "FERRY_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+    def _env(
+        self,
+        org: SalesforceSandbox,
+        org_run: RunningSandbox,
+        home: Path,
+        source: tuple[Any, RunningSandbox] | None = None,
+    ) -> dict[str, str]:
+        org_info = {**org.credentials(org_run.url), "ca_file": str(org_run.ca_file)}
+        env = self.source.env(org_info, source)
+        return {**os.environ, **env, "FERRY_HOME": str(home), "PYTHONUNBUFFERED": "1"}
 
     # ------------------------------------------------------------------ the run
 
     def run(self) -> ChaosResult:
-        assert self.shop_run and self.org_run
+        assert self.source_run and self.org_run
         started = time.monotonic()
-        pipeline, env = self._pipeline(), self._env()
+        pipeline, env = self._pipeline(), self._env(self.org, self.org_run, self.home)
         spawn = time.monotonic()
         subprocess.run([sys.executable, "-m", "ferry", "--help"], env=env, capture_output=True, check=True)
         process_start = time.monotonic() - spawn
-        self.shop.faults.configure(shopify_faults(self.config.seed))
+        self.source.sandbox.faults.configure(self.source.faults(self.config.seed))
         self.org.faults.configure(salesforce_faults(self.config.seed, self.config.expire_session_every))
         lives: list[Life] = []
         kills = bulk_kills = 0
@@ -238,6 +237,9 @@ class Chaos:
         while len(lives) < self.config.max_lives and time.monotonic() < deadline:
             want_kill = kills < self.config.kills
             want_bulk = bulk_kills < self.config.bulk_kills
+            if self.source.judged_by_clean_run and not want_kill and not want_bulk and self.clean is None:
+                # This life should be the last, on a source at rest: the clean run reads a copy of it meanwhile.
+                self.clean = CleanRunInFlight(self, pipeline, self.tmp / f"clean-{len(lives)}")
             life = self._life(len(lives), pipeline, env, kill=want_kill, at_bulk=want_bulk, deadline=deadline)
             if life.killed and life.kill_phase == "bulk:results recorded":
                 life.kill_phase = "random"  # the job finished and was recorded before the kill landed
@@ -252,28 +254,31 @@ class Chaos:
                 # orders that Order and OrderItem cross bulk_threshold again, so the next life runs Bulk jobs.
                 self._edit_some(4)
                 if bulk_kills < self.config.bulk_kills:
-                    self._touch_orders(self.config.bulk_threshold)
+                    self.source.touch_orders(self.config.bulk_threshold, self.rng)
+                if self.clean is not None:  # it read the source before these edits
+                    self.clean.stop()
+                    self.clean = None
             elif life.exit_code is not None and life.exit_code not in RUN_FINISHED:
                 # A run that gives up (every retry of a call failed) is restarted, as a scheduler would; it
                 # is reported, and the reconciliation at the end says whether it cost anything.
                 life.error = self._tail(life).strip().splitlines()[-1:][0] if self._tail(life).strip() else "?"
-        faults = {f"shopify:{k}": v for k, v in self.shop.faults.describe()["injected"].items()}
+        source = self.source.name
+        faults = {f"{source}:{k}": v for k, v in self.source.sandbox.faults.describe()["injected"].items()}
         faults |= {f"salesforce:{k}": v for k, v in self.org.faults.describe()["injected"].items()}
-        self.shop.faults.clear()
+        self.source.sandbox.faults.clear()
         self.org.faults.clear()
-        records = self._records()
+        records = self._records(self.org_run)
         store = Store(self.db_path)
         letters = store.find_dead_letters(LetterFilter(pipeline="chaos", status=None), 1_000_000)
-        exp = derive(self.shop.store)
         result = ChaosResult(
             config=self.config,
             lives=lives,
-            reconciliation=reconcile(exp, records, letters, self.edited),
+            reconciliation=self.source.reconcile(records, letters, self.edited, lambda: self._clean_run(pipeline)),
             faults=faults,
             records={o: len(records[o]) for o in OBJECTS},
             dead_letters=dict(Counter(d.error_code for d in letters if d.status == "open")),
             bulk_jobs=dict(Counter(j.state for j in self.org.bulk.ingest_jobs.values())),
-            api_calls={"shopify": self.shop.stats.api_calls, "salesforce": self.org.state.budget.used},
+            api_calls={source: self.source.api_calls(), "salesforce": self.org.state.budget.used},
             bulk_reuploads=self._bulk_reuploads(),
             edited=set(self.edited),
             seconds=time.monotonic() - started,
@@ -283,6 +288,13 @@ class Chaos:
         )
         store.close()
         return result
+
+    def _clean_run(self, pipeline: Path) -> tuple[dict[str, list[dict[str, Any]]], list[DeadLetter]]:
+        """What a clean run gives, over the source's final state: the one started with the last life, else a
+        new one (a life that should have been the last was not: the source changed after it)."""
+        if self.clean is None:
+            self.clean = CleanRunInFlight(self, pipeline, self.tmp / "clean")
+        return self.clean.result()
 
     def _life(
         self, index: int, pipeline: Path, env: dict[str, str], *, kill: bool, at_bulk: bool, deadline: float
@@ -384,8 +396,8 @@ class Chaos:
 
     def _doing(self) -> str:
         """The run's phase as its durable state shows it (read, Bulk job, outbox), for the kill figures."""
-        # A stream read under way: the Shopify source's state holds its progress ("read") until its last page.
-        if self._query("SELECT 1 FROM read_states WHERE json_extract(state, '$.read') IS NOT NULL LIMIT 1"):
+        # A stream read under way: the source's state holds its progress until its last page.
+        if self._query(f"SELECT 1 FROM read_states WHERE {self.source.reading_sql} LIMIT 1"):
             return "reading"
         if self._query("SELECT 1 FROM bulk_jobs LIMIT 1"):
             return "bulk job in flight"
@@ -402,55 +414,13 @@ class Chaos:
     # ------------------------------------------------------------------ the source and the target
 
     def _edit_some(self, n: int) -> None:
-        """Rename a few valid registered customers through the Shopify API (a new version while ferry runs)."""
-        assert self.shop_run
-        exp = derive(self.shop.store)
-        valid = sorted(
-            k
-            for k in exp.people
-            if not k.startswith("guest:") and k not in exp.errors["Account"] and k not in exp.errors["Contact"]
-        )
-        ctx = ssl.create_default_context(cafile=str(self.shop_run.ca_file))
-        with httpx.Client(verify=ctx, timeout=10) as client:
-            for key in self.rng.sample(valid, min(n, len(valid))):
-                name = f"Chaos{self.rng.randrange(10_000)}"
-                for _ in range(10):  # the sandbox's own faults apply to us too
-                    try:
-                        resp = client.put(
-                            f"{self.shop_run.url}/admin/api/{SHOPIFY_API}/customers/{key}.json",
-                            json={"customer": {"id": int(key), "first_name": name}},
-                            headers={"X-Shopify-Access-Token": self.shop.access_token},
-                        )
-                    except httpx.TransportError:
-                        continue
-                    if resp.status_code == 200:
-                        self.edited.add(key)
-                        break
+        """Rename a few valid registered customers in the source (a new version while ferry runs)."""
+        self.edited |= self.source.edit_people(n, self.rng)
 
-    def _touch_orders(self, n: int) -> None:
-        """Change the note of n orders through the Shopify API: new versions of Order and its OrderItems."""
-        assert self.shop_run
-        ctx = ssl.create_default_context(cafile=str(self.shop_run.ca_file))
-        ids = sorted(int(o["id"]) for o in self.shop.store.orders)
-        with httpx.Client(verify=ctx, timeout=10) as client:
-            for oid in self.rng.sample(ids, min(n, len(ids))):
-                for _ in range(10):  # the sandbox's own faults apply to us too
-                    try:
-                        resp = client.put(
-                            f"{self.shop_run.url}/admin/api/{SHOPIFY_API}/orders/{oid}.json",
-                            json={"order": {"id": oid, "note": f"chaos {self.rng.randrange(10_000)}"}},
-                            headers={"X-Shopify-Access-Token": self.shop.access_token},
-                        )
-                    except httpx.TransportError:
-                        continue
-                    if resp.status_code == 200:
-                        break
-
-    def _records(self) -> dict[str, list[dict[str, Any]]]:
-        assert self.org_run
-        ctx = ssl.create_default_context(cafile=str(self.org_run.ca_file))
+    def _records(self, org_run: RunningSandbox) -> dict[str, list[dict[str, Any]]]:
+        ctx = ssl.create_default_context(cafile=str(org_run.ca_file))
         with httpx.Client(verify=ctx, timeout=60) as client:
-            return {o: client.get(f"{self.org_run.url}/__sandbox/records/{o}").json() for o in OBJECTS}
+            return {o: client.get(f"{org_run.url}/__sandbox/records/{o}").json() for o in OBJECTS}
 
     def _bulk_reuploads(self) -> int:
         """Records (object, external id) carried by more than one Bulk job that the org processed."""
@@ -460,7 +430,7 @@ class Chaos:
                 continue
             lines = job.data.decode("utf-8").splitlines()
             header = lines[0].split(",")
-            ext = EXTERNAL_ID[job.sobject.name]
+            ext = self.source.external_id[job.sobject.name]
             if ext not in header:
                 continue
             col = header.index(ext)
@@ -470,3 +440,47 @@ class Chaos:
 
     def _tail(self, life: Life) -> str:
         return (self.tmp / f"life-{life.index}.err").read_text()[-3000:]
+
+
+class CleanRunInFlight:
+    """A clean run: the chaos pipeline, never killed and fault-free, from a copy of the source as it is now
+    (its own sandbox, no faults) into a new org with its own ferry home. It runs alongside the chaos run's
+    last life, whose source is at rest; ``result()`` waits for it."""
+
+    def __init__(self, chaos: Chaos, pipeline: Path, tmp: Path) -> None:
+        tmp.mkdir()
+        self.chaos = chaos
+        self.home = tmp / "home"
+        source = chaos.source.at_rest_copy(tmp)
+        self.org = SalesforceSandbox(tmp, seed=chaos.config.seed)
+        self.org.bulk.queue_delay = lambda: 0.0
+        self.source_run = start_in_thread(source.app, tmp)
+        self.org_run = start_in_thread(self.org.app, tmp)
+        env = chaos._env(self.org, self.org_run, self.home, (source, self.source_run))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ferry", "run", str(pipeline), "--json"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp / "clean.err", "w"),  # noqa: SIM115 - the child holds it; read after it ends
+        )
+        self.err = tmp / "clean.err"
+
+    def result(self) -> tuple[dict[str, list[dict[str, Any]]], list[DeadLetter]]:
+        try:
+            code = self.proc.wait(timeout=600)
+            assert code in RUN_FINISHED, f"the clean run failed: {self.err.read_text()[-3000:]}"
+            records = self.chaos._records(self.org_run)
+        finally:
+            self.stop()
+        store = Store(self.home / "ferry.db")
+        try:
+            return records, store.find_dead_letters(LetterFilter(pipeline="chaos", status=None), 1_000_000)
+        finally:
+            store.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self.org_run.stop()
+        self.source_run.stop()

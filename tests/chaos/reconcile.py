@@ -166,3 +166,81 @@ def _expected_values(exp: Expected, by_key: dict[str, dict[str, dict[str, Any]]]
                 "PricebookEntryId": entries[variant]["Id"] if variant in entries else "<no entry>",
             }
     return out
+
+
+# ----------------------------------------------------------------------------- against a clean run
+
+
+def reconcile_with_reference(
+    keys: dict[str, set[str]],
+    external_id: dict[str, str],
+    fields: dict[str, list[str]],
+    records: dict[str, list[dict[str, Any]]],
+    letters: list[DeadLetter],
+    clean: tuple[dict[str, list[dict[str, Any]]], list[DeadLetter]],
+    newest: dict[str, dict[str, dict[str, Any]]],
+    touched: dict[str, set[str]],
+) -> Reconciliation:
+    """The org against the source's final state, record by record, with a clean run as the judge of values.
+
+    ``keys`` (per object) are derived from the source's raw records alone: each must be in the org once or
+    in the dead-letter queue. A clean run (never killed, fault-free, over the final state, into a new org)
+    says which records are invalid and for which (code, field) reasons, and what each mapped field
+    (``fields``) of a written record holds; references (``...Id``) are compared by the external id of the
+    record they point at, since the two orgs give different Ids. ``newest`` adds what the source itself says
+    some fields must hold (object -> key -> field -> value): the edits made while ferry ran. A wrong value
+    on a record in ``touched`` (object -> keys whose source changed during the run) counts as stale.
+    """
+    clean_records, clean_letters = clean
+    ours, theirs = _external_keys(records, external_id), _external_keys(clean_records, external_id)
+    out: dict[str, ObjectFigures] = {}
+    for obj in OBJECTS:
+        f = out[obj] = ObjectFigures()
+        ext = external_id[obj]
+        counts = Counter(r[ext] for r in records[obj])
+        written = {r[ext]: r for r in records[obj]}
+        clean_written = {r[ext]: r for r in clean_records[obj]}
+        dead = {d.record_key: d for d in letters if d.status == "open" and d.object == obj}
+        invalid = {d.record_key: _reasons(d) for d in clean_letters if d.status == "open" and d.object == obj}
+        source = keys[obj]
+        f.source, f.in_target = len(source), len(counts)
+        f.duplicated = sum(1 for n in counts.values() if n > 1)
+        lost = source - set(counts) - set(dead)
+        f.lost, f.extra = len(lost), len(set(counts) - source)
+        for k in sorted(lost)[:3]:
+            f.note(f"lost {k}")
+        unexplained = source - set(clean_written) - set(invalid)
+        f.lost += len(unexplained - lost)  # the clean run lost it: the reference itself is wrong
+        for k in sorted(unexplained)[:3]:
+            f.note(f"{k}: neither written nor dead-lettered by the clean run")
+        f.invalid = len(invalid)
+        for key, want in invalid.items():
+            got = _reasons(dead[key]) if key in dead else set()
+            if got == want and key not in counts:
+                f.invalid_right_reason += 1
+            else:
+                f.note(f"invalid {key}: expected {sorted(want)}, dead letter {sorted(got)}, in target {key in counts}")
+        wrongly = set(dead) - set(invalid)
+        f.wrongly_dead_lettered = len(wrongly)
+        for k in sorted(wrongly)[:3]:
+            f.note(f"valid {k} dead-lettered: {dead[k].error_code} {dead[k].message[:120]}")
+        for key, row in written.items():
+            clean_row = clean_written.get(key, {})
+            holds = {n: theirs.get(v, v) for n, v in clean_row.items() if n in fields[obj]}
+            holds |= newest.get(obj, {}).get(key, {})
+            diff = [(n, v, ours.get(row.get(n), row.get(n))) for n, v in holds.items()
+                    if ours.get(row.get(n), row.get(n)) != v]
+            if diff:
+                f.wrong += 1
+                f.stale += key in touched.get(obj, set())
+                f.note(f"{key}: (field, want, got) {diff[:3]}")
+    return Reconciliation(out)
+
+
+def _reasons(letter: DeadLetter) -> set[tuple[str, str]]:
+    return {(e["code"], fl) for e in letter.errors for fl in e.get("fields") or [""]}
+
+
+def _external_keys(records: dict[str, list[dict[str, Any]]], external_id: dict[str, str]) -> dict[Any, str]:
+    """Salesforce Id -> "<object>:<external id>", to compare references across two orgs."""
+    return {r["Id"]: f"{obj}:{r.get(external_id[obj])}" for obj, rows in records.items() for r in rows}

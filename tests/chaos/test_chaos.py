@@ -1,12 +1,14 @@
 """Chaos: a sync of a generated store through faulty sandboxes while `ferry run` is SIGKILLed and restarted.
 
-The short version runs with the normal suite; `make chaos` runs the long one (the demo-sized store, more
-kills) and prints the figures. Both end with a full reconciliation: nothing lost, nothing duplicated, no
+Each pair (Shopify -> Salesforce, WooCommerce -> Salesforce: ``pairs.PAIRS``) runs it. The short version
+runs with the normal suite; `make chaos` runs the long one (the demo-sized store, more kills) and prints
+the figures. Both end with a full reconciliation: nothing lost, nothing duplicated, no
 wrong or stale value, no valid record dead-lettered, every invalid record dead-lettered for the right reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -40,10 +42,13 @@ def _check(result: ChaosResult) -> None:
     assert result.resume_seconds(), "no restart after a kill was timed"
 
 
-def test_chaos_short(tmp_path: Path) -> None:
+# The short version of each pair (in `make test`). Shopify's is the original one; WooCommerce's is smaller
+# (3+ kills, one of them during a Bulk job) so that both together stay within ~1.5x of Shopify's alone.
+SHORT = {
     # A small store makes few API calls (~60 with Bulk): the session expires every 25 of them, not 500, to be
     # seen at all.
-    config = ChaosConfig(
+    "shopify": ChaosConfig(
+        pair="shopify",
         seed=3,
         customers=80,
         products=15,
@@ -55,15 +60,27 @@ def test_chaos_short(tmp_path: Path) -> None:
         bulk_threshold=100,  # Order and OrderItem go through Bulk API 2.0
         bulk_queue_seconds=0.8,
         expire_session_every=25,
-    )
-    with Chaos(tmp_path, config) as chaos:
-        _check(chaos.run())
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
-def test_chaos_long(tmp_path: Path) -> None:
-    config = ChaosConfig(
+    ),
+    "woocommerce": ChaosConfig(
+        pair="woocommerce",
+        seed=3,
+        customers=30,
+        products=8,
+        orders=60,
+        kills=2,  # at random, plus at least one while a Bulk job is in flight (a life of its own if need be)
+        bulk_kills=1,
+        max_seconds=200,
+        page_size=20,
+        bulk_threshold=50,  # OrderItem (and Order, once orders are touched) go through Bulk API 2.0
+        kill_after=(0.0, 0.8),
+        bulk_queue_seconds=0.3,
+        bulk_poll_max_interval=0.3,  # a job is looked at every 0.3 s, not after 1 s: the short run's time
+        expire_session_every=12,
+    ),
+}
+LONG = {
+    "shopify": ChaosConfig(
+        pair="shopify",
         seed=13,  # its fault draws include every kind (seed 11's first few hundred calls draw no Shopify timeout)
         customers=1000,
         products=200,
@@ -79,6 +96,20 @@ def test_chaos_long(tmp_path: Path) -> None:
         # Bulk API keeps a 10,000-record sync to a few hundred calls: at every 500 calls the session would
         # expire once at most, so it expires every 100 (the figures print both the setting and the calls).
         expire_session_every=100,
-    )
-    with Chaos(tmp_path, config) as chaos:
+    ),
+}
+LONG["woocommerce"] = dataclasses.replace(LONG["shopify"], pair="woocommerce")
+
+
+@pytest.mark.parametrize("pair", SHORT)
+def test_chaos_short(tmp_path: Path, pair: str) -> None:
+    with Chaos(tmp_path, SHORT[pair]) as chaos:
+        _check(chaos.run())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("pair", LONG)
+def test_chaos_long(tmp_path: Path, pair: str) -> None:
+    with Chaos(tmp_path, LONG[pair]) as chaos:
         _check(chaos.run())

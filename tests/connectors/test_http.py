@@ -6,7 +6,7 @@ codes whose classification is under test); conversations with real systems are i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -248,6 +248,49 @@ async def test_a_session_refused_after_refresh_is_an_auth_error() -> None:
         with pytest.raises(AuthError):
             await core.request("GET", "/x", auth=auth)
     assert auth.refreshes == 1
+
+
+async def test_a_generated_body_refused_for_an_expired_session_is_sent_whole_after_the_refresh() -> None:
+    # The chaos suite's WooCommerce pair found it: a Bulk API upload (CSV generated while sent) answered
+    # 401 INVALID_SESSION_ID failed the whole run, since a generated body could not be sent twice.
+    sleeps = Sleeps()
+    auth = FakeAuth()
+    bodies: list[bytes] = []
+    pulled: list[int] = []
+
+    async def csv_rows() -> AsyncIterator[bytes]:
+        yield b"Name,Ext__c\n"
+        for i in range(3000):  # past the spool's in-memory part: the rest goes to disk
+            pulled.append(i)
+            yield f"row {i},{i}\n".encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.read())
+        ok = request.headers["Authorization"] == "Bearer tok2"
+        return httpx.Response(201 if ok else 401, json={})
+
+    async with _core(handler, sleeps, classify=_session_classifier) as core:
+        response = await core.request("PUT", "/batches", content=csv_rows(), auth=auth, idempotent=False)
+    want = b"Name,Ext__c\n" + b"".join(f"row {i},{i}\n".encode() for i in range(3000))
+    assert response.status_code == 201 and auth.refreshes == 1
+    assert bodies == [want, want] and pulled == list(range(3000))  # the generator itself ran once
+
+
+async def test_a_generated_body_is_still_never_retried_after_other_faults() -> None:
+    sleeps = Sleeps()
+    calls: list[bytes] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a,b\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.read())
+        return httpx.Response(503)
+
+    async with _core(handler, sleeps, classify=_session_classifier) as core:
+        with pytest.raises(TransientError):
+            await core.request("PUT", "/batches", content=body(), auth=FakeAuth(), idempotent=False)
+    assert calls == [b"a,b\n"]
 
 
 def test_ca_file_must_exist(tmp_path: Path) -> None:

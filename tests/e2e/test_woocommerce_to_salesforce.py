@@ -98,10 +98,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 @pytest.fixture(scope="module")
 def expected(world: World) -> dict[str, set[str]]:
     """Every key each object must hold, from the store's raw records alone."""
-    orders = [o for o in world.raw(world.woo_run, "records/orders") if o["status"] not in NOT_LISTED]
-    customers = [c for c in world.raw(world.woo_run, "records/customers") if c.get("role", "customer") == "customer"]
-    products = [p for p in world.raw(world.woo_run, "records/products") if p["status"] != "trash"]
-    variations = world.raw(world.woo_run, "records/variations")
+    raw = {name: world.raw(world.woo_run, f"records/{name}") for name in ("customers", "products", "variations",
+                                                                         "orders")}
+    return expected_keys(raw["customers"], raw["products"], raw["variations"], raw["orders"])
+
+
+def expected_keys(customers: list[dict[str, Any]], products: list[dict[str, Any]], variations: list[dict[str, Any]],
+                  orders: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """The keys of each Salesforce object, from the store's raw records (``/__sandbox/records/...``) alone."""
+    orders = [o for o in orders if o["status"] not in NOT_LISTED]
+    customers = [c for c in customers if c.get("role", "customer") == "customer"]
+    products = [p for p in products if p["status"] != "trash"]
     guests = {_guest_key(o) for o in orders if not o["customer_id"]}
     sold = {str(v["id"]) for v in variations if any(p["id"] == v["product_id"] and p["type"] == "variable"
                                                        for p in products)}

@@ -8,7 +8,8 @@ What it guarantees:
   only it knows (Salesforce's ``UNABLE_TO_LOCK_ROW``, its daily budget, its expired session).
 * Only transient errors are retried, with exponential backoff and full jitter, a capped number of
   attempts, and ``Retry-After`` honoured when the error carries one.
-* An expired session is refreshed once (through the connector's ``Authenticator``) and the call repeated.
+* An expired session is refreshed once (through the connector's ``Authenticator``) and the call repeated,
+  a generated (streamed) body included: it is spooled as it is sent, so the repeat sends it whole.
 * Error messages and log lines are built from method, path (never the query string, which may carry
   tokens), status and the remote system's own error code and message. Headers never appear.
 * Calls are counted per label (for example the target object) so the engine can report API usage.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import tempfile
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -358,6 +360,9 @@ class HttpCore:
         except FerryError as exc:
             self._summarize_retries(method, url, retries, exc)
             raise
+        finally:
+            if call.spool is not None:
+                call.spool.close()
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 
     @asynccontextmanager
@@ -412,6 +417,32 @@ class HttpCore:
         return before_sleep
 
 
+class _SpooledBody:
+    """A generated request body kept as it is sent, so that it can be sent again from its first byte.
+
+    The source iterator is pulled once, in step with the sending; every chunk is written to a spooled
+    temporary file (memory up to ``in_memory`` bytes, then an unlinked file on disk) before it is handed on,
+    so an attempt cut short loses nothing. A later attempt sends the spooled bytes, then pulls the rest.
+    """
+
+    def __init__(self, source: AsyncIterable[bytes], in_memory: int = 1 << 20) -> None:
+        self._source = aiter(source)
+        self._spool = tempfile.SpooledTemporaryFile(max_size=in_memory)  # noqa: SIM115 - close(), once sent
+
+    async def attempt(self) -> AsyncIterator[bytes]:
+        size = self._spool.seek(0, 2)
+        self._spool.seek(0)
+        while self._spool.tell() < size:
+            yield self._spool.read(min(1 << 16, size - self._spool.tell()))
+        async for chunk in self._source:
+            self._spool.seek(0, 2)
+            self._spool.write(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        self._spool.close()
+
+
 class _Call:
     """One logical call: its attempts share the refresh-once budget."""
 
@@ -444,8 +475,10 @@ class _Call:
         self.idempotent = idempotent
         self.count = count
         self.stream = stream
-        # A generated body is consumed by the first attempt: it can be sent once only.
+        # A generated body is consumed by the first attempt: it is never retried. One exception: a session
+        # refused (401) before the server acted on anything; the refreshed call sends the spooled body again.
         self.replayable = content is None or isinstance(content, bytes | str)
+        self.spool = _SpooledBody(content) if auth is not None and isinstance(content, AsyncIterable) else None
         self.refreshed = False
 
     async def once(self) -> httpx.Response:
@@ -459,7 +492,7 @@ class _Call:
                 return response
             if self.stream:
                 await response.aclose()
-            if isinstance(error, SessionExpired) and self.auth is not None and self.replayable:
+            if isinstance(error, SessionExpired) and self.auth is not None and (self.replayable or self.spool):
                 if self.refreshed:
                     raise AuthError(f"{error} (still refused right after a fresh login)", code=error.code)
                 # Marked only once the refresh worked: a token endpoint outage is retried like any other fault.
@@ -485,7 +518,7 @@ class _Call:
                 self.method,
                 self.url,
                 params=self.params,
-                content=self.content,
+                content=self.spool.attempt() if self.spool is not None else self.content,
                 data=self.data,
                 headers=headers,
             )
