@@ -20,7 +20,12 @@ class ShopifyConfig(BaseModel):
     api_version: str = "2025-07"
     ca_file: Path | None = None
     streams: list[ShopifyStream] = Field(default_factory=lambda: list(ALL_STREAMS))
+    # GraphQL Admin API (the default: Shopify's REST Admin API is legacy since 2024-10) or today's REST reads.
+    api: Literal["graphql", "rest"] = "graphql"
     page_size: int = Field(250, ge=1, le=250)
+    # GraphQL: a read expecting more changed records than this runs as one Bulk Operation, fewer are paged
+    # (a page costs ~35 points an order by Shopify's cost rule: 50 fit the Standard plan's 2,000-point bucket).
+    bulk_threshold: int = Field(50, ge=0)
     timeout_seconds: float = Field(30.0, gt=0)
 
     @field_validator("ca_file", mode="before")
