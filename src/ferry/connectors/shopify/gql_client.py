@@ -63,9 +63,11 @@ class CostPacer:
     def wait_for(self, cost: int) -> float:
         """Seconds until the bucket holds ``cost`` points (0 when it does, or when nothing is known yet)."""
         level = self.level()
-        if level is None or level >= cost:
-            return 0.0
-        return (cost - level) / self.restore_rate
+        # A margin of a quarter second of restore: our clock reads the status a little after the store did.
+        need = cost + self.restore_rate * 0.25
+        if level is None or level >= need or (self.maximum is not None and need > self.maximum >= cost > level):
+            return 0.0 if level is None or level >= cost else (cost - level) / self.restore_rate
+        return (need - level) / self.restore_rate
 
     async def acquire(self, cost: int) -> None:
         pause = self.wait_for(cost)
