@@ -106,20 +106,22 @@ async def test_bulk_backfill_equals_rest_read_record_for_record(store: Store) ->
 
 
 async def test_bulk_read_resumes_its_operation_after_a_crash(store: Store) -> None:
-    async with ShopifySource(store.config(bulk_threshold=0, page_size=50)) as source:
+    async with ShopifySource(store.config(bulk_threshold=0, bulk_page_size=50)) as source:
         pages = source.read("orders", None)
         first = await anext(pages)  # the operation's id, saved before any record
         assert first.records == [] and first.state["bulk"]["id"].startswith("gid://shopify/BulkOperation/")
         second = await anext(pages)
-        assert len(second.records) == 50
+        assert len(second.records) >= 50
         await pages.aclose()  # the run dies here, its operation possibly still running
     saved = second.state
-    async with ShopifySource(store.config(bulk_threshold=0, page_size=50)) as again:
+    async with ShopifySource(store.config(bulk_threshold=0, bulk_page_size=50)) as again:
         records, states = await _read(again, "orders", saved)
         runs = again._graphql.client.http.calls["bulk_run"]  # type: ignore[union-attr]
     assert runs == 0  # found again by id, not started twice
     ids = [r["id"] for r in second.records] + [r["id"] for r in records]
-    assert len(ids) == len(set(ids)) == COUNTS["orders"]
+    # Every order once, but for the few whose refunds were still being read when the page was saved: staging
+    # takes a record read twice at one version once.
+    assert len(set(ids)) == COUNTS["orders"] and len(ids) - len(set(ids)) < 50
     assert "bulk" not in states[-1] and states[-1]["cursor"]
 
 

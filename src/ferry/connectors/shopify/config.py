@@ -26,6 +26,9 @@ class ShopifyConfig(BaseModel):
     # GraphQL: a read expecting more changed records than this runs as one Bulk Operation, fewer are paged
     # (a page costs ~35 points an order by Shopify's cost rule: 50 fit the Standard plan's 2,000-point bucket).
     bulk_threshold: int = Field(50, ge=0)
+    # GraphQL: top-level records per staged page of a bulk read's result file (each page is saved with the read's
+    # place in the file; larger pages mean fewer refund-detail queries and fewer saves).
+    bulk_page_size: int = Field(2000, ge=1)
     timeout_seconds: float = Field(30.0, gt=0)
 
     @field_validator("ca_file", mode="before")

@@ -54,7 +54,7 @@ _CHILD: dict[str, tuple[str, str, int] | None] = {
     "products": ("variants", shape.VARIANT, 20),
     "orders": ("lineItems", shape.LINE, 5),
 }
-_NODE_COST = {"customers": 4, "products": 4 + (2 + 20 * 2), "orders": 16 + (2 + 5 * 9)}
+_NODE_COST = {"customers": 4, "products": 4 + (2 + 20 * 2), "orders": 18 + (2 + 5 * 9)}
 _CHILD_TYPE = {"products": "Product", "orders": "Order"}
 
 
@@ -76,9 +76,11 @@ class GraphQLReads:
         page_size: int,
         bulk_threshold: int,
         version: Callable[[str, dict[str, Any]], str],
+        bulk_page_size: int = 2000,
     ) -> None:
         self.client = client
         self.page_size = page_size
+        self.bulk_page_size = bulk_page_size
         self.bulk_threshold = bulk_threshold
         self.version = version
         self.shaper: shape.Shaper | None = None
@@ -162,23 +164,36 @@ class GraphQLReads:
         done: int,
         newest: str | None,
     ) -> AsyncIterator[SourcePage]:
+        """Pages of the result file. An order with refunds waits until a query's worth of refunds (the cost
+        cap) waits, so their details take as few calls as they can; the state's ``done`` stops before the
+        first one still waiting (a resume reads on from there; what it reads twice staging takes once)."""
         seen = 0
-        batch: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
-        async for group in _grouped(jobs.results(outcome)):
+        ready: list[dict[str, Any]] = []
+        waiting = _Waiting()
+        async for node, children in _grouped(jobs.results(outcome)):
             seen += 1
             if seen <= done:
                 continue  # staged before the crash
-            batch.append(group)
-            if len(batch) >= self.page_size:
-                records = await self._shape_all(stream, batch)
-                newest = _newest(newest, (self.version(stream, r) for r in records))
-                progress = {"id": outcome.id, "since": since, "done": seen, "newest": newest}
-                yield SourcePage(records, {"cursor": cursor, "bulk": progress}, done > 0)
-                batch = []
-        records = await self._shape_all(stream, batch)
-        newest = _newest(newest, (self.version(stream, r) for r in records))
+            if stream == "orders" and shape.refund_ids(node):
+                waiting.add(seen, node, children)
+                if waiting.cost >= MAX_COST - shape.refund_lines_cost(5):
+                    ready += await self._orders_with_refunds(waiting.take())
+            else:
+                ready += await self._shape_all(stream, [(node, children)])
+            if len(ready) >= self.bulk_page_size:
+                newest = _newest(newest, (self.version(stream, r) for r in ready))
+                progress = {"id": outcome.id, "since": since, "done": waiting.before(seen), "newest": newest}
+                yield SourcePage(ready, {"cursor": cursor, "bulk": progress}, done > 0)
+                ready = []
+        ready += await self._orders_with_refunds(waiting.take())
+        newest = _newest(newest, (self.version(stream, r) for r in ready))
         final = Progress(ORDERED, since, None, newest, read_start(_store_time(outcome.created_at)))
-        yield SourcePage(records, ReadState(moved_cursor(cursor, final)).as_json(), done > 0)
+        yield SourcePage(ready, ReadState(moved_cursor(cursor, final)).as_json(), done > 0)
+
+    async def _orders_with_refunds(
+        self, groups: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+    ) -> list[dict[str, Any]]:
+        return await self._shape_all("orders", groups) if groups else []
 
     async def _shape_all(
         self, stream: str, groups: list[tuple[dict[str, Any], list[dict[str, Any]]]]
@@ -188,7 +203,8 @@ class GraphQLReads:
             return [self.shaper.customer(node) for node, _ in groups]
         if stream == "products":
             return [self.shaper.product(node, children) for node, children in groups]
-        details = await self.refund_details([rid for node, _ in groups for rid in shape.refund_ids(node)])
+        wanted = [(rid, max(1, len(children))) for node, children in groups for rid in shape.refund_ids(node)]
+        details = await self.refund_details(wanted)
         return [self.shaper.order(node, children, details) for node, children in groups]
 
     # ------------------------------------------------------------------ paged (reader.PageReader)
@@ -247,21 +263,39 @@ class GraphQLReads:
             after = info.get("endCursor")
         return items
 
-    async def refund_details(self, ids: list[str]) -> dict[Any, dict[str, Any]]:
-        """What each refund's own connections hold (its line items and transactions), by refund gid: as many
-        refunds a query as the cost cap allows."""
-        per_query = max(1, (MAX_COST - 1) // (shape.REFUND_DETAIL_COST + 1))
+    async def refund_details(self, wanted: list[tuple[str, int]]) -> dict[Any, dict[str, Any]]:
+        """Each refund's line items, by refund gid. ``wanted``: (refund gid, lines of its order), the most it
+        can have; a refund with more (never seen) is read again alone with a full page."""
         out: dict[Any, dict[str, Any]] = {}
-        document = f"query Refunds($ids: [ID!]!) {{ nodes(ids: $ids) {{ {shape.REFUND_DETAIL} }} }}"
-        for start in range(0, len(ids), per_query):
-            chunk = ids[start : start + per_query]
-            answer = await self.client.query(
-                document, {"ids": chunk}, cost=len(chunk) * (shape.REFUND_DETAIL_COST + 1), label="refunds"
-            )
-            for node in answer.data.get("nodes") or ():
-                if isinstance(node, dict) and node.get("id"):
-                    out[node["id"]] = node
+        batch: list[tuple[str, int]] = []
+        for item in [*wanted, None]:
+            cost = sum(shape.refund_lines_cost(n) for _, n in batch)
+            if item is None or (batch and cost + shape.refund_lines_cost(item[1]) > MAX_COST):
+                if batch:
+                    out.update(await self._refund_batch(batch, cost))
+                batch = []
+            if item is not None:
+                batch.append(item)
+        short = [
+            (rid, 250)
+            for rid, node in out.items()
+            if (node.get("refundLineItems") or {}).get("pageInfo", {}).get("hasNextPage")
+        ]
+        for item in short:
+            out.update(await self._refund_batch([item], shape.refund_lines_cost(250)))
         return out
+
+    async def _refund_batch(self, batch: list[tuple[str, int]], cost: int) -> dict[Any, dict[str, Any]]:
+        params = ", ".join(f"$r{i}: ID!" for i in range(len(batch)))
+        fields = " ".join(
+            f"r{i}: node(id: $r{i}) {{ ... on Refund {{ id refundLineItems(first: {n}) {{ {shape.REFUND_LINES} }} }} }}"
+            for i, (_, n) in enumerate(batch)
+        )
+        variables = {f"r{i}": rid for i, (rid, _) in enumerate(batch)}
+        answer = await self.client.query(
+            f"query Refunds({params}) {{ {fields} }}", variables, cost=cost, label="refunds"
+        )
+        return {node["id"]: node for node in answer.data.values() if isinstance(node, dict) and node.get("id")}
 
     # ------------------------------------------------------------------ one record
     async def fetch(self, stream: str, key: str) -> dict[str, Any] | None:
@@ -331,6 +365,29 @@ async def _grouped(
                 raise PermanentError(f"bulk result: a nested object of {owner} is not under its parent")
     if parent is not None:
         yield parent, children
+
+
+class _Waiting:
+    """Orders of a bulk read waiting for their refunds' details, with the cost of asking for them."""
+
+    def __init__(self) -> None:
+        self.groups: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        self.first: int | None = None  # position in the file of the first one waiting
+        self.cost = 0
+
+    def add(self, position: int, node: dict[str, Any], children: list[dict[str, Any]]) -> None:
+        if self.first is None:
+            self.first = position
+        self.groups.append((node, children))
+        self.cost += sum(shape.refund_lines_cost(max(1, len(children))) for _ in shape.refund_ids(node))
+
+    def take(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        groups, self.groups, self.first, self.cost = self.groups, [], None, 0
+        return groups
+
+    def before(self, seen: int) -> int:
+        """Top-level objects done for good: all seen, or those before the first one still waiting."""
+        return seen if self.first is None else self.first - 1
 
 
 def _newest(current: str | None, versions: Any) -> str | None:

@@ -53,6 +53,7 @@ class ShopifySource(AsyncResource):
                 client,
                 page_size=config.page_size,
                 bulk_threshold=config.bulk_threshold,
+                bulk_page_size=config.bulk_page_size,
                 version=shopify_normalize.record_version,
             )
 
