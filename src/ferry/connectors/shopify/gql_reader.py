@@ -17,6 +17,7 @@ while it ran is at least that new, so the next read meets it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -149,7 +150,10 @@ class GraphQLReads:
             progress = {"id": job_id, "since": since, "done": 0, "newest": newest}
             # Saved before anything else: a crash from here on finds this operation again.
             yield SourcePage([], {"cursor": cursor, "bulk": progress}, bool(saved))
+            started = time.monotonic()
             outcome = await jobs.wait(job_id, expected_rows=expected)
+            log.info("read.bulk_finished", stream=stream, status=outcome.status, objects=outcome.object_count,
+                     seconds=round(time.monotonic() - started, 2), polls=jobs.polls)
         self.bulk_polls += jobs.polls
         async for page in self._bulk_pages(stream, jobs, outcome, since, cursor, done, newest):
             yield page
