@@ -182,3 +182,23 @@ async def test_pages_pace_themselves_by_throttle_status(store: Store) -> None:
     finally:
         store.graphql_settings({"plan": "standard"})
     assert len(records) == COUNTS["customers"]
+
+
+async def test_fetch_one_record_again_gives_the_rest_records_canonical_form(store: Store) -> None:
+    async with ShopifySource(store.config(api="rest")) as rest:
+        orders, _ = await _read(rest, "orders")
+        refunded = next(o for o in orders if o.get("refunds"))
+        products, _ = await _read(rest, "products")
+        expected = {
+            "orders": await rest.fetch("orders", str(refunded["id"])),
+            "products": await rest.fetch("products", str(products[0]["id"])),
+        }
+    async with ShopifySource(store.config()) as gql:
+        for stream, raw in expected.items():
+            assert raw is not None
+            got = await gql.fetch(stream, str(raw["id"]))
+            assert got is not None
+            assert _without_local_day(shopify_normalize.normalize(stream, got)) == _without_local_day(
+                shopify_normalize.normalize(stream, raw)
+            )
+        assert await gql.fetch("orders", "999999999") is None
