@@ -329,8 +329,9 @@ def print_plan(console: Console, report: Any) -> None:
     reads = getattr(report, "source_reads", None) or {}
     if reads:
         parts = [f"{s}: {r.get('mode')}" + (f" ({r['expected']:,} changed)" if r.get("expected") is not None else "")
-                 for s, r in reads.items()]
-        console.print(f"source reads: {', '.join(parts)}")
+                 for s, r in reads.items() if r.get("mode")]
+        errors = {r["error"] for r in reads.values() if r.get("error")}
+        console.print(f"source reads: {', '.join(parts)}" if parts else f"source reads: unknown ({', '.join(errors)})")
     for o in report.objects:
         table = Table(title=f"{o.name} ← {o.entity}, upsert by {o.external_id}", title_justify="left")
         for c in ("target field", "from", "type", "length", "required"):

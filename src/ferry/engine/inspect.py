@@ -15,7 +15,7 @@ from ferry.core.schema import ObjectSchema
 from ferry.core.writes import choose_write
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
-from ferry.errors import ConfigError, PermanentError
+from ferry.errors import ConfigError, FerryError, PermanentError
 from ferry.mapping.spec import (
     CoalesceExpr,
     FieldExpr,
@@ -156,7 +156,13 @@ async def _source_reads(source: Any, store: Store, pipeline: str) -> dict[str, A
     plan_read = getattr(source, "plan_read", None)
     if plan_read is None:
         return {}
-    return {stream: await plan_read(stream, store.read_state(pipeline, stream)) for stream in source.streams}
+    reads: dict[str, Any] = {}
+    for stream in source.streams:
+        try:
+            reads[stream] = await plan_read(stream, store.read_state(pipeline, stream))
+        except FerryError as exc:  # the source is out of reach: the plan of the target still stands
+            return {s: {"stream": s, "mode": None, "error": str(exc)} for s in source.streams}
+    return reads
 
 
 def _target_usage(status: dict[str, Any] | None) -> tuple[int, int] | None:

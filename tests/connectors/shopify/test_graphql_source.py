@@ -202,3 +202,13 @@ async def test_fetch_one_record_again_gives_the_rest_records_canonical_form(stor
                 shopify_normalize.normalize(stream, raw)
             )
         assert await gql.fetch("orders", "999999999") is None
+
+
+async def test_plan_read_picks_bulk_for_a_backfill_and_pages_for_a_few_changes(store: Store) -> None:
+    async with ShopifySource(store.config(api="rest")) as rest:
+        orders, states = await _read(rest, "orders")
+    async with ShopifySource(store.config()) as source:
+        backfill = await source.plan_read("orders", None)
+        catch_up = await source.plan_read("orders", states[-1])  # only what changed at the cursor's second
+    assert backfill == {"stream": "orders", "mode": "bulk", "expected": COUNTS["orders"]}
+    assert catch_up["mode"] == "paged" and 1 <= catch_up["expected"] <= 50
