@@ -40,7 +40,18 @@ def test_demo_json_has_every_object_with_every_column(demo_run: tuple[Path, dict
         for col in COLUMNS:
             assert col in objects[name], f"{name} lacks {col}"
     assert isinstance(out["seconds"], float | int) and out["seconds"] > 0
-    assert out["source"] == {"system": "shopify", "api_calls": out["source_api_calls"]}
+    source = out["source"]
+    assert isinstance(source, dict)
+    assert {k: source[k] for k in ("system", "api", "api_calls")} == {
+        "system": "shopify",
+        "api": "graphql",
+        "api_calls": out["source_api_calls"],
+    }
+    # A demo store is a backfill: every stream is one Bulk Operation, and the store's counts are what was read.
+    assert {s: r["mode"] for s, r in source["reads"].items()} == dict.fromkeys(
+        ("customers", "products", "orders"), "bulk"
+    )
+    assert {s: r["expected"] for s, r in source["reads"].items()} == out["source_records"]
 
 
 def test_demo_plans_by_cost_and_accounts_for_every_record(demo_run: tuple[Path, dict[str, object]]) -> None:
