@@ -33,6 +33,7 @@ from ferry.sandbox.shopify.generator import generate_store
 
 SEED = 7
 TIMEOUT = 3 * 3600.0
+SHOPIFY_API = ["graphql"]  # the API ferry's pipeline reads Shopify through (--shopify-api)
 _expected: dict[int, reconcile.Expected] = {}
 
 
@@ -80,7 +81,8 @@ def run_one(contender: Contender, orders: int, latency: str) -> Row:
         with both_sandboxes(work, orders, latency, SEED) as (shop, org):
             shop_calls0 = shop.admin("stats")["api_calls"]
             org_calls0 = org.admin("stats")["api_calls"]
-            env = {**contender_env(shop, org), "FERRY_HOME": str(work / "home"), "FERRY_BENCH_TMP": tmp}
+            env = {**contender_env(shop, org), "FERRY_HOME": str(work / "home"), "FERRY_BENCH_TMP": tmp,
+                   "SHOPIFY_API": SHOPIFY_API[0]}
             m = run_measured(contender.command(), env, [shop, org], TIMEOUT)
             if m.returncode != 0:
                 raise RuntimeError(f"{contender.name} failed ({m.returncode}): {m.stderr}")
@@ -143,7 +145,10 @@ def main() -> None:
                          "~3.3 GiB per 10,000 orders: give script_bulk2=10000 for 100,000-order runs")
     ap.add_argument("--save", type=Path, default=Path(__file__).with_name("e2e-results.json"),
                     help="JSON file the rows are merged into (the table prints every saved row)")
+    ap.add_argument("--shopify-api", choices=("graphql", "rest"), default="graphql",
+                    help="the Shopify API ferry reads through (the scripts always use REST)")
     args = ap.parse_args()
+    SHOPIFY_API[0] = args.shopify_api
     new: list[Row] = []
     for orders in (int(x) for x in args.orders.split(",")):
         for latency in args.latency.split(","):

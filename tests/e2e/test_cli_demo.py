@@ -14,8 +14,10 @@ OBJECTS = ("Account", "Contact", "Product2", "PricebookEntry", "Order", "OrderIt
 COLUMNS = ("read", "written", "created", "updated", "dead_lettered", "api_calls", "strategy")
 
 
-def _ferry(args: list[str], home: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FERRY_HOME": str(home)}
+def _ferry(
+    args: list[str], home: Path, timeout: float = 240, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FERRY_HOME": str(home), **(extra_env or {})}
     return subprocess.run(
         [sys.executable, "-m", "ferry", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -40,7 +42,31 @@ def test_demo_json_has_every_object_with_every_column(demo_run: tuple[Path, dict
         for col in COLUMNS:
             assert col in objects[name], f"{name} lacks {col}"
     assert isinstance(out["seconds"], float | int) and out["seconds"] > 0
-    assert out["source"] == {"system": "shopify", "api_calls": out["source_api_calls"]}
+    source = out["source"]
+    assert isinstance(source, dict)
+    assert {k: source[k] for k in ("system", "api", "api_calls")} == {
+        "system": "shopify",
+        "api": "rest",  # the example pipeline's default (SHOPIFY_API unset)
+        "api_calls": out["source_api_calls"],
+    }
+
+
+def test_demo_over_graphql_reads_each_stream_as_one_bulk_operation(tmp_path: Path) -> None:
+    proc = _ferry(
+        ["demo", "--customers", "150", "--products", "60", "--orders", "1000", "--json"],
+        tmp_path,
+        extra_env={"SHOPIFY_API": "graphql"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    source = out["source"]
+    assert (source["system"], source["api"], source["api_calls"]) == ("shopify", "graphql", out["source_api_calls"])
+    # A demo store is a backfill: every stream is one Bulk Operation, and the store's counts are what was read.
+    assert {s: r["mode"] for s, r in source["reads"].items()} == dict.fromkeys(
+        ("customers", "products", "orders"), "bulk"
+    )
+    assert {s: r["expected"] for s, r in source["reads"].items()} == out["source_records"]
+    assert out["status"] == "succeeded"
 
 
 def test_demo_plans_by_cost_and_accounts_for_every_record(demo_run: tuple[Path, dict[str, object]]) -> None:

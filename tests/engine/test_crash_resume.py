@@ -79,7 +79,7 @@ _PAGES = "SELECT json_extract(state, '$.read.pages') FROM read_states WHERE stre
 
 
 def test_a_read_killed_mid_stream_continues_at_the_next_page(tmp_path: Path) -> None:
-    with world(tmp_path, customers=80) as w:
+    with world(tmp_path, customers=80, shopify_api="rest") as w:  # REST pages: the kill lands between them
         # Slow pages (150 ms each) of 5 customers: the kill lands after a few pages are staged.
         w.shop.faults.configure({"rules": [{"kind": "latency", "latency_ms": 150, "path": "customers"}]})
         pipeline = w.pipeline_file("pages", lambda s: s["source"].update(page_size=5))
@@ -145,7 +145,7 @@ async def test_a_read_an_older_ferry_left_in_id_order_is_finished_with_its_catch
     from ferry.engine.runner import Runner
     from ferry.store import Store
 
-    with world(tmp_path, customers=40, products=3, orders=6) as w:
+    with world(tmp_path, customers=40, products=3, orders=6, shopify_api="rest") as w:  # REST id-order read
         spec = w.spec(w.pipeline_file("legacy", lambda s: s["source"].update(page_size=5)))
         store = Store(tmp_path / "ferry.db")
         started = read_start(None)

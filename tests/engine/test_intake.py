@@ -20,7 +20,7 @@ from tests.engine.world import world
 
 
 async def test_a_throttling_burst_longer_than_the_client_retries_pauses_the_read_not_the_run(tmp_path: Path) -> None:
-    with world(tmp_path, customers=30, products=3, orders=6) as w:
+    with world(tmp_path, customers=30, products=3, orders=6, shopify_api="rest") as w:  # REST 429s
         # Nine 429s in a row on the customers list: more than the Shopify client's six attempts per call.
         w.shop.faults.configure(
             {

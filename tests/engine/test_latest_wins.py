@@ -22,7 +22,7 @@ PAGE = 5
 async def test_an_edit_made_while_the_run_pages_lands_at_its_newest_version_with_no_extra_read(
     tmp_path: Path,
 ) -> None:
-    with world(tmp_path, customers=60, products=4, orders=10) as w:
+    with world(tmp_path, customers=60, products=4, orders=10, shopify_api="rest") as w:  # REST pages
         w.shop.faults.configure({"rules": [{"kind": "latency", "latency_ms": 120, "path": "customers"}]})
         spec = w.spec(w.pipeline_file("latest", lambda s: s["source"].update(page_size=PAGE)))
         store = Store(tmp_path / "ferry.db")

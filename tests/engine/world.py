@@ -40,12 +40,14 @@ class World:
     org: SalesforceSandbox
     shop_run: RunningSandbox
     org_run: RunningSandbox
+    shopify_api: str = "graphql"  # the example pipeline's `api:` (tests of REST paging ask for "rest")
 
     def env(self) -> dict[str, str]:
-        return demo_env(
+        env = demo_env(
             {**self.shop.credentials(self.shop_run.url), "ca_file": str(self.shop_run.ca_file)},
             {**self.org.credentials(self.org_run.url), "ca_file": str(self.org_run.ca_file)},
         )
+        return {**env, "SHOPIFY_API": self.shopify_api}
 
     def pipeline_file(self, name: str = "test", edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
         spec = yaml.safe_load(EXAMPLE.read_text())
@@ -101,7 +103,15 @@ def query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 
 
 @contextmanager
-def world(tmp: Path, *, seed: int = 5, customers: int = 60, products: int = 15, orders: int = 120) -> Iterator[World]:
+def world(
+    tmp: Path,
+    *,
+    seed: int = 5,
+    customers: int = 60,
+    products: int = 15,
+    orders: int = 120,
+    shopify_api: str = "graphql",
+) -> Iterator[World]:
     shop = ShopifySandbox(tmp, store=generate_store(seed=seed, customers=customers, products=products, orders=orders))
     org = SalesforceSandbox(tmp)
     shop_run = start_in_thread(shop.app, tmp)
@@ -111,7 +121,7 @@ def world(tmp: Path, *, seed: int = 5, customers: int = 60, products: int = 15, 
         shop_run.stop()
         raise
     try:
-        yield World(tmp, shop, org, shop_run, org_run)
+        yield World(tmp, shop, org, shop_run, org_run, shopify_api)
     finally:
         org_run.stop()
         shop_run.stop()

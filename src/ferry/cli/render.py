@@ -83,9 +83,27 @@ def demo_json(
         "source_records": stats.source_records,
         "source_api_calls": stats.source_api_calls,
         "setup_api_calls": stats.setup_api_calls,
-        "source": {"system": source_system, "api_calls": stats.source_api_calls},
+        "source": _source_block(source_system, stats),
         "target": {"system": target_system},
     }
+
+
+def _source_block(system: str | None, stats: RunStats) -> dict[str, Any]:
+    block: dict[str, Any] = {"system": system}
+    if stats.source_api:
+        block["api"] = stats.source_api
+    block["api_calls"] = stats.source_api_calls
+    if stats.source_reads:
+        block["reads"] = stats.source_reads
+    return block
+
+
+def _read_modes(stats: RunStats) -> str:
+    """`` over graphql (orders: bulk, customers: paged)`` when the source says how it read."""
+    if not stats.source_api:
+        return ""
+    modes = ", ".join(f"{k}: {v.get('mode')}" for k, v in stats.source_reads.items() if isinstance(v, dict))
+    return f" over {stats.source_api}" + (f" ({modes})" if modes else "")
 
 
 def print_run(console: Console, stats: RunStats) -> None:
@@ -115,7 +133,7 @@ def print_run(console: Console, stats: RunStats) -> None:
             console.print(Text(f"  {name}: {s.reason}", style="dim"))
     reads = ", ".join(f"{n:,} {k}" for k, n in stats.source_records.items())
     console.print(
-        f"source: read {reads} in {_calls(stats.source_api_calls)}; "
+        f"source: read {reads} in {_calls(stats.source_api_calls)}{_read_modes(stats)}; "
         f"target set-up (auth, describe, queries): {_calls(stats.setup_api_calls)}"
     )
     if stats.resumed_from:
@@ -344,6 +362,12 @@ def print_plan(console: Console, report: Any) -> None:
     line = budget_line(getattr(report, "budget", None))
     if line and getattr(report, "api_budget", None):
         console.print(line.replace("this run", "this plan's describes and queries"))
+    reads = getattr(report, "source_reads", None) or {}
+    if reads:
+        parts = [f"{s}: {r.get('mode')}" + (f" ({r['expected']:,} changed)" if r.get("expected") is not None else "")
+                 for s, r in reads.items() if r.get("mode")]
+        errors = {r["error"] for r in reads.values() if r.get("error")}
+        console.print(f"source reads: {', '.join(parts)}" if parts else f"source reads: unknown ({', '.join(errors)})")
     for o in report.objects:
         table = Table(title=Text(f"{o.name} ← {o.entity}, upsert by {o.external_id}"), title_justify="left")
         for c in ("target field", "from", "type", "length", "required"):

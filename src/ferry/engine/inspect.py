@@ -15,7 +15,7 @@ from ferry.core.schema import ObjectSchema
 from ferry.core.writes import choose_write
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
-from ferry.errors import ConfigError, PermanentError
+from ferry.errors import ConfigError, FerryError, PermanentError
 from ferry.mapping.spec import (
     CoalesceExpr,
     EachExpr,
@@ -66,6 +66,9 @@ class PlanReport:
     api_budget: str | None = None
     budget_remaining: int | None = None
     budget: dict[str, Any] | None = None  # share, calls of the last 24 h (this plan's included), left
+    # How the source would read each stream from its saved state, when it can say (Shopify GraphQL: one bulk
+    # operation or cost-paced pages, from one count query).
+    source_reads: dict[str, Any] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[str]:
@@ -80,6 +83,7 @@ class PlanReport:
             "api_budget": self.api_budget,
             "budget_remaining": self.budget_remaining,
             "budget": self.budget,
+            "source_reads": self.source_reads,
             "problems": self.errors,
         }
 
@@ -136,6 +140,7 @@ async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
         order = [p.name for p in order_plans(plans)]
         async with open_source(spec.source) as source:  # no call: its normalizer judges what is staged
             _staged_findings(source, plans, reports, store, spec)
+            source_reads = await _source_reads(source, store, spec.name)
         budget = spec.target.api_budget
         status = sink.budget_status()
         return PlanReport(
@@ -146,7 +151,22 @@ async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
             str(budget) if budget else None,
             sink.budget_left(),
             status,
+            source_reads,
         )
+
+
+async def _source_reads(source: Any, store: Store, pipeline: str) -> dict[str, Any]:
+    """Each stream's read plan, from a source that offers ``plan_read`` (optional: most have one way to read)."""
+    plan_read = getattr(source, "plan_read", None)
+    if plan_read is None:
+        return {}
+    reads: dict[str, Any] = {}
+    for stream in source.streams:
+        try:
+            reads[stream] = await plan_read(stream, store.read_state(pipeline, stream))
+        except FerryError as exc:  # the source is out of reach: the plan of the target still stands
+            return {s: {"stream": s, "mode": None, "error": str(exc)} for s in source.streams}
+    return reads
 
 
 def _target_usage(status: dict[str, Any] | None) -> tuple[int, int] | None:

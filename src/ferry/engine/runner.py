@@ -163,6 +163,8 @@ class Runner:
                 self.store.clear_staging(self.pipeline, last_seq)
                 clock.lap("finish")
                 stats.source_api_calls = source.api_calls
+                stats.source_api = getattr(source, "api", None)  # optional: sources with more than one API
+                stats.source_reads = dict(getattr(source, "read_plans", None) or {})
                 stats.setup_api_calls = sum(v for k, v in sink.api_calls.items() if k not in stats.objects)
                 stats.resumed_bulk_jobs = list(loader.resumed_jobs)
             stats.status = "succeeded"

@@ -27,6 +27,10 @@ class RunStats:
     objects: dict[str, ObjectStats] = field(default_factory=dict)
     source_records: dict[str, int] = field(default_factory=dict)
     source_api_calls: int = 0
+    # The source API this run read through, if the source names one (Shopify: "graphql" or "rest"), and how
+    # each stream was read (Shopify GraphQL: one bulk operation or cost-paced pages, with the store's count).
+    source_api: str | None = None
+    source_reads: dict[str, Any] = field(default_factory=dict)
     setup_api_calls: int = 0
     seconds: float = 0.0
     status: str = "running"
@@ -70,6 +74,8 @@ class RunStats:
             "objects": {k: asdict(v) for k, v in self.objects.items()},
             "source_records": dict(self.source_records),
             "source_api_calls": self.source_api_calls,
+            "source_api": self.source_api,
+            "source_reads": dict(self.source_reads),
             "setup_api_calls": self.setup_api_calls,
             "seconds": round(self.seconds, 3),
             "error": self.error,

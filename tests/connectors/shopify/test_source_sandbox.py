@@ -33,7 +33,7 @@ class Store:
     def config(self, **overrides: Any) -> ShopifyConfig:
         creds = self.sandbox.credentials(self.running.url)
         base = {"system": "shopify", "url": creds["url"], "access_token": creds["access_token"],
-                "ca_file": str(self.running.ca_file), "streams": ["customers", "products", "orders"]}
+                "ca_file": str(self.running.ca_file), "streams": ["customers", "products", "orders"], "api": "rest"}
         return ShopifyConfig.model_validate(base | overrides)
 
     def count(self, resource: str, **params: str) -> int:

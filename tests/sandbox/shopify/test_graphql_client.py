@@ -301,3 +301,37 @@ def test_nodes_products_variants_and_schema_errors(served: Served, gql_client: A
     assert error["message"] == "Field 'weight' doesn't exist on type 'Customer'"  # gql re-prints the document,
     assert error["extensions"] == {"code": "undefinedField", "typeName": "Customer", "fieldName": "weight"}  # so
     assert set(error) == {"message", "locations", "extensions"}  # the locations differ from the source text
+
+
+COUNTS = """
+query Counts($q: String, $limit: Int) {
+  ordersCount(query: $q, limit: $limit) { count precision }
+  customersCount { count precision }
+  productsCount(query: "status:active") { count precision }
+}"""
+
+
+def test_counts_match_the_rest_counts_and_cap_at_their_limit(client: Served) -> None:
+    every = run(COUNTS, limit=None)["data"]
+    assert every["ordersCount"] == {"count": shopify.Order.count(status="any"), "precision": "EXACT"}
+    assert every["customersCount"]["count"] == shopify.Customer.count()
+    assert every["productsCount"]["count"] == shopify.Product.count(status="active")
+    capped = run(COUNTS, limit=3)["data"]["ordersCount"]
+    assert capped == {"count": 3, "precision": "AT_LEAST"}
+    newest = sorted(o.updated_at for o in shopify.Order.find(status="any", limit=250))[-1]
+    since = run(COUNTS, q=f"updated_at:>='{_utc(newest)}'", limit=None)["data"]["ordersCount"]["count"]
+    assert 1 <= since < every["ordersCount"]["count"]
+
+
+def test_a_refund_is_a_node_with_its_line_items(client: Served) -> None:
+    order = next(o for o in shopify.Order.find(status="any", limit=250) if o.refunds)
+    refund = order.refunds[0]
+    body = run(
+        """query R($id: ID!) { node(id: $id) { ... on Refund { id note
+             refundLineItems(first: 10) { nodes { lineItem { id } } } } } }""",
+        id=f"gid://shopify/Refund/{refund.id}",
+    )
+    node = body["data"]["node"]
+    assert node["id"] == f"gid://shopify/Refund/{refund.id}"
+    lines = [n["lineItem"]["id"] for n in node["refundLineItems"]["nodes"]]
+    assert lines == [f"gid://shopify/LineItem/{r.line_item_id}" for r in refund.refund_line_items]

@@ -20,7 +20,18 @@ class ShopifyConfig(BaseModel):
     api_version: str = "2025-07"
     ca_file: Path | None = None
     streams: list[ShopifyStream] = Field(default_factory=lambda: list(ALL_STREAMS))
+    # REST Admin API reads (the default until the GraphQL path meets its targets: at 10,000 orders it takes 19
+    # Shopify calls instead of 64 but about twice the wall time against the sandbox, bench/RESULTS.md), or the
+    # GraphQL Admin API (bulk operations for backfills, cost-paced pages), which REST's legacy status makes the
+    # way forward.
+    api: Literal["graphql", "rest"] = "rest"
     page_size: int = Field(250, ge=1, le=250)
+    # GraphQL: a read expecting more changed records than this runs as one Bulk Operation, fewer are paged
+    # (a page costs ~35 points an order by Shopify's cost rule: 50 fit the Standard plan's 2,000-point bucket).
+    bulk_threshold: int = Field(50, ge=0)
+    # GraphQL: top-level records per staged page of a bulk read's result file (each page is saved with the read's
+    # place in the file; larger pages mean fewer refund-detail queries and fewer saves).
+    bulk_page_size: int = Field(2000, ge=1)
     timeout_seconds: float = Field(30.0, gt=0)
 
     @field_validator("ca_file", mode="before")

@@ -186,7 +186,7 @@ def _after_phase(cursor: str | None, progress: Progress) -> ReadState:
     otherwise the read is done and its cursor moves (forward only)."""
     if progress.phase == PAGES:
         return ReadState(cursor, _catch_up(progress))
-    return ReadState(_moved_cursor(cursor, progress))
+    return ReadState(moved_cursor(cursor, progress))
 
 
 def _catch_up(progress: Progress) -> Progress:
@@ -194,7 +194,7 @@ def _catch_up(progress: Progress) -> Progress:
     return Progress(CATCHUP, progress.started_at or None, None, progress.newest, "", 0)
 
 
-def _moved_cursor(cursor: str | None, progress: Progress) -> str | None:
+def moved_cursor(cursor: str | None, progress: Progress) -> str | None:
     """ORDERED: started_at is where the read first reached the present (or "": it never did); CATCHUP: when the
     catch-up began. Either way the new cursor stops there, and a cursor never moves back."""
     new = progress.newest

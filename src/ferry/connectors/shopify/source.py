@@ -16,6 +16,8 @@ from ferry.connectors.lifecycle import AsyncResource
 from ferry.connectors.shopify import normalize as shopify_normalize
 from ferry.connectors.shopify.client import ShopifyClient
 from ferry.connectors.shopify.config import ShopifyConfig
+from ferry.connectors.shopify.gql_client import ShopifyGraphQL
+from ferry.connectors.shopify.gql_reader import GraphQLReads
 from ferry.connectors.shopify.reader import ShopifyPage, read_stream
 from ferry.core.contracts import SourceCapabilities, SourcePage
 from ferry.errors import ConfigError, PermanentError
@@ -44,9 +46,39 @@ class ShopifySource(AsyncResource):
     ) -> None:
         self.config = config
         self._client = ShopifyClient(config, leak_rate=leak_rate, throttle=throttle, transport=transport)
+        self._graphql: GraphQLReads | None = None
+        if config.api == "graphql":
+            client = ShopifyGraphQL(config, transport=transport)
+            self._graphql = GraphQLReads(
+                client,
+                page_size=config.page_size,
+                bulk_threshold=config.bulk_threshold,
+                bulk_page_size=config.bulk_page_size,
+                version=shopify_normalize.record_version,
+            )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._graphql is not None:
+            await self._graphql.client.aclose()
+
+    @property
+    def api(self) -> str:
+        return self.config.api
+
+    @property
+    def read_plans(self) -> dict[str, dict[str, Any]]:
+        """How each stream was read in this run (GraphQL: "bulk" or "paged", with the store's count)."""
+        if self._graphql is None:
+            return {stream: {"stream": stream, "mode": "rest-pages", "expected": None} for stream in self.streams}
+        return {stream: plan.as_json() for stream, plan in self._graphql.plans.items()}
+
+    async def plan_read(self, stream: str, state: dict[str, Any] | None) -> dict[str, Any]:
+        """What a read of ``stream`` from ``state`` would do (for ``ferry plan``): one count query on GraphQL."""
+        _check_stream(stream)
+        if self._graphql is None:
+            return {"stream": stream, "mode": "rest-pages", "expected": None}
+        return (await self._graphql.plan(stream, state)).as_json()
 
     @property
     def streams(self) -> Sequence[str]:
@@ -54,17 +86,21 @@ class ShopifySource(AsyncResource):
 
     @property
     def api_calls(self) -> int:
-        return self._client.api_calls
+        extra = self._graphql.client.api_calls if self._graphql is not None else 0
+        return self._client.api_calls + extra
 
     @property
     def throttled_seconds(self) -> float:
         """Time spent waiting for the leaky bucket to drain (before, not after, a 429)."""
-        return self._client.bucket.waited_seconds
+        paced = self._graphql.client.pacer.waited_seconds if self._graphql is not None else 0.0
+        return self._client.bucket.waited_seconds + paced
 
     def read(self, stream: str, state: dict[str, Any] | None) -> AsyncIterator[SourcePage]:
         """The stream's pages changed since ``state``'s cursor (or continuing the read it holds), each page with
         the state after it (``reader.ReadState`` as JSON)."""
         _check_stream(stream)
+        if self._graphql is not None:
+            return self._graphql.read(stream, state)
         return read_stream(self, stream, state, shopify_normalize.record_version)
 
     async def read_pages(
@@ -80,6 +116,8 @@ class ShopifySource(AsyncResource):
     async def fetch(self, stream: str, key: str) -> dict[str, Any] | None:
         """One record by id, exactly as sent; None when the store no longer has it (404)."""
         _check_stream(stream)
+        if self._graphql is not None:
+            return await self._graphql.fetch(stream, key) if key.isdigit() else None
         if not key.isdigit():
             return None  # ids are numeric; anything else (a content hash for a record without id) cannot be fetched
         path = self._client.resource_path(f"{stream}/{key}")

@@ -17,12 +17,14 @@ from ferry.sandbox.shopify.graphql.connections import (
     table_page,
 )
 from ferry.sandbox.shopify.graphql.context import LOCATION_ID, Context, parse_gid
+from ferry.sandbox.shopify.graphql.search import SearchError, compile_search
 from ferry.sandbox.shopify.graphql.views import (
     LOCATION,
     CustomerView,
     InventoryItemView,
     OrderView,
     ProductView,
+    RefundView,
     VariantView,
     View,
     WebhookSubscriptionView,
@@ -72,6 +74,10 @@ def resolve_node(ctx: Context, value: str) -> Any:
         found = ctx.variant(ident) if kind == "ProductVariant" else ctx.inventory_item(ident)
         cls = VariantView if kind == "ProductVariant" else InventoryItemView
         return None if found is None else cls(found[1], found[0], ctx)
+    if kind == "Refund":
+        order = _order_of_refund(ctx, ident)
+        refund = next((r for r in (order or {}).get("refunds") or () if r.get("id") == ident), None)
+        return None if order is None or refund is None else RefundView(refund, order, ctx)
     if kind == "BulkOperation":
         return ctx.bulk.view(ident)
     if kind == "WebhookSubscription":
@@ -80,6 +86,17 @@ def resolve_node(ctx: Context, value: str) -> Any:
     if kind == "Location" and ident == LOCATION_ID:
         return {**LOCATION, "__typename": "Location"}
     return None
+
+
+def _order_of_refund(ctx: Context, refund_id: int) -> Any:
+    """The order holding a refund: refunds live inside their orders, indexed once per request."""
+    index = ctx.refund_orders
+    if index is None:
+        orders = ctx.state.table("orders")
+        index = {r["id"]: o["id"] for o in orders.records for r in o.get("refunds") or () if "id" in r}
+        ctx.refund_orders = index
+    order_id = index.get(refund_id)
+    return None if order_id is None else ctx.state.table("orders").peek(order_id)
 
 
 # ---------------------------------------------------------------------- root connections
@@ -93,6 +110,24 @@ def _root_connection(resource: str, make: Any) -> Any:
             ctx.bulk_next = (page.has_next, page.cursors[-1] if page.cursors else None)
         views = [make(table.records[pos], ctx) for pos in page.positions]
         return make_connection(views, page.cursors, page.has_next, page.has_prev)
+
+    return resolve
+
+
+def _root_count(resource: str) -> Any:
+    """``ordersCount``/``customersCount``/``productsCount``: how many records match ``query``, up to ``limit``
+    (``precision: AT_LEAST`` beyond it; ``limit: null`` counts them all), as Shopify's Count answers."""
+
+    def resolve(_: Any, info: GraphQLResolveInfo, query: str | None = None, limit: int | None = 10000) -> Any:
+        table = _ctx(info).state.table(resource)
+        try:
+            compiled = compile_search(query, resource, table)
+        except SearchError as exc:
+            raise BadRequest(str(exc), info) from None
+        count = table.count(compiled.predicate)
+        if limit is not None and count > limit:
+            return {"count": limit, "precision": "AT_LEAST"}
+        return {"count": count, "precision": "EXACT"}
 
     return resolve
 
@@ -179,6 +214,9 @@ QUERY_RESOLVERS: dict[str, Any] = {
     "order": _by_id("Order"),
     "orders": _root_connection("orders", OrderView),
     "currentBulkOperation": _current_bulk_operation,
+    "customersCount": _root_count("customers"),
+    "ordersCount": _root_count("orders"),
+    "productsCount": _root_count("products"),
     "webhookSubscription": _by_id("WebhookSubscription"),
     "webhookSubscriptions": _webhook_subscriptions,
 }

@@ -455,6 +455,8 @@ def payment_transaction(order: Record) -> Record:
 
 _ORDER_SIMPLE: dict[str, Any] = {
     "name": lambda r: r.get("name") or "", "email": lambda r: r.get("email"), "phone": lambda r: r.get("phone"),
+    "number": lambda r: r.get("order_number") or r.get("number") or 0,
+    "customerAcceptsMarketing": lambda r: bool(r.get("buyer_accepts_marketing")),
     "createdAt": lambda r: utc(r.get("created_at")), "updatedAt": lambda r: utc(r.get("updated_at")),
     "processedAt": lambda r: utc(r.get("processed_at") or r.get("created_at")),
     "closedAt": lambda r: utc(r.get("closed_at")), "cancelledAt": lambda r: utc(r.get("cancelled_at")),

@@ -1,0 +1,83 @@
+"""Shopify read alone, GraphQL vs REST: calls and wall time to read every stream of one store, same run.
+
+Run: .venv/bin/python bench/shopify_read.py --orders 10000 --latency real [--apis graphql,rest]
+
+One Shopify sandbox (a child process, as in bench/e2e.py) holds a generated store of N orders (N/2
+customers, N/10 products); each API then reads customers, products and orders from scratch, through
+``ShopifySource`` exactly as a run does (GraphQL: the count query picks a Bulk Operation per stream at this
+size; REST: 250-record pages). ``--latency real``: Shopify's Standard plan on both APIs (REST bucket 40
+calls leaking 2/s; GraphQL 2,000 points restoring 100/s) and the sandbox's bulk pace (2,000 objects/s);
+``off``: both limiters too large to matter. Calls are the source's own count (every HTTP call it made,
+the bulk result file included); records are the raw records read per stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import ssl
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from harness.procs import start_shopify
+
+from ferry.connectors.shopify import ShopifyConfig, ShopifySource
+
+SEED = 7
+
+
+async def read_all(config: ShopifyConfig) -> dict[str, Any]:
+    started = time.monotonic()
+    counts: dict[str, int] = {}
+    async with ShopifySource(config) as source:
+        for stream in source.streams:
+            counts[stream] = 0
+            async for page in source.read(stream, None):
+                counts[stream] += len(page.records)
+        calls = source.api_calls
+        plans = source.read_plans
+    return {"api": config.api, "seconds": round(time.monotonic() - started, 2), "calls": calls,
+            "records": counts, "reads": {s: p["mode"] for s, p in plans.items()}}
+
+
+def _unthrottle_graphql(info: dict[str, Any]) -> None:
+    """``--latency off``: a GraphQL bucket too large to matter, like the REST one the harness sets."""
+    r = httpx.patch(f"{info['url']}/__sandbox/graphql", json={"maximum_available": 1e9, "restore_rate": 1e9},
+                    verify=ssl.create_default_context(cafile=info["ca_file"]))
+    r.raise_for_status()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--orders", type=int, default=10000)
+    ap.add_argument("--latency", choices=("real", "off"), default="real")
+    ap.add_argument("--apis", default="graphql,rest")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
+        shop = start_shopify(Path(tmp) / "shopify", args.orders, args.latency, SEED)
+        try:
+            info = shop.info
+            if args.latency == "off":
+                _unthrottle_graphql(info)
+            rows = []
+            for api in args.apis.split(","):
+                config = ShopifyConfig.model_validate({
+                    "system": "shopify", "url": info["url"], "access_token": info["access_token"],
+                    "ca_file": info["ca_file"], "api": api,
+                })
+                row = asyncio.run(read_all(config))
+                print(json.dumps({"orders": args.orders, "latency": args.latency, **row}), flush=True)
+                rows.append(row)
+        finally:
+            shop.stop()
+    if len(rows) > 1 and any(r["records"] != rows[0]["records"] for r in rows):
+        sys.exit("the APIs read different record counts")
+
+
+if __name__ == "__main__":
+    main()
