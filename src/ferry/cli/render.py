@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -324,24 +326,47 @@ def print_plan(console: Console, report: Any) -> None:
         console.print("[green]no problems found against the target's describe[/]")
 
 
-def print_replay(console: Console, report: Any) -> None:
+_REPLAY_OK = frozenset({"replayed", "up_to_date", "would_replay"})
+
+
+def print_replay(console: Console, report: Any, *, verbose: bool = False) -> None:
+    """A table of letters per object, outcome and error code; each letter's own line with ``verbose``."""
     verb = "dry run of replay" if report.dry_run else "replay"
     if not report.outcomes and not report.skipped:
         console.print(f"{verb} for {report.pipeline}: no open dead letter matches")
         return
-    table = Table(title=f"{verb} for {report.pipeline}", box=box.SIMPLE_HEAD, pad_edge=False)
+    if verbose:
+        _print_replay_letters(console, report, verb)
+    table = Table(title=f"{verb} for {report.pipeline}", box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    for c in ("object", "outcome", "code", "letters"):
+        table.add_column(c, no_wrap=True, justify="right" if c == "letters" else "left")
+    for obj, outcome, code, n in report.summary():
+        style = "green" if outcome in _REPLAY_OK else "red"
+        table.add_row(obj, f"[{style}]{outcome}[/]", code or "-", f"{n:,}")
+    console.print(table)
+    counts = ", ".join(f"{n:,} {k}" for k, n in sorted(report.counts().items()))
+    if counts:
+        console.print(f"  {counts}", highlight=False)
+    if report.skipped:
+        reasons = Counter(why for _, why in report.skipped)
+        for why, n in reasons.most_common():
+            console.print(f"  [dim]skipped {n:,}: {escape(why)}[/]")
+    if not verbose:
+        console.print("  [dim]--verbose lists each letter; --json gives every outcome with its errors[/]")
+
+
+def _print_replay_letters(console: Console, report: Any, verb: str) -> None:
+    table = Table(title=f"{verb} for {report.pipeline}: each letter", box=box.SIMPLE_HEAD, pad_edge=False)
     for c in ("id", "object", "key", "outcome", "read from", "detail"):
         table.add_column(c, overflow="fold")
     for o in report.outcomes:
         detail = o.message + (f" (with its parent {o.as_child_of})" if o.as_child_of else "")
-        style = "green" if o.outcome in ("replayed", "up_to_date", "would_replay") else "red"
-        table.add_row(str(o.letter_id), o.object, o.record_key, f"[{style}]{o.outcome}[/]", o.source, detail[:300])
+        style = "green" if o.outcome in _REPLAY_OK else "red"
+        table.add_row(str(o.letter_id), o.object, o.record_key, f"[{style}]{o.outcome}[/]", o.source,
+                      escape(detail[:300]))
     console.print(table)
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts().items()))
-    if counts:
-        console.print(f"  {counts}")
     for letter_id, why in report.skipped:
-        console.print(f"  [dim]skipped {letter_id}: {why}[/]")
+        console.print(f"  [dim]skipped {letter_id}: {escape(why)}[/]")
 
 
 def _calls(n: int) -> str:

@@ -1,15 +1,17 @@
 """Dead-letter replay: read the source record again, map it with the *current* mapping, write it.
 
 For each open dead letter chosen by a filter:
-1. the source record is fetched again from the source by its id (the stream and id were stored with the
-   letter); only if the source no longer has it is the payload stored with the letter used, and the
+1. the source record is read again from the source by its id (the stream and id were stored with the
+   letter), a batch of letters at a time through ``Source.fetch_many`` (Shopify: ``ids=``, WooCommerce:
+   ``include=``); only if the source no longer has it is the payload stored with the letter used, and the
    outcome says so;
 2. the current mapping and the target's describe judge it: still invalid updates the letter (new
    errors, one more attempt) and leaves it open;
 3. a record whose parent is still an open dead letter stays PARENT_DEAD_LETTERED;
-4. the rest is upserted by key (the sink's cheapest per-record strategy, never a remote job) and its
-   result recorded exactly as a run
-   records it: success resolves the letter ("replayed") and moves the version map forward.
+4. the rest is upserted by key through the run's planner (``choose_write`` over the sink's direct
+   strategies: Salesforce Composite or Collections; never a remote job, see ``Replayer._strategy``) and
+   its result recorded exactly as a run records it: success resolves the letter ("replayed") and moves
+   the version map forward.
 
 Objects go parents first. With ``children=True`` a replayed parent brings along its children that were
 dead-lettered as PARENT_DEAD_LETTERED because of it, so fixing an Account replays its Contact and Orders
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +33,8 @@ import structlog
 
 from ferry.connectors.registry import open_sink, open_source
 from ferry.core.contracts import Sink, SinkContext, Source
-from ferry.core.writes import per_record_write
+from ferry.core.writes import StrategyChoice, choose_write
+from ferry.engine.loader import LoadProgress
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
 from ferry.engine.runner import orphan_errors, prepare_plans
@@ -42,6 +46,17 @@ log = structlog.get_logger("ferry.engine.replay")
 _RELATIVE = re.compile(r"^(?P<n>\d+)\s*(?P<unit>[smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 FROM_SOURCE, FROM_STORED = "source", "stored payload"
+# Letters judged, read again and written at a time: a few batched source calls (Shopify: 250 ids a call) and
+# one Composite call of the target's (1,000 records) per batch, and a progress step.
+REPLAY_BATCH = 1000
+
+
+class _Quiet:
+    def phase(self, name: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
 
 
 def since_timestamp(value: str | None, now: dt.datetime | None = None) -> str | None:
@@ -100,11 +115,22 @@ class ReplayReport:
             out[o.outcome] = out.get(o.outcome, 0) + 1
         return out
 
+    def summary(self) -> list[tuple[str, str, str, int]]:
+        """(object, outcome, error code, letters) in the order objects were replayed: what a human reads first."""
+        out: Counter[tuple[str, str, str]] = Counter()
+        for o in self.outcomes:
+            out[(o.object, o.outcome, str(o.errors[0].get("code")) if o.errors else "")] += 1
+        return [(obj, outcome, code, n) for (obj, outcome, code), n in out.items()]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "pipeline": self.pipeline,
             "dry_run": self.dry_run,
             "counts": self.counts(),
+            "summary": [
+                {"object": obj, "outcome": outcome, "code": code or None, "letters": n}
+                for obj, outcome, code, n in self.summary()
+            ],
             "outcomes": [o.as_dict() for o in self.outcomes],
             "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
         }
@@ -120,13 +146,22 @@ class _Candidate:
 
 
 class Replayer:
-    def __init__(self, spec: PipelineSpec, store: Store, *, children: bool = True, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        store: Store,
+        *,
+        children: bool = True,
+        dry_run: bool = False,
+        progress: LoadProgress | None = None,
+    ) -> None:
         self.spec = spec
+        self.progress: LoadProgress = progress or _Quiet()
         self.store = store
         self.pipeline = spec.name
         self.children = children
         self.dry_run = dry_run
-        self._raw: dict[tuple[str, str], tuple[dict[str, Any] | None, str]] = {}
+        self._raw: dict[tuple[str, str], dict[str, Any] | None] = {}  # (stream, key) -> as read again
 
     async def replay(self, selection: LetterFilter, limit: int = 100_000) -> ReplayReport:
         report = ReplayReport(self.pipeline, self.dry_run)
@@ -205,10 +240,56 @@ class Replayer:
         brought: dict[int, str],
         report: ReplayReport,
     ) -> set[str]:
+        """Replay one object's letters a batch at a time: one batched read of the source per stream, one
+        version lookup, one write through the planner's strategy and one store transaction per outcome kind."""
         dead = {p.object: self.store.dead_letter_keys(self.pipeline, p.object) for p in plan.parents}
+        strategy = self._strategy(sink, plan, len(letters))
+        self.progress.phase(f"replay {plan.name} ({strategy.strategy})", len(letters))
+        done: set[str] = set()
+        for start in range(0, len(letters), REPLAY_BATCH):
+            batch = letters[start : start + REPLAY_BATCH]
+            await self._prefetch(source, batch)
+            ready = self._judge(source, plan, batch, brought, dead, report)
+            done |= await self._write(sink, plan, ready, strategy.strategy, report)
+            self.progress.advance(len(batch))
+        return done
+
+    def _strategy(self, sink: Sink, plan: ObjectPlan, count: int) -> StrategyChoice:
+        """The run's planner over the direct strategies: a remote job's crash-safety lives in its journal of
+        outbox rows (``engine.loader``), and replayed records are not in the outbox; at replay sizes the
+        cheapest direct strategy (Salesforce: Composite, 1,000 records a call) costs little more."""
+        costs = [c for c in sink.write_costs(plan.name, count) if not c.remote_job]
+        choice = choose_write(costs, remaining_calls=sink.budget_left())
+        log.info("dlq.replay.strategy", object=plan.name, letters=count, strategy=choice.strategy, reason=choice.reason)
+        return choice
+
+    async def _prefetch(self, source: Source, batch: Sequence[DeadLetter]) -> None:
+        """Read the batch's source records again, as few calls as the source allows (``Source.fetch_many``)."""
+        wanted: dict[str, list[str]] = {}
+        for d in batch:
+            stream, key = letter_source(source, d)
+            if stream is not None and key is not None and (stream, key) not in self._raw:
+                wanted.setdefault(stream, []).append(key)
+        for stream, keys in wanted.items():
+            found = await source.fetch_many(stream, keys)
+            for key in keys:
+                self._raw[(stream, key)] = found.get(key)
+
+    def _judge(
+        self,
+        source: Source,
+        plan: ObjectPlan,
+        batch: Sequence[DeadLetter],
+        brought: dict[int, str],
+        dead: dict[str, set[str]],
+        report: ReplayReport,
+    ) -> list[_Candidate]:
+        """Map and validate each letter's record with the current mapping; what cannot be written stays open."""
         ready: list[_Candidate] = []
-        for d in letters:
-            raw, origin = await self._source_record(source, d)
+        kept: list[tuple[DeadLetter, NewDeadLetter]] = []
+        valid: list[tuple[ReplayOutcome, DeadLetter, Any, dict[str, Any]]] = []
+        for d in batch:
+            raw, origin = self._source_record(source, d)
             record = _find_record(source, d, raw, plan.entity) if raw is not None else None
             outcome = ReplayOutcome(d.id, d.object, d.record_key, "", origin, as_child_of=brought.get(d.id))
             if record is None:
@@ -219,24 +300,30 @@ class Replayer:
             mapped, errors = plan.map_and_validate(record)
             errs = [e.as_dict() for e in errors] or orphan_errors(plan, d.record_key, mapped, dead)
             if errs:
+                report.outcomes.append(outcome)
                 outcome.outcome = "still_invalid" if errors else "parent_dead_lettered"
                 outcome.errors, outcome.message = errs, "; ".join(str(e["message"]) for e in errs)
-                self._keep_open(plan, d, record, raw, mapped, errs)
-                report.outcomes.append(outcome)
+                kept.append((d, _still_open(plan, d, record, raw, mapped, errs)))
                 continue
-            known = self.store.versions_for(self.pipeline, plan.name, [d.record_key]).get(d.record_key)
-            if known is not None and known >= record.version:
+            valid.append((outcome, d, record, mapped))
+        self._keep_open(kept)
+        known = self.store.versions_for(self.pipeline, plan.name, [d.record_key for _, d, _, _ in valid])
+        current: list[Written] = []
+        for outcome, d, record, mapped in valid:
+            held = known.get(d.record_key)
+            if held is not None and held >= record.version:
                 outcome.outcome = "up_to_date"
-                outcome.message = f"the target already holds version {known} (newer or the same); resolved"
-                if not self.dry_run:
-                    self.store.record_written(self.pipeline, plan.name, [Written(d.record_key, known)], "replayed")
+                outcome.message = f"the target already holds version {held} (newer or the same); resolved"
+                current.append(Written(d.record_key, held))
                 report.outcomes.append(outcome)
                 continue
-            ready.append(_Candidate(d, record, origin, mapped, brought.get(d.id)))
-        return await self._write(sink, plan, ready, report)
+            ready.append(_Candidate(d, record, outcome.source, mapped, outcome.as_child_of))
+        if current and not self.dry_run:
+            self.store.record_written(self.pipeline, plan.name, current, "replayed")
+        return ready
 
     async def _write(
-        self, sink: Sink, plan: ObjectPlan, ready: list[_Candidate], report: ReplayReport
+        self, sink: Sink, plan: ObjectPlan, ready: list[_Candidate], strategy: str, report: ReplayReport
     ) -> set[str]:
         if not ready:
             return set()
@@ -254,9 +341,9 @@ class Replayer:
                     )
                 )
             return {c.letter.record_key for c in ready}
-        strategy = per_record_write(sink.write_costs(plan.name, len(ready))).strategy
         results = await sink.upsert(plan.name, plan.external_id, [c.mapped for c in ready], strategy)
         written: list[Written] = []
+        kept: list[tuple[DeadLetter, NewDeadLetter]] = []
         done: set[str] = set()
         for c, res in zip(ready, results, strict=True):
             d = c.letter
@@ -269,44 +356,44 @@ class Replayer:
                 errs = [e.as_dict() for e in res.errors]
                 outcome.outcome = "still_failing"
                 outcome.errors, outcome.message = errs, "; ".join(str(e["message"]) for e in errs)
-                self._keep_open(plan, d, c.record, None, c.mapped, errs)
+                kept.append((d, _still_open(plan, d, c.record, None, c.mapped, errs)))
             report.outcomes.append(outcome)
         self.store.record_written(self.pipeline, plan.name, written, "replayed")
+        self._keep_open(kept)
         log.info("dlq.replayed", object=plan.name, written=len(written), failed=len(ready) - len(written))
         return done
 
-    def _keep_open(
-        self,
-        plan: ObjectPlan,
-        d: DeadLetter,
-        record: Any,
-        raw: dict[str, Any] | None,
-        mapped: dict[str, Any],
-        errors: list[dict[str, Any]],
-    ) -> None:
+    def _keep_open(self, kept: Sequence[tuple[DeadLetter, NewDeadLetter]]) -> None:
+        """Update the letters that stay open (new errors, one more attempt), one transaction per run they came from."""
         if self.dry_run:
             return
-        payload = orjson.dumps(raw) if raw is not None else None
-        self.store.dead_letter(
-            self.pipeline,
-            d.run_id,
-            [NewDeadLetter(plan.name, d.record_key, record.version, errors, payload, mapped, d.stream, d.source_key)],
-        )
+        by_run: dict[int | None, list[NewDeadLetter]] = {}
+        for d, letter in kept:
+            by_run.setdefault(d.run_id, []).append(letter)
+        for run_id, letters in by_run.items():
+            self.store.dead_letter(self.pipeline, run_id, letters)
 
-    async def _source_record(self, source: Source, d: DeadLetter) -> tuple[dict[str, Any] | None, str]:
+    def _source_record(self, source: Source, d: DeadLetter) -> tuple[dict[str, Any] | None, str]:
+        """The letter's source record as read again (``_prefetch``), else the payload stored with it."""
         stream, key = letter_source(source, d)
         if stream is None or key is None:
             return d.source_payload, FROM_STORED
-        cached = self._raw.get((stream, key))
-        if cached is None:
-            raw = await source.fetch(stream, key)
-            cached = (
-                (raw, FROM_SOURCE)
-                if raw is not None
-                else (d.source_payload, f"{FROM_STORED} (the source no longer has {stream} {key})")
-            )
-            self._raw[(stream, key)] = cached
-        return cached
+        raw = self._raw.get((stream, key))
+        if raw is None:
+            return d.source_payload, f"{FROM_STORED} (the source no longer has {stream} {key})"
+        return raw, FROM_SOURCE
+
+
+def _still_open(
+    plan: ObjectPlan,
+    d: DeadLetter,
+    record: Any,
+    raw: dict[str, Any] | None,
+    mapped: dict[str, Any],
+    errors: list[dict[str, Any]],
+) -> NewDeadLetter:
+    payload = orjson.dumps(raw) if raw is not None else None
+    return NewDeadLetter(plan.name, d.record_key, record.version, errors, payload, mapped, d.stream, d.source_key)
 
 
 def letter_source(source: Source, d: DeadLetter) -> tuple[str | None, str | None]:
