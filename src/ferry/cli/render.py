@@ -310,6 +310,7 @@ def print_plan(console: Console, report: Any) -> None:
     line = budget_line(getattr(report, "budget", None))
     if line and getattr(report, "api_budget", None):
         console.print(line.replace("this run", "this plan's describes and queries"))
+    _print_source_check(console, report.source)
     for o in report.objects:
         table = Table(title=f"{o.name} ← {o.entity}, upsert by {o.external_id}", title_justify="left")
         for c in ("target field", "from", "type", "length", "required"):
@@ -317,13 +318,37 @@ def print_plan(console: Console, report: Any) -> None:
         for f in o.fields:
             table.add_row(f.field, f.expression, f.type, str(f.length or ""), "yes" if f.required else "")
         console.print(table)
-        console.print(f"  strategy now ({o.pending:,} records pending): {o.strategy} — {o.reason}")
+        console.print(f"  strategy of the next run ({_next_run_records(o)}): {o.strategy} — {escape(o.reason)}",
+                      highlight=False)
         for p in o.problems:
-            console.print(f"  [bold red]problem:[/] {p}")
+            console.print(f"  [bold red]problem:[/] {escape(p)}")
         for n in getattr(o, "notes", ()):
-            console.print(f"  [yellow]note:[/] {n}")
+            console.print(f"  [yellow]note:[/] {escape(n)}")
     if not report.errors:
-        console.print("[green]no problems found against the target's describe[/]")
+        console.print("[green]no problems found against the target's describe and the source's records[/]")
+
+
+def _next_run_records(o: Any) -> str:
+    """How many records the next run would write: queued already, and estimated from the source's counts."""
+    pending = f"{o.pending:,} pending"
+    if o.to_read is None:
+        return f"{pending}; nothing known of the source's"
+    return f"~{o.pending + o.to_read:,} records: {pending} + ~{o.to_read:,} to read"
+
+
+def _print_source_check(console: Console, checked: Any) -> None:
+    if checked is None:
+        return
+    for p in checked.problems:
+        console.print(f"[bold red]problem:[/] {escape(p)}")
+    if checked.problems:
+        return
+    counts = ", ".join(f"{'?' if n is None else f'~{n:,}'} {stream}" for stream, n in checked.estimates.items())
+    console.print(
+        f"source {checked.system}: reachable, credentials accepted; a next run would read {counts} "
+        f"({_calls(checked.api_calls)} to find out)",
+        highlight=False,
+    )
 
 
 _REPLAY_OK = frozenset({"replayed", "up_to_date", "would_replay"})
