@@ -25,8 +25,7 @@ from ferry.mapping.spec import (
     RefExpr,
     TemplateExpr,
     ValueExpr,
-    is_text_type,
-    path_type,
+    is_text_path,
     payload_key,
     query_constants,
 )
@@ -379,6 +378,7 @@ class _Findings:
                     self.example[plan.name].setdefault(key, e.message)
 
 
+_DATE_SUFFIXES = ("_at", "_on")
 # Target types a text value converts to only when it happens to hold a number, a date or a boolean.
 _NOT_TEXT = {
     **dict.fromkeys(("double", "currency", "percent", "int", "long"), "a number"),
@@ -394,12 +394,11 @@ def _text_type_problems(m: ObjectMapping, name: str, expr: FieldExpr, target_typ
     if not isinstance(expr, PathExpr) or expr.transform or target_type not in _NOT_TEXT:
         return []
     record_type = ENTITY_TYPES.get(m.from_)
-    hint = path_type(record_type, expr.path) if record_type is not None else None
-    if not is_text_type(hint):
+    if record_type is None or not is_text_path(record_type, expr.path):
         return []
     leaf = expr.path.rsplit(".", 1)[-1]
-    if leaf.endswith("_at") and target_type in ("date", "datetime"):
-        return []  # the source's timestamps are text in ISO 8601, which date fields take
+    if leaf.endswith(_DATE_SUFFIXES) and target_type in ("date", "datetime"):
+        return []  # the source's timestamps and dates (created_at, processed_on) are ISO 8601 text
     return [
         f"{m.name}.{name}: {m.from_}.{expr.path} is text, but {name} is a {target_type} field that takes "
         f"{_NOT_TEXT[target_type]}; map a field of that type, or transform it"

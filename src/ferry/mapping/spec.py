@@ -250,27 +250,20 @@ def check_path(record_type: type, path: str, where: str) -> None:
         current = _record_type_in(hints[part])
 
 
-def path_type(record_type: type, path: str) -> Any:
-    """The type hint of the value ``path`` reads on the canonical record type (None when the path is unknown)."""
+def is_text_path(record_type: type, path: str) -> bool:
+    """Whether ``path`` reads a field declared as plain text (``str`` or ``str | None``) on the canonical
+    record type. Text that has a meaning of its own is declared by its alias (``Money``) and is not."""
     current: type | None = record_type
-    hint: Any = None
+    declared: Any = None
     for part in path.split("."):
         if current is None or not dataclasses.is_dataclass(current):
-            return None
-        hint = typing.get_type_hints(current).get(part)
-        if hint is None:
-            return None
-        current = _record_type_in(hint)
-    return hint
-
-
-def is_text_type(hint: Any) -> bool:
-    """Whether a type hint holds text and nothing else (``str`` or ``str | None``)."""
-    if hint is str:
-        return True
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is Union:
-        return {a for a in typing.get_args(hint) if a is not type(None)} == {str}
-    return False
+            return False
+        declared = next((f.type for f in dataclasses.fields(current) if f.name == part), None)
+        if declared is None:
+            return False
+        current = _record_type_in(typing.get_type_hints(current)[part])
+    # The annotation as written (``from __future__ import annotations`` keeps it a string): aliases stay named.
+    return str(declared).replace(" ", "") in ("str", "str|None", "None|str")
 
 
 def _record_type_in(hint: Any) -> type | None:
