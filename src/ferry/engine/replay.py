@@ -162,6 +162,8 @@ class Replayer:
         self.children = children
         self.dry_run = dry_run
         self._raw: dict[tuple[str, str], dict[str, Any] | None] = {}  # (stream, key) -> as read again
+        # (stream, key) -> its canonical records by (entity, key)
+        self._normalized: dict[tuple[str, str], dict[tuple[str, str], Any]] = {}
 
     async def replay(self, selection: LetterFilter, limit: int = 100_000) -> ReplayReport:
         report = ReplayReport(self.pipeline, self.dry_run)
@@ -204,7 +206,7 @@ class Replayer:
             None if selection.ids else "open",
             selection.ids,
         )
-        letters = self.store.find_dead_letters(f, limit)
+        letters = self.store.find_dead_letters_lean(f, limit)
         chosen = []
         for d in letters:
             if d.status != "open":
@@ -221,7 +223,7 @@ class Replayer:
         parents = [p for p in plan.parents if replayed.get(p.object)]
         if not parents:
             return out
-        for d in self.store.find_dead_letters(
+        for d in self.store.find_dead_letters_lean(
             LetterFilter(self.pipeline, plan.name, "PARENT_DEAD_LETTERED"), 1_000_000
         ):
             for p in parents:
@@ -264,7 +266,10 @@ class Replayer:
         return choice
 
     async def _prefetch(self, source: Source, batch: Sequence[DeadLetter]) -> None:
-        """Read the batch's source records again, as few calls as the source allows (``Source.fetch_many``)."""
+        """Read the batch's source records again, in as few calls as the source allows (``Source.fetch_many``).
+        Letters are loaded without their stored source payloads (they can be large: a whole order per line);
+        those are read only for letters that need them: stored without stream and key, or gone from the source."""
+        self._load_stored([d for d in batch if not (d.stream and d.source_key)])
         wanted: dict[str, list[str]] = {}
         for d in batch:
             stream, key = letter_source(source, d)
@@ -274,6 +279,14 @@ class Replayer:
             found = await source.fetch_many(stream, keys)
             for key in keys:
                 self._raw[(stream, key)] = found.get(key)
+        self._load_stored([d for d in batch if d.stream and d.source_key and self._raw.get((d.stream, d.source_key))
+                           is None])
+
+    def _load_stored(self, letters: Sequence[DeadLetter]) -> None:
+        if letters:
+            stored = self.store.dead_letter_source_payloads([d.id for d in letters])
+            for d in letters:
+                d.source_payload = stored.get(d.id)
 
     def _judge(
         self,
@@ -290,7 +303,7 @@ class Replayer:
         valid: list[tuple[ReplayOutcome, DeadLetter, Any, dict[str, Any]]] = []
         for d in batch:
             raw, origin = self._source_record(source, d)
-            record = _find_record(source, d, raw, plan.entity) if raw is not None else None
+            record = self._find_record(source, d, raw, plan.entity) if raw is not None else None
             outcome = ReplayOutcome(d.id, d.object, d.record_key, "", origin, as_child_of=brought.get(d.id))
             if record is None:
                 outcome.outcome = "not_in_source"
@@ -373,6 +386,23 @@ class Replayer:
         for run_id, letters in by_run.items():
             self.store.dead_letter(self.pipeline, run_id, letters)
 
+    def _find_record(self, source: Source, d: DeadLetter, raw: dict[str, Any], entity: str) -> Any:
+        """The canonical record the letter is about, among those one source record yields (an order yields a
+        guest customer, the order and its lines). A payload of unknown stream is tried as each of the source's.
+        A source record read again serves every letter of it (an order's lines, its customer): it is
+        normalized once."""
+        stream, key = letter_source(source, d)
+        cached = stream is not None and self._raw.get((stream, key or "")) is raw
+        index = self._normalized.get((stream or "", key or "")) if cached else None
+        if index is None:
+            index = {}
+            for s in [stream] if stream else source.streams:
+                for kind, record in source.normalize(s, raw):
+                    index.setdefault((kind, str(record.key)), record)
+            if cached:
+                self._normalized[(stream or "", key or "")] = index
+        return index.get((entity, d.record_key))
+
     def _source_record(self, source: Source, d: DeadLetter) -> tuple[dict[str, Any] | None, str]:
         """The letter's source record as read again (``_prefetch``), else the payload stored with it."""
         stream, key = letter_source(source, d)
@@ -404,14 +434,3 @@ def letter_source(source: Source, d: DeadLetter) -> tuple[str | None, str | None
     raw = d.source_payload
     located = source.locate(raw) if isinstance(raw, dict) else None
     return located if located is not None else (None, None)
-
-
-def _find_record(source: Source, d: DeadLetter, raw: dict[str, Any], entity: str) -> Any:
-    """The canonical record the letter is about, among those one source record yields (an order yields a
-    guest customer, the order and its lines). A payload of unknown stream is tried as each of the source's."""
-    stream, _ = letter_source(source, d)
-    for s in [stream] if stream else source.streams:
-        for kind, record in source.normalize(s, raw):
-            if kind == entity and str(record.key) == d.record_key:
-                return record
-    return None
