@@ -21,6 +21,7 @@ letters are no longer open, and the upsert by external id would land on the same
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 from collections import Counter
@@ -47,8 +48,9 @@ _RELATIVE = re.compile(r"^(?P<n>\d+)\s*(?P<unit>[smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 FROM_SOURCE, FROM_STORED = "source", "stored payload"
 # Letters judged, read again and written at a time: a few batched source calls (Shopify: 250 ids a call) and
-# one Composite call of the target's (1,000 records) per batch, and a progress step.
-REPLAY_BATCH = 1000
+# two Composite calls of the target's (1,000 records each, in flight together) per batch, and a progress step.
+REPLAY_BATCH = 2000
+WRITES_IN_FLIGHT = 4  # batches written at once while the next are read: the sink spreads each over its calls
 
 
 class _Quiet:
@@ -243,17 +245,30 @@ class Replayer:
         report: ReplayReport,
     ) -> set[str]:
         """Replay one object's letters a batch at a time: one batched read of the source per stream, one
-        version lookup, one write through the planner's strategy and one store transaction per outcome kind."""
+        version lookup, one write through the planner's strategy and one store transaction per outcome kind.
+        A batch's write runs while the next batches are read and judged (up to ``WRITES_IN_FLIGHT`` of them,
+        as a run keeps several of the sink's calls in flight): letters are unique per key, so no two writes
+        in flight carry the same record."""
         dead = {p.object: self.store.dead_letter_keys(self.pipeline, p.object) for p in plan.parents}
         strategy = self._strategy(sink, plan, len(letters))
         self.progress.phase(f"replay {plan.name} ({strategy.strategy})", len(letters))
         done: set[str] = set()
-        for start in range(0, len(letters), REPLAY_BATCH):
-            batch = letters[start : start + REPLAY_BATCH]
-            await self._prefetch(source, batch)
-            ready = self._judge(source, plan, batch, brought, dead, report)
-            done |= await self._write(sink, plan, ready, strategy.strategy, report)
-            self.progress.advance(len(batch))
+        gate = asyncio.Semaphore(WRITES_IN_FLIGHT)
+
+        async def write(ready: list[_Candidate], letters_in_batch: int) -> None:
+            try:
+                done.update(await self._write(sink, plan, ready, strategy.strategy, report))
+                self.progress.advance(letters_in_batch)
+            finally:
+                gate.release()
+
+        async with asyncio.TaskGroup() as writes:
+            for start in range(0, len(letters), REPLAY_BATCH):
+                batch = letters[start : start + REPLAY_BATCH]
+                await self._prefetch(source, batch)
+                ready = self._judge(source, plan, batch, brought, dead, report)
+                await gate.acquire()
+                writes.create_task(write(ready, len(batch)))
         return done
 
     def _strategy(self, sink: Sink, plan: ObjectPlan, count: int) -> StrategyChoice:

@@ -6,6 +6,7 @@ record becomes canonical is in ``normalize.py``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -26,6 +27,7 @@ STREAMS = ("customers", "products", "orders")
 # every page already served: the same read meets it again, at its new version, on a later page.
 READ_ORDER = "updated_at asc"
 IDS_PER_CALL = 250  # the list endpoints' largest page: ids=... of more would be cut
+FETCHES_IN_FLIGHT = 4
 _SINGULAR = {"customers": "customer", "products": "product", "orders": "order"}
 
 
@@ -102,13 +104,17 @@ class ShopifySource(AsyncResource):
         _check_stream(stream)
         ids = [k for k in dict.fromkeys(keys) if k.isdigit()]  # content-hash keys cannot be fetched
         out: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), IDS_PER_CALL):
-            chunk = ids[start : start + IDS_PER_CALL]
+        gate = asyncio.Semaphore(FETCHES_IN_FLIGHT)  # the leaky bucket paces them; this bounds memory
+
+        async def fetch(chunk: list[str]) -> None:
             params: dict[str, Any] = {"ids": ",".join(chunk), "limit": IDS_PER_CALL}
             if stream == "orders":
                 params["status"] = "any"  # the default "open" would hide closed and cancelled orders
-            async for records, _ in self._client.pages(stream, params):
-                out.update((str(r["id"]), r) for r in records if r.get("id") is not None)
+            async with gate:
+                async for records, _ in self._client.pages(stream, params):
+                    out.update((str(r["id"]), r) for r in records if r.get("id") is not None)
+
+        await asyncio.gather(*(fetch(ids[i : i + IDS_PER_CALL]) for i in range(0, len(ids), IDS_PER_CALL)))
         return out
 
     async def probe(self, stream: str, limit: int) -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ log = structlog.get_logger("ferry.connectors.woocommerce")
 
 CLOCK_MARGIN = dt.timedelta(seconds=5)
 OVERLAP = 5  # how far a page backs up into the last one, for an anchor proving nothing slid past it
-VARIATION_FETCHES = 4  # variation lists fetched at once for one page of products
+VARIATION_FETCHES = 4  # variation lists (or pages of records by id) fetched at once
 STATE_FORMAT = 2
 INCLUDE_PER_CALL = 100  # WooCommerce's largest per_page: include=... of more ids would be cut
 _SECOND = dt.timedelta(seconds=1)
@@ -179,13 +179,17 @@ class WooCommerceSource(AsyncResource):
         # Every status but trash, every role: what ``fetch`` of the record by id would find.
         scope = {"role": "all"} if stream == "customers" else {"status": "any"}
         out: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(ids), INCLUDE_PER_CALL):
-            chunk = ids[start : start + INCLUDE_PER_CALL]
+        gate = asyncio.Semaphore(VARIATION_FETCHES)
+
+        async def fetch(chunk: list[str]) -> None:
             params = scope | {"include": ",".join(chunk), "per_page": INCLUDE_PER_CALL, "orderby": "id"}
-            page = await self._client.list_page(stream, params, label=stream)
+            async with gate:
+                page = await self._client.list_page(stream, params, label=stream)
             if stream == "products":
                 await self._embed_variations(page.records)
             out.update((woo.record_key(r), r) for r in page.records)
+
+        await asyncio.gather(*(fetch(ids[i : i + INCLUDE_PER_CALL]) for i in range(0, len(ids), INCLUDE_PER_CALL)))
         return out
 
     async def probe(self, stream: str, limit: int) -> list[dict[str, Any]]:
