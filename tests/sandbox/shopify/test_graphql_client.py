@@ -248,23 +248,23 @@ def test_webhook_subscriptions_are_one_list_for_rest_and_graphql(client: Served,
     created = gql_run(gql_client, """mutation($sub: WebhookSubscriptionInput!) {
         webhookSubscriptionCreate(topic: ORDERS_UPDATED, webhookSubscription: $sub) {
           webhookSubscription { id legacyResourceId topic format uri } userErrors { field message } } }""",
-                      sub={"callbackUrl": "https://hooks.example.com/orders", "format": "JSON"}
+                      sub={"callbackUrl": "https://127.0.0.1:9/orders", "format": "JSON"}
                       ).data["webhookSubscriptionCreate"]
     assert created["userErrors"] == []
     sub = created["webhookSubscription"]
     rest = shopify.Webhook.find(int(sub["legacyResourceId"]))
-    assert (rest.topic, rest.address, rest.format) == ("orders/updated", "https://hooks.example.com/orders", "json")
-    hook = shopify.Webhook({"topic": "customers/update", "address": "https://hooks.example.com/customers"})
+    assert (rest.topic, rest.address, rest.format) == ("orders/updated", "https://127.0.0.1:9/orders", "json")
+    hook = shopify.Webhook({"topic": "customers/update", "address": "https://127.0.0.1:9/customers"})
     assert hook.save()
     listed = gql_run(gql_client, """{ webhookSubscriptions(first: 10, topics: [CUSTOMERS_UPDATE]) {
         nodes { legacyResourceId topic uri } } }""").data["webhookSubscriptions"]["nodes"]
     assert listed == [{"legacyResourceId": str(hook.id), "topic": "CUSTOMERS_UPDATE",
-                       "uri": "https://hooks.example.com/customers"}]
+                       "uri": "https://127.0.0.1:9/customers"}]
     again = gql_run(gql_client, """mutation { webhookSubscriptionCreate(topic: ORDERS_UPDATED,
-        webhookSubscription: {callbackUrl: "https://hooks.example.com/orders"}) { userErrors { field message } } }""")
+        webhookSubscription: {callbackUrl: "https://127.0.0.1:9/orders"}) { userErrors { field message } } }""")
     assert again.data["webhookSubscriptionCreate"]["userErrors"] == [
         {"field": ["webhookSubscription", "callbackUrl"], "message": "Address for this topic has already been taken"}]
-    dup = shopify.Webhook({"topic": "customers/update", "address": "https://hooks.example.com/customers"})
+    dup = shopify.Webhook({"topic": "customers/update", "address": "https://127.0.0.1:9/customers"})
     assert not dup.save() and "has already been taken" in " ".join(dup.errors.full_messages())
     hook.destroy()
     after = gql_run(gql_client, "{ webhookSubscriptions(first: 10) { nodes { topic } } }").data

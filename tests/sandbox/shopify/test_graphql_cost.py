@@ -65,7 +65,7 @@ def test_cost_extensions_follow_shopifys_rules(shop: Served, session: Any) -> No
     by_ids = cost_of(session, f"{{ nodes(ids: {json.dumps(ids)}) {{ id }} }}")
     assert by_ids["requestedQueryCost"] == by_ids["actualQueryCost"] == 3  # one object per id
     mutation = cost_of(session, """mutation { webhookSubscriptionCreate(topic: ORDERS_CREATE,
-        webhookSubscription: {callbackUrl: "https://hooks.example.com/cost"}) { userErrors { message } } }""")
+        webhookSubscription: {callbackUrl: "https://127.0.0.1:9/cost"}) { userErrors { message } } }""")
     assert mutation["requestedQueryCost"] == mutation["actualQueryCost"] == 10
 
 

@@ -298,6 +298,16 @@ def _webhook_routes(app: FastAPI, state: ShopState) -> None:
             raise ApiError(422, {exc.field: [exc.message]}) from None
         return json_response({"webhook": rest_view(rec)}, 201)
 
+    async def update_webhook(request: Request, rid: str) -> Response:
+        body = await _body(request, "webhook")
+        try:
+            rec = subs.update(_record_id(rid), body, state.clock.now_text())
+        except SubscriptionError as exc:
+            raise ApiError(422, {exc.field: [exc.message]}) from None
+        if rec is None:
+            raise not_found()
+        return json_response({"webhook": rest_view(rec)})
+
     async def delete_webhook(rid: str) -> Response:
         if not subs.delete(_record_id(rid)):
             raise not_found()
@@ -307,6 +317,7 @@ def _webhook_routes(app: FastAPI, state: ShopState) -> None:
     app.add_api_route(f"{API}/webhooks.json", create_webhook, methods=["POST"])
     app.add_api_route(f"{API}/webhooks/count.json", count_webhooks, methods=["GET"])
     app.add_api_route(f"{API}/webhooks/{{rid}}.json", get_webhook, methods=["GET"])
+    app.add_api_route(f"{API}/webhooks/{{rid}}.json", update_webhook, methods=["PUT"])
     app.add_api_route(f"{API}/webhooks/{{rid}}.json", delete_webhook, methods=["DELETE"])
 
 

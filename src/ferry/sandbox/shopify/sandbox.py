@@ -16,6 +16,9 @@ from ferry.sandbox.shopify.graphql import GraphQLApi
 from ferry.sandbox.shopify.ratelimit import Buckets
 from ferry.sandbox.shopify.state import ShopState
 from ferry.sandbox.shopify.store import Store
+from ferry.sandbox.shopify.webhooks import ShopifyWebhooks
+from ferry.sandbox.tls import ensure_tls
+from ferry.sandbox.webhooks import install_routes
 
 API_VERSION = "2025-07"
 
@@ -29,6 +32,9 @@ class ShopifySandbox:
     too, the compressed records live in a file under ``state_dir`` rather than in memory.
     ``graphql_plan`` (standard, advanced, plus, enterprise) sizes the GraphQL points bucket (``graphql/cost.py``);
     ``bulk_seconds_per_object`` paces bulk operations (default 0.5 ms an object; 0 runs them as fast as it can).
+    Webhook subscriptions get signed deliveries (``webhooks.py``) to https:// loopback receivers whose certificate
+    the sandbox CA or one of ``webhook_ca_files`` signed; ``webhook_time_scale`` scales the retry delays and
+    ``webhook_faults`` configures delivery faults (drop, duplicate, reorder, delay).
     ``sb.app`` is the ASGI app (auth, leaky bucket and stats wrap the FastAPI routes); start it with
     ``ferry.sandbox.serve.start_in_thread(sb.app, state_dir)``. Tokens are random per instance.
     """
@@ -49,6 +55,9 @@ class ShopifySandbox:
         spill: bool = False,
         graphql_plan: str = "standard",
         bulk_seconds_per_object: float | None = None,
+        webhook_ca_files: tuple[Path, ...] = (),
+        webhook_time_scale: float = 1.0,
+        webhook_faults: dict[str, Any] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.shop = shop
@@ -69,6 +78,11 @@ class ShopifySandbox:
         if bulk_seconds_per_object is not None:
             self.graphql.configure({"bulk": {"seconds_per_object": bulk_seconds_per_object}})
         self.api: FastAPI = build_app(self.state, self.stats, self.faults, self.graphql)
+        self.webhooks = ShopifyWebhooks(self.state, secret=self.webhook_secret, time_scale=webhook_time_scale,
+                                        ca_files=[ensure_tls(self.state_dir).ca_file, *webhook_ca_files])
+        install_routes(self.api, self.webhooks.dispatcher)
+        if webhook_faults:
+            self.webhooks.dispatcher.faults.configure(webhook_faults)  # the POST /__sandbox/webhooks/faults body
         gate = ApiGate(self.api, token=self.access_token, buckets=Buckets(bucket_size, leak_rate), stats=self.stats)
         self.app: Any = FaultGate(gate, self.faults)
 

@@ -49,6 +49,12 @@ class ShopState:
         self._builder: OrderBuilder | None = None
         # Webhook subscriptions, shared by REST webhooks.json and GraphQL webhookSubscription*.
         self.subscriptions = Subscriptions(IdSequence(random.Random(f"webhooks-{seed}"), 1_460_000_000_000))
+        # Called after every write through the API: (resource, "create" | "update" | "delete", record).
+        self.listeners: list[Callable[[str, str, Record], None]] = []
+
+    def changed(self, resource: str, event: str, rec: Record) -> None:
+        for listener in self.listeners:
+            listener(resource, event, rec)
 
     def table(self, resource: str) -> Table:
         return self.tables[resource]

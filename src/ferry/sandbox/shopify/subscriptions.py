@@ -3,7 +3,12 @@
 
 Records are kept in the REST shape (``address``, ``topic`` as ``orders/create``, ``format: "json"``); GraphQL
 views translate topics with ``TOPICS`` (no mechanical rule: ``ORDERS_UPDATED`` is ``orders/updated`` but
-``CUSTOMERS_UPDATE`` is ``customers/update``). Deliveries are not sent yet; subscriptions are only stored.
+``CUSTOMERS_UPDATE`` is ``customers/update``). ``ShopifyWebhooks`` (``webhooks.py``) delivers to them.
+
+The sandbox only ever sends to loopback addresses, so any other address (another host, and the Pub/Sub and
+EventBridge forms, which it cannot deliver to) is refused when the subscription is made, with Shopify's own
+error shape. Shopify refuses plain http://; ``allow_http`` (off by default) lets a local receiver without TLS
+subscribe, a deviation for development only.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from urllib.parse import urlsplit
 
 from ferry.sandbox.shopify.ids import IdSequence, gid
 from ferry.sandbox.shopify.store import Record
+from ferry.sandbox.webhooks import is_loopback_url
 
 # GraphQL WebhookSubscriptionTopic enum value -> REST topic (reference §5.4).
 TOPICS: dict[str, str] = {
@@ -48,13 +54,14 @@ class Subscriptions:
     def __init__(self, ids: IdSequence) -> None:
         self._ids = ids
         self.records: list[Record] = []
+        self.allow_http = False
 
     def create(self, *, topic: str, address: str, fmt: str, fields: list[str], namespaces: list[str],
                api_version: str, now: str, filter_text: str | None = None) -> Record:
         """Add a subscription (REST topic and address); raises ``SubscriptionError`` as Shopify refuses it."""
         if topic not in ENUM_OF_TOPIC:
             raise SubscriptionError("topic", f"Invalid topic specified: {topic}")
-        check_address(address)
+        check_address(address, allow_http=self.allow_http)
         if fmt not in ("json", "xml"):
             raise SubscriptionError("format", "is not included in the list")
         if any(r["topic"] == topic and r["address"] == address for r in self.records):
@@ -67,6 +74,26 @@ class Subscriptions:
             "filter": filter_text,
         }
         self.records.append(rec)
+        return rec
+
+    def update(self, sid: int, changes: dict[str, Any], now: str) -> Record | None:
+        """PUT webhooks/{id}.json: a new ``address``, ``fields`` or ``metafield_namespaces`` (the topic stays).
+
+        Deliveries already queued keep the address they were made for (Shopify: "Retried webhooks will be
+        delivered to the subscription's address that was configured when the webhook was triggered")."""
+        rec = self.get(sid)
+        if rec is None:
+            return None
+        address = str(changes.get("address") or rec["address"])
+        if address != rec["address"]:
+            check_address(address, allow_http=self.allow_http)
+            if any(r["topic"] == rec["topic"] and r["address"] == address for r in self.records):
+                raise SubscriptionError("address", "for this topic has already been taken")
+        rec["address"] = address
+        for key in ("fields", "metafield_namespaces"):
+            if isinstance(changes.get(key), list):
+                rec[key] = list(changes[key])
+        rec["updated_at"] = now
         return rec
 
     def get(self, sid: int) -> Record | None:
@@ -84,14 +111,19 @@ class Subscriptions:
                 and (address is None or r["address"] == address)]
 
 
-def check_address(address: str) -> None:
-    """HTTPS endpoints (Shopify refuses plain http), or the Pub/Sub and EventBridge forms."""
-    if address.startswith(("pubsub://", "arn:aws:events:")):
-        return
+LOOPBACK_ONLY = "must be a loopback address (127.0.0.1, ::1 or localhost): the sandbox delivers nowhere else"
+
+
+def check_address(address: str, *, allow_http: bool = False) -> None:
+    """An HTTPS endpoint (Shopify refuses plain http) on loopback (the sandbox's own rule)."""
     parts = urlsplit(address)
-    if parts.scheme != "https" or not parts.netloc:
-        raise SubscriptionError("address", "protocol http:// is not supported" if parts.scheme == "http"
+    if parts.scheme == "http" and not allow_http:
+        raise SubscriptionError("address", "protocol http:// is not supported")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SubscriptionError("address", LOOPBACK_ONLY if address.startswith(("pubsub://", "arn:aws:events:"))
                                 else "is invalid")
+    if not is_loopback_url(address):
+        raise SubscriptionError("address", LOOPBACK_ONLY)
 
 
 def rest_view(rec: Record) -> dict[str, Any]:

@@ -57,6 +57,7 @@ def update_customer(state: ShopState, rid: int, body: dict[str, Any]) -> Record:
         rec["default_address"] = _default_address(rec["addresses"])
     rec["updated_at"] = state.clock.now_text()
     table.touched(rid)
+    state.changed("customers", "update", rec)
     return rec
 
 
@@ -67,7 +68,9 @@ def delete_customer(state: ShopState, rid: int) -> None:
         raise not_found()
     if any((o.get("customer") or {}).get("id") == rid for o in state.table("orders").records):
         raise unprocessable("base", "Cannot delete a customer with orders")  # body text unverified
-    table.remove(rid)
+    gone = table.remove(rid)
+    if gone is not None:
+        state.changed("customers", "delete", gone)
 
 
 def create_customer(state: ShopState, body: dict[str, Any]) -> Record:
@@ -89,6 +92,7 @@ def create_customer(state: ShopState, body: dict[str, Any]) -> Record:
     }
     rec.update(fields)
     table.append(rec)
+    state.changed("customers", "create", rec)
     return rec
 
 
@@ -156,6 +160,7 @@ def update_product(state: ShopState, rid: int, body: dict[str, Any]) -> Record:
     rec.update(changes)
     rec["updated_at"] = now
     table.touched(rid)
+    state.changed("products", "update", rec)
     return rec
 
 
@@ -196,6 +201,7 @@ def update_order(state: ShopState, rid: int, body: dict[str, Any]) -> Record:
         rec["contact_email"] = changes["email"]
     rec["updated_at"] = state.clock.now_text()
     table.touched(rid)
+    state.changed("orders", "update", rec)
     return rec
 
 
@@ -221,6 +227,7 @@ def create_order(state: ShopState, body: dict[str, Any]) -> Record:
     )
     order, _ = state.builder.build(order_in)
     orders.append(order)
+    state.changed("orders", "create", order)
     if customer is not None:
         _count_order(state, customer["id"], order)
     return order
@@ -291,3 +298,4 @@ def _count_order(state: ShopState, cid: int, order: Record) -> None:
     rec["last_order_name"] = order["name"]
     rec["updated_at"] = state.clock.now_text()
     customers.touched(cid)
+    state.changed("customers", "update", rec)

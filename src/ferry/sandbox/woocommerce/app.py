@@ -74,7 +74,16 @@ def base_url(request: Request) -> str:
 
 def render(request: Request, resource: str, record: Record, parent: int | None = None) -> Record:
     """A record as served: ``_links`` added, ``_fields`` applied."""
-    base = base_url(request)
+    out = with_links(base_url(request), resource, record, parent)
+    fields = request.query_params.get("_fields")
+    if fields:
+        wanted = {f.strip().split(".")[0] for f in fields.split(",") if f.strip()} | {"id"}
+        out = {k: v for k, v in out.items() if k in wanted}
+    return out
+
+
+def with_links(base: str, resource: str, record: Record, parent: int | None = None) -> Record:
+    """A record as ``GET`` answers it from the site at ``base`` (also the payload of a webhook)."""
     if resource == "variations":
         out = {**record, "_links": links(base, f"products/{parent}/variations", record["id"],
                                          {"up": f"{base}{API}/products/{parent}"})}
@@ -85,10 +94,6 @@ def render(request: Request, resource: str, record: Record, parent: int | None =
         extra = {"customer": f"{base}{API}/customers/{record['customer_id']}"} \
             if resource == "orders" and record.get("customer_id") else None
         out = {**record, "_links": links(base, resource, record["id"], extra)}
-    fields = request.query_params.get("_fields")
-    if fields:
-        wanted = {f.strip().split(".")[0] for f in fields.split(",") if f.strip()} | {"id"}
-        out = {k: v for k, v in out.items() if k in wanted}
     return out
 
 
@@ -121,14 +126,14 @@ def _collection_routes(app: FastAPI, state: StoreState, resource: str, path: str
 
     async def create_record(request: Request, parent: int | None = None) -> Response:
         require(request, "create")
-        record = writes.create(state, resource, await _json_body(request), parent)
+        record = writes.create(state, resource, await json_body(request), parent)
         location = f"{base_url(request)}{path.replace('{parent:int}', str(parent))}/{record['id']}"
         return json_response(render(request, resource, record, parent), 201, {"Location": location})
 
     async def update_record(request: Request, rid: int, parent: int | None = None) -> Response:
         require(request, "edit")
         lookup(rid, parent, status=400)
-        record = writes.update(state, resource, rid, await _json_body(request), parent)
+        record = writes.update(state, resource, rid, await json_body(request), parent)
         return json_response(render(request, resource, record, parent))
 
     async def delete_record(request: Request, rid: int, parent: int | None = None) -> Response:
@@ -141,7 +146,7 @@ def _collection_routes(app: FastAPI, state: StoreState, resource: str, path: str
 
     async def batch(request: Request, parent: int | None = None) -> Response:
         require(request, "batch")
-        result = writes.batch(state, resource, await _json_body(request), parent)
+        result = writes.batch(state, resource, await json_body(request), parent)
         return json_response({action: [r if "error" in r else render(request, resource, r, parent) for r in rows]
                               for action, rows in result.items()})
 
@@ -170,7 +175,7 @@ def _wrong_parent(state: StoreState, resource: str, parent: int) -> WpError:
     return _missing(resource)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
@@ -217,7 +222,7 @@ def _admin_routes(app: FastAPI, state: StoreState, stats: Stats) -> None:
         ``date_modified`` is bumped unless the body sets it (``{"touch": false}`` leaves it as it was)."""
         if resource not in RESOURCES or state.get(resource, rid) is None:
             raise WpError("rest_no_route", "no such record", 404)
-        body = await _json_body(request)
+        body = await json_body(request)
         return json_response(writes.admin_edit(state, resource, rid, body))
 
     app.add_api_route("/__sandbox/records/{resource}", records, methods=["GET"])

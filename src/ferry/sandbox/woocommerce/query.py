@@ -36,6 +36,7 @@ class Schema:
     statuses: tuple[str, ...] = ()
     int_filters: tuple[str, ...] = ()
     text_filters: tuple[str, ...] = ()
+    status_enum: tuple[str, ...] = ()  # one ``status`` value from this list, the first being "every status"
 
 
 SCHEMAS: dict[str, Schema] = {
@@ -48,6 +49,9 @@ SCHEMAS: dict[str, Schema] = {
     "refunds": Schema(),
     "customers": Schema(orderby=("id", "include", "name", "registered_date"), default_orderby="name",
                         default_order="asc", dated=False, text_filters=("search", "email", "role")),
+    # WC_REST_Webhooks_V1_Controller::get_collection_params (after/before only; status all|active|paused|disabled).
+    "webhooks": Schema(orderby=("date", "id", "title"), text_filters=("search",),
+                       status_enum=("all", "active", "paused", "disabled")),
 }
 
 
@@ -113,6 +117,9 @@ def parse_list(resource: str, params: dict[str, str | list[str]], st: StoreTime)
             q.texts[name] = text
     if schema.statuses:
         q.statuses = _statuses(params.get("status"), schema.statuses, problems)
+    if schema.status_enum:
+        status = _enum(params, "status", schema.status_enum, schema.status_enum[0], problems)
+        q.statuses = [] if status == schema.status_enum[0] else [status]
     if problems:
         raise errors.invalid_params(problems)
     return q

@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from ferry.sandbox.serve import RunningSandbox, start_in_thread
+from ferry.sandbox.tls import ensure_tls
+from ferry.sandbox.webhooks import install_routes
 from ferry.sandbox.woocommerce.app import build_app
 from ferry.sandbox.woocommerce.auth import ApiKey, Authenticator, AuthGate, Stats
 from ferry.sandbox.woocommerce.faults import FaultGate, Faults
@@ -16,6 +18,7 @@ from ferry.sandbox.woocommerce.generator import generate_store
 from ferry.sandbox.woocommerce.state import StoreState
 from ferry.sandbox.woocommerce.store import Store
 from ferry.sandbox.woocommerce.times import DEFAULT_TIMEZONE
+from ferry.sandbox.woocommerce.webhooks import Webhooks, install_webhook_routes
 
 API_VERSION = "wc/v3"
 
@@ -27,6 +30,8 @@ class WooCommerceSandbox:
     with ``sb.start(state_dir)`` (HTTPS, Basic auth) or ``sb.start(state_dir, plain_http=True)`` (the
     OAuth 1.0a path). The consumer key and secret are random per instance unless given; ``faults`` is a fault
     configuration (see ``faults``), also settable later through ``sb.faults`` or ``/__sandbox/faults``.
+    Webhooks (``/wp-json/wc/v3/webhooks``) deliver to loopback receivers (``webhooks.py``); https:// ones need a
+    certificate from the sandbox CA or one of ``webhook_ca_files``; ``webhook_faults`` configures delivery faults.
     """
 
     def __init__(
@@ -42,6 +47,8 @@ class WooCommerceSandbox:
         consumer_key: str | None = None,
         consumer_secret: str | None = None,
         faults: dict[str, Any] | None = None,
+        webhook_ca_files: tuple[Path, ...] = (),
+        webhook_faults: dict[str, Any] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.store = store if store is not None else generate_store(
@@ -54,6 +61,11 @@ class WooCommerceSandbox:
             self.faults.configure(faults)  # the POST /__sandbox/faults body; ValueError when it is not valid
         self.state = StoreState(self.store)
         self.api: FastAPI = build_app(self.state, self.stats, self.faults)
+        self.webhooks = Webhooks(self.state, ca_files=[ensure_tls(self.state_dir).ca_file, *webhook_ca_files])
+        install_webhook_routes(self.api, self.webhooks)
+        install_routes(self.api, self.webhooks.dispatcher)
+        if webhook_faults:
+            self.webhooks.dispatcher.faults.configure(webhook_faults)  # the POST /__sandbox/webhooks/faults body
         self.app: Any = FaultGate(AuthGate(self.api, Authenticator(self.key), self.stats), self.faults)
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 # The Shopify sandbox's write clock: never behind the wall clock, always after the newest stored change.
 from ferry.sandbox.shopify.state import WriteClock
 from ferry.sandbox.woocommerce.store import CHILDREN, TOP_LEVEL, Record, Store
@@ -28,6 +30,13 @@ class StoreState:
         self._next_user = max(self.by_id["customers"], default=1)
         self._next_item = max((li["id"] for o in store.orders for li in o.get("line_items", [])), default=0) + 1000
         self._next_meta = 10_000_000
+        # Called after every change a WooCommerce hook would announce: (resource, "created" | "updated" |
+        # "deleted", record); the webhooks listen here.
+        self.listeners: list[Callable[[str, str, Record], None]] = []
+
+    def changed(self, resource: str, event: str, record: Record) -> None:
+        for listener in self.listeners:
+            listener(resource, event, record)
 
     def post_id(self) -> int:
         self._next_post += 1

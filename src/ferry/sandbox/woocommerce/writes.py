@@ -42,7 +42,18 @@ def create(state: StoreState, resource: str, body: dict[str, Any], parent: int |
         raise WpError(f"woocommerce_rest_{post_type}_exists", f"Cannot create existing {post_type}.", 400)
     maker = {"customers": _new_customer, "products": _new_product, "orders": _new_order, "coupons": _new_coupon,
              "variations": _new_variation, "refunds": _new_refund}[resource]
-    return maker(state, body, parent)
+    record = maker(state, body, parent)
+    if resource == "refunds":  # woocommerce_order_refunded is one of order.updated's hooks
+        _order_changed(state, parent)
+    else:
+        state.changed(resource, "created", record)
+    return record
+
+
+def _order_changed(state: StoreState, order_id: int | None) -> None:
+    order = state.get("orders", order_id or 0)
+    if order is not None:
+        state.changed("orders", "updated", order)
 
 
 def _new_customer(state: StoreState, body: dict[str, Any], _: int | None) -> Record:
@@ -216,6 +227,7 @@ def update(state: StoreState, resource: str, rid: int, body: dict[str, Any], par
     if resource == "orders":
         _retotal(record)
     state.stamp(record)
+    state.changed(resource, "updated", record)
     return record
 
 
@@ -355,6 +367,7 @@ def delete(state: StoreState, resource: str, rid: int, force: bool, parent: int 
             raise WpError("woocommerce_rest_already_trashed", f"The {post_type} has already been deleted.", 410)
         record["status"] = "trash"
         state.stamp(record)
+        state.changed(resource, "deleted", record)  # wp_trash_post: the hook of order/product/coupon.deleted
         return before
     state.remove(resource, rid)
     if resource == "variations" and parent is not None:
@@ -366,6 +379,9 @@ def delete(state: StoreState, resource: str, rid: int, force: bool, parent: int 
         if order is not None:
             order["refunds"] = [r for r in order["refunds"] if r["id"] != rid]
             state.stamp(order)
+            _order_changed(state, parent)  # woocommerce_delete_order_refund: an order.updated hook
+    if resource == "customers":  # delete_user: customer.deleted (deleting a post for good has no topic)
+        state.changed(resource, "deleted", record)
     return before
 
 
@@ -379,6 +395,15 @@ def _invalid(resource: str, status: int) -> WpError:
 
 def batch(state: StoreState, resource: str, body: dict[str, Any], parent: int | None = None) -> dict[str, list[Record]]:
     """WC_REST_Controller::batch_items: at most 100 items in all; a failed item carries its error, the call is 200."""
+    return run_batch(body, lambda item: create(state, resource, item, parent),
+                     lambda rid, item: update(state, resource, rid, item, parent),
+                     lambda rid: delete(state, resource, rid, True, parent))
+
+
+def run_batch(body: dict[str, Any], create_one: Callable[[dict[str, Any]], Record],
+              update_one: Callable[[int, dict[str, Any]], Record],
+              delete_one: Callable[[int], Record]) -> dict[str, list[Record]]:
+    """The batch loop any controller shares: the 100-item limit, then creates, updates and deletes in turn."""
     items = {k: v for k, v in body.items() if k in ("create", "update", "delete") and v}
     total = sum(len(v) for v in items.values() if isinstance(v, list))
     if total > BATCH_LIMIT:
@@ -386,14 +411,14 @@ def batch(state: StoreState, resource: str, body: dict[str, Any], parent: int | 
                       f"Unable to accept more than {BATCH_LIMIT} items for this request.", 413)
     out: dict[str, list[Record]] = {}
     for item in items.get("create") or []:
-        out.setdefault("create", []).append(_attempt(0, create, state, resource, _dict(item), parent))
+        out.setdefault("create", []).append(_attempt(0, create_one, _dict(item)))
     for item in items.get("update") or []:
         rid = int(item.get("id") or 0) if isinstance(item, dict) else 0
-        out.setdefault("update", []).append(_attempt(rid, update, state, resource, rid, _dict(item), parent))
+        out.setdefault("update", []).append(_attempt(rid, update_one, rid, _dict(item)))
     for raw in items.get("delete") or []:
         rid = int(raw) if str(raw).isdigit() else 0
         if rid:  # WooCommerce skips ids that are not positive integers
-            out.setdefault("delete", []).append(_attempt(rid, delete, state, resource, rid, True, parent))
+            out.setdefault("delete", []).append(_attempt(rid, delete_one, rid))
     return out
 
 
@@ -424,4 +449,5 @@ def admin_edit(state: StoreState, resource: str, rid: int, body: dict[str, Any])
             record[key] = value
     if touch and not ({"date_modified", "date_modified_gmt"} & set(body)) and "date_modified" in record:
         state.stamp(record)
+    state.changed(resource, "updated", record)
     return record

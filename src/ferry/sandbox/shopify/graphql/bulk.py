@@ -233,14 +233,13 @@ class BulkOperations:
         return path
 
     def _record_finish(self, op: BulkOperation) -> None:
-        self.events.append({
-            "topic": "bulk_operations/finish",
-            "created_at": _iso(op.completed_at or time.time()),
-            "payload": {"admin_graphql_api_id": op.gid, "completed_at": _iso(op.completed_at)
-                        if op.status == "COMPLETED" else None, "created_at": _iso(op.created_at),
-                        "error_code": op.error_code.lower() if op.error_code else None,
-                        "status": op.status.lower(), "type": op.type.lower()},
-        })
+        payload = {"admin_graphql_api_id": op.gid, "completed_at": _iso(op.completed_at)
+                   if op.status == "COMPLETED" else None, "created_at": _iso(op.created_at),
+                   "error_code": op.error_code.lower() if op.error_code else None,
+                   "status": op.status.lower(), "type": op.type.lower()}
+        self.events.append({"topic": "bulk_operations/finish", "created_at": _iso(op.completed_at or time.time()),
+                            "payload": payload})
+        self.state.changed("bulk_operations", "finish", payload)  # delivered to bulk_operations/finish subscribers
 
 
 def _direct_fields(node: FieldNode) -> list[FieldNode]:
