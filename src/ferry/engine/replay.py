@@ -50,6 +50,8 @@ FROM_SOURCE, FROM_STORED = "source", "stored payload"
 # Letters judged, read again and written at a time: a few batched source calls (Shopify: 250 ids a call) and
 # two Composite calls of the target's (1,000 records each, in flight together) per batch, and a progress step.
 REPLAY_BATCH = 2000
+READ_AHEAD_CHUNK = 1000  # keys per read-ahead task (the source splits them into its own calls)
+READS_IN_FLIGHT = 2  # read-ahead tasks at once (each sends up to the source's own in-flight calls)
 WRITES_IN_FLIGHT = 4  # batches written at once while the next are read: the sink spreads each over its calls
 
 
@@ -164,6 +166,8 @@ class Replayer:
         self.children = children
         self.dry_run = dry_run
         self._raw: dict[tuple[str, str], dict[str, Any] | None] = {}  # (stream, key) -> as read again
+        self._pending: dict[tuple[str | None, str | None], asyncio.Future[None]] = {}  # being read ahead
+        self._reads = asyncio.Semaphore(READS_IN_FLIGHT)
         # (stream, key) -> its canonical records by (entity, key)
         self._normalized: dict[tuple[str, str], dict[tuple[str, str], Any]] = {}
 
@@ -184,20 +188,37 @@ class Replayer:
                 report.skipped.extend(
                     (d.id, f"{obj} is not an object of pipeline {self.pipeline}") for d in by_object[obj]
                 )
-            replayed: dict[str, set[str]] = {}
-            for plan in plans:
-                letters = by_object.get(plan.name, [])
-                queued = {d.id for d in letters}
-                brought: dict[int, str] = {}
-                if self.children:
-                    for child, parent in self._children_of(plan, replayed):
-                        if child.id not in queued:
-                            letters.append(child)
-                            queued.add(child.id)
-                            brought[child.id] = parent
-                if letters:
-                    replayed[plan.name] = await self._replay_object(source, sink, plan, letters, brought, report)
+            # Read ahead: every chosen letter's source record, parents' first, while earlier objects are written.
+            order = {p.name: i for i, p in enumerate(plans)}
+            self._read_ahead(source, sorted(chosen, key=lambda d: order.get(d.object, len(order))))
+            try:
+                await self._replay_plans(source, sink, plans, by_object, report)
+            finally:
+                for task in self._pending.values():
+                    task.cancel()
         return report
+
+    async def _replay_plans(
+        self,
+        source: Source,
+        sink: Sink,
+        plans: Sequence[ObjectPlan],
+        by_object: dict[str, list[DeadLetter]],
+        report: ReplayReport,
+    ) -> None:
+        replayed: dict[str, set[str]] = {}
+        for plan in plans:
+            letters = by_object.get(plan.name, [])
+            queued = {d.id for d in letters}
+            brought: dict[int, str] = {}
+            if self.children:
+                for child, parent in self._children_of(plan, replayed):
+                    if child.id not in queued:
+                        letters.append(child)
+                        queued.add(child.id)
+                        brought[child.id] = parent
+            if letters:
+                replayed[plan.name] = await self._replay_object(source, sink, plan, letters, brought, report)
 
     def _choose(self, selection: LetterFilter, limit: int, report: ReplayReport) -> list[DeadLetter]:
         f = LetterFilter(
@@ -280,20 +301,38 @@ class Replayer:
         log.info("dlq.replay.strategy", object=plan.name, letters=count, strategy=choice.strategy, reason=choice.reason)
         return choice
 
-    async def _prefetch(self, source: Source, batch: Sequence[DeadLetter]) -> None:
-        """Read the batch's source records again, in as few calls as the source allows (``Source.fetch_many``).
-        Letters are loaded without their stored source payloads (they can be large: a whole order per line);
-        those are read only for letters that need them: stored without stream and key, or gone from the source."""
-        self._load_stored([d for d in batch if not (d.stream and d.source_key)])
-        wanted: dict[str, list[str]] = {}
-        for d in batch:
+    def _read_ahead(self, source: Source, letters: Sequence[DeadLetter]) -> None:
+        """Start reading the letters' source records that are neither read nor being read, a chunk of keys per
+        task (``Source.fetch_many``), at most ``READS_IN_FLIGHT`` tasks at once, in the letters' order."""
+        self._load_stored([d for d in letters if not (d.stream and d.source_key)])
+        wanted: dict[str, dict[str, None]] = {}  # stream -> keys, in order, once
+        for d in letters:
             stream, key = letter_source(source, d)
-            if stream is not None and key is not None and (stream, key) not in self._raw:
-                wanted.setdefault(stream, []).append(key)
-        for stream, keys in wanted.items():
+            known = (stream, key) in self._raw or (stream, key) in self._pending
+            if stream is not None and key is not None and not known:
+                wanted.setdefault(stream, {})[key] = None
+        for stream, unique in wanted.items():
+            keys = list(unique)
+            for start in range(0, len(keys), READ_AHEAD_CHUNK):
+                chunk = keys[start : start + READ_AHEAD_CHUNK]
+                task = asyncio.ensure_future(self._read(source, stream, chunk))
+                for key in chunk:
+                    self._pending[(stream, key)] = task
+
+    async def _read(self, source: Source, stream: str, keys: list[str]) -> None:
+        async with self._reads:
             found = await source.fetch_many(stream, keys)
-            for key in keys:
-                self._raw[(stream, key)] = found.get(key)
+        for key in keys:
+            self._raw[(stream, key)] = found.get(key)
+            self._pending.pop((stream, key), None)
+
+    async def _prefetch(self, source: Source, batch: Sequence[DeadLetter]) -> None:
+        """The batch's source records read again (``_read_ahead``; waited for here). Letters are loaded
+        without their stored source payloads (they can be large: a whole order per line); those are read only
+        for letters that need them: stored without stream and key, or gone from the source."""
+        self._read_ahead(source, batch)
+        tasks = {self._pending[k] for d in batch if (k := letter_source(source, d)) in self._pending}
+        await asyncio.gather(*tasks)
         self._load_stored([d for d in batch if d.stream and d.source_key and self._raw.get((d.stream, d.source_key))
                            is None])
 
