@@ -332,7 +332,7 @@ def _next_run_records(o: Any) -> str:
     """How many records the next run would write: queued already, and estimated from the source's counts."""
     pending = f"{o.pending:,} pending"
     if o.to_read is None:
-        return f"{pending}; nothing known of the source's"
+        return f"{pending}; the source could not be counted"
     return f"~{o.pending + o.to_read:,} records: {pending} + ~{o.to_read:,} to read"
 
 
