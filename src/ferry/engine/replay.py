@@ -192,7 +192,11 @@ class Replayer:
             order = {p.name: i for i, p in enumerate(plans)}
             self._read_ahead(source, sorted(chosen, key=lambda d: order.get(d.object, len(order))))
             try:
-                await self._replay_plans(source, sink, plans, by_object, report)
+                # Every open letter chosen already (no filter, no limit reached): each child a parent would
+                # bring along is among them.
+                unfiltered = not (selection.object or selection.code or selection.since or selection.ids)
+                everything = unfiltered and len(chosen) < limit
+                await self._replay_plans(source, sink, plans, by_object, report, find_children=not everything)
             finally:
                 for task in self._pending.values():
                     task.cancel()
@@ -205,13 +209,15 @@ class Replayer:
         plans: Sequence[ObjectPlan],
         by_object: dict[str, list[DeadLetter]],
         report: ReplayReport,
+        *,
+        find_children: bool,
     ) -> None:
         replayed: dict[str, set[str]] = {}
         for plan in plans:
             letters = by_object.get(plan.name, [])
             queued = {d.id for d in letters}
             brought: dict[int, str] = {}
-            if self.children:
+            if self.children and find_children:
                 for child, parent in self._children_of(plan, replayed):
                     if child.id not in queued:
                         letters.append(child)
