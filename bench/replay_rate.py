@@ -49,7 +49,7 @@ def _ferry(env: dict[str, str], *args: str) -> tuple[float, dict[str, Any]]:
     proc = subprocess.run([sys.executable, "-m", "ferry", *args, "--json"], env=env, capture_output=True, text=True,
                           check=False)
     took = time.monotonic() - started
-    if proc.returncode not in (0, 1):
+    if proc.returncode not in (0, 3, 4):  # 3, 4: a run that dead-lettered more / less than its share
         raise SystemExit(f"ferry {' '.join(args)} failed: {proc.stderr[-2000:]}")
     return took, json.loads(proc.stdout)
 

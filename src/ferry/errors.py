@@ -62,3 +62,23 @@ class RecordError:
 
     def as_dict(self) -> dict[str, object]:
         return {"code": self.code, "message": self.message, "fields": list(self.fields)}
+
+
+class StateError(FerryError):
+    """The state directory or its database cannot be used (unwritable FERRY_HOME, a file that is not a database)."""
+
+
+class PipelineBusy(FerryError):
+    """Another process is running this pipeline now (it holds the pipeline's lock)."""
+
+
+class PlanProblems(ConfigError):
+    """`ferry run` stopped before any write: the mapping has problems `ferry plan` reports (``--force`` runs anyway)."""
+
+    def __init__(self, pipeline: str, problems: list[str]) -> None:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        super().__init__(
+            f"{pipeline}: not started, the mapping has {len(problems)} problem(s) `ferry plan` shows: {shown} "
+            "(fix them, or run with --force to write anyway)"
+        )
+        self.problems = problems

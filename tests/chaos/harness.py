@@ -32,6 +32,7 @@ import httpx
 import yaml
 
 from ferry.cli.demo import demo_env
+from ferry.cli.exits import RUN_FINISHED
 from ferry.sandbox.salesforce import SalesforceSandbox
 from ferry.sandbox.serve import RunningSandbox, start_in_thread
 from ferry.sandbox.shopify import ShopifySandbox
@@ -244,15 +245,15 @@ class Chaos:
             if life.killed:
                 kills += 1
                 bulk_kills += life.kill_phase.startswith("bulk")
-            elif life.exit_code == 0 and kills >= self.config.kills and bulk_kills >= self.config.bulk_kills:
+            elif life.exit_code in RUN_FINISHED and kills >= self.config.kills and bulk_kills >= self.config.bulk_kills:
                 break
-            elif life.exit_code == 0:
+            elif life.exit_code in RUN_FINISHED:
                 # It finished before enough kills: give it more to do. Short of Bulk kills, touch enough
                 # orders that Order and OrderItem cross bulk_threshold again, so the next life runs Bulk jobs.
                 self._edit_some(4)
                 if bulk_kills < self.config.bulk_kills:
                     self._touch_orders(self.config.bulk_threshold)
-            elif life.exit_code not in (None, 0):
+            elif life.exit_code is not None and life.exit_code not in RUN_FINISHED:
                 # A run that gives up (every retry of a call failed) is restarted, as a scheduler would; it
                 # is reported, and the reconciliation at the end says whether it cost anything.
                 life.error = self._tail(life).strip().splitlines()[-1:][0] if self._tail(life).strip() else "?"

@@ -133,7 +133,7 @@ def test_a_wrong_shopify_token_fails_plan_with_one_problem(org: tuple[dict[str, 
 def test_a_wrong_salesforce_client_id_is_one_error_once(org: tuple[dict[str, str], str]) -> None:
     env, _ = org
     proc = _plan(EXAMPLE, {**env, "SALESFORCE_CLIENT_ID": "not-a-client"}, as_json=False)
-    assert proc.returncode not in (0, 1), proc.stdout + proc.stderr  # an error, not a plan with problems
+    assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stdout == "", "tables were printed for a target that refused the credentials"
     assert proc.stderr.count("invalid_client") == 1, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -13,8 +13,12 @@ import httpx
 import pytest
 
 from ferry.cli.demo import demo_env
+from ferry.cli.exits import Exit
 from ferry.cli.sandboxes import SandboxProcess, start_sandbox
 
+# A run that finished: with no dead letters, within max_dead_letter_share, or over it (the small messy store's
+# Contacts are 13% dead letters); tests/cli/test_bad_inputs.py pins each code.
+FINISHED = (Exit.OK, Exit.DEAD_LETTERS, Exit.DEAD_LETTERS_OVER_SHARE)
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shopify-to-salesforce.yml"
 
 
@@ -51,7 +55,7 @@ def _run(home: Path, env: dict[str, str]) -> dict[str, object]:
         timeout=180,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode in FINISHED, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
 
@@ -95,7 +99,7 @@ def test_secrets_never_reach_logs_output_or_state(
         timeout=180,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode in FINISHED, proc.stderr[-3000:]
     assert "run.start" in proc.stderr  # verbose logging really was on
     key_body = Path(org.info["private_key_file"]).read_text().splitlines()[1]
     secrets = [shop.info["access_token"], org.info["client_secret"], key_body]

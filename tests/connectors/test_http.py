@@ -269,3 +269,39 @@ async def test_retry_log_lines_carry_no_secret() -> None:
             await core.request("GET", f"/x?access_token={SECRET}")
     assert logs and logs[0]["event"] == "http.retry" and logs[0]["target"] == "GET /x"
     assert SECRET not in repr(logs)
+
+
+async def test_retries_are_summarized_in_one_line_naming_the_host_and_cause() -> None:
+    from structlog.testing import capture_logs
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    with capture_logs() as logs:
+        async with _core(refused, Sleeps()) as core:
+            with pytest.raises(TransientError, match=r"^GET /x on .+: connection refused"):
+                await core.request("GET", "/x")
+    summaries = [e for e in logs if e["event"] == "http.retried"]
+    assert len(summaries) == 1 and summaries[0]["log_level"] == "warning", logs
+    assert "retried 4 time(s) after connection refused" in summaries[0]["summary"]
+    assert all(e["log_level"] == "info" for e in logs if e["event"] == "http.retry")
+
+    statuses = iter([503, 503, 200])
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(next(statuses), json=[{"errorCode": "SERVER_UNAVAILABLE", "message": "down"}])
+
+    with capture_logs() as logs:
+        async with _core(flaky, Sleeps()) as core:
+            await core.request("GET", "/x")
+    [summary] = [e for e in logs if e["event"] == "http.retried"]
+    assert summary["log_level"] == "info" and "then it succeeded" in summary["summary"]
+
+
+def test_the_quiet_log_line_of_a_summary_is_its_sentence() -> None:
+    from ferry.cli.logging import render_quiet
+
+    assert render_quiet(None, "warning", {"event": "http.retried", "level": "warning", "summary": "x: y"}) == (
+        "warning: x: y"
+    )
+    assert "event='other'" in render_quiet(None, "warning", {"event": "other", "level": "warning"})

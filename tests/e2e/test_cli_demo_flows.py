@@ -16,8 +16,9 @@ def test_demo_lists_its_flows(tmp_path: Path) -> None:
     listed = _ferry(["demo", "--list", "--json"], tmp_path)
     assert listed.returncode == 0, listed.stderr
     flows = json.loads(listed.stdout)
-    assert [f["flow"] for f in flows] == ["shopify-to-salesforce", "woocommerce-to-salesforce"]
+    assert [f["flow"] for f in flows] == ["shopify-to-salesforce", "woocommerce-to-salesforce", "shopify-to-quickbooks"]
     assert {f["source"] for f in flows} == {"shopify", "woocommerce"}
+    assert {f["flow"]: f["target"] for f in flows}["shopify-to-quickbooks"] == "quickbooks"
     text = _ferry(["demo", "--list"], tmp_path)
     assert text.returncode == 0 and "woocommerce-to-salesforce" in text.stdout
     unknown = _ferry(["demo", "magento-to-salesforce"], tmp_path)
@@ -27,7 +28,7 @@ def test_demo_lists_its_flows(tmp_path: Path) -> None:
 def test_every_flow_prints_the_same_json_shape() -> None:
     keys = set(render.demo_json(RunStats(1, "demo"), source_system="shopify"))
     assert keys >= {"objects", "seconds", "run_id", "pipeline", "status", "source_records", "source_api_calls",
-                    "setup_api_calls", "source"}
+                    "setup_api_calls", "source", "target"}
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +62,25 @@ def test_the_woocommerce_demo_syncs_every_object_and_names_its_source(woo_demo: 
     assert runs.returncode == 0, runs.stderr
     [latest, *_] = json.loads(runs.stdout)
     assert latest["pipeline"] == "demo-woocommerce" and latest["status"] == "succeeded"
+
+
+def test_the_quickbooks_demo_accounts_for_every_record(tmp_path: Path) -> None:
+    proc = _ferry(["demo", "shopify-to-quickbooks", "--customers", "50", "--products", "20", "--orders", "150",
+                   "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [line] = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    out = json.loads(line)
+    assert set(out) == set(render.demo_json(RunStats(1, "demo"), source_system="x"))
+    assert out["source"]["system"] == "shopify" and out["target"] == {"system": "quickbooks"}
+    assert out["status"] == "succeeded" and out["pipeline"] == "demo-quickbooks"
+    objects = out["objects"]
+    assert list(objects) == ["Customer", "Item", "Invoice"]
+    for name, o in objects.items():
+        for col in COLUMNS:
+            assert col in o, f"{name} lacks {col}"
+        assert o["written"] > 0 and o["strategy"] == "batch", name
+        assert o["written"] == o["created"] + o["updated"], name
+        # Every record read is written or dead-lettered (with a reason, in `ferry dlq`).
+        assert o["read"] == o["written"] + o["dead_lettered"] + o["unchanged"], name
+        assert o["api_calls"] <= o["written"] // 30 + 3, name  # batches of 30, not a call per record
+    assert out["source_records"]["orders"] == 150

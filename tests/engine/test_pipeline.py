@@ -57,7 +57,7 @@ def test_invalid_pipeline_error_names_the_field_without_echoing_values(tmp_path:
     [
         ("system: shopify", "system: magento", "source.system: unknown system 'magento'; a source is one of: shopify"),
         ("system: salesforce", "system: shopify",
-         "target.system: unknown system 'shopify'; a target is one of: salesforce"),
+         "target.system: unknown system 'shopify'; a target is one of: quickbooks, salesforce"),
         ("system: shopify", "kind: shopify", "source.system: no system given; a source is one of: shopify"),
     ],
 )

@@ -1,13 +1,16 @@
 """`ferry demo [FLOW]`: both sandboxes in child processes, a generated messy store, an example pipeline, one run.
 
-A flow is a source sandbox, the Salesforce sandbox and the example pipeline between them
-(``ferry/examples/<flow>.yml``). ``shopify-to-salesforce`` is the default.
+A flow is a source sandbox, a target sandbox (Salesforce, or QuickBooks Online with an empty company) and the
+example pipeline between them (``ferry/examples/<flow>.yml``). ``shopify-to-salesforce`` is the default.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -56,6 +59,21 @@ def salesforce_env(org: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def quickbooks_env(company: dict[str, Any]) -> dict[str, str]:
+    """``token_file`` is where the rotated refresh token is kept: next to the sandbox's state (``token_file``
+    in the sandbox's info is added by ``run_demo``)."""
+    return {
+        "QUICKBOOKS_CLIENT_ID": str(company["client_id"]),
+        "QUICKBOOKS_CLIENT_SECRET": str(company["client_secret"]),
+        "QUICKBOOKS_REALM_ID": str(company["realm_id"]),
+        "QUICKBOOKS_REFRESH_TOKEN": str(company["refresh_token"]),
+        "QUICKBOOKS_TOKEN_FILE": str(company["token_file"]),
+        "QUICKBOOKS_API_URL": str(company["url"]),
+        "QUICKBOOKS_TOKEN_URL": f"{company['url']}/oauth2/v1/tokens/bearer",
+        "QUICKBOOKS_CA_FILE": str(company["ca_file"]),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class DemoFlow:
     name: str  # also the example pipeline's file name, without .yml
@@ -63,14 +81,19 @@ class DemoFlow:
     source_label: str
     source_env: Callable[[dict[str, Any]], dict[str, str]]
     pipeline: str  # the demo run's pipeline name (its state in the ferry home)
+    target: str = "salesforce"
+    target_label: str = "Salesforce org"
+    target_env: Callable[[dict[str, Any]], dict[str, str]] = salesforce_env
+    # The target sandbox's arguments besides the seed: QuickBooks starts with an empty company (its accounts only).
+    target_args: tuple[str, ...] = ()
 
     @property
     def example(self) -> Path:
         return Path(str(resources.files("ferry.examples").joinpath(f"{self.name}.yml")))
 
-    def env(self, source: dict[str, Any], salesforce: dict[str, Any]) -> dict[str, str]:
+    def env(self, source: dict[str, Any], target: dict[str, Any]) -> dict[str, str]:
         """The environment the example pipeline reads, pointed at the two sandboxes."""
-        return {**self.source_env(source), **salesforce_env(salesforce)}
+        return {**self.source_env(source), **self.target_env(target)}
 
 
 FLOWS: dict[str, DemoFlow] = {
@@ -78,6 +101,9 @@ FLOWS: dict[str, DemoFlow] = {
     for flow in (
         DemoFlow("shopify-to-salesforce", "shopify", "Shopify store", shopify_env, DEMO_PIPELINE),
         DemoFlow("woocommerce-to-salesforce", "woocommerce", "WooCommerce store", woocommerce_env, "demo-woocommerce"),
+        DemoFlow("shopify-to-quickbooks", "shopify", "Shopify store", shopify_env, "demo-quickbooks",
+                 target="quickbooks", target_label="QuickBooks Online company", target_env=quickbooks_env,
+                 target_args=("--customers", "0", "--products", "0", "--orders", "0")),
     )
 }
 
@@ -98,6 +124,22 @@ def demo_env(shopify: dict[str, str], salesforce: dict[str, str]) -> dict[str, s
     return FLOWS[DEFAULT_FLOW].env(shopify, salesforce)
 
 
+def demo_files(flow: DemoFlow) -> tuple[Path, Path]:
+    """Where the demo keeps the pipeline file it ran (the example, named as the demo's state) and the environment
+    pointing it at the sandboxes: what `ferry dlq replay` needs while the sandboxes run (``--keep``)."""
+    folder = ferry_home() / "demo"
+    return folder / f"{flow.name}.yml", folder / f"{flow.name}.env"
+
+
+def _keep_files(flow: DemoFlow, env: dict[str, str]) -> tuple[Path, Path]:
+    pipeline, env_file = demo_files(flow)
+    pipeline.parent.mkdir(parents=True, exist_ok=True)
+    text = flow.example.read_text(encoding="utf-8")
+    pipeline.write_text(re.sub(r"(?m)^name: .*$", f"name: {flow.pipeline}", text, count=1), encoding="utf-8")
+    env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+    return pipeline, env_file
+
+
 def run_demo(
     *,
     customers: int,
@@ -107,6 +149,7 @@ def run_demo(
     quiet: bool,
     console: Console,
     flow: str = DEFAULT_FLOW,
+    keep: bool = False,
 ) -> RunStats:
     chosen = demo_flow(flow)
     home = ferry_home()
@@ -114,7 +157,7 @@ def run_demo(
     if not quiet:
         console.print(
             f"[bold]ferry demo {chosen.name}[/]: generating a messy {chosen.source_label} ({customers:,} customers, "
-            f"{products:,} products, {orders:,} orders, seed {seed}) and an empty Salesforce org, both on "
+            f"{products:,} products, {orders:,} orders, seed {seed}) and an empty {chosen.target_label}, both on "
             "127.0.0.1 over HTTPS"
         )
     started: list[SandboxProcess] = []
@@ -125,19 +168,47 @@ def run_demo(
             ["--seed", str(seed), "--customers", str(customers), "--products", str(products), "--orders", str(orders)],
         )
         started.append(source)
-        org = start_sandbox("salesforce", sandbox_dir, ["--seed", str(seed)])
+        org = start_sandbox(chosen.target, sandbox_dir, ["--seed", str(seed), *chosen.target_args])
         started.append(org)
         if not quiet:
             label = f"{chosen.source_label.split()[0]} sandbox"
-            width = max(19, len(label) + 1)
-            console.print(f"  {label:<{width}}{source.url}\n  {'Salesforce sandbox':<{width}}{org.url}")
-        spec = load_pipeline(chosen.example, {**os.environ, **chosen.env(source.info, org.info)})
+            target_label = f"{chosen.target_label.split()[0]} sandbox"
+            width = max(19, len(label) + 1, len(target_label) + 1)
+            console.print(f"  {label:<{width}}{source.url}\n  {target_label:<{width}}{org.url}")
+        # A fresh sandbox issues a fresh refresh token: a token kept by an earlier demo is dead.
+        token_file = sandbox_dir / f"{chosen.pipeline}.token"
+        token_file.unlink(missing_ok=True)
+        target_info = {**org.info, "token_file": str(token_file)}
+        env = chosen.env(source.info, target_info)
+        spec = load_pipeline(chosen.example, {**os.environ, **env})
         spec = spec.model_copy(update={"name": chosen.pipeline})
         store = Store(home / "ferry.db")
         # The sandboxes start empty every time, so the demo's sync state must too.
         store.reset_pipeline(chosen.pipeline)
         with render.progress(console, disabled=quiet) as progress:
-            return asyncio.run(Runner(spec, store, progress).run())
+            stats = asyncio.run(Runner(spec, store, progress).run())
+        if keep:
+            render.print_run(console, stats)
+            _serve_until_interrupted(console, chosen, env)
+        return stats
     finally:
         for sandbox in reversed(started):
             sandbox.stop()
+
+
+def _serve_until_interrupted(console: Console, flow: DemoFlow, env: dict[str, str]) -> None:
+    """``ferry demo --keep``: the sandboxes stay up with the pipeline file and environment the run used, so its
+    dead letters can be inspected, fixed and replayed; Ctrl-C stops them."""
+    pipeline, env_file = _keep_files(flow, env)
+    console.print(
+        f"\nThe sandboxes keep running (Ctrl-C stops them). In another shell, to fix and replay dead letters:\n"
+        f"  . {shlex.quote(str(env_file))}\n"
+        f"  ferry dlq list --pipeline {flow.pipeline}\n"
+        f"  ferry dlq replay {shlex.quote(str(pipeline))} --dry-run   # edit its mapping first; then without --dry-run",
+        highlight=False, markup=False,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping the sandboxes")

@@ -21,6 +21,19 @@ def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+_KEY_VALUE = structlog.processors.KeyValueRenderer()
+
+
+def render_quiet(logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+    """The default (not --verbose) line: an event that carries a ``summary`` is that sentence, prefixed by its
+    level (``warning: shopify: GET /x retried 4 time(s) after connection refused; gave up: ...``); any other
+    event stays key=value."""
+    summary = event.get("summary")
+    if summary:
+        return f"{event.get('level', 'warning')}: {summary}"
+    return str(_KEY_VALUE(logger, name, event))
+
+
 def _stderr_logger(*_: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
@@ -33,7 +46,7 @@ def configure_logging(verbose: bool) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_secrets,
-            structlog.dev.ConsoleRenderer(colors=False) if verbose else structlog.processors.KeyValueRenderer(),
+            structlog.dev.ConsoleRenderer(colors=False) if verbose else render_quiet,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         # sys.stderr is looked up per logger, not bound once: a stream swapped in by a caller (and later

@@ -4,26 +4,65 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from ferry import __version__
 from ferry.cli import render
+from ferry.cli.exits import Exit, exit_code_of
 from ferry.cli.logging import configure_logging
-from ferry.errors import FerryError
+from ferry.errors import ConfigError, FerryError
 from ferry.paths import ferry_home
 
-app = typer.Typer(
+
+class _FerryTyper(typer.Typer):
+    """The `ferry` console script calls the app: every error a user can cause ends there in one line and a
+    documented exit code (cli/exits.py), never a traceback. ``FERRY_TRACEBACK=1`` shows an unexpected one's."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("FERRY_TRACEBACK") and not isinstance(exc, FerryError | OSError | sqlite3.Error):
+                raise
+            _say_error(_one_line_of(exc))
+            sys.exit(_exit_code_of_any(exc))
+
+
+def _one_line_of(exc: Exception) -> str:
+    if isinstance(exc, FerryError):
+        return str(exc)
+    if isinstance(exc, sqlite3.Error):
+        return f"state database: {exc}"
+    if isinstance(exc, OSError):  # a file or directory ferry was pointed at cannot be used
+        return f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc.strerror or exc)
+    return f"unexpected {type(exc).__name__}: {exc} (a bug in ferry: FERRY_TRACEBACK=1 shows where)"
+
+
+def _exit_code_of_any(exc: Exception) -> int:
+    if isinstance(exc, OSError):
+        return Exit.USAGE
+    return exit_code_of(exc)
+
+
+app = _FerryTyper(
     name="ferry",
     help="Move orders, customers and products between systems: never lost, never duplicated.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals can hold secrets
 )
-dlq_app = typer.Typer(help="Inspect, replay and discard dead letters.", no_args_is_help=True)
-sandbox_app = typer.Typer(help="Local emulators of the systems ferry talks to.", no_args_is_help=True)
+dlq_app = _FerryTyper(help="Inspect, replay and discard dead letters.", no_args_is_help=True)
+sandbox_app = _FerryTyper(help="Local emulators of the systems ferry talks to.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(sandbox_app, name="sandbox")
 
@@ -40,15 +79,30 @@ def _store() -> Any:
     return Store(ferry_home() / "ferry.db")
 
 
+def _say_error(message: str) -> None:
+    """``error: <message>`` on stderr, the message printed as it is: never read as markup."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True, highlight=False)
+
+
 def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(code=2)
+    _say_error(str(exc))
+    raise typer.Exit(code=exit_code_of(exc))
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"ferry {__version__}\n")
+        raise typer.Exit()
 
 
 @app.callback()
 def main(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log progress as structured lines on stderr.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print ferry's version and exit."),
     ] = False,
 ) -> None:
     configure_logging(verbose)
@@ -64,49 +118,68 @@ def demo(
     orders: Annotated[int, typer.Option(min=1, help="Orders (with line items, refunds, guests).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the generated store: same seed, same store.")] = 7,
     list_flows: Annotated[bool, typer.Option("--list", help="List the demo flows and exit.")] = False,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="Keep the sandboxes running after the run (Ctrl-C stops them), with the "
+                     "pipeline file and environment it used: its dead letters can be replayed."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start a store's and a Salesforce sandbox, generate a messy store, and sync it with the example pipeline."""
+    """Start a store's and a target's sandbox, generate a messy store, and sync it with the example pipeline."""
     from ferry.cli.demo import FLOWS, demo_flow, run_demo
 
     if list_flows:
         if as_json:
-            listed = [{"flow": f.name, "source": f.source, "target": "salesforce"} for f in FLOWS.values()]
+            listed = [{"flow": f.name, "source": f.source, "target": f.target} for f in FLOWS.values()]
             sys.stdout.write(json.dumps(listed) + "\n")
         else:
             for f in FLOWS.values():
-                console.print(f"{f.name}  [dim]({f.source_label} -> Salesforce org, examples/{f.name}.yml)[/]")
+                console.print(f"{f.name}  [dim]({f.source_label} -> {f.target_label}, examples/{f.name}.yml)[/]")
         return
     try:
         chosen = demo_flow(flow)
         result = run_demo(
             customers=customers, products=products, orders=orders, seed=seed, quiet=as_json, console=console,
-            flow=chosen.name,
+            flow=chosen.name, keep=keep,
         )
     except FerryError as exc:
         _fail(exc)
         return
     if as_json:
-        sys.stdout.write(json.dumps(render.demo_json(result, source_system=chosen.source)) + "\n")
+        sys.stdout.write(
+            json.dumps(render.demo_json(result, source_system=chosen.source, target_system=chosen.target)) + "\n"
+        )
     else:
-        render.print_run(console, result)
-        render.print_next_steps(console, result.pipeline, f"examples/{chosen.name}.yml")
+        if not keep:  # --keep printed the run before serving on
+            render.print_run(console, result)
+        render.print_next_steps(console, result.pipeline, chosen.name, kept=keep)
 
 
 @app.command()
 def run(
-    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file, or the name of a packaged example.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Write even when `ferry plan` reports problems with the mapping.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a pipeline once: read what changed, write it, dead-letter what cannot be written."""
+    """Run a pipeline once: read what changed, write it, dead-letter what cannot be written.
+
+    Exit codes: 0 done, 1 failed, 2 usage or configuration error (nothing written), 3 an object's dead letters
+    over max_dead_letter_share, 4 done with dead letters within it, 5 try later (API budget paused, or the
+    pipeline is running elsewhere), 6 state directory unusable, 130/143 interrupted (SIGINT/SIGTERM)."""
     from ferry.engine.pipeline import load_pipeline
     from ferry.engine.runner import Runner
 
     try:
         spec = load_pipeline(pipeline)
-        store = _store()
+        runner = Runner(spec, _store(), force=force)
         with render.progress(console, disabled=as_json) as progress:
-            stats = asyncio.run(Runner(spec, store, progress).run())
+            runner.progress = progress
+            stats = _run_until_signalled(runner)
+    except _Interrupted as stop:
+        _say_error(stop.message(runner.run_id))
+        raise typer.Exit(code=stop.exit_code) from None
     except FerryError as exc:
         _fail(exc)
         return
@@ -114,8 +187,58 @@ def run(
         sys.stdout.write(json.dumps(stats.as_dict()) + "\n")
     else:
         render.print_run(console, stats)
+    raise typer.Exit(code=_run_exit_code(stats))
+
+
+def _run_exit_code(stats: Any) -> int:
+    if stats.status == "paused":
+        return Exit.TRY_LATER
     if stats.status != "succeeded":
-        raise typer.Exit(code=1)
+        return Exit.FAILED
+    if stats.over_dead_letter_cap():
+        return Exit.DEAD_LETTERS_OVER_SHARE
+    return Exit.DEAD_LETTERS if stats.dead_lettered else Exit.OK
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+    def message(self, run_id: int | None) -> str:
+        which = f"run {run_id}" if run_id is not None else "the run"
+        return (
+            f"{signal.Signals(self.signum).name}: {which} stopped and marked interrupted; what it committed is kept, "
+            "and the next `ferry run` resumes from there"
+        )
+
+
+def _run_until_signalled(runner: Any) -> Any:
+    """The run, cancelled cleanly by SIGINT or SIGTERM (its row is then marked interrupted): ``_Interrupted``."""
+    received: list[int] = []
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def stop(signum: int) -> None:
+            received.append(signum)
+            task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop, signum)
+        try:
+            return await runner.run()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    try:
+        return asyncio.run(main())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise _Interrupted(received[0] if received else signal.SIGINT) from None
 
 
 @app.command()
@@ -147,12 +270,47 @@ def runs(
     limit: Annotated[int, typer.Option(min=1)] = 20,
     as_json: JsonOpt = False,
 ) -> None:
-    """List recent runs with their per-object figures."""
-    rows = _store().list_runs(pipeline, limit)
+    """List recent runs with their per-object figures (`died`: its process is gone without finishing)."""
+    store = _store()
+    _known_pipeline(store, pipeline)
+    rows = _with_dead_runs(store, store.list_runs(pipeline, limit))
     if as_json:
         sys.stdout.write(json.dumps([render.run_row_json(r) for r in rows]) + "\n")
     else:
         render.print_runs(console, rows)
+
+
+def _known_pipeline(store: Any, pipeline: str | None) -> None:
+    """An unknown --pipeline is a usage error naming the known ones, not an empty list."""
+    if pipeline is None:
+        return
+    known = store.pipelines()
+    if pipeline not in known:
+        import difflib
+
+        close = difflib.get_close_matches(pipeline, sorted(known), n=1)
+        hint = f"; did you mean {close[0]}?" if close else (
+            f"; known: {', '.join(sorted(known))}" if known else "; no pipeline has run with this FERRY_HOME yet"
+        )
+        raise ConfigError(f"--pipeline {pipeline}: no run and no dead letter of such a pipeline{hint}")
+
+
+def _with_dead_runs(store: Any, rows: list[Any]) -> list[Any]:
+    """A row still `running` whose pipeline lock no process holds: that process died (shown `died`)."""
+    from dataclasses import replace
+
+    from ferry.store.lease import is_running
+
+    live: dict[str, bool] = {}
+    out = []
+    for r in rows:
+        if r.status == "running":
+            if r.pipeline not in live:
+                live[r.pipeline] = is_running(store.path.parent, r.pipeline)
+            if not live[r.pipeline]:
+                r = replace(r, status="died")
+        out.append(r)
+    return out
 
 
 StatusOpt = Annotated[str, typer.Option(help="open, resolved, discarded or all.")]
@@ -171,7 +329,7 @@ def _letter_filter(
     from ferry.store import DLQ_STATUSES, LetterFilter
 
     if status != "all" and status not in DLQ_STATUSES:
-        raise FerryError(f"--status {status!r}: choose one of {', '.join((*DLQ_STATUSES, 'all'))}")
+        raise ConfigError(f"--status {status!r}: choose one of {', '.join((*DLQ_STATUSES, 'all'))}")
     return LetterFilter(pipeline, obj, code, since_timestamp(since), None if status == "all" else status, ids or ())
 
 
@@ -182,20 +340,37 @@ def dlq_list(
     code: CodeOpt = None,
     since: SinceOpt = None,
     status: StatusOpt = "open",
-    limit: Annotated[int, typer.Option(min=1)] = 100,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 100,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many first (paging: --offset 100).")] = 0,
+    all_: Annotated[bool, typer.Option("--all", help="Show every matching letter (no --limit).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List dead letters: records that could not be written, with the reason."""
+    """List dead letters: records that could not be written, with the reason. Says how many match in all."""
     try:
         selection = _letter_filter(pipeline, object_, code, since, status, None)
+        store = _store()
+        _known_pipeline(store, pipeline)
     except FerryError as exc:
         _fail(exc)
         return
-    letters = _store().find_dead_letters(selection, limit)
+    letters = store.find_dead_letters(selection, None if all_ else limit, offset)
+    total = store.count_matching_letters(selection)
     if as_json:
         sys.stdout.write(json.dumps([render.letter_json(d, full=False) for d in letters]) + "\n")
     else:
         render.print_letters(console, letters)
+        _print_more_letters(len(letters), offset, total, limit)
+
+
+def _print_more_letters(shown: int, offset: int, total: int, limit: int) -> None:
+    """The count of what matched and how to see the rest, when the list is not all of it."""
+    if shown == total:
+        return
+    first, last = (offset + 1, offset + shown) if shown else (offset, offset)
+    left = total - offset - shown
+    more = f"--offset {offset + shown} for the next {min(limit, left)}" if left > 0 else ""
+    hint = ", ".join(part for part in (more, "--all for every one", "--limit N for N a page") if part)
+    console.print(Text(f"showing {first:,}-{last:,} of {total:,} matching dead letters: {hint}"))
 
 
 @dlq_app.command("show")
@@ -206,7 +381,7 @@ def dlq_show(
     """Show one dead letter: errors, attempts, mapped payload and the source record."""
     letter = _store().get_dead_letter(letter_id)
     if letter is None:
-        _fail(FerryError(f"no dead letter with id {letter_id}"))
+        _fail(ConfigError(f"no dead letter with id {letter_id}"))
         return
     if as_json:
         sys.stdout.write(json.dumps(render.letter_json(letter, full=True)) + "\n")
@@ -266,10 +441,10 @@ def dlq_discard(
 ) -> None:
     """Mark open dead letters as discarded, with a reason. Nothing is deleted: `dlq list --status discarded`."""
     if not reason.strip():
-        _fail(FerryError("--reason must say why the letters are discarded"))
+        _fail(ConfigError("--reason must say why the letters are discarded"))
         return
     if not (ids or pipeline or object_ or code or since or all_):
-        _fail(FerryError("say which letters to discard (--id, --pipeline, --object, --code, --since) or pass --all"))
+        _fail(ConfigError("say which letters to discard (--id, --pipeline, --object, --code, --since) or pass --all"))
         return
     try:
         selection = _letter_filter(pipeline, object_, code, since, "open", ids)
@@ -280,7 +455,7 @@ def dlq_discard(
     if as_json:
         sys.stdout.write(json.dumps({"discarded": count, "reason": reason.strip()}) + "\n")
     else:
-        console.print(f"discarded {count} dead letter{'s' if count != 1 else ''}: {reason.strip()}")
+        console.print(Text(f"discarded {count} dead letter{'s' if count != 1 else ''}: {reason.strip()}"))
 
 
 @sandbox_app.command("serve")
@@ -345,6 +520,11 @@ def sandbox_serve(
         typer.Option(min=-1, help="Salesforce: port of the Pub/Sub API (gRPC, TLS) on 127.0.0.1; 0 picks a free "
                      "one, -1 serves none."),
     ] = 0,
+    env: Annotated[
+        bool,
+        typer.Option("--env", help="Announce with `export NAME=value` lines: the variables the example pipelines "
+                     "read (`ferry sandbox serve shopify --env > shop.env &`, then `. shop.env`)."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve one sandbox over HTTPS on 127.0.0.1 until interrupted."""
@@ -371,6 +551,22 @@ def sandbox_serve(
             limits=limit_options(daily_api_limit, concurrent_limit, pubsub_port if system == "salesforce" else -1),
             plain_http=plain_http,
             timezone=timezone,
+            env=env,
         )
+    except FerryError as exc:
+        _fail(exc)
+
+
+@sandbox_app.command("env")
+def sandbox_env(
+    system: Annotated[str, typer.Argument(help="shopify, salesforce or woocommerce")],
+    state_dir: Annotated[Path | None, typer.Option(help="The running sandbox's --state-dir.")] = None,
+) -> None:
+    """Print `export NAME=value` lines pointing the example pipelines at a running sandbox: `eval "$(ferry
+    sandbox env shopify)"`."""
+    from ferry.cli.serve import print_sandbox_env
+
+    try:
+        print_sandbox_env(system, state_dir or ferry_home() / "sandbox")
     except FerryError as exc:
         _fail(exc)

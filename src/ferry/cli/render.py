@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ferry.engine.stats import RunStats
 from ferry.store import DeadLetter, RunRow
@@ -66,8 +67,10 @@ def progress(console: Console, *, disabled: bool) -> Iterator[RichProgress]:
         tracker.finish()
 
 
-def demo_json(stats: RunStats, *, source_system: str | None = None) -> dict[str, Any]:
-    """What `ferry demo --json` prints: the same shape for every flow, its source named in ``source``."""
+def demo_json(
+    stats: RunStats, *, source_system: str | None = None, target_system: str | None = None
+) -> dict[str, Any]:
+    """What `ferry demo --json` prints: the same shape for every flow, its source and target named."""
     objects = {
         name: {**{c: getattr(s, c) for c in _OBJECT_COLUMNS}, "strategy": s.strategy, "reason": s.reason}
         for name, s in stats.objects.items()
@@ -82,6 +85,7 @@ def demo_json(stats: RunStats, *, source_system: str | None = None) -> dict[str,
         "source_api_calls": stats.source_api_calls,
         "setup_api_calls": stats.setup_api_calls,
         "source": {"system": source_system, "api_calls": stats.source_api_calls},
+        "target": {"system": target_system},
     }
 
 
@@ -109,12 +113,15 @@ def print_run(console: Console, stats: RunStats) -> None:
         )
     for name, s in stats.objects.items():
         if s.reason:
-            console.print(f"  [dim]{name}: {s.reason}[/]")
+            console.print(Text(f"  {name}: {s.reason}", style="dim"))
     reads = ", ".join(f"{n:,} {k}" for k, n in stats.source_records.items())
     console.print(
         f"source: read {reads} in {_calls(stats.source_api_calls)}; "
         f"target set-up (auth, describe, queries): {_calls(stats.setup_api_calls)}"
     )
+    if stats.resumed_from:
+        before = stats.resumed_from
+        console.print(f"resumed run {before['run_id']} ({before['status']}): what it committed was kept")
     if stats.resumed_reads or stats.resumed_bulk_jobs:
         parts = [f"read of {', '.join(stats.resumed_reads)} from its saved page"] if stats.resumed_reads else []
         if stats.resumed_bulk_jobs:
@@ -123,8 +130,22 @@ def print_run(console: Console, stats: RunStats) -> None:
     line = budget_line(stats.budget)
     if line:
         console.print(line)
+    over = stats.over_dead_letter_cap()
+    if over:
+        shares = ", ".join(f"{name} {share:.0%}" for name, share in over.items())
+        console.print(
+            Text.assemble(
+                (f"dead letters over max_dead_letter_share {stats.dead_letter_cap:.0%}: {shares}", "bold red"),
+                f"; the run counts as failed (exit 3); `ferry dlq list --pipeline {stats.pipeline}` shows why",
+            )
+        )
+    if stats.dead_lettered and not over and stats.status == "succeeded":
+        console.print(
+            f"{stats.dead_lettered:,} record(s) dead-lettered, each object within max_dead_letter_share "
+            f"{stats.dead_letter_cap:.0%} (exit 4); `ferry dlq list --pipeline {escape(stats.pipeline)}` shows why"
+        )
     if stats.error:
-        console.print(f"[bold red]{stats.error}[/]")
+        console.print(Text(stats.error, style="bold red"))
 
 
 def budget_line(budget: dict[str, Any] | None) -> str | None:
@@ -157,13 +178,20 @@ def _budget_cell(budget: dict[str, Any] | None) -> str:
     return cell
 
 
-def print_next_steps(console: Console, pipeline: str, example: str = "examples/shopify-to-salesforce.yml") -> None:
+def print_next_steps(
+    console: Console, pipeline: str, example: str = "shopify-to-salesforce", *, kept: bool = False
+) -> None:
+    """What to try after the demo; ``example`` is a packaged example's name, which `ferry plan` finds from any
+    directory."""
     steps = [
         ("ferry runs", "every run with its figures"),
         (f"ferry dlq list --pipeline {pipeline}", "records that could not be written, and why"),
         ("ferry dlq show ID", "one dead letter: errors, mapped and source payloads"),
-        (f"ferry plan {example}", "what a pipeline will do, before it writes"),
+        (f"ferry plan {example}", "what a pipeline will do, before it writes (against running sandboxes: "
+         "`ferry sandbox serve SYSTEM --env`)"),
     ]
+    if not kept:
+        steps.append(("ferry demo --keep", "the same, with the sandboxes left running to replay dead letters"))
     width = max(len(cmd) for cmd, _ in steps) + 3
     console.print("\nWhere to look next:")
     for cmd, what in steps:
@@ -178,6 +206,8 @@ def run_row_json(r: RunRow) -> dict[str, Any]:
         "finished_at": r.finished_at,
         "status": r.status,
         "error": r.error,
+        "pid": r.pid,
+        "host": r.host,
         "stats": r.stats,
     }
 
@@ -212,7 +242,7 @@ def print_runs(console: Console, rows: Sequence[RunRow]) -> None:
             str(r.id),
             r.pipeline,
             r.started_at[:19].replace("T", " "),
-            r.status,
+            Text(r.status, style="red" if r.status in ("died", "failed", "interrupted") else ""),
             f"{r.stats.get('seconds', 0):.1f}",
             f"{total['written']:,}",
             f"{total['created']:,}",
@@ -266,15 +296,15 @@ def print_letters(console: Console, letters: Sequence[DeadLetter]) -> None:
         table.add_row(
             str(d.id),
             *([] if one else [d.pipeline]),
-            d.object,
-            d.record_key,
-            d.error_code,
-            ", ".join(d.fields),
+            Text(d.object),
+            Text(d.record_key),
+            Text(d.error_code),
+            Text(", ".join(d.fields)),
             str(d.attempts),
             d.last_seen[:16].replace("T", " "),
             d.status if d.status != "open" else "",
             # The row already names the record; its messages (which must name it elsewhere) need not.
-            d.message.replace(f"{d.object} {d.record_key}: ", ""),
+            Text(d.message.replace(f"{d.object} {d.record_key}: ", "")),
         )
     console.print(table)
     console.print(
@@ -283,19 +313,24 @@ def print_letters(console: Console, letters: Sequence[DeadLetter]) -> None:
 
 
 def print_letter(console: Console, d: DeadLetter) -> None:
-    console.print(f"[bold]dead letter {d.id}[/]: {d.object} {d.record_key} ({d.status}, {d.attempts} attempt(s))")
-    console.print(f"  pipeline {d.pipeline}, run {d.run_id}, first seen {d.first_seen}, last seen {d.last_seen}")
+    console.print(
+        f"[bold]dead letter {d.id}[/]: {escape(d.object)} {escape(d.record_key)} ({d.status}, {d.attempts} attempt(s))"
+    )
+    console.print(
+        Text(f"  pipeline {d.pipeline}, run {d.run_id}, first seen {d.first_seen}, last seen {d.last_seen}")
+    )
     if d.resolution:
-        console.print(f"  {d.status} at {d.resolved_at}: {d.resolution}")
+        console.print(Text(f"  {d.status} at {d.resolved_at}: {d.resolution}"))
     source = f"{d.stream} {d.source_key}" if d.stream else "unknown (stored before ferry kept it)"
-    console.print(f"  source record: {source}")
+    console.print(Text(f"  source record: {source}"))
     for e in d.errors:
-        console.print(f"  [red]{e.get('code')}[/] {e.get('message')}  fields: {', '.join(e.get('fields', []))}")
+        fields = ", ".join(e.get("fields", []))
+        console.print(Text.assemble("  ", (str(e.get("code")), "red"), f" {e.get('message')}  fields: {fields}"))
     if d.history:
         console.print("[bold]attempts[/]")
         for h in d.history:
             codes = ", ".join(f"{e.get('code')}: {e.get('message')}" for e in h.get("errors", []))
-            console.print(f"  {h.get('attempt')}. {h.get('at')}  {codes}", highlight=False)
+            console.print(Text(f"  {h.get('attempt')}. {h.get('at')}  {codes}"), highlight=False)
     console.print("[bold]mapped payload[/]")
     console.print_json(data=d.mapped_payload)
     console.print("[bold]source record[/]")
@@ -303,7 +338,7 @@ def print_letter(console: Console, d: DeadLetter) -> None:
 
 
 def print_plan(console: Console, report: Any) -> None:
-    console.print(f"[bold]plan for {report.pipeline}[/]  load order: {' → '.join(report.load_order)}")
+    console.print(f"[bold]plan for {escape(report.pipeline)}[/]  load order: {escape(' → '.join(report.load_order))}")
     if report.api_usage:
         used, total = report.api_usage
         console.print(f"org API usage: {used:,} of {total:,} daily requests")
@@ -312,18 +347,18 @@ def print_plan(console: Console, report: Any) -> None:
         console.print(line.replace("this run", "this plan's describes and queries"))
     _print_source_check(console, report.source)
     for o in report.objects:
-        table = Table(title=f"{o.name} ← {o.entity}, upsert by {o.external_id}", title_justify="left")
+        table = Table(title=Text(f"{o.name} ← {o.entity}, upsert by {o.external_id}"), title_justify="left")
         for c in ("target field", "from", "type", "length", "required"):
             table.add_column(c, overflow="fold")
         for f in o.fields:
-            table.add_row(f.field, f.expression, f.type, str(f.length or ""), "yes" if f.required else "")
+            required = "yes" if f.required else ""
+            table.add_row(Text(f.field), Text(f.expression), Text(f.type), str(f.length or ""), required)
         console.print(table)
-        console.print(f"  strategy of the next run ({_next_run_records(o)}): {o.strategy} — {escape(o.reason)}",
-                      highlight=False)
+        console.print(Text(f"  strategy of the next run ({_next_run_records(o)}): {o.strategy} — {o.reason}"))
         for p in o.problems:
-            console.print(f"  [bold red]problem:[/] {escape(p)}")
+            console.print(Text.assemble("  ", ("problem:", "bold red"), f" {p}"))
         for n in getattr(o, "notes", ()):
-            console.print(f"  [yellow]note:[/] {escape(n)}")
+            console.print(Text.assemble("  ", ("note:", "yellow"), f" {n}"))
     if not report.errors:
         console.print("[green]no problems found against the target's describe and the source's records[/]")
 
@@ -340,14 +375,15 @@ def _print_source_check(console: Console, checked: Any) -> None:
     if checked is None:
         return
     for p in checked.problems:
-        console.print(f"[bold red]problem:[/] {escape(p)}")
+        console.print(Text.assemble(("problem:", "bold red"), f" {p}"))
     if checked.problems:
         return
     counts = ", ".join(f"{'?' if n is None else f'~{n:,}'} {stream}" for stream, n in checked.estimates.items())
     console.print(
-        f"source {checked.system}: reachable, credentials accepted; a next run would read {counts} "
-        f"({_calls(checked.api_calls)} to find out)",
-        highlight=False,
+        Text(
+            f"source {checked.system}: reachable, credentials accepted; a next run would read {counts} "
+            f"({_calls(checked.api_calls)} to find out)"
+        )
     )
 
 
@@ -355,43 +391,45 @@ _REPLAY_OK = frozenset({"replayed", "up_to_date", "would_replay"})
 
 
 def print_replay(console: Console, report: Any, *, verbose: bool = False) -> None:
-    """A table of letters per object, outcome and error code; each letter's own line with ``verbose``."""
+    """A table of letters per object, outcome and error code; each letter's own line with ``verbose``.
+    Names, keys and messages are printed literally (``Text``), never read as markup."""
     verb = "dry run of replay" if report.dry_run else "replay"
     if not report.outcomes and not report.skipped:
-        console.print(f"{verb} for {report.pipeline}: no open dead letter matches")
+        console.print(Text(f"{verb} for {report.pipeline}: no open dead letter matches"))
         return
     if verbose:
         _print_replay_letters(console, report, verb)
-    table = Table(title=f"{verb} for {report.pipeline}", box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    table = Table(title=Text(f"{verb} for {report.pipeline}"), box=box.SIMPLE_HEAD, pad_edge=False,
+                  title_justify="left")
     for c in ("object", "outcome", "code", "letters"):
         table.add_column(c, no_wrap=True, justify="right" if c == "letters" else "left")
     for obj, outcome, code, n in report.summary():
-        style = "green" if outcome in _REPLAY_OK else "red"
-        table.add_row(obj, f"[{style}]{outcome}[/]", code or "-", f"{n:,}")
+        table.add_row(Text(obj), _outcome(outcome), Text(code or "-"), f"{n:,}")
     console.print(table)
     counts = ", ".join(f"{n:,} {k}" for k, n in sorted(report.counts().items()))
     if counts:
-        console.print(f"  {counts}", highlight=False)
-    if report.skipped:
-        reasons = Counter(why for _, why in report.skipped)
-        for why, n in reasons.most_common():
-            console.print(f"  [dim]skipped {n:,}: {escape(why)}[/]")
+        console.print(Text(f"  {counts}"))
+    for why, n in Counter(why for _, why in report.skipped).most_common():
+        console.print(Text(f"  skipped {n:,}: {why}", style="dim"))
     if not verbose:
-        console.print("  [dim]--verbose lists each letter; --json gives every outcome with its errors[/]")
+        console.print(Text("  --verbose lists each letter; --json gives every outcome with its errors", style="dim"))
+
+
+def _outcome(outcome: str) -> Text:
+    return Text(outcome, style="green" if outcome in _REPLAY_OK else "red")
 
 
 def _print_replay_letters(console: Console, report: Any, verb: str) -> None:
-    table = Table(title=f"{verb} for {report.pipeline}: each letter", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=Text(f"{verb} for {report.pipeline}: each letter"), box=box.SIMPLE_HEAD, pad_edge=False)
     for c in ("id", "object", "key", "outcome", "read from", "detail"):
         table.add_column(c, overflow="fold")
     for o in report.outcomes:
         detail = o.message + (f" (with its parent {o.as_child_of})" if o.as_child_of else "")
-        style = "green" if o.outcome in _REPLAY_OK else "red"
-        table.add_row(str(o.letter_id), o.object, o.record_key, f"[{style}]{o.outcome}[/]", o.source,
-                      escape(detail[:300]))
+        table.add_row(str(o.letter_id), Text(o.object), Text(o.record_key), _outcome(o.outcome), Text(o.source),
+                      Text(detail[:300]))
     console.print(table)
     for letter_id, why in report.skipped:
-        console.print(f"  [dim]skipped {letter_id}: {escape(why)}[/]")
+        console.print(Text(f"  skipped {letter_id}: {why}", style="dim"))
 
 
 def _calls(n: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,7 @@ def serve_sandbox(
     limits: dict[str, Any] | None = None,
     plain_http: bool = False,
     timezone: str | None = None,
+    env: bool = False,
 ) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     sandbox = build_sandbox(
@@ -106,8 +108,16 @@ def serve_sandbox(
         persist=persist, latency=latency, schema=schema, faults=faults, limits=limits, timezone=timezone,
     )
 
+    env_file = sandbox_env_file(state_dir, system)
+
     def announce(url: str, tls: TlsFiles) -> None:
         info = {"system": system, **sandbox.credentials(url), "url": url, "ca_file": str(tls.ca_file)}
+        exports = export_lines(system, info)
+        env_file.write_text(exports)  # `ferry sandbox env SYSTEM` prints it while this sandbox runs
+        if env:
+            sys.stdout.write(exports)
+            sys.stdout.flush()
+            return
         if as_json:
             sys.stdout.write(json.dumps(info) + "\n")
             sys.stdout.flush()
@@ -115,13 +125,44 @@ def serve_sandbox(
         console.print(f"[bold]{system} sandbox[/] listening on [cyan]{url}[/]")
         for k, v in info.items():
             if k not in ("system", "url"):
-                console.print(f"  {k:18} {v}")
+                console.print(f"  {k:18} {v}", markup=False, highlight=False)  # paths may hold brackets
         if "pubsub_endpoint" in info:
             console.print("  pubsub: gRPC eventbus.v1.PubSub at pubsub_endpoint, TLS with ca_file; "
                           "metadata accesstoken, instanceurl, tenantid")
         console.print("  admin: /__sandbox/records/{object}  /__sandbox/stats  /__sandbox/faults   (Ctrl-C stops)")
 
-    serve_forever(sandbox.app, state_dir, port, announce, plain_http=plain_http)
+    try:
+        serve_forever(sandbox.app, state_dir, port, announce, plain_http=plain_http)
+    finally:
+        env_file.unlink(missing_ok=True)
+
+
+def sandbox_env_file(state_dir: Path, system: str) -> Path:
+    return state_dir / f"{system}.env"
+
+
+def export_lines(system: str, info: dict[str, Any]) -> str:
+    """``export NAME=value`` lines with the variables the example pipelines read (ferry/examples/*.yml)."""
+    from ferry.cli.demo import salesforce_env, shopify_env, woocommerce_env
+
+    readers = {"shopify": shopify_env, "salesforce": salesforce_env, "woocommerce": woocommerce_env}
+    reader = readers.get(system)
+    if reader is None:
+        return f"# no example pipeline reads a {system} sandbox's settings\n"
+    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in reader(info).items())
+
+
+def print_sandbox_env(system: str, state_dir: Path) -> None:
+    """The export lines of the sandbox of ``system`` running on ``state_dir`` (written when it started)."""
+    if system not in SYSTEMS:
+        raise ConfigError(f"unknown sandbox {system!r}: choose one of {', '.join(SYSTEMS)}")
+    path = sandbox_env_file(state_dir, system)
+    if not path.is_file():
+        raise ConfigError(
+            f"no {system} sandbox is running with the state directory {state_dir}: start one with "
+            f"`ferry sandbox serve {system}` (or pass --state-dir)"
+        )
+    sys.stdout.write(path.read_text())
 
 
 def limit_options(daily_api_limit: int | None, concurrent_limit: int | None, pubsub_port: int = -1

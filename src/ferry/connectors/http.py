@@ -17,9 +17,10 @@ What it guarantees:
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -131,21 +132,82 @@ def default_classify(response: httpx.Response) -> FerryError | None:
     return PermanentError(text, code=code or f"HTTP_{status}")
 
 
+def _host_of(exc: httpx.TransportError, url: httpx.URL | str) -> str:
+    """``host:port`` the call went to: from the request httpx built (the URL may be relative to a base URL)."""
+    try:
+        parsed = exc.request.url
+    except RuntimeError:  # no request attached (a hand-made error)
+        parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
+    if not parsed.host:
+        return "?"
+    return f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+_TIMEOUTS = {
+    httpx.ConnectTimeout: "timed out connecting",
+    httpx.ReadTimeout: "timed out waiting for the answer",
+    httpx.WriteTimeout: "timed out sending the request",
+    httpx.PoolTimeout: "timed out waiting for a free connection of the pool",
+}
+
+
+def network_cause(exc: httpx.TransportError) -> str:
+    """What went wrong on the wire, in words: refused, DNS, TLS, timeout, reset (from the exception chain)."""
+    for kind, words in _TIMEOUTS.items():
+        if isinstance(exc, kind):
+            return words
+    text = " ".join(str(e) for e in _causes(exc)).lower()
+    chain = list(_causes(exc))
+    if any(isinstance(e, socket.gaierror) for e in chain) or any(
+        hint in text for hint in ("name or service not known", "nodename nor servname", "name resolution",
+                                  "getaddrinfo", "no address associated")
+    ):
+        return "DNS lookup failed (no such host?)"
+    if any(isinstance(e, ssl.SSLError) for e in chain) or "ssl" in text or "tls" in text:
+        return f"TLS handshake failed ({_clip(str(exc)) or type(exc).__name__})"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text:
+        return "connection refused (nothing listening on that port?)"
+    if any(isinstance(e, ConnectionResetError | BrokenPipeError) for e in chain) or "reset" in text:
+        return "connection reset by the server"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection without an answer"
+    if any(isinstance(e, TimeoutError) for e in chain):
+        return "timed out"
+    return f"network error {type(exc).__name__}" + (f" ({_clip(str(exc))})" if str(exc) else "")
+
+
 def classify_transport_error(exc: httpx.TransportError, method: str, url: httpx.URL | str) -> FerryError:
-    """Network failures are transient, except those retrying cannot fix (bad TLS trust, our own bugs)."""
-    target = safe_target(method, url)
+    """Network failures are transient, except those retrying cannot fix (bad TLS trust, our own bugs). The
+    message names the host and the cause: ``GET /x on shop.test:443: connection refused``."""
+    target = f"{safe_target(method, url)} on {_host_of(exc, url)}"
     kind = type(exc).__name__
     if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return ConfigError(f"{target}: TLS certificate not trusted; set ca_file to the server's CA bundle")
     if isinstance(exc, httpx.LocalProtocolError | httpx.UnsupportedProtocol):
         return PermanentError(f"{target}: {kind}", code="HTTP_CLIENT")
-    return TransientError(f"{target}: network error {kind}", code="NETWORK")
+    return TransientError(f"{target}: {network_cause(exc)}", code="NETWORK")
 
 
 def _certainly_not_processed(exc: FerryError, transport: httpx.TransportError | None, status: int | None) -> bool:
     if transport is not None:
         return isinstance(transport, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     return status in SAFE_FOR_ANY_METHOD_STATUSES or isinstance(exc, SessionExpired)
+
+
+def _cause_text(err: BaseException | None) -> str:
+    """An error's words without the call's target (the summary names the target once)."""
+    text = str(err)
+    head, sep, tail = text.partition(": ")
+    return tail if sep and head.split(" ")[0].isupper() else text
 
 
 class _NotRetryable(Exception):
@@ -275,20 +337,27 @@ class HttpCore:
             count,
             stream,
         )
+        retries: list[str] = []  # the error of each attempt that was retried
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
             wait=self._wait,
             retry=retry_if_exception(lambda e: isinstance(e, FerryError) and e.transient),
-            before_sleep=self._log_retry(method, url),
+            before_sleep=self._log_retry(method, url, retries),
             reraise=True,
             sleep=self._sleep,
         )
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await call.once()
+                    response = await call.once()
+                    self._summarize_retries(method, url, retries, None)
+                    return response
         except _NotRetryable as wrapped:
+            self._summarize_retries(method, url, retries, wrapped.error)
             raise wrapped.error from None
+        except FerryError as exc:
+            self._summarize_retries(method, url, retries, exc)
+            raise
         raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
 
     @asynccontextmanager
@@ -304,12 +373,33 @@ class HttpCore:
         finally:
             await response.aclose()
 
-    def _log_retry(self, method: str, url: str) -> Callable[[RetryCallState], None]:
+    def _summarize_retries(self, method: str, url: str, retries: list[str], error: FerryError | None) -> None:
+        """One line for a call that needed retries, however many (each retry is an info line: --verbose)."""
+        if not retries:
+            return
+        causes = Counter(retries)
+        why = "; ".join(f"{text} (x{n})" if n > 1 else text for text, n in causes.most_common(2))
+        if error is None:
+            outcome = "then it succeeded"
+        else:  # the last cause is already in the line: say only what differs
+            outcome = "gave up" if _cause_text(error) == retries[-1] else f"gave up: {_cause_text(error)}"
+        # Gave up: a warning (the default level shows it); recovered: info, seen with --verbose.
+        (log.warning if error is not None else log.info)(
+            "http.retried",
+            summary=f"{self.name}: {safe_target(method, url)} retried {len(retries)} time(s) after {why}; {outcome}",
+            connector=self.name,
+            target=safe_target(method, url),
+            retries=len(retries),
+            succeeded=error is None,
+        )
+
+    def _log_retry(self, method: str, url: str, retries: list[str]) -> Callable[[RetryCallState], None]:
         target = safe_target(method, url)
 
         def before_sleep(state: RetryCallState) -> None:
             err = state.outcome.exception() if state.outcome else None
-            log.warning(
+            retries.append(_cause_text(err))
+            log.info(
                 "http.retry",
                 connector=self.name,
                 target=target,

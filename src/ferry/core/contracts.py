@@ -260,4 +260,7 @@ class SinkContext:
     pipeline: str
     ledger: ApiLedger | None = None
     clock: Callable[[], float] | None = None
+    # The id map (``VersionMap.target_ids`` bound to the pipeline): a sink without a native upsert resolves a
+    # child's reference to a parent this pipeline wrote by the parent's source key, without an API call.
+    target_ids: Callable[[str, Sequence[str]], dict[str, str]] | None = None
     extras: dict[str, Any] = field(default_factory=dict)

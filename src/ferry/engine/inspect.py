@@ -17,6 +17,7 @@ from ferry.engine.plan import ObjectPlan, build_plans, order_plans
 from ferry.errors import AuthError, ConfigError, FerryError, PermanentError, TransientError
 from ferry.mapping.spec import (
     CoalesceExpr,
+    EachExpr,
     FieldExpr,
     MapExpr,
     ObjectMapping,
@@ -133,6 +134,9 @@ def describe_expr(expr: FieldExpr) -> str:
         return f"{expr.ref} by {expr.by} = {describe_expr(expr.value)}"
     elif isinstance(expr, QueryExpr):
         return f"query: {expr.query}"
+    elif isinstance(expr, EachExpr):
+        subs = ", ".join(f"{k}: {describe_expr(v)}" for k, v in expr.fields.items())
+        return f"each of {expr.each}: {{{subs}}}"
     else:  # pragma: no cover - the union is closed
         return str(expr)
     if expr.transform:

@@ -143,10 +143,20 @@ class Loader:
     ) -> int:
         retried = 0
         for rows in self.store.outbox(self.pipeline, plan.name, chunk=_SEND_CHUNK, with_source=False):
-            results = await sink.upsert(plan.name, plan.external_id, [r.payload for r in rows], strategy)
+            results = await sink.upsert(
+                plan.name, plan.external_id, [r.payload for r in rows], strategy,
+                target_ids=self._target_ids(sink, plan.name, rows),
+            )
             retried += self.reconcile(plan, rows, results, jobs=[])
             advance(len(rows))
         return retried
+
+    def _target_ids(self, sink: Sink, obj: str, rows: Sequence[OutboxRow]) -> list[str | None] | None:
+        """The id map's target id of each row, for a sink without an upsert of its own (None for one with)."""
+        if sink.capabilities.native_upsert:
+            return None
+        known = self.store.target_ids(self.pipeline, obj, [r.key for r in rows])
+        return [known.get(r.key) for r in rows]
 
     async def _send_job(self, sink: Sink, plan: ObjectPlan, advance: Callable[[int], None]) -> int:
         """The whole outbox of the object through the sink's remote job(s), read and journaled page by page.

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ferry.connectors import registry
 from ferry.errors import ConfigError
@@ -52,6 +53,9 @@ else:
     TargetBlock = _block_union(registry.sink_configs(), "target")
 
 
+DEFAULT_MAX_DEAD_LETTER_SHARE = 0.1
+
+
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,6 +64,21 @@ class PipelineSpec(BaseModel):
     target: TargetBlock
     objects: list[ObjectMapping] = Field(min_length=1)
     retry: RetrySpec = Field(default_factory=lambda: RetrySpec(max_attempts=4, backoff_max_seconds=8.0))
+    # Above this share of an object's records dead-lettered in one run, the run counts as failed (exit 3);
+    # "5%" or 0.05. A share up to it still exits 4 ("finished with dead letters"), none exits 0.
+    max_dead_letter_share: float = Field(DEFAULT_MAX_DEAD_LETTER_SHARE, ge=0, le=1)
+
+    @field_validator("max_dead_letter_share", mode="before")
+    @classmethod
+    def _percent(cls, value: Any) -> Any:
+        """ "5%" -> 0.05; a bare number is a fraction (0.05)."""
+        if isinstance(value, str) and value.strip().endswith("%"):
+            number = value.strip()[:-1].strip()
+            try:
+                return float(number) / 100
+            except ValueError:
+                raise ValueError(f"{value!r} is not a percentage such as 5%") from None
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -105,27 +124,64 @@ def _interpolate_str(text: str, env: Mapping[str, str], where: str) -> Any:
     return replaced
 
 
+def packaged_examples() -> dict[str, Path]:
+    """The example pipelines shipped in the package (ferry/examples/*.yml), by name."""
+    root = resources.files("ferry.examples")
+    return {Path(e.name).stem: Path(str(e)) for e in root.iterdir() if e.name.endswith(".yml")}
+
+
+def resolve_pipeline_file(path: Path) -> Path:
+    """``path`` itself when it exists; else a packaged example named by it (``shopify-to-salesforce``, or the
+    repository path ``examples/shopify-to-salesforce.yml`` from any directory)."""
+    if path.exists():
+        return path
+    text = str(path)
+    name = text.removeprefix("examples/").removesuffix(".yml") if text.startswith("examples/") else text
+    return packaged_examples().get(name, path)
+
+
 def load_pipeline(path: Path, env: Mapping[str, str] | None = None) -> PipelineSpec:
     """Read, interpolate and validate a pipeline file; every problem becomes a ConfigError naming the field."""
+    path = resolve_pipeline_file(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"pipeline file not found: {path}") from exc
+    except FileNotFoundError:
+        examples = ", ".join(sorted(packaged_examples()))
+        raise ConfigError(f"pipeline file not found: {path} (the packaged examples are named: {examples})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a directory, not a pipeline file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the pipeline file as UTF-8") from None
+    except OSError as exc:  # permission denied, a device, an I/O error
+        raise ConfigError(f"{path}: cannot read the pipeline file: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a pipeline is a YAML mapping with name, source, target and objects")
     data = interpolate(raw, os.environ if env is None else env)
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: invalid pipeline:\n{_describe_errors(exc)}") from None
+        lines = _describe_errors(exc)
+        if len(lines) == 1:  # one problem, one line
+            raise ConfigError(f"{path}: invalid pipeline: {lines[0].removeprefix('  - ')}") from None
+        raise ConfigError(f"{path}: invalid pipeline, {len(lines)} problems:\n" + "\n".join(lines)) from None
 
 
-def _describe_errors(exc: ValidationError) -> str:
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message spans lines (context, a quote of the line, a caret): one line with where and what."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        context = f" ({exc.context})" if exc.context else ""
+        return f"{where}{exc.problem}{context}"
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def _describe_errors(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors(include_input=False, include_url=False):
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"  - {loc}: {msg}" if loc else f"  - {msg}")
-    return "\n".join(lines)
+    return lines

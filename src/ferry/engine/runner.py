@@ -18,9 +18,12 @@ repeated write harmless; the version map skips what already landed).
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import os
+import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,9 +38,11 @@ from ferry.engine.intake import Intake
 from ferry.engine.loader import Loader, RetryBudget
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
+from ferry.engine.preflight import static_problems
 from ferry.engine.stats import RunStats
-from ferry.errors import BudgetExhausted, RecordError
+from ferry.errors import BudgetExhausted, PlanProblems, RecordError
 from ferry.store import NewDeadLetter, PlannedRow, StagedRecord, Store
+from ferry.store.lease import PipelineLock
 
 log = structlog.get_logger("ferry.engine")
 
@@ -103,8 +108,11 @@ class Runner:
         progress: Progress | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        force: bool = False,
     ) -> None:
         self.spec = spec
+        self.force = force  # write even when `ferry plan` reports problems with the mapping
+        self.run_id: int | None = None
         self.clock = clock  # wall time of the API budget's rolling window (tests move it)
         self.store = store
         self.progress: Progress = progress or _NoProgress()
@@ -117,20 +125,33 @@ class Runner:
             return await self._run()
 
     async def _run(self) -> RunStats:
+        with PipelineLock(self.store.path.parent, self.pipeline):
+            return await self._run_locked()
+
+    async def _run_locked(self) -> RunStats:
         started = time.monotonic()
-        run_id = self.store.start_run(self.pipeline)
-        stats = RunStats(run_id=run_id, pipeline=self.pipeline)
+        # This process holds the pipeline's lock: a run still marked running has no process left.
+        abandoned = self.store.close_abandoned_runs(self.pipeline)
+        previous = self.store.list_runs(self.pipeline, 1)
+        run_id = self.store.start_run(self.pipeline, pid=os.getpid(), host=socket.gethostname())
+        self.run_id = run_id
+        stats = RunStats(run_id=run_id, pipeline=self.pipeline, dead_letter_cap=self.spec.max_dead_letter_share)
+        if previous and previous[0].status in ("interrupted", "died", "failed", "paused"):
+            last = previous[0]
+            stats.resumed_from = {"run_id": last.id, "status": "died" if abandoned else last.status}
         log.info("run.start", pipeline=self.pipeline, run_id=run_id)
         loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id))
         sink: Sink | None = None
         try:
-            sink = open_sink(self.spec.target, SinkContext(self.pipeline, ledger=self.store, clock=self.clock))
+            sink = open_sink(self.spec.target, SinkContext(
+                self.pipeline, ledger=self.store, clock=self.clock, target_ids=self._id_map,
+            ))
             async with open_source(self.spec.source) as source, sink:
                 clock = _PhaseClock(stats.cpu_seconds)
-                await self._extract(source, run_id, stats)
-                clock.lap("read")
                 plans = await self._prepare(sink, stats)
                 clock.lap("prepare")
+                await self._extract(source, run_id, stats)
+                clock.lap("read")
                 last_seq = self.store.max_staged_seq(self.pipeline)
                 self._plan_records(source, plans, run_id, stats)
                 clock.lap("plan")
@@ -148,6 +169,11 @@ class Runner:
         except BudgetExhausted as exc:
             stats.status = "paused"
             stats.error = f"API budget exhausted: {exc}"
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # SIGINT / SIGTERM: what is committed stays; the next run resumes from it.
+            stats.status = "interrupted"
+            stats.error = "interrupted"
+            raise
         except Exception as exc:
             stats.status = "failed"
             stats.error = f"{type(exc).__name__}: {exc}"
@@ -158,6 +184,9 @@ class Runner:
             self.store.finish_run(run_id, stats.status, stats.as_dict(), stats.error)
             log.info("run.end", pipeline=self.pipeline, run_id=run_id, status=stats.status, seconds=stats.seconds)
         return stats
+
+    def _id_map(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
+        return self.store.target_ids(self.pipeline, obj, keys)
 
     def _mark(self, run_id: int) -> None:
         """The first durable step of a run: how long a restart takes to resume is measured up to here."""
@@ -181,7 +210,15 @@ class Runner:
     # -- prepare ----------------------------------------------------------------
 
     async def _prepare(self, sink: Sink, stats: RunStats) -> list[ObjectPlan]:
-        return await prepare_plans(self.spec, sink, stats)
+        """The compiled plans; a problem `ferry plan` would report stops the run here, before any read or write,
+        unless it was forced."""
+        plans, schemas = await _describe_and_build(self.spec, sink, stats)
+        problems = static_problems(self.spec, plans, schemas)
+        if problems and not self.force:
+            raise PlanProblems(self.pipeline, problems)
+        if problems:
+            log.warning("run.forced", pipeline=self.pipeline, problems=len(problems))
+        return plans
 
     # -- plan: staged raw -> canonical -> mapped -> validated -> outbox / DLQ -------
 
@@ -247,6 +284,13 @@ class Runner:
 async def prepare_plans(spec: PipelineSpec, sink: Sink, stats: RunStats | None = None) -> list[ObjectPlan]:
     """Describe every target object and resolve the mapping's query constants: the compiled plans, in the
     sink's dialect."""
+    plans, _ = await _describe_and_build(spec, sink, stats)
+    return plans
+
+
+async def _describe_and_build(
+    spec: PipelineSpec, sink: Sink, stats: RunStats | None
+) -> tuple[list[ObjectPlan], dict[str, ObjectSchema]]:
     queries = list(_queries(spec))
     # The sink may answer the constants' queries in the same call as the describes (one API call for the setup).
     schemas: dict[str, ObjectSchema] = await sink.describe([m.name for m in spec.objects], queries)
@@ -254,7 +298,7 @@ async def prepare_plans(spec: PipelineSpec, sink: Sink, stats: RunStats | None =
     if stats is not None:
         for m in spec.objects:
             stats.object(m.name)
-    return build_plans(spec.objects, schemas, constants, sink.dialect)
+    return build_plans(spec.objects, schemas, constants, sink.dialect), schemas
 
 
 def route_staged(

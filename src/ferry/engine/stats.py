@@ -40,6 +40,22 @@ class RunStats:
     # This process's CPU seconds (user + system) per phase of the run: "read", "prepare", "plan",
     # "load <object>", "finish" (what ferry's own overhead is spent on, beside the wall time).
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    # The pipeline's max_dead_letter_share (0..1): above it on any object, the run counts as failed.
+    dead_letter_cap: float = 1.0
+    # The run before this one, when it did not finish (interrupted, died, failed, paused): this run resumes it.
+    resumed_from: dict[str, Any] | None = None
+
+    def dead_letter_shares(self) -> dict[str, float]:
+        """Per object with records this run: the share of them dead-lettered (0..1)."""
+        return {name: min(1.0, s.dead_lettered / s.read) for name, s in self.objects.items() if s.read}
+
+    def over_dead_letter_cap(self) -> dict[str, float]:
+        """Objects whose dead-letter share exceeds the pipeline's cap, with the share."""
+        return {name: share for name, share in self.dead_letter_shares().items() if share > self.dead_letter_cap}
+
+    @property
+    def dead_lettered(self) -> int:
+        return sum(s.dead_lettered for s in self.objects.values())
 
     def object(self, name: str) -> ObjectStats:
         if name not in self.objects:
@@ -61,4 +77,7 @@ class RunStats:
             "resumed_reads": list(self.resumed_reads),
             "resumed_bulk_jobs": list(self.resumed_bulk_jobs),
             "cpu_seconds": {k: round(v, 3) for k, v in self.cpu_seconds.items()},
+            "dead_letter_cap": self.dead_letter_cap,
+            "over_dead_letter_cap": {k: round(v, 4) for k, v in self.over_dead_letter_cap().items()},
+            "resumed_from": self.resumed_from,
         }

@@ -20,6 +20,7 @@ from ferry.core.schema import ObjectSchema
 from ferry.errors import ConfigError
 from ferry.mapping.spec import (
     CoalesceExpr,
+    EachExpr,
     FieldExpr,
     MapExpr,
     ObjectMapping,
@@ -58,12 +59,14 @@ def compile_mapping(
     a reference's key is the target dialect's."""
     items = []
     for field_name, expr in spec.fields.items():
-        getter = compile_expr(expr, constants, f"{spec.name}.{field_name}")
+        getter = compile_expr(expr, constants, f"{spec.name}.{field_name}", dialect)
         items.append((payload_key(field_name, expr, schema, dialect), getter))
     return CompiledMapping(spec.name, spec.from_, spec.external_id, tuple(items))
 
 
-def compile_expr(expr: FieldExpr, constants: dict[str, Any], where: str = "") -> Getter:
+def compile_expr(
+    expr: FieldExpr, constants: dict[str, Any], where: str = "", dialect: Dialect | None = None
+) -> Getter:
     if isinstance(expr, PathExpr):
         get = path_getter(expr.path)
         if expr.default is not None:
@@ -79,6 +82,10 @@ def compile_expr(expr: FieldExpr, constants: dict[str, Any], where: str = "") ->
         return _with_transforms(_value_map(expr), expr.transform)
     if isinstance(expr, RefExpr):
         return _reference(compile_expr(expr.value, constants, where))
+    if isinstance(expr, EachExpr):
+        if dialect is None:
+            raise ConfigError(f"{where}: an each expression needs the target's dialect to key its references")
+        return _each(expr, constants, where, dialect)
     if isinstance(expr, QueryExpr):
         if expr.query not in constants:
             raise ConfigError(f"{where}: the query {expr.query!r} was not resolved before compiling the mapping")
@@ -253,6 +260,21 @@ def _value_map(expr: MapExpr) -> Getter:
         return default if found is missing else found
 
     return lookup
+
+
+def _each(expr: EachExpr, constants: dict[str, Any], where: str, dialect: Dialect) -> Getter:
+    """One sub-record per element of the tuple at ``expr.each``, a reference keyed in the dialect's form
+    (without a describe: the sub-record's schema is the target's to judge)."""
+    elements = path_getter(expr.each)
+    items = tuple(
+        (payload_key(name, sub, None, dialect), compile_expr(sub, constants, f"{where}.{name}", dialect))
+        for name, sub in expr.fields.items()
+    )
+
+    def sub_records(record: Any) -> list[MappedRecord]:
+        return [{k: get(element) for k, get in items} for element in elements(record) or ()]
+
+    return sub_records
 
 
 def _reference(get: Getter) -> Getter:

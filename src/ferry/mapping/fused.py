@@ -23,7 +23,7 @@ from typing import Any
 from ferry.core.records import MappedRecord
 from ferry.errors import RecordError
 from ferry.mapping.compile import CompiledMapping
-from ferry.mapping.spec import FieldExpr, PathExpr, QueryExpr, RefExpr, ValueExpr
+from ferry.mapping.spec import EachExpr, FieldExpr, PathExpr, QueryExpr, RefExpr, ValueExpr
 from ferry.mapping.validate import _OMIT, REQUIRED_FIELD_MISSING, FastPath, RecordValidator, _Invalid
 from ferry.model.values import MISSING_KEY_PREFIX
 
@@ -49,6 +49,8 @@ def fuse(
     """
     keys = mapping.keys
     steps = validator.steps
+    if any(isinstance(e, EachExpr) for e in exprs):
+        return None  # sub-record lists go through the general pair
     if len(exprs) != len(keys) or len(set(keys)) != len(keys) or tuple(s[0] for s in steps) != keys:
         return None  # repeated payload keys, or keys the validator does not see as the mapping writes them
     ns: dict[str, Any] = {

@@ -10,6 +10,8 @@ A field expression is one of (docs/mapping.md has the full reference)::
     IsActive: {map: {path: status, values: {active: true}, default: false}}
     AccountId: {ref: Account, by: Shopify_Customer_Id__c, value: key}   # parent by external id
     Pricebook2Id: {query: "SELECT Id FROM Pricebook2 WHERE IsStandard = true"}  # resolved once a run
+    Line: {each: lines, fields: {Amount: total, ItemRef: {ref: Item, by: Name, value: variant_key}}}
+                                                          # a list: one sub-record per element of a tuple
 
 Everything that can be checked without the target is checked here, so a typo
 fails ``ferry plan`` with the object and field named instead of dead-lettering
@@ -38,7 +40,7 @@ from ferry.model.canonical import ENTITY_TYPES
 
 Transform = Literal["date", "lower", "upper", "strip"]
 OnTooLong = Literal["dead_letter", "truncate"]
-FORM_KEYS = ("value", "path", "coalesce", "template", "map", "ref", "query")
+FORM_KEYS = ("value", "path", "coalesce", "template", "map", "ref", "query", "each")
 
 
 class _Expr(BaseModel):
@@ -94,7 +96,16 @@ class QueryExpr(_Expr):
     query: str = Field(min_length=1)
 
 
-FieldExpr = Union[PathExpr, ValueExpr, CoalesceExpr, TemplateExpr, MapExpr, RefExpr, QueryExpr]  # noqa: UP007
+class EachExpr(_Expr):
+    """A list of sub-records, one per element of a tuple path (an order's lines): for targets that write a
+    parent with its children in one record (a QuickBooks Invoice and its ``Line``). The sub-fields are
+    expressions on the element; the target validates them (the validator sees the list as one value)."""
+
+    each: str = Field(min_length=1)
+    fields: dict[str, FieldExpr] = Field(min_length=1)
+
+
+FieldExpr = Union[PathExpr, ValueExpr, CoalesceExpr, TemplateExpr, MapExpr, RefExpr, QueryExpr, EachExpr]  # noqa: UP007
 _FORMS: dict[str, type[_Expr]] = {
     "value": ValueExpr,
     "path": PathExpr,
@@ -103,8 +114,9 @@ _FORMS: dict[str, type[_Expr]] = {
     "map": MapExpr,
     "ref": RefExpr,
     "query": QueryExpr,
+    "each": EachExpr,
 }
-for _model in (CoalesceExpr, RefExpr):
+for _model in (CoalesceExpr, RefExpr, EachExpr):
     _model.model_rebuild()
 
 
@@ -139,6 +151,11 @@ class ObjectMapping(BaseModel):
         for field_name, expr in self.fields.items():
             for path in expr_paths(expr):
                 check_path(ENTITY_TYPES[self.from_], path, f"{self.name}.{field_name}")
+            if isinstance(expr, EachExpr):
+                element = element_type(ENTITY_TYPES[self.from_], expr.each, f"{self.name}.{field_name}")
+                for sub_name, sub in expr.fields.items():
+                    for path in expr_paths(sub):
+                        check_path(element, path, f"{self.name}.{field_name}.{sub_name}")
         return self
 
 
@@ -159,8 +176,8 @@ def parse_expr(raw: Any, where: str, *, top_level: bool = False) -> FieldExpr:
             f"got {type(raw).__name__} {raw!r} (write a constant as {{value: ...}})"
         )
     form = _form_of(raw, where)
-    if form == "ref" and not top_level:
-        raise ValueError(f"{where}: a ref must be the whole field expression, not nested inside another one")
+    if form in ("ref", "each") and not top_level:
+        raise ValueError(f"{where}: a {form} must be the whole field expression, not nested inside another one")
     model = _FORMS[form]
     _reject_unknown_keys(raw, model, form, where)
     data = dict(raw)
@@ -173,6 +190,14 @@ def parse_expr(raw: Any, where: str, *, top_level: bool = False) -> FieldExpr:
         if "value" not in raw:
             raise ValueError(f"{where}: a ref needs value: (the expression giving the parent's external id)")
         data["value"] = parse_expr(raw["value"], f"{where}.value")
+    elif form == "each":
+        sub = raw.get("fields")
+        if not isinstance(sub, dict) or not sub:
+            raise ValueError(f"{where}: each needs fields: (target sub-field -> expression on one element)")
+        data["fields"] = {
+            str(k): parse_expr(v, f"{where}.{k}", top_level=not isinstance(v, dict) or "each" not in v)
+            for k, v in sub.items()
+        }
     elif form == "map" and isinstance(raw["map"], dict):
         _reject_unknown_keys(raw["map"], MapSpec, "map", f"{where}.map")
     try:
@@ -266,6 +291,21 @@ def is_text_path(record_type: type, path: str) -> bool:
     return str(declared).replace(" ", "") in ("str", "str|None", "None|str")
 
 
+def element_type(record_type: type, path: str, where: str) -> type:
+    """The record type of the elements of a tuple path (``Order.lines`` -> ``OrderLine``)."""
+    current: Any = record_type
+    for part in path.split("."):
+        hints = typing.get_type_hints(current) if dataclasses.is_dataclass(current) else {}
+        hint = hints.get(part)
+        if hint is None:
+            raise ValueError(f"{where}: each: {path!r} is not a field of {getattr(current, '__name__', current)}")
+        current = _record_type_in(hint) or hint
+    args = typing.get_args(current) if typing.get_origin(current) is tuple else ()
+    if not args or not isinstance(args[0], type) or not dataclasses.is_dataclass(args[0]):
+        raise ValueError(f"{where}: each: {path!r} is not a list of records")
+    return args[0]
+
+
 def _record_type_in(hint: Any) -> type | None:
     """The dataclass type inside ``X | None`` (None for plain values)."""
     if isinstance(hint, type):
@@ -298,11 +338,18 @@ class RefDependency:
 
 
 def ref_dependencies(mapping: ObjectMapping) -> list[RefDependency]:
-    return [
-        RefDependency(expr.ref, field_name, expr.by)
-        for field_name, expr in mapping.fields.items()
-        if isinstance(expr, RefExpr)
-    ]
+    """The parents a mapping points at, including those of its ``each`` sub-records (load order)."""
+    found = []
+    for field_name, expr in mapping.fields.items():
+        if isinstance(expr, RefExpr):
+            found.append(RefDependency(expr.ref, field_name, expr.by))
+        elif isinstance(expr, EachExpr):
+            found += [
+                RefDependency(sub.ref, f"{field_name}.{name}", sub.by)
+                for name, sub in expr.fields.items()
+                if isinstance(sub, RefExpr)
+            ]
+    return found
 
 
 def payload_key(field_name: str, expr: FieldExpr, schema: ObjectSchema | None, dialect: Dialect) -> str:
@@ -330,6 +377,9 @@ def _queries_in(expr: FieldExpr) -> Iterator[str]:
             yield from _queries_in(item)
     elif isinstance(expr, RefExpr):
         yield from _queries_in(expr.value)
+    elif isinstance(expr, EachExpr):
+        for sub in expr.fields.values():
+            yield from _queries_in(sub)
 
 
 def load_order(mappings: Sequence[ObjectMapping]) -> list[ObjectMapping]:

@@ -11,6 +11,7 @@ sqlite3 type in a public signature. Its transactions are its own business (``_tr
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -37,6 +38,7 @@ from ferry.core.ports import (
     StagedRow,
     Written,
 )
+from ferry.errors import StateError
 
 if TYPE_CHECKING:
     from ferry.core.ports import StateStore
@@ -173,6 +175,9 @@ CREATE TABLE IF NOT EXISTS api_allocations (
 # Columns added after the first release: an existing state DB gets them on open (ALTER TABLE ADD COLUMN).
 _ADDED_COLUMNS = (
     ("runs", "progress_at", "TEXT"),
+    # Who runs it: a `running` row whose process is gone (its pipeline lock free) is shown as `died`.
+    ("runs", "pid", "INTEGER"),
+    ("runs", "host", "TEXT"),
     ("outbox", "history", "TEXT"),
     ("outbox", "stream", "TEXT"),
     ("outbox", "source_key", "TEXT"),
@@ -253,10 +258,27 @@ class Store:
     """SQLite-backed state. Thread-safe through one connection guarded by a lock."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"{path.parent}: cannot create the state directory: {exc.strerror or exc}") from None
+        if path.is_dir():
+            raise StateError(f"{path}: a directory, not ferry's state database")
         self.path = path
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        try:
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            # Nothing was written to it: a file that is not a database (or not readable) is left as it is.
+            raise StateError(
+                f"{path}: cannot use the state database ({exc}); restore it from a backup, or move it away "
+                "to start with empty state (every pipeline then reads from the beginning)"
+            ) from None
+
+    def _open(self) -> None:
         self._conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash (only an OS crash can lose the last commit).
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -343,13 +365,33 @@ class Store:
 
     # -- runs -----------------------------------------------------------------
 
-    def start_run(self, pipeline: str) -> int:
+    def start_run(self, pipeline: str, *, pid: int | None = None, host: str | None = None) -> int:
         with self._transaction() as c:
             cur = c.execute(
-                "INSERT INTO runs (pipeline, started_at, status) VALUES (?, ?, 'running')",
-                (pipeline, utc_now()),
+                "INSERT INTO runs (pipeline, started_at, status, pid, host) VALUES (?, ?, 'running', ?, ?)",
+                (pipeline, utc_now(), pid, host),
             )
             return int(cur.lastrowid or 0)
+
+    def close_abandoned_runs(self, pipeline: str) -> list[RunRow]:
+        """Runs of the pipeline still `running` though their process is gone (the caller holds the pipeline's
+        lock, so none is alive): marked `died`, returned as they were."""
+        with self._transaction() as c:
+            rows = c.execute(
+                f"SELECT {self._RUN_COLUMNS} FROM runs WHERE pipeline = ? AND status = 'running' ORDER BY id",
+                (pipeline,),
+            ).fetchall()
+            c.execute(
+                "UPDATE runs SET status = 'died', finished_at = ? WHERE pipeline = ? AND status = 'running'",
+                (utc_now(), pipeline),
+            )
+        return [self._run(r) for r in rows]
+
+    def pipelines(self) -> set[str]:
+        """Every pipeline the store knows: one that ran, or has dead letters."""
+        with self._lock:
+            rows = self._conn.execute("SELECT pipeline FROM runs UNION SELECT pipeline FROM dlq").fetchall()
+        return {r[0] for r in rows}
 
     def finish_run(self, run_id: int, status: str, stats: dict[str, Any], error: str | None = None) -> None:
         with self._transaction() as c:
@@ -363,7 +405,7 @@ class Store:
         with self._transaction() as c:
             c.execute("UPDATE runs SET progress_at = ? WHERE id = ? AND progress_at IS NULL", (utc_now(), run_id))
 
-    _RUN_COLUMNS = "id, pipeline, started_at, finished_at, status, stats, error, progress_at"
+    _RUN_COLUMNS = "id, pipeline, started_at, finished_at, status, stats, error, progress_at, pid, host"
 
     def list_runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRow]:
         sql = f"SELECT {self._RUN_COLUMNS} FROM runs"
@@ -383,7 +425,7 @@ class Store:
 
     @staticmethod
     def _run(r: Sequence[Any]) -> RunRow:
-        return RunRow(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]) if r[5] else {}, r[6], r[7])
+        return RunRow(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]) if r[5] else {}, r[6], r[7], r[8], r[9])
 
     # -- read states -----------------------------------------------------------
 
@@ -926,11 +968,18 @@ class Store:
                 )
             }
 
-    def find_dead_letters(self, f: LetterFilter, limit: int = 100) -> list[DeadLetter]:
+    def find_dead_letters(self, f: LetterFilter, limit: int | None = 100, offset: int = 0) -> list[DeadLetter]:
+        """Letters matching ``f`` by id; ``limit`` None: all of them."""
+        where, args = _letter_where(f)
+        sql = f"SELECT {_DLQ_COLUMNS} FROM dlq{where} ORDER BY id LIMIT ? OFFSET ?"
+        with self._lock:
+            rows = self._conn.execute(sql, (*args, -1 if limit is None else limit, offset))
+            return [self._letter(r) for r in rows.fetchall()]
+
+    def count_matching_letters(self, f: LetterFilter) -> int:
         where, args = _letter_where(f)
         with self._lock:
-            rows = self._conn.execute(f"SELECT {_DLQ_COLUMNS} FROM dlq{where} ORDER BY id LIMIT ?", (*args, limit))
-            return [self._letter(r) for r in rows.fetchall()]
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM dlq{where}", args).fetchone()[0])
 
     def find_dead_letters_lean(self, f: LetterFilter, limit: int = 100) -> list[DeadLetter]:
         """``find_dead_letters`` without the source payloads (None): a replay of thousands of letters reads

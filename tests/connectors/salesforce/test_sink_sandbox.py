@@ -9,7 +9,7 @@ import pytest
 
 from ferry.connectors.salesforce import SalesforceSink, soql_quote
 from ferry.connectors.salesforce.strategy import Strategy
-from ferry.errors import AuthError, BudgetExhausted, PermanentError
+from ferry.errors import AuthError, BudgetExhausted, ConfigError, PermanentError
 
 from .conftest import Org, start_org
 
@@ -216,7 +216,17 @@ async def test_describe_many_of_an_unknown_object_raises_the_orgs_error(org: Org
         with pytest.raises(PermanentError, match=r"NOT_FOUND|INVALID_TYPE"):
             await sink.describe(["Account", "NoSuchObject__c"])
         assert await sink.describe_object("Account")  # the good one was cached by the same call
-        assert sink.api_calls.get("describe") == 2  # the Composite, then the failing object alone
+        # The Composite, the failing object alone, and (on this error path only) the org's object list for a
+        # suggestion of the closest name.
+        assert sink.api_calls.get("describe") == 3
+
+
+async def test_an_unknown_object_names_the_closest_one_the_org_has(org: Org) -> None:
+    async with SalesforceSink(org.config()) as sink:
+        with pytest.raises(ConfigError, match=r"no object Contcat .*; did you mean Contact\?$"):
+            await sink.describe_object("Contcat")
+        with pytest.raises(ConfigError, match=r"no object Zzzzqqq \([^)]*NOT_FOUND[^)]*\)$"):  # nothing close
+            await sink.describe_object("Zzzzqqq")
 
 
 async def test_describe_many_carries_the_constant_queries_in_the_same_call(org: Org) -> None:

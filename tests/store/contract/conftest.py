@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
+from ferry.core.ports import StateStore
 from ferry.store import NewDeadLetter, SqliteStore, StagedRow
 
-# What the suite holds a backend as: every port but the read state's (``ferry.core.ports.StateStore`` once the
-# read state is in the store). SQLite today; the PostgreSQL adapter will be a second param.
-Backend = SqliteStore
+# What the suite holds a backend as: every port (``ferry.core.ports.StateStore``). SQLite today; the PostgreSQL
+# adapter will be a second param.
+Backend = StateStore
 
 
 @dataclass
@@ -51,7 +52,7 @@ def store(backend: BackendFactory) -> Iterator[Backend]:
 
 
 def stage(store: Backend, pipeline: str, stream: str, rows: list[tuple[str, str, bytes]], run_id: int = 1) -> int:
-    """Stage rows with no read state (the read state's own tests are not part of this suite yet)."""
+    """Stage rows and leave the stream's read state as it is (``test_read_checkpoints.py`` tests the state)."""
     return store.stage(pipeline, stream, run_id, [StagedRow(k, v, p) for k, v, p in rows], None)
 
 

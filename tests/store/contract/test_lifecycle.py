@@ -66,3 +66,29 @@ def test_reset_forgets_only_that_pipeline_s_sync_state(store: Backend) -> None:
     # What is not sync state stays: the run log, and the API calls already spent against a shared allocation.
     assert len(store.list_runs("a")) == 1
     assert store.api_call_buckets("a", "salesforce", 0) == [(100, 1)]
+
+
+def test_runs_left_running_are_closed_as_died_and_pipelines_are_known(store: Backend) -> None:
+    gone = store.start_run("p", pid=4242, host="box")
+    store.start_run("q")
+    row = store.get_run(gone)
+    assert row is not None and (row.pid, row.host) == (4242, "box")
+    closed = store.close_abandoned_runs("p")
+    assert [r.id for r in closed] == [gone] and closed[0].status == "running"
+    after = store.get_run(gone)
+    assert after is not None and after.status == "died" and after.finished_at
+    assert store.close_abandoned_runs("p") == []
+    assert store.list_runs("q")[0].status == "running"  # another pipeline's run is not touched
+    store.dead_letter("r", None, [letter("Contact", "k")])
+    assert store.pipelines() == {"p", "q", "r"}
+
+
+def test_letters_are_counted_and_paged(store: Backend) -> None:
+    store.dead_letter("p", None, [letter("Contact", str(k)) for k in range(7)])
+    every = LetterFilter(pipeline="p")
+    assert store.count_matching_letters(every) == 7
+    assert store.count_matching_letters(LetterFilter(pipeline="nope")) == 0
+    ids = [d.id for d in store.find_dead_letters(every, None)]
+    assert len(ids) == 7
+    assert [d.id for d in store.find_dead_letters(every, 3, 3)] == ids[3:6]
+    assert [d.id for d in store.find_dead_letters(every, 3, 6)] == ids[6:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -137,11 +138,35 @@ class SalesforceSink(AsyncResource):
         lock = self._describe_locks.setdefault(sobject, asyncio.Lock())
         async with lock:
             if sobject not in self._schemas:
-                body = await self._client.json(
-                    "GET", self._client.data_path(f"/sobjects/{api_name(sobject)}/describe"), label="describe"
-                )
+                try:
+                    body = await self._client.json(
+                        "GET", self._client.data_path(f"/sobjects/{api_name(sobject)}/describe"), label="describe"
+                    )
+                except PermanentError as exc:
+                    if exc.code not in ("NOT_FOUND", "HTTP_404"):
+                        raise
+                    raise await self._unknown_object(sobject, exc) from None
                 self._schemas[sobject] = parse_describe(body)
         return self._schemas[sobject]
+
+    async def _unknown_object(self, sobject: str, exc: PermanentError) -> ConfigError:
+        """The pipeline names an object the org does not have: say which, and the closest the org has (one
+        describeGlobal call, on this error path only)."""
+        hint = ""
+        try:
+            body = await self._client.json("GET", self._client.data_path("/sobjects"), label="describe")
+            names = [o["name"] for o in body.get("sobjects", []) if isinstance(o, dict) and "name" in o]
+            close = difflib.get_close_matches(sobject, names, n=1, cutoff=0.6) or difflib.get_close_matches(
+                sobject.lower(), [n.lower() for n in names], n=1, cutoff=0.6
+            )
+            if close:
+                match = next((n for n in names if n.lower() == close[0].lower()), close[0])
+                hint = f"; did you mean {match}?"
+        except PermanentError:  # no list to suggest from: the error without a suggestion
+            pass
+        return ConfigError(
+            f"objects: {sobject}: the Salesforce org has no object {sobject} ({exc}){hint}", code="NOT_FOUND"
+        )
 
     async def describe(self, sobjects: Sequence[str], queries: Sequence[str] = ()) -> dict[str, ObjectSchema]:
         """Every object's schema, the uncached ones fetched in ONE API call: a Composite of describe subrequests

@@ -1,0 +1,101 @@
+"""The QuickBooks connector's pure parts: dialect, wire bodies, Fault classification, pacing, config."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from ferry.connectors.http import SessionExpired
+from ferry.connectors.quickbooks import QuickBooksConfig
+from ferry.connectors.quickbooks.dialect import QUICKBOOKS
+from ferry.connectors.quickbooks.errors import classify, parse_fault
+from ferry.connectors.quickbooks.pace import MARGIN, Pacer
+from ferry.connectors.quickbooks.refs import references
+from ferry.connectors.quickbooks.schema import SCHEMAS
+from ferry.connectors.quickbooks.wire import nest
+from ferry.core.records import Reference
+from ferry.errors import PermanentError, TransientError
+
+
+def test_the_dialect_keys_references_apart_from_nested_fields() -> None:
+    ref = Reference("Customer", "CustomerRef", "DisplayName")
+    key = QUICKBOOKS.reference_key(ref, SCHEMAS["Invoice"])
+    assert key == "CustomerRef@DisplayName"
+    assert QUICKBOOKS.reference_of(key, SCHEMAS["Invoice"]) == ref
+    assert QUICKBOOKS.reference_of("SalesItemLineDetail.ItemRef@Name", None) == Reference(
+        "Item", "SalesItemLineDetail.ItemRef", "Name")
+    assert QUICKBOOKS.reference_of("BillAddr.City", SCHEMAS["Invoice"]) is None
+    assert QUICKBOOKS.text_length("😀é") == 2 and QUICKBOOKS.truncate("abcdef", 3) == "abc"
+
+
+def test_nest_builds_the_wire_body_and_computes_line_amounts() -> None:
+    body = nest({
+        "DisplayName": "A", "BillAddr.City": "Oslo", "BillAddr.Line1": None, "IncomeAccountRef": "79",
+        "Line": [{"Description": "x", "SalesItemLineDetail.ItemRef": "7", "SalesItemLineDetail.Qty": "3",
+                  "SalesItemLineDetail.UnitPrice": "19.99"}],
+    })
+    assert body == {
+        "DisplayName": "A", "BillAddr": {"City": "Oslo"}, "IncomeAccountRef": {"value": "79"},
+        "Line": [{"Description": "x", "SalesItemLineDetail": {"ItemRef": {"value": "7"}, "Qty": 3, "UnitPrice": 19.99},
+                  "Amount": 59.97, "DetailType": "SalesItemLineDetail"}],
+    }
+
+
+def test_references_are_found_in_lines_too() -> None:
+    record = {"CustomerRef@DisplayName": "c1", "Line": [{"SalesItemLineDetail.ItemRef@Name": "v1"},
+                                                        {"SalesItemLineDetail.ItemRef@Name": None}]}
+    assert list(references(record)) == [("CustomerRef", "DisplayName", "c1"),
+                                        ("SalesItemLineDetail.ItemRef", "Name", "v1")]
+
+
+def _response(status: int, body: bytes) -> httpx.Response:
+    return httpx.Response(status, content=body, request=httpx.Request("POST", "https://qbo.test/v3/company/1/batch"))
+
+
+def test_faults_are_classified_by_code() -> None:
+    stale = b'{"Fault":{"Error":[{"Message":"Stale Object Error","code":"5010"}],"type":"ValidationFault"}}'
+    assert classify(_response(400, stale)) is None  # an answer: the record's failure, read by the sink
+    fault = parse_fault({"Fault": {"Error": [{"Message": "m", "Detail": "d", "code": "6000",
+                                              "element": "IncomeAccountRef"}], "type": "ValidationFault"}})
+    assert fault is not None and not fault.transient and fault.record_error().fields == ["IncomeAccountRef"]
+    assert parse_fault({"Error": [{"code": "5010"}]}).transient  # type: ignore[union-attr]  # a batch item's Fault
+    gateway = b'{"fault":{"error":[{"message":"AuthenticationFailed","detail":"Token expired","code":"3200"}]}}'
+    assert isinstance(classify(_response(401, gateway)), SessionExpired)
+    throttled = b'{"Fault":{"Error":[{"Message":"ThrottleExceeded","code":"3001"}],"type":"SERVICE"}}'
+    assert isinstance(classify(_response(429, throttled)), TransientError)
+    assert isinstance(classify(_response(404, b"<html/>")), PermanentError)
+
+
+def test_the_pacer_waits_for_the_per_second_window() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    async def run() -> None:
+        pacer = Pacer(3, 100, 2, clock=lambda: now[0], sleep=sleep)
+        for _ in range(7):
+            await pacer.acquire()
+            pacer.release()
+
+    asyncio.run(run())
+    assert len(slept) == 2 and all(s == pytest.approx(1.0 + MARGIN + 0.001) for s in slept)
+
+
+def test_config_needs_its_credentials_and_a_url(tmp_path: Path) -> None:
+    base = {"system": "quickbooks", "client_id": "c", "client_secret": "topsecret-xyz", "realm_id": "1",
+            "token_file": str(tmp_path / "t")}
+    config = QuickBooksConfig.model_validate({**base, "refresh_token": "", "ca_file": ""})
+    assert config.refresh_token is None and config.ca_file is None
+    assert config.company_path == "https://quickbooks.api.intuit.com/v3/company/1"
+    with pytest.raises(ValidationError, match="must be a URL"):
+        QuickBooksConfig.model_validate({**base, "api_url": "quickbooks.local"})
+    with pytest.raises(ValidationError, match="is empty"):
+        QuickBooksConfig.model_validate({**base, "realm_id": " "})
+    assert "topsecret-xyz" not in repr(config) and "topsecret-xyz" not in str(config)
