@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +81,62 @@ def test_dlq_commands(tmp_path: Path) -> None:
         discarded = _json(_ferry(w, home, "dlq", "list", "--status", "discarded", "--json"))
         assert {d["id"] for d in discarded} == {d["id"] for d in long_ones}
         assert all(d["resolution"] == "discarded: legacy data" for d in discarded)
+
+
+def _in_a_terminal(w: World, home: Path, *args: str) -> str:
+    """What `ferry` prints when its output is a terminal (a pseudo-terminal here): progress bars included."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferry", *args],
+        env={**os.environ, **w.env(), "FERRY_HOME": str(home), "COLUMNS": "200", "TERM": "xterm"},
+        stdout=slave,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    out = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=180) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    return out.decode(errors="replace")
+
+
+def _account_employees_from_text(spec: dict[str, Any]) -> None:
+    account = next(o for o in spec["objects"] if o["name"] == "Account")
+    account["fields"]["NumberOfEmployees"] = {"template": "n{key}"}  # text into an int: every Account fails
+
+
+def test_replay_shows_progress_and_a_summary_per_object_and_code(tmp_path: Path) -> None:
+    with world(tmp_path, seed=9, customers=150, products=6, orders=60) as w:
+        home = tmp_path / "home"
+        # Every Account and its children dead-lettered: more than the pipeline's share allows (exit 3).
+        _ferry(w, home, "run", str(w.pipeline_file("sum", _account_employees_from_text)), "--json", code=3)
+        fixed = w.pipeline_file("sum")
+        dry = _ferry(w, home, "dlq", "replay", str(fixed), "--dry-run").stdout
+        lines = [line for line in dry.splitlines() if line.strip()]
+        assert len(lines) < 25, dry  # a summary, not a line per letter
+        assert "Account" in dry and "would_replay" in dry and "--verbose lists each letter" in dry
+        detailed = _ferry(w, home, "dlq", "replay", str(fixed), "--dry-run", "--verbose").stdout
+        letters = _json(_ferry(w, home, "dlq", "list", "--pipeline", "sum", "--limit", "10000", "--json"))
+        accounts = [d for d in letters if d["object"] == "Account"]
+        assert len(accounts) > 100 and all(f" {d['record_key']} " in detailed for d in accounts[:20])
+        as_json = _json(_ferry(w, home, "dlq", "replay", str(fixed), "--dry-run", "--json"))
+        summary = {(r["object"], r["outcome"]): r["letters"] for r in as_json["summary"]}
+        assert summary[("Account", "would_replay")] == sum(
+            1 for o in as_json["outcomes"] if o["object"] == "Account" and o["outcome"] == "would_replay"
+        )
+
+        shown = _in_a_terminal(w, home, "dlq", "replay", str(fixed))
+        # A bar per object (Salesforce Collections below 200 records, as a run would choose), then the summary.
+        assert re.search(r"replay Account \(collections\) .*?(?<!\d)(\d+)/\1(?!\d)", shown), shown[-3000:]
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # without the terminal's colours
+        assert re.search(r"Account +replayed +- +\d+", plain), plain[-3000:]
 
 
 @pytest.mark.parametrize("status", ["bogus"])

@@ -1,9 +1,11 @@
-"""`ferry plan` against a live Salesforce sandbox: the example is clean; a broken mapping is caught before any write."""
+"""`ferry plan` against live Shopify and Salesforce sandboxes: the example is clean; a broken mapping, a wrong
+source token and a wrong Salesforce client id are caught before any write, each said once."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 
 from ferry.sandbox.salesforce import SalesforceSandbox
 from ferry.sandbox.serve import start_in_thread
+from ferry.sandbox.shopify import ShopifySandbox, generate_store
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shopify-to-salesforce.yml"
 
@@ -23,13 +26,15 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shopify-to-salesfo
 def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], str]]:
     state = tmp_path_factory.mktemp("org")
     sandbox = SalesforceSandbox(state)
+    shop = ShopifySandbox(state, store=generate_store(seed=2, customers=40, products=6, orders=30))
     running = start_in_thread(sandbox.app, state)
+    shop_running = start_in_thread(shop.app, state)
     creds = sandbox.credentials(running.url)
     env = {
         "FERRY_HOME": str(state / "home"),
-        # plan never reads the source, but the pipeline still names its settings
-        "SHOPIFY_URL": "https://127.0.0.1:9",
-        "SHOPIFY_ACCESS_TOKEN": "shpat_unused",
+        "SHOPIFY_URL": shop_running.url,
+        "SHOPIFY_ACCESS_TOKEN": shop.access_token,
+        "SHOPIFY_CA_FILE": str(shop_running.ca_file),
         "SALESFORCE_LOGIN_URL": creds["login_url"],
         "SALESFORCE_CLIENT_ID": creds["client_id"],
         "SALESFORCE_USERNAME": creds["username"],
@@ -37,12 +42,13 @@ def org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, st
         "SALESFORCE_CA_FILE": str(running.ca_file),
     }
     yield env, running.url
+    shop_running.stop()
     running.stop()
 
 
-def _plan(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _plan(path: Path, env: dict[str, str], *, as_json: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ferry", "plan", str(path), "--json"],
+        [sys.executable, "-m", "ferry", "plan", str(path), *(["--json"] if as_json else [])],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -100,3 +106,34 @@ def test_broken_mapping_is_reported_field_by_field_without_writing(
     assert "Order.AccountId" in problems and "Account.Phone" in problems
     assert "Product2.Name" in problems and "required" in problems
     assert _writes(url, env["SALESFORCE_CA_FILE"]) == before
+
+
+def test_plan_says_what_the_next_run_reads_and_writes(org: tuple[dict[str, str], str]) -> None:
+    env, _ = org
+    proc = _plan(EXAMPLE, env, as_json=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "source shopify: reachable, credentials accepted; a next run would read ~40 customers, ~6 products, " \
+        "~30 orders" in out, out
+    sized = re.findall(r"strategy of the next run \(~([\d,]+) records: 0 pending \+ ~([\d,]+) to read\)", out)
+    assert len(sized) == 6 and all(a == b for a, b in sized) and int(sized[0][0]) >= 40, sized
+    assert "records pending" not in out
+
+
+def test_a_wrong_shopify_token_fails_plan_with_one_problem(org: tuple[dict[str, str], str]) -> None:
+    env, url = org
+    before = _writes(url, env["SALESFORCE_CA_FILE"])
+    proc = _plan(EXAMPLE, {**env, "SHOPIFY_ACCESS_TOKEN": "shpat_wrong"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (problem,) = json.loads(proc.stdout)["problems"]
+    assert problem.startswith("source shopify: ") and "401" in problem and "shpat_wrong" not in problem
+    assert _writes(url, env["SALESFORCE_CA_FILE"]) == before
+
+
+def test_a_wrong_salesforce_client_id_is_one_error_once(org: tuple[dict[str, str], str]) -> None:
+    env, _ = org
+    proc = _plan(EXAMPLE, {**env, "SALESFORCE_CLIENT_ID": "not-a-client"}, as_json=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout == "", "tables were printed for a target that refused the credentials"
+    assert proc.stderr.count("invalid_client") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -404,6 +404,9 @@ def dlq_replay(
         ),
     ] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and judge, write nothing.")] = False,
+    details: Annotated[
+        bool, typer.Option("--verbose", help="List each letter's outcome, not only the summary per object and code.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Read dead-lettered records from the source again, map them with the current mapping and write them."""
@@ -413,14 +416,16 @@ def dlq_replay(
     try:
         spec = load_pipeline(pipeline)
         selection = _letter_filter(spec.name, object_, code, since, "open", ids)
-        report = asyncio.run(Replayer(spec, _store(), children=children, dry_run=dry_run).replay(selection))
+        with render.progress(console, disabled=as_json) as progress:
+            replayer = Replayer(spec, _store(), children=children, dry_run=dry_run, progress=progress)
+            report = asyncio.run(replayer.replay(selection))
     except FerryError as exc:
         _fail(exc)
         return
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict()) + "\n")
     else:
-        render.print_replay(console, report)
+        render.print_replay(console, report, verbose=details)
 
 
 @dlq_app.command("discard")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -368,6 +369,7 @@ def print_plan(console: Console, report: Any) -> None:
                  for s, r in reads.items() if r.get("mode")]
         errors = {r["error"] for r in reads.values() if r.get("error")}
         console.print(f"source reads: {', '.join(parts)}" if parts else f"source reads: unknown ({', '.join(errors)})")
+    _print_source_check(console, report.source)
     for o in report.objects:
         table = Table(title=Text(f"{o.name} ← {o.entity}, upsert by {o.external_id}"), title_justify="left")
         for c in ("target field", "from", "type", "length", "required"):
@@ -376,33 +378,82 @@ def print_plan(console: Console, report: Any) -> None:
             required = "yes" if f.required else ""
             table.add_row(Text(f.field), Text(f.expression), Text(f.type), str(f.length or ""), required)
         console.print(table)
-        console.print(Text(f"  strategy now ({o.pending:,} records pending): {o.strategy} — {o.reason}"))
+        console.print(Text(f"  strategy of the next run ({_next_run_records(o)}): {o.strategy} — {o.reason}"))
         for p in o.problems:
             console.print(Text.assemble("  ", ("problem:", "bold red"), f" {p}"))
         for n in getattr(o, "notes", ()):
             console.print(Text.assemble("  ", ("note:", "yellow"), f" {n}"))
     if not report.errors:
-        console.print("[green]no problems found against the target's describe[/]")
+        console.print("[green]no problems found against the target's describe and the source's records[/]")
 
 
-def print_replay(console: Console, report: Any) -> None:
+def _next_run_records(o: Any) -> str:
+    """How many records the next run would write: queued already, and estimated from the source's counts."""
+    pending = f"{o.pending:,} pending"
+    if o.to_read is None:
+        return f"{pending}; the source could not be counted"
+    return f"~{o.pending + o.to_read:,} records: {pending} + ~{o.to_read:,} to read"
+
+
+def _print_source_check(console: Console, checked: Any) -> None:
+    if checked is None:
+        return
+    for p in checked.problems:
+        console.print(Text.assemble(("problem:", "bold red"), f" {p}"))
+    if checked.problems:
+        return
+    counts = ", ".join(f"{'?' if n is None else f'~{n:,}'} {stream}" for stream, n in checked.estimates.items())
+    console.print(
+        Text(
+            f"source {checked.system}: reachable, credentials accepted; a next run would read {counts} "
+            f"({_calls(checked.api_calls)} to find out)"
+        )
+    )
+
+
+_REPLAY_OK = frozenset({"replayed", "up_to_date", "would_replay"})
+
+
+def print_replay(console: Console, report: Any, *, verbose: bool = False) -> None:
+    """A table of letters per object, outcome and error code; each letter's own line with ``verbose``.
+    Names, keys and messages are printed literally (``Text``), never read as markup."""
     verb = "dry run of replay" if report.dry_run else "replay"
     if not report.outcomes and not report.skipped:
-        console.print(f"{verb} for {report.pipeline}: no open dead letter matches")
+        console.print(Text(f"{verb} for {report.pipeline}: no open dead letter matches"))
         return
-    table = Table(title=f"{verb} for {report.pipeline}", box=box.SIMPLE_HEAD, pad_edge=False)
+    if verbose:
+        _print_replay_letters(console, report, verb)
+    table = Table(title=Text(f"{verb} for {report.pipeline}"), box=box.SIMPLE_HEAD, pad_edge=False,
+                  title_justify="left")
+    for c in ("object", "outcome", "code", "letters"):
+        table.add_column(c, no_wrap=True, justify="right" if c == "letters" else "left")
+    for obj, outcome, code, n in report.summary():
+        table.add_row(Text(obj), _outcome(outcome), Text(code or "-"), f"{n:,}")
+    console.print(table)
+    counts = ", ".join(f"{n:,} {k}" for k, n in sorted(report.counts().items()))
+    if counts:
+        console.print(Text(f"  {counts}"))
+    for why, n in Counter(why for _, why in report.skipped).most_common():
+        console.print(Text(f"  skipped {n:,}: {why}", style="dim"))
+    if not verbose:
+        console.print(Text("  --verbose lists each letter; --json gives every outcome with its errors", style="dim"))
+
+
+def _outcome(outcome: str) -> Text:
+    return Text(outcome, style="green" if outcome in _REPLAY_OK else "red")
+
+
+def _print_replay_letters(console: Console, report: Any, verb: str) -> None:
+    table = Table(title=Text(f"{verb} for {report.pipeline}: each letter"), box=box.SIMPLE_HEAD, pad_edge=False)
     for c in ("id", "object", "key", "outcome", "read from", "detail"):
         table.add_column(c, overflow="fold")
     for o in report.outcomes:
         detail = o.message + (f" (with its parent {o.as_child_of})" if o.as_child_of else "")
-        style = "green" if o.outcome in ("replayed", "up_to_date", "would_replay") else "red"
-        table.add_row(str(o.letter_id), o.object, o.record_key, f"[{style}]{o.outcome}[/]", o.source, detail[:300])
+        table.add_row(str(o.letter_id), Text(o.object), Text(o.record_key), _outcome(o.outcome), Text(o.source),
+                      Text(detail[:300]))
     console.print(table)
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(report.counts().items()))
-    if counts:
-        console.print(f"  {counts}")
     for letter_id, why in report.skipped:
-        console.print(f"  [dim]skipped {letter_id}: {why}[/]")
+        console.print(Text(f"  skipped {letter_id}: {why}", style="dim"))
 
 
 def _calls(n: int) -> str:

@@ -101,6 +101,36 @@ class Source(AsyncContext, Protocol):
         """(stream, key) of a raw record stored without them (dead letters of older ferry versions), if known."""
         ...
 
+    async def probe(self, stream: str, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` raw records of ``stream`` (its first ones, in any order), in one cheap call.
+
+        ``ferry plan`` calls it to learn, before any run, that the credentials work and the source is
+        reachable (AuthError, TransientError or PermanentError otherwise), which canonical records each
+        stream yields, and how real values fare against the mapping."""
+        ...
+
+    async def estimate(self, stream: str, state: dict[str, Any] | None) -> int | None:
+        """How many raw records a ``read(stream, state)`` would yield, from the source's own count (one cheap
+        call), or None when the source cannot say. An upper bound is fine: ``ferry plan`` sizes the write
+        strategy of the next run with it."""
+        ...
+
+    async def fetch_many(self, stream: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Raw records again by key, as ``fetch`` gives them, in as few calls as the source allows (list
+        endpoints filtered by ids); a key the source no longer has is absent. A source without a batch read
+        returns ``fetch_one_by_one(self, stream, keys)``. Dead-letter replay reads through it."""
+        ...
+
+
+async def fetch_one_by_one(source: Source, stream: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``fetch_many`` for a source that can only read one record at a time."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in dict.fromkeys(keys):
+        raw = await source.fetch(stream, key)
+        if raw is not None:
+            out[key] = raw
+    return out
+
 
 # ------------------------------------------------------------------------------------------------ Sink
 

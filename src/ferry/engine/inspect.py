@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -15,7 +14,7 @@ from ferry.core.schema import ObjectSchema
 from ferry.core.writes import choose_write
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
-from ferry.errors import ConfigError, FerryError, PermanentError
+from ferry.errors import AuthError, ConfigError, FerryError, PermanentError, TransientError
 from ferry.mapping.spec import (
     CoalesceExpr,
     EachExpr,
@@ -27,9 +26,11 @@ from ferry.mapping.spec import (
     RefExpr,
     TemplateExpr,
     ValueExpr,
+    is_text_path,
     payload_key,
     query_constants,
 )
+from ferry.model.canonical import ENTITY_TYPES
 from ferry.store import Store
 
 
@@ -55,6 +56,36 @@ class ObjectReport:
     # Not errors, but what a user should know before the first write (create-only fields, truncation).
     notes: list[str] = field(default_factory=list)
     estimated_calls: int = 0
+    # What the next run would read from the source for this object, estimated from the source's counts
+    # (``Source.estimate``) and what one source record yields (``Source.probe``); None when not known.
+    to_read: int | None = None
+
+
+@dataclass(slots=True)
+class SourceCheck:
+    """What plan learnt from the source with a few cheap calls: whether it answers, and its counts."""
+
+    system: str
+    problems: list[str] = field(default_factory=list)
+    # Records a next run would read per stream (the source's counts from each stream's saved state).
+    estimates: dict[str, int | None] = field(default_factory=dict)
+    # Sampled records per stream, and the canonical records they yielded per entity (for the estimates).
+    sampled: dict[str, int] = field(default_factory=dict)
+    yields: dict[str, dict[str, int]] = field(default_factory=dict)
+    api_calls: int = 0
+
+    def per_entity(self, entity: str) -> int | None:
+        """Canonical ``entity`` records a next run would read: each stream's estimate times what a sampled
+        record of it yields. None when a stream that yields it could not be counted."""
+        total = 0.0
+        for stream, yielded in self.yields.items():
+            n, sampled = self.estimates.get(stream), self.sampled.get(stream, 0)
+            if not yielded.get(entity) or not sampled:
+                continue
+            if n is None:
+                return None
+            total += n * yielded[entity] / sampled
+        return round(total)
 
 
 @dataclass(slots=True)
@@ -69,10 +100,12 @@ class PlanReport:
     # How the source would read each stream from its saved state, when it can say (Shopify GraphQL: one bulk
     # operation or cost-paced pages, from one count query).
     source_reads: dict[str, Any] = field(default_factory=dict)
+    source: SourceCheck | None = None
 
     @property
     def errors(self) -> list[str]:
-        return [p for o in self.objects for p in o.problems]
+        found = list(self.source.problems) if self.source else []
+        return found + [p for o in self.objects for p in o.problems]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +117,7 @@ class PlanReport:
             "budget_remaining": self.budget_remaining,
             "budget": self.budget,
             "source_reads": self.source_reads,
+            "source": asdict(self.source) if self.source else None,
             "problems": self.errors,
         }
 
@@ -117,30 +151,32 @@ def describe_expr(expr: FieldExpr) -> str:
 
 
 async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
+    """Check the mapping against the target's describe, the source's credentials and counts, and records
+    (staged ones and a sample read from the source) against the mapping. Reads only: nothing is written.
+
+    Credentials the target refuses are one error (raised, not one per object); a source that does not
+    answer is one problem of the report."""
     # Plan's describes and queries spend the org's budget too: they count against the pipeline's share.
     async with open_sink(spec.target, SinkContext(spec.name, ledger=store)) as sink:
-        schemas: dict[str, ObjectSchema] = {}
-        missing: dict[str, str] = {}
-        with contextlib.suppress(PermanentError):  # one call for all; an object that fails is asked again below
-            queries = sorted({q for m in spec.objects for q in query_constants(m)})
-            await sink.describe([m.name for m in spec.objects], queries)  # constants may ride along
-        for m in spec.objects:
-            try:
-                schemas[m.name] = (await sink.describe([m.name]))[m.name]
-            except PermanentError as exc:
-                missing[m.name] = str(exc)
+        schemas, missing = await _describe(sink, spec)
         constants, query_problems = await _resolve_queries(sink, spec.objects)
-        reports = []
-        for m in spec.objects:
-            if m.name in missing:
-                reports.append(_missing_object(m, missing[m.name]))
-                continue
-            reports.append(_object_report(m, schemas, constants, query_problems, store, spec.name, sink))
         plans = build_plans([m for m in spec.objects if m.name in schemas], schemas, constants, sink.dialect)
-        order = [p.name for p in order_plans(plans)]
-        async with open_source(spec.source) as source:  # no call: its normalizer judges what is staged
+        async with open_source(spec.source) as source:
+            checked, samples = await _check_source(source, store, spec)
+            reports = []
+            for m in spec.objects:
+                if m.name in missing:
+                    reports.append(_missing_object(m, missing[m.name]))
+                    continue
+                to_read = checked.per_entity(m.from_) if not checked.problems else None
+                reports.append(
+                    _object_report(m, schemas, constants, query_problems, store, spec.name, sink, to_read)
+                )
+            order = [p.name for p in order_plans(plans)]
             _staged_findings(source, plans, reports, store, spec)
             source_reads = await _source_reads(source, store, spec.name)
+            _sampled_findings(source, plans, reports, samples)
+            checked.api_calls = source.api_calls
         budget = spec.target.api_budget
         status = sink.budget_status()
         return PlanReport(
@@ -152,6 +188,7 @@ async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
             sink.budget_left(),
             status,
             source_reads,
+            checked,
         )
 
 
@@ -167,6 +204,50 @@ async def _source_reads(source: Any, store: Store, pipeline: str) -> dict[str, A
         except FerryError as exc:  # the source is out of reach: the plan of the target still stands
             return {s: {"stream": s, "mode": None, "error": str(exc)} for s in source.streams}
     return reads
+
+
+async def _describe(sink: Sink, spec: PipelineSpec) -> tuple[dict[str, ObjectSchema], dict[str, str]]:
+    """Each object's describe, and why an object has none. Refused credentials or a target that does not
+    answer raise: every object would fail the same way, and the user needs to read it once."""
+    schemas: dict[str, ObjectSchema] = {}
+    missing: dict[str, str] = {}
+    try:  # one call for all; an object that fails is asked again below
+        queries = sorted({q for m in spec.objects for q in query_constants(m)})
+        await sink.describe([m.name for m in spec.objects], queries)  # constants may ride along
+    except (AuthError, TransientError):
+        raise
+    except PermanentError:
+        pass
+    for m in spec.objects:
+        try:
+            schemas[m.name] = (await sink.describe([m.name]))[m.name]
+        except AuthError:
+            raise
+        except PermanentError as exc:
+            missing[m.name] = str(exc)
+    return schemas, missing
+
+
+async def _check_source(
+    source: Source, store: Store, spec: PipelineSpec
+) -> tuple[SourceCheck, dict[str, list[dict[str, Any]]]]:
+    """Probe each stream (a few records, one call) and count what a next run would read from its saved
+    state. The first failure is the one problem reported: the next calls would fail alike."""
+    checked = SourceCheck(source.system)
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for stream in source.streams:
+        try:
+            samples[stream] = await source.probe(stream, PROBE_RECORDS)
+            checked.estimates[stream] = await source.estimate(stream, store.read_state(spec.name, stream))
+        except (FerryError, OSError) as exc:
+            checked.problems.append(f"source {source.system}: {stream}: {exc}")
+            return checked, samples
+        checked.sampled[stream] = len(samples[stream])
+        yielded: Counter[str] = Counter()
+        for raw in samples[stream]:
+            yielded.update(entity for entity, _ in source.normalize(stream, raw))
+        checked.yields[stream] = dict(yielded)
+    return checked, samples
 
 
 def _target_usage(status: dict[str, Any] | None) -> tuple[int, int] | None:
@@ -197,14 +278,15 @@ def _object_report(
     store: Store,
     pipeline: str,
     sink: Sink,
+    to_read: int | None,
 ) -> ObjectReport:
     schema = schemas[m.name]
     [plan] = build_plans([m], schemas, constants, sink.dialect)
     pending = store.outbox_count(pipeline, m.name)
-    choice = choose_write(sink.write_costs(m.name, pending), remaining_calls=sink.budget_left())
+    choice = choose_write(sink.write_costs(m.name, pending + (to_read or 0)), remaining_calls=sink.budget_left())
     report = ObjectReport(
         m.name, m.from_, m.external_id, pending, str(choice.strategy), choice.reason,
-        estimated_calls=choice.estimated_calls,
+        estimated_calls=choice.estimated_calls, to_read=to_read,
     )
     report.problems += list(plan.validator.problems)
     report.problems += _write_access_problems(m, schema)
@@ -221,6 +303,7 @@ def _object_report(
             )
         )
         report.problems += _ref_problems(m, name, expr, schema, schemas)
+        report.problems += _text_type_problems(m, name, expr, fs.type if fs else None)
         report.problems += _constant_problems(m, name, expr, plan)
         if fs is not None and fs.length and fs.type in _TEXT and isinstance(expr, _HAS_LENGTH_OPTION):
             action = "cut to fit" if expr.on_too_long == "truncate" else "dead-lettered (on_too_long: truncate cuts)"
@@ -245,6 +328,10 @@ _VALUE_CODES = frozenset(
 
 
 STAGED_SAMPLE = 20_000
+PROBE_RECORDS = 50  # records of each stream plan reads from the source (one call each)
+# A sampled failure is a problem (the mapping is wrong) rather than a note when it hits at least this many
+# records and every sampled record of the object.
+_ALL_SAMPLED_MIN = 3
 
 
 def _staged_findings(
@@ -252,27 +339,94 @@ def _staged_findings(
 ) -> None:
     """Records already read but not yet loaded, mapped and validated dry: how many would be dead-lettered, why."""
     by_name = {r.name: r for r in reports}
-    counts: dict[str, Counter[tuple[str, str]]] = {p.name: Counter() for p in plans}
+    found = _Findings(plans)
     seen = 0
     for chunk in store.staged(spec.name, source.streams, chunk=2000):
         for staged in chunk:
-            raw = orjson.loads(staged.payload)
-            for entity, record in source.normalize(staged.stream, raw):
-                for plan in plans:
-                    if plan.entity != entity:
-                        continue
-                    _, errors = plan.map_and_validate(record)
-                    for e in errors:
-                        counts[plan.name][(",".join(e.fields) or "-", e.code)] += 1
+            found.judge(source, staged.stream, orjson.loads(staged.payload))
         seen += len(chunk)
         if seen >= STAGED_SAMPLE:
             break
-    for name, found in counts.items():
-        for (fields, code), n in found.most_common():
+    for name, failures in found.failures.items():
+        for (fields, code), n in failures.most_common():
             by_name[name].notes.append(
                 f"{name}.{fields}: {n:,} staged record(s) would be dead-lettered ({code})"
                 + ("; on_too_long: truncate cuts them instead" if code == "STRING_TOO_LONG" else "")
             )
+
+
+def _sampled_findings(
+    source: Source, plans: list[ObjectPlan], reports: list[ObjectReport], samples: dict[str, list[dict[str, Any]]]
+) -> None:
+    """Records read from the source by ``probe``, mapped and validated dry: a field every sampled record
+    fails on is a problem (a type mismatch such as text into a number field), one some fail on a note."""
+    by_name = {r.name: r for r in reports}
+    found = _Findings(plans)
+    for stream, records in samples.items():
+        for raw in records:
+            found.judge(source, stream, raw)
+    for name, failures in found.failures.items():
+        total = found.judged[name]
+        for (fields, code), n in failures.most_common():
+            text = f"{name}.{fields}: {n:,} of {total:,} records sampled from the source would be dead-lettered ({code}"
+            text += f": {found.example[name][(fields, code)]})"
+            if n == total and n >= _ALL_SAMPLED_MIN and code not in _NOT_THE_MAPPING:
+                by_name[name].problems.append(text)
+            else:
+                by_name[name].notes.append(text)
+
+
+# Codes that say something of the record rather than the mapping (one parent failing, say).
+_NOT_THE_MAPPING = frozenset({"PARENT_DEAD_LETTERED"})
+
+
+class _Findings:
+    """Validation failures of records mapped dry, per object and (fields, code)."""
+
+    def __init__(self, plans: list[ObjectPlan]) -> None:
+        self.plans = plans
+        self.failures: dict[str, Counter[tuple[str, str]]] = {p.name: Counter() for p in plans}
+        self.judged: Counter[str] = Counter()
+        self.example: dict[str, dict[tuple[str, str], str]] = {p.name: {} for p in plans}
+
+    def judge(self, source: Source, stream: str, raw: dict[str, Any]) -> None:
+        for entity, record in source.normalize(stream, raw):
+            for plan in self.plans:
+                if plan.entity != entity:
+                    continue
+                self.judged[plan.name] += 1
+                _, errors = plan.map_and_validate(record)
+                for e in errors:
+                    key = (",".join(e.fields) or "-", e.code)
+                    self.failures[plan.name][key] += 1
+                    self.example[plan.name].setdefault(key, e.message)
+
+
+_DATE_SUFFIXES = ("_at", "_on")
+# Target types a text value converts to only when it happens to hold a number, a date or a boolean.
+_NOT_TEXT = {
+    **dict.fromkeys(("double", "currency", "percent", "int", "long"), "a number"),
+    "date": "a date",
+    "datetime": "a date and time",
+    "boolean": "true or false",
+}
+
+
+def _text_type_problems(m: ObjectMapping, name: str, expr: FieldExpr, target_type: str | None) -> list[str]:
+    """A canonical text field mapped as is to a number, date or boolean field: whatever most records hold
+    there, it is free text the target will not take (``customer.note`` into ``AnnualRevenue``)."""
+    if not isinstance(expr, PathExpr) or expr.transform or target_type not in _NOT_TEXT:
+        return []
+    record_type = ENTITY_TYPES.get(m.from_)
+    if record_type is None or not is_text_path(record_type, expr.path):
+        return []
+    leaf = expr.path.rsplit(".", 1)[-1]
+    if leaf.endswith(_DATE_SUFFIXES) and target_type in ("date", "datetime"):
+        return []  # the source's timestamps and dates (created_at, processed_on) are ISO 8601 text
+    return [
+        f"{m.name}.{name}: {m.from_}.{expr.path} is text, but {name} is a {target_type} field that takes "
+        f"{_NOT_TEXT[target_type]}; map a field of that type, or transform it"
+    ]
 
 
 def _write_access_problems(m: ObjectMapping, schema: ObjectSchema) -> list[str]:

@@ -1,15 +1,17 @@
 """Dead-letter replay: read the source record again, map it with the *current* mapping, write it.
 
 For each open dead letter chosen by a filter:
-1. the source record is fetched again from the source by its id (the stream and id were stored with the
-   letter); only if the source no longer has it is the payload stored with the letter used, and the
+1. the source record is read again from the source by its id (the stream and id were stored with the
+   letter), a batch of letters at a time through ``Source.fetch_many`` (Shopify: ``ids=``, WooCommerce:
+   ``include=``); only if the source no longer has it is the payload stored with the letter used, and the
    outcome says so;
 2. the current mapping and the target's describe judge it: still invalid updates the letter (new
    errors, one more attempt) and leaves it open;
 3. a record whose parent is still an open dead letter stays PARENT_DEAD_LETTERED;
-4. the rest is upserted by key (the sink's cheapest per-record strategy, never a remote job) and its
-   result recorded exactly as a run
-   records it: success resolves the letter ("replayed") and moves the version map forward.
+4. the rest is upserted by key through the run's planner (``choose_write`` over the sink's direct
+   strategies: Salesforce Composite or Collections; never a remote job, see ``Replayer._strategy``) and
+   its result recorded exactly as a run records it: success resolves the letter ("replayed") and moves
+   the version map forward.
 
 Objects go parents first. With ``children=True`` a replayed parent brings along its children that were
 dead-lettered as PARENT_DEAD_LETTERED because of it, so fixing an Account replays its Contact and Orders
@@ -19,8 +21,10 @@ letters are no longer open, and the upsert by external id would land on the same
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +34,8 @@ import structlog
 
 from ferry.connectors.registry import open_sink, open_source
 from ferry.core.contracts import Sink, SinkContext, Source
-from ferry.core.writes import per_record_write
+from ferry.core.writes import StrategyChoice, choose_write
+from ferry.engine.loader import LoadProgress
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
 from ferry.engine.runner import orphan_errors, prepare_plans
@@ -42,6 +47,20 @@ log = structlog.get_logger("ferry.engine.replay")
 _RELATIVE = re.compile(r"^(?P<n>\d+)\s*(?P<unit>[smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 FROM_SOURCE, FROM_STORED = "source", "stored payload"
+# Letters judged, read again and written at a time: a few batched source calls (Shopify: 250 ids a call) and
+# two Composite calls of the target's (1,000 records each, in flight together) per batch, and a progress step.
+REPLAY_BATCH = 2000
+READ_AHEAD_CHUNK = 1000  # keys per read-ahead task (the source splits them into its own calls)
+READS_IN_FLIGHT = 2  # read-ahead tasks at once (each sends up to the source's own in-flight calls)
+WRITES_IN_FLIGHT = 4  # batches written at once while the next are read: the sink spreads each over its calls
+
+
+class _Quiet:
+    def phase(self, name: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
 
 
 def since_timestamp(value: str | None, now: dt.datetime | None = None) -> str | None:
@@ -100,11 +119,22 @@ class ReplayReport:
             out[o.outcome] = out.get(o.outcome, 0) + 1
         return out
 
+    def summary(self) -> list[tuple[str, str, str, int]]:
+        """(object, outcome, error code, letters) in the order objects were replayed: what a human reads first."""
+        out: Counter[tuple[str, str, str]] = Counter()
+        for o in self.outcomes:
+            out[(o.object, o.outcome, str(o.errors[0].get("code")) if o.errors else "")] += 1
+        return [(obj, outcome, code, n) for (obj, outcome, code), n in out.items()]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "pipeline": self.pipeline,
             "dry_run": self.dry_run,
             "counts": self.counts(),
+            "summary": [
+                {"object": obj, "outcome": outcome, "code": code or None, "letters": n}
+                for obj, outcome, code, n in self.summary()
+            ],
             "outcomes": [o.as_dict() for o in self.outcomes],
             "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
         }
@@ -120,13 +150,26 @@ class _Candidate:
 
 
 class Replayer:
-    def __init__(self, spec: PipelineSpec, store: Store, *, children: bool = True, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        store: Store,
+        *,
+        children: bool = True,
+        dry_run: bool = False,
+        progress: LoadProgress | None = None,
+    ) -> None:
         self.spec = spec
+        self.progress: LoadProgress = progress or _Quiet()
         self.store = store
         self.pipeline = spec.name
         self.children = children
         self.dry_run = dry_run
-        self._raw: dict[tuple[str, str], tuple[dict[str, Any] | None, str]] = {}
+        self._raw: dict[tuple[str, str], dict[str, Any] | None] = {}  # (stream, key) -> as read again
+        self._pending: dict[tuple[str | None, str | None], asyncio.Future[None]] = {}  # being read ahead
+        self._reads = asyncio.Semaphore(READS_IN_FLIGHT)
+        # (stream, key) -> its canonical records by (entity, key)
+        self._normalized: dict[tuple[str, str], dict[tuple[str, str], Any]] = {}
 
     async def replay(self, selection: LetterFilter, limit: int = 100_000) -> ReplayReport:
         report = ReplayReport(self.pipeline, self.dry_run)
@@ -145,20 +188,43 @@ class Replayer:
                 report.skipped.extend(
                     (d.id, f"{obj} is not an object of pipeline {self.pipeline}") for d in by_object[obj]
                 )
-            replayed: dict[str, set[str]] = {}
-            for plan in plans:
-                letters = by_object.get(plan.name, [])
-                queued = {d.id for d in letters}
-                brought: dict[int, str] = {}
-                if self.children:
-                    for child, parent in self._children_of(plan, replayed):
-                        if child.id not in queued:
-                            letters.append(child)
-                            queued.add(child.id)
-                            brought[child.id] = parent
-                if letters:
-                    replayed[plan.name] = await self._replay_object(source, sink, plan, letters, brought, report)
+            # Read ahead: every chosen letter's source record, parents' first, while earlier objects are written.
+            order = {p.name: i for i, p in enumerate(plans)}
+            self._read_ahead(source, sorted(chosen, key=lambda d: order.get(d.object, len(order))))
+            try:
+                # Every open letter chosen already (no filter, no limit reached): each child a parent would
+                # bring along is among them.
+                unfiltered = not (selection.object or selection.code or selection.since or selection.ids)
+                everything = unfiltered and len(chosen) < limit
+                await self._replay_plans(source, sink, plans, by_object, report, find_children=not everything)
+            finally:
+                for task in self._pending.values():
+                    task.cancel()
         return report
+
+    async def _replay_plans(
+        self,
+        source: Source,
+        sink: Sink,
+        plans: Sequence[ObjectPlan],
+        by_object: dict[str, list[DeadLetter]],
+        report: ReplayReport,
+        *,
+        find_children: bool,
+    ) -> None:
+        replayed: dict[str, set[str]] = {}
+        for plan in plans:
+            letters = by_object.get(plan.name, [])
+            queued = {d.id for d in letters}
+            brought: dict[int, str] = {}
+            if self.children and find_children:
+                for child, parent in self._children_of(plan, replayed):
+                    if child.id not in queued:
+                        letters.append(child)
+                        queued.add(child.id)
+                        brought[child.id] = parent
+            if letters:
+                replayed[plan.name] = await self._replay_object(source, sink, plan, letters, brought, report)
 
     def _choose(self, selection: LetterFilter, limit: int, report: ReplayReport) -> list[DeadLetter]:
         f = LetterFilter(
@@ -169,7 +235,7 @@ class Replayer:
             None if selection.ids else "open",
             selection.ids,
         )
-        letters = self.store.find_dead_letters(f, limit)
+        letters = self.store.find_dead_letters_lean(f, limit)
         chosen = []
         for d in letters:
             if d.status != "open":
@@ -186,7 +252,7 @@ class Replayer:
         parents = [p for p in plan.parents if replayed.get(p.object)]
         if not parents:
             return out
-        for d in self.store.find_dead_letters(
+        for d in self.store.find_dead_letters_lean(
             LetterFilter(self.pipeline, plan.name, "PARENT_DEAD_LETTERED"), 1_000_000
         ):
             for p in parents:
@@ -205,11 +271,99 @@ class Replayer:
         brought: dict[int, str],
         report: ReplayReport,
     ) -> set[str]:
+        """Replay one object's letters a batch at a time: one batched read of the source per stream, one
+        version lookup, one write through the planner's strategy and one store transaction per outcome kind.
+        A batch's write runs while the next batches are read and judged (up to ``WRITES_IN_FLIGHT`` of them,
+        as a run keeps several of the sink's calls in flight): letters are unique per key, so no two writes
+        in flight carry the same record."""
         dead = {p.object: self.store.dead_letter_keys(self.pipeline, p.object) for p in plan.parents}
-        ready: list[_Candidate] = []
+        strategy = self._strategy(sink, plan, len(letters))
+        self.progress.phase(f"replay {plan.name} ({strategy.strategy})", len(letters))
+        done: set[str] = set()
+        gate = asyncio.Semaphore(WRITES_IN_FLIGHT)
+
+        async def write(ready: list[_Candidate], letters_in_batch: int) -> None:
+            try:
+                done.update(await self._write(sink, plan, ready, strategy.strategy, report))
+                self.progress.advance(letters_in_batch)
+            finally:
+                gate.release()
+
+        async with asyncio.TaskGroup() as writes:
+            for start in range(0, len(letters), REPLAY_BATCH):
+                batch = letters[start : start + REPLAY_BATCH]
+                await self._prefetch(source, batch)
+                ready = self._judge(source, plan, batch, brought, dead, report)
+                await gate.acquire()
+                writes.create_task(write(ready, len(batch)))
+        return done
+
+    def _strategy(self, sink: Sink, plan: ObjectPlan, count: int) -> StrategyChoice:
+        """The run's planner over the direct strategies: a remote job's crash-safety lives in its journal of
+        outbox rows (``engine.loader``), and replayed records are not in the outbox; at replay sizes the
+        cheapest direct strategy (Salesforce: Composite, 1,000 records a call) costs little more."""
+        costs = [c for c in sink.write_costs(plan.name, count) if not c.remote_job]
+        choice = choose_write(costs, remaining_calls=sink.budget_left())
+        log.info("dlq.replay.strategy", object=plan.name, letters=count, strategy=choice.strategy, reason=choice.reason)
+        return choice
+
+    def _read_ahead(self, source: Source, letters: Sequence[DeadLetter]) -> None:
+        """Start reading the letters' source records that are neither read nor being read, a chunk of keys per
+        task (``Source.fetch_many``), at most ``READS_IN_FLIGHT`` tasks at once, in the letters' order."""
+        self._load_stored([d for d in letters if not (d.stream and d.source_key)])
+        wanted: dict[str, dict[str, None]] = {}  # stream -> keys, in order, once
         for d in letters:
-            raw, origin = await self._source_record(source, d)
-            record = _find_record(source, d, raw, plan.entity) if raw is not None else None
+            stream, key = letter_source(source, d)
+            known = (stream, key) in self._raw or (stream, key) in self._pending
+            if stream is not None and key is not None and not known:
+                wanted.setdefault(stream, {})[key] = None
+        for stream, unique in wanted.items():
+            keys = list(unique)
+            for start in range(0, len(keys), READ_AHEAD_CHUNK):
+                chunk = keys[start : start + READ_AHEAD_CHUNK]
+                task = asyncio.ensure_future(self._read(source, stream, chunk))
+                for key in chunk:
+                    self._pending[(stream, key)] = task
+
+    async def _read(self, source: Source, stream: str, keys: list[str]) -> None:
+        async with self._reads:
+            found = await source.fetch_many(stream, keys)
+        for key in keys:
+            self._raw[(stream, key)] = found.get(key)
+            self._pending.pop((stream, key), None)
+
+    async def _prefetch(self, source: Source, batch: Sequence[DeadLetter]) -> None:
+        """The batch's source records read again (``_read_ahead``; waited for here). Letters are loaded
+        without their stored source payloads (they can be large: a whole order per line); those are read only
+        for letters that need them: stored without stream and key, or gone from the source."""
+        self._read_ahead(source, batch)
+        tasks = {self._pending[k] for d in batch if (k := letter_source(source, d)) in self._pending}
+        await asyncio.gather(*tasks)
+        self._load_stored([d for d in batch if d.stream and d.source_key and self._raw.get((d.stream, d.source_key))
+                           is None])
+
+    def _load_stored(self, letters: Sequence[DeadLetter]) -> None:
+        if letters:
+            stored = self.store.dead_letter_source_payloads([d.id for d in letters])
+            for d in letters:
+                d.source_payload = stored.get(d.id)
+
+    def _judge(
+        self,
+        source: Source,
+        plan: ObjectPlan,
+        batch: Sequence[DeadLetter],
+        brought: dict[int, str],
+        dead: dict[str, set[str]],
+        report: ReplayReport,
+    ) -> list[_Candidate]:
+        """Map and validate each letter's record with the current mapping; what cannot be written stays open."""
+        ready: list[_Candidate] = []
+        kept: list[tuple[DeadLetter, NewDeadLetter]] = []
+        valid: list[tuple[ReplayOutcome, DeadLetter, Any, dict[str, Any]]] = []
+        for d in batch:
+            raw, origin = self._source_record(source, d)
+            record = self._find_record(source, d, raw, plan.entity) if raw is not None else None
             outcome = ReplayOutcome(d.id, d.object, d.record_key, "", origin, as_child_of=brought.get(d.id))
             if record is None:
                 outcome.outcome = "not_in_source"
@@ -219,24 +373,30 @@ class Replayer:
             mapped, errors = plan.map_and_validate(record)
             errs = [e.as_dict() for e in errors] or orphan_errors(plan, d.record_key, mapped, dead)
             if errs:
+                report.outcomes.append(outcome)
                 outcome.outcome = "still_invalid" if errors else "parent_dead_lettered"
                 outcome.errors, outcome.message = errs, "; ".join(str(e["message"]) for e in errs)
-                self._keep_open(plan, d, record, raw, mapped, errs)
-                report.outcomes.append(outcome)
+                kept.append((d, _still_open(plan, d, record, raw, mapped, errs)))
                 continue
-            known = self.store.versions_for(self.pipeline, plan.name, [d.record_key]).get(d.record_key)
-            if known is not None and known >= record.version:
+            valid.append((outcome, d, record, mapped))
+        self._keep_open(kept)
+        known = self.store.versions_for(self.pipeline, plan.name, [d.record_key for _, d, _, _ in valid])
+        current: list[Written] = []
+        for outcome, d, record, mapped in valid:
+            held = known.get(d.record_key)
+            if held is not None and held >= record.version:
                 outcome.outcome = "up_to_date"
-                outcome.message = f"the target already holds version {known} (newer or the same); resolved"
-                if not self.dry_run:
-                    self.store.record_written(self.pipeline, plan.name, [Written(d.record_key, known)], "replayed")
+                outcome.message = f"the target already holds version {held} (newer or the same); resolved"
+                current.append(Written(d.record_key, held))
                 report.outcomes.append(outcome)
                 continue
-            ready.append(_Candidate(d, record, origin, mapped, brought.get(d.id)))
-        return await self._write(sink, plan, ready, report)
+            ready.append(_Candidate(d, record, outcome.source, mapped, outcome.as_child_of))
+        if current and not self.dry_run:
+            self.store.record_written(self.pipeline, plan.name, current, "replayed")
+        return ready
 
     async def _write(
-        self, sink: Sink, plan: ObjectPlan, ready: list[_Candidate], report: ReplayReport
+        self, sink: Sink, plan: ObjectPlan, ready: list[_Candidate], strategy: str, report: ReplayReport
     ) -> set[str]:
         if not ready:
             return set()
@@ -254,9 +414,9 @@ class Replayer:
                     )
                 )
             return {c.letter.record_key for c in ready}
-        strategy = per_record_write(sink.write_costs(plan.name, len(ready))).strategy
         results = await sink.upsert(plan.name, plan.external_id, [c.mapped for c in ready], strategy)
         written: list[Written] = []
+        kept: list[tuple[DeadLetter, NewDeadLetter]] = []
         done: set[str] = set()
         for c, res in zip(ready, results, strict=True):
             d = c.letter
@@ -269,44 +429,61 @@ class Replayer:
                 errs = [e.as_dict() for e in res.errors]
                 outcome.outcome = "still_failing"
                 outcome.errors, outcome.message = errs, "; ".join(str(e["message"]) for e in errs)
-                self._keep_open(plan, d, c.record, None, c.mapped, errs)
+                kept.append((d, _still_open(plan, d, c.record, None, c.mapped, errs)))
             report.outcomes.append(outcome)
         self.store.record_written(self.pipeline, plan.name, written, "replayed")
+        self._keep_open(kept)
         log.info("dlq.replayed", object=plan.name, written=len(written), failed=len(ready) - len(written))
         return done
 
-    def _keep_open(
-        self,
-        plan: ObjectPlan,
-        d: DeadLetter,
-        record: Any,
-        raw: dict[str, Any] | None,
-        mapped: dict[str, Any],
-        errors: list[dict[str, Any]],
-    ) -> None:
+    def _keep_open(self, kept: Sequence[tuple[DeadLetter, NewDeadLetter]]) -> None:
+        """Update the letters that stay open (new errors, one more attempt), one transaction per run they came from."""
         if self.dry_run:
             return
-        payload = orjson.dumps(raw) if raw is not None else None
-        self.store.dead_letter(
-            self.pipeline,
-            d.run_id,
-            [NewDeadLetter(plan.name, d.record_key, record.version, errors, payload, mapped, d.stream, d.source_key)],
-        )
+        by_run: dict[int | None, list[NewDeadLetter]] = {}
+        for d, letter in kept:
+            by_run.setdefault(d.run_id, []).append(letter)
+        for run_id, letters in by_run.items():
+            self.store.dead_letter(self.pipeline, run_id, letters)
 
-    async def _source_record(self, source: Source, d: DeadLetter) -> tuple[dict[str, Any] | None, str]:
+    def _find_record(self, source: Source, d: DeadLetter, raw: dict[str, Any], entity: str) -> Any:
+        """The canonical record the letter is about, among those one source record yields (an order yields a
+        guest customer, the order and its lines). A payload of unknown stream is tried as each of the source's.
+        A source record read again serves every letter of it (an order's lines, its customer): it is
+        normalized once."""
+        stream, key = letter_source(source, d)
+        cached = stream is not None and self._raw.get((stream, key or "")) is raw
+        index = self._normalized.get((stream or "", key or "")) if cached else None
+        if index is None:
+            index = {}
+            for s in [stream] if stream else source.streams:
+                for kind, record in source.normalize(s, raw):
+                    index.setdefault((kind, str(record.key)), record)
+            if cached:
+                self._normalized[(stream or "", key or "")] = index
+        return index.get((entity, d.record_key))
+
+    def _source_record(self, source: Source, d: DeadLetter) -> tuple[dict[str, Any] | None, str]:
+        """The letter's source record as read again (``_prefetch``), else the payload stored with it."""
         stream, key = letter_source(source, d)
         if stream is None or key is None:
             return d.source_payload, FROM_STORED
-        cached = self._raw.get((stream, key))
-        if cached is None:
-            raw = await source.fetch(stream, key)
-            cached = (
-                (raw, FROM_SOURCE)
-                if raw is not None
-                else (d.source_payload, f"{FROM_STORED} (the source no longer has {stream} {key})")
-            )
-            self._raw[(stream, key)] = cached
-        return cached
+        raw = self._raw.get((stream, key))
+        if raw is None:
+            return d.source_payload, f"{FROM_STORED} (the source no longer has {stream} {key})"
+        return raw, FROM_SOURCE
+
+
+def _still_open(
+    plan: ObjectPlan,
+    d: DeadLetter,
+    record: Any,
+    raw: dict[str, Any] | None,
+    mapped: dict[str, Any],
+    errors: list[dict[str, Any]],
+) -> NewDeadLetter:
+    payload = orjson.dumps(raw) if raw is not None else None
+    return NewDeadLetter(plan.name, d.record_key, record.version, errors, payload, mapped, d.stream, d.source_key)
 
 
 def letter_source(source: Source, d: DeadLetter) -> tuple[str | None, str | None]:
@@ -317,14 +494,3 @@ def letter_source(source: Source, d: DeadLetter) -> tuple[str | None, str | None
     raw = d.source_payload
     located = source.locate(raw) if isinstance(raw, dict) else None
     return located if located is not None else (None, None)
-
-
-def _find_record(source: Source, d: DeadLetter, raw: dict[str, Any], entity: str) -> Any:
-    """The canonical record the letter is about, among those one source record yields (an order yields a
-    guest customer, the order and its lines). A payload of unknown stream is tried as each of the source's."""
-    stream, _ = letter_source(source, d)
-    for s in [stream] if stream else source.streams:
-        for kind, record in source.normalize(s, raw):
-            if kind == entity and str(record.key) == d.record_key:
-                return record
-    return None

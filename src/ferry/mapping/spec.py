@@ -275,6 +275,22 @@ def check_path(record_type: type, path: str, where: str) -> None:
         current = _record_type_in(hints[part])
 
 
+def is_text_path(record_type: type, path: str) -> bool:
+    """Whether ``path`` reads a field declared as plain text (``str`` or ``str | None``) on the canonical
+    record type. Text that has a meaning of its own is declared by its alias (``Money``) and is not."""
+    current: type | None = record_type
+    declared: Any = None
+    for part in path.split("."):
+        if current is None or not dataclasses.is_dataclass(current):
+            return False
+        declared = next((f.type for f in dataclasses.fields(current) if f.name == part), None)
+        if declared is None:
+            return False
+        current = _record_type_in(typing.get_type_hints(current)[part])
+    # The annotation as written (``from __future__ import annotations`` keeps it a string): aliases stay named.
+    return str(declared).replace(" ", "") in ("str", "str|None", "None|str")
+
+
 def element_type(record_type: type, path: str, where: str) -> type:
     """The record type of the elements of a tuple path (``Order.lines`` -> ``OrderLine``)."""
     current: Any = record_type

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -192,6 +192,7 @@ _ADDED_COLUMNS = (
 _DROPPED_INDEXES = ("staging_by_stream",)
 # An older ferry's read tables: a stream's cursor, and its read in progress. Their rows become read states.
 _LEGACY_READ_COLUMNS = ("since", "next_url", "newest", "started_at", "phase", "pages")
+_V = TypeVar("_V", str, int)
 _DLQ_COLUMNS = (
     "id, pipeline, run_id, object, record_key, version, error_code, message, fields, errors, source_payload, "
     "mapped_payload, attempts, first_seen, last_seen, status, stream, source_key, history, resolved_at, resolution"
@@ -212,7 +213,7 @@ def utc_now() -> str:
 _IN_LIST_PART = 500  # values bound per IN (...) list: well under SQLite's host-parameter limit
 
 
-def _in_parts(values: Sequence[str]) -> Iterator[tuple[Sequence[str], str]]:
+def _in_parts(values: Sequence[_V]) -> Iterator[tuple[Sequence[_V], str]]:
     """Split an IN-list query's values into parts: each part with its ``?,?,...`` placeholders."""
     for i in range(0, len(values), _IN_LIST_PART):
         part = values[i : i + _IN_LIST_PART]
@@ -979,6 +980,26 @@ class Store:
         where, args = _letter_where(f)
         with self._lock:
             return int(self._conn.execute(f"SELECT COUNT(*) FROM dlq{where}", args).fetchone()[0])
+
+    def find_dead_letters_lean(self, f: LetterFilter, limit: int = 100) -> list[DeadLetter]:
+        """``find_dead_letters`` without the source payloads (None): a replay of thousands of letters reads
+        most records again from the source and needs the stored ones only for those it no longer has."""
+        where, args = _letter_where(f)
+        columns = _DLQ_COLUMNS.replace(" source_payload,", " NULL,")
+        with self._lock:
+            rows = self._conn.execute(f"SELECT {columns} FROM dlq{where} ORDER BY id LIMIT ?", (*args, limit))
+            return [self._letter(r) for r in rows.fetchall()]
+
+    def dead_letter_source_payloads(self, letter_ids: Sequence[int]) -> dict[int, Any]:
+        """The source payload stored with each of these letters (absent: none stored, or no such letter)."""
+        out: dict[int, Any] = {}
+        with self._lock:
+            for part, marks in _in_parts(list(letter_ids)):
+                for letter_id, payload in self._conn.execute(
+                    f"SELECT id, source_payload FROM dlq WHERE id IN ({marks}) AND source_payload IS NOT NULL", part
+                ):
+                    out[letter_id] = orjson.loads(payload)
+        return out
 
     def count_dead_letters(self, pipeline: str | None = None, status: str = "open") -> dict[str, int]:
         sql = "SELECT object, COUNT(*) FROM dlq WHERE status = ?"

@@ -146,3 +146,36 @@ async def test_concurrent_streams_share_one_bucket(tmp_path: Path) -> None:
             assert len(ids) == len(set(ids)) == expected
     finally:
         tiny.running.stop()
+
+
+async def test_fetch_many_reads_records_by_ids_in_pages_of_250(store: Store) -> None:
+    async with ShopifySource(store.config()) as source:
+        every = {str(r["id"]): r for page in await _read_all(source, "orders") for r in page}
+        before = source.api_calls
+        wanted = [*sorted(every)[:260], "999999999", "not-an-id"]  # two calls of ids; unknown ids are absent
+        found = await source.fetch_many("orders", wanted)
+        calls = source.api_calls - before
+        one = await source.fetch("orders", wanted[0])
+    assert set(found) == set(sorted(every)[:260]) and calls == 2
+    assert found[wanted[0]] == one == every[wanted[0]]  # as fetch gives it, untouched
+    assert any(r["cancelled_at"] or r.get("closed_at") for r in found.values()), "status=any: closed orders too"
+
+
+async def test_probe_and_estimate_are_one_cheap_call_each(store: Store) -> None:
+    async with ShopifySource(store.config()) as source:
+        sample = await source.probe("orders", 7)
+        total = await source.estimate("orders", None)
+        recent = sorted(r["updated_at"] for r in await source.probe("customers", 250))
+        since = {"cursor": recent[len(recent) // 2]}  # a finished read's state, as the reader saves it
+        changed = await source.estimate("customers", since)
+        calls = source.api_calls
+    assert len(sample) == 7 and "line_items" in sample[0]
+    assert total == store.count("orders", status="any") == COUNTS["orders"]
+    assert changed == store.count("customers", updated_at_min=since["cursor"]) and 0 < changed < COUNTS["customers"]
+    assert calls == 4
+
+
+async def test_probe_with_a_bad_token_is_an_auth_error(store: Store) -> None:
+    async with ShopifySource(store.config(access_token="shpat_wrong")) as source:
+        with pytest.raises(AuthError):
+            await source.probe("customers", 1)

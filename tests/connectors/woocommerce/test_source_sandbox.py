@@ -248,3 +248,51 @@ def _date_header(store: Store, cfg: WooCommerceConfig) -> str:
 def _harmless_edit(stream: str) -> dict[str, Any]:
     return {"customers": {"first_name": "Edited"}, "products": {"short_description": "edited"},
             "orders": {"customer_note": "edited"}}[stream]
+
+
+async def _batched(cfg: WooCommerceConfig, stream: str, keys: list[str]) -> tuple[dict[str, Any], list[Any], int]:
+    async with WooCommerceSource(cfg) as source:
+        found = await source.fetch_many(stream, keys)
+        calls = source.api_calls
+        one = [await source.fetch(stream, k) for k in keys[:3]]
+        return found, one, calls
+
+
+def test_fetch_many_reads_records_by_include_100_a_call_as_fetch_does(store: Store) -> None:
+    cfg = store.config()
+    orders = sorted(str(i) for i in store.listed("orders"))
+    found, one, calls = asyncio.run(_batched(cfg, "orders", [*orders[:120], "99999999", "guest:x@example.com"]))
+    assert set(found) == set(orders[:120]) and calls == 2
+    assert [found[k] for k in orders[:3]] == one  # the same record as one fetch gives
+    assert len({r["status"] for r in found.values()}) > 1, "every status, not only the default's"
+    variable = [str(p["id"]) for p in store.listed("products").values() if p["type"] == "variable"][:5]
+    products, one_product, _ = asyncio.run(_batched(cfg, "products", variable))
+    assert set(products) == set(variable) and all(products[k].get("_variations") for k in variable)
+    assert [products[k] for k in variable[:3]] == one_product
+    customers = sorted(str(i) for i in store.listed("customers"))[:10]
+    assert set(asyncio.run(_batched(cfg, "customers", customers))[0]) == set(customers)
+
+
+async def _probe_and_estimate(cfg: WooCommerceConfig) -> tuple[list[Any], dict[str, int | None], int]:
+    async with WooCommerceSource(cfg) as source:
+        sample = await source.probe("orders", 4)
+        counts = {s: await source.estimate(s, None) for s in ("customers", "products", "orders")}
+        return sample, counts, source.api_calls
+
+
+def test_probe_and_estimate_are_one_call_each_and_count_what_a_read_yields(store: Store) -> None:
+    cfg = store.config()
+    sample, counts, calls = asyncio.run(_probe_and_estimate(cfg))
+    assert len(sample) == 4 and calls == 4
+    for stream in ("customers", "products", "orders"):
+        records, _, _ = asyncio.run(_read(cfg, stream))
+        assert counts[stream] == len(records), stream
+
+
+def test_probe_with_bad_keys_is_an_auth_error(store: Store) -> None:
+    async def probe() -> None:
+        async with WooCommerceSource(store.config(consumer_secret="cs_wrong")) as source:
+            await source.probe("orders", 1)
+
+    with pytest.raises(AuthError):
+        asyncio.run(probe())

@@ -3,6 +3,8 @@ the record lands, reopened by a new version that fails again."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ferry.store import LetterFilter, NewDeadLetter
 
 from .conftest import Backend, letter
@@ -83,3 +85,17 @@ def test_filters_combine_and_a_limit_caps_the_list(store: Backend) -> None:
     store.discard_dead_letters(LetterFilter(pipeline="p", code="B"), "noise")
     assert store.count_dead_letters("p") == {"Contact": 5}
     assert store.count_dead_letters("p", status="discarded") == {"Contact": 5}
+
+
+def test_lean_letters_leave_the_source_payload_to_a_second_look(store: Backend) -> None:
+    store.dead_letter("p", 1, [
+        letter("Contact", "1", source=b'{"id": 1, "note": "big"}', mapped={"Email": "x"}, stream="customers",
+               source_key="1"),
+        letter("Contact", "2", mapped={"Email": "y"}),
+    ])
+    full = store.find_dead_letters(LetterFilter(pipeline="p"))
+    lean = store.find_dead_letters_lean(LetterFilter(pipeline="p"))
+    assert [d.source_payload for d in lean] == [None, None]
+    assert [replace(d, source_payload=None) for d in full] == lean  # everything else as find_dead_letters gives it
+    assert store.dead_letter_source_payloads([d.id for d in lean] + [999]) == {full[0].id: {"id": 1, "note": "big"}}
+    assert store.dead_letter_source_payloads([]) == {}

@@ -74,7 +74,7 @@ class ShopifyClient:
         query: Mapping[str, Any] | None = None if start_url else params
         while url is not None:
             response = await self.http.request("GET", url, params=query, label=resource)
-            yield self._records(response, key), response
+            yield self.records_of(response, key), response
             url = self.next_url(response)
             # page_info carries every filter; Shopify rejects other params next to it (limit is already in the URL).
             query = None
@@ -83,7 +83,8 @@ class ShopifyClient:
         """The checked next-page link of a page, or None on the last page."""
         return self._checked_next(next_page_url(response.headers.get("Link")))
 
-    def _records(self, response: httpx.Response, key: str) -> list[dict[str, Any]]:
+    def records_of(self, response: httpx.Response, key: str) -> list[dict[str, Any]]:
+        """The ``key`` list of a list endpoint's answer."""
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:

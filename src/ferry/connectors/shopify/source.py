@@ -6,6 +6,7 @@ record becomes canonical is in ``normalize.py``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -18,7 +19,7 @@ from ferry.connectors.shopify.client import ShopifyClient
 from ferry.connectors.shopify.config import ShopifyConfig
 from ferry.connectors.shopify.gql_client import ShopifyGraphQL
 from ferry.connectors.shopify.gql_reader import GraphQLReads
-from ferry.connectors.shopify.reader import ShopifyPage, read_stream
+from ferry.connectors.shopify.reader import ReadState, ShopifyPage, read_stream
 from ferry.core.contracts import SourceCapabilities, SourcePage
 from ferry.errors import ConfigError, PermanentError
 
@@ -27,6 +28,8 @@ STREAMS = ("customers", "products", "orders")
 # column and the id, so a record edited while a read pages on gets a newer updated_at and sorts after
 # every page already served: the same read meets it again, at its new version, on a later page.
 READ_ORDER = "updated_at asc"
+IDS_PER_CALL = 250  # the list endpoints' largest page: ids=... of more would be cut
+FETCHES_IN_FLIGHT = 4
 _SINGULAR = {"customers": "customer", "products": "product", "orders": "order"}
 
 
@@ -132,6 +135,48 @@ class ShopifySource(AsyncResource):
         if not isinstance(record, dict):
             raise PermanentError(f"GET {path}: no '{_SINGULAR[stream]}' object in the response")
         return record
+
+    async def fetch_many(self, stream: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Records by id through the list endpoint's ``ids`` filter, up to a page (250) a call, each exactly as
+        sent; ids the store no longer has are absent."""
+        _check_stream(stream)
+        ids = [k for k in dict.fromkeys(keys) if k.isdigit()]  # content-hash keys cannot be fetched
+        out: dict[str, dict[str, Any]] = {}
+        gate = asyncio.Semaphore(FETCHES_IN_FLIGHT)  # the leaky bucket paces them; this bounds memory
+
+        async def fetch(chunk: list[str]) -> None:
+            params: dict[str, Any] = {"ids": ",".join(chunk), "limit": IDS_PER_CALL}
+            if stream == "orders":
+                params["status"] = "any"  # the default "open" would hide closed and cancelled orders
+            async with gate:
+                async for records, _ in self._client.pages(stream, params):
+                    out.update((str(r["id"]), r) for r in records if r.get("id") is not None)
+
+        await asyncio.gather(*(fetch(ids[i : i + IDS_PER_CALL]) for i in range(0, len(ids), IDS_PER_CALL)))
+        return out
+
+    async def probe(self, stream: str, limit: int) -> list[dict[str, Any]]:
+        """The stream's first ``limit`` records (oldest change first), one call: it fails as a read would."""
+        _check_stream(stream)
+        params = self._first_page_params(stream, None) | {"limit": max(1, min(limit, IDS_PER_CALL))}
+        response = await self._client.http.request("GET", self._client.resource_path(stream), params=params,
+                                                   label=stream)
+        return self._client.records_of(response, stream)
+
+    async def estimate(self, stream: str, state: dict[str, Any] | None) -> int | None:
+        """Records changed since the state's lower bound, by the stream's ``count.json`` (one call)."""
+        _check_stream(stream)
+        saved = ReadState.parse(state)
+        since = saved.read.since if saved.read is not None else saved.cursor
+        params: dict[str, Any] = {"status": "any"} if stream == "orders" else {}
+        if since:
+            params["updated_at_min"] = since
+        response = await self._client.http.request(
+            "GET", self._client.resource_path(f"{stream}/count"), params=params, label=stream
+        )
+        body = response.json()
+        count = body.get("count") if isinstance(body, dict) else None
+        return int(count) if isinstance(count, int) else None
 
     # The record's id (a content hash when it has none) and its updated_at as a version; and its canonical
     # records. The normalizer's functions themselves, not methods calling them: both run once per record.
