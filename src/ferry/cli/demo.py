@@ -188,7 +188,7 @@ def run_demo(
         with render.progress(console, disabled=quiet) as progress:
             stats = asyncio.run(Runner(spec, store, progress).run())
         if keep:
-            render.print_run(console, stats)
+            render.print_run(console, stats, exit_codes=False)
             _serve_until_interrupted(console, chosen, env)
         return stats
     finally:

@@ -107,7 +107,8 @@ def _read_modes(stats: RunStats) -> str:
     return f" over {stats.source_api}" + (f" ({modes})" if modes else "")
 
 
-def print_run(console: Console, stats: RunStats) -> None:
+def print_run(console: Console, stats: RunStats, *, exit_codes: bool = True) -> None:
+    """The run's report; ``exit_codes`` names the exit code a verdict gives (not for the demo, which exits 0)."""
     table = Table(
         title=f"run {stats.run_id} of {stats.pipeline}: {stats.status} in {stats.seconds:.1f} s",
         box=box.SIMPLE_HEAD,
@@ -154,13 +155,15 @@ def print_run(console: Console, stats: RunStats) -> None:
         console.print(
             Text.assemble(
                 (f"dead letters over max_dead_letter_share {stats.dead_letter_cap:.0%}: {shares}", "bold red"),
-                f"; the run counts as failed (exit 3); `ferry dlq list --pipeline {stats.pipeline}` shows why",
+                f"; the run counts as failed{' (exit 3)' if exit_codes else ''}; "
+                f"`ferry dlq list --pipeline {stats.pipeline}` shows why",
             )
         )
     if stats.dead_lettered and not over and stats.status == "succeeded":
         console.print(
             f"{stats.dead_lettered:,} record(s) dead-lettered, each object within max_dead_letter_share "
-            f"{stats.dead_letter_cap:.0%} (exit 4); `ferry dlq list --pipeline {escape(stats.pipeline)}` shows why"
+            f"{stats.dead_letter_cap:.0%}{' (exit 4)' if exit_codes else ''}; "
+            f"`ferry dlq list --pipeline {escape(stats.pipeline)}` shows why"
         )
     if stats.error:
         console.print(Text(stats.error, style="bold red"))
