@@ -5,13 +5,20 @@ an expired replay id and a lost CometD client are caught up; a session expiring 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from ferry.connectors.salesforce.cdc import channel_for
 from ferry.sandbox.salesforce.cdc import OVERFLOW_THRESHOLD, RETENTION_SECONDS
+from ferry.store.sqlite import Store
 
 from .cdc_harness import Durable, Writer, change, change_source, consume
 from .conftest import Org, start_org
@@ -254,3 +261,73 @@ async def test_a_session_revoked_between_pages_resumes_from_the_replay_id(org: O
                       during=first, on_page=kill_session_then_write)
         assert revoked and source.client.auth.logins == 2 and source.catch_ups == 0
     assert durable.live_duplicates() == []
+
+
+def _state(state_dir: Path) -> dict[str, object] | None:
+    store = Store(state_dir / "state.db")
+    try:
+        return store.read_state("sf-cdc-kill", "Contact")
+    finally:
+        store.close()
+
+
+def _staged(state_dir: Path) -> list[dict[str, object]]:
+    store = Store(state_dir / "state.db")
+    try:
+        return [orjson.loads(r.payload) | {"_version": r.version}
+                for chunk in store.staged("sf-cdc-kill", ["Contact"]) for r in chunk]
+    finally:
+        store.close()
+
+
+async def test_sigkilled_consumer_restarts_from_the_staged_replay_id(org: Org, writer: Writer,
+                                                                     tmp_path: Path) -> None:
+    """A real process, SIGKILLed twice while changes stream in: every change ends staged, and no event that was
+    already durable is handed out again."""
+    config = tmp_path / "sf.json"
+    config.write_bytes(orjson.dumps(org.config().model_dump(mode="json")))
+    state_dir = tmp_path / "consumer"
+    state_dir.mkdir()
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, str(Path(__file__).with_name("cdc_consumer.py")), str(config),
+                                 str(state_dir)], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    async def wait_for(check: Callable[[list[dict[str, object]]], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (state_dir / "state.db").exists() and check(await asyncio.to_thread(_staged, state_dir)):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("the consumer did not stage what was expected in time")
+
+    ids: list[str] = []
+    consumer = start()
+    try:
+        await wait_for(lambda rows: _state(state_dir) is not None)  # subscribed: the fresh start's empty page
+        for round_ in range(2):
+            before = len(ids)
+            writes = asyncio.create_task(_create_many(writer, ids, f"K{round_}-", 25))
+            await wait_for(_at_least(before + 5))
+            consumer.send_signal(signal.SIGKILL)
+            consumer.wait()
+            await writes  # the rest lands while no consumer runs
+            consumer = start()
+        await wait_for(lambda rows: {r["Id"] for r in rows} >= set(ids))
+    finally:
+        consumer.send_signal(signal.SIGKILL)
+        consumer.wait()
+    rows = _staged(state_dir)
+    assert {r["Id"] for r in rows} == set(ids) and len(ids) == 50
+    positions = Counter(str(r["_version"]).split("|")[1] + str(r["Id"]) for r in rows)
+    assert [p for p, n in positions.items() if n > 1] == []  # no durable change handed out twice
+
+
+def _at_least(count: int) -> Callable[[list[dict[str, object]]], bool]:
+    return lambda rows: len(rows) >= count
+
+
+async def _create_many(writer: Writer, ids: list[str], prefix: str, count: int) -> None:
+    for i in range(count):
+        ids.append(await writer.create(f"{prefix}{i}"))
+        await asyncio.sleep(0.01)
