@@ -59,7 +59,7 @@ class EventSource(AsyncContext, Protocol):
         ...
 
 
-def change_info(raw: dict[str, Any]) -> ChangeInfo | None:
+def change_of(raw: dict[str, Any]) -> ChangeInfo | None:
     """The ChangeInfo an event source attached to a raw record, if any."""
     info = raw.get(CHANGE_KEY)
     return info if isinstance(info, dict) else None  # type: ignore[return-value]

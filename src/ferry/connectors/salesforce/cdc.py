@@ -55,6 +55,8 @@ log = structlog.get_logger("ferry.connectors.salesforce.cdc")
 
 MODSTAMP = "SystemModstamp"
 ID_CHUNK = 200  # ids per SOQL IN (...) read: ~4 KB of URI, far below the 16 KB limit
+LINGER_SECONDS = 0.1
+MAX_BATCH = 2_000
 OVERLAP_SECONDS = 120.0  # a watermark this far before the last event: SystemModstamp precedes the commit
 DELETES = frozenset({"DELETE", "GAP_DELETE"})
 CATCH_UP_TRIGGERS = frozenset({"GAP_OVERFLOW"})
@@ -66,6 +68,10 @@ class ChangeStreams(BaseModel):
     objects: dict[str, list[str]] = Field(min_length=1)
     overlap_seconds: float = Field(OVERLAP_SECONDS, ge=0)
     id_chunk: int = Field(ID_CHUNK, ge=1, le=ID_CHUNK)
+    # After events arrive, keep collecting this long before reading the records back: fewer SOQL calls
+    # (one per micro-batch) for at most this much more latency. 0: one long poll per micro-batch.
+    linger_seconds: float = Field(LINGER_SECONDS, ge=0, le=10)
+    max_batch: int = Field(MAX_BATCH, ge=1)
 
 
 def channel_for(sobject: str) -> str:
@@ -148,7 +154,6 @@ class SalesforceChangeSource:
         self._clock = clock
         self._sleep = sleep
         self.catch_ups = 0  # how many catch-up reads ran (a loss was detected)
-        self.streams_open: list[CometdStream] = []
 
     async def __aenter__(self) -> SalesforceChangeSource:
         return self
@@ -174,7 +179,6 @@ class SalesforceChangeSource:
         fields = self.fields(stream)
         cometd = CometdStream(self.client.auth, channel_for(stream), api_version=self.config.api_version,
                               ca_file=self.config.ca_file, sleep=self._sleep)
-        self.streams_open.append(cometd)
         try:
             if state is None:
                 await cometd.open(NEW_EVENTS)
@@ -187,7 +191,7 @@ class SalesforceChangeSource:
                         yield page
             while True:
                 try:
-                    async for batch in cometd.batches():
+                    async for batch in cometd.batches(self.settings.linger_seconds, self.settings.max_batch):
                         async for page in self._pages(stream, fields, batch, position):
                             yield page
                 except ReplayLost as lost:
@@ -196,7 +200,6 @@ class SalesforceChangeSource:
                     async for page in self._catch_up(stream, fields, position):
                         yield page
         finally:
-            self.streams_open.remove(cometd)
             await cometd.aclose()
 
     async def _resume(self, cometd: CometdStream, position: Position) -> bool:

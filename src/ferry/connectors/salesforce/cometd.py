@@ -27,8 +27,10 @@ import asyncio
 import contextlib
 import itertools
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -217,12 +219,13 @@ class CometdStream:
 
         stream = CometdStream(tokens, "/data/ContactChangeEvent", api_version="62.0")
         await stream.open(replay_id)            # ReplayLost if replay_id is past retention
-        async for batch in stream.batches():    # each batch: the data messages of one long poll
+        async for batch in stream.batches():    # each batch: the data messages of a long poll (or a few)
             persist(batch)                      # ask for the next batch only once this one is durable
 
-    ``replay_from`` is the replay id of the last event of the last batch handed out; after a lost session
-    the stream resubscribes from it. Before any event is known (opened with -1) a lost session cannot be
-    resumed exactly: ``ReplayLost`` again, so the caller catches up from its own watermark.
+    ``replay_from`` is the replay id of the last event of the last batch handed out (durable once the caller
+    asks for more); after a lost session the stream resubscribes from it. Before any event is known (opened
+    with -1) a lost session cannot be resumed exactly: ``ReplayLost`` again, so the caller catches up from
+    its own watermark.
     """
 
     def __init__(
@@ -231,7 +234,7 @@ class CometdStream:
         channel: str,
         *,
         api_version: str,
-        ca_file: Any = None,
+        ca_file: Path | None = None,
         http: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_failures: int = MAX_QUIET_FAILURES,
@@ -259,16 +262,45 @@ class CometdStream:
         self.replay_from = replay_id
         await self._with_retries(self._resubscribe)
 
-    async def batches(self) -> AsyncIterator[list[dict[str, Any]]]:
-        """Data messages of this channel, one long poll's worth at a time, in replay order; never empty."""
-        while True:
-            messages = await self._with_retries(self._poll)
-            batch = [m for m in messages if m.get("channel") == self.channel and replay_id_of(m) is not None]
-            if not batch:
-                continue
-            yield batch
-            # The caller came back for more: the batch is durable, a resubscribe starts after it.
-            self.replay_from = max(self.replay_from, *(replay_id_of(m) or 0 for m in batch))
+    async def batches(self, linger: float = 0.0, max_events: int = 2_000) -> AsyncIterator[list[dict[str, Any]]]:
+        """Data messages of this channel in replay order, a batch at a time; never empty.
+
+        A batch is one long poll's events plus, for up to ``linger`` seconds after they came, the events of
+        the polls that follow (at most ``max_events``): more changes per read-back query at the cost of that
+        much latency. A poll still held when the linger ends is not cancelled (the server may already have
+        put events in its answer); it stays in flight while the caller handles the batch and is awaited next.
+        """
+        pending: asyncio.Task[list[dict[str, Any]]] | None = None
+        try:
+            while True:
+                pending = pending or asyncio.ensure_future(self._with_retries(self._poll))
+                messages, pending = await pending, None
+                batch = self._ours(messages)
+                if not batch:
+                    continue
+                deadline = time.monotonic() + linger
+                while len(batch) < max_events and (remaining := deadline - time.monotonic()) > 0:
+                    pending = asyncio.ensure_future(self._with_retries(self._poll))
+                    done, _ = await asyncio.wait({pending}, timeout=remaining)
+                    if not done:
+                        break
+                    batch.extend(self._ours(pending.result()))
+                    pending = None
+                # Handed out: the caller makes it durable before it asks again (or the process ends), so a
+                # re-handshake, even one the in-flight poll makes meanwhile, resubscribes after it.
+                self.replay_from = max(self.replay_from, *(replay_id_of(m) or 0 for m in batch))
+                yield batch
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
+
+    def _ours(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """This channel's events not handed out yet (a resubscribe never repeats one, but be sure)."""
+        floor = self.replay_from
+        return [m for m in messages if m.get("channel") == self.channel and (replay_id_of(m) or 0) > floor
+                and replay_id_of(m) is not None]
 
     async def _resubscribe(self) -> None:
         self.handshakes += 1
