@@ -94,7 +94,8 @@ async def measure(config: SalesforceConfig, rate: float, seconds: float, linger:
     store.close()
     latencies.sort()
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-    return {"rate": rate, "seconds": seconds, "linger": linger, "events": len(created), "staged": len(seen), "pages": pages,
+    return {"rate": rate, "seconds": seconds, "linger": linger, "events": len(created), "staged": len(seen),
+            "pages": pages,
             "salesforce_calls": calls, "calls_per_1000_events": round(calls * 1000 / max(1, len(created)), 1),
             "latency_ms": {"p50": round(q[49], 1), "p95": round(q[94], 1), "p99": round(q[98], 1)},
             "lost": len(set(created) - seen)}
@@ -120,7 +121,8 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     for r in results:
-        print(f"{r['rate']:>5.0f}/s x {r['seconds']:.0f}s latency={args.latency} linger={r['linger']}s: {r['events']} events, "
+        print(f"{r['rate']:>5.0f}/s x {r['seconds']:.0f}s latency={args.latency} linger={r['linger']}s: "
+              f"{r['events']} events, "
               f"{r['pages']} pages, {r['salesforce_calls']} calls ({r['calls_per_1000_events']}/1,000), commit→durable "
               f"p50 {r['latency_ms']['p50']} ms p95 {r['latency_ms']['p95']} ms p99 {r['latency_ms']['p99']} ms, "
               f"lost {r['lost']}", file=sys.stdout)
