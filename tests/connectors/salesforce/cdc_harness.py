@@ -53,7 +53,11 @@ class Durable:
         return [k for k, n in self.handed.items() if n > 1]
 
 
-def change_source(org: Org, **settings: Any) -> SalesforceChangeSource:
+def change_source(org: Org, *, quick_retries: bool = False, **settings: Any) -> SalesforceChangeSource:
+    """`quick_retries`: the stream's backoff sleeps are cut to 10 ms (the waits are not what a test checks)."""
+    if quick_retries:
+        return SalesforceChangeSource(org.config(), ChangeStreams(objects=FIELDS, **settings),
+                                      sleep=lambda _s: asyncio.sleep(0.01))
     return SalesforceChangeSource(org.config(), ChangeStreams(objects=FIELDS, **settings))
 
 

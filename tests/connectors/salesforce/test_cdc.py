@@ -331,3 +331,42 @@ async def _create_many(writer: Writer, ids: list[str], prefix: str, count: int) 
     for i in range(count):
         ids.append(await writer.create(f"{prefix}{i}"))
         await asyncio.sleep(0.01)
+
+
+async def test_streaming_faults_are_retried_without_loss(org: Org, writer: Writer, tmp_path: Path) -> None:
+    """503s, connection resets and expired sessions on the CometD endpoint (before the org handles the request,
+    as its load balancer fails): retried, re-logged-in, and every change arrives once."""
+    durable = Durable(tmp_path)
+    ids: list[str] = []
+    org.sandbox.faults.configure({"seed": 7, "rules": ["503:0.2,path=/cometd", "reset:0.15,path=/cometd",
+                                                       "expire:0.1,path=/cometd"]})
+
+    async def edits() -> None:
+        for i in range(15):
+            ids.append(await writer.create(f"F{i}"))
+            await asyncio.sleep(0.02)
+
+    async with change_source(org, quick_retries=True) as source:
+        await consume(source, durable, lambda: len(ids) == 15 and all(i in durable.records for i in ids),
+                      during=edits, timeout=40)
+        assert source.catch_ups == 0
+    injected = org.sandbox.faults.injected
+    assert injected["503"] and injected["reset"] and injected["expire"], injected
+    assert durable.live_duplicates() == []
+
+
+async def test_a_client_lost_before_the_first_event_catches_up(org: Org, writer: Writer, tmp_path: Path) -> None:
+    """Subscribed with -1 and no replay id known yet: a new client with -1 would skip what was published
+    while none was connected, so the source catches up by watermark instead."""
+    durable = Durable(tmp_path)
+    ids: list[str] = []
+
+    async def edits() -> None:
+        org.sandbox.streaming.clients.clear()
+        ids.append(await writer.create("before the new client"))
+
+    async with change_source(org) as source:
+        await consume(source, durable, lambda: bool(ids) and ids[0] in durable.records, during=edits)
+        assert source.catch_ups == 1
+    state = durable.state()
+    assert state is not None
