@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from ferry.connectors.salesforce.cdc import channel_for
+from ferry.errors import PermanentError
 from ferry.sandbox.salesforce.cdc import OVERFLOW_THRESHOLD, RETENTION_SECONDS
 from ferry.store.sqlite import Store
 
@@ -370,3 +371,13 @@ async def test_a_client_lost_before_the_first_event_catches_up(org: Org, writer:
         assert source.catch_ups == 1
     state = durable.state()
     assert state is not None
+
+
+async def test_an_object_not_selected_for_cdc_is_a_permanent_error(org: Org, tmp_path: Path) -> None:
+    org.sandbox.cdc.select_entities(["Account"])
+    try:
+        async with change_source(org) as source:
+            with pytest.raises(PermanentError, match="does not exist"):
+                await consume(source, Durable(tmp_path), lambda: False)
+    finally:
+        org.sandbox.cdc.select_entities(None)

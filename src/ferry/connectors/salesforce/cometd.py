@@ -136,7 +136,7 @@ class BayeuxSession:
         except httpx.TransportError as exc:
             name = type(exc).__name__
             raise TransientError(f"POST /cometd/{self.api_version} {message['channel']}: {name}") from None
-        if response.status_code in (401, 403):
+        if response.status_code == 401:
             raise SessionExpired(f"POST /cometd/{self.api_version}: HTTP {response.status_code}",
                                  code="INVALID_SESSION_ID")
         if response.status_code >= 500 or response.status_code == 429:
