@@ -33,6 +33,7 @@ existing records is a batch run's job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -190,10 +191,14 @@ class SalesforceChangeSource:
                     async for page in self._catch_up(stream, fields, position):
                         yield page
             while True:
+                # aclosing: a consumer that stops mid-stream also ends the poll held in flight, at once
                 try:
-                    async for batch in cometd.batches(self.settings.linger_seconds, self.settings.max_batch):
-                        async for page in self._pages(stream, fields, batch, position):
-                            yield page
+                    async with contextlib.aclosing(
+                        cometd.batches(self.settings.linger_seconds, self.settings.max_batch)
+                    ) as batches:
+                        async for batch in batches:
+                            async for page in self._pages(stream, fields, batch, position):
+                                yield page
                 except ReplayLost as lost:
                     log.warning("salesforce.cdc.position_lost", stream=stream, reason=lost.reason)
                     await cometd.open(NEW_EVENTS)

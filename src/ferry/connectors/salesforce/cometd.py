@@ -28,7 +28,7 @@ import contextlib
 import itertools
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -262,7 +262,7 @@ class CometdStream:
         self.replay_from = replay_id
         await self._with_retries(self._resubscribe)
 
-    async def batches(self, linger: float = 0.0, max_events: int = 2_000) -> AsyncIterator[list[dict[str, Any]]]:
+    async def batches(self, linger: float = 0.0, max_events: int = 2_000) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Data messages of this channel in replay order, a batch at a time; never empty.
 
         A batch is one long poll's events plus, for up to ``linger`` seconds after they came, the events of
