@@ -12,7 +12,9 @@ What it guarantees:
   a generated (streamed) body included: it is spooled as it is sent, so the repeat sends it whole.
 * Error messages and log lines are built from method, path (never the query string, which may carry
   tokens), status and the remote system's own error code and message. Headers never appear.
-* Calls are counted per label (for example the target object) so the engine can report API usage.
+* Calls are counted per label (for example the target object) so the engine can report API usage; every
+  attempt is also a Prometheus sample (system, endpoint family = the label, status class) and, when tracing is
+  on, a span (ferry/observe).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import socket
 import ssl
 import tempfile
+import time
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -34,6 +37,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from ferry.connectors.retry import parse_retry_after, wait_retry_after_or_jitter
 from ferry.errors import AuthError, ConfigError, FerryError, PermanentError, TransientError
+from ferry.observe import metrics, tracing
 
 log = structlog.get_logger("ferry.connectors.http")
 
@@ -404,7 +408,9 @@ class HttpCore:
         def before_sleep(state: RetryCallState) -> None:
             err = state.outcome.exception() if state.outcome else None
             retries.append(_cause_text(err))
-            log.info(
+            metrics.api_retry(self.name, getattr(err, "code", None) or type(err).__name__)
+            # Each attempt only at debug (-vv): the default level shows one summary line per call (above).
+            log.debug(
                 "http.retry",
                 connector=self.name,
                 target=target,
@@ -415,6 +421,17 @@ class HttpCore:
             )
 
         return before_sleep
+
+
+def _describe_call(span: tracing.Span, system: str, label: str, request: httpx.Request) -> None:
+    """The attempt's span attributes: where it went, never the query string or a header (secrets live there)."""
+    span.set_attribute("ferry.system", system)
+    span.set_attribute("ferry.endpoint", label)
+    span.set_attribute("http.request.method", request.method)
+    span.set_attribute("url.path", request.url.path)
+    span.set_attribute("server.address", request.url.host)
+    if request.url.port:
+        span.set_attribute("server.port", request.url.port)
 
 
 class _SpooledBody:
@@ -513,22 +530,30 @@ class _Call:
             auth_headers, generation = await self.auth.authorize()
             headers.update(auth_headers)
         response: httpx.Response | None = None
-        try:
-            request = self.core.client.build_request(
-                self.method,
-                self.url,
-                params=self.params,
-                content=self.spool.attempt() if self.spool is not None else self.content,
-                data=self.data,
-                headers=headers,
-            )
-            response = await self.core.client.send(request, stream=self.stream)
-        except httpx.TransportError as exc:
-            self._raise(classify_transport_error(exc, self.method, self.url), exc, None)
-        finally:
-            # Paired with before_request even when the call failed (a throttle tracks calls in flight).
-            if self.core._after_request is not None:
-                self.core._after_request(response)
+        started = time.perf_counter()
+        with tracing.span(f"{self.core.name} {self.method} {self.label}", kind=tracing.SpanKind.CLIENT) as span:
+            try:
+                request = self.core.client.build_request(
+                    self.method,
+                    self.url,
+                    params=self.params,
+                    content=self.spool.attempt() if self.spool is not None else self.content,
+                    data=self.data,
+                    headers=headers,
+                )
+                if span.is_recording():
+                    _describe_call(span, self.core.name, self.label, request)
+                response = await self.core.client.send(request, stream=self.stream)
+            except httpx.TransportError as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                self._raise(classify_transport_error(exc, self.method, self.url), exc, None)
+            finally:
+                # Paired with before_request even when the call failed (a throttle tracks calls in flight).
+                if self.core._after_request is not None:
+                    self.core._after_request(response)
+                metrics.api_call(self.core.name, self.label, response.status_code if response is not None else None,
+                                 time.perf_counter() - started)
+            span.set_attribute("http.response.status_code", response.status_code)
         if self.count:
             self.core.calls[self.label] += 1
         if self.core._on_response is not None:
