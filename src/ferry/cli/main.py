@@ -10,7 +10,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,7 +92,7 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=exit_code_of(exc))
 
 
-class LogFormat(str, Enum):
+class LogFormat(StrEnum):
     console = "console"
     json = "json"
 
