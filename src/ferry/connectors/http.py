@@ -395,12 +395,22 @@ class HttpCore:
         # Gave up: a warning (the default level shows it); recovered: info, seen with --verbose.
         (log.warning if error is not None else log.info)(
             "http.retried",
-            summary=f"{self.name}: {safe_target(method, url)} retried {len(retries)} time(s) after {why}; {outcome}",
+            summary=f"{self.name}: {safe_target(method, url)} on {self._host(url)} retried {len(retries)} time(s) "
+            f"after {why}; {outcome}",
             connector=self.name,
             target=safe_target(method, url),
             retries=len(retries),
             succeeded=error is None,
         )
+
+    def _host(self, url: str) -> str:
+        """``host:port`` a call goes to (the URL may be relative to the client's base URL); no user or password."""
+        parsed = httpx.URL(url)
+        if not parsed.host:
+            parsed = self.client.base_url
+        if not parsed.host:
+            return "?"
+        return f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host
 
     def _log_retry(self, method: str, url: str, retries: list[str]) -> Callable[[RetryCallState], None]:
         target = safe_target(method, url)
