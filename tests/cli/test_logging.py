@@ -49,7 +49,7 @@ def test_json_lines_carry_the_bound_run_and_the_trace(capsys: pytest.CaptureFixt
             trace_id = format(span.get_span_context().trace_id, "032x")
     finally:
         tracing.use_provider(None)
-        configure_logging(0)
+        structlog.reset_defaults()  # other tests capture logs at every level
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert len(lines) == 1
     (line,) = lines
