@@ -163,6 +163,7 @@ def test_one_order_is_followed_from_its_shopify_page_to_its_salesforce_write(wat
         assert attrs["ferry.system"] == "salesforce" and attrs["ferry.endpoint"] == "Order"
         assert 200 <= int(attrs["http.response.status_code"]) < 300  # type: ignore[call-overload]
         assert str(attrs["url.path"]).startswith("/services/data/")
+    assert sum(int(c.attributes["ferry.records"]) for c in calls) == batch.attributes["ferry.records"]  # type: ignore[index, arg-type]
 
 
 def test_no_span_carries_a_secret(watched: Watched) -> None:

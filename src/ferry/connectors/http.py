@@ -317,8 +317,11 @@ class HttpCore:
         idempotent: bool = True,
         count: bool = True,
         stream: bool = False,
+        records: int | None = None,
     ) -> httpx.Response:
         """Send with retries; return the successful response or raise the classified ferry error.
+
+        ``records``: how many records the call carries (a write batch), for its trace span only.
 
         ``content`` may be an async iterable of bytes (an upload generated while it is sent); such a
         body cannot be replayed, so that call is never retried. With ``stream=True`` the body of a
@@ -342,6 +345,7 @@ class HttpCore:
             idempotent,
             count,
             stream,
+            records,
         )
         retries: list[str] = []  # the error of each attempt that was retried
         retrying = AsyncRetrying(
@@ -433,7 +437,9 @@ class HttpCore:
         return before_sleep
 
 
-def _describe_call(span: tracing.Span, system: str, label: str, request: httpx.Request) -> None:
+def _describe_call(
+    span: tracing.Span, system: str, label: str, request: httpx.Request, records: int | None
+) -> None:
     """The attempt's span attributes: where it went, never the query string or a header (secrets live there)."""
     span.set_attribute("ferry.system", system)
     span.set_attribute("ferry.endpoint", label)
@@ -442,6 +448,8 @@ def _describe_call(span: tracing.Span, system: str, label: str, request: httpx.R
     span.set_attribute("server.address", request.url.host)
     if request.url.port:
         span.set_attribute("server.port", request.url.port)
+    if records is not None:
+        span.set_attribute("ferry.records", records)
 
 
 class _SpooledBody:
@@ -488,6 +496,7 @@ class _Call:
         idempotent: bool,
         count: bool,
         stream: bool = False,
+        records: int | None = None,
     ) -> None:
         self.core = core
         self.method = method.upper()
@@ -502,6 +511,7 @@ class _Call:
         self.idempotent = idempotent
         self.count = count
         self.stream = stream
+        self.records = records
         # A generated body is consumed by the first attempt: it is never retried. One exception: a session
         # refused (401) before the server acted on anything; the refreshed call sends the spooled body again.
         self.replayable = content is None or isinstance(content, bytes | str)
@@ -552,7 +562,7 @@ class _Call:
                     headers=headers,
                 )
                 if span.is_recording():
-                    _describe_call(span, self.core.name, self.label, request)
+                    _describe_call(span, self.core.name, self.label, request, self.records)
                 response = await self.core.client.send(request, stream=self.stream)
             except httpx.TransportError as exc:
                 span.set_attribute("error.type", type(exc).__name__)

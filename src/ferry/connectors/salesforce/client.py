@@ -111,8 +111,10 @@ class SalesforceClient:
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
         classify: Classifier | None = None,
+        records: int | None = None,
     ) -> httpx.Response:
-        """A call to the org; ``path`` starts with /services/... and is joined to the session's instance URL."""
+        """A call to the org; ``path`` starts with /services/... and is joined to the session's instance URL.
+        ``records``: how many records a write carries (its trace span shows it)."""
         session = await self.auth.session()
         # The gate wraps the whole call (retries included) but not the token endpoint, which the
         # core reaches from inside it: a login never waits for a slot its own caller holds.
@@ -130,6 +132,7 @@ class SalesforceClient:
                 auth=self.auth,
                 idempotent=idempotent,
                 classify=classify,
+                records=records,
             )
             return response
         except BudgetStop:
