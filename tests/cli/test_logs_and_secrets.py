@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ferry.cli.demo import FLOWS
 from ferry.sandbox.quickbooks import QuickBooksSandbox
@@ -81,7 +82,12 @@ def test_every_run_line_names_the_run_and_no_secret_is_written_at_vv(
                *_key_lines(env["SALESFORCE_PRIVATE_KEY_FILE"]), *org.state.oauth.sessions]
     assert len(secrets) >= 6 and all(len(s) >= 16 for s in secrets)
     written = "\n".join([proc.stdout, proc.stderr, metrics_file.read_text(), console.stdout, console.stderr])
-    assert "ferry_records_written_total" in written
+    # The metrics file holds the run's figures.
+    families = text_string_to_metric_families(metrics_file.read_text())
+    samples = {(s.name, s.labels.get("object")): s.value for f in families for s in f.samples}
+    for obj, figures in stats["objects"].items():
+        assert samples[("ferry_records_written_total", obj)] == figures["written"], obj
+        assert samples[("ferry_records_dead_lettered_total", obj)] == figures["dead_lettered"], obj
     leaked = [s[:4] + "..." for s in secrets if s in written]
     assert not leaked, f"secrets written to the output: {leaked}"
 

@@ -117,13 +117,11 @@ def source_staged(pipeline: str, stream: str, records: int) -> None:
 
 
 def records(pipeline: str, obj: str, *, read: int = 0, written: int = 0, dead_lettered: int = 0) -> None:
-    """Add a step's records of one target object (the engine calls it as the step's results are durable)."""
-    if read:
-        RECORDS_READ.labels(pipeline, obj).inc(read)
-    if written:
-        RECORDS_WRITTEN.labels(pipeline, obj).inc(written)
-    if dead_lettered:
-        RECORDS_DEAD_LETTERED.labels(pipeline, obj).inc(dead_lettered)
+    """Add records of one target object. Zeros are added too: every object of a pipeline has its series from its
+    first run on (a rate() over a series that appears late misses its first increase)."""
+    RECORDS_READ.labels(pipeline, obj).inc(read)
+    RECORDS_WRITTEN.labels(pipeline, obj).inc(written)
+    RECORDS_DEAD_LETTERED.labels(pipeline, obj).inc(dead_lettered)
 
 
 def run_finished(pipeline: str, status: str, seconds: float) -> None:
