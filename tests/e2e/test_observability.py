@@ -173,3 +173,32 @@ def test_no_span_carries_a_secret(watched: Watched) -> None:
     assert all(len(s) >= 8 for s in secrets)
     text = repr([(s.name, dict(s.attributes or {}), [e.attributes for e in s.events]) for s in watched.spans])
     assert not [s for s in secrets if s in text]
+
+
+def test_a_bulk_jobs_pages_and_calls_are_on_its_load_span(watched: Watched, tmp_path: Path) -> None:
+    w = watched.world
+    spec = w.spec(w.pipeline_file("observed-bulk", lambda s: s["target"].update(bulk_threshold=5)))
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use_provider(provider)
+    try:
+        stats = asyncio.run(Runner(spec, Store(tmp_path / "ferry.db")).run())
+    finally:
+        tracing.use_provider(None)
+    assert stats.objects["Order"].strategy == "bulk", stats.objects["Order"]
+    spans = list(exporter.get_finished_spans())
+    (load,) = _one(spans, "ferry.load", **{"ferry.object": "Order"})
+    pages = [e for e in load.events if e.name == "ferry.job.page"]
+    uploaded = [k for e in pages for k in (e.attributes or {})["ferry.record_keys"]]  # type: ignore[union-attr]
+    assert len(uploaded) == stats.objects["Order"].written + stats.objects["Order"].dead_lettered - \
+        _dead_before_load(spans, "Order")
+    calls = [s for s in spans if s.parent is not None and s.parent.span_id == load.context.span_id]
+    methods = {(s.attributes or {}).get("http.request.method") for s in calls}
+    assert {"POST", "PUT", "PATCH", "GET"} <= methods, methods  # create, upload, close, poll and results
+    assert all((s.attributes or {}).get("ferry.system") == "salesforce" for s in calls)
+
+
+def _dead_before_load(spans: list[ReadableSpan], obj: str) -> int:
+    """Records of ``obj`` dead-lettered while planning (never uploaded)."""
+    return sum(len((s.attributes or {}).get(f"ferry.dead_lettered.{obj}", ())) for s in _one(spans, "ferry.plan.chunk"))  # type: ignore[arg-type]
