@@ -106,6 +106,8 @@ def test_scrape_figures_are_the_runs_stats(watched: Watched) -> None:
     assert stats.budget is not None
     assert watched.after[("ferry_api_budget_remaining", (("budget", "pipeline_share"), ("system", "salesforce")))] \
         == stats.budget["remaining"]
+    assert watched.after[("ferry_api_budget_remaining", (("budget", "org_daily"), ("system", "salesforce")))] \
+        == stats.budget["org_max"] - stats.budget["org_used"]
     bucket = watched.after[("ferry_api_budget_remaining", (("budget", "bucket"), ("system", "shopify")))]
     assert 0 <= bucket <= 40
     # Bounded labels: no record key or id ever becomes a label value.

@@ -17,6 +17,7 @@ from ferry.connectors.salesforce.config import SalesforceConfig
 from ferry.connectors.salesforce.errors import classify
 from ferry.connectors.salesforce.gate import CallGate
 from ferry.errors import BudgetExhausted, PermanentError
+from ferry.observe import metrics
 
 _API_USAGE = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -85,6 +86,7 @@ class SalesforceClient:
         if usage is not None:
             self.api_usage = usage
             self.budget.observe(usage)
+            metrics.budget_remaining("salesforce", "org_daily", usage[1] - usage[0])
 
     def _spend(self, _label: str) -> None:
         self.budget.spend()
