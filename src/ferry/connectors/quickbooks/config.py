@@ -45,6 +45,10 @@ class QuickBooksConfig(BaseModel):
     # batch of creates. Off by default: QuickBooks refuses a duplicate DisplayName/Name/DocNumber and the sink
     # then finds the record anyway, at no cost. On for a company that allows duplicate DocNumbers.
     lookup_before_create: bool = False
+    # How far back the sink looks for a record whose create answer was lost, by the source key its name holds,
+    # for objects whose mapping sets ``SourceKey`` (connectors/quickbooks/names.py): one query per object per
+    # run (1,000 rows a call). 0 turns it off.
+    lost_create_window_hours: float = Field(72.0, ge=0)
 
     @field_validator("refresh_token", mode="before")
     @classmethod
