@@ -20,6 +20,7 @@ records dead-lettered for the same reasons.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import ssl
 import subprocess
@@ -264,7 +265,7 @@ class BooksChaosResult:
 class BooksChaos(Chaos):
     """``Chaos`` with a QuickBooks company as the target (the pair's ``example`` writes to QuickBooks)."""
 
-    def __init__(self, tmp: Path, config: ChaosConfig) -> None:  # noqa: D107 - not Chaos's: no org
+    def __init__(self, tmp: Path, config: ChaosConfig) -> None:  # not super().__init__: no Salesforce org
         self.tmp = tmp
         self.config = config
         self.rng = random.Random(config.seed)
@@ -377,7 +378,7 @@ class BooksChaos(Chaos):
             self.clean_proc = CleanBooksRun(self, pipeline, self.tmp / "clean")
         clean_books, clean_letters = self.clean_proc.result()
         orders = {str(o["name"]): str(o["id"]) for o in self.source.sandbox.store.orders}
-        tokens = [g for g in self.books.oauth.grants]
+        tokens = list(self.books.oauth.grants)
         output = "".join(p.read_text(errors="replace") for p in self.tmp.glob("life-*.*"))
         db = b"".join(p.read_bytes() for p in self.home.glob("ferry.db*"))
         newest = self.books.oauth._newest(self.books.oauth.grants[self.books.refresh_token]).token
@@ -400,8 +401,6 @@ class BooksChaos(Chaos):
 
 
 def _base_env() -> dict[str, str]:
-    import os
-
     return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
 
