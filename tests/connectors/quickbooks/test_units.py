@@ -99,3 +99,40 @@ def test_config_needs_its_credentials_and_a_url(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="is empty"):
         QuickBooksConfig.model_validate({**base, "realm_id": " "})
     assert "topsecret-xyz" not in repr(config) and "topsecret-xyz" not in str(config)
+
+
+def test_processes_sharing_a_state_store_stay_under_the_companys_minute_together(tmp_path: Path) -> None:
+    """Two pacers (two processes' sinks) over one SQLite store: 5 calls a minute for the company in all, the
+    6th waits for the next calendar minute; another company's calls are counted apart."""
+    from ferry.connectors.quickbooks.pace import SharedMinute
+    from ferry.store import Store
+
+    now = [600.0]  # minute 10, second 0
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    stores = [Store(tmp_path / "ferry.db"), Store(tmp_path / "ferry.db")]  # two connections, as two processes
+    pacers = [Pacer(100, 100, 4, clock=lambda: now[0], sleep=sleep,
+                    shared=SharedMinute(store, "123", 5, clock=lambda: now[0])) for store in stores]
+    other = Pacer(100, 100, 4, clock=lambda: now[0], sleep=sleep,
+                  shared=SharedMinute(stores[0], "456", 5, clock=lambda: now[0]))
+
+    async def calls() -> list[float]:
+        at = []
+        for n in range(6):
+            pacer = pacers[n % 2]
+            await pacer.acquire()
+            pacer.release()
+            at.append(now[0])
+        await other.acquire()  # another company: its own minute
+        other.release()
+        return at
+
+    at = asyncio.run(calls())
+    assert at[:5] == [600.0] * 5
+    assert 660.0 <= at[5] <= 660.0 + MARGIN + 0.01  # the next minute
+    assert sum(p.shared_waited for p in pacers) > 59 and other.shared_waited == 0
+    assert stores[0].api_call_buckets("quickbooks:123", "quickbooks", 0) == [(10, 5), (11, 1)]
+    for store in stores:
+        store.close()

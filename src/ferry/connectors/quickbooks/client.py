@@ -18,7 +18,7 @@ from ferry.connectors.http import HttpCore
 from ferry.connectors.quickbooks.auth import OAuthSession
 from ferry.connectors.quickbooks.config import QuickBooksConfig
 from ferry.connectors.quickbooks.errors import Fault, classify, parse_fault
-from ferry.connectors.quickbooks.pace import Pacer
+from ferry.connectors.quickbooks.pace import Pacer, SharedMinute
 from ferry.errors import PermanentError
 
 Record = dict[str, Any]
@@ -37,10 +37,11 @@ class QuickBooksClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        shared: SharedMinute | None = None,
     ) -> None:
         self.config = config
         kwargs: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
-        self.pacer = Pacer(config.per_second, config.per_minute, config.max_concurrency, **kwargs)
+        self.pacer = Pacer(config.per_second, config.per_minute, config.max_concurrency, shared=shared, **kwargs)
         self.http = HttpCore(
             "quickbooks",
             timeout_seconds=config.timeout_seconds,

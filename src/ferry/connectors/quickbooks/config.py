@@ -40,6 +40,9 @@ class QuickBooksConfig(BaseModel):
     per_minute: int = Field(500, ge=1)
     per_second: int = Field(10, ge=1)
     max_concurrency: int = Field(4, ge=1, le=10)
+    # Count every call to the company in ferry's state store too, so that several processes (pipelines, a
+    # replay) writing one company stay under per_minute together (connectors/quickbooks/pace.py).
+    shared_pacing: bool = True
     batch_size: int = Field(30, ge=1, le=30)
     # Look records up by their lookup field (the mapping's external_id) before creating them: one query per
     # batch of creates. Off by default: QuickBooks refuses a duplicate DisplayName/Name/DocNumber and the sink

@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import math
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from ferry.connectors.quickbooks.config import QuickBooksConfig
 from ferry.connectors.quickbooks.dialect import QUICKBOOKS
 from ferry.connectors.quickbooks.errors import DUPLICATES, STALE_OBJECT, Fault, parse_fault
 from ferry.connectors.quickbooks.names import NAME_FIELDS, SOURCE_KEY, clean_name, holds_key
+from ferry.connectors.quickbooks.pace import SharedMinute
 from ferry.connectors.quickbooks.refs import ReferenceResolver
 from ferry.connectors.quickbooks.schema import SCHEMAS
 from ferry.connectors.quickbooks.wire import nest
@@ -119,6 +121,10 @@ class QuickBooksSink(AsyncResource):
     def __init__(self, config: QuickBooksConfig, context: SinkContext | None = None, **client_kwargs: Any) -> None:
         self.config = config
         self.pipeline = context.pipeline if context is not None else "quickbooks"
+        if context is not None and context.ledger is not None and config.shared_pacing:
+            # Every process using this state store stays under the company's per-minute limit together.
+            client_kwargs.setdefault("shared", SharedMinute(context.ledger, config.realm_id, config.per_minute,
+                                                            clock=context.clock or time.time))
         self.client = QuickBooksClient(config, **client_kwargs)
         self.refs = ReferenceResolver(self.client, context.target_ids if context else None, SCHEMAS)
         self.stale_rereads = 0
