@@ -133,6 +133,8 @@ def _check_books(result: BooksChaosResult) -> None:
     assert figures["kills_during_batch_call"] >= result.config.bulk_kills, figures
     assert result.lives[-1].exit_code in RUN_FINISHED and (result.final_run or {}).get("status") == "succeeded", figures
     assert result.faults.get("quickbooks:commit_then_reset", 0) > 0, figures
+    # Creates committed by a killed life (or whose answer was lost) were found again, not made twice.
+    assert result.found_by_source_key + result.found_after_duplicate > 0, figures
     r = result.reconciliation
     for name in ("duplicated", "lost", "extra", "wrong", "letters_differ"):
         assert r.total(name) == 0, (name, r.problems(), figures)
