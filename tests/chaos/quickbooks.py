@@ -334,11 +334,11 @@ class BooksChaos(Chaos):
         return ["batch in flight"] * self.watched.batches
 
     def _expire_access_tokens(self) -> None:
-        """Every ~1.5 s the company forgets its access tokens: a 401 mid-run, a refresh (and a rotation)."""
+        """Every 4 s the company forgets its access tokens: a 401 mid-run, a refresh (and a rotation)."""
         assert self.books_run
         ctx = ssl.create_default_context(cafile=str(self.books_run.ca_file))
         with httpx.Client(verify=ctx, timeout=10) as client:
-            while not self._stop_expiring.wait(1.5):
+            while not self._stop_expiring.wait(4.0):
                 with contextlib.suppress(httpx.HTTPError):
                     client.post(f"{self.books_run.url}/__sandbox/oauth/expire")
 
