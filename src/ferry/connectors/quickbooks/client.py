@@ -38,10 +38,12 @@ class QuickBooksClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         shared: SharedMinute | None = None,
+        shared_batches: SharedMinute | None = None,
     ) -> None:
         self.config = config
         kwargs: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
-        self.pacer = Pacer(config.per_second, config.per_minute, config.max_concurrency, shared=shared, **kwargs)
+        self.pacer = Pacer(config.per_second, config.per_minute, config.max_concurrency, shared=shared,
+                           shared_batches=shared_batches, **kwargs)
         self.http = HttpCore(
             "quickbooks",
             timeout_seconds=config.timeout_seconds,

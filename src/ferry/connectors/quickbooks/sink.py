@@ -46,7 +46,7 @@ from ferry.connectors.quickbooks.config import QuickBooksConfig
 from ferry.connectors.quickbooks.dialect import QUICKBOOKS
 from ferry.connectors.quickbooks.errors import DUPLICATES, STALE_OBJECT, Fault, parse_fault
 from ferry.connectors.quickbooks.names import NAME_FIELDS, SOURCE_KEY, clean_name, holds_key
-from ferry.connectors.quickbooks.pace import SharedMinute
+from ferry.connectors.quickbooks.pace import BATCH_PER_MINUTE, SharedMinute
 from ferry.connectors.quickbooks.refs import ReferenceResolver
 from ferry.connectors.quickbooks.schema import SCHEMAS
 from ferry.connectors.quickbooks.wire import nest
@@ -123,8 +123,11 @@ class QuickBooksSink(AsyncResource):
         self.pipeline = context.pipeline if context is not None else "quickbooks"
         if context is not None and context.ledger is not None and config.shared_pacing:
             # Every process using this state store stays under the company's per-minute limit together.
+            clock = context.clock or time.time
             client_kwargs.setdefault("shared", SharedMinute(context.ledger, config.realm_id, config.per_minute,
-                                                            clock=context.clock or time.time))
+                                                            clock=clock))
+            client_kwargs.setdefault("shared_batches", SharedMinute(context.ledger, config.realm_id,
+                                                                    BATCH_PER_MINUTE, kind="batch", clock=clock))
         self.client = QuickBooksClient(config, **client_kwargs)
         self.refs = ReferenceResolver(self.client, context.target_ids if context else None, SCHEMAS)
         self.stale_rereads = 0
