@@ -16,8 +16,12 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 from ferry.core.ports import ApiLedger
+
+# Set while a ``batch`` call is made: every attempt of it (the HTTP core's repeats included) takes a batch slot too.
+BATCH_CALL: ContextVar[bool] = ContextVar("quickbooks_batch_call", default=False)
 
 # Intuit counts a call when it arrives; ours leave at send time. A call sent just past our window could
 # arrive inside Intuit's (network jitter, a slow TLS write), so each window is held this much longer.
@@ -95,10 +99,13 @@ class Pacer:
         self.shared_waited = 0.0  # ... of which for other processes' calls to the company
 
     async def acquire(self) -> None:
-        """Before every attempt of every call: a slot in flight, room in both windows and in the shared minute."""
+        """Before every attempt of every call: a slot in flight, room in both windows and in the shared minute
+        (and, for an attempt of a batch call, in the batch windows: Intuit counts each attempt)."""
         await self._slots.acquire()
         await self._take(self.windows)
         await self._take_shared(self.shared)
+        if BATCH_CALL.get():
+            await self.acquire_batch()
 
     async def _take_shared(self, shared: SharedMinute | None) -> None:
         if shared is None:
@@ -110,7 +117,7 @@ class Pacer:
                 await self.sleep(wait)
 
     async def acquire_batch(self) -> None:
-        """Before a batch call, besides ``acquire``: Intuit allows 120 batch calls a minute per realm."""
+        """Before an attempt of a batch call, besides the rest of ``acquire``: Intuit allows 120 a minute per realm."""
         await self._take(self.batch_window)
         await self._take_shared(self.shared_batches)
 
