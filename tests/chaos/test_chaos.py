@@ -1,6 +1,7 @@
 """Chaos: a sync of a generated store through faulty sandboxes while `ferry run` is SIGKILLed and restarted.
 
-Each pair (Shopify -> Salesforce, WooCommerce -> Salesforce: ``pairs.PAIRS``) runs it. The short version
+Each pair (Shopify -> Salesforce, WooCommerce -> Salesforce, Shopify -> QuickBooks Online: ``pairs.PAIRS``;
+the QuickBooks one through ``quickbooks.BooksChaos``, judged against a clean run's books) runs it. The short version
 runs with the normal suite; `make chaos` runs the long one (the demo-sized store, more kills) and prints
 the figures. Both end with a full reconciliation: nothing lost, nothing duplicated, no
 wrong or stale value, no valid record dead-lettered, every invalid record dead-lettered for the right reason.
