@@ -138,3 +138,16 @@ def test_processes_sharing_a_state_store_stay_under_the_companys_minute_together
     assert stores[0].api_call_buckets("quickbooks:123", "quickbooks", 0) == [(10, 5), (11, 1)]
     for store in stores:
         store.close()
+
+
+def test_a_lost_create_is_recognised_by_its_source_key_in_the_same_place_only() -> None:
+    from ferry.connectors.quickbooks.names import clean_name, same_place
+
+    assert same_place("Ada Lovelace (123)", "123", "Ada King (123)")
+    assert not same_place("Bob (1234)", "123", "Ada King (123)")  # inside a longer id
+    assert not same_place("Ann 123 (77)", "123", "Ada King (123)")  # a whole word, but not where the key goes
+    assert same_place("123 Cable", "123", "123 Cable v2")
+    assert not same_place("456 Cable for model 123", "123", "123 Cable v2")
+    # Names are compared cleaned, as written: a guest's key holds ':' which QuickBooks refuses.
+    assert clean_name("Ada (guest:ada@example.com)") == "Ada (guest-ada@example.com)"
+    assert same_place("Ada (guest-ada@example.com)", "guest:ada@example.com", "Ada L (guest-ada@example.com)")

@@ -14,7 +14,9 @@ but whose answer was lost, when the record was renamed before the next attempt: 
 DisplayName misses, Intuit's ``requestid`` is a new one (the body changed), and a second record would be
 created. Before creating, the sink reads once per run the records of that object created in the last
 ``lost_create_window_hours`` (``MetaData.CreateTime``) and adopts the one whose lookup field holds the
-(cleaned) source key as a whole word: ``Ada Lovelace (123)`` holds ``123``, ``Bob (1234)`` does not.
+(cleaned) source key as a whole word, *in the same place* as the new name holds it: ``Ada Lovelace (123)``
+holds ``123`` where ``Ada King (123)`` does (at the end, after ``(``); ``Bob (1234)`` does not hold it, and
+``456 Cable for model 123`` holds it but not where ``123 Cable`` does (first), so neither is taken for it.
 """
 
 from __future__ import annotations
@@ -39,3 +41,20 @@ def holds_key(name: str, key: str) -> bool:
         return False
     pattern = rf"(?<!{_WORD}){re.escape(clean_name(key))}(?!{_WORD})"
     return re.search(pattern, name, re.IGNORECASE) is not None
+
+
+def same_place(name: str, key: str, new_name: str) -> bool:
+    """Whether ``name`` (a record's lookup value) holds the source key where ``new_name`` holds it: at the end
+    (with the character before it: ``(123)``), or first (with the character after it: ``123 ``); anywhere as a
+    whole word when ``new_name`` holds it elsewhere or not at all (cut by a length limit)."""
+    if not holds_key(name, key):
+        return False
+    k, lowered, new = clean_name(key).lower(), name.lower(), new_name.lower()
+    at = new.find(k)
+    if at < 0:
+        return True
+    if not re.search(_WORD, new[at + len(k):]):  # nothing but punctuation after it: the name ends with it
+        return lowered.endswith(new[max(0, at - 1):])
+    if at == 0:
+        return lowered.startswith(new[: len(k) + 1])
+    return True

@@ -45,7 +45,7 @@ from ferry.connectors.quickbooks.client import QuickBooksClient, quote
 from ferry.connectors.quickbooks.config import QuickBooksConfig
 from ferry.connectors.quickbooks.dialect import QUICKBOOKS
 from ferry.connectors.quickbooks.errors import DUPLICATES, STALE_OBJECT, Fault, parse_fault
-from ferry.connectors.quickbooks.names import NAME_FIELDS, SOURCE_KEY, clean_name, holds_key
+from ferry.connectors.quickbooks.names import NAME_FIELDS, SOURCE_KEY, clean_name, same_place
 from ferry.connectors.quickbooks.pace import BATCH_PER_MINUTE, SharedMinute
 from ferry.connectors.quickbooks.refs import ReferenceResolver
 from ferry.connectors.quickbooks.schema import SCHEMAS
@@ -95,14 +95,15 @@ class _RecentNames:
             at += len(name) + 1
         self.taken: set[str] = set()
 
-    def take(self, source_key: str) -> str | None:
-        """The Id of the one record whose name holds ``source_key`` (None when none or several do)."""
+    def take(self, source_key: str, new_name: str) -> str | None:
+        """The Id of the one record whose name holds ``source_key`` where ``new_name`` does (None when none or
+        several do)."""
         needle = clean_name(source_key).lower()
         found: set[int] = set()
         at = self.text.find(needle) if needle else -1
         while at >= 0:
             row = bisect.bisect_right(self.starts, at) - 1
-            if holds_key(self.rows[row][0], source_key):
+            if same_place(self.rows[row][0], source_key, new_name):
                 found.add(row)
             at = self.text.find(needle, at + 1)
         ids = {self.rows[r][1] for r in found} - self.taken
@@ -280,7 +281,7 @@ class QuickBooksSink(AsyncResource):
         recent = await self._recently_created(obj, external_id)
         for item in keyed:
             assert item.source_key is not None
-            rid = recent.take(item.source_key)
+            rid = recent.take(item.source_key, item.key)
             if rid is not None:
                 item.target_id = rid
                 self.adopted += 1
