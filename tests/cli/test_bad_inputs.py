@@ -175,11 +175,38 @@ def test_unknown_names_and_bad_options(home: Path, intact: None) -> None:
         assert expected in one_error_line(ferry(home, *args), Exit.USAGE), args
 
 
-def test_version_and_click_usage_errors(home: Path) -> None:
+def test_version(home: Path) -> None:
     proc = ferry(home, "--version")
     assert proc.returncode == 0 and proc.stdout.startswith("ferry ")
-    proc = ferry(home, "run")  # a missing argument: Click's own usage error, exit 2 too
-    assert proc.returncode == Exit.USAGE and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("run",), "Missing argument 'pipeline'. (see: ferry run --help)"),
+        (("run", "p.yml", "--bogus"), "No such option: --bogus (see: ferry run --help)"),
+        (("nope",), "No such command 'nope'. (see: ferry --help)"),
+        (("dlq", "nope"), "No such command 'nope'. (see: ferry dlq --help)"),
+        (("dlq", "list", "--limit", "many"), "Invalid value for '--limit'"),
+        (("dlq", "show"), "Missing argument"),
+        (("runs", "--limit"), "Option '--limit' requires an argument"),
+    ],
+)
+def test_click_usage_errors_are_one_plain_line_and_exit_2(
+    args: tuple[str, ...], expected: str, home: Path, intact: None
+) -> None:
+    """Click's own usage errors (an argument missing, an unknown option or command, a value of the wrong
+    type) read like ferry's: one ``error:`` line naming where the usage is, no Rich box, exit 2."""
+    proc = ferry(home, *args)
+    line = one_error_line(proc, Exit.USAGE)
+    assert expected in line, line
+    assert "╭" not in proc.stderr and "│" not in proc.stderr and "Usage:" not in proc.stderr, proc.stderr
+
+
+def test_no_command_prints_the_help_and_exits_2(home: Path) -> None:
+    proc = ferry(home, "dlq")
+    assert proc.returncode == Exit.USAGE and "Commands" in proc.stdout + proc.stderr
+    assert "error:" not in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ------------------------------------------------------------------ network errors
