@@ -5,7 +5,8 @@ Starts a Shopify sandbox (the demo's store: seed 7, 1,000 customers, 200 product
 Salesforce sandboxes as `ferry sandbox serve` children, then times real `ferry` processes:
 
 1. a clean run of the example pipeline into an empty org (what a run writes a second);
-2. a run of the same pipeline with a broken Account mapping (``NumberOfEmployees: {template: "n{key}"}``,
+2. a run (`--force`: `ferry plan` sees the mistake) of the same pipeline with a broken Account mapping
+   (``NumberOfEmployees: {template: "n{key}"}``,
    text into an int): every Account is dead-lettered, and with it every Contact, Order and OrderItem;
 3. ``ferry dlq replay`` with the mapping fixed: every letter read again from Shopify and written.
 
@@ -66,7 +67,7 @@ def measure(work: Path) -> dict[str, float]:
         took, clean = _ferry(clean_env, "run", str(fixed))
         written = sum(o["written"] for o in clean["objects"].values())
         print(f"clean run:  {written:,} records written in {took:.1f} s = {written / took:,.0f} records/s")
-        took, run = _ferry(env, "run", str(broken))
+        took, run = _ferry(env, "run", str(broken), "--force")  # `ferry plan` sees the broken mapping
         read = sum(o["read"] for o in run["objects"].values())
         dead = sum(o["dead_lettered"] for o in run["objects"].values())
         print(f"broken run: {read:,} records read, {dead:,} dead-lettered in {took:.1f} s = "

@@ -316,9 +316,12 @@ def test_exit_codes_of_runs_against_the_sandboxes(tmp_path: Path) -> None:
         stats = json.loads(forced.stdout)
         assert stats["over_dead_letter_cap"]["Contact"] == 1.0 and w.records("Account")
 
-        # A wrong type no static check sees (text into Quantity): 100% of OrderItems dead-lettered, never exit 0.
+        # A wrong type (text into Quantity): `ferry plan` sees it, so the run stops; forced, 100% of OrderItems
+        # are dead-lettered, and that is never exit 0.
         wrong = w.pipeline_file("wrong-type", _object("OrderItem", lambda o: o["fields"].update(Quantity="name")))
-        proc = _run(w, tmp_path / "h2", "run", str(wrong))
+        line = one_error_line(_run(w, tmp_path / "h2", "run", str(wrong)), Exit.USAGE)
+        assert "not started" in line and "OrderItem.Quantity: order_line.name is text" in line, line
+        proc = _run(w, tmp_path / "h2", "run", str(wrong), "--force")
         assert proc.returncode == Exit.DEAD_LETTERS_OVER_SHARE, proc.stderr
         assert "dead letters over max_dead_letter_share 10%: " in proc.stdout and "OrderItem 100%" in proc.stdout
 
