@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,7 +40,7 @@ from ferry.core.writes import StrategyChoice, choose_write
 from ferry.engine.loader import LoadProgress
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
-from ferry.engine.runner import orphan_errors, prepare_plans
+from ferry.engine.runner import _long_lived_objects_frozen, orphan_errors, prepare_plans
 from ferry.errors import ConfigError
 from ferry.store import DeadLetter, LetterFilter, NewDeadLetter, Store, Written
 
@@ -180,8 +181,15 @@ class Replayer:
         self._booked: list[asyncio.Future[None]] = []
 
     async def replay(self, selection: LetterFilter, limit: int = 100_000) -> ReplayReport:
+        # The letters and the source records read again live to the end of the replay: out of the cyclic
+        # collector's passes (frozen as they arrive), each older-generation pass would walk them all again.
+        with _long_lived_objects_frozen():
+            return await self._replay(selection, limit)
+
+    async def _replay(self, selection: LetterFilter, limit: int) -> ReplayReport:
         report = ReplayReport(self.pipeline, self.dry_run)
         chosen = self._choose(selection, limit, report)
+        gc.freeze()
         if not chosen:
             return report
         # Replayed writes spend the pipeline's share of the target's budget like a run's (same ledger).
@@ -409,6 +417,7 @@ class Replayer:
         for key in keys:
             self._raw[(stream, key)] = found.get(key)
             self._pending.pop((stream, key), None)
+        gc.freeze()  # kept to the end (see ``replay``)
 
     async def _prefetch(self, source: Source, batch: Sequence[DeadLetter]) -> None:
         """The batch's source records read again (``_read_ahead``; waited for here). Letters are loaded
