@@ -59,7 +59,8 @@ async def test_text_into_a_typed_field_is_a_static_problem_that_stops_the_run(ca
             takes = "a date" if target_type == "date" else "a number"
             assert mine[0].startswith(f"{obj}.{field}: {why}"), mine
             assert mine[0].endswith(
-                f", but {field} is a {target_type} field that takes {takes}; map a field of that type, or transform it"
+                f", but {field} is {'an' if target_type == 'int' else 'a'} {target_type} field that takes {takes}; "
+                "map a field of that type, or transform it"
             ), mine
 
             # `ferry run` stops on it before reading or writing anything.

@@ -425,9 +425,13 @@ def _text_type_problems(m: ObjectMapping, name: str, expr: FieldExpr, target_typ
     if why is None:
         return []
     return [
-        f"{m.name}.{name}: {why}, but {name} is a {target_type} field that takes {_NOT_TEXT[target_type]}; "
+        f"{m.name}.{name}: {why}, but {name} is {_a(target_type)} field that takes {_NOT_TEXT[target_type]}; "
         "map a field of that type, or transform it"
     ]
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 # Transforms that keep text text (``date`` turns a timestamp into a date: its result may fit).
