@@ -13,9 +13,16 @@ For each open dead letter chosen by a filter:
    its result recorded exactly as a run records it: success resolves the letter ("replayed") and moves
    the version map forward.
 
-Objects go parents first. With ``children=True`` a replayed parent brings along its children that were
-dead-lettered as PARENT_DEAD_LETTERED because of it, so fixing an Account replays its Contact and Orders
-(and, through the Orders, their OrderItems) in the same call. Replaying again changes nothing: resolved
+Objects go parents first: each starts as soon as the objects it references are written (an Account's Contacts
+and Orders together), while the source records of the next ones are read ahead, a batch's keys per read. The
+outcomes are recorded in the store by one worker thread, in order, while the next batches are sent (resolving a
+letter rewrites its row); judging a batch needs no store round trip (the versions held and the parents' open
+letters are loaded once, then kept up to date). A crash between a write and its record leaves the letters open: a
+replay again lands on the same records (upsert by external id).
+
+With ``children=True`` a replayed parent brings along its children that were dead-lettered as
+PARENT_DEAD_LETTERED because of it, so fixing an Account replays its Contact and Orders (and, through the Orders,
+their OrderItems) in the same call. Replaying again changes nothing: resolved
 letters are no longer open, and the upsert by external id would land on the same record anyway.
 """
 
@@ -53,7 +60,8 @@ FROM_SOURCE, FROM_STORED = "source", "stored payload"
 # two Composite calls of the target's (1,000 records each, in flight together) per batch, and a progress step.
 REPLAY_BATCH = 2000
 READ_AHEAD_CHUNK = 1000  # keys per read-ahead task (the source splits them into its own calls)
-READS_IN_FLIGHT = 2  # read-ahead tasks at once (each sends up to the source's own in-flight calls)
+READS_IN_FLIGHT = 4  # read-ahead tasks at once (each sends up to the source's own in-flight calls): the next
+# objects' records arrive while the first ones are written
 WRITES_IN_FLIGHT = 4  # batches written at once while the next are read: the sink spreads each over its calls
 
 
