@@ -226,7 +226,10 @@ class Replayer:
                 # bring along is among them.
                 unfiltered = not (selection.object or selection.code or selection.since or selection.ids)
                 everything = unfiltered and len(chosen) < limit
-                await self._replay_plans(source, sink, plans, by_object, report, find_children=not everything)
+                try:
+                    await self._replay_plans(source, sink, plans, by_object, report, find_children=not everything)
+                except BaseExceptionGroup as grouped:  # objects and batches run in task groups
+                    raise _first_error(grouped) from None  # the caller acts on ferry's error types (exit codes)
                 await asyncio.gather(*self._booked)
             finally:
                 for task in self._pending.values():
@@ -615,6 +618,12 @@ class _OrderedProgress:
             if name not in self.finished:
                 return
             self.head += 1
+
+
+def _first_error(grouped: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error of a task group's (nested) group: one object's or batch's failure, as it was raised."""
+    first = grouped.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _batches_by_object(letters: Sequence[DeadLetter]) -> list[list[DeadLetter]]:
