@@ -32,9 +32,13 @@ MODSTAMP = "SystemModstamp"
 BULK_READ_THRESHOLD = 50_000
 
 
-async def query_pages(client: SalesforceClient, soql: str, *, label: str) -> AsyncIterator[list[dict[str, Any]]]:
-    """The pages of a REST query, one at a time (follows ``nextRecordsUrl``)."""
-    body = await client.json("GET", client.data_path("/query"), label=label, params={"q": soql})
+async def query_pages(
+    client: SalesforceClient, soql: str, *, label: str, all_rows: bool = False
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The pages of a REST query, one at a time (follows ``nextRecordsUrl``). ``all_rows``: ``/queryAll``,
+    which also returns deleted records (``IsDeleted = true``) still in the recycle bin."""
+    endpoint = "/queryAll" if all_rows else "/query"
+    body = await client.json("GET", client.data_path(endpoint), label=label, params={"q": soql})
     while True:
         yield [r for r in body.get("records", []) if isinstance(r, dict)]
         next_path = body.get("nextRecordsUrl")
@@ -108,8 +112,10 @@ class SalesforceSource(AsyncResource):
         where: Condition | None = None,
         bulk: bool | None = False,
         label: str | None = None,
+        all_rows: bool = False,
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Batches of records after ``since``; ``self.watermark`` follows the last record handed out."""
+        """Batches of records after ``since``; ``self.watermark`` follows the last record handed out.
+        ``all_rows``: deleted records too (REST ``queryAll``, Bulk operation ``queryAll``)."""
         label = label or f"read:{sobject}"
         self.watermark = since
         if bulk is None:
@@ -117,7 +123,9 @@ class SalesforceSource(AsyncResource):
         query = self.build(sobject, fields, since=since, where=where, ordered=not bulk)
         self.last_strategy = "bulk" if bulk else "rest"
         pages = (
-            self.bulk.rows(query.soql(), label=label) if bulk else query_pages(self._client, query.soql(), label=label)
+            self.bulk.rows(query.soql(), label=label, all_rows=all_rows)
+            if bulk
+            else query_pages(self._client, query.soql(), label=label, all_rows=all_rows)
         )
         async for batch in pages:
             last = _latest(batch)
