@@ -96,6 +96,8 @@ def _source_block(system: str | None, stats: RunStats) -> dict[str, Any]:
     block["api_calls"] = stats.source_api_calls
     if stats.source_reads:
         block["reads"] = stats.source_reads
+    if stats.linked_back:  # a source the target's ids were written back to (Salesforce: QuickBooks_Id__c)
+        block["linked_back"] = stats.linked_back
     return block
 
 

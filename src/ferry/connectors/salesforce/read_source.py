@@ -47,6 +47,9 @@ log = structlog.get_logger("ferry.connectors.salesforce.read")
 STATE_FORMAT = 1
 COLLECTION_RECORDS = 200  # sObject Collections' limit per call
 _PREFIXES = {"001": "Account", "01t": "Product2", "801": "Order"}
+# An id below every record's (key prefixes start at 001): a cursor "at this time, before any record". Salesforce
+# refuses ``Id > ''`` (INVALID_QUERY_FILTER_OPERATOR), so the tie-break needs a well-formed id.
+LOWEST_ID = "000000000000000AAA"
 
 
 @dataclass(slots=True)
@@ -101,7 +104,7 @@ class ReadState:
         if self.started is not None:
             limit = dt.datetime.fromisoformat(self.started)
             if cursor.at > limit:
-                cursor = Watermark(_sf_time(limit), "")  # every record stamped after the limit is read again
+                cursor = Watermark(_sf_time(limit), LOWEST_ID)  # every record stamped from the limit on, again
         if self.since is not None and (cursor.at, cursor.id) < (self.since.at, self.since.id):
             return self.since
         return cursor

@@ -88,6 +88,13 @@ def string_length(element: str, maximum: int, supplied: int) -> QboFault:
                     f"Supplied length:{supplied}", element)
 
 
+def invalid_chars(value: str, element: str) -> QboFault:
+    """A name with a colon: QuickBooks writes hierarchies as ``Parent:Child`` (FullyQualifiedName), so a colon
+    in a name list entity's own name is refused (what Intuit answers, e.g. for ``Rob:Barnett:Company``)."""
+    return QboFault("2040", "Invalid String. The String may contain unsupported or illegal chars",
+                    f"Element contains invalid characters. {value}", element)
+
+
 def business(detail: str, code: str = "6000", element: str = "") -> QboFault:
     return QboFault(code, BUSINESS_MESSAGE, f"Business Validation Error: {detail}", element)
 

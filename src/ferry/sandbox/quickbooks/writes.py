@@ -194,6 +194,8 @@ class Writer:
                                       "FamilyName, or Suffix", "DisplayName")
             record["DisplayName"] = composed
         record = {k: v for k, v in record.items() if v != ""}
+        if ":" in str(record["DisplayName"]):
+            raise errors.invalid_chars(str(record["DisplayName"]), "DisplayName")
         self._unique_display_name(record["DisplayName"], entity, current)
         record.setdefault("Active", True)
         record.setdefault("PrintOnCheckName", record["DisplayName"])
@@ -223,6 +225,8 @@ class Writer:
         record = {k: v for k, v in record.items() if v != ""}
         if not record.get("Name"):
             raise errors.required("Name", "Name")
+        if ":" in str(record["Name"]):
+            raise errors.invalid_chars(str(record["Name"]), "Name")
         for other in self.company.records["Item"].values():
             if (current is None or other["Id"] != current["Id"]) and \
                     str(other["Name"]).strip().lower() == str(record["Name"]).strip().lower():
