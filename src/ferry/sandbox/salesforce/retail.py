@@ -23,6 +23,7 @@ Like a real org it is a little messy, each kind at a small rate and at least onc
 from __future__ import annotations
 
 import random
+import ssl
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -141,7 +142,8 @@ def seed_retail_org(
     *, api_version: str = "62.0",
 ) -> dict[str, list[str]]:
     """Create ``org`` in the Salesforce sandbox at ``url``; the Ids created, by sObject, in ``org`` order."""
-    with httpx.Client(base_url=url, verify=str(ca_file) if ca_file else True, timeout=120) as http:
+    verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+    with httpx.Client(base_url=url, verify=verify, timeout=120) as http:
         token = http.post("/services/oauth2/token", data={
             "grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret})
         token.raise_for_status()
