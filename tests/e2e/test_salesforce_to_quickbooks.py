@@ -132,7 +132,8 @@ def test_every_record_is_in_the_books_once_or_dead_lettered_never_both_never_los
     for obj, keys in expected.items():
         held, dead = set(written[obj]), set(letters[obj])
         assert not held & dead, f"{obj}: both written and dead-lettered: {sorted(held & dead)[:5]}"
-        assert held | dead == keys, f"{obj}: missing {sorted(keys - held - dead)[:5]}, extra {sorted((held | dead) - keys)[:5]}"
+        missing, extra = sorted(keys - held - dead)[:5], sorted((held | dead) - keys)[:5]
+        assert held | dead == keys, f"{obj}: missing {missing}, extra {extra}"
         assert len(held) > len(keys) * 0.8, obj
         assert all(letter["error_code"] and letter["message"] for letter in letters[obj].values()), obj
         assert first["objects"][obj]["written"] == len(held), obj
@@ -194,7 +195,8 @@ def test_an_edit_in_salesforce_reaches_the_books_and_a_delete_is_read_not_propag
 ) -> None:
     written = _written(world)
     account = sorted(written["Customer"])[0]
-    assert world.salesforce("PATCH", f"/sobjects/Account/{account}", json={"Phone": "+1 512 555 0199"}).status_code == 204
+    edit = world.salesforce("PATCH", f"/sobjects/Account/{account}", json={"Phone": "+1 512 555 0199"})
+    assert edit.status_code == 204
     unsold = next(k for k, p in world.crm("Product2").items()
                   if k in written["Item"] and not any(i["Product2Id"] == k for i in world.crm("OrderItem").values()))
     assert world.salesforce("DELETE", f"/sobjects/Product2/{unsold}").status_code == 204

@@ -91,7 +91,7 @@ def normalize(stream: str, raw: dict[str, Any]) -> Normalized:
 
 def customer(raw: dict[str, Any]) -> Customer:
     key, version = record_key(raw), record_version(raw)
-    contact = raw.get(CONTACT) if isinstance(raw.get(CONTACT), dict) else {}
+    contact = _child(raw, CONTACT)
     name = text(raw.get("Name"))
     address = Address(
         street=text(raw.get("BillingStreet")), city=text(raw.get("BillingCity")),
@@ -119,7 +119,7 @@ def product_records(raw: dict[str, Any]) -> tuple[Product, ProductVariant]:
     """A Product2 is one sellable thing: the canonical product and its one variant (the priced, SKU'd unit
     targets such as QuickBooks Items map from), under the same key."""
     key, version = record_key(raw), record_version(raw)
-    price = raw.get(PRICE) if isinstance(raw.get(PRICE), dict) else {}
+    price = _child(raw, PRICE)
     name = text(raw.get("Name"))
     active = _flag(raw.get("IsActive"))
     status = None if active is None else "active" if active else "archived"
@@ -211,6 +211,11 @@ def _plain(number: Decimal) -> str:
     if number == number.to_integral_value():
         return str(int(number))
     return format(number.normalize(), "f")
+
+
+def _child(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    child = raw.get(name)
+    return child if isinstance(child, dict) else {}
 
 
 def _stamp(raw: dict[str, Any]) -> str:

@@ -123,6 +123,7 @@ class SalesforceReadSource(AsyncResource):
         self.reader = SalesforceSource(config, bulk_read_threshold=config.bulk_read_threshold, transport=transport)
         self._client = self.reader._client
         self._standard_pricebook: str | None = None
+        self._link_fields: dict[str, str] = {str(k): v for k, v in config.link_back.items()}  # by stream name
         self.read_plans: dict[str, dict[str, Any]] = {}  # per stream: rest or bulk, records, deleted
         self.linked: dict[str, dict[str, int]] = {}  # per stream: ids written back, and refused
 
@@ -214,13 +215,13 @@ class SalesforceReadSource(AsyncResource):
     # -- LinksBack: the target's ids onto the records ----------------------------------------------
 
     def links_back(self, stream: str) -> bool:
-        return stream in self.config.link_back
+        return stream in self._link_fields
 
     async def link_back(self, stream: str, links: Sequence[TargetLink]) -> dict[str, dict[str, Any]]:
         """Write each link's target id into the stream's ``link_back`` field where it differs; the records
         changed, read again. A refused update is logged and counted, never raised: the books hold the
         record either way, and the next read of it tries again."""
-        field = self.config.link_back.get(stream)
+        field = self._link_fields.get(stream)
         if field is None:
             return {}
         updates = [
@@ -249,7 +250,7 @@ class SalesforceReadSource(AsyncResource):
     # -- queries -----------------------------------------------------------------------------------
 
     def _fields(self, stream: str) -> list[str]:
-        link = self.config.link_back.get(stream)
+        link = self._link_fields.get(stream)
         return [*sf.FIELDS[stream], *([link] if link else [])]
 
     def _select_fields(self, stream: str) -> list[str]:
@@ -285,7 +286,8 @@ class SalesforceReadSource(AsyncResource):
         wanted = list(dict.fromkeys([*fields, parent_field, "Id", MODSTAMP]))
         out: list[dict[str, Any]] = []
         for chunk in _chunks(list(parent_ids), self.config.rest_page_ids):
-            query = Select(sobject, wanted).where(in_(parent_field, chunk)).where(extra).order_by(*dict.fromkeys([order, "Id"]))
+            query = Select(sobject, wanted).where(in_(parent_field, chunk)).where(extra)
+            query.order_by(*dict.fromkeys([order, "Id"]))
             async for page in query_pages(self._client, query.soql(), label=f"read:{sobject}"):
                 out += [_clean(r) for r in page]
         return out
