@@ -11,6 +11,7 @@ books as an update, and a delete in Salesforce is read but not propagated.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import ssl
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -27,10 +29,15 @@ import httpx
 import pytest
 
 from ferry.cli.demo import FLOWS
+from ferry.connectors.salesforce import SalesforceReadSource
+from ferry.engine.pipeline import load_pipeline
+from ferry.engine.runner import Runner
+from ferry.errors import TransientError
 from ferry.sandbox.quickbooks import QuickBooksSandbox
 from ferry.sandbox.salesforce import SalesforceSandbox
 from ferry.sandbox.salesforce.retail import generate_retail_org, seed_retail_org
 from ferry.sandbox.serve import RunningSandbox, start_in_thread
+from ferry.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = "examples/salesforce-to-quickbooks.yml"
@@ -208,3 +215,70 @@ def test_an_edit_in_salesforce_reaches_the_books_and_a_delete_is_read_not_propag
     books = {r["Id"]: r for r in world.books("Customer")}
     assert books[written["Customer"][account]["Id"]]["PrimaryPhone"]["FreeFormNumber"] == "+1 512 555 0199"
     assert any(r["Id"] == written["Item"][unsold]["Id"] for r in world.books("Item"))  # kept: not propagated
+
+
+@contextmanager
+def _small_pair(tmp: Path, seed: int) -> Iterator[tuple[SalesforceSandbox, QuickBooksSandbox, Any, Store]]:
+    """A small seeded org and an empty company, the example pipeline pointed at them, a fresh ferry store."""
+    org = SalesforceSandbox(tmp / "org", seed=seed)
+    books = QuickBooksSandbox(tmp / "books", seed=seed, customers=0, products=0, orders=0)
+    org_run, books_run = start_in_thread(org.app, tmp / "org"), books.start()
+    try:
+        org_info = {**org.credentials(org_run.url), "ca_file": str(org_run.ca_file)}
+        retail = generate_retail_org(seed, accounts=15, products=8, orders=30)
+        seed_retail_org(org_info["url"], org_info["client_id"], org_info["client_secret"], org_info["ca_file"], retail)
+        books_info = {**books.credentials(books_run.url), "ca_file": str(books_run.ca_file),
+                      "token_file": str(tmp / "qbo.token")}
+        env = {**os.environ, **FLOWS["salesforce-to-quickbooks"].env(org_info, books_info)}
+        yield org, books, load_pipeline(REPO / PIPELINE, env), Store(tmp / "ferry.db")
+    finally:
+        books_run.stop()
+        org_run.stop()
+
+
+def test_a_run_that_dies_before_linking_back_is_finished_by_the_next(tmp_path: Path) -> None:
+    """Every write-back call fails (the org answers 503 past the HTTP core's retries): the books hold the
+    records, the run fails, staging stays. The next run writes nothing to the books and links everything."""
+    with _small_pair(tmp_path, 6) as (org, books, spec, store):
+        org.faults.configure({"rules": [{"kind": "503", "rate": 1.0, "path": "composite/sobjects", "method": "PATCH"}]})
+        with pytest.raises(TransientError):
+            asyncio.run(Runner(spec, store).run())
+        assert store.list_runs(spec.name, 1)[0].status == "failed"
+        assert not any(r.get(LINK) for r in org.state.store.table("Account").rows.values())
+        held = {e: len(books.company.all(e)) for e in OBJECTS}
+        assert held["Customer"] > 0
+        org.faults.configure({})
+        stats = asyncio.run(Runner(spec, store).run())
+        assert stats.status == "succeeded"
+        assert all(s.written == 0 for s in stats.objects.values())
+        assert {e: len(books.company.all(e)) for e in OBJECTS} == held
+        linked = {k for k, r in org.state.store.table("Account").rows.items() if r.get(LINK)}
+        assert len(linked) == stats.linked_back["Account"] == held["Customer"]  # each customer the books hold
+
+
+def test_an_edit_made_while_linking_back_is_not_mistaken_for_the_write_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CRM user edits an account between ferry's write-back and its re-read: the re-read version maps to a
+    different payload, so it is not recorded as written, and the next run sends the edit to the books."""
+    with _small_pair(tmp_path, 8) as (org, books, spec, store):
+        edited: list[str] = []
+        original = SalesforceReadSource.fetch_many
+
+        async def edit_then_fetch(self: SalesforceReadSource, stream: str, keys: Any) -> Any:
+            if stream == "Account" and not edited:
+                edited.append(sorted(keys)[0])
+                await self._client.json("PATCH", self._client.data_path(f"/sobjects/Account/{edited[0]}"),
+                                        label="a user's edit", json={"Phone": "+1 415 555 0142"})
+            return await original(self, stream, keys)
+
+        monkeypatch.setattr(SalesforceReadSource, "fetch_many", edit_then_fetch)
+        first = asyncio.run(Runner(spec, store).run())
+        assert first.status == "succeeded" and edited
+        monkeypatch.setattr(SalesforceReadSource, "fetch_many", original)
+        second = asyncio.run(Runner(spec, store).run())
+        assert second.objects["Customer"].written == second.objects["Customer"].updated == 1
+        assert second.objects["Item"].written == second.objects["Invoice"].written == 0
+        phones = [c.get("PrimaryPhone", {}).get("FreeFormNumber") for c in books.company.all("Customer")
+                  if c["DisplayName"].endswith(f"({edited[0]})")]
+        assert phones == ["+1 415 555 0142"]
