@@ -261,7 +261,7 @@ def test_an_edit_made_while_linking_back_is_not_mistaken_for_the_write_back(
 ) -> None:
     """A CRM user edits an account between ferry's write-back and its re-read: the re-read version maps to a
     different payload, so it is not recorded as written, and the next run sends the edit to the books."""
-    with _small_pair(tmp_path, 8) as (org, books, spec, store):
+    with _small_pair(tmp_path, 8) as (_org, books, spec, store):
         edited: list[str] = []
         original = SalesforceReadSource.fetch_many
 
