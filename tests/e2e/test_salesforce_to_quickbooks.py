@@ -122,6 +122,19 @@ def first(world: World) -> dict[str, Any]:
     return stats
 
 
+def test_plan_counts_what_the_first_run_will_read_before_any_write(
+    world: World, expected: dict[str, set[str]]
+) -> None:
+    """`ferry plan` (run first in this module: nothing written yet) reaches the org and sizes each object."""
+    plan = world.ferry("plan", PIPELINE)
+    objects = {o["name"]: o for o in plan["objects"]}
+    assert plan["load_order"] == list(OBJECTS)
+    for obj in OBJECTS:
+        assert objects[obj]["to_read"] == len(expected[obj]), obj
+        assert objects[obj]["problems"] == [], obj
+    assert world.books("Customer") == []
+
+
 def _written(world: World) -> dict[str, dict[str, dict[str, Any]]]:
     """Salesforce Id -> QuickBooks record, from the Ids the example pipeline puts in names and DocNumbers."""
     numbers = {o["OrderNumber"]: i for i, o in world.crm("Order").items()}
@@ -282,3 +295,4 @@ def test_an_edit_made_while_linking_back_is_not_mistaken_for_the_write_back(
         phones = [c.get("PrimaryPhone", {}).get("FreeFormNumber") for c in books.company.all("Customer")
                   if c["DisplayName"].endswith(f"({edited[0]})")]
         assert phones == ["+1 415 555 0142"]
+

@@ -34,6 +34,8 @@ import httpx
 
 COLLECTION_RECORDS = 200
 MESSY_RATE = 0.04
+# A colon in a name costs the books the record and, for an account or a product, every order naming it.
+RATES = {"colon_name": 0.01}
 _COMPANIES = ("Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Wonka", "Hooli", "Vandelay", "Tyrell",
               "Cyberdyne", "Soylent", "Massive Dynamic", "Oscorp", "Gringotts", "Monarch", "Pied Piper", "Dunder")
 _SUFFIXES = ("Corp", "Inc.", "LLC", "GmbH", "& Sons", "Trading", "Outfitters", "Supply", "Retail", "Holdings")
@@ -126,14 +128,17 @@ def _ascii(name: str) -> str:
 
 
 def _pick(rnd: random.Random, n: int, kinds: tuple[str, ...]) -> dict[int, str]:
-    """Disjoint record indices per messy kind: ``MESSY_RATE`` of them, at least one each while n allows."""
+    """Disjoint record indices per messy kind: its rate of them (``RATES``, else ``MESSY_RATE``), at least one
+    each while n allows."""
     order = list(range(n))
     rnd.shuffle(order)
-    each = max(1, round(n * MESSY_RATE))
     out: dict[int, str] = {}
-    for k, kind in enumerate(kinds):
-        for index in order[k * each : (k + 1) * each]:
+    start = 0
+    for kind in kinds:
+        each = max(1, round(n * RATES.get(kind, MESSY_RATE)))
+        for index in order[start : start + each]:
             out[index] = kind
+        start += each
     return out
 
 
