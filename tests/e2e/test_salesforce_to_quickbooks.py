@@ -230,6 +230,26 @@ def test_an_edit_in_salesforce_reaches_the_books_and_a_delete_is_read_not_propag
     assert any(r["Id"] == written["Item"][unsold]["Id"] for r in world.books("Item"))  # kept: not propagated
 
 
+def test_fixing_a_name_in_salesforce_and_replaying_puts_the_customer_and_its_orders_in_the_books(
+    world: World, first: dict[str, Any]
+) -> None:
+    letters = world.dead_letters()
+    colon = sorted(k for k, letter in letters["Customer"].items() if letter["error_code"] == "QBO_2040")
+    assert colon
+    for key in colon:
+        fixed = world.crm("Account")[key]["Name"].replace(":", " -")
+        assert world.salesforce("PATCH", f"/sobjects/Account/{key}", json={"Name": fixed}).status_code == 204
+    report = world.ferry("dlq", "replay", PIPELINE, "--object", "Customer")
+    assert report["counts"] == {"replayed": len(colon) + sum(1 for o in report["outcomes"] if o["as_child_of"])}
+    customers = {r["DisplayName"].rsplit("(", 1)[-1].rstrip(")") for r in world.books("Customer")}
+    assert set(colon) <= customers
+    orphans = [k for k, letter in letters["Invoice"].items() if letter["error_code"] == "PARENT_DEAD_LETTERED"
+               and any(c in letter["message"] for c in colon)]
+    assert orphans and set(orphans) <= set(_written(world)["Invoice"])  # the orders followed their account
+    again = world.ferry("run", PIPELINE)
+    assert all(again["objects"][obj]["written"] == 0 for obj in OBJECTS)
+
+
 @contextmanager
 def _small_pair(tmp: Path, seed: int) -> Iterator[tuple[SalesforceSandbox, QuickBooksSandbox, Any, Store]]:
     """A small seeded org and an empty company, the example pipeline pointed at them, a fresh ferry store."""
