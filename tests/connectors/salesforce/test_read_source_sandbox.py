@@ -92,18 +92,19 @@ async def test_a_read_continued_after_a_crash_skips_nothing_at_a_shared_timestam
     real_clock = dml.clock
     dml.clock = lambda: dt.datetime(2026, 12, 1, 10, 0, 0, 123000, tzinfo=dt.UTC)  # every record: one stamp
     try:
-        _fill(org, accounts=2600, products=0, orders=0)
+        _fill(org, accounts=1300, products=0, orders=0)
     finally:
         dml.clock = real_clock
-    async with SalesforceReadSource(_config(org)) as source:
+    async with SalesforceReadSource(_config(org, query_batch_size=500)) as source:
         pages = source.read("Account", None)
-        page = await anext(pages)  # the first 2,000 staged with their state; then the run dies
+        page = await anext(pages)  # the first 500 staged with their state; then the run dies
         await pages.aclose()
-        assert len(page.records) == 2000 and "cursor" not in page.state
+        assert len(page.records) == 500 and "cursor" not in page.state
         rest = await _read(source, "Account", page.state)
     assert all(p.resumed for p in rest) and "cursor" in rest[-1].state
+    assert [len(p.records) for p in rest] == [500, 300]  # pages of batchSize, the last one carrying the cursor
     seen = [r["Id"] for r in page.records] + [r["Id"] for r in _records(rest)]
-    assert len(seen) == len(set(seen)) == 2600  # nothing skipped, nothing read twice
+    assert len(seen) == len(set(seen)) == 1300  # nothing skipped, nothing read twice
 
 
 async def test_a_delete_is_read_through_query_all_and_yields_no_canonical_record(org: Org) -> None:

@@ -120,7 +120,8 @@ class SalesforceReadSource(AsyncResource):
         self, config: SalesforceSourceConfig, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.config = config
-        self.reader = SalesforceSource(config, bulk_read_threshold=config.bulk_read_threshold, transport=transport)
+        self.reader = SalesforceSource(config, bulk_read_threshold=config.bulk_read_threshold, transport=transport,
+                                       query_batch_size=config.query_batch_size)
         self._client = self.reader._client
         self._standard_pricebook: str | None = None
         self._link_fields: dict[str, str] = {str(k): v for k, v in config.link_back.items()}  # by stream name

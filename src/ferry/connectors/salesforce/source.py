@@ -33,12 +33,14 @@ BULK_READ_THRESHOLD = 50_000
 
 
 async def query_pages(
-    client: SalesforceClient, soql: str, *, label: str, all_rows: bool = False
+    client: SalesforceClient, soql: str, *, label: str, all_rows: bool = False, batch_size: int | None = None
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """The pages of a REST query, one at a time (follows ``nextRecordsUrl``). ``all_rows``: ``/queryAll``,
-    which also returns deleted records (``IsDeleted = true``) still in the recycle bin."""
+    which also returns deleted records (``IsDeleted = true``) still in the recycle bin. ``batch_size``: records
+    a page (``Sforce-Query-Options: batchSize=``, 200 to 2,000; Salesforce's default is 2,000)."""
     endpoint = "/queryAll" if all_rows else "/query"
-    body = await client.json("GET", client.data_path(endpoint), label=label, params={"q": soql})
+    headers = {"Sforce-Query-Options": f"batchSize={batch_size}"} if batch_size else None
+    body = await client.json("GET", client.data_path(endpoint), label=label, params={"q": soql}, headers=headers)
     while True:
         yield [r for r in body.get("records", []) if isinstance(r, dict)]
         next_path = body.get("nextRecordsUrl")
@@ -46,7 +48,7 @@ async def query_pages(
             return
         if not str(next_path).startswith("/services/data/"):
             raise PermanentError(f"unexpected nextRecordsUrl shape: {httpx.URL(str(next_path)).path}")
-        body = await client.json("GET", str(next_path), label=label)
+        body = await client.json("GET", str(next_path), label=label, headers=headers)
 
 
 class SalesforceSource(AsyncResource):
@@ -61,8 +63,10 @@ class SalesforceSource(AsyncResource):
         sleep: Callable[[float], Awaitable[None]] | None = None,
         client: SalesforceClient | None = None,
         budget: BudgetGuard | None = None,
+        query_batch_size: int | None = None,
     ) -> None:
         self.config = config
+        self.query_batch_size = query_batch_size  # REST records a page; None: Salesforce's default (2,000)
         self._own_client = client is None
         # Reads spend the org's DailyApiRequests too: a pipeline's guard (with its ledger) goes here.
         self._client = client or SalesforceClient(config, transport=transport, sleep=sleep, budget=budget)
@@ -125,7 +129,8 @@ class SalesforceSource(AsyncResource):
         pages = (
             self.bulk.rows(query.soql(), label=label, all_rows=all_rows)
             if bulk
-            else query_pages(self._client, query.soql(), label=label, all_rows=all_rows)
+            else query_pages(self._client, query.soql(), label=label, all_rows=all_rows,
+                             batch_size=self.query_batch_size)
         )
         async for batch in pages:
             last = _latest(batch)

@@ -44,6 +44,9 @@ class SalesforceSourceConfig(SalesforceConfig):
     # then shows the accounting system's id). The write is read back and recognised as ferry's own, so it is
     # never synced again (docs/connectors/salesforce-reads.md).
     link_back: dict[SalesforceStream, str] = Field(default_factory=dict)
+    # Records a REST query page carries (Sforce-Query-Options batchSize, 200 to 2,000): smaller pages are
+    # staged (and resumed after a crash) at a finer grain, for more API calls.
+    query_batch_size: int = Field(2000, ge=200, le=2000)
     # Ids per "... IN (...)" query of children (and of re-reads by id): keeps each SOQL well under its length cap.
     rest_page_ids: int = Field(200, ge=1, le=800)
 
