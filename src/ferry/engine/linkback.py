@@ -22,7 +22,7 @@ import orjson
 import structlog
 
 from ferry.core.contracts import LinksBack, Source, TargetLink
-from ferry.core.ports import StagedRecord, StateStore, Written
+from ferry.core.ports import StateStore, Written
 from ferry.engine.plan import ObjectPlan
 
 log = structlog.get_logger("ferry.engine.linkback")
@@ -41,24 +41,25 @@ async def link_back(source: Source, store: StateStore, pipeline: str, plans: Seq
     for stream in source.streams:
         if not source.links_back(stream):
             continue
-        latest = _latest_staged(store, pipeline, stream)
-        keys = list(latest)
-        for start in range(0, len(keys), LINK_BATCH):
-            batch = {k: orjson.loads(latest[k].payload) for k in keys[start : start + LINK_BATCH]}
-            linked[stream] = linked.get(stream, 0) + await _link_batch(
-                source, store, pipeline, stream, batch, by_entity
-            )
+        latest = _latest_seqs(store, pipeline, stream)
+        linked[stream] = 0
+        # Chunk by chunk, each key once (its newest staged version): memory holds keys, not payloads.
+        for chunk in store.staged(pipeline, [stream], chunk=LINK_BATCH):
+            batch = {s.key: orjson.loads(s.payload) for s in chunk if latest.get(s.key) == s.seq}
+            if batch:
+                linked[stream] += await _link_batch(source, store, pipeline, stream, batch, by_entity)
     return linked
 
 
-def _latest_staged(store: StateStore, pipeline: str, stream: str) -> dict[str, StagedRecord]:
-    latest: dict[str, StagedRecord] = {}
+def _latest_seqs(store: StateStore, pipeline: str, stream: str) -> dict[str, int]:
+    """Each staged key's newest version, by its staging seq (a key is staged again when it changed)."""
+    latest: dict[str, tuple[str, int]] = {}
     for chunk in store.staged(pipeline, [stream]):
         for staged in chunk:
             known = latest.get(staged.key)
-            if known is None or staged.version >= known.version:
-                latest[staged.key] = staged
-    return latest
+            if known is None or staged.version >= known[0]:
+                latest[staged.key] = (staged.version, staged.seq)
+    return {key: seq for key, (_, seq) in latest.items()}
 
 
 async def _link_batch(
