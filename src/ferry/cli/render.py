@@ -96,6 +96,8 @@ def _source_block(system: str | None, stats: RunStats) -> dict[str, Any]:
     block["api_calls"] = stats.source_api_calls
     if stats.source_reads:
         block["reads"] = stats.source_reads
+    if stats.linked_back:  # a source the target's ids were written back to (Salesforce: QuickBooks_Id__c)
+        block["linked_back"] = stats.linked_back
     return block
 
 
@@ -138,6 +140,9 @@ def print_run(console: Console, stats: RunStats, *, exit_codes: bool = True) -> 
         f"source: read {reads} in {_calls(stats.source_api_calls)}{_read_modes(stats)}; "
         f"target set-up (auth, describe, queries): {_calls(stats.setup_api_calls)}"
     )
+    if any(stats.linked_back.values()):
+        linked = ", ".join(f"{n:,} {k}" for k, n in stats.linked_back.items() if n)
+        console.print(f"source: the target's ids written back to {linked}")
     if stats.resumed_from:
         before = stats.resumed_from
         console.print(f"resumed run {before['run_id']} ({before['status']}): what it committed was kept")

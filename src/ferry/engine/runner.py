@@ -35,6 +35,7 @@ from ferry.connectors.registry import open_sink, open_source
 from ferry.core.contracts import Normalized, Sink, SinkContext, Source
 from ferry.core.schema import ObjectSchema
 from ferry.engine.intake import Intake
+from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
@@ -173,6 +174,9 @@ class Runner:
                     self._drop_orphans(plan, run_id, stats)
                     await loader.load(sink, plan, self.progress)
                     clock.lap(f"load {plan.name}")
+                # A source that records the target's ids on its records gets them now (optional capability).
+                stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
+                clock.lap("link back")
                 # Every staged record has now reached the outbox or the DLQ, and the outbox is drained.
                 self.store.clear_staging(self.pipeline, last_seq)
                 clock.lap("finish")

@@ -48,6 +48,8 @@ class RunStats:
     dead_letter_cap: float = 1.0
     # The run before this one, when it did not finish (interrupted, died, failed, paused): this run resumes it.
     resumed_from: dict[str, Any] | None = None
+    # Per source stream, records whose target id this run wrote back onto the source (``LinksBack`` sources).
+    linked_back: dict[str, int] = field(default_factory=dict)
 
     def dead_letter_shares(self) -> dict[str, float]:
         """Per object with records this run: the share of them dead-lettered (0..1)."""
@@ -86,4 +88,5 @@ class RunStats:
             "dead_letter_cap": self.dead_letter_cap,
             "over_dead_letter_cap": {k: round(v, 4) for k, v in self.over_dead_letter_cap().items()},
             "resumed_from": self.resumed_from,
+            "linked_back": dict(self.linked_back),
         }
