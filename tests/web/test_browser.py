@@ -1,0 +1,136 @@
+"""The dashboard in headless Chromium (Debian's /usr/bin/chromium through Playwright) against the demo's state:
+the run's figures as the store has them, the chart's points, a dead letter, a replay of a fixed letter."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ferry.store import LetterFilter
+from ferry.web.figures import run_totals
+from tests.web.conftest import DemoWorld
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
+# FERRY_DASHBOARD_SCREENSHOTS=1 rewrites docs/img/dashboard-*.png from this run.
+WRITE_SCREENSHOTS = os.environ.get("FERRY_DASHBOARD_SCREENSHOTS") == "1"
+
+
+def _shot(page: Any, name: str) -> None:
+    if WRITE_SCREENSHOTS:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"dashboard-{name}.png"), full_page=True)
+
+
+def _cells(page: Any, row_selector: str) -> dict[str, str]:
+    headers = [h.inner_text().strip() for h in page.query_selector_all("table.runs thead th")]
+    cells = [c.inner_text().strip() for c in page.query_selector_all(f"{row_selector} td")]
+    return dict(zip(headers, cells, strict=True))
+
+
+def test_the_demo_run_appears_with_the_store_figures(demo_world: DemoWorld, page: Any) -> None:
+    page.goto(demo_world.url + "/")
+    row = demo_world.store.get_run(demo_world.stats.run_id)
+    assert row is not None
+    totals = run_totals(row)
+    shown = _cells(page, "#runs-body tr:first-child")
+    assert shown["run"] == str(row.id) and shown["pipeline"] == "demo" and shown["status"] == row.status
+    for column, key in (("read", "read"), ("written", "written"), ("created", "created"), ("updated", "updated"),
+                        ("dead-lettered", "dead_lettered"), ("API calls", "api_calls")):
+        assert shown[column].replace(",", "") == str(totals[key]), column
+    # The run's own figures, as the runner counted them.
+    assert totals["written"] == sum(o.written for o in demo_world.stats.objects.values()) > 0
+    assert totals["dead_lettered"] == demo_world.stats.dead_lettered > 0
+    _shot(page, "runs")
+    page.click(f"#runs-body a[href='/runs/{row.id}']")
+    objects = {tr.query_selector("td").inner_text(): tr for tr in page.query_selector_all("table.objects tbody tr")}
+    assert set(objects) == set(demo_world.stats.objects)
+    account = [c.inner_text() for c in objects["Account"].query_selector_all("td")]
+    stats = demo_world.stats.objects["Account"]
+    assert account[1:3] == [f"{stats.read:,}", f"{stats.written:,}"] and account[8] == stats.strategy
+
+
+def test_the_chart_renders_a_point_per_run_and_per_hour(demo_world: DemoWorld, page: Any) -> None:
+    page.goto(demo_world.url + "/")
+    charts = page.query_selector_all(".chart svg")
+    assert len(charts) == 4
+    runs = len(demo_world.store.list_runs(None, 1000))
+    per_run = page.query_selector_all(".chart[data-series=runs] circle.point")
+    assert len(per_run) == 2 * runs
+    per_hour = page.query_selector_all(".chart[data-series=hours] circle.point")
+    assert len(per_hour) == 2 * 24
+    values = [float(p.get_attribute("data-value")) for p in page.query_selector_all(
+        ".chart[data-series=runs][data-key=api_calls] circle.point")]
+    assert values[0] == run_totals(demo_world.store.list_runs(None, 1000)[-1])["api_calls"] > 0
+    assert sum(float(p.get_attribute("data-value")) for p in per_hour[24:]) >= values[0]  # this hour holds it
+    assert page.query_selector(".budget .spent").inner_text().replace(",", "") == str(
+        demo_world.stats.budget["spent_24h"] if demo_world.stats.budget else 0)
+
+
+def test_a_dead_letter_opens_with_its_errors_and_payloads(demo_world: DemoWorld, page: Any) -> None:
+    letter = demo_world.store.find_dead_letters(LetterFilter(pipeline="demo", code="INVALID_EMAIL_ADDRESS"), 1)[0]
+    page.goto(demo_world.url + "/letters?code=INVALID_EMAIL_ADDRESS")
+    assert page.query_selector(".count").get_attribute("data-total") == str(
+        demo_world.store.count_matching_letters(LetterFilter(pipeline=None, code="INVALID_EMAIL_ADDRESS")))
+    _shot(page, "letters")
+    page.click(f"table.letters a[href='/letters/{letter.id}']")
+    assert page.title().startswith(f"Dead letter {letter.id}")
+    assert letter.message in page.inner_text("p.message")
+    assert letter.record_key in page.inner_text(".mapped")
+    assert str(letter.source_key) in page.inner_text(".source")
+    _shot(page, "letter")
+
+
+def _fixable_contact(world: DemoWorld) -> Any:
+    """An open Contact letter for a too-long first name whose Account went through (so a fix alone replays it)."""
+    accounts = {d.source_key for d in world.store.find_dead_letters(LetterFilter(pipeline="demo", object="Account"))}
+    for d in world.store.find_dead_letters(LetterFilter(pipeline="demo", object="Contact", code="STRING_TOO_LONG")):
+        if d.fields == ["FirstName"] and d.source_key not in accounts:
+            return d
+    pytest.fail("the demo data has no Contact with only a too-long first name")
+
+
+def test_a_fixed_letter_replays_from_the_page(demo_world: DemoWorld, page: Any) -> None:
+    letter = _fixable_contact(demo_world)
+    shop = demo_world.shop
+    # Fix the record at the source, as a user would in the Shopify admin.
+    fixed = httpx.put(
+        f"{shop['url']}/admin/api/2025-07/customers/{letter.source_key}.json",
+        json={"customer": {"first_name": "Adolph"}},
+        headers={"X-Shopify-Access-Token": shop["access_token"]}, verify=ssl.create_default_context(cafile=shop["ca_file"]), timeout=30,
+    )
+    assert fixed.status_code == 200, fixed.text
+    page.goto(f"{demo_world.url}/letters/{letter.id}")
+    page.click("button[value=replay]")
+    assert "Replay 1 open dead letter?" in page.inner_text(".confirm-question")
+    _shot(page, "confirm")
+    page.click("#confirm")
+    page.wait_for_selector("p.result")
+    outcome = page.query_selector(f"table.outcomes tr:has(a[href='/letters/{letter.id}']) .outcome")
+    assert outcome is not None and outcome.inner_text() == "replayed", page.inner_text("main")
+    after = demo_world.store.get_dead_letter(letter.id)
+    assert after is not None and after.status == "resolved" and after.resolution == "replayed"
+    page.goto(f"{demo_world.url}/letters/{letter.id}")
+    assert page.inner_text(".facts .status") == "resolved"
+
+
+def test_a_post_without_the_csrf_token_is_refused(demo_world: DemoWorld, page: Any) -> None:
+    letter = demo_world.store.find_dead_letters(LetterFilter(pipeline="demo"), 1)[0]
+    page.goto(f"{demo_world.url}/letters/{letter.id}")  # the browser has a session cookie now
+    answer = page.request.post(f"{demo_world.url}/letters/action",
+                               form={"action": "discard", "id": str(letter.id), "confirm": "1", "reason": "no"})
+    assert answer.status == 403
+    still = demo_world.store.get_dead_letter(letter.id)
+    assert still is not None and still.status == "open"
+
+
+def test_the_pipeline_page_shows_its_plan(demo_world: DemoWorld, page: Any) -> None:
+    page.goto(f"{demo_world.url}/pipelines/demo")
+    strategies = page.query_selector_all("p.strategy")
+    assert len(strategies) == len(demo_world.spec.objects)
+    assert "Account" in page.inner_text("main")
+    _shot(page, "pipeline")
