@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, SecretStr
 
 from ferry.core.ports import DLQ_STATUSES, LetterFilter
 from ferry.engine.inspect import inspect_pipeline
@@ -50,19 +51,24 @@ class Dashboard:
 
     def __post_init__(self) -> None:
         for spec in self.specs.values():
-            self.secrets |= _secret_values(spec.model_dump(mode="json"))
+            self.secrets |= _secret_values(spec)
         if self.access.token:
             self.secrets.add(self.access.token)
 
 
 def _secret_values(value: Any, secret: bool = False) -> set[str]:
-    """String values under a secret-named key anywhere in a pipeline's configuration."""
+    """Secret strings anywhere in a pipeline's configuration: every ``SecretStr``, and any string value under a
+    secret-named key (a token read from the environment into a plain field)."""
+    if isinstance(value, SecretStr):
+        return _secret_values(value.get_secret_value(), True)
+    if isinstance(value, BaseModel):
+        value = dict(value)
     if isinstance(value, dict):
         out: set[str] = set()
         for k, v in value.items():
             out |= _secret_values(v, secret or bool(SECRET_KEY.search(str(k))))
         return out
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return set().union(*(_secret_values(v, secret) for v in value)) if value else set()
     return {value} if secret and isinstance(value, str) and len(value) >= 4 else set()
 

@@ -45,7 +45,7 @@ def status_badge(status: str) -> str:
 
 
 def pretty_json(value: Any) -> str:
-    return f"<pre class=\"json\">{e(json.dumps(value, indent=2, sort_keys=True, default=str))}</pre>"
+    return f"<pre class=\"json\">{e(json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False))}</pre>"
 
 
 def json_script(element_id: str, value: Any) -> str:
