@@ -101,7 +101,8 @@ def test_a_fixed_letter_replays_from_the_page(demo_world: DemoWorld, page: Any) 
     fixed = httpx.put(
         f"{shop['url']}/admin/api/2025-07/customers/{letter.source_key}.json",
         json={"customer": {"first_name": "Adolph"}},
-        headers={"X-Shopify-Access-Token": shop["access_token"]}, verify=ssl.create_default_context(cafile=shop["ca_file"]), timeout=30,
+        headers={"X-Shopify-Access-Token": shop["access_token"]},
+        verify=ssl.create_default_context(cafile=shop["ca_file"]), timeout=30,
     )
     assert fixed.status_code == 200, fixed.text
     page.goto(f"{demo_world.url}/letters/{letter.id}")

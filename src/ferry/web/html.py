@@ -45,7 +45,8 @@ def status_badge(status: str) -> str:
 
 
 def pretty_json(value: Any) -> str:
-    return f"<pre class=\"json\">{e(json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False))}</pre>"
+    text = json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    return f'<pre class="json">{e(text)}</pre>'
 
 
 def json_script(element_id: str, value: Any) -> str:

@@ -3,14 +3,31 @@ the first request, and a bind refused for want of a token fails before anything 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
 from ferry.web.app import Dashboard, create_app
 from ferry.web.security import check_bind
+
+
+class _Server(uvicorn.Server):
+    """Ctrl-C or SIGTERM stops serving and returns, so the caller stops what it started (the demo's sandboxes);
+    uvicorn would re-raise the signal after its graceful shutdown and skip that."""
+
+    stopped_by: list[int]
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self.stopped_by = list(self._captured_signals)
+                self._captured_signals.clear()
 
 
 class DashboardServer:
@@ -24,7 +41,7 @@ class DashboardServer:
         self.sock.listen(128)
         self.host, self.port = host, self.sock.getsockname()[1]
         config = uvicorn.Config(create_app(dash), log_level="warning", lifespan="off", access_log=False)
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config)
         self._thread: threading.Thread | None = None
 
     @property
