@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ferry.cli.demo import FLOWS
@@ -50,8 +52,16 @@ def demo_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoWorld]:
         started.append(org)
         flow = FLOWS["shopify-to-salesforce"]
         env = flow.env(shop.info, org.info)
-        spec = load_pipeline(flow.example, {**os.environ, **env}).model_copy(update={"name": "demo"})
+        # The example with a share of the org's API budget, so the budget bar has something to show.
+        pipeline = home / "demo.yml"
+        text = flow.example.read_text(encoding="utf-8").replace("name: shopify-to-salesforce", "name: demo")
+        pipeline.write_text(text.replace('  api_version: "62.0"\n', '  api_version: "62.0"\n  api_budget: 5%\n'))
+        spec = load_pipeline(pipeline, {**os.environ, **env})
         store = Store(home / "ferry.db")
+        first = asyncio.run(Runner(spec, store).run())
+        assert first.objects and first.budget
+        # A second, incremental run after a few customers changed at the source: two points per run chart.
+        _touch_customers(shop.info, 5)
         stats = asyncio.run(Runner(spec, store).run())
         server = DashboardServer(Dashboard(store, {spec.name: spec}), "127.0.0.1", 0)
         url = server.start()
@@ -65,6 +75,18 @@ def demo_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoWorld]:
             os.environ.pop("FERRY_HOME", None)
         else:
             os.environ["FERRY_HOME"] = saved
+
+
+def _touch_customers(shop: dict[str, Any], n: int) -> None:
+    """Change ``n`` customers' notes through the Shopify sandbox's Admin API, as a shop's staff would."""
+    tls = ssl.create_default_context(cafile=shop["ca_file"])
+    headers = {"X-Shopify-Access-Token": shop["access_token"]}
+    api = f"{shop['url']}/admin/api/2025-07"
+    with httpx.Client(verify=tls, headers=headers, timeout=30) as client:
+        customers = client.get(f"{api}/customers.json", params={"limit": n}).raise_for_status().json()["customers"]
+        for c in customers:
+            client.put(f"{api}/customers/{c['id']}.json",
+                       json={"customer": {"note": "changed for the dashboard's second run"}}).raise_for_status()
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from ferry.store import LetterFilter
+from ferry.store import LetterFilter, Store
+from ferry.store.lease import PipelineLock
+from ferry.web import Dashboard
 from ferry.web.figures import run_totals
+from ferry.web.server import DashboardServer
 from tests.web.conftest import DemoWorld
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -39,19 +42,22 @@ def test_the_demo_run_appears_with_the_store_figures(demo_world: DemoWorld, page
     totals = run_totals(row)
     shown = _cells(page, "#runs-body tr:first-child")
     assert shown["run"] == str(row.id) and shown["pipeline"] == "demo" and shown["status"] == row.status
+    assert len(page.query_selector_all("#runs-body tr")) == 2
     for column, key in (("read", "read"), ("written", "written"), ("created", "created"), ("updated", "updated"),
                         ("dead-lettered", "dead_lettered"), ("API calls", "api_calls")):
         assert shown[column].replace(",", "") == str(totals[key]), column
     # The run's own figures, as the runner counted them.
     assert totals["written"] == sum(o.written for o in demo_world.stats.objects.values()) > 0
-    assert totals["dead_lettered"] == demo_world.stats.dead_lettered > 0
+    assert totals["updated"] == sum(o.updated for o in demo_world.stats.objects.values()) > 0
     _shot(page, "runs")
     page.click(f"#runs-body a[href='/runs/{row.id}']")
     objects = {tr.query_selector("td").inner_text(): tr for tr in page.query_selector_all("table.objects tbody tr")}
     assert set(objects) == set(demo_world.stats.objects)
-    account = [c.inner_text() for c in objects["Account"].query_selector_all("td")]
-    stats = demo_world.stats.objects["Account"]
-    assert account[1:3] == [f"{stats.read:,}", f"{stats.written:,}"] and account[8] == stats.strategy
+    for name, stats in demo_world.stats.objects.items():
+        cells = [c.inner_text() for c in objects[name].query_selector_all("td")]
+        assert cells[1:8] == [f"{n:,}" for n in (stats.read, stats.written, stats.created, stats.updated,
+                                                stats.unchanged, stats.dead_lettered, stats.api_calls)]
+        assert cells[8] == stats.strategy
 
 
 def test_the_chart_renders_a_point_per_run_and_per_hour(demo_world: DemoWorld, page: Any) -> None:
@@ -65,10 +71,41 @@ def test_the_chart_renders_a_point_per_run_and_per_hour(demo_world: DemoWorld, p
     assert len(per_hour) == 2 * 24
     values = [float(p.get_attribute("data-value")) for p in page.query_selector_all(
         ".chart[data-series=runs][data-key=api_calls] circle.point")]
-    assert values[0] == run_totals(demo_world.store.list_runs(None, 1000)[-1])["api_calls"] > 0
-    assert sum(float(p.get_attribute("data-value")) for p in per_hour[24:]) >= values[0]  # this hour holds it
-    assert page.query_selector(".budget .spent").inner_text().replace(",", "") == str(
-        demo_world.stats.budget["spent_24h"] if demo_world.stats.budget else 0)
+    oldest_first = sorted(demo_world.store.list_runs(None, 1000), key=lambda r: r.id)
+    assert values == [run_totals(r)["api_calls"] for r in oldest_first] and min(values) > 0
+    per_hour_calls = [float(p.get_attribute("data-value")) for p in page.query_selector_all(
+        ".chart[data-series=hours][data-key=api_calls] circle.point")]
+    assert sum(per_hour_calls) == sum(values)  # every run finished within the last 24 h
+    budget = demo_world.stats.budget
+    assert budget and budget["share"] == "5%"
+    shown = page.inner_text(".budget[data-pipeline=demo]")
+    assert page.inner_text(".budget[data-pipeline=demo] .spent").replace(",", "") == str(budget["spent_24h"])
+    assert f"share 5% = {budget['allowed']:,} calls" in shown and f"{budget['remaining']:,} left" in shown
+
+
+def test_a_running_run_refreshes_until_it_finishes(tmp_path: Path, browser: Any) -> None:
+    """A run still running (its pipeline lock held) shows as running; when it finishes, the page follows."""
+    store = Store(tmp_path / "ferry.db")
+    server = DashboardServer(Dashboard(store), "127.0.0.1", 0)
+    url = server.start()
+    context = browser.new_context()
+    try:
+        with PipelineLock(tmp_path, "live"):
+            run = store.start_run("live", pid=os.getpid())
+            page = context.new_page()
+            page.goto(url)
+            assert page.inner_text("#runs-body [data-status]") == "running"
+            page.goto(f"{url}runs/{run}")
+            assert "records staged" in page.inner_text(".facts")
+            page.goto(url)
+            store.finish_run(run, "succeeded", {"objects": {"Account": {"read": 3, "written": 3, "created": 3,
+                                                                          "api_calls": 1}}, "seconds": 1.5})
+        page.wait_for_selector("#runs-body [data-status=succeeded]", timeout=10_000)
+        assert _cells(page, "#runs-body tr:first-child")["written"] == "3"
+    finally:
+        context.close()
+        server.stop()
+        store.close()
 
 
 def test_a_dead_letter_opens_with_its_errors_and_payloads(demo_world: DemoWorld, page: Any) -> None:

@@ -74,11 +74,16 @@ def _secret_values(value: Any, secret: bool = False) -> set[str]:
 
 
 def build_dashboard(dash: Dashboard) -> APIRouter:
-    router = APIRouter(dependencies=[Depends(_authorized(dash))])
-    _page_routes(router, dash)
-    _letter_routes(router, dash)
-    _pipeline_routes(router, dash)
-    _api_routes(router, dash)
+    """Every route of the dashboard, to mount at ``/``: ``/login`` and ``/static`` open, the rest behind the token
+    when one is set."""
+    protected = APIRouter(dependencies=[Depends(_authorized(dash))])
+    _page_routes(protected, dash)
+    _letter_routes(protected, dash)
+    _pipeline_routes(protected, dash)
+    _api_routes(protected, dash)
+    router = APIRouter()
+    router.include_router(login_router(dash))
+    router.include_router(protected)
     return router
 
 
@@ -113,7 +118,6 @@ def login_router(dash: Dashboard) -> APIRouter:
 
 def create_app(dash: Dashboard) -> FastAPI:
     app = FastAPI(title="ferry dashboard", docs_url=None, redoc_url=None, openapi_url=None)
-    app.include_router(login_router(dash))
     app.include_router(build_dashboard(dash))
     return app
 

@@ -68,12 +68,16 @@ def budget_section(budgets: Sequence[dict[str, Any]]) -> str:
         frac = b["used_fraction"]
         bar = (f'<div class="bar" title="{e(f"{frac:.1%}")} used"><div class="fill" style="width:{frac * 100:.1f}%">'
                "</div></div>") if frac is not None else ""
-        allowed = f"{num(b['allowed'])} calls per rolling 24 h" if b["allowed"] is not None else "allocation unknown"
-        share = f"share {e(b['share'])} = " if b["share"] is not None else ""
+        if b["share"] is None:
+            head = "no api_budget share set, the org's whole allocation: "
+        elif b["allowed"] is None:
+            head = f"share {e(b['share'])} of an allocation not reported yet: "
+        else:
+            head = f"share {e(b['share'])} = {num(b['allowed'])} calls per rolling 24 h: "
         resume = f"; paused, resumes after {when(b['resume_after'])} UTC" if b["resume_after"] else ""
         parts.append(
-            f'<div class="budget" data-pipeline="{e(b["pipeline"])}"><strong>{e(b["pipeline"])}</strong> '
-            f"{share}{allowed}: <span class=\"spent\">{num(b['spent_24h'])}</span> spent in the last 24 h "
+            f'<div class="budget" data-pipeline="{e(b["pipeline"])}"><strong>{e(b["pipeline"])}</strong> {head}'
+            f"<span class=\"spent\">{num(b['spent_24h'])}</span> calls in the last 24 h "
             f"({num(b['spent_this_run'])} in run {num(b['run_id'])}), {num(b['remaining'])} left{resume}{bar}</div>"
         )
     return "<section><h2>Target API budget (pipeline's share)</h2>" + "".join(parts) + "</section>"
