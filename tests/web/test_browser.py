@@ -23,10 +23,10 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
 WRITE_SCREENSHOTS = os.environ.get("FERRY_DASHBOARD_SCREENSHOTS") == "1"
 
 
-def _shot(page: Any, name: str) -> None:
+def _shot(page: Any, name: str, *, full: bool = True) -> None:
     if WRITE_SCREENSHOTS:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"dashboard-{name}.png"), full_page=True)
+        page.screenshot(path=str(SCREENSHOTS / f"dashboard-{name}.png"), full_page=full)
 
 
 def _cells(page: Any, row_selector: str) -> dict[str, str]:
@@ -150,6 +150,7 @@ def test_a_fixed_letter_replays_from_the_page(demo_world: DemoWorld, page: Any) 
     page.wait_for_selector("p.result")
     outcome = page.query_selector(f"table.outcomes tr:has(a[href='/letters/{letter.id}']) .outcome")
     assert outcome is not None and outcome.inner_text() == "replayed", page.inner_text("main")
+    _shot(page, "replayed")
     after = demo_world.store.get_dead_letter(letter.id)
     assert after is not None and after.status == "resolved" and after.resolution == "replayed"
     page.goto(f"{demo_world.url}/letters/{letter.id}")
@@ -171,4 +172,4 @@ def test_the_pipeline_page_shows_its_plan(demo_world: DemoWorld, page: Any) -> N
     strategies = page.query_selector_all("p.strategy")
     assert len(strategies) == len(demo_world.spec.objects)
     assert "Account" in page.inner_text("main")
-    _shot(page, "pipeline")
+    _shot(page, "pipeline", full=False)

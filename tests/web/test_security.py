@@ -139,3 +139,32 @@ def test_the_pipeline_secrets_are_masked_even_if_a_record_carries_one(store: Sto
     client = TestClient(create_app(Dashboard(store, {demo_world.spec.name: demo_world.spec})))
     page = client.get("/letters/2")
     assert page.status_code == 200 and token not in page.text and "echoed ***" in page.text
+
+
+def test_ferry_dashboard_on_0_0_0_0_without_a_token_exits_with_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from ferry.cli.main import app
+
+    monkeypatch.setenv("FERRY_HOME", str(tmp_path))
+    monkeypatch.delenv("FERRY_DASHBOARD_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["dashboard", "--host", "0.0.0.0", "--port", "0"])
+    assert result.exit_code == 2
+    assert "FERRY_DASHBOARD_TOKEN" in result.output
+
+
+def test_a_secret_with_markup_characters_is_masked_in_its_escaped_forms(store: Store) -> None:
+    import html
+    import json
+
+    token = 'tok&en<"quoted">-0123456789'
+    store.dead_letter("shop", None, [NewDeadLetter("Contact", "3", "v1", [
+        {"code": "X", "message": f"echoed {token}", "fields": []}], None, {"Note__c": token})])
+    client = TestClient(create_app(Dashboard(store, access=DashboardAccess(token=token))))
+    page = client.get("/letters/3", headers={"Authorization": f"Bearer {token}"})
+    assert page.status_code == 200
+    for form in (token, html.escape(token), html.escape(json.dumps(token)[1:-1])):
+        assert form not in page.text
+    assert "echoed ***" in page.text

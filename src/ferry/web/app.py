@@ -12,6 +12,8 @@ awaits the same ``Replayer`` as ``ferry dlq replay``.
 from __future__ import annotations
 
 import asyncio
+import html
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -54,6 +56,10 @@ class Dashboard:
             self.secrets |= _secret_values(spec)
         if self.access.token:
             self.secrets.add(self.access.token)
+        # As they would appear in a page: HTML-escaped, and inside a JSON payload (escaped, then HTML-escaped).
+        for secret in list(self.secrets):
+            self.secrets |= {html.escape(secret), html.escape(json.dumps(secret, ensure_ascii=False)[1:-1]),
+                             json.dumps(secret)[1:-1]}
 
 
 def _secret_values(value: Any, secret: bool = False) -> set[str]:
@@ -248,13 +254,12 @@ def _selection(criteria: Mapping[str, str], ids: Sequence[int] = (), status: str
 
 
 def _filter_options(dash: Dashboard) -> dict[str, list[str]]:
-    """What the filter's drop-downs offer: the pipelines, objects and codes of the store's letters."""
-    letters = dash.store.find_dead_letters_lean(LetterFilter(status=None), limit=100_000)
-    return {
-        "pipelines": sorted({d.pipeline for d in letters} | set(dash.specs)),
-        "objects": sorted({d.object for d in letters}),
-        "codes": sorted({d.error_code for d in letters}),
-    }
+    """What the filter's drop-downs offer, from cheap grouped counts: the pipelines and the objects with letters
+    (the error code is typed, with the codes on the page as suggestions)."""
+    objects: set[str] = set()
+    for status in DLQ_STATUSES:
+        objects |= set(dash.store.count_dead_letters(None, status))
+    return {"pipelines": sorted(dash.store.pipelines() | set(dash.specs)), "objects": sorted(objects)}
 
 
 def _letter_routes(router: APIRouter, dash: Dashboard) -> None:

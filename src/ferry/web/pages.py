@@ -121,7 +121,7 @@ def letters_page(
     letters: Sequence[DeadLetter], total: int, criteria: Mapping[str, str], csrf: str, options: Mapping[str, Any],
     replayable: set[str],
 ) -> str:
-    form = _filter_form(criteria, options)
+    form = _filter_form(criteria, options, sorted({d.error_code for d in letters}))
     rows = [[
         f'<input type="checkbox" name="id" value="{d.id}" form="act" aria-label="select letter {d.id}">'
         if d.status == "open" else "",
@@ -136,7 +136,7 @@ def letters_page(
     return layout("Dead letters", body, active="/letters")
 
 
-def _filter_form(criteria: Mapping[str, str], options: Mapping[str, Any]) -> str:
+def _filter_form(criteria: Mapping[str, str], options: Mapping[str, Any], codes: Sequence[str]) -> str:
     def select(name: str, values: Sequence[str], any_label: str = "any") -> str:
         opts = f'<option value="">{e(any_label)}</option>' + "".join(
             f'<option value="{e(v)}"{" selected" if criteria.get(name) == v else ""}>{e(v)}</option>' for v in values)
@@ -148,7 +148,9 @@ def _filter_form(criteria: Mapping[str, str], options: Mapping[str, Any]) -> str
     return (
         '<form class="filters" method="get" action="/letters">'
         + select("pipeline", options["pipelines"]) + select("object", options["objects"])
-        + select("code", options["codes"])
+        + f'<label>code <input name="code" list="codes" placeholder="INVALID_EMAIL_ADDRESS" '
+        f'value="{e(criteria.get("code", ""))}"></label><datalist id="codes">'
+        + "".join(f'<option value="{e(c)}">' for c in codes) + "</datalist>"
         + f'<label>since <input name="since" placeholder="2h, 7d, 2026-03-01" value="{e(criteria.get("since", ""))}">'
         "</label>"
         + f'<label>status <select name="status">{status_opts}</select></label>'
