@@ -173,3 +173,20 @@ def test_the_pipeline_page_shows_its_plan(demo_world: DemoWorld, page: Any) -> N
     assert len(strategies) == len(demo_world.spec.objects)
     assert "Account" in page.inner_text("main")
     _shot(page, "pipeline", full=False)
+
+
+def test_a_filtered_set_is_discarded_after_confirmation(demo_world: DemoWorld, page: Any) -> None:
+    chosen = LetterFilter(pipeline="demo", object="Product2")
+    count = demo_world.store.count_matching_letters(chosen)
+    assert count > 0
+    page.goto(f"{demo_world.url}/letters?pipeline=demo&object=Product2")
+    page.click("form#act button[value=discard]")  # nothing ticked: every open letter the filter matches
+    assert f"Discard {count} open dead letter" in page.inner_text(".confirm-question")
+    assert demo_world.store.count_matching_letters(chosen) == count  # nothing happens before the confirmation
+    page.fill("input[name=reason]", "products are maintained by hand in this org")
+    page.click("#confirm")
+    assert f"Discarded {count} dead letter" in page.inner_text("p.result")
+    assert demo_world.store.count_matching_letters(chosen) == 0
+    discarded = demo_world.store.find_dead_letters(LetterFilter(pipeline="demo", object="Product2",
+                                                                status="discarded"))
+    assert len(discarded) == count and all("maintained by hand" in (d.resolution or "") for d in discarded)
