@@ -35,6 +35,7 @@ from ferry.web.masking import SECRET_KEY, mask_known
 from ferry.web.security import AUTH_COOKIE, CSRF_FIELD, SESSION_COOKIE, DashboardAccess, new_session
 
 RUNS_SHOWN = 200
+CHART_RUNS = 5000  # runs read for the last 24 h's chart (a run a minute is 1,440)
 LETTERS_SHOWN = 200
 CONFIRM_SAMPLE = 20
 PLAN_TIMEOUT = 60.0
@@ -204,8 +205,8 @@ def _runs(dash: Dashboard, limit: int = RUNS_SHOWN) -> list[Any]:
 def _page_routes(router: APIRouter, dash: Dashboard) -> None:
     @router.get("/", response_class=HTMLResponse)
     async def runs_page() -> HTMLResponse:
-        rows = _runs(dash)
-        summaries = [figures.run_summary(r) for r in rows]
+        rows = _runs(dash, CHART_RUNS)
+        summaries = [figures.run_summary(r) for r in rows[:RUNS_SHOWN]]
         return _html(dash, pages.runs_page(summaries, figures.throughput(rows), figures.budgets(rows)))
 
     @router.get("/runs/rows", response_class=HTMLResponse)
@@ -233,7 +234,7 @@ def _api_routes(router: APIRouter, dash: Dashboard) -> None:
 
     @router.get("/api/throughput")
     async def throughput_json() -> JSONResponse:
-        rows = _runs(dash)
+        rows = _runs(dash, CHART_RUNS)
         return JSONResponse({**figures.throughput(rows), "budgets": figures.budgets(rows)})
 
 

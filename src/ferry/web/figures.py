@@ -14,6 +14,7 @@ from ferry.core.ports import RunRow
 
 COUNTS = ("read", "written", "created", "updated", "unchanged", "dead_lettered", "api_calls")
 HOURS = 24
+RUN_POINTS = 60  # runs on the per-run chart: the newest; more would not be readable
 
 
 def parse_time(value: str | None) -> dt.datetime | None:
@@ -76,15 +77,15 @@ def _rate(n: int, seconds: float | None) -> float:
 
 
 def throughput(rows: Sequence[RunRow], now: dt.datetime | None = None) -> dict[str, Any]:
-    """The chart's data: one point per finished run (oldest first) and 24 hourly buckets ending now.
+    """The chart's data: one point per finished run (the newest ``RUN_POINTS``, oldest first) and 24 hourly
+    buckets ending now.
 
     Per run: records written per second of the run, and API calls (target and source apart). Per hour: records
     written and API calls of the runs that finished in it, and records/s over the run time spent in it."""
     now = now or dt.datetime.now(dt.UTC)
     runs = []
-    for row in sorted(rows, key=lambda r: r.id):
-        if row.status == "running":
-            continue
+    done = sorted((r for r in rows if r.status != "running"), key=lambda r: r.id)
+    for row in done[-RUN_POINTS:]:
         totals, seconds = run_totals(row), duration_seconds(row, now)
         runs.append({
             "id": row.id, "pipeline": row.pipeline, "at": row.finished_at or row.started_at,
