@@ -53,6 +53,9 @@ def test_the_demo_run_appears_with_the_store_figures(demo_world: DemoWorld, page
     page.click(f"#runs-body a[href='/runs/{row.id}']")
     objects = {tr.query_selector("td").inner_text(): tr for tr in page.query_selector_all("table.objects tbody tr")}
     assert set(objects) == set(demo_world.stats.objects)
+    source = page.inner_text(".facts")
+    for stream, n in demo_world.stats.source_records.items():
+        assert f"{n:,} {stream}" in source
     for name, stats in demo_world.stats.objects.items():
         cells = [c.inner_text() for c in objects[name].query_selector_all("td")]
         assert cells[1:8] == [f"{n:,}" for n in (stats.read, stats.written, stats.created, stats.updated,

@@ -68,6 +68,8 @@ def run_summary(row: RunRow, now: dt.datetime | None = None) -> dict[str, Any]:
         "records_per_second": _rate(totals["written"], seconds),
         "objects": row.stats.get("objects") or {},
         "budget": row.stats.get("budget"),
+        "source_records": row.stats.get("source_records") or {},
+        "source_api": row.stats.get("source_api"),
         "error": row.error,
     }
 

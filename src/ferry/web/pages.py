@@ -93,6 +93,10 @@ def run_page(summary: dict[str, Any], live: dict[str, int] | None) -> str:
         ("API calls", f"{num(t['api_calls'])} ({num(t['target_api_calls'])} target, "
                       f"{num(t['source_api_calls'])} source)"),
     ]
+    if summary["source_records"]:
+        read = ", ".join(f"{num(n)} {e(stream)}" for stream, n in summary["source_records"].items())
+        via = f" over {e(summary['source_api'])}" if summary["source_api"] else ""
+        facts.append(("source read", f"{read}{via}"))
     if live is not None:
         facts.append(("in progress", f"{num(live['staged'])} records staged, {num(live['queued'])} queued for the "
                                      "target (refreshes)"))
