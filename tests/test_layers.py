@@ -22,6 +22,7 @@ RANKS = {
     "engine": 6,
     "cli": 7,
     "server": 7,
+    "web": 7,  # the dashboard app, beside the CLI that starts it
 }
 # Product code never depends on the emulators; only the CLI (demo, `sandbox serve`) starts them.
 FORBIDDEN = {
@@ -31,6 +32,7 @@ FORBIDDEN = {
     ("mapping", "sandbox"),
     ("engine", "sandbox"),
     ("core", "sandbox"),
+    ("web", "sandbox"),
     ("observe", "sandbox"),
 }
 # Below the connectors nothing names a system: these layers reach a connector only through the registry.

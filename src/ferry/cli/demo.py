@@ -166,6 +166,7 @@ def run_demo(
     console: Console,
     flow: str = DEFAULT_FLOW,
     keep: bool = False,
+    serve_port: int | None = None,
 ) -> RunStats:
     chosen = demo_flow(flow)
     home = ferry_home()
@@ -205,13 +206,35 @@ def run_demo(
         store.reset_pipeline(chosen.pipeline)
         with render.progress(console, disabled=quiet) as progress:
             stats = asyncio.run(Runner(spec, store, progress).run())
-        if keep:
+        if serve_port is not None:
+            render.print_run(console, stats, exit_codes=False)
+            _serve_dashboard(console, chosen, env, spec, store, serve_port)
+        elif keep:
             render.print_run(console, stats, exit_codes=False)
             _serve_until_interrupted(console, chosen, env)
         return stats
     finally:
         for sandbox in reversed(started):
             sandbox.stop()
+
+
+def _serve_dashboard(
+    console: Console, flow: DemoFlow, env: dict[str, str], spec: Any, store: Store, port: int
+) -> None:
+    """``ferry demo --serve``: the sandboxes stay up and the dashboard serves the run, its chart and dead letters
+    (replay through the demo's own pipeline) on 127.0.0.1 until Ctrl-C."""
+    from ferry.web import Dashboard
+    from ferry.web.server import DashboardServer
+
+    pipeline, env_file = _keep_files(flow, env)
+    server = DashboardServer(Dashboard(store, {spec.name: spec}), "127.0.0.1", port)
+    console.print(
+        f"\nThe dashboard: {server.url}  (the sandboxes and the dashboard keep running; Ctrl-C stops them)\n"
+        f"The same from a shell: . {shlex.quote(str(env_file))}; ferry dlq replay {shlex.quote(str(pipeline))}",
+        highlight=False, markup=False,
+    )
+    server.serve_forever()
+    console.print("stopping the dashboard and the sandboxes")
 
 
 def _serve_until_interrupted(console: Console, flow: DemoFlow, env: dict[str, str]) -> None:

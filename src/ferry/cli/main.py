@@ -178,6 +178,12 @@ def demo(
         typer.Option("--keep", help="Keep the sandboxes running after the run (Ctrl-C stops them), with the "
                      "pipeline file and environment it used: its dead letters can be replayed."),
     ] = False,
+    serve: Annotated[
+        bool,
+        typer.Option("--serve", help="After the run, keep the sandboxes up and serve the dashboard on 127.0.0.1 "
+                     "(its URL is printed) until Ctrl-C: the run, its chart and dead letters, replay included."),
+    ] = False,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="--serve: the dashboard's port (0: a free one).")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a store's and a target's sandbox, generate a messy store, and sync it with the example pipeline."""
@@ -195,7 +201,7 @@ def demo(
         chosen = demo_flow(flow)
         result = run_demo(
             customers=customers, products=products, orders=orders, seed=seed, quiet=as_json, console=console,
-            flow=chosen.name, keep=keep,
+            flow=chosen.name, keep=keep, serve_port=port if serve else None,
         )
     except FerryError as exc:
         _fail(exc)
@@ -205,9 +211,9 @@ def demo(
             json.dumps(render.demo_json(result, source_system=chosen.source, target_system=chosen.target)) + "\n"
         )
     else:
-        if not keep:  # --keep printed the run before serving on
+        if not (keep or serve):  # --keep and --serve printed the run before serving on
             render.print_run(console, result)
-        render.print_next_steps(console, result.pipeline, chosen.name, kept=keep)
+        render.print_next_steps(console, result.pipeline, chosen.name, kept=keep or serve)
 
 
 @app.command()
@@ -335,6 +341,34 @@ def plan(
         render.print_plan(console, report)
     if report.errors:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def dashboard(
+    pipelines: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Pipeline files whose plans to show and whose dead letters to replay (runs and dead "
+                       "letters of every pipeline in the state store are shown either way)."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind. Any other than loopback requires FERRY_DASHBOARD_TOKEN.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0 picks a free one).")] = 8050,
+) -> None:
+    """Serve the web dashboard: runs, throughput, API budget, dead letters (replay, discard), pipeline plans."""
+    from ferry.engine.pipeline import load_pipeline
+    from ferry.web import Dashboard, DashboardAccess
+    from ferry.web.server import DashboardServer
+
+    try:
+        access = DashboardAccess.from_env(host)
+        specs = {spec.name: spec for spec in (load_pipeline(p) for p in pipelines or [])}
+        server = DashboardServer(Dashboard(_store(), specs, access), host, port)
+    except FerryError as exc:
+        _fail(exc)
+        return
+    server.serve_forever(lambda url: console.print(
+        f"ferry dashboard on {url}{'login' if access.required else ''}  (Ctrl-C stops it)", highlight=False))
 
 
 @app.command()

@@ -217,6 +217,8 @@ def print_next_steps(
          "`ferry sandbox serve SYSTEM --env`)"),
     ]
     if not kept:
+        steps.append(("ferry demo --serve", "the same, then the web dashboard: the run, its chart, dead letters, "
+                      "replay"))
         steps.append(("ferry demo --keep", "the same, with the sandboxes left running to replay dead letters"))
     width = max(len(cmd) for cmd, _ in steps) + 3
     console.print("\nWhere to look next:")
