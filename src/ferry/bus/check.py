@@ -57,7 +57,7 @@ async def _check(settings: JetStreamSettings, timeout: float) -> list[BusCheck]:
                          reconnect_time_wait=0.1),
             timeout * 2,
         )
-    except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
         return [BusCheck("bus", False, f"{where}: cannot connect ({type(exc).__name__})", START_HINT)]
     try:
         server = f"nats-server {nc.connected_server_version} at {where}"

@@ -89,7 +89,7 @@ class WorkConsumer:
         while True:
             try:
                 await self.sweep(self.dead_letters)
-            except Exception as exc:  # noqa: BLE001  # the bus is away: the next sweep tries again
+            except Exception as exc:  # the bus is away: the next sweep tries again
                 log.warning("bus.sweep_failed", error=type(exc).__name__)
             await asyncio.sleep(self.sweep_every)
 
@@ -103,7 +103,7 @@ class WorkConsumer:
             await self.handler(message)
         except PermanentWorkError as exc:
             await self._dead_letter(message, f"permanent error: {exc}")
-        except Exception as exc:  # noqa: BLE001  # any other failure is retried, up to max_deliver
+        except Exception as exc:  # any other failure is retried, up to max_deliver
             reason = f"{type(exc).__name__}: {exc}"
             if message.attempt >= self.bus.max_deliver:
                 await self._dead_letter(message, f"failed on all {message.attempt} deliveries; last error: {reason}")

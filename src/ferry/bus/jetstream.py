@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Collection
@@ -70,21 +71,22 @@ class JetStreamSettings(BaseModel):
 
     url: str
     stream: str = "FERRY_WORK"
-    partitions: int = Field(8, ge=1, le=1024)
-    ack_wait: float = Field(30.0, gt=0)  # seconds a delivery may stay unanswered (in_progress() extends it)
-    max_deliver: int = Field(5, ge=1)  # deliveries before the item becomes a dead letter
-    max_ack_pending: int = Field(1, ge=1)  # per partition consumer: 1 = strict order per partition
-    max_in_flight: int = Field(16, ge=1)  # per process: messages fetched and not yet settled
-    fetch_timeout: float = Field(1.0, gt=0)  # must stay below ack_wait (see docs/bus.md, "fetch pitfall")
-    duplicate_window: float = Field(1800.0, ge=0.1)  # seconds the server remembers a Nats-Msg-Id
-    max_bytes: int = Field(8 * 2**30, ge=1)  # stream size limit; past it publishes fail with BusFull
-    publish_timeout: float = Field(5.0, gt=0)
-    publish_retry_for: float = Field(30.0, ge=0)  # keep retrying an unconfirmed publish (same msg id) this long
-    exhausted_max_age: float = Field(7 * 86400.0, gt=0)  # how long MAX_DELIVERIES advisories are kept
-    connect_timeout: float = Field(2.0, gt=0)
-    reconnect_wait: float = Field(0.5, gt=0)
+    partitions: int = Field(default=8, ge=1, le=1024)
+    ack_wait: float = Field(default=30.0, gt=0)  # seconds a delivery may stay unanswered (in_progress() extends it)
+    max_deliver: int = Field(default=5, ge=1)  # deliveries before the item becomes a dead letter
+    max_ack_pending: int = Field(default=1, ge=1)  # per partition consumer: 1 = strict order per partition
+    max_in_flight: int = Field(default=16, ge=1)  # per process: messages fetched and not yet settled
+    fetch_timeout: float = Field(default=1.0, gt=0)  # must stay below ack_wait (see docs/bus.md, "fetch pitfall")
+    duplicate_window: float = Field(default=1800.0, ge=0.1)  # seconds the server remembers a Nats-Msg-Id
+    max_bytes: int = Field(default=8 * 2**30, ge=1)  # stream size limit; past it publishes fail with BusFull
+    publish_timeout: float = Field(default=5.0, gt=0)
+    publish_retry_for: float = Field(default=30.0, ge=0)  # keep retrying an unconfirmed publish (same msg id) this long
+    exhausted_max_age: float = Field(default=7 * 86400.0, gt=0)  # how long MAX_DELIVERIES advisories are kept
+    connect_timeout: float = Field(default=2.0, gt=0)
+    reconnect_wait: float = Field(default=0.5, gt=0)
     max_reconnect_attempts: int = 240  # also bounds the first connect (nats-py): ~2 min at 0.5 s
-    ping_interval: float = Field(5.0, gt=0)  # stale link noticed after ~3 pings
+    ping_interval: float = Field(default=5.0, gt=0)  # stale link noticed after ~3 pings
+    drain_timeout: float = Field(default=5.0, gt=0)  # close(): time for settles in flight to reach the server
 
     @model_validator(mode="after")
     def _check(self) -> JetStreamSettings:
@@ -116,7 +118,7 @@ def _safe_url(url: str) -> str:
 class _JsMessage:
     """A JetStream delivery as a ``BusMessage``; frees its in-flight slot the first time it is settled."""
 
-    __slots__ = ("_msg", "_release", "subject", "msg_id", "data", "attempt", "sequence")
+    __slots__ = ("_msg", "_release", "attempt", "data", "msg_id", "sequence", "subject")
 
     def __init__(self, msg: Msg, release: Callable[[], None]) -> None:
         meta = msg.metadata
@@ -179,8 +181,9 @@ class JetStreamBus:
                 ping_interval=s.ping_interval,
                 max_outstanding_pings=2,
                 error_cb=_quiet,
+                drain_timeout=s.drain_timeout,
             )
-        except (nats.errors.NoServersError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
             raise BusUnavailable(f"cannot reach the bus at {_safe_url(s.url)}: {type(exc).__name__}") from None
         self._js = self._nc.jetstream(timeout=s.publish_timeout)
 
@@ -243,7 +246,8 @@ class JetStreamBus:
             )
         )
         for p in range(s.partitions):
-            await self._retry_admin(lambda p=p: self.js.add_consumer(s.stream, self.consumer_config(p)))
+            config = self.consumer_config(p)
+            await self._retry_admin(functools.partial(self.js.add_consumer, s.stream, config))
         await self._retry_admin(
             lambda: self.js.add_consumer(
                 s.exhausted_stream,
@@ -331,12 +335,22 @@ class JetStreamBus:
             sub = await self._retry_admin(
                 lambda: self.js.pull_subscribe_bind(consumer_name(partition), stream=s.stream)
             )
-        except BaseException as exc:  # noqa: BLE001  # hand it to the iterator: the caller must see it
+        except BaseException as exc:  # hand it to the iterator: the caller must see it
             ready.put_nowait(exc)
             return
         # Ask for no more than one partition's consumer may have pending: asking for more makes the server
         # hold the request open until fetch_timeout (the pitfall in docs/bus.md).
         most = min(s.max_ack_pending, s.max_in_flight)
+        try:
+            await self._pull_loop(sub, most, slots, ready)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _pull_loop(
+        self, sub: Any, most: int, slots: asyncio.Semaphore, ready: asyncio.Queue[_JsMessage | BaseException]
+    ) -> None:
+        s = self.settings
         while True:
             await slots.acquire()
             taken = 1
@@ -345,7 +359,7 @@ class JetStreamBus:
                 taken += 1
             try:
                 got = await sub.fetch(taken, timeout=s.fetch_timeout)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 got = []
             except _TRANSIENT:
                 got = []
@@ -370,7 +384,7 @@ class JetStreamBus:
         while True:
             try:
                 advisories = await sub.fetch(32, timeout=wait)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 return done
             for adv in advisories:
                 done += await self._dead_letter_exhausted(adv, dead_letters)

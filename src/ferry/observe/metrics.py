@@ -179,6 +179,19 @@ def sample_values(registry: CollectorRegistry = REGISTRY) -> Mapping[tuple[str, 
     return out
 
 
-__all__ = ["REGISTRY", "api_call", "api_retry", "bus_message", "asgi_app", "budget_remaining", "event_delivered",
-           "exposition", "queue_depth", "records", "run_finished", "source_staged", "webhook_acknowledged",
-           "write_textfile"]
+__all__ = [
+    "REGISTRY",
+    "api_call",
+    "api_retry",
+    "asgi_app",
+    "budget_remaining",
+    "bus_message",
+    "event_delivered",
+    "exposition",
+    "queue_depth",
+    "records",
+    "run_finished",
+    "source_staged",
+    "webhook_acknowledged",
+    "write_textfile",
+]
