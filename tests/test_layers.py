@@ -32,9 +32,10 @@ FORBIDDEN = {
     ("engine", "sandbox"),
     ("core", "sandbox"),
     ("observe", "sandbox"),
+    ("bus", "sandbox"),
 }
 # Below the connectors nothing names a system: these layers reach a connector only through the registry.
-SYSTEM_FREE = ("engine", "mapping", "model", "store", "core", "observe")
+SYSTEM_FREE = ("engine", "mapping", "model", "store", "bus", "core", "observe")
 CONNECTOR_SHARED = {"ferry.connectors", "ferry.connectors.registry"}
 
 

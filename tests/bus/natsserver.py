@@ -36,8 +36,8 @@ def require_nats_server() -> str:
 
 
 class NatsServer:
-    def __init__(self, binary: str, root: Path) -> None:
-        self.binary, self.root = binary, root
+    def __init__(self, binary: str, root: Path, *, jetstream: bool = True) -> None:
+        self.binary, self.root, self.jetstream = binary, root, jetstream
         self.port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         root.mkdir(parents=True, exist_ok=True)
@@ -49,8 +49,9 @@ class NatsServer:
     def start(self) -> None:
         for f in self.root.glob("nats-server_*.ports"):
             f.unlink()
-        args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port or -1), "-js", "-sd", str(self.root / "js"),
-                "--ports_file_dir", str(self.root)]
+        args = [self.binary, "-a", "127.0.0.1", "-p", str(self.port or -1), "--ports_file_dir", str(self.root)]
+        if self.jetstream:
+            args += ["-js", "-sd", str(self.root / "js")]
         log = self.root / "nats.log"
         offset = log.stat().st_size if log.exists() else 0  # the log is appended across restarts
         with log.open("ab") as out:

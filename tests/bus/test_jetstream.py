@@ -266,3 +266,25 @@ async def test_a_full_stream_refuses_new_work_instead_of_dropping_queued_work(na
         assert await stream_messages(bus) == stored  # nothing already queued was evicted
     finally:
         await bus.close()
+
+
+async def test_a_retried_item_holds_its_partition_so_later_items_of_its_key_wait(nats_server: NatsServer) -> None:
+    bus = await open_bus(nats_server.url, partitions=1)
+    order: list[tuple[str, int]] = []
+
+    async def handler(m: BusMessage) -> None:
+        order.append((m.data.decode(), m.attempt))
+        if m.data == b"v1" and m.attempt < 3:
+            raise ConnectionError("target timed out")
+
+    for v in ("v1", "v2", "v3"):
+        await bus.publish(subject("o-9", 1), v.encode(), f"o-9:{v}")
+    stop = asyncio.Event()
+    worker = asyncio.create_task(WorkConsumer(bus, handler, Letters(), delay=lambda n: 0.2).run(stop))
+    try:
+        await wait_for(lambda: len(order) == 5, 15, "every delivery")
+    finally:
+        stop.set()
+        await worker
+        await bus.close()
+    assert order == [("v1", 1), ("v1", 2), ("v1", 3), ("v2", 1), ("v3", 1)]  # v2 never overtakes v1

@@ -93,3 +93,15 @@ async def _check_layout(js: nats.js.JetStreamContext, settings: JetStreamSetting
         return [BusCheck("bus streams", False, "missing: " + ", ".join(missing[:5]) + ("..." if len(missing) > 5
                          else ""), "start a `ferry worker` (it creates them), or run JetStreamBus.setup()")]
     return [BusCheck("bus streams", True, f"{settings.stream} with {settings.partitions} partition consumers")]
+
+
+def main() -> int:
+    """``python -m ferry.bus.check``: the checks as lines; exit 6 (doctor's code) when one fails."""
+    checks = check_configured_bus()
+    for c in checks:
+        print(f"{'ok ' if c.ok else 'FAIL'} {c.name}: {c.detail}" + (f"\n     fix: {c.fix}" if c.fix else ""))
+    return 0 if all(c.ok for c in checks) else 6
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
