@@ -17,6 +17,7 @@ import pytest
 from ferry.bus.consume import WorkConsumer
 from ferry.bus.dedup import MemoryDedup
 from ferry.core.bus import BusFull, BusMessage, PermanentWorkError, partition_of, work_subject
+from ferry.observe import metrics
 from tests.bus.helpers import Letters, open_bus, stream_messages, wait_for
 from tests.bus.natsserver import NatsServer
 
@@ -238,6 +239,10 @@ async def test_a_burst_waits_in_the_bus_within_the_in_flight_bound(nats_server: 
         running -= 1
         done += 1
 
+    def acked() -> float:
+        return metrics.sample_values().get(("ferry_bus_messages_total", (("event", "acked"),)), 0.0)
+
+    acked_before = acked()
     for i in range(120):
         await bus.publish(work_subject("p", "Order", i % 8), b"x", f"burst-{i}")
     stop = asyncio.Event()
@@ -246,12 +251,14 @@ async def test_a_burst_waits_in_the_bus_within_the_in_flight_bound(nats_server: 
         await wait_for(lambda: done >= 40, 20, "work under way")
         waiting = await bus.depth()
         assert waiting["p"] > 0  # the rest of the burst is queued in the stream, not in the worker
+        assert metrics.sample_values()[("ferry_queue_depth", (("pipeline", "p"), ("queue", "bus")))] == waiting["p"]
         await wait_for(lambda: done == 120, 30, "the burst")
     finally:
         stop.set()
         await worker
         await bus.close()
     assert 2 <= peak <= 5  # concurrent, never past the bound
+    assert acked() - acked_before == 120
 
 
 async def test_a_full_stream_refuses_new_work_instead_of_dropping_queued_work(nats_server: NatsServer) -> None:
@@ -288,3 +295,25 @@ async def test_a_retried_item_holds_its_partition_so_later_items_of_its_key_wait
         await worker
         await bus.close()
     assert order == [("v1", 1), ("v1", 2), ("v1", 3), ("v2", 1), ("v3", 1)]  # v2 never overtakes v1
+
+
+async def test_a_long_item_with_a_heartbeat_is_not_redelivered(nats_server: NatsServer) -> None:
+    bus = await open_bus(nats_server.url, ack_wait=1.0, fetch_timeout=0.3)
+    attempts: list[int] = []
+
+    async def slow(m: BusMessage) -> None:
+        attempts.append(m.attempt)
+        await asyncio.sleep(2.5)  # well past the ack wait: in_progress() keeps it ours
+
+    stop = asyncio.Event()
+    worker = asyncio.create_task(WorkConsumer(bus, slow, Letters(), heartbeat=0.3).run(stop))
+    try:
+        await bus.publish(subject("o-5"), b"big", "long-1")
+        await wait_for(lambda: bool(attempts), 10, "the delivery")
+        await asyncio.sleep(3.0)
+    finally:
+        stop.set()
+        await worker
+    assert attempts == [1]
+    assert await stream_messages(bus) == 0
+    await bus.close()
