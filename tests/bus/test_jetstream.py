@@ -317,3 +317,24 @@ async def test_a_long_item_with_a_heartbeat_is_not_redelivered(nats_server: Nats
     assert attempts == [1]
     assert await stream_messages(bus) == 0
     await bus.close()
+
+
+async def test_a_publish_while_the_server_is_down_completes_when_it_is_back(nats_server: NatsServer) -> None:
+    bus = await open_bus(nats_server.url, publish_timeout=1.0)
+    try:
+        await bus.publish(subject("o-1"), b"before", "before-1")
+        nats_server.kill()
+
+        async def restart_later() -> None:
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(nats_server.start)
+
+        restarting = asyncio.create_task(restart_later())
+        published = await bus.publish(subject("o-1"), b"during", "during-1")  # blocks, retries, then succeeds
+        await restarting
+        assert not published.duplicate and published.sequence is not None
+        again = await bus.publish(subject("o-1"), b"during", "during-1")
+        assert again.duplicate  # the retries stored it once; the window survived the restart (item still queued)
+        assert await stream_messages(bus) == 2  # nothing published before the crash was lost
+    finally:
+        await bus.close()
