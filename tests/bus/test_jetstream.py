@@ -303,10 +303,10 @@ async def test_a_long_item_with_a_heartbeat_is_not_redelivered(nats_server: Nats
 
     async def slow(m: BusMessage) -> None:
         attempts.append(m.attempt)
-        await asyncio.sleep(2.5)  # well past the ack wait: in_progress() keeps it ours
+        await asyncio.sleep(2.5)  # well past the ack wait: the default heartbeat (ack_wait/3) keeps it ours
 
     stop = asyncio.Event()
-    worker = asyncio.create_task(WorkConsumer(bus, slow, Letters(), heartbeat=0.3).run(stop))
+    worker = asyncio.create_task(WorkConsumer(bus, slow, Letters()).run(stop))
     try:
         await bus.publish(subject("o-5"), b"big", "long-1")
         await wait_for(lambda: bool(attempts), 10, "the delivery")

@@ -36,7 +36,10 @@ def retry_delay(attempt: int) -> float:
 
 
 class WorkConsumer:
-    """Runs ``handler`` over a bus's messages until stopped; concurrency is the bus's in-flight bound."""
+    """Runs ``handler`` over a bus's messages until stopped; concurrency is the bus's in-flight bound.
+
+    ``heartbeat``: seconds between ``in_progress()`` calls while a handler runs (default a third of the bus's ack
+    wait; None for none)."""
 
     def __init__(
         self,
@@ -45,7 +48,7 @@ class WorkConsumer:
         dead_letters: DeadLetterHandler,
         *,
         dedup: DedupStore | None = None,
-        heartbeat: float | None = None,
+        heartbeat: float | None = -1.0,
         delay: Callable[[int], float] = retry_delay,
         sweep: Callable[[DeadLetterHandler], Awaitable[int]] | None = None,
         sweep_every: float = 30.0,
@@ -54,7 +57,8 @@ class WorkConsumer:
         self.handler = handler
         self.dead_letters = dead_letters
         self.dedup = dedup
-        self.heartbeat = heartbeat
+        # Default: an in_progress() every third of the ack wait; None: no heartbeat (short items).
+        self.heartbeat = bus.ack_wait / 3 if heartbeat is not None and heartbeat < 0 else heartbeat
         self.delay = delay
         self.sweep = sweep
         self.sweep_every = sweep_every

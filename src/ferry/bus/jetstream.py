@@ -166,6 +166,7 @@ class JetStreamBus:
         self.dedup = dedup
         self.partitions = settings.partitions
         self.max_deliver = settings.max_deliver
+        self.ack_wait = settings.ack_wait
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
 

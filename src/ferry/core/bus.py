@@ -121,6 +121,7 @@ class Bus(Protocol):
 
     partitions: int
     max_deliver: int
+    ack_wait: float  # seconds a delivery may stay unanswered; a consumer's heartbeat runs well inside it
 
     async def setup(self) -> None:
         """Create (or update) the streams and durable consumers; idempotent, safe from many processes."""
