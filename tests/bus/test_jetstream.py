@@ -16,7 +16,7 @@ import pytest
 
 from ferry.bus.consume import WorkConsumer
 from ferry.bus.dedup import MemoryDedup
-from ferry.core.bus import BusFull, BusMessage, PermanentWorkError, partition_of, work_subject
+from ferry.core.bus import BusDeadLetter, BusFull, BusMessage, PermanentWorkError, partition_of, work_subject
 from ferry.observe import metrics
 from tests.bus.helpers import Letters, open_bus, stream_messages, wait_for
 from tests.bus.natsserver import NatsServer
@@ -338,3 +338,34 @@ async def test_a_publish_while_the_server_is_down_completes_when_it_is_back(nats
         assert await stream_messages(bus) == 2  # nothing published before the crash was lost
     finally:
         await bus.close()
+
+
+async def test_a_dead_letter_the_store_could_not_take_is_swept_in_later(nats_server: NatsServer) -> None:
+    bus = await open_bus(nats_server.url, max_deliver=2, ack_wait=1.0, fetch_timeout=0.3)
+    letters = Letters()
+    calls = 0
+
+    async def flaky_store(letter: BusDeadLetter) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("state store unreachable")
+        await letters(letter)
+
+    async def handler(m: BusMessage) -> None:
+        raise ValueError("target rejects it")
+
+    consumer = WorkConsumer(bus, handler, flaky_store, delay=lambda n: 0.05, sweep=bus.sweep_exhausted,
+                            sweep_every=0.3)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(consumer.run(stop))
+    try:
+        await bus.publish(subject("o-4"), b"item", "store-down-1")
+        await wait_for(lambda: bool(letters.letters), 30, "the swept dead letter")
+    finally:
+        stop.set()
+        await worker
+    assert calls == 2 and [x.msg_id for x in letters.letters] == ["store-down-1"]
+    assert letters.letters[0].attempts == 2
+    assert await stream_messages(bus) == 0
+    await bus.close()

@@ -98,6 +98,12 @@ class WorkConsumer:
             await asyncio.sleep(self.sweep_every)
 
     async def handle(self, message: BusMessage) -> None:
+        try:
+            await self._handle(message)
+        except Exception as exc:  # settling failed (the bus is away): the item comes back after the ack wait
+            log.warning("bus.settle_failed", msg_id=message.msg_id, error=type(exc).__name__)
+
+    async def _handle(self, message: BusMessage) -> None:
         if self.dedup is not None and self.dedup.seen([message.msg_id]):
             metrics.bus_message("duplicate")
             await message.ack()
@@ -127,16 +133,22 @@ class WorkConsumer:
                     await beat
 
     async def _dead_letter(self, message: BusMessage, reason: str) -> None:
-        await self.dead_letters(
-            BusDeadLetter(
-                subject=message.subject,
-                msg_id=message.msg_id,
-                data=message.data,
-                attempts=message.attempt,
-                reason=reason,
-                sequence=message.sequence,
-            )
+        letter = BusDeadLetter(
+            subject=message.subject,
+            msg_id=message.msg_id,
+            data=message.data,
+            attempts=message.attempt,
+            reason=reason,
+            sequence=message.sequence,
         )
+        try:
+            await self.dead_letters(letter)
+        except Exception as exc:
+            # Not stored, so not acked: a nak brings it back while deliveries remain; past the last one the
+            # server gives up on it and the sweep dead-letters it from the MAX_DELIVERIES advisory.
+            log.warning("bus.dead_letter_failed", msg_id=message.msg_id, error=f"{type(exc).__name__}: {exc}")
+            await message.nak(delay=self.delay(message.attempt))
+            return
         await message.ack()  # the dead letter is durable: now the bus may forget the message
         metrics.bus_message("dead_lettered")
         log.warning("bus.dead_letter", msg_id=message.msg_id, attempts=message.attempt, reason=reason)
