@@ -369,3 +369,14 @@ async def test_a_dead_letter_the_store_could_not_take_is_swept_in_later(nats_ser
     assert letters.letters[0].attempts == 2
     assert await stream_messages(bus) == 0
     await bus.close()
+
+
+async def test_setup_applies_changed_settings_to_existing_consumers(nats_server: NatsServer) -> None:
+    bus = await open_bus(nats_server.url)
+    await bus.close()
+    bus = await open_bus(nats_server.url, ack_wait=7.0, max_deliver=9, max_ack_pending=3)
+    try:
+        info = await bus.js.consumer_info(bus.settings.stream, "work-p2")
+        assert (info.config.ack_wait, info.config.max_deliver, info.config.max_ack_pending) == (7.0, 9, 3)
+    finally:
+        await bus.close()

@@ -246,15 +246,19 @@ class JetStreamBus:
                 max_age=s.exhausted_max_age,
             )
         )
+        # add_consumer on an existing durable updates it (ack wait, max_deliver, max_ack_pending: what changed).
         for p in range(s.partitions):
-            config = self.consumer_config(p)
-            await self._retry_admin(functools.partial(self.js.add_consumer, s.stream, config))
-        await self._retry_admin(
-            lambda: self.js.add_consumer(
-                s.exhausted_stream,
-                ConsumerConfig(name="sweeper", durable_name="sweeper", ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
-            )
+            await self._ensure_consumer(s.stream, self.consumer_config(p))
+        await self._ensure_consumer(
+            s.exhausted_stream,
+            ConsumerConfig(name="sweeper", durable_name="sweeper", ack_policy=AckPolicy.EXPLICIT, ack_wait=30),
         )
+
+    async def _ensure_consumer(self, stream: str, config: ConsumerConfig) -> None:
+        try:
+            await self._retry_admin(functools.partial(self.js.add_consumer, stream, config))
+        except nats.js.errors.APIError as exc:
+            raise BusConfigError(f"consumer {config.name} on {stream}: {exc.description or exc}") from None
 
     async def _ensure_stream(self, config: StreamConfig) -> None:
         try:
