@@ -32,7 +32,16 @@ class _FerryTyper(typer.Typer):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().__call__(*args, **kwargs)
+            # Not standalone: click's own usage errors come back here instead of being drawn in a Rich box.
+            outcome = super().__call__(*args, **{**kwargs, "standalone_mode": False})
+        except _CLICK_ERRORS as exc:  # a missing argument, an unknown option or command, a bad value
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                sys.exit(Exit.USAGE)  # the command's help is printed already: that is the answer
+            _say_error(_usage_line(exc))
+            sys.exit(getattr(exc, "exit_code", Exit.USAGE))
+        except typer.Abort:  # end of input at a prompt (Ctrl-C arrives as typer.Exit(130))
+            _say_error("aborted")
+            sys.exit(Exit.FAILED)
         except (SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -40,6 +49,35 @@ class _FerryTyper(typer.Typer):
                 raise
             _say_error(_one_line_of(exc))
             sys.exit(_exit_code_of_any(exc))
+        # Not standalone, click returns a command's `typer.Exit(code)` instead of exiting with it.
+        sys.exit(outcome if isinstance(outcome, int) else 0)
+
+
+def _usage_line(exc: Exception) -> str:
+    """Click's message on one line, and where the command's usage is (``ferry run --help``)."""
+    message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
+    ctx = getattr(exc, "ctx", None)
+    path = str(ctx.command_path) if ctx is not None else ""
+    command = "ferry" + path[path.index(" "):] if " " in path else "ferry"  # `python -m ferry` says ferry too
+    return f"{message} (see: {command} --help)"
+
+
+def _click_errors() -> tuple[type[Exception], ...]:
+    """The exception types of click's usage errors: typer >= 0.2x vendors click (its own ``TyperException``);
+    older ones raise click's."""
+    from typer.exceptions import TyperException
+
+    found: list[type[Exception]] = [TyperException]
+    try:
+        import click
+
+        found.append(click.ClickException)
+    except ImportError:  # pragma: no cover - typer without click
+        pass
+    return tuple(found)
+
+
+_CLICK_ERRORS = _click_errors()
 
 
 def _one_line_of(exc: Exception) -> str:

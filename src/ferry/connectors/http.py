@@ -516,10 +516,13 @@ class _Call:
         # refused (401) before the server acted on anything; the refreshed call sends the spooled body again.
         self.replayable = content is None or isinstance(content, bytes | str)
         self.spool = _SpooledBody(content) if auth is not None and isinstance(content, AsyncIterable) else None
-        self.refreshed = False
 
     async def once(self) -> httpx.Response:
-        """One attempt, plus at most one immediate repeat after a session refresh."""
+        """One attempt, plus at most one immediate repeat after a session refresh.
+
+        "Still refused" means refused *right after* the refresh: a 401 on a later attempt (the retry of a 503
+        or a timeout, seconds later: the session may well have expired again meanwhile) gets its own refresh."""
+        refreshed = False
         while True:
             response, generation = await self._send()
             if self.stream and response.status_code >= 300:
@@ -530,11 +533,11 @@ class _Call:
             if self.stream:
                 await response.aclose()
             if isinstance(error, SessionExpired) and self.auth is not None and (self.replayable or self.spool):
-                if self.refreshed:
+                if refreshed:
                     raise AuthError(f"{error} (still refused right after a fresh login)", code=error.code)
                 # Marked only once the refresh worked: a token endpoint outage is retried like any other fault.
                 await self.auth.refresh(generation)
-                self.refreshed = True
+                refreshed = True
                 continue
             self._raise(error, None, response.status_code)
 
