@@ -34,9 +34,10 @@ FORBIDDEN = {
     ("core", "sandbox"),
     ("web", "sandbox"),
     ("observe", "sandbox"),
+    ("bus", "sandbox"),
 }
 # Below the connectors nothing names a system: these layers reach a connector only through the registry.
-SYSTEM_FREE = ("engine", "mapping", "model", "store", "core", "observe")
+SYSTEM_FREE = ("engine", "mapping", "model", "store", "bus", "core", "observe")
 CONNECTOR_SHARED = {"ferry.connectors", "ferry.connectors.registry"}
 
 
