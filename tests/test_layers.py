@@ -21,6 +21,7 @@ RANKS = {
     "engine": 6,
     "cli": 7,
     "server": 7,
+    "serve": 7,  # `ferry serve`: an application over the engine, like the CLI that starts it
 }
 # Product code never depends on the emulators; only the CLI (demo, `sandbox serve`) starts them.
 FORBIDDEN = {
@@ -30,6 +31,7 @@ FORBIDDEN = {
     ("mapping", "sandbox"),
     ("engine", "sandbox"),
     ("core", "sandbox"),
+    ("serve", "sandbox"),
 }
 # Below the connectors nothing names a system: these layers reach a connector only through the registry.
 SYSTEM_FREE = ("engine", "mapping", "model", "store", "core")

@@ -1,0 +1,120 @@
+"""The event processor: what the inbox staged goes to the target in micro-batches, through the batch run's own
+plan and load path (``Runner.run_staged``), one run (origin ``webhook``) per micro-batch.
+
+Micro-batching: after the first staged event the processor waits ``window`` seconds (or less, once
+``max_batch`` records are waiting) so a burst is planned together; the loader then picks the write strategy
+by count (Composite, sObject Collections or Bulk API 2.0 for Salesforce), so 1,000 orders become a few calls.
+Latest wins by the source's own version: staging keeps one (key, version), the outbox keeps the newest
+version per key, and the version map skips what is not newer than what the target already holds.
+
+The source and the sink stay open across micro-batches (one sign-in and one describe for the process's
+life). A batch never overlaps another run of the pipeline: the shared ``asyncio.Lock`` keeps the schedule's
+runs apart inside the process, the pipeline's file lock (``store/lease.py``) keeps ``ferry run`` out; a
+batch that finds the pipeline busy waits and tries again. A crash anywhere loses nothing: the next
+process plans what is staged and sends the outbox again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import structlog
+
+from ferry.connectors.registry import open_sink
+from ferry.core.contracts import Sink, SinkContext, Source
+from ferry.engine.plan import ObjectPlan
+from ferry.engine.pipeline import PipelineSpec
+from ferry.engine.runner import PLANNED_MARK, Runner
+from ferry.errors import PipelineBusy
+from ferry.store import Store
+
+log = structlog.get_logger("ferry.serve.processor")
+
+DEFAULT_WINDOW = 0.15  # seconds a micro-batch gathers after its first event
+DEFAULT_MAX_BATCH = 2000  # records waiting that start a batch at once
+IDLE_POLL = 1.0  # seconds between looks at the store when no event woke the processor (restart, retries)
+BUSY_PAUSE = 1.0  # seconds before trying again when another process runs the pipeline
+ERROR_PAUSE = 2.0  # seconds before trying again after a failed micro-batch (the target down, ...)
+
+
+class Processor:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        store: Store,
+        source: Source,
+        run_lock: asyncio.Lock,
+        *,
+        window: float = DEFAULT_WINDOW,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.source = source
+        self.run_lock = run_lock
+        self.window = window
+        self.max_batch = max_batch
+        self.runner = Runner(spec, store, origin="webhook")
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._sink: Sink | None = None
+        self._plans: list[ObjectPlan] | None = None
+        self.batches = 0
+        self.failures = 0
+        self.last_batch_at: float | None = None
+
+    def notify(self) -> None:
+        """An event was staged: start a micro-batch soon (called from the inbox, on the event loop)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the micro-batch under way, start no other."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until ``stop``: micro-batches of what is staged (and whatever a crashed process left)."""
+        sink = open_sink(self.spec.target, SinkContext(
+            self.spec.name, ledger=self.store, clock=time.time, target_ids=self.runner.id_map,
+        ))
+        async with self.source, sink:
+            self._sink = sink
+            self._wake.set()  # at start: a previous process may have left staged events or a queued outbox
+            while not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
+                self._wake.clear()
+                if self._stopping or not self._pending():
+                    continue
+                if self._waiting() < self.max_batch:
+                    await asyncio.sleep(self.window)  # let the burst gather
+                await self._one_batch(sink)
+
+    def _waiting(self) -> int:
+        return self.store.staged_count(self.spec.name, self.store.get_mark(self.spec.name, PLANNED_MARK))
+
+    def _pending(self) -> bool:
+        return self._waiting() > 0 or self.store.outbox_count(self.spec.name) > 0
+
+    async def _one_batch(self, sink: Sink) -> None:
+        async with self.run_lock:
+            try:
+                if self._plans is None:
+                    self._plans = await self.runner.prepare(sink)
+                stats = await self.runner.run_staged(self.source, sink, self._plans)
+            except PipelineBusy:
+                await asyncio.sleep(BUSY_PAUSE)
+                self._wake.set()
+                return
+            except Exception as exc:  # the run is recorded as failed; what it committed stays; try again later
+                self.failures += 1
+                log.warning("events.batch_failed", pipeline=self.spec.name, error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(ERROR_PAUSE)
+                self._wake.set()
+                return
+        self.batches += 1
+        self.last_batch_at = time.time()
+        log.info("events.batch", pipeline=self.spec.name, run_id=stats.run_id, status=stats.status,
+                 written={k: v.written for k, v in stats.objects.items() if v.written})
