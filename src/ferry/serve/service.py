@@ -128,14 +128,14 @@ class Service:
         """Serve until ``request_stop`` (or SIGTERM/SIGINT); returns the exit code: 0, or 128 + the signal."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or no signals
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 loop.add_signal_handler(sig, self.request_stop, sig)
         sock = sock or _bind(self.options.host, self.options.port)
         tls = self.options.tls_cert is not None
         host, port = sock.getsockname()[:2]
         self.url = f"{'https' if tls else 'http'}://{host}:{port}"
         config = uvicorn.Config(
-            self.app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+            self.app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3,
             ssl_certfile=str(self.options.tls_cert) if tls else None,
             ssl_keyfile=str(self.options.tls_key) if tls else None,
         )
