@@ -95,7 +95,9 @@ class Inbox:
     def _rows_and_letters(self, event: WebhookEvent, body: bytes) -> tuple[list[StagedRow], list[NewDeadLetter]]:
         if event.problem is not None:
             error = {"code": BAD_BODY, "message": f"webhook {event.topic}: {event.problem}", "fields": []}
-            return [], [NewDeadLetter(WEBHOOK_OBJECT, event.dedup_key, None, [error], body, None, event.stream)]
+            # The dead-letter queue keeps JSON: the body that is not JSON is kept as text in a small envelope.
+            kept = orjson.dumps({"topic": event.topic, "body": body.decode("utf-8", "replace")})
+            return [], [NewDeadLetter(WEBHOOK_OBJECT, event.dedup_key, None, [error], kept, None, event.stream)]
         if event.stream is None:
             return [], []
         identify = self.source.identify
