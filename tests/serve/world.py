@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -158,6 +159,13 @@ def stop_world(world: World) -> None:
     world.org_run.stop()
     world.shop_run.stop()
     world.store.close()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (a restart of `ferry serve` reuses it: the same webhook address)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "the condition") -> None:
