@@ -102,8 +102,8 @@ def test_a_restart_processes_what_was_staged_before_it(world: World, tmp_path: P
     # Stage an event as the inbox would, with no server running (the previous process died after the ack).
     import orjson
 
-    from ferry.core.ports import StagedRow
     from ferry.connectors.shopify.normalize import identify
+    from ferry.core.ports import StagedRow
 
     raw = {**customer, "first_name": "Staged", "updated_at": "2031-01-01T00:00:00-00:00"}
     key, version = identify("customers", raw)

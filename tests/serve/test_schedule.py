@@ -5,6 +5,7 @@ each run's origin."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -62,7 +63,7 @@ def test_scheduled_sweeps_and_events_never_overlap_and_catch_up(world: World) ->
     finally:
         assert server.stop() == 0
     runs = _intervals(world)
-    for (start_a, end_a, _), (start_b, _, _) in zip(runs, runs[1:], strict=False):
+    for (_start_a, end_a, _), (start_b, _, _) in itertools.pairwise(runs):
         assert end_a <= start_b, f"runs overlap: {runs}"
     statuses = {r.status for r in world.store.list_runs(spec.name, 500)}
     assert statuses <= {"succeeded", "interrupted"}, statuses
@@ -84,7 +85,7 @@ def test_an_invalid_schedule_is_a_config_error(tmp_path) -> None:  # type: ignor
         "SALESFORCE_PRIVATE_KEY_FILE")}
     from ferry.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="schedule.*not a cron expression"):
+    with pytest.raises(ConfigError, match=r"schedule.*not a cron expression"):
         load_pipeline(path, env)
 
 

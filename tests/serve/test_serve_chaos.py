@@ -121,7 +121,7 @@ def test_sigkill_under_a_steady_stream_loses_nothing(world: World, events: int, 
     stream = threading.Thread(target=_stream, args=(world, events, rate, done, last), daemon=True)
     stream.start()
     span = events / rate
-    for k in range(kills):
+    for _k in range(kills):
         time.sleep(span / (kills + 1))
         server.kill()  # mid-stream: acks in flight, a micro-batch maybe half-loaded
         time.sleep(0.3)

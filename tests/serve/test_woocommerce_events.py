@@ -19,14 +19,12 @@ from ferry.engine.runner import Runner
 from ferry.sandbox.salesforce import SalesforceSandbox
 from ferry.sandbox.serve import RunningSandbox, start_in_thread
 from ferry.sandbox.tls import ensure_tls
+from ferry.sandbox.woocommerce import WooCommerceSandbox
 from ferry.serve.registration import webhook_address
 from ferry.serve.service import ServeOptions
 from ferry.store import Store
 
 from .world import REPO, free_port, start_serve, wait_for
-
-pytest.importorskip("ferry.sandbox.woocommerce")
-from ferry.sandbox.woocommerce import WooCommerceSandbox  # noqa: E402
 
 SECRET = "ferry-test-webhook-secret-0123456789"
 

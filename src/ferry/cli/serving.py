@@ -23,7 +23,7 @@ def serve_pipelines(
     service = Service(specs, store, options)
 
     def announce(svc: Service) -> None:
-        info = {"url": svc.url, "public_url": svc.public_url, "webhooks": svc.webhook_urls(),
+        info: dict[str, Any] = {"url": svc.url, "public_url": svc.public_url, "webhooks": svc.webhook_urls(),
                 "schedules": {p.spec.name: p.spec.schedule for p in svc.pipelines if p.schedule},
                 "registered": svc.registered}
         if as_json:
@@ -31,9 +31,9 @@ def serve_pipelines(
             sys.stdout.flush()
             return
         console.print(f"[bold]ferry serve[/] listening on [cyan]{svc.url}[/] (Ctrl-C stops)")
-        for name, url in info["webhooks"].items():
+        for name, url in svc.webhook_urls().items():
             console.print(f"  {name}: webhooks at {url}", markup=False, highlight=False)
-        for name, cron in info["schedules"].items():
+        for name, cron in {p.spec.name: p.spec.schedule for p in svc.pipelines if p.schedule}.items():
             console.print(f"  {name}: schedule {cron}", markup=False, highlight=False)
         for name, outcome in svc.registered.items():
             console.print(f"  {name}: subscriptions {outcome}", markup=False, highlight=False)

@@ -24,8 +24,8 @@ import structlog
 
 from ferry.connectors.registry import open_sink
 from ferry.core.contracts import Sink, SinkContext, Source
-from ferry.engine.plan import ObjectPlan
 from ferry.engine.pipeline import PipelineSpec
+from ferry.engine.plan import ObjectPlan
 from ferry.engine.runner import PLANNED_MARK, Runner
 from ferry.errors import PipelineBusy
 from ferry.store import Store

@@ -152,7 +152,8 @@ class Service:
                     for p in self.pipelines if p.inbox]
             self.registered = await register_all(self.public_url, regs)
         self.state.health["registered"] = self.registered
-        log.info("serve.ready", url=self.url, public_url=self.public_url, pipelines=[p.spec.name for p in self.pipelines])
+        log.info("serve.ready", url=self.url, public_url=self.public_url,
+                 pipelines=[p.spec.name for p in self.pipelines])
         if on_ready is not None:
             on_ready(self)
         stop_wait = asyncio.create_task(self._stop.wait())

@@ -25,13 +25,13 @@ import orjson
 
 from ferry.core.ports import (
     DLQ_STATUSES,
+    RUN_ORIGINS,
     DeadLetter,
     FailedAttempt,
     JournalEntry,
     LetterFilter,
     NewDeadLetter,
     OutboxRow,
-    RUN_ORIGINS,
     PlannedRow,
     RemoteJob,
     RunRow,
