@@ -76,17 +76,16 @@ def test_a_schedule_skips_missed_times_instead_of_piling_up() -> None:
     assert sched.next_time(after).isoformat() == "2026-12-06T10:10:00+00:00"
 
 
-def test_an_invalid_schedule_is_a_config_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    text = PIPELINE_FILE.read_text().replace("name: shopify-to-salesforce", "name: x\nschedule: every minute")
-    path = tmp_path / "p.yml"
-    path.write_text(text)
+def test_an_invalid_schedule_is_a_config_error() -> None:
     env = {k: "https://x.invalid" if k.endswith("URL") else "x" for k in (
         "SHOPIFY_URL", "SHOPIFY_ACCESS_TOKEN", "SALESFORCE_LOGIN_URL", "SALESFORCE_CLIENT_ID", "SALESFORCE_USERNAME",
         "SALESFORCE_PRIVATE_KEY_FILE")}
     from ferry.errors import ConfigError
 
+    assert load_pipeline(PIPELINE_FILE, {**env, "FERRY_SCHEDULE": "*/15 * * * *"}).schedule == "*/15 * * * *"
+    assert load_pipeline(PIPELINE_FILE, env).schedule is None
     with pytest.raises(ConfigError, match=r"schedule.*not a cron expression"):
-        load_pipeline(path, env)
+        load_pipeline(PIPELINE_FILE, {**env, "FERRY_SCHEDULE": "every minute"})
 
 
 def test_ferry_runs_shows_the_origin(world: World) -> None:

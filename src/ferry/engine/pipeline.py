@@ -62,19 +62,23 @@ class WebhooksSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # The signing secret (Shopify: the app's client secret; WooCommerce: the webhook secret ferry sets). From the
-    # environment (``${SHOPIFY_WEBHOOK_SECRET}``), never written in the file; never logged.
-    secret: SecretStr
+    # environment (``${SHOPIFY_WEBHOOK_SECRET:-}``), never written in the file; never logged. Unset: the pipeline
+    # takes no webhooks (no endpoint exists to forge requests to).
+    secret: SecretStr | None = None
     # Who deliveries must come from: Shopify's shop domain (acme.myshopify.com), WooCommerce's site URL. Unset:
     # the source URL's (a Shopify URL that is not a myshopify domain then checks only that one is named).
     origin: str | None = None
     enabled: bool = True
 
-    @field_validator("secret")
+    @field_validator("secret", mode="before")
     @classmethod
-    def _secret_present(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("is empty (set it from the environment, e.g. ${SHOPIFY_WEBHOOK_SECRET})")
-        return value
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+    @property
+    def active(self) -> bool:
+        """Whether `ferry serve` takes this pipeline's webhooks: enabled, with a secret to verify them by."""
+        return self.enabled and self.secret is not None
 
     @field_validator("origin", mode="before")
     @classmethod

@@ -85,7 +85,10 @@ class Service:
         self.run_lock: dict[str, asyncio.Lock] = {}
         self.pipelines = [self._pipeline(spec) for spec in specs]
         if not any(p.inbox or p.schedule for p in self.pipelines):
-            raise ConfigError("nothing to serve: give a pipeline `webhooks:` or a `schedule:`")
+            raise ConfigError(
+                "nothing to serve: no pipeline has webhooks (a `webhooks:` block with its secret set, e.g. "
+                "SHOPIFY_WEBHOOK_SECRET) or a `schedule:` (docs/serve.md)"
+            )
         inboxes = {(p.spec.name, p.inbox.receiver.system): p.inbox for p in self.pipelines if p.inbox}
         self.state = ServeState(inboxes, options.max_body_bytes)
         self.app = build_app(self.state, routers)
@@ -98,7 +101,7 @@ class Service:
     def _pipeline(self, spec: PipelineSpec) -> _Pipeline:
         lock = self.run_lock.setdefault(spec.name, asyncio.Lock())
         inbox = processor = None
-        if spec.webhooks is not None and spec.webhooks.enabled:
+        if spec.webhooks is not None and spec.webhooks.active and spec.webhooks.secret is not None:
             source = open_source(spec.source)  # entered by the processor; the inbox only calls identify()
             receiver = open_webhooks(spec.source, spec.webhooks.secret.get_secret_value(), spec.webhooks.origin)
             processor = Processor(spec, self.store, source, lock, window=self.options.window)
