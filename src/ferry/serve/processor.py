@@ -58,6 +58,7 @@ class Processor:
         self.max_batch = max_batch
         self.runner = Runner(spec, store, origin="webhook")
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop run() runs on (the workers' thread)
         self._stopping = False
         self._sink: Sink | None = None
         self._plans: list[ObjectPlan] | None = None
@@ -66,19 +67,34 @@ class Processor:
         self.last_batch_at: float | None = None
 
     def notify(self) -> None:
-        """An event was staged: start a micro-batch soon (called from the inbox, on the event loop)."""
-        self._wake.set()
+        """An event was staged: start a micro-batch soon. Called from the inbox, on the server's thread."""
+        self._set_wake()
 
     def stop(self) -> None:
-        """Finish the micro-batch under way, start no other."""
+        """Finish the micro-batch under way, start no other. Any thread."""
         self._stopping = True
-        self._wake.set()
+        self._set_wake()
+
+    def _set_wake(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return  # not running yet: run() looks at the store when it starts
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self) -> None:
         """Until ``stop``: micro-batches of what is staged (and whatever a crashed process left)."""
         sink = open_sink(self.spec.target, SinkContext(
             self.spec.name, ledger=self.store, clock=time.time, target_ids=self.runner.id_map,
         ))
+        self._loop = asyncio.get_running_loop()
         async with self.source, sink:
             self._sink = sink
             self._wake.set()  # at start: a previous process may have left staged events or a queued outbox

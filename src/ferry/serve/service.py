@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+import threading
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -165,24 +166,71 @@ class Service:
         stop_wait.cancel()
         return 128 + self.signal if self.signal else 0
 
-    def _start_workers(self) -> dict[str, asyncio.Task[None]]:
-        tasks: dict[str, asyncio.Task[None]] = {"prune": asyncio.create_task(self._prune_forever())}
-        for p in self.pipelines:
-            if p.processor is not None:
-                tasks[f"events {p.spec.name}"] = asyncio.create_task(p.processor.run())
-            if p.schedule is not None:
-                tasks[f"schedule {p.spec.name}"] = asyncio.create_task(p.schedule.run())
+    def _start_workers(self) -> _Workers:
         self.state.health["pipelines"] = {p.spec.name: {"webhooks": p.inbox is not None,
                                                         "schedule": p.spec.schedule} for p in self.pipelines}
-        return tasks
+        workers = _Workers(self)
+        workers.start()
+        return workers
 
-    async def _shutdown(self, server_task: asyncio.Task[None], tasks: dict[str, asyncio.Task[None]]) -> None:
+    async def _shutdown(self, server_task: asyncio.Task[None], workers: _Workers) -> None:
         self.state.draining = True
         assert self._server is not None
         self._server.should_exit = True
         with contextlib.suppress(Exception):
             await server_task  # in-flight requests finish: their events are staged before their answer
-        for p in self.pipelines:
+        await asyncio.to_thread(workers.stop)
+        log.info("serve.stopped", signal=self.signal)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            before = (datetime.now(UTC) - timedelta(hours=self.options.dedup_hours)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            pruned = await asyncio.to_thread(self.store.prune_deliveries, before)
+            if pruned:
+                log.info("serve.pruned_deliveries", count=pruned)
+            await asyncio.sleep(PRUNE_EVERY)
+
+
+class _Workers:
+    """The event processors, schedules and the dedup-key pruner, on their own thread and event loop.
+
+    A micro-batch or a sweep runs long stretches of synchronous work (planning, SQLite): on the server's loop it
+    would hold every webhook's answer (the sender's queue, Shopify's 5 s timeout). Here the server's loop only
+    authenticates and stages; the GIL is shared, but no request waits for a whole batch."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="ferry-serve-workers", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        self._ready.wait()
+
+    def stop(self) -> None:
+        """Each processor finishes its micro-batch (up to STOP_GRACE), the rest is cancelled; returns when done."""
+        if self.loop is not None and self._stopping is not None:
+            self.loop.call_soon_threadsafe(self._stopping.set)
+        self.thread.join(STOP_GRACE + 30)
+
+    def _main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        svc = self.service
+        tasks: dict[str, asyncio.Task[None]] = {"prune": asyncio.create_task(svc._prune_forever())}
+        for p in svc.pipelines:
+            if p.processor is not None:
+                tasks[f"events {p.spec.name}"] = asyncio.create_task(p.processor.run())
+            if p.schedule is not None:
+                tasks[f"schedule {p.spec.name}"] = asyncio.create_task(p.schedule.run())
+        self._ready.set()
+        await self._stopping.wait()
+        for p in svc.pipelines:
             if p.processor is not None:
                 p.processor.stop()
         for name, task in tasks.items():
@@ -196,15 +244,6 @@ class Service:
             else:
                 task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
-        log.info("serve.stopped", signal=self.signal)
-
-    async def _prune_forever(self) -> None:
-        while True:
-            before = (datetime.now(UTC) - timedelta(hours=self.options.dedup_hours)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            pruned = await asyncio.to_thread(self.store.prune_deliveries, before)
-            if pruned:
-                log.info("serve.pruned_deliveries", count=pruned)
-            await asyncio.sleep(PRUNE_EVERY)
 
 
 def _bind(host: str, port: int) -> socket.socket:
