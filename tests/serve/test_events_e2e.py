@@ -63,6 +63,11 @@ def test_a_customer_edit_reaches_salesforce_through_a_webhook(world: World, serv
     origins = Counter(r.origin for r in world.store.list_runs(world.spec.name, 50))
     assert origins["webhook"] >= 1 and origins["manual"] == 1
     assert served.service.state.inboxes[(world.spec.name, "shopify")].counts.get("staged", 0) >= 1
+    import httpx
+
+    health = httpx.get(f"{served.url}/healthz", verify=str(world.shop_run.ca_file), timeout=10).json()
+    assert health["events"][world.spec.name]["batches"] >= 1
+    assert health["webhooks"][f"{world.spec.name}/shopify"]["staged"] >= 1
 
 
 def test_a_burst_of_order_updates_becomes_a_few_calls(world: World, served: ServeThread) -> None:

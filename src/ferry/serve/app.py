@@ -7,7 +7,7 @@ retries later; WooCommerce counts a failure, which ``register`` heals on the nex
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -23,7 +23,8 @@ class ServeState:
         self.inboxes = dict(inboxes)
         self.max_body_bytes = max_body_bytes
         self.draining = False
-        self.health: dict[str, Any] = {}  # extra figures for /healthz (processors, schedules)
+        self.health: dict[str, Any] = {}  # extra figures for /healthz (registration, pipelines)
+        self.probes: dict[str, Callable[[], Any]] = {}  # figures read when /healthz is asked (processors)
 
 
 def build_app(state: ServeState, routers: Sequence[APIRouter] = ()) -> FastAPI:
@@ -44,6 +45,7 @@ def build_app(state: ServeState, routers: Sequence[APIRouter] = ()) -> FastAPI:
             "status": "ok",
             "webhooks": {f"{p}/{s}": dict(i.counts) for (p, s), i in state.inboxes.items()},
             **state.health,
+            **{name: probe() for name, probe in state.probes.items()},
         }
 
     @app.post("/webhooks/{pipeline}/{system}")

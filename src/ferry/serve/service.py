@@ -92,6 +92,7 @@ class Service:
             )
         inboxes = {(p.spec.name, p.inbox.receiver.system): p.inbox for p in self.pipelines if p.inbox}
         self.state = ServeState(inboxes, options.max_body_bytes)
+        self.state.probes["events"] = self._event_figures
         self.app = build_app(self.state, routers)
         self.signal: int | None = None
         self._stop = asyncio.Event()
@@ -109,6 +110,11 @@ class Service:
             inbox = Inbox(spec.name, receiver, source, self.store, frozenset(source.streams), processor.notify)
         schedule = Schedule(spec, self.store, lock) if spec.schedule and self.options.schedules else None
         return _Pipeline(spec, inbox, processor, schedule)
+
+    def _event_figures(self) -> dict[str, Any]:
+        return {p.spec.name: {"batches": p.processor.batches, "failed_batches": p.processor.failures,
+                              "last_batch_at": p.processor.last_batch_at}
+                for p in self.pipelines if p.processor is not None}
 
     @property
     def public_url(self) -> str:
