@@ -1,8 +1,9 @@
 """The event processor: what the inbox staged goes to the target in micro-batches, through the batch run's own
 plan and load path (``Runner.run_staged``), one run (origin ``webhook``) per micro-batch.
 
-Micro-batching: after the first staged event the processor waits ``window`` seconds (or less, once
-``max_batch`` records are waiting) so a burst is planned together; the loader then picks the write strategy
+Micro-batching: a batch gathers for ``window`` seconds from the first event it takes (no longer once
+``max_batch`` records are waiting; events that came during the previous batch have waited part of it
+already), so a burst is planned together; the loader then picks the write strategy
 by count (Composite, sObject Collections or Bulk API 2.0 for Salesforce), so 1,000 orders become a few calls.
 Latest wins by the source's own version: staging keeps one (key, version), the outbox keeps the newest
 version per key, and the version map skips what is not newer than what the target already holds.
@@ -65,9 +66,12 @@ class Processor:
         self.batches = 0
         self.failures = 0
         self.last_batch_at: float | None = None
+        self._first_event_at: float | None = None  # monotonic time of the first event the next batch takes
 
     def notify(self) -> None:
         """An event was staged: start a micro-batch soon. Called from the inbox, on the server's thread."""
+        if self._first_event_at is None:
+            self._first_event_at = time.monotonic()
         self._set_wake()
 
     def stop(self) -> None:
@@ -105,8 +109,15 @@ class Processor:
                 if self._stopping or not self._pending():
                     continue
                 if self._waiting() < self.max_batch:
-                    await asyncio.sleep(self.window)  # let the burst gather
+                    await asyncio.sleep(self._gather_left())  # let the burst gather
+                self._first_event_at = None  # what arrives from now on starts the next batch's window
                 await self._one_batch(sink)
+
+    def _gather_left(self) -> float:
+        """Seconds until the window opened by the oldest event not yet in a batch closes: a steady stream's events
+        that arrived during the previous batch have waited already, and wait only the rest."""
+        first = self._first_event_at
+        return 0.0 if first is None else max(0.0, first + self.window - time.monotonic())
 
     def _waiting(self) -> int:
         return self.store.staged_count(self.spec.name, self.store.get_mark(self.spec.name, PLANNED_MARK))
