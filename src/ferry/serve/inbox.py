@@ -11,7 +11,7 @@ losing it silently would hide a real change). The caller answers 2xx only after 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -108,10 +108,10 @@ class Inbox:
         return rows, []
 
 
-async def read_capped(chunks: object, limit: int) -> bytes:
+async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     """The request body from its async chunk iterator, refusing (BodyTooLarge) as soon as it passes ``limit``."""
     buf = bytearray()
-    async for chunk in chunks:  # type: ignore[attr-defined]
+    async for chunk in chunks:
         buf += chunk
         if len(buf) > limit:
             raise BodyTooLarge
