@@ -327,7 +327,7 @@ async def test_retries_are_summarized_in_one_line_naming_the_host_and_cause() ->
     summaries = [e for e in logs if e["event"] == "http.retried"]
     assert len(summaries) == 1 and summaries[0]["log_level"] == "warning", logs
     assert "retried 4 time(s) after connection refused" in summaries[0]["summary"]
-    assert all(e["log_level"] == "info" for e in logs if e["event"] == "http.retry")
+    assert all(e["log_level"] == "debug" for e in logs if e["event"] == "http.retry")
 
     statuses = iter([503, 503, 200])
 

@@ -8,6 +8,9 @@ import os
 import signal
 import sqlite3
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,6 +92,11 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=exit_code_of(exc))
 
 
+class LogFormat(StrEnum):
+    console = "console"
+    json = "json"
+
+
 def _show_version(value: bool) -> None:
     if value:
         sys.stdout.write(f"ferry {__version__}\n")
@@ -98,14 +106,23 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def main(
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log progress as structured lines on stderr.")
-    ] = False,
+        int,
+        typer.Option("--verbose", "-v", count=True,
+                     help="More log lines on stderr: -v a run's progress (info), -vv every retry (debug)."),
+    ] = 0,
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", help="Log lines as text (console) or one JSON object a line (json).")
+    ] = LogFormat.console,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_show_version, is_eager=True, help="Print ferry's version and exit."),
     ] = False,
 ) -> None:
-    configure_logging(verbose)
+    configure_logging(verbose, log_format.value)
+    # Traces go out over OTLP only when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (docs/observability.md).
+    from ferry.observe.tracing import configure_tracing
+
+    configure_tracing()
 
 
 @app.command()
@@ -162,6 +179,12 @@ def run(
         bool, typer.Option("--force", help="Write even when `ferry plan` reports problems with the mapping.")
     ] = False,
     as_json: JsonOpt = False,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option("--metrics-file", envvar="FERRY_METRICS_FILE",
+                     help="Write the run's Prometheus metrics to this file when it ends (for node_exporter's "
+                     "textfile collector; docs/observability.md)."),
+    ] = None,
 ) -> None:
     """Run a pipeline once: read what changed, write it, dead-letter what cannot be written.
 
@@ -174,7 +197,7 @@ def run(
     try:
         spec = load_pipeline(pipeline)
         runner = Runner(spec, _store(), force=force)
-        with render.progress(console, disabled=as_json) as progress:
+        with render.progress(console, disabled=as_json) as progress, _metrics_written_to(metrics_file):
             runner.progress = progress
             stats = _run_until_signalled(runner)
     except _Interrupted as stop:
@@ -188,6 +211,18 @@ def run(
     else:
         render.print_run(console, stats)
     raise typer.Exit(code=_run_exit_code(stats))
+
+
+@contextmanager
+def _metrics_written_to(path: Path | None) -> Iterator[None]:
+    """The metrics of the process written to ``path`` when the block ends, whichever way (a failed run too)."""
+    try:
+        yield
+    finally:
+        if path is not None:
+            from ferry.observe.metrics import write_textfile
+
+            write_textfile(path)
 
 
 def _run_exit_code(stats: Any) -> int:

@@ -12,6 +12,8 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 
+from ferry.observe import metrics
+
 CALL_LIMIT_HEADER = "X-Shopify-Shop-Api-Call-Limit"
 
 
@@ -60,6 +62,7 @@ class LeakyBucket:
             return
         self._used, self._size = float(parsed[0] + self._in_flight), parsed[1]
         self._at = self._clock()
+        metrics.budget_remaining("shopify", "bucket", parsed[1] - parsed[0])
 
     def level(self) -> float:
         drained = (self._clock() - self._at) * self.leak_rate
