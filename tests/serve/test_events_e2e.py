@@ -68,6 +68,9 @@ def test_a_customer_edit_reaches_salesforce_through_a_webhook(world: World, serv
     health = httpx.get(f"{served.url}/healthz", verify=str(world.shop_run.ca_file), timeout=10).json()
     assert health["events"][world.spec.name]["batches"] >= 1
     assert health["webhooks"][f"{world.spec.name}/shopify"]["staged"] >= 1
+    scrape = httpx.get(f"{served.url}/metrics/", verify=str(world.shop_run.ca_file), timeout=10).text
+    assert 'ferry_webhook_ack_seconds_count{system="shopify"}' in scrape
+    assert f'ferry_end_to_end_seconds_count{{object="Contact",pipeline="{world.spec.name}"}}' in scrape
 
 
 def test_a_burst_of_order_updates_becomes_a_few_calls(world: World, served: ServeThread) -> None:

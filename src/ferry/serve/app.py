@@ -1,18 +1,21 @@
 """The HTTP side of ``ferry serve`` (FastAPI): ``GET /healthz`` and ``POST /webhooks/{pipeline}/{system}``.
 
-Other parts mount their own routes with ``build_app(..., routers=[...])`` or ``app.include_router`` (metrics at
-``/metrics``, the dashboard at ``/``). While the process stops, every request is answered 503 (the sender
-retries later; WooCommerce counts a failure, which ``register`` heals on the next start).
+``GET /metrics`` is the Prometheus registry (``ferry.observe.metrics``). Other parts mount their own routes with
+``build_app(..., routers=[...])`` or ``app.include_router`` (the dashboard at ``/``). While the process stops,
+every request is answered 503 (the sender retries later; WooCommerce counts a failure, which ``register``
+heals on the next start).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
+from ferry.observe import metrics
 from ferry.serve.inbox import DEFAULT_MAX_BODY_BYTES, BodyTooLarge, Inbox, read_capped
 
 
@@ -50,6 +53,13 @@ def build_app(state: ServeState, routers: Sequence[APIRouter] = ()) -> FastAPI:
 
     @app.post("/webhooks/{pipeline}/{system}")
     async def webhook(pipeline: str, system: str, request: Request) -> Response:
+        arrived = time.monotonic()
+        response = await _webhook(pipeline, system, request)
+        if (pipeline, system) in state.inboxes:
+            metrics.webhook_acknowledged(system, time.monotonic() - arrived)
+        return response
+
+    async def _webhook(pipeline: str, system: str, request: Request) -> Response:
         inbox = state.inboxes.get((pipeline, system))
         if inbox is None:
             return JSONResponse({"error": f"no webhooks for {pipeline}/{system} here"}, status_code=404)
@@ -66,6 +76,7 @@ def build_app(state: ServeState, routers: Sequence[APIRouter] = ()) -> FastAPI:
             return JSONResponse({"error": result.detail}, status_code=result.status)
         return JSONResponse({"outcome": result.outcome}, status_code=result.status)
 
+    app.mount("/metrics", metrics.asgi_app())  # type: ignore[arg-type]  # Prometheus scrapes (docs/observability.md)
     for router in routers:
         app.include_router(router)
     return app

@@ -28,7 +28,9 @@ from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan
 from ferry.engine.runner import PLANNED_MARK, Runner
+from ferry.engine.stats import RunStats
 from ferry.errors import PipelineBusy
+from ferry.observe import metrics
 from ferry.store import Store
 
 log = structlog.get_logger("ferry.serve.processor")
@@ -67,11 +69,14 @@ class Processor:
         self.failures = 0
         self.last_batch_at: float | None = None
         self._first_event_at: float | None = None  # monotonic time of the first event the next batch takes
+        self._arrivals: list[float] = []  # when each event not yet in a batch arrived (end-to-end metric)
 
     def notify(self) -> None:
         """An event was staged: start a micro-batch soon. Called from the inbox, on the server's thread."""
+        now = time.monotonic()
         if self._first_event_at is None:
-            self._first_event_at = time.monotonic()
+            self._first_event_at = now
+        self._arrivals.append(now)
         self._set_wake()
 
     def stop(self) -> None:
@@ -111,7 +116,8 @@ class Processor:
                 if self._waiting() < self.max_batch:
                     await asyncio.sleep(self._gather_left())  # let the burst gather
                 self._first_event_at = None  # what arrives from now on starts the next batch's window
-                await self._one_batch(sink)
+                arrivals, self._arrivals = self._arrivals, []
+                await self._one_batch(sink, arrivals)
 
     def _gather_left(self) -> float:
         """Seconds until the window opened by the oldest event not yet in a batch closes: a steady stream's events
@@ -119,13 +125,24 @@ class Processor:
         first = self._first_event_at
         return 0.0 if first is None else max(0.0, first + self.window - time.monotonic())
 
+    def _report(self, stats: RunStats, arrivals: list[float]) -> None:
+        """Metrics: each event's arrival -> its batch written, per object written; what still waits."""
+        done = time.monotonic()
+        name = self.spec.name
+        for obj, figures in stats.objects.items():
+            if figures.written:
+                for arrived in arrivals:
+                    metrics.event_delivered(name, obj, done - arrived)
+        metrics.queue_depth(name, "inbox", self._waiting())
+        metrics.queue_depth(name, "outbox", self.store.outbox_count(name))
+
     def _waiting(self) -> int:
         return self.store.staged_count(self.spec.name, self.store.get_mark(self.spec.name, PLANNED_MARK))
 
     def _pending(self) -> bool:
         return self._waiting() > 0 or self.store.outbox_count(self.spec.name) > 0
 
-    async def _one_batch(self, sink: Sink) -> None:
+    async def _one_batch(self, sink: Sink, arrivals: list[float]) -> None:
         async with self.run_lock:
             try:
                 if self._plans is None:
@@ -143,5 +160,6 @@ class Processor:
                 return
         self.batches += 1
         self.last_batch_at = time.time()
+        self._report(stats, arrivals)
         log.info("events.batch", pipeline=self.spec.name, run_id=stats.run_id, status=stats.status,
                  written={k: v.written for k, v in stats.objects.items() if v.written})
