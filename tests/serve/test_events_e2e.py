@@ -122,3 +122,23 @@ def test_a_restart_processes_what_was_staged_before_it(world: World, tmp_path: P
         wait_for(lambda: _contacts(world).get(key, {}).get("FirstName") == "Staged", 30, "the staged event")
     finally:
         assert server.stop() == 0
+
+
+def test_events_ride_out_a_short_target_outage(world: World, served: ServeThread) -> None:
+    """Salesforce answers 503 to its next calls: the event is acknowledged and staged all the same, and its
+    write lands once the org answers again (HTTP retries, then the record's retry budget). An outage longer
+    than the budget dead-letters the records with a transient code: the schedule's sweep or `ferry dlq
+    replay` writes them later (docs/serve.md)."""
+    key = next(k for k in _contacts(world) if k.isdigit())
+    name = world.spec.name
+    faults = {"rules": [{"kind": "503", "rate": 1.0, "count": 6}]}
+    assert world.org_http.post("/__sandbox/faults", json=faults).status_code == 200
+    try:
+        world.put("customers", int(key), {"first_name": "AfterOutage"})
+        wait_for(lambda: _contacts(world)[key].get("FirstName") == "AfterOutage", 60, "the event after the outage")
+        injected = world.org_http.get("/__sandbox/stats").json()["faults_injected"]
+        assert sum(injected.values()) >= 6, injected
+    finally:
+        world.org_http.delete("/__sandbox/faults")
+    letter = world.store.dead_letter_for(name, "Contact", key)
+    assert letter is None or letter.status != "open"

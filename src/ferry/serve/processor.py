@@ -39,7 +39,8 @@ DEFAULT_WINDOW = 0.15  # seconds a micro-batch gathers after its first event
 DEFAULT_MAX_BATCH = 2000  # records waiting that start a batch at once
 IDLE_POLL = 1.0  # seconds between looks at the store when no event woke the processor (restart, retries)
 BUSY_PAUSE = 1.0  # seconds before trying again when another process runs the pipeline
-ERROR_PAUSE = 2.0  # seconds before trying again after a failed micro-batch (the target down, ...)
+ERROR_PAUSE = 2.0  # seconds before trying again after a failed micro-batch (the target down, ...),
+ERROR_PAUSE_MAX = 60.0  # doubling with each failure in a row up to this: an outage is not a run a second
 
 
 class Processor:
@@ -67,6 +68,7 @@ class Processor:
         self._plans: list[ObjectPlan] | None = None
         self.batches = 0
         self.failures = 0
+        self._failed_in_a_row = 0
         self.last_batch_at: float | None = None
         self._first_event_at: float | None = None  # monotonic time of the first event the next batch takes
         self._arrivals: list[float] = []  # when each event not yet in a batch arrived (end-to-end metric)
@@ -143,23 +145,36 @@ class Processor:
         return self._waiting() > 0 or self.store.outbox_count(self.spec.name) > 0
 
     async def _one_batch(self, sink: Sink, arrivals: list[float]) -> None:
+        pause = 0.0
         async with self.run_lock:
             try:
                 if self._plans is None:
                     self._plans = await self.runner.prepare(sink)
                 stats = await self.runner.run_staged(self.source, sink, self._plans)
             except PipelineBusy:
-                await asyncio.sleep(BUSY_PAUSE)
-                self._wake.set()
-                return
+                pause = BUSY_PAUSE
             except Exception as exc:  # the run is recorded as failed; what it committed stays; try again later
                 self.failures += 1
-                log.warning("events.batch_failed", pipeline=self.spec.name, error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(ERROR_PAUSE)
-                self._wake.set()
-                return
-        self.batches += 1
-        self.last_batch_at = time.time()
-        self._report(stats, arrivals)
-        log.info("events.batch", pipeline=self.spec.name, run_id=stats.run_id, status=stats.status,
-                 written={k: v.written for k, v in stats.objects.items() if v.written})
+                self._failed_in_a_row += 1
+                pause = min(ERROR_PAUSE_MAX, ERROR_PAUSE * 2 ** (self._failed_in_a_row - 1))
+                log.warning("events.batch_failed", pipeline=self.spec.name, error=f"{type(exc).__name__}: {exc}",
+                            retry_in_s=pause)
+            else:
+                if self.store.outbox_count(self.spec.name):
+                    # Records the target answered with a transient error wait in the outbox: the next attempts
+                    # back off like failed batches, so a short outage does not spend their retry budget at once.
+                    self._failed_in_a_row += 1
+                    pause = min(ERROR_PAUSE_MAX, ERROR_PAUSE * 2 ** (self._failed_in_a_row - 1))
+                    log.info("events.batch_left_retries", pipeline=self.spec.name, retry_in_s=pause)
+                else:
+                    self._failed_in_a_row = 0
+                self.batches += 1
+                self.last_batch_at = time.time()
+                self._report(stats, arrivals)
+                log.info("events.batch", pipeline=self.spec.name, run_id=stats.run_id, status=stats.status,
+                         written={k: v.written for k, v in stats.objects.items() if v.written})
+        if pause:  # outside the lock (a sweep may run meanwhile), and cut short by stop()
+            deadline = time.monotonic() + pause
+            while not self._stopping and time.monotonic() < deadline:
+                await asyncio.sleep(min(0.2, deadline - time.monotonic()))
+            self._wake.set()
