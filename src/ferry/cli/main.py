@@ -387,6 +387,47 @@ def runs(
         render.print_runs(console, rows)
 
 
+@app.command("serve")
+def serve_command(
+    pipelines: Annotated[list[Path], typer.Argument(help="Pipeline YAML files (or packaged example names).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")] = 8080,
+    public_url: Annotated[
+        str | None, typer.Option(help="The URL the sources deliver to (default: this server's own).")
+    ] = None,
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Create the webhook subscriptions at the sources.")
+    ] = True,
+    tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key (PEM).")] = None,
+    window_ms: Annotated[
+        int, typer.Option(min=0, max=10_000, help="How long a micro-batch gathers events after the first.")
+    ] = 150,
+    dedup_hours: Annotated[
+        float, typer.Option(min=4, help="How long a delivery id is remembered (Shopify retries for 4 h).")
+    ] = 24.0,
+    no_schedules: Annotated[bool, typer.Option("--no-schedules", help="Do not run the pipelines' schedules.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve pipelines: take their webhooks in, load events in micro-batches, run their schedules.
+
+    Exit codes: 2 usage or configuration error, 6 state directory unusable, 130/143 stopped by SIGINT/SIGTERM
+    (after requests under way finished and each event batch under way was written)."""
+    from ferry.cli.serving import serve_pipelines
+    from ferry.serve.service import ServeOptions
+
+    options = ServeOptions(
+        host=host, port=port, public_url=public_url, register=register, tls_cert=tls_cert, tls_key=tls_key,
+        window=window_ms / 1000, dedup_hours=dedup_hours, schedules=not no_schedules,
+    )
+    try:
+        code = serve_pipelines(pipelines, options, _store(), console, as_json=as_json)
+    except FerryError as exc:
+        _fail(exc)
+        return
+    raise typer.Exit(code=code)
+
+
 def _known_pipeline(store: Any, pipeline: str | None) -> None:
     """An unknown --pipeline is a usage error naming the known ones, not an empty list."""
     if pipeline is None:

@@ -23,7 +23,7 @@ import gc
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -111,8 +111,10 @@ class Runner:
         *,
         clock: Callable[[], float] = time.time,
         force: bool = False,
+        origin: str = "manual",
     ) -> None:
         self.spec = spec
+        self.origin = origin  # what started the run (ferry.core.ports.RUN_ORIGINS), kept in the run log
         self.force = force  # write even when `ferry plan` reports problems with the mapping
         self.run_id: int | None = None
         self.clock = clock  # wall time of the API budget's rolling window (tests move it)
@@ -128,15 +130,31 @@ class Runner:
 
     async def _run(self) -> RunStats:
         with PipelineLock(self.store.path.parent, self.pipeline):
-            return await self._run_locked()
+            return await self._tracked(self._read_and_load)
 
-    async def _run_locked(self) -> RunStats:
+    async def run_staged(self, source: Source, sink: Sink, plans: list[ObjectPlan]) -> RunStats:
+        """A run without the read: what is staged (events ``ferry serve`` took in) goes the same plan and load
+        path as a batch run's pages, through a source and sink the caller keeps open across runs (one
+        sign-in and one describe for many). Holds the pipeline's lock like ``run`` (PipelineBusy if held)."""
+        with PipelineLock(self.store.path.parent, self.pipeline):
+            async def load_staged(stats: RunStats, loader: Loader, opened: list[Sink]) -> None:
+                opened.append(sink)
+                clock = _PhaseClock(stats.cpu_seconds)
+                await self._plan_and_load(source, sink, plans, stats, loader, clock)
+                stats.source_api_calls = source.api_calls
+
+            return await self._tracked(load_staged)
+
+    async def _tracked(self, body: Callable[[RunStats, Loader, list[Sink]], Awaitable[None]]) -> RunStats:
+        """A run's bookkeeping around ``body``: the run row (origin, status, stats), the resumed-from note, the
+        outcome by exception type. The caller holds the pipeline's lock."""
         started = time.monotonic()
         # This process holds the pipeline's lock: a run still marked running has no process left.
         abandoned = self.store.close_abandoned_runs(self.pipeline)
         previous = self.store.list_runs(self.pipeline, 1)
-        run_id = self.store.start_run(self.pipeline, pid=os.getpid(), host=socket.gethostname())
+        run_id = self.store.start_run(self.pipeline, pid=os.getpid(), host=socket.gethostname(), origin=self.origin)
         self.run_id = run_id
+        self._progressed = False
         stats = RunStats(run_id=run_id, pipeline=self.pipeline, dead_letter_cap=self.spec.max_dead_letter_share)
         if previous and previous[0].status in ("interrupted", "died", "failed", "paused"):
             last = previous[0]
@@ -147,44 +165,22 @@ class Runner:
                           "ferry.source.system": self.spec.source.system,
                           "ferry.target.system": self.spec.target.system},
         ) as run_span:
+            run_span.set_attribute("ferry.origin", self.origin)
             try:
-                return await self._run_started(run_id, stats, started)
+                return await self._run_started(body, run_id, stats, started)
             finally:
                 run_span.set_attribute("ferry.status", stats.status)
                 _report_metrics(self.spec.target.system, stats)
 
-    async def _run_started(self, run_id: int, stats: RunStats, started: float) -> RunStats:
-        log.info("run.start", pipeline=self.pipeline, run_id=run_id)
+    async def _run_started(
+        self, body: Callable[[RunStats, Loader, list[Sink]], Awaitable[None]], run_id: int, stats: RunStats,
+        started: float,
+    ) -> RunStats:
+        log.info("run.start", pipeline=self.pipeline, run_id=run_id, origin=self.origin)
         loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id))
-        sink: Sink | None = None
+        opened: list[Sink] = []  # the sink, once there is one: its budget goes into the report
         try:
-            sink = open_sink(self.spec.target, SinkContext(
-                self.pipeline, ledger=self.store, clock=self.clock, target_ids=self._id_map,
-            ))
-            async with open_source(self.spec.source) as source, sink:
-                clock = _PhaseClock(stats.cpu_seconds)
-                plans = await self._prepare(sink, stats)
-                clock.lap("prepare")
-                await self._extract(source, run_id, stats)
-                clock.lap("read")
-                last_seq = self.store.max_staged_seq(self.pipeline)
-                self._plan_records(source, plans, run_id, stats)
-                clock.lap("plan")
-                for plan in order_plans(plans):
-                    self._drop_orphans(plan, run_id, stats)
-                    await loader.load(sink, plan, self.progress)
-                    clock.lap(f"load {plan.name}")
-                # A source that records the target's ids on its records gets them now (optional capability).
-                stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
-                clock.lap("link back")
-                # Every staged record has now reached the outbox or the DLQ, and the outbox is drained.
-                self.store.clear_staging(self.pipeline, last_seq)
-                clock.lap("finish")
-                stats.source_api_calls = source.api_calls
-                stats.source_api = getattr(source, "api", None)  # optional: sources with more than one API
-                stats.source_reads = dict(getattr(source, "read_plans", None) or {})
-                stats.setup_api_calls = sum(v for k, v in sink.api_calls.items() if k not in stats.objects)
-                stats.resumed_bulk_jobs = list(loader.resumed_jobs)
+            await body(stats, loader, opened)
             stats.status = "succeeded"
         except BudgetExhausted as exc:
             stats.status = "paused"
@@ -200,10 +196,51 @@ class Runner:
             raise
         finally:
             stats.seconds = time.monotonic() - started
-            stats.budget = sink.budget_status() if sink is not None else None
+            stats.budget = opened[0].budget_status() if opened else None
             self.store.finish_run(run_id, stats.status, stats.as_dict(), stats.error)
             log.info("run.end", pipeline=self.pipeline, run_id=run_id, status=stats.status, seconds=stats.seconds)
         return stats
+
+    async def _read_and_load(self, stats: RunStats, loader: Loader, opened: list[Sink]) -> None:
+        """A batch run: prepare, read every stream into staging, then plan and load what is staged."""
+        run_id = stats.run_id
+        sink = open_sink(self.spec.target, SinkContext(
+            self.pipeline, ledger=self.store, clock=self.clock, target_ids=self._id_map,
+        ))
+        opened.append(sink)
+        async with open_source(self.spec.source) as source, sink:
+            clock = _PhaseClock(stats.cpu_seconds)
+            plans = await self._prepare(sink, stats)
+            clock.lap("prepare")
+            await self._extract(source, run_id, stats)
+            clock.lap("read")
+            await self._plan_and_load(source, sink, plans, stats, loader, clock)
+            stats.source_api_calls = source.api_calls
+            stats.source_api = getattr(source, "api", None)  # optional: sources with more than one API
+            stats.source_reads = dict(getattr(source, "read_plans", None) or {})
+            stats.setup_api_calls = sum(v for k, v in sink.api_calls.items() if k not in stats.objects)
+            stats.resumed_bulk_jobs = list(loader.resumed_jobs)
+
+    async def _plan_and_load(
+        self, source: Source, sink: Sink, plans: list[ObjectPlan], stats: RunStats, loader: Loader, clock: _PhaseClock
+    ) -> None:
+        """Staged raw -> outbox / DLQ, then each object's outbox to the target, then staging cleared: the path
+        every record takes, whether a batch read or an event staged it."""
+        run_id = stats.run_id
+        last_seq = self.store.max_staged_seq(self.pipeline)
+        self._plan_records(source, plans, run_id, stats)
+        clock.lap("plan")
+        for plan in order_plans(plans):
+            self._drop_orphans(plan, run_id, stats)
+            await loader.load(sink, plan, self.progress)
+            clock.lap(f"load {plan.name}")
+        # A source that records the target's ids on its records gets them now (optional capability), before
+        # staging is cleared: a crash here leaves the records staged, and the next pass links them.
+        stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
+        clock.lap("link back")
+        # Every staged record up to last_seq has now reached the outbox or the DLQ, and the outbox is drained.
+        self.store.clear_staging(self.pipeline, last_seq)
+        clock.lap("finish")
 
     def _id_map(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
         return self.store.target_ids(self.pipeline, obj, keys)
@@ -229,7 +266,16 @@ class Runner:
 
     # -- prepare ----------------------------------------------------------------
 
-    async def _prepare(self, sink: Sink, stats: RunStats) -> list[ObjectPlan]:
+    async def prepare(self, sink: Sink) -> list[ObjectPlan]:
+        """The compiled plans for ``run_staged`` (PlanProblems as a run would raise them): describe once, then
+        load many micro-batches with them."""
+        return await self._prepare(sink, None)
+
+    def id_map(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
+        """The id map bound to this pipeline: what a sink opened for ``run_staged`` gets as ``target_ids``."""
+        return self._id_map(obj, keys)
+
+    async def _prepare(self, sink: Sink, stats: RunStats | None) -> list[ObjectPlan]:
         """The compiled plans; a problem `ferry plan` would report stops the run here, before any read or write,
         unless it was forced."""
         plans, schemas = await _describe_and_build(self.spec, sink, stats)
