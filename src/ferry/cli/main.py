@@ -74,9 +74,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 
 def _store() -> Any:
-    from ferry.store import Store
+    """The state store FERRY_STATE_URL names (default: SQLite in FERRY_HOME)."""
+    from ferry.store.factory import open_store
 
-    return Store(ferry_home() / "ferry.db")
+    return open_store()
 
 
 def _say_error(message: str) -> None:
@@ -278,6 +279,41 @@ def runs(
         sys.stdout.write(json.dumps([render.run_row_json(r) for r in rows]) + "\n")
     else:
         render.print_runs(console, rows)
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Check the configured state store (FERRY_STATE_URL: reachable, migrations current) and say what to fix.
+
+    Exit codes: 0 every check passed, 6 a check failed."""
+    from ferry.cli.doctor import run_checks
+
+    checks = run_checks()
+    if as_json:
+        sys.stdout.write(json.dumps([c.as_dict() for c in checks]) + "\n")
+    else:
+        for c in checks:
+            mark = Text("ok  ", style="green") if c.ok else Text("FAIL", style="bold red")
+            console.print(Text.assemble(mark, " ", (c.name, "bold"), ": ", c.detail), highlight=False)
+            if not c.ok and c.fix:
+                console.print(Text.assemble("      fix: ", c.fix), highlight=False)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(code=Exit.STATE)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the PostgreSQL state database (FERRY_STATE_URL) to this ferry's schema; safe to run from many
+    machines at once. SQLite state migrates itself when opened."""
+    from ferry.cli.doctor import migrate_state
+
+    url, applied = migrate_state()
+    if url.kind != "postgresql":
+        console.print(f"{url.safe}: SQLite state migrates itself on open; nothing to do", highlight=False)
+    elif applied:
+        console.print(f"{url.safe}: applied migration(s) {', '.join(map(str, applied))}", highlight=False)
+    else:
+        console.print(f"{url.safe}: schema already current", highlight=False)
 
 
 def _known_pipeline(store: Any, pipeline: str | None) -> None:

@@ -44,8 +44,8 @@ from ferry.core.ports import (
 )
 from ferry.errors import StateError
 from ferry.store.postgres.migrate import schema_status
-from ferry.store.url import mask_url
 from ferry.store.sqlite import utc_now
+from ferry.store.url import mask_url
 
 if TYPE_CHECKING:
     from ferry.core.ports import StateStore
@@ -529,11 +529,13 @@ class PostgresStore:
         if not rows:
             return
         dumps = orjson.dumps
+        # In key order (a stable sort: a key's versions keep their order): two writers lock rows in one order,
+        # so they wait for each other instead of deadlocking.
         c.executemany(
             _OUTBOX_UPSERT,
             [
                 (pipeline, obj, r.key, r.version, dumps(r.payload), *_source_columns(r.source), r.stream, r.source_key)
-                for r in rows
+                for r in sorted(rows, key=lambda r: r.key.encode())
             ],
         )
 
