@@ -50,8 +50,9 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bin = bindir
+        self.durable = durable  # fsync on (benchmarks); tests run with fsync off
         self.dir = Path(tempfile.mkdtemp(prefix="ferry-pg-"))
         self.data = self.dir / "data"
         self.port = 0
@@ -81,7 +82,8 @@ class PostgresServer:
             port = self.port or _free_port()
             # fsync off: these servers are thrown away; a process crash (what the tests do) still loses nothing
             # committed (only an OS crash would).
-            opts = f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -F -c max_connections=300"
+            opts = f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300"
+            opts += "" if self.durable else " -F"
             done = self._ctl("-l", str(self.dir / "pg.log"), "-w", "-t", "30", "-o", opts, "start")
             if done.returncode == 0:
                 self.port = port
@@ -96,6 +98,19 @@ class PostgresServer:
     def crash(self) -> None:
         """An immediate stop: no clean shutdown; the next start runs crash recovery."""
         self.stop("immediate")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server's processes so far (postmaster and backends alive now)."""
+        import psutil
+
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        return total
 
     def log_tail(self) -> str:
         with contextlib.suppress(OSError):
@@ -126,8 +141,8 @@ class PostgresServer:
         return f"{self.admin_url}?options=-csearch_path%3D{name}"
 
 
-def start_server() -> PostgresServer:
-    server = PostgresServer(require_postgres_bin())
+def start_server(*, durable: bool = False) -> PostgresServer:
+    server = PostgresServer(require_postgres_bin(), durable=durable)
     server.init()
     server.start()
     deadline = time.monotonic() + 10
