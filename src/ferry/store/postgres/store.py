@@ -712,19 +712,33 @@ class PostgresStore:
         upper: str | None,
         failed: list[str],
     ) -> int:
+        # Both sides of each join are bounded to the page's key range, and joined by hash or merge: right after a
+        # large load the tables have no statistics yet, and the planner's nested loop over "1 row" estimates
+        # compared every journaled record with every queued one (45 s for a 10,000-record job, measured).
+        c.execute("SET LOCAL enable_nestloop = off")
         c.execute(
             "WITH w AS (SELECT j.key, j.version FROM bulk_job_records j JOIN outbox o ON o.pipeline = j.pipeline "
             "AND o.object = j.object AND o.key = j.key AND o.version = j.version "
             "WHERE j.pipeline = %(p)s AND j.object = %(o)s AND j.job_id = %(job)s AND j.key > %(after)s "
             "AND (%(upto)s::text IS NULL OR j.key <= %(upto)s) AND NOT (j.ext = ANY(%(failed)s)) "
+            "AND o.pipeline = %(p)s AND o.object = %(o)s AND o.key > %(after)s "
+            "AND (%(upto)s::text IS NULL OR o.key <= %(upto)s) "
             "FOR UPDATE OF o), "
             "v AS (INSERT INTO versions (pipeline, object, key, version, target_id, updated_at) "
             "SELECT %(p)s, %(o)s, key, version, NULL, %(now)s FROM w " + _VERSION_FORWARD + "), "
             "d AS (UPDATE dlq SET status = 'resolved', resolved_at = %(now)s, resolution = 'written' "
             "WHERE pipeline = %(p)s AND object = %(o)s AND status = 'open' AND record_key IN (SELECT key FROM w)) "
             "DELETE FROM outbox o USING w WHERE o.pipeline = %(p)s AND o.object = %(o)s AND o.key = w.key "
-            "AND o.version = w.version",
-            {"p": pipeline, "o": obj, "job": job_id, "after": after, "upto": upper, "failed": failed, "now": utc_now()},
+            "AND o.version = w.version AND o.key > %(after)s AND (%(upto)s::text IS NULL OR o.key <= %(upto)s)",
+            {
+                "p": pipeline,
+                "o": obj,
+                "job": job_id,
+                "after": after,
+                "upto": upper,
+                "failed": failed,
+                "now": utc_now(),
+            },
         )
         return max(c.rowcount, 0)
 
