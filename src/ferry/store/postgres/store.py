@@ -92,8 +92,7 @@ _VERSION_FORWARD = (
 )
 # A newer version replaces a queued row and starts afresh: attempts, history and any lease (it goes out next).
 _OUTBOX_UPSERT = (
-    "INSERT INTO outbox (pipeline, object, key, version, payload, source_payload, source_seq, stream, source_key) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (pipeline, object, key) DO UPDATE SET "
+    "ON CONFLICT (pipeline, object, key) DO UPDATE SET "
     "version = excluded.version, payload = excluded.payload, source_payload = excluded.source_payload, "
     "source_seq = excluded.source_seq, attempts = 0, history = NULL, stream = excluded.stream, "
     "source_key = excluded.source_key, owner = NULL, lease_until = NULL "
@@ -129,6 +128,31 @@ def _letter_where(f: LetterFilter) -> tuple[str, list[Any]]:
 
 def _source_columns(source: int | bytes | None) -> tuple[bytes | None, int | None]:
     return (None, source) if isinstance(source, int) else (source, None)
+
+
+def _outbox_in_order(rows: Sequence[PlannedRow]) -> list[PlannedRow]:
+    """The rows one statement upserts to the same effect as upserting ``rows`` one by one (one statement cannot
+    touch a row twice): per key the first row of its highest version (a newer replaces, an equal one never
+    does), in key order (byte order, the columns' collation)."""
+    best: dict[str, PlannedRow] = {}
+    for r in rows:
+        kept = best.get(r.key)
+        if kept is None or r.version > kept.version:
+            best[r.key] = r
+    return [best[k] for k in sorted(best, key=str.encode)]
+
+
+def _versions_in_order(rows: Sequence[Written]) -> list[Written]:
+    """As ``_outbox_in_order`` for the version map, whose rule is ``>=``: per key the last row of its highest
+    version, with the last target id any row of that version gave (a write without an id keeps the known one)."""
+    best: dict[str, Written] = {}
+    for r in rows:
+        kept = best.get(r.key)
+        if kept is None or r.version > kept.version:
+            best[r.key] = Written(r.key, r.version, r.target_id)
+        elif r.version == kept.version and r.target_id is not None:
+            kept.target_id = r.target_id
+    return [best[k] for k in sorted(best, key=str.encode)]
 
 
 def worker_id() -> str:
@@ -496,17 +520,17 @@ class PostgresStore:
         if not rows:
             return
         now = utc_now()
-        # Sorted by key: two writers' batches lock their rows in one order, so they never deadlock.
-        ordered = sorted(rows, key=lambda r: r.key.encode())
-        c.executemany(
+        final = _versions_in_order(rows)
+        c.execute(
             "INSERT INTO versions (pipeline, object, key, version, target_id, updated_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s) " + _VERSION_FORWARD,
-            [(pipeline, obj, r.key, r.version, r.target_id, now) for r in ordered],
+            "SELECT %s, %s, k, v, t, %s FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(k, v, t) "
+            + _VERSION_FORWARD,
+            (pipeline, obj, now, [w.key for w in final], [w.version for w in final], [w.target_id for w in final]),
         )
         c.execute(
             "UPDATE dlq SET status = 'resolved', resolved_at = %s, resolution = %s "
             "WHERE pipeline = %s AND object = %s AND status = 'open' AND record_key = ANY(%s)",
-            (now, resolution, pipeline, obj, [r.key for r in rows]),
+            (now, resolution, pipeline, obj, [w.key for w in final]),
         )
 
     def target_ids(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]:
@@ -528,15 +552,26 @@ class PostgresStore:
     def _put_outbox(c: psycopg.Cursor[Any], pipeline: str, obj: str, rows: Sequence[PlannedRow]) -> None:
         if not rows:
             return
+        final = _outbox_in_order(rows)
         dumps = orjson.dumps
-        # In key order (a stable sort: a key's versions keep their order): two writers lock rows in one order,
-        # so they wait for each other instead of deadlocking.
-        c.executemany(
-            _OUTBOX_UPSERT,
-            [
-                (pipeline, obj, r.key, r.version, dumps(r.payload), *_source_columns(r.source), r.stream, r.source_key)
-                for r in sorted(rows, key=lambda r: r.key.encode())
-            ],
+        sources = [_source_columns(r.source) for r in final]
+        # One statement for the whole batch (rows in key order: two writers lock rows in one order, so they wait
+        # for each other instead of deadlocking).
+        c.execute(
+            "INSERT INTO outbox (pipeline, object, key, version, payload, source_payload, source_seq, stream, "
+            "source_key) SELECT %s, %s, k, v, p, sp, ss, st, sk FROM unnest(%s::text[], %s::text[], %s::bytea[], "
+            "%s::bytea[], %s::bigint[], %s::text[], %s::text[]) AS u(k, v, p, sp, ss, st, sk) " + _OUTBOX_UPSERT,
+            (
+                pipeline,
+                obj,
+                [r.key for r in final],
+                [r.version for r in final],
+                [dumps(r.payload) for r in final],
+                [sp for sp, _ in sources],
+                [ss for _, ss in sources],
+                [r.stream for r in final],
+                [r.source_key for r in final],
+            ),
         )
 
     def outbox_count(self, pipeline: str, obj: str | None = None) -> int:
@@ -661,11 +696,23 @@ class PostgresStore:
     ) -> None:
         if not entries:
             return
-        c.executemany(
+        last = {e.key: e for e in entries}  # a key journaled twice keeps its last entry, as row-by-row upserts
+        # Inserted in the order given (``position`` keeps the journal's order).
+        final = [e for e in entries if last[e.key] is e]
+        c.execute(
             "INSERT INTO bulk_job_records (pipeline, object, job_id, key, version, ext) "
-            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (pipeline, object, job_id, key) DO UPDATE SET "
-            "version = excluded.version, ext = excluded.ext",
-            [(pipeline, obj, job_id, e.key, e.version, e.external_key) for e in entries],
+            "SELECT %s, %s, %s, k, v, x FROM unnest(%s::text[], %s::text[], %s::text[]) "
+            "WITH ORDINALITY AS u(k, v, x, n) "
+            "ORDER BY n ON CONFLICT (pipeline, object, job_id, key) DO UPDATE SET version = excluded.version, "
+            "ext = excluded.ext",
+            (
+                pipeline,
+                obj,
+                job_id,
+                [e.key for e in final],
+                [e.version for e in final],
+                [e.external_key for e in final],
+            ),
         )
 
     def remote_job_entries(

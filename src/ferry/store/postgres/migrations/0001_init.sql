@@ -43,6 +43,9 @@ CREATE TABLE staging (
     UNIQUE (pipeline, stream, key, version)
 );
 CREATE INDEX staging_by_seq ON staging (pipeline, seq);
+-- Raw pages are large (a Shopify order is ~12 KB of JSON) and live for one run: stored as they are, not
+-- compressed (pglz cost 45 ms of server CPU per 250-order page, half the server's time in a 10,000-order run).
+ALTER TABLE staging ALTER COLUMN payload SET STORAGE EXTERNAL;
 
 CREATE TABLE outbox (
     pipeline text NOT NULL,
