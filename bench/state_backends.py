@@ -59,11 +59,19 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=10_000)
     ap.add_argument("--latency", default="off", choices=["off", "real"])
     ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument(
+        "--synchronous-commit",
+        default="on",
+        choices=["on", "off"],
+        help="the server's synchronous_commit: off is SQLite's synchronous=NORMAL guarantee (a process crash loses "
+        "nothing committed, an OS crash may lose the last commits)",
+    )
     args = ap.parse_args()
     store = generate_store(seed=SEED, **store_sizes(args.orders))
     exp = reconcile.derive(store.customers, store.products, store.orders)
-    pg = start_server(durable=True)
+    pg = start_server(durable=True, settings={"synchronous_commit": args.synchronous_commit})
     try:
+        print(f"synchronous_commit={args.synchronous_commit}")
         print("| state | orders | latency | wall s | ferry CPU s | PostgreSQL CPU s | ferry RSS MiB | org correct |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for backend in args.backends.split(","):

@@ -50,8 +50,9 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False, settings: dict[str, str] | None = None) -> None:
         self.bin = bindir
+        self.settings = settings or {}
         self.durable = durable  # fsync on (benchmarks); tests run with fsync off
         self.dir = Path(tempfile.mkdtemp(prefix="ferry-pg-"))
         self.data = self.dir / "data"
@@ -84,6 +85,7 @@ class PostgresServer:
             # committed (only an OS crash would).
             opts = f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300"
             opts += "" if self.durable else " -F"
+            opts += "".join(f" -c {k}={v}" for k, v in self.settings.items())
             done = self._ctl("-l", str(self.dir / "pg.log"), "-w", "-t", "30", "-o", opts, "start")
             if done.returncode == 0:
                 self.port = port
@@ -141,8 +143,8 @@ class PostgresServer:
         return f"{self.admin_url}?options=-csearch_path%3D{name}"
 
 
-def start_server(*, durable: bool = False) -> PostgresServer:
-    server = PostgresServer(require_postgres_bin(), durable=durable)
+def start_server(*, durable: bool = False, settings: dict[str, str] | None = None) -> PostgresServer:
+    server = PostgresServer(require_postgres_bin(), durable=durable, settings=settings)
     server.init()
     server.start()
     deadline = time.monotonic() + 10
