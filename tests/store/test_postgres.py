@@ -60,8 +60,14 @@ def test_concurrent_senders_never_claim_the_same_outbox_rows(open_store: Callabl
                 return
             claimed[i] += [r.key for r in claim.rows]
             # The row leaves at the version sent, as the loader records a batch's answers.
-            store.record_results("p", "Contact", None, [Written(r.key, r.version) for r in claim.rows], [],
-                                 [(r.key, r.version) for r in claim.rows])
+            store.record_results(
+                "p",
+                "Contact",
+                None,
+                [Written(r.key, r.version) for r in claim.rows],
+                [],
+                [(r.key, r.version) for r in claim.rows],
+            )
 
     _run_threads(len(workers), send)
     every = [k for keys in claimed for k in keys]
@@ -228,3 +234,47 @@ def test_a_server_restart_mid_use_loses_nothing_committed_and_the_pool_reconnect
         assert store.outbox_count("p") == 2 and store.get_run(run).status == "ok"  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+def test_one_run_per_pipeline_across_machines_and_a_killed_holder_frees_it(pg_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ferry.errors import PipelineBusy
+
+    here, there = PostgresStore(pg_url, lock_dir=tmp_path / "a"), PostgresStore(pg_url, lock_dir=tmp_path / "b")
+    try:
+        with here.pipeline_lock("shop"):
+            assert there.is_running("shop") and not there.is_running("other")
+            with pytest.raises(PipelineBusy, match=f"pid {os.getpid()}"), there.pipeline_lock("shop"):
+                pass
+            with there.pipeline_lock("other"):  # another pipeline runs meanwhile
+                pass
+        assert not there.is_running("shop")
+        # A process holding the lock is SIGKILLed: its session ends with it, and so does the lock.
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys, time; from ferry.store.postgres.lock import AdvisoryPipelineLock as L; "
+                "lock = L(sys.argv[1], 'shop'); lock.acquire(); print('held', flush=True); time.sleep(60)",
+                pg_url,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ},
+        )
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert there.is_running("shop")
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        deadline = time.monotonic() + 10
+        while there.is_running("shop") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with there.pipeline_lock("shop"):
+            pass
+    finally:
+        here.close()
+        there.close()

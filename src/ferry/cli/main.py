@@ -342,7 +342,8 @@ def _with_dead_runs(store: Any, rows: list[Any]) -> list[Any]:
     for r in rows:
         if r.status == "running":
             if r.pipeline not in live:
-                live[r.pipeline] = is_running(store.path.parent, r.pipeline)
+                shared = getattr(store, "is_running", None)  # PostgreSQL: its advisory lock, on any machine
+                live[r.pipeline] = shared(r.pipeline) if shared else is_running(store.path.parent, r.pipeline)
             if not live[r.pipeline]:
                 r = replace(r, status="died")
         out.append(r)

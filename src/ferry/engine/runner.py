@@ -125,7 +125,9 @@ class Runner:
             return await self._run()
 
     async def _run(self) -> RunStats:
-        with PipelineLock(self.store.path.parent, self.pipeline):
+        # A store shared by several machines (PostgreSQL) brings its own lock; SQLite's is a file next to it.
+        shared_lock = getattr(self.store, "pipeline_lock", None)
+        with shared_lock(self.pipeline) if shared_lock else PipelineLock(self.store.path.parent, self.pipeline):
             return await self._run_locked()
 
     async def _run_locked(self) -> RunStats:

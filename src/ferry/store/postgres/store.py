@@ -43,6 +43,7 @@ from ferry.core.ports import (
     Written,
 )
 from ferry.errors import StateError
+from ferry.store.postgres.lock import AdvisoryPipelineLock, holder
 from ferry.store.postgres.migrate import schema_status
 from ferry.store.sqlite import utc_now
 from ferry.store.url import mask_url
@@ -175,8 +176,7 @@ class PostgresStore:
     ) -> None:
         self.url = conninfo
         self.safe_url = mask_url(conninfo)
-        # The engine's one-run-per-pipeline lock is a file lock next to the state (store/lease.py); with a server
-        # it guards this machine's runs only (distributed mode claims work by lease instead).
+        # Local files (the sandbox and demo state live in FERRY_HOME); the pipeline lock is ``pipeline_lock``.
         self.path = (lock_dir or Path(".ferry")) / "postgres"
         self.owner = worker_id()
         # check_connection: a connection the server dropped (restart, idle timeout) is replaced before use.
@@ -211,6 +211,15 @@ class PostgresStore:
 
     def close(self) -> None:
         self._pool.close()
+
+    def pipeline_lock(self, pipeline: str) -> AdvisoryPipelineLock:
+        """One run of ``pipeline`` at a time on every machine sharing this database (the engine's lock)."""
+        return AdvisoryPipelineLock(self.url, pipeline)
+
+    def is_running(self, pipeline: str) -> bool:
+        """Whether a live process, on any machine, holds the pipeline's lock."""
+        with self._conn() as conn:
+            return holder(conn, pipeline) is not None
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
