@@ -278,3 +278,17 @@ def test_one_run_per_pipeline_across_machines_and_a_killed_holder_frees_it(pg_ur
     finally:
         here.close()
         there.close()
+
+
+def test_a_pipeline_cannot_be_reset_while_a_run_of_it_holds_its_lock(open_store: Callable[[], PostgresStore]) -> None:
+    from ferry.errors import PipelineBusy
+
+    runner, admin = open_store(), open_store()
+    admin.put_outbox("shop", "Contact", [PlannedRow("k", "v1", {})])
+    with runner.pipeline_lock("shop"):
+        with pytest.raises(PipelineBusy):
+            admin.reset_pipeline("shop")
+        admin.reset_pipeline("other")  # another pipeline's state is not guarded by it
+        assert admin.outbox_count("shop") == 1
+    admin.reset_pipeline("shop")
+    assert admin.outbox_count("shop") == 0

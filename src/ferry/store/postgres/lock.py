@@ -8,6 +8,7 @@ vanished), so, as with the file lock, a `running` row whose lock is free belongs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -17,7 +18,7 @@ from ferry.errors import PipelineBusy
 from ferry.store.url import mask_url
 
 # Advisory locks' two-key form: (this class, hashtext(pipeline)); the migration runner uses the one-key form.
-_PIPELINE_LOCKS = 0x46525931  # "FRY1"
+PIPELINE_LOCKS = 0x46525931  # "FRY1"
 
 
 class AdvisoryPipelineLock:
@@ -47,7 +48,7 @@ class AdvisoryPipelineLock:
 
             raise StateUnavailable(f"{mask_url(self.conninfo)}: {mask_url(str(exc).strip())}") from None
         row = conn.execute(
-            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_PIPELINE_LOCKS, self.pipeline)
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (PIPELINE_LOCKS, self.pipeline)
         ).fetchone()
         if not row or not row[0]:
             owner = holder(conn, self.pipeline) or "another process"
@@ -57,7 +58,11 @@ class AdvisoryPipelineLock:
 
     def release(self) -> None:
         if self._conn is not None:
-            self._conn.close()  # the session ends: the server drops its advisory locks
+            # Unlocked before the session ends, so the next holder can take it at once (a closed session's locks
+            # go when its backend exits, a moment later); a session already broken has lost them anyway.
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (PIPELINE_LOCKS, self.pipeline))
+            self._conn.close()
             self._conn = None
 
     def __enter__(self) -> AdvisoryPipelineLock:
@@ -74,6 +79,6 @@ def holder(conn: psycopg.Connection, pipeline: str) -> str | None:
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
         "AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid AND l.objsubid = 2",
-        (_PIPELINE_LOCKS, pipeline),
+        (PIPELINE_LOCKS, pipeline),
     ).fetchone()
     return str(row[0]) if row else None

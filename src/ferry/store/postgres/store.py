@@ -42,8 +42,8 @@ from ferry.core.ports import (
     StagedRow,
     Written,
 )
-from ferry.errors import StateError
-from ferry.store.postgres.lock import AdvisoryPipelineLock, holder
+from ferry.errors import PipelineBusy, StateError
+from ferry.store.postgres.lock import PIPELINE_LOCKS, AdvisoryPipelineLock, holder
 from ferry.store.postgres.migrate import schema_status
 from ferry.store.sqlite import utc_now
 from ferry.store.url import mask_url
@@ -238,7 +238,12 @@ class PostgresStore:
             yield cur
 
     def reset_pipeline(self, pipeline: str) -> None:
+        """Forget the pipeline's sync state; refused (``PipelineBusy``) while a run of it holds its lock."""
         with self._tx() as c:
+            # The run's own lock, for this transaction only: a run on any machine holds it for its whole length.
+            got = c.execute("SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", (PIPELINE_LOCKS, pipeline)).fetchone()
+            if not got or not got[0]:
+                raise PipelineBusy(f"pipeline {pipeline} is running; its state cannot be reset now")
             for table in _TABLES_OF_A_PIPELINE:
                 c.execute(f"DELETE FROM {table} WHERE pipeline = %s", (pipeline,))
 
