@@ -38,6 +38,7 @@ from ferry.core.schema import ObjectSchema
 from ferry.engine.pipeline import load_pipeline
 from ferry.engine.plan import ObjectPlan, build_plans
 from ferry.mapping.spec import query_constants
+from ferry.observe import tracing
 from ferry.sandbox.salesforce.describe import describe_object
 from ferry.sandbox.salesforce.schema import load_schema
 from ferry.sandbox.shopify.generator import generate_store
@@ -98,23 +99,57 @@ def bulk_csv(name: str, schema: ObjectSchema, records: list[dict[str, Any]]) -> 
 
 
 def ferry_path(w: Workload, serialize: Serializer) -> tuple[int, int]:
-    """Every payload through normalize -> map -> validate -> serialize; (records produced, bytes written)."""
+    """Every payload through normalize -> map -> validate -> serialize; (records produced, bytes written).
+
+    Instrumented as the runner and loader are (ferry/observe): a span per chunk of 2,000 staged records with its
+    keys, a span per object's batch with its keys; no-ops unless a tracer provider is installed (--tracing)."""
     by_entity = w.by_entity
     produced = written = 0
     for start in range(0, len(w.payloads), CHUNK):
         valid: dict[str, list[dict[str, Any]]] = {p.name: [] for p in w.plans}
-        for stream, payload in w.payloads[start:start + CHUNK]:
-            raw = orjson.loads(payload)
-            for entity, record in shopify_normalize.normalize(stream, raw):
-                for plan in by_entity.get(entity, ()):
-                    mapped, errors = plan.map_and_validate(record)
-                    produced += 1
-                    if not errors:
-                        valid[plan.name].append(mapped)
+        keys: dict[str, list[str]] = {p.name: [] for p in w.plans}
+        chunk = w.payloads[start:start + CHUNK]
+        with tracing.span("ferry.plan.chunk", {"ferry.records": len(chunk)}) as span:
+            for stream, payload in chunk:
+                raw = orjson.loads(payload)
+                for entity, record in shopify_normalize.normalize(stream, raw):
+                    for plan in by_entity.get(entity, ()):
+                        mapped, errors = plan.map_and_validate(record)
+                        produced += 1
+                        if not errors:
+                            valid[plan.name].append(mapped)
+                            keys[plan.name].append(record.key)
+            if span.is_recording():  # as the runner's _describe_chunk: the keys of what went where
+                tracing.set_keys(span, (f"{s}/{i}" for i, (s, _) in enumerate(chunk, start)), "ferry.source_keys")
+                for name, listed in keys.items():
+                    tracing.set_keys(span, listed, f"ferry.outbox.{name}")
         for name, records in valid.items():
             if records:
-                written += serialize(name, w.schemas[name], records)
+                with tracing.span("ferry.write.batch", {"ferry.object": name, "ferry.records": len(records)}) as span:
+                    tracing.set_keys(span, keys[name])
+                    written += serialize(name, w.schemas[name], records)
     return produced, written
+
+
+def traced(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` with the OpenTelemetry SDK on, spans kept by an in-memory exporter (emptied after each call)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    def run() -> Any:
+        tracing.use_provider(provider)
+        try:
+            return fn()
+        finally:
+            tracing.use_provider(None)
+            exporter.clear()
+
+    return run
 
 
 def target_rows(w: Workload) -> dict[str, tuple[list[str], list[list[str]]]]:
@@ -195,6 +230,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", type=Path, help="write a pyinstrument HTML profile of the Bulk path here")
     ap.add_argument("--stages", action="store_true", help="also time each stage alone (CPU s, best of --repeat)")
+    ap.add_argument("--tracing", action="store_true",
+                    help="also time both ferry paths with tracing on (OpenTelemetry SDK, in-memory exporter)")
     args = ap.parse_args()
     w = workload(args.orders)
     if args.profile:
@@ -206,15 +243,25 @@ def main() -> None:
         print(prof.output_text(unicode=False, color=False, show_all=False)[:6000])
         return
     rows = target_rows(w)
-    best = best_cpu({"floor": lambda: floor_path(w, rows), "collections": lambda: ferry_path(w, collections_bodies),
-                     "bulk": lambda: ferry_path(w, bulk_csv)}, args.repeat)
+    paths: dict[str, Callable[[], Any]] = {
+        "floor": lambda: floor_path(w, rows), "collections": lambda: ferry_path(w, collections_bodies),
+        "bulk": lambda: ferry_path(w, bulk_csv),
+    }
+    if args.tracing:
+        paths["collections traced"] = traced(paths["collections"])
+        paths["bulk traced"] = traced(paths["bulk"])
+    best = best_cpu(paths, args.repeat)
     floor_s, (coll_s, (records, _)), (bulk_s, _) = best["floor"][0], best["collections"], best["bulk"]
     sources = len(w.payloads)
     print(f"hot path, one core: {args.orders:,} orders -> {sources:,} source records -> {records:,} target records "
           f"(CPU seconds, best of {args.repeat})")
     print(f"{'path':26}{'CPU s':>8}{'records/s':>12}{'orders/s':>11}{'us/record':>11}{'x floor':>9}")
-    for label, secs in (("floor (loads + CSV)", floor_s), ("ferry -> Collections JSON", coll_s),
-                        ("ferry -> Bulk CSV", bulk_s)):
+    rows_out = [("floor (loads + CSV)", floor_s), ("ferry -> Collections JSON", coll_s), ("ferry -> Bulk CSV", bulk_s)]
+    if args.tracing:
+        rows_out += [("  traced (in-memory)", best["collections traced"][0]),
+                     ("  traced (in-memory)", best["bulk traced"][0])]
+        rows_out = [rows_out[0], rows_out[1], rows_out[3], rows_out[2], rows_out[4]]
+    for label, secs in rows_out:
         print(f"{label:26}{secs:8.2f}{records / secs:12,.0f}{args.orders / secs:11,.0f}"
               f"{secs / records * 1e6:11.2f}{secs / floor_s:9.2f}")
     if args.stages:

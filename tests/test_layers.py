@@ -14,6 +14,7 @@ RANKS = {
     "sandbox": 1,
     "model": 1,  # the canonical records and value helpers: every source's normalizer builds them
     "core": 2,  # the shared vocabulary and the Source/Sink/store contracts
+    "observe": 2,  # metrics, traces: every layer above reports through it; it imports only the foundation
     "store": 3,
     "bus": 3,
     "connectors": 4,
@@ -30,9 +31,10 @@ FORBIDDEN = {
     ("mapping", "sandbox"),
     ("engine", "sandbox"),
     ("core", "sandbox"),
+    ("observe", "sandbox"),
 }
 # Below the connectors nothing names a system: these layers reach a connector only through the registry.
-SYSTEM_FREE = ("engine", "mapping", "model", "store", "core")
+SYSTEM_FREE = ("engine", "mapping", "model", "store", "core", "observe")
 CONNECTOR_SHARED = {"ferry.connectors", "ferry.connectors.registry"}
 
 

@@ -167,6 +167,8 @@ class ChaosResult:
 
 
 class Chaos:
+    ferry_flags: tuple[str, ...] = ()  # global options of each life's `ferry` (``-v``: info logs on stderr)
+
     def __init__(self, tmp: Path, config: ChaosConfig, *, state_url: str | None = None) -> None:
         self.tmp = tmp
         self.config = config
@@ -316,7 +318,8 @@ class Chaos:
         before = self._max_run_id()
         life = Life(index, time.time())
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ferry", "run", str(pipeline), "--json"], env=env, stdout=out, stderr=err
+            [sys.executable, "-m", "ferry", *self.ferry_flags, "run", str(pipeline), "--json"], env=env, stdout=out,
+            stderr=err,
         )
         try:
             self._watch(proc, life, before, kill=kill, at_bulk=at_bulk, deadline=deadline)

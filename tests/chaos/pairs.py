@@ -1,4 +1,5 @@
-"""The source side of each pair the chaos suite runs (Shopify -> Salesforce, WooCommerce -> Salesforce).
+"""The source side of each pair the chaos suite runs (Shopify -> Salesforce, WooCommerce -> Salesforce,
+Shopify -> QuickBooks Online).
 
 The harness (``harness.Chaos``) is the same for every pair: it spawns and kills ``ferry run``, injects the
 target's faults and reconciles the org. A ``SourcePair`` says what differs per source: which example
@@ -40,6 +41,7 @@ class SourcePair(ABC):
     """One source system feeding the Salesforce org: its sandbox, faults, edits and reconciliation."""
 
     name: str  # the prefix of its figures ("shopify:503", api_calls["shopify"])
+    target = "salesforce"  # the harness: salesforce (harness.Chaos) or quickbooks (quickbooks.BooksChaos)
     example: Path
     external_id: dict[str, str]  # Salesforce object -> the external id field the pipeline upserts on
     # SQL over the ferry store's read_states: a stream read is under way (for the kill figures).
@@ -285,4 +287,29 @@ class WooCommercePair(SourcePair):
         )
 
 
-PAIRS: dict[str, type[SourcePair]] = {"shopify": ShopifyPair, "woocommerce": WooCommercePair}
+class ShopifyToQuickBooksPair(ShopifyPair):
+    """Shopify feeding a QuickBooks Online company (``tests/chaos/quickbooks.py``'s ``BooksChaos``, not the
+    Salesforce harness): same shop, faults and edits as ``ShopifyPair``; judged by a clean run's books."""
+
+    example = REPO / "examples" / "shopify-to-quickbooks.yml"
+    judged_by_clean_run = True
+    target = "quickbooks"
+
+    def at_rest_copy(self, tmp: Path) -> ShopifySandbox:
+        return ShopifySandbox(tmp, store=copy.deepcopy(self.shop.store))
+
+    def reconcile(
+        self,
+        records: dict[str, list[dict[str, Any]]],
+        letters: list[DeadLetter],
+        edited: set[str],
+        clean_run: CleanRun,
+    ) -> Reconciliation:
+        raise NotImplementedError("the books are reconciled by tests.chaos.quickbooks.reconcile_books")
+
+
+PAIRS: dict[str, type[SourcePair]] = {
+    "shopify": ShopifyPair,
+    "woocommerce": WooCommercePair,
+    "shopify-to-quickbooks": ShopifyToQuickBooksPair,
+}

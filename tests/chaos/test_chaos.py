@@ -1,6 +1,7 @@
 """Chaos: a sync of a generated store through faulty sandboxes while `ferry run` is SIGKILLed and restarted.
 
-Each pair (Shopify -> Salesforce, WooCommerce -> Salesforce: ``pairs.PAIRS``) runs it. The short version
+Each pair (Shopify -> Salesforce, WooCommerce -> Salesforce, Shopify -> QuickBooks Online: ``pairs.PAIRS``;
+the QuickBooks one through ``quickbooks.BooksChaos``, judged against a clean run's books) runs it. The short version
 runs with the normal suite; `make chaos` runs the long one (the demo-sized store, more kills) and prints
 the figures. Both end with a full reconciliation: nothing lost, nothing duplicated, no
 wrong or stale value, no valid record dead-lettered, every invalid record dead-lettered for the right reason.
@@ -17,6 +18,7 @@ import pytest
 
 from ferry.cli.exits import RUN_FINISHED
 from tests.chaos.harness import Chaos, ChaosConfig, ChaosResult
+from tests.chaos.quickbooks import BooksChaos, BooksChaosResult
 
 
 def _check(result: ChaosResult) -> None:
@@ -101,6 +103,48 @@ LONG = {
 LONG["woocommerce"] = dataclasses.replace(LONG["shopify"], pair="woocommerce")
 
 
+# QuickBooks: kills land at random and while a batch call is in flight (``bulk_kills`` counts those here;
+# ``bulk_queue_seconds`` is how soon after the call is seen the kill lands: inside its ~150 ms).
+QUICKBOOKS_SHORT = ChaosConfig(
+    pair="shopify-to-quickbooks",
+    seed=5,
+    customers=60,
+    products=12,
+    orders=150,
+    kills=5,
+    bulk_kills=3,
+    max_seconds=240,
+    page_size=20,  # and batches of 10
+    kill_after=(0.0, 1.0),
+    bulk_queue_seconds=0.12,
+)
+QUICKBOOKS_LONG = dataclasses.replace(
+    QUICKBOOKS_SHORT, seed=13, customers=400, products=80, orders=800, kills=25, bulk_kills=10, max_lives=200,
+    max_seconds=3000, page_size=60, kill_after=(0.0, 6.0), edits_per_life=2,
+)
+
+
+def _check_books(result: BooksChaosResult) -> None:
+    figures = result.figures()
+    print("\nchaos figures:\n" + json.dumps(figures, indent=2))
+    out = os.environ.get("FERRY_CHAOS_FIGURES")
+    if out:
+        Path(out).write_text(json.dumps(figures, indent=2) + "\n")
+    assert len(result.kills) >= result.config.kills, figures
+    assert figures["kills_during_batch_call"] >= result.config.bulk_kills, figures
+    assert result.lives[-1].exit_code in RUN_FINISHED and (result.final_run or {}).get("status") == "succeeded", figures
+    assert result.faults.get("quickbooks:commit_then_reset", 0) > 0, figures
+    # Creates committed by a killed life (or whose answer was lost) were found again, not made twice.
+    assert result.found_by_source_key + result.found_after_duplicate > 0, figures
+    r = result.reconciliation
+    for name in ("duplicated", "lost", "extra", "wrong", "letters_differ"):
+        assert r.total(name) == 0, (name, r.problems(), figures)
+    assert sum(result.dead_letters.values()) > 0, "no record was dead-lettered: the reasons are not compared"
+    # The refresh token rotated under the run, the newest is in the token file, and none was ever printed.
+    assert result.rotations > 0 and result.token_file_is_newest, figures
+    assert result.tokens_in_output == 0 and result.tokens_in_store == 0, figures
+
+
 @pytest.mark.parametrize("pair", SHORT)
 def test_chaos_short(tmp_path: Path, pair: str) -> None:
     with Chaos(tmp_path, SHORT[pair]) as chaos:
@@ -121,6 +165,18 @@ def test_chaos_short_with_state_in_postgresql(tmp_path: Path) -> None:
             _check(chaos.run())
     finally:
         server.cleanup()
+
+
+def test_chaos_short_quickbooks(tmp_path: Path) -> None:
+    with BooksChaos(tmp_path, QUICKBOOKS_SHORT) as chaos:
+        _check_books(chaos.run())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_chaos_long_quickbooks(tmp_path: Path) -> None:
+    with BooksChaos(tmp_path, QUICKBOOKS_LONG) as chaos:
+        _check_books(chaos.run())
 
 
 @pytest.mark.slow

@@ -175,11 +175,38 @@ def test_unknown_names_and_bad_options(home: Path, intact: None) -> None:
         assert expected in one_error_line(ferry(home, *args), Exit.USAGE), args
 
 
-def test_version_and_click_usage_errors(home: Path) -> None:
+def test_version(home: Path) -> None:
     proc = ferry(home, "--version")
     assert proc.returncode == 0 and proc.stdout.startswith("ferry ")
-    proc = ferry(home, "run")  # a missing argument: Click's own usage error, exit 2 too
-    assert proc.returncode == Exit.USAGE and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("run",), "Missing argument 'pipeline'. (see: ferry run --help)"),
+        (("run", "p.yml", "--bogus"), "No such option: --bogus (see: ferry run --help)"),
+        (("nope",), "No such command 'nope'. (see: ferry --help)"),
+        (("dlq", "nope"), "No such command 'nope'. (see: ferry dlq --help)"),
+        (("dlq", "list", "--limit", "many"), "Invalid value for '--limit'"),
+        (("dlq", "show"), "Missing argument"),
+        (("runs", "--limit"), "Option '--limit' requires an argument"),
+    ],
+)
+def test_click_usage_errors_are_one_plain_line_and_exit_2(
+    args: tuple[str, ...], expected: str, home: Path, intact: None
+) -> None:
+    """Click's own usage errors (an argument missing, an unknown option or command, a value of the wrong
+    type) read like ferry's: one ``error:`` line naming where the usage is, no Rich box, exit 2."""
+    proc = ferry(home, *args)
+    line = one_error_line(proc, Exit.USAGE)
+    assert expected in line, line
+    assert "╭" not in proc.stderr and "│" not in proc.stderr and "Usage:" not in proc.stderr, proc.stderr
+
+
+def test_no_command_prints_the_help_and_exits_2(home: Path) -> None:
+    proc = ferry(home, "dlq")
+    assert proc.returncode == Exit.USAGE and "Commands" in proc.stdout + proc.stderr
+    assert "error:" not in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ------------------------------------------------------------------ network errors
@@ -289,9 +316,12 @@ def test_exit_codes_of_runs_against_the_sandboxes(tmp_path: Path) -> None:
         stats = json.loads(forced.stdout)
         assert stats["over_dead_letter_cap"]["Contact"] == 1.0 and w.records("Account")
 
-        # A wrong type no static check sees (text into Quantity): 100% of OrderItems dead-lettered, never exit 0.
+        # A wrong type (text into Quantity): `ferry plan` sees it, so the run stops; forced, 100% of OrderItems
+        # are dead-lettered, and that is never exit 0.
         wrong = w.pipeline_file("wrong-type", _object("OrderItem", lambda o: o["fields"].update(Quantity="name")))
-        proc = _run(w, tmp_path / "h2", "run", str(wrong))
+        line = one_error_line(_run(w, tmp_path / "h2", "run", str(wrong)), Exit.USAGE)
+        assert "not started" in line and "OrderItem.Quantity: order_line.name is text" in line, line
+        proc = _run(w, tmp_path / "h2", "run", str(wrong), "--force")
         assert proc.returncode == Exit.DEAD_LETTERS_OVER_SHARE, proc.stderr
         assert "dead letters over max_dead_letter_share 10%: " in proc.stdout and "OrderItem 100%" in proc.stdout
 

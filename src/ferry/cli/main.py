@@ -8,6 +8,9 @@ import os
 import signal
 import sqlite3
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,7 +32,16 @@ class _FerryTyper(typer.Typer):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().__call__(*args, **kwargs)
+            # Not standalone: click's own usage errors come back here instead of being drawn in a Rich box.
+            outcome = super().__call__(*args, **{**kwargs, "standalone_mode": False})
+        except _CLICK_ERRORS as exc:  # a missing argument, an unknown option or command, a bad value
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                sys.exit(Exit.USAGE)  # the command's help is printed already: that is the answer
+            _say_error(_usage_line(exc))
+            sys.exit(getattr(exc, "exit_code", Exit.USAGE))
+        except typer.Abort:  # end of input at a prompt (Ctrl-C arrives as typer.Exit(130))
+            _say_error("aborted")
+            sys.exit(Exit.FAILED)
         except (SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -37,6 +49,35 @@ class _FerryTyper(typer.Typer):
                 raise
             _say_error(_one_line_of(exc))
             sys.exit(_exit_code_of_any(exc))
+        # Not standalone, click returns a command's `typer.Exit(code)` instead of exiting with it.
+        sys.exit(outcome if isinstance(outcome, int) else 0)
+
+
+def _usage_line(exc: Exception) -> str:
+    """Click's message on one line, and where the command's usage is (``ferry run --help``)."""
+    message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
+    ctx = getattr(exc, "ctx", None)
+    path = str(ctx.command_path) if ctx is not None else ""
+    command = "ferry" + path[path.index(" "):] if " " in path else "ferry"  # `python -m ferry` says ferry too
+    return f"{message} (see: {command} --help)"
+
+
+def _click_errors() -> tuple[type[Exception], ...]:
+    """The exception types of click's usage errors: typer >= 0.2x vendors click (its own ``TyperException``);
+    older ones raise click's."""
+    from typer.exceptions import TyperException
+
+    found: list[type[Exception]] = [TyperException]
+    try:
+        import click
+
+        found.append(click.ClickException)
+    except ImportError:  # pragma: no cover - typer without click
+        pass
+    return tuple(found)
+
+
+_CLICK_ERRORS = _click_errors()
 
 
 def _one_line_of(exc: Exception) -> str:
@@ -90,6 +131,11 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=exit_code_of(exc))
 
 
+class LogFormat(StrEnum):
+    console = "console"
+    json = "json"
+
+
 def _show_version(value: bool) -> None:
     if value:
         sys.stdout.write(f"ferry {__version__}\n")
@@ -99,14 +145,23 @@ def _show_version(value: bool) -> None:
 @app.callback()
 def main(
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Log progress as structured lines on stderr.")
-    ] = False,
+        int,
+        typer.Option("--verbose", "-v", count=True,
+                     help="More log lines on stderr: -v a run's progress (info), -vv every retry (debug)."),
+    ] = 0,
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", help="Log lines as text (console) or one JSON object a line (json).")
+    ] = LogFormat.console,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_show_version, is_eager=True, help="Print ferry's version and exit."),
     ] = False,
 ) -> None:
-    configure_logging(verbose)
+    configure_logging(verbose, log_format.value)
+    # Traces go out over OTLP only when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set (docs/observability.md).
+    from ferry.observe.tracing import configure_tracing
+
+    configure_tracing()
 
 
 @app.command()
@@ -163,6 +218,12 @@ def run(
         bool, typer.Option("--force", help="Write even when `ferry plan` reports problems with the mapping.")
     ] = False,
     as_json: JsonOpt = False,
+    metrics_file: Annotated[
+        Path | None,
+        typer.Option("--metrics-file", envvar="FERRY_METRICS_FILE",
+                     help="Write the run's Prometheus metrics to this file when it ends (for node_exporter's "
+                     "textfile collector; docs/observability.md)."),
+    ] = None,
 ) -> None:
     """Run a pipeline once: read what changed, write it, dead-letter what cannot be written.
 
@@ -175,7 +236,7 @@ def run(
     try:
         spec = load_pipeline(pipeline)
         runner = Runner(spec, _store(), force=force)
-        with render.progress(console, disabled=as_json) as progress:
+        with render.progress(console, disabled=as_json) as progress, _metrics_written_to(metrics_file):
             runner.progress = progress
             stats = _run_until_signalled(runner)
     except _Interrupted as stop:
@@ -189,6 +250,18 @@ def run(
     else:
         render.print_run(console, stats)
     raise typer.Exit(code=_run_exit_code(stats))
+
+
+@contextmanager
+def _metrics_written_to(path: Path | None) -> Iterator[None]:
+    """The metrics of the process written to ``path`` when the block ends, whichever way (a failed run too)."""
+    try:
+        yield
+    finally:
+        if path is not None:
+            from ferry.observe.metrics import write_textfile
+
+            write_textfile(path)
 
 
 def _run_exit_code(stats: Any) -> int:

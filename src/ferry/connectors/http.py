@@ -12,7 +12,9 @@ What it guarantees:
   a generated (streamed) body included: it is spooled as it is sent, so the repeat sends it whole.
 * Error messages and log lines are built from method, path (never the query string, which may carry
   tokens), status and the remote system's own error code and message. Headers never appear.
-* Calls are counted per label (for example the target object) so the engine can report API usage.
+* Calls are counted per label (for example the target object) so the engine can report API usage; every
+  attempt is also a Prometheus sample (system, endpoint family = the label, status class) and, when tracing is
+  on, a span (ferry/observe).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import socket
 import ssl
 import tempfile
+import time
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -34,6 +37,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from ferry.connectors.retry import parse_retry_after, wait_retry_after_or_jitter
 from ferry.errors import AuthError, ConfigError, FerryError, PermanentError, TransientError
+from ferry.observe import metrics, tracing
 
 log = structlog.get_logger("ferry.connectors.http")
 
@@ -313,8 +317,11 @@ class HttpCore:
         idempotent: bool = True,
         count: bool = True,
         stream: bool = False,
+        records: int | None = None,
     ) -> httpx.Response:
         """Send with retries; return the successful response or raise the classified ferry error.
+
+        ``records``: how many records the call carries (a write batch), for its trace span only.
 
         ``content`` may be an async iterable of bytes (an upload generated while it is sent); such a
         body cannot be replayed, so that call is never retried. With ``stream=True`` the body of a
@@ -338,6 +345,7 @@ class HttpCore:
             idempotent,
             count,
             stream,
+            records,
         )
         retries: list[str] = []  # the error of each attempt that was retried
         retrying = AsyncRetrying(
@@ -391,12 +399,22 @@ class HttpCore:
         # Gave up: a warning (the default level shows it); recovered: info, seen with --verbose.
         (log.warning if error is not None else log.info)(
             "http.retried",
-            summary=f"{self.name}: {safe_target(method, url)} retried {len(retries)} time(s) after {why}; {outcome}",
+            summary=f"{self.name}: {safe_target(method, url)} on {self._host(url)} retried {len(retries)} time(s) "
+            f"after {why}; {outcome}",
             connector=self.name,
             target=safe_target(method, url),
             retries=len(retries),
             succeeded=error is None,
         )
+
+    def _host(self, url: str) -> str:
+        """``host:port`` a call goes to (the URL may be relative to the client's base URL); no user or password."""
+        parsed = httpx.URL(url)
+        if not parsed.host:
+            parsed = self.client.base_url
+        if not parsed.host:
+            return "?"
+        return f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host
 
     def _log_retry(self, method: str, url: str, retries: list[str]) -> Callable[[RetryCallState], None]:
         target = safe_target(method, url)
@@ -404,7 +422,9 @@ class HttpCore:
         def before_sleep(state: RetryCallState) -> None:
             err = state.outcome.exception() if state.outcome else None
             retries.append(_cause_text(err))
-            log.info(
+            metrics.api_retry(self.name, getattr(err, "code", None) or type(err).__name__)
+            # Each attempt only at debug (-vv): the default level shows one summary line per call (above).
+            log.debug(
                 "http.retry",
                 connector=self.name,
                 target=target,
@@ -415,6 +435,21 @@ class HttpCore:
             )
 
         return before_sleep
+
+
+def _describe_call(
+    span: tracing.Span, system: str, label: str, request: httpx.Request, records: int | None
+) -> None:
+    """The attempt's span attributes: where it went, never the query string or a header (secrets live there)."""
+    span.set_attribute("ferry.system", system)
+    span.set_attribute("ferry.endpoint", label)
+    span.set_attribute("http.request.method", request.method)
+    span.set_attribute("url.path", request.url.path)
+    span.set_attribute("server.address", request.url.host)
+    if request.url.port:
+        span.set_attribute("server.port", request.url.port)
+    if records is not None:
+        span.set_attribute("ferry.records", records)
 
 
 class _SpooledBody:
@@ -461,6 +496,7 @@ class _Call:
         idempotent: bool,
         count: bool,
         stream: bool = False,
+        records: int | None = None,
     ) -> None:
         self.core = core
         self.method = method.upper()
@@ -475,14 +511,18 @@ class _Call:
         self.idempotent = idempotent
         self.count = count
         self.stream = stream
+        self.records = records
         # A generated body is consumed by the first attempt: it is never retried. One exception: a session
         # refused (401) before the server acted on anything; the refreshed call sends the spooled body again.
         self.replayable = content is None or isinstance(content, bytes | str)
         self.spool = _SpooledBody(content) if auth is not None and isinstance(content, AsyncIterable) else None
-        self.refreshed = False
 
     async def once(self) -> httpx.Response:
-        """One attempt, plus at most one immediate repeat after a session refresh."""
+        """One attempt, plus at most one immediate repeat after a session refresh.
+
+        "Still refused" means refused *right after* the refresh: a 401 on a later attempt (the retry of a 503
+        or a timeout, seconds later: the session may well have expired again meanwhile) gets its own refresh."""
+        refreshed = False
         while True:
             response, generation = await self._send()
             if self.stream and response.status_code >= 300:
@@ -493,11 +533,11 @@ class _Call:
             if self.stream:
                 await response.aclose()
             if isinstance(error, SessionExpired) and self.auth is not None and (self.replayable or self.spool):
-                if self.refreshed:
+                if refreshed:
                     raise AuthError(f"{error} (still refused right after a fresh login)", code=error.code)
                 # Marked only once the refresh worked: a token endpoint outage is retried like any other fault.
                 await self.auth.refresh(generation)
-                self.refreshed = True
+                refreshed = True
                 continue
             self._raise(error, None, response.status_code)
 
@@ -513,22 +553,30 @@ class _Call:
             auth_headers, generation = await self.auth.authorize()
             headers.update(auth_headers)
         response: httpx.Response | None = None
-        try:
-            request = self.core.client.build_request(
-                self.method,
-                self.url,
-                params=self.params,
-                content=self.spool.attempt() if self.spool is not None else self.content,
-                data=self.data,
-                headers=headers,
-            )
-            response = await self.core.client.send(request, stream=self.stream)
-        except httpx.TransportError as exc:
-            self._raise(classify_transport_error(exc, self.method, self.url), exc, None)
-        finally:
-            # Paired with before_request even when the call failed (a throttle tracks calls in flight).
-            if self.core._after_request is not None:
-                self.core._after_request(response)
+        started = time.perf_counter()
+        with tracing.span(f"{self.core.name} {self.method} {self.label}", kind=tracing.SpanKind.CLIENT) as span:
+            try:
+                request = self.core.client.build_request(
+                    self.method,
+                    self.url,
+                    params=self.params,
+                    content=self.spool.attempt() if self.spool is not None else self.content,
+                    data=self.data,
+                    headers=headers,
+                )
+                if span.is_recording():
+                    _describe_call(span, self.core.name, self.label, request, self.records)
+                response = await self.core.client.send(request, stream=self.stream)
+            except httpx.TransportError as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                self._raise(classify_transport_error(exc, self.method, self.url), exc, None)
+            finally:
+                # Paired with before_request even when the call failed (a throttle tracks calls in flight).
+                if self.core._after_request is not None:
+                    self.core._after_request(response)
+                metrics.api_call(self.core.name, self.label, response.status_code if response is not None else None,
+                                 time.perf_counter() - started)
+            span.set_attribute("http.response.status_code", response.status_code)
         if self.count:
             self.core.calls[self.label] += 1
         if self.core._on_response is not None:

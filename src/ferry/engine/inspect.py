@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -371,7 +372,8 @@ def _sampled_findings(
             text = f"{name}.{fields}: {n:,} of {total:,} records sampled from the source would be dead-lettered ({code}"
             text += f": {found.example[name][(fields, code)]})"
             if n == total and n >= _ALL_SAMPLED_MIN and code not in _NOT_THE_MAPPING:
-                by_name[name].problems.append(text)
+                if not any(p.startswith(f"{name}.{fields}: ") for p in by_name[name].problems):
+                    by_name[name].problems.append(text)  # once per field: a static check may have said it
             else:
                 by_name[name].notes.append(text)
 
@@ -413,20 +415,69 @@ _NOT_TEXT = {
 
 
 def _text_type_problems(m: ObjectMapping, name: str, expr: FieldExpr, target_type: str | None) -> list[str]:
-    """A canonical text field mapped as is to a number, date or boolean field: whatever most records hold
-    there, it is free text the target will not take (``customer.note`` into ``AnnualRevenue``)."""
-    if not isinstance(expr, PathExpr) or expr.transform or target_type not in _NOT_TEXT:
+    """A field mapped from text that can never convert to the number, date or boolean field it goes to: the run's
+    validation would dead-letter every record (INVALID_TYPE_ON_FIELD_IN_RECORD), so `ferry plan` says so and
+    `ferry run` stops before writing. Text is free text (``customer.note`` into ``AnnualRevenue``) or a template
+    whose own characters no such value holds (``n{key}`` into ``NumberOfEmployees``)."""
+    if target_type not in _NOT_TEXT:
         return []
-    record_type = ENTITY_TYPES.get(m.from_)
-    if record_type is None or not is_text_path(record_type, expr.path):
+    why = _always_text(m, expr, target_type)
+    if why is None:
         return []
-    leaf = expr.path.rsplit(".", 1)[-1]
-    if leaf.endswith(_DATE_SUFFIXES) and target_type in ("date", "datetime"):
-        return []  # the source's timestamps and dates (created_at, processed_on) are ISO 8601 text
     return [
-        f"{m.name}.{name}: {m.from_}.{expr.path} is text, but {name} is a {target_type} field that takes "
-        f"{_NOT_TEXT[target_type]}; map a field of that type, or transform it"
+        f"{m.name}.{name}: {why}, but {name} is {_a(target_type)} field that takes {_NOT_TEXT[target_type]}; "
+        "map a field of that type, or transform it"
     ]
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+# Transforms that keep text text (``date`` turns a timestamp into a date: its result may fit).
+_TEXT_TRANSFORMS = frozenset({"lower", "upper", "strip"})
+# Characters a number's text can hold (``float``/``int`` as the validator converts: "1,200.50", "-3e2", "1_000").
+_NUMBER_CHARS = frozenset("0123456789+-.eE_, \t")
+
+
+def _always_text(m: ObjectMapping, expr: FieldExpr, target_type: str) -> str | None:
+    """Why ``expr`` always yields text the target type cannot take, or None when some values may fit."""
+    if isinstance(expr, _HAS_LENGTH_OPTION) and not set(expr.transform) <= _TEXT_TRANSFORMS:
+        return None
+    if isinstance(expr, PathExpr):
+        record_type = ENTITY_TYPES.get(m.from_)
+        if record_type is None or not is_text_path(record_type, expr.path):
+            return None
+        leaf = expr.path.rsplit(".", 1)[-1]
+        if leaf.endswith(_DATE_SUFFIXES) and target_type in ("date", "datetime"):
+            return None  # the source's timestamps and dates (created_at, processed_on) are ISO 8601 text
+        return f"{m.from_}.{expr.path} is text"
+    if isinstance(expr, TemplateExpr):
+        foreign = _foreign_character(expr.template, target_type)
+        if foreign is None:
+            return None
+        return f"the template {expr.template!r} is text ({foreign!r} is in every value)"
+    if isinstance(expr, CoalesceExpr):
+        reasons = [_always_text(m, alt, target_type) for alt in expr.coalesce]
+        if any(r is None for r in reasons):
+            return None
+        return f"every value of the coalesce is text ({'; '.join(r for r in reasons if r)})"
+    return None
+
+
+def _foreign_character(template: str, target_type: str) -> str | None:
+    """A character of the template's own text that no value of ``target_type`` can hold (None: none such).
+    A number's text holds digits, signs, a point, an exponent and separators; a date's starts with a digit."""
+    try:
+        literals = [text for text, _, _, _ in string.Formatter().parse(template)]
+    except ValueError:
+        return None  # a bad template is reported when the mapping is loaded
+    if target_type in ("date", "datetime"):
+        head = literals[0].lstrip() if literals else ""
+        return head[0] if head and not head[0].isdigit() else None
+    if _NOT_TEXT[target_type] == "a number":
+        return next((c for text in literals for c in text if c not in _NUMBER_CHARS), None)
+    return None
 
 
 def _write_access_problems(m: ObjectMapping, schema: ObjectSchema) -> list[str]:

@@ -18,6 +18,7 @@ import structlog
 from ferry.core.contracts import Source, SourcePage
 from ferry.core.ports import StagedRow
 from ferry.errors import TransientError
+from ferry.observe import metrics, tracing
 from ferry.store import Store
 
 log = structlog.get_logger("ferry.engine.intake")
@@ -48,11 +49,13 @@ class Intake:
         pages = 0  # staged by this intake: a read continued after a pause is not one a crash left
         for attempt in range(1, PHASE_ATTEMPTS + 1):
             try:
-                async for page in source.read(stream, self.store.read_state(self.pipeline, stream)):
-                    if page.resumed and not pages and stream not in self.resumed:
-                        self.resumed.append(stream)
-                    count += self._stage(source, stream, page)
-                    pages += 1
+                # One span per stream read: the source's API calls are its children, each staged page one too.
+                with tracing.span("ferry.read", {"ferry.stream": stream, "ferry.attempt": attempt}):
+                    async for page in source.read(stream, self.store.read_state(self.pipeline, stream)):
+                        if page.resumed and not pages and stream not in self.resumed:
+                            self.resumed.append(stream)
+                        count += self._stage(source, stream, page)
+                        pages += 1
                 return count
             except TransientError as exc:
                 if attempt == PHASE_ATTEMPTS:
@@ -65,10 +68,13 @@ class Intake:
     def _stage(self, source: Source, stream: str, page: SourcePage) -> int:
         identify = source.identify
         rows = []
-        for raw in page.records:
-            key, version = identify(stream, raw)
-            rows.append(StagedRow(key, version, orjson.dumps(raw)))
-        self.store.stage(self.pipeline, stream, self.run_id, rows, page.state)
+        with tracing.span("ferry.read.page", {"ferry.stream": stream, "ferry.records": len(page.records)}) as span:
+            for raw in page.records:
+                key, version = identify(stream, raw)
+                rows.append(StagedRow(key, version, orjson.dumps(raw)))
+            self.store.stage(self.pipeline, stream, self.run_id, rows, page.state)
+            tracing.set_keys(span, (f"{stream}/{row.key}" for row in rows), "ferry.source_keys")
+        metrics.source_staged(self.pipeline, stream, len(rows))
         self.staged += len(rows)
         self.on_page(len(rows))
         return len(rows)

@@ -26,10 +26,11 @@ from ferry.core.contracts import JobPage, Sink
 from ferry.core.ports import JournalEntry
 from ferry.core.records import MappedRecord
 from ferry.core.results import JobSucceeded, RecordResult
-from ferry.core.writes import choose_write, per_record_write
+from ferry.core.writes import StrategyChoice, choose_write, per_record_write
 from ferry.engine.plan import ObjectPlan
 from ferry.engine.stats import RunStats
 from ferry.errors import AuthError, ConfigError, PermanentError, RecordError
+from ferry.observe import tracing
 from ferry.store import FailedAttempt, NewDeadLetter, OutboxRow, Store, Written, utc_now
 
 log = structlog.get_logger("ferry.engine.loader")
@@ -43,6 +44,13 @@ _JOB_PAGE = 10_000
 
 def _no_advance(n: int) -> None:
     pass
+
+
+def _describe_results(span: tracing.Span, results: Sequence[RecordResult]) -> None:
+    """A batch's answers on its span: how many succeeded or failed, and the target ids (in the keys' order)."""
+    span.set_attribute("ferry.written", sum(1 for r in results if r.success))
+    span.set_attribute("ferry.failed", sum(1 for r in results if not r.success))
+    tracing.set_keys(span, (r.id or "" for r in results), "ferry.target_ids")
 
 
 class StoreJobJournal:
@@ -119,6 +127,13 @@ class Loader:
             return
         progress.phase(f"write {plan.name} ({choice.strategy})", total)
         log.info("load.start", object=plan.name, records=total, strategy=choice.strategy, reason=choice.reason)
+        with tracing.span("ferry.load", {"ferry.object": plan.name, "ferry.records": total,
+                                         "ferry.strategy": str(choice.strategy)}):
+            await self._load_rounds(sink, plan, progress, choice)
+        s.api_calls = sink.api_calls.get(plan.name, 0)
+
+    async def _load_rounds(self, sink: Sink, plan: ObjectPlan, progress: LoadProgress, choice: StrategyChoice) -> None:
+        s = self.stats.object(plan.name)
         last = self.budget.max_attempts
         for attempt in range(1, last + 1):
             # Every round sends whatever is still in the outbox; a record's own attempt count (kept across
@@ -133,7 +148,6 @@ class Loader:
                 break
             s.retried += retried
             await asyncio.sleep(self.budget.pause(attempt))
-        s.api_calls = sink.api_calls.get(plan.name, 0)
 
     def _retry_strategy(self, sink: Sink, plan: ObjectPlan) -> str:
         return per_record_write(sink.write_costs(plan.name, self.store.outbox_count(self.pipeline, plan.name))).strategy
@@ -143,11 +157,16 @@ class Loader:
     ) -> int:
         retried = 0
         for rows in self.store.outbox(self.pipeline, plan.name, chunk=_SEND_CHUNK, with_source=False):
-            results = await sink.upsert(
-                plan.name, plan.external_id, [r.payload for r in rows], strategy,
-                target_ids=self._target_ids(sink, plan.name, rows),
-            )
-            retried += self.reconcile(plan, rows, results, jobs=[])
+            with tracing.span("ferry.write.batch", {"ferry.object": plan.name, "ferry.strategy": strategy,
+                                                    "ferry.records": len(rows)}) as span:
+                tracing.set_keys(span, (r.key for r in rows))
+                results = await sink.upsert(
+                    plan.name, plan.external_id, [r.payload for r in rows], strategy,
+                    target_ids=self._target_ids(sink, plan.name, rows),
+                )
+                retried += self.reconcile(plan, rows, results, jobs=[])
+                if span.is_recording():
+                    _describe_results(span, results)
             advance(len(rows))
         return retried
 
@@ -200,6 +219,9 @@ class Loader:
                 payloads.append(r.payload)
                 keys.append((r.key, r.version))
             advance(len(rows))
+            current = tracing.current_span()
+            if current.is_recording():  # the job's span (ferry.load): which records each uploaded page carried
+                current.add_event("ferry.job.page", {"ferry.record_keys": [k for k, _ in keys[: tracing.MAX_KEYS]]})
             yield JobPage(payloads, keys)
 
     def _record_job_succeeded(self, plan: ObjectPlan, answer: JobSucceeded, failed: set[str]) -> None:

@@ -13,9 +13,16 @@ For each open dead letter chosen by a filter:
    its result recorded exactly as a run records it: success resolves the letter ("replayed") and moves
    the version map forward.
 
-Objects go parents first. With ``children=True`` a replayed parent brings along its children that were
-dead-lettered as PARENT_DEAD_LETTERED because of it, so fixing an Account replays its Contact and Orders
-(and, through the Orders, their OrderItems) in the same call. Replaying again changes nothing: resolved
+Objects go parents first: each starts as soon as the objects it references are written (an Account's Contacts
+and Orders together), while the source records of the next ones are read ahead, a batch's keys per read. The
+outcomes are recorded in the store by one worker thread, in order, while the next batches are sent (resolving a
+letter rewrites its row); judging a batch needs no store round trip (the versions held and the parents' open
+letters are loaded once, then kept up to date). A crash between a write and its record leaves the letters open: a
+replay again lands on the same records (upsert by external id).
+
+With ``children=True`` a replayed parent brings along its children that were dead-lettered as
+PARENT_DEAD_LETTERED because of it, so fixing an Account replays its Contact and Orders (and, through the Orders,
+their OrderItems) in the same call. Replaying again changes nothing: resolved
 letters are no longer open, and the upsert by external id would land on the same record anyway.
 """
 
@@ -23,9 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +47,7 @@ from ferry.core.writes import StrategyChoice, choose_write
 from ferry.engine.loader import LoadProgress
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
-from ferry.engine.runner import orphan_errors, prepare_plans
+from ferry.engine.runner import _long_lived_objects_frozen, orphan_errors, prepare_plans
 from ferry.errors import ConfigError
 from ferry.store import DeadLetter, LetterFilter, NewDeadLetter, Store, Written
 
@@ -51,7 +60,8 @@ FROM_SOURCE, FROM_STORED = "source", "stored payload"
 # two Composite calls of the target's (1,000 records each, in flight together) per batch, and a progress step.
 REPLAY_BATCH = 2000
 READ_AHEAD_CHUNK = 1000  # keys per read-ahead task (the source splits them into its own calls)
-READS_IN_FLIGHT = 2  # read-ahead tasks at once (each sends up to the source's own in-flight calls)
+READS_IN_FLIGHT = 4  # read-ahead tasks at once (each sends up to the source's own in-flight calls): the next
+# objects' records arrive while the first ones are written
 WRITES_IN_FLIGHT = 4  # batches written at once while the next are read: the sink spreads each over its calls
 
 
@@ -170,10 +180,24 @@ class Replayer:
         self._reads = asyncio.Semaphore(READS_IN_FLIGHT)
         # (stream, key) -> its canonical records by (entity, key)
         self._normalized: dict[tuple[str, str], dict[tuple[str, str], Any]] = {}
+        # What the store said before any write, kept up to date by the replay itself, so that judging a batch
+        # never waits for the store while an earlier batch's outcomes are being recorded.
+        self._versions: dict[str, dict[str, str]] = {}  # object -> key -> version held, of the chosen letters
+        self._dead: dict[str, set[str]] = {}  # object -> keys of its open letters (parents' orphan check)
+        # Outcomes are recorded by one worker thread, in order, while the next batches are read and written.
+        self._bookkeeper: ThreadPoolExecutor | None = None
+        self._booked: list[asyncio.Future[None]] = []
 
     async def replay(self, selection: LetterFilter, limit: int = 100_000) -> ReplayReport:
+        # The letters and the source records read again live to the end of the replay: out of the cyclic
+        # collector's passes (frozen as they arrive), each older-generation pass would walk them all again.
+        with _long_lived_objects_frozen():
+            return await self._replay(selection, limit)
+
+    async def _replay(self, selection: LetterFilter, limit: int) -> ReplayReport:
         report = ReplayReport(self.pipeline, self.dry_run)
         chosen = self._choose(selection, limit, report)
+        gc.freeze()
         if not chosen:
             return report
         # Replayed writes spend the pipeline's share of the target's budget like a run's (same ledger).
@@ -188,19 +212,70 @@ class Replayer:
                 report.skipped.extend(
                     (d.id, f"{obj} is not an object of pipeline {self.pipeline}") for d in by_object[obj]
                 )
-            # Read ahead: every chosen letter's source record, parents' first, while earlier objects are written.
+            # Read ahead: every chosen letter's source record, parents' first, a batch's keys per read, while
+            # earlier objects are written.
             order = {p.name: i for i, p in enumerate(plans)}
-            self._read_ahead(source, sorted(chosen, key=lambda d: order.get(d.object, len(order))))
+            ahead = sorted(chosen, key=lambda d: order.get(d.object, len(order)))
+            for obj_letters in _batches_by_object(ahead):
+                self._read_ahead(source, obj_letters)
+            self._load_store_state(plans, by_object)
+            self._bookkeeper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-replay-store")
+            self._booked = []
             try:
                 # Every open letter chosen already (no filter, no limit reached): each child a parent would
                 # bring along is among them.
                 unfiltered = not (selection.object or selection.code or selection.since or selection.ids)
                 everything = unfiltered and len(chosen) < limit
-                await self._replay_plans(source, sink, plans, by_object, report, find_children=not everything)
+                try:
+                    await self._replay_plans(source, sink, plans, by_object, report, find_children=not everything)
+                except BaseExceptionGroup as grouped:  # objects and batches run in task groups
+                    raise _first_error(grouped) from None  # the caller acts on ferry's error types (exit codes)
+                await asyncio.gather(*self._booked)
             finally:
                 for task in self._pending.values():
                     task.cancel()
+                await asyncio.gather(*self._booked, return_exceptions=True)
+                self._bookkeeper.shutdown()
+                self._bookkeeper = None
         return report
+
+    def _load_store_state(self, plans: Sequence[ObjectPlan], by_object: dict[str, list[DeadLetter]]) -> None:
+        """The versions held for the chosen letters' keys and the open letters of every parent object, one
+        query each, before anything is written."""
+        parents = {p.object for plan in plans for p in plan.parents}
+        for plan in plans:
+            keys = [d.record_key for d in by_object.get(plan.name, [])]
+            self._versions[plan.name] = dict.fromkeys(keys, "") | self.store.versions_for(
+                self.pipeline, plan.name, keys
+            )
+            if plan.name in parents:
+                self._dead[plan.name] = set(self.store.dead_letter_keys(self.pipeline, plan.name))
+
+    def _held_versions(self, obj: str, keys: list[str]) -> dict[str, str]:
+        """The version the target holds of each key ("" for none), from ``_load_store_state`` (children
+        brought along by a parent are looked up now)."""
+        known = self._versions.setdefault(obj, {})
+        missing = [k for k in keys if k not in known]
+        if missing:
+            known |= dict.fromkeys(missing, "") | self.store.versions_for(self.pipeline, obj, missing)
+        return {k: known[k] for k in keys if known[k]}
+
+    def _check_booked(self) -> None:
+        for booked in self._booked:
+            if booked.done() and (failure := booked.exception()) is not None:
+                raise failure
+
+    def _resolved(self, obj: str, keys: set[str]) -> None:
+        """Letters of ``obj`` this replay resolves: no longer dead parents for the children judged next."""
+        if obj in self._dead and not self.dry_run:
+            self._dead[obj] -= keys
+
+    def _book(self, fn: Callable[..., None], *args: Any) -> None:
+        """Record outcomes in the store off the event loop (after the earlier ones): resolving a letter
+        rewrites its row, stored source record included (a whole order per order line), while the next batches
+        are sent. A failure surfaces before the next write and at the end of the replay."""
+        assert self._bookkeeper is not None, "outcomes are booked only during replay()"
+        self._booked.append(asyncio.get_running_loop().run_in_executor(self._bookkeeper, fn, *args))
 
     async def _replay_plans(
         self,
@@ -212,19 +287,40 @@ class Replayer:
         *,
         find_children: bool,
     ) -> None:
+        """Each object as soon as the objects it references are replayed: a child's upsert finds its parent by
+        external id only once the parent is written, and siblings (an Account's Contacts and Orders) go at once."""
         replayed: dict[str, set[str]] = {}
-        for plan in plans:
-            letters = by_object.get(plan.name, [])
-            queued = {d.id for d in letters}
-            brought: dict[int, str] = {}
-            if self.children and find_children:
-                for child, parent in self._children_of(plan, replayed):
-                    if child.id not in queued:
-                        letters.append(child)
-                        queued.add(child.id)
-                        brought[child.id] = parent
-            if letters:
-                replayed[plan.name] = await self._replay_object(source, sink, plan, letters, brought, report)
+        finished = {p.name: asyncio.Event() for p in plans}
+        shown = _OrderedProgress(self.progress, [p.name for p in plans])
+
+        async def replay_one(plan: ObjectPlan) -> None:
+            try:
+                for parent in plan.parents:
+                    if parent.object != plan.name and parent.object in finished:
+                        await finished[parent.object].wait()
+                letters = by_object.get(plan.name, [])
+                queued = {d.id for d in letters}
+                brought: dict[int, str] = {}
+                if self.children and find_children:
+                    for child, parent_key in self._children_of(plan, replayed):
+                        if child.id not in queued:
+                            letters.append(child)
+                            queued.add(child.id)
+                            brought[child.id] = parent_key
+                if letters:
+                    replayed[plan.name] = await self._replay_object(
+                        source, sink, plan, letters, brought, report, shown
+                    )
+            finally:
+                finished[plan.name].set()
+                shown.finish(plan.name)
+
+        async with asyncio.TaskGroup() as objects:
+            for plan in plans:
+                objects.create_task(replay_one(plan))
+        # Outcomes in the order objects are replayed (parents first), whichever finished first.
+        rank = {p.name: i for i, p in enumerate(plans)}
+        report.outcomes.sort(key=lambda o: rank.get(o.object, len(rank)))
 
     def _choose(self, selection: LetterFilter, limit: int, report: ReplayReport) -> list[DeadLetter]:
         f = LetterFilter(
@@ -270,22 +366,23 @@ class Replayer:
         letters: Sequence[DeadLetter],
         brought: dict[int, str],
         report: ReplayReport,
+        shown: _OrderedProgress,
     ) -> set[str]:
         """Replay one object's letters a batch at a time: one batched read of the source per stream, one
         version lookup, one write through the planner's strategy and one store transaction per outcome kind.
         A batch's write runs while the next batches are read and judged (up to ``WRITES_IN_FLIGHT`` of them,
         as a run keeps several of the sink's calls in flight): letters are unique per key, so no two writes
         in flight carry the same record."""
-        dead = {p.object: self.store.dead_letter_keys(self.pipeline, p.object) for p in plan.parents}
+        dead = {p.object: self._dead.get(p.object, set()) for p in plan.parents}
         strategy = self._strategy(sink, plan, len(letters))
-        self.progress.phase(f"replay {plan.name} ({strategy.strategy})", len(letters))
+        shown.phase(plan.name, f"replay {plan.name} ({strategy.strategy})", len(letters))
         done: set[str] = set()
         gate = asyncio.Semaphore(WRITES_IN_FLIGHT)
 
         async def write(ready: list[_Candidate], letters_in_batch: int) -> None:
             try:
                 done.update(await self._write(sink, plan, ready, strategy.strategy, report))
-                self.progress.advance(letters_in_batch)
+                shown.advance(plan.name, letters_in_batch)
             finally:
                 gate.release()
 
@@ -331,6 +428,7 @@ class Replayer:
         for key in keys:
             self._raw[(stream, key)] = found.get(key)
             self._pending.pop((stream, key), None)
+        gc.freeze()  # kept to the end (see ``replay``)
 
     async def _prefetch(self, source: Source, batch: Sequence[DeadLetter]) -> None:
         """The batch's source records read again (``_read_ahead``; waited for here). Letters are loaded
@@ -379,8 +477,8 @@ class Replayer:
                 kept.append((d, _still_open(plan, d, record, raw, mapped, errs)))
                 continue
             valid.append((outcome, d, record, mapped))
-        self._keep_open(kept)
-        known = self.store.versions_for(self.pipeline, plan.name, [d.record_key for _, d, _, _ in valid])
+        self._book(self._keep_open, kept)
+        known = self._held_versions(plan.name, [d.record_key for _, d, _, _ in valid])
         current: list[Written] = []
         for outcome, d, record, mapped in valid:
             held = known.get(d.record_key)
@@ -392,7 +490,8 @@ class Replayer:
                 continue
             ready.append(_Candidate(d, record, outcome.source, mapped, outcome.as_child_of))
         if current and not self.dry_run:
-            self.store.record_written(self.pipeline, plan.name, current, "replayed")
+            self._book(self.store.record_written, self.pipeline, plan.name, current, "replayed")
+            self._resolved(plan.name, {w.key for w in current})
         return ready
 
     async def _write(
@@ -414,6 +513,7 @@ class Replayer:
                     )
                 )
             return {c.letter.record_key for c in ready}
+        self._check_booked()  # a failure to record outcomes stops the replay before it writes more
         results = await sink.upsert(plan.name, plan.external_id, [c.mapped for c in ready], strategy)
         written: list[Written] = []
         kept: list[tuple[DeadLetter, NewDeadLetter]] = []
@@ -431,10 +531,16 @@ class Replayer:
                 outcome.errors, outcome.message = errs, "; ".join(str(e["message"]) for e in errs)
                 kept.append((d, _still_open(plan, d, c.record, None, c.mapped, errs)))
             report.outcomes.append(outcome)
-        self.store.record_written(self.pipeline, plan.name, written, "replayed")
-        self._keep_open(kept)
+        self._book(self._record_outcomes, plan.name, written, kept)
+        self._resolved(plan.name, done)
         log.info("dlq.replayed", object=plan.name, written=len(written), failed=len(ready) - len(written))
         return done
+
+    def _record_outcomes(
+        self, obj: str, written: Sequence[Written], kept: Sequence[tuple[DeadLetter, NewDeadLetter]]
+    ) -> None:
+        self.store.record_written(self.pipeline, obj, written, "replayed")
+        self._keep_open(kept)
 
     def _keep_open(self, kept: Sequence[tuple[DeadLetter, NewDeadLetter]]) -> None:
         """Update the letters that stay open (new errors, one more attempt), one transaction per run they came from."""
@@ -472,6 +578,63 @@ class Replayer:
         if raw is None:
             return d.source_payload, f"{FROM_STORED} (the source no longer has {stream} {key})"
         return raw, FROM_SOURCE
+
+
+class _OrderedProgress:
+    """One progress phase per object, shown in the objects' replay order although siblings run at once: an
+    object's phase opens when the ones before it are finished, with what it did meanwhile."""
+
+    def __init__(self, progress: LoadProgress, names: Sequence[str]) -> None:
+        self.progress = progress
+        self.names = list(names)
+        self.head = 0  # index of the first object not finished
+        self.titles: dict[str, tuple[str, int]] = {}
+        self.finished: set[str] = set()
+        self.pending: Counter[str] = Counter()  # letters done by an object whose phase is not shown yet
+        self.shown: str | None = None
+
+    def phase(self, name: str, title: str, total: int) -> None:
+        self.titles[name] = (title, total)
+        self._show()
+
+    def advance(self, name: str, n: int) -> None:
+        if name == self.shown:
+            self.progress.advance(n)
+        else:
+            self.pending[name] += n
+
+    def finish(self, name: str) -> None:
+        self.finished.add(name)
+        self._show()
+
+    def _show(self) -> None:
+        while self.head < len(self.names):
+            name = self.names[self.head]
+            if name in self.titles and name != self.shown:
+                self.shown = name
+                self.progress.phase(*self.titles[name])
+                if self.pending[name]:
+                    self.progress.advance(self.pending.pop(name))
+            if name not in self.finished:
+                return
+            self.head += 1
+
+
+def _first_error(grouped: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error of a task group's (nested) group: one object's or batch's failure, as it was raised."""
+    first = grouped.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _batches_by_object(letters: Sequence[DeadLetter]) -> list[list[DeadLetter]]:
+    """Letters (in replay order) cut where the object changes and every ``REPLAY_BATCH``: the unit each read
+    ahead serves, so an object's first batch waits only for its own records."""
+    out: list[list[DeadLetter]] = []
+    for d in letters:
+        if not out or out[-1][0].object != d.object or len(out[-1]) >= REPLAY_BATCH:
+            out.append([])
+        out[-1].append(d)
+    return out
 
 
 def _still_open(

@@ -41,6 +41,7 @@ from ferry.engine.plan import ObjectPlan, build_plans, order_plans
 from ferry.engine.preflight import static_problems
 from ferry.engine.stats import RunStats
 from ferry.errors import BudgetExhausted, PlanProblems, RecordError
+from ferry.observe import metrics, tracing
 from ferry.store import NewDeadLetter, PlannedRow, StagedRecord, Store
 from ferry.store.lease import PipelineLock
 
@@ -141,6 +142,19 @@ class Runner:
         if previous and previous[0].status in ("interrupted", "died", "failed", "paused"):
             last = previous[0]
             stats.resumed_from = {"run_id": last.id, "status": "died" if abandoned else last.status}
+        # Every log line of the run names it (structlog contextvars); the run is one trace.
+        with structlog.contextvars.bound_contextvars(pipeline=self.pipeline, run_id=run_id), tracing.span(
+            "ferry.run", {"ferry.pipeline": self.pipeline, "ferry.run_id": run_id,
+                          "ferry.source.system": self.spec.source.system,
+                          "ferry.target.system": self.spec.target.system},
+        ) as run_span:
+            try:
+                return await self._run_started(run_id, stats, started)
+            finally:
+                run_span.set_attribute("ferry.status", stats.status)
+                _report_metrics(self.spec.target.system, stats)
+
+    async def _run_started(self, run_id: int, stats: RunStats, started: float) -> RunStats:
         log.info("run.start", pipeline=self.pipeline, run_id=run_id)
         loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id))
         sink: Sink | None = None
@@ -234,10 +248,13 @@ class Runner:
         after = self.store.get_mark(self.pipeline, PLANNED_MARK)
         self.progress.phase("map and validate", self.store.staged_count(self.pipeline, after))
         for chunk in self.store.staged(self.pipeline, streams, chunk=_PLAN_CHUNK, after=after):
-            routed = {p.name: _Routed(p, [], []) for p in plans}
-            for staged in chunk:
-                route_staged(staged, normalize, by_entity, routed)
-            self._commit_routed(list(routed.values()), run_id, stats, chunk[-1].seq)
+            with tracing.span("ferry.plan.chunk", {"ferry.records": len(chunk)}) as span:
+                routed = {p.name: _Routed(p, [], []) for p in plans}
+                for staged in chunk:
+                    route_staged(staged, normalize, by_entity, routed)
+                self._commit_routed(list(routed.values()), run_id, stats, chunk[-1].seq)
+                if span.is_recording():
+                    _describe_chunk(span, chunk, routed.values())
             self._mark(run_id)
             self.progress.advance(len(chunk))
 
@@ -283,6 +300,28 @@ class Runner:
             done = [(row.key, row.version) for row, _ in orphans]
             self.store.record_results(self.pipeline, plan.name, run_id, [], letters, done)
             stats.object(plan.name).dead_lettered += len(letters)
+
+
+def _describe_chunk(span: tracing.Span, chunk: Sequence[StagedRecord], routed: Iterable[_Routed]) -> None:
+    """Which source records a plan chunk took and what became of them per object (keys, to follow one record)."""
+    tracing.set_keys(span, (f"{s.stream}/{s.key}" for s in chunk), "ferry.source_keys")
+    for r in routed:
+        if r.rows:
+            tracing.set_keys(span, (row.key for row in r.rows), f"ferry.outbox.{r.plan.name}")
+        if r.letters:
+            tracing.set_keys(span, (letter.record_key for letter in r.letters), f"ferry.dead_lettered.{r.plan.name}")
+
+
+def _report_metrics(target_system: str, stats: RunStats) -> None:
+    """A finished run's figures into the Prometheus counters (ferry/observe/metrics.py), exactly its stats."""
+    for name, s in stats.objects.items():
+        metrics.records(stats.pipeline, name, read=s.read, written=s.written, dead_lettered=s.dead_lettered)
+    metrics.run_finished(stats.pipeline, stats.status, stats.seconds)
+    budget = stats.budget or {}
+    if isinstance(budget.get("remaining"), int | float):
+        metrics.budget_remaining(target_system, "pipeline_share", budget["remaining"])
+    if isinstance(budget.get("org_max"), int | float) and isinstance(budget.get("org_used"), int | float):
+        metrics.budget_remaining(target_system, "org_daily", budget["org_max"] - budget["org_used"])
 
 
 async def prepare_plans(spec: PipelineSpec, sink: Sink, stats: RunStats | None = None) -> list[ObjectPlan]:

@@ -176,3 +176,90 @@ def test_lookup_before_create_finds_what_exists_without_meeting_a_duplicate(book
     assert [r.created for r in results] == [False, False, True] and all(r.success for r in results)
     assert sink.adopted == 2 and sink.api_calls["lookup"] == 1
     assert len(books.records("Customer")) == 3
+
+
+@pytest.mark.parametrize("strategy", ["batch", "single"])
+def test_a_lost_create_renamed_before_the_retry_is_found_by_its_source_key_not_made_again(
+    books: Books, strategy: str
+) -> None:
+    """The create commits, its answer is lost; the source renames the customer before the next attempt: the
+    DisplayName is a new one (no duplicate fault), the requestid too. ``SourceKey`` finds it all the same."""
+    # Every attempt of the first write is reset after it committed (the HTTP core's repeats replay it).
+    path, count = ("batch", 5) if strategy == "batch" else ("customer", 15)  # 5 tries of each call
+    books.admin("POST", "faults", json={"rules": [{"kind": "commit_then_reset", "path": path, "count": count}]})
+    first = [{**c, "SourceKey": str(1000 + i)} for i, c in enumerate(customers(3))]
+    renamed = [{**c, "DisplayName": f"Renamed {i} ({1000 + i})", "SourceKey": str(1000 + i)}
+               for i, c in enumerate(customers(3))]
+
+    async def run() -> tuple[list[Any], list[Any], QuickBooksSink]:
+        async with books.sink() as sink:
+            lost = await sink.upsert("Customer", "DisplayName", first, strategy)
+        async with books.sink() as sink:  # the next run (a new process)
+            return lost, await sink.upsert("Customer", "DisplayName", renamed, strategy), sink
+
+    lost, found, sink = asyncio.run(run())
+    assert books.admin("GET", "faults")["injected"].get("commit_then_reset", 0) >= 3
+    assert not any(r.success for r in lost)  # every answer was lost for good
+    assert all(r.success for r in found), [r.errors for r in found]
+    stored = books.records("Customer")
+    assert sorted(r["DisplayName"] for r in stored) == sorted(r["DisplayName"] for r in renamed)  # latest wins
+    assert {r["Id"] for r in stored} == {r.id for r in found}
+    assert sink.adopted_by_source_key == sum(1 for r in lost if not r.success)
+    assert all("SourceKey" not in r for r in stored)  # ferry's, never sent
+
+
+def test_a_source_key_inside_a_longer_id_is_not_taken_for_it(books: Books) -> None:
+    """Customer (1234) exists; a new record keyed 123 is created, not adopted."""
+    async def run() -> list[Any]:
+        async with books.sink() as sink:
+            await sink.upsert("Customer", "DisplayName", [{"DisplayName": "Bob (1234)", "SourceKey": "1234"}], "batch")
+        async with books.sink() as sink:
+            return await sink.upsert("Customer", "DisplayName", [{"DisplayName": "Ann (123)", "SourceKey": "123"}],
+                                     "batch")
+
+    [result] = asyncio.run(run())
+    assert result.success and result.created
+    assert len(books.records("Customer")) == 2
+
+
+def test_names_with_colon_tab_or_newline_are_refused_by_quickbooks_and_cleaned_by_the_sink(books: Books) -> None:
+    async def run() -> tuple[list[Any], list[Any]]:
+        async with books.sink() as sink:
+            income = str(await sink.constant(INCOME))
+            people = await sink.upsert("Customer", "DisplayName", [
+                {"DisplayName": "Ada (guest:ada@example.com)"}, {"DisplayName": "Tab\tand\nline (7)"}], "batch")
+            things = await sink.upsert("Item", "Name", [
+                {"Name": "9 Cable: USB-C", "Type": "NonInventory", "IncomeAccountRef": income}], "single")
+            # Again (a second run): found by the same cleaned names, updated, not created twice.
+            again = await sink.upsert("Customer", "DisplayName", [{"DisplayName": "Ada (guest:ada@example.com)",
+                                                                   "GivenName": "Ada"}], "single")
+            return people + things, again
+
+    written, again = asyncio.run(run())
+    assert all(r.success for r in written), [r.errors for r in written]
+    names = sorted(r["DisplayName"] for r in books.records("Customer"))
+    assert names == ["Ada (guest-ada@example.com)", "Tab and line (7)"]
+    assert [r["Name"] for r in books.records("Item") if r["Name"][0].isdigit()] == ["9 Cable- USB-C"]
+    assert again[0].success and again[0].created is False
+
+
+def test_quickbooks_refuses_a_colon_in_a_display_name_with_2040(books: Books) -> None:
+    """The sandbox as Intuit: ``2040 Invalid String`` naming the element (what the sink's cleaning avoids)."""
+    import ssl
+
+    import httpx
+
+    async def token() -> str:
+        async with books.sink() as sink:
+            headers, _ = await sink.client.auth.authorize()
+            return headers["Authorization"]
+
+    auth = asyncio.run(token())
+    verify = ssl.create_default_context(cafile=str(books.running.ca_file))
+    response = httpx.post(f"{books.url}/v3/company/{books.sandbox.realm_id}/customer?minorversion=75",
+                          json={"DisplayName": "Rob:Barnett:Company"}, verify=verify,
+                          headers={"Authorization": auth, "Accept": "application/json"})
+    assert response.status_code == 400
+    error = response.json()["Fault"]["Error"][0]
+    assert error["code"] == "2040" and error["element"] == "DisplayName"
+    assert "Invalid String" in error["Message"] and "Rob:Barnett:Company" in error["Detail"]

@@ -99,3 +99,55 @@ def test_config_needs_its_credentials_and_a_url(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="is empty"):
         QuickBooksConfig.model_validate({**base, "realm_id": " "})
     assert "topsecret-xyz" not in repr(config) and "topsecret-xyz" not in str(config)
+
+
+def test_processes_sharing_a_state_store_stay_under_the_companys_minute_together(tmp_path: Path) -> None:
+    """Two pacers (two processes' sinks) over one SQLite store: 5 calls a minute for the company in all, the
+    6th waits for the next calendar minute; another company's calls are counted apart."""
+    from ferry.connectors.quickbooks.pace import SharedMinute
+    from ferry.store import Store
+
+    now = [600.0]  # minute 10, second 0 (minute 9 had no call)
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    stores = [Store(tmp_path / "ferry.db"), Store(tmp_path / "ferry.db")]  # two connections, as two processes
+    pacers = [Pacer(100, 100, 4, clock=lambda: now[0], sleep=sleep,
+                    shared=SharedMinute(store, "123", 5, clock=lambda: now[0])) for store in stores]
+    other = Pacer(100, 100, 4, clock=lambda: now[0], sleep=sleep,
+                  shared=SharedMinute(stores[0], "456", 5, clock=lambda: now[0]))
+
+    async def calls() -> list[float]:
+        at = []
+        for n in range(6):
+            pacer = pacers[n % 2]
+            await pacer.acquire()
+            pacer.release()
+            at.append(now[0])
+        await other.acquire()  # another company: its own minute
+        other.release()
+        return at
+
+    at = asyncio.run(calls())
+    assert at[:5] == [600.0] * 5
+    # Minute 10's 5 calls still fill the window early in minute 11 (they slide out as it goes): one slot frees
+    # once a fifth of the minute has passed.
+    assert 660.0 + 12.0 <= at[5] <= 660.0 + 13.0 + MARGIN
+    assert sum(p.shared_waited for p in pacers) > 71 and other.shared_waited == 0
+    assert stores[0].api_call_buckets("quickbooks:123", "quickbooks", 0) == [(10, 5), (11, 1)]
+    for store in stores:
+        store.close()
+
+
+def test_a_lost_create_is_recognised_by_its_source_key_in_the_same_place_only() -> None:
+    from ferry.connectors.quickbooks.names import clean_name, same_place
+
+    assert same_place("Ada Lovelace (123)", "123", "Ada King (123)")
+    assert not same_place("Bob (1234)", "123", "Ada King (123)")  # inside a longer id
+    assert not same_place("Ann 123 (77)", "123", "Ada King (123)")  # a whole word, but not where the key goes
+    assert same_place("123 Cable", "123", "123 Cable v2")
+    assert not same_place("456 Cable for model 123", "123", "123 Cable v2")
+    # Names are compared cleaned, as written: a guest's key holds ':' which QuickBooks refuses.
+    assert clean_name("Ada (guest:ada@example.com)") == "Ada (guest-ada@example.com)"
+    assert same_place("Ada (guest-ada@example.com)", "guest:ada@example.com", "Ada L (guest-ada@example.com)")

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from ferry.connectors.shopify.throttle import LeakyBucket, parse_call_limit
@@ -73,3 +76,26 @@ async def test_one_call_at_a_time_until_the_bucket_size_is_known() -> None:
     bucket = LeakyBucket(leak_rate=2.0, clock=clock, sleep=clock.sleep)
     await bucket.acquire()
     assert bucket.threshold() == 1.0
+
+
+async def test_the_next_call_waits_for_the_first_answer_not_for_a_leak() -> None:
+    """Concurrent calls on a new client: the second goes as soon as the first answer tells the bucket's size
+    (here at once), not half a second later (one drop leaking at 2/s)."""
+    bucket = LeakyBucket(leak_rate=2.0)
+    await bucket.acquire()
+    second = asyncio.ensure_future(bucket.acquire())
+    await asyncio.sleep(0.01)
+    assert not second.done()  # one call at a time until the size is known
+    started = time.monotonic()
+    bucket.release("1/40")
+    await asyncio.wait_for(second, 1.0)
+    assert time.monotonic() - started < 0.2
+    assert bucket.threshold() == 32.0
+
+
+async def test_a_first_call_without_answer_lets_the_next_go_after_the_leak() -> None:
+    bucket = LeakyBucket(leak_rate=20.0)  # one drop leaks in 0.05 s
+    await bucket.acquire()
+    started = time.monotonic()
+    await asyncio.wait_for(bucket.acquire(), 1.0)  # the first never answers: the leak frees the slot
+    assert 0.03 < time.monotonic() - started < 0.5

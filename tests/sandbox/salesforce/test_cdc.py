@@ -368,3 +368,39 @@ def test_retention_window_drops_old_events(cdc_org: Org, sf: Salesforce) -> None
         assert probe.subscribe("/data/ChangeEvents", replay=first - 1)["error"].startswith("400::The replayId")
     finally:
         cdc_org.session().post(f"{cdc_org.url}/__sandbox/cdc", json={"retention_seconds": 72 * 3600})
+
+
+def test_gap_events_carry_the_header_and_record_ids_only(cdc_org: Org, sf: Salesforce) -> None:
+    account = sf.Account.create({"Name": "before gap"})["id"]
+    client = stream(cdc_org, sf)
+    cdc_org.session().post(f"{cdc_org.url}/__sandbox/cdc", json={"gap_next": 2})
+    sf.Account.update(account, {"Industry": "Apparel"})
+    created = sf.Account.create({"Name": "gap create"})["id"]
+    sf.Account.update(account, {"Industry": "Banking"})  # the switch is spent: an ordinary change event
+    gap_update, gap_create, update = payloads(client, 3)
+    assert set(gap_update) == {"ChangeEventHeader"} and set(gap_create) == {"ChangeEventHeader"}
+    assert gap_update["ChangeEventHeader"]["changeType"] == "GAP_UPDATE"
+    assert gap_update["ChangeEventHeader"]["recordIds"] == [account]
+    assert gap_update["ChangeEventHeader"]["changedFields"] == []
+    assert gap_create["ChangeEventHeader"]["changeType"] == "GAP_CREATE"
+    assert gap_create["ChangeEventHeader"]["recordIds"] == [created]
+    assert update["ChangeEventHeader"]["changeType"] == "UPDATE" and update["Industry"] == "Banking"
+    assert cdc_org.admin("cdc")["gap_next"] == 0
+
+
+def test_a_transaction_over_the_overflow_threshold_ends_in_one_overflow_event_per_entity(
+        cdc_org: Org, sf: Salesforce) -> None:
+    client = stream(cdc_org, sf)
+    try:
+        cdc_org.session().post(f"{cdc_org.url}/__sandbox/cdc", json={"overflow_threshold": 3})
+        sf.restful("composite/sobjects", method="POST", json={"allOrNone": True, "records": [
+            {"attributes": {"type": "Contact"}, "LastName": f"O{i}"} for i in range(6)]})
+        events = payloads(client, 4)
+    finally:
+        cdc_org.session().post(f"{cdc_org.url}/__sandbox/cdc", json={"overflow_threshold": 100_000})
+    assert [e["ChangeEventHeader"]["changeType"] for e in events] == ["CREATE"] * 3 + ["GAP_OVERFLOW"]
+    overflow = events[3]
+    assert set(overflow) == {"ChangeEventHeader"}
+    assert overflow["ChangeEventHeader"]["entityName"] == "Contact"
+    assert overflow["ChangeEventHeader"]["recordIds"] == ["000000000000000AAA"]
+    assert len({e["ChangeEventHeader"]["transactionKey"] for e in events}) == 1

@@ -18,7 +18,7 @@ from ferry.connectors.http import HttpCore
 from ferry.connectors.quickbooks.auth import OAuthSession
 from ferry.connectors.quickbooks.config import QuickBooksConfig
 from ferry.connectors.quickbooks.errors import Fault, classify, parse_fault
-from ferry.connectors.quickbooks.pace import Pacer
+from ferry.connectors.quickbooks.pace import BATCH_CALL, Pacer, SharedMinute
 from ferry.errors import PermanentError
 
 Record = dict[str, Any]
@@ -37,10 +37,13 @@ class QuickBooksClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        shared: SharedMinute | None = None,
+        shared_batches: SharedMinute | None = None,
     ) -> None:
         self.config = config
         kwargs: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
-        self.pacer = Pacer(config.per_second, config.per_minute, config.max_concurrency, **kwargs)
+        self.pacer = Pacer(config.per_second, config.per_minute, config.max_concurrency, shared=shared,
+                           shared_batches=shared_batches, **kwargs)
         self.http = HttpCore(
             "quickbooks",
             timeout_seconds=config.timeout_seconds,
@@ -114,9 +117,12 @@ class QuickBooksClient:
 
     async def batch(self, items: Sequence[Record], request_id: str, *, label: str) -> dict[str, Record]:
         """One ``batch`` call (<= 30 items, each with a ``bId``); each item's answer by its bId."""
-        await self.pacer.acquire_batch()
-        answer = await self._call("POST", "batch", label=label, json={"BatchItemRequest": list(items)},
-                                  params={"requestid": request_id})
+        marked = BATCH_CALL.set(True)  # each attempt takes a batch slot (pace.Pacer.acquire)
+        try:
+            answer = await self._call("POST", "batch", label=label, json={"BatchItemRequest": list(items)},
+                                      params={"requestid": request_id})
+        finally:
+            BATCH_CALL.reset(marked)
         fault = parse_fault(answer)
         if fault is not None:
             raise PermanentError(f"QuickBooks refused the batch: {fault.code} {fault.text()}", code=f"QBO_{fault.code}")

@@ -40,11 +40,18 @@ class QuickBooksConfig(BaseModel):
     per_minute: int = Field(500, ge=1)
     per_second: int = Field(10, ge=1)
     max_concurrency: int = Field(4, ge=1, le=10)
+    # Count every call to the company in ferry's state store too, so that several processes (pipelines, a
+    # replay) writing one company stay under per_minute together (connectors/quickbooks/pace.py).
+    shared_pacing: bool = True
     batch_size: int = Field(30, ge=1, le=30)
     # Look records up by their lookup field (the mapping's external_id) before creating them: one query per
     # batch of creates. Off by default: QuickBooks refuses a duplicate DisplayName/Name/DocNumber and the sink
     # then finds the record anyway, at no cost. On for a company that allows duplicate DocNumbers.
     lookup_before_create: bool = False
+    # How far back the sink looks for a record whose create answer was lost, by the source key its name holds,
+    # for objects whose mapping sets ``SourceKey`` (connectors/quickbooks/names.py): one query per object per
+    # run (1,000 rows a call). 0 turns it off.
+    lost_create_window_hours: float = Field(72.0, ge=0)
 
     @field_validator("refresh_token", mode="before")
     @classmethod

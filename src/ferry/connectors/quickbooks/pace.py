@@ -1,21 +1,79 @@
 """Intuit's per-realm throttles kept on our side, before a call is sent: 10 requests a second, 500 a minute,
 a few in flight. Over any of them Intuit answers 429 (ThrottleExceeded, code 3001); pacing here makes that
-the exception, and the HTTP core still backs off and repeats a call that meets one."""
+the exception, and the HTTP core still backs off and repeats a call that meets one.
+
+The windows are this process's. Intuit's limits are the company's: several processes writing one company (two
+pipelines, a run and a ``dlq replay``, a run restarted after a crash while the company still counts the dead
+one's calls) share its 500 calls and 120 batch calls a minute. ``SharedMinute`` counts every call to a company in
+ferry's state store (the ``ApiLedger`` port, one transaction per call) under the key ``quickbooks:<realm id>``
+(batch calls under ``quickbooks:<realm id>:batch``), so every process using that store (one ``FERRY_HOME``, or
+one PostgreSQL) stays under the limits together."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+
+from ferry.core.ports import ApiLedger
+
+# Set while a ``batch`` call is made: every attempt of it (the HTTP core's repeats included) takes a batch slot too.
+BATCH_CALL: ContextVar[bool] = ContextVar("quickbooks_batch_call", default=False)
 
 # Intuit counts a call when it arrives; ours leave at send time. A call sent just past our window could
 # arrive inside Intuit's (network jitter, a slow TLS write), so each window is held this much longer.
 MARGIN = 0.1
 
 
+BATCH_PER_MINUTE = 120  # Intuit's batch calls a minute per realm
+LEDGER_SYSTEM = "quickbooks"
+_KEEP_MINUTES = 1440  # buckets older than a day are forgotten (as the Salesforce budget's are)
+
+
+class SharedMinute:
+    """A company's calls per minute, counted in the state store for every process that uses it.
+
+    Intuit's windows slide; the ledger counts per calendar minute. The estimate of the last 60 s is the
+    current minute's count plus the previous minute's, weighted by how much of it is still inside the window
+    (the sliding-window counter: exact when calls are spread evenly, a few percent off when they bunch up at
+    a minute's end; the HTTP core backs off from the 429 that may then come)."""
+
+    def __init__(self, ledger: ApiLedger, realm_id: str, limit: int, *, kind: str = "calls",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.ledger = ledger
+        self.key = f"quickbooks:{realm_id}" if kind == "calls" else f"quickbooks:{realm_id}:{kind}"
+        self.limit = limit
+        self.clock = clock
+        self.pruned = False
+        self._previous: tuple[int, int] | None = None  # (minute, calls): a past minute no longer changes
+
+    def take(self) -> float:
+        """Count one call now and return 0, or, when the window is full, how long to wait before asking again."""
+        now = self.clock()
+        minute = int(now // 60)
+        if not self.pruned:
+            self.ledger.prune_api_calls(minute - _KEEP_MINUTES)
+            self.pruned = True
+        carried = math.ceil(self._previous_calls(minute) * (60 - (now - minute * 60)) / 60)
+        taken, _ = self.ledger.take_api_calls(self.key, LEDGER_SYSTEM, minute, 1, cap=max(self.limit - carried, 0),
+                                              since_minute=minute)
+        if taken:
+            return 0.0
+        return min(1.0, (minute + 1) * 60 - now + MARGIN)  # the carried share shrinks every second
+
+    def _previous_calls(self, minute: int) -> int:
+        if self._previous is None or self._previous[0] != minute - 1:
+            buckets = dict(self.ledger.api_call_buckets(self.key, LEDGER_SYSTEM, minute - 1))
+            self._previous = (minute - 1, buckets.get(minute - 1, 0))
+        return self._previous[1]
+
+
 class Pacer:
-    """Sliding windows of send times (one second, one minute) and a cap on calls in flight."""
+    """Sliding windows of send times (one second, one minute) and a cap on calls in flight; with ``shared``,
+    the company's calls of every process using the same state store are capped per minute too."""
 
     def __init__(
         self,
@@ -23,9 +81,11 @@ class Pacer:
         per_minute: int,
         concurrent: int,
         *,
-        batch_per_minute: int = 120,
+        batch_per_minute: int = BATCH_PER_MINUTE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        shared: SharedMinute | None = None,
+        shared_batches: SharedMinute | None = None,
     ) -> None:
         self.windows = ((1.0 + MARGIN, per_second, deque[float]()), (60.0 + MARGIN, per_minute, deque[float]()))
         self.batch_window = ((60.0 + MARGIN, batch_per_minute, deque[float]()),)
@@ -34,15 +94,32 @@ class Pacer:
         self._slots = asyncio.Semaphore(concurrent)
         self._lock = asyncio.Lock()
         self.waited = 0.0  # seconds spent waiting for a window (reported, and tested)
+        self.shared = shared
+        self.shared_batches = shared_batches
+        self.shared_waited = 0.0  # ... of which for other processes' calls to the company
 
     async def acquire(self) -> None:
-        """Before every attempt of every call: a slot in flight and room in both windows."""
+        """Before every attempt of every call: a slot in flight, room in both windows and in the shared minute
+        (and, for an attempt of a batch call, in the batch windows: Intuit counts each attempt)."""
         await self._slots.acquire()
         await self._take(self.windows)
+        await self._take_shared(self.shared)
+        if BATCH_CALL.get():
+            await self.acquire_batch()
+
+    async def _take_shared(self, shared: SharedMinute | None) -> None:
+        if shared is None:
+            return
+        async with self._lock:
+            while (wait := shared.take()) > 0:
+                self.waited += wait
+                self.shared_waited += wait
+                await self.sleep(wait)
 
     async def acquire_batch(self) -> None:
-        """Before a batch call, besides ``acquire``: Intuit allows 120 batch calls a minute per realm."""
+        """Before an attempt of a batch call, besides the rest of ``acquire``: Intuit allows 120 a minute per realm."""
         await self._take(self.batch_window)
+        await self._take_shared(self.shared_batches)
 
     async def _take(self, windows: tuple[tuple[float, int, deque[float]], ...]) -> None:
         async with self._lock:

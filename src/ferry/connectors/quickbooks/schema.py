@@ -13,6 +13,7 @@ was lost meets a duplicate fault and is found instead of made twice:
 
 from __future__ import annotations
 
+from ferry.connectors.quickbooks.names import SOURCE_KEY
 from ferry.core.schema import FieldSchema, ObjectSchema
 
 
@@ -33,7 +34,10 @@ def _address(prefix: str) -> list[FieldSchema]:
 
 
 def _schema(name: str, fields: list[FieldSchema]) -> ObjectSchema:
-    return ObjectSchema(name, {f.name: f for f in fields})
+    # ``SourceKey`` is ferry's, never sent: the record's source key, to find a create whose answer was lost
+    # after the record was renamed (``names.py``).
+    source_key = FieldSchema(SOURCE_KEY, "string", 255)
+    return ObjectSchema(name, {f.name: f for f in [*fields, source_key]})
 
 
 _SALES_DOC = [

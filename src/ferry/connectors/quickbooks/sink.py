@@ -16,14 +16,22 @@ QuickBooks has no upsert by an external id, so each record's fate is decided her
 
 Writes go one record a call (``single``) or 30 a ``batch`` call, each item answered on its own; an item
 that met a stale SyncToken or a duplicate is finished through the single path.
+
+A create whose answer was lost and whose record was *renamed* before the next attempt meets no duplicate
+(the name is a new one) and would be made twice: a mapping that sets ``SourceKey: key`` lets the sink find
+it by the source key its name carries, among the records created lately (``names.py``). Names are cleaned
+of the characters QuickBooks refuses in them (``names.clean_name``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import datetime as dt
 import hashlib
 import math
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +45,8 @@ from ferry.connectors.quickbooks.client import QuickBooksClient, quote
 from ferry.connectors.quickbooks.config import QuickBooksConfig
 from ferry.connectors.quickbooks.dialect import QUICKBOOKS
 from ferry.connectors.quickbooks.errors import DUPLICATES, STALE_OBJECT, Fault, parse_fault
+from ferry.connectors.quickbooks.names import NAME_FIELDS, SOURCE_KEY, clean_name, same_place
+from ferry.connectors.quickbooks.pace import BATCH_PER_MINUTE, SharedMinute
 from ferry.connectors.quickbooks.refs import ReferenceResolver
 from ferry.connectors.quickbooks.schema import SCHEMAS
 from ferry.connectors.quickbooks.wire import nest
@@ -65,6 +75,43 @@ class _Item:
     body: dict[str, Any] | None
     target_id: str | None
     result: RecordResult | None = None
+    source_key: str | None = None  # the mapping's SourceKey (never sent): finds a lost create after a rename
+
+
+class _RecentNames:
+    """The lookup-field values of records created lately, searchable for a source key held as a whole word.
+
+    One lower-cased text of all names (``\n``-separated): a source key is found with ``str.find`` (fast over
+    thousands of names), then checked for word boundaries. A record is adopted once at most.
+    """
+
+    def __init__(self, rows: Sequence[dict[str, Any]], field: str) -> None:
+        self.rows = [(str(r.get(field) or ""), str(r["Id"])) for r in rows if r.get("Id") is not None]
+        self.text = "\n".join(name.lower() for name, _ in self.rows)
+        self.starts: list[int] = []
+        at = 0
+        for name, _ in self.rows:
+            self.starts.append(at)
+            at += len(name) + 1
+        self.taken: set[str] = set()
+
+    def take(self, source_key: str, new_name: str) -> str | None:
+        """The Id of the one record whose name holds ``source_key`` where ``new_name`` does (None when none or
+        several do)."""
+        needle = clean_name(source_key).lower()
+        found: set[int] = set()
+        at = self.text.find(needle) if needle else -1
+        while at >= 0:
+            row = bisect.bisect_right(self.starts, at) - 1
+            if same_place(self.rows[row][0], source_key, new_name):
+                found.add(row)
+            at = self.text.find(needle, at + 1)
+        ids = {self.rows[r][1] for r in found} - self.taken
+        if len(ids) != 1:
+            return None
+        rid = ids.pop()
+        self.taken.add(rid)
+        return rid
 
 
 class QuickBooksSink(AsyncResource):
@@ -75,10 +122,20 @@ class QuickBooksSink(AsyncResource):
     def __init__(self, config: QuickBooksConfig, context: SinkContext | None = None, **client_kwargs: Any) -> None:
         self.config = config
         self.pipeline = context.pipeline if context is not None else "quickbooks"
+        if context is not None and context.ledger is not None and config.shared_pacing:
+            # Every process using this state store stays under the company's per-minute limit together.
+            clock = context.clock or time.time
+            client_kwargs.setdefault("shared", SharedMinute(context.ledger, config.realm_id, config.per_minute,
+                                                            clock=clock))
+            client_kwargs.setdefault("shared_batches", SharedMinute(context.ledger, config.realm_id,
+                                                                    BATCH_PER_MINUTE, kind="batch", clock=clock))
         self.client = QuickBooksClient(config, **client_kwargs)
         self.refs = ReferenceResolver(self.client, context.target_ids if context else None, SCHEMAS)
         self.stale_rereads = 0
         self.adopted = 0  # creates found already done (a duplicate fault answered by a lookup)
+        self.adopted_by_source_key = 0  # ... of which found by the source key their (new) name no longer has
+        self._recent: dict[str, _RecentNames] = {}
+        self._recent_lock = asyncio.Lock()
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -169,6 +226,11 @@ class QuickBooksSink(AsyncResource):
         return [i.result or _failure(i.key, "UNKNOWN", "no answer for the record", transient=True) for i in items]
 
     def _item(self, obj: str, external_id: str, record: MappedRecord, target_id: str | None) -> _Item:
+        record = dict(record)
+        source_key = record.pop(SOURCE_KEY, None)
+        name_field = NAME_FIELDS.get(obj)
+        if name_field is not None and isinstance(record.get(name_field), str):
+            record[name_field] = clean_name(record[name_field])  # QuickBooks refuses ':', tab, newline (2040)
         key = str(record.get(external_id) or "")
         missing = self.missing_key_result(record, external_id)
         if missing is not None and target_id is None:
@@ -176,13 +238,14 @@ class QuickBooksSink(AsyncResource):
         resolved, errors = self.refs.resolve(obj, record)
         if errors:
             return _Item(key, None, target_id, RecordResult(key, False, errors=errors))
-        return _Item(key, nest(resolved), target_id)
+        return _Item(key, nest(resolved), target_id, source_key=str(source_key) if source_key else None)
 
     async def _write_group(self, obj: str, external_id: str, group: list[_Item], *, single: bool) -> None:
         pending = [i for i in group if i.result is None]
         try:
             if self.config.lookup_before_create:
                 await self._look_up_creates(obj, external_id, [i for i in pending if i.target_id is None])
+            await self._adopt_lost_creates(obj, external_id, [i for i in pending if i.target_id is None])
             tokens = await self._sync_tokens(obj, [i.target_id for i in pending if i.target_id])
             if single or len(pending) == 1:
                 for item in pending:
@@ -208,6 +271,33 @@ class QuickBooksSink(AsyncResource):
                 item.target_id = found.get(item.key.lower())
                 if item.target_id is not None:
                     self.adopted += 1
+
+    async def _adopt_lost_creates(self, obj: str, external_id: str, creates: Sequence[_Item]) -> None:
+        """Give each would-be create carrying a source key the Id of the record created lately for that key
+        (an earlier attempt whose answer was lost), even if its name changed since (``names.py``)."""
+        keyed = [i for i in creates if i.source_key]
+        if not keyed or self.config.lost_create_window_hours <= 0:
+            return
+        recent = await self._recently_created(obj, external_id)
+        for item in keyed:
+            assert item.source_key is not None
+            rid = recent.take(item.source_key, item.key)
+            if rid is not None:
+                item.target_id = rid
+                self.adopted += 1
+                self.adopted_by_source_key += 1
+                log.info("quickbooks.lost_create_found_by_source_key", object=obj, id=rid)
+
+    async def _recently_created(self, obj: str, external_id: str) -> _RecentNames:
+        """The records of ``obj`` created in the window, read once per sink (per run) before its first create."""
+        async with self._recent_lock:
+            if obj not in self._recent:
+                since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=self.config.lost_create_window_hours)
+                stamp = since.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+                rows = await self.client.query(
+                    f"SELECT * FROM {obj} WHERE MetaData.CreateTime >= '{stamp}'", label="lookup")
+                self._recent[obj] = _RecentNames(rows, external_id)
+            return self._recent[obj]
 
     async def _sync_tokens(self, obj: str, ids: Sequence[str]) -> dict[str, str]:
         """The current SyncToken of each Id (one query per 30); an Id QuickBooks no longer has is absent."""

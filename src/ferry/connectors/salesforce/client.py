@@ -17,6 +17,7 @@ from ferry.connectors.salesforce.config import SalesforceConfig
 from ferry.connectors.salesforce.errors import classify
 from ferry.connectors.salesforce.gate import CallGate
 from ferry.errors import BudgetExhausted, PermanentError
+from ferry.observe import metrics
 
 _API_USAGE = re.compile(r"(?:^|[^-])api-usage=(\d+)/(\d+)")
 _API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -85,6 +86,7 @@ class SalesforceClient:
         if usage is not None:
             self.api_usage = usage
             self.budget.observe(usage)
+            metrics.budget_remaining("salesforce", "org_daily", usage[1] - usage[0])
 
     def _spend(self, _label: str) -> None:
         self.budget.spend()
@@ -111,8 +113,10 @@ class SalesforceClient:
         headers: Mapping[str, str] | None = None,
         idempotent: bool = True,
         classify: Classifier | None = None,
+        records: int | None = None,
     ) -> httpx.Response:
-        """A call to the org; ``path`` starts with /services/... and is joined to the session's instance URL."""
+        """A call to the org; ``path`` starts with /services/... and is joined to the session's instance URL.
+        ``records``: how many records a write carries (its trace span shows it)."""
         session = await self.auth.session()
         # The gate wraps the whole call (retries included) but not the token endpoint, which the
         # core reaches from inside it: a login never waits for a slot its own caller holds.
@@ -130,6 +134,7 @@ class SalesforceClient:
                 auth=self.auth,
                 idempotent=idempotent,
                 classify=classify,
+                records=records,
             )
             return response
         except BudgetStop:

@@ -128,7 +128,7 @@ class CollectionsUpsert:
         payload = {"allOrNone": False, "records": [bodies[i] for i in indices]}
         async with self._gate:
             try:
-                answer = await self.client.json("PATCH", path, label=label, json=payload)
+                answer = await self.client.json("PATCH", path, label=label, json=payload, records=len(indices))
             except (BudgetExhausted, AuthError, ConfigError):
                 raise  # the run must stop (or be fixed); these are not about the records
             except FerryError as err:

@@ -119,7 +119,8 @@ class CompositeUpsert:
             ],
         }
         try:
-            answer = await self.client.json("POST", self.client.data_path("/composite"), label=label, json=payload)
+            answer = await self.client.json("POST", self.client.data_path("/composite"), label=label, json=payload,
+                                            records=sum(len(sub) for sub in subs))
         except (BudgetExhausted, AuthError, ConfigError):
             raise
         except PermanentError as err:

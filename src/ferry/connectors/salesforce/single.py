@@ -60,7 +60,9 @@ async def upsert_one(
     body.pop("attributes", None)
     path = client.data_path(f"/sobjects/{api_name(sobject)}/{api_name(external_id_field)}/{quote(key, safe='')}")
     try:
-        response = await client.request("PATCH", path, label=label, json=body, classify=_classify_keeping_record_errors)
+        response = await client.request(
+            "PATCH", path, label=label, json=body, classify=_classify_keeping_record_errors, records=1
+        )
     except (BudgetExhausted, AuthError, ConfigError):
         raise
     except FerryError as err:

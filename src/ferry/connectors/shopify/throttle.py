@@ -8,9 +8,12 @@ otherwise (draining faster than we think only makes us slightly more polite than
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
+
+from ferry.observe import metrics
 
 CALL_LIMIT_HEADER = "X-Shopify-Shop-Api-Call-Limit"
 
@@ -46,12 +49,15 @@ class LeakyBucket:
         self._size: int | None = None  # unknown until the first response
         self._at = clock()
         self._in_flight = 0  # acquired, no answer yet: the store's count may not include them
+        self._answered = asyncio.Event()  # set (and replaced) each time a call in flight finishes
         self.waited_seconds = 0.0
 
     def release(self, header: str | None) -> None:
         """A call we acquired for has finished; ``header`` is its call-limit header, if it got a response."""
         self._in_flight = max(0, self._in_flight - 1)
         self.observe(header)
+        answered, self._answered = self._answered, asyncio.Event()
+        answered.set()
 
     def observe(self, header: str | None) -> None:
         """The store's count is the truth for what it has seen; calls still in flight may come on top of it."""
@@ -60,6 +66,7 @@ class LeakyBucket:
             return
         self._used, self._size = float(parsed[0] + self._in_flight), parsed[1]
         self._at = self._clock()
+        metrics.budget_remaining("shopify", "bucket", parsed[1] - parsed[0])
 
     def level(self) -> float:
         drained = (self._clock() - self._at) * self.leak_rate
@@ -81,5 +88,17 @@ class LeakyBucket:
                 self._in_flight += 1
                 return
             pause = (level + 1 - limit) / self.leak_rate
+            if self._size is None and self._in_flight:
+                await self._first_answer(pause)
+                continue
             self.waited_seconds += pause
             await self._sleep(pause)
+
+    async def _first_answer(self, at_most: float) -> None:
+        """While the size is unknown calls go one at a time, and the next waits for the call in flight to
+        answer (its header tells the size and level), not for a drop to leak: concurrent fetches on a new
+        client would otherwise all start half a second late (the leak of one drop at 2/s)."""
+        started = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._answered.wait(), at_most)
+        self.waited_seconds += time.monotonic() - started

@@ -59,6 +59,14 @@ def required(param: str, element: str = "") -> QboFault:
     return QboFault("2020", REQUIRED_MESSAGE, f"Required parameter {param} is missing in the request", element)
 
 
+def invalid_characters(value: str, element: str) -> QboFault:
+    """2040: a name holding ':' (QuickBooks' parent:child separator), a tab or a newline. Message and detail as
+    integrators quote them (``ERROR CODE:2040, ERROR MESSAGE:Invalid String. The String may contain
+    unsupported or illegal chars, ERROR DETAIL:Element contains invalid characters. Rob:Barnett:Company``)."""
+    return QboFault("2040", "Invalid String. The String may contain unsupported or illegal chars",
+                    f"Element contains invalid characters. {value}", element)
+
+
 def stale_object() -> QboFault:
     return QboFault("5010", "Stale Object Error", STALE_DETAIL)
 

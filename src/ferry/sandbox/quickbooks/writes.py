@@ -7,6 +7,8 @@ Rules that bite real integrations and are modelled here:
   (a sent ``Line`` array replaces all lines).
 * ``DisplayName`` is unique across customers, vendors and employees, inactive ones included (``6240``);
   an Item's ``Name`` is unique among items. Name-list entities are never deleted: ``Active: false``.
+* A DisplayName or an Item's Name holding ':' (the parent:child separator), a tab or a newline is refused
+  (``2040 Invalid String``).
 * ``DocNumber`` is at most 21 characters (``2050``) and unique per transaction type (``6140``; QuickBooks
   checks it when the company's "warn on duplicate numbers" preference is on, which this company has).
 * A sales line's ``Amount`` must equal ``Qty * UnitPrice`` rounded to cents (``6070``); totals are computed
@@ -194,6 +196,7 @@ class Writer:
                                       "FamilyName, or Suffix", "DisplayName")
             record["DisplayName"] = composed
         record = {k: v for k, v in record.items() if v != ""}
+        _no_name_separators(str(record["DisplayName"]), "DisplayName")
         self._unique_display_name(record["DisplayName"], entity, current)
         record.setdefault("Active", True)
         record.setdefault("PrintOnCheckName", record["DisplayName"])
@@ -223,6 +226,7 @@ class Writer:
         record = {k: v for k, v in record.items() if v != ""}
         if not record.get("Name"):
             raise errors.required("Name", "Name")
+        _no_name_separators(str(record["Name"]), "Name")
         for other in self.company.records["Item"].values():
             if (current is None or other["Id"] != current["Id"]) and \
                     str(other["Name"]).strip().lower() == str(record["Name"]).strip().lower():
@@ -255,6 +259,7 @@ class Writer:
         record = {k: v for k, v in record.items() if v != ""}
         if not record.get("Name"):
             raise errors.required("Name", "Name")
+        _no_name_separators(str(record["Name"]), "Name")
         for other in self.company.records["Account"].values():
             if (current is None or other["Id"] != current["Id"]) and other["Name"].lower() == record["Name"].lower():
                 raise errors.duplicate_name(other["Id"])
@@ -511,3 +516,13 @@ class Writer:
         balance = owned("Invoice", "Balance") - owned("Payment", "UnappliedAmt") - owned("CreditMemo", "Balance")
         customer["Balance"] = as_number(balance)
         customer["BalanceWithJobs"] = as_number(balance)
+
+
+_NAME_SEPARATORS = (":", "\t", "\n", "\r")
+
+
+def _no_name_separators(name: str, element: str) -> None:
+    """A name-list entity's name may not hold ':' (it separates a parent from a sub-customer or sub-item in
+    ``FullyQualifiedName``), a tab or a newline: Intuit answers 2040."""
+    if any(c in name for c in _NAME_SEPARATORS):
+        raise errors.invalid_characters(name, element)

@@ -289,6 +289,7 @@ class SalesforceSandbox:
         self.state.org.reset_counters()
         self.state.budget.reset()
         self.cdc.bus.clear()
+        self.cdc.config.gap_next = 0  # a pending gap switch is a fault of the last run, not a setting
         self.platform_events.bus.clear()
         self.faults.reset_counts()  # the rules stay: a reset starts a fresh run under the same faults
         if self.db is not None:

@@ -19,6 +19,13 @@ Structure" and "Change Event Body Fields" for CometD clients):
 - Compound fields (Contact/Lead `Name`, `BillingAddress`, `MailingAddress`, ...) are nested objects.
 - Replay ids grow monotonically; events are kept for a retention window (72 h by default) and up to
   a maximum count, oldest dropped first.
+- Gap events ("Gap Events"): when the org cannot build a change event it publishes the header only, with
+  `changeType` `GAP_CREATE`/`GAP_UPDATE`/`GAP_DELETE`/`GAP_UNDELETE` and the record ids, no fields.
+  `CdcConfig.gap_next = n` makes the next n record changes gap events (the org's causes: an event over
+  1 MB, an internal error, a change applied directly in the database).
+- Overflow events ("Overflow Events"): a transaction's first `overflow_threshold` (100,000) changes are
+  change events; the rest become one `GAP_OVERFLOW` event per entity, header only, with the empty record
+  id `000000000000000AAA`. A create, delete or undelete counts 1; an update counts each changed field.
 """
 
 from __future__ import annotations
@@ -43,6 +50,10 @@ if TYPE_CHECKING:
 
 RETENTION_SECONDS = 72 * 3600  # Salesforce keeps change events for 72 hours
 MAX_EVENTS = 100_000
+OVERFLOW_THRESHOLD = 100_000  # changes per transaction published as change events; the rest overflow
+EMPTY_RECORD_ID = "000000000000000AAA"  # the recordIds of an overflow event
+GAP_PREFIX = "GAP_"
+OVERFLOW = "GAP_OVERFLOW"
 CHANGE_EVENTS_CHANNEL = "/data/ChangeEvents"
 
 # Fields change events never carry: the id is in recordIds; the rest are not tracked by CDC.
@@ -103,6 +114,8 @@ class CdcConfig:
     retention_seconds: float = RETENTION_SECONDS
     max_events: int = MAX_EVENTS
     entities: set[str] | None = None  # None: every object the org has
+    overflow_threshold: int = OVERFLOW_THRESHOLD
+    gap_next: int = 0  # the next n record changes are published as gap events (a fault switch for tests)
 
 
 @dataclass(slots=True)
@@ -270,9 +283,12 @@ class ChangeCapture:
             # store's undo journal relies on; sharing it halves what a retained event costs.
             values = new
         origin = current_origin.get()
+        if self.config.gap_next > 0:
+            self.config.gap_next -= 1
+            change_type, values = GAP_PREFIX + change_type, {}  # the header only: no field values
         change: dict[str, Any] = {"type": change_type, "id": record_id, "fields": values,
                                   "origin": origin.change_origin, "user": origin.user_id}
-        if autocommit and not self._pending:
+        if autocommit and not self._pending and _weight(change) <= self.config.overflow_threshold:
             # a single-record REST write (its own transaction): publish at once, skipping the pending list
             self._commit_number += 1
             change["seq"], change["commit"] = 1, self._commit_number
@@ -298,7 +314,7 @@ class ChangeCapture:
         now = self.clock()
         self._commit_number = number = self._commit_number + 1
         append = self.bus.append
-        for sequence, (entity, change) in enumerate(self._merged(pending), start=1):
+        for sequence, (entity, change) in enumerate(self._overflowed(self._merged(pending)), start=1):
             change["seq"], change["commit"] = sequence, number
             append(entity, change, now)
         self.bus.prune(now)
@@ -321,6 +337,23 @@ class ChangeCapture:
                     continue
                 first_of[key] = change
             out.append((entity, change))
+        return out
+
+    def _overflowed(self, changes: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        """The first `overflow_threshold` changes of a transaction as they are; the rest become one
+        GAP_OVERFLOW event per entity (header only, the empty record id), in the order entities appear."""
+        threshold = self.config.overflow_threshold
+        total = 0
+        out: list[tuple[str, dict[str, Any]]] = []
+        overflowed: dict[str, dict[str, Any]] = {}
+        for entity, change in changes:
+            total += _weight(change)
+            if total <= threshold:
+                out.append((entity, change))
+            elif entity not in overflowed:
+                overflowed[entity] = {"type": OVERFLOW, "id": EMPTY_RECORD_ID, "fields": {},
+                                      "origin": change["origin"], "user": change["user"]}
+                out.append((entity, overflowed[entity]))
         return out
 
     def _body_key(self, entity: str, fields: dict[str, Any]) -> bytes:
@@ -397,6 +430,13 @@ class ChangeCapture:
             sid = base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
             self._schema_ids[obj.name] = sid
         return sid
+
+
+def _weight(change: dict[str, Any]) -> int:
+    """What a change counts toward the overflow threshold: each changed field of an update, else 1."""
+    if change["type"] == "UPDATE":
+        return len(change["fields"]) * (1 + len(change.get("more", ())))
+    return 1 + len(change.get("more", ()))
 
 
 def cometd_datetime(value: Any) -> Any:

@@ -337,6 +337,7 @@ def register_cdc_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
         entities = cdc.config.entities
         return {"entities": None if entities is None else sorted(entities),
                 "retention_seconds": cdc.config.retention_seconds, "max_events": cdc.config.max_events,
+                "overflow_threshold": cdc.config.overflow_threshold, "gap_next": cdc.config.gap_next,
                 "retained": info.retained, "last_replay_id": info.last_replay_id, "by_entity": info.by_entity,
                 "streaming_clients": len(sandbox.streaming.clients)}
 
@@ -355,6 +356,10 @@ def register_cdc_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
                 cdc.config.retention_seconds = float(body["retention_seconds"])
             if "max_events" in body:
                 cdc.config.max_events = int(body["max_events"])
+            if "overflow_threshold" in body:
+                cdc.config.overflow_threshold = int(body["overflow_threshold"])
+            if "gap_next" in body:
+                cdc.config.gap_next = int(body["gap_next"])
         except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
             return reply({"error": str(exc)}, 400)
         cdc.bus.prune()
