@@ -168,12 +168,13 @@ class ChaosResult:
 
 class Chaos:
     ferry_flags: tuple[str, ...] = ()  # global options of each life's `ferry` (``-v``: info logs on stderr)
+    # The chaos run's state store (FERRY_STATE_URL; None: SQLite in its FERRY_HOME). The clean run it is judged
+    # against always keeps its own embedded state.
+    state_url: str | None = None
 
     def __init__(self, tmp: Path, config: ChaosConfig, *, state_url: str | None = None) -> None:
         self.tmp = tmp
         self.config = config
-        # The chaos run's state store (FERRY_STATE_URL; None: SQLite in its FERRY_HOME). The clean run it is
-        # judged against always keeps its own embedded state.
         self.state_url = state_url
         self.rng = random.Random(config.seed)
         self.home = tmp / "home"
