@@ -115,9 +115,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 
 def _store() -> Any:
-    from ferry.store import Store
+    """The state store FERRY_STATE_URL names (default: SQLite in FERRY_HOME)."""
+    from ferry.store.factory import open_store
 
-    return Store(ferry_home() / "ferry.db")
+    return open_store()
 
 
 def _say_error(message: str) -> None:
@@ -428,6 +429,41 @@ def serve_command(
     raise typer.Exit(code=code)
 
 
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Check the configured state store (FERRY_STATE_URL: reachable, migrations current) and say what to fix.
+
+    Exit codes: 0 every check passed, 6 a check failed."""
+    from ferry.cli.doctor import run_checks
+
+    checks = run_checks()
+    if as_json:
+        sys.stdout.write(json.dumps([c.as_dict() for c in checks]) + "\n")
+    else:
+        for c in checks:
+            mark = Text("ok  ", style="green") if c.ok else Text("FAIL", style="bold red")
+            console.print(Text.assemble(mark, " ", (c.name, "bold"), ": ", c.detail), highlight=False)
+            if not c.ok and c.fix:
+                console.print(Text.assemble("      fix: ", c.fix), highlight=False)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(code=Exit.STATE)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the PostgreSQL state database (FERRY_STATE_URL) to this ferry's schema; safe to run from many
+    machines at once. SQLite state migrates itself when opened."""
+    from ferry.cli.doctor import migrate_state
+
+    url, applied = migrate_state()
+    if url.kind != "postgresql":
+        console.print(f"{url.safe}: SQLite state migrates itself on open; nothing to do", highlight=False)
+    elif applied:
+        console.print(f"{url.safe}: applied migration(s) {', '.join(map(str, applied))}", highlight=False)
+    else:
+        console.print(f"{url.safe}: schema already current", highlight=False)
+
+
 def _known_pipeline(store: Any, pipeline: str | None) -> None:
     """An unknown --pipeline is a usage error naming the known ones, not an empty list."""
     if pipeline is None:
@@ -454,7 +490,8 @@ def _with_dead_runs(store: Any, rows: list[Any]) -> list[Any]:
     for r in rows:
         if r.status == "running":
             if r.pipeline not in live:
-                live[r.pipeline] = is_running(store.path.parent, r.pipeline)
+                shared = getattr(store, "is_running", None)  # PostgreSQL: its advisory lock, on any machine
+                live[r.pipeline] = shared(r.pipeline) if shared else is_running(store.path.parent, r.pipeline)
             if not live[r.pipeline]:
                 r = replace(r, status="died")
         out.append(r)

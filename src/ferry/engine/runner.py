@@ -128,15 +128,21 @@ class Runner:
         with _long_lived_objects_frozen():
             return await self._run()
 
+    def _lock(self) -> Any:
+        """One run per pipeline: a store shared by several machines (PostgreSQL) brings its own lock; SQLite's
+        is a file next to it."""
+        shared_lock = getattr(self.store, "pipeline_lock", None)
+        return shared_lock(self.pipeline) if shared_lock else PipelineLock(self.store.path.parent, self.pipeline)
+
     async def _run(self) -> RunStats:
-        with PipelineLock(self.store.path.parent, self.pipeline):
+        with self._lock():
             return await self._tracked(self._read_and_load)
 
     async def run_staged(self, source: Source, sink: Sink, plans: list[ObjectPlan]) -> RunStats:
         """A run without the read: what is staged (events ``ferry serve`` took in) goes the same plan and load
         path as a batch run's pages, through a source and sink the caller keeps open across runs (one
         sign-in and one describe for many). Holds the pipeline's lock like ``run`` (PipelineBusy if held)."""
-        with PipelineLock(self.store.path.parent, self.pipeline):
+        with self._lock():
             async def load_staged(stats: RunStats, loader: Loader, opened: list[Sink]) -> None:
                 opened.append(sink)
                 clock = _PhaseClock(stats.cpu_seconds)
