@@ -88,16 +88,19 @@ def _long_lived_objects_frozen() -> Iterator[None]:
 
 
 class _PhaseClock:
-    """This process's CPU time, charged to the phase that just ended."""
+    """This process's CPU time and the wall time, charged to the phase that just ended."""
 
-    def __init__(self, into: dict[str, float]) -> None:
+    def __init__(self, into: dict[str, float], wall: dict[str, float]) -> None:
         self.into = into
+        self.wall = wall
         self.last = time.process_time()
+        self.last_wall = time.monotonic()
 
     def lap(self, phase: str) -> None:
-        now = time.process_time()
+        now, now_wall = time.process_time(), time.monotonic()
         self.into[phase] = self.into.get(phase, 0.0) + now - self.last
-        self.last = now
+        self.wall[phase] = self.wall.get(phase, 0.0) + now_wall - self.last_wall
+        self.last, self.last_wall = now, now_wall
 
 
 class Runner:
@@ -147,7 +150,7 @@ class Runner:
                 self.pipeline, ledger=self.store, clock=self.clock, target_ids=self._id_map,
             ))
             async with open_source(self.spec.source) as source, sink:
-                clock = _PhaseClock(stats.cpu_seconds)
+                clock = _PhaseClock(stats.cpu_seconds, stats.wall_seconds)
                 plans = await self._prepare(sink, stats)
                 clock.lap("prepare")
                 await self._extract(source, run_id, stats)

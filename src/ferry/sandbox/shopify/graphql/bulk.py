@@ -56,6 +56,10 @@ from ferry.sandbox.shopify.state import ShopState
 
 ACTIVE = ("CREATED", "RUNNING", "CANCELING")
 URL_LIFETIME = 7 * 86_400  # result URLs are valid seven days
+# Bulk query operations an app may run at once per shop: one before API version 2026-01, up to five from it
+# (shopify.dev bulk-operations/queries: "In API versions 2026-01 and higher apps can run up to five bulk query
+# operations at a time per shop").
+CONCURRENT_QUERIES = {"before-2026-01": 1, "2026-01": 5}
 MAX_CONNECTIONS = 5
 MAX_NESTING = 2
 
@@ -124,14 +128,16 @@ class BulkOperations:
         mine = [op for op in self.ops.values() if op.token == token and op.type == op_type]
         return _view(max(mine, key=lambda op: op.id)) if mine else None
 
-    def run_query(self, token: str, query: str, *, group_objects: bool, base_url: str
+    def run_query(self, token: str, query: str, *, group_objects: bool, base_url: str, api_version: str = "2025-07"
                   ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        running = next((op for op in self.ops.values() if op.token == token and op.type == "QUERY"
-                        and op.status in ACTIVE), None)
-        if running is not None:
-            return None, [{"code": "OPERATION_IN_PROGRESS", "field": None,
-                           "message": "A bulk query operation for this app and shop is already in progress: "
-                                      f"{running.gid}."}]
+        running = [op for op in self.ops.values() if op.token == token and op.type == "QUERY" and op.status in ACTIVE]
+        limit = concurrent_queries(api_version)
+        if len(running) >= limit:
+            # The pre-2026-01 text is Shopify's as received (reference §4.1); the five-at-once one is the sandbox's.
+            message = (f"A bulk query operation for this app and shop is already in progress: {running[0].gid}."
+                       if limit == 1 else f"Up to {limit} bulk query operations for this app and shop can run at "
+                                          f"once; in progress: {', '.join(op.gid for op in running)}.")
+            return None, [{"code": "OPERATION_IN_PROGRESS", "field": None, "message": message}]
         problem = check_bulk_query(self._schema(), query)
         if problem is not None:
             return None, [{"code": "INVALID", "field": ["query"], "message": problem}]
@@ -240,6 +246,13 @@ class BulkOperations:
         self.events.append({"topic": "bulk_operations/finish", "created_at": _iso(op.completed_at or time.time()),
                             "payload": payload})
         self.state.changed("bulk_operations", "finish", payload)  # delivered to bulk_operations/finish subscribers
+
+
+def concurrent_queries(api_version: str) -> int:
+    """How many bulk query operations one app may run at once on a shop, by the request's API version."""
+    if api_version == "unstable" or api_version >= "2026-01":
+        return CONCURRENT_QUERIES["2026-01"]
+    return CONCURRENT_QUERIES["before-2026-01"]
 
 
 def _direct_fields(node: FieldNode) -> list[FieldNode]:
