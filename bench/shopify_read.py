@@ -35,9 +35,10 @@ async def read_all(config: ShopifyConfig) -> dict[str, Any]:
     started = time.monotonic()
     counts: dict[str, int] = {}
     async with ShopifySource(config) as source:
+        states: dict[str, Any] = await source.prepare_reads({s: None for s in source.streams})  # as the engine
         for stream in source.streams:
             counts[stream] = 0
-            async for page in source.read(stream, None):
+            async for page in source.read(stream, states.get(stream)):
                 counts[stream] += len(page.records)
         calls = source.api_calls
         plans = source.read_plans
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=10000)
     ap.add_argument("--latency", choices=("real", "off"), default="real")
     ap.add_argument("--apis", default="graphql,rest")
+    ap.add_argument("--api-version", default=None, help="Shopify API version (default: the connector's)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
         shop = start_shopify(Path(tmp) / "shopify", args.orders, args.latency, SEED)
@@ -69,6 +71,7 @@ def main() -> None:
                 config = ShopifyConfig.model_validate({
                     "system": "shopify", "url": info["url"], "access_token": info["access_token"],
                     "ca_file": info["ca_file"], "api": api,
+                    **({"api_version": args.api_version} if args.api_version else {}),
                 })
                 row = asyncio.run(read_all(config))
                 print(json.dumps({"orders": args.orders, "latency": args.latency, **row}), flush=True)

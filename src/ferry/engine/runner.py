@@ -207,6 +207,7 @@ class Runner:
             self.progress.advance(n)
 
         intake = Intake(self.store, self.pipeline, run_id, on_page)
+        await intake.prepare(source)
         for stream in source.streams:
             self.progress.phase(f"read {stream}", None)
             stats.source_records[stream] = await intake.read_stream(source, stream)
