@@ -37,6 +37,10 @@ CURRENT = f"query Current {{ currentBulkOperation(type: QUERY) {{ {_FIELDS} }} }
 CANCEL = "mutation Cancel($id: ID!) { bulkOperationCancel(id: $id) { userErrors { field message } } }"
 ACTIVE = frozenset({"CREATED", "RUNNING", "CANCELING"})
 MIN_POLL, MAX_POLL = 0.25, 30.0
+# The first poll of an operation that has not shown progress yet: early enough for a small one, late enough
+# that the pace it shows (root objects done per second) predicts the end (a poll at 0.25 s sees the start-up,
+# and a pace taken from it overshoots the end several times over).
+FIRST_POLL = 1.0
 
 
 def concurrent_queries(api_version: str) -> int:
@@ -89,6 +93,7 @@ class BulkBoard:
         for ident, node in zip(ids, answer.data.get("nodes") or [], strict=False):
             if isinstance(node, dict) and "status" in node:
                 self.views[ident], self.seen_at[ident] = node, now
+        log.debug("bulk.polled", ops={i: (v or {}).get("status") for i, v in self.views.items()})
         view = self.views.get(job_id)
         if view is None:
             raise PermanentError(f"bulk operation {job_id} is unknown to the store")
@@ -178,7 +183,7 @@ class BulkQueries:
         elif seen is not None and int(seen.get("rootObjectCount") or 0):
             pause = self._pause_after(job_id, seen, expected_rows)  # a poll for another one saw it progress
         else:
-            pause = MIN_POLL
+            pause = FIRST_POLL
         while True:
             if pause:
                 await asyncio.sleep(pause)

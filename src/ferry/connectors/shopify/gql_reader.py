@@ -270,7 +270,9 @@ class GraphQLReads:
             return [self.shaper.customer(node) for node, _ in groups]
         if stream == "products":
             return [self.shaper.product(node, children) for node, children in groups]
-        wanted = [(rid, max(1, len(children))) for node, children in groups for rid in shape.refund_ids(node)]
+        wanted = [
+            (rid, shape.refund_lines_bound(children)) for node, children in groups for rid in shape.refund_ids(node)
+        ]
         details = await self.refund_details(wanted)
         return [self.shaper.order(node, children, details) for node, children in groups]
 
@@ -446,7 +448,7 @@ class _Waiting:
         if self.first is None:
             self.first = position
         self.groups.append((node, children))
-        self.cost += sum(shape.refund_lines_cost(max(1, len(children))) for _ in shape.refund_ids(node))
+        self.cost += sum(shape.refund_lines_cost(shape.refund_lines_bound(children)) for _ in shape.refund_ids(node))
 
     def take(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
         groups, self.groups, self.first, self.cost = self.groups, [], None, 0

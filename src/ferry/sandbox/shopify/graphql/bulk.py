@@ -10,7 +10,8 @@ nested connection is its own line with ``__parentId`` (the id of its parent node
 directly after it when objects are grouped (``groupObjects: true``, the default before 2026-01), else after
 the page of root lines it belongs to.
 
-The run takes time in proportion to its size (``seconds_per_object``), so clients really poll. One query
+The run takes time in proportion to its size (``seconds_per_object``, the wall pace of the whole run, the
+sandbox's own execution time included), so clients really poll. One query
 operation at a time per app and shop (token). ``bulkOperationCancel`` goes ``CANCELING`` -> ``CANCELED``
 with ``partialDataUrl``; ``fail_after_objects`` makes the next operations fail with ``errorCode`` and
 ``partialDataUrl``. Every finished operation records a ``bulk_operations/finish`` webhook event (delivery
@@ -187,6 +188,7 @@ class BulkOperations:
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
         flattener = _Flattener(schema, fragments, operation.selection_set)
         after: str | None = None
+        began = time.monotonic()
         while True:
             ctx = Context(self.state, self, "bulk", op.token, op.base_url, bulk_page=(after, self.settings.page_size))
             result = execute(schema, document, context_value=ctx)
@@ -203,7 +205,10 @@ class BulkOperations:
             if limit is not None and op.object_count >= limit:
                 op.status, op.error_code = "FAILED", self.settings.fail_error_code
                 return
-            await asyncio.sleep(self.settings.seconds_per_object * len(lines))
+            # The modeled pace is Shopify's wall pace: the time this process spent executing the page counts
+            # toward it (it used to come on top, so a run took its modeled time plus the sandbox's own CPU).
+            due = began + self.settings.seconds_per_object * op.object_count - time.monotonic()
+            await asyncio.sleep(max(0.0, due))
             has_next, after = ctx.bulk_next
             if op.cancel_requested or not has_next:
                 return
