@@ -17,7 +17,9 @@ class ShopifyConfig(BaseModel):
     system: Literal["shopify"]
     url: str = Field(description="Store base URL, e.g. https://acme.myshopify.com (env SHOPIFY_URL)")
     access_token: SecretStr = Field(description="Admin API access token, shpat_... (env SHOPIFY_ACCESS_TOKEN)")
-    api_version: str = "2025-07"
+    # A supported version (Shopify supports each ~12 months; an older one falls forward to the oldest supported).
+    # From 2026-01 a GraphQL backfill runs its streams' bulk operations at once (five per shop and app).
+    api_version: str = "2026-10"
     ca_file: Path | None = None
     streams: list[ShopifyStream] = Field(default_factory=lambda: list(ALL_STREAMS))
     # REST Admin API reads (the default until the GraphQL path meets its targets: at 10,000 orders it takes 19
