@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import ssl
 import sys
 import tempfile
@@ -43,7 +44,9 @@ async def read_all(config: ShopifyConfig) -> dict[str, Any]:
         calls = source.api_calls
         plans = source.read_plans
     return {"api": config.api, "seconds": round(time.monotonic() - started, 2), "calls": calls,
-            "records": counts, "reads": {s: p["mode"] for s, p in plans.items()}}
+            "records": counts, "reads": {s: p["mode"] for s, p in plans.items()},
+            # This process's peak RSS so far (ru_maxrss, KiB on Linux): run one API per process to read it alone.
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def _unthrottle_graphql(info: dict[str, Any]) -> None:
