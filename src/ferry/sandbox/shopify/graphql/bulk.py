@@ -26,10 +26,10 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlencode
 
 import orjson
@@ -191,8 +191,10 @@ class BulkOperations:
         began = time.monotonic()
         while True:
             ctx = Context(self.state, self, "bulk", op.token, op.base_url, bulk_page=(after, self.settings.page_size))
-            result = execute(schema, document, context_value=ctx)
-            assert isinstance(result, ExecutionResult)  # every resolver is synchronous
+            # Every resolver is synchronous: telling the executor so spares it an awaitable check per field
+            # (~10% of a bulk run's CPU).
+            result = execute(schema, document, context_value=ctx, is_awaitable=_never_awaitable)
+            assert isinstance(result, ExecutionResult)
             if result.errors:
                 raise RuntimeError(result.errors[0].message)
             roots, lines = flattener.lines(result.data or {}, grouped=op.group_objects)
@@ -251,6 +253,10 @@ class BulkOperations:
         self.events.append({"topic": "bulk_operations/finish", "created_at": _iso(op.completed_at or time.time()),
                             "payload": payload})
         self.state.changed("bulk_operations", "finish", payload)  # delivered to bulk_operations/finish subscribers
+
+
+def _never_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:
+    return False
 
 
 def concurrent_queries(api_version: str) -> int:
