@@ -43,8 +43,10 @@ async def read_all(config: ShopifyConfig) -> dict[str, Any]:
                 counts[stream] += len(page.records)
         calls = source.api_calls
         plans = source.read_plans
+        gql = source._graphql  # the GraphQL read's calls by kind (count, bulk_run, bulk_poll, bulk_file, refunds)
+        by_kind = {} if gql is None else {**gql.client.http.calls, **gql.client.files.calls}
     return {"api": config.api, "seconds": round(time.monotonic() - started, 2), "calls": calls,
-            "records": counts, "reads": {s: p["mode"] for s, p in plans.items()},
+            "records": counts, "reads": {s: p["mode"] for s, p in plans.items()}, "calls_by_kind": by_kind,
             # This process's peak RSS so far (ru_maxrss, KiB on Linux): run one API per process to read it alone.
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 

@@ -60,6 +60,17 @@ class Context:
                     items[v["inventory_item_id"]] = (product, v)
         self._variants, self._items = variants, items
 
+    def variant_index(self) -> tuple[dict[int, tuple[Record, Record]], dict[int, tuple[Record, Record]]] | None:
+        """The variant and inventory-item index, if this request built it (a bulk run hands it to its next page)."""
+        if self._variants is None or self._items is None:
+            return None
+        return self._variants, self._items
+
+    def adopt_variant_index(
+        self, index: tuple[dict[int, tuple[Record, Record]], dict[int, tuple[Record, Record]]]
+    ) -> None:
+        self._variants, self._items = index
+
     def forget_variants(self) -> None:
         """Drop the index after a write that changes variants."""
         self._variants = self._items = None
