@@ -30,7 +30,6 @@ class Context:
     bulk_next: tuple[bool, str | None] = (False, None)
     _variants: dict[int, tuple[Record, Record]] | None = None
     _items: dict[int, tuple[Record, Record]] | None = None
-    refund_orders: dict[int, int] | None = None  # refund id -> order id, built by the first Refund node asked for
 
     @property
     def in_bulk(self) -> bool:
