@@ -29,6 +29,7 @@ record a request, so only the record at fault fails.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -72,6 +73,7 @@ class _Item:
     target_id: str | None
     result: RecordResult | None = None
     taken: str | None = None  # the lookup field Shopify said is taken on a create
+    serial: int = 0  # tells records apart whose external keys are equal (two contacts sharing an email)
 
 
 class ShopifySink(AsyncResource):
@@ -93,7 +95,8 @@ class ShopifySink(AsyncResource):
         self.adopted = 0  # creates found already done (email taken, the customer found by it)
         self.batches_split = 0  # batches refused as a whole and sent again record by record
         self._calls: Counter[str] = Counter()
-        self._written: dict[str, str] = {}  # customer gid -> the key of the record that wrote it (this sink's life)
+        self._written: dict[str, int] = {}  # customer gid -> the serial of the item that wrote it (this sink's life)
+        self._serials = itertools.count(1)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -169,7 +172,7 @@ class ShopifySink(AsyncResource):
 
     def _item(self, external_id: str, record: MappedRecord, target_id: str | None) -> _Item:
         key = str(record.get(external_id) or "")
-        item = _Item(key, customer_input(record, update=target_id is not None), target_id)
+        item = _Item(key, customer_input(record, update=target_id is not None), target_id, serial=next(self._serials))
         if target_id is None:
             item.result = self.missing_key_result(record, external_id)
         return item
@@ -221,7 +224,7 @@ class ShopifySink(AsyncResource):
         customer = payload.get("customer") if isinstance(payload, dict) else None
         if isinstance(customer, dict) and customer.get("id"):
             item.result = RecordResult(item.key, True, str(customer["id"]), created=created)
-            self._written.setdefault(str(customer["id"]), item.key)
+            self._written.setdefault(str(customer["id"]), item.serial)
             return
         errors = payload.get("userErrors") if isinstance(payload, dict) else None
         if not errors:
@@ -254,10 +257,11 @@ class ShopifySink(AsyncResource):
                                        "customer ferry cannot tell is this record's)", [item.taken or ""])
                 continue
             other = self._written.get(str(match))
-            if other is not None and other != item.key:
+            if other is not None and other != item.serial:
                 # Two source records sharing one email would overwrite each other on every run: the first keeps it.
-                item.result = _failure(item.key, "TAKEN", f"{_label(item.taken)} {item.input.get(item.taken or "")!r} "
-                                       f"belongs to the customer record {other} wrote", [item.taken or ""])
+                taken = item.taken or ""
+                item.result = _failure(item.key, "TAKEN", f"{_label(taken)} {item.input.get(taken)!r} belongs to "
+                                       f"the customer {match}, which another record of this run wrote", [taken])
                 continue
             self.adopted += 1
             log.info("shopify.create_found_done", id=match, field=item.taken)
