@@ -97,6 +97,15 @@ def first(world: World) -> dict[str, Any]:
     return stats
 
 
+def test_plan_reaches_both_systems_and_sizes_the_write_before_any_run(world: World) -> None:
+    """`ferry plan` (first in this module: nothing written yet) reads the org's count and the sink's costs."""
+    plan = world.ferry("plan", PIPELINE)
+    [customer] = plan["objects"]
+    assert customer["name"] == "Customer" and customer["to_read"] == len(world.crm("Account"))
+    assert customer["problems"] == []
+    assert world.shop.state.table("customers").records == []
+
+
 def _primary_contact(world: World) -> dict[str, dict[str, Any]]:
     """Account Id -> its first created Contact, from the raw org."""
     out: dict[str, dict[str, Any]] = {}
