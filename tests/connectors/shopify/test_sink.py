@@ -184,7 +184,7 @@ async def test_writes_are_paced_by_the_points_bucket(shop: Shop) -> None:
     shop.graphql_settings({"maximum_available": 300, "restore_rate": 500})
     try:
         records = [_record(n, "paced") for n in range(100)]
-        async with ShopifySink(shop.config(batch_size=25, max_concurrency=1)) as sink:
+        async with ShopifySink(shop.config(batch_size=25)) as sink:
             results = await sink.upsert("Customer", "email", records, BATCH)
             assert all(r.success for r in results)
             assert sink.client.throttled_answers == 0  # waited for points instead of being THROTTLED

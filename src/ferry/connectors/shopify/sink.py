@@ -41,7 +41,7 @@ import structlog
 
 from ferry.connectors.lifecycle import AsyncResource
 from ferry.connectors.shopify.dialect import SHOPIFY
-from ferry.connectors.shopify.gql_client import CostPacer, ShopifyGraphQL
+from ferry.connectors.shopify.gql_client import CostPacer, GraphQLAnswer, ShopifyGraphQL
 from ferry.connectors.shopify.schema import LOOKUP_FIELDS, SCHEMAS
 from ferry.connectors.shopify.sink_config import ShopifySinkConfig
 from ferry.core.contracts import JobJournal, JobPage, SinkCapabilities, SinkContext
@@ -97,6 +97,7 @@ class ShopifySink(AsyncResource):
         self._calls: Counter[str] = Counter()
         self._written: dict[str, int] = {}  # customer gid -> the serial of the item that wrote it (this sink's life)
         self._serials = itertools.count(1)
+        self._pace = asyncio.Lock()
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -160,14 +161,8 @@ class ShopifySink(AsyncResource):
         ids = list(target_ids) if target_ids is not None else [None] * len(records)
         items = [self._item(external_id, record, rid) for record, rid in zip(records, ids, strict=True)]
         size = 1 if strategy == SINGLE else self.config.batch_size
-        groups = [items[i : i + size] for i in range(0, len(items), size)]
-        gate = asyncio.Semaphore(self.config.max_concurrency)
-
-        async def run(group: list[_Item]) -> None:
-            async with gate:
-                await self._write_group(group)
-
-        await asyncio.gather(*(run(g) for g in groups))
+        for start in range(0, len(items), size):
+            await self._write_group(items[start : start + size])
         return [i.result or _failure(i.key, "UNKNOWN", "no answer for the record", transient=True) for i in items]
 
     def _item(self, external_id: str, record: MappedRecord, target_id: str | None) -> _Item:
@@ -201,7 +196,7 @@ class ShopifySink(AsyncResource):
         document, variables = mutation_document(items)
         try:
             self._calls["Customer"] += 1
-            answer = await self.client.query(document, variables, cost=MUTATION_COST * len(items), label="Customer")
+            answer = await self._query(document, variables, MUTATION_COST * len(items), "Customer")
         except PermanentError:
             if len(items) == 1:
                 raise
@@ -218,6 +213,13 @@ class ShopifySink(AsyncResource):
             await self._send([item])
         except PermanentError as exc:
             item.result = _failure(item.key, getattr(exc, "code", None) or "GRAPHQL", str(exc))
+
+    async def _query(self, document: str, variables: dict[str, Any], cost: int, label: str) -> GraphQLAnswer:
+        """One request at a time (the client waits for its points first). Requests in flight together would each
+        see the bucket as the last answer left it and together overdraw it (THROTTLED); the bucket's restore
+        rate, not the round trip, is what bounds a write's pace (10 mutations/s on the Standard plan)."""
+        async with self._pace:
+            return await self.client.query(document, variables, cost=cost, label=label)
 
     def _settle(self, item: _Item, payload: Any) -> None:
         created = item.target_id is None
@@ -247,8 +249,8 @@ class ShopifySink(AsyncResource):
             search = f'{item.taken}:\\"{value}\\"'
             parts.append(f'l{n}: customers(first: 2, query: "{search}") {{ nodes {{ id email phone }} }}')
         self._calls["lookup"] += 1
-        answer = await self.client.query("query ferryLookup {\n" + "\n".join(parts) + "\n}",
-                                         cost=_LOOKUP_COST * len(items), label="lookup")
+        answer = await self._query("query ferryLookup {\n" + "\n".join(parts) + "\n}", {},
+                                   _LOOKUP_COST * len(items), "lookup")
         for n, item in enumerate(items):
             found = (answer.data.get(f"l{n}") or {}).get("nodes") or []
             match = _same_customer(item, found)

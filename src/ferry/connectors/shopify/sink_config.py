@@ -26,7 +26,6 @@ class ShopifySinkConfig(BaseModel):
     # Mutations sent in one request, each under its own alias (10 points each): 25 costs 250 of the Standard
     # plan's 2,000-point bucket, which refills at 100 points/s.
     batch_size: int = Field(25, ge=1, le=MAX_MUTATIONS_PER_REQUEST)
-    max_concurrency: int = Field(2, ge=1, le=8)
 
     @field_validator("ca_file", mode="before")
     @classmethod
