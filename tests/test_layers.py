@@ -23,6 +23,7 @@ RANKS = {
     "cli": 7,
     "server": 7,
     "web": 7,  # the dashboard app, beside the CLI that starts it
+    "serve": 7,  # `ferry serve`: an application over the engine, like the CLI that starts it
 }
 # Product code never depends on the emulators; only the CLI (demo, `sandbox serve`) starts them.
 FORBIDDEN = {
@@ -33,6 +34,7 @@ FORBIDDEN = {
     ("engine", "sandbox"),
     ("core", "sandbox"),
     ("web", "sandbox"),
+    ("serve", "sandbox"),
     ("observe", "sandbox"),
     ("bus", "sandbox"),
 }

@@ -89,9 +89,13 @@ def _touch_customers(shop: dict[str, Any], n: int) -> None:
                        json={"customer": {"note": "changed for the dashboard's second run"}}).raise_for_status()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: sync Playwright runs an event loop for as long as it is open, and an async test
+# of another module run meanwhile would find that loop running ("Runner.run() cannot be called ...").
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is not installed: .ci/run installs it (apt-get install -y chromium)")
         pytest.skip(f"{CHROMIUM} is not installed (.ci/run installs it: apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 

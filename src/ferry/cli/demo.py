@@ -38,6 +38,8 @@ def shopify_env(shop: dict[str, Any]) -> dict[str, str]:
         "SHOPIFY_URL": str(shop["url"]),
         "SHOPIFY_ACCESS_TOKEN": str(shop["access_token"]),
         "SHOPIFY_CA_FILE": str(shop["ca_file"]),
+        # What the sandbox signs its webhooks with (a real store: the app's client secret): `ferry serve`
+        **({"SHOPIFY_WEBHOOK_SECRET": str(shop["webhook_secret"])} if shop.get("webhook_secret") else {}),
     }
 
 

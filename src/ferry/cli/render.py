@@ -233,6 +233,7 @@ def run_row_json(r: RunRow) -> dict[str, Any]:
         "started_at": r.started_at,
         "finished_at": r.finished_at,
         "status": r.status,
+        "origin": r.origin,
         "error": r.error,
         "pid": r.pid,
         "host": r.host,
@@ -248,6 +249,7 @@ def print_runs(console: Console, rows: Sequence[RunRow]) -> None:
     for c in (
         "id",
         "pipeline",
+        "origin",
         "started",
         "status",
         "seconds",
@@ -258,7 +260,7 @@ def print_runs(console: Console, rows: Sequence[RunRow]) -> None:
         "API calls",
         "API budget",
     ):
-        table.add_column(c, justify="right" if c not in ("pipeline", "started", "status") else "left")
+        table.add_column(c, justify="right" if c not in ("pipeline", "origin", "started", "status") else "left")
     for r in rows:
         objects = r.stats.get("objects", {}).values()
         total = {
@@ -269,6 +271,7 @@ def print_runs(console: Console, rows: Sequence[RunRow]) -> None:
         table.add_row(
             str(r.id),
             r.pipeline,
+            r.origin,
             r.started_at[:19].replace("T", " "),
             Text(r.status, style="red" if r.status in ("died", "failed", "interrupted") else ""),
             f"{r.stats.get('seconds', 0):.1f}",
