@@ -611,35 +611,19 @@ class Store:
             [(pipeline, obj, r.key, r.version, r.target_id, now) for r in rows],
         )
         # A record that lands after having been dead-lettered is no longer a dead letter. Most batches have
-        # none: look the open letters of the batch up first (one query) instead of one UPDATE per record.
-        landed = Store._open_letter_keys(c, pipeline, obj, [r.key for r in rows])
-        c.executemany(
-            "UPDATE dlq SET status = 'resolved', resolved_at = ?, resolution = ? "
-            "WHERE pipeline = ? AND object = ? AND record_key = ? AND status = 'open'",
-            [(now, resolution, pipeline, obj, k) for k in landed],
-        )
-
-    @staticmethod
-    def _open_letter_keys(c: sqlite3.Connection, pipeline: str, obj: str, keys: Sequence[str]) -> list[str]:
-        """Those of ``keys`` that are open dead letters of ``obj``."""
-        if (
-            not keys
-            or not c.execute(
-                "SELECT 1 FROM dlq WHERE pipeline = ? AND status = 'open' AND object = ? LIMIT 1", (pipeline, obj)
-            ).fetchone()
-        ):
-            return []
-        out: list[str] = []
+        # none (one indexed probe says so); else one set-based UPDATE per part of the batch's keys, each key
+        # found through the (pipeline, object, record_key) index: no per-key statement, no keys back in Python.
+        keys = [r.key for r in rows]
+        if not keys or not c.execute(
+            "SELECT 1 FROM dlq WHERE pipeline = ? AND status = 'open' AND object = ? LIMIT 1", (pipeline, obj)
+        ).fetchone():
+            return
         for part, marks in _in_parts(keys):
-            out.extend(
-                r[0]
-                for r in c.execute(
-                    "SELECT record_key FROM dlq WHERE pipeline = ? AND object = ? AND status = 'open' "
-                    f"AND record_key IN ({marks})",
-                    (pipeline, obj, *part),
-                )
+            c.execute(
+                "UPDATE dlq SET status = 'resolved', resolved_at = ?, resolution = ? "
+                f"WHERE pipeline = ? AND object = ? AND record_key IN ({marks}) AND status = 'open'",
+                (now, resolution, pipeline, obj, *part),
             )
-        return out
 
     def record_results(
         self,
