@@ -1000,8 +1000,12 @@ class Store:
         """``find_dead_letters`` without the source payloads (None): a replay of thousands of letters reads
         most records again from the source and needs the stored ones only for those it no longer has."""
         where, args = _letter_where(f)
+        # The ids are chosen and ordered on the dlq_open index alone; the rows are then read by id, in that
+        # order: sorting the whole rows (errors, mapped payload) in a temporary B-tree took twice as long.
+        chosen = f"SELECT id FROM dlq{where} ORDER BY id LIMIT ?"
+        sql = f"SELECT {_DLQ_COLUMNS_LEAN} FROM dlq WHERE id IN ({chosen}) ORDER BY id"
         with self._lock:
-            rows = self._conn.execute(f"SELECT {_DLQ_COLUMNS_LEAN} FROM dlq{where} ORDER BY id LIMIT ?", (*args, limit))
+            rows = self._conn.execute(sql, (*args, limit))
             return [self._letter(r) for r in rows.fetchall()]
 
     def dead_letter_source_payloads(self, letter_ids: Sequence[int]) -> dict[int, Any]:
