@@ -15,10 +15,12 @@ For each open dead letter chosen by a filter:
 
 Objects go parents first: each starts as soon as the objects it references are written (an Account's Contacts
 and Orders together), while the source records of the next ones are read ahead, a batch's keys per read. The
-outcomes are recorded in the store by one worker thread, in order, while the next batches are sent (resolving a
-letter rewrites its row); judging a batch needs no store round trip (the versions held and the parents' open
-letters are loaded once, then kept up to date). A crash between a write and its record leaves the letters open: a
-replay again lands on the same records (upsert by external id).
+outcomes are recorded in the store by one worker thread, in order, while the next batches are sent (a batch's
+letters resolved by key in one statement); judging a batch needs no store round trip (the versions held and the
+parents' open letters are loaded once, then kept up to date). Each source record read again is normalized once,
+as it arrives, and kept as its canonical records (every letter of it finds its own) and its payload's bytes. A
+crash between a write and its record leaves the letters open: a replay again lands on the same records (upsert by
+external id).
 
 With ``children=True`` a replayed parent brings along its children that were dead-lettered as
 PARENT_DEAD_LETTERED because of it, so fixing an Account replays its Contact and Orders (and, through the Orders,
@@ -33,8 +35,9 @@ import datetime as dt
 import gc
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +50,7 @@ from ferry.core.writes import StrategyChoice, choose_write
 from ferry.engine.loader import LoadProgress
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
-from ferry.engine.runner import _long_lived_objects_frozen, orphan_errors, prepare_plans
+from ferry.engine.runner import orphan_errors, prepare_plans
 from ferry.errors import ConfigError
 from ferry.store import DeadLetter, LetterFilter, NewDeadLetter, Store, Written
 
@@ -206,15 +209,12 @@ class Replayer:
         self._booked: list[asyncio.Future[None]] = []
 
     async def replay(self, selection: LetterFilter, limit: int = 100_000) -> ReplayReport:
-        # The letters and the source records read again live to the end of the replay: out of the cyclic
-        # collector's passes (frozen as they arrive), each older-generation pass would walk them all again.
-        with _long_lived_objects_frozen():
+        with _collector_paused():
             return await self._replay(selection, limit)
 
     async def _replay(self, selection: LetterFilter, limit: int) -> ReplayReport:
         report = ReplayReport(self.pipeline, self.dry_run)
         chosen = self._choose(selection, limit, report)
-        gc.freeze()
         if not chosen:
             return report
         # Replayed writes spend the pipeline's share of the target's budget like a run's (same ledger).
@@ -288,9 +288,8 @@ class Replayer:
             self._dead[obj] -= keys
 
     def _book(self, fn: Callable[..., None], *args: Any) -> None:
-        """Record outcomes in the store off the event loop (after the earlier ones): resolving a letter
-        rewrites its row, stored source record included (a whole order per order line), while the next batches
-        are sent. A failure surfaces before the next write and at the end of the replay."""
+        """Record outcomes in the store off the event loop (after the earlier ones), while the next batches are
+        sent. A failure surfaces before the next write and at the end of the replay."""
         assert self._bookkeeper is not None, "outcomes are booked only during replay()"
         self._booked.append(asyncio.get_running_loop().run_in_executor(self._bookkeeper, fn, *args))
 
@@ -449,7 +448,6 @@ class Replayer:
             raw = found.pop(key, None)
             self._read_again[(stream, key)] = None if raw is None else _source_record(source, [stream], raw)
             self._pending.pop((stream, key), None)
-        gc.freeze()  # kept to the end (see ``replay``)
 
     async def _prefetch(self, source: Source, batch: Sequence[DeadLetter]) -> None:
         """The batch's source records read again (``_read_ahead``; waited for here). Letters are loaded
@@ -587,6 +585,23 @@ class Replayer:
             found = _source_record(source, [stream], stored) if stored else None
             return found, f"{FROM_STORED} (the source no longer has {stream} {key})"
         return read, FROM_SOURCE
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic collector off for the replay. Nearly all it allocates lives to its end (letters, canonical
+    records, mapped payloads, outcomes), so every young-generation pass walked them again: ~10% of a replay's
+    CPU, with the objects frozen as they arrived (``gc.freeze``) and thresholds raised 30-fold still ~5%. The
+    reference cycles a replay makes are a few per HTTP call (a call carries up to 1,000 records), not per
+    record: they wait for the collector's next pass once it is back on. Process-wide, as ``gc.freeze`` is: a
+    replay in a long-lived process (``ferry serve``) pauses the collector for that process meanwhile."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 class _OrderedProgress:
