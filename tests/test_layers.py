@@ -22,6 +22,8 @@ RANKS = {
     "engine": 6,
     "cli": 7,
     "server": 7,
+    "web": 7,  # the dashboard app, beside the CLI that starts it
+    "serve": 7,  # `ferry serve`: an application over the engine, like the CLI that starts it
 }
 # Product code never depends on the emulators; only the CLI (demo, `sandbox serve`) starts them.
 FORBIDDEN = {
@@ -31,10 +33,13 @@ FORBIDDEN = {
     ("mapping", "sandbox"),
     ("engine", "sandbox"),
     ("core", "sandbox"),
+    ("web", "sandbox"),
+    ("serve", "sandbox"),
     ("observe", "sandbox"),
+    ("bus", "sandbox"),
 }
 # Below the connectors nothing names a system: these layers reach a connector only through the registry.
-SYSTEM_FREE = ("engine", "mapping", "model", "store", "core", "observe")
+SYSTEM_FREE = ("engine", "mapping", "model", "store", "bus", "core", "observe")
 CONNECTOR_SHARED = {"ferry.connectors", "ferry.connectors.registry"}
 
 

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import ssl
@@ -167,10 +168,14 @@ class ChaosResult:
 
 class Chaos:
     ferry_flags: tuple[str, ...] = ()  # global options of each life's `ferry` (``-v``: info logs on stderr)
+    # The chaos run's state store (FERRY_STATE_URL; None: SQLite in its FERRY_HOME). The clean run it is judged
+    # against always keeps its own embedded state.
+    state_url: str | None = None
 
-    def __init__(self, tmp: Path, config: ChaosConfig) -> None:
+    def __init__(self, tmp: Path, config: ChaosConfig, *, state_url: str | None = None) -> None:
         self.tmp = tmp
         self.config = config
+        self.state_url = state_url
         self.rng = random.Random(config.seed)
         self.home = tmp / "home"
         self.db_path = self.home / "ferry.db"
@@ -220,7 +225,8 @@ class Chaos:
     ) -> dict[str, str]:
         org_info = {**org.credentials(org_run.url), "ca_file": str(org_run.ca_file)}
         env = self.source.env(org_info, source)
-        return {**os.environ, **env, "FERRY_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+        state_url = self.state_url if home == self.home and self.state_url else ""
+        return {**os.environ, **env, "FERRY_HOME": str(home), "FERRY_STATE_URL": state_url, "PYTHONUNBUFFERED": "1"}
 
     # ------------------------------------------------------------------ the run
 
@@ -270,7 +276,7 @@ class Chaos:
         self.source.sandbox.faults.clear()
         self.org.faults.clear()
         records = self._records(self.org_run)
-        store = Store(self.db_path)
+        store = self._store()
         letters = store.find_dead_letters(LetterFilter(pipeline="chaos", status=None), 1_000_000)
         result = ChaosResult(
             config=self.config,
@@ -290,6 +296,13 @@ class Chaos:
         )
         store.close()
         return result
+
+    def _store(self) -> Any:
+        if self.state_url:
+            from ferry.store.postgres import PostgresStore
+
+            return PostgresStore(self.state_url)
+        return Store(self.db_path)
 
     def _clean_run(self, pipeline: Path) -> tuple[dict[str, list[dict[str, Any]]], list[DeadLetter]]:
         """What a clean run gives, over the source's final state: the one started with the last life, else a
@@ -371,6 +384,8 @@ class Chaos:
         return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
 
     def _query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        if self.state_url:
+            return self._query_postgres(sql, *args)
         conn = self._db()
         if conn is None:
             return []
@@ -380,6 +395,22 @@ class Chaos:
             return []  # the schema is not there yet
         finally:
             conn.close()
+
+    def _query_postgres(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        assert self.state_url
+        try:
+            with psycopg.connect(self.state_url, autocommit=True, connect_timeout=5) as conn:
+                # The pairs' SQLite JSON test (json_extract(state, '$.x') IS NOT NULL), in PostgreSQL's words.
+                sql = re.sub(
+                    r"json_extract\(state, '\$\.(\w+)'\) IS NOT NULL",
+                    r"COALESCE(jsonb_typeof(state::jsonb -> '\1'), 'null') <> 'null'",
+                    sql,
+                )
+                return conn.execute(sql.replace("?", "%s"), args).fetchall()  # type: ignore[arg-type]
+        except psycopg.Error:
+            return []
 
     def _max_run_id(self) -> int:
         rows = self._query("SELECT MAX(id) FROM runs")

@@ -151,6 +151,22 @@ def test_chaos_short(tmp_path: Path, pair: str) -> None:
         _check(chaos.run())
 
 
+def test_chaos_short_with_state_in_postgresql(tmp_path: Path) -> None:
+    """The same short chaos run with the state in PostgreSQL (a server of the test's own): every SIGKILL leaves
+    the shared state resumable, the org equals the clean embedded run's."""
+    from ferry.store.postgres import migrate
+    from tests.store.postgres_server import start_server
+
+    server = start_server()
+    try:
+        url = server.fresh_database()
+        migrate(url)
+        with Chaos(tmp_path, SHORT["shopify"], state_url=url) as chaos:
+            _check(chaos.run())
+    finally:
+        server.cleanup()
+
+
 def test_chaos_short_quickbooks(tmp_path: Path) -> None:
     with BooksChaos(tmp_path, QUICKBOOKS_SHORT) as chaos:
         _check_books(chaos.run())

@@ -9,7 +9,9 @@ import pytest
 from pydantic import BaseModel
 
 from ferry.connectors import registry
+from ferry.connectors.quickbooks.config import QuickBooksConfig
 from ferry.connectors.salesforce.config import SalesforceConfig
+from ferry.connectors.salesforce.source_config import SalesforceSourceConfig
 from ferry.connectors.shopify import ShopifyConfig, ShopifySource
 from ferry.core.contracts import Source
 from ferry.core.registry import Connector
@@ -35,9 +37,11 @@ class _EntryPoint:
 
 def test_the_built_in_connectors_are_found() -> None:
     assert {"shopify", "salesforce"} <= set(registry.connectors())
-    assert "shopify" in registry.source_systems() and "salesforce" not in registry.source_systems()
+    assert {"shopify", "woocommerce", "salesforce"} <= set(registry.source_systems())
+    assert "quickbooks" not in registry.source_systems()
     assert "salesforce" in registry.sink_systems()
     assert ShopifyConfig in registry.source_configs() and SalesforceConfig in registry.sink_configs()
+    assert SalesforceSourceConfig in registry.source_configs()
 
 
 def test_an_unknown_system_names_the_known_ones() -> None:
@@ -57,8 +61,8 @@ async def test_a_source_is_opened_from_its_block() -> None:
         assert source.locate({"email": "x@example.com"}) is None
         assert source.identify("customers", {"id": 7, "updated_at": "2026-03-04T10:11:12-05:00"}) == (
             "7", "2026-03-04T15:11:12.000000Z")
-    with pytest.raises(ConfigError, match="salesforce cannot be a source"):
-        registry.open_source(SalesforceConfig.model_construct(system="salesforce"))
+    with pytest.raises(ConfigError, match="quickbooks cannot be a source"):
+        registry.open_source(QuickBooksConfig.model_construct(system="quickbooks"))
 
 
 def test_third_party_connectors_come_from_the_entry_point_group(monkeypatch: pytest.MonkeyPatch) -> None:

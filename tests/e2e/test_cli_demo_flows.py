@@ -1,4 +1,5 @@
-"""`ferry demo [FLOW]`: the flows it lists, and the WooCommerce flow run as a user runs it (child process, JSON)."""
+"""`ferry demo [FLOW]`: the flows it lists, and the WooCommerce, QuickBooks and Salesforce-to-QuickBooks flows run as
+a user runs them (child process, JSON)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ def test_demo_lists_its_flows(tmp_path: Path) -> None:
     listed = _ferry(["demo", "--list", "--json"], tmp_path)
     assert listed.returncode == 0, listed.stderr
     flows = json.loads(listed.stdout)
-    assert [f["flow"] for f in flows] == ["shopify-to-salesforce", "woocommerce-to-salesforce", "shopify-to-quickbooks"]
-    assert {f["source"] for f in flows} == {"shopify", "woocommerce"}
+    assert [f["flow"] for f in flows] == [
+        "shopify-to-salesforce", "woocommerce-to-salesforce", "shopify-to-quickbooks", "salesforce-to-quickbooks",
+    ]
+    assert {f["source"] for f in flows} == {"shopify", "woocommerce", "salesforce"}
     assert {f["flow"]: f["target"] for f in flows}["shopify-to-quickbooks"] == "quickbooks"
+    assert {f["flow"]: f["target"] for f in flows}["salesforce-to-quickbooks"] == "quickbooks"
     text = _ferry(["demo", "--list"], tmp_path)
     assert text.returncode == 0 and "woocommerce-to-salesforce" in text.stdout
     unknown = _ferry(["demo", "magento-to-salesforce"], tmp_path)
@@ -84,3 +88,32 @@ def test_the_quickbooks_demo_accounts_for_every_record(tmp_path: Path) -> None:
         assert o["read"] == o["written"] + o["dead_lettered"] + o["unchanged"], name
         assert o["api_calls"] <= o["written"] // 30 + 3, name  # batches of 30, not a call per record
     assert out["source_records"]["orders"] == 150
+
+
+def test_the_salesforce_to_quickbooks_demo_accounts_for_every_record_and_links_back(tmp_path: Path) -> None:
+    proc = _ferry(["demo", "salesforce-to-quickbooks", "--customers", "50", "--products", "20", "--orders", "120",
+                   "--json"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [line] = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    out = json.loads(line)
+    assert set(out) == set(render.demo_json(RunStats(1, "demo"), source_system="x"))
+    assert out["source"]["system"] == "salesforce" and out["target"] == {"system": "quickbooks"}
+    assert out["status"] == "succeeded" and out["pipeline"] == "demo-salesforce-qbo"
+    objects = out["objects"]
+    assert list(objects) == ["Customer", "Item", "Invoice"]
+    read = {"Customer": "Account", "Item": "Product2", "Invoice": "Order"}
+    for name, o in objects.items():
+        for col in COLUMNS:
+            assert col in o, f"{name} lacks {col}"
+        assert o["written"] > 0 and o["written"] == o["created"] + o["updated"], name
+        # Every record read is written or dead-lettered (with a reason, in `ferry dlq`).
+        assert o["read"] == o["written"] + o["dead_lettered"] + o["unchanged"] == out["source_records"][read[name]]
+        # What was written got its QuickBooks Id written back onto the Salesforce record.
+        assert out["source"]["linked_back"][read[name]] == o["written"], name
+    assert out["source_records"]["Account"] == 50 and out["source_records"]["Product2"] == 20
+    assert 100 < out["source_records"]["Order"] < 120  # the drafts (a messy few) are no sale: not read
+    # The messy few (':' in names, long or padded names, no contact, fractional or free lines) are all
+    # written: the QuickBooks sink cleans the names QuickBooks refuses; any dead letter must carry its reason.
+    letters = _ferry(["dlq", "list", "--pipeline", "demo-salesforce-qbo", "--json"], tmp_path)
+    assert letters.returncode == 0, letters.stderr
+    assert all(x["error_code"] and x["message"] for x in json.loads(letters.stdout))

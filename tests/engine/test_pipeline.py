@@ -55,10 +55,11 @@ def test_invalid_pipeline_error_names_the_field_without_echoing_values(tmp_path:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("system: shopify", "system: magento", "source.system: unknown system 'magento'; a source is one of: shopify"),
+        ("system: shopify", "system: magento",
+         "source.system: unknown system 'magento'; a source is one of: salesforce, shopify"),
         ("system: salesforce", "system: shopify",
          "target.system: unknown system 'shopify'; a target is one of: quickbooks, salesforce"),
-        ("system: shopify", "kind: shopify", "source.system: no system given; a source is one of: shopify"),
+        ("system: shopify", "kind: shopify", "source.system: no system given; a source is one of: salesforce, shopify"),
     ],
 )
 def test_an_unknown_system_is_named_with_the_known_ones(tmp_path: Path, old: str, new: str, message: str) -> None:

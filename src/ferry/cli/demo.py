@@ -1,7 +1,8 @@
 """`ferry demo [FLOW]`: both sandboxes in child processes, a generated messy store, an example pipeline, one run.
 
 A flow is a source sandbox, a target sandbox (Salesforce, or QuickBooks Online with an empty company) and the
-example pipeline between them (``ferry/examples/<flow>.yml``). ``shopify-to-salesforce`` is the default.
+example pipeline between them (``ferry/examples/<flow>.yml``). ``shopify-to-salesforce`` is the default. A
+Salesforce org as the source is filled with a seeded retail org through its own API before the run.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def shopify_env(shop: dict[str, Any]) -> dict[str, str]:
         "SHOPIFY_URL": str(shop["url"]),
         "SHOPIFY_ACCESS_TOKEN": str(shop["access_token"]),
         "SHOPIFY_CA_FILE": str(shop["ca_file"]),
+        # What the sandbox signs its webhooks with (a real store: the app's client secret): `ferry serve`
+        **({"SHOPIFY_WEBHOOK_SECRET": str(shop["webhook_secret"])} if shop.get("webhook_secret") else {}),
     }
 
 
@@ -74,6 +77,14 @@ def quickbooks_env(company: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def fill_salesforce_org(org: dict[str, Any], seed: int, customers: int, products: int, orders: int) -> None:
+    """A retail org (accounts, priced products, orders with items, a share messy) created over the org's API."""
+    from ferry.sandbox.salesforce.retail import generate_retail_org, seed_retail_org
+
+    retail = generate_retail_org(seed, accounts=customers, products=products, orders=orders)
+    seed_retail_org(str(org["url"]), str(org["client_id"]), str(org["client_secret"]), org.get("ca_file"), retail)
+
+
 @dataclass(frozen=True, slots=True)
 class DemoFlow:
     name: str  # also the example pipeline's file name, without .yml
@@ -86,6 +97,9 @@ class DemoFlow:
     target_env: Callable[[dict[str, Any]], dict[str, str]] = salesforce_env
     # The target sandbox's arguments besides the seed: QuickBooks starts with an empty company (its accounts only).
     target_args: tuple[str, ...] = ()
+    # Fills a source sandbox that generates nothing itself (Salesforce), through its API, once it runs:
+    # (sandbox info, seed, customers, products, orders).
+    fill_source: Callable[[dict[str, Any], int, int, int, int], None] | None = None
 
     @property
     def example(self) -> Path:
@@ -104,6 +118,10 @@ FLOWS: dict[str, DemoFlow] = {
         DemoFlow("shopify-to-quickbooks", "shopify", "Shopify store", shopify_env, "demo-quickbooks",
                  target="quickbooks", target_label="QuickBooks Online company", target_env=quickbooks_env,
                  target_args=("--customers", "0", "--products", "0", "--orders", "0")),
+        DemoFlow("salesforce-to-quickbooks", "salesforce", "Salesforce org", salesforce_env, "demo-salesforce-qbo",
+                 target="quickbooks", target_label="QuickBooks Online company", target_env=quickbooks_env,
+                 target_args=("--customers", "0", "--products", "0", "--orders", "0"),
+                 fill_source=fill_salesforce_org),
     )
 }
 
@@ -150,6 +168,7 @@ def run_demo(
     console: Console,
     flow: str = DEFAULT_FLOW,
     keep: bool = False,
+    serve_port: int | None = None,
 ) -> RunStats:
     chosen = demo_flow(flow)
     home = ferry_home()
@@ -168,6 +187,8 @@ def run_demo(
             ["--seed", str(seed), "--customers", str(customers), "--products", str(products), "--orders", str(orders)],
         )
         started.append(source)
+        if chosen.fill_source is not None:
+            chosen.fill_source(source.info, seed, customers, products, orders)
         org = start_sandbox(chosen.target, sandbox_dir, ["--seed", str(seed), *chosen.target_args])
         started.append(org)
         if not quiet:
@@ -187,13 +208,35 @@ def run_demo(
         store.reset_pipeline(chosen.pipeline)
         with render.progress(console, disabled=quiet) as progress:
             stats = asyncio.run(Runner(spec, store, progress).run())
-        if keep:
+        if serve_port is not None:
+            render.print_run(console, stats, exit_codes=False)
+            _serve_dashboard(console, chosen, env, spec, store, serve_port)
+        elif keep:
             render.print_run(console, stats, exit_codes=False)
             _serve_until_interrupted(console, chosen, env)
         return stats
     finally:
         for sandbox in reversed(started):
             sandbox.stop()
+
+
+def _serve_dashboard(
+    console: Console, flow: DemoFlow, env: dict[str, str], spec: Any, store: Store, port: int
+) -> None:
+    """``ferry demo --serve``: the sandboxes stay up and the dashboard serves the run, its chart and dead letters
+    (replay through the demo's own pipeline) on 127.0.0.1 until Ctrl-C."""
+    from ferry.web import Dashboard
+    from ferry.web.server import DashboardServer
+
+    pipeline, env_file = _keep_files(flow, env)
+    server = DashboardServer(Dashboard(store, {spec.name: spec}), "127.0.0.1", port)
+    console.print(
+        f"\nThe dashboard: {server.url}  (the sandboxes and the dashboard keep running; Ctrl-C stops them)\n"
+        f"The same from a shell: . {shlex.quote(str(env_file))}; ferry dlq replay {shlex.quote(str(pipeline))}",
+        highlight=False, markup=False,
+    )
+    server.serve_forever()
+    console.print("stopping the dashboard and the sandboxes")
 
 
 def _serve_until_interrupted(console: Console, flow: DemoFlow, env: dict[str, str]) -> None:

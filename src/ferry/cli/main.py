@@ -115,9 +115,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 
 def _store() -> Any:
-    from ferry.store import Store
+    """The state store FERRY_STATE_URL names (default: SQLite in FERRY_HOME)."""
+    from ferry.store.factory import open_store
 
-    return Store(ferry_home() / "ferry.db")
+    return open_store()
 
 
 def _say_error(message: str) -> None:
@@ -178,6 +179,12 @@ def demo(
         typer.Option("--keep", help="Keep the sandboxes running after the run (Ctrl-C stops them), with the "
                      "pipeline file and environment it used: its dead letters can be replayed."),
     ] = False,
+    serve: Annotated[
+        bool,
+        typer.Option("--serve", help="After the run, keep the sandboxes up and serve the dashboard on 127.0.0.1 "
+                     "(its URL is printed) until Ctrl-C: the run, its chart and dead letters, replay included."),
+    ] = False,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="--serve: the dashboard's port (0: a free one).")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a store's and a target's sandbox, generate a messy store, and sync it with the example pipeline."""
@@ -195,7 +202,7 @@ def demo(
         chosen = demo_flow(flow)
         result = run_demo(
             customers=customers, products=products, orders=orders, seed=seed, quiet=as_json, console=console,
-            flow=chosen.name, keep=keep,
+            flow=chosen.name, keep=keep, serve_port=port if serve else None,
         )
     except FerryError as exc:
         _fail(exc)
@@ -205,9 +212,9 @@ def demo(
             json.dumps(render.demo_json(result, source_system=chosen.source, target_system=chosen.target)) + "\n"
         )
     else:
-        if not keep:  # --keep printed the run before serving on
+        if not (keep or serve):  # --keep and --serve printed the run before serving on
             render.print_run(console, result)
-        render.print_next_steps(console, result.pipeline, chosen.name, kept=keep)
+        render.print_next_steps(console, result.pipeline, chosen.name, kept=keep or serve)
 
 
 @app.command()
@@ -338,6 +345,34 @@ def plan(
 
 
 @app.command()
+def dashboard(
+    pipelines: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Pipeline files whose plans to show and whose dead letters to replay (runs and dead "
+                       "letters of every pipeline in the state store are shown either way)."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind. Any other than loopback requires FERRY_DASHBOARD_TOKEN.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0 picks a free one).")] = 8050,
+) -> None:
+    """Serve the web dashboard: runs, throughput, API budget, dead letters (replay, discard), pipeline plans."""
+    from ferry.engine.pipeline import load_pipeline
+    from ferry.web import Dashboard, DashboardAccess
+    from ferry.web.server import DashboardServer
+
+    try:
+        access = DashboardAccess.from_env(host)
+        specs = {spec.name: spec for spec in (load_pipeline(p) for p in pipelines or [])}
+        server = DashboardServer(Dashboard(_store(), specs, access), host, port)
+    except FerryError as exc:
+        _fail(exc)
+        return
+    server.serve_forever(lambda url: console.print(
+        f"ferry dashboard on {url}{'login' if access.required else ''}  (Ctrl-C stops it)", highlight=False))
+
+
+@app.command()
 def runs(
     pipeline: Annotated[str | None, typer.Option(help="Only this pipeline.")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 20,
@@ -351,6 +386,82 @@ def runs(
         sys.stdout.write(json.dumps([render.run_row_json(r) for r in rows]) + "\n")
     else:
         render.print_runs(console, rows)
+
+
+@app.command("serve")
+def serve_command(
+    pipelines: Annotated[list[Path], typer.Argument(help="Pipeline YAML files (or packaged example names).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")] = 8080,
+    public_url: Annotated[
+        str | None, typer.Option(help="The URL the sources deliver to (default: this server's own).")
+    ] = None,
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Create the webhook subscriptions at the sources.")
+    ] = True,
+    tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key (PEM).")] = None,
+    window_ms: Annotated[
+        int, typer.Option(min=0, max=10_000, help="How long a micro-batch gathers events after the first.")
+    ] = 150,
+    dedup_hours: Annotated[
+        float, typer.Option(min=4, help="How long a delivery id is remembered (Shopify retries for 4 h).")
+    ] = 24.0,
+    no_schedules: Annotated[bool, typer.Option("--no-schedules", help="Do not run the pipelines' schedules.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve pipelines: take their webhooks in, load events in micro-batches, run their schedules.
+
+    Exit codes: 2 usage or configuration error, 6 state directory unusable, 130/143 stopped by SIGINT/SIGTERM
+    (after requests under way finished and each event batch under way was written)."""
+    from ferry.cli.serving import serve_pipelines
+    from ferry.serve.service import ServeOptions
+
+    options = ServeOptions(
+        host=host, port=port, public_url=public_url, register=register, tls_cert=tls_cert, tls_key=tls_key,
+        window=window_ms / 1000, dedup_hours=dedup_hours, schedules=not no_schedules,
+    )
+    try:
+        code = serve_pipelines(pipelines, options, _store(), console, as_json=as_json)
+    except FerryError as exc:
+        _fail(exc)
+        return
+    raise typer.Exit(code=code)
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Check the configured state store (FERRY_STATE_URL: reachable, migrations current) and say what to fix.
+
+    Exit codes: 0 every check passed, 6 a check failed."""
+    from ferry.cli.doctor import run_checks
+
+    checks = run_checks()
+    if as_json:
+        sys.stdout.write(json.dumps([c.as_dict() for c in checks]) + "\n")
+    else:
+        for c in checks:
+            mark = Text("ok  ", style="green") if c.ok else Text("FAIL", style="bold red")
+            console.print(Text.assemble(mark, " ", (c.name, "bold"), ": ", c.detail), highlight=False)
+            if not c.ok and c.fix:
+                console.print(Text.assemble("      fix: ", c.fix), highlight=False)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(code=Exit.STATE)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the PostgreSQL state database (FERRY_STATE_URL) to this ferry's schema; safe to run from many
+    machines at once. SQLite state migrates itself when opened."""
+    from ferry.cli.doctor import migrate_state
+
+    url, applied = migrate_state()
+    if url.kind != "postgresql":
+        console.print(f"{url.safe}: SQLite state migrates itself on open; nothing to do", highlight=False)
+    elif applied:
+        console.print(f"{url.safe}: applied migration(s) {', '.join(map(str, applied))}", highlight=False)
+    else:
+        console.print(f"{url.safe}: schema already current", highlight=False)
 
 
 def _known_pipeline(store: Any, pipeline: str | None) -> None:
@@ -379,7 +490,8 @@ def _with_dead_runs(store: Any, rows: list[Any]) -> list[Any]:
     for r in rows:
         if r.status == "running":
             if r.pipeline not in live:
-                live[r.pipeline] = is_running(store.path.parent, r.pipeline)
+                shared = getattr(store, "is_running", None)  # PostgreSQL: its advisory lock, on any machine
+                live[r.pipeline] = shared(r.pipeline) if shared else is_running(store.path.parent, r.pipeline)
             if not live[r.pipeline]:
                 r = replace(r, status="died")
         out.append(r)

@@ -96,6 +96,8 @@ def _source_block(system: str | None, stats: RunStats) -> dict[str, Any]:
     block["api_calls"] = stats.source_api_calls
     if stats.source_reads:
         block["reads"] = stats.source_reads
+    if stats.linked_back:  # a source the target's ids were written back to (Salesforce: QuickBooks_Id__c)
+        block["linked_back"] = stats.linked_back
     return block
 
 
@@ -138,6 +140,9 @@ def print_run(console: Console, stats: RunStats, *, exit_codes: bool = True) -> 
         f"source: read {reads} in {_calls(stats.source_api_calls)}{_read_modes(stats)}; "
         f"target set-up (auth, describe, queries): {_calls(stats.setup_api_calls)}"
     )
+    if any(stats.linked_back.values()):
+        linked = ", ".join(f"{n:,} {k}" for k, n in stats.linked_back.items() if n)
+        console.print(f"source: the target's ids written back to {linked}")
     if stats.resumed_from:
         before = stats.resumed_from
         console.print(f"resumed run {before['run_id']} ({before['status']}): what it committed was kept")
@@ -212,6 +217,8 @@ def print_next_steps(
          "`ferry sandbox serve SYSTEM --env`)"),
     ]
     if not kept:
+        steps.append(("ferry demo --serve", "the same, then the web dashboard: the run, its chart, dead letters, "
+                      "replay"))
         steps.append(("ferry demo --keep", "the same, with the sandboxes left running to replay dead letters"))
     width = max(len(cmd) for cmd, _ in steps) + 3
     console.print("\nWhere to look next:")
@@ -226,6 +233,7 @@ def run_row_json(r: RunRow) -> dict[str, Any]:
         "started_at": r.started_at,
         "finished_at": r.finished_at,
         "status": r.status,
+        "origin": r.origin,
         "error": r.error,
         "pid": r.pid,
         "host": r.host,
@@ -241,6 +249,7 @@ def print_runs(console: Console, rows: Sequence[RunRow]) -> None:
     for c in (
         "id",
         "pipeline",
+        "origin",
         "started",
         "status",
         "seconds",
@@ -251,7 +260,7 @@ def print_runs(console: Console, rows: Sequence[RunRow]) -> None:
         "API calls",
         "API budget",
     ):
-        table.add_column(c, justify="right" if c not in ("pipeline", "started", "status") else "left")
+        table.add_column(c, justify="right" if c not in ("pipeline", "origin", "started", "status") else "left")
     for r in rows:
         objects = r.stats.get("objects", {}).values()
         total = {
@@ -262,6 +271,7 @@ def print_runs(console: Console, rows: Sequence[RunRow]) -> None:
         table.add_row(
             str(r.id),
             r.pipeline,
+            r.origin,
             r.started_at[:19].replace("T", " "),
             Text(r.status, style="red" if r.status in ("died", "failed", "interrupted") else ""),
             f"{r.stats.get('seconds', 0):.1f}",

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 import ferry.connectors
 from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.core.registry import Connector
+from ferry.core.webhooks import WebhookReceiver
 from ferry.errors import ConfigError
 
 log = structlog.get_logger("ferry.connectors.registry")
@@ -93,6 +94,15 @@ def open_sink(config: Any, ctx: SinkContext) -> Sink:
     if c.open_sink is None:
         raise ConfigError(f"{c.system} cannot be a target; targets: {', '.join(sink_systems())}")
     return c.open_sink(config, ctx)
+
+
+def open_webhooks(config: Any, secret: str, origin: str | None = None) -> WebhookReceiver:
+    """The webhook receiver of the system a ``source:`` block reads (``ferry serve``)."""
+    c = connector(_system_of(config))
+    if c.webhooks is None:
+        with_hooks = ", ".join(s for s, k in connectors().items() if k.webhooks is not None)
+        raise ConfigError(f"{c.system} sends no webhooks ferry can take in; those that do: {with_hooks}")
+    return c.webhooks(config, secret, origin)
 
 
 def _system_of(config: Any) -> str:

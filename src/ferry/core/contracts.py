@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 from ferry.core.dialect import Dialect
 from ferry.core.ports import ApiLedger, JournalEntry
@@ -119,6 +119,36 @@ class Source(AsyncContext, Protocol):
         """Raw records again by key, as ``fetch`` gives them, in as few calls as the source allows (list
         endpoints filtered by ids); a key the source no longer has is absent. A source without a batch read
         returns ``fetch_one_by_one(self, stream, keys)``. Dead-letter replay reads through it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TargetLink:
+    """A source record the target now holds: its key, the raw record as staged, and the target's id of it
+    per target object (the id map's, for the canonical record with the same key)."""
+
+    key: str
+    raw: dict[str, Any]
+    target_ids: dict[str, str]
+
+
+@runtime_checkable
+class LinksBack(Protocol):
+    """Optional Source capability: record the target's ids on the source's own records (a CRM showing the
+    accounting system's id), once a run has loaded them.
+
+    Writing to the source changes its records, so the next read sees them changed: ``link_back`` returns each
+    record it changed as read right after the change, and the engine (``ferry.engine.linkback``) records that
+    version as already loaded when it maps to the same target payload as the version that was loaded. A record
+    someone else changed meanwhile maps differently and is synced on the next run: nothing is hidden."""
+
+    def links_back(self, stream: str) -> bool:
+        """Whether records of ``stream`` get their target ids written back."""
+        ...
+
+    async def link_back(self, stream: str, links: Sequence[TargetLink]) -> dict[str, dict[str, Any]]:
+        """Write each link's target id onto its source record where it is not there yet; the changed records,
+        read again after the write, by key (as ``read`` yields them)."""
         ...
 
 

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 DLQ_STATUSES = ("open", "resolved", "discarded")
+# What started a run: `ferry run` (manual), a pipeline's `schedule:` inside `ferry serve`, the event processor of
+# `ferry serve` (webhook), or a dead-letter replay.
+RUN_ORIGINS = ("manual", "schedule", "webhook", "replay")
 
 # ----------------------------------------------------------------------------------------------- dataclasses
 # The rows made once per record (PlannedRow, Written, JournalEntry) are not frozen: a frozen dataclass's
@@ -35,6 +38,7 @@ class RunRow:
     progress_at: str | None = None
     pid: int | None = None  # the process that ran it, on host
     host: str | None = None
+    origin: str = "manual"  # one of RUN_ORIGINS
 
 
 @dataclass(slots=True)  # not frozen: one is built per record read, and a frozen __init__ costs 7x as much
@@ -170,7 +174,9 @@ class LetterFilter:
 
 
 class RunLog(Protocol):
-    def start_run(self, pipeline: str, *, pid: int | None = None, host: str | None = None) -> int: ...
+    def start_run(
+        self, pipeline: str, *, pid: int | None = None, host: str | None = None, origin: str = "manual"
+    ) -> int: ...
     def close_abandoned_runs(self, pipeline: str) -> list[RunRow]: ...
     def pipelines(self) -> set[str]: ...
     def finish_run(self, run_id: int, status: str, stats: dict[str, Any], error: str | None = None) -> None: ...
@@ -296,8 +302,32 @@ class ApiLedger(Protocol):
     def api_allocation(self, pipeline: str, system: str) -> int | None: ...
 
 
+class Deliveries(Protocol):
+    """Inbound events (webhooks) made durable before they are acknowledged, each remembered by its delivery key
+    long enough to drop the sender's retries and duplicates (Shopify retries for 4 hours)."""
+
+    def accept_delivery(
+        self,
+        pipeline: str,
+        delivery_key: str,
+        stream: str | None,
+        rows: Sequence[StagedRow],
+        letters: Sequence[NewDeadLetter] = (),
+    ) -> bool:
+        """In one transaction: remember ``delivery_key``, stage ``rows`` into ``stream`` (as ``Staging.stage`` with
+        run id 0, the read state untouched) and store ``letters`` as dead letters. False, with nothing stored,
+        when the key is already remembered (a duplicate delivery)."""
+        ...
+
+    def delivery_seen(self, pipeline: str, delivery_key: str) -> bool: ...
+
+    def prune_deliveries(self, before: str) -> int:
+        """Forget delivery keys received before the UTC timestamp ``before``; returns how many."""
+        ...
+
+
 class StateStore(RunLog, ReadCheckpoints, Staging, Outbox, VersionMap, DeadLetters, RemoteJobJournal, ApiLedger,
-                 Protocol):
+                 Deliveries, Protocol):
     """Every port in one backend (what the engine opens)."""
 
     def reset_pipeline(self, pipeline: str) -> None: ...

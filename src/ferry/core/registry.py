@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ferry.core.contracts import Sink, SinkContext, Source
+from ferry.core.webhooks import WebhookReceiver
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,3 +27,6 @@ class Connector:
     sink_config: type[BaseModel] | None = None
     open_sink: Callable[[Any, SinkContext], Sink] | None = None
     description: str = ""
+    # Its webhooks in, if it sends any (``ferry serve``): built from the `source:` block, the signing secret and
+    # the origin deliveries must name (a shop domain, a site URL; None: the connector's default).
+    webhooks: Callable[[Any, str, str | None], WebhookReceiver] | None = None

@@ -178,7 +178,7 @@ async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
             source_reads = await _source_reads(source, store, spec.name)
             _sampled_findings(source, plans, reports, samples)
             checked.api_calls = source.api_calls
-        budget = spec.target.api_budget
+        budget = getattr(spec.target, "api_budget", None)  # a target without a pipeline API budget (QuickBooks)
         status = sink.budget_status()
         return PlanReport(
             spec.name,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from ferry.connectors import registry
 from ferry.errors import ConfigError
@@ -56,6 +56,46 @@ else:
 DEFAULT_MAX_DEAD_LETTER_SHARE = 0.1
 
 
+class WebhooksSpec(BaseModel):
+    """``webhooks:`` in a pipeline: how ``ferry serve`` takes the source's events in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The signing secret (Shopify: the app's client secret; WooCommerce: the webhook secret ferry sets). From the
+    # environment (``${SHOPIFY_WEBHOOK_SECRET:-}``), never written in the file; never logged. Unset: the pipeline
+    # takes no webhooks (no endpoint exists to forge requests to).
+    secret: SecretStr | None = None
+    # Who deliveries must come from: Shopify's shop domain (acme.myshopify.com), WooCommerce's site URL. Unset:
+    # the source URL's (a Shopify URL that is not a myshopify domain then checks only that one is named).
+    origin: str | None = None
+    enabled: bool = True
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+    @property
+    def active(self) -> bool:
+        """Whether `ferry serve` takes this pipeline's webhooks: enabled, with a secret to verify them by."""
+        return self.enabled and self.secret is not None
+
+    @field_validator("origin", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+
+def _valid_cron(value: str | None) -> str | None:
+    if value in (None, ""):
+        return None
+    from croniter import croniter  # only pipelines with a schedule pay for the import
+
+    if not croniter.is_valid(value):
+        raise ValueError(f"{value!r} is not a cron expression (five fields, e.g. '*/15 * * * *')")
+    return value
+
+
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -67,6 +107,15 @@ class PipelineSpec(BaseModel):
     # Above this share of an object's records dead-lettered in one run, the run counts as failed (exit 3);
     # "5%" or 0.05. A share up to it still exits 4 ("finished with dead letters"), none exits 0.
     max_dead_letter_share: float = Field(DEFAULT_MAX_DEAD_LETTER_SHARE, ge=0, le=1)
+    # `ferry serve`: the source's webhooks in (None: the pipeline takes no events), and a cron schedule of
+    # incremental batch runs (reconciliation sweeps that catch what webhooks missed).
+    webhooks: WebhooksSpec | None = None
+    schedule: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _valid_cron(value)
 
     @field_validator("max_dead_letter_share", mode="before")
     @classmethod

@@ -224,7 +224,12 @@ class Replayer:
         if not chosen:
             return report
         # Replayed writes spend the pipeline's share of the target's budget like a run's (same ledger).
-        sink = open_sink(self.spec.target, SinkContext(self.pipeline, ledger=self.store))
+        # The id map too: a sink without a native upsert (QuickBooks) resolves a replayed child's reference to a
+        # parent by the parent's source key through it, as in a run.
+        sink = open_sink(self.spec.target, SinkContext(
+            self.pipeline, ledger=self.store,
+            target_ids=lambda obj, keys: self.store.target_ids(self.pipeline, obj, keys),
+        ))
         async with open_source(self.spec.source) as source, sink:
             plans = order_plans(await prepare_plans(self.spec, sink))
             by_object: dict[str, list[DeadLetter]] = {}

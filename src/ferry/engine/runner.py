@@ -23,7 +23,7 @@ import gc
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +35,7 @@ from ferry.connectors.registry import open_sink, open_source
 from ferry.core.contracts import Normalized, Sink, SinkContext, Source
 from ferry.core.schema import ObjectSchema
 from ferry.engine.intake import Intake
+from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
@@ -89,16 +90,19 @@ def _long_lived_objects_frozen() -> Iterator[None]:
 
 
 class _PhaseClock:
-    """This process's CPU time, charged to the phase that just ended."""
+    """This process's CPU time and the wall time, charged to the phase that just ended."""
 
-    def __init__(self, into: dict[str, float]) -> None:
+    def __init__(self, into: dict[str, float], wall: dict[str, float]) -> None:
         self.into = into
+        self.wall = wall
         self.last = time.process_time()
+        self.last_wall = time.monotonic()
 
     def lap(self, phase: str) -> None:
-        now = time.process_time()
+        now, now_wall = time.process_time(), time.monotonic()
         self.into[phase] = self.into.get(phase, 0.0) + now - self.last
-        self.last = now
+        self.wall[phase] = self.wall.get(phase, 0.0) + now_wall - self.last_wall
+        self.last, self.last_wall = now, now_wall
 
 
 class Runner:
@@ -110,8 +114,10 @@ class Runner:
         *,
         clock: Callable[[], float] = time.time,
         force: bool = False,
+        origin: str = "manual",
     ) -> None:
         self.spec = spec
+        self.origin = origin  # what started the run (ferry.core.ports.RUN_ORIGINS), kept in the run log
         self.force = force  # write even when `ferry plan` reports problems with the mapping
         self.run_id: int | None = None
         self.clock = clock  # wall time of the API budget's rolling window (tests move it)
@@ -125,17 +131,39 @@ class Runner:
         with _long_lived_objects_frozen():
             return await self._run()
 
-    async def _run(self) -> RunStats:
-        with PipelineLock(self.store.path.parent, self.pipeline):
-            return await self._run_locked()
+    def _lock(self) -> Any:
+        """One run per pipeline: a store shared by several machines (PostgreSQL) brings its own lock; SQLite's
+        is a file next to it."""
+        shared_lock = getattr(self.store, "pipeline_lock", None)
+        return shared_lock(self.pipeline) if shared_lock else PipelineLock(self.store.path.parent, self.pipeline)
 
-    async def _run_locked(self) -> RunStats:
+    async def _run(self) -> RunStats:
+        with self._lock():
+            return await self._tracked(self._read_and_load)
+
+    async def run_staged(self, source: Source, sink: Sink, plans: list[ObjectPlan]) -> RunStats:
+        """A run without the read: what is staged (events ``ferry serve`` took in) goes the same plan and load
+        path as a batch run's pages, through a source and sink the caller keeps open across runs (one
+        sign-in and one describe for many). Holds the pipeline's lock like ``run`` (PipelineBusy if held)."""
+        with self._lock():
+            async def load_staged(stats: RunStats, loader: Loader, opened: list[Sink]) -> None:
+                opened.append(sink)
+                clock = _PhaseClock(stats.cpu_seconds, stats.wall_seconds)
+                await self._plan_and_load(source, sink, plans, stats, loader, clock)
+                stats.source_api_calls = source.api_calls
+
+            return await self._tracked(load_staged)
+
+    async def _tracked(self, body: Callable[[RunStats, Loader, list[Sink]], Awaitable[None]]) -> RunStats:
+        """A run's bookkeeping around ``body``: the run row (origin, status, stats), the resumed-from note, the
+        outcome by exception type. The caller holds the pipeline's lock."""
         started = time.monotonic()
         # This process holds the pipeline's lock: a run still marked running has no process left.
         abandoned = self.store.close_abandoned_runs(self.pipeline)
         previous = self.store.list_runs(self.pipeline, 1)
-        run_id = self.store.start_run(self.pipeline, pid=os.getpid(), host=socket.gethostname())
+        run_id = self.store.start_run(self.pipeline, pid=os.getpid(), host=socket.gethostname(), origin=self.origin)
         self.run_id = run_id
+        self._progressed = False
         stats = RunStats(run_id=run_id, pipeline=self.pipeline, dead_letter_cap=self.spec.max_dead_letter_share)
         if previous and previous[0].status in ("interrupted", "died", "failed", "paused"):
             last = previous[0]
@@ -146,41 +174,22 @@ class Runner:
                           "ferry.source.system": self.spec.source.system,
                           "ferry.target.system": self.spec.target.system},
         ) as run_span:
+            run_span.set_attribute("ferry.origin", self.origin)
             try:
-                return await self._run_started(run_id, stats, started)
+                return await self._run_started(body, run_id, stats, started)
             finally:
                 run_span.set_attribute("ferry.status", stats.status)
                 _report_metrics(self.spec.target.system, stats)
 
-    async def _run_started(self, run_id: int, stats: RunStats, started: float) -> RunStats:
-        log.info("run.start", pipeline=self.pipeline, run_id=run_id)
+    async def _run_started(
+        self, body: Callable[[RunStats, Loader, list[Sink]], Awaitable[None]], run_id: int, stats: RunStats,
+        started: float,
+    ) -> RunStats:
+        log.info("run.start", pipeline=self.pipeline, run_id=run_id, origin=self.origin)
         loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id))
-        sink: Sink | None = None
+        opened: list[Sink] = []  # the sink, once there is one: its budget goes into the report
         try:
-            sink = open_sink(self.spec.target, SinkContext(
-                self.pipeline, ledger=self.store, clock=self.clock, target_ids=self._id_map,
-            ))
-            async with open_source(self.spec.source) as source, sink:
-                clock = _PhaseClock(stats.cpu_seconds)
-                plans = await self._prepare(sink, stats)
-                clock.lap("prepare")
-                await self._extract(source, run_id, stats)
-                clock.lap("read")
-                last_seq = self.store.max_staged_seq(self.pipeline)
-                self._plan_records(source, plans, run_id, stats)
-                clock.lap("plan")
-                for plan in order_plans(plans):
-                    self._drop_orphans(plan, run_id, stats)
-                    await loader.load(sink, plan, self.progress)
-                    clock.lap(f"load {plan.name}")
-                # Every staged record has now reached the outbox or the DLQ, and the outbox is drained.
-                self.store.clear_staging(self.pipeline, last_seq)
-                clock.lap("finish")
-                stats.source_api_calls = source.api_calls
-                stats.source_api = getattr(source, "api", None)  # optional: sources with more than one API
-                stats.source_reads = dict(getattr(source, "read_plans", None) or {})
-                stats.setup_api_calls = sum(v for k, v in sink.api_calls.items() if k not in stats.objects)
-                stats.resumed_bulk_jobs = list(loader.resumed_jobs)
+            await body(stats, loader, opened)
             stats.status = "succeeded"
         except BudgetExhausted as exc:
             stats.status = "paused"
@@ -196,10 +205,51 @@ class Runner:
             raise
         finally:
             stats.seconds = time.monotonic() - started
-            stats.budget = sink.budget_status() if sink is not None else None
+            stats.budget = opened[0].budget_status() if opened else None
             self.store.finish_run(run_id, stats.status, stats.as_dict(), stats.error)
             log.info("run.end", pipeline=self.pipeline, run_id=run_id, status=stats.status, seconds=stats.seconds)
         return stats
+
+    async def _read_and_load(self, stats: RunStats, loader: Loader, opened: list[Sink]) -> None:
+        """A batch run: prepare, read every stream into staging, then plan and load what is staged."""
+        run_id = stats.run_id
+        sink = open_sink(self.spec.target, SinkContext(
+            self.pipeline, ledger=self.store, clock=self.clock, target_ids=self._id_map,
+        ))
+        opened.append(sink)
+        async with open_source(self.spec.source) as source, sink:
+            clock = _PhaseClock(stats.cpu_seconds, stats.wall_seconds)
+            plans = await self._prepare(sink, stats)
+            clock.lap("prepare")
+            await self._extract(source, run_id, stats)
+            clock.lap("read")
+            await self._plan_and_load(source, sink, plans, stats, loader, clock)
+            stats.source_api_calls = source.api_calls
+            stats.source_api = getattr(source, "api", None)  # optional: sources with more than one API
+            stats.source_reads = dict(getattr(source, "read_plans", None) or {})
+            stats.setup_api_calls = sum(v for k, v in sink.api_calls.items() if k not in stats.objects)
+            stats.resumed_bulk_jobs = list(loader.resumed_jobs)
+
+    async def _plan_and_load(
+        self, source: Source, sink: Sink, plans: list[ObjectPlan], stats: RunStats, loader: Loader, clock: _PhaseClock
+    ) -> None:
+        """Staged raw -> outbox / DLQ, then each object's outbox to the target, then staging cleared: the path
+        every record takes, whether a batch read or an event staged it."""
+        run_id = stats.run_id
+        last_seq = self.store.max_staged_seq(self.pipeline)
+        self._plan_records(source, plans, run_id, stats)
+        clock.lap("plan")
+        for plan in order_plans(plans):
+            self._drop_orphans(plan, run_id, stats)
+            await loader.load(sink, plan, self.progress)
+            clock.lap(f"load {plan.name}")
+        # A source that records the target's ids on its records gets them now (optional capability), before
+        # staging is cleared: a crash here leaves the records staged, and the next pass links them.
+        stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
+        clock.lap("link back")
+        # Every staged record up to last_seq has now reached the outbox or the DLQ, and the outbox is drained.
+        self.store.clear_staging(self.pipeline, last_seq)
+        clock.lap("finish")
 
     def _id_map(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
         return self.store.target_ids(self.pipeline, obj, keys)
@@ -218,6 +268,7 @@ class Runner:
             self.progress.advance(n)
 
         intake = Intake(self.store, self.pipeline, run_id, on_page)
+        await intake.prepare(source)
         for stream in source.streams:
             self.progress.phase(f"read {stream}", None)
             stats.source_records[stream] = await intake.read_stream(source, stream)
@@ -225,7 +276,16 @@ class Runner:
 
     # -- prepare ----------------------------------------------------------------
 
-    async def _prepare(self, sink: Sink, stats: RunStats) -> list[ObjectPlan]:
+    async def prepare(self, sink: Sink) -> list[ObjectPlan]:
+        """The compiled plans for ``run_staged`` (PlanProblems as a run would raise them): describe once, then
+        load many micro-batches with them."""
+        return await self._prepare(sink, None)
+
+    def id_map(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
+        """The id map bound to this pipeline: what a sink opened for ``run_staged`` gets as ``target_ids``."""
+        return self._id_map(obj, keys)
+
+    async def _prepare(self, sink: Sink, stats: RunStats | None) -> list[ObjectPlan]:
         """The compiled plans; a problem `ferry plan` would report stops the run here, before any read or write,
         unless it was forced."""
         plans, schemas = await _describe_and_build(self.spec, sink, stats)

@@ -88,6 +88,12 @@ QUEUE_DEPTH = Gauge(
     "ferry_queue_depth", "Items waiting in a queue (event inbox, outbox), by pipeline and queue.",
     ["pipeline", "queue"], registry=REGISTRY,
 )
+# The work bus (distributed mode, ferry.bus): what happened to its messages, by event.
+BUS_MESSAGES = Counter(
+    "ferry_bus_messages", "Work-bus messages by event: published, duplicate (dedup by msg id), refused_full, acked, "
+    "retried, redelivered, dead_lettered.",
+    ["event"], registry=REGISTRY,
+)
 
 
 def bounded(value: str) -> str:
@@ -143,6 +149,11 @@ def queue_depth(pipeline: str, queue: str, depth: int) -> None:
     QUEUE_DEPTH.labels(pipeline, queue).set(depth)
 
 
+def bus_message(event: str, count: int = 1) -> None:
+    """The work bus: ``count`` messages had ``event`` (published, duplicate, acked, dead_lettered...)."""
+    BUS_MESSAGES.labels(event).inc(count)
+
+
 def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:
     """The registry in Prometheus' text format (what a scrape of ``/metrics`` returns)."""
     return generate_latest(registry)
@@ -168,6 +179,19 @@ def sample_values(registry: CollectorRegistry = REGISTRY) -> Mapping[tuple[str, 
     return out
 
 
-__all__ = ["REGISTRY", "api_call", "api_retry", "asgi_app", "budget_remaining", "event_delivered",
-           "exposition", "queue_depth", "records", "run_finished", "source_staged", "webhook_acknowledged",
-           "write_textfile"]
+__all__ = [
+    "REGISTRY",
+    "api_call",
+    "api_retry",
+    "asgi_app",
+    "budget_remaining",
+    "bus_message",
+    "event_delivered",
+    "exposition",
+    "queue_depth",
+    "records",
+    "run_finished",
+    "source_staged",
+    "webhook_acknowledged",
+    "write_textfile",
+]

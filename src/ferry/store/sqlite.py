@@ -25,6 +25,7 @@ import orjson
 
 from ferry.core.ports import (
     DLQ_STATUSES,
+    RUN_ORIGINS,
     DeadLetter,
     FailedAttempt,
     JournalEntry,
@@ -176,6 +177,16 @@ CREATE TABLE IF NOT EXISTS api_allocations (
     PRIMARY KEY (pipeline, system)
 );
 -- ---- end of the API call ledger ----------------------------------------------------------------------
+-- Inbound deliveries (webhooks) already made durable, by the key the receiver derives from the sender's
+-- delivery id: a retry or duplicate of one is acknowledged and dropped. Pruned after the retention
+-- (`ferry serve --dedup-hours`, default 24 h: Shopify retries for 4 h).
+CREATE TABLE IF NOT EXISTS deliveries (
+    pipeline TEXT NOT NULL,
+    delivery_key TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (pipeline, delivery_key)
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (received_at);
 """
 
 # Columns added after the first release: an existing state DB gets them on open (ALTER TABLE ADD COLUMN).
@@ -193,6 +204,8 @@ _ADDED_COLUMNS = (
     ("dlq", "resolved_at", "TEXT"),
     ("dlq", "resolution", "TEXT"),
     ("outbox", "source_seq", "INTEGER"),
+    # What started the run (ferry.core.ports.RUN_ORIGINS); runs of an older ferry were all `ferry run`.
+    ("runs", "origin", "TEXT NOT NULL DEFAULT 'manual'"),
 )
 # Indexes an older ferry created that nothing uses any more (each one is maintained on every write).
 _DROPPED_INDEXES = ("staging_by_stream",)
@@ -386,16 +399,21 @@ class Store:
                 "marks",
                 "bulk_jobs",
                 "bulk_job_records",
+                "deliveries",
             ):
                 c.execute(f"DELETE FROM {table} WHERE pipeline = ?", (pipeline,))
 
     # -- runs -----------------------------------------------------------------
 
-    def start_run(self, pipeline: str, *, pid: int | None = None, host: str | None = None) -> int:
+    def start_run(
+        self, pipeline: str, *, pid: int | None = None, host: str | None = None, origin: str = "manual"
+    ) -> int:
+        if origin not in RUN_ORIGINS:
+            raise ValueError(f"unknown run origin {origin!r}: one of {', '.join(RUN_ORIGINS)}")
         with self._transaction() as c:
             cur = c.execute(
-                "INSERT INTO runs (pipeline, started_at, status, pid, host) VALUES (?, ?, 'running', ?, ?)",
-                (pipeline, utc_now(), pid, host),
+                "INSERT INTO runs (pipeline, started_at, status, pid, host, origin) VALUES (?, ?, 'running', ?, ?, ?)",
+                (pipeline, utc_now(), pid, host, origin),
             )
             return int(cur.lastrowid or 0)
 
@@ -431,7 +449,7 @@ class Store:
         with self._transaction() as c:
             c.execute("UPDATE runs SET progress_at = ? WHERE id = ? AND progress_at IS NULL", (utc_now(), run_id))
 
-    _RUN_COLUMNS = "id, pipeline, started_at, finished_at, status, stats, error, progress_at, pid, host"
+    _RUN_COLUMNS = "id, pipeline, started_at, finished_at, status, stats, error, progress_at, pid, host, origin"
 
     def list_runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRow]:
         sql = f"SELECT {self._RUN_COLUMNS} FROM runs"
@@ -451,7 +469,8 @@ class Store:
 
     @staticmethod
     def _run(r: Sequence[Any]) -> RunRow:
-        return RunRow(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]) if r[5] else {}, r[6], r[7], r[8], r[9])
+        return RunRow(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5]) if r[5] else {}, r[6], r[7], r[8], r[9],
+                      r[10] or "manual")
 
     # -- read states -----------------------------------------------------------
 
@@ -541,6 +560,45 @@ class Store:
         with self._lock:
             row = self._conn.execute("SELECT MAX(seq) FROM staging WHERE pipeline = ?", (pipeline,)).fetchone()
         return int(row[0] or 0)
+
+    # -- deliveries (inbound events) ----------------------------------------------
+
+    def accept_delivery(
+        self,
+        pipeline: str,
+        delivery_key: str,
+        stream: str | None,
+        rows: Sequence[StagedRow],
+        letters: Sequence[NewDeadLetter] = (),
+    ) -> bool:
+        """Remember the delivery and stage its rows (run id 0) and dead letters, atomically; False when the
+        delivery was seen before (nothing stored)."""
+        with self._transaction() as c:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO deliveries (pipeline, delivery_key, received_at) VALUES (?, ?, ?)",
+                (pipeline, delivery_key, utc_now()),
+            )
+            if cur.rowcount == 0:
+                return False
+            if stream is not None and rows:
+                c.executemany(
+                    "INSERT OR IGNORE INTO staging (pipeline, stream, key, version, payload, run_id) "
+                    "VALUES (?, ?, ?, ?, ?, 0)",
+                    [(pipeline, stream, r.key, r.version, r.payload) for r in rows],
+                )
+            self._dead_letter(c, pipeline, None, letters)
+            return True
+
+    def delivery_seen(self, pipeline: str, delivery_key: str) -> bool:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM deliveries WHERE pipeline = ? AND delivery_key = ?", (pipeline, delivery_key)
+            ).fetchone()
+        return row is not None
+
+    def prune_deliveries(self, before: str) -> int:
+        with self._transaction() as c:
+            return c.execute("DELETE FROM deliveries WHERE received_at < ?", (before,)).rowcount
 
     # -- marks ------------------------------------------------------------------
 

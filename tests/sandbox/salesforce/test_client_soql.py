@@ -214,7 +214,9 @@ def test_fields_function(sf: Salesforce) -> None:
     assert row["Name"] == "F" and "Shopify_Customer_Id__c" not in row and "SystemModstamp" in row
     assert list(row)[:2] == ["attributes", "Id"]
     (row,) = sf.query("SELECT Name, FIELDS(CUSTOM) FROM Account LIMIT 10")["records"]
-    assert list(row) == ["attributes", "Name", "Shopify_Customer_Id__c", "WooCommerce_Customer_Id__c"]
+    assert list(row) == [
+        "attributes", "Name", "Shopify_Customer_Id__c", "WooCommerce_Customer_Id__c", "QuickBooks_Id__c",
+    ]
     assert len(sf.query("SELECT FIELDS(ALL) FROM Account LIMIT 200")["records"][0]) == len(
         sf.Account.describe()["fields"]) + 1
     with pytest.raises(SalesforceMalformedRequest) as exc:

@@ -29,6 +29,14 @@ def test_parser_builds_precedence_tree() -> None:
     assert (q.limit, q.offset) == (10, 5)
 
 
+def test_order_and_group_are_objects_after_from_and_keywords_elsewhere() -> None:
+    q = parse("SELECT Id FROM Order WHERE Status IN ('Activated') ORDER BY SystemModstamp, Id")
+    assert q.sobject == "Order" and [getattr(o.path, "text", None) for o in q.order_by] == ["SystemModstamp", "Id"]
+    assert parse("SELECT COUNT() FROM Group").sobject == "Group"
+    with pytest.raises(SoqlError):
+        parse("SELECT Id FROM Where")
+
+
 def test_parser_in_not_in_like_count() -> None:
     q = parse("SELECT COUNT() FROM Account WHERE Name LIKE 'A%' AND Id NOT IN ('a', 'b') AND Type IN ('x')")
     assert isinstance(q.select[0], CountExpr)

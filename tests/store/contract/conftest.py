@@ -17,8 +17,7 @@ import pytest
 from ferry.core.ports import StateStore
 from ferry.store import NewDeadLetter, SqliteStore, StagedRow
 
-# What the suite holds a backend as: every port (``ferry.core.ports.StateStore``). SQLite today; the PostgreSQL
-# adapter will be a second param.
+# What the suite holds a backend as: every port (``ferry.core.ports.StateStore``).
 Backend = StateStore
 
 
@@ -28,17 +27,28 @@ class BackendFactory:
     open: Callable[[], Backend]
 
 
-def _sqlite(tmp_path: Path) -> BackendFactory:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> BackendFactory:
     path = tmp_path / "state.db"
     return BackendFactory("sqlite", lambda: SqliteStore(path))
 
 
-_BACKENDS: dict[str, Callable[[Path], BackendFactory]] = {"sqlite": _sqlite}
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> BackendFactory:
+    """A fresh, migrated schema on the PostgreSQL server the session started (tests/store/conftest.py)."""
+    from ferry.store.postgres import PostgresStore
+
+    url = request.getfixturevalue("pg_url")
+    return BackendFactory("postgres", lambda: PostgresStore(url, lock_dir=tmp_path))
+
+
+_BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], BackendFactory]] = {
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(_BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> BackendFactory:
-    return _BACKENDS[request.param](tmp_path)
+    return _BACKENDS[request.param](request, tmp_path)
 
 
 @pytest.fixture

@@ -194,3 +194,19 @@ def test_a_batch_s_answers_are_all_or_nothing(store: Backend, broken: str) -> No
     assert [r.attempts for r in store.outbox_rows("p", "Contact", list("abcd"))] == [0, 0, 0, 0]
     assert store.dead_letter_keys("p", "Contact") == {"a"}
     assert [j.job_id for j in store.remote_jobs("p")] == ["750J"]
+
+
+def test_one_batch_holding_several_versions_of_a_key_queues_as_if_row_by_row(store: Backend) -> None:
+    store.put_outbox(
+        "p",
+        "Contact",
+        [
+            PlannedRow("k", "v1", {"n": 1}),
+            PlannedRow("k", "v3", {"n": 3}),
+            PlannedRow("k", "v2", {"n": 2}),
+            PlannedRow("k", "v3", {"n": 33}),  # equal: never replaces
+            PlannedRow("a", "v1", {"n": 0}),
+        ],
+    )
+    rows = [r for chunk in store.outbox("p", "Contact") for r in chunk]
+    assert [(r.key, r.version, r.payload) for r in rows] == [("a", "v1", {"n": 0}), ("k", "v3", {"n": 3})]

@@ -59,3 +59,15 @@ def test_writing_resolves_only_the_open_letters_of_the_batch(store: Backend) -> 
     # Same key, other object or other pipeline: untouched.
     assert [d.status if d else None for d in statuses] == ["resolved", "open", "open"]
     assert store.outbox_count("p", "Contact") == 0
+
+
+def test_one_batch_holding_several_versions_of_a_key_records_as_if_row_by_row(store: Backend) -> None:
+    store.record_written(
+        "p",
+        "Contact",
+        [Written("k", "v2", "003A"), Written("k", "v2"), Written("k", "v1", "003OLD"), Written("j", "v1", "003J")],
+    )
+    assert store.versions_for("p", "Contact", ["k", "j"]) == {"k": "v2", "j": "v1"}
+    assert store.target_ids("p", "Contact", ["k", "j"]) == {"k": "003A", "j": "003J"}
+    store.record_written("p", "Contact", [Written("k", "v2", "003B"), Written("k", "v2")])
+    assert store.target_ids("p", "Contact", ["k"]) == {"k": "003B"}

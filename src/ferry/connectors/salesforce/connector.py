@@ -1,10 +1,12 @@
-"""Salesforce's declaration to the connector registry: its ``target:`` block and how a sink is opened."""
+"""Salesforce's declaration to the connector registry: its ``source:`` and ``target:`` blocks and how each opens."""
 
 from __future__ import annotations
 
 from ferry.connectors.salesforce.config import SalesforceConfig
+from ferry.connectors.salesforce.read_source import SalesforceReadSource
 from ferry.connectors.salesforce.sink import SalesforceSink
-from ferry.core.contracts import Sink, SinkContext
+from ferry.connectors.salesforce.source_config import SalesforceSourceConfig
+from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.core.registry import Connector
 
 
@@ -13,9 +15,17 @@ def open_sink(config: SalesforceConfig, ctx: SinkContext) -> Sink:
     return SalesforceSink(config, ctx)
 
 
+def open_source(config: SalesforceSourceConfig) -> Source:
+    """A SalesforceReadSource: Accounts, Products and Orders, incrementally by (SystemModstamp, Id)."""
+    return SalesforceReadSource(config)
+
+
 CONNECTOR = Connector(
     system="salesforce",
+    source_config=SalesforceSourceConfig,
+    open_source=open_source,
     sink_config=SalesforceConfig,
     open_sink=open_sink,
-    description="Salesforce REST, sObject Collections and Bulk API 2.0 (upsert by external id)",
+    description="Salesforce REST, sObject Collections and Bulk API 2.0: upsert by external id; reads Accounts, "
+    "Products and Orders by (SystemModstamp, Id)",
 )

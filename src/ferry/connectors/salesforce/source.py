@@ -32,9 +32,15 @@ MODSTAMP = "SystemModstamp"
 BULK_READ_THRESHOLD = 50_000
 
 
-async def query_pages(client: SalesforceClient, soql: str, *, label: str) -> AsyncIterator[list[dict[str, Any]]]:
-    """The pages of a REST query, one at a time (follows ``nextRecordsUrl``)."""
-    body = await client.json("GET", client.data_path("/query"), label=label, params={"q": soql})
+async def query_pages(
+    client: SalesforceClient, soql: str, *, label: str, all_rows: bool = False, batch_size: int | None = None
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The pages of a REST query, one at a time (follows ``nextRecordsUrl``). ``all_rows``: ``/queryAll``,
+    which also returns deleted records (``IsDeleted = true``) still in the recycle bin. ``batch_size``: records
+    a page (``Sforce-Query-Options: batchSize=``, 200 to 2,000; Salesforce's default is 2,000)."""
+    endpoint = "/queryAll" if all_rows else "/query"
+    headers = {"Sforce-Query-Options": f"batchSize={batch_size}"} if batch_size else None
+    body = await client.json("GET", client.data_path(endpoint), label=label, params={"q": soql}, headers=headers)
     while True:
         yield [r for r in body.get("records", []) if isinstance(r, dict)]
         next_path = body.get("nextRecordsUrl")
@@ -42,7 +48,7 @@ async def query_pages(client: SalesforceClient, soql: str, *, label: str) -> Asy
             return
         if not str(next_path).startswith("/services/data/"):
             raise PermanentError(f"unexpected nextRecordsUrl shape: {httpx.URL(str(next_path)).path}")
-        body = await client.json("GET", str(next_path), label=label)
+        body = await client.json("GET", str(next_path), label=label, headers=headers)
 
 
 class SalesforceSource(AsyncResource):
@@ -57,8 +63,10 @@ class SalesforceSource(AsyncResource):
         sleep: Callable[[float], Awaitable[None]] | None = None,
         client: SalesforceClient | None = None,
         budget: BudgetGuard | None = None,
+        query_batch_size: int | None = None,
     ) -> None:
         self.config = config
+        self.query_batch_size = query_batch_size  # REST records a page; None: Salesforce's default (2,000)
         self._own_client = client is None
         # Reads spend the org's DailyApiRequests too: a pipeline's guard (with its ledger) goes here.
         self._client = client or SalesforceClient(config, transport=transport, sleep=sleep, budget=budget)
@@ -108,8 +116,10 @@ class SalesforceSource(AsyncResource):
         where: Condition | None = None,
         bulk: bool | None = False,
         label: str | None = None,
+        all_rows: bool = False,
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Batches of records after ``since``; ``self.watermark`` follows the last record handed out."""
+        """Batches of records after ``since``; ``self.watermark`` follows the last record handed out.
+        ``all_rows``: deleted records too (REST ``queryAll``, Bulk operation ``queryAll``)."""
         label = label or f"read:{sobject}"
         self.watermark = since
         if bulk is None:
@@ -117,7 +127,10 @@ class SalesforceSource(AsyncResource):
         query = self.build(sobject, fields, since=since, where=where, ordered=not bulk)
         self.last_strategy = "bulk" if bulk else "rest"
         pages = (
-            self.bulk.rows(query.soql(), label=label) if bulk else query_pages(self._client, query.soql(), label=label)
+            self.bulk.rows(query.soql(), label=label, all_rows=all_rows)
+            if bulk
+            else query_pages(self._client, query.soql(), label=label, all_rows=all_rows,
+                             batch_size=self.query_batch_size)
         )
         async for batch in pages:
             last = _latest(batch)

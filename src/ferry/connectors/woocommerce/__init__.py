@@ -2,6 +2,7 @@
 
 from ferry.connectors.woocommerce.config import WooCommerceConfig
 from ferry.connectors.woocommerce.source import WooCommerceSource
+from ferry.connectors.woocommerce.webhooks import WooCommerceWebhookReceiver
 from ferry.core.registry import Connector
 
 
@@ -14,6 +15,7 @@ CONNECTOR = Connector(
     source_config=WooCommerceConfig,
     open_source=open_source,
     description="WooCommerce store (REST API wc/v3): customers, products and variations, orders with refunds",
+    webhooks=WooCommerceWebhookReceiver,
 )
 
 __all__ = ["CONNECTOR", "WooCommerceConfig", "WooCommerceSource"]

@@ -275,6 +275,7 @@ _RESERVED = frozenset({"SELECT", "FROM", "WHERE", "ORDER", "BY", "LIMIT", "OFFSE
                        "LIKE", "NULL", "TRUE", "FALSE", "ASC", "DESC", "NULLS", "FIRST", "LAST", "GROUP",
                        "HAVING", "INCLUDES", "EXCLUDES", "WITH", "FOR", "USING", "TYPEOF", "WHEN", "THEN", "ELSE",
                        "END", "ROLLUP", "CUBE"})
+_OBJECT_KEYWORDS = frozenset({"ORDER", "GROUP"})
 _WITH_MODES = ("SECURITY_ENFORCED", "USER_MODE", "SYSTEM_MODE")
 
 
@@ -322,7 +323,8 @@ class Parser:
         select = self.select_list()
         self.expect_kw("FROM")
         obj = self.tok
-        if obj.kind != "IDENT" or obj.text.upper() in _RESERVED:
+        # Order and Group are sObjects as well as keywords: after FROM, Salesforce reads them as the object.
+        if obj.kind != "IDENT" or obj.text.upper() in _RESERVED - _OBJECT_KEYWORDS:
             raise self.unexpected()
         self.advance()
         query = Query(select, obj.text, obj.pos, soql=self.soql)

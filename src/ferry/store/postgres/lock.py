@@ -1,0 +1,84 @@
+"""One run per pipeline across every machine sharing a PostgreSQL state: a session advisory lock.
+
+The file lock of ``ferry.store.lease`` guards one machine; with the state in PostgreSQL two machines could run
+one pipeline at once. The lock is held by a connection of its own for the whole run: when the process ends,
+however it ends, its connection closes and the server drops the lock (TCP keepalives notice a machine that
+vanished), so, as with the file lock, a `running` row whose lock is free belongs to a process that is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+
+import psycopg
+
+from ferry.errors import PipelineBusy
+from ferry.store.url import mask_url
+
+# Advisory locks' two-key form: (this class, hashtext(pipeline)); the migration runner uses the one-key form.
+PIPELINE_LOCKS = 0x46525931  # "FRY1"
+
+
+class AdvisoryPipelineLock:
+    """``with AdvisoryPipelineLock(url, "shop"):``; a second holder, on any machine, gets ``PipelineBusy``."""
+
+    def __init__(self, conninfo: str, pipeline: str) -> None:
+        self.conninfo = conninfo
+        self.pipeline = pipeline
+        self._conn: psycopg.Connection | None = None
+
+    def acquire(self) -> None:
+        me = f"ferry run {self.pipeline}: pid {os.getpid()} on {socket.gethostname()}"
+        try:
+            conn = psycopg.connect(
+                self.conninfo,
+                autocommit=True,
+                application_name=me[:63],
+                connect_timeout=10,
+                # A machine that vanished (no FIN sent) is noticed in ~25 s and its lock dropped.
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+            )
+        except psycopg.OperationalError as exc:
+            from ferry.store.postgres.store import StateUnavailable
+
+            raise StateUnavailable(f"{mask_url(self.conninfo)}: {mask_url(str(exc).strip())}") from None
+        row = conn.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (PIPELINE_LOCKS, self.pipeline)
+        ).fetchone()
+        if not row or not row[0]:
+            owner = holder(conn, self.pipeline) or "another process"
+            conn.close()
+            raise PipelineBusy(f"pipeline {self.pipeline} is being run by {owner}; wait for it to finish (or stop it)")
+        self._conn = conn
+
+    def release(self) -> None:
+        if self._conn is not None:
+            # Unlocked before the session ends, so the next holder can take it at once (a closed session's locks
+            # go when its backend exits, a moment later); a session already broken has lost them anyway.
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (PIPELINE_LOCKS, self.pipeline))
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> AdvisoryPipelineLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def holder(conn: psycopg.Connection, pipeline: str) -> str | None:
+    """Who holds the pipeline's lock (its application_name: pid and host), or None when nobody does."""
+    row = conn.execute(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid "
+        "AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid AND l.objsubid = 2",
+        (PIPELINE_LOCKS, pipeline),
+    ).fetchone()
+    return str(row[0]) if row else None

@@ -1,0 +1,58 @@
+"""`ferry doctor`: what it checks, what it says to fix, the exit code; never a password."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _ferry(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ferry", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_embedded_state_is_checked_by_default(tmp_path: Path) -> None:
+    env = {"FERRY_HOME": str(tmp_path), "FERRY_STATE_URL": "", "FERRY_BUS_URL": ""}
+    done = _ferry(["doctor", "--json"], env)
+    assert done.returncode == 0, done.stderr
+    check, bus = json.loads(done.stdout)
+    assert check["ok"] and check["name"] == "state" and str(tmp_path / "ferry.db") in check["detail"]
+    assert bus["ok"] and bus["name"] == "bus" and "embedded" in bus["detail"]
+
+
+def test_an_unreachable_bus_fails_with_what_to_fix(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {"FERRY_HOME": str(tmp_path), "FERRY_STATE_URL": "", "FERRY_BUS_URL": f"nats://127.0.0.1:{port}"}
+    done = _ferry(["doctor", "--json"], env)
+    assert done.returncode == 6, done.stderr
+    bus = [c for c in json.loads(done.stdout) if c["name"].startswith("bus")]
+    assert bus and not all(c["ok"] for c in bus) and any(c["fix"] for c in bus)
+
+
+def test_an_unreachable_postgresql_fails_with_what_to_fix_and_no_password(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"FERRY_HOME": str(tmp_path), "FERRY_STATE_URL": f"postgresql://ferry:hunter2@127.0.0.1:{port}/ferry"}
+    done = _ferry(["doctor"], env)
+    assert done.returncode == 6
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "FAIL" in done.stdout and "fix:" in done.stdout and f"ferry:***@127.0.0.1:{port}" in done.stdout
+    run = _ferry(["runs"], env)
+    assert run.returncode == 6 and "hunter2" not in run.stdout + run.stderr
+
+
+def test_an_unknown_scheme_is_a_usage_error(tmp_path: Path) -> None:
+    done = _ferry(["runs"], {"FERRY_HOME": str(tmp_path), "FERRY_STATE_URL": "mysql://root:hunter2@db/ferry"})
+    assert done.returncode == 2 and "hunter2" not in done.stderr and "unknown scheme" in done.stderr
