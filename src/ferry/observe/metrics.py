@@ -124,6 +124,8 @@ _BUDGET_SEEN: dict[tuple[str, str], tuple[float | None, float]] = {}
 
 def budget_remaining(system: str, budget: str, remaining: float, *, limit: float | None = None) -> None:
     API_BUDGET_REMAINING.labels(system, budget).set(remaining)
+    if limit is None:  # a reporter that does not know the size: the size last reported stands
+        limit = _BUDGET_SEEN.get((system, budget), (None, 0.0))[0]
     _BUDGET_SEEN[(system, budget)] = (limit, time.time())
 
 
