@@ -18,6 +18,7 @@ from ferry.observe import live
 from ferry.web import Dashboard
 from ferry.web.app import build_dashboard
 from tests.serve.world import ServeThread, World, make_world, start_serve, stop_world, wait_for
+from tests.web.test_browser import _shot
 
 EDITS = 6
 
@@ -98,6 +99,7 @@ def test_the_panel_in_a_browser_shows_non_zero_events_and_latencies(
                 value, unit = cells[column].split()
                 assert float(value) > 0 and unit in ("ms", "s"), (column, cells[column])
             assert cells["inbox queue"] == "0" and cells["outbox queue"] == "0"
+        _shot(page, "realtime", full=False)
         # The pipeline's own page breaks end to end down per object written.
         objects = [r.query_selector("td").inner_text() for r in page.query_selector_all("table.live-objects tbody tr")]
         assert "Contact" in objects
