@@ -278,9 +278,14 @@ def seconds_text(value: float | None) -> str:
     return f"{value:.2f} s"
 
 
+def rate_text(value: float | None) -> str:
+    """A rate with two decimals: a few events a minute (0.05/s) is not shown as 0."""
+    return "-" if value is None else f"{value:,.2f}"
+
+
 def _live_cell(path: Sequence[str], value: Any, unit: str = "") -> str:
     """A cell dashboard.js refreshes from ``/api/live``: ``data-live`` is the JSON path of its figure."""
-    shown = seconds_text(value) if unit == "s" else num(value)
+    shown = seconds_text(value) if unit == "s" else rate_text(value) if unit == "rate" else num(value)
     return (f'<span class="live" data-live="{e(json.dumps(list(path)))}" data-unit="{e(unit)}">{shown}</span>')
 
 
@@ -298,7 +303,7 @@ def live_panel(data: dict[str, Any], names: Sequence[str]) -> str:
         base = ("pipelines", name)
         rows.append([
             link(f"/pipelines/{name}", name),
-            _live_cell((*base, "events_per_second"), p["events_per_second"]),
+            _live_cell((*base, "events_per_second"), p["events_per_second"], "rate"),
             _live_cell((*base, "events"), p["events"]),
             _live_cell((*base, "queue", "inbox"), p["queue"]["inbox"]),
             _live_cell((*base, "queue", "outbox"), p["queue"]["outbox"]),
@@ -308,7 +313,7 @@ def live_panel(data: dict[str, Any], names: Sequence[str]) -> str:
     objects = ""
     if len(names) == 1 and names[0] in data["pipelines"]:
         per = data["pipelines"][names[0]]["objects"]
-        obj_rows = [[e(obj), num(s["count"]), num(s["per_second"]),
+        obj_rows = [[e(obj), num(s["count"]), rate_text(s["per_second"]),
                      *(seconds_text(s[q]) for q in ("p50", "p95", "p99"))] for obj, s in per.items()]
         if obj_rows:
             objects = "<h3>End to end, per object written</h3>" + table(

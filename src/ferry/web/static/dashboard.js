@@ -74,6 +74,11 @@ function secondsText(v) {
   return `${v.toFixed(2)} s`;
 }
 
+function rateText(v) {
+  return v === null || v === undefined ? "-" :
+    v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+}
+
 function numberText(v) {
   if (v === null || v === undefined) return "-";
   return Number.isInteger(v) ? v.toLocaleString("en-US") :
@@ -94,7 +99,8 @@ function pollLive() {
       for (const cell of panel.querySelectorAll("[data-live]")) {
         let v = data;
         for (const k of JSON.parse(cell.dataset.live)) v = v === null || v === undefined ? v : v[k];
-        cell.textContent = cell.dataset.unit === "s" ? secondsText(v) : numberText(v);
+        const unit = cell.dataset.unit;
+        cell.textContent = unit === "s" ? secondsText(v) : unit === "rate" ? rateText(v) : numberText(v);
       }
       panel.dataset.updated = String(Date.now());
     } catch (err) { /* the server restarts: try again on the next tick */ }
