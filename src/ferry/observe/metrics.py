@@ -70,7 +70,7 @@ API_RETRIES = Counter(
 API_BUDGET_REMAINING = Gauge(
     "ferry_api_budget_remaining",
     "API calls left in a remote budget: Salesforce's daily allocation (org_daily) and the pipeline's share of it "
-    "(pipeline_share), Shopify's leaky bucket (bucket).",
+    "(pipeline_share), Shopify's REST leaky bucket (bucket) and GraphQL cost points (graphql_points).",
     ["system", "budget"], registry=REGISTRY,
 )
 RUNS = Counter("ferry_runs", "Finished runs, by pipeline and final status.", ["pipeline", "status"], registry=REGISTRY)

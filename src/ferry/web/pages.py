@@ -330,7 +330,8 @@ def live_budget_section(budgets: Sequence[dict[str, Any]]) -> str:
     leaky bucket beside Salesforce's daily allocation, while ``ferry serve`` or a replay talks to them."""
     if not budgets:
         return ""
-    names = {("shopify", "bucket"): "Shopify leaky bucket", ("salesforce", "org_daily"): "Salesforce daily API "
+    names = {("shopify", "bucket"): "Shopify leaky bucket", ("shopify", "graphql_points"): "Shopify GraphQL cost "
+             "points (calls' query cost)", ("salesforce", "org_daily"): "Salesforce daily API "
              "allocation", ("salesforce", "pipeline_share"): "Salesforce, pipeline's share"}
     parts = []
     for b in budgets:
@@ -344,7 +345,7 @@ def live_budget_section(budgets: Sequence[dict[str, Any]]) -> str:
             at = " (as of " + dt.datetime.fromtimestamp(float(b["at"]), dt.UTC).strftime("%H:%M:%S") + " UTC)"
         parts.append(f'<div class="budget live-budget" data-system="{e(b["system"])}" data-budget="{e(b["budget"])}">'
                      f'<strong>{e(label)}</strong>: <span class="remaining">{num(int(b["remaining"]))}</span>{size} '
-                     f"calls left{at}{bar}</div>")
+                     f'{"points" if b["budget"] == "graphql_points" else "calls"} left{at}{bar}</div>')
     return "<section><h2>API budgets, live (this process)</h2>" + "".join(parts) + "</section>"
 
 
