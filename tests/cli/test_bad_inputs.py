@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -234,12 +235,14 @@ def test_a_network_error_names_the_host_and_cause_and_retries_are_one_line(tmp_p
     assert proc.returncode == Exit.FAILED, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and f"on 127.0.0.1:{port}: connection refused" in errors[0], proc.stderr
-    retried = [line for line in lines if "retried" in line]
-    assert len(retried) <= 1 and len(lines) <= 2, proc.stderr  # no line per attempt at the default level
-    if retried:
-        assert retried[0].startswith("warning: ") and "connection refused" in retried[0]
+    # ONE line: the call, the host and the cause, with the attempts folded in (no retry summary line beside it).
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and f"on 127.0.0.1:{port}: connection refused" in lines[0], proc.stderr
+    assert re.search(r"\(tried \d+ times; -vv shows each attempt\)$", lines[0]), proc.stderr
+    # -vv: every attempt is there, and the summary line too.
+    verbose = ferry(state, "-vv", "run", "shopify-to-salesforce", env=env)
+    assert verbose.returncode == Exit.FAILED
+    assert verbose.stderr.count("http.retry ") >= 2 and "http.retried" in verbose.stderr, verbose.stderr
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from ferry.cli.logging import ScrubSecretValues, configure_logging, level_of, secret_values
+from ferry.cli.logging import GaveUpNotes, ScrubSecretValues, configure_logging, level_of, secret_values
 from ferry.observe import tracing
 
 
@@ -60,3 +61,34 @@ def test_json_lines_carry_the_bound_run_and_the_trace(capsys: pytest.CaptureFixt
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="log format"):
         configure_logging(0, "xml")
+
+
+def _gave_up(target: str = "POST /services/oauth2/token") -> dict[str, object]:
+    return {"event": "http.retried", "level": "warning", "succeeded": False, "retries": 4, "target": target,
+            "summary": f"salesforce: {target} on 10.0.0.1:443 retried 4 time(s) after connection refused; gave up"}
+
+
+def test_a_give_up_is_folded_into_the_error_line_about_its_call(capsys: pytest.CaptureFixture[str]) -> None:
+    notes = GaveUpNotes()
+    with pytest.raises(structlog.DropEvent):
+        notes(None, "warning", _gave_up())
+    folded = notes.fold("POST /services/oauth2/token on 10.0.0.1:443: connection refused")
+    assert folded.endswith("connection refused (tried 5 times; -vv shows each attempt)")
+    notes.flush()
+    assert capsys.readouterr().err == ""  # folded: never a line of its own
+    assert notes.fold("another error") == "another error"
+
+
+def test_a_give_up_not_folded_is_written_before_the_next_line_or_after_the_hold(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    notes = GaveUpNotes(hold_seconds=0.2)
+    with pytest.raises(structlog.DropEvent):
+        notes(None, "warning", _gave_up())
+    event = {"event": "events.batch_failed", "level": "warning"}
+    assert notes(None, "warning", event) is event
+    assert capsys.readouterr().err.startswith("warning: salesforce: POST /services/oauth2/token on 10.0.0.1:443")
+    with pytest.raises(structlog.DropEvent):
+        notes(None, "warning", _gave_up("GET /x"))
+    time.sleep(0.6)  # ferry serve lives on after a give-up: the line comes anyway
+    assert "GET /x on 10.0.0.1:443 retried 4 time(s)" in capsys.readouterr().err

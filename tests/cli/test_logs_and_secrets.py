@@ -131,10 +131,11 @@ def test_an_unreachable_host_is_one_line_naming_it_and_its_cause(tmp_path: Path)
     proc = _ferry(env, "run", "examples/shopify-to-salesforce.yml")
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    # The retries are one warning (not one line per attempt); then the error: both name where and why.
-    warning, error = lines
-    assert warning.startswith("warning: salesforce: POST /services/oauth2/token on 127.0.0.1:") and "retried" in warning
-    assert error.startswith("error: ") and f"127.0.0.1:{port}: connection refused" in error
+    # ONE line: the call, where and why, with the attempts folded in (no retry line, no line per attempt).
+    (error,) = lines
+    assert error.startswith("error: POST /services/oauth2/token on ") and f"127.0.0.1:{port}: connection refused" \
+        in error
+    assert error.endswith("(tried 5 times; -vv shows each attempt)"), error
     assert password not in proc.stderr + proc.stdout
     debug = _ferry(env, "-vv", "run", "examples/shopify-to-salesforce.yml")
     assert debug.stderr.count("[debug    ] http.retry ") == 4, debug.stderr  # -vv: each attempt, at debug

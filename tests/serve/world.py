@@ -7,12 +7,13 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import APIRouter
 
 from ferry.cli.demo import demo_env
 from ferry.core.webhooks import hmac_sha256_base64
@@ -50,8 +51,9 @@ class ServeThread:
         return self.exit_code[0]
 
 
-def start_serve(specs: list[PipelineSpec], store: Store, options: ServeOptions) -> ServeThread:
-    service = Service(specs, store, options)
+def start_serve(specs: list[PipelineSpec], store: Store, options: ServeOptions,
+                routers: Sequence[APIRouter] = ()) -> ServeThread:
+    service = Service(specs, store, options, routers)
     ready = threading.Event()
     box: dict[str, Any] = {}
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def test_demo_serve_prints_a_dashboard_url_that_shows_the_run(tmp_path: Path) -> None:
@@ -37,6 +38,15 @@ def test_demo_serve_prints_a_dashboard_url_that_shows_the_run(tmp_path: Path) ->
         assert runs and runs[0]["pipeline"] == "demo" and runs[0]["totals"]["written"] > 0
         letters = httpx.get(url + "letters?pipeline=demo", timeout=30)
         assert letters.status_code == 200 and 'data-total="0"' not in letters.text
+        # /metrics for a batch-only user: the demo's run, in this process, scraped with Prometheus' own parser.
+        scrape = httpx.get(url + "metrics", timeout=30)
+        assert scrape.status_code == 200 and scrape.headers["content-type"].startswith("text/plain")
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(scrape.text) for s in family.samples}
+        written = [v for (name, labels), v in samples.items()
+                   if name == "ferry_records_written_total" and ("pipeline", "demo") in labels]
+        assert written and sum(written) == runs[0]["totals"]["written"]
+        assert samples[("ferry_runs_total", (("pipeline", "demo"), ("status", runs[0]["status"])))] == 1
         plan = httpx.get(url + "pipelines/demo", timeout=60)  # the plan talks to the sandboxes still running
         assert plan.status_code == 200 and "strategy:" in plan.text, plan.text[-2000:]
     finally:

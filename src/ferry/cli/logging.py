@@ -2,9 +2,13 @@
 
 Levels: the default shows warnings and errors only, each retry storm summarized in one line by the HTTP core
 (``warning: shopify: GET /x retried 4 time(s) after connection refused; gave up``); ``-v`` adds the progress of a
-run (info); ``-vv`` adds every retry attempt and other chatter (debug). ``--log-format json`` writes one JSON
-object a line (for a log shipper) at the same levels. Every line logged during a run carries ``run_id`` and
-``pipeline`` (bound as structlog contextvars by the engine) and, when tracing is on, ``trace_id``/``span_id``.
+run (info); ``-vv`` adds every retry attempt and other chatter (debug). At the default level a call that gave up
+is not a line of its own when the command then fails with that call's error: the CLI's ``error:`` line names the
+host and the cause, and ``fold_retries`` adds how many times it was tried (``GaveUpNotes`` holds the summary back;
+one not folded into an error line is written before the next line, after 5 s, or when the process ends).
+``--log-format json`` writes one JSON object a line (for a log shipper) at the same levels. Every line logged
+during a run carries ``run_id`` and ``pipeline`` (bound as structlog contextvars by the engine) and, when tracing
+is on, ``trace_id``/``span_id``.
 
 Secrets are kept out twice: a field whose name says it is a secret is masked, and the values of the secret
 environment variables (tokens, client secrets, passwords, private keys) and passwords in URLs are cut out of
@@ -13,10 +17,12 @@ every string of a line that is about to be written.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -101,6 +107,63 @@ def render_quiet(logger: Any, name: str, event: MutableMapping[str, Any]) -> str
     return str(_KEY_VALUE(logger, name, event))
 
 
+HOLD_SECONDS = 5.0  # a give-up not folded into an error line by then is written as its own line
+
+
+class GaveUpNotes:
+    """At the default level: holds back each ``http.retried`` summary of a call that gave up, so that the CLI's
+    error line (which names the same call, host and cause) can say how many attempts it took instead of a second
+    line saying it. A held summary is written as before when another line comes first, after ``HOLD_SECONDS``
+    (``ferry serve`` lives on after a give-up) or when the process ends."""
+
+    def __init__(self, hold_seconds: float = HOLD_SECONDS) -> None:
+        self.hold_seconds = hold_seconds
+        self.held: list[MutableMapping[str, Any]] = []
+        self._lock = threading.Lock()
+        self._exit_hook = False
+
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if event.get("event") == "http.retried" and event.get("succeeded") is False and event.get("summary"):
+            with self._lock:
+                self.held.append(dict(event))
+                if not self._exit_hook:
+                    atexit.register(self.flush)
+                    self._exit_hook = True
+            timer = threading.Timer(self.hold_seconds, self.flush)
+            timer.daemon = True
+            timer.start()
+            raise structlog.DropEvent
+        self.flush()  # the held ones first: lines stay in the order they happened
+        return event
+
+    def flush(self) -> None:
+        with self._lock:
+            held, self.held = self.held, []
+        for event in held:
+            sys.stderr.write(render_quiet(None, "warning", event) + "\n")
+        if held:
+            sys.stderr.flush()
+
+    def fold(self, message: str) -> str:
+        """``message`` with the attempts of the held give-ups it is about (their call is named in it)."""
+        with self._lock:
+            matched = [h for h in self.held if str(h.get("target", "\0")) in message]
+            self.held = [h for h in self.held if h not in matched]
+        if not matched:
+            return message
+        tries = max(int(h.get("retries", 0)) for h in matched) + 1
+        return f"{message} (tried {tries} times; -vv shows each attempt)"
+
+
+GAVE_UP = GaveUpNotes()
+
+
+def fold_retries(message: str) -> str:
+    """The CLI's final error line with the retry summary of the call it names folded in (default level only:
+    with -v or --log-format json the summary was written as its own line already)."""
+    return GAVE_UP.fold(message)
+
+
 def _stderr_logger(*_: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
@@ -116,12 +179,14 @@ def configure_logging(verbosity: int | bool = 0, log_format: str = "console") ->
         raise ValueError(f"log format {log_format!r}: one of {', '.join(FORMATS)}")
     level = int(verbosity)
     renderer: Any
+    fold: list[Any] = []
     if log_format == "json":
         renderer = structlog.processors.JSONRenderer()
     elif level >= 1:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
         renderer = render_quiet
+        fold = [GAVE_UP]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -130,6 +195,7 @@ def configure_logging(verbosity: int | bool = 0, log_format: str = "console") ->
             add_trace_ids,
             redact_secrets,
             ScrubSecretValues(secret_values()),
+            *fold,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level_of(level)),

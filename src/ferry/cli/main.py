@@ -123,7 +123,10 @@ def _store() -> Any:
 
 def _say_error(message: str) -> None:
     """``error: <message>`` on stderr, the message printed as it is: never read as markup."""
-    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True, highlight=False)
+    from ferry.cli.logging import fold_retries  # a call that gave up: its attempts in this line, not another
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", fold_retries(message)), soft_wrap=True,
+                      highlight=False)
 
 
 def _fail(exc: Exception) -> None:

@@ -56,4 +56,4 @@ def _dashboard(specs: Sequence[Any], store: Any, host: str) -> tuple[Any, str]:
         access = DashboardAccess.from_env(host)
     except ConfigError as exc:
         return None, f"off ({exc})"
-    return build_dashboard(Dashboard(store, {spec.name: spec for spec in specs}, access)), ""
+    return build_dashboard(Dashboard(store, {spec.name: spec for spec in specs}, access, realtime=True)), ""

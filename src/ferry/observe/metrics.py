@@ -11,6 +11,7 @@ ferry's figures, whoever else shares the process; the process and platform colle
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from prometheus_client import (
     make_asgi_app,
     write_to_textfile,
 )
+
+from ferry.observe.live import LIVE
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes...
@@ -67,7 +70,7 @@ API_RETRIES = Counter(
 API_BUDGET_REMAINING = Gauge(
     "ferry_api_budget_remaining",
     "API calls left in a remote budget: Salesforce's daily allocation (org_daily) and the pipeline's share of it "
-    "(pipeline_share), Shopify's leaky bucket (bucket).",
+    "(pipeline_share), Shopify's REST leaky bucket (bucket) and GraphQL cost points (graphql_points).",
     ["system", "budget"], registry=REGISTRY,
 )
 RUNS = Counter("ferry_runs", "Finished runs, by pipeline and final status.", ["pipeline", "status"], registry=REGISTRY)
@@ -114,8 +117,16 @@ def api_retry(system: str, error_class: str) -> None:
     API_RETRIES.labels(system, bounded(error_class)).inc()
 
 
-def budget_remaining(system: str, budget: str, remaining: float) -> None:
+# (system, budget) -> (size of the budget when known, epoch seconds of the last report): beside the gauge, for
+# the dashboard to draw a bar and say how old the figure is (a gauge keeps its last value after a run).
+_BUDGET_SEEN: dict[tuple[str, str], tuple[float | None, float]] = {}
+
+
+def budget_remaining(system: str, budget: str, remaining: float, *, limit: float | None = None) -> None:
     API_BUDGET_REMAINING.labels(system, budget).set(remaining)
+    if limit is None:  # a reporter that does not know the size: the size last reported stands
+        limit = _BUDGET_SEEN.get((system, budget), (None, 0.0))[0]
+    _BUDGET_SEEN[(system, budget)] = (limit, time.time())
 
 
 def source_staged(pipeline: str, stream: str, records: int) -> None:
@@ -135,18 +146,43 @@ def run_finished(pipeline: str, status: str, seconds: float) -> None:
     RUN_DURATION.labels(pipeline, status).observe(seconds)
 
 
-def webhook_acknowledged(system: str, seconds: float) -> None:
-    """``ferry serve``: a webhook answered ``seconds`` after its request arrived."""
+def webhook_acknowledged(system: str, seconds: float, *, pipeline: str | None = None, accepted: bool = True) -> None:
+    """``ferry serve``: a webhook answered ``seconds`` after its request arrived. An accepted one (2xx) of a known
+    pipeline also counts as an event in the dashboard's recent figures (``observe/live.py``)."""
     WEBHOOK_ACK.labels(system).observe(seconds)
+    if pipeline is not None and accepted:
+        LIVE.acknowledged(pipeline, system, seconds)
 
 
 def event_delivered(pipeline: str, obj: str, seconds: float) -> None:
     """``ferry serve``: an event's record written ``seconds`` after the event arrived."""
     END_TO_END.labels(pipeline, obj).observe(seconds)
+    LIVE.delivered(pipeline, obj, seconds)
 
 
 def queue_depth(pipeline: str, queue: str, depth: int) -> None:
     QUEUE_DEPTH.labels(pipeline, queue).set(depth)
+
+
+def queue_depths() -> dict[str, dict[str, float]]:
+    """The ``ferry_queue_depth`` gauge as {pipeline: {queue: depth}} (what the dashboard's panel shows)."""
+    out: dict[str, dict[str, float]] = {}
+    for family in QUEUE_DEPTH.collect():
+        for s in family.samples:
+            out.setdefault(s.labels["pipeline"], {})[s.labels["queue"]] = s.value
+    return out
+
+
+def budgets_remaining() -> list[dict[str, object]]:
+    """The ``ferry_api_budget_remaining`` gauge as rows {system, budget, remaining, limit, at}: what this process
+    has seen (``at``: epoch seconds of the last report; ``limit``: the budget's size when the reporter knows it)."""
+    out: list[dict[str, object]] = []
+    for family in API_BUDGET_REMAINING.collect():
+        for s in family.samples:
+            key = (s.labels["system"], s.labels["budget"])
+            limit, at = _BUDGET_SEEN.get(key, (None, None))
+            out.append({"system": key[0], "budget": key[1], "remaining": s.value, "limit": limit, "at": at})
+    return sorted(out, key=lambda r: (str(r["system"]), str(r["budget"])))
 
 
 def bus_message(event: str, count: int = 1) -> None:

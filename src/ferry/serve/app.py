@@ -56,7 +56,8 @@ def build_app(state: ServeState, routers: Sequence[APIRouter] = ()) -> FastAPI:
         arrived = time.monotonic()
         response = await _webhook(pipeline, system, request)
         if (pipeline, system) in state.inboxes:
-            metrics.webhook_acknowledged(system, time.monotonic() - arrived)
+            metrics.webhook_acknowledged(system, time.monotonic() - arrived, pipeline=pipeline,
+                                         accepted=response.status_code < 300)
         return response
 
     async def _webhook(pipeline: str, system: str, request: Request) -> Response:

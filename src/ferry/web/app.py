@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, SecretStr
 
 from ferry.core.ports import DLQ_STATUSES, LetterFilter
@@ -29,8 +30,9 @@ from ferry.engine.inspect import inspect_pipeline
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.replay import Replayer, since_timestamp
 from ferry.errors import ConfigError, FerryError
+from ferry.observe import metrics
 from ferry.store import Store
-from ferry.web import figures, pages
+from ferry.web import figures, live, pages
 from ferry.web.masking import SECRET_KEY, mask_known
 from ferry.web.security import AUTH_COOKIE, CSRF_FIELD, SESSION_COOKIE, DashboardAccess, new_session
 
@@ -49,6 +51,8 @@ class Dashboard:
     store: Store
     specs: Mapping[str, PipelineSpec] = field(default_factory=dict)
     access: DashboardAccess = field(default_factory=DashboardAccess)
+    # Inside ``ferry serve``: the pipelines pages show the real-time panel (events/s, queues, latencies).
+    realtime: bool = False
     # Secret values of the pipelines' configuration (tokens, passwords): masked in every page as a last defence.
     secrets: set[str] = field(init=False, default_factory=set)
 
@@ -124,8 +128,16 @@ def login_router(dash: Dashboard) -> APIRouter:
 
 
 def create_app(dash: Dashboard) -> FastAPI:
+    """The stand-alone dashboard (``ferry dashboard``, ``ferry demo --serve``), with ``/metrics`` for Prometheus
+    (``ferry serve`` has its own, open like its webhooks; here it is behind the dashboard's token when one is
+    required: Prometheus sends it as ``Authorization: Bearer``)."""
     app = FastAPI(title="ferry dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(build_dashboard(dash))
+
+    @app.get("/metrics", dependencies=[Depends(_authorized(dash))])
+    async def scrape() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
     return app
 
 
@@ -207,7 +219,8 @@ def _page_routes(router: APIRouter, dash: Dashboard) -> None:
     async def runs_page() -> HTMLResponse:
         rows = _runs(dash, CHART_RUNS)
         summaries = [figures.run_summary(r) for r in rows[:RUNS_SHOWN]]
-        return _html(dash, pages.runs_page(summaries, figures.throughput(rows), figures.budgets(rows)))
+        return _html(dash, pages.runs_page(summaries, figures.throughput(rows), figures.budgets(rows),
+                                           live.live_budgets(), figures.source_calls(rows)))
 
     @router.get("/runs/rows", response_class=HTMLResponse)
     async def run_rows() -> HTMLResponse:
@@ -235,7 +248,13 @@ def _api_routes(router: APIRouter, dash: Dashboard) -> None:
     @router.get("/api/throughput")
     async def throughput_json() -> JSONResponse:
         rows = _runs(dash, CHART_RUNS)
-        return JSONResponse({**figures.throughput(rows), "budgets": figures.budgets(rows)})
+        return JSONResponse({**figures.throughput(rows), "budgets": figures.budgets(rows),
+                             "source_calls": figures.source_calls(rows), "live_budgets": live.live_budgets()})
+
+    @router.get("/api/live")
+    async def live_json() -> JSONResponse:
+        """What the real-time panel polls: recent events/s, queue depth, latency percentiles, live budgets."""
+        return JSONResponse({"realtime": dash.realtime, **live.realtime(dash.specs)})
 
 
 # ----------------------------------------------------------------------------------------------- dead letters
@@ -353,7 +372,8 @@ def _pipeline_routes(router: APIRouter, dash: Dashboard) -> None:
             entries.append({"name": name, "loaded": name in dash.specs,
                             "last": figures.run_summary(last[0]) if last else None,
                             "open_letters": sum(dash.store.count_dead_letters(name).values())})
-        return _html(dash, pages.pipelines_page(entries))
+        realtime = live.realtime(names) if dash.realtime else None
+        return _html(dash, pages.pipelines_page(entries, realtime))
 
     @router.get("/pipelines/{name}", response_class=HTMLResponse)
     async def pipeline(name: str) -> HTMLResponse:
@@ -369,4 +389,6 @@ def _pipeline_routes(router: APIRouter, dash: Dashboard) -> None:
                 plan = (await asyncio.wait_for(inspect_pipeline(spec, dash.store), PLAN_TIMEOUT)).as_dict()
             except (FerryError, TimeoutError) as exc:
                 error = f"the plan could not be made: {exc or 'the systems did not answer in time'}"
-        return _html(dash, pages.pipeline_page(name, plan, error, figures.run_summary(last[0]) if last else None))
+        realtime = live.realtime([name]) if dash.realtime else None
+        return _html(dash, pages.pipeline_page(name, plan, error, figures.run_summary(last[0]) if last else None,
+                                               realtime))

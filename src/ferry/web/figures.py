@@ -131,3 +131,25 @@ def budgets(rows: Sequence[RunRow]) -> list[dict[str, Any]]:
             "used_fraction": min(1.0, spent / allowed) if allowed else None,
         }
     return sorted(seen.values(), key=lambda b: b["pipeline"])
+
+
+def source_calls(rows: Sequence[RunRow], now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Per pipeline whose runs called the source's API: calls of the runs finished in the last 24 h and of the
+    newest run (what spends a Shopify store's leaky bucket), with the source API it read through."""
+    now = now or dt.datetime.now(dt.UTC)
+    since = now - dt.timedelta(hours=HOURS)
+    seen: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: r.id, reverse=True):
+        calls = int(row.stats.get("source_api_calls", 0) or 0)
+        entry = seen.get(row.pipeline)
+        if entry is None:
+            if not calls:
+                continue
+            entry = seen[row.pipeline] = {
+                "pipeline": row.pipeline, "run_id": row.id, "source_api": row.stats.get("source_api"),
+                "calls_last_run": calls, "calls_24h": 0,
+            }
+        finished = parse_time(row.finished_at)
+        if finished is not None and finished >= since:
+            entry["calls_24h"] += calls
+    return sorted(seen.values(), key=lambda s: s["pipeline"])

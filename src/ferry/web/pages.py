@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,9 +40,11 @@ def runs_table(summaries: Sequence[dict[str, Any]]) -> str:
     return table(RUN_HEADERS, run_rows(summaries), cls="runs", body_id="runs-body")
 
 
-def runs_page(summaries: Sequence[dict[str, Any]], chart: dict[str, Any], budgets: Sequence[dict[str, Any]]) -> str:
+def runs_page(summaries: Sequence[dict[str, Any]], chart: dict[str, Any], budgets: Sequence[dict[str, Any]],
+              live_budgets: Sequence[dict[str, Any]] = (), sources: Sequence[dict[str, Any]] = ()) -> str:
     if not summaries:
-        return layout("Runs", "<p>No runs yet: try <code>ferry demo --serve</code> or <code>ferry run</code>.</p>")
+        return layout("Runs", "<p>No runs yet: try <code>ferry demo --serve</code> or <code>ferry run</code>.</p>"
+                      + live_budget_section(live_budgets))
     body = (
         '<section class="charts"><h2>Throughput</h2>'
         + json_script("throughput-data", chart)
@@ -55,6 +59,8 @@ def runs_page(summaries: Sequence[dict[str, Any]], chart: dict[str, Any], budget
         'data-key="api_calls" data-label="hour"></div></figure>'
         "</div></section>"
         + budget_section(budgets)
+        + source_section(sources)
+        + live_budget_section(live_budgets)
         + "<section><h2>Runs</h2>" + runs_table(summaries) + "</section>"
     )
     return layout("Runs", body, active="/")
@@ -81,6 +87,18 @@ def budget_section(budgets: Sequence[dict[str, Any]]) -> str:
             f"({num(b['spent_this_run'])} in run {num(b['run_id'])}), {num(b['remaining'])} left{resume}{bar}</div>"
         )
     return "<section><h2>Target API budget (pipeline's share)</h2>" + "".join(parts) + "</section>"
+
+
+def source_section(sources: Sequence[dict[str, Any]]) -> str:
+    """Per pipeline, the source API calls its runs made (Shopify's bucket is spent by them: the live level is in
+    the next section while this process talks to the shop)."""
+    if not sources:
+        return ""
+    parts = [f'<div class="budget source-calls" data-pipeline="{e(s["pipeline"])}"><strong>{e(s["pipeline"])}'
+             f'</strong> source{" over " + e(s["source_api"]) if s["source_api"] else ""}: '
+             f'<span class="spent">{num(s["calls_24h"])}</span> calls in the last 24 h ({num(s["calls_last_run"])} in '
+             f'run {num(s["run_id"])})</div>' for s in sources]
+    return "<section><h2>Source API calls (Shopify: its leaky bucket)</h2>" + "".join(parts) + "</section>"
 
 
 def run_page(summary: dict[str, Any], live: dict[str, int] | None) -> str:
@@ -248,7 +266,90 @@ def discard_result_page(count: int, reason: str) -> str:
     return layout("Discard result", body, active="/letters")
 
 
-def pipelines_page(entries: Sequence[dict[str, Any]]) -> str:
+def seconds_text(value: float | None) -> str:
+    """A latency as people read it: ``2.4 ms``, ``850 ms``, ``3.20 s`` (``-`` when there is none yet).
+    dashboard.js formats the polled figures the same way."""
+    if value is None:
+        return "-"
+    if value < 0.01:
+        return f"{value * 1000:.1f} ms"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    return f"{value:.2f} s"
+
+
+def rate_text(value: float | None) -> str:
+    """A rate with two decimals: a few events a minute (0.05/s) is not shown as 0."""
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _live_cell(path: Sequence[str], value: Any, unit: str = "") -> str:
+    """A cell dashboard.js refreshes from ``/api/live``: ``data-live`` is the JSON path of its figure."""
+    shown = seconds_text(value) if unit == "s" else rate_text(value) if unit == "rate" else num(value)
+    return (f'<span class="live" data-live="{e(json.dumps(list(path)))}" data-unit="{e(unit)}">{shown}</span>')
+
+
+LIVE_HEADERS = ("pipeline", "events/s", "events (5 min)", "inbox queue", "outbox queue", "ack p50", "ack p95",
+                "ack p99", "end-to-end p50", "end-to-end p95", "end-to-end p99")
+
+
+def live_panel(data: dict[str, Any], names: Sequence[str]) -> str:
+    """``ferry serve``'s recent figures per pipeline, refreshed every 2 s by dashboard.js from ``/api/live``."""
+    rows = []
+    for name in names:
+        p = data["pipelines"].get(name)
+        if p is None:
+            continue
+        base = ("pipelines", name)
+        rows.append([
+            link(f"/pipelines/{name}", name),
+            _live_cell((*base, "events_per_second"), p["events_per_second"], "rate"),
+            _live_cell((*base, "events"), p["events"]),
+            _live_cell((*base, "queue", "inbox"), p["queue"]["inbox"]),
+            _live_cell((*base, "queue", "outbox"), p["queue"]["outbox"]),
+            *(_live_cell((*base, "ack", q), p["ack"][q], "s") for q in ("p50", "p95", "p99")),
+            *(_live_cell((*base, "end_to_end", q), p["end_to_end"][q], "s") for q in ("p50", "p95", "p99")),
+        ])
+    objects = ""
+    if len(names) == 1 and names[0] in data["pipelines"]:
+        per = data["pipelines"][names[0]]["objects"]
+        obj_rows = [[e(obj), num(s["count"]), rate_text(s["per_second"]),
+                     *(seconds_text(s[q]) for q in ("p50", "p95", "p99"))] for obj, s in per.items()]
+        if obj_rows:
+            objects = "<h3>End to end, per object written</h3>" + table(
+                ("object", "records (5 min)", "records/s", "p50", "p95", "p99"), obj_rows, cls="live-objects")
+    note = (f'<p class="hint">Events: webhooks accepted; events/s over the last {int(data["rate_seconds"])} s, '
+            f'latency percentiles over the last {int(data["window_seconds"] // 60)} min (webhook arrival to '
+            "ferry's answer; to the record written in the target). Refreshes every 2 s.</p>")
+    return ('<section class="realtime" id="realtime" data-poll="/api/live"><h2>Real time</h2>'
+            + table(LIVE_HEADERS, rows, cls="live") + objects + note + "</section>")
+
+
+def live_budget_section(budgets: Sequence[dict[str, Any]]) -> str:
+    """The API budgets as this process last saw them (the ``ferry_api_budget_remaining`` gauge): Shopify's
+    leaky bucket beside Salesforce's daily allocation, while ``ferry serve`` or a replay talks to them."""
+    if not budgets:
+        return ""
+    names = {("shopify", "bucket"): "Shopify leaky bucket", ("shopify", "graphql_points"): "Shopify GraphQL cost "
+             "points (calls' query cost)", ("salesforce", "org_daily"): "Salesforce daily API "
+             "allocation", ("salesforce", "pipeline_share"): "Salesforce, pipeline's share"}
+    parts = []
+    for b in budgets:
+        label = names.get((b["system"], b["budget"]), f"{b['system']} {b['budget']}")
+        size = f" of {num(int(b['limit']))}" if b["limit"] is not None else ""
+        frac = b["used_fraction"]
+        bar = (f'<div class="bar" title="{e(f"{frac:.1%}")} used"><div class="fill" style="width:{frac * 100:.1f}%">'
+               "</div></div>") if frac is not None else ""
+        at = ""
+        if b["at"]:
+            at = " (as of " + dt.datetime.fromtimestamp(float(b["at"]), dt.UTC).strftime("%H:%M:%S") + " UTC)"
+        parts.append(f'<div class="budget live-budget" data-system="{e(b["system"])}" data-budget="{e(b["budget"])}">'
+                     f'<strong>{e(label)}</strong>: <span class="remaining">{num(int(b["remaining"]))}</span>{size} '
+                     f'{"points" if b["budget"] == "graphql_points" else "calls"} left{at}{bar}</div>')
+    return "<section><h2>API budgets, live (this process)</h2>" + "".join(parts) + "</section>"
+
+
+def pipelines_page(entries: Sequence[dict[str, Any]], realtime: dict[str, Any] | None = None) -> str:
     rows = [[link(f"/pipelines/{p['name']}", p["name"]), "yes" if p["loaded"] else "no",
              link(f"/runs/{p['last']['id']}", p["last"]["id"]) if p["last"] else "-",
              status_badge(p["last"]["status"]) if p["last"] else "-",
@@ -256,11 +357,14 @@ def pipelines_page(entries: Sequence[dict[str, Any]]) -> str:
     body = table(("pipeline", "file loaded", "last run", "status", "started (UTC)", "open dead letters"), rows)
     body += ('<p class="hint">Plans and replay need the pipeline file: '
              "<code>ferry dashboard PIPELINE.yml ...</code>.</p>")
+    if realtime is not None:
+        body = live_panel(realtime, [p["name"] for p in entries]) + body
     return layout("Pipelines", body, active="/pipelines")
 
 
-def pipeline_page(name: str, plan: dict[str, Any] | None, plan_error: str | None, last: dict[str, Any] | None) -> str:
-    body = ""
+def pipeline_page(name: str, plan: dict[str, Any] | None, plan_error: str | None, last: dict[str, Any] | None,
+                  realtime: dict[str, Any] | None = None) -> str:
+    body = live_panel(realtime, [name]) if realtime is not None else ""
     if last:
         body += "<h2>Last run</h2>" + runs_table([last])
     body += "<h2>Plan</h2>"

@@ -15,6 +15,7 @@ import pytest
 
 from ferry.connectors.shopify import ShopifyConfig, ShopifySource
 from ferry.connectors.shopify import normalize as shopify_normalize
+from ferry.observe import metrics
 from ferry.sandbox.serve import RunningSandbox, start_in_thread
 from ferry.sandbox.shopify import ShopifySandbox
 
@@ -184,6 +185,9 @@ async def test_pages_pace_themselves_by_throttle_status(store: Store) -> None:
             gql = source._graphql.client  # type: ignore[union-attr]
             assert gql.throttled_answers == 0
             assert gql.pacer.waited_seconds > 0 and gql.pacer.maximum == 150
+            # The store's points as the dashboard shows them live (ferry_api_budget_remaining, with its size).
+            row = next(r for r in metrics.budgets_remaining() if r["budget"] == "graphql_points")
+            assert row["system"] == "shopify" and row["limit"] == 150 and 0 <= float(row["remaining"]) <= 150  # type: ignore[arg-type]
     finally:
         store.graphql_settings({"plan": "standard"})
     assert len(records) == COUNTS["customers"]

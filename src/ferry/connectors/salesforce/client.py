@@ -86,7 +86,7 @@ class SalesforceClient:
         if usage is not None:
             self.api_usage = usage
             self.budget.observe(usage)
-            metrics.budget_remaining("salesforce", "org_daily", usage[1] - usage[0])
+            metrics.budget_remaining("salesforce", "org_daily", usage[1] - usage[0], limit=usage[1])
 
     def _spend(self, _label: str) -> None:
         self.budget.spend()

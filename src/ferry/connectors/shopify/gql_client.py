@@ -24,6 +24,7 @@ import orjson
 from ferry.connectors.http import HttpCore, default_classify, describe_failure
 from ferry.connectors.shopify.config import ShopifyConfig
 from ferry.errors import AuthError, FerryError, PermanentError, TransientError
+from ferry.observe import metrics
 
 # Codes the body of a 200 answer can carry (reference §1.5): worth another try, or not.
 _TRANSIENT_CODES = frozenset({"THROTTLED", "INTERNAL_SERVER_ERROR"})
@@ -53,6 +54,7 @@ class CostPacer:
         except (KeyError, TypeError, ValueError):
             return
         self.at = self.clock()
+        metrics.budget_remaining("shopify", "graphql_points", self.available, limit=self.maximum)
 
     def level(self) -> float | None:
         if self.available is None:

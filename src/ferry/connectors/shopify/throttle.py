@@ -66,7 +66,7 @@ class LeakyBucket:
             return
         self._used, self._size = float(parsed[0] + self._in_flight), parsed[1]
         self._at = self._clock()
-        metrics.budget_remaining("shopify", "bucket", parsed[1] - parsed[0])
+        metrics.budget_remaining("shopify", "bucket", parsed[1] - parsed[0], limit=parsed[1])
 
     def level(self) -> float:
         drained = (self._clock() - self._at) * self.leak_rate

@@ -66,4 +66,46 @@ function pollRunning() {
   }, 2000);
 }
 
-document.addEventListener("DOMContentLoaded", () => { drawCharts(); pollRunning(); });
+// A latency as pages.seconds_text writes it: "2.4 ms", "850 ms", "3.20 s".
+function secondsText(v) {
+  if (v === null || v === undefined) return "-";
+  if (v < 0.01) return `${(v * 1000).toFixed(1)} ms`;
+  if (v < 1) return `${(v * 1000).toFixed(0)} ms`;
+  return `${v.toFixed(2)} s`;
+}
+
+function rateText(v) {
+  return v === null || v === undefined ? "-" :
+    v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+}
+
+function numberText(v) {
+  if (v === null || v === undefined) return "-";
+  return Number.isInteger(v) ? v.toLocaleString("en-US") :
+    v.toLocaleString("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+}
+
+// Inside ferry serve: refresh the real-time panel's figures from /api/live every 2 s (each cell names its
+// figure's path in the JSON with data-live).
+function pollLive() {
+  const panel = document.getElementById("realtime");
+  if (!panel) return;
+  const tick = async () => {
+    try {
+      const answer = await fetch(panel.dataset.poll, { headers: { Accept: "application/json" },
+        credentials: "same-origin" });
+      if (!answer.ok) return;
+      const data = await answer.json();
+      for (const cell of panel.querySelectorAll("[data-live]")) {
+        let v = data;
+        for (const k of JSON.parse(cell.dataset.live)) v = v === null || v === undefined ? v : v[k];
+        const unit = cell.dataset.unit;
+        cell.textContent = unit === "s" ? secondsText(v) : unit === "rate" ? rateText(v) : numberText(v);
+      }
+      panel.dataset.updated = String(Date.now());
+    } catch (err) { /* the server restarts: try again on the next tick */ }
+  };
+  setInterval(tick, 2000);
+}
+
+document.addEventListener("DOMContentLoaded", () => { drawCharts(); pollRunning(); pollLive(); });
