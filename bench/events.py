@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--latency", default="off", choices=["off", "real"])
     ap.add_argument("--window-ms", type=int, default=150)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--serve-log", type=Path, help="keep ferry serve's stderr (its JSON log) in this file")
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     per_phase = [int(r * args.seconds) for r in rates]
@@ -85,7 +86,8 @@ def main() -> None:
         serve = subprocess.Popen(
             [sys.executable, "-m", "ferry", "serve", str(PIPELINE), "--port", "0", "--json", "--no-schedules",
              "--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file), "--window-ms", str(args.window_ms)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            env=env, stdout=subprocess.PIPE, text=True,
+            stderr=args.serve_log.open("w") if args.serve_log else subprocess.DEVNULL)
         assert serve.stdout is not None
         info = json.loads(serve.stdout.readline())
         threading.Thread(target=lambda: [None for _ in serve.stdout or ()], daemon=True).start()

@@ -60,7 +60,7 @@ class Processor:
         self.run_lock = run_lock
         self.window = window
         self.max_batch = max_batch
-        self.runner = Runner(spec, store, origin="webhook")
+        self.runner = Runner(spec, store, origin="webhook", latency_sensitive=True)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop run() runs on (the workers' thread)
         self._stopping = False
