@@ -68,3 +68,23 @@ def test_grandchildren_wait_for_a_wave_with_a_new_parent(tmp_path: Path) -> None
     plans = [plan("Account"), plan("Contact", [ACCOUNT_REF]), plan("Case", [ParentRef("Contact", "ContactId",
                                                                                            "Contact.Ext__c")])]
     assert names(load_waves(store, P, plans)) == [["Account", "Contact"], ["Case"]]
+
+
+def test_latency_sensitive_writes_go_in_concurrent_slices(tmp_path: Path) -> None:
+    from ferry.engine.loader import LATENCY_PARALLEL, LATENCY_SLICE, Loader, RetryBudget
+    from ferry.engine.stats import RunStats
+    from ferry.store import OutboxRow
+
+    store = Store(tmp_path / "ferry.db")
+    loader = Loader(store, P, 1, RunStats(run_id=1, pipeline=P), RetryBudget(4, 1.0), latency_sensitive=True)
+
+    def sizes(n: int) -> list[int]:
+        rows = [OutboxRow(str(i), "v", {}, None, 0) for i in range(n)]
+        slices = loader._latency_slices(cast(Any, None), plan("Contact"), rows, "collections")
+        assert [r.key for part, _ in slices for r in part] == [r.key for r in rows]  # every row once, in order
+        assert {how for _, how in slices} == {"collections"}
+        return [len(part) for part, _ in slices]
+
+    assert sizes(30) == [30]
+    assert sizes(250) == [LATENCY_SLICE, LATENCY_SLICE, 50]
+    assert sizes(4000) == [4000 // LATENCY_PARALLEL] * LATENCY_PARALLEL
