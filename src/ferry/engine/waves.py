@@ -13,8 +13,10 @@ dead letter is still dead-lettered as an orphan before its wave is sent). A sing
 target has not got yet keeps the whole object in the next wave, exactly as the batch run's order. Only refs by
 the parent's external id are judged (the version map is keyed by it); any other ref keeps the order.
 
-What differs from the strict order, and why it is harmless: a parent's update that fails in this batch no
-longer holds back its child's update; the child is written under the parent record the target already has.
+What differs from the strict order: a parent's update that fails in this batch no longer holds back its child's
+update (the child is written under the parent record the target already has). And a parent the version map
+knows but someone deleted in the target since: the strict order would re-create it before the child; here the
+child's write can come first and fail on its reference, a dead letter (kept, replayable), not a loss.
 """
 
 from __future__ import annotations
