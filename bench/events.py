@@ -12,7 +12,9 @@ into Salesforce. Measured per phase:
 - ack: each delivery's first successful attempt as the sender timed it (request out -> 2xx in), p50/p95/p99;
 - change -> visible: from just before the edit's PUT to the Contact's SystemModstamp in Salesforce (the org
   stamps the write in ms; one machine, one clock), p50/p95/p99 over every event;
-- Salesforce calls (its admin stats) per 1,000 events, and any event not visible within 60 s (lost).
+- Salesforce calls (its admin stats) per 1,000 events, and any event not visible within 60 s (lost);
+- in ferry: the share of Contact writes done within 250 ms / 1 s of the delivery reaching `ferry serve` (its
+  `ferry_end_to_end_seconds` histogram), which leaves out the time a delivery waited in the sender's queue.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,7 @@ def main() -> None:
     ap.add_argument("--latency", default="off", choices=["off", "real"])
     ap.add_argument("--window-ms", type=int, default=150)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--serve-log", type=Path, help="keep ferry serve's stderr (its JSON log) in this file")
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     per_phase = [int(r * args.seconds) for r in rates]
@@ -85,7 +89,8 @@ def main() -> None:
         serve = subprocess.Popen(
             [sys.executable, "-m", "ferry", "serve", str(PIPELINE), "--port", "0", "--json", "--no-schedules",
              "--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file), "--window-ms", str(args.window_ms)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            env=env, stdout=subprocess.PIPE, text=True,
+            stderr=args.serve_log.open("w") if args.serve_log else subprocess.DEVNULL)
         assert serve.stdout is not None
         info = json.loads(serve.stdout.readline())
         threading.Thread(target=lambda: [None for _ in serve.stdout or ()], daemon=True).start()
@@ -96,25 +101,32 @@ def main() -> None:
                                           timeout=60).json() if str(c["id"]) in written]
         results = []
         offset = 0
+        metrics_http = httpx.Client(base_url=info["url"], verify=str(tls.ca_file), timeout=30)
+
+        def serve_metrics() -> dict[float, float]:
+            return contact_e2e_buckets(metrics_http.get("/metrics/").text)
+
         with httpx.Client(base_url=shop_run.url, verify=str(tls.ca_file), timeout=30,
                           headers={"X-Shopify-Access-Token": shop.access_token}) as shop_http, \
                 httpx.Client(base_url=org.url, verify=str(org.info["ca_file"]), timeout=60) as org_http:
             for rate, count in zip(rates, per_phase, strict=True):
                 batch = customers[offset:offset + count]
                 offset += count
-                results.append(phase(rate, batch, shop_http, org_http))
+                results.append(phase(rate, batch, shop_http, org_http, serve_metrics))
         out = {"latency": args.latency, "window_ms": args.window_ms, "seconds": args.seconds,
                "serve": info["url"], "phases": results}
         if args.json:
             print(json.dumps(out))
         else:
             print(f"latency {args.latency}, window {args.window_ms} ms, {args.seconds:g} s per rate")
-            print("rate/s  achieved  events  lost  ack p50/p95/p99 ms   visible p50/p95/p99 ms   SF calls  per 1,000")
+            print("rate/s  achieved  events  lost  ack p50/p95/p99 ms   visible p50/p95/p99 ms   SF calls  per 1,000"
+                  "   in ferry <=250ms/<=1s")
             for r in results:
                 print(f"{r['rate']:>6} {r['achieved_rate']:>9.1f} {r['events']:>7} {r['lost']:>5}  "
                       f"{r['ack_ms']['p50']:>6.1f}/{r['ack_ms']['p95']:.1f}/{r['ack_ms']['p99']:.1f}   "
                       f"{r['visible_ms']['p50']:>8.0f}/{r['visible_ms']['p95']:.0f}/{r['visible_ms']['p99']:.0f}"
-                      f"   {r['sf_calls']:>8} {r['sf_calls_per_1000']:>9.1f}")
+                      f"   {r['sf_calls']:>8} {r['sf_calls_per_1000']:>9.1f}"
+                      f"   {r['arrival_to_written']['le_250ms']:.1%}/{r['arrival_to_written']['le_1000ms']:.1%}")
     finally:
         if serve is not None and serve.poll() is None:
             serve.send_signal(signal.SIGTERM)
@@ -123,8 +135,30 @@ def main() -> None:
         shop_run.stop()
 
 
-def phase(rate: int, batch: list[dict[str, Any]], shop_http: httpx.Client, org_http: httpx.Client) -> dict[str, Any]:
+def contact_e2e_buckets(text: str) -> dict[float, float]:
+    """``ferry_end_to_end_seconds`` of Contact (ferry's own clock: the delivery's arrival -> its batch written),
+    cumulative count per bucket bound."""
+    out: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("ferry_end_to_end_seconds_bucket{") and 'object="Contact"' in line:
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def within_ferry(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    """Share of the phase's events written within 250 ms / 1 s of reaching ferry serve (what the sender's own
+    queue adds is not in it)."""
+    total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    share = {f"le_{int(b * 1000)}ms": (after.get(b, 0.0) - before.get(b, 0.0)) / total if total else float("nan")
+             for b in (0.25, 1.0)}
+    return {**share, "n": total}
+
+
+def phase(rate: int, batch: list[dict[str, Any]], shop_http: httpx.Client, org_http: httpx.Client,
+          serve_metrics: Callable[[], dict[float, float]]) -> dict[str, Any]:
     shop_http.delete("/__sandbox/webhooks/deliveries")
+    e2e_before = serve_metrics()
     calls_before = org_http.get("/__sandbox/stats").json()["api_calls"]
     changed: dict[str, float] = {}
     marker = f"R{rate}"
@@ -150,6 +184,7 @@ def phase(rate: int, batch: list[dict[str, Any]], shop_http: httpx.Client, org_h
                 visible[key] = stamp_epoch(r["SystemModstamp"])
         time.sleep(0.25)
     calls = org_http.get("/__sandbox/stats").json()["api_calls"] - calls_before
+    in_ferry = within_ferry(e2e_before, serve_metrics())
     deliveries = shop_http.get("/__sandbox/webhooks/deliveries").json()["deliveries"]
     acks = [next(a["duration_ms"] for a in d["attempts"] if a["status"] and 200 <= a["status"] < 300)
             for d in deliveries if any(a["status"] and 200 <= a["status"] < 300 for a in d["attempts"])]
@@ -160,6 +195,7 @@ def phase(rate: int, batch: list[dict[str, Any]], shop_http: httpx.Client, org_h
         "visible_ms": {"p50": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99),
                        "mean": statistics.fmean(lat) if lat else float("nan")},
         "sf_calls": calls, "sf_calls_per_1000": calls * 1000 / max(1, len(changed)),
+        "arrival_to_written": in_ferry,
     }
 
 

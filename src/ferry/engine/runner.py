@@ -41,6 +41,8 @@ from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
 from ferry.engine.preflight import static_problems
 from ferry.engine.stats import RunStats
+from ferry.engine.together import run_together
+from ferry.engine.waves import load_waves
 from ferry.errors import BudgetExhausted, PlanProblems, RecordError
 from ferry.observe import metrics, tracing
 from ferry.store import NewDeadLetter, PlannedRow, StagedRecord, Store
@@ -115,8 +117,12 @@ class Runner:
         clock: Callable[[], float] = time.time,
         force: bool = False,
         origin: str = "manual",
+        latency_sensitive: bool = False,
     ) -> None:
         self.spec = spec
+        # Event micro-batches (``ferry serve``): no queued remote job for a write, and objects whose parents the
+        # target already holds are written alongside them (engine/waves.py) instead of one after another.
+        self.latency_sensitive = latency_sensitive
         self.origin = origin  # what started the run (ferry.core.ports.RUN_ORIGINS), kept in the run log
         self.force = force  # write even when `ferry plan` reports problems with the mapping
         self.run_id: int | None = None
@@ -186,7 +192,8 @@ class Runner:
         started: float,
     ) -> RunStats:
         log.info("run.start", pipeline=self.pipeline, run_id=run_id, origin=self.origin)
-        loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id))
+        loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id),
+                        latency_sensitive=self.latency_sensitive)
         opened: list[Sink] = []  # the sink, once there is one: its budget goes into the report
         try:
             await body(stats, loader, opened)
@@ -239,10 +246,14 @@ class Runner:
         last_seq = self.store.max_staged_seq(self.pipeline)
         self._plan_records(source, plans, run_id, stats)
         clock.lap("plan")
-        for plan in order_plans(plans):
-            self._drop_orphans(plan, run_id, stats)
-            await loader.load(sink, plan, self.progress)
-            clock.lap(f"load {plan.name}")
+        waves = load_waves(self.store, self.pipeline, plans) if self.latency_sensitive else [
+            [plan] for plan in order_plans(plans)
+        ]
+        for wave in waves:
+            for plan in wave:
+                self._drop_orphans(plan, run_id, stats)
+            await run_together(loader.load(sink, plan, self.progress) for plan in wave)
+            clock.lap(f"load {'+'.join(plan.name for plan in wave)}")
         # A source that records the target's ids on its records gets them now (optional capability), before
         # staging is cleared: a crash here leaves the records staged, and the next pass links them.
         stats.linked_back = await link_back(source, self.store, self.pipeline, plans)

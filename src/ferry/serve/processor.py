@@ -5,6 +5,8 @@ Micro-batching: a batch gathers for ``window`` seconds from the first event it t
 ``max_batch`` records are waiting; events that came during the previous batch have waited part of it
 already), so a burst is planned together; the loader then picks the write strategy
 by count (Composite, sObject Collections or Bulk API 2.0 for Salesforce), so 1,000 orders become a few calls.
+The run is latency-sensitive: objects whose parents the target already holds are written alongside them, each
+object's records in concurrent slices, never through a queued Bulk job (engine/waves.py, ``Loader``; docs/serve.md).
 Latest wins by the source's own version: staging keeps one (key, version), the outbox keeps the newest
 version per key, and the version map skips what is not newer than what the target already holds.
 
@@ -60,7 +62,7 @@ class Processor:
         self.run_lock = run_lock
         self.window = window
         self.max_batch = max_batch
-        self.runner = Runner(spec, store, origin="webhook")
+        self.runner = Runner(spec, store, origin="webhook", latency_sensitive=True)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop run() runs on (the workers' thread)
         self._stopping = False

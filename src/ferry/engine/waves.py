@@ -1,0 +1,65 @@
+"""Load waves: which objects of one run may be written at the same time without breaking parents-before-children.
+
+A batch run loads object after object in dependency order (``order_plans``): a child's reference to its parent
+(``AccountId`` by the Account's external id) only resolves once the parent is in the target. For a stream of
+small micro-batches (``ferry serve``) most records update what the target holds already: the parent a Contact
+names was written by an earlier run. Waiting for the Account call of this batch before sending the Contact
+call then only adds a round trip per batch, and with an org's real latency that round trip is what makes the
+processor fall behind a steady stream (bench/RESULTS.md).
+
+So a child joins its parents' wave when EVERY row of its outbox names, for every parent, either nothing or a
+parent record already written to the target (the version map has its key; a child whose parent is an open
+dead letter is still dead-lettered as an orphan before its wave is sent). A single row naming a parent the
+target has not got yet keeps the whole object in the next wave, exactly as the batch run's order. Only refs by
+the parent's external id are judged (the version map is keyed by it); any other ref keeps the order.
+
+What differs from the strict order: a parent's update that fails in this batch no longer holds back its child's
+update (the child is written under the parent record the target already has). And a parent the version map
+knows but someone deleted in the target since: the strict order would re-create it before the child; here the
+child's write can come first and fail on its reference, a dead letter (kept, replayable), not a loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ferry.engine.plan import ObjectPlan, order_plans
+from ferry.store import Store
+
+
+def load_waves(store: Store, pipeline: str, plans: Sequence[ObjectPlan]) -> list[list[ObjectPlan]]:
+    """The plans in waves (parents first): each wave's objects can be written concurrently."""
+    ordered = order_plans(plans)
+    by_name = {p.name: p for p in ordered}
+    wave_of: dict[str, int] = {}
+    for plan in ordered:
+        parents = [ref for ref in plan.parents if ref.object in by_name and ref.object != plan.name]
+        if not parents:
+            wave_of[plan.name] = 0
+            continue
+        latest = max(wave_of[ref.object] for ref in parents)
+        wave_of[plan.name] = latest if _parents_in_target(store, pipeline, plan, by_name) else latest + 1
+    waves: list[list[ObjectPlan]] = [[] for _ in range(max(wave_of.values(), default=-1) + 1)]
+    for plan in ordered:
+        waves[wave_of[plan.name]].append(plan)
+    return waves
+
+
+def _parents_in_target(store: Store, pipeline: str, plan: ObjectPlan, by_name: dict[str, ObjectPlan]) -> bool:
+    """Whether every outbox row of ``plan`` names only parents the target already holds (see the module doc)."""
+    refs = [ref for ref in plan.parents if ref.object in by_name and ref.object != plan.name]
+    for ref in refs:
+        # The payload key is the ref in the sink's dialect, e.g. ``Account.Shopify_Customer_Id__c``: only a ref
+        # by the parent's external id names a key the version map knows.
+        if "." in ref.field or ref.payload_key.rsplit(".", 1)[-1] != by_name[ref.object].external_id:
+            return False  # a sub-record's ref (``each``) or a ref by another field: keep the order
+    for rows in store.outbox(pipeline, plan.name, with_source=False):
+        for ref in refs:
+            if any(ref.payload_key not in row.payload for row in rows):
+                return False  # the ref is not where it is looked for: do not guess
+            named = {str(v) for row in rows if (v := row.payload[ref.payload_key]) is not None}
+            if not named:
+                continue
+            if len(store.versions_for(pipeline, ref.object, sorted(named))) < len(named):
+                return False
+    return True
