@@ -57,8 +57,8 @@ def test_invalid_pipeline_error_names_the_field_without_echoing_values(tmp_path:
     [
         ("system: shopify", "system: magento",
          "source.system: unknown system 'magento'; a source is one of: salesforce, shopify"),
-        ("system: salesforce", "system: shopify",
-         "target.system: unknown system 'shopify'; a target is one of: quickbooks, salesforce"),
+        ("system: salesforce", "system: magento",
+         "target.system: unknown system 'magento'; a target is one of: quickbooks, salesforce, shopify"),
         ("system: shopify", "kind: shopify", "source.system: no system given; a source is one of: salesforce, shopify"),
     ],
 )

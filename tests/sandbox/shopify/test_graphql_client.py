@@ -212,6 +212,25 @@ def test_mutations_answer_bad_input_with_user_errors(client: Served) -> None:
     assert rest.note == "gift" and rest.tags == "a, b"
 
 
+def test_customer_create_writes_through_rest_and_refuses_a_taken_email(client: Served) -> None:
+    mutation = """mutation($input: CustomerInput!) { customerCreate(input: $input) {
+                    customer { id email firstName tags defaultAddress { city countryCodeV2 } }
+                    userErrors { field message } } }"""
+    made = run(mutation, input={"email": "new.customer@example.com", "firstName": "Nova", "tags": ["crm"],
+                                "addresses": [{"address1": "1 Main St", "city": "Austin", "countryCode": "US"}]})
+    payload = made["data"]["customerCreate"]
+    assert payload["userErrors"] == [] and payload["customer"]["email"] == "new.customer@example.com"
+    assert payload["customer"]["defaultAddress"] == {"city": "Austin", "countryCodeV2": "US"}
+    rest = shopify.Customer.find(int(payload["customer"]["id"].rsplit("/", 1)[1]))
+    assert rest.first_name == "Nova" and rest.tags == "crm"
+    again = run(mutation, input={"email": "NEW.customer@example.com", "firstName": "Twice"})["data"]["customerCreate"]
+    assert again == {"customer": None, "userErrors": [{"field": ["email"], "message": "Email has already been taken"}]}
+    nobody = run(mutation, input={"note": "no identity"})["data"]["customerCreate"]
+    assert nobody["customer"] is None and nobody["userErrors"][0]["message"].startswith("Customer must have")
+    with_id = run(mutation, input={"id": payload["customer"]["id"], "note": "x"})["data"]["customerCreate"]
+    assert with_id["userErrors"] == [{"field": ["id"], "message": "Id must be blank when creating a customer"}]
+
+
 def test_inventory_set_quantities_is_compare_and_set(client: Served, gql_client: Any) -> None:
     product = next(p for p in client.sandbox.store.products if p["variants"])
     variant = product["variants"][0]

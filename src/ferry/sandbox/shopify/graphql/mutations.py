@@ -92,6 +92,28 @@ def customer_update(_: Any, info: GraphQLResolveInfo, input: dict[str, Any]) -> 
     cid = _numeric(input.get("id"), "Customer")
     if cid is None or ctx.state.table("customers").get(cid) is None:
         return {"customer": None, "userErrors": [user_error(["id"], "Customer does not exist")]}
+    try:
+        rec = writes.update_customer(ctx.state, cid, _customer_body(input))
+    except ApiError as exc:
+        return {"customer": None, "userErrors": _rest_errors(exc, [])}
+    return {"customer": CustomerView(rec, ctx), "userErrors": []}
+
+
+def customer_create(_: Any, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
+    """``customerCreate``: the same checks as REST's POST (a taken or malformed email/phone, no identity at all),
+    answered as userErrors (``["email"]`` "Email has already been taken")."""
+    ctx = _ctx(info)
+    if input.get("id") is not None:
+        return {"customer": None, "userErrors": [user_error(["id"], "Id must be blank when creating a customer")]}
+    try:
+        rec = writes.create_customer(ctx.state, _customer_body(input))
+    except ApiError as exc:
+        return {"customer": None, "userErrors": _rest_errors(exc, [])}
+    return {"customer": CustomerView(rec, ctx), "userErrors": []}
+
+
+def _customer_body(input: dict[str, Any]) -> dict[str, Any]:
+    """A ``CustomerInput`` as the REST body the shared writes take (only the fields the input names)."""
     body: dict[str, Any] = {}
     for gql_name, rest_name in (("email", "email"), ("phone", "phone"), ("firstName", "first_name"),
                                 ("lastName", "last_name"), ("note", "note"), ("taxExempt", "tax_exempt"),
@@ -106,11 +128,7 @@ def customer_update(_: Any, info: GraphQLResolveInfo, input: dict[str, Any]) -> 
         body["email_marketing_consent"] = _consent(input["emailMarketingConsent"], sms=False)
     if "smsMarketingConsent" in input:
         body["sms_marketing_consent"] = _consent(input["smsMarketingConsent"], sms=True)
-    try:
-        rec = writes.update_customer(ctx.state, cid, body)
-    except ApiError as exc:
-        return {"customer": None, "userErrors": _rest_errors(exc, [])}
-    return {"customer": CustomerView(rec, ctx), "userErrors": []}
+    return body
 
 
 def order_update(_: Any, info: GraphQLResolveInfo, input: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +263,7 @@ def _given_args(info: GraphQLResolveInfo) -> set[str]:
 
 
 RESOLVERS: dict[str, Any] = {
+    "customerCreate": customer_create,
     "customerUpdate": customer_update,
     "orderUpdate": order_update,
     "inventorySetQuantities": inventory_set_quantities,
