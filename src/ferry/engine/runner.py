@@ -329,7 +329,7 @@ class Runner:
             fresh = [row for row in r.rows if row.version > known.get(row.key, "")]
             s.unchanged += len(r.rows) - len(fresh)
             if self.two_way is not None:
-                fresh = self.two_way.filter(r.plan.name, fresh, known, s)
+                fresh = self.two_way.filter(r.plan.name, fresh, known, s, r.plan.external_id)
             outbox[r.plan.name] = fresh
         self.store.commit_planned(self.pipeline, run_id, outbox, letters, (PLANNED_MARK, up_to_seq))
 

@@ -77,20 +77,23 @@ class TwoWay:
         self.pipeline = pipeline
 
     def filter(
-        self, obj: str, rows: list[PlannedRow], known: Mapping[str, str], stats: ObjectStats
+        self, obj: str, rows: list[PlannedRow], known: Mapping[str, str], stats: ObjectStats, external_id: str = ""
     ) -> list[PlannedRow]:
         """``rows`` (fresh versions) with ownership applied and echoes dropped; ``known``: the version map's
-        versions of their keys (a key there is an update)."""
+        versions of their keys (a key there is an update). The ``external_id`` field is never left out: the
+        target finds the record by it."""
         if not rows:
             return rows
-        rows = self._apply_ownership(obj, rows, known)
+        rows = self._apply_ownership(obj, rows, known, external_id)
         written = self.store.written_digests(self.pipeline, obj, [r.key for r in rows])
         kept = [r for r in rows if written.get(r.key) != payload_digest(r.payload)]
         stats.echoes += len(rows) - len(kept)
         return kept
 
-    def _apply_ownership(self, obj: str, rows: list[PlannedRow], known: Mapping[str, str]) -> list[PlannedRow]:
-        owners = self.spec.owners.get(obj, {})
+    def _apply_ownership(
+        self, obj: str, rows: list[PlannedRow], known: Mapping[str, str], external_id: str
+    ) -> list[PlannedRow]:
+        owners = {f: o for f, o in self.spec.owners.get(obj, {}).items() if f != external_id}
         theirs = [f for f, o in owners.items() if o == "target"]
         both = [f for f, o in owners.items() if o == "both"]
         if not theirs and not both:

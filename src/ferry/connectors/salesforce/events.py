@@ -35,7 +35,8 @@ class SalesforceEventSource:
     def __init__(self, config: SalesforceSourceConfig) -> None:
         self.config = config
         self.reader = SalesforceReadSource(config)  # its _embed completes the records; its client is shared
-        fields = {s: self.reader._fields(s) for s in self.reader.streams}
+        # IsDeleted: the change source's catch-up selects it itself (a tombstone says so without a read)
+        fields = {s: [f for f in self.reader._fields(s) if f != "IsDeleted"] for s in self.reader.streams}
         self.changes = SalesforceChangeSource(
             config, ChangeStreams.model_validate(
                 {"objects": fields, "linger_seconds": config.event_linger_seconds}),
