@@ -65,7 +65,9 @@ def ferry_calls(report: str) -> str:
     """API calls per object from ``ferry run --json``'s report, as the sandboxes' totals do not split them."""
     stats = json.loads(report)
     objects = ", ".join(f"{name} {o['api_calls']} ({o['strategy']})" for name, o in stats["objects"].items())
-    return (f"Shopify {stats['source_api_calls']}; Salesforce set-up {stats['setup_api_calls']}, {objects}")
+    phases = ", ".join(f"{k} {v:.1f}" for k, v in (stats.get("wall_seconds") or {}).items())
+    return (f"Shopify {stats['source_api_calls']}; Salesforce set-up {stats['setup_api_calls']}, {objects}"
+            + (f"\n  wall s per phase: {phases}" if phases else ""))
 
 
 def needs_sample(contender: str, orders: int, sampled: dict[str, int]) -> bool:

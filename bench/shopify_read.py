@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import ssl
 import sys
 import tempfile
@@ -35,14 +36,19 @@ async def read_all(config: ShopifyConfig) -> dict[str, Any]:
     started = time.monotonic()
     counts: dict[str, int] = {}
     async with ShopifySource(config) as source:
+        states: dict[str, Any] = await source.prepare_reads({s: None for s in source.streams})  # as the engine
         for stream in source.streams:
             counts[stream] = 0
-            async for page in source.read(stream, None):
+            async for page in source.read(stream, states.get(stream)):
                 counts[stream] += len(page.records)
         calls = source.api_calls
         plans = source.read_plans
+        gql = source._graphql  # the GraphQL read's calls by kind (count, bulk_run, bulk_poll, bulk_file, refunds)
+        by_kind = {} if gql is None else {**gql.client.http.calls, **gql.client.files.calls}
     return {"api": config.api, "seconds": round(time.monotonic() - started, 2), "calls": calls,
-            "records": counts, "reads": {s: p["mode"] for s, p in plans.items()}}
+            "records": counts, "reads": {s: p["mode"] for s, p in plans.items()}, "calls_by_kind": by_kind,
+            # This process's peak RSS so far (ru_maxrss, KiB on Linux): run one API per process to read it alone.
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def _unthrottle_graphql(info: dict[str, Any]) -> None:
@@ -57,6 +63,7 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=10000)
     ap.add_argument("--latency", choices=("real", "off"), default="real")
     ap.add_argument("--apis", default="graphql,rest")
+    ap.add_argument("--api-version", default=None, help="Shopify API version (default: the connector's)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
         shop = start_shopify(Path(tmp) / "shopify", args.orders, args.latency, SEED)
@@ -69,6 +76,7 @@ def main() -> None:
                 config = ShopifyConfig.model_validate({
                     "system": "shopify", "url": info["url"], "access_token": info["access_token"],
                     "ca_file": info["ca_file"], "api": api,
+                    **({"api_version": args.api_version} if args.api_version else {}),
                 })
                 row = asyncio.run(read_all(config))
                 print(json.dumps({"orders": args.orders, "latency": args.latency, **row}), flush=True)

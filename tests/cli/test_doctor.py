@@ -16,12 +16,28 @@ def _ferry(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_the_embedded_state_is_checked_by_default(tmp_path: Path) -> None:
-    env = {"FERRY_HOME": str(tmp_path), "FERRY_STATE_URL": ""}
+    env = {"FERRY_HOME": str(tmp_path), "FERRY_STATE_URL": "", "FERRY_BUS_URL": ""}
     done = _ferry(["doctor", "--json"], env)
     assert done.returncode == 0, done.stderr
-    (check,) = json.loads(done.stdout)
+    check, bus = json.loads(done.stdout)
     assert check["ok"] and check["name"] == "state" and str(tmp_path / "ferry.db") in check["detail"]
+    assert bus["ok"] and bus["name"] == "bus" and "embedded" in bus["detail"]
+
+
+def test_an_unreachable_bus_fails_with_what_to_fix(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {"FERRY_HOME": str(tmp_path), "FERRY_STATE_URL": "", "FERRY_BUS_URL": f"nats://127.0.0.1:{port}"}
+    done = _ferry(["doctor", "--json"], env)
+    assert done.returncode == 6, done.stderr
+    bus = [c for c in json.loads(done.stdout) if c["name"].startswith("bus")]
+    assert bus and not all(c["ok"] for c in bus) and any(c["fix"] for c in bus)
 
 
 def test_an_unreachable_postgresql_fails_with_what_to_fix_and_no_password(tmp_path: Path) -> None:

@@ -19,10 +19,12 @@ def test_demo_lists_its_flows(tmp_path: Path) -> None:
     flows = json.loads(listed.stdout)
     assert [f["flow"] for f in flows] == [
         "shopify-to-salesforce", "woocommerce-to-salesforce", "shopify-to-quickbooks", "salesforce-to-quickbooks",
+        "salesforce-to-shopify",
     ]
     assert {f["source"] for f in flows} == {"shopify", "woocommerce", "salesforce"}
     assert {f["flow"]: f["target"] for f in flows}["shopify-to-quickbooks"] == "quickbooks"
     assert {f["flow"]: f["target"] for f in flows}["salesforce-to-quickbooks"] == "quickbooks"
+    assert {f["flow"]: f["target"] for f in flows}["salesforce-to-shopify"] == "shopify"
     text = _ferry(["demo", "--list"], tmp_path)
     assert text.returncode == 0 and "woocommerce-to-salesforce" in text.stdout
     unknown = _ferry(["demo", "magento-to-salesforce"], tmp_path)

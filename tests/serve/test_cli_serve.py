@@ -74,6 +74,11 @@ def test_serve_answers_healthz_and_stops_on_sigint(world: World, tmp_path: Path)
         health = httpx.get(f"{info['url']}/healthz", verify=str(tls.ca_file), timeout=10).json()
         assert health["status"] == "ok" and "shopify-to-salesforce/shopify" in health["webhooks"]
         assert world.shop.webhook_secret not in json.dumps(health)
+        # The dashboard is mounted beside the webhooks (loopback: no token needed), and shows the pipeline.
+        assert info["dashboard"] is True
+        page = httpx.get(f"{info['url']}/pipelines", verify=str(tls.ca_file), timeout=10)
+        assert page.status_code == 200 and "shopify-to-salesforce" in page.text
+        assert world.shop.webhook_secret not in page.text
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

@@ -1,6 +1,6 @@
 """`ferry demo [FLOW]`: both sandboxes in child processes, a generated messy store, an example pipeline, one run.
 
-A flow is a source sandbox, a target sandbox (Salesforce, or QuickBooks Online with an empty company) and the
+A flow is a source sandbox, a target sandbox (Salesforce; QuickBooks Online or Shopify, empty) and the
 example pipeline between them (``ferry/examples/<flow>.yml``). ``shopify-to-salesforce`` is the default. A
 Salesforce org as the source is filled with a seeded retail org through its own API before the run.
 """
@@ -121,6 +121,10 @@ FLOWS: dict[str, DemoFlow] = {
         DemoFlow("salesforce-to-quickbooks", "salesforce", "Salesforce org", salesforce_env, "demo-salesforce-qbo",
                  target="quickbooks", target_label="QuickBooks Online company", target_env=quickbooks_env,
                  target_args=("--customers", "0", "--products", "0", "--orders", "0"),
+                 fill_source=fill_salesforce_org),
+        DemoFlow("salesforce-to-shopify", "salesforce", "Salesforce org", salesforce_env, "demo-salesforce-shopify",
+                 target="shopify", target_label="Shopify store", target_env=shopify_env,
+                 target_args=("--customers", "0", "--products", "1", "--orders", "0"),
                  fill_source=fill_salesforce_org),
     )
 }

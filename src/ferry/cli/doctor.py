@@ -1,7 +1,7 @@
 """`ferry doctor` and `ferry migrate`: is the configured state (and, later, the bus) usable, and what to fix.
 
 Each check is a function returning a ``Check``; ``CHECKS`` is the list `ferry doctor` runs, in order. The bus
-check (``FERRY_BUS_URL``, JetStream on) is one more function appended to ``CHECKS`` by the bus package.
+check (``FERRY_BUS_URL``, JetStream on) is ``check_bus``, over ``ferry.bus.check``.
 """
 
 from __future__ import annotations
@@ -91,7 +91,14 @@ def _check_postgres(url: StateUrl) -> list[Check]:
 
 # What `ferry doctor` checks, in order. The bus package appends its check here (FERRY_BUS_URL: reachable,
 # JetStream on, streams present).
-CHECKS: list[Callable[[], list[Check]]] = [check_state]
+def check_bus() -> list[Check]:
+    """The work bus (``FERRY_BUS_URL``): reachable, JetStream on, ferry's streams present; unset is embedded mode."""
+    from ferry.bus.check import check_configured_bus
+
+    return [Check(**c.as_dict()) for c in check_configured_bus()]  # type: ignore[arg-type]
+
+
+CHECKS: list[Callable[[], list[Check]]] = [check_state, check_bus]
 
 
 def run_checks() -> list[Check]:

@@ -41,6 +41,25 @@ class Intake:
         self.resumed: list[str] = []  # streams whose read continued one a run before this one left
         self.staged = 0  # records staged by this intake
 
+    async def prepare(self, source: Source) -> None:
+        """Let a source that can start its reads together do so (optional ``prepare_reads``: Shopify over GraphQL
+        starts every stream's bulk operation in one request). The states it returns are saved before any read,
+        so a crash from here on finds what it started instead of starting it again."""
+        prepare = getattr(source, "prepare_reads", None)
+        if prepare is None:
+            return
+        for attempt in range(1, PHASE_ATTEMPTS + 1):
+            try:
+                states = await prepare({s: self.store.read_state(self.pipeline, s) for s in source.streams})
+                break
+            except TransientError as exc:
+                if attempt == PHASE_ATTEMPTS:
+                    raise
+                log.warning("read.prepare_pause", error=str(exc), pause_s=2.0**attempt)
+                await asyncio.sleep(2.0**attempt)
+        for stream, state in states.items():
+            self.store.stage(self.pipeline, stream, self.run_id, [], state)
+
     async def read_stream(self, source: Source, stream: str) -> int:
         """Stage everything of ``stream`` the source reads from its saved state; returns how many records were
         staged. A call that fails past the HTTP core's own retries (a long 429 burst, an outage of a few

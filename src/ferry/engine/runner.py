@@ -91,16 +91,19 @@ def _long_lived_objects_frozen() -> Iterator[None]:
 
 
 class _PhaseClock:
-    """This process's CPU time, charged to the phase that just ended."""
+    """This process's CPU time and the wall time, charged to the phase that just ended."""
 
-    def __init__(self, into: dict[str, float]) -> None:
+    def __init__(self, into: dict[str, float], wall: dict[str, float]) -> None:
         self.into = into
+        self.wall = wall
         self.last = time.process_time()
+        self.last_wall = time.monotonic()
 
     def lap(self, phase: str) -> None:
-        now = time.process_time()
+        now, now_wall = time.process_time(), time.monotonic()
         self.into[phase] = self.into.get(phase, 0.0) + now - self.last
-        self.last = now
+        self.wall[phase] = self.wall.get(phase, 0.0) + now_wall - self.last_wall
+        self.last, self.last_wall = now, now_wall
 
 
 class Runner:
@@ -147,7 +150,7 @@ class Runner:
         with self._lock():
             async def load_staged(stats: RunStats, loader: Loader, opened: list[Sink]) -> None:
                 opened.append(sink)
-                clock = _PhaseClock(stats.cpu_seconds)
+                clock = _PhaseClock(stats.cpu_seconds, stats.wall_seconds)
                 await self._plan_and_load(source, sink, plans, stats, loader, clock)
                 stats.source_api_calls = source.api_calls
 
@@ -218,7 +221,7 @@ class Runner:
         ))
         opened.append(sink)
         async with open_source(self.spec.source) as source, sink:
-            clock = _PhaseClock(stats.cpu_seconds)
+            clock = _PhaseClock(stats.cpu_seconds, stats.wall_seconds)
             plans = await self._prepare(sink, stats)
             clock.lap("prepare")
             await self._extract(source, run_id, stats)
@@ -268,6 +271,7 @@ class Runner:
             self.progress.advance(n)
 
         intake = Intake(self.store, self.pipeline, run_id, on_page)
+        await intake.prepare(source)
         for stream in source.streams:
             self.progress.phase(f"read {stream}", None)
             stats.source_records[stream] = await intake.read_stream(source, stream)

@@ -45,6 +45,8 @@ class RunStats:
     # This process's CPU seconds (user + system) per phase of the run: "read", "prepare", "plan",
     # "load <object>", "finish" (what ferry's own overhead is spent on, beside the wall time).
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    # Wall seconds per phase, the same phases: where a run's time goes (read vs load), CPU or waiting.
+    wall_seconds: dict[str, float] = field(default_factory=dict)
     # The pipeline's max_dead_letter_share (0..1): above it on any object, the run counts as failed.
     dead_letter_cap: float = 1.0
     # The run before this one, when it did not finish (interrupted, died, failed, paused): this run resumes it.
@@ -86,6 +88,7 @@ class RunStats:
             "resumed_reads": list(self.resumed_reads),
             "resumed_bulk_jobs": list(self.resumed_bulk_jobs),
             "cpu_seconds": {k: round(v, 3) for k, v in self.cpu_seconds.items()},
+            "wall_seconds": {k: round(v, 3) for k, v in self.wall_seconds.items()},
             "dead_letter_cap": self.dead_letter_cap,
             "over_dead_letter_cap": {k: round(v, 4) for k, v in self.over_dead_letter_cap().items()},
             "resumed_from": self.resumed_from,

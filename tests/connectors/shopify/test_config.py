@@ -12,7 +12,7 @@ BASE = {"system": "shopify", "url": "https://acme.myshopify.com/", "access_token
 def test_defaults_and_normalisation() -> None:
     cfg = ShopifyConfig.model_validate({**BASE, "ca_file": ""})
     assert cfg.url == "https://acme.myshopify.com"
-    assert cfg.ca_file is None and cfg.page_size == 250 and cfg.api_version == "2025-07"
+    assert cfg.ca_file is None and cfg.page_size == 250 and cfg.api_version == "2026-10"
 
 
 def test_token_is_never_shown() -> None:

@@ -129,11 +129,12 @@ async def test_bulk_read_resumes_its_operation_after_a_crash(store: Store) -> No
 async def test_a_crash_before_the_id_was_saved_adopts_the_running_operation(store: Store) -> None:
     store.graphql_settings({"bulk": {"seconds_per_object": 0.01}})  # still running when the next run starts
     try:
-        async with ShopifySource(store.config(bulk_threshold=0)) as source:
+        # Before 2026-01 the shop has one slot for an app's bulk queries (from 2026-01 five: a second starts).
+        async with ShopifySource(store.config(bulk_threshold=0, api_version="2025-10")) as source:
             pages = source.read("customers", None)
             first = await anext(pages)
             await pages.aclose()  # dies before the engine saved this page: the next run starts from scratch
-        async with ShopifySource(store.config(bulk_threshold=0)) as again:
+        async with ShopifySource(store.config(bulk_threshold=0, api_version="2025-10")) as again:
             records, states = await _read(again, "customers", None)
     finally:
         store.graphql_settings({"bulk": {"seconds_per_object": 0.0005}})
@@ -216,3 +217,53 @@ async def test_plan_read_picks_bulk_for_a_backfill_and_pages_for_a_few_changes(s
         catch_up = await source.plan_read("orders", states[-1])  # only what changed at the cursor's second
     assert backfill == {"stream": "orders", "mode": "bulk", "expected": COUNTS["orders"]}
     assert catch_up["mode"] == "paged" and 1 <= catch_up["expected"] <= 50
+
+
+async def _prepared_read(source: ShopifySource) -> dict[str, list[dict[str, Any]]]:
+    """Every stream read as the engine reads them: ``prepare_reads`` first, its states handed to each read."""
+    states = await source.prepare_reads(dict.fromkeys(source.streams))
+    return {s: (await _read(source, s, states.get(s)))[0] for s in source.streams}
+
+
+async def test_from_2026_01_one_count_and_one_request_start_every_bulk_operation(store: Store) -> None:
+    async with ShopifySource(store.config(api="rest")) as rest:
+        rest_reads = {s: (await _read(rest, s))[0] for s in ("customers", "products", "orders")}
+    async with ShopifySource(store.config(bulk_threshold=0, api_version="2026-01")) as gql:
+        reads = await _prepared_read(gql)
+        calls = dict(gql._graphql.client.http.calls)  # type: ignore[union-attr]
+        files = gql._graphql.client.files.calls  # type: ignore[union-attr]
+        assert {s: p["mode"] for s, p in gql.read_plans.items()} == dict.fromkeys(reads, "bulk")
+        assert gql.read_plans["orders"]["expected"] == COUNTS["orders"]
+    assert calls["count"] == 1 and calls["bulk_run"] == 1  # aliased counts; aliased bulkOperationRunQuery
+    assert 1 <= calls["bulk_poll"] <= 4  # nodes(ids:) answers for all three
+    assert files["bulk_file"] == 3
+    for stream, records in reads.items():
+        assert _canonical(stream, records).keys() == _canonical(stream, rest_reads[stream]).keys()
+
+
+async def test_before_2026_01_prepare_starts_only_the_first_bulk_operation(store: Store) -> None:
+    async with ShopifySource(store.config(bulk_threshold=0, api_version="2025-10")) as gql:
+        states = await gql.prepare_reads(dict.fromkeys(gql.streams))
+        assert list(states) == ["customers"]  # the shop's one slot
+        reads = {s: (await _read(gql, s, states.get(s)))[0] for s in gql.streams}
+        calls = dict(gql._graphql.client.http.calls)  # type: ignore[union-attr]
+    assert calls["count"] == 1 and calls["bulk_run"] == 3
+    assert {s: len(r) for s, r in reads.items()} == COUNTS
+
+
+async def test_operations_started_ahead_are_found_again_after_a_crash(store: Store) -> None:
+    """The states ``prepare_reads`` returns are saved before any read: a run that dies while reading the first
+    stream finds every operation it started by id, and starts none again."""
+    store.graphql_settings({"bulk": {"seconds_per_object": 0.005}})  # still running when the next run starts
+    try:
+        async with ShopifySource(store.config(bulk_threshold=0, api_version="2026-01")) as source:
+            saved = await source.prepare_reads(dict.fromkeys(source.streams))
+            assert set(saved) == {"customers", "products", "orders"}
+        async with ShopifySource(store.config(bulk_threshold=0, api_version="2026-01")) as again:
+            assert await again.prepare_reads(saved) == {}  # reads in flight: nothing to plan or start
+            reads = {s: (await _read(again, s, saved[s]))[0] for s in again.streams}
+            calls = dict(again._graphql.client.http.calls)  # type: ignore[union-attr]
+    finally:
+        store.graphql_settings({"bulk": {"seconds_per_object": 0.0005}})
+    assert calls.get("bulk_run", 0) == 0 and calls.get("count", 0) == 0
+    assert {s: len({r["id"] for r in recs}) for s, recs in reads.items()} == COUNTS

@@ -158,6 +158,42 @@ def test_one_bulk_query_at_a_time_and_cancel(shop: Served, session: Any) -> None
     wait_until_done(lambda: gql_run(session, POLL, id=again["bulkOperation"]["id"])["node"])
 
 
+def test_from_2026_01_five_bulk_queries_run_at_once_started_in_one_request(shop: Served) -> None:
+    """shopify.dev bulk-operations/queries: "In API versions 2026-01 and higher apps can run up to five bulk
+    query operations at a time per shop" (one before). Five aliased mutations in one request start five; a
+    sixth waits for a free slot; one ``nodes(ids:)`` query polls them all."""
+    configure_graphql(shop, {"bulk": {"seconds_per_object": 0.02}})  # slow enough to be caught running
+    run_many = "mutation(" + ", ".join(f"$q{i}: String!" for i in range(5)) + ") { " + " ".join(
+        f"b{i}: bulkOperationRunQuery(query: $q{i}) {{ bulkOperation {{ id status }} userErrors {{ code message }} }}"
+        for i in range(5)) + " }"
+    try:
+        with gql_session(shop, "2026-01") as s:
+            started = gql_run(s, run_many, **{f"q{i}": ORDERS_BULK for i in range(5)})
+            ids = [started[f"b{i}"]["bulkOperation"]["id"] for i in range(5)]
+            assert all(started[f"b{i}"]["userErrors"] == [] for i in range(5)) and len(set(ids)) == 5
+            sixth = gql_run(s, RUN, q=ORDERS_BULK)["bulkOperationRunQuery"]
+            assert sixth["bulkOperation"] is None and sixth["userErrors"][0]["code"] == "OPERATION_IN_PROGRESS"
+            configure_graphql(shop, {"bulk": {"seconds_per_object": 0.0005}})
+            polls = """query($ids: [ID!]!) { nodes(ids: $ids) { ... on BulkOperation { id status url } } }"""
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                views = gql_run(s, polls, ids=ids)["nodes"]
+                if all(v["status"] == "COMPLETED" for v in views):
+                    break
+                time.sleep(0.1)
+            assert [v["id"] for v in views] == ids and all(v["url"] for v in views)
+        with gql_session(shop, "2025-10") as s:  # before 2026-01: one at a time
+            configure_graphql(shop, {"bulk": {"seconds_per_object": 0.02}})
+            first = gql_run(s, RUN, q=ORDERS_BULK)["bulkOperationRunQuery"]["bulkOperation"]
+            second = gql_run(s, RUN, q=ORDERS_BULK)["bulkOperationRunQuery"]
+            assert second["userErrors"][0]["message"].endswith(f"already in progress: {first['id']}.")
+            gql_run(s, """mutation($id: ID!) { bulkOperationCancel(id: $id) { userErrors { message } } }""",
+                    id=first["id"])
+            wait_until_done(lambda: gql_run(s, POLL, id=first["id"])["node"])
+    finally:
+        configure_graphql(shop, {"bulk": {"seconds_per_object": 0.0005}})
+
+
 @pytest.mark.parametrize(("inner", "message"), [
     ("{ shop { name } }", "Bulk queries must contain at least one connection."),
     ('{ node(id: "gid://shopify/Order/1") { id } }', "Bulk queries must contain at least one connection."),

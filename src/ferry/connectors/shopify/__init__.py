@@ -1,4 +1,4 @@
-"""Shopify: the Admin API source (REST, or GraphQL opt-in) and the GraphQL Admin API sink (customers)."""
+"""Shopify: the Admin API source (REST, or GraphQL opt-in), its webhooks, and the GraphQL Admin API sink (customers)."""
 
 from ferry.connectors.shopify.config import ShopifyConfig
 from ferry.connectors.shopify.sink import ShopifySink
@@ -19,8 +19,8 @@ CONNECTOR = Connector(
     open_source=ShopifySource,
     sink_config=ShopifySinkConfig,
     open_sink=open_sink,
-    webhooks=ShopifyWebhookReceiver,
     description="Shopify Admin API: customers, products and orders (read); customers (write, GraphQL, id map)",
+    webhooks=ShopifyWebhookReceiver,
 )
 
 __all__ = ["CONNECTOR", "ShopifyConfig", "ShopifySink", "ShopifySinkConfig", "ShopifySource"]

@@ -1,9 +1,15 @@
 """Shopify Bulk Operations (queries) as a ``ferry.connectors.jobs.JobApi``: run, poll, stream the JSONL.
 
-One bulk query at a time per shop and app: ``create`` that meets an operation in progress adopts it when it
-runs this very query (a run that crashed before saving the id left it), and otherwise waits for it to end.
-Polls are spaced by the operation's own progress (root objects done per second, against the expected
-count), so a long operation costs a few polls, not one every second.
+Before API version 2026-01 one bulk query runs at a time per shop and app; from 2026-01 up to five
+(``concurrent_queries``). ``start_many`` starts several in one request (aliased mutations) where the version
+allows. ``create`` that meets an operation in progress adopts it when it runs this very query (a run that
+crashed before saving the id left it), and otherwise waits for it to end.
+
+Every operation of a read is polled through one ``BulkBoard``: a poll is one ``nodes(ids:)`` query answering
+for all those still running, so waiting for the customers' operation also learns the products' and orders'
+state, and a later wait on an operation already seen finished costs no call. Polls are spaced by the
+operation's own progress (root objects done per second, against the expected count), so a long operation
+costs a few polls, not one every second.
 """
 
 from __future__ import annotations
@@ -26,11 +32,91 @@ log = structlog.get_logger("ferry.connectors.shopify.bulk")
 _FIELDS = "id status errorCode createdAt objectCount rootObjectCount url partialDataUrl query"
 RUN = f"""mutation Run($query: String!) {{ bulkOperationRunQuery(query: $query, groupObjects: true) {{
   bulkOperation {{ {_FIELDS} }} userErrors {{ code field message }} }} }}"""
-POLL = f"query Poll($id: ID!) {{ node(id: $id) {{ ... on BulkOperation {{ {_FIELDS} }} }} }}"
+POLL_MANY = f"query Polls($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on BulkOperation {{ {_FIELDS} }} }} }}"
 CURRENT = f"query Current {{ currentBulkOperation(type: QUERY) {{ {_FIELDS} }} }}"
 CANCEL = "mutation Cancel($id: ID!) { bulkOperationCancel(id: $id) { userErrors { field message } } }"
 ACTIVE = frozenset({"CREATED", "RUNNING", "CANCELING"})
 MIN_POLL, MAX_POLL = 0.25, 30.0
+# The first poll of an operation that has not shown progress yet: early enough for a small one, late enough
+# that the pace it shows (root objects done per second) predicts the end (a poll at 0.25 s sees the start-up,
+# and a pace taken from it overshoots the end several times over).
+FIRST_POLL = 1.0
+
+
+def concurrent_queries(api_version: str) -> int:
+    """Bulk query operations one app may run at once on a shop (shopify.dev, bulk-operations/queries: "In API
+    versions 2026-01 and higher apps can run up to five bulk query operations at a time per shop")."""
+    return 5 if api_version == "unstable" or api_version >= "2026-01" else 1
+
+
+def run_many(count: int) -> str:
+    """One request starting ``count`` bulk queries: aliased ``bulkOperationRunQuery`` fields, ``$q0``...``$qN``
+    (a mutation document may hold several root fields; each costs 10 points)."""
+    params = ", ".join(f"$q{i}: String!" for i in range(count))
+    fields = " ".join(
+        f"b{i}: bulkOperationRunQuery(query: $q{i}, groupObjects: true) {{ bulkOperation {{ {_FIELDS} }} "
+        f"userErrors {{ code field message }} }}"
+        for i in range(count)
+    )
+    return f"mutation RunMany({params}) {{ {fields} }}"
+
+
+class BulkBoard:
+    """The state of every bulk operation one read knows, polled together (see the module docstring)."""
+
+    def __init__(self, client: ShopifyGraphQL) -> None:
+        self.client = client
+        self.views: dict[str, dict[str, Any] | None] = {}
+        self.seen_at: dict[str, float] = {}  # when each view was read (monotonic)
+        self.began: dict[str, float] = {}  # when this process started (or first met) each operation
+        self.polls = 0  # poll requests made (each answers for every operation still running)
+
+    def track(self, job_id: str, view: dict[str, Any] | None = None) -> None:
+        now = time.monotonic()
+        self.began.setdefault(job_id, now)
+        if view is not None or job_id not in self.views:
+            self.views[job_id] = view
+            self.seen_at[job_id] = now
+
+    def finished(self, job_id: str) -> dict[str, Any] | None:
+        """The operation's last seen state when it had ended then (no call needed), else None."""
+        view = self.views.get(job_id)
+        return view if view is not None and view.get("status") not in ACTIVE else None
+
+    async def poll(self, job_id: str) -> dict[str, Any]:
+        """One ``nodes(ids:)`` query for ``job_id`` and every other tracked operation still running."""
+        self.track(job_id)
+        ids = [job_id] + [i for i, v in self.views.items() if i != job_id and (v is None or v["status"] in ACTIVE)]
+        self.polls += 1
+        answer = await self.client.query(POLL_MANY, {"ids": ids}, cost=len(ids), label="bulk_poll")
+        now = time.monotonic()
+        for ident, node in zip(ids, answer.data.get("nodes") or [], strict=False):
+            if isinstance(node, dict) and "status" in node:
+                self.views[ident], self.seen_at[ident] = node, now
+        log.debug("bulk.polled", ops={i: (v or {}).get("status") for i, v in self.views.items()})
+        view = self.views.get(job_id)
+        if view is None:
+            raise PermanentError(f"bulk operation {job_id} is unknown to the store")
+        return view
+
+    async def start_many(self, documents: list[str]) -> list[str | None]:
+        """Start ``documents`` in one request; per document its operation id, or None when Shopify refused it
+        (the read then starts it alone, which waits for a free slot)."""
+        answer = await self.client.query(
+            run_many(len(documents)), {f"q{i}": d for i, d in enumerate(documents)},
+            cost=10 * len(documents), label="bulk_run",
+        )
+        ids: list[str | None] = []
+        for i in range(len(documents)):
+            payload = answer.data.get(f"b{i}") or {}
+            op = payload.get("bulkOperation")
+            if payload.get("userErrors") or not isinstance(op, dict):
+                log.info("bulk.start_refused", errors=payload.get("userErrors"))
+                ids.append(None)
+                continue
+            self.track(str(op["id"]), op)
+            ids.append(str(op["id"]))
+        return ids
 
 
 @dataclass(slots=True)
@@ -46,10 +132,17 @@ class BulkOutcome:
 class BulkQueries:
     """The job API of one bulk query (``document``), for about ``expected_roots`` top-level objects."""
 
-    def __init__(self, client: ShopifyGraphQL, document: str, expected_roots: int | None = None) -> None:
+    def __init__(
+        self,
+        client: ShopifyGraphQL,
+        document: str,
+        expected_roots: int | None = None,
+        board: BulkBoard | None = None,
+    ) -> None:
         self.client = client
         self.document = document
         self.expected_roots = expected_roots
+        self.board = board if board is not None else BulkBoard(client)
         self.polls = 0
 
     async def create(self) -> str:
@@ -59,6 +152,7 @@ class BulkQueries:
             errors = payload.get("userErrors") or []
             op = payload.get("bulkOperation")
             if not errors and isinstance(op, dict):
+                self.board.track(str(op["id"]), op)
                 return str(op["id"])
             if not any(e.get("code") == "OPERATION_IN_PROGRESS" for e in errors):
                 raise PermanentError(f"bulkOperationRunQuery refused: {errors[0].get('message') if errors else op}")
@@ -80,15 +174,30 @@ class BulkQueries:
         return JobPhase.RUNNING if op["status"] in ACTIVE else JobPhase.DONE
 
     async def wait(self, job_id: str, *, expected_rows: int | None = None, immediate: bool = False) -> BulkOutcome:
-        started = time.monotonic()
-        pause = 0.0 if immediate else MIN_POLL
+        self.board.track(job_id)
+        seen = self.board.views.get(job_id)
+        if self.board.finished(job_id) is not None and seen is not None:
+            return _outcome(seen)  # a poll for another operation already saw this one end
+        if immediate:
+            pause = 0.0
+        elif seen is not None and int(seen.get("rootObjectCount") or 0):
+            pause = self._pause_after(job_id, seen, expected_rows)  # a poll for another one saw it progress
+        else:
+            pause = FIRST_POLL
         while True:
             if pause:
                 await asyncio.sleep(pause)
             op = await self._poll(job_id)
             if op["status"] not in ACTIVE:
                 return _outcome(op)
-            pause = self._next_pause(op, time.monotonic() - started, expected_rows)
+            pause = self._pause_after(job_id, op, expected_rows)
+
+    def _pause_after(self, job_id: str, op: dict[str, Any], expected: int | None) -> float:
+        """Until the operation should be done at the pace its last seen state shows, less the time since."""
+        began = self.board.began.get(job_id, time.monotonic())
+        seen_at = self.board.seen_at.get(job_id, time.monotonic())
+        pause = self._next_pause(op, seen_at - began, expected)
+        return max(MIN_POLL, pause - (time.monotonic() - seen_at))
 
     def results(self, outcome: BulkOutcome) -> AsyncIterator[list[Any]]:
         return self.lines(outcome)
@@ -112,12 +221,11 @@ class BulkQueries:
         await self.client.query(CANCEL, {"id": job_id}, cost=10, label="bulk_cancel")
 
     async def _poll(self, job_id: str) -> dict[str, Any]:
+        seen = self.board.finished(job_id)
+        if seen is not None:
+            return seen  # a poll for another operation already saw this one end
         self.polls += 1
-        answer = await self.client.query(POLL, {"id": job_id}, cost=1, label="bulk_poll")
-        op = answer.data.get("node")
-        if not isinstance(op, dict) or "status" not in op:
-            raise PermanentError(f"bulk operation {job_id} is unknown to the store")
-        return op
+        return await self.board.poll(job_id)
 
     async def _current(self) -> dict[str, Any] | None:
         answer = await self.client.query(CURRENT, cost=1, label="bulk_poll")

@@ -3,6 +3,12 @@
 Which one: a count query (``ordersCount(query: "updated_at:>='…'")``) against ``bulk_threshold``. Both give
 records in the REST raw shape (``gql_shape``), so ``normalize.py`` stays the one normalizer.
 
+``prepare_reads`` plans every stream of a run at once before the first is read: one count query with an
+aliased count per stream, then the bulk operations of every stream that needs one started together in one
+request where the API version lets several run at once (2026-01 and later: five), else the first one. Each
+started operation's id goes into that stream's state, which the engine saves before any read: a crash
+from there on finds the operations again instead of starting them twice.
+
 Paged reads are ``reader.read_stream`` over this class as its ``PageReader``: updated_at order, keyset
 cursors, the same never-skip rule and clock-margin cursor as the REST read. A page's "next link" is the
 query's filter and the page's ``endCursor``.
@@ -28,7 +34,7 @@ import structlog
 
 from ferry.connectors.jobs import resume_job, start_job
 from ferry.connectors.shopify import gql_shape as shape
-from ferry.connectors.shopify.gql_bulk import BulkOutcome, BulkQueries
+from ferry.connectors.shopify.gql_bulk import BulkBoard, BulkOutcome, BulkQueries, concurrent_queries
 from ferry.connectors.shopify.gql_client import ShopifyGraphQL
 from ferry.connectors.shopify.reader import (
     ORDERED,
@@ -78,6 +84,7 @@ class GraphQLReads:
         bulk_threshold: int,
         version: Callable[[str, dict[str, Any]], str],
         bulk_page_size: int = 2000,
+        api_version: str = "2025-07",
     ) -> None:
         self.client = client
         self.page_size = page_size
@@ -87,6 +94,10 @@ class GraphQLReads:
         self.shaper: shape.Shaper | None = None
         self.plans: dict[str, ReadPlan] = {}
         self.bulk_polls = 0
+        self.api_version = api_version
+        self.board = BulkBoard(client)  # every bulk operation of this run, polled together
+        self.started: set[str] = set()  # operations this process started (no resume check needed)
+        self._prepared: dict[str, ReadPlan] = {}  # plans ``prepare`` made, each for the read that follows it
 
     # ------------------------------------------------------------------ the choice
     async def plan(self, stream: str, state: dict[str, Any] | None) -> ReadPlan:
@@ -103,15 +114,58 @@ class GraphQLReads:
         log.info("read.plan", stream=stream, mode=mode, expected=expected)
         return plan
 
+    async def prepare(self, states: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
+        """Plan the streams whose read starts now (one count query for all), start their bulk operations
+        together where the version allows; the new state of each stream whose operation started, to be saved
+        before any read. Streams continuing a saved read are left to ``read``."""
+        fresh = [s for s, st in states.items() if (st or {}).get("read") is None and not (st or {}).get("bulk")]
+        if not fresh:
+            return {}
+        cursors = {s: ReadState.parse(states[s]).cursor for s in fresh}
+        params = ", ".join(f"$q{i}: String" for i in range(len(fresh)))
+        counts = " ".join(f"c{i}: {_COUNT[s]}(query: $q{i}, limit: null) {{ count precision }}"
+                          for i, s in enumerate(fresh))
+        answer = await self.client.query(
+            f"query Plan({params}) {{ shop {{ ianaTimezone }} {counts} }}",
+            {f"q{i}": _filter(cursors[s]) for i, s in enumerate(fresh)}, cost=1 + len(fresh), label="count",
+        )
+        self.shaper = shape.Shaper((answer.data.get("shop") or {}).get("ianaTimezone"))
+        for i, stream in enumerate(fresh):
+            count = (answer.data.get(f"c{i}") or {}).get("count")
+            expected = int(count) if isinstance(count, int) else None
+            mode = "bulk" if expected is None or expected > self.bulk_threshold else "paged"
+            self.plans[stream] = self._prepared[stream] = ReadPlan(stream, mode, expected)
+            log.info("read.plan", stream=stream, mode=mode, expected=expected)
+        bulk = [s for s in fresh if self.plans[s].mode == "bulk"][: concurrent_queries(self.api_version)]
+        if not bulk:
+            return {}
+        documents = [bulk_query(s, cursors[s]) for s in bulk]
+        ids = await self.board.start_many(documents) if len(bulk) > 1 else [await self._start_one(documents[0])]
+        out: dict[str, dict[str, Any]] = {}
+        for stream, job_id in zip(bulk, ids, strict=True):
+            if job_id is not None:
+                self.started.add(job_id)
+                progress = {"id": job_id, "since": cursors[stream], "done": 0, "newest": None}
+                out[stream] = {"cursor": cursors[stream], "bulk": progress}
+        return out
+
+    async def _start_one(self, document: str) -> str:
+        return await start_job(BulkQueries(self.client, document, board=self.board))
+
     async def read(self, stream: str, state: dict[str, Any] | None) -> AsyncIterator[SourcePage]:
         bulk = (state or {}).get("bulk")
         if isinstance(bulk, dict) and bulk.get("id"):
+            self._prepared.pop(stream, None)
             await self._ensure_shaper()
-            self.plans[stream] = ReadPlan(stream, "bulk", None)
+            if stream not in self.plans or self.plans[stream].mode != "bulk":
+                self.plans[stream] = ReadPlan(stream, "bulk", None)
             async for page in self._bulk(stream, state or {}, bulk):
                 yield page
             return
-        if (state or {}).get("read") is None and (await self.plan(stream, state)).mode == "bulk":
+        planned = self._prepared.pop(stream, None)
+        if planned is None and (state or {}).get("read") is None:
+            planned = await self.plan(stream, state)
+        if planned is not None and planned.mode == "bulk" and (state or {}).get("read") is None:
             async for page in self._bulk(stream, state or {}, None):
                 yield page
             return
@@ -132,11 +186,20 @@ class GraphQLReads:
         cursor = ReadState.parse(state).cursor
         since = saved.get("since") if saved else cursor
         expected = self.plans[stream].expected if stream in self.plans else None
-        jobs = BulkQueries(self.client, bulk_query(stream, since), expected)
+        jobs = BulkQueries(self.client, bulk_query(stream, since), expected, board=self.board)
         outcome: BulkOutcome | None = None
         done = 0
         newest = saved.get("newest") if saved else None
-        if saved:
+        if saved and str(saved["id"]) in self.started:
+            # Started by ``prepare`` in this process: wait for it like one just started.
+            started = time.monotonic()
+            outcome = await jobs.wait(str(saved["id"]), expected_rows=expected)
+            log.info("read.bulk_finished", stream=stream, status=outcome.status, objects=outcome.object_count,
+                     seconds=round(time.monotonic() - started, 2), polls=jobs.polls)
+            if outcome.status != "COMPLETED":
+                outcome = None  # failed or canceled: run it again from the same lower bound
+            saved = None if outcome is None else saved
+        elif saved:
             try:
                 outcome = await resume_job(jobs, str(saved["id"]))
                 done = int(saved.get("done") or 0)
@@ -207,7 +270,9 @@ class GraphQLReads:
             return [self.shaper.customer(node) for node, _ in groups]
         if stream == "products":
             return [self.shaper.product(node, children) for node, children in groups]
-        wanted = [(rid, max(1, len(children))) for node, children in groups for rid in shape.refund_ids(node)]
+        wanted = [
+            (rid, shape.refund_lines_bound(children)) for node, children in groups for rid in shape.refund_ids(node)
+        ]
         details = await self.refund_details(wanted)
         return [self.shaper.order(node, children, details) for node, children in groups]
 
@@ -383,7 +448,7 @@ class _Waiting:
         if self.first is None:
             self.first = position
         self.groups.append((node, children))
-        self.cost += sum(shape.refund_lines_cost(max(1, len(children))) for _ in shape.refund_ids(node))
+        self.cost += sum(shape.refund_lines_cost(shape.refund_lines_bound(children)) for _ in shape.refund_ids(node))
 
     def take(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
         groups, self.groups, self.first, self.cost = self.groups, [], None, 0

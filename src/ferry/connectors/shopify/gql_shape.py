@@ -29,13 +29,22 @@ cancelReason test displayFinancialStatus displayFulfillmentStatus currencyCode p
 totalPriceSet {{ {BAG} }} subtotalPriceSet {{ {BAG} }} totalTaxSet {{ {BAG} }} totalDiscountsSet {{ {BAG} }}
 customer {{ id }} billingAddress {{ {ADDRESS} }} shippingAddress {{ {ADDRESS} }} tags note sourceName
 refunds {{ id createdAt updatedAt note totalRefundedSet {{ shopMoney {{ amount currencyCode }} }} }}"""
-LINE = f"""id name title variantTitle sku vendor quantity isGiftCard originalUnitPriceSet {{ {BAG} }}
+LINE = f"""id name title variantTitle sku vendor quantity currentQuantity isGiftCard originalUnitPriceSet {{ {BAG} }}
 totalDiscountSet {{ {BAG} }} variant {{ id }} product {{ id }}"""
 
 # A refund's line items are a connection inside the order's refunds list, which a bulk query cannot hold
 # (reference §4.2): they are read after, a refund at a time as an aliased ``node`` asking for as many as
 # the order has lines (a refund line is one of them), many refunds a query up to the cost cap.
 REFUND_LINES = "pageInfo { hasNextPage } nodes { lineItem { id } restockType }"
+
+
+def refund_lines_bound(lines: list[dict[str, Any]]) -> int:
+    """How many line items one refund of an order with these lines can hold, to size ``refundLineItems(first:)``:
+    the lines whose current quantity fell below the ordered one (a refunded item is removed from the order),
+    at least one. Only the size of the query rests on it: a refund with more is read again alone."""
+    if not lines or any(not isinstance(li.get("currentQuantity"), int) for li in lines):
+        return max(1, len(lines))
+    return max(1, sum(1 for li in lines if li["currentQuantity"] < (li.get("quantity") or 0)))
 
 
 def refund_lines_cost(first: int) -> int:

@@ -234,8 +234,11 @@ class ShopifySink(AsyncResource):
                                    transient=True)
             return
         taken = [f for f in (_field(e) for e in errors if _TAKEN in str(e.get("message", ""))) if f in LOOKUP_FIELDS]
-        if created and taken and len(taken) == len(errors) and item.input.get(taken[0]):
-            item.taken = taken[0]  # maybe ours, from an attempt whose answer was lost: found by _adopt
+        # Maybe ours, from an attempt whose answer was lost: found by _adopt. Only by the record's own identity,
+        # its email (its phone when it has none): a phone taken by a record with an email is someone else's.
+        identity = "email" if item.input.get("email") else "phone"
+        if created and taken and len(taken) == len(errors) and identity in taken:
+            item.taken = identity
             return
         item.result = RecordResult(item.key, False, errors=[_user_error(e, item) for e in errors])
 

@@ -58,6 +58,7 @@ class ShopifySource(AsyncResource):
                 bulk_threshold=config.bulk_threshold,
                 bulk_page_size=config.bulk_page_size,
                 version=shopify_normalize.record_version,
+                api_version=config.api_version,
             )
 
     async def aclose(self) -> None:
@@ -82,6 +83,14 @@ class ShopifySource(AsyncResource):
         if self._graphql is None:
             return {"stream": stream, "mode": "rest-pages", "expected": None}
         return (await self._graphql.plan(stream, state)).as_json()
+
+    async def prepare_reads(self, states: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
+        """Before a run's reads (GraphQL): one count query for every stream, the bulk operations started together
+        where the API version allows; the states to save before reading (streams whose operation started).
+        REST reads need nothing ahead."""
+        if self._graphql is None:
+            return {}
+        return await self._graphql.prepare({s: states.get(s) for s in self.streams})
 
     @property
     def streams(self) -> Sequence[str]:

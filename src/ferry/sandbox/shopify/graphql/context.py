@@ -30,7 +30,6 @@ class Context:
     bulk_next: tuple[bool, str | None] = (False, None)
     _variants: dict[int, tuple[Record, Record]] | None = None
     _items: dict[int, tuple[Record, Record]] | None = None
-    refund_orders: dict[int, int] | None = None  # refund id -> order id, built by the first Refund node asked for
 
     @property
     def in_bulk(self) -> bool:
@@ -59,6 +58,17 @@ class Context:
                 if isinstance(v.get("inventory_item_id"), int):
                     items[v["inventory_item_id"]] = (product, v)
         self._variants, self._items = variants, items
+
+    def variant_index(self) -> tuple[dict[int, tuple[Record, Record]], dict[int, tuple[Record, Record]]] | None:
+        """The variant and inventory-item index, if this request built it (a bulk run hands it to its next page)."""
+        if self._variants is None or self._items is None:
+            return None
+        return self._variants, self._items
+
+    def adopt_variant_index(
+        self, index: tuple[dict[int, tuple[Record, Record]], dict[int, tuple[Record, Record]]]
+    ) -> None:
+        self._variants, self._items = index
 
     def forget_variants(self) -> None:
         """Drop the index after a write that changes variants."""

@@ -143,8 +143,16 @@ class GraphQLApi:
             return Response(b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SignatureDoesNotMatch</Code>"
                             b"</Error>", 403, media_type="application/xml")
         filename = params.get("response-content-disposition") or ""
-        return FileResponse(path, media_type=params.get("response-content-type") or "application/jsonl",
-                            headers={"Content-Disposition": filename} if filename else None)
+        response = FileResponse(path, media_type=params.get("response-content-type") or "application/jsonl",
+                                headers={"Content-Disposition": filename} if filename else None)
+        # Shopify's storage serves the file at network speed; here each chunk waits its turn on the event loop
+        # that also executes running bulk operations page by page, so 64 KiB chunks starved a download
+        # (a 50,000-customer file took two minutes while an orders operation ran).
+        response.chunk_size = RESULT_CHUNK
+        return response
+
+
+RESULT_CHUNK = 4 * 1024 * 1024
 
 
 def plan_limits(plan: str) -> tuple[float, float]:

@@ -247,7 +247,8 @@ def bulk_operation_run_query(_: Any, info: GraphQLResolveInfo, query: str, group
     ctx = _ctx(info)
     if "groupObjects" not in _given_args(info):
         groupObjects = ctx.api_version < "2026-01"  # the default changed to false in 2026-01
-    op, errors = ctx.bulk.run_query(ctx.token, query, group_objects=groupObjects, base_url=ctx.base_url)
+    op, errors = ctx.bulk.run_query(ctx.token, query, group_objects=groupObjects, base_url=ctx.base_url,
+                                    api_version=ctx.api_version)
     return {"bulkOperation": op, "userErrors": errors}
 
 

@@ -89,13 +89,8 @@ def resolve_node(ctx: Context, value: str) -> Any:
 
 
 def _order_of_refund(ctx: Context, refund_id: int) -> Any:
-    """The order holding a refund: refunds live inside their orders, indexed once per request."""
-    index = ctx.refund_orders
-    if index is None:
-        orders = ctx.state.table("orders")
-        index = {r["id"]: o["id"] for o in orders.records for r in o.get("refunds") or () if "id" in r}
-        ctx.refund_orders = index
-    order_id = index.get(refund_id)
+    """The order holding a refund: refunds live inside their orders, indexed until an order is written."""
+    order_id = ctx.bulk.refund_orders().get(refund_id)
     return None if order_id is None else ctx.state.table("orders").peek(order_id)
 
 
