@@ -15,10 +15,12 @@ For each open dead letter chosen by a filter:
 
 Objects go parents first: each starts as soon as the objects it references are written (an Account's Contacts
 and Orders together), while the source records of the next ones are read ahead, a batch's keys per read. The
-outcomes are recorded in the store by one worker thread, in order, while the next batches are sent (resolving a
-letter rewrites its row); judging a batch needs no store round trip (the versions held and the parents' open
-letters are loaded once, then kept up to date). A crash between a write and its record leaves the letters open: a
-replay again lands on the same records (upsert by external id).
+outcomes are recorded in the store by one worker thread, in order, while the next batches are sent (a batch's
+letters resolved by key in one statement); judging a batch needs no store round trip (the versions held and the
+parents' open letters are loaded once, then kept up to date). Each source record read again is normalized once,
+as it arrives, and kept as its canonical records (every letter of it finds its own) and its payload's bytes. A
+crash between a write and its record leaves the letters open: a replay again lands on the same records (upsert by
+external id).
 
 With ``children=True`` a replayed parent brings along its children that were dead-lettered as
 PARENT_DEAD_LETTERED because of it, so fixing an Account replays its Contact and Orders (and, through the Orders,
@@ -33,8 +35,9 @@ import datetime as dt
 import gc
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +50,7 @@ from ferry.core.writes import StrategyChoice, choose_write
 from ferry.engine.loader import LoadProgress
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
-from ferry.engine.runner import _long_lived_objects_frozen, orphan_errors, prepare_plans
+from ferry.engine.runner import orphan_errors, prepare_plans
 from ferry.errors import ConfigError
 from ferry.store import DeadLetter, LetterFilter, NewDeadLetter, Store, Written
 
@@ -116,12 +119,18 @@ class ReplayOutcome:
         }
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class ReplayReport:
     pipeline: str
     dry_run: bool
     outcomes: list[ReplayOutcome] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (id, why) of letters chosen but not open
+
+    def __repr__(self) -> str:
+        # Counts, not every outcome: asyncio.run's clean-up formats its finished task, result included, twice
+        # (an Enum lookup of the SIGINT handler fails on Python 3.11 and names it), and reprlib truncates only
+        # after the whole repr is built: ~50 ms of CPU for a replay of 10,000 letters.
+        return f"ReplayReport(pipeline={self.pipeline!r}, dry_run={self.dry_run}, counts={self.counts()})"
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -151,6 +160,24 @@ class ReplayReport:
 
 
 @dataclass(slots=True)
+class _SourceRecord:
+    """A source record as the replay keeps it: the canonical records it yields by (entity, key) (an order yields
+    a guest customer, the order and its lines: every letter of it finds its own), normalized once, and its
+    payload as bytes, stored again with a letter that stays open."""
+
+    records: dict[tuple[str, str], Any]
+    payload: bytes
+
+
+def _source_record(source: Source, streams: Sequence[str], raw: dict[str, Any]) -> _SourceRecord:
+    records: dict[tuple[str, str], Any] = {}
+    for stream in streams:
+        for kind, record in source.normalize(stream, raw):
+            records.setdefault((kind, str(record.key)), record)
+    return _SourceRecord(records, orjson.dumps(raw))
+
+
+@dataclass(slots=True)
 class _Candidate:
     letter: DeadLetter
     record: Any
@@ -175,11 +202,10 @@ class Replayer:
         self.pipeline = spec.name
         self.children = children
         self.dry_run = dry_run
-        self._raw: dict[tuple[str, str], dict[str, Any] | None] = {}  # (stream, key) -> as read again
+        # (stream, key) -> the source record as read again (None: the source no longer has it)
+        self._read_again: dict[tuple[str, str], _SourceRecord | None] = {}
         self._pending: dict[tuple[str | None, str | None], asyncio.Future[None]] = {}  # being read ahead
         self._reads = asyncio.Semaphore(READS_IN_FLIGHT)
-        # (stream, key) -> its canonical records by (entity, key)
-        self._normalized: dict[tuple[str, str], dict[tuple[str, str], Any]] = {}
         # What the store said before any write, kept up to date by the replay itself, so that judging a batch
         # never waits for the store while an earlier batch's outcomes are being recorded.
         self._versions: dict[str, dict[str, str]] = {}  # object -> key -> version held, of the chosen letters
@@ -189,15 +215,12 @@ class Replayer:
         self._booked: list[asyncio.Future[None]] = []
 
     async def replay(self, selection: LetterFilter, limit: int = 100_000) -> ReplayReport:
-        # The letters and the source records read again live to the end of the replay: out of the cyclic
-        # collector's passes (frozen as they arrive), each older-generation pass would walk them all again.
-        with _long_lived_objects_frozen():
+        with _collector_paused():
             return await self._replay(selection, limit)
 
     async def _replay(self, selection: LetterFilter, limit: int) -> ReplayReport:
         report = ReplayReport(self.pipeline, self.dry_run)
         chosen = self._choose(selection, limit, report)
-        gc.freeze()
         if not chosen:
             return report
         # Replayed writes spend the pipeline's share of the target's budget like a run's (same ledger).
@@ -276,9 +299,8 @@ class Replayer:
             self._dead[obj] -= keys
 
     def _book(self, fn: Callable[..., None], *args: Any) -> None:
-        """Record outcomes in the store off the event loop (after the earlier ones): resolving a letter
-        rewrites its row, stored source record included (a whole order per order line), while the next batches
-        are sent. A failure surfaces before the next write and at the end of the replay."""
+        """Record outcomes in the store off the event loop (after the earlier ones), while the next batches are
+        sent. A failure surfaces before the next write and at the end of the replay."""
         assert self._bookkeeper is not None, "outcomes are booked only during replay()"
         self._booked.append(asyncio.get_running_loop().run_in_executor(self._bookkeeper, fn, *args))
 
@@ -416,7 +438,7 @@ class Replayer:
         wanted: dict[str, dict[str, None]] = {}  # stream -> keys, in order, once
         for d in letters:
             stream, key = letter_source(source, d)
-            known = (stream, key) in self._raw or (stream, key) in self._pending
+            known = (stream, key) in self._read_again or (stream, key) in self._pending
             if stream is not None and key is not None and not known:
                 wanted.setdefault(stream, {})[key] = None
         for stream, unique in wanted.items():
@@ -428,12 +450,15 @@ class Replayer:
                     self._pending[(stream, key)] = task
 
     async def _read(self, source: Source, stream: str, keys: list[str]) -> None:
+        """Read the keys' source records and keep each as its canonical records and its payload's bytes: the
+        parsed payload (a whole order, ~12 KB of JSON, for each of its lines' letters) is let go at once, so
+        a replay holds what its letters need, not every record it read as Python objects."""
         async with self._reads:
             found = await source.fetch_many(stream, keys)
         for key in keys:
-            self._raw[(stream, key)] = found.get(key)
+            raw = found.pop(key, None)
+            self._read_again[(stream, key)] = None if raw is None else _source_record(source, [stream], raw)
             self._pending.pop((stream, key), None)
-        gc.freeze()  # kept to the end (see ``replay``)
 
     async def _prefetch(self, source: Source, batch: Sequence[DeadLetter]) -> None:
         """The batch's source records read again (``_read_ahead``; waited for here). Letters are loaded
@@ -442,8 +467,9 @@ class Replayer:
         self._read_ahead(source, batch)
         tasks = {self._pending[k] for d in batch if (k := letter_source(source, d)) in self._pending}
         await asyncio.gather(*tasks)
-        self._load_stored([d for d in batch if d.stream and d.source_key and self._raw.get((d.stream, d.source_key))
-                           is None])
+        self._load_stored(
+            [d for d in batch if d.stream and d.source_key and self._read_again.get((d.stream, d.source_key)) is None]
+        )
 
     def _load_stored(self, letters: Sequence[DeadLetter]) -> None:
         if letters:
@@ -465,8 +491,8 @@ class Replayer:
         kept: list[tuple[DeadLetter, NewDeadLetter]] = []
         valid: list[tuple[ReplayOutcome, DeadLetter, Any, dict[str, Any]]] = []
         for d in batch:
-            raw, origin = self._source_record(source, d)
-            record = self._find_record(source, d, raw, plan.entity) if raw is not None else None
+            read, origin = self._source_record(source, d)
+            record = read.records.get((plan.entity, d.record_key)) if read is not None else None
             outcome = ReplayOutcome(d.id, d.object, d.record_key, "", origin, as_child_of=brought.get(d.id))
             if record is None:
                 outcome.outcome = "not_in_source"
@@ -479,7 +505,7 @@ class Replayer:
                 report.outcomes.append(outcome)
                 outcome.outcome = "still_invalid" if errors else "parent_dead_lettered"
                 outcome.errors, outcome.message = errs, "; ".join(str(e["message"]) for e in errs)
-                kept.append((d, _still_open(plan, d, record, raw, mapped, errs)))
+                kept.append((d, _still_open(plan, d, record, read.payload if read else None, mapped, errs)))
                 continue
             valid.append((outcome, d, record, mapped))
         self._book(self._keep_open, kept)
@@ -557,32 +583,36 @@ class Replayer:
         for run_id, letters in by_run.items():
             self.store.dead_letter(self.pipeline, run_id, letters)
 
-    def _find_record(self, source: Source, d: DeadLetter, raw: dict[str, Any], entity: str) -> Any:
-        """The canonical record the letter is about, among those one source record yields (an order yields a
-        guest customer, the order and its lines). A payload of unknown stream is tried as each of the source's.
-        A source record read again serves every letter of it (an order's lines, its customer): it is
-        normalized once."""
-        stream, key = letter_source(source, d)
-        cached = stream is not None and self._raw.get((stream, key or "")) is raw
-        index = self._normalized.get((stream or "", key or "")) if cached else None
-        if index is None:
-            index = {}
-            for s in [stream] if stream else source.streams:
-                for kind, record in source.normalize(s, raw):
-                    index.setdefault((kind, str(record.key)), record)
-            if cached:
-                self._normalized[(stream or "", key or "")] = index
-        return index.get((entity, d.record_key))
-
-    def _source_record(self, source: Source, d: DeadLetter) -> tuple[dict[str, Any] | None, str]:
-        """The letter's source record as read again (``_prefetch``), else the payload stored with it."""
+    def _source_record(self, source: Source, d: DeadLetter) -> tuple[_SourceRecord | None, str]:
+        """The letter's source record as read again (``_prefetch``), else the payload stored with it (a payload
+        of unknown stream is tried as each of the source's)."""
         stream, key = letter_source(source, d)
         if stream is None or key is None:
-            return d.source_payload, FROM_STORED
-        raw = self._raw.get((stream, key))
-        if raw is None:
-            return d.source_payload, f"{FROM_STORED} (the source no longer has {stream} {key})"
-        return raw, FROM_SOURCE
+            stored = d.source_payload
+            return (_source_record(source, source.streams, stored) if stored else None), FROM_STORED
+        read = self._read_again.get((stream, key))
+        if read is None:
+            stored = d.source_payload
+            found = _source_record(source, [stream], stored) if stored else None
+            return found, f"{FROM_STORED} (the source no longer has {stream} {key})"
+        return read, FROM_SOURCE
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic collector off for the replay. Nearly all it allocates lives to its end (letters, canonical
+    records, mapped payloads, outcomes), so every young-generation pass walked them again: ~10% of a replay's
+    CPU, with the objects frozen as they arrived (``gc.freeze``) and thresholds raised 30-fold still ~5%. The
+    reference cycles a replay makes are a few per HTTP call (a call carries up to 1,000 records), not per
+    record: they wait for the collector's next pass once it is back on. Process-wide, as ``gc.freeze`` is: a
+    replay in a long-lived process (``ferry serve``) pauses the collector for that process meanwhile."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 class _OrderedProgress:
@@ -646,11 +676,10 @@ def _still_open(
     plan: ObjectPlan,
     d: DeadLetter,
     record: Any,
-    raw: dict[str, Any] | None,
+    payload: bytes | None,
     mapped: dict[str, Any],
     errors: list[dict[str, Any]],
 ) -> NewDeadLetter:
-    payload = orjson.dumps(raw) if raw is not None else None
     return NewDeadLetter(plan.name, d.record_key, record.version, errors, payload, mapped, d.stream, d.source_key)
 
 
