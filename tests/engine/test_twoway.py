@@ -76,3 +76,17 @@ def test_helpers() -> None:
     assert as_time("2026-12-06T07:00:00.000+0000") == as_time("2026-12-06T02:00:00-05:00")
     assert as_time("v3") is None
     assert without({"a": 1, "b": {"c": 2, "d": 3}}, ["b.c", "x"]) == {"a": 1, "b": {"d": 3}}
+
+
+def test_two_way_must_name_the_pipeline_s_objects() -> None:
+    import yaml
+
+    from ferry.engine.pipeline import PipelineSpec, packaged_examples
+    raw = yaml.safe_load(packaged_examples()["shopify-salesforce-bidirectional"].read_text())
+    raw["two_way"]["owners"]["Acount"] = {"Name": "target"}
+    env = {"SHOPIFY_URL": "https://x.myshopify.com", "SHOPIFY_ACCESS_TOKEN": "t", "SALESFORCE_LOGIN_URL": "https://l",
+           "SALESFORCE_CLIENT_ID": "c", "SALESFORCE_USERNAME": "u", "SALESFORCE_PRIVATE_KEY_FILE": "/k"}
+    from ferry.engine.pipeline import interpolate
+
+    with pytest.raises(ValueError, match="Acount"):
+        PipelineSpec.model_validate(interpolate(raw, env))

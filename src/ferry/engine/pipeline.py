@@ -153,6 +153,19 @@ class PipelineSpec(BaseModel):
     # One direction of a two-way sync: echo suppression and field ownership (None: a one-way pipeline).
     two_way: TwoWaySpec | None = None
 
+    @model_validator(mode="after")
+    def _two_way_names_objects(self) -> PipelineSpec:
+        """``two_way`` owners and ``peer.via`` name objects of this pipeline (a typo would silently own nothing)."""
+        if self.two_way is None:
+            return self
+        names = {o.name for o in self.objects}
+        named = [*self.two_way.owners, *([self.two_way.peer.via] if self.two_way.peer else [])]
+        unknown = sorted({n for n in named if n not in names})
+        if unknown:
+            raise ValueError(f"two_way names {', '.join(unknown)}, not an object of this pipeline "
+                             f"(objects: {', '.join(sorted(names))})")
+        return self
+
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
