@@ -38,12 +38,22 @@ QUIET_SECONDS = 3.0  # after the stream: no change on either side for this long 
 
 
 @dataclass
+class Snapshot:
+    """Both sides at one moment: Accounts by the Shopify customer id they carry, shop customers by id."""
+
+    accounts: dict[str, dict[str, Any]]
+    customers: dict[int, dict[str, Any]]
+
+
+@dataclass
 class Change:
     direction: str  # "shopify->salesforce" | "salesforce->shopify"
     kind: str
     made_at: float
-    visible: Callable[[], bool]
+    visible: Callable[[Snapshot], bool]
     seen_at: float | None = None
+    target: str = ""  # the record and field changed: a later change of the same one supersedes this one
+    superseded: bool = False  # a later change of the same field was made before this one was seen
 
 
 @dataclass
@@ -128,11 +138,9 @@ class _World:
                 continue
         return []
 
-    def account_of(self, customer_id: int) -> dict[str, Any] | None:
-        return next((a for a in self.accounts() if str(a.get("Shopify_Customer_Id__c")) == str(customer_id)), None)
-
-    def customer(self, customer_id: int) -> dict[str, Any] | None:
-        return next((c for c in self.customers() if int(c["id"]) == customer_id), None)
+    def snapshot(self) -> Snapshot:
+        return Snapshot({str(a.get("Shopify_Customer_Id__c")): a for a in self.accounts()},
+                        {int(c["id"]): c for c in self.customers()})
 
     def change_counts(self) -> tuple[int, int]:
         """(customer changes the shop announced, Account change events the org published)."""
@@ -200,7 +208,8 @@ def _drive(world: _World, seconds: float, rate: float, numbers: itertools.count[
     synced = sorted(int(c["id"]) for c in world.customers())
     accounts = {str(a["Shopify_Customer_Id__c"]): str(a["Id"]) for a in world.accounts()}
     changes: list[Change] = []
-    watcher = _Watcher(changes)
+    pending: dict[str, list[Change]] = {}
+    watcher = _Watcher(world, changes)
     watcher.start()
     started = time.monotonic()
     for i in itertools.count():
@@ -209,7 +218,14 @@ def _drive(world: _World, seconds: float, rate: float, numbers: itertools.count[
             break
         time.sleep(max(0.0, due - time.monotonic()))
         n = next(numbers)
-        changes.append(_one_change(world, i, n, synced, accounts))
+        change = _one_change(world, i, n, synced, accounts)
+        for earlier in pending.get(change.target, []):
+            # Latest wins: once the later value is made, the earlier can no longer be seen; the later one's
+            # latency counts, and a later value that never arrives counts as lost.
+            if earlier.seen_at is None:
+                earlier.superseded = True
+        pending[change.target] = [change]
+        changes.append(change)
         if i and i % max(1, int(rate)) == 0:
             on_line(f"  {len(changes)} changes made, {sum(1 for c in changes if c.seen_at)} visible in the other side")
     watcher.stop_after_all_seen = True
@@ -220,42 +236,46 @@ def _one_change(world: _World, i: int, n: int, synced: list[int], accounts: dict
     """The i-th change: a new customer, a phone edited in the shop, or a description edited in the CRM."""
     if i % 3 == 0:
         new = world.create_customer(n)
-        return Change("shopify->salesforce", "create", time.time(), lambda: world.account_of(new) is not None)
+        return Change("shopify->salesforce", "create", time.time(), lambda snap: str(new) in snap.accounts,
+                      target=f"new {new}")
     if i % 3 == 1:
         cid, phone = synced[n % len(synced)], f"+1613{n:07d}"
         world.edit_phone(cid, phone)
         return Change("shopify->salesforce", "update", time.time(),
-                      lambda: (world.account_of(cid) or {}).get("Phone") == phone)
+                      lambda snap: snap.accounts.get(str(cid), {}).get("Phone") == phone, target=f"phone {cid}")
     target = synced[(n * 7) % len(synced)]
     note = f"rep note {n}"
     world.edit_description(accounts[str(target)], note)
     return Change("salesforce->shopify", "update", time.time(),
-                  lambda: (world.customer(target) or {}).get("note") == note)
+                  lambda snap: snap.customers.get(target, {}).get("note") == note, target=f"note {target}")
 
 
 class _Watcher(threading.Thread):
     """Marks each change visible the moment the other side shows it (polls the sandboxes every 10 ms)."""
 
-    def __init__(self, changes: list[Change]) -> None:
+    def __init__(self, world: _World, changes: list[Change]) -> None:
         super().__init__(daemon=True)
+        self.world = world
         self.changes = changes
         self.stop_after_all_seen = False
         self.halt = False
 
     def run(self) -> None:
         while not self.halt:
-            pending = [c for c in list(self.changes) if c.seen_at is None]
+            pending = [c for c in list(self.changes) if c.seen_at is None and not c.superseded]
             if not pending and self.stop_after_all_seen:
                 return
-            for change in pending:
-                if change.visible():
-                    change.seen_at = time.time()
+            if pending:
+                snap, now = self.world.snapshot(), time.time()  # one look at both sides for every pending change
+                for change in pending:
+                    if change.visible(snap):
+                        change.seen_at = now
             time.sleep(0.01)
 
 
 def _wait_visible(changes: list[Change], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(c.seen_at is None for c in changes):
+    while time.monotonic() < deadline and any(c.seen_at is None and not c.superseded for c in changes):
         time.sleep(0.05)
 
 
@@ -284,7 +304,7 @@ def _report(world: _World, service: Any, changes: list[Change], seconds: float, 
     duplicates = {"shopify->salesforce": int(inbox.counts.get("duplicate", 0)), "salesforce->shopify": 0}
     for direction, spec in (("shopify->salesforce", world.to_crm), ("salesforce->shopify", world.to_shop)):
         mine = [c for c in changes if c.direction == direction]
-        latencies = [c.seen_at - c.made_at for c in mine if c.seen_at is not None]
+        latencies = [c.seen_at - c.made_at for c in mine if c.seen_at is not None and not c.superseded]
         report.directions[direction] = {
             "pipeline": spec.name,
             "changes": len(mine),
@@ -294,9 +314,10 @@ def _report(world: _World, service: Any, changes: list[Change], seconds: float, 
             "echoes_suppressed": figures[spec.name]["echoes"],
             "latency_ms": {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95),
                            "p99": _percentile(latencies, 99), "max": _percentile(latencies, 100)},
-            "lost": sum(1 for c in mine if c.seen_at is None),
+            "superseded": sum(1 for c in mine if c.superseded),
+            "lost": sum(1 for c in mine if c.seen_at is None and not c.superseded),
         }
-    report.lost = sum(1 for c in changes if c.seen_at is None)
+    report.lost = sum(1 for c in changes if c.seen_at is None and not c.superseded)
     by_customer = Counter(str(a.get("Shopify_Customer_Id__c")) for a in world.accounts())
     by_email = Counter(str(c.get("email")) for c in world.customers())
     report.duplicated = sum(n - 1 for n in by_customer.values() if n > 1) + sum(n - 1 for n in by_email.values()
