@@ -188,10 +188,18 @@ def demo(
                      "(its URL is printed) until Ctrl-C: the run, its chart and dead letters, replay included."),
     ] = False,
     port: Annotated[int, typer.Option(min=0, max=65535, help="--serve: the dashboard's port (0: a free one).")] = 0,
+    seconds: Annotated[float, typer.Option(min=1, help="realtime: how long to make changes.")] = 10.0,
+    rate: Annotated[float, typer.Option(min=0.5, max=500, help="realtime: changes a second.")] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start a store's and a target's sandbox, generate a messy store, and sync it with the example pipeline."""
+    """Start a store's and a target's sandbox, generate a messy store, and sync it with the example pipeline.
+
+    `ferry demo realtime [--seconds N --rate R]`: a two-way sync (Shopify <-> Salesforce) live in `ferry serve`."""
     from ferry.cli.demo import FLOWS, demo_flow, run_demo
+
+    if flow == "realtime" and not list_flows:
+        _demo_realtime(seconds, rate, as_json)
+        return
 
     if list_flows:
         if as_json:
@@ -218,6 +226,32 @@ def demo(
         if not (keep or serve):  # --keep and --serve printed the run before serving on
             render.print_run(console, result)
         render.print_next_steps(console, result.pipeline, chosen.name, kept=keep or serve)
+
+
+def _demo_realtime(seconds: float, rate: float, as_json: bool) -> None:
+    from ferry.cli.demo_realtime import run_realtime
+
+    lines = (lambda _: None) if as_json else (lambda line: console.print(line, highlight=False, markup=False))
+    try:
+        report = run_realtime(seconds, rate, lines)
+    except FerryError as exc:
+        _fail(exc)
+        return
+    figures = report.as_dict()
+    if as_json:
+        sys.stdout.write(json.dumps(figures) + "\n")
+    else:
+        for direction, d in figures["directions"].items():
+            lat = d["latency_ms"]
+            console.print(
+                f"{direction:<22} changes {d['changes']:>4}  events in {d['events_received']:>4}  written "
+                f"{d['written']:>4}  duplicates suppressed {d['duplicates_suppressed']:>3}  echoes suppressed "
+                f"{d['echoes_suppressed']:>3}  latency p50 {lat['p50']} ms  p95 {lat['p95']} ms  p99 {lat['p99']} ms",
+                highlight=False, markup=False)
+        console.print(f"lost {report.lost}  duplicated {report.duplicated}  ping-pong writes {report.ping_pong}",
+                      highlight=False, markup=False)
+    if not figures["ok"]:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 import ferry.connectors
 from ferry.core.contracts import Sink, SinkContext, Source
+from ferry.core.events import EventSource
 from ferry.core.registry import Connector
 from ferry.core.webhooks import WebhookReceiver
 from ferry.errors import ConfigError
@@ -103,6 +104,12 @@ def open_webhooks(config: Any, secret: str, origin: str | None = None) -> Webhoo
         with_hooks = ", ".join(s for s, k in connectors().items() if k.webhooks is not None)
         raise ConfigError(f"{c.system} sends no webhooks ferry can take in; those that do: {with_hooks}")
     return c.webhooks(config, secret, origin)
+
+
+def open_events(config: Any) -> EventSource | None:
+    """The change stream a ``source:`` block asks for (``ferry serve``), or None when it asks for none."""
+    c = connector(_system_of(config))
+    return c.events(config) if c.events is not None else None
 
 
 def _system_of(config: Any) -> str:

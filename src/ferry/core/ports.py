@@ -255,6 +255,15 @@ class VersionMap(Protocol):
     def target_ids(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]: ...
 
 
+class WrittenDigests(Protocol):
+    """A digest of the payload ferry last wrote for each key (echo suppression, ``engine/echo.py``): a record
+    whose mapped payload has the digest of what ferry itself last wrote for its key changes nothing in the
+    target, so it is not sent (a two-way sync's own write coming back)."""
+
+    def written_digests(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]: ...
+    def save_written_digests(self, pipeline: str, obj: str, digests: Mapping[str, str]) -> None: ...
+
+
 class DeadLetters(Protocol):
     def dead_letter(self, pipeline: str, run_id: int | None, letters: Sequence[NewDeadLetter]) -> None: ...
     def dead_letter_keys(self, pipeline: str, obj: str) -> set[str]: ...
@@ -327,7 +336,7 @@ class Deliveries(Protocol):
 
 
 class StateStore(RunLog, ReadCheckpoints, Staging, Outbox, VersionMap, DeadLetters, RemoteJobJournal, ApiLedger,
-                 Deliveries, Protocol):
+                 Deliveries, WrittenDigests, Protocol):
     """Every port in one backend (what the engine opens)."""
 
     def reset_pipeline(self, pipeline: str) -> None: ...

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ferry.core.contracts import Sink, SinkContext, Source
+from ferry.core.events import EventSource
 from ferry.core.webhooks import WebhookReceiver
 
 
@@ -30,3 +31,6 @@ class Connector:
     # Its webhooks in, if it sends any (``ferry serve``): built from the `source:` block, the signing secret and
     # the origin deliveries must name (a shop domain, a site URL; None: the connector's default).
     webhooks: Callable[[Any, str, str | None], WebhookReceiver] | None = None
+    # Its change stream (``ferry serve``), built from the `source:` block; None when the block does not ask for
+    # one (``events:`` unset) or the system has none.
+    events: Callable[[Any], EventSource | None] | None = None

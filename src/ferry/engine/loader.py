@@ -30,6 +30,7 @@ from ferry.core.writes import StrategyChoice, choose_write, per_record_write
 from ferry.engine.plan import ObjectPlan
 from ferry.engine.stats import RunStats
 from ferry.engine.together import run_together
+from ferry.engine.twoway import payload_digest
 from ferry.errors import AuthError, ConfigError, PermanentError, RecordError
 from ferry.observe import tracing
 from ferry.store import FailedAttempt, NewDeadLetter, OutboxRow, Store, Written, utc_now
@@ -111,7 +112,9 @@ class Loader:
         on_progress: Callable[[], None] = lambda: None,
         *,
         latency_sensitive: bool = False,
+        keep_digests: bool = False,
     ) -> None:
+        self.keep_digests = keep_digests  # two-way sync: remember a digest of each payload written (echoes)
         self.store = store
         self.pipeline = pipeline
         self.run_id = run_id
@@ -381,6 +384,10 @@ class Loader:
             )
             done.append((row.key, row.version))
         self.store.record_results(self.pipeline, plan.name, self.run_id, written, letters, done, jobs, retry)
+        if self.keep_digests and written:
+            # After the results (a crash in between costs one more write of the record, never a lost one).
+            sent = {row.key: row.payload for row, res in zip(rows, results, strict=True) if res.success}
+            self.store.save_written_digests(self.pipeline, plan.name, {k: payload_digest(p) for k, p in sent.items()})
         s.written += len(written)
         s.dead_lettered += len(letters)
         self.on_progress()

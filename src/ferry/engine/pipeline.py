@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -54,6 +54,45 @@ else:
 
 
 DEFAULT_MAX_DEAD_LETTER_SHARE = 0.1
+
+
+Owner = Literal["source", "target", "both"]
+
+
+class PeerSpec(BaseModel):
+    """The pipeline syncing the other way, for ``latest_wins``: its version map knows when the target side last
+    changed a record. ``via`` is this pipeline's object whose target id is the peer's key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pipeline: str
+    object: str  # the peer's target object (its version map's object)
+    via: str  # this pipeline's object whose target id is the peer's source key
+
+
+class TwoWaySpec(BaseModel):
+    """``two_way:`` in a pipeline that is one direction of a two-way sync (docs/serve.md, "Two-way sync").
+
+    Turns on echo suppression (a record whose mapped payload is what ferry last wrote for its key is not sent:
+    ferry's own write coming back through the other direction) and field ownership: per target object and
+    field, which side owns it. ``source``: this pipeline writes it (the default for fields not listed);
+    ``target``: the other side owns it, this pipeline writes it only when it creates the record; ``both``:
+    either side may edit it, and ``conflict`` decides what this pipeline does with it on an update."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    owners: dict[str, dict[str, Owner]] = Field(default_factory=dict)
+    # source_wins: always write a `both` field; target_wins: only on create; latest_wins: write it unless the
+    # peer pipeline has written a change of the target record stamped later than this record's version.
+    conflict: Literal["source_wins", "target_wins", "latest_wins"] = "latest_wins"
+    peer: PeerSpec | None = None
+
+    @model_validator(mode="after")
+    def _latest_wins_has_a_peer(self) -> TwoWaySpec:
+        both = any(o == "both" for fields in self.owners.values() for o in fields.values())
+        if both and self.conflict == "latest_wins" and self.peer is None:
+            raise ValueError("conflict: latest_wins needs `peer:` (the pipeline syncing the other way)")
+        return self
 
 
 class WebhooksSpec(BaseModel):
@@ -111,6 +150,21 @@ class PipelineSpec(BaseModel):
     # incremental batch runs (reconciliation sweeps that catch what webhooks missed).
     webhooks: WebhooksSpec | None = None
     schedule: str | None = None
+    # One direction of a two-way sync: echo suppression and field ownership (None: a one-way pipeline).
+    two_way: TwoWaySpec | None = None
+
+    @model_validator(mode="after")
+    def _two_way_names_objects(self) -> PipelineSpec:
+        """``two_way`` owners and ``peer.via`` name objects of this pipeline (a typo would silently own nothing)."""
+        if self.two_way is None:
+            return self
+        names = {o.name for o in self.objects}
+        named = [*self.two_way.owners, *([self.two_way.peer.via] if self.two_way.peer else [])]
+        unknown = sorted({n for n in named if n not in names})
+        if unknown:
+            raise ValueError(f"two_way names {', '.join(unknown)}, not an object of this pipeline "
+                             f"(objects: {', '.join(sorted(names))})")
+        return self
 
     @field_validator("schedule")
     @classmethod

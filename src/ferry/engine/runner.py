@@ -42,6 +42,7 @@ from ferry.engine.plan import ObjectPlan, build_plans, order_plans
 from ferry.engine.preflight import static_problems
 from ferry.engine.stats import RunStats
 from ferry.engine.together import run_together
+from ferry.engine.twoway import TwoWay
 from ferry.engine.waves import load_waves
 from ferry.errors import BudgetExhausted, PlanProblems, RecordError
 from ferry.observe import metrics, tracing
@@ -131,6 +132,7 @@ class Runner:
         self.progress: Progress = progress or _NoProgress()
         self.pipeline = spec.name
         self.budget = RetryBudget(spec.retry.max_attempts, spec.retry.backoff_max_seconds)
+        self.two_way = TwoWay(spec.two_way, store, spec.name) if spec.two_way is not None else None
         self._progressed = False
 
     async def run(self) -> RunStats:
@@ -193,7 +195,7 @@ class Runner:
     ) -> RunStats:
         log.info("run.start", pipeline=self.pipeline, run_id=run_id, origin=self.origin)
         loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id),
-                        latency_sensitive=self.latency_sensitive)
+                        latency_sensitive=self.latency_sensitive, keep_digests=self.two_way is not None)
         opened: list[Sink] = []  # the sink, once there is one: its budget goes into the report
         try:
             await body(stats, loader, opened)
@@ -340,6 +342,8 @@ class Runner:
             known = self.store.versions_for(self.pipeline, r.plan.name, [row.key for row in r.rows])
             fresh = [row for row in r.rows if row.version > known.get(row.key, "")]
             s.unchanged += len(r.rows) - len(fresh)
+            if self.two_way is not None:
+                fresh = self.two_way.filter(r.plan.name, fresh, known, s, r.plan.external_id)
             outbox[r.plan.name] = fresh
         self.store.commit_planned(self.pipeline, run_id, outbox, letters, (PLANNED_MARK, up_to_seq))
 

@@ -13,6 +13,7 @@ class ObjectStats:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    echoes: int = 0  # two-way sync: records dropped because they carried what ferry itself last wrote
     dead_lettered: int = 0
     retried: int = 0
     api_calls: int = 0

@@ -24,10 +24,11 @@ import structlog
 import uvicorn
 from fastapi import APIRouter
 
-from ferry.connectors.registry import open_source, open_webhooks
+from ferry.connectors.registry import open_events, open_source, open_webhooks
 from ferry.engine.pipeline import PipelineSpec
 from ferry.errors import ConfigError
 from ferry.serve.app import ServeState, build_app
+from ferry.serve.feed import Feed
 from ferry.serve.inbox import DEFAULT_MAX_BODY_BYTES, Inbox
 from ferry.serve.processor import DEFAULT_WINDOW, Processor
 from ferry.serve.registration import Registration, register_all, webhook_address
@@ -68,6 +69,7 @@ class _Pipeline:
     inbox: Inbox | None
     processor: Processor | None
     schedule: Schedule | None
+    feed: Feed | None = None  # the source's change stream (``events:``), staged for the same processor
 
 
 class Service:
@@ -85,10 +87,11 @@ class Service:
         self.options = options
         self.run_lock: dict[str, asyncio.Lock] = {}
         self.pipelines = [self._pipeline(spec) for spec in specs]
-        if not any(p.inbox or p.schedule for p in self.pipelines):
+        if not any(p.inbox or p.schedule or p.feed for p in self.pipelines):
             raise ConfigError(
                 "nothing to serve: no pipeline has webhooks (a `webhooks:` block with its secret set, e.g. "
-                "SHOPIFY_WEBHOOK_SECRET) or a `schedule:` (docs/serve.md)"
+                "SHOPIFY_WEBHOOK_SECRET), a change stream (`events: cdc` in a Salesforce source) or a "
+                "`schedule:` (docs/serve.md)"
             )
         inboxes = {(p.spec.name, p.inbox.receiver.system): p.inbox for p in self.pipelines if p.inbox}
         self.state = ServeState(inboxes, options.max_body_bytes)
@@ -102,18 +105,25 @@ class Service:
 
     def _pipeline(self, spec: PipelineSpec) -> _Pipeline:
         lock = self.run_lock.setdefault(spec.name, asyncio.Lock())
-        inbox = processor = None
-        if spec.webhooks is not None and spec.webhooks.active and spec.webhooks.secret is not None:
-            source = open_source(spec.source)  # entered by the processor; the inbox only calls identify()
-            receiver = open_webhooks(spec.source, spec.webhooks.secret.get_secret_value(), spec.webhooks.origin)
+        inbox = processor = feed = None
+        hooks = spec.webhooks is not None and spec.webhooks.active and spec.webhooks.secret is not None
+        events = open_events(spec.source)
+        if hooks or events is not None:
+            source = open_source(spec.source)  # entered by the processor; inbox and feed only call identify()
             processor = Processor(spec, self.store, source, lock, window=self.options.window)
+        if hooks and spec.webhooks is not None and spec.webhooks.secret is not None and processor is not None:
+            receiver = open_webhooks(spec.source, spec.webhooks.secret.get_secret_value(), spec.webhooks.origin)
             inbox = Inbox(spec.name, receiver, source, self.store, frozenset(source.streams), processor.notify)
+        if events is not None and processor is not None:
+            feed = Feed(spec.name, events, source, self.store, processor.notify)
         schedule = Schedule(spec, self.store, lock) if spec.schedule and self.options.schedules else None
-        return _Pipeline(spec, inbox, processor, schedule)
+        return _Pipeline(spec, inbox, processor, schedule, feed)
 
     def _event_figures(self) -> dict[str, Any]:
         return {p.spec.name: {"batches": p.processor.batches, "failed_batches": p.processor.failures,
-                              "last_batch_at": p.processor.last_batch_at}
+                              "last_batch_at": p.processor.last_batch_at,
+                              **({"change_pages": p.feed.pages, "change_records": p.feed.records,
+                                  "change_failures": p.feed.failures} if p.feed else {})}
                 for p in self.pipelines if p.processor is not None}
 
     @property
@@ -174,6 +184,7 @@ class Service:
 
     def _start_workers(self) -> _Workers:
         self.state.health["pipelines"] = {p.spec.name: {"webhooks": p.inbox is not None,
+                                                        "events": p.feed is not None,
                                                         "schedule": p.spec.schedule} for p in self.pipelines}
         workers = _Workers(self)
         workers.start()
@@ -234,6 +245,8 @@ class _Workers:
                 tasks[f"events {p.spec.name}"] = asyncio.create_task(p.processor.run())
             if p.schedule is not None:
                 tasks[f"schedule {p.spec.name}"] = asyncio.create_task(p.schedule.run())
+            if p.feed is not None:
+                tasks[f"feed {p.spec.name}"] = asyncio.create_task(p.feed.run())
         self._ready.set()
         await self._stopping.wait()
         for p in svc.pipelines:

@@ -103,6 +103,14 @@ CREATE TABLE IF NOT EXISTS versions (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (pipeline, object, key)
 );
+-- What ferry last wrote per key, as a digest of the mapped payload: its own writes coming back are echoes.
+CREATE TABLE IF NOT EXISTS written_digests (
+    pipeline TEXT NOT NULL,
+    object TEXT NOT NULL,
+    key TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (pipeline, object, key)
+);
 CREATE TABLE IF NOT EXISTS dlq (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     pipeline TEXT NOT NULL,
@@ -719,6 +727,24 @@ class Store:
                 ):
                     out[k] = tid
         return out
+
+    def written_digests(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        with self._lock:
+            for part, marks in _in_parts(keys):
+                out.update(self._conn.execute(
+                    f"SELECT key, digest FROM written_digests WHERE pipeline = ? AND object = ? AND key IN ({marks})",
+                    (pipeline, obj, *part),
+                ).fetchall())
+        return out
+
+    def save_written_digests(self, pipeline: str, obj: str, digests: Mapping[str, str]) -> None:
+        with self._transaction() as c:
+            c.executemany(
+                "INSERT INTO written_digests (pipeline, object, key, digest) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (pipeline, object, key) DO UPDATE SET digest = excluded.digest",
+                [(pipeline, obj, k, d) for k, d in digests.items()],
+            )
 
     # -- outbox ---------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from ferry.connectors.salesforce.read_source import SalesforceReadSource
 from ferry.connectors.salesforce.sink import SalesforceSink
 from ferry.connectors.salesforce.source_config import SalesforceSourceConfig
 from ferry.core.contracts import Sink, SinkContext, Source
+from ferry.core.events import EventSource
 from ferry.core.registry import Connector
 
 
@@ -20,12 +21,22 @@ def open_source(config: SalesforceSourceConfig) -> Source:
     return SalesforceReadSource(config)
 
 
+def open_events(config: SalesforceSourceConfig) -> EventSource | None:
+    """Change Data Capture of the source's streams when the block says ``events: cdc``."""
+    if config.events != "cdc":
+        return None
+    from ferry.connectors.salesforce.events import SalesforceEventSource  # CometD only when asked for
+
+    return SalesforceEventSource(config)
+
+
 CONNECTOR = Connector(
     system="salesforce",
     source_config=SalesforceSourceConfig,
     open_source=open_source,
     sink_config=SalesforceConfig,
     open_sink=open_sink,
+    events=open_events,
     description="Salesforce REST, sObject Collections and Bulk API 2.0: upsert by external id; reads Accounts, "
     "Products and Orders by (SystemModstamp, Id)",
 )

@@ -49,6 +49,11 @@ class SalesforceSourceConfig(SalesforceConfig):
     query_batch_size: int = Field(2000, ge=200, le=2000)
     # Ids per "... IN (...)" query of children (and of re-reads by id): keeps each SOQL well under its length cap.
     rest_page_ids: int = Field(200, ge=1, le=800)
+    # `cdc`: `ferry serve` follows the streams' Change Data Capture events (CometD) instead of waiting for a
+    # schedule; a batch `ferry run` of the same pipeline reads as before (docs/serve.md, "Salesforce CDC").
+    events: Literal["cdc"] | None = None
+    # After a change event arrives, gather this long before reading the records back (one SOQL per micro-batch).
+    event_linger_seconds: float = Field(0.1, ge=0, le=10)
 
     @field_validator("link_back")
     @classmethod

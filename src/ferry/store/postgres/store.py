@@ -604,6 +604,22 @@ class PostgresStore:
             ).fetchall()
         return {k: t for k, t in rows}
 
+    def written_digests(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT key, digest FROM written_digests WHERE pipeline = %s AND object = %s AND key = ANY(%s)",
+                (pipeline, obj, list(keys)),
+            ).fetchall()
+        return {k: d for k, d in rows}
+
+    def save_written_digests(self, pipeline: str, obj: str, digests: Mapping[str, str]) -> None:
+        with self._tx() as c:
+            c.executemany(
+                "INSERT INTO written_digests (pipeline, object, key, digest) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (pipeline, object, key) DO UPDATE SET digest = EXCLUDED.digest",
+                [(pipeline, obj, k, d) for k, d in sorted(digests.items())],
+            )
+
     # -- outbox ---------------------------------------------------------------
 
     def put_outbox(self, pipeline: str, obj: str, rows: Sequence[PlannedRow]) -> None:

@@ -1,0 +1,129 @@
+"""One direction of a two-way sync: field ownership, then echo suppression, between mapping and the outbox.
+
+Two pipelines keep two systems in step (Shopify customers -> Salesforce, Salesforce -> Shopify customers). Each
+one's writes are changes the other reads back; without care every write comes back as a new change, forever.
+
+* **Field ownership** (``two_way.owners``): a field the target owns is left out of an update (it is written
+  only when the record is created, when there is nothing to overwrite); a field both own is decided by
+  ``conflict``. "Update" means the version map holds the key: ferry has written the record before.
+* **Echo suppression**: a record whose payload, after ownership, has the digest of what this pipeline last
+  wrote for its key would change nothing in the target. It is dropped and counted (``echoes``), not sent.
+  That is what stops a ping-pong: ferry's write into system B comes back from B through the other pipeline,
+  maps to the payload the other pipeline last wrote into A, and ends there. The comparison is by content,
+  not by who made the change (a change stream's ``changeOrigin`` names ferry's own writes too, but a
+  person's edit that happens to restore the written value changes nothing either, and a ferry write that
+  another write merged into must still go through).
+
+``latest_wins`` compares this record's version (the source's own change time) with the newest version the
+peer pipeline wrote of the same record (the peer's key is this pipeline's target id, ``peer.via``): a target
+change stamped later keeps its value of the `both` fields. Versions that are not timestamps fall back to
+``source_wins``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from ferry.core.ports import PlannedRow, StateStore
+from ferry.engine.pipeline import TwoWaySpec
+from ferry.engine.stats import ObjectStats
+
+
+def payload_digest(payload: Mapping[str, Any]) -> str:
+    """A digest of a mapped payload, independent of key order."""
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def peer_key(target_id: str) -> str:
+    """A target id as the peer pipeline's source key: a GraphQL gid's last segment (``gid://shopify/Customer/7``
+    -> ``7``), any other id as it is."""
+    return target_id.rsplit("/", 1)[-1] if target_id.startswith("gid://") else target_id
+
+
+def as_time(version: str) -> dt.datetime | None:
+    """A version that is a timestamp (ISO 8601, ``Z``, ``+0000``), or None."""
+    text = version.strip().replace("Z", "+00:00")
+    if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":
+        text = text[:-2] + ":" + text[-2:]  # +0000 -> +00:00
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def without(payload: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """The payload without ``fields`` (dotted paths reach into nested objects, as the mapping writes them)."""
+    out = dict(payload)
+    for name in fields:
+        if name in out:
+            del out[name]
+            continue
+        head, _, rest = name.partition(".")
+        if rest and isinstance(out.get(head), dict):
+            out[head] = without(out[head], [rest])
+    return out
+
+
+class TwoWay:
+    def __init__(self, spec: TwoWaySpec, store: StateStore, pipeline: str) -> None:
+        self.spec = spec
+        self.store = store
+        self.pipeline = pipeline
+
+    def filter(
+        self, obj: str, rows: list[PlannedRow], known: Mapping[str, str], stats: ObjectStats, external_id: str = ""
+    ) -> list[PlannedRow]:
+        """``rows`` (fresh versions) with ownership applied and echoes dropped; ``known``: the version map's
+        versions of their keys (a key there is an update). The ``external_id`` field is never left out: the
+        target finds the record by it."""
+        if not rows:
+            return rows
+        rows = self._apply_ownership(obj, rows, known, external_id)
+        written = self.store.written_digests(self.pipeline, obj, [r.key for r in rows])
+        kept = [r for r in rows if written.get(r.key) != payload_digest(r.payload)]
+        stats.echoes += len(rows) - len(kept)
+        return kept
+
+    def _apply_ownership(
+        self, obj: str, rows: list[PlannedRow], known: Mapping[str, str], external_id: str
+    ) -> list[PlannedRow]:
+        owners = {f: o for f, o in self.spec.owners.get(obj, {}).items() if f != external_id}
+        theirs = [f for f, o in owners.items() if o == "target"]
+        both = [f for f, o in owners.items() if o == "both"]
+        if not theirs and not both:
+            return rows
+        updates = [r for r in rows if r.key in known]
+        target_newer = self._target_newer(obj, updates) if both and self.spec.conflict == "latest_wins" else set()
+        out: list[PlannedRow] = []
+        for r in rows:
+            if r.key not in known:
+                out.append(r)  # a create: nothing to overwrite
+                continue
+            leave = list(theirs)
+            if both and (self.spec.conflict == "target_wins" or r.key in target_newer):
+                leave += both
+            out.append(PlannedRow(r.key, r.version, without(r.payload, leave), r.source, r.stream, r.source_key))
+        return out
+
+    def _target_newer(self, obj: str, rows: Sequence[PlannedRow]) -> set[str]:
+        """Keys whose target record the peer pipeline wrote at a version later than this record's version."""
+        peer = self.spec.peer
+        if peer is None or not rows:
+            return set()
+        ids = self.store.target_ids(self.pipeline, peer.via, [r.key for r in rows])
+        by_peer = {peer_key(tid): key for key, tid in ids.items()}
+        theirs = self.store.versions_for(peer.pipeline, peer.object, list(by_peer))
+        newer: set[str] = set()
+        mine = {r.key: r.version for r in rows}
+        for pkey, version in theirs.items():
+            key = by_peer[pkey]
+            a, b = as_time(mine[key]), as_time(version)
+            if a is not None and b is not None and b > a:
+                newer.add(key)
+        return newer

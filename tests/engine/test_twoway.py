@@ -1,0 +1,92 @@
+"""engine/twoway.py against a real store: field ownership on updates, the conflict rules, echo suppression by
+the digest of what ferry last wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ferry.engine.pipeline import PeerSpec, TwoWaySpec
+from ferry.engine.stats import ObjectStats
+from ferry.engine.twoway import TwoWay, as_time, payload_digest, peer_key, without
+from ferry.store import PlannedRow, Store, Written
+
+PEER = PeerSpec(pipeline="back", object="Customer", via="Account")
+
+
+def _row(key: str, version: str, **payload: object) -> PlannedRow:
+    return PlannedRow(key, version, dict(payload))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "state.db")
+
+
+def test_a_field_the_target_owns_is_written_on_create_only(store: Store) -> None:
+    tw = TwoWay(TwoWaySpec(owners={"Account": {"Description": "target"}}), store, "p")
+    rows = [_row("new", "2026-12-06T07:00:00Z", Name="A", Description="x"),
+            _row("old", "2026-12-06T07:00:00Z", Name="B", Description="y")]
+    out = tw.filter("Account", rows, {"old": "2026-12-05T00:00:00Z"}, ObjectStats())
+    assert out[0].payload == {"Name": "A", "Description": "x"}  # a create: nothing to overwrite
+    assert out[1].payload == {"Name": "B"}
+
+
+def test_the_external_id_is_never_left_out(store: Store) -> None:
+    tw = TwoWay(TwoWaySpec(owners={"Customer": {"email": "target"}}), store, "p")
+    out = tw.filter("Customer", [_row("k", "v2", email="a@b.c")], {"k": "v1"}, ObjectStats(), external_id="email")
+    assert out[0].payload == {"email": "a@b.c"}
+
+
+@pytest.mark.parametrize(("conflict", "peer_version", "kept"), [
+    ("source_wins", "2026-12-06T07:00:05.000+0000", True),
+    ("target_wins", "2026-12-06T07:00:00.000+0000", False),
+    ("latest_wins", "2026-12-06T07:00:05.000+0000", False),  # the target changed later: its value stays
+    ("latest_wins", "2026-12-06T06:59:59.000+0000", True),  # this change is the later one
+])
+def test_a_field_both_own_follows_the_conflict_rule(store: Store, conflict: str, peer_version: str,
+                                                    kept: bool) -> None:
+    # this pipeline wrote shop customer 7 as Account 001A; the peer (the way back) wrote 001A's change to the shop
+    store.record_written("p", "Account", [Written("7", "2026-12-06T06:00:00Z", "001A")])
+    store.record_written("back", "Customer", [Written("001A", peer_version, "gid://shopify/Customer/7")])
+    tw = TwoWay(TwoWaySpec(owners={"Account": {"Name": "both"}}, conflict=conflict, peer=PEER), store, "p")  # type: ignore[arg-type]
+    out = tw.filter("Account", [_row("7", "2026-12-06T02:00:02-05:00", Name="New", Phone="1")],
+                    {"7": "2026-12-06T06:00:00Z"}, ObjectStats())
+    assert ("Name" in out[0].payload) is kept and out[0].payload["Phone"] == "1"
+
+
+def test_latest_wins_needs_a_peer() -> None:
+    with pytest.raises(ValueError, match="peer"):
+        TwoWaySpec(owners={"Account": {"Name": "both"}}, conflict="latest_wins")
+
+
+def test_what_ferry_last_wrote_comes_back_as_an_echo(store: Store) -> None:
+    tw = TwoWay(TwoWaySpec(), store, "p")
+    store.save_written_digests("p", "Account", {"1": payload_digest({"Name": "A", "Phone": "1"})})
+    stats = ObjectStats()
+    rows = [_row("1", "v2", Phone="1", Name="A"),  # same content, other key order: ferry's own write coming back
+            _row("2", "v2", Name="B"), _row("1", "v3", Name="A", Phone="2")]
+    out = tw.filter("Account", rows, {}, stats)
+    assert [(r.key, r.version) for r in out] == [("2", "v2"), ("1", "v3")] and stats.echoes == 1
+
+
+def test_helpers() -> None:
+    assert peer_key("gid://shopify/Customer/7104") == "7104" and peer_key("001A") == "001A"
+    assert as_time("2026-12-06T07:00:00.000+0000") == as_time("2026-12-06T02:00:00-05:00")
+    assert as_time("v3") is None
+    assert without({"a": 1, "b": {"c": 2, "d": 3}}, ["b.c", "x"]) == {"a": 1, "b": {"d": 3}}
+
+
+def test_two_way_must_name_the_pipeline_s_objects() -> None:
+    import yaml
+
+    from ferry.engine.pipeline import PipelineSpec, packaged_examples
+    raw = yaml.safe_load(packaged_examples()["shopify-salesforce-bidirectional"].read_text())
+    raw["two_way"]["owners"]["Acount"] = {"Name": "target"}
+    env = {"SHOPIFY_URL": "https://x.myshopify.com", "SHOPIFY_ACCESS_TOKEN": "t", "SALESFORCE_LOGIN_URL": "https://l",
+           "SALESFORCE_CLIENT_ID": "c", "SALESFORCE_USERNAME": "u", "SALESFORCE_PRIVATE_KEY_FILE": "/k"}
+    from ferry.engine.pipeline import interpolate
+
+    with pytest.raises(ValueError, match="Acount"):
+        PipelineSpec.model_validate(interpolate(raw, env))

@@ -1,0 +1,213 @@
+"""Two-way sync through real sockets: Shopify customers <-> Salesforce Accounts/Contacts, both example pipelines
+(examples/*-bidirectional.yml) in one `ferry serve`: Shopify's webhooks in one way, Salesforce Change Data
+Capture (CometD) the other.
+
+The same customer is edited on both sides in the same second, each side editing a field it owns (the phone in
+the shop, the description in the CRM): the declared ownership decides, so both edits survive on both sides
+(neither direction writes the field the other side owns back over it). Then the changes on both sandboxes are
+counted for a few seconds: they stop (no ping-pong), and the echoes ferry dropped are in the runs' stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ferry.cli.demo import salesforce_env, shopify_env
+from ferry.connectors.salesforce.client import SalesforceClient
+from ferry.engine.pipeline import load_pipeline
+from ferry.engine.runner import Runner
+from ferry.sandbox.salesforce import SalesforceSandbox
+from ferry.sandbox.serve import start_in_thread
+from ferry.sandbox.shopify import ShopifySandbox
+from ferry.store import Store
+
+from .world import REPO, free_port, start_serve, wait_for
+
+API = "/admin/api/2025-07"
+TO_SF = REPO / "examples" / "shopify-salesforce-bidirectional.yml"
+TO_SHOP = REPO / "examples" / "salesforce-shopify-bidirectional.yml"
+
+
+async def _session(config: Any) -> Any:
+    client = SalesforceClient(config)
+    try:
+        return await client.auth.session()
+    finally:
+        await client.aclose()
+
+
+class TwoWayWorld:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.shop = ShopifySandbox(tmp / "shop", seed=3, customers=0, products=1, orders=0,
+                                   bucket_size=100_000, leak_rate=100_000.0, webhook_time_scale=0.001)
+        self.org = SalesforceSandbox(tmp / "org")
+        self.shop_run = start_in_thread(self.shop.app, tmp / "shop")
+        self.org_run = start_in_thread(self.org.app, tmp / "org")
+        shop_info = {**self.shop.credentials(self.shop_run.url), "ca_file": str(self.shop_run.ca_file),
+                     "webhook_secret": self.shop.webhook_secret}
+        org_info = {**self.org.credentials(self.org_run.url), "ca_file": str(self.org_run.ca_file)}
+        env = {**shopify_env(shop_info), **salesforce_env(org_info)}
+        self.to_sf = load_pipeline(TO_SF, env)
+        self.to_shop = load_pipeline(TO_SHOP, env)
+        self.store = Store(tmp / "ferry.db")
+        self.shop_http = httpx.Client(base_url=self.shop_run.url, verify=str(self.shop_run.ca_file), timeout=30,
+                                      headers={"X-Shopify-Access-Token": self.shop.access_token})
+        session = asyncio.run(_session(self.to_sf.target))
+        # A person's edits: the org's REST API without ferry's call options (`client=ferry`)
+        self.org_http = httpx.Client(base_url=session.instance_url, verify=str(self.org_run.ca_file), timeout=30,
+                                     headers={"Authorization": f"Bearer {session.access_token}"})
+
+    def create_customers(self, n: int) -> None:
+        for i in range(n):
+            body = {"customer": {"first_name": f"Ada{i}", "last_name": f"Lovelace{i}", "email": f"ada{i}@example.com",
+                                 "phone": f"+1613555{i:04d}", "note": "from the shop"}}
+            resp = self.shop_http.post(f"{API}/customers.json", json=body)
+            assert resp.status_code == 201, resp.text
+
+    def close(self) -> None:
+        self.shop_http.close()
+        self.org_http.close()
+        self.org_run.stop()
+        self.shop_run.stop()
+        self.store.close()
+
+    def customers(self) -> dict[int, dict[str, Any]]:
+        return {int(c["id"]): c for c in self.shop.state.table("customers").records}
+
+    def accounts(self) -> dict[str, dict[str, Any]]:
+        return dict(self.org.state.store.table("Account").rows)
+
+    def account_of(self, customer_id: int) -> dict[str, Any]:
+        found = [a for a in self.accounts().values() if str(a.get("Shopify_Customer_Id__c")) == str(customer_id)]
+        assert len(found) == 1, found
+        return found[0]
+
+    def changes(self) -> tuple[int, int]:
+        """(customer changes the shop has announced, Account change events the org has published)."""
+        shop = sum(1 for d in self.shop_http.get("/__sandbox/webhooks/deliveries").json()["deliveries"]
+                   if str(d.get("topic", "")).startswith("customers/"))
+        org = sum(1 for e in self.org.cdc.bus.events if e.entity == "Account")
+        return shop, org
+
+    def edit_customer(self, customer_id: int, **fields: Any) -> None:
+        body = {"customer": {"id": customer_id, **fields}}
+        resp = self.shop_http.put(f"{API}/customers/{customer_id}.json", json=body)
+        assert resp.status_code == 200, resp.text
+
+    def edit_account(self, account_id: str, **fields: Any) -> None:
+        resp = self.org_http.patch(f"/services/data/v62.0/sobjects/Account/{account_id}", json=fields)
+        assert resp.status_code == 204, resp.text
+
+    def runs(self, pipeline: str) -> list[dict[str, Any]]:
+        return [json.loads(r.stats) if isinstance(r.stats, str) else r.stats
+                for r in self.store.list_runs(pipeline, 1000) if r.stats]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[TwoWayWorld]:
+    w = TwoWayWorld(tmp_path)
+    yield w
+    w.close()
+
+
+def _settled(world: TwoWayWorld, quiet: float = 2.5, timeout: float = 40.0) -> tuple[int, int]:
+    """Wait until neither sandbox announces a change for ``quiet`` seconds; the counts then."""
+    deadline = time.monotonic() + timeout
+    last, since = world.changes(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = world.changes()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    raise AssertionError(f"the two sandboxes never stopped changing (ping-pong?): {last}")
+
+
+def test_same_second_edits_on_both_sides_end_by_ownership_without_ping_pong(world: TwoWayWorld) -> None:
+    # Backfill both ways (what a user runs before `ferry serve`): the shop's customers become Accounts and
+    # Contacts; the Salesforce direction then links the same customers (found by email) and tags them.
+    world.create_customers(3)
+    asyncio.run(Runner(world.to_sf, world.store).run())
+    asyncio.run(Runner(world.to_shop, world.store).run())
+    assert len(world.accounts()) == len(world.customers()) == 3
+    serve = start_serve([world.to_sf, world.to_shop], world.store, _options(world))
+    try:
+        _settled(world)  # the CDC catch-up from the backfill's cursor, the backfill's own echoes
+        cid = sorted(world.customers())[0]
+        account = world.account_of(cid)
+        before = world.changes()
+        # The same second: the shop edits the phone (Shopify owns it), the CRM the description (Salesforce owns
+        # it, the shop's customer note).
+        world.edit_customer(cid, phone="+16135550199")
+        world.edit_account(str(account["Id"]), Description="Key account since 2026")
+        try:
+            wait_for(lambda: world.customers()[cid].get("note") == "Key account since 2026"
+                     and world.account_of(cid).get("Phone") == "+16135550199", 30, "both edits on both sides")
+        except AssertionError:
+            print("DEBUG", world.customers()[cid], world.account_of(cid), serve.service.state.inboxes and
+                  {k: v.counts for k, v in serve.service.state.inboxes.items()},
+                  world.shop_http.get("/__sandbox/webhooks/deliveries").json())
+            raise
+        after = _settled(world)
+        customer, account = world.customers()[cid], world.account_of(cid)
+        # Ownership decided: each side's edit survived on both sides, nothing wrote an owned field back over it.
+        assert customer["phone"] == "+16135550199" and account["Phone"] == "+16135550199"
+        assert customer["note"] == account["Description"] == "Key account since 2026"
+        # No ping-pong: a handful of changes for the two edits, then none (_settled waited for a quiet spell).
+        shop_changes, org_changes = after[0] - before[0], after[1] - before[1]
+        assert shop_changes <= 3 and org_changes <= 3, (shop_changes, org_changes)
+        time.sleep(2.0)
+        assert world.changes() == after, "writes went on after the sync settled"
+    finally:
+        assert serve.stop() == 0
+    echoes = sum(o.get("echoes", 0) for r in world.runs(world.to_sf.name) + world.runs(world.to_shop.name)
+                 for o in (r.get("objects") or {}).values())
+    assert echoes >= 1, "ferry's own writes came back and were not counted as echoes"
+
+
+def _options(world: TwoWayWorld) -> Any:
+    from ferry.sandbox.tls import ensure_tls
+    from ferry.serve.service import ServeOptions
+
+    tls = ensure_tls(world.tmp / "shop")  # the shop sandbox's CA signed it: its webhook dispatcher trusts it
+    return ServeOptions(host="127.0.0.1", port=free_port(), tls_cert=tls.cert_file, tls_key=tls.key_file,
+                        window=0.1, schedules=False)
+
+
+def test_change_feed_resumes_from_the_staged_replay_id_after_a_restart(world: TwoWayWorld) -> None:
+    world.create_customers(2)
+    asyncio.run(Runner(world.to_sf, world.store).run())
+    asyncio.run(Runner(world.to_shop, world.store).run())
+    cid = sorted(world.customers())[1]
+    account_id = str(world.account_of(cid)["Id"])
+    serve = start_serve([world.to_shop], world.store, _options(world))
+    try:
+        world.edit_account(account_id, Description="first edit")
+        wait_for(lambda: world.customers()[cid].get("note") == "first edit", 30, "the first edit in the shop")
+        # The backfill's cursor made the feed subscribe, then catch up from the cursor: an edit made before the
+        # subscription was open is read by the catch-up (no event for it). Now live: the next edit is an event,
+        # and its page is staged with its replay id.
+        world.edit_account(account_id, Description="second edit")
+        wait_for(lambda: world.customers()[cid].get("note") == "second edit", 30, "the second edit in the shop")
+        wait_for(lambda: isinstance((world.store.read_state(world.to_shop.name, "Account") or {}).get("replay_id"),
+                                    int), 30, "a replay id staged")
+    finally:
+        assert serve.stop() == 0
+    world.edit_account(account_id, Description="made while ferry was down")
+    serve = start_serve([world.to_shop], world.store, _options(world))
+    try:
+        wait_for(lambda: world.customers()[cid].get("note") == "made while ferry was down", 30,
+                 "the edit made while ferry was down")
+        feed = serve.service.pipelines[0].feed
+        assert feed is not None and feed.events.catch_ups == 0  # type: ignore[attr-defined]  # by replay id
+    finally:
+        assert serve.stop() == 0
