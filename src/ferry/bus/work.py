@@ -77,6 +77,9 @@ class LoadBatch:
     object: str
     rows: tuple[tuple[str, str], ...]
     strategy: str = "auto"
+    # The coordinator's load round: a row still queued after a round (a transient failure, a worker killed
+    # mid-send) goes out again in the next one, which must not be taken for a duplicate of the first.
+    attempt: int = 1
 
     @property
     def partition_key(self) -> str:
@@ -85,7 +88,8 @@ class LoadBatch:
 
     @property
     def identity(self) -> str:
-        return f"{self.run_id}:{self.object}:{_digest([list(r) for r in self.rows])}"
+        rows = _digest([list(r) for r in self.rows])
+        return f"{self.run_id}:{self.object}:{rows}" + (f":a{self.attempt}" if self.attempt > 1 else "")
 
 
 @dataclass(frozen=True, slots=True)
