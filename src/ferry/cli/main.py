@@ -304,7 +304,10 @@ def worker(
     try:
         settings = worker_settings(concurrency)
         specs = load_specs(pipelines)
-        serve_until_signalled(specs, shared_store(), settings)
+        err_console.print(f"ferry worker: taking work for {', '.join(sorted(specs))} "
+                          f"(concurrency {settings.max_in_flight})", markup=False, highlight=False)
+        sent = serve_until_signalled(specs, shared_store(), settings)
+        err_console.print(f"ferry worker: stopped; records sent: {sent}", markup=False, highlight=False)
     except FerryError as exc:
         _fail(exc)
         return
