@@ -253,7 +253,7 @@ def run(
         if settings is not None:
             from ferry.engine.distributed import DistributedRunner
 
-            runner = DistributedRunner(spec, store, settings, force=force)
+            runner = DistributedRunner(spec, store, settings, force=force, batch=_work_batch())
         else:
             runner = Runner(spec, store, force=force)
         with render.progress(console, disabled=as_json) as progress, _metrics_written_to(metrics_file):
@@ -270,6 +270,14 @@ def run(
     else:
         render.print_run(console, stats)
     raise typer.Exit(code=_run_exit_code(stats))
+
+
+def _work_batch() -> int:
+    """Outbox rows per load work item of a distributed run (FERRY_WORK_BATCH, default 200)."""
+    raw = os.environ.get("FERRY_WORK_BATCH", "200")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"FERRY_WORK_BATCH={raw!r}: a whole number of records, 1 or more")
+    return int(raw)
 
 
 def _distributed_settings(wanted: bool | None, store: Any) -> Any:
