@@ -98,7 +98,8 @@ def _same_org(got: dict[str, list[dict[str, Any]]], expected: dict[str, list[dic
         assert len(got[obj]) == len(expected[obj]), (obj, len(got[obj]), len(expected[obj]))
         extra = [r for r in got[obj] if r not in expected[obj]][:2]
         missing = [r for r in expected[obj] if r not in got[obj]][:2]
-        diff = [(k, a.get(k), b.get(k)) for a, b in zip(extra, missing, strict=False) for k in a if a.get(k) != b.get(k)]
+        diff = [(k, a.get(k), b.get(k)) for a, b in zip(extra, missing, strict=False) for k in a
+                if a.get(k) != b.get(k)]
         assert not extra and not missing, (obj, diff)
     assert got == expected
 
@@ -190,7 +191,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(
             time.sleep(0.02)
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(timeout=30) == -signal.SIGKILL
-        out, err = run.communicate(timeout=240)
+        _, err = run.communicate(timeout=240)
         assert run.returncode in RUN_FINISHED, err.decode()[-3000:]
         got = _org(org)
         _once_per_key(got)

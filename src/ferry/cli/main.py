@@ -311,10 +311,11 @@ def worker(
 
     try:
         settings = worker_settings(concurrency)
+        store = shared_store()
         specs = load_specs(pipelines)
         err_console.print(f"ferry worker: taking work for {', '.join(sorted(specs))} "
                           f"(concurrency {settings.max_in_flight})", markup=False, highlight=False)
-        sent = serve_until_signalled(specs, shared_store(), settings)
+        sent = serve_until_signalled(specs, store, settings)
         err_console.print(f"ferry worker: stopped; records sent: {sent}", markup=False, highlight=False)
     except FerryError as exc:
         _fail(exc)
