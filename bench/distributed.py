@@ -33,6 +33,8 @@ from ferry.cli.sandboxes import SandboxProcess, start_sandbox  # noqa: E402
 from ferry.store.postgres import migrate  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "shopify-to-salesforce.yml"
+# The child processes (runs, workers) import this tree's ferry, not whichever one the venv has installed.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
 
 def _info(proc: SandboxProcess) -> dict[str, str]:
@@ -41,9 +43,11 @@ def _info(proc: SandboxProcess) -> dict[str, str]:
 
 def _run(env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "ferry", "run", str(EXAMPLE), "--json"], env={**os.environ, **env},
+    done = subprocess.run([sys.executable, "-m", "ferry", *os.environ.get("BENCH_FERRY_FLAGS", "").split(), "run", str(EXAMPLE), "--json"], env={**os.environ, **env},
                           capture_output=True, text=True, timeout=3600, check=False)
     took = time.perf_counter() - t0
+    if os.environ.get("BENCH_FERRY_FLAGS"):
+        sys.stderr.write(done.stderr)
     if done.returncode not in (0, 4):
         raise SystemExit(f"run failed ({done.returncode}): {done.stderr[-2000:]}")
     return took, json.loads(done.stdout)
@@ -61,7 +65,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--batch", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency", default="real")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-dist-"))
@@ -87,7 +91,9 @@ def main() -> None:
             org = start_sandbox("salesforce", tmp / f"org-{n}", ["--latency", args.latency])
             env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / f"home-{n}"), "FERRY_STATE_URL": url,
                    "FERRY_BUS_URL": nats.url, "FERRY_WORK_BATCH": str(args.batch),
-                   "FERRY_BUS_MAX_ACK_PENDING": str(args.concurrency)}
+                   # Every partition's pull may hold its share of the worker's slots while it waits for work:
+                   # a share per partition keeps every slot usable (see docs/distributed.md, "Tuning").
+                   "FERRY_BUS_MAX_ACK_PENDING": str(max(1, args.concurrency // 8))}
             workers = [subprocess.Popen([sys.executable, "-m", "ferry", "worker", str(EXAMPLE), "--concurrency",
                                          str(args.concurrency)], env={**os.environ, **env},
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
