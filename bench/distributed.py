@@ -43,8 +43,9 @@ def _info(proc: SandboxProcess) -> dict[str, str]:
 
 def _run(env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "ferry", *os.environ.get("BENCH_FERRY_FLAGS", "").split(), "run", str(EXAMPLE), "--json"], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=3600, check=False)
+    flags = os.environ.get("BENCH_FERRY_FLAGS", "").split()  # e.g. "-v": the run's log lines on stderr
+    done = subprocess.run([sys.executable, "-m", "ferry", *flags, "run", str(EXAMPLE), "--json"],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=3600, check=False)
     took = time.perf_counter() - t0
     if os.environ.get("BENCH_FERRY_FLAGS"):
         sys.stderr.write(done.stderr)
