@@ -54,6 +54,12 @@ def _run(env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     return took, json.loads(done.stdout)
 
 
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _row(label: str, took: float, stats: dict[str, Any]) -> str:
     written = sum(o.get("written", 0) for o in stats["objects"].values())
     strategies = ",".join(sorted({o["strategy"].replace(" (workers)", "") for o in stats["objects"].values()
@@ -83,7 +89,8 @@ def main() -> None:
         try:
             env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / "home-embedded"),
                    "FERRY_STATE_URL": f"sqlite:///{tmp / 'embedded.db'}"}
-            print(_row("embedded", *_run(env)), flush=True)
+            before = _cpu(org.process.pid)
+            print(_row("embedded", *_run(env)), f"org CPU {_cpu(org.process.pid) - before:.1f} s", flush=True)
         finally:
             org.stop()
         for n in [int(w) for w in args.workers.split(",")]:
@@ -99,7 +106,10 @@ def main() -> None:
                                          str(args.concurrency)], env={**os.environ, **env},
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
             try:
-                print(_row(f"{n} worker(s)", *_run(env)), flush=True)
+                before = _cpu(org.process.pid)
+                row = _row(f"{n} worker(s)", *_run(env))
+                print(row, f"org CPU {_cpu(org.process.pid) - before:.1f} s",
+                      f"workers CPU {sum(_cpu(w.pid) for w in workers):.1f} s", flush=True)
             finally:
                 for w in workers:
                     w.send_signal(signal.SIGTERM)
