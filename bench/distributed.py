@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency", default="real")
+    parser.add_argument("--ack-pending", type=int, default=0, help="FERRY_BUS_MAX_ACK_PENDING (default: scaled)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-dist-"))
     pg = start_server()
@@ -99,9 +100,10 @@ def main() -> None:
             org = start_sandbox("salesforce", tmp / f"org-{n}", ["--latency", args.latency])
             env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / f"home-{n}"), "FERRY_STATE_URL": url,
                    "FERRY_BUS_URL": nats.url, "FERRY_WORK_BATCH": str(args.batch),
-                   # Every partition's pull may hold its share of the worker's slots while it waits for work:
-                   # a share per partition keeps every slot usable (see docs/distributed.md, "Tuning").
-                   "FERRY_BUS_MAX_ACK_PENDING": str(max(1, args.concurrency // 8))}
+                   # max_ack_pending bounds a partition's unacknowledged items across ALL workers: it must grow
+                   # with the workers, or adding workers adds no items in flight (docs/distributed.md "Tuning").
+                   # Load batches need no strict order: the outbox claims and the version map guard each row.
+                   "FERRY_BUS_MAX_ACK_PENDING": str(args.ack_pending or max(1, n * args.concurrency // 8))}
             workers = [subprocess.Popen([sys.executable, "-m", "ferry", "worker", str(EXAMPLE), "--concurrency",
                                          str(args.concurrency)], env={**os.environ, **env},
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
