@@ -198,23 +198,28 @@ class LoadWork:
         plan = opened.plans.get(item.object)
         if plan is None:
             raise PermanentWorkError(f"pipeline {item.pipeline!r} has no object {item.object!r}")
-        claim = self.store.claim_outbox(item.pipeline, item.object, len(item.rows), self.lease_seconds)
+        # The store is synchronous (psycopg's thread-safe pool): its round trips run in threads, so one item's
+        # wait on PostgreSQL does not stall the worker's other items.
+        claim = await asyncio.to_thread(
+            self.store.claim_outbox, item.pipeline, item.object, len(item.rows), self.lease_seconds
+        )
         if not claim.rows:
             return 0
         stats = RunStats(run_id=item.run_id, pipeline=item.pipeline)
         loader = Loader(self.store, item.pipeline, item.run_id, stats, opened.budget)
         try:
+            keys = [r.key for r in claim.rows]
+            target_ids = await asyncio.to_thread(self._target_ids, opened.sink, item.pipeline, plan.name, keys)
             results = await opened.sink.upsert(
-                plan.name, plan.external_id, [r.payload for r in claim.rows], item.strategy,
-                target_ids=self._target_ids(opened.sink, item.pipeline, plan.name, [r.key for r in claim.rows]),
+                plan.name, plan.external_id, [r.payload for r in claim.rows], item.strategy, target_ids=target_ids,
             )
-            loader.reconcile(plan, claim.rows, results, jobs=[])
+            await asyncio.to_thread(loader.reconcile, plan, claim.rows, results, jobs=[])
         except BudgetExhausted:
             log.warning("worker.budget_exhausted", pipeline=item.pipeline, object=item.object)
             raise
         finally:
             # Rows still held (to be retried, or never answered): free for the next round at once.
-            self.store.release_outbox(item.pipeline, item.object, claim)
+            await asyncio.to_thread(self.store.release_outbox, item.pipeline, item.object, claim)
         self.done_rows += len(claim.rows)
         return len(claim.rows)
 
