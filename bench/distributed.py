@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--ack-pending", type=int, default=0, help="FERRY_BUS_MAX_ACK_PENDING (default: scaled)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-dist-"))
+    print(f"logs and state in {tmp}")
     pg = start_server()
     nats = NatsServer(require_nats_server(), tmp / "nats")
     nats.start()
@@ -104,9 +105,11 @@ def main() -> None:
                    # with the workers, or adding workers adds no items in flight (docs/distributed.md "Tuning").
                    # Load batches need no strict order: the outbox claims and the version map guard each row.
                    "FERRY_BUS_MAX_ACK_PENDING": str(args.ack_pending or max(1, n * args.concurrency // 8))}
-            workers = [subprocess.Popen([sys.executable, "-m", "ferry", "worker", str(EXAMPLE), "--concurrency",
-                                         str(args.concurrency)], env={**os.environ, **env},
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(n)]
+            flags = os.environ.get("BENCH_FERRY_FLAGS", "").split()  # e.g. "-vv": worker logs kept in the tmp dir
+            workers = [subprocess.Popen([sys.executable, "-m", "ferry", *flags, "worker", str(EXAMPLE),
+                                         "--concurrency", str(args.concurrency)], env={**os.environ, **env},
+                                        stdout=subprocess.DEVNULL, stderr=(tmp / f"worker-{n}-{i}.log").open("wb"))
+                       for i in range(n)]
             try:
                 before = _cpu(org.process.pid)
                 row = _row(f"{n} worker(s)", *_run(env))

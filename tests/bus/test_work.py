@@ -54,3 +54,11 @@ def test_a_load_round_after_the_first_is_a_new_item() -> None:
     assert msg_id(first) != msg_id(again)
     assert msg_id(LoadBatch("shop-to-sf", 12, "Order", (("gid-1", "7"),), "composite", attempt=1)) == msg_id(first)
     assert decode(encode(again)) == again
+
+
+def test_the_same_rows_in_another_run_with_the_same_id_are_a_new_item() -> None:
+    # Another (or a recreated) state database sharing the bus numbers its runs from 1 again.
+    one = LoadBatch("shop-to-sf", 1, "Order", (("gid-1", "7"),), "composite", run_token="a1")
+    other = LoadBatch("shop-to-sf", 1, "Order", (("gid-1", "7"),), "composite", run_token="b2")
+    assert msg_id(one) != msg_id(other)
+    assert decode(encode(other)) == other

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,7 @@ class DistributedRunner(Runner):
         self.settings = settings
         self.batch = batch
         self._bus: JetStreamBus | None = None
+        self.run_token = uuid.uuid4().hex[:12]  # names this run's items on the bus (see LoadBatch.run_token)
 
     async def run(self) -> RunStats:
         async with JetStreamBus(self.settings) as bus:
@@ -125,7 +127,8 @@ class DistributedRunner(Runner):
         """One item per ``batch`` queued rows (their keys and versions name the item, for the bus's dedup)."""
         published = 0
         for rows in self.store.outbox(self.pipeline, obj, chunk=self.batch, with_source=False):
-            item = LoadBatch(self.pipeline, run_id, obj, tuple((r.key, r.version) for r in rows), strategy, attempt)
+            item = LoadBatch(self.pipeline, run_id, obj, tuple((r.key, r.version) for r in rows), strategy, attempt,
+                             self.run_token)
             await self.bus.publish(subject_for(item, self.bus.partitions), encode(item), msg_id(item))
             published += 1
         return published
