@@ -46,3 +46,19 @@ def test_a_load_batch_goes_to_its_first_keys_partition() -> None:
 def test_an_item_this_ferry_cannot_read_is_a_permanent_error_naming_why(data: bytes, reason: str) -> None:
     with pytest.raises(PermanentWorkError, match=reason):
         decode(data)
+
+
+def test_a_load_round_after_the_first_is_a_new_item() -> None:
+    first = LoadBatch("shop-to-sf", 12, "Order", (("gid-1", "7"),), "composite")
+    again = LoadBatch("shop-to-sf", 12, "Order", (("gid-1", "7"),), "composite", attempt=2)
+    assert msg_id(first) != msg_id(again)
+    assert msg_id(LoadBatch("shop-to-sf", 12, "Order", (("gid-1", "7"),), "composite", attempt=1)) == msg_id(first)
+    assert decode(encode(again)) == again
+
+
+def test_the_same_rows_in_another_run_with_the_same_id_are_a_new_item() -> None:
+    # Another (or a recreated) state database sharing the bus numbers its runs from 1 again.
+    one = LoadBatch("shop-to-sf", 1, "Order", (("gid-1", "7"),), "composite", run_token="a1")
+    other = LoadBatch("shop-to-sf", 1, "Order", (("gid-1", "7"),), "composite", run_token="b2")
+    assert msg_id(one) != msg_id(other)
+    assert decode(encode(other)) == other

@@ -77,6 +77,12 @@ class LoadBatch:
     object: str
     rows: tuple[tuple[str, str], ...]
     strategy: str = "auto"
+    # The coordinator's load round: a row still queued after a round (a transient failure, a worker killed
+    # mid-send) goes out again in the next one, which must not be taken for a duplicate of the first.
+    attempt: int = 1
+    # Unique per coordinator run: run ids restart in another (or a recreated) state database sharing the bus, and
+    # the same rows again must not be taken for a duplicate of that other run's item within the dedup window.
+    run_token: str = ""
 
     @property
     def partition_key(self) -> str:
@@ -85,7 +91,9 @@ class LoadBatch:
 
     @property
     def identity(self) -> str:
-        return f"{self.run_id}:{self.object}:{_digest([list(r) for r in self.rows])}"
+        rows = _digest([list(r) for r in self.rows])
+        tail = (f":a{self.attempt}" if self.attempt > 1 else "") + (f":{self.run_token}" if self.run_token else "")
+        return f"{self.run_id}:{self.object}:{rows}{tail}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -267,6 +267,12 @@ def run(
                      help="Write the run's Prometheus metrics to this file when it ends (for node_exporter's "
                      "textfile collector; docs/observability.md)."),
     ] = None,
+    distributed: Annotated[
+        bool | None,
+        typer.Option("--distributed/--embedded",
+                     help="Hand the loads to `ferry worker`s over the bus (default: when FERRY_BUS_URL is set and "
+                     "the state is PostgreSQL; docs/distributed.md)."),
+    ] = None,
 ) -> None:
     """Run a pipeline once: read what changed, write it, dead-letter what cannot be written.
 
@@ -278,7 +284,15 @@ def run(
 
     try:
         spec = load_pipeline(pipeline)
-        runner = Runner(spec, _store(), force=force)
+        store = _store()
+        settings = _distributed_settings(distributed, store)
+        runner: Runner
+        if settings is not None:
+            from ferry.engine.distributed import DistributedRunner
+
+            runner = DistributedRunner(spec, store, settings, force=force, batch=_work_batch())
+        else:
+            runner = Runner(spec, store, force=force)
         with render.progress(console, disabled=as_json) as progress, _metrics_written_to(metrics_file):
             runner.progress = progress
             stats = _run_until_signalled(runner)
@@ -293,6 +307,56 @@ def run(
     else:
         render.print_run(console, stats)
     raise typer.Exit(code=_run_exit_code(stats))
+
+
+def _work_batch() -> int:
+    """Outbox rows per load work item of a distributed run (FERRY_WORK_BATCH, default 200)."""
+    raw = os.environ.get("FERRY_WORK_BATCH", "200")
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"FERRY_WORK_BATCH={raw!r}: a whole number of records, 1 or more")
+    return int(raw)
+
+
+def _distributed_settings(wanted: bool | None, store: Any) -> Any:
+    """The bus settings when this run hands its loads to workers, else None (the embedded run)."""
+    from ferry.cli.worker import worker_settings
+
+    if wanted is False:
+        return None
+    shared = type(store).__name__ == "PostgresStore"
+    if wanted is None:
+        if not (shared and os.environ.get("FERRY_BUS_URL")):
+            return None
+    elif not shared:
+        raise ConfigError("--distributed needs a shared state store: set FERRY_STATE_URL=postgresql://...")
+    return worker_settings(None)
+
+
+@app.command()
+def worker(
+    pipelines: Annotated[list[Path], typer.Argument(help="Pipeline YAML files this worker may be given work for.")],
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Work items this process handles at once (default FERRY_BUS_MAX_IN_FLIGHT)."),
+    ] = None,
+) -> None:
+    """Take work from the bus (FERRY_BUS_URL) and do it against the shared state (FERRY_STATE_URL, PostgreSQL).
+
+    Run any number, on any machines sharing both. SIGTERM/SIGINT: finish the items in hand, exit 0.
+    Exit codes: 2 configuration error, 6 state store unusable."""
+    from ferry.cli.worker import load_specs, serve_until_signalled, shared_store, worker_settings
+
+    try:
+        settings = worker_settings(concurrency)
+        store = shared_store()
+        specs = load_specs(pipelines)
+        err_console.print(f"ferry worker: taking work for {', '.join(sorted(specs))} "
+                          f"(concurrency {settings.max_in_flight})", markup=False, highlight=False)
+        sent = serve_until_signalled(specs, store, settings)
+        err_console.print(f"ferry worker: stopped; records sent: {sent}", markup=False, highlight=False)
+    except FerryError as exc:
+        _fail(exc)
+        return
 
 
 @contextmanager

@@ -561,6 +561,16 @@ class PostgresStore:
             )
             return max(c.rowcount, 0)
 
+    def outbox_leased(self, pipeline: str, obj: str) -> int:
+        """Queued rows of ``obj`` a sender holds a live lease on (a distributed run waits for them to be answered
+        or for the lease of a dead worker to run out)."""
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE pipeline = %s AND object = %s AND lease_until >= now()",
+                (pipeline, obj),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     # -- versions / id map ----------------------------------------------------
 
     def versions_for(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]:

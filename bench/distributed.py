@@ -1,0 +1,131 @@
+"""Distributed runs against the embedded mode, in the same process tree and the same minute: one Shopify
+sandbox, a fresh Salesforce sandbox per run (``--latency real``: calls take what a real org's take), its own
+PostgreSQL and nats-server (free ports, temp dirs). Each row: `ferry run` of the demo pipeline, wall seconds
+from start to exit, records written, records/s.
+
+    .venv/bin/python bench/distributed.py [--orders 10000] [--workers 1,2,4] [--batch 200] [--concurrency 4]
+
+The embedded run picks its own strategy (Bulk API 2.0 for big objects); a distributed run writes every object
+through the cheapest direct strategy (Composite) from the workers: the table prints both strategies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from tests.bus.natsserver import NatsServer, require_nats_server  # noqa: E402
+from tests.store.postgres_server import start_server  # noqa: E402
+
+from ferry.cli.demo import demo_env  # noqa: E402
+from ferry.cli.sandboxes import SandboxProcess, start_sandbox  # noqa: E402
+from ferry.store.postgres import migrate  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "shopify-to-salesforce.yml"
+# The child processes (runs, workers) import this tree's ferry, not whichever one the venv has installed.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+
+
+def _info(proc: SandboxProcess) -> dict[str, str]:
+    return {k: str(v) for k, v in proc.info.items()}
+
+
+def _run(env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    t0 = time.perf_counter()
+    flags = os.environ.get("BENCH_FERRY_FLAGS", "").split()  # e.g. "-v": the run's log lines on stderr
+    done = subprocess.run([sys.executable, "-m", "ferry", *flags, "run", str(EXAMPLE), "--json"],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=3600, check=False)
+    took = time.perf_counter() - t0
+    if os.environ.get("BENCH_FERRY_FLAGS"):
+        sys.stderr.write(done.stderr)
+    if done.returncode not in (0, 4):
+        raise SystemExit(f"run failed ({done.returncode}): {done.stderr[-2000:]}")
+    return took, json.loads(done.stdout)
+
+
+def _cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _row(label: str, took: float, stats: dict[str, Any]) -> str:
+    written = sum(o.get("written", 0) for o in stats["objects"].values())
+    strategies = ",".join(sorted({o["strategy"].replace(" (workers)", "") for o in stats["objects"].values()
+                                  if o["strategy"] != "-"}))
+    return f"{label:<14} {took:8.1f} s {written:>8} written {written / took:8.0f} rec/s  {strategies}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--orders", type=int, default=10_000)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency", default="real")
+    parser.add_argument("--ack-pending", type=int, default=0, help="FERRY_BUS_MAX_ACK_PENDING (default: scaled)")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-dist-"))
+    print(f"logs and state in {tmp}")
+    pg = start_server()
+    nats = NatsServer(require_nats_server(), tmp / "nats")
+    nats.start()
+    customers, products = max(60, args.orders // 2), max(15, args.orders // 50)
+    shop = start_sandbox("shopify", tmp / "shop", ["--customers", str(customers), "--products", str(products),
+                                                   "--orders", str(args.orders), "--seed", "7"])
+    print(f"{args.orders} orders, {customers} customers, {products} products; Salesforce latency {args.latency}; "
+          f"batch {args.batch}, concurrency {args.concurrency} per worker")
+    try:
+        org = start_sandbox("salesforce", tmp / "org-embedded", ["--latency", args.latency])
+        try:
+            env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / "home-embedded"),
+                   "FERRY_STATE_URL": f"sqlite:///{tmp / 'embedded.db'}"}
+            before = _cpu(org.process.pid)
+            print(_row("embedded", *_run(env)), f"org CPU {_cpu(org.process.pid) - before:.1f} s", flush=True)
+        finally:
+            org.stop()
+        for n in [int(w) for w in args.workers.split(",")]:
+            url = pg.fresh_database()
+            migrate(url)
+            org = start_sandbox("salesforce", tmp / f"org-{n}", ["--latency", args.latency])
+            env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / f"home-{n}"), "FERRY_STATE_URL": url,
+                   "FERRY_BUS_URL": nats.url, "FERRY_WORK_BATCH": str(args.batch),
+                   # max_ack_pending bounds a partition's unacknowledged items across ALL workers: it must grow
+                   # with the workers, or adding workers adds no items in flight (docs/distributed.md "Tuning").
+                   # Load batches need no strict order: the outbox claims and the version map guard each row.
+                   "FERRY_BUS_MAX_ACK_PENDING": str(args.ack_pending or max(1, n * args.concurrency // 8))}
+            flags = os.environ.get("BENCH_FERRY_FLAGS", "").split()  # e.g. "-vv": worker logs kept in the tmp dir
+            workers = [subprocess.Popen([sys.executable, "-m", "ferry", *flags, "worker", str(EXAMPLE),
+                                         "--concurrency", str(args.concurrency)], env={**os.environ, **env},
+                                        stdout=subprocess.DEVNULL, stderr=(tmp / f"worker-{n}-{i}.log").open("wb"))
+                       for i in range(n)]
+            try:
+                before = _cpu(org.process.pid)
+                row = _row(f"{n} worker(s)", *_run(env))
+                print(row, f"org CPU {_cpu(org.process.pid) - before:.1f} s",
+                      f"workers CPU {sum(_cpu(w.pid) for w in workers):.1f} s", flush=True)
+            finally:
+                for w in workers:
+                    w.send_signal(signal.SIGTERM)
+                for w in workers:
+                    w.wait(timeout=60)
+                org.stop()
+    finally:
+        shop.stop()
+        nats.kill()
+        pg.cleanup()
+
+
+if __name__ == "__main__":
+    main()
