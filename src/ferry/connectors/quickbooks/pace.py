@@ -1,10 +1,11 @@
-"""Intuit's per-realm throttles kept on our side, before a call is sent: 10 requests a second, 500 a minute,
-a few in flight. Over any of them Intuit answers 429 (ThrottleExceeded, code 3001); pacing here makes that
-the exception, and the HTTP core still backs off and repeats a call that meets one.
+"""Intuit's throttles kept on our side, before a call is sent: per realm 10 requests a second, 500 a minute, a few
+in flight; batch calls 40 a minute per realm and app (ferry is one app; 120 a minute is the realm's across apps).
+Over any of them Intuit answers 429 (ThrottleExceeded, code 3001); pacing here makes that the exception, and the
+HTTP core still backs off and repeats a call that meets one.
 
 The windows are this process's. Intuit's limits are the company's: several processes writing one company (two
 pipelines, a run and a ``dlq replay``, a run restarted after a crash while the company still counts the dead
-one's calls) share its 500 calls and 120 batch calls a minute. ``SharedMinute`` counts every call to a company in
+one's calls) share its 500 calls and ferry's 40 batch calls a minute. ``SharedMinute`` counts every call to a company in
 ferry's state store (the ``ApiLedger`` port, one transaction per call) under the key ``quickbooks:<realm id>``
 (batch calls under ``quickbooks:<realm id>:batch``), so every process using that store (one ``FERRY_HOME``, or
 one PostgreSQL) stays under the limits together."""
@@ -28,7 +29,7 @@ BATCH_CALL: ContextVar[bool] = ContextVar("quickbooks_batch_call", default=False
 MARGIN = 0.1
 
 
-BATCH_PER_MINUTE = 120  # Intuit's batch calls a minute per realm
+BATCH_PER_MINUTE = 40  # batch calls a minute per realm and app (SampleApp-Batch-Java: "Max 40 ... per realmId")
 LEDGER_SYSTEM = "quickbooks"
 _KEEP_MINUTES = 1440  # buckets older than a day are forgotten (as the Salesforce budget's are)
 
@@ -63,6 +64,21 @@ class SharedMinute:
         if taken:
             return 0.0
         return min(1.0, (minute + 1) * 60 - now + MARGIN)  # the carried share shrinks every second
+
+    def wait(self) -> float:
+        """How long until ``take`` would count a call, without counting one (0: now). The previous minute's share
+        shrinks linearly, so the wait is until it has shrunk enough, or until the minute ends."""
+        now = self.clock()
+        minute = int(now // 60)
+        previous = self._previous_calls(minute)
+        current = dict(self.ledger.api_call_buckets(self.key, LEDGER_SYSTEM, minute)).get(minute, 0)
+        room = self.limit - current - 1  # the carried share that still lets one more call in
+        if room < 0:
+            return (minute + 1) * 60 - now + MARGIN
+        elapsed = now - minute * 60
+        if math.ceil(previous * (60 - elapsed) / 60) <= room:
+            return 0.0
+        return max(0.0, 60 - 60 * room / previous - elapsed) + MARGIN  # previous > room >= 0 here
 
     def _previous_calls(self, minute: int) -> int:
         if self._previous is None or self._previous[0] != minute - 1:
@@ -117,7 +133,7 @@ class Pacer:
                 await self.sleep(wait)
 
     async def acquire_batch(self) -> None:
-        """Before an attempt of a batch call, besides the rest of ``acquire``: Intuit allows 120 a minute per realm."""
+        """Before an attempt of a batch call, besides the rest of ``acquire``: Intuit allows 40 a minute per app."""
         await self._take(self.batch_window)
         await self._take_shared(self.shared_batches)
 
@@ -129,6 +145,25 @@ class Pacer:
             now = self.clock()
             for _, _, sent in windows:
                 sent.append(now)
+
+    def batch_wait(self) -> float:
+        """Seconds until a batch call could be sent (0: now), in this process's window and the shared one; nothing
+        is taken: the sink asks it to choose between waiting for a batch slot and sending single calls."""
+        local = self._wait(self.batch_window)
+        shared = self.shared_batches.wait() if self.shared_batches is not None else 0.0
+        return max(local, shared)
+
+    def seconds_for_calls(self, calls: int) -> float:
+        """About how long ``calls`` single calls take under the windows: one second's worth at a time, and when the
+        minute's room is short, until enough of the minute's calls have left it."""
+        (_, per_second, _), (span, per_minute, sent) = self.windows
+        seconds = calls / per_second
+        now = self.clock()
+        recent = [t for t in sent if t > now - span]
+        short = len(recent) + calls - per_minute
+        if short > 0:
+            seconds = max(seconds, recent[min(short, len(recent)) - 1] + span - now if recent else span)
+        return seconds
 
     def release(self) -> None:
         self._slots.release()
