@@ -109,6 +109,9 @@ class Pacer:
         self.sleep = sleep
         self._slots = asyncio.Semaphore(concurrent)
         self._lock = asyncio.Lock()
+        # Batch calls wait for their window under a lock of their own: a batch call waiting most of a minute for
+        # its slot must not hold up the single calls that meanwhile write what no batch slot is left for.
+        self._batch_lock = asyncio.Lock()
         self.waited = 0.0  # seconds spent waiting for a window (reported, and tested)
         self.shared = shared
         self.shared_batches = shared_batches
@@ -118,15 +121,15 @@ class Pacer:
         """Before every attempt of every call: a slot in flight, room in both windows and in the shared minute
         (and, for an attempt of a batch call, in the batch windows: Intuit counts each attempt)."""
         await self._slots.acquire()
-        await self._take(self.windows)
-        await self._take_shared(self.shared)
+        await self._take(self.windows, self._lock)
+        await self._take_shared(self.shared, self._lock)
         if BATCH_CALL.get():
             await self.acquire_batch()
 
-    async def _take_shared(self, shared: SharedMinute | None) -> None:
+    async def _take_shared(self, shared: SharedMinute | None, lock: asyncio.Lock) -> None:
         if shared is None:
             return
-        async with self._lock:
+        async with lock:
             while (wait := shared.take()) > 0:
                 self.waited += wait
                 self.shared_waited += wait
@@ -134,11 +137,11 @@ class Pacer:
 
     async def acquire_batch(self) -> None:
         """Before an attempt of a batch call, besides the rest of ``acquire``: Intuit allows 40 a minute per app."""
-        await self._take(self.batch_window)
-        await self._take_shared(self.shared_batches)
+        await self._take(self.batch_window, self._batch_lock)
+        await self._take_shared(self.shared_batches, self._batch_lock)
 
-    async def _take(self, windows: tuple[tuple[float, int, deque[float]], ...]) -> None:
-        async with self._lock:
+    async def _take(self, windows: tuple[tuple[float, int, deque[float]], ...], lock: asyncio.Lock) -> None:
+        async with lock:
             while (wait := self._wait(windows)) > 0:
                 self.waited += wait
                 await self.sleep(wait)

@@ -140,6 +140,8 @@ class QuickBooksSink(AsyncResource):
         self.adopted = 0  # creates found already done (a duplicate fault answered by a lookup)
         self.adopted_by_source_key = 0  # ... of which found by the source key their (new) name no longer has
         self.batches_as_singles = 0  # batches written one record a call: the minute's batch calls were spent
+        self._standing_in = 0  # single calls under way in place of batches (they queue in the same windows)
+        self._batches_queued = 0  # batch calls under way: waiting for their slot or sent
         self._recent: dict[str, _RecentNames] = {}
         self._recent_lock = asyncio.Lock()
 
@@ -392,10 +394,18 @@ class QuickBooksSink(AsyncResource):
             return
         if not self._batch_or_singles(len(requests)):
             self.batches_as_singles += 1
-            await asyncio.gather(*(self._write_one(obj, external_id, item, tokens.get(item.target_id or ""))
-                                   for item in sent.values()))
+            self._standing_in += len(requests)
+            try:
+                await asyncio.gather(*(self._write_one(obj, external_id, item, tokens.get(item.target_id or ""))
+                                       for item in sent.values()))
+            finally:
+                self._standing_in -= len(requests)
             return
-        answers = await self.client.batch(requests, self._request_id(obj, "batch", requests), label=obj)
+        self._batches_queued += 1
+        try:
+            answers = await self.client.batch(requests, self._request_id(obj, "batch", requests), label=obj)
+        finally:
+            self._batches_queued -= 1
         again: list[_Item] = []
         for bid, item in sent.items():
             answer = answers.get(bid)
@@ -418,12 +428,15 @@ class QuickBooksSink(AsyncResource):
 
     def _batch_or_singles(self, records: int) -> bool:
         """True to send a batch call; False when its slot is further off than the records' single calls would take
-        (the pacer still caps those at 10 a second, 500 a minute, max_concurrency in flight)."""
+        behind those already standing in for other batches (the pacer caps them all at 10 a second, 500 a minute,
+        max_concurrency in flight). Singles then end before the batch slots come back, and do not crowd out the
+        batch calls (which count against the 10 a second and 500 a minute too)."""
         pacer = self.client.pacer
         wait = pacer.batch_wait()
         if wait <= 0:
             return True
-        singles = pacer.seconds_for_calls(records)
+        wait += self._batches_queued * 60 / self.config.batch_per_minute  # the batch calls ahead take slots first
+        singles = pacer.seconds_for_calls(self._standing_in + records)
         log.debug("quickbooks.batch_slot", wait=round(wait, 2), singles=round(singles, 2), records=records)
         return wait <= singles
 
