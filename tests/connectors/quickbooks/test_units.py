@@ -13,7 +13,7 @@ from ferry.connectors.http import SessionExpired
 from ferry.connectors.quickbooks import QuickBooksConfig
 from ferry.connectors.quickbooks.dialect import QUICKBOOKS
 from ferry.connectors.quickbooks.errors import classify, parse_fault
-from ferry.connectors.quickbooks.pace import MARGIN, SECOND_MARGIN, Pacer
+from ferry.connectors.quickbooks.pace import MARGIN, MINUTE_MARGIN, SECOND_MARGIN, Pacer
 from ferry.connectors.quickbooks.refs import references
 from ferry.connectors.quickbooks.schema import SCHEMAS
 from ferry.connectors.quickbooks.wire import nest
@@ -190,4 +190,4 @@ def test_the_pacer_compares_a_batch_slot_with_the_single_calls_that_could_replac
     for _ in range(5):
         asyncio.run(full.acquire())
         full.release()
-    assert full.seconds_for_calls(1) == pytest.approx(60 + MARGIN)  # the minute's 5 calls are spent
+    assert full.seconds_for_calls(1) == pytest.approx(60 + MINUTE_MARGIN)  # the minute's 5 calls are spent
