@@ -126,10 +126,21 @@ class Pacer:
         """Before every attempt of every call: a slot in flight, room in both windows and in the shared minute
         (and, for an attempt of a batch call, in the batch windows: Intuit counts each attempt)."""
         await self._slots.acquire()
-        await self._take(self.windows, self._lock)
+        # The local windows are stamped last, right before the call leaves: a ledger transaction or a batch slot
+        # waited for after the stamp would send the call later than counted, and Intuit counts arrivals (calls
+        # bunched that way met 429s at 10 a second).
         await self._take_shared(self.shared, self._lock)
         if BATCH_CALL.get():
             await self.acquire_batch()
+        await self._take(self.windows, self._lock)
+        if BATCH_CALL.get():
+            self._restamp_batch()
+
+    def _restamp_batch(self) -> None:
+        """The batch call's slot counted from when it leaves (after the per-second window's wait), not before."""
+        sent = self.batch_window[0][2]
+        if sent:
+            sent[-1] = max(sent[-1], self.clock())
 
     async def _take_shared(self, shared: SharedMinute | None, lock: asyncio.Lock) -> None:
         if shared is None:
