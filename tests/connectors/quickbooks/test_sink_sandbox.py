@@ -263,3 +263,39 @@ def test_quickbooks_refuses_a_colon_in_a_display_name_with_2040(books: Books) ->
     error = response.json()["Fault"]["Error"][0]
     assert error["code"] == "2040" and error["element"] == "DisplayName"
     assert "Invalid String" in error["Message"] and "Rob:Barnett:Company" in error["Detail"]
+
+
+def test_past_the_minutes_batch_calls_records_go_one_a_call_not_into_a_429(books: Books) -> None:
+    """The company allows this app 2 batch calls a minute (Intuit: 40): the sink sends 2 batches and, rather than
+    wait most of a minute for the next slot, writes the other batches' records one a call; none meets a 429."""
+    books.admin("PATCH", "limits", json={"batch_per_app_minute": 2})
+
+    async def run() -> tuple[list[Any], QuickBooksSink]:
+        async with books.sink(batch_per_minute=2, batch_size=5) as sink:
+            return await sink.upsert("Customer", "DisplayName", customers(25), "batch"), sink
+
+    results, sink = asyncio.run(run())
+    stats = books.admin("GET", "stats")
+    assert stats["limits"]["throttled"] == 0 and stats["limits"]["batch_throttled"] == 0
+    assert stats["by_endpoint"]["batch"] == 2 and sink.batches_as_singles == 3
+    assert all(r.success and r.created for r in results), [r.errors for r in results if not r.success]
+    assert len(books.records("Customer")) == 25 and duplicates(books, "Customer", "DisplayName") == {}
+
+
+def test_records_sent_one_a_call_for_want_of_a_batch_slot_are_written_once_despite_lost_answers(
+        books: Books) -> None:
+    """The singles that stand in for a batch carry the single path's requestids: a lost answer repeated is
+    replayed by QuickBooks, not written twice."""
+    books.admin("PATCH", "limits", json={"per_second": 0, "per_minute": 0, "batch_per_app_minute": 1})
+    books.admin("POST", "faults", json={"seed": 5, "rules": [{"kind": "commit_then_reset", "rate": 0.4,
+                                                           "path": "customer"}]})  # singles only
+
+    async def run() -> tuple[list[Any], QuickBooksSink]:
+        async with books.sink(batch_per_minute=1, batch_size=4) as sink:
+            return await sink.upsert("Customer", "DisplayName", customers(16), "batch"), sink
+
+    results, sink = asyncio.run(run())
+    assert books.admin("GET", "faults")["injected"].get("commit_then_reset", 0) >= 2
+    assert sink.batches_as_singles == 3
+    assert all(r.success for r in results), [r.errors for r in results if not r.success]
+    assert len(books.records("Customer")) == 16 and duplicates(books, "Customer", "DisplayName") == {}

@@ -13,7 +13,7 @@ from ferry.connectors.http import SessionExpired
 from ferry.connectors.quickbooks import QuickBooksConfig
 from ferry.connectors.quickbooks.dialect import QUICKBOOKS
 from ferry.connectors.quickbooks.errors import classify, parse_fault
-from ferry.connectors.quickbooks.pace import MARGIN, Pacer
+from ferry.connectors.quickbooks.pace import MARGIN, MINUTE_MARGIN, SECOND_MARGIN, Pacer
 from ferry.connectors.quickbooks.refs import references
 from ferry.connectors.quickbooks.schema import SCHEMAS
 from ferry.connectors.quickbooks.wire import nest
@@ -85,7 +85,7 @@ def test_the_pacer_waits_for_the_per_second_window() -> None:
             pacer.release()
 
     asyncio.run(run())
-    assert len(slept) == 2 and all(s == pytest.approx(1.0 + MARGIN + 0.001) for s in slept)
+    assert len(slept) == 2 and all(s == pytest.approx(1.0 + SECOND_MARGIN + 0.001) for s in slept)
 
 
 def test_config_needs_its_credentials_and_a_url(tmp_path: Path) -> None:
@@ -151,3 +151,43 @@ def test_a_lost_create_is_recognised_by_its_source_key_in_the_same_place_only() 
     # Names are compared cleaned, as written: a guest's key holds ':' which QuickBooks refuses.
     assert clean_name("Ada (guest:ada@example.com)") == "Ada (guest-ada@example.com)"
     assert same_place("Ada (guest-ada@example.com)", "guest:ada@example.com", "Ada L (guest-ada@example.com)")
+
+
+def test_the_shared_batch_minute_says_how_long_until_a_slot_without_taking_one(tmp_path: Path) -> None:
+    from ferry.connectors.quickbooks.pace import SharedMinute
+    from ferry.store import Store
+
+    now = [600.0]
+    store = Store(tmp_path / "ferry.db")
+    minute = SharedMinute(store, "123", 2, kind="batch", clock=lambda: now[0])
+    assert minute.wait() == 0 and minute.take() == 0 and minute.wait() == 0 and minute.take() == 0
+    assert minute.wait() == pytest.approx(60 + MARGIN)  # the minute's 2 are spent
+    assert store.api_call_buckets("quickbooks:123:batch", "quickbooks", 0) == [(10, 2)]  # wait() counted nothing
+    now[0] = 690.0  # minute 11, half gone: minute 10's 2 weigh 1, so one more fits
+    assert minute.wait() == 0 and minute.take() == 0
+    assert minute.wait() == pytest.approx(30 + MARGIN)  # the minute is full until it ends (1 of its own + 1 carried)
+    store.close()
+
+
+def test_the_pacer_compares_a_batch_slot_with_the_single_calls_that_could_replace_it() -> None:
+    now = [100.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    async def batch_calls(pacer: Pacer, n: int) -> None:
+        for _ in range(n):
+            await pacer.acquire_batch()
+
+    pacer = Pacer(10, 500, 4, batch_per_minute=2, clock=lambda: now[0], sleep=sleep)
+    assert pacer.batch_wait() == 0
+    asyncio.run(batch_calls(pacer, 2))
+    assert pacer.batch_wait() == pytest.approx(60 + MARGIN + 0.001)
+    assert pacer.seconds_for_calls(30) == pytest.approx(3 * (1 + SECOND_MARGIN))  # 10 a (held) second
+    now[0] += 58.0
+    assert pacer.batch_wait() == pytest.approx(2 + MARGIN + 0.001)  # now sooner than 30 single calls
+    full = Pacer(10, 5, 4, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        asyncio.run(full.acquire())
+        full.release()
+    assert full.seconds_for_calls(1) == pytest.approx(60 + MINUTE_MARGIN)  # the minute's 5 calls are spent

@@ -24,8 +24,10 @@ def token(served: Served) -> str:
     return _tokens(served, served.new_refresh_token())["access_token"]
 
 
-def _tokens(served: Served, refresh_token: str, secret: str | None = None) -> dict[str, Any]:
-    basic = base64.b64encode(f"{served.sandbox.client_id}:{secret or served.sandbox.client_secret}".encode())
+def _tokens(served: Served, refresh_token: str, secret: str | None = None,
+            client_id: str | None = None) -> dict[str, Any]:
+    app = f"{client_id or served.sandbox.client_id}:{secret or served.sandbox.client_secret}"
+    basic = base64.b64encode(app.encode())
     response = served.raw("POST", "/oauth2/v1/tokens/bearer", None,
                           headers={"Authorization": f"Basic {basic.decode()}"},
                           data={"grant_type": "refresh_token", "refresh_token": refresh_token})
@@ -219,6 +221,38 @@ def test_more_than_10_calls_a_second_or_500_a_minute_are_429(throttled_sandbox: 
     statuses = [_api(served, "GET", "customer/1", token).status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     assert served.admin("GET", "limits")["throttled"] >= 2
+
+
+def _batch(served: Served, token: str) -> requests.Response:
+    body = {"BatchItemRequest": [{"bId": "1", "Query": "SELECT * FROM Customer MAXRESULTS 1"}]}
+    return _api(served, "POST", "batch", token, json=body)
+
+
+def test_batch_calls_are_40_a_minute_per_app(throttled_sandbox: Served) -> None:
+    served = throttled_sandbox
+    served.admin("PATCH", "limits", json={"per_second": 0})  # only the batch limits in play
+    token = _tokens(served, served.sandbox.refresh_token)["access_token"]
+    statuses = [_batch(served, token).status_code for _ in range(41)]
+    assert statuses == [200] * 40 + [429]
+    throttled = _batch(served, token)
+    assert throttled.json()["Fault"]["Error"][0]["code"] == "3001"
+    assert throttled.json()["Fault"]["type"] == "SERVICE"
+    assert _api(served, "GET", "customer/1", token).status_code == 200  # other calls still pass
+    limits = served.admin("GET", "limits")
+    assert limits["batch_per_app_minute"] == 40 and limits["batch_per_minute"] == 120
+    assert limits["batch_throttled"] == 2
+
+
+def test_batch_calls_of_every_app_count_against_the_company(throttled_sandbox: Served) -> None:
+    served = throttled_sandbox
+    served.admin("PATCH", "limits", json={"per_second": 0, "batch_per_app_minute": 2, "batch_per_minute": 3})
+    other = served.admin("POST", "oauth/apps")
+    first = _tokens(served, served.sandbox.refresh_token)["access_token"]
+    second = _tokens(served, served.new_refresh_token(), secret=other["client_secret"],
+                     client_id=other["client_id"])["access_token"]
+    assert [_batch(served, first).status_code for _ in range(3)] == [200, 200, 429]  # the app's 2
+    assert [_batch(served, second).status_code for _ in range(2)] == [200, 429]  # the company's 3
+    assert _tokens(served, served.new_refresh_token(), secret="wrong", client_id=other["client_id"])["status"] == 401
 
 
 def test_one_requestid_sent_by_several_callers_at_once_writes_once(served: Served, token: str) -> None:

@@ -43,7 +43,7 @@ class QuickBooksClient:
         self.config = config
         kwargs: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
         self.pacer = Pacer(config.per_second, config.per_minute, config.max_concurrency, shared=shared,
-                           shared_batches=shared_batches, **kwargs)
+                           batch_per_minute=config.batch_per_minute, shared_batches=shared_batches, **kwargs)
         self.http = HttpCore(
             "quickbooks",
             timeout_seconds=config.timeout_seconds,

@@ -35,11 +35,14 @@ class QuickBooksConfig(BaseModel):
     minor_version: int = Field(75, ge=75)  # Intuit answers as 75 whatever is asked since 2025-08
     ca_file: Path | None = None
     timeout_seconds: float = Field(60.0, gt=0)
-    # Intuit's limits per realm: 500 requests a minute, 10 a second, 10 in flight; batch 120 a minute (40 per
-    # app). Calls are paced under these before they are sent, so a 429 is the exception.
+    # Intuit's limits per realm: 500 requests a minute, 10 a second, 10 in flight; batch calls 40 a minute per
+    # realm and app (120 per realm across apps; ferry is one app). Calls are paced under these before they are
+    # sent, so a 429 is the exception. When the minute's batch calls are spent, a batch whose next slot is
+    # further off than its records' single calls would take is written one record a call instead.
     per_minute: int = Field(500, ge=1)
     per_second: int = Field(10, ge=1)
     max_concurrency: int = Field(4, ge=1, le=10)
+    batch_per_minute: int = Field(40, ge=1, le=40)
     # Count every call to the company in ferry's state store too, so that several processes (pipelines, a
     # replay) writing one company stay under per_minute together (connectors/quickbooks/pace.py).
     shared_pacing: bool = True

@@ -15,7 +15,11 @@ QuickBooks has no upsert by an external id, so each record's fate is decided her
   each carrying the source's identity) and updates it instead: written once, latest wins.
 
 Writes go one record a call (``single``) or 30 a ``batch`` call, each item answered on its own; an item
-that met a stale SyncToken or a duplicate is finished through the single path.
+that met a stale SyncToken or a duplicate is finished through the single path. Intuit allows an app 40 batch
+calls a minute per company (and 500 calls): when the minute's batch calls are spent and the next slot is further
+off than the batch's records would take one a call (10 a second), they go one a call instead (``_batch_or_singles``),
+with the same requestids and lookups as the single strategy; the two budgets together write more a minute than
+either alone.
 
 A create whose answer was lost and whose record was *renamed* before the next attempt meets no duplicate
 (the name is a new one) and would be made twice: a mapping that sets ``SourceKey: key`` lets the sink find
@@ -46,7 +50,7 @@ from ferry.connectors.quickbooks.config import QuickBooksConfig
 from ferry.connectors.quickbooks.dialect import QUICKBOOKS
 from ferry.connectors.quickbooks.errors import DUPLICATES, STALE_OBJECT, Fault, parse_fault
 from ferry.connectors.quickbooks.names import NAME_FIELDS, SOURCE_KEY, clean_name, same_place
-from ferry.connectors.quickbooks.pace import BATCH_PER_MINUTE, SharedMinute
+from ferry.connectors.quickbooks.pace import SharedMinute
 from ferry.connectors.quickbooks.refs import ReferenceResolver
 from ferry.connectors.quickbooks.schema import SCHEMAS
 from ferry.connectors.quickbooks.wire import nest
@@ -128,12 +132,16 @@ class QuickBooksSink(AsyncResource):
             client_kwargs.setdefault("shared", SharedMinute(context.ledger, config.realm_id, config.per_minute,
                                                             clock=clock))
             client_kwargs.setdefault("shared_batches", SharedMinute(context.ledger, config.realm_id,
-                                                                    BATCH_PER_MINUTE, kind="batch", clock=clock))
+                                                                    config.batch_per_minute, kind="batch",
+                                                                    clock=clock))
         self.client = QuickBooksClient(config, **client_kwargs)
         self.refs = ReferenceResolver(self.client, context.target_ids if context else None, SCHEMAS)
         self.stale_rereads = 0
         self.adopted = 0  # creates found already done (a duplicate fault answered by a lookup)
         self.adopted_by_source_key = 0  # ... of which found by the source key their (new) name no longer has
+        self.batches_as_singles = 0  # batches written one record a call: the minute's batch calls were spent
+        self._standing_in = 0  # single calls under way in place of batches (they queue in the same windows)
+        self._batches_queued = 0  # batch calls under way: waiting for their slot or sent
         self._recent: dict[str, _RecentNames] = {}
         self._recent_lock = asyncio.Lock()
 
@@ -384,7 +392,20 @@ class QuickBooksSink(AsyncResource):
             sent[str(n)] = item
         if not requests:
             return
-        answers = await self.client.batch(requests, self._request_id(obj, "batch", requests), label=obj)
+        if not self._batch_or_singles(len(requests)):
+            self.batches_as_singles += 1
+            self._standing_in += len(requests)
+            try:
+                await asyncio.gather(*(self._write_one(obj, external_id, item, tokens.get(item.target_id or ""))
+                                       for item in sent.values()))
+            finally:
+                self._standing_in -= len(requests)
+            return
+        self._batches_queued += 1
+        try:
+            answers = await self.client.batch(requests, self._request_id(obj, "batch", requests), label=obj)
+        finally:
+            self._batches_queued -= 1
         again: list[_Item] = []
         for bid, item in sent.items():
             answer = answers.get(bid)
@@ -404,6 +425,20 @@ class QuickBooksSink(AsyncResource):
             if item.target_id is not None:
                 token = (await self._sync_tokens(obj, [item.target_id])).get(item.target_id)
             await self._write_one(obj, external_id, item, token)
+
+    def _batch_or_singles(self, records: int) -> bool:
+        """True to send a batch call; False when its slot is further off than the records' single calls would take
+        behind those already standing in for other batches (the pacer caps them all at 10 a second, 500 a minute,
+        max_concurrency in flight). Singles then end before the batch slots come back, and do not crowd out the
+        batch calls (which count against the 10 a second and 500 a minute too)."""
+        pacer = self.client.pacer
+        wait = pacer.batch_wait()
+        if wait <= 0:
+            return True
+        wait += self._batches_queued * 60 / self.config.batch_per_minute  # the batch calls ahead take slots first
+        singles = pacer.seconds_for_calls(self._standing_in + records)
+        log.debug("quickbooks.batch_slot", wait=round(wait, 2), singles=round(singles, 2), records=records)
+        return wait <= singles
 
     def _request_id(self, obj: str, operation: str, body: Any) -> str:
         """The same request for the same pipeline, object and payload: Intuit replays instead of writing twice."""

@@ -109,12 +109,12 @@ def _oauth_routes(app: FastAPI, state: SandboxState) -> None:
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
         client_id, client_secret = _client_credentials(request, form)
         try:
-            state.oauth.check_client(client_id, client_secret)
+            app_id = state.oauth.check_client(client_id, client_secret)
             grant_type = form.get("grant_type")
             if grant_type == "authorization_code":
-                answer = state.oauth.exchange_code(form.get("code"), form.get("redirect_uri"))
+                answer = state.oauth.exchange_code(form.get("code"), form.get("redirect_uri"), app_id)
             elif grant_type == "refresh_token":
-                answer = state.oauth.refresh(form.get("refresh_token"))
+                answer = state.oauth.refresh(form.get("refresh_token"), app_id)
             else:
                 raise TokenError("unsupported_grant_type")
         except TokenError as exc:
@@ -172,7 +172,7 @@ async def _guarded(request: Request, state: SandboxState, endpoint: str, operati
     if realm != token.realm_id or realm != state.company.realm_id:
         return errors.QboFault("3100", "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403",
                                "", fault_type="AuthorizationFault", status=403).response()
-    if not state.limits.admit(batch):
+    if not state.limits.admit(batch, token.client_id):
         return errors.throttled()
     state.limits.in_flight += 1
     try:
@@ -313,6 +313,12 @@ def _admin_routes(app: FastAPI, state: SandboxState) -> None:
         grant = state.oauth.issue_grant()
         state.on_change()
         return errors.json_response({"refresh_token": grant.token, "realm_id": grant.realm_id})
+
+    @app.post("/__sandbox/oauth/apps")
+    async def new_app() -> Response:
+        """Another app connected to the company (its own client id and secret; its calls count as its own)."""
+        client_id, client_secret = state.oauth.add_app()
+        return errors.json_response({"client_id": client_id, "client_secret": client_secret})
 
     @app.get("/__sandbox/limits")
     async def limits_view() -> Response:

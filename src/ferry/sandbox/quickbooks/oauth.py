@@ -42,6 +42,7 @@ class AccessToken:
     realm_id: str
     expires_at: float
     grant: str
+    client_id: str = ""  # the app it was issued to: Intuit's batch limit is counted per realm and app
 
 
 @dataclass
@@ -77,6 +78,9 @@ class OAuthServer:
     codes: dict[str, AuthCode] = field(default_factory=dict)
     refreshes: int = 0
     rotations: int = 0
+    # Other apps connected to the same company (client id -> secret), ``POST /__sandbox/oauth/apps``: what lets a
+    # test see that Intuit's batch limit is 40 a minute per app and 120 per company.
+    other_apps: dict[str, str] = field(default_factory=dict)
 
     def issue_grant(self, now: float | None = None) -> Grant:
         """A fresh refresh token for the company (what the OAuth Playground hands a developer)."""
@@ -100,12 +104,22 @@ class OAuthServer:
 
     # -- token endpoint ----------------------------------------------------------------------------------------
 
-    def check_client(self, client_id: str | None, client_secret: str | None) -> None:
-        if not (client_id and secrets.compare_digest(client_id, self.client_id)
-                and client_secret and secrets.compare_digest(client_secret, self.client_secret)):
+    def check_client(self, client_id: str | None, client_secret: str | None) -> str:
+        """The client id of an app known to the company, authenticated by its secret."""
+        apps = {self.client_id: self.client_secret, **self.other_apps}
+        expected = apps.get(client_id or "")
+        if not (client_id and expected and client_secret and secrets.compare_digest(client_secret, expected)):
             raise TokenError("invalid_client", None, 401)
+        return client_id
 
-    def exchange_code(self, code: str | None, redirect_uri: str | None) -> dict[str, Any]:
+    def add_app(self) -> tuple[str, str]:
+        """Connect another app (a new client id and secret) to the company; it may refresh the company's tokens."""
+        client_id, client_secret = f"AB{secrets.token_hex(21)}", secrets.token_hex(20)
+        self.other_apps[client_id] = client_secret
+        return client_id, client_secret
+
+    def exchange_code(self, code: str | None, redirect_uri: str | None,
+                      client_id: str | None = None) -> dict[str, Any]:
         found = self.codes.get(code or "")
         now = time.time()
         if found is None or found.expires_at < now:
@@ -116,9 +130,9 @@ class OAuthServer:
         if redirect_uri != found.redirect_uri:
             raise TokenError("invalid_grant", "Invalid redirect_uri")
         found.used = True
-        return self._answer(self.issue_grant(now), now)
+        return self._answer(self.issue_grant(now), now, client_id)
 
-    def refresh(self, token: str | None) -> dict[str, Any]:
+    def refresh(self, token: str | None, client_id: str | None = None) -> dict[str, Any]:
         now = time.time()
         grant = self.grants.get(token or "")
         if grant is None or grant.expires_at < now:
@@ -134,7 +148,7 @@ class OAuthServer:
             self.rotations += 1
             grant = newer
         grant.expires_at = now + self.refresh_ttl  # rolling validity: every use renews it
-        return self._answer(grant, now)
+        return self._answer(grant, now, client_id)
 
     def _newest(self, grant: Grant) -> Grant:
         while grant.successor is not None and grant.successor in self.grants:
@@ -157,8 +171,9 @@ class OAuthServer:
             chain.append(self.grants[chain[-1].successor])
         return chain
 
-    def _answer(self, grant: Grant, now: float) -> dict[str, Any]:
-        access = AccessToken(f"eyJ{secrets.token_urlsafe(48)}", grant.realm_id, now + self.access_ttl, grant.token)
+    def _answer(self, grant: Grant, now: float, client_id: str | None = None) -> dict[str, Any]:
+        access = AccessToken(f"eyJ{secrets.token_urlsafe(48)}", grant.realm_id, now + self.access_ttl, grant.token,
+                             client_id or self.client_id)
         self.access[access.token] = access
         self._forget_expired(now)
         return {
