@@ -151,9 +151,12 @@ def test_chaos_short(tmp_path: Path, pair: str) -> None:
         _check(chaos.run())
 
 
+# Behind -m slow to keep the suite inside its 15 minutes (~45 s here); PostgreSQL's crash safety stays in CI through
+# tests/store (contract suite on both backends, a server restart mid-use) and tests/distributed (a SIGKILLed worker).
+@pytest.mark.slow
 def test_chaos_short_with_state_in_postgresql(tmp_path: Path) -> None:
     """The same short chaos run with the state in PostgreSQL (a server of the test's own): every SIGKILL leaves
-    the shared state resumable, the org equals the clean embedded run's."""
+    the shared state resumable, the org equals the clean embedded run's. `make chaos` runs it."""
     from ferry.store.postgres import migrate
     from tests.store.postgres_server import start_server
 
