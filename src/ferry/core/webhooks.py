@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 
 class WebhookRejected(Exception):
     """A request that must not be stored: ``status`` is the HTTP answer (401 bad or missing signature, 400/403
@@ -99,3 +101,18 @@ def signature_matches(expected: str, given: str | None) -> bool:
 def body_digest(body: bytes) -> str:
     """A short, stable name for a body (dedup keys of senders whose delivery ids are not unique alone)."""
     return hashlib.sha256(body).hexdigest()[:32]
+
+
+def with_resource(event: WebhookEvent, body: bytes) -> WebhookEvent:
+    """``event`` with the body's one resource (a JSON object with an ``id``, as Shopify and WooCommerce send) as
+    its record, or with a ``problem`` saying why the body is not one (the caller dead-letters it)."""
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        event.problem = f"body is not JSON: {exc}"
+        return event
+    if not isinstance(raw, dict) or raw.get("id") is None:
+        event.problem = "body is not a resource object with an id"
+        return event
+    event.records.append(raw)
+    return event

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 import structlog
 
 from ferry.connectors.shopify.client import ShopifyClient
@@ -26,6 +25,7 @@ from ferry.core.webhooks import (
     WebhookRejected,
     hmac_sha256_base64,
     signature_matches,
+    with_resource,
 )
 from ferry.errors import PermanentError
 
@@ -74,18 +74,7 @@ class ShopifyWebhookReceiver:
         topic = headers["x-shopify-topic"]
         event = WebhookEvent(dedup_key=f"shopify:{headers['x-shopify-webhook-id']}", topic=topic,
                              stream=STREAM_OF_TOPIC.get(topic))
-        if event.stream is None:
-            return event
-        try:
-            raw = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            event.problem = f"body is not JSON: {exc}"
-            return event
-        if not isinstance(raw, dict) or raw.get("id") is None:
-            event.problem = "body is not a resource object with an id"
-            return event
-        event.records.append(raw)
-        return event
+        return event if event.stream is None else with_resource(event, body)
 
     def subscriptions(self, public_url: str, streams: Sequence[str]) -> list[Subscription]:
         return [Subscription(topic, public_url) for stream in streams for topic in STREAM_TOPICS.get(stream, ())]

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
 import structlog
 
 from ferry.connectors.woocommerce.client import WooCommerceClient
@@ -31,6 +30,7 @@ from ferry.core.webhooks import (
     body_digest,
     hmac_sha256_base64,
     signature_matches,
+    with_resource,
 )
 from ferry.errors import PermanentError
 
@@ -75,18 +75,7 @@ class WooCommerceWebhookReceiver:
         topic = headers["x-wc-webhook-topic"]
         key = f"woocommerce:{headers['x-wc-webhook-id']}:{headers['x-wc-webhook-delivery-id']}:{body_digest(body)}"
         event = WebhookEvent(dedup_key=key, topic=topic, stream=STREAM_OF_TOPIC.get(topic))
-        if event.stream is None:
-            return event
-        try:
-            raw = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            event.problem = f"body is not JSON: {exc}"
-            return event
-        if not isinstance(raw, dict) or raw.get("id") is None:
-            event.problem = "body is not a resource object with an id"
-            return event
-        event.records.append(raw)
-        return event
+        return event if event.stream is None else with_resource(event, body)
 
     def subscriptions(self, public_url: str, streams: Sequence[str]) -> list[Subscription]:
         return [Subscription(topic, public_url) for stream in streams for topic in STREAM_TOPICS.get(stream, ())]
