@@ -327,9 +327,9 @@ def _drive(world: _World, seconds: float, rate: float, numbers: itertools.count[
 
 def _changes(world: _World, i: int, n: int, cat: _Catalog) -> list[Change]:
     """The i-th step, one of six in turn: a new customer with a first order placed at once (the org has neither:
-    the order's customer must be written first), a phone edited, an order by a known customer, an order's
-    note edited, an Account description edited in the CRM, another order's note edited. (No guest checkouts:
-    their Accounts, keyed ``guest:<email>``, would travel back to the shop through the two-way direction.)"""
+    the order's customer must be written first), a phone edited, an Account description edited in the CRM, an
+    order by a known customer, an order's note edited, another description edited. (No guest checkouts: their
+    Accounts, keyed ``guest:<email>``, would travel back to the shop through the two-way direction.)"""
     step = i % 6
     if step == 0:
         new = world.create_customer(n)
@@ -344,11 +344,11 @@ def _changes(world: _World, i: int, n: int, cat: _Catalog) -> list[Change]:
         world.edit_phone(cid, phone)
         return [Change("shopify->salesforce", "update", time.time(),
                        lambda snap: snap.accounts.get(str(cid), {}).get("Phone") == phone, target=f"phone {cid}")]
-    if step == 2 or (step in (3, 5) and not cat.orders):
+    if step == 3 or (step == 4 and not cat.orders):
         order, lines = world.create_order(cat.synced[(n * 3) % len(cat.synced)], _pick(cat.variants, n, 3), n)
         cat.orders.append(order)
         return [_order_created(order, lines)]
-    if step in (3, 5):
+    if step == 4:
         oid, note = cat.orders[n % len(cat.orders)], f"gift wrap {n}"
         world.edit_order_note(oid, note)
         return [Change("shopify->salesforce", "update", time.time(),
