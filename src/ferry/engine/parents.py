@@ -92,8 +92,13 @@ def _missing(store: Store, pipeline: str, objects: dict[str, list[str]], wanted:
         keys = list(todo)
         for obj in objects[entity]:
             held = store.versions_for(pipeline, obj, keys)
-            dead = store.dead_letter_keys(pipeline, obj)
             for key in keys:
-                if key not in held and key not in dead:
+                # Looked up only for the few keys not held (an object may have many open letters).
+                if key not in held and not _open_letter(store, pipeline, obj, key):
                     missing.setdefault(todo[key].stream, set()).add(todo[key].fetch_key)
     return missing
+
+
+def _open_letter(store: Store, pipeline: str, obj: str, key: str) -> bool:
+    letter = store.dead_letter_for(pipeline, obj, key)
+    return letter is not None and letter.status == "open"
