@@ -180,10 +180,11 @@ class _World:
                         {str(o.get("Shopify_Order_Id__c")): o for o in self.org_rows("Order")},
                         Counter(str(i.get("OrderId")) for i in self.org_rows("OrderItem")))
 
-    def change_counts(self) -> tuple[int, int]:
-        """(changes the shop announced: customers and orders, Account change events the org published)."""
+    def change_counts(self, topics: str = "customers/") -> tuple[int, int]:
+        """(changes the shop announced of ``topics``, Account change events the org published). Customers and
+        Accounts are what goes both ways (ping-pong); "" counts orders too (the stream settled)."""
         shop = self.shop_http.get("/__sandbox/webhooks/deliveries").json()["deliveries"]
-        return (sum(1 for d in shop if not d.get("copy")),
+        return (sum(1 for d in shop if str(d.get("topic", "")).startswith(topics) and not d.get("copy")),
                 sum(1 for e in self.org.cdc.bus.events if e.entity == "Account"))
 
     def org_variants(self) -> list[int]:
@@ -271,7 +272,8 @@ def run_realtime(seconds: float, rate: float, on_line: Callable[[str], None] = l
                 _settle(world, QUIET_SECONDS, 60)
                 changes = _drive(world, seconds, rate, numbers, on_line)
                 _wait_visible(changes, 30.0)
-                after = _settle(world, QUIET_SECONDS, 60)
+                _settle(world, QUIET_SECONDS, 60)
+                after = world.change_counts()
                 time.sleep(QUIET_SECONDS)
                 ping_pong = sum(world.change_counts()) - sum(after)
             finally:
@@ -404,10 +406,10 @@ def _wait_visible(changes: list[Change], timeout: float) -> None:
 
 def _settle(world: _World, quiet: float, timeout: float) -> tuple[int, int]:
     deadline = time.monotonic() + timeout
-    last, since = world.change_counts(), time.monotonic()
+    last, since = world.change_counts(""), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.25)
-        now = world.change_counts()
+        now = world.change_counts("")
         if now != last:
             last, since = now, time.monotonic()
         elif time.monotonic() - since >= quiet:
@@ -437,7 +439,7 @@ def _report(world: _World, service: Any, changes: list[Change], seconds: float, 
         totals = _figures(mine, _summed(received[direction].values()), written,
                           sum(duplicated.get(direction, {}).values()))
         report.directions[direction] = {"pipeline": spec.name, **totals, "objects": objects,
-                                        "parents_fetched": _parents_fetched(world.store, spec.name)}
+                                        **_run_totals(world.store, spec.name)}
     report.lost = sum(1 for c in changes if c.seen_at is None and not c.superseded)
     report.duplicated = sum(v for d in duplicated.values() for v in d.values())
     for spec in (world.to_crm, world.to_shop):
@@ -502,14 +504,18 @@ def _written_by_object(store: Store, pipeline: str) -> dict[str, dict[str, int]]
     return out
 
 
-def _parents_fetched(store: Store, pipeline: str) -> dict[str, int]:
-    """Records micro-batches fetched from the source because an event referred to them and the target lacked
-    them (a new customer's first order; engine/parents.py), per source stream."""
-    out: Counter[str] = Counter()
-    for run in store.list_runs(pipeline, 100_000):
-        if run.origin == "webhook":
-            out.update({k: int(v) for k, v in (run.stats.get("parents_fetched") or {}).items()})
-    return dict(out)
+def _run_totals(store: Store, pipeline: str) -> dict[str, Any]:
+    """Over ``ferry serve``'s micro-batches: how many, the records fetched because an event referred to them and
+    the target lacked them (a new customer's first order; engine/parents.py) per source stream, and the wall
+    seconds per phase (where the time went)."""
+    fetched: Counter[str] = Counter()
+    phases: Counter[str] = Counter()
+    runs = [r for r in store.list_runs(pipeline, 100_000) if r.origin == "webhook"]
+    for run in runs:
+        fetched.update({k: int(v) for k, v in (run.stats.get("parents_fetched") or {}).items()})
+        phases.update({k: float(v) for k, v in (run.stats.get("wall_seconds") or {}).items()})
+    return {"micro_batches": len(runs), "parents_fetched": dict(fetched),
+            "phase_seconds": {k: round(v, 2) for k, v in phases.most_common(8)}}
 
 
 def render(figures: dict[str, Any]) -> list[str]:
