@@ -1,6 +1,7 @@
 """`ferry demo realtime --json` as a user runs it: both sandboxes and `ferry serve` with the two-way example
-pipelines; the report says both directions carried every change (lost 0), nothing exists twice (duplicated 0)
-and nothing bounced back and forth once the changes stopped (ping-pong 0), checked against the sandboxes."""
+pipelines (the shop's direction carrying orders too); the report says both directions carried every change
+(lost 0), customers and orders alike, nothing exists twice (duplicated 0), nothing bounced back and forth once
+the changes stopped (ping-pong 0), checked against the sandboxes, and the org equals a clean batch run."""
 
 from __future__ import annotations
 
@@ -28,3 +29,8 @@ def test_demo_realtime_json_reports_both_directions_clean(tmp_path: Path) -> Non
     # ferry's own writes came back through the other direction and were dropped, not written again
     assert there["echoes_suppressed"] + back["echoes_suppressed"] >= 1
     assert there["duplicates_suppressed"] >= 1  # the shop sandbox sends some webhooks twice
+    orders = there["objects"]["orders"]
+    assert orders["changes"] >= 3 and orders["lost"] == 0 and orders["duplicated"] == 0
+    assert orders["written_by_object"].get("Order", 0) >= 2 and orders["written_by_object"].get("OrderItem", 0) >= 2
+    check = report["equals_clean_batch_run"]
+    assert check["equal"] is True and check["records"]["Order"]["live"] >= 10, check

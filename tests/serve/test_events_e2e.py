@@ -1,5 +1,10 @@
 """`ferry serve` end to end through real sockets: the Shopify sandbox delivers signed webhooks over HTTPS to the
-server, which stages them durably and loads them into the Salesforce sandbox in micro-batches."""
+server, which stages them durably and loads them into the Salesforce sandbox in micro-batches.
+
+Orders: a new order whose customer and product the org does not have yet still lands, parents first: the
+shop's `customers/*` and `products/*` deliveries are dropped (a sender that lost them, or sends them later), so
+only the order's webhook says anything, and the micro-batch fetches what it refers to (engine/parents.py).
+Each micro-batch's run row counts its own API calls, not the running total of the process."""
 
 from __future__ import annotations
 
@@ -7,13 +12,14 @@ import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ferry.engine.runner import Runner
 from ferry.serve.registration import webhook_address
 
-from .world import ServeThread, World, make_world, start_serve, stop_world, wait_for
+from .world import API, ServeThread, World, make_world, start_serve, stop_world, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +148,104 @@ def test_events_ride_out_a_short_target_outage(world: World, served: ServeThread
         world.org_http.delete("/__sandbox/faults")
     letter = world.store.dead_letter_for(name, "Contact", key)
     assert letter is None or letter.status != "open"
+
+
+# -- orders in real time: parents first, and each run counting its own calls ------------------------------
+
+
+def _by(world: World, sobject: str, field: str) -> dict[str, dict[str, Any]]:
+    return {str(r[field]): r for r in world.sf_records(sobject)}
+
+
+def _webhook_runs(world: World) -> list[Any]:
+    return [r for r in world.store.list_runs(world.spec.name, 500) if r.origin == "webhook"]
+
+
+def _idle(world: World, before: set[int]) -> bool:
+    """A micro-batch ran since ``before`` and every run has finished, nothing waits staged or in the outbox."""
+    name = world.spec.name
+    runs = [r for r in _webhook_runs(world) if r.id not in before]
+    return bool(runs) and all(r.status != "running" for r in runs) and world.store.outbox_count(name) == 0 \
+        and world.store.staged_count(name, world.store.get_mark(name, "planned_seq")) == 0
+
+
+def _orderable_variant(world: World) -> tuple[int, int]:
+    """(product id, variant id) of a variant the org has a PricebookEntry for."""
+    held = set(_by(world, "PricebookEntry", "Shopify_Variant_Id__c"))
+    for product in world.shop_records("products"):
+        for variant in product["variants"]:
+            if str(variant["id"]) in held:
+                return int(product["id"]), int(variant["id"])
+    raise AssertionError("no variant of the shop is in the org")
+
+
+def test_a_new_order_of_a_new_customer_and_a_new_variant_lands_parents_first(world: World,
+                                                                             served: ServeThread) -> None:
+    # Only the order's own webhook arrives: the customer's and the product's deliveries are dropped.
+    faults = {"seed": 1, "rules": [{"kind": "drop", "rate": 1.0, "topic": "customers/"},
+                                   {"kind": "drop", "rate": 1.0, "topic": "products/"}]}
+    assert world.shop_http.post("/__sandbox/webhooks/faults", json=faults).status_code == 200
+    try:
+        resp = world.shop_http.post(f"{API}/customers.json", json={"customer": {
+            "first_name": "Grace", "last_name": "Hopper", "email": "grace.rt@example.com"}})
+        assert resp.status_code == 201, resp.text
+        customer = resp.json()["customer"]["id"]
+        product, known = _orderable_variant(world)
+        variants = [v for p in world.shop_records("products") if p["id"] == product for v in p["variants"]]
+        added = world.put("products", product, {"variants": [{"id": v["id"]} for v in variants]
+                                                + [{"title": "Realtime edition", "price": "12.50", "sku": "RT-1"}]})
+        new_variant = next(v["id"] for v in added["variants"] if v.get("sku") == "RT-1")
+        assert str(new_variant) not in _by(world, "PricebookEntry", "Shopify_Variant_Id__c")
+        resp = world.shop_http.post(f"{API}/orders.json", json={"order": {
+            "customer": {"id": customer}, "note": "first order",
+            "line_items": [{"variant_id": new_variant, "quantity": 2}, {"variant_id": known, "quantity": 1}]}})
+        assert resp.status_code == 201, resp.text
+        order = resp.json()["order"]
+
+        def landed() -> bool:
+            sf_order = _by(world, "Order", "Shopify_Order_Id__c").get(str(order["id"]))
+            items = [i for i in world.sf_records("OrderItem") if sf_order and i["OrderId"] == sf_order["Id"]]
+            return len(items) == 2
+
+        wait_for(landed, 30, "the new order with both its lines")
+    finally:
+        world.shop_http.delete("/__sandbox/webhooks/faults")
+    account = _by(world, "Account", "Shopify_Customer_Id__c")[str(customer)]
+    sf_order = _by(world, "Order", "Shopify_Order_Id__c")[str(order["id"])]
+    assert sf_order["AccountId"] == account["Id"] and sf_order["Description"] == "first order"
+    assert str(customer) in _by(world, "Contact", "Shopify_Customer_Id__c")
+    entry = _by(world, "PricebookEntry", "Shopify_Variant_Id__c")[str(new_variant)]
+    items = {i["PricebookEntryId"]: i for i in world.sf_records("OrderItem") if i["OrderId"] == sf_order["Id"]}
+    assert items[entry["Id"]]["Quantity"] in (2, 2.0)
+    # No delivery but the order's said anything about the customer or the new variant: they were fetched.
+    fetched: dict[str, int] = {}
+    for run in _webhook_runs(world):
+        for stream, n in (run.stats.get("parents_fetched") or {}).items():
+            fetched[stream] = fetched.get(stream, 0) + n
+    assert fetched.get("customers", 0) >= 1 and fetched.get("products", 0) >= 1, fetched
+    name = world.spec.name
+    ours = {"Account": str(customer), "Contact": str(customer), "Order": str(order["id"]),
+            "Product2": str(new_variant), "PricebookEntry": str(new_variant)}
+    for obj, key in ours.items():
+        assert world.store.dead_letter_for(name, obj, key) is None, (obj, key)
+
+
+def test_an_order_edit_lands_and_each_run_counts_its_own_calls(world: World, served: ServeThread) -> None:
+    order = next(o for o in world.shop_records("orders") if str(o["id"]) in _by(world, "Order", "Shopify_Order_Id__c"))
+    counted: list[int] = []
+    for n in range(3):
+        before = {r.id for r in _webhook_runs(world)}
+        calls_before = sum(world.sf_calls().values())
+        world.put("orders", order["id"], {"note": f"edit {n}"})
+        wait_for(lambda n=n: _by(world, "Order", "Shopify_Order_Id__c")[str(order["id"])].get("Description")
+                 == f"edit {n}", 30, f"edit {n} of the order")
+        wait_for(lambda before=before: _idle(world, before), 30, "the micro-batch to finish")
+        runs = [r for r in _webhook_runs(world) if r.id not in before]
+        assert all(r.status == "succeeded" for r in runs), [(r.id, r.status) for r in runs]
+        calls = sum(int(o.get("api_calls", 0)) for r in runs for o in r.stats["objects"].values())
+        # Each run row carries its own calls: the runs of this edit add up to what the org served meanwhile
+        # (a running total would grow with every edit).
+        assert calls == sum(world.sf_calls().values()) - calls_before, (calls, [r.stats["objects"] for r in runs])
+        counted.append(calls)
+    # The same edit costs the same each time (a running total would grow: 4, 8, 12, ...).
+    assert len(set(counted)) == 1 and counted[0] <= 6, counted

@@ -229,7 +229,7 @@ def demo(
 
 
 def _demo_realtime(seconds: float, rate: float, as_json: bool) -> None:
-    from ferry.cli.demo_realtime import run_realtime
+    from ferry.cli.demo_realtime import render, run_realtime
 
     lines = (lambda _: None) if as_json else (lambda line: console.print(line, highlight=False, markup=False))
     try:
@@ -241,15 +241,8 @@ def _demo_realtime(seconds: float, rate: float, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(figures) + "\n")
     else:
-        for direction, d in figures["directions"].items():
-            lat = d["latency_ms"]
-            console.print(
-                f"{direction:<22} changes {d['changes']:>4}  events in {d['events_received']:>4}  written "
-                f"{d['written']:>4}  duplicates suppressed {d['duplicates_suppressed']:>3}  echoes suppressed "
-                f"{d['echoes_suppressed']:>3}  latency p50 {lat['p50']} ms  p95 {lat['p95']} ms  p99 {lat['p99']} ms",
-                highlight=False, markup=False)
-        console.print(f"lost {report.lost}  duplicated {report.duplicated}  ping-pong writes {report.ping_pong}",
-                      highlight=False, markup=False)
+        for line in render(figures):
+            console.print(line, highlight=False, markup=False)
     if not figures["ok"]:
         raise typer.Exit(1)
 

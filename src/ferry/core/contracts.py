@@ -152,6 +152,29 @@ class LinksBack(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A record another record needs in the target first: the canonical ``entity`` record ``key``, which the
+    source's ``stream`` record ``fetch_key`` yields (a Shopify line item's variant comes with its product)."""
+
+    entity: str
+    key: str
+    stream: str
+    fetch_key: str
+
+
+@runtime_checkable
+class RefersTo(Protocol):
+    """Optional Source capability: the records a raw record refers to in other streams (an order's customer and
+    products). ``ferry serve`` fetches those the target does not hold yet before it plans a micro-batch
+    (``ferry.engine.parents``): a webhook for a new order can arrive before, or without, its customer's."""
+
+    def references(self, stream: str, raw: dict[str, Any]) -> Sequence[Reference]:
+        """What the raw record of ``stream`` refers to; nothing for a reference the record itself carries whole
+        (a guest checkout's customer)."""
+        ...
+
+
 async def fetch_one_by_one(source: Source, stream: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``fetch_many`` for a source that can only read one record at a time."""
     out: dict[str, dict[str, Any]] = {}

@@ -53,7 +53,9 @@ class EventSource(AsyncContext, Protocol):
         """Pages of full current records of ``stream`` as changes arrive, from ``state`` (None: from now on).
 
         Never ends by itself; cancel the iteration to stop. Ask for the next page only after the previous
-        one (records and state) is durable. Raises TransientError when the system stays unreachable past
+        one (records and state) is durable. A page, empty if need be, comes as soon as the source is
+        subscribed (started or resumed): a follower knows it is live again without waiting for a change.
+        Raises TransientError when the system stays unreachable past
         the source's retries (call again later with the last saved state), PermanentError (AuthError,
         ConfigError) when a human must act."""
         ...

@@ -113,7 +113,11 @@ class Loader:
         *,
         latency_sensitive: bool = False,
         keep_digests: bool = False,
+        calls_before: dict[str, int] | None = None,
     ) -> None:
+        # The sink's call counts when the run began: a sink kept open across runs (``ferry serve``'s micro-batches)
+        # counts for its whole life, and each run reports only its own calls.
+        self.calls_before = dict(calls_before or {})
         self.keep_digests = keep_digests  # two-way sync: remember a digest of each payload written (echoes)
         self.store = store
         self.pipeline = pipeline
@@ -135,14 +139,18 @@ class Loader:
             s.strategy, s.reason = (resumed, "resumed the remote job a crashed run left") if resumed else (
                 "-", "nothing to write"
             )
-            s.api_calls = sink.api_calls.get(plan.name, 0)
+            s.api_calls = self._calls(sink, plan.name)
             return
         progress.phase(f"write {plan.name} ({choice.strategy})", total)
         log.info("load.start", object=plan.name, records=total, strategy=choice.strategy, reason=choice.reason)
         with tracing.span("ferry.load", {"ferry.object": plan.name, "ferry.records": total,
                                          "ferry.strategy": str(choice.strategy)}):
             await self._load_rounds(sink, plan, progress, choice)
-        s.api_calls = sink.api_calls.get(plan.name, 0)
+        s.api_calls = self._calls(sink, plan.name)
+
+    def _calls(self, sink: Sink, obj: str) -> int:
+        """The calls this run made for ``obj``."""
+        return sink.api_calls.get(obj, 0) - self.calls_before.get(obj, 0)
 
     async def _load_rounds(self, sink: Sink, plan: ObjectPlan, progress: LoadProgress, choice: StrategyChoice) -> None:
         s = self.stats.object(plan.name)

@@ -37,6 +37,7 @@ from ferry.core.schema import ObjectSchema
 from ferry.engine.intake import Intake
 from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
+from ferry.engine.parents import stage_missing_parents
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
 from ferry.engine.preflight import static_problems
@@ -154,15 +155,25 @@ class Runner:
         path as a batch run's pages, through a source and sink the caller keeps open across runs (one
         sign-in and one describe for many). Holds the pipeline's lock like ``run`` (PipelineBusy if held)."""
         with self._lock():
+            # The source and sink count calls for their whole life: this run reports its own (the difference).
+            source_before = source.api_calls
+
             async def load_staged(stats: RunStats, loader: Loader, opened: list[Sink]) -> None:
                 opened.append(sink)
                 clock = _PhaseClock(stats.cpu_seconds, stats.wall_seconds)
+                # Events come one resource at a time: what they refer to and the target lacks comes along.
+                stats.parents_fetched = await stage_missing_parents(
+                    source, self.store, self.pipeline, plans, self.store.get_mark(self.pipeline, PLANNED_MARK))
+                clock.lap("fetch parents")
                 await self._plan_and_load(source, sink, plans, stats, loader, clock)
-                stats.source_api_calls = source.api_calls
+                stats.source_api_calls = source.api_calls - source_before
 
-            return await self._tracked(load_staged)
+            return await self._tracked(load_staged, calls_before=dict(sink.api_calls))
 
-    async def _tracked(self, body: Callable[[RunStats, Loader, list[Sink]], Awaitable[None]]) -> RunStats:
+    async def _tracked(
+        self, body: Callable[[RunStats, Loader, list[Sink]], Awaitable[None]],
+        calls_before: dict[str, int] | None = None,
+    ) -> RunStats:
         """A run's bookkeeping around ``body``: the run row (origin, status, stats), the resumed-from note, the
         outcome by exception type. The caller holds the pipeline's lock."""
         started = time.monotonic()
@@ -184,18 +195,19 @@ class Runner:
         ) as run_span:
             run_span.set_attribute("ferry.origin", self.origin)
             try:
-                return await self._run_started(body, run_id, stats, started)
+                return await self._run_started(body, run_id, stats, started, calls_before)
             finally:
                 run_span.set_attribute("ferry.status", stats.status)
                 _report_metrics(self.spec.target.system, stats)
 
     async def _run_started(
         self, body: Callable[[RunStats, Loader, list[Sink]], Awaitable[None]], run_id: int, stats: RunStats,
-        started: float,
+        started: float, calls_before: dict[str, int] | None = None,
     ) -> RunStats:
         log.info("run.start", pipeline=self.pipeline, run_id=run_id, origin=self.origin)
         loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id),
-                        latency_sensitive=self.latency_sensitive, keep_digests=self.two_way is not None)
+                        latency_sensitive=self.latency_sensitive, keep_digests=self.two_way is not None,
+                        calls_before=calls_before)
         opened: list[Sink] = []  # the sink, once there is one: its budget goes into the report
         try:
             await body(stats, loader, opened)

@@ -28,6 +28,12 @@ class ServeState:
         self.draining = False
         self.health: dict[str, Any] = {}  # extra figures for /healthz (registration, pipelines)
         self.probes: dict[str, Callable[[], Any]] = {}  # figures read when /healthz is asked (processors)
+        # What is not working now, read when /healthz is asked: each check lists its problems (dicts with a
+        # "reason"); any problem makes the status "degraded" (webhooks are still taken in and made durable).
+        self.checks: dict[str, Callable[[], list[dict[str, Any]]]] = {}
+
+    def problems(self) -> list[dict[str, Any]]:
+        return [{"check": name, **problem} for name, check in self.checks.items() for problem in check()]
 
 
 def build_app(state: ServeState, routers: Sequence[APIRouter] = ()) -> FastAPI:
@@ -44,8 +50,10 @@ def build_app(state: ServeState, routers: Sequence[APIRouter] = ()) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
+        problems = state.problems()
         return {
-            "status": "ok",
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
             "webhooks": {f"{p}/{s}": dict(i.counts) for (p, s), i in state.inboxes.items()},
             **state.health,
             **{name: probe() for name, probe in state.probes.items()},

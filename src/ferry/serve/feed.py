@@ -5,13 +5,21 @@ The delivery guarantee is the one ``core.events`` states: a page's records and i
 staged in ONE transaction (``Staging.stage``) before the next page is asked for, so a restart resumes from the
 staged position and loses nothing. Each stream is followed by its own task; a stream that fails (the system
 unreachable past the source's retries) is started again from its saved state after a pause.
+
+Health: a stream that failed stays a *problem* (``problems``: the reason, since when, whether a human must act)
+until the stream hands out a page again; an event source hands out a page, empty if need be, as soon as it is
+subscribed, so a recovered feed shows healthy without waiting for a change. A permanent error (credentials
+refused) is retried too, at the longest pause: someone fixing the org's side (the connected app, the user) is
+picked up without a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
@@ -27,6 +35,23 @@ log = structlog.get_logger("ferry.serve.feed")
 EVENT_RUN_ID = 0  # staged by no run, like webhook deliveries (the micro-batch that plans them is the run)
 RETRY_PAUSE = 2.0
 RETRY_PAUSE_MAX = 60.0
+MAX_REASON_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class FeedProblem:
+    """Why a stream is not following its changes now (shown by ``/healthz``; no secrets: errors carry none)."""
+
+    stream: str
+    reason: str
+    since: float  # wall time of the first failure in a row
+    permanent: bool  # a human must act (credentials, configuration); retried at the longest pause meanwhile
+    failures: int  # failures in a row
+
+    def as_dict(self) -> dict[str, object]:
+        return {"stream": self.stream, "reason": self.reason, "permanent": self.permanent,
+                "failures": self.failures,
+                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since))}
 
 
 class FeedStore(ReadCheckpoints, Staging, Protocol):
@@ -50,6 +75,9 @@ class Feed:
         self.pages = 0
         self.records = 0
         self.failures = 0
+        self.problems: dict[str, FeedProblem] = {}  # streams failing now, by stream
+        self.retry_pause = RETRY_PAUSE
+        self.retry_pause_max = RETRY_PAUSE_MAX
         self._stopping = False
 
     def stop(self) -> None:
@@ -67,26 +95,40 @@ class Feed:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _follow(self, stream: str) -> None:
-        failed = 0
         while not self._stopping:
             state = await asyncio.to_thread(self.store.read_state, self.pipeline, stream)
             try:
                 async with contextlib.aclosing(self.events.events(stream, state)) as pages:  # type: ignore[type-var]
                     async for page in pages:
                         await asyncio.to_thread(self._stage, stream, page.records, page.state)
-                        failed = 0
+                        self._recovered(stream)
                         if self._stopping:
                             return
-            except PermanentError as exc:
-                log.error("feed.stopped", pipeline=self.pipeline, stream=stream, error=str(exc))
-                raise
-            except Exception as exc:  # transient: start again from the saved state
-                self.failures += 1
-                failed += 1
-                pause = min(RETRY_PAUSE_MAX, RETRY_PAUSE * 2 ** (failed - 1))
-                log.warning("feed.failed", pipeline=self.pipeline, stream=stream,
-                            error=f"{type(exc).__name__}: {exc}", retry_in_s=pause)
-                await asyncio.sleep(pause)
+            except Exception as exc:  # start again from the saved state, after a pause
+                await asyncio.sleep(self._failed(stream, exc))
+
+    def _failed(self, stream: str, exc: Exception) -> float:
+        """Record the failure as the stream's problem; the pause before the next attempt."""
+        self.failures += 1
+        permanent = isinstance(exc, PermanentError)
+        before = self.problems.get(stream)
+        failures = before.failures + 1 if before else 1
+        reason = f"{type(exc).__name__}: {exc}"[:MAX_REASON_CHARS]
+        self.problems[stream] = FeedProblem(stream, reason, before.since if before else time.time(), permanent,
+                                            failures)
+        pause = self.retry_pause_max if permanent else min(self.retry_pause_max,
+                                                           self.retry_pause * 2 ** (failures - 1))
+        if permanent:
+            log.error("feed.refused", pipeline=self.pipeline, stream=stream, error=reason, retry_in_s=pause)
+        else:
+            log.warning("feed.failed", pipeline=self.pipeline, stream=stream, error=reason, retry_in_s=pause)
+        return pause
+
+    def _recovered(self, stream: str) -> None:
+        problem = self.problems.pop(stream, None)
+        if problem is not None:
+            log.info("feed.recovered", pipeline=self.pipeline, stream=stream, failures=problem.failures,
+                     down_s=round(time.time() - problem.since, 1))
 
     def _stage(self, stream: str, records: list[dict[str, object]], state: dict[str, object] | None) -> None:
         identify = self.source.identify

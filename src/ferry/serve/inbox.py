@@ -37,6 +37,7 @@ class Accepted:
     status: int
     outcome: str  # staged | duplicate | ignored | ping | dead_letter | rejected
     detail: str = ""
+    stream: str | None = None  # the stream of an authenticated event that carries records
 
 
 class Inbox:
@@ -58,11 +59,15 @@ class Inbox:
         self.streams = streams
         self.on_staged = on_staged
         self.counts: dict[str, int] = {}
+        self.stream_counts: dict[str, dict[str, int]] = {}  # outcome counts per stream (staged, duplicate)
 
     async def accept(self, headers: Mapping[str, str], body: bytes) -> Accepted:
         """``headers`` with lower-case names; ``body`` the raw bytes, already capped."""
         result = await self._accept(headers, body)
         self.counts[result.outcome] = self.counts.get(result.outcome, 0) + 1
+        if result.stream is not None:
+            per = self.stream_counts.setdefault(result.stream, {})
+            per[result.outcome] = per.get(result.outcome, 0) + 1
         return result
 
     async def _accept(self, headers: Mapping[str, str], body: bytes) -> Accepted:
@@ -83,13 +88,13 @@ class Inbox:
             self.store.accept_delivery, self.pipeline, event.dedup_key, event.stream, rows, letters
         )
         if not fresh:
-            return Accepted(200, "duplicate")
+            return Accepted(200, "duplicate", stream=event.stream)
         if letters:
             log.warning("webhook.dead_letter", pipeline=self.pipeline, topic=event.topic, problem=event.problem)
             return Accepted(200, "dead_letter", event.problem or "")
         if rows:
             self.on_staged()
-            return Accepted(200, "staged")
+            return Accepted(200, "staged", stream=event.stream)
         return Accepted(200, "ignored")
 
     def _rows_and_letters(self, event: WebhookEvent, body: bytes) -> tuple[list[StagedRow], list[NewDeadLetter]]:

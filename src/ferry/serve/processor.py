@@ -71,6 +71,7 @@ class Processor:
         self.batches = 0
         self.failures = 0
         self._failed_in_a_row = 0
+        self.problem: str | None = None  # why the last micro-batch failed (/healthz); None once one succeeds
         self.last_batch_at: float | None = None
         self._first_event_at: float | None = None  # monotonic time of the first event the next batch takes
         self._arrivals: list[float] = []  # when each event not yet in a batch arrived (end-to-end metric)
@@ -159,9 +160,11 @@ class Processor:
                 self.failures += 1
                 self._failed_in_a_row += 1
                 pause = min(ERROR_PAUSE_MAX, ERROR_PAUSE * 2 ** (self._failed_in_a_row - 1))
+                self.problem = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning("events.batch_failed", pipeline=self.spec.name, error=f"{type(exc).__name__}: {exc}",
                             retry_in_s=pause)
             else:
+                self.problem = None
                 if self.store.outbox_count(self.spec.name):
                     # Records the target answered with a transient error wait in the outbox: the next attempts
                     # back off like failed batches, so a short outage does not spend their retry budget at once.

@@ -96,6 +96,8 @@ class Service:
         inboxes = {(p.spec.name, p.inbox.receiver.system): p.inbox for p in self.pipelines if p.inbox}
         self.state = ServeState(inboxes, options.max_body_bytes)
         self.state.probes["events"] = self._event_figures
+        self.state.checks["change_feeds"] = self._feed_problems
+        self.state.checks["event_batches"] = self._batch_problems
         self.app = build_app(self.state, routers)
         self.signal: int | None = None
         self._stop = asyncio.Event()
@@ -125,6 +127,16 @@ class Service:
                               **({"change_pages": p.feed.pages, "change_records": p.feed.records,
                                   "change_failures": p.feed.failures} if p.feed else {})}
                 for p in self.pipelines if p.processor is not None}
+
+    def _feed_problems(self) -> list[dict[str, Any]]:
+        """Change streams failing now (Salesforce unreachable, credentials refused), with the reason."""
+        return [{"pipeline": p.spec.name, **problem.as_dict()}
+                for p in self.pipelines if p.feed is not None for problem in list(p.feed.problems.values())]
+
+    def _batch_problems(self) -> list[dict[str, Any]]:
+        """Pipelines whose last micro-batch failed (the target down, ...): events wait, staged."""
+        return [{"pipeline": p.spec.name, "reason": p.processor.problem}
+                for p in self.pipelines if p.processor is not None and p.processor.problem is not None]
 
     @property
     def public_url(self) -> str:

@@ -187,7 +187,10 @@ class SalesforceChangeSource:
                 yield SourcePage([], position.dump())  # the starting point, durable before any event
             else:
                 position = Position.load(state)
-                if not await self._resume(cometd, position):
+                if await self._resume(cometd, position):
+                    # Subscribed again: an empty page says so at once (a follower's health), the same position.
+                    yield SourcePage([], position.dump())
+                else:
                     async for page in self._catch_up(stream, fields, position):
                         yield page
             while True:

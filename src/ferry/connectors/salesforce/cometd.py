@@ -237,7 +237,7 @@ class CometdStream:
         ca_file: Path | None = None,
         http: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        max_failures: int = MAX_QUIET_FAILURES,
+        max_failures: int | None = None,
     ) -> None:
         self.channel = channel
         self.tokens = tokens
@@ -248,7 +248,8 @@ class CometdStream:
         self.bayeux = BayeuxSession(tokens, api_version=api_version, http=self.http)
         self.replay_from = NEW_EVENTS
         self._sleep = sleep
-        self.max_failures = max_failures
+        # Read when the stream is made (not when the module is): a test may lower it for the whole process.
+        self.max_failures = MAX_QUIET_FAILURES if max_failures is None else max_failures
         self.reauthentications = 0
         self.handshakes = 0
 

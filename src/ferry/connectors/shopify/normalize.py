@@ -15,6 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from ferry.core.contracts import Reference
 from ferry.model.canonical import (
     Address,
     CanonicalRecord,
@@ -63,6 +64,22 @@ def normalize(stream: str, raw: dict[str, Any]) -> Normalized:
     if stream == "orders":
         return _order_records(raw)
     raise ValueError(f"unknown Shopify stream {stream!r}; expected one of {', '.join(STREAMS)}")
+
+
+def references(stream: str, raw: dict[str, Any]) -> list[Reference]:
+    """An order's customer (a guest checkout's customer is the order's own record) and each line item's variant,
+    which the products stream yields with its product; other streams refer to nothing."""
+    if stream != "orders":
+        return []
+    out: list[Reference] = []
+    customer_id = _customer_id(raw)
+    if customer_id is not None:
+        out.append(Reference("customer", customer_id, "customers", customer_id))
+    for line in _dicts(raw.get("line_items")):
+        variant, product_id = ident(line.get("variant_id")), ident(line.get("product_id"))
+        if variant is not None and product_id is not None:  # a custom line sells no catalog product
+            out.append(Reference("product_variant", variant, "products", product_id))
+    return out
 
 
 def record_key(stream: str, raw: dict[str, Any]) -> str:

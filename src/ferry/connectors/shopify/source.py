@@ -191,6 +191,8 @@ class ShopifySource(AsyncResource):
     # records. The normalizer's functions themselves, not methods calling them: both run once per record.
     identify = staticmethod(shopify_normalize.identify)
     normalize = staticmethod(shopify_normalize.normalize)
+    # An order's customer and products (RefersTo): ferry serve fetches those the target lacks before the order.
+    references = staticmethod(shopify_normalize.references)
 
     def locate(self, raw: dict[str, Any]) -> tuple[str, str] | None:
         """Stream and id of a raw record stored without them (dead letters of older ferry versions), by its shape:
