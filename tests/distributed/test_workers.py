@@ -46,11 +46,13 @@ def _ferry(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
                           text=True, timeout=300, check=False)
 
 
-def _start_workers(n: int, env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
+def _start_workers(
+    n: int, env: dict[str, str], logs: Path, pipeline: Path = EXAMPLE
+) -> list[subprocess.Popen[bytes]]:
     procs = []
     for i in range(n):
         out = (logs / f"worker-{i}.log").open("wb")
-        procs.append(subprocess.Popen([sys.executable, "-m", "ferry", "worker", str(EXAMPLE), "--concurrency", "4"],
+        procs.append(subprocess.Popen([sys.executable, "-m", "ferry", "worker", str(pipeline), "--concurrency", "4"],
                                       env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT))
     return procs
 
