@@ -58,7 +58,9 @@ class DistChaosConfig:
     coordinator_kills: int = 1  # at least this many coordinator SIGKILLs (each ends a life)
     nats_restarts: int = 1  # crash + restart of nats-server while the run writes
     pg_restarts: int = 1  # crash + restart of PostgreSQL while the run writes
-    outage: tuple[float, float] = (0.5, 2.0)  # seconds a crashed server stays down
+    # Seconds a crashed server stays down: longer than psycopg's pool waits for a connection (10 s) or a publish is
+    # retried, sometimes, so the outage reaches the code above them.
+    outage: tuple[float, float] = (2.0, 12.0)
     api_budget: int = 400  # the pipeline's Salesforce share (calls per rolling 24 h): tight, it must hold
 
 
@@ -146,6 +148,8 @@ class DistributedChaos(Chaos):
         self.worker_logs: list[Path] = []
         self.killed_pids: set[int] = set()
         self.stream_survived: list[dict[str, int]] = []
+        self.down: dict[str, float] = {}  # crashed servers: when each comes back (monotonic)
+        self._seq_before_crash = 0
 
     # ------------------------------------------------------------------ servers and workers
 
@@ -196,7 +200,7 @@ class DistributedChaos(Chaos):
             return subprocess.Popen(
                 [sys.executable, "-m", "ferry", "worker", str(pipeline),
                  "--concurrency", str(self.dconfig.concurrency)],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
+                env={**env, "FERRY_LOG_LEVEL": "info"}, stdout=out, stderr=subprocess.STDOUT,
             )
 
     def _keep_workers(self, pipeline: Path, env: dict[str, str]) -> None:
@@ -320,6 +324,7 @@ class DistributedChaos(Chaos):
         try:
             self._watch_d(proc, dl, before, events, pipeline, env, deadline)
         finally:
+            self._restart_servers(now=True)  # the life ended during an outage: the next one starts with both up
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=30)
@@ -342,6 +347,7 @@ class DistributedChaos(Chaos):
         while proc.poll() is None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"distributed chaos run out of time: {self.tmp}")
+            self._restart_servers()
             self._keep_workers(pipeline, env)
             self._all_workers += [w for w in self.workers if w not in self._all_workers]
             if progressed_at is None and self._progress_at(before) is not None:
@@ -360,8 +366,10 @@ class DistributedChaos(Chaos):
 
     def _land(self, event: Event, proc: subprocess.Popen[bytes]) -> bool:
         """Make the event happen now if it can (False: not yet, e.g. no worker holds a claim at this instant)."""
-        doing = self._doing()
-        if event.kind in ("worker", "nats", "postgres") and doing != "writing":
+        if event.kind in self.down:
+            return False  # one outage of a kind at a time
+        doing = "postgres down" if "postgres" in self.down else self._doing()
+        if event.kind in ("worker", "nats", "postgres") and doing not in ("writing", "postgres down"):
             return False  # these aim at the loads: wait for the run to hand out work
         if event.kind == "worker":
             holders = self._lease_holders()
@@ -374,18 +382,30 @@ class DistributedChaos(Chaos):
         elif event.kind == "coordinator":
             os.kill(proc.pid, signal.SIGKILL)
         elif event.kind == "nats":
-            seq_before = self._stream_last_seq()
+            self._seq_before_crash = self._stream_last_seq()
             self.nats.kill()
-            time.sleep(self.rng.uniform(*self.dconfig.outage))
-            self.nats.start()
-            self.stream_survived.append({"before": seq_before, "after": self._stream_last_seq()})
         elif event.kind == "postgres":
             assert self.pg is not None
             self.pg.crash()
-            time.sleep(self.rng.uniform(*self.dconfig.outage))
-            self.pg.start()
+        if event.kind in ("nats", "postgres"):
+            # Down for a while; the life goes on meanwhile (kills land, workers are replaced) until it is back.
+            self.down[event.kind] = time.monotonic() + self.rng.uniform(*self.dconfig.outage)
+            event.detail = f"down {self.down[event.kind] - time.monotonic():.1f}s"
         event.phase = doing
         return True
+
+    def _restart_servers(self, *, now: bool = False) -> None:
+        """Start again each crashed server whose outage is over (all of them: ``now``)."""
+        for kind, until in list(self.down.items()):
+            if not now and time.monotonic() < until:
+                continue
+            del self.down[kind]
+            if kind == "nats":
+                self.nats.start()  # same port, same store dir: JetStream's state must have survived
+                self.stream_survived.append({"before": self._seq_before_crash, "after": self._stream_last_seq()})
+            else:
+                assert self.pg is not None
+                self.pg.start()
 
     def _kill_worker(self, worker: subprocess.Popen[bytes]) -> None:
         self.killed_pids.add(worker.pid)
@@ -404,8 +424,15 @@ class DistributedChaos(Chaos):
         async def ask() -> int:
             nc = await nats.connect(self.nats.url, connect_timeout=2, max_reconnect_attempts=10)
             try:
-                info = await nc.jetstream().stream_info("FERRY_WORK")
-                return int(info.state.last_seq)
+                for attempt in range(20):  # just restarted: JetStream may need a moment to load its store
+                    try:
+                        info = await nc.jetstream().stream_info("FERRY_WORK")
+                        return int(info.state.last_seq)
+                    except Exception:
+                        if attempt == 19:
+                            raise
+                        await asyncio.sleep(0.5)
+                return 0
             finally:
                 await nc.close()
 
