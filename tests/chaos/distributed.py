@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from ferry.cli.exits import RUN_FINISHED
+from ferry.cli.exits import RUN_FINISHED, Exit
 from ferry.store import LetterFilter
 from ferry.store.postgres import migrate
 from tests.bus.natsserver import NatsServer, require_nats_server
@@ -61,7 +61,10 @@ class DistChaosConfig:
     # Seconds a crashed server stays down: longer than psycopg's pool waits for a connection (10 s) or a publish is
     # retried, sometimes, so the outage reaches the code above them.
     outage: tuple[float, float] = (2.0, 12.0)
-    api_budget: int = 400  # the pipeline's Salesforce share (calls per rolling 24 h): tight, it must hold
+    api_budget: int = 400  # the pipeline's Salesforce share (calls per rolling 24 h): it must hold
+    # The share the first lives run with: too small for the sync, so a life pauses on it (exit 5, nothing
+    # dead-lettered); the operator then raises it to ``api_budget`` and restarts the workers with the new file.
+    first_budget: int | None = None
 
 
 @dataclass
@@ -92,6 +95,7 @@ class DistChaosResult:
     ledger_calls: int
     worker_crashes: list[str]  # workers that exited without being killed: log tails
     stream_survived: list[dict[str, int]]  # JetStream's last sequence before a NATS crash and after its restart
+    budget_pause: dict[str, Any]  # the life that paused on ``first_budget``: its exit, the ledger, bus letters then
     edited: set[str]
     seconds: float
 
@@ -131,6 +135,7 @@ class DistChaosResult:
             "org_differs_from_clean_embedded_run": self.org_diff,
             "dead_letters_differ_from_clean_embedded_run": self.letters_diff,
             "bus_dead_letters": self.bus_letters,
+            "budget_pause": self.budget_pause,
             "api_budget": self.config.api_budget,
             "salesforce_calls_in_budget_ledger": self.ledger_calls,
             "api_calls": dict(self.api_calls),
@@ -149,6 +154,7 @@ class DistributedChaos(Chaos):
         self.killed_pids: set[int] = set()
         self.stream_survived: list[dict[str, int]] = []
         self.down: dict[str, float] = {}  # crashed servers: when each comes back (monotonic)
+        self.budget_pause: dict[str, Any] = {}
         self._seq_before_crash = 0
 
     # ------------------------------------------------------------------ servers and workers
@@ -189,7 +195,7 @@ class DistributedChaos(Chaos):
     def _pipeline(self) -> Path:
         path = super()._pipeline()
         spec = yaml.safe_load(path.read_text())
-        spec["target"]["api_budget"] = self.dconfig.api_budget
+        spec["target"]["api_budget"] = self.dconfig.first_budget or self.dconfig.api_budget
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
         return path
 
@@ -241,7 +247,9 @@ class DistributedChaos(Chaos):
             life = dl.life
             if final and life.exit_code in RUN_FINISHED:
                 break
-            if life.exit_code is not None and life.exit_code not in RUN_FINISHED:
+            if life.exit_code == Exit.TRY_LATER and self.dconfig.first_budget and not self.budget_pause:
+                self._budget_paused(life, pipeline)
+            elif life.exit_code is not None and life.exit_code not in RUN_FINISHED:
                 tail = self._tail(life).strip()
                 life.error = f"exit {life.exit_code}: " + (tail.splitlines()[-1] if tail else "?")
             if not final:
@@ -281,9 +289,37 @@ class DistributedChaos(Chaos):
             ledger_calls=ledger,
             worker_crashes=self._worker_crashes(),
             stream_survived=self.stream_survived,
+            budget_pause=self.budget_pause,
             edited=set(self.edited),
             seconds=time.monotonic() - started,
         )
+
+    def _budget_paused(self, life: Life, pipeline: Path) -> None:
+        """A life paused on the first (too small) share: note what the shared state says, then raise the share
+        and restart the workers with the new file (SIGTERM: each must stop cleanly, exit 0)."""
+        store = self._store()
+        try:
+            letters = store.find_dead_letters(LetterFilter(pipeline="chaos", status=None), 1_000_000)
+            self.budget_pause = {
+                "life": life.index,
+                "exit": life.exit_code,
+                "status": (life.stats or {}).get("status"),
+                "error": ((life.stats or {}).get("error") or "")[:160],
+                "first_budget": self.dconfig.first_budget,
+                "ledger_at_pause": sum(n for _, n in store.api_call_buckets("chaos", "salesforce", 0)),
+                "queued_at_pause": store.outbox_count("chaos"),
+                "bus_dead_letters": sum(1 for d in letters if d.object.startswith("bus:")),
+            }
+        finally:
+            store.close()
+        spec = yaml.safe_load(pipeline.read_text())
+        spec["target"]["api_budget"] = self.dconfig.api_budget
+        pipeline.write_text(yaml.safe_dump(spec, sort_keys=False))
+        for w in self.workers:
+            w.send_signal(signal.SIGTERM)
+        for w in self.workers:
+            w.wait(timeout=60)
+        self.workers = []  # replaced by the next life's _keep_workers, with the new share
 
     def _quota_left(self, lives: list[DistLife]) -> list[str]:
         """The events still owed (each kind's quota minus what landed); none: the next life is the last."""
@@ -292,7 +328,10 @@ class DistributedChaos(Chaos):
         half = d.worker_kills // 2
         owed = {"worker": d.worker_kills - half, "worker-any": half, "nats": d.nats_restarts,
                 "postgres": d.pg_restarts, "coordinator": d.coordinator_kills}
-        return [k for k, n in owed.items() for _ in range(max(0, n - landed[k]))]
+        todo = [k for k, n in owed.items() for _ in range(max(0, n - landed[k]))]
+        if d.first_budget and not self.budget_pause:
+            todo.append("budget")  # the share has not stopped a life yet: this life is not the last
+        return todo
 
     def _plan_events(self, todo: list[str]) -> list[Event]:
         """Up to 2 worker kills, one server restart of each kind and (sometimes) a coordinator kill per life."""
@@ -300,10 +339,10 @@ class DistributedChaos(Chaos):
             return []
         lo, hi = self.config.kill_after
         chosen: list[str] = []
-        for kind in ("worker", "worker-any", "nats", "postgres"):
+        for kind in ("worker", "worker-any", "nats", "postgres"):  # ("budget" is no event: the share does it)
             chosen += [k for k in todo if k == kind][: 1 if kind in ("nats", "postgres") else 2]
         # The coordinator is killed in a life of its own now and then: its kill ends the life.
-        if "coordinator" in todo and (self.rng.random() < 0.4 or len(chosen) == 0):
+        if "coordinator" in todo and (self.rng.random() < 0.4 or (not chosen and "budget" not in todo)):
             chosen.append("coordinator")
         events = [Event(k, self.rng.uniform(lo, hi)) for k in chosen]
         coordinator = [e for e in events if e.kind == "coordinator"]
@@ -502,4 +541,11 @@ def check(result: DistChaosResult) -> dict[str, Any]:
     # The API budget: counted before each call is sent, so the ledger holds at least what the org counted,
     # and never more than the share allows.
     assert result.api_calls["salesforce"] <= result.ledger_calls <= d.api_budget, figures
+    if d.first_budget:
+        # The first share stopped a life as in the embedded mode: paused (exit 5), the ledger within the share,
+        # the rest still queued, no work item dead-lettered; the next lives resumed once the share was raised.
+        p = result.budget_pause
+        assert p and p["exit"] == Exit.TRY_LATER and p["status"] == "paused", figures
+        assert p["ledger_at_pause"] <= d.first_budget and p["queued_at_pause"] > 0, figures
+        assert p["bus_dead_letters"] == 0, figures
     return figures
