@@ -20,6 +20,7 @@ jobs (Bulk API 2.0): a distributed run writes every object through the cheapest 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import time
 import uuid
@@ -34,6 +35,7 @@ from ferry.bus.work import LoadBatch, decode, encode, msg_id, subject_for
 from ferry.connectors.registry import open_sink
 from ferry.core.bus import BusMessage, PermanentWorkError, subject_token
 from ferry.core.contracts import Sink, SinkContext, Source
+from ferry.core.ports import LetterFilter
 from ferry.core.writes import StrategyChoice, choose_write
 from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
@@ -113,7 +115,9 @@ class DistributedRunner(Runner):
             return
         choice = direct_write(sink, plan.name, total)
         s.strategy, s.reason = f"{choice.strategy} (workers)", f"{choice.reason}; written by ferry workers"
-        letters_before = self._open_letters(plan.name)
+        # Letters this load opened: last seen from now on (a count of open letters before and after would go
+        # down when a row with an old letter is written at last, and make the figure negative).
+        since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         self.progress.phase(f"write {plan.name} ({choice.strategy}, workers)", total)
         log.info("load.distributed", object=plan.name, records=total, strategy=choice.strategy)
         rounds = self.budget.max_attempts + EXTRA_ROUNDS
@@ -129,8 +133,10 @@ class DistributedRunner(Runner):
                 break
             self._pause_if_budget_spent(stats.run_id)
             await asyncio.sleep(self.budget.pause(attempt))
-        s.dead_lettered = self._open_letters(plan.name) - letters_before
-        s.written = total - left - s.dead_lettered
+        letters = self.store.count_matching_letters(LetterFilter(self.pipeline, plan.name, since=since))
+        s.dead_lettered += letters  # added to the planner's (invalid records), as the embedded loader does
+        # Never below 0: it feeds a metrics counter, which refuses to go down (and would fail a finished run).
+        s.written = max(0, total - left - letters)
         if left:
             raise RuntimeError(
                 f"{plan.name}: {left} records still queued after {rounds} rounds of ferry workers "
@@ -143,9 +149,6 @@ class DistributedRunner(Runner):
         row = self.store.get_run(run_id)
         if row is not None and row.error:
             raise BudgetExhausted(f"in a ferry worker: {row.error}")
-
-    def _open_letters(self, obj: str) -> int:
-        return int(self.store.count_dead_letters(self.pipeline).get(obj, 0))
 
     async def _publish_round(self, obj: str, strategy: str, run_id: int, attempt: int) -> int:
         """One item per ``batch`` queued rows (their keys and versions name the item, for the bus's dedup)."""
