@@ -119,6 +119,7 @@ class DistChaosResult:
             "nats_restarts": len(self.landed("nats")),
             "postgres_restarts": len(self.landed("postgres")),
             "events_by_phase": {k: dict(Counter(e.phase for e in self.landed(k))) for k in kinds},
+            "outages": {k: [e.detail for e in self.landed(k)] for k in ("nats", "postgres")},
             "jetstream_last_seq_before_crash_and_after_restart": self.stream_survived,
             "worker_crashes": self.worker_crashes,
             "faults_injected": dict(sorted(self.faults.items())),
