@@ -218,10 +218,17 @@ class DistributedChaos(Chaos):
         self.workers = alive
 
     def _worker_crashes(self) -> list[str]:
+        """Workers that ended other than by the harness's SIGKILL or a clean SIGTERM stop (exit 0). A worker the
+        harness stopped while it was still starting (no "taking work" line yet: its handler was not installed)
+        dies of the SIGTERM itself; that is no crash either."""
         crashed = []
         for w, log in zip(self._all_workers, self.worker_logs, strict=True):
-            if w.poll() is not None and w.pid not in self.killed_pids and w.returncode != 0:
-                crashed.append(f"{log.name} exit {w.returncode}: {log.read_text(errors='replace')[-600:]}")
+            if w.poll() is None or w.pid in self.killed_pids or w.returncode == 0:
+                continue
+            text = log.read_text(errors="replace")
+            if w.returncode == -signal.SIGTERM and "taking work for" not in text:
+                continue
+            crashed.append(f"{log.name} exit {w.returncode}: {text[-600:]}")
         return crashed
 
     # ------------------------------------------------------------------ the run
