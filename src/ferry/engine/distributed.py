@@ -116,7 +116,8 @@ class DistributedRunner(Runner):
         choice = direct_write(sink, plan.name, total)
         s.strategy, s.reason = f"{choice.strategy} (workers)", f"{choice.reason}; written by ferry workers"
         # Letters this load opened: last seen from now on (a count of open letters before and after would go
-        # down when a row with an old letter is written at last, and make the figure negative).
+        # down when a row with an old letter is written at last, and make the figure negative). The workers
+        # stamp them with their clocks: a figure, as exact as the machines' clocks agree.
         since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         self.progress.phase(f"write {plan.name} ({choice.strategy}, workers)", total)
         log.info("load.distributed", object=plan.name, records=total, strategy=choice.strategy)
@@ -192,7 +193,6 @@ class DistributedRunner(Runner):
                 log.warning("load.no_progress", object=obj, left=left, queued_items=waiting,
                             hint="is a `ferry worker` running with this pipeline file?")
                 idle_since = time.monotonic()
-
 
     async def _look(self, obj: str, token: str) -> tuple[int, int, int]:
         """(rows queued, items on the bus, rows under a live lease), the lock checked on the way."""
