@@ -52,6 +52,9 @@ def _ledger(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+# Behind -m slow (the suite is at its 15 minutes): the distributed chaos short run, in the default suite, pauses a
+# life on a share too small and resumes it after the share is raised; this one checks each detail on its own.
+@pytest.mark.slow
 def test_a_spent_budget_in_a_worker_pauses_the_run_and_the_next_run_resumes(
     small_shop: SandboxProcess, pg_server: object, nats_server: NatsServer, tmp_path: Path
 ) -> None:
