@@ -82,3 +82,11 @@ class PlanProblems(ConfigError):
             "(fix them, or run with --force to write anyway)"
         )
         self.problems = problems
+
+
+# Errors that stop the caller's whole step, never one record's failure: a spent API budget (the run pauses),
+# refused credentials or a wrong configuration (the run fails), a state store that cannot be used or is away
+# (the run fails, a worker's item is retried). A sink that turns per-call errors into per-record results must let
+# these through: a record dead-lettered because PostgreSQL was restarting is a valid record lost to the DLQ.
+STOPS_THE_STEP: tuple[type[FerryError], ...] = (BudgetExhausted, AuthError, ConfigError, StateError)
+

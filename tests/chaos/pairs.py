@@ -160,6 +160,9 @@ class ShopifyPair(SourcePair):
                         break
         return edited
 
+    def at_rest_copy(self, tmp: Path) -> ShopifySandbox:
+        return ShopifySandbox(tmp, store=copy.deepcopy(self.shop.store))
+
     def touch_orders(self, n: int, rng: random.Random) -> None:
         assert self.running
         ids = sorted(int(o["id"]) for o in self.shop.store.orders)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from ferry.core.ports import JournalEntry, PlannedRow, StagedRow, Written
+from ferry.errors import PipelineBusy
 from ferry.store.postgres import PostgresStore, StateUnavailable, migrate
 from ferry.store.postgres.migrate import migrations
 from tests.store.postgres_server import PostgresServer, start_server
@@ -217,6 +218,9 @@ def test_a_server_restart_mid_use_loses_nothing_committed_and_the_pool_reconnect
     url = own_server.fresh_database()
     migrate(url)
     store = PostgresStore(url, lock_dir=tmp_path, min_size=2, connect_timeout=3)
+    lock, other = store.pipeline_lock("p"), store.pipeline_lock("q")
+    lock.acquire()
+    other.acquire()
     try:
         run = store.start_run("p")
         store.stage("p", "orders", run, [StagedRow("1", "v1", b'{"id": 1}')], {"cursor": "c1"})
@@ -226,7 +230,21 @@ def test_a_server_restart_mid_use_loses_nothing_committed_and_the_pool_reconnect
         with pytest.raises(StateUnavailable) as down:
             store.outbox_count("p")
         assert getattr(down.value, "retryable", False)
+        with pytest.raises(StateUnavailable):  # the lock's session is gone; it cannot be taken again yet
+            lock.keep()
         own_server.start()
+        # The restart ended the lock holders' sessions, and their locks with them: the run (lock.keep, what a
+        # distributed coordinator does while it waits) takes its lock again on a new session ...
+        assert not store.is_running("p")
+        lock.keep()
+        assert store.is_running("p")
+        lock.keep()  # held: nothing to do
+        # ... unless another run took the pipeline meanwhile: then it must stop.
+        intruder = store.pipeline_lock("q")
+        intruder.acquire()
+        with pytest.raises(PipelineBusy):
+            other.keep()
+        intruder.release()
         # The pool's connections died with the server; each is checked and replaced before use.
         assert store.read_state("p", "orders") == {"cursor": "c1"}
         assert store.outbox_count("p") == 1
@@ -235,6 +253,8 @@ def test_a_server_restart_mid_use_loses_nothing_committed_and_the_pool_reconnect
         store.finish_run(run, "ok", {})
         assert store.outbox_count("p") == 2 and store.get_run(run).status == "ok"  # type: ignore[union-attr]
     finally:
+        lock.release()
+        other.release()
         store.close()
 
 

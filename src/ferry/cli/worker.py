@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from ferry.errors import ConfigError
+from ferry.errors import ConfigError, StateError
 
 log = structlog.get_logger("ferry.worker")
 
@@ -37,9 +38,13 @@ def worker_settings(concurrency: int | None) -> Any:
     return settings
 
 
-def shared_store() -> Any:
+STORE_WAIT_SECONDS = 120.0  # a worker started while PostgreSQL restarts waits for it this long, then exits 6
+
+
+def shared_store(wait: float = STORE_WAIT_SECONDS) -> Any:
     """The configured store, refused when it is the embedded SQLite file: workers on several machines (or
-    processes) must share one state."""
+    processes) must share one state. A database that cannot be reached yet (restarting, or started after the
+    workers) is waited for up to ``wait`` seconds: a service manager restarting the worker would only spin."""
     from ferry.store.factory import configured_state_url, open_store
 
     url = configured_state_url()
@@ -47,7 +52,15 @@ def shared_store() -> Any:
         raise ConfigError(
             "ferry worker needs a shared state store: set FERRY_STATE_URL=postgresql://... (docs/distributed.md)"
         )
-    return open_store(url)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return open_store(url)
+        except StateError as exc:
+            if not getattr(exc, "retryable", False) or time.monotonic() > deadline:
+                raise
+            log.warning("worker.waiting_for_state", error=str(exc))
+            time.sleep(1.0)
 
 
 def load_specs(paths: Sequence[Path]) -> dict[str, Any]:

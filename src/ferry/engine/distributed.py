@@ -20,11 +20,13 @@ jobs (Bulk API 2.0): a distributed run writes every object through the cheapest 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import functools
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -33,6 +35,7 @@ from ferry.bus.work import LoadBatch, decode, encode, msg_id, subject_for
 from ferry.connectors.registry import open_sink
 from ferry.core.bus import BusMessage, PermanentWorkError, subject_token
 from ferry.core.contracts import Sink, SinkContext, Source
+from ferry.core.ports import LetterFilter
 from ferry.core.writes import StrategyChoice, choose_write
 from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
@@ -48,6 +51,8 @@ LOAD_BATCH = 200  # outbox rows per work item: one Composite call's worth on Sal
 POLL_SECONDS = 0.2
 EXTRA_ROUNDS = 3  # rounds beyond the retry budget for rows no worker answered (killed workers, bus dead letters)
 IDLE_WARNING_SECONDS = 30.0
+OUTAGE_SECONDS = 120.0  # how long a server (PostgreSQL, NATS) may stay away before the run gives up on it
+T = TypeVar("T")
 
 
 class DistributedRunner(Runner):
@@ -60,6 +65,7 @@ class DistributedRunner(Runner):
         self.settings = settings
         self.batch = batch
         self._bus: JetStreamBus | None = None
+        self._held_lock: Any = None
         self.run_token = uuid.uuid4().hex[:12]  # names this run's items on the bus (see LoadBatch.run_token)
 
     async def run(self) -> RunStats:
@@ -70,6 +76,15 @@ class DistributedRunner(Runner):
                 return await super().run()
             finally:
                 self._bus = None
+
+    def _lock(self) -> Any:
+        self._held_lock = super()._lock()  # kept: a server restart drops it, ``_keep_lock`` takes it again
+        return self._held_lock
+
+    def _keep_lock(self) -> None:
+        keep = getattr(self._held_lock, "keep", None)
+        if keep is not None:
+            keep()
 
     @property
     def bus(self) -> JetStreamBus:
@@ -100,28 +115,41 @@ class DistributedRunner(Runner):
             return
         choice = direct_write(sink, plan.name, total)
         s.strategy, s.reason = f"{choice.strategy} (workers)", f"{choice.reason}; written by ferry workers"
-        letters_before = self._open_letters(plan.name)
+        # Letters this load opened: last seen from now on (a count of open letters before and after would go
+        # down when a row with an old letter is written at last, and make the figure negative). The workers
+        # stamp them with their clocks: a figure, as exact as the machines' clocks agree.
+        since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         self.progress.phase(f"write {plan.name} ({choice.strategy}, workers)", total)
         log.info("load.distributed", object=plan.name, records=total, strategy=choice.strategy)
         rounds = self.budget.max_attempts + EXTRA_ROUNDS
         left = total
         for attempt in range(1, rounds + 1):
-            published = await self._publish_round(plan.name, str(choice.strategy), stats.run_id, attempt)
+            # A round published again after an outage is the same items (same msg ids): the bus keeps them once.
+            published = await _through_outages(
+                functools.partial(self._publish_round, plan.name, str(choice.strategy), stats.run_id, attempt)
+            )
             left = await self._wait_for_round(plan.name, left)
             log.info("load.round", object=plan.name, attempt=attempt, items=published, left=left)
             if left == 0:
                 break
+            self._pause_if_budget_spent(stats.run_id)
             await asyncio.sleep(self.budget.pause(attempt))
-        s.dead_lettered = self._open_letters(plan.name) - letters_before
-        s.written = total - left - s.dead_lettered
+        letters = self.store.count_matching_letters(LetterFilter(self.pipeline, plan.name, since=since))
+        s.dead_lettered += letters  # added to the planner's (invalid records), as the embedded loader does
+        # Never below 0: it feeds a metrics counter, which refuses to go down (and would fail a finished run).
+        s.written = max(0, total - left - letters)
         if left:
             raise RuntimeError(
                 f"{plan.name}: {left} records still queued after {rounds} rounds of ferry workers "
                 "(are workers running with this pipeline?); the next run sends them"
             )
 
-    def _open_letters(self, obj: str) -> int:
-        return int(self.store.count_dead_letters(self.pipeline).get(obj, 0))
+    def _pause_if_budget_spent(self, run_id: int) -> None:
+        """A worker found the API budget spent (``note_run_paused``): the run pauses as an embedded one does
+        (exit 5); what is still queued stays in the outbox for the next run."""
+        row = self.store.get_run(run_id)
+        if row is not None and row.error:
+            raise BudgetExhausted(f"in a ferry worker: {row.error}")
 
     async def _publish_round(self, obj: str, strategy: str, run_id: int, attempt: int) -> int:
         """One item per ``batch`` queued rows (their keys and versions name the item, for the bus's dedup)."""
@@ -138,21 +166,60 @@ class DistributedRunner(Runner):
         progress from the shared outbox meanwhile. Returns the rows still queued."""
         token = subject_token(self.pipeline)
         idle_since = time.monotonic()
+        away_since: float | None = None
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            now_left = self.store.outbox_count(self.pipeline, obj)
+            try:
+                now_left, waiting, leased = await self._look(obj, token)
+            except Exception as exc:
+                # PostgreSQL or NATS restarting: the workers' items and leases wait for them; so does this run.
+                if not _retryable(exc) or (away_since and time.monotonic() - away_since > OUTAGE_SECONDS):
+                    raise
+                if away_since is None:
+                    away_since = time.monotonic()
+                    log.warning("load.server_away", object=obj, error=f"{type(exc).__name__}: {exc}")
+                continue
+            if away_since is not None:
+                log.info("load.server_back", object=obj, seconds=round(time.monotonic() - away_since, 1))
+                away_since = None
             if now_left < left:
                 self.progress.advance(left - now_left)
                 left, idle_since = now_left, time.monotonic()
             if left == 0:
                 return 0
-            waiting = (await self.bus.depth()).get(token, 0)
-            if waiting == 0 and _leased(self.store, self.pipeline, obj) == 0:
+            if waiting == 0 and leased == 0:
                 return left
             if time.monotonic() - idle_since > IDLE_WARNING_SECONDS:
                 log.warning("load.no_progress", object=obj, left=left, queued_items=waiting,
                             hint="is a `ferry worker` running with this pipeline file?")
                 idle_since = time.monotonic()
+
+    async def _look(self, obj: str, token: str) -> tuple[int, int, int]:
+        """(rows queued, items on the bus, rows under a live lease), the lock checked on the way."""
+        self._keep_lock()
+        now_left = self.store.outbox_count(self.pipeline, obj)
+        if now_left == 0:
+            return 0, 0, 0
+        waiting = (await self.bus.depth()).get(token, 0)
+        return now_left, waiting, _leased(self.store, self.pipeline, obj)
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A store or bus error marked worth retrying (``StateUnavailable``, ``BusUnavailable``)."""
+    return bool(getattr(exc, "retryable", False))
+
+
+async def _through_outages(call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``, again after a retryable failure (a server restarting) for up to ``OUTAGE_SECONDS``."""
+    started = time.monotonic()
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not _retryable(exc) or time.monotonic() - started > OUTAGE_SECONDS:
+                raise
+            log.warning("load.server_away", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(1.0)
 
 
 def _leased(store: Any, pipeline: str, obj: str) -> int:
@@ -188,6 +255,7 @@ class LoadWork:
     _open: dict[str, _OpenPipeline] = field(default_factory=dict)
     _opening: asyncio.Lock = field(default_factory=asyncio.Lock)
     done_rows: int = 0
+    paused_items: int = 0  # items settled unsent because the API budget was spent
 
     async def __call__(self, message: BusMessage) -> None:
         item = decode(message.data)
@@ -217,9 +285,14 @@ class LoadWork:
                 plan.name, plan.external_id, [r.payload for r in claim.rows], item.strategy, target_ids=target_ids,
             )
             await asyncio.to_thread(loader.reconcile, plan, claim.rows, results, jobs=[])
-        except BudgetExhausted:
+        except BudgetExhausted as exc:
+            # Not a failure of the item: retrying cannot help before the budget's window frees calls, and a
+            # dead letter would be wrong (the rows are fine). The run is told (its coordinator pauses, exit 5),
+            # the item is settled, and its rows, released below, stay queued for the next run.
             log.warning("worker.budget_exhausted", pipeline=item.pipeline, object=item.object)
-            raise
+            await asyncio.to_thread(self.store.note_run_paused, item.run_id, str(exc))
+            self.paused_items += 1
+            return 0
         finally:
             # Rows still held (to be retried, or never answered): free for the next round at once.
             await asyncio.to_thread(self.store.release_outbox, item.pipeline, item.object, claim)

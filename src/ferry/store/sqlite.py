@@ -457,6 +457,10 @@ class Store:
         with self._transaction() as c:
             c.execute("UPDATE runs SET progress_at = ? WHERE id = ? AND progress_at IS NULL", (utc_now(), run_id))
 
+    def note_run_paused(self, run_id: int, reason: str) -> None:
+        with self._transaction() as c:
+            c.execute("UPDATE runs SET error = ? WHERE id = ? AND status = 'running'", (reason, run_id))
+
     _RUN_COLUMNS = "id, pipeline, started_at, finished_at, status, stats, error, progress_at, pid, host, origin"
 
     def list_runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRow]:

@@ -31,6 +31,17 @@ def test_a_run_is_logged_from_start_to_finish(store: Backend) -> None:
     assert store.get_run(other + 1000) is None
 
 
+def test_a_worker_notes_a_spent_budget_on_a_running_run_only(store: Backend) -> None:
+    run = store.start_run("p")
+    store.note_run_paused(run, "api_budget spent")
+    noted = store.get_run(run)
+    assert noted is not None and (noted.status, noted.error) == ("running", "api_budget spent")
+    store.finish_run(run, "paused", {}, "API budget exhausted: api_budget spent")
+    store.note_run_paused(run, "a late worker")  # the run is over: its outcome stays as it ended
+    done = store.get_run(run)
+    assert done is not None and (done.status, done.error) == ("paused", "API budget exhausted: api_budget spent")
+
+
 def test_state_is_the_same_through_another_handle(backend: BackendFactory) -> None:
     first = backend.open()
     run = first.start_run("p")

@@ -50,8 +50,7 @@ from ferry.connectors.salesforce.planner import bulk_polls
 from ferry.core.records import MappedRecord
 from ferry.core.results import JobSucceeded, RecordResult, StreamAnswer
 from ferry.errors import (
-    AuthError,
-    BudgetExhausted,
+    STOPS_THE_STEP,
     ConfigError,
     FerryError,
     PermanentError,
@@ -145,7 +144,7 @@ class BulkIngest:
                 outcome = await self._run_job(sobject, external_id_field, body, label, len(part))
                 trusted = self.answers_by_counts(outcome, len(part))
                 part_results = await self.collect(outcome, external_id_field, part, label=label, trust_counts=trusted)
-            except (BudgetExhausted, AuthError, ConfigError):
+            except STOPS_THE_STEP:
                 raise
             except FerryError as err:
                 failure = record_error_from_call(err)

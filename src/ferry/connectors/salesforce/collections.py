@@ -17,7 +17,7 @@ from ferry.connectors.salesforce.tasks import run_all
 from ferry.core.records import MappedRecord
 from ferry.core.results import RecordResult
 from ferry.core.schema import ObjectSchema
-from ferry.errors import AuthError, BudgetExhausted, ConfigError, FerryError, RecordError
+from ferry.errors import STOPS_THE_STEP, ConfigError, FerryError, RecordError
 
 
 def split_reference(key: str) -> tuple[str | None, str, str] | None:
@@ -129,7 +129,7 @@ class CollectionsUpsert:
         async with self._gate:
             try:
                 answer = await self.client.json("PATCH", path, label=label, json=payload, records=len(indices))
-            except (BudgetExhausted, AuthError, ConfigError):
+            except STOPS_THE_STEP:
                 raise  # the run must stop (or be fixed); these are not about the records
             except FerryError as err:
                 failure = record_error_from_call(err)

@@ -35,7 +35,7 @@ from ferry.connectors.salesforce.tasks import run_all
 from ferry.core.records import MappedRecord
 from ferry.core.results import RecordResult
 from ferry.core.schema import ObjectSchema
-from ferry.errors import AuthError, BudgetExhausted, ConfigError, FerryError, PermanentError
+from ferry.errors import STOPS_THE_STEP, FerryError, PermanentError
 
 log = structlog.get_logger("ferry.connectors.salesforce.composite")
 
@@ -121,7 +121,7 @@ class CompositeUpsert:
         try:
             answer = await self.client.json("POST", self.client.data_path("/composite"), label=label, json=payload,
                                             records=sum(len(sub) for sub in subs))
-        except (BudgetExhausted, AuthError, ConfigError):
+        except STOPS_THE_STEP:
             raise
         except PermanentError as err:
             self._disable(f"the org refused Composite ({err.code}): {err}")

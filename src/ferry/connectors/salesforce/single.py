@@ -21,7 +21,7 @@ from ferry.connectors.salesforce.errors import classify, record_error, record_er
 from ferry.core.records import MappedRecord
 from ferry.core.results import RecordResult
 from ferry.core.schema import ObjectSchema
-from ferry.errors import AuthError, BudgetExhausted, ConfigError, FerryError
+from ferry.errors import STOPS_THE_STEP, FerryError
 
 _RECORD_REFUSALS = frozenset({400, 404})
 
@@ -63,7 +63,7 @@ async def upsert_one(
         response = await client.request(
             "PATCH", path, label=label, json=body, classify=_classify_keeping_record_errors, records=1
         )
-    except (BudgetExhausted, AuthError, ConfigError):
+    except STOPS_THE_STEP:
         raise
     except FerryError as err:
         return RecordResult(key, False, errors=[record_error_from_call(err)])

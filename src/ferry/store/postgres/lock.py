@@ -56,6 +56,23 @@ class AdvisoryPipelineLock:
             raise PipelineBusy(f"pipeline {self.pipeline} is being run by {owner}; wait for it to finish (or stop it)")
         self._conn = conn
 
+    def keep(self) -> None:
+        """Make sure the lock is still held: a server restart ends the session and with it the lock, while the
+        run goes on. Taken again on a new session; ``PipelineBusy`` if another run took it meanwhile, and
+        ``StateUnavailable`` while the server is still away (retry)."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                conn.execute("SELECT 1")
+                return
+            except psycopg.Error:
+                pass  # the session is gone, and its lock with it
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+        self._conn = None
+        self.acquire()
+
     def release(self) -> None:
         if self._conn is not None:
             # Unlocked before the session ends, so the next holder can take it at once (a closed session's locks

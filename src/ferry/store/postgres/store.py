@@ -293,6 +293,10 @@ class PostgresStore:
         with self._tx() as c:
             c.execute("UPDATE runs SET progress_at = %s WHERE id = %s AND progress_at IS NULL", (utc_now(), run_id))
 
+    def note_run_paused(self, run_id: int, reason: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE runs SET error = %s WHERE id = %s AND status = 'running'", (reason, run_id))
+
     def list_runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRow]:
         sql, args = f"SELECT {_RUN_COLUMNS} FROM runs", []
         if pipeline:
