@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ferry.core.contracts import TogetherLimits
-from ferry.core.ports import PlannedRow
+from ferry.core.ports import PlannedRow, Written
 from ferry.core.results import RecordResult
 from ferry.engine.combined import CallPart, plan_calls
 from ferry.engine.loader import _children_wait
@@ -73,6 +73,23 @@ def test_a_group_larger_than_a_call_sends_its_calls_in_turn(tmp_path: Path) -> N
         [[("Account", 5), ("Contact", 100)], [("Contact", 50)]],
         [[("Account", 5), ("Contact", 100)], [("Contact", 50)]],
     ]
+
+
+def test_updates_of_records_the_target_holds_are_packed_full(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ferry.db")
+    families(store, 1000)
+    store.record_results(P, "Account", None, [Written(f"a{i}", "v0") for i in range(1000)], [], [])
+    plans = [plan("Account"), plan("Contact", [ACCOUNT_REF])]
+    # Leaning to calls (records_per_call 1,000): 2,000 records in 2 calls of 5 full subrequests, sent at once.
+    groups = plan_calls(store, P, plans, SF, 1000)
+    assert groups is not None and shape(groups) == [[[("Account", 200)] * 5], [[("Contact", 200)] * 5]]
+    small = Store(tmp_path / "small.db")
+    families(small, 150)
+    small.record_results(P, "Account", None, [Written(f"a{i}", "v0") for i in range(150)], [], [])
+    groups = plan_calls(small, P, plans, SF, 100)  # the default: <= 100 records a call
+    assert groups is not None
+    assert sorted(shape(groups)) == sorted([[[("Account", 100)]], [[("Contact", 100)]], [[("Account", 50),
+                                                                                          ("Contact", 50)]]])
 
 
 def test_what_is_not_combined(tmp_path: Path) -> None:

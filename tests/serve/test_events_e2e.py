@@ -15,7 +15,6 @@ from ferry.serve.registration import webhook_address
 
 from .world import ServeThread, World, make_world, start_serve, stop_world, wait_for
 
-
 # An org rule ferry's own validation cannot know: a Contact it refuses fails in Salesforce, alone.
 ORG_RULES = """
 objects:

@@ -6,13 +6,15 @@ Why: a micro-batch of ``ferry serve`` writes a few records of each object. Objec
 object (Account, then Contact), however few the records: 63 Salesforce calls per 1,000 events at 200 events/s
 with a 150 ms window. Together it costs one.
 
-How a batch is cut into calls: ``realtime.records_per_call`` (pipeline) bounds the records of one call, so a
-batch of N records becomes ceil(N / records_per_call) groups sent at the same time (a call's time grows with its
-records, calls in flight overlap: latency). A child record goes in the group of the parent it names when that
-parent is in this batch (so the parent is written first, in the same call); a child whose parent the batch does
-not carry, and every root record, goes to the smallest group. Inside a group, parts (one object's records, at most
-the sink's records a part) go in dependency order, as many as one call carries; a group needing more calls sends
-them one after another, so order holds there too.
+How a batch is cut into calls: ``realtime.records_per_call`` (pipeline) bounds the records of one call (a call's
+time grows with its records, calls in flight overlap: latency). When every child names a parent the target holds
+already (``waves.load_waves`` puts all objects in one wave: a stream of updates), nothing orders the calls: the
+parts are packed full into as few calls as the bounds allow, all sent at the same time. Otherwise a batch of N
+records becomes ceil(N / records_per_call) groups sent at the same time; a child record goes in the group of
+the parent it names when that parent is in this batch (so the parent is written first, in the same call); a
+child whose parent the batch does not carry, and every root record, goes to the smallest group. Inside a group,
+parts (one object's records, at most the sink's records a part) go in dependency order, as many as one call
+carries; a group needing more calls sends them one after another, so order holds there too.
 
 A batch is NOT combined (the caller writes object by object, as a batch run) when: the sink cannot now
 (``together_limits`` None: Composite off or refused), a ref names its parent by something other than the
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 
 from ferry.core.contracts import TogetherLimits
 from ferry.engine.plan import ObjectPlan, ParentRef, order_plans
-from ferry.engine.waves import by_external_id
+from ferry.engine.waves import by_external_id, load_waves
 from ferry.store import OutboxRow, Store
 
 MAX_GROUPS = 8  # groups (calls) in flight at once for one micro-batch
@@ -63,8 +65,36 @@ def plan_calls(
     groups = -(-total // per_call)
     if total == 0 or groups > MAX_GROUPS:
         return None
+    if len(load_waves(store, pipeline, ordered)) == 1:
+        # Every child names a parent the target holds already: no order between calls, so pack them full.
+        packed = _packed(ordered, rows, limits, per_call)
+        return [[call] for call in packed] if len(packed) <= MAX_GROUPS else None
     members = _assign(ordered, rows, refs, groups)
     return [_calls(ordered, member, limits) for member in members if member]
+
+
+def _packed(
+    ordered: Sequence[ObjectPlan], rows: dict[str, list[OutboxRow]], limits: TogetherLimits, per_call: int
+) -> list[Call]:
+    """Parts of <= min(records a part, records a call), first fit by size into calls of <= ``limits.parts``
+    parts and ``per_call`` records (1,000 Accounts and 1,000 Contacts: two calls of 5 x 200). Each call's parts
+    stay in dependency order."""
+    size = min(limits.records, per_call)
+    rank = {plan.name: n for n, plan in enumerate(ordered)}
+    parts = sorted(
+        (CallPart(plan, rows[plan.name][start:start + size])
+         for plan in ordered for start in range(0, len(rows[plan.name]), size)),
+        key=lambda part: -len(part.rows),
+    )
+    calls: list[Call] = []
+    for part in parts:
+        fits = next((call for call in calls if len(call) < limits.parts
+                     and sum(len(p.rows) for p in call) + len(part.rows) <= per_call), None)
+        if fits is None:
+            calls.append([part])
+        else:
+            fits.append(part)
+    return [sorted(call, key=lambda part: rank[part.plan.name]) for call in calls]
 
 
 def _assign(
