@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--latency", default="off", choices=["off", "real"])
     ap.add_argument("--window-ms", type=int, default=None)
+    ap.add_argument("--sender-concurrency", type=int, default=None,
+                    help="webhook deliveries the Shopify sandbox keeps in flight (default: the sandbox's, 4)")
     ap.add_argument("--realtime", type=json.loads, default=None, help="the pipeline's realtime: block, as JSON")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--serve-log", type=Path, help="keep ferry serve's stderr (its JSON log) in this file")
@@ -81,6 +83,8 @@ def main() -> None:
     shop = ShopifySandbox(tmp, seed=3, customers=int(sum(per_phase) * 1.25) + 10, products=5, orders=5,
                           bucket_size=1_000_000, leak_rate=1_000_000.0)
     shop_run = start_in_thread(shop.app, tmp)
+    if args.sender_concurrency is not None:
+        shop.webhooks.dispatcher.configure({"concurrency": args.sender_concurrency})
     org = start_sandbox("salesforce", tmp, ["--latency", args.latency])
     pipeline = PIPELINE
     if args.realtime is not None:
@@ -130,12 +134,14 @@ def main() -> None:
                     results[-1]["diagnosis"] = {"serve": serve_health(), "deliveries": results[-1]["deliveries"],
                                                 "serve_alive": serve.poll() is None}
                     print(json.dumps(results[-1]["diagnosis"]), file=sys.stderr)
-        out = {"latency": args.latency, "window_ms": args.window_ms, "realtime": args.realtime, "seconds": args.seconds,
+        out = {"latency": args.latency, "window_ms": args.window_ms, "realtime": args.realtime,
+               "sender_concurrency": shop.webhooks.dispatcher.concurrency, "seconds": args.seconds,
                "serve": info["url"], "phases": results}
         if args.json:
             print(json.dumps(out))
         else:
-            print(f"latency {args.latency}, --window-ms {args.window_ms}, realtime {args.realtime}, "
+            print(f"latency {args.latency}, --window-ms {args.window_ms}, realtime {args.realtime}, sender "
+                  f"concurrency {shop.webhooks.dispatcher.concurrency}, "
                   f"{args.seconds:g} s per rate")
             print("rate/s  achieved  events  lost  ack p50/p95/p99 ms   visible p50/p95/p99 ms   SF calls  per 1,000"
                   "   in ferry <=250ms/<=1s")

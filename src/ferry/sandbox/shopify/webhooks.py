@@ -43,7 +43,7 @@ USER_AGENT = "Shopify-Captain-Hook"
 # X-Shopify-Triggered-At or the resource's updated_at), and it publishes no concurrency figure. One at a time
 # would make a receiver's ack time cap the stream (1 / ack time deliveries a second), which no real shop sees.
 # ``PATCH /__sandbox/webhooks {"concurrency": 1}`` sends in order, one at a time.
-CONCURRENCY = 8
+CONCURRENCY = 4
 
 
 def sign_webhook(body: bytes, secret: str) -> str:
