@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--latency", default="off", choices=["off", "real"])
     ap.add_argument("--window-ms", type=int, default=None)
     ap.add_argument("--sender-concurrency", type=int, default=None,
-                    help="webhook deliveries the Shopify sandbox keeps in flight (default: the sandbox's, 4)")
+                    help="webhook deliveries the Shopify sandbox keeps in flight (default: the sandbox's, 1)")
     ap.add_argument("--realtime", type=json.loads, default=None, help="the pipeline's realtime: block, as JSON")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--serve-log", type=Path, help="keep ferry serve's stderr (its JSON log) in this file")

@@ -39,11 +39,11 @@ TOPICS = {
 POLICY = RetryPolicy(delays=exponential_delays(8, 4 * 3600), connect_timeout=1.0, timeout=5.0)
 USER_AGENT = "Shopify-Captain-Hook"
 # Deliveries of one subscription in flight at once. Shopify's webhook docs (best practices; not re-read here) say
-# it does not guarantee ordering within a topic or across topics for one resource (receivers order by
-# X-Shopify-Triggered-At or the resource's updated_at), and it publishes no concurrency figure. One at a time
-# would make a receiver's ack time cap the stream (1 / ack time deliveries a second), which no real shop sees.
-# ``PATCH /__sandbox/webhooks {"concurrency": 1}`` sends in order, one at a time.
-CONCURRENCY = 4
+# it does not guarantee ordering within a topic or across topics for one resource, and it publishes no concurrency
+# figure: several in flight would be faithful. Kept at 1 here: with 4 or 8 in flight, `bench/events.py` on a loaded
+# machine measured slower acks (p50 5 -> 35-80 ms) and later writes, not earlier (bench/RESULTS.md, h-sfcalls);
+# ``PATCH /__sandbox/webhooks {"concurrency": N}`` or ``bench/events.py --sender-concurrency N`` sends N at once.
+CONCURRENCY = 1
 
 
 def sign_webhook(body: bytes, secret: str) -> str:
