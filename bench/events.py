@@ -1,7 +1,11 @@
 """`ferry serve` under a steady stream of source changes: webhook ack latency, source change -> visible in the
 target latency, and Salesforce calls per 1,000 events.
 
-Run: .venv/bin/python bench/events.py [--rates 50,200] [--seconds 10] [--latency off|real] [--window-ms 150]
+Run: .venv/bin/python bench/events.py [--rates 50,200] [--seconds 10] [--latency off|real] [--window-ms MS]
+     [--realtime '{"max_wait_ms": 5000, "max_records": 1000, "records_per_call": 1000}']
+
+``--realtime`` runs the example pipeline with that ``realtime:`` block (its micro-batch settings; unset: the
+defaults); ``--window-ms`` overrides its ``max_wait_ms`` from the command line as ``ferry serve --window-ms``.
 
 The Shopify sandbox runs in this process (its leaky bucket opened wide, so the stream is not throttled by the
 source API), the Salesforce sandbox and `ferry serve` are child processes, all on 127.0.0.1 over HTTPS. After a
@@ -66,7 +70,10 @@ def main() -> None:
     ap.add_argument("--rates", default="50,200")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--latency", default="off", choices=["off", "real"])
-    ap.add_argument("--window-ms", type=int, default=150)
+    ap.add_argument("--window-ms", type=int, default=None)
+    ap.add_argument("--sender-concurrency", type=int, default=None,
+                    help="webhook deliveries the Shopify sandbox keeps in flight (default: the sandbox's, 1)")
+    ap.add_argument("--realtime", type=json.loads, default=None, help="the pipeline's realtime: block, as JSON")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--serve-log", type=Path, help="keep ferry serve's stderr (its JSON log) in this file")
     args = ap.parse_args()
@@ -76,19 +83,26 @@ def main() -> None:
     shop = ShopifySandbox(tmp, seed=3, customers=int(sum(per_phase) * 1.25) + 10, products=5, orders=5,
                           bucket_size=1_000_000, leak_rate=1_000_000.0)
     shop_run = start_in_thread(shop.app, tmp)
+    if args.sender_concurrency is not None:
+        shop.webhooks.dispatcher.configure({"concurrency": args.sender_concurrency})
     org = start_sandbox("salesforce", tmp, ["--latency", args.latency])
+    pipeline = PIPELINE
+    if args.realtime is not None:
+        pipeline = tmp / PIPELINE.name  # the example with a realtime: block (JSON is YAML)
+        pipeline.write_text(PIPELINE.read_text() + f"\nrealtime: {json.dumps(args.realtime)}\n")
     tls = ensure_tls(tmp)
     shop_info = {**shop.credentials(shop_run.url), "ca_file": str(shop_run.ca_file)}
     env = {**os.environ, **demo_env(shop_info, org.info), "FERRY_HOME": str(tmp / "home"),
            "PYTHONPATH": str(REPO / "src")}
     serve: subprocess.Popen[str] | None = None
     try:
-        backfill = subprocess.run([sys.executable, "-m", "ferry", "run", str(PIPELINE), "--json"], env=env,
+        backfill = subprocess.run([sys.executable, "-m", "ferry", "run", str(pipeline), "--json"], env=env,
                                   capture_output=True, text=True, check=False)
         assert backfill.returncode in (0, 3, 4), (backfill.returncode, backfill.stderr[-2000:], backfill.stdout[-500:])
         serve = subprocess.Popen(
-            [sys.executable, "-m", "ferry", "serve", str(PIPELINE), "--port", "0", "--json", "--no-schedules",
-             "--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file), "--window-ms", str(args.window_ms)],
+            [sys.executable, "-m", "ferry", "serve", str(pipeline), "--port", "0", "--json", "--no-schedules",
+             "--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file),
+             *(["--window-ms", str(args.window_ms)] if args.window_ms is not None else [])],
             env=env, stdout=subprocess.PIPE, text=True,
             stderr=args.serve_log.open("w") if args.serve_log else subprocess.DEVNULL)
         assert serve.stdout is not None
@@ -106,6 +120,9 @@ def main() -> None:
         def serve_metrics() -> dict[float, float]:
             return contact_e2e_buckets(metrics_http.get("/metrics/").text)
 
+        def serve_health() -> dict[str, Any]:
+            return dict(metrics_http.get("/healthz").json())
+
         with httpx.Client(base_url=shop_run.url, verify=str(tls.ca_file), timeout=30,
                           headers={"X-Shopify-Access-Token": shop.access_token}) as shop_http, \
                 httpx.Client(base_url=org.url, verify=str(org.info["ca_file"]), timeout=60) as org_http:
@@ -113,12 +130,19 @@ def main() -> None:
                 batch = customers[offset:offset + count]
                 offset += count
                 results.append(phase(rate, batch, shop_http, org_http, serve_metrics))
-        out = {"latency": args.latency, "window_ms": args.window_ms, "seconds": args.seconds,
+                if results[-1]["lost"]:  # what to look at when events go missing (deliveries, batches)
+                    results[-1]["diagnosis"] = {"serve": serve_health(), "deliveries": results[-1]["deliveries"],
+                                                "serve_alive": serve.poll() is None}
+                    print(json.dumps(results[-1]["diagnosis"]), file=sys.stderr)
+        out = {"latency": args.latency, "window_ms": args.window_ms, "realtime": args.realtime,
+               "sender_concurrency": shop.webhooks.dispatcher.concurrency, "seconds": args.seconds,
                "serve": info["url"], "phases": results}
         if args.json:
             print(json.dumps(out))
         else:
-            print(f"latency {args.latency}, window {args.window_ms} ms, {args.seconds:g} s per rate")
+            print(f"latency {args.latency}, --window-ms {args.window_ms}, realtime {args.realtime}, sender "
+                  f"concurrency {shop.webhooks.dispatcher.concurrency}, "
+                  f"{args.seconds:g} s per rate")
             print("rate/s  achieved  events  lost  ack p50/p95/p99 ms   visible p50/p95/p99 ms   SF calls  per 1,000"
                   "   in ferry <=250ms/<=1s")
             for r in results:
@@ -189,13 +213,16 @@ def phase(rate: int, batch: list[dict[str, Any]], shop_http: httpx.Client, org_h
     acks = [next(a["duration_ms"] for a in d["attempts"] if a["status"] and 200 <= a["status"] < 300)
             for d in deliveries if any(a["status"] and 200 <= a["status"] < 300 for a in d["attempts"])]
     lat = [(visible[k] - changed[k]) * 1000 for k in visible]
+    states: dict[str, int] = {}
+    for d in deliveries:
+        states[d["state"]] = states.get(d["state"], 0) + 1
     return {
         "rate": rate, "achieved_rate": achieved, "events": len(changed), "lost": len(changed) - len(visible),
         "ack_ms": {"p50": pct(acks, 50), "p95": pct(acks, 95), "p99": pct(acks, 99), "n": len(acks)},
         "visible_ms": {"p50": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99),
                        "mean": statistics.fmean(lat) if lat else float("nan")},
         "sf_calls": calls, "sf_calls_per_1000": calls * 1000 / max(1, len(changed)),
-        "arrival_to_written": in_ferry,
+        "arrival_to_written": in_ferry, "deliveries": states,
     }
 
 

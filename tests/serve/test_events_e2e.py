@@ -21,10 +21,21 @@ from ferry.serve.registration import webhook_address
 
 from .world import API, ServeThread, World, make_world, start_serve, stop_world, wait_for
 
+# An org rule ferry's own validation cannot know: a Contact it refuses fails in Salesforce, alone.
+ORG_RULES = """
+objects:
+  Contact:
+    validationRules:
+      - name: No_Refused
+        formula: FirstName = "Refused"
+        message: This org takes no contact named Refused
+        errorField: FirstName
+"""
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = make_world(tmp_path_factory.mktemp("serve-e2e"), customers=40, products=10, orders=300)
+    w = make_world(tmp_path_factory.mktemp("serve-e2e"), customers=40, products=10, orders=300, org_schema=ORG_RULES)
     try:
         stats = asyncio.run(Runner(w.spec, w.store).run())  # the backfill: what webhooks then keep current
         assert stats.status == "succeeded", stats.error
@@ -249,3 +260,48 @@ def test_an_order_edit_lands_and_each_run_counts_its_own_calls(world: World, ser
         counted.append(calls)
     # The same edit costs the same each time (a running total would grow: 4, 8, 12, ...).
     assert len(set(counted)) == 1 and counted[0] <= 6, counted
+
+
+def test_a_micro_batch_is_one_call_and_a_contact_the_org_refuses_is_dead_lettered(
+    world: World, served: ServeThread
+) -> None:
+    """Account + Contact of a micro-batch go in one Composite call (parents first); a Contact the org refuses
+    is dead-lettered with the org's reason, its Account and the other customers' records are written."""
+    name = world.spec.name
+    processor = served.service.pipelines[0].processor
+    assert processor is not None
+    customers = [c for c in world.shop_records("customers")[20:30] if str(c["id"]) in _contacts(world)][:4]
+    bad, good = customers[0], customers[1:]
+
+    def idle() -> bool:  # what earlier tests sent is written (their calls are not this test's)
+        staged = world.store.staged_count(name, world.store.get_mark(name, "planned_seq"))
+        return world.store.outbox_count(name) == 0 and staged == 0 and not processor.run_lock.locked()
+
+    wait_for(idle, 60, "earlier events to be written")
+    processor.window = 1.0  # the four edits in one micro-batch
+    before = world.sf_calls()
+    runs_before = {r.id for r in world.store.list_runs(name, 500)}
+    try:
+        world.put("customers", bad["id"], {"first_name": "Refused"})
+        for n, customer in enumerate(good):
+            world.put("customers", customer["id"], {"first_name": f"Together{n}"})
+        wait_for(lambda: world.store.dead_letter_for(name, "Contact", str(bad["id"])) is not None, 30,
+                 "the refused Contact's dead letter")
+        wait_for(lambda: all(_contacts(world)[str(c["id"])].get("FirstName") == f"Together{n}"
+                             for n, c in enumerate(good)), 30, "the other Contacts")
+    finally:
+        processor.window = 0.1
+    letter = world.store.dead_letter_for(name, "Contact", str(bad["id"]))
+    assert letter is not None
+    assert letter.errors[0]["code"] == "FIELD_CUSTOM_VALIDATION_EXCEPTION"
+    assert "no contact named Refused" in letter.errors[0]["message"] and letter.errors[0]["fields"] == ["FirstName"]
+    accounts = {str(r["Shopify_Customer_Id__c"]): r for r in world.sf_records("Account")}
+    assert accounts[str(bad["id"])]["Name"].startswith("Refused")  # its Account was written all the same
+    after = world.sf_calls()
+    writes = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+    runs = [r for r in world.store.list_runs(name, 500) if r.id not in runs_before and r.origin == "webhook"]
+    written = [r for r in runs if r.stats.get("objects", {}).get("Contact", {}).get("written")]
+    assert written and all(r.stats["objects"]["Contact"]["strategy"] == "together" for r in written)
+    # One Composite call per micro-batch: no Collections call of its own.
+    composite = "POST /services/data/vXX.X/composite"
+    assert set(writes) == {composite} and 1 <= writes[composite] <= len(runs), (writes, len(runs))

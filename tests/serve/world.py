@@ -138,10 +138,16 @@ class World:
         return dict(self.org_http.get("/__sandbox/stats").json()["by_endpoint"])
 
 
-def make_world(tmp: Path, *, customers: int = 40, products: int = 10, orders: int = 60) -> World:
+def make_world(tmp: Path, *, customers: int = 40, products: int = 10, orders: int = 60,
+               org_schema: str | None = None) -> World:
+    """``org_schema``: the Salesforce sandbox's ``--schema`` file's text (an org's validation rules, ...)."""
     shop = ShopifySandbox(tmp, seed=5, customers=customers, products=products, orders=orders,
                           bucket_size=100_000, leak_rate=100_000.0, webhook_time_scale=0.001)
-    org = SalesforceSandbox(tmp)
+    schema_file = None
+    if org_schema is not None:
+        schema_file = tmp / "org-schema.yaml"
+        schema_file.write_text(org_schema)
+    org = SalesforceSandbox(tmp, extra_schema=schema_file)
     shop_run = start_in_thread(shop.app, tmp)
     org_run = start_in_thread(org.app, tmp)
     shop_info = {**shop.credentials(shop_run.url), "ca_file": str(shop_run.ca_file)}

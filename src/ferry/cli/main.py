@@ -496,8 +496,9 @@ def serve_command(
     tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key (PEM).")] = None,
     window_ms: Annotated[
-        int, typer.Option(min=0, max=10_000, help="How long a micro-batch gathers events after the first.")
-    ] = 150,
+        int | None, typer.Option(min=0, max=600_000, help="How long a micro-batch gathers events after the first "
+                                 "(default: each pipeline's realtime.max_wait_ms, 150 unless set).")
+    ] = None,
     dedup_hours: Annotated[
         float, typer.Option(min=4, help="How long a delivery id is remembered (Shopify retries for 4 h).")
     ] = 24.0,
@@ -513,7 +514,7 @@ def serve_command(
 
     options = ServeOptions(
         host=host, port=port, public_url=public_url, register=register, tls_cert=tls_cert, tls_key=tls_key,
-        window=window_ms / 1000, dedup_hours=dedup_hours, schedules=not no_schedules,
+        window=None if window_ms is None else window_ms / 1000, dedup_hours=dedup_hours, schedules=not no_schedules,
     )
     try:
         code = serve_pipelines(pipelines, options, _store(), console, as_json=as_json)

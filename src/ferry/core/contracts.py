@@ -303,6 +303,40 @@ class Sink(AsyncContext, Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class UpsertPart:
+    """One object's records in a call that writes several objects at once (``WritesTogether``)."""
+
+    obj: str
+    external_id: str
+    records: Sequence[MappedRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class TogetherLimits:
+    """What one ``upsert_together`` call may carry: ``parts`` parts of at most ``records`` records each."""
+
+    parts: int
+    records: int
+
+
+@runtime_checkable
+class WritesTogether(Protocol):
+    """Optional Sink capability: upsert several objects' records in ONE API call, parts applied in the order
+    given (a parent's part before its children's), each record with its own result (Salesforce: a Composite
+    call carrying sObject Collections subrequests). ``ferry serve``'s micro-batches use it so a batch of events
+    costs one call instead of one per object (``ferry.engine.combined``)."""
+
+    def together_limits(self) -> TogetherLimits | None:
+        """The limits of one call, or None when the sink cannot write together now (turned off or refused)."""
+        ...
+
+    async def upsert_together(self, parts: Sequence[UpsertPart]) -> list[list[RecordResult]]:
+        """One result list per part, one result per record in input order (as ``Sink.upsert``). A part the
+        target refused as a whole comes back as failures of its records (transient when worth a retry)."""
+        ...
+
+
 # ------------------------------------------------------------------------------------------------ wiring
 
 

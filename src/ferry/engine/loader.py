@@ -22,11 +22,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from ferry.core.contracts import JobPage, Sink
+from ferry.core.contracts import JobPage, Sink, UpsertPart, WritesTogether
 from ferry.core.ports import JournalEntry
 from ferry.core.records import MappedRecord
 from ferry.core.results import JobSucceeded, RecordResult
 from ferry.core.writes import StrategyChoice, choose_write, per_record_write
+from ferry.engine.combined import CallPart, Group, parent_failed
 from ferry.engine.plan import ObjectPlan
 from ferry.engine.stats import RunStats
 from ferry.engine.together import run_together
@@ -127,6 +128,7 @@ class Loader:
         self.on_progress = on_progress
         self.latency_sensitive = latency_sensitive  # events waiting on this write: never a queued remote job
         self.resumed_jobs: list[str] = []
+        self.combined: set[str] = set()  # objects whose first write went in combined calls (load_combined)
 
     async def load(self, sink: Sink, plan: ObjectPlan, progress: LoadProgress) -> None:
         s = self.stats.object(plan.name)
@@ -134,7 +136,12 @@ class Loader:
         total = self.store.outbox_count(self.pipeline, plan.name)
         choice = choose_write(sink.write_costs(plan.name, total), remaining_calls=sink.budget_left(),
                               latency_sensitive=self.latency_sensitive)
-        s.strategy, s.reason = str(choice.strategy), choice.reason
+        if plan.name in self.combined:  # written together already: what is left is its retries
+            s.api_calls = sink.api_calls.get(plan.name, 0)
+            if total == 0:
+                return
+        else:
+            s.strategy, s.reason = str(choice.strategy), choice.reason
         if total == 0:
             s.strategy, s.reason = (resumed, "resumed the remote job a crashed run left") if resumed else (
                 "-", "nothing to write"
@@ -209,6 +216,49 @@ class Loader:
             retried.append(self.reconcile(plan, rows, results, jobs=[]))
             if span.is_recording():
                 _describe_results(span, results)
+
+    async def load_combined(
+        self, sink: WritesTogether, plans: Sequence[ObjectPlan], groups: Sequence[Group], progress: LoadProgress
+    ) -> int:
+        """The first write of every object of a micro-batch in combined calls (``engine/combined.py``): groups at
+        the same time, each group's calls in turn. Returns how many records wait for a retry; they stay in the
+        outbox for ``load`` (object by object, parents first, orphans of dead-lettered parents dropped first)."""
+        parts = [part for group in groups for call in group for part in call]
+        total = sum(len(part.rows) for part in parts)
+        names = [plan.name for plan in plans if any(part.plan.name == plan.name for part in parts)]
+        calls = sum(len(group) for group in groups)
+        for name in names:
+            s = self.stats.object(name)
+            s.strategy = "together"
+            s.reason = (f"{'+'.join(names)}: {total:,} records in {_plural(calls, 'combined call')} "
+                        f"(parents first inside each), {len(groups)} at a time")
+        self.combined.update(names)
+        progress.phase(f"write {'+'.join(names)} (together)", total)
+        log.info("load.combined", objects=names, records=total, calls=calls, groups=len(groups))
+        retried: list[int] = []
+        with tracing.span("ferry.load", {"ferry.object": "+".join(names), "ferry.records": total,
+                                         "ferry.strategy": "together"}):
+            await run_together(self._send_group(sink, group, retried, progress.advance) for group in groups)
+        return sum(retried)
+
+    async def _send_group(
+        self, sink: WritesTogether, group: Group, retried: list[int], advance: Callable[[int], None]
+    ) -> None:
+        failed: dict[str, set[str]] = {}  # keys failed earlier in this group, by object: their children wait
+        for call in group:
+            with tracing.span("ferry.write.together", {"ferry.objects": [p.plan.name for p in call],
+                                                       "ferry.records": sum(len(p.rows) for p in call)}):
+                answers = await sink.upsert_together(
+                    [UpsertPart(p.plan.name, p.plan.external_id, [r.payload for r in p.rows]) for p in call]
+                )
+            for part, results in zip(call, answers, strict=True):
+                results = _children_wait(part, results, failed)
+                retried.append(self.reconcile(part.plan, part.rows, results, jobs=[]))
+                self.stats.object(part.plan.name).retried += retried[-1]
+                failed.setdefault(part.plan.name, set()).update(
+                    row.key for row, res in zip(part.rows, results, strict=True) if not res.success
+                )
+                advance(len(part.rows))
 
     def _target_ids(self, sink: Sink, obj: str, rows: Sequence[OutboxRow]) -> list[str | None] | None:
         """The id map's target id of each row, for a sink without an upsert of its own (None for one with)."""
@@ -400,3 +450,25 @@ class Loader:
         s.dead_lettered += len(letters)
         self.on_progress()
         return len(retry)
+
+
+def _children_wait(part: CallPart, results: Sequence[RecordResult], failed: dict[str, set[str]]) -> list[RecordResult]:
+    """A child that failed in the same call as its parent is tried again after the parent's own outcome (one more
+    attempt): the target's error was about the missing parent, not the child. ``load`` then drops it as an
+    orphan if the parent became a dead letter, or writes it under the parent it now holds."""
+    waiting = parent_failed(part, failed) if failed else {}
+    out = list(results)
+    for i, (row, res) in enumerate(zip(part.rows, results, strict=True)):
+        if res.success or res.transient or row.key not in waiting:
+            continue
+        ref, parent = waiting[row.key]
+        said = "; ".join(f"{e.code}: {e.message}" for e in res.errors) or "no reason given"
+        out[i] = replace(res, errors=[RecordError(
+            "PARENT_FAILED", f"{part.plan.name} {row.key}: its parent {ref.object} {parent} ({ref.field}) failed in "
+            f"the same call; tried again after it (the target said {said})", [ref.field], transient=True,
+        )])
+    return out
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"

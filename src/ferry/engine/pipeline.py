@@ -95,6 +95,25 @@ class TwoWaySpec(BaseModel):
         return self
 
 
+class RealtimeSpec(BaseModel):
+    """``realtime:`` in a pipeline: how ``ferry serve`` cuts events into micro-batches and write calls, i.e. the
+    trade between latency and the target's API calls (docs/serve.md, "Latency or API calls").
+
+    The defaults lean to latency (p95 well under a second at 200 events/s). Leaning to calls: wait longer and
+    carry more per call, e.g. ``{max_wait_ms: 5000, max_records: 1000, records_per_call: 1000}``: about 2
+    Salesforce calls per 1,000 events, at the price of ~5 s more latency."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A micro-batch gathers events this long after its first one...
+    max_wait_ms: int = Field(150, ge=0, le=600_000)
+    # ...or starts at once when this many events wait.
+    max_records: int = Field(2000, ge=1, le=100_000)
+    # Records one write call carries at most (the sink may carry fewer: Salesforce's Composite, 5 x 200); a
+    # larger batch goes in that many calls at the same time.
+    records_per_call: int = Field(100, ge=1, le=100_000)
+
+
 class WebhooksSpec(BaseModel):
     """``webhooks:`` in a pipeline: how ``ferry serve`` takes the source's events in."""
 
@@ -150,6 +169,10 @@ class PipelineSpec(BaseModel):
     # incremental batch runs (reconciliation sweeps that catch what webhooks missed).
     webhooks: WebhooksSpec | None = None
     schedule: str | None = None
+    # `ferry serve`'s micro-batches: how long they gather, how many records a write call carries.
+    realtime: RealtimeSpec = Field(
+        default_factory=lambda: RealtimeSpec(max_wait_ms=150, max_records=2000, records_per_call=100)
+    )
     # One direction of a two-way sync: echo suppression and field ownership (None: a one-way pipeline).
     two_way: TwoWaySpec | None = None
 

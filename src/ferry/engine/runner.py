@@ -32,8 +32,9 @@ import orjson
 import structlog
 
 from ferry.connectors.registry import open_sink, open_source
-from ferry.core.contracts import Normalized, Sink, SinkContext, Source
+from ferry.core.contracts import Normalized, Sink, SinkContext, Source, WritesTogether
 from ferry.core.schema import ObjectSchema
+from ferry.engine.combined import plan_calls
 from ferry.engine.intake import Intake
 from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
@@ -260,6 +261,11 @@ class Runner:
         last_seq = self.store.max_staged_seq(self.pipeline)
         self._plan_records(source, plans, run_id, stats)
         clock.lap("plan")
+        if self.latency_sensitive and await self._load_combined(sink, plans, stats, loader):
+            clock.lap("load together")
+            if any(self.store.outbox_count(self.pipeline, plan.name) for plan in plans):
+                await asyncio.sleep(loader.budget.pause(1))  # records to retry: back off as a round does
+        # Object by object (a micro-batch: whatever its combined calls left to retry).
         waves = load_waves(self.store, self.pipeline, plans) if self.latency_sensitive else [
             [plan] for plan in order_plans(plans)
         ]
@@ -275,6 +281,22 @@ class Runner:
         # Every staged record up to last_seq has now reached the outbox or the DLQ, and the outbox is drained.
         self.store.clear_staging(self.pipeline, last_seq)
         clock.lap("finish")
+
+    async def _load_combined(self, sink: Sink, plans: list[ObjectPlan], stats: RunStats, loader: Loader) -> bool:
+        """A micro-batch's first write of every object in combined calls (``engine/combined.py``), when the sink
+        writes together and the batch suits; False: nothing was sent, load object by object."""
+        limits = sink.together_limits() if isinstance(sink, WritesTogether) else None
+        if limits is None:
+            return False
+        for plan in order_plans(plans):  # children of open dead letters could only fail
+            self._drop_orphans(plan, stats.run_id, stats)
+        groups = plan_calls(self.store, self.pipeline, plans, limits, self.spec.realtime.records_per_call)
+        left = sink.budget_left()
+        if groups is None or (left is not None and left < sum(len(g) for g in groups)):
+            return False
+        assert isinstance(sink, WritesTogether)
+        await loader.load_combined(sink, order_plans(plans), groups, self.progress)
+        return True
 
     def _id_map(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
         return self.store.target_ids(self.pipeline, obj, keys)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ferry.engine.plan import ObjectPlan, order_plans
+from ferry.engine.plan import ObjectPlan, ParentRef, order_plans
 from ferry.store import Store
 
 
@@ -45,14 +45,18 @@ def load_waves(store: Store, pipeline: str, plans: Sequence[ObjectPlan]) -> list
     return waves
 
 
+def by_external_id(ref: ParentRef, parent: ObjectPlan) -> bool:
+    """Whether ``ref`` names its parent by the parent's external id, the key of the parent's outbox and version
+    map. The payload key is the ref in the sink's dialect, e.g. ``Account.Shopify_Customer_Id__c``; a sub-record's
+    ref (``each``) or a ref by another field is not judged."""
+    return "." not in ref.field and ref.payload_key.rsplit(".", 1)[-1] == parent.external_id
+
+
 def _parents_in_target(store: Store, pipeline: str, plan: ObjectPlan, by_name: dict[str, ObjectPlan]) -> bool:
     """Whether every outbox row of ``plan`` names only parents the target already holds (see the module doc)."""
     refs = [ref for ref in plan.parents if ref.object in by_name and ref.object != plan.name]
-    for ref in refs:
-        # The payload key is the ref in the sink's dialect, e.g. ``Account.Shopify_Customer_Id__c``: only a ref
-        # by the parent's external id names a key the version map knows.
-        if "." in ref.field or ref.payload_key.rsplit(".", 1)[-1] != by_name[ref.object].external_id:
-            return False  # a sub-record's ref (``each``) or a ref by another field: keep the order
+    if not all(by_external_id(ref, by_name[ref.object]) for ref in refs):
+        return False  # a sub-record's ref (``each``) or a ref by another field: keep the order
     for rows in store.outbox(pipeline, plan.name, with_source=False):
         for ref in refs:
             if any(ref.payload_key not in row.payload for row in rows):

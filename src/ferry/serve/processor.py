@@ -1,10 +1,11 @@
 """The event processor: what the inbox staged goes to the target in micro-batches, through the batch run's own
 plan and load path (``Runner.run_staged``), one run (origin ``webhook``) per micro-batch.
 
-Micro-batching: a batch gathers for ``window`` seconds from the first event it takes (no longer once
-``max_batch`` records are waiting; events that came during the previous batch have waited part of it
-already), so a burst is planned together; the loader then picks the write strategy
-by count (Composite, sObject Collections or Bulk API 2.0 for Salesforce), so 1,000 orders become a few calls.
+Micro-batching (the pipeline's ``realtime:``): a batch gathers for ``max_wait_ms`` from the first event it takes
+(no longer once ``max_records`` are waiting; events that came during the previous batch have waited part of it
+already), so a burst is planned together. A sink that writes several objects in one call (Salesforce: Composite
+of Collections subrequests) gets the whole batch in one call per ``records_per_call`` records, parents first
+inside it (engine/combined.py); else the loader picks the write strategy per object by count.
 The run is latency-sensitive: objects whose parents the target already holds are written alongside them, each
 object's records in concurrent slices, never through a queued Bulk job (engine/waves.py, ``Loader``; docs/serve.md).
 Latest wins by the source's own version: staging keeps one (key, version), the outbox keeps the newest
@@ -37,8 +38,6 @@ from ferry.store import Store
 
 log = structlog.get_logger("ferry.serve.processor")
 
-DEFAULT_WINDOW = 0.15  # seconds a micro-batch gathers after its first event
-DEFAULT_MAX_BATCH = 2000  # records waiting that start a batch at once
 IDLE_POLL = 1.0  # seconds between looks at the store when no event woke the processor (restart, retries)
 BUSY_PAUSE = 1.0  # seconds before trying again when another process runs the pipeline
 ERROR_PAUSE = 2.0  # seconds before trying again after a failed micro-batch (the target down, ...),
@@ -53,15 +52,17 @@ class Processor:
         source: Source,
         run_lock: asyncio.Lock,
         *,
-        window: float = DEFAULT_WINDOW,
-        max_batch: int = DEFAULT_MAX_BATCH,
+        window: float | None = None,
+        max_batch: int | None = None,
     ) -> None:
+        """``window`` (seconds) and ``max_batch`` override the pipeline's ``realtime:`` (``max_wait_ms``,
+        ``max_records``)."""
         self.spec = spec
         self.store = store
         self.source = source
         self.run_lock = run_lock
-        self.window = window
-        self.max_batch = max_batch
+        self.window = spec.realtime.max_wait_ms / 1000 if window is None else window
+        self.max_batch = spec.realtime.max_records if max_batch is None else max_batch
         self.runner = Runner(spec, store, origin="webhook", latency_sensitive=True)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop run() runs on (the workers' thread)

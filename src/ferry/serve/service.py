@@ -30,7 +30,7 @@ from ferry.errors import ConfigError
 from ferry.serve.app import ServeState, build_app
 from ferry.serve.feed import Feed
 from ferry.serve.inbox import DEFAULT_MAX_BODY_BYTES, Inbox
-from ferry.serve.processor import DEFAULT_WINDOW, Processor
+from ferry.serve.processor import Processor
 from ferry.serve.registration import Registration, register_all, webhook_address
 from ferry.serve.schedule import Schedule
 from ferry.store import Store
@@ -49,7 +49,7 @@ class ServeOptions:
     register: bool = True
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    window: float = DEFAULT_WINDOW
+    window: float | None = None  # seconds a micro-batch gathers; None: each pipeline's realtime.max_wait_ms
     dedup_hours: float = 24.0  # >= 4: Shopify retries for 4 hours
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     schedules: bool = True

@@ -124,7 +124,7 @@ class CompositeUpsert:
         except STOPS_THE_STEP:
             raise
         except PermanentError as err:
-            self._disable(f"the org refused Composite ({err.code}): {err}")
+            self.disable(f"the org refused Composite ({err.code}): {err}")
             fallback.extend(indices)
             return
         except FerryError as err:
@@ -135,9 +135,9 @@ class CompositeUpsert:
         replies = answer.get("compositeResponse") if isinstance(answer, dict) else None
         by_ref = {r.get("referenceId"): r for r in replies or [] if isinstance(r, dict)}
         for n, sub in enumerate(subs):
-            self._place(by_ref.get(f"chunk{n}"), sub, records, external_id_field, results, fallback)
+            self.place_reply(by_ref.get(f"chunk{n}"), sub, records, external_id_field, results, fallback)
 
-    def _place(
+    def place_reply(
         self,
         reply: dict[str, Any] | None,
         sub: list[int],
@@ -155,7 +155,7 @@ class CompositeUpsert:
             return
         code, message = _sub_error(body)
         if code in _FALLBACK_CODES or reply is None:
-            self._disable(f"a Collections subrequest was refused ({code or 'no answer'}): {message}")
+            self.disable(f"a Collections subrequest was refused ({code or 'no answer'}): {message}")
             fallback.extend(sub)
             return
         transient = status >= 500 or status == 429 or code in TRANSIENT_RECORD_CODES
@@ -164,7 +164,7 @@ class CompositeUpsert:
         for i, key in zip(sub, keys, strict=True):
             results[i] = RecordResult(key, False, errors=[error])
 
-    def _disable(self, reason: str) -> None:
+    def disable(self, reason: str) -> None:
         if self.disabled_reason is None:
             self.disabled_reason = reason
             log.warning("composite.fallback", reason=reason)

@@ -18,7 +18,7 @@ from ferry.connectors.salesforce.budget import BudgetGuard, pipeline_guard
 from ferry.connectors.salesforce.bulk import BulkIngest, JobCallback, RecordChunks
 from ferry.connectors.salesforce.client import SalesforceClient, api_name
 from ferry.connectors.salesforce.collections import CollectionsUpsert, missing_key_result, split_reference
-from ferry.connectors.salesforce.composite import CompositeUpsert
+from ferry.connectors.salesforce.composite import RECORDS_PER_SUBREQUEST, SUBREQUESTS_PER_CALL, CompositeUpsert
 from ferry.connectors.salesforce.config import SalesforceConfig
 from ferry.connectors.salesforce.csvio import key_text
 from ferry.connectors.salesforce.describe import parse_describe
@@ -27,7 +27,8 @@ from ferry.connectors.salesforce.planner import WritePlanner
 from ferry.connectors.salesforce.single import upsert_one
 from ferry.connectors.salesforce.source import query_pages
 from ferry.connectors.salesforce.strategy import Strategy
-from ferry.core.contracts import JobJournal, JobPage, SinkCapabilities, SinkContext
+from ferry.connectors.salesforce.together import Part, TogetherUpsert
+from ferry.core.contracts import JobJournal, JobPage, SinkCapabilities, SinkContext, TogetherLimits, UpsertPart
 from ferry.core.dialect import Dialect
 from ferry.core.records import MappedRecord
 from ferry.core.results import JobSucceeded, RecordResult, StreamAnswer
@@ -79,6 +80,7 @@ class SalesforceSink(AsyncResource):
             success_results=config.bulk_success_results,
         )
         self._composite = CompositeUpsert(self._client, self._collections)
+        self._together = TogetherUpsert(self._client, self._collections, self._composite)
         self._planner = WritePlanner(config)
         self._sleep = sleep or asyncio.sleep
         self._schemas: dict[str, ObjectSchema] = {}
@@ -277,6 +279,32 @@ class SalesforceSink(AsyncResource):
         else:
             results = await self._collections.upsert(sobject, external_id_field, records, schema, label=label)
         return await self._retry_locked(sobject, external_id_field, records, results, schema, label)
+
+    def together_limits(self) -> TogetherLimits | None:
+        """One Composite call carries 5 Collections subrequests of <= ``collections_batch_size`` records (the
+        ``WritesTogether`` capability); None while Composite is off in the config or refused by the org."""
+        if not self.config.composite or self._composite.disabled_reason is not None:
+            return None
+        return TogetherLimits(parts=SUBREQUESTS_PER_CALL, records=min(self.config.collections_batch_size,
+                                                                      RECORDS_PER_SUBREQUEST))
+
+    async def upsert_together(self, parts: Sequence[UpsertPart]) -> list[list[RecordResult]]:
+        """Several objects' upserts in one Composite call, parts in the order given (parents first); one result
+        list per part, in input order (``together.TogetherUpsert``). The call is counted under the first part's
+        object. Rows another transaction had locked are sent again as in ``upsert``, part after part."""
+        if not parts:
+            return []
+        shaped = [
+            Part(p.obj, p.external_id, p.records,
+                 await self.describe_object(p.obj) if _has_references(p.records) else None)
+            for p in parts
+        ]
+        label = parts[0].obj
+        answers = await self._together.upsert(shaped, label=label)
+        return [
+            await self._retry_locked(p.sobject, p.external_id, p.records, results, p.schema, label)
+            for p, results in zip(shaped, answers, strict=True)
+        ]
 
     async def _retry_locked(
         self,
