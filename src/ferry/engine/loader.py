@@ -137,7 +137,7 @@ class Loader:
         choice = choose_write(sink.write_costs(plan.name, total), remaining_calls=sink.budget_left(),
                               latency_sensitive=self.latency_sensitive)
         if plan.name in self.combined:  # written together already: what is left is its retries
-            s.api_calls = sink.api_calls.get(plan.name, 0)
+            s.api_calls = self._calls(sink, plan.name)
             if total == 0:
                 return
         else:

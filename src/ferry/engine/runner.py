@@ -151,13 +151,18 @@ class Runner:
         with self._lock():
             return await self._tracked(self._read_and_load)
 
-    async def run_staged(self, source: Source, sink: Sink, plans: list[ObjectPlan]) -> RunStats:
+    async def run_staged(
+        self, source: Source, sink: Sink, plans: list[ObjectPlan], calls_before: dict[str, int] | None = None
+    ) -> RunStats:
         """A run without the read: what is staged (events ``ferry serve`` took in) goes the same plan and load
         path as a batch run's pages, through a source and sink the caller keeps open across runs (one
-        sign-in and one describe for many). Holds the pipeline's lock like ``run`` (PipelineBusy if held)."""
+        sign-in and one describe for many). Holds the pipeline's lock like ``run`` (PipelineBusy if held).
+        ``calls_before``: the sink's counts before whatever the caller did for this run (the describe of the
+        first micro-batch), so the run reports those calls too; default: the counts now."""
         with self._lock():
             # The source and sink count calls for their whole life: this run reports its own (the difference).
             source_before = source.api_calls
+            before = dict(sink.api_calls) if calls_before is None else dict(calls_before)
 
             async def load_staged(stats: RunStats, loader: Loader, opened: list[Sink]) -> None:
                 opened.append(sink)
@@ -168,8 +173,10 @@ class Runner:
                 clock.lap("fetch parents")
                 await self._plan_and_load(source, sink, plans, stats, loader, clock)
                 stats.source_api_calls = source.api_calls - source_before
+                stats.setup_api_calls = sum(v - before.get(k, 0) for k, v in sink.api_calls.items()
+                                            if k not in stats.objects)
 
-            return await self._tracked(load_staged, calls_before=dict(sink.api_calls))
+            return await self._tracked(load_staged, calls_before=before)
 
     async def _tracked(
         self, body: Callable[[RunStats, Loader, list[Sink]], Awaitable[None]],

@@ -152,9 +152,10 @@ class Processor:
         pause = 0.0
         async with self.run_lock:
             try:
+                calls_before = dict(sink.api_calls)  # the first batch's describe is its run's call too
                 if self._plans is None:
                     self._plans = await self.runner.prepare(sink)
-                stats = await self.runner.run_staged(self.source, sink, self._plans)
+                stats = await self.runner.run_staged(self.source, sink, self._plans, calls_before)
             except PipelineBusy:
                 pause = BUSY_PAUSE
             except Exception as exc:  # the run is recorded as failed; what it committed stays; try again later
