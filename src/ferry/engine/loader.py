@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -113,8 +113,11 @@ class Loader:
         *,
         latency_sensitive: bool = False,
         keep_digests: bool = False,
+        linked: Callable[[str, Sequence[str]], Mapping[str, str]] | None = None,
     ) -> None:
         self.keep_digests = keep_digests  # two-way sync: remember a digest of each payload written (echoes)
+        # two-way sync: the target id of a record the other direction created from the target (TwoWay.linked)
+        self.linked = linked
         self.store = store
         self.pipeline = pipeline
         self.run_id = run_id
@@ -207,6 +210,9 @@ class Loader:
         if sink.capabilities.native_upsert:
             return None
         known = self.store.target_ids(self.pipeline, obj, [r.key for r in rows])
+        missing = [r.key for r in rows if r.key not in known]
+        if missing and self.linked is not None:
+            known.update(self.linked(obj, missing))
         return [known.get(r.key) for r in rows]
 
     async def _send_job(self, sink: Sink, plan: ObjectPlan, advance: Callable[[int], None]) -> int:

@@ -14,6 +14,12 @@ one's writes are changes the other reads back; without care every write comes ba
   person's edit that happens to restore the written value changes nothing either, and a ferry write that
   another write merged into must still go through).
 
+**Linking**: a record the peer pipeline created from the target (a customer made in the shop became an
+Account; the Account's change comes back this way) is not new to the target even though this pipeline never
+wrote it: the peer's id map, read backwards, names the target record (``linked``). It is written as an update
+of that record (ownership applies: the phone the shop owns is not sent back over a newer one) instead of a
+create that the target refuses as a duplicate and the sink must then find by a lookup (three requests for one).
+
 ``latest_wins`` compares this record's version (the source's own change time) with the newest version the
 peer pipeline wrote of the same record (the peer's key is this pipeline's target id, ``peer.via``): a target
 change stamped later keeps its value of the `both` fields. Versions that are not timestamps fall back to
@@ -84,11 +90,25 @@ class TwoWay:
         target finds the record by it."""
         if not rows:
             return rows
+        linked = self.linked(obj, [r.key for r in rows if r.key not in known])
+        if linked:
+            known = {**known, **{k: "" for k in linked}}  # the peer's record: an update, ownership applies
         rows = self._apply_ownership(obj, rows, known, external_id)
         written = self.store.written_digests(self.pipeline, obj, [r.key for r in rows])
         kept = [r for r in rows if written.get(r.key) != payload_digest(r.payload)]
         stats.echoes += len(rows) - len(kept)
         return kept
+
+    def linked(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
+        """Keys this pipeline has no target id for whose record the peer pipeline created from the target:
+        key -> the target's id as the peer's source key (``peer_key`` form; the sink reads it as its id). Only
+        for the ``via`` object (the one whose target id is the peer's key); a key the id map holds is left out."""
+        peer = self.spec.peer
+        if peer is None or obj != peer.via or not keys:
+            return {}
+        mine = self.store.target_ids(self.pipeline, obj, keys)
+        wanted = [k for k in keys if k not in mine]
+        return self.store.keys_for_targets(peer.pipeline, peer.object, wanted) if wanted else {}
 
     def _apply_ownership(
         self, obj: str, rows: list[PlannedRow], known: Mapping[str, str], external_id: str
