@@ -6,8 +6,9 @@ one's writes are changes the other reads back; without care every write comes ba
 * **Field ownership** (``two_way.owners``): a field the target owns is left out of an update (it is written
   only when the record is created, when there is nothing to overwrite); a field both own is decided by
   ``conflict``. "Update" means the version map holds the key: ferry has written the record before.
-* **Echo suppression**: a record whose payload, after ownership, has the digest of what this pipeline last
-  wrote for its key would change nothing in the target. It is dropped and counted (``echoes``), not sent.
+* **Echo suppression**: a record whose payload, after ownership, carries only fields this pipeline last wrote
+  for its key with the same values (compared by per-field digests) would change nothing in the target. It is
+  dropped and counted (``echoes``), not sent.
   That is what stops a ping-pong: ferry's write into system B comes back from B through the other pipeline,
   maps to the payload the other pipeline last wrote into A, and ends there. The comparison is by content,
   not by who made the change (a change stream's ``changeOrigin`` names ferry's own writes too, but a
@@ -41,8 +42,27 @@ from ferry.engine.stats import ObjectStats
 
 
 def payload_digest(payload: Mapping[str, Any]) -> str:
-    """A digest of a mapped payload, independent of key order."""
-    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    """What is remembered of a written payload: a short digest per field (JSON, sorted), so that a later payload
+    can be compared field by field without keeping the values themselves."""
+    return orjson.dumps({k: _value_digest(v) for k, v in payload.items()}, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _value_digest(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def is_echo(written: str | None, payload: Mapping[str, Any]) -> bool:
+    """True when writing ``payload`` would change nothing against what this pipeline last wrote for the key:
+    every field it carries was written with the same value. A subset counts: ownership may leave a `both` field
+    out now that it sent last time (``latest_wins`` decides per change), which changes nothing either. A
+    digest of the whole payload (saved by an earlier ferry) must match whole."""
+    if written is None:
+        return False
+    if not written.startswith("{"):
+        legacy = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        return written == legacy
+    fields = orjson.loads(written)
+    return all(fields.get(k) == _value_digest(v) for k, v in payload.items())
 
 
 def peer_key(target_id: str) -> str:
@@ -95,7 +115,7 @@ class TwoWay:
             known = {**known, **{k: "" for k in linked}}  # the peer's record: an update, ownership applies
         rows = self._apply_ownership(obj, rows, known, external_id)
         written = self.store.written_digests(self.pipeline, obj, [r.key for r in rows])
-        kept = [r for r in rows if written.get(r.key) != payload_digest(r.payload)]
+        kept = [r for r in rows if not is_echo(written.get(r.key), r.payload)]
         stats.echoes += len(rows) - len(kept)
         return kept
 
