@@ -241,3 +241,14 @@ def test_change_feed_resumes_from_the_staged_replay_id_after_a_restart(world: Tw
         assert feed is not None and feed.events.catch_ups_by_stream.get("Account", 0) == 0  # type: ignore[attr-defined]
     finally:
         assert serve.stop() == 0
+    # Only a Contact edited while ferry was down: no Account event will come, and the Contact stream resumes by
+    # its own saved replay id (it does not wait for the Account stream's first event).
+    resp = world.org_http.patch(f"/services/data/v62.0/sobjects/Contact/{contact['Id']}", json={"LastName": "Shelley"})
+    assert resp.status_code == 204, resp.text
+    serve = start_serve([world.to_shop], world.store, _options(world))
+    try:
+        wait_for(lambda: world.customers()[cid].get("last_name") == "Shelley", 30, "the Contact edited while down")
+        feed = serve.service.pipelines[0].feed
+        assert feed is not None and feed.events.catch_ups == 0  # type: ignore[attr-defined]  # both by replay id
+    finally:
+        assert serve.stop() == 0

@@ -131,10 +131,17 @@ class SalesforceEventSource:
         streams = {"own": own, "child": kids}
         pending: dict[asyncio.Future[SourcePage], str] = {}
         try:
-            first = await anext(own)  # the own stream's position is known before any child page goes out
-            own_state: dict[str, Any] = first.state
             kid_state = child_position(state, child, own_position)
-            yield SourcePage(await self._completed(stream, first.records), _merged(own_state, child, kid_state))
+            if own_position is not None:
+                own_state: dict[str, Any] = own_position  # the saved position, until the stream moves it
+            else:
+                # A fresh start: the stream's first page (at once, empty) marks where it starts; before it, a
+                # child page would have no position of the parent's to be saved with.
+                first = await anext(own)
+                own_state = first.state
+                yield SourcePage(await self._completed(stream, first.records), _merged(own_state, child, kid_state))
+            # Both at once from here: a resumed stream yields only when its events come, and a Contact's change
+            # must not wait for an Account's.
             pending = {asyncio.ensure_future(anext(gen)): name for name, gen in streams.items()}
             while True:
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
