@@ -220,3 +220,21 @@ async def test_a_replay_stopped_by_the_budget_raises_the_budget_error_itself(tmp
         resolved = store.find_dead_letters(LetterFilter(pipeline="budget", status="resolved"), 100_000)
         landed = {o: set(w.keys(o)) for o in ("Account", "Contact", "Order", "OrderItem")}
         assert all(d.record_key in landed[d.object] for d in resolved)  # recorded as resolved = written
+
+
+async def test_a_two_way_pipeline_s_replayed_writes_are_remembered_for_echo_suppression(tmp_path: Path) -> None:
+    # A replayed write comes back through the other direction like any other: its digest is kept, so that
+    # echo is dropped instead of written again (engine/twoway.py).
+    def broken(spec: dict[str, Any]) -> None:
+        _employees_from_text(spec)
+        spec["two_way"] = {"conflict": "source_wins"}
+
+    with world(tmp_path, seed=4, customers=12, products=2, orders=2) as w:
+        store = Store(tmp_path / "ferry.db")
+        stats = await Runner(w.spec(w.pipeline_file("tw", broken)), store, force=True).run()
+        assert stats.status == "succeeded", stats.error
+        assert not w.keys("Account")  # every Account a dead letter
+        fixed = w.spec(w.pipeline_file("tw", lambda s: s.update(two_way={"conflict": "source_wins"})))
+        report = await Replayer(fixed, store).replay(LetterFilter(object="Account"))
+        replayed = [o.record_key for o in report.outcomes if o.object == "Account" and o.outcome == "replayed"]
+        assert replayed and set(store.written_digests("tw", "Account", replayed)) == set(replayed)

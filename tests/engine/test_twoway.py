@@ -90,3 +90,45 @@ def test_two_way_must_name_the_pipeline_s_objects() -> None:
 
     with pytest.raises(ValueError, match="Acount"):
         PipelineSpec.model_validate(interpolate(raw, env))
+
+
+def test_a_record_the_peer_created_from_the_target_is_an_update_of_the_record_it_names(store: Store) -> None:
+    # The way back (pipeline "back") wrote shop customer 7 into the CRM as Account 001A. This pipeline (CRM ->
+    # shop, key: the Account id) never wrote 001A, yet the shop holds it: the peer's id map read backwards links
+    # it, so it is an update (the phone the shop owns is left out) of customer 7, not a create.
+    store.record_written("back", "Account", [Written("7", "2026-12-06T06:00:00Z", "001A")])
+    spec = TwoWaySpec(owners={"Customer": {"phone": "target"}},
+                      peer=PeerSpec(pipeline="back", object="Account", via="Customer"))
+    tw = TwoWay(spec, store, "p")
+    rows = [_row("001A", "v1", email="a@b.c", phone="old"), _row("001B", "v1", email="d@e.f", phone="1")]
+    out = tw.filter("Customer", rows, {}, ObjectStats(), external_id="email")
+    assert [r.payload for r in out] == [{"email": "a@b.c"}, {"email": "d@e.f", "phone": "1"}]
+    assert tw.linked("Customer", ["001A", "001B"]) == {"001A": "7"}
+    assert tw.linked("Other", ["001A"]) == {}  # only the object whose target id is the peer's key
+    store.record_written("p", "Customer", [Written("001A", "v1", "gid://shopify/Customer/7")])
+    assert tw.linked("Customer", ["001A"]) == {}  # its own id map knows it now
+
+
+def test_a_payload_ownership_trimmed_to_fields_last_written_unchanged_is_an_echo(store: Store) -> None:
+    # latest_wins left the names in last time and leaves them out now (the peer changed the record later): what
+    # is left was written with these values, so the write would change nothing. A changed value is no echo.
+    tw = TwoWay(TwoWaySpec(), store, "p")
+    last = {"email": "a@b.c", "firstName": "A", "note": "n"}
+    store.save_written_digests("p", "Customer", {"1": payload_digest(last)})
+    stats = ObjectStats()
+    out = tw.filter("Customer", [_row("1", "v2", email="a@b.c", note="n")], {"1": "v1"}, stats)
+    assert out == [] and stats.echoes == 1
+    out = tw.filter("Customer", [_row("1", "v3", email="a@b.c", note="new")], {"1": "v1"}, stats)
+    assert [r.payload for r in out] == [{"email": "a@b.c", "note": "new"}]
+    out = tw.filter("Customer", [_row("1", "v4", email="a@b.c", lastName="L")], {"1": "v1"}, stats)
+    assert len(out) == 1  # a field not written last time
+
+
+def test_a_whole_payload_digest_saved_by_an_earlier_ferry_still_matches(store: Store) -> None:
+    import hashlib
+
+    import orjson
+    legacy = hashlib.sha256(orjson.dumps({"Name": "A"}, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    store.save_written_digests("p", "Account", {"1": legacy})
+    stats = ObjectStats()
+    assert TwoWay(TwoWaySpec(), store, "p").filter("Account", [_row("1", "v2", Name="A")], {}, stats) == []

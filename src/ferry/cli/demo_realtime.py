@@ -180,6 +180,13 @@ class _World:
                         {str(o.get("Shopify_Order_Id__c")): o for o in self.org_rows("Order")},
                         Counter(str(i.get("OrderId")) for i in self.org_rows("OrderItem")))
 
+    def idle(self) -> bool:
+        """Nothing staged and not yet planned, nothing queued to write, in either direction."""
+        from ferry.engine.runner import PLANNED_MARK
+
+        return all(self.store.staged_count(s.name, self.store.get_mark(s.name, PLANNED_MARK)) == 0
+                   and self.store.outbox_count(s.name) == 0 for s in (self.to_crm, self.to_shop))
+
     def change_counts(self, topics: str = "customers/") -> tuple[int, int]:
         """(changes the shop announced of ``topics``, Account change events the org published). Customers and
         Accounts are what goes both ways (ping-pong); "" counts orders too (the stream settled)."""
@@ -405,12 +412,15 @@ def _wait_visible(changes: list[Change], timeout: float) -> None:
 
 
 def _settle(world: _World, quiet: float, timeout: float) -> tuple[int, int]:
+    """Wait until ferry has nothing staged or queued and neither side changed for ``quiet`` seconds. Changes
+    after that are ferry reacting to its own writes (ping-pong), not a backlog still draining: a sink paced by
+    its API budget (Shopify's points) can pause for seconds between writes of work it already has."""
     deadline = time.monotonic() + timeout
     last, since = world.change_counts(""), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.25)
         now = world.change_counts("")
-        if now != last:
+        if now != last or not world.idle():
             last, since = now, time.monotonic()
         elif time.monotonic() - since >= quiet:
             break

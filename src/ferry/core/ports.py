@@ -257,6 +257,10 @@ class VersionMap(Protocol):
         self, pipeline: str, obj: str, rows: Sequence[Written], resolution: str = "written"
     ) -> None: ...
     def target_ids(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]: ...
+    def keys_for_targets(self, pipeline: str, obj: str, target_ids: Sequence[str]) -> dict[str, str]:
+        """The id map read backwards: each of ``target_ids`` the map holds -> the key written there (a two-way
+        sync's other direction finds the record this one wrote)."""
+        ...
 
 
 class WrittenDigests(Protocol):

@@ -24,7 +24,7 @@ import datetime as dt
 import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -43,6 +43,7 @@ from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
 from ferry.engine.runner import Runner, _PhaseClock, prepare_plans
 from ferry.engine.stats import RunStats
+from ferry.engine.twoway import TwoWay
 from ferry.errors import BudgetExhausted
 
 log = structlog.get_logger("ferry.distributed")
@@ -239,6 +240,7 @@ class _OpenPipeline:
     sink: Sink
     plans: dict[str, ObjectPlan]
     budget: RetryBudget
+    two_way: TwoWay | None = None  # a two-way pipeline's digests and links (engine/twoway.py)
 
 
 @dataclass
@@ -277,10 +279,11 @@ class LoadWork:
         if not claim.rows:
             return 0
         stats = RunStats(run_id=item.run_id, pipeline=item.pipeline)
-        loader = Loader(self.store, item.pipeline, item.run_id, stats, opened.budget)
+        two_way = opened.two_way
+        loader = Loader(self.store, item.pipeline, item.run_id, stats, opened.budget, keep_digests=two_way is not None,
+                        linked=two_way.linked if two_way is not None else None)
         try:
-            keys = [r.key for r in claim.rows]
-            target_ids = await asyncio.to_thread(self._target_ids, opened.sink, item.pipeline, plan.name, keys)
+            target_ids = await asyncio.to_thread(loader.target_ids, opened.sink, plan.name, claim.rows)
             results = await opened.sink.upsert(
                 plan.name, plan.external_id, [r.payload for r in claim.rows], item.strategy, target_ids=target_ids,
             )
@@ -299,12 +302,6 @@ class LoadWork:
         self.done_rows += len(claim.rows)
         return len(claim.rows)
 
-    def _target_ids(self, sink: Sink, pipeline: str, obj: str, keys: Sequence[str]) -> list[str | None] | None:
-        if sink.capabilities.native_upsert:
-            return None
-        known = self.store.target_ids(pipeline, obj, keys)
-        return [known.get(k) for k in keys]
-
     async def _pipeline(self, name: str) -> _OpenPipeline:
         async with self._opening:
             if name in self._open:
@@ -321,7 +318,8 @@ class LoadWork:
             await sink.__aenter__()
             plans = await prepare_plans(spec, sink)
             opened = _OpenPipeline(sink, {p.name: p for p in plans},
-                                   RetryBudget(spec.retry.max_attempts, spec.retry.backoff_max_seconds))
+                                   RetryBudget(spec.retry.max_attempts, spec.retry.backoff_max_seconds),
+                                   TwoWay(spec.two_way, self.store, name) if spec.two_way is not None else None)
             self._open[name] = opened
             return opened
 

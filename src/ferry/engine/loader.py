@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -115,11 +115,14 @@ class Loader:
         latency_sensitive: bool = False,
         keep_digests: bool = False,
         calls_before: dict[str, int] | None = None,
+        linked: Callable[[str, Sequence[str]], Mapping[str, str]] | None = None,
     ) -> None:
         # The sink's call counts when the run began: a sink kept open across runs (``ferry serve``'s micro-batches)
         # counts for its whole life, and each run reports only its own calls.
         self.calls_before = dict(calls_before or {})
         self.keep_digests = keep_digests  # two-way sync: remember a digest of each payload written (echoes)
+        # two-way sync: the target id of a record the other direction created from the target (TwoWay.linked)
+        self.linked = linked
         self.store = store
         self.pipeline = pipeline
         self.run_id = run_id
@@ -211,7 +214,7 @@ class Loader:
             tracing.set_keys(span, (r.key for r in rows))
             results = await sink.upsert(
                 plan.name, plan.external_id, [r.payload for r in rows], strategy,
-                target_ids=self._target_ids(sink, plan.name, rows),
+                target_ids=self.target_ids(sink, plan.name, rows),
             )
             retried.append(self.reconcile(plan, rows, results, jobs=[]))
             if span.is_recording():
@@ -260,11 +263,14 @@ class Loader:
                 )
                 advance(len(part.rows))
 
-    def _target_ids(self, sink: Sink, obj: str, rows: Sequence[OutboxRow]) -> list[str | None] | None:
+    def target_ids(self, sink: Sink, obj: str, rows: Sequence[OutboxRow]) -> list[str | None] | None:
         """The id map's target id of each row, for a sink without an upsert of its own (None for one with)."""
         if sink.capabilities.native_upsert:
             return None
         known = self.store.target_ids(self.pipeline, obj, [r.key for r in rows])
+        missing = [r.key for r in rows if r.key not in known]
+        if missing and self.linked is not None:
+            known.update(self.linked(obj, missing))
         return [known.get(r.key) for r in rows]
 
     async def _send_job(self, sink: Sink, plan: ObjectPlan, advance: Callable[[int], None]) -> int:
@@ -317,7 +323,11 @@ class Loader:
     def _record_job_succeeded(self, plan: ObjectPlan, answer: JobSucceeded, failed: set[str]) -> None:
         """Record as written every row journaled to the job that no failure was reported for (the job's counts
         proved them successes). Nothing of them is read back: the store does it, page by page through the journal."""
+        # Read before the rows leave the outbox: what the job wrote, for a two-way pipeline's echo suppression.
+        digests = self._job_digests(plan, answer.job_id, failed) if self.keep_digests else {}
         marked = self.store.record_job_written(self.pipeline, plan.name, answer.job_id, failed)
+        if digests:
+            self.store.save_written_digests(self.pipeline, plan.name, digests)
         s = self.stats.object(plan.name)
         s.written += marked
         self.on_progress()
@@ -325,6 +335,22 @@ class Loader:
             # Rows recorded already (a repeated page) or duplicates of one external key: worth a look, harmless.
             log.warning("job.success_count_differs", object=plan.name, job_id=answer.job_id,
                         job_says=answer.rows, recorded=marked)
+
+    def _job_digests(self, plan: ObjectPlan, job_id: str, failed: set[str]) -> dict[str, str]:
+        """The payload digest of each record a succeeded job wrote (queued at the version the job carried, not
+        among its failures), read from the outbox a chunk at a time."""
+        job = next((j for j in self.store.remote_jobs(self.pipeline, plan.name) if j.job_id == job_id), None)
+        if job is None:
+            return {}
+        versions = dict(job.entries)
+        keys = list(versions)
+        out: dict[str, str] = {}
+        for start in range(0, len(keys), _SEND_CHUNK):
+            for row in self.store.outbox_rows(self.pipeline, plan.name, keys[start:start + _SEND_CHUNK],
+                                              with_source=False):
+                if row.version == versions.get(row.key) and str(row.payload.get(plan.external_id)) not in failed:
+                    out[row.key] = payload_digest(row.payload)
+        return out
 
     def _reconcile_keyed(self, plan: ObjectPlan, journal: StoreJobJournal, results: Sequence[RecordResult]) -> int:
         """Record a batch of streamed results, matched to (key, version) by external key through the journal."""

@@ -35,7 +35,7 @@ import datetime as dt
 import gc
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +51,7 @@ from ferry.engine.loader import LoadProgress
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
 from ferry.engine.runner import orphan_errors, prepare_plans
+from ferry.engine.twoway import payload_digest
 from ferry.errors import ConfigError
 from ferry.store import DeadLetter, LetterFilter, NewDeadLetter, Store, Written
 
@@ -547,6 +548,7 @@ class Replayer:
         self._check_booked()  # a failure to record outcomes stops the replay before it writes more
         results = await sink.upsert(plan.name, plan.external_id, [c.mapped for c in ready], strategy)
         written: list[Written] = []
+        digests: dict[str, str] = {}
         kept: list[tuple[DeadLetter, NewDeadLetter]] = []
         done: set[str] = set()
         for c, res in zip(ready, results, strict=True):
@@ -554,6 +556,7 @@ class Replayer:
             outcome = ReplayOutcome(d.id, plan.name, d.record_key, "replayed", c.source, as_child_of=c.as_child_of)
             if res.success:
                 written.append(Written(d.record_key, c.record.version, res.id))
+                digests[d.record_key] = payload_digest(c.mapped)
                 done.add(d.record_key)
                 outcome.message = f"written ({'created' if res.created else 'updated'} {res.id})"
             else:
@@ -562,15 +565,20 @@ class Replayer:
                 outcome.errors, outcome.message = errs, "; ".join(str(e["message"]) for e in errs)
                 kept.append((d, _still_open(plan, d, c.record, None, c.mapped, errs)))
             report.outcomes.append(outcome)
-        self._book(self._record_outcomes, plan.name, written, kept)
+        self._book(self._record_outcomes, plan.name, written, kept, digests)
         self._resolved(plan.name, done)
         log.info("dlq.replayed", object=plan.name, written=len(written), failed=len(ready) - len(written))
         return done
 
     def _record_outcomes(
-        self, obj: str, written: Sequence[Written], kept: Sequence[tuple[DeadLetter, NewDeadLetter]]
+        self, obj: str, written: Sequence[Written], kept: Sequence[tuple[DeadLetter, NewDeadLetter]],
+        digests: Mapping[str, str],
     ) -> None:
         self.store.record_written(self.pipeline, obj, written, "replayed")
+        if self.spec.two_way is not None and digests:
+            # A two-way pipeline's replayed write comes back through the other direction like any other: what
+            # it wrote is remembered, so that echo is dropped (engine/twoway.py).
+            self.store.save_written_digests(self.pipeline, obj, digests)
         self._keep_open(kept)
 
     def _keep_open(self, kept: Sequence[tuple[DeadLetter, NewDeadLetter]]) -> None:

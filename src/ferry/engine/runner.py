@@ -215,7 +215,8 @@ class Runner:
         log.info("run.start", pipeline=self.pipeline, run_id=run_id, origin=self.origin)
         loader = Loader(self.store, self.pipeline, run_id, stats, self.budget, on_progress=lambda: self._mark(run_id),
                         latency_sensitive=self.latency_sensitive, keep_digests=self.two_way is not None,
-                        calls_before=calls_before)
+                        calls_before=calls_before,
+                        linked=self.two_way.linked if self.two_way is not None else None)
         opened: list[Sink] = []  # the sink, once there is one: its budget goes into the report
         try:
             await body(stats, loader, opened)

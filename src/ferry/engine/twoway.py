@@ -6,13 +6,20 @@ one's writes are changes the other reads back; without care every write comes ba
 * **Field ownership** (``two_way.owners``): a field the target owns is left out of an update (it is written
   only when the record is created, when there is nothing to overwrite); a field both own is decided by
   ``conflict``. "Update" means the version map holds the key: ferry has written the record before.
-* **Echo suppression**: a record whose payload, after ownership, has the digest of what this pipeline last
-  wrote for its key would change nothing in the target. It is dropped and counted (``echoes``), not sent.
+* **Echo suppression**: a record whose payload, after ownership, carries only fields this pipeline last wrote
+  for its key with the same values (compared by per-field digests) would change nothing in the target. It is
+  dropped and counted (``echoes``), not sent.
   That is what stops a ping-pong: ferry's write into system B comes back from B through the other pipeline,
   maps to the payload the other pipeline last wrote into A, and ends there. The comparison is by content,
   not by who made the change (a change stream's ``changeOrigin`` names ferry's own writes too, but a
   person's edit that happens to restore the written value changes nothing either, and a ferry write that
   another write merged into must still go through).
+
+**Linking**: a record the peer pipeline created from the target (a customer made in the shop became an
+Account; the Account's change comes back this way) is not new to the target even though this pipeline never
+wrote it: the peer's id map, read backwards, names the target record (``linked``). It is written as an update
+of that record (ownership applies: the phone the shop owns is not sent back over a newer one) instead of a
+create that the target refuses as a duplicate and the sink must then find by a lookup (three requests for one).
 
 ``latest_wins`` compares this record's version (the source's own change time) with the newest version the
 peer pipeline wrote of the same record (the peer's key is this pipeline's target id, ``peer.via``): a target
@@ -35,8 +42,27 @@ from ferry.engine.stats import ObjectStats
 
 
 def payload_digest(payload: Mapping[str, Any]) -> str:
-    """A digest of a mapped payload, independent of key order."""
-    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    """What is remembered of a written payload: a short digest per field (JSON, sorted), so that a later payload
+    can be compared field by field without keeping the values themselves."""
+    return orjson.dumps({k: _value_digest(v) for k, v in payload.items()}, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _value_digest(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def is_echo(written: str | None, payload: Mapping[str, Any]) -> bool:
+    """True when writing ``payload`` would change nothing against what this pipeline last wrote for the key:
+    every field it carries was written with the same value. A subset counts: ownership may leave a `both` field
+    out now that it sent last time (``latest_wins`` decides per change), which changes nothing either. A
+    digest of the whole payload (saved by an earlier ferry) must match whole."""
+    if written is None:
+        return False
+    if not written.startswith("{"):
+        legacy = hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        return written == legacy
+    fields = orjson.loads(written)
+    return all(fields.get(k) == _value_digest(v) for k, v in payload.items())
 
 
 def peer_key(target_id: str) -> str:
@@ -84,11 +110,25 @@ class TwoWay:
         target finds the record by it."""
         if not rows:
             return rows
+        linked = self.linked(obj, [r.key for r in rows if r.key not in known])
+        if linked:
+            known = {**known, **{k: "" for k in linked}}  # the peer's record: an update, ownership applies
         rows = self._apply_ownership(obj, rows, known, external_id)
         written = self.store.written_digests(self.pipeline, obj, [r.key for r in rows])
-        kept = [r for r in rows if written.get(r.key) != payload_digest(r.payload)]
+        kept = [r for r in rows if not is_echo(written.get(r.key), r.payload)]
         stats.echoes += len(rows) - len(kept)
         return kept
+
+    def linked(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
+        """Keys this pipeline has no target id for whose record the peer pipeline created from the target:
+        key -> the target's id as the peer's source key (``peer_key`` form; the sink reads it as its id). Only
+        for the ``via`` object (the one whose target id is the peer's key); a key the id map holds is left out."""
+        peer = self.spec.peer
+        if peer is None or obj != peer.via or not keys:
+            return {}
+        mine = self.store.target_ids(self.pipeline, obj, keys)
+        wanted = [k for k in keys if k not in mine]
+        return self.store.keys_for_targets(peer.pipeline, peer.object, wanted) if wanted else {}
 
     def _apply_ownership(
         self, obj: str, rows: list[PlannedRow], known: Mapping[str, str], external_id: str

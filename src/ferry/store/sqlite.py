@@ -103,6 +103,8 @@ CREATE TABLE IF NOT EXISTS versions (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (pipeline, object, key)
 );
+-- The id map read backwards (keys_for_targets): a two-way sync finds the record the other direction wrote.
+CREATE INDEX IF NOT EXISTS versions_by_target ON versions (pipeline, object, target_id);
 -- What ferry last wrote per key, as a digest of the mapped payload: its own writes coming back are echoes.
 CREATE TABLE IF NOT EXISTS written_digests (
     pipeline TEXT NOT NULL,
@@ -730,6 +732,18 @@ class Store:
                     (pipeline, obj, *part),
                 ):
                     out[k] = tid
+        return out
+
+    def keys_for_targets(self, pipeline: str, obj: str, target_ids: Sequence[str]) -> dict[str, str]:
+        """The id map backwards: each target id it holds -> the key written there."""
+        out: dict[str, str] = {}
+        with self._lock:
+            for part, marks in _in_parts(target_ids):
+                for k, tid in self._conn.execute(
+                    f"SELECT key, target_id FROM versions WHERE pipeline = ? AND object = ? AND target_id IN ({marks})",
+                    (pipeline, obj, *part),
+                ):
+                    out[tid] = k
         return out
 
     def written_digests(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]:

@@ -71,3 +71,14 @@ def test_one_batch_holding_several_versions_of_a_key_records_as_if_row_by_row(st
     assert store.target_ids("p", "Contact", ["k", "j"]) == {"k": "003A", "j": "003J"}
     store.record_written("p", "Contact", [Written("k", "v2", "003B"), Written("k", "v2")])
     assert store.target_ids("p", "Contact", ["k"]) == {"k": "003B"}
+
+
+def test_the_id_map_read_backwards_names_the_key_written_at_each_target_id(store: Backend) -> None:
+    keys = [f"{i:05}" for i in range(1500)]  # past an IN list's part size
+    store.record_written("p", "Account", [Written(k, "v1", f"001{k}") for k in keys])
+    store.record_written("p", "Account", [Written("no-id", "v1")])
+    store.record_written("q", "Account", [Written("other", "v1", "00100001")])  # another pipeline's map
+    store.record_written("p", "Contact", [Written("contact", "v1", "00100002")])  # another object's map
+    back = store.keys_for_targets("p", "Account", [f"001{k}" for k in keys] + ["001missing"])
+    assert len(back) == 1500 and back["00100001"] == "00001" and back["00101499"] == "01499"
+    assert store.keys_for_targets("p", "Account", []) == {}

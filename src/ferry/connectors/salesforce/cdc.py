@@ -155,6 +155,7 @@ class SalesforceChangeSource:
         self._clock = clock
         self._sleep = sleep
         self.catch_ups = 0  # how many catch-up reads ran (a loss was detected)
+        self.catch_ups_by_stream: dict[str, int] = {}
 
     async def __aenter__(self) -> SalesforceChangeSource:
         return self
@@ -302,6 +303,7 @@ class SalesforceChangeSource:
         The subscription is already live, so whatever changes from now on arrives as events; pages before the
         last keep the old state (a crash repeats the catch-up), the last one carries the new position."""
         self.catch_ups += 1
+        self.catch_ups_by_stream[stream] = self.catch_ups_by_stream.get(stream, 0) + 1
         started = self._now_less_overlap()
         since = position.watermark
         log.warning("salesforce.cdc.catch_up", stream=stream, since=_iso(since))

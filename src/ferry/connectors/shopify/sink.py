@@ -167,6 +167,7 @@ class ShopifySink(AsyncResource):
 
     def _item(self, external_id: str, record: MappedRecord, target_id: str | None) -> _Item:
         key = str(record.get(external_id) or "")
+        target_id = customer_gid(target_id)
         item = _Item(key, customer_input(record, update=target_id is not None), target_id, serial=next(self._serials))
         if target_id is None:
             item.result = self.missing_key_result(record, external_id)
@@ -320,6 +321,14 @@ def customer_input(record: MappedRecord, *, update: bool) -> dict[str, Any]:
     if address:
         out["addresses"] = [address]
     return out
+
+
+def customer_gid(target_id: str | None) -> str | None:
+    """A target id as a customer gid: a REST id (``7104000010847``, how a webhook or the other direction of a
+    two-way sync names the customer) becomes ``gid://shopify/Customer/7104000010847``; a gid stays."""
+    if target_id is None or target_id.startswith("gid://"):
+        return target_id
+    return f"gid://shopify/Customer/{target_id}" if target_id.isdigit() else target_id
 
 
 def mutation_document(items: Sequence[_Item]) -> tuple[str, dict[str, Any]]:

@@ -618,6 +618,14 @@ class PostgresStore:
             ).fetchall()
         return {k: t for k, t in rows}
 
+    def keys_for_targets(self, pipeline: str, obj: str, target_ids: Sequence[str]) -> dict[str, str]:
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT target_id, key FROM versions WHERE pipeline = %s AND object = %s AND target_id = ANY(%s)",
+                (pipeline, obj, list(target_ids)),
+            ).fetchall()
+        return {t: k for t, k in rows}
+
     def written_digests(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]:
         with self._conn() as conn:
             rows = conn.execute(
