@@ -64,7 +64,12 @@ def _row(label: str, took: float, stats: dict[str, Any]) -> str:
     written = sum(o.get("written", 0) for o in stats["objects"].values())
     strategies = ",".join(sorted({o["strategy"].replace(" (workers)", "") for o in stats["objects"].values()
                                   if o["strategy"] != "-"}))
-    return f"{label:<14} {took:8.1f} s {written:>8} written {written / took:8.0f} rec/s  {strategies}"
+    # The run's own phase clock: everything before the loads (prepare, read, plan) and the loads themselves.
+    wall = stats.get("wall_seconds", {})
+    load = sum(v for k, v in wall.items() if k.startswith("load "))
+    before = sum(v for k, v in wall.items() if not k.startswith("load ") and k not in ("link back", "finish"))
+    return (f"{label:<14} {took:8.1f} s {written:>8} written {written / took:8.0f} rec/s  "
+            f"read+plan {before:6.1f} s  load {load:6.1f} s ({written / max(load, 1e-9):6.0f} rec/s)  {strategies}")
 
 
 def main() -> None:

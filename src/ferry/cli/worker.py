@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,15 @@ def worker_settings(concurrency: int | None) -> Any:
     return settings
 
 
-def shared_store() -> Any:
+def store_connections(concurrency: int) -> int:
+    """PostgreSQL connections for a worker holding ``concurrency`` items: an item spends most of its time on the
+    target's API, and a few short store transactions around it, so half as many connections as items (plus the
+    ledger's and the heartbeat's) keep items from queueing for one. The default pool (4) held 16 items to ~4
+    store calls at a time: claims waited 0.2-0.8 s each (bench/RESULTS.md, h-distscale)."""
+    return concurrency // 2 + 2
+
+
+def shared_store(concurrency: int | None = None) -> Any:
     """The configured store, refused when it is the embedded SQLite file: workers on several machines (or
     processes) must share one state."""
     from ferry.store.factory import configured_state_url, open_store
@@ -47,7 +56,7 @@ def shared_store() -> Any:
         raise ConfigError(
             "ferry worker needs a shared state store: set FERRY_STATE_URL=postgresql://... (docs/distributed.md)"
         )
-    return open_store(url)
+    return open_store(url, connections=store_connections(concurrency) if concurrency else None)
 
 
 def load_specs(paths: Sequence[Path]) -> dict[str, Any]:
@@ -90,6 +99,9 @@ def serve_until_signalled(specs: dict[str, Any], store: Any, settings: Any) -> i
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # Store calls run in threads (asyncio.to_thread): the default executor has min(32, cores + 4) threads,
+        # 6 on a 2-core machine, fewer than the items a worker holds. One thread per item in flight.
+        loop.set_default_executor(ThreadPoolExecutor(settings.max_in_flight + 2, thread_name_prefix="ferry-store"))
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         return await run_worker(specs, store, settings, stop)

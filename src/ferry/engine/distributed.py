@@ -34,6 +34,7 @@ from ferry.connectors.registry import open_sink
 from ferry.core.bus import BusMessage, PermanentWorkError, subject_token
 from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.core.writes import StrategyChoice, choose_write
+from ferry.engine.budget_blocks import DEFAULT_BLOCK, BlockLedger
 from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
 from ferry.engine.pipeline import PipelineSpec
@@ -84,13 +85,40 @@ class DistributedRunner(Runner):
         last_seq = self.store.max_staged_seq(self.pipeline)
         self._plan_records(source, plans, run_id, stats)
         clock.lap("plan")
-        for plan in order_plans(plans):
-            self._drop_orphans(plan, run_id, stats)
-            await self._load_over_bus(sink, plan, stats)
-            clock.lap(f"load {plan.name}")
+        await self._load_by_dependencies(sink, plans, stats, clock)
         stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
         self.store.clear_staging(self.pipeline, last_seq)
         clock.lap("finish")
+
+    async def _load_by_dependencies(
+        self, sink: Sink, plans: list[ObjectPlan], stats: RunStats, clock: _PhaseClock
+    ) -> None:
+        """Each object's load starts as soon as every object it references is loaded, not after every object
+        before it in ``order_plans``: Account and Product2 go out together, then Contact and PricebookEntry...
+        Parents still reach the target before their children (a child waits for each of its parents' loads,
+        and its orphans are dead-lettered after them, as in the embedded run)."""
+        ordered = order_plans(plans)
+        names = {p.name for p in ordered}
+        done = {p.name: asyncio.Event() for p in ordered}
+
+        async def load(plan: ObjectPlan) -> None:
+            for parent in {ref.object for ref in plan.parents if ref.object in names and ref.object != plan.name}:
+                await done[parent].wait()
+            self._drop_orphans(plan, stats.run_id, stats)
+            await self._load_over_bus(sink, plan, stats)
+            clock.lap(f"load {plan.name}")  # loads overlap: each lap is the time since the previous one ended
+            done[plan.name].set()
+
+        # The first failed load is the run's error, as it was one object at a time; it cancels the others (a
+        # child never waits for a parent that will not finish).
+        tasks = [asyncio.create_task(load(plan)) for plan in ordered]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                await next_done
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _load_over_bus(self, sink: Sink, plan: ObjectPlan, stats: RunStats) -> None:
         s = stats.object(plan.name)
@@ -185,9 +213,17 @@ class LoadWork:
     store: Any
     lease_seconds: float
     clock: Callable[[], float] = time.time
+    budget_block: int = DEFAULT_BLOCK  # API calls reserved at once from the shared ledger (budget_blocks.py)
     _open: dict[str, _OpenPipeline] = field(default_factory=dict)
     _opening: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _ledger: BlockLedger | None = None
     done_rows: int = 0
+
+    @property
+    def ledger(self) -> BlockLedger:
+        if self._ledger is None:
+            self._ledger = BlockLedger(self.store, self.budget_block)
+        return self._ledger
 
     async def __call__(self, message: BusMessage) -> None:
         item = decode(message.data)
@@ -203,9 +239,11 @@ class LoadWork:
             raise PermanentWorkError(f"pipeline {item.pipeline!r} has no object {item.object!r}")
         # The store is synchronous (psycopg's thread-safe pool): its round trips run in threads, so one item's
         # wait on PostgreSQL does not stall the worker's other items.
+        t0 = time.perf_counter()
         claim = await asyncio.to_thread(
             self.store.claim_outbox, item.pipeline, item.object, len(item.rows), self.lease_seconds
         )
+        t1 = time.perf_counter()
         if not claim.rows:
             return 0
         stats = RunStats(run_id=item.run_id, pipeline=item.pipeline)
@@ -213,10 +251,15 @@ class LoadWork:
         try:
             keys = [r.key for r in claim.rows]
             target_ids = await asyncio.to_thread(self._target_ids, opened.sink, item.pipeline, plan.name, keys)
+            t2 = time.perf_counter()
             results = await opened.sink.upsert(
                 plan.name, plan.external_id, [r.payload for r in claim.rows], item.strategy, target_ids=target_ids,
             )
+            t3 = time.perf_counter()
             await asyncio.to_thread(loader.reconcile, plan, claim.rows, results, jobs=[])
+            t4 = time.perf_counter()
+            log.debug("worker.item", object=item.object, rows=len(claim.rows), claim=round(t1 - t0, 3),
+                      ids=round(t2 - t1, 3), write=round(t3 - t2, 3), record=round(t4 - t3, 3), at=round(t0, 3))
         except BudgetExhausted:
             log.warning("worker.budget_exhausted", pipeline=item.pipeline, object=item.object)
             raise
@@ -242,7 +285,7 @@ class LoadWork:
                     f"this worker was not given pipeline {name!r}: start every worker with the same pipeline files"
                 )
             sink = open_sink(spec.target, SinkContext(
-                name, ledger=self.store, clock=self.clock,
+                name, ledger=self.ledger, clock=self.clock,
                 target_ids=lambda obj, keys: self.store.target_ids(name, obj, keys),
             ))
             await sink.__aenter__()
@@ -256,3 +299,5 @@ class LoadWork:
         for opened in self._open.values():
             await opened.sink.__aexit__(None, None, None)
         self._open.clear()
+        if self._ledger is not None:
+            await asyncio.to_thread(self._ledger.close)  # the unused reservations back to the shared budget

@@ -536,16 +536,21 @@ class PostgresStore:
         Answers are recorded with ``record_results`` as usual: a row leaves only at the version sent."""
         me = owner or self.owner
         with self._tx() as c:
+            # The lean rows come back with the claim (one round trip per claim, not two: a worker claims per item).
             claimed = c.execute(
                 "WITH picked AS (SELECT key FROM outbox WHERE pipeline = %(p)s AND object = %(o)s "
                 "AND (lease_until IS NULL OR lease_until < now()) ORDER BY key LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
                 "UPDATE outbox o SET owner = %(me)s, fence = o.fence + 1, "
                 "lease_until = now() + make_interval(secs => %(lease)s) FROM picked "
-                "WHERE o.pipeline = %(p)s AND o.object = %(o)s AND o.key = picked.key RETURNING o.key, o.fence",
+                "WHERE o.pipeline = %(p)s AND o.object = %(o)s AND o.key = picked.key RETURNING o.fence, "
+                "o.key, o.version, o.payload, NULL, o.attempts, o.history, o.stream, o.source_key",
                 {"p": pipeline, "o": obj, "n": limit, "me": me, "lease": lease_seconds},
             ).fetchall()
-        fences = {r[0]: int(r[1]) for r in claimed}
-        rows = self.outbox_rows(pipeline, obj, sorted(fences), with_source=with_source)
+        fences = {r[1]: int(r[0]) for r in claimed}
+        if with_source:
+            rows = self.outbox_rows(pipeline, obj, sorted(fences), with_source=True)
+        else:
+            rows = [self._outbox_row(r[1:]) for r in claimed]
         rows.sort(key=lambda r: r.key)
         return OutboxClaim(me, rows, fences)
 
