@@ -51,6 +51,8 @@ def _run(env: dict[str, str]) -> tuple[float, dict[str, Any]]:
         sys.stderr.write(done.stderr)
     if done.returncode not in (0, 4):
         raise SystemExit(f"run failed ({done.returncode}): {done.stderr[-2000:]}")
+    Path(env["FERRY_HOME"]).mkdir(parents=True, exist_ok=True)
+    (Path(env["FERRY_HOME"]) / "run.json").write_text(done.stdout)  # the run's phases, kept with the logs
     return took, json.loads(done.stdout)
 
 
