@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -37,16 +38,42 @@ EXAMPLE = ROOT / "examples" / "shopify-to-salesforce.yml"
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
 
+COORDINATOR_CPU = [0.0]
+
+
+def _cpu_line(org: float, pg: float, nats: float, workers: float | None = None) -> str:
+    """CPU seconds each process spent during the row, their sum, and the load average (the machine is shared)."""
+    coordinator = COORDINATOR_CPU[0]
+    total = coordinator + org + pg + nats + (workers or 0.0)
+    parts = [f"run CPU {coordinator:.1f} s", f"org CPU {org:.1f} s", f"pg CPU {pg:.1f} s", f"nats CPU {nats:.1f} s"]
+    if workers is not None:
+        parts.append(f"workers CPU {workers:.1f} s")
+    return "  ".join([*parts, f"total CPU {total:.1f} s", f"load avg {os.getloadavg()[0]:.1f}"])
+
+
+def _started(workers: list[subprocess.Popen[bytes]], logs: list[Path], timeout: float = 60.0) -> None:
+    """Until every worker has said it takes work (imports and connections done: not the run's time)."""
+    deadline = time.monotonic() + timeout
+    while not all("taking work" in log.read_text(errors="replace") for log in logs):
+        if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+            raise SystemExit(f"workers did not start: see {logs}")
+        time.sleep(0.1)
+
+
 def _info(proc: SandboxProcess) -> dict[str, str]:
     return {k: str(v) for k, v in proc.info.items()}
 
 
 def _run(env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     t0 = time.perf_counter()
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     flags = os.environ.get("BENCH_FERRY_FLAGS", "").split()  # e.g. "-v": the run's log lines on stderr
     done = subprocess.run([sys.executable, "-m", "ferry", *flags, "run", str(EXAMPLE), "--json"],
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=3600, check=False)
     took = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # Only the run's process is reaped meanwhile: its CPU (the coordinator's, in a distributed run).
+    COORDINATOR_CPU[0] = after.ru_utime + after.ru_stime - reaped.ru_utime - reaped.ru_stime
     if os.environ.get("BENCH_FERRY_FLAGS"):
         sys.stderr.write(done.stderr)
     if done.returncode not in (0, 4):
@@ -88,6 +115,8 @@ def main() -> None:
     pg = start_server()
     nats = NatsServer(require_nats_server(), tmp / "nats")
     nats.start()
+    assert nats.proc is not None
+    nats_pid = nats.proc.pid
     customers, products = max(60, args.orders // 2), max(15, args.orders // 50)
     shop = start_sandbox("shopify", tmp / "shop", ["--customers", str(customers), "--products", str(products),
                                                    "--orders", str(args.orders), "--seed", "7"])
@@ -98,8 +127,10 @@ def main() -> None:
         try:
             env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / "home-embedded"),
                    "FERRY_STATE_URL": f"sqlite:///{tmp / 'embedded.db'}"}
-            before = _cpu(org.process.pid)
-            print(_row("embedded", *_run(env)), f"org CPU {_cpu(org.process.pid) - before:.1f} s", flush=True)
+            before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
+            row = _row("embedded", *_run(env))
+            print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0, _cpu(nats_pid) - nats0),
+                  flush=True)
         finally:
             org.stop()
         for n in [int(w) for w in args.workers.split(",")]:
@@ -118,10 +149,13 @@ def main() -> None:
                                         stdout=subprocess.DEVNULL, stderr=(tmp / f"worker-{n}-{i}.log").open("wb"))
                        for i in range(n)]
             try:
-                before = _cpu(org.process.pid)
+                _started(workers, [tmp / f"worker-{n}-{i}.log" for i in range(n)])
+                before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
+                workers0 = sum(_cpu(w.pid) for w in workers)  # start-up (imports) is not the run's
                 row = _row(f"{n} worker(s)", *_run(env))
-                print(row, f"org CPU {_cpu(org.process.pid) - before:.1f} s",
-                      f"workers CPU {sum(_cpu(w.pid) for w in workers):.1f} s", flush=True)
+                print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0,
+                                     _cpu(nats_pid) - nats0, sum(_cpu(w.pid) for w in workers) - workers0),
+                      flush=True)
             finally:
                 for w in workers:
                     w.send_signal(signal.SIGTERM)
