@@ -7,6 +7,7 @@ outbox claims leased (the lease runs out after the same time), so another worker
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,22 @@ def shared_store(concurrency: int | None = None) -> Any:
     return open_store(url, connections=store_connections(concurrency) if concurrency else None)
 
 
+def budget_block() -> int:
+    """``FERRY_BUDGET_BLOCK``: API calls a worker reserves at once from the shared ledger (1 = call by call)."""
+    from ferry.engine.budget_blocks import DEFAULT_BLOCK
+
+    raw = os.environ.get("FERRY_BUDGET_BLOCK", "").strip()
+    if not raw:
+        return DEFAULT_BLOCK
+    try:
+        block = int(raw)
+    except ValueError:
+        block = 0
+    if block < 1:
+        raise ConfigError(f"FERRY_BUDGET_BLOCK must be a whole number of calls, 1 or more, not {raw!r}")
+    return block
+
+
 def load_specs(paths: Sequence[Path]) -> dict[str, Any]:
     from ferry.engine.pipeline import load_pipeline
 
@@ -82,7 +99,7 @@ async def run_worker(specs: dict[str, Any], store: Any, settings: Any, stop: asy
     # The outbox claims are the real guard against double work; the dedup store only spares this process a
     # redelivery it already finished (lease = ack wait: a dead worker's rows free up when its items come back).
     dedup = MemoryDedup()
-    work = LoadWork(specs, store, lease_seconds=settings.ack_wait)
+    work = LoadWork(specs, store, lease_seconds=settings.ack_wait, budget_block=budget_block())
     try:
         async with JetStreamBus(settings, dedup) as bus:
             await bus.setup()
