@@ -60,6 +60,23 @@ def _started(workers: list[subprocess.Popen[bytes]], logs: list[Path], timeout: 
         time.sleep(0.1)
 
 
+def _pg_stats(admin_url: str, *, reset: bool = False) -> None:
+    """Print the statements that took PostgreSQL the most time since the last reset (then reset)."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        if not reset:
+            rows = conn.execute(
+                "SELECT calls, round(total_exec_time)::int, round(mean_exec_time::numeric, 2), "
+                "left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements "
+                "ORDER BY total_exec_time DESC LIMIT 10"
+            ).fetchall()
+            for calls, total_ms, mean_ms, query in rows:
+                print(f"    pg {total_ms:>7} ms {calls:>7} calls {mean_ms:>8} ms/call  {query}")
+        conn.execute("SELECT pg_stat_statements_reset()")
+
+
 def _info(proc: SandboxProcess) -> dict[str, str]:
     return {k: str(v) for k, v in proc.info.items()}
 
@@ -112,7 +129,11 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-dist-"))
     print(f"logs and state in {tmp}")
-    pg = start_server()
+    # BENCH_PG_STATS=1: pg_stat_statements on, and each row prints the statements PostgreSQL spent most time on.
+    pg_stats = os.environ.get("BENCH_PG_STATS") == "1"
+    pg = start_server(settings={"shared_preload_libraries": "pg_stat_statements"} if pg_stats else None)
+    if pg_stats:
+        _pg_stats(pg.admin_url, reset=True)
     nats = NatsServer(require_nats_server(), tmp / "nats")
     nats.start()
     assert nats.proc is not None
@@ -156,6 +177,8 @@ def main() -> None:
                 print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0,
                                      _cpu(nats_pid) - nats0, sum(_cpu(w.pid) for w in workers) - workers0),
                       flush=True)
+                if pg_stats:
+                    _pg_stats(pg.admin_url)
             finally:
                 for w in workers:
                     w.send_signal(signal.SIGTERM)

@@ -5,8 +5,8 @@ outbox and the DLQ: the embedded code, against the shared PostgreSQL store) that
 itself. For each object, parents before children, it publishes ``LoadBatch`` items covering the object's outbox
 and waits until the outbox of that object is drained: every row written, dead-lettered, or (after the last
 round) left queued for the next run. Workers take the items from the bus; an item is a claim ticket for up to
-``len(rows)`` outbox rows of its object: the worker claims that many rows no live lease covers
-(``claim_outbox``, ``FOR UPDATE SKIP LOCKED``), writes them through the sink and records the answers as the
+``len(rows)`` outbox rows of its object: the worker claims the rows it names, and others to make up the number
+when some are gone or held, that no live lease covers (``claim_outbox``, ``FOR UPDATE SKIP LOCKED``), writes them through the sink and records the answers as the
 embedded loader does (``Loader.reconcile``: written rows leave the outbox at the version sent, failures are retried
 or dead-lettered by the row's own attempt count). Correctness rests on the store, not on the bus: a worker killed
 mid-send leaves its rows leased; the lease runs out, its item comes back after the ack wait, and a row no item
@@ -241,7 +241,8 @@ class LoadWork:
         # wait on PostgreSQL does not stall the worker's other items.
         t0 = time.perf_counter()
         claim = await asyncio.to_thread(
-            self.store.claim_outbox, item.pipeline, item.object, len(item.rows), self.lease_seconds
+            self.store.claim_outbox, item.pipeline, item.object, len(item.rows), self.lease_seconds,
+            keys=[key for key, _version in item.rows],
         )
         t1 = time.perf_counter()
         if not claim.rows:

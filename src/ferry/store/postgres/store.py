@@ -100,6 +100,13 @@ _OUTBOX_UPSERT = (
     "source_key = excluded.source_key, owner = NULL, lease_until = NULL "
     "WHERE excluded.version > outbox.version"
 )
+# The claim of the rows a ``picked`` CTE chose; the lean rows come back with it (one round trip per claim).
+_CLAIM_PICKED = (
+    "UPDATE outbox o SET owner = %(me)s, fence = o.fence + 1, "
+    "lease_until = now() + make_interval(secs => %(lease)s) FROM picked "
+    "WHERE o.pipeline = %(p)s AND o.object = %(o)s AND o.key = picked.key RETURNING o.fence, "
+    "o.key, o.version, o.payload, NULL, o.attempts, o.history, o.stream, o.source_key"
+)
 _TABLES_OF_A_PIPELINE = (
     "read_states",
     "staging",
@@ -531,21 +538,34 @@ class PostgresStore:
         owner: str | None = None,
         *,
         with_source: bool = False,
+        keys: Sequence[str] | None = None,
     ) -> OutboxClaim:
-        """Claim up to ``limit`` queued rows of ``obj`` (key order) nobody holds a live lease on, for sending.
-        Answers are recorded with ``record_results`` as usual: a row leaves only at the version sent."""
+        """Claim up to ``limit`` queued rows of ``obj`` nobody holds a live lease on, for sending: the rows of
+        ``keys`` first (primary-key lookups), then, while fewer than ``limit`` are held, the first others in key
+        order. Answers are recorded with ``record_results`` as usual: a row leaves only at the version sent.
+
+        ``keys``: a work item names its rows. Claiming them by key costs the server a lookup per row; the scan in
+        key order reads every queued row of the object (a sort of the lot, 40-100 ms for 20,000 rows) and a run
+        makes one claim per item: 14 of the server's 16 CPU seconds in a 3,000-order run with 2 workers."""
         me = owner or self.owner
+        args = {"p": pipeline, "o": obj, "me": me, "lease": lease_seconds}
         with self._tx() as c:
-            # The lean rows come back with the claim (one round trip per claim, not two: a worker claims per item).
-            claimed = c.execute(
-                "WITH picked AS (SELECT key FROM outbox WHERE pipeline = %(p)s AND object = %(o)s "
-                "AND (lease_until IS NULL OR lease_until < now()) ORDER BY key LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
-                "UPDATE outbox o SET owner = %(me)s, fence = o.fence + 1, "
-                "lease_until = now() + make_interval(secs => %(lease)s) FROM picked "
-                "WHERE o.pipeline = %(p)s AND o.object = %(o)s AND o.key = picked.key RETURNING o.fence, "
-                "o.key, o.version, o.payload, NULL, o.attempts, o.history, o.stream, o.source_key",
-                {"p": pipeline, "o": obj, "n": limit, "me": me, "lease": lease_seconds},
-            ).fetchall()
+            claimed = []
+            if keys:
+                claimed = c.execute(
+                    "WITH picked AS (SELECT key FROM outbox WHERE pipeline = %(p)s AND object = %(o)s "
+                    "AND key = ANY(%(keys)s) AND (lease_until IS NULL OR lease_until < now()) "
+                    f"LIMIT %(n)s FOR UPDATE SKIP LOCKED) {_CLAIM_PICKED}",
+                    {**args, "keys": list(keys), "n": limit},
+                ).fetchall()
+            if len(claimed) < limit:
+                # The rows just claimed are leased now (this transaction sees its own update): not taken twice.
+                claimed += c.execute(
+                    "WITH picked AS (SELECT key FROM outbox WHERE pipeline = %(p)s AND object = %(o)s "
+                    "AND (lease_until IS NULL OR lease_until < now()) ORDER BY key LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
+                    f"{_CLAIM_PICKED}",
+                    {**args, "n": limit - len(claimed)},
+                ).fetchall()
         fences = {r[1]: int(r[0]) for r in claimed}
         if with_source:
             rows = self.outbox_rows(pipeline, obj, sorted(fences), with_source=True)
