@@ -84,6 +84,9 @@ class DistributedRunner(Runner):
         run_id = stats.run_id
         last_seq = self.store.max_staged_seq(self.pipeline)
         self._plan_records(source, plans, run_id, stats)
+        analyze = getattr(self.store, "analyze_outbox", None)
+        if analyze is not None:
+            analyze()  # the planner's statistics of the outbox just filled: claims by key use the index
         clock.lap("plan")
         await self._load_by_dependencies(sink, plans, stats, clock)
         stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
