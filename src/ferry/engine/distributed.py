@@ -2,16 +2,17 @@
 
 The coordinator is an ordinary run (the pipeline's lock, the run row, prepare, read into staging, plan into the
 outbox and the DLQ: the embedded code, against the shared PostgreSQL store) that does not write to the target
-itself. For each object, parents before children, it publishes ``LoadBatch`` items covering the object's outbox
-and waits until the outbox of that object is drained: every row written, dead-lettered, or (after the last
-round) left queued for the next run. Workers take the items from the bus; an item is a claim ticket for up to
-``len(rows)`` outbox rows of its object: the worker claims the rows it names, and others to make up the number
-when some are gone or held, that no live lease covers (``claim_outbox``, ``FOR UPDATE SKIP LOCKED``), writes them through the sink and records the answers as the
-embedded loader does (``Loader.reconcile``: written rows leave the outbox at the version sent, failures are retried
-or dead-lettered by the row's own attempt count). Correctness rests on the store, not on the bus: a worker killed
-mid-send leaves its rows leased; the lease runs out, its item comes back after the ack wait, and a row no item
-covered goes out in the coordinator's next round. A record sent twice (a worker killed between the target's
-answer and the commit) is an upsert by external id on the target: it lands once.
+itself. For each object, once its parents' loads are done, it publishes ``LoadBatch`` items covering the
+object's outbox and waits until the outbox of that object is drained: every row written, dead-lettered, or
+(after the last round) left queued for the next run. Workers take the items from the bus; an item is a claim
+ticket for up to ``len(rows)`` outbox rows of its object: the worker claims the rows it names, and others to make
+up the number when some are gone or held, that no live lease covers (``claim_outbox``, ``FOR UPDATE SKIP
+LOCKED``), writes them through the sink and records the answers as the embedded loader does
+(``Loader.reconcile``: written rows leave the outbox at the version sent, failures are retried or dead-lettered
+by the row's own attempt count). Correctness rests on the store, not on the bus: a worker killed mid-send leaves
+its rows leased; the lease runs out, its item comes back after the ack wait, and a row no item covered goes out
+in the coordinator's next round. A record sent twice (a worker killed between the target's answer and the
+commit) is an upsert by external id on the target: it lands once.
 
 Not distributed yet (said in docs/distributed.md): reads and planning (the coordinator does them), and remote
 jobs (Bulk API 2.0): a distributed run writes every object through the cheapest direct strategy.
