@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -37,20 +38,65 @@ EXAMPLE = ROOT / "examples" / "shopify-to-salesforce.yml"
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 
 
+COORDINATOR_CPU = [0.0]
+
+
+def _cpu_line(org: float, pg: float, nats: float, workers: float | None = None) -> str:
+    """CPU seconds each process spent during the row, their sum, and the load average (the machine is shared)."""
+    coordinator = COORDINATOR_CPU[0]
+    total = coordinator + org + pg + nats + (workers or 0.0)
+    parts = [f"run CPU {coordinator:.1f} s", f"org CPU {org:.1f} s", f"pg CPU {pg:.1f} s", f"nats CPU {nats:.1f} s"]
+    if workers is not None:
+        parts.append(f"workers CPU {workers:.1f} s")
+    return "  ".join([*parts, f"total CPU {total:.1f} s", f"load avg {os.getloadavg()[0]:.1f}"])
+
+
+def _started(workers: list[subprocess.Popen[bytes]], logs: list[Path], timeout: float = 60.0) -> None:
+    """Until every worker has said it takes work (imports and connections done: not the run's time)."""
+    deadline = time.monotonic() + timeout
+    while not all("taking work" in log.read_text(errors="replace") for log in logs):
+        if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+            raise SystemExit(f"workers did not start: see {logs}")
+        time.sleep(0.1)
+
+
+def _pg_stats(admin_url: str, *, reset: bool = False) -> None:
+    """Print the statements that took PostgreSQL the most time since the last reset (then reset)."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        if not reset:
+            rows = conn.execute(
+                "SELECT calls, round(total_exec_time)::int, round(mean_exec_time::numeric, 2), "
+                "left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements "
+                "ORDER BY total_exec_time DESC LIMIT 10"
+            ).fetchall()
+            for calls, total_ms, mean_ms, query in rows:
+                print(f"    pg {total_ms:>7} ms {calls:>7} calls {mean_ms:>8} ms/call  {query}")
+        conn.execute("SELECT pg_stat_statements_reset()")
+
+
 def _info(proc: SandboxProcess) -> dict[str, str]:
     return {k: str(v) for k, v in proc.info.items()}
 
 
 def _run(env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     t0 = time.perf_counter()
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     flags = os.environ.get("BENCH_FERRY_FLAGS", "").split()  # e.g. "-v": the run's log lines on stderr
     done = subprocess.run([sys.executable, "-m", "ferry", *flags, "run", str(EXAMPLE), "--json"],
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=3600, check=False)
     took = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # Only the run's process is reaped meanwhile: its CPU (the coordinator's, in a distributed run).
+    COORDINATOR_CPU[0] = after.ru_utime + after.ru_stime - reaped.ru_utime - reaped.ru_stime
     if os.environ.get("BENCH_FERRY_FLAGS"):
         sys.stderr.write(done.stderr)
     if done.returncode not in (0, 4):
         raise SystemExit(f"run failed ({done.returncode}): {done.stderr[-2000:]}")
+    Path(env["FERRY_HOME"]).mkdir(parents=True, exist_ok=True)
+    (Path(env["FERRY_HOME"]) / "run.json").write_text(done.stdout)  # the run's phases, kept with the logs
     return took, json.loads(done.stdout)
 
 
@@ -64,7 +110,12 @@ def _row(label: str, took: float, stats: dict[str, Any]) -> str:
     written = sum(o.get("written", 0) for o in stats["objects"].values())
     strategies = ",".join(sorted({o["strategy"].replace(" (workers)", "") for o in stats["objects"].values()
                                   if o["strategy"] != "-"}))
-    return f"{label:<14} {took:8.1f} s {written:>8} written {written / took:8.0f} rec/s  {strategies}"
+    # The run's own phase clock: everything before the loads (prepare, read, plan) and the loads themselves.
+    wall = stats.get("wall_seconds", {})
+    load = sum(v for k, v in wall.items() if k.startswith("load "))
+    before = sum(v for k, v in wall.items() if not k.startswith("load ") and k not in ("link back", "finish"))
+    return (f"{label:<14} {took:8.1f} s {written:>8} written {written / took:8.0f} rec/s  "
+            f"read+plan {before:6.1f} s  load {load:6.1f} s ({written / max(load, 1e-9):6.0f} rec/s)  {strategies}")
 
 
 def main() -> None:
@@ -78,9 +129,15 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-dist-"))
     print(f"logs and state in {tmp}")
-    pg = start_server()
+    # BENCH_PG_STATS=1: pg_stat_statements on, and each row prints the statements PostgreSQL spent most time on.
+    pg_stats = os.environ.get("BENCH_PG_STATS") == "1"
+    pg = start_server(settings={"shared_preload_libraries": "pg_stat_statements"} if pg_stats else None)
+    if pg_stats:
+        _pg_stats(pg.admin_url, reset=True)
     nats = NatsServer(require_nats_server(), tmp / "nats")
     nats.start()
+    assert nats.proc is not None
+    nats_pid = nats.proc.pid
     customers, products = max(60, args.orders // 2), max(15, args.orders // 50)
     shop = start_sandbox("shopify", tmp / "shop", ["--customers", str(customers), "--products", str(products),
                                                    "--orders", str(args.orders), "--seed", "7"])
@@ -91,8 +148,10 @@ def main() -> None:
         try:
             env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / "home-embedded"),
                    "FERRY_STATE_URL": f"sqlite:///{tmp / 'embedded.db'}"}
-            before = _cpu(org.process.pid)
-            print(_row("embedded", *_run(env)), f"org CPU {_cpu(org.process.pid) - before:.1f} s", flush=True)
+            before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
+            row = _row("embedded", *_run(env))
+            print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0, _cpu(nats_pid) - nats0),
+                  flush=True)
         finally:
             org.stop()
         for n in [int(w) for w in args.workers.split(",")]:
@@ -111,10 +170,15 @@ def main() -> None:
                                         stdout=subprocess.DEVNULL, stderr=(tmp / f"worker-{n}-{i}.log").open("wb"))
                        for i in range(n)]
             try:
-                before = _cpu(org.process.pid)
+                _started(workers, [tmp / f"worker-{n}-{i}.log" for i in range(n)])
+                before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
+                workers0 = sum(_cpu(w.pid) for w in workers)  # start-up (imports) is not the run's
                 row = _row(f"{n} worker(s)", *_run(env))
-                print(row, f"org CPU {_cpu(org.process.pid) - before:.1f} s",
-                      f"workers CPU {sum(_cpu(w.pid) for w in workers):.1f} s", flush=True)
+                print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0,
+                                     _cpu(nats_pid) - nats0, sum(_cpu(w.pid) for w in workers) - workers0),
+                      flush=True)
+                if pg_stats:
+                    _pg_stats(pg.admin_url)
             finally:
                 for w in workers:
                     w.send_signal(signal.SIGTERM)

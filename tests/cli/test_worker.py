@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from ferry.errors import ConfigError
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shopify-to-salesforce.yml"
 
 
@@ -35,3 +39,19 @@ def test_a_distributed_run_on_the_embedded_store_writes_nothing(tmp_path: Path) 
     env = {"FERRY_BUS_URL": "nats://127.0.0.1:1", **PIPELINE_ENV}
     done = _ferry(["run", str(EXAMPLE), "--distributed"], env, tmp_path)
     assert done.returncode == 2 and "shared state store" in done.stderr, done.stderr
+
+
+def test_the_budget_block_comes_from_the_environment_and_a_bad_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ferry.cli.worker import budget_block
+    from ferry.engine.budget_blocks import DEFAULT_BLOCK
+
+    monkeypatch.delenv("FERRY_BUDGET_BLOCK", raising=False)
+    assert budget_block() == DEFAULT_BLOCK
+    monkeypatch.setenv("FERRY_BUDGET_BLOCK", "1")
+    assert budget_block() == 1
+    for bad in ("0", "-3", "lots"):
+        monkeypatch.setenv("FERRY_BUDGET_BLOCK", bad)
+        with pytest.raises(ConfigError, match="FERRY_BUDGET_BLOCK"):
+            budget_block()

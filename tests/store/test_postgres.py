@@ -78,6 +78,20 @@ def test_concurrent_senders_never_claim_the_same_outbox_rows(open_store: Callabl
     assert first.outbox_count("p") == 0
 
 
+def test_a_claim_by_keys_takes_its_own_rows_then_fills_up_in_key_order(
+    open_store: Callable[[], PostgresStore],
+) -> None:
+    a, b = open_store(), open_store()
+    a.put_outbox("p", "Contact", [PlannedRow(f"k{i}", "v1", {"n": i}) for i in range(8)])
+    mine = a.claim_outbox("p", "Contact", 3, lease_seconds=60, keys=["k5", "k6", "k7"])
+    assert sorted(mine.fences) == ["k5", "k6", "k7"] and [r.payload["n"] for r in mine.rows] == [5, 6, 7]
+    # k6 is held by the claim above and k9 is not queued: the two missing rows come from the others, once each.
+    other = b.claim_outbox("p", "Contact", 3, lease_seconds=60, keys=["k6", "k4", "k9"])
+    assert sorted(other.fences) == ["k0", "k1", "k4"]
+    rest = b.claim_outbox("p", "Contact", 10, lease_seconds=60, keys=["k5"])
+    assert sorted(rest.fences) == ["k2", "k3"]
+
+
 def test_an_expired_outbox_lease_is_reclaimed_and_a_live_one_is_not(open_store: Callable[[], PostgresStore]) -> None:
     a, b = open_store(), open_store()
     a.put_outbox("p", "Contact", [PlannedRow("k1", "v1", {}), PlannedRow("k2", "v1", {})])

@@ -341,7 +341,7 @@ def worker(
 
     try:
         settings = worker_settings(concurrency)
-        store = shared_store()
+        store = shared_store(settings.max_in_flight)
         specs = load_specs(pipelines)
         err_console.print(f"ferry worker: taking work for {', '.join(sorted(specs))} "
                           f"(concurrency {settings.max_in_flight})", markup=False, highlight=False)

@@ -2,16 +2,17 @@
 
 The coordinator is an ordinary run (the pipeline's lock, the run row, prepare, read into staging, plan into the
 outbox and the DLQ: the embedded code, against the shared PostgreSQL store) that does not write to the target
-itself. For each object, parents before children, it publishes ``LoadBatch`` items covering the object's outbox
-and waits until the outbox of that object is drained: every row written, dead-lettered, or (after the last
-round) left queued for the next run. Workers take the items from the bus; an item is a claim ticket for up to
-``len(rows)`` outbox rows of its object: the worker claims that many rows no live lease covers
-(``claim_outbox``, ``FOR UPDATE SKIP LOCKED``), writes them through the sink and records the answers as the
-embedded loader does (``Loader.reconcile``: written rows leave the outbox at the version sent, failures are retried
-or dead-lettered by the row's own attempt count). Correctness rests on the store, not on the bus: a worker killed
-mid-send leaves its rows leased; the lease runs out, its item comes back after the ack wait, and a row no item
-covered goes out in the coordinator's next round. A record sent twice (a worker killed between the target's
-answer and the commit) is an upsert by external id on the target: it lands once.
+itself. For each object, once its parents' loads are done, it publishes ``LoadBatch`` items covering the
+object's outbox and waits until the outbox of that object is drained: every row written, dead-lettered, or
+(after the last round) left queued for the next run. Workers take the items from the bus; an item is a claim
+ticket for up to ``len(rows)`` outbox rows of its object: the worker claims the rows it names, and others to make
+up the number when some are gone or held, that no live lease covers (``claim_outbox``, ``FOR UPDATE SKIP
+LOCKED``), writes them through the sink and records the answers as the embedded loader does
+(``Loader.reconcile``: written rows leave the outbox at the version sent, failures are retried or dead-lettered
+by the row's own attempt count). Correctness rests on the store, not on the bus: a worker killed mid-send leaves
+its rows leased; the lease runs out, its item comes back after the ack wait, and a row no item covered goes out
+in the coordinator's next round. A record sent twice (a worker killed between the target's answer and the
+commit) is an upsert by external id on the target: it lands once.
 
 Not distributed yet (said in docs/distributed.md): reads and planning (the coordinator does them), and remote
 jobs (Bulk API 2.0): a distributed run writes every object through the cheapest direct strategy.
@@ -37,6 +38,7 @@ from ferry.core.bus import BusMessage, PermanentWorkError, subject_token
 from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.core.ports import LetterFilter
 from ferry.core.writes import StrategyChoice, choose_write
+from ferry.engine.budget_blocks import DEFAULT_BLOCK, BlockLedger
 from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
 from ferry.engine.pipeline import PipelineSpec
@@ -99,14 +101,44 @@ class DistributedRunner(Runner):
         run_id = stats.run_id
         last_seq = self.store.max_staged_seq(self.pipeline)
         self._plan_records(source, plans, run_id, stats)
+        analyze = getattr(self.store, "analyze_outbox", None)
+        if analyze is not None:
+            analyze()  # the planner's statistics of the outbox just filled: claims by key use the index
         clock.lap("plan")
-        for plan in order_plans(plans):
-            self._drop_orphans(plan, run_id, stats)
-            await self._load_over_bus(sink, plan, stats)
-            clock.lap(f"load {plan.name}")
+        await self._load_by_dependencies(sink, plans, stats, clock)
         stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
         self.store.clear_staging(self.pipeline, last_seq)
         clock.lap("finish")
+
+    async def _load_by_dependencies(
+        self, sink: Sink, plans: list[ObjectPlan], stats: RunStats, clock: _PhaseClock
+    ) -> None:
+        """Each object's load starts as soon as every object it references is loaded, not after every object
+        before it in ``order_plans``: Account and Product2 go out together, then Contact and PricebookEntry...
+        Parents still reach the target before their children (a child waits for each of its parents' loads,
+        and its orphans are dead-lettered after them, as in the embedded run)."""
+        ordered = order_plans(plans)
+        names = {p.name for p in ordered}
+        done = {p.name: asyncio.Event() for p in ordered}
+
+        async def load(plan: ObjectPlan) -> None:
+            for parent in {ref.object for ref in plan.parents if ref.object in names and ref.object != plan.name}:
+                await done[parent].wait()
+            self._drop_orphans(plan, stats.run_id, stats)
+            await self._load_over_bus(sink, plan, stats)
+            clock.lap(f"load {plan.name}")  # loads overlap: each lap is the time since the previous one ended
+            done[plan.name].set()
+
+        # The first failed load is the run's error, as it was one object at a time; it cancels the others (a
+        # child never waits for a parent that will not finish).
+        tasks = [asyncio.create_task(load(plan)) for plan in ordered]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                await next_done
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _load_over_bus(self, sink: Sink, plan: ObjectPlan, stats: RunStats) -> None:
         s = stats.object(plan.name)
@@ -254,10 +286,18 @@ class LoadWork:
     store: Any
     lease_seconds: float
     clock: Callable[[], float] = time.time
+    budget_block: int = DEFAULT_BLOCK  # API calls reserved at once from the shared ledger (budget_blocks.py)
     _open: dict[str, _OpenPipeline] = field(default_factory=dict)
     _opening: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _ledger: BlockLedger | None = None
     done_rows: int = 0
     paused_items: int = 0  # items settled unsent because the API budget was spent
+
+    @property
+    def ledger(self) -> BlockLedger:
+        if self._ledger is None:
+            self._ledger = BlockLedger(self.store, self.budget_block)
+        return self._ledger
 
     async def __call__(self, message: BusMessage) -> None:
         item = decode(message.data)
@@ -273,9 +313,12 @@ class LoadWork:
             raise PermanentWorkError(f"pipeline {item.pipeline!r} has no object {item.object!r}")
         # The store is synchronous (psycopg's thread-safe pool): its round trips run in threads, so one item's
         # wait on PostgreSQL does not stall the worker's other items.
+        t0 = time.perf_counter()
         claim = await asyncio.to_thread(
-            self.store.claim_outbox, item.pipeline, item.object, len(item.rows), self.lease_seconds
+            self.store.claim_outbox, item.pipeline, item.object, len(item.rows), self.lease_seconds,
+            keys=[key for key, _version in item.rows],
         )
+        t1 = time.perf_counter()
         if not claim.rows:
             return 0
         stats = RunStats(run_id=item.run_id, pipeline=item.pipeline)
@@ -284,21 +327,31 @@ class LoadWork:
                         linked=two_way.linked if two_way is not None else None)
         try:
             target_ids = await asyncio.to_thread(loader.target_ids, opened.sink, plan.name, claim.rows)
+            t2 = time.perf_counter()
             results = await opened.sink.upsert(
                 plan.name, plan.external_id, [r.payload for r in claim.rows], item.strategy, target_ids=target_ids,
             )
+            t3 = time.perf_counter()
             await asyncio.to_thread(loader.reconcile, plan, claim.rows, results, jobs=[])
+            t4 = time.perf_counter()
+            log.debug("worker.item", object=item.object, rows=len(claim.rows), claim=round(t1 - t0, 3),
+                      ids=round(t2 - t1, 3), write=round(t3 - t2, 3), record=round(t4 - t3, 3), at=round(t0, 3))
         except BudgetExhausted as exc:
             # Not a failure of the item: retrying cannot help before the budget's window frees calls, and a
-            # dead letter would be wrong (the rows are fine). The run is told (its coordinator pauses, exit 5),
-            # the item is settled, and its rows, released below, stay queued for the next run.
+            # dead letter would be wrong (the rows are fine). Its rows are released (they stay queued for the
+            # next run), then the run is told (its coordinator pauses, exit 5) and the item is settled.
             log.warning("worker.budget_exhausted", pipeline=item.pipeline, object=item.object)
+            await asyncio.to_thread(self.store.release_outbox, item.pipeline, item.object, claim)
             await asyncio.to_thread(self.store.note_run_paused, item.run_id, str(exc))
             self.paused_items += 1
             return 0
-        finally:
-            # Rows still held (to be retried, or never answered): free for the next round at once.
+        except BaseException:
+            # Rows still held (never answered, or not recorded): free for the next round at once. After a
+            # recorded answer nothing is held any more (a written or dead-lettered row left the outbox, a row to
+            # retry was given back by record_results, a newer version replaced its row and its lease), so the
+            # release is only paid on this path: one transaction less per item.
             await asyncio.to_thread(self.store.release_outbox, item.pipeline, item.object, claim)
+            raise
         self.done_rows += len(claim.rows)
         return len(claim.rows)
 
@@ -312,7 +365,7 @@ class LoadWork:
                     f"this worker was not given pipeline {name!r}: start every worker with the same pipeline files"
                 )
             sink = open_sink(spec.target, SinkContext(
-                name, ledger=self.store, clock=self.clock,
+                name, ledger=self.ledger, clock=self.clock,
                 target_ids=lambda obj, keys: self.store.target_ids(name, obj, keys),
             ))
             await sink.__aenter__()
@@ -327,3 +380,5 @@ class LoadWork:
         for opened in self._open.values():
             await opened.sink.__aexit__(None, None, None)
         self._open.clear()
+        if self._ledger is not None:
+            await asyncio.to_thread(self._ledger.close)  # the unused reservations back to the shared budget

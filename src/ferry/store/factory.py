@@ -17,13 +17,18 @@ def configured_state_url() -> StateUrl:
     return parse_state_url(os.environ.get(STATE_URL_ENV, ""), ferry_home() / "ferry.db")
 
 
-def open_store(url: StateUrl | None = None) -> Any:
+def open_store(url: StateUrl | None = None, *, connections: int | None = None) -> Any:
     """The configured store: a ``StateStore`` (typed Any: the engine and cli still use SQLite's ``Store`` as
-    their annotation, and both adapters have the attributes they use, ``path`` among them)."""
+    their annotation, and both adapters have the attributes they use, ``path`` among them).
+
+    ``connections``: the PostgreSQL pool's size (default 4); a ``ferry worker`` sizes it to the items it holds
+    at once, or its items queue for a connection (ignored by the embedded SQLite file)."""
     url = url or configured_state_url()
     if url.kind == "postgresql":
         from ferry.store.postgres import PostgresStore
 
+        if connections is not None:
+            return PostgresStore(url.url, lock_dir=ferry_home(), max_size=max(1, connections))
         return PostgresStore(url.url, lock_dir=ferry_home())
     from ferry.store.sqlite import Store
 

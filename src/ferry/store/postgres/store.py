@@ -100,6 +100,13 @@ _OUTBOX_UPSERT = (
     "source_key = excluded.source_key, owner = NULL, lease_until = NULL "
     "WHERE excluded.version > outbox.version"
 )
+# The claim of the rows a ``picked`` CTE chose; the lean rows come back with it (one round trip per claim).
+_CLAIM_PICKED = (
+    "UPDATE outbox o SET owner = %(me)s, fence = o.fence + 1, "
+    "lease_until = now() + make_interval(secs => %(lease)s) FROM picked "
+    "WHERE o.pipeline = %(p)s AND o.object = %(o)s AND o.key = picked.key RETURNING o.fence, "
+    "o.key, o.version, o.payload, NULL, o.attempts, o.history, o.stream, o.source_key"
+)
 _TABLES_OF_A_PIPELINE = (
     "read_states",
     "staging",
@@ -535,23 +542,51 @@ class PostgresStore:
         owner: str | None = None,
         *,
         with_source: bool = False,
+        keys: Sequence[str] | None = None,
     ) -> OutboxClaim:
-        """Claim up to ``limit`` queued rows of ``obj`` (key order) nobody holds a live lease on, for sending.
-        Answers are recorded with ``record_results`` as usual: a row leaves only at the version sent."""
+        """Claim up to ``limit`` queued rows of ``obj`` nobody holds a live lease on, for sending: the rows of
+        ``keys`` first (primary-key lookups), then, while fewer than ``limit`` are held, the first others in key
+        order. Answers are recorded with ``record_results`` as usual: a row leaves only at the version sent.
+
+        ``keys``: a work item names its rows. Claimed by key they cost the server an index lookup each (once the
+        planner has the outbox's statistics: ``analyze_outbox``); the scan in key order sorts every queued row of
+        the object (40-70 ms a claim at 20,000 rows), and a run makes one claim per item."""
         me = owner or self.owner
+        args = {"p": pipeline, "o": obj, "me": me, "lease": lease_seconds}
         with self._tx() as c:
-            claimed = c.execute(
-                "WITH picked AS (SELECT key FROM outbox WHERE pipeline = %(p)s AND object = %(o)s "
-                "AND (lease_until IS NULL OR lease_until < now()) ORDER BY key LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
-                "UPDATE outbox o SET owner = %(me)s, fence = o.fence + 1, "
-                "lease_until = now() + make_interval(secs => %(lease)s) FROM picked "
-                "WHERE o.pipeline = %(p)s AND o.object = %(o)s AND o.key = picked.key RETURNING o.key, o.fence",
-                {"p": pipeline, "o": obj, "n": limit, "me": me, "lease": lease_seconds},
-            ).fetchall()
-        fences = {r[0]: int(r[1]) for r in claimed}
-        rows = self.outbox_rows(pipeline, obj, sorted(fences), with_source=with_source)
+            claimed = []
+            if keys:
+                claimed = c.execute(
+                    "WITH picked AS (SELECT key FROM outbox WHERE pipeline = %(p)s AND object = %(o)s "
+                    "AND key = ANY(%(keys)s) AND (lease_until IS NULL OR lease_until < now()) "
+                    f"LIMIT %(n)s FOR UPDATE SKIP LOCKED) {_CLAIM_PICKED}",
+                    {**args, "keys": list(keys), "n": limit},
+                ).fetchall()
+            if len(claimed) < limit:
+                # The rows just claimed are leased now (this transaction sees its own update): not taken twice.
+                claimed += c.execute(
+                    "WITH picked AS (SELECT key FROM outbox WHERE pipeline = %(p)s AND object = %(o)s "
+                    "AND (lease_until IS NULL OR lease_until < now()) ORDER BY key LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
+                    f"{_CLAIM_PICKED}",
+                    {**args, "n": limit - len(claimed)},
+                ).fetchall()
+        fences = {r[1]: int(r[0]) for r in claimed}
+        if with_source:
+            rows = self.outbox_rows(pipeline, obj, sorted(fences), with_source=True)
+        else:
+            rows = [self._outbox_row(r[1:]) for r in claimed]
         rows.sort(key=lambda r: r.key)
         return OutboxClaim(me, rows, fences)
+
+    def analyze_outbox(self) -> None:
+        """Refresh the planner's statistics of the outbox once a run has planned into it, before workers claim.
+
+        Autovacuum analyzes a table some time after it changed; a run fills the outbox and claims from it within
+        seconds. On the statistics of the empty table the planner reads every queued row of the object for each
+        claim (a bitmap scan of (pipeline, object), keys filtered afterwards: 24 ms a claim at 20,000 rows, and
+        most of the server's CPU in a distributed run); with them, a claim by key is an index lookup (0.4 ms)."""
+        with self._conn() as conn:
+            conn.execute("ANALYZE outbox")
 
     def release_outbox(self, pipeline: str, obj: str, claim: OutboxClaim) -> int:
         """Give back what a claim still holds (a sender stopping early); returns how many rows."""
