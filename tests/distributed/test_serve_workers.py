@@ -1,0 +1,247 @@
+"""`ferry serve` in distributed mode (own PostgreSQL, own nats-server): the shop sandbox's webhooks, duplicated and
+reordered, go into serve, which stages them in PostgreSQL and hands them to the bus; two `ferry worker`
+processes plan and send them, one is SIGKILLed mid-stream. Salesforce ends equal to a clean batch run of the shop's
+final state, nothing twice; a key's events go to one partition, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg
+import pytest
+
+from ferry.bus.config import bus_settings
+from ferry.bus.jetstream import JetStreamBus
+from ferry.bus.work import EventBatch, decode
+from ferry.cli.demo import demo_env
+from ferry.core.bus import partition_of
+from ferry.core.ports import StagedRow
+from ferry.engine.pipeline import load_pipeline
+from ferry.engine.runner import Runner
+from ferry.sandbox.salesforce import SalesforceSandbox
+from ferry.sandbox.serve import start_in_thread
+from ferry.serve.dispatch import Dispatcher
+from ferry.store import Store
+from ferry.store.postgres import PostgresStore, migrate
+from tests.bus.natsserver import NatsServer
+from tests.distributed.test_workers import _once_per_key, _same_org
+from tests.serve.world import PIPELINE_FILE, World, make_world, start_serve, stop_world, wait_for
+from tests.store.postgres_server import PostgresServer
+from tests.store.test_postgres_e2e import _org
+
+PIPELINE = "shopify-to-salesforce"
+FAULTS = {"seed": 11, "rules": [
+    {"kind": "duplicate", "rate": 0.2},
+    {"kind": "reorder", "rate": 0.3, "hold": 2, "max_hold_ms": 300},
+]}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = make_world(tmp_path, customers=30, products=5, orders=12)
+    try:
+        yield w
+    finally:
+        stop_world(w)
+
+
+def _info(world: World) -> tuple[dict[str, str], dict[str, str]]:
+    shop = {**world.shop.credentials(world.shop_run.url), "ca_file": str(world.shop_run.ca_file)}
+    org = {**world.org.credentials(world.org_run.url), "ca_file": str(world.org_run.ca_file)}
+    return shop, org
+
+
+def _env(world: World, pg_url: str, nats: NatsServer) -> dict[str, str]:
+    shop, org = _info(world)
+    return {**os.environ, **demo_env(shop, org), "SHOPIFY_WEBHOOK_SECRET": world.shop.webhook_secret,
+            "FERRY_HOME": str(world.tmp / "home"), "FERRY_STATE_URL": pg_url, "FERRY_BUS_URL": nats.url,
+            "FERRY_BUS_ACK_WAIT": "3", "FERRY_LOG_LEVEL": "info", "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+def _start_workers(n: int, env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for i in range(n):
+        out = (logs / f"worker-{i}.log").open("wb")
+        procs.append(subprocess.Popen([sys.executable, "-m", "ferry", "worker", str(PIPELINE_FILE),
+                                       "--concurrency", "16"], env=env, stdout=out, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> list[int]:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    return [p.wait(timeout=60) for p in procs]
+
+
+def _stream(world: World, edits: int, rate: float, done: threading.Event) -> None:
+    """Edits of few keys, many times each (a key's versions race each other), customers and orders."""
+    customers = world.shop_records("customers")[:4]
+    orders = world.shop_records("orders")[:2]
+    for i in range(edits):
+        if i % 4 == 3:
+            o = orders[i % len(orders)]
+            world.put("orders", o["id"], {"note": f"note {i}"})
+        else:
+            c = customers[i % len(customers)]
+            world.put("customers", c["id"], {"first_name": f"V{i}", "last_name": f"L{i}"})
+        time.sleep(1 / rate)
+    done.set()
+
+
+def _scalar(url: str, sql: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _diff(world: World) -> list[str]:
+    shop = {str(c["id"]): (c.get("first_name"), c.get("last_name")) for c in world.shop_records("customers")}
+    org = {str(r["Shopify_Customer_Id__c"]): (r.get("FirstName"), r.get("LastName"))
+           for r in world.sf_records("Contact")}
+    notes = {str(o["id"]): o.get("note") for o in world.shop_records("orders")}
+    org_notes = {str(r["Shopify_Order_Id__c"]): r.get("Description") for r in world.sf_records("Order")}
+    return ([f"customer {k}: shop {v}, org {org.get(k)}" for k, v in shop.items() if k in org and v != org[k]]
+            + [f"order {k}: shop {v!r:.40}, org {org_notes.get(k)!r:.40}" for k, v in notes.items()
+               if k in org_notes and str(v).startswith("note ") and v != org_notes[k]])  # the orders edited
+
+
+def _clean_batch_org(world: World) -> dict[str, list[dict[str, Any]]]:
+    """A fresh org filled by one embedded batch run of the shop's state now."""
+    org = SalesforceSandbox(world.tmp / "org-clean")
+    run = start_in_thread(org.app, world.tmp / "org-clean")
+    try:
+        shop, _ = _info(world)
+        info = {**org.credentials(run.url), "ca_file": str(run.ca_file)}
+        spec = load_pipeline(PIPELINE_FILE, demo_env(shop, info))
+        store = Store(world.tmp / "clean.db")
+        try:
+            assert asyncio.run(Runner(spec, store).run()).status == "succeeded"
+        finally:
+            store.close()
+        return _org(SimpleNamespace(url=run.url, info={"ca_file": str(run.ca_file)}))  # type: ignore[arg-type]
+    finally:
+        run.stop()
+
+
+def test_webhooks_through_distributed_serve_and_two_workers_one_killed(
+    world: World, pg_server: PostgresServer, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    url = pg_server.fresh_database()
+    migrate(url)
+    store = PostgresStore(url)
+    env = _env(world, url, nats_server)
+    workers = _start_workers(2, env, tmp_path)
+    serve = None
+    try:
+        assert asyncio.run(Runner(world.spec, store).run()).status == "succeeded"  # the backfill, embedded
+        before = _scalar(url, "SELECT COUNT(*) FROM runs")
+        assert world.shop_http.post("/__sandbox/webhooks/faults", json=FAULTS).status_code == 200
+        serve = start_serve([world.spec], store, world.serve_options(bus=bus_settings(env)))
+        done = threading.Event()
+        stream = threading.Thread(target=_stream, args=(world, 120, 40.0, done), daemon=True)
+        stream.start()
+        # SIGKILL a worker while it holds staged events or outbox rows (a live lease), mid-stream.
+        victim = None
+        deadline = time.monotonic() + 20
+        while victim is None and time.monotonic() < deadline:
+            owners = {r for (r,) in psycopg.connect(url).execute(
+                "SELECT owner FROM staging WHERE lease_until > now() UNION "
+                "SELECT owner FROM outbox WHERE lease_until > now()").fetchall() if r}
+            pids = {int(o.split(":")[1]) for o in owners}
+            victim = next((w for w in workers if w.pid in pids), None)
+            time.sleep(0.01)
+        assert victim is not None, "no worker ever held a lease"
+        victim.send_signal(signal.SIGKILL)
+        assert victim.wait(30) == -signal.SIGKILL
+        assert done.wait(60), "the stream did not finish"
+        state: dict[str, Any] = {}
+
+        def converged() -> bool:
+            pending = [d for d in world.deliveries() if d["state"] in ("pending", "held", "sending")]
+            staged = _scalar(url, "SELECT COUNT(*) FROM staging")
+            queued = _scalar(url, "SELECT COUNT(*) FROM outbox")
+            state["why"] = f"pending={len(pending)} staged={staged} queued={queued} diff={_diff(world)[:3]}"
+            return not pending and not staged and not queued and not _diff(world)
+
+        try:
+            wait_for(converged, 60, "Salesforce to equal the shop")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {state.get('why')}") from None
+        assert serve.stop() == 0
+        serve = None
+        got = _org(SimpleNamespace(url=world.org_run.url, info={"ca_file": str(world.org_run.ca_file)}))  # type: ignore[arg-type]
+        _once_per_key(got)
+        _same_org(got, _clean_batch_org(world))
+        # Both workers ran micro-batches (runs of origin webhook, one per batch, named by their pid), and the
+        # webhooks were really duplicated and reordered on the way.
+        with psycopg.connect(url) as conn:
+            pids = {r[0] for r in conn.execute(
+                "SELECT DISTINCT pid FROM runs WHERE origin = 'webhook' AND id > %s", (before,)).fetchall()}
+        assert {w.pid for w in workers} <= pids, (pids, [w.pid for w in workers])
+        assert any(d["faults"] for d in world.deliveries())
+    finally:
+        if serve is not None:
+            serve.stop()
+        _stop(workers)
+        store.close()
+
+
+def test_one_keys_events_go_to_one_partition_in_order(
+    pg_server: PostgresServer, nats_server: NatsServer
+) -> None:
+    """The dispatcher's items, read back from the stream: each key in exactly one partition, its versions there in
+    the order they were staged, whatever the other keys do."""
+    url = pg_server.fresh_database()
+    migrate(url)
+    store = PostgresStore(url)
+    settings = bus_settings({"FERRY_BUS_URL": nats_server.url, "FERRY_BUS_PARTITIONS": "4"})
+    assert settings is not None
+
+    async def main() -> list[tuple[str, EventBatch]]:
+        dispatcher = Dispatcher("p", store, settings, window=0.005, sweep_every=3600)
+        task = asyncio.create_task(dispatcher.run())
+        for v in range(30):  # 30 rounds: every key gets its next version, handed over in rounds of arrivals
+            dispatcher.add("customers", [StagedRow(f"k{k}", f"v{v:03d}", b"{}") for k in range(12)])
+            await asyncio.sleep(0.002 if v % 3 else 0.02)
+        while dispatcher.published < 360:
+            await asyncio.sleep(0.05)
+        dispatcher.stop()
+        await task
+        out = []
+        async with JetStreamBus(settings) as bus:  # read the stream by sequence: no consumer of our own
+            info = await bus.js.stream_info(settings.stream)
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                msg = await bus.js.get_msg(settings.stream, seq)
+                assert msg.data is not None and msg.subject is not None
+                item = decode(msg.data)
+                assert isinstance(item, EventBatch)
+                out.append((msg.subject, item))
+        return out
+
+    try:
+        items = asyncio.run(main())
+    finally:
+        store.close()
+    seen: dict[str, list[str]] = {}
+    subjects: dict[str, set[str]] = {}
+    for subject, item in items:
+        for stream, key, version in item.refs:
+            assert stream == "customers"
+            seen.setdefault(key, []).append(version)
+            subjects.setdefault(key, set()).add(subject)
+            assert subject.endswith(f".{partition_of(key, 4)}")
+    assert sorted(seen) == sorted(f"k{k}" for k in range(12))
+    assert all(len(s) == 1 for s in subjects.values()), subjects  # one partition per key
+    assert all(v == sorted(v) and len(v) == 30 for v in seen.values()), seen  # in order, none lost or twice
+    assert len({s for s, _ in items}) > 1  # the keys did spread over partitions
