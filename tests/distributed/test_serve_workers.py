@@ -24,7 +24,7 @@ from ferry.bus.config import bus_settings
 from ferry.bus.jetstream import JetStreamBus
 from ferry.bus.work import EventBatch, decode
 from ferry.cli.demo import demo_env
-from ferry.core.bus import partition_of
+from ferry.core.bus import key_partition
 from ferry.core.ports import StagedRow
 from ferry.engine.pipeline import load_pipeline
 from ferry.engine.runner import Runner
@@ -240,7 +240,7 @@ def test_one_keys_events_go_to_one_partition_in_order(
             assert stream == "customers"
             seen.setdefault(key, []).append(version)
             subjects.setdefault(key, set()).add(subject)
-            assert subject.endswith(f".{partition_of(key, 4)}")
+            assert subject.endswith(f".{key_partition(key, 4)}")
     assert sorted(seen) == sorted(f"k{k}" for k in range(12))
     assert all(len(s) == 1 for s in subjects.values()), subjects  # one partition per key
     assert all(v == sorted(v) and len(v) == 30 for v in seen.values()), seen  # in order, none lost or twice

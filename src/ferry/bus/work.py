@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from ferry.core.bus import PermanentWorkError, partition_of, work_subject
+from ferry.core.bus import PermanentWorkError, key_partition, partition_of, work_subject
 
 WIRE_VERSION = 1
 
@@ -158,7 +158,8 @@ def msg_id(item: WorkItem) -> str:
 
 
 def subject_for(item: WorkItem, partitions: int) -> str:
-    return work_subject(item.pipeline, item.object, partition_of(item.partition_key, partitions))
+    pick = key_partition if isinstance(item, EventBatch) else partition_of  # events: the hash the store shares
+    return work_subject(item.pipeline, item.object, pick(item.partition_key, partitions))
 
 
 def encode(item: WorkItem) -> bytes:

@@ -77,7 +77,8 @@ async def run_worker(specs: dict[str, Any], store: Any, settings: Any, stop: asy
     # redelivery it already finished (lease = ack wait: a dead worker's rows free up when its items come back).
     dedup = MemoryDedup()
     work = LoadWork(specs, store, lease_seconds=settings.ack_wait)
-    events = EventWork(specs, store, lease_seconds=settings.ack_wait)  # `ferry serve`'s events (docs/serve.md)
+    # `ferry serve`'s events (docs/serve.md)
+    events = EventWork(specs, store, lease_seconds=settings.ack_wait, partitions=settings.partitions)
 
     async def handle(message: BusMessage) -> None:
         item = decode(message.data)

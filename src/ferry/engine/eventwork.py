@@ -24,7 +24,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ import structlog
 
 from ferry.bus.work import EventBatch, decode
 from ferry.connectors.registry import open_sink, open_source
-from ferry.core.bus import BusMessage, PermanentWorkError
+from ferry.core.bus import BusMessage, PermanentWorkError, key_partition
 from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.core.ports import NewDeadLetter, OutboxRow, PlannedRow, StagedRecord
 from ferry.engine.distributed import direct_write
@@ -48,6 +48,7 @@ log = structlog.get_logger("ferry.events")
 
 WINDOW = 0.03  # seconds a worker gathers items before planning them together
 SLICE = 100  # rows per write call, all of an object's slices in flight at once (engine/together.py's reason)
+MAX_BATCH = 2000  # staged events one micro-batch plans at most (a bigger backlog: the next one, at once)
 WAIT_FOR_OTHERS = 5.0  # seconds to wait for a key another worker is sending before handing the item back
 
 
@@ -70,6 +71,7 @@ class _Open:
 @dataclass
 class _Gather:
     refs: list[tuple[str, str, str]] = field(default_factory=list)
+    parts: set[int] = field(default_factory=set)  # the partitions whose items this batch holds
     done: asyncio.Future[None] | None = None
 
 
@@ -80,6 +82,7 @@ class EventWork:
     specs: dict[str, PipelineSpec]
     store: Any  # PostgresStore: claim_events, queue_planned, claim_outbox_keys, queued_keys, finish_events
     lease_seconds: float
+    partitions: int = 8  # the bus's (FERRY_BUS_PARTITIONS): items' partitions name their backlog in the store
     window: float = WINDOW
     clock: Callable[[], float] = time.time
     done_records: int = 0
@@ -108,6 +111,7 @@ class EventWork:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         batch.refs.extend(item.refs)
+        batch.parts.add(key_partition(item.partition_key, self.partitions))
         assert batch.done is not None
         await asyncio.shield(batch.done)
 
@@ -117,7 +121,8 @@ class EventWork:
             del self._gathering[pipeline]
         assert batch.done is not None
         try:
-            await self.process(pipeline, batch.refs)
+            while await self.process(pipeline, batch.refs, batch.parts) >= MAX_BATCH:
+                batch.refs = []  # a full batch: the partitions' backlog goes on at once
         except BaseException as exc:
             batch.done.set_exception(exc)
             batch.done.exception()  # every member awaits it; never "exception was never retrieved"
@@ -126,10 +131,16 @@ class EventWork:
         else:
             batch.done.set_result(None)
 
-    async def process(self, pipeline: str, refs: Sequence[tuple[str, str, str]]) -> int:
-        """Plan and send the staged records ``refs`` names that no other worker holds; returns how many."""
+    async def process(
+        self, pipeline: str, refs: Sequence[tuple[str, str, str]], parts: Collection[int] = ()
+    ) -> int:
+        """Plan and send the staged records ``refs`` names and the backlog of the partitions ``parts`` (at most
+        MAX_BATCH, oldest first) that no other worker holds; returns how many."""
         opened = await self._pipeline(pipeline)
-        claim = await asyncio.to_thread(self.store.claim_events, pipeline, list(refs), self.lease_seconds)
+        claim = await asyncio.to_thread(
+            lambda: self.store.claim_events(pipeline, list(refs), self.lease_seconds, partitions=sorted(parts),
+                                            of=self.partitions, limit=MAX_BATCH)
+        )
         if not claim.records:
             return 0
         run_id = await asyncio.to_thread(

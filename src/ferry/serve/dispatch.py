@@ -4,7 +4,7 @@ being planned and sent in this process.
 The inbox stays as it is (authenticate, stage in the shared PostgreSQL store with the delivery's dedup key in one
 transaction, then 2xx): the staged record is the event's durable copy, and the dedup table is shared, so several
 serve processes behind a load balancer take each delivery once. The dispatcher then gathers what was staged for
-``window`` seconds and publishes one ``EventBatch`` per partition (``partition_of(key)``: a key's events always go
+``window`` seconds and publishes one ``EventBatch`` per partition (``key_partition(key)``: a key's events always go
 to the same partition, whose consumer delivers in order), naming the records by (stream, key, version). A burst
 queues on the bus (a file-backed stream) and workers take it at the pace of their in-flight bound and the
 target's shared API budget: back-pressure, not a flood.
@@ -28,7 +28,7 @@ import structlog
 
 from ferry.bus.jetstream import JetStreamBus, JetStreamSettings
 from ferry.bus.work import EventBatch, encode, msg_id, subject_for
-from ferry.core.bus import partition_of, subject_token
+from ferry.core.bus import key_partition, subject_token
 from ferry.core.ports import StagedRow
 from ferry.observe import metrics
 
@@ -146,7 +146,7 @@ class Dispatcher:
             return
         by_partition: dict[int, list[Ref]] = {}
         for ref in refs:
-            by_partition.setdefault(partition_of(ref[1], bus.partitions), []).append(ref)
+            by_partition.setdefault(key_partition(ref[1], bus.partitions), []).append(ref)
         items = []
         for part in by_partition.values():
             for i in range(0, len(part), MAX_REFS):

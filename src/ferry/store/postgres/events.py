@@ -11,7 +11,7 @@ keeps the newest version per key, the version map moves forward only, writes are
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from ferry.store.postgres.store import OutboxClaim, StagedClaim
 
 EVENT_RUN_ID = 0  # what deliveries and change feeds stage with (no run read them)
+
+# ferry.core.bus.key_partition in SQL: the first 32 bits of the key's MD5, modulo the partitions.
+PARTITION_SQL = "((('x' || substr(md5(s.key), 1, 8))::bit(32)::bigint) %% %(of)s)"
 
 # (stream, key, version): what an event item names of a staged record.
 EventRef = tuple[str, str, str]
@@ -47,28 +50,40 @@ class EventClaims:
         ) -> list[OutboxRow]: ...
 
     def claim_events(
-        self, pipeline: str, refs: Sequence[EventRef], lease_seconds: float, owner: str | None = None
+        self, pipeline: str, refs: Sequence[EventRef], lease_seconds: float, owner: str | None = None, *,
+        partitions: Collection[int] = (), of: int = 0, limit: int = 2000,
     ) -> StagedClaim:
-        """Claim the staged records ``refs`` names that no live lease holds (planned or not: a record stays staged
-        until its rows are sent, so a redelivered item plans it again). Records gone (done) or held by another
-        worker right now are left out."""
+        """Claim the staged records ``refs`` names, and every staged event whose key falls in ``partitions`` (of
+        ``of``; ``ferry.core.bus.key_partition``), that no live lease holds, oldest first, at most ``limit``.
+        Planned or not: a record stays staged until its rows are sent, so a redelivered item plans it again.
+        Records gone (done) or held by another worker right now are left out.
+
+        The partitions' backlog: the worker holding a partition's item is the only one taking that partition's
+        items (the bus keeps one unacknowledged per partition), so it takes the events later items of the
+        partition name as well, in one micro-batch, instead of one item after the other; those items then find
+        their records gone."""
         from ferry.core.ports import StagedRecord
         from ferry.store.postgres.store import StagedClaim
 
         me = owner or self.owner
-        if not refs:
+        if not refs and not partitions:
             return StagedClaim(me, [], {})
         with self._tx() as c:
             rows = c.execute(
-                "WITH picked AS (SELECT s.seq FROM staging s JOIN unnest(%(st)s::text[], %(k)s::text[], "
+                "WITH named AS (SELECT s.seq FROM staging s JOIN unnest(%(st)s::text[], %(k)s::text[], "
                 "%(v)s::text[]) AS r(st, k, v) ON s.stream = r.st AND s.key = r.k AND s.version = r.v "
-                "WHERE s.pipeline = %(p)s AND (s.lease_until IS NULL OR s.lease_until < now()) "
-                "ORDER BY s.seq FOR UPDATE OF s SKIP LOCKED) "
+                "WHERE s.pipeline = %(p)s), "
+                "backlog AS (SELECT s.seq FROM staging s WHERE s.pipeline = %(p)s AND s.run_id = %(ev)s "
+                f"AND {PARTITION_SQL} = ANY(%(parts)s)), "
+                "picked AS (SELECT s.seq FROM staging s WHERE s.seq IN (SELECT seq FROM named UNION "
+                "SELECT seq FROM backlog) AND (s.lease_until IS NULL OR s.lease_until < now()) "
+                "ORDER BY s.seq LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
                 "UPDATE staging s SET owner = %(me)s, fence = s.fence + 1, "
                 "lease_until = now() + make_interval(secs => %(lease)s) FROM picked WHERE s.seq = picked.seq "
                 "RETURNING s.seq, s.fence, s.stream, s.key, s.version, s.payload",
                 {"p": pipeline, "st": [r[0] for r in refs], "k": [r[1] for r in refs], "v": [r[2] for r in refs],
-                 "me": me, "lease": lease_seconds},
+                 "ev": EVENT_RUN_ID, "parts": list(partitions), "of": max(1, of), "n": limit, "me": me,
+                 "lease": lease_seconds},
             ).fetchall()
         rows.sort(key=lambda r: r[0])
         records = [StagedRecord(int(r[0]), r[2], r[3], r[4], bytes(r[5])) for r in rows]
