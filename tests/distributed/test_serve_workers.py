@@ -17,6 +17,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
+import orjson
 import psycopg
 import pytest
 
@@ -208,13 +210,17 @@ def test_one_keys_events_go_to_one_partition_in_order(
     settings = bus_settings({"FERRY_BUS_URL": nats_server.url, "FERRY_BUS_PARTITIONS": "4"})
     assert settings is not None
 
+    # A delivery a serve process staged and acknowledged, then died before handing it over: the next dispatcher
+    # hands it over when it starts.
+    assert store.accept_delivery("p", "died-before-publish", "customers", [StagedRow("orphan", "v000", b"{}")])
+
     async def main() -> list[tuple[str, EventBatch]]:
         dispatcher = Dispatcher("p", store, settings, window=0.005, sweep_every=3600)
         task = asyncio.create_task(dispatcher.run())
         for v in range(30):  # 30 rounds: every key gets its next version, handed over in rounds of arrivals
             dispatcher.add("customers", [StagedRow(f"k{k}", f"v{v:03d}", b"{}") for k in range(12)])
             await asyncio.sleep(0.002 if v % 3 else 0.02)
-        while dispatcher.published < 360:
+        while dispatcher.published < 361:
             await asyncio.sleep(0.05)
         dispatcher.stop()
         await task
@@ -241,7 +247,42 @@ def test_one_keys_events_go_to_one_partition_in_order(
             seen.setdefault(key, []).append(version)
             subjects.setdefault(key, set()).add(subject)
             assert subject.endswith(f".{key_partition(key, 4)}")
+    assert seen.pop("orphan") == ["v000"]
     assert sorted(seen) == sorted(f"k{k}" for k in range(12))
     assert all(len(s) == 1 for s in subjects.values()), subjects  # one partition per key
     assert all(v == sorted(v) and len(v) == 30 for v in seen.values()), seen  # in order, none lost or twice
     assert len({s for s, _ in items}) > 1  # the keys did spread over partitions
+
+
+def test_two_serve_processes_behind_a_balancer_take_a_delivery_once(
+    world: World, pg_server: PostgresServer, nats_server: NatsServer
+) -> None:
+    """The same signed delivery (the sender's retry landing on the other process) reaches two serve processes
+    sharing the state: one stages it and hands it to the bus, the other answers 200 and stores nothing."""
+    url = pg_server.fresh_database()
+    migrate(url)
+    store = PostgresStore(url)
+    settings = bus_settings({"FERRY_BUS_URL": nats_server.url})
+    servers = [start_serve([world.spec], store, world.serve_options(register=False, bus=settings)) for _ in range(2)]
+    try:
+        raw = dict(world.shop_records("customers")[0])
+        body = orjson.dumps({**raw, "first_name": "Once"})
+        headers = world.signed(body, topic="customers/update", webhook_id="lb-retry-1")
+        path = f"/webhooks/{world.spec.name}/shopify"
+        answers = []
+        for server in (*servers, servers[0]):
+            with httpx.Client(base_url=server.url, verify=str(world.shop_run.ca_file), timeout=30) as client:
+                answers.append(client.post(path, content=body, headers=headers).status_code)
+        assert answers == [200, 200, 200]
+        inboxes = [s.service.state.inboxes[(world.spec.name, "shopify")].counts for s in servers]
+        assert sum(c.get("staged", 0) for c in inboxes) == 1, inboxes
+        assert sum(c.get("duplicate", 0) for c in inboxes) == 2, inboxes
+        assert _scalar(url, "SELECT COUNT(*) FROM staging") == 1
+        handed = [s.service._event_figures()[world.spec.name]["handed_to_bus"] for s in servers]
+        wait_for(lambda: sum(s.service._event_figures()[world.spec.name]["handed_to_bus"] for s in servers) >= 1,
+                 10, "the delivery handed to the bus")
+        assert sum(s.service._event_figures()[world.spec.name]["handed_to_bus"] for s in servers) == 1, handed
+    finally:
+        for s in servers:
+            s.stop()
+        store.close()
