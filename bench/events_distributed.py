@@ -66,6 +66,12 @@ def start_serve(env: dict[str, str], port: int, tls: Any, window_ms: int, log: P
     return serve
 
 
+def cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(procs: list[subprocess.Popen[Any]]) -> None:
     for p in procs:
         if p.poll() is None:
@@ -149,10 +155,16 @@ def main() -> None:
                     batch = customers[offset:offset + count]
                     offset += count
                     started = time.time()
+                    cpu0 = {p.pid: cpu(p.pid) for p in [serve, *workers]}
                     r = phase(args.rate, batch, shop_http, org_http, lambda: {})
+                    # CPU seconds per 1,000 events of ferry's processes (serve + workers): the cost, apart from
+                    # what the shared machine's load does to the wall-clock figures.
+                    used = sum(cpu(pid) - before for pid, before in cpu0.items())
                     label = "embedded serve" if mode == "embedded" else f"serve + {mode} worker(s)"
                     results.append({"mode": label, **r, "sustained": sustained(batch, started, org_http,
-                                                                              f"R{args.rate}")})
+                                                                              f"R{args.rate}"),
+                                    "ferry_cpu_s_per_1000": used * 1000 / max(1, r["events"]),
+                                    "load_average": os.getloadavg()[0]})
                     print(line(results[-1]), flush=True)
                 finally:
                     stop([serve])
@@ -174,7 +186,8 @@ def line(r: dict[str, Any]) -> str:
     return (f"{r['mode']:<22} rate {r['achieved_rate']:6.1f}/s  events {r['events']:>5}  lost {r['lost']:>3}  "
             f"ack p50/p99 {a['p50']:.1f}/{a['p99']:.1f} ms  visible p50/p95/p99 {v['p50']:.0f}/{v['p95']:.0f}/"
             f"{v['p99']:.0f} ms  sustained {s['events_per_s']:.1f} ev/s over {s['span_s']:.1f} s  "
-            f"SF calls/1000 {r['sf_calls_per_1000']:.0f}")
+            f"SF calls/1000 {r['sf_calls_per_1000']:.0f}  ferry CPU {r['ferry_cpu_s_per_1000']:.1f} s/1000  "
+            f"load {r['load_average']:.1f}")
 
 
 if __name__ == "__main__":
