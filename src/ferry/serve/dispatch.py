@@ -37,6 +37,7 @@ log = structlog.get_logger("ferry.serve.dispatch")
 DEFAULT_WINDOW = 0.02  # seconds the dispatcher gathers staged events before publishing them
 SWEEP_EVERY = 10.0  # seconds between looks for events staged but never handed over (a serve process died)
 MAX_REFS = 2000  # records per item at most
+SCAN_LIMIT = 5000  # staged events one look at the store hands over
 RETRY_PAUSE = 1.0  # seconds before publishing again when the bus is away (the events stay staged meanwhile)
 
 Ref = tuple[str, str, str]
@@ -63,8 +64,12 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._dispatches = 0
-        self._swept_up_to = 0  # the sweep's floor: events staged up to here were visible one sweep ago
-        self._scanned = 0  # notify(): staged events after this seq not yet handed over by this process
+        # What was staged before this process takes requests (a previous process's leftovers): the first scan
+        # hands it over; what is staged from now on comes through add() (or notify()).
+        self._start_top = int(store.max_staged_seq(pipeline))  # type: ignore[attr-defined]
+        self._swept_up_to = self._start_top  # the sweep's floor: events staged up to here were visible one sweep ago
+        self._scan_up_to: int | None = self._start_top  # the next scan's end (None: what is staged now)
+        self._scanned = 0  # staged events up to this seq were looked at by a scan
         self.published = 0  # records handed to the bus
         self.swept = 0  # of which by the sweep
         self.failures = 0
@@ -106,7 +111,6 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         async with JetStreamBus(self.settings) as bus:
             await bus.setup()
-            self._swept_up_to = await asyncio.to_thread(self.store.max_staged_seq, self.pipeline)  # type: ignore[attr-defined]
             next_sweep = time.monotonic() + self.sweep_every
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -165,12 +169,18 @@ class Dispatcher:
         self.published += len(refs)
 
     async def _scan_new(self, bus: JetStreamBus) -> None:
-        top = await asyncio.to_thread(self.store.max_staged_seq, self.pipeline)  # type: ignore[attr-defined]
+        top: int = self._scan_up_to if self._scan_up_to is not None else await asyncio.to_thread(
+            self.store.max_staged_seq, self.pipeline  # type: ignore[attr-defined]
+        )
         rows = await asyncio.to_thread(
-            self.store.unclaimed_events, self.pipeline, self._scanned, top  # type: ignore[attr-defined]
+            self.store.unclaimed_events, self.pipeline, self._scanned, top, SCAN_LIMIT  # type: ignore[attr-defined]
         )
         await self._publish(bus, [ref for _, ref in rows])
-        self._scanned = max([top, *(seq for seq, _ in rows)])
+        if len(rows) == SCAN_LIMIT:  # more than one look's worth: go on from the last one handed over
+            self._scanned, self._scan = rows[-1][0], True
+            self._wake.set()
+        else:
+            self._scanned, self._scan_up_to = top, None
 
     async def _sweep(self, bus: JetStreamBus) -> None:
         """Events staged before the previous sweep, held by no worker, while the bus has no item of the pipeline:
@@ -181,7 +191,7 @@ class Dispatcher:
         if waiting:
             return
         rows = await asyncio.to_thread(
-            self.store.unclaimed_events, self.pipeline, 0, floor  # type: ignore[attr-defined]
+            self.store.unclaimed_events, self.pipeline, 0, floor, SCAN_LIMIT  # type: ignore[attr-defined]
         )
         if rows:
             log.warning("events.swept", pipeline=self.pipeline, records=len(rows))
