@@ -49,7 +49,7 @@ def to_dead_letter(letter: BusDeadLetter) -> tuple[str, int | None, NewDeadLette
         pipeline = tokens[2] if len(tokens) > 3 else "unknown"
         kind, run_id, mapped = (tokens[3] if len(tokens) > 3 else "unknown"), None, None
     else:
-        pipeline, kind, run_id = item.pipeline, item.kind, item.run_id
+        pipeline, kind, run_id = item.pipeline, item.kind, getattr(item, "run_id", None)  # events have none
         mapped = {"kind": item.kind, **asdict(item)}
         source = letter.data
     new = NewDeadLetter(

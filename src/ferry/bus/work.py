@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from ferry.core.bus import PermanentWorkError, partition_of, work_subject
+from ferry.core.bus import PermanentWorkError, key_partition, partition_of, work_subject
 
 WIRE_VERSION = 1
 
@@ -117,8 +117,35 @@ class RemoteJobItem:
         return f"{self.object}:{self.job_id}"
 
 
-WorkItem = ReadPage | MapBatch | LoadBatch | RemoteJobItem
-KINDS: dict[str, type[WorkItem]] = {c.kind: c for c in (ReadPage, MapBatch, LoadBatch, RemoteJobItem)}
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """Plan and send the staged events ``refs`` names ((stream, key, version) each): what ``ferry serve`` took in
+    during one dispatch window, all of one partition, so one key's events reach the workers in order."""
+
+    kind: ClassVar[str] = "event_batch"
+    pipeline: str
+    refs: tuple[tuple[str, str, str], ...]
+    # Unique per dispatch (serve process + counter): the bus's dedup then only drops a retried publish of the
+    # same item, never a later item that happens to name the same records (a re-staged event, a sweep).
+    token: str = ""
+
+    @property
+    def object(self) -> str:
+        return EVENTS_OBJECT
+
+    @property
+    def partition_key(self) -> str:
+        return self.refs[0][1] if self.refs else ""
+
+    @property
+    def identity(self) -> str:
+        return f"{_digest([list(r) for r in self.refs])}:{self.token}"
+
+
+EVENTS_OBJECT = "_events"  # the subject token of event items: ferry.work.<pipeline>._events.<partition>
+
+WorkItem = ReadPage | MapBatch | LoadBatch | RemoteJobItem | EventBatch
+KINDS: dict[str, type[WorkItem]] = {c.kind: c for c in (ReadPage, MapBatch, LoadBatch, RemoteJobItem, EventBatch)}
 
 
 def _digest(value: Any) -> str:
@@ -131,7 +158,8 @@ def msg_id(item: WorkItem) -> str:
 
 
 def subject_for(item: WorkItem, partitions: int) -> str:
-    return work_subject(item.pipeline, item.object, partition_of(item.partition_key, partitions))
+    pick = key_partition if isinstance(item, EventBatch) else partition_of  # events: the hash the store shares
+    return work_subject(item.pipeline, item.object, pick(item.partition_key, partitions))
 
 
 def encode(item: WorkItem) -> bytes:
@@ -156,7 +184,7 @@ def decode(data: bytes) -> WorkItem:
     if missing:
         raise PermanentWorkError(f"{cls.kind} work item misses {', '.join(sorted(missing))}")
     args = {k: v for k, v in doc.items() if k in names}
-    for name in ("rows", "streams"):
+    for name in ("rows", "streams", "refs"):
         if name in args:
             args[name] = tuple(tuple(r) if isinstance(r, list) else r for r in args[name])
     return cls(**args)

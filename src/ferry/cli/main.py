@@ -503,6 +503,12 @@ def serve_command(
         float, typer.Option(min=4, help="How long a delivery id is remembered (Shopify retries for 4 h).")
     ] = 24.0,
     no_schedules: Annotated[bool, typer.Option("--no-schedules", help="Do not run the pipelines' schedules.")] = False,
+    distributed: Annotated[
+        bool | None,
+        typer.Option("--distributed/--embedded",
+                     help="Hand events to `ferry worker`s over the bus (default: when FERRY_BUS_URL is set and "
+                     "the state is PostgreSQL; docs/distributed.md)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve pipelines: take their webhooks in, load events in micro-batches, run their schedules.
@@ -512,12 +518,14 @@ def serve_command(
     from ferry.cli.serving import serve_pipelines
     from ferry.serve.service import ServeOptions
 
-    options = ServeOptions(
-        host=host, port=port, public_url=public_url, register=register, tls_cert=tls_cert, tls_key=tls_key,
-        window=None if window_ms is None else window_ms / 1000, dedup_hours=dedup_hours, schedules=not no_schedules,
-    )
     try:
-        code = serve_pipelines(pipelines, options, _store(), console, as_json=as_json)
+        store = _store()
+        options = ServeOptions(
+            host=host, port=port, public_url=public_url, register=register, tls_cert=tls_cert, tls_key=tls_key,
+            window=None if window_ms is None else window_ms / 1000, dedup_hours=dedup_hours,
+            schedules=not no_schedules, bus=_distributed_settings(distributed, store),
+        )
+        code = serve_pipelines(pipelines, options, store, console, as_json=as_json)
     except FerryError as exc:
         _fail(exc)
         return

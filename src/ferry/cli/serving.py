@@ -27,13 +27,16 @@ def serve_pipelines(
         info: dict[str, Any] = {"url": svc.url, "public_url": svc.public_url, "webhooks": svc.webhook_urls(),
                 "dashboard": dashboard is not None,
                 "schedules": {p.spec.name: p.spec.schedule for p in svc.pipelines if p.schedule},
-                "registered": svc.registered}
+                "registered": svc.registered, "distributed": options.bus is not None}
         if as_json:
             sys.stdout.write(json.dumps(info) + "\n")
             sys.stdout.flush()
             return
         console.print(f"[bold]ferry serve[/] listening on [cyan]{svc.url}[/] (Ctrl-C stops)")
         console.print(f"  dashboard: {dashboard_off or f'{svc.url}/'}", markup=False, highlight=False)
+        if options.bus is not None:
+            console.print("  events: handed to `ferry worker`s over the bus (distributed)", markup=False,
+                          highlight=False)
         for name, url in svc.webhook_urls().items():
             console.print(f"  {name}: webhooks at {url}", markup=False, highlight=False)
         for name, cron in {p.spec.name: p.spec.schedule for p in svc.pipelines if p.schedule}.items():

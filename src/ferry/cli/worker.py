@@ -108,22 +108,36 @@ async def run_worker(specs: dict[str, Any], store: Any, settings: Any, stop: asy
     from ferry.bus.dedup import MemoryDedup
     from ferry.bus.jetstream import JetStreamBus
     from ferry.bus.letters import StoreDeadLetters
+    from ferry.bus.work import EventBatch, decode
+    from ferry.core.bus import BusMessage
     from ferry.engine.distributed import LoadWork
+    from ferry.engine.eventwork import EventWork
 
     # The outbox claims are the real guard against double work; the dedup store only spares this process a
     # redelivery it already finished (lease = ack wait: a dead worker's rows free up when its items come back).
     dedup = MemoryDedup()
     work = LoadWork(specs, store, lease_seconds=settings.ack_wait, budget_block=budget_block())
+    # `ferry serve`'s events (docs/serve.md)
+    events = EventWork(specs, store, lease_seconds=settings.ack_wait, partitions=settings.partitions)
+
+    async def handle(message: BusMessage) -> None:
+        item = decode(message.data)
+        if isinstance(item, EventBatch):
+            await events.submit(item)
+        else:
+            await work(message)
+
     try:
         async with JetStreamBus(settings, dedup) as bus:
             await bus.setup()
             log.info("worker.start", pipelines=sorted(specs), concurrency=settings.max_in_flight)
-            consumer = WorkConsumer(bus, work, StoreDeadLetters(store), dedup=dedup, sweep=bus.sweep_exhausted)
+            consumer = WorkConsumer(bus, handle, StoreDeadLetters(store), dedup=dedup, sweep=bus.sweep_exhausted)
             await consumer.run(stop)
     finally:
         await work.close()
-    log.info("worker.stop", rows=work.done_rows)
-    return work.done_rows
+        await events.close()
+    log.info("worker.stop", rows=work.done_rows, events=events.done_records)
+    return work.done_rows + events.done_records
 
 
 def serve_until_signalled(specs: dict[str, Any], store: Any, settings: Any) -> int:

@@ -51,6 +51,7 @@ class Inbox:
         store: Deliveries,
         streams: frozenset[str],
         on_staged: Callable[[], None] = lambda: None,
+        on_rows: Callable[[str, list[StagedRow]], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.receiver = receiver
@@ -58,6 +59,7 @@ class Inbox:
         self.store = store
         self.streams = streams
         self.on_staged = on_staged
+        self.on_rows = on_rows  # distributed serve: the committed rows, to hand to the bus (serve/dispatch.py)
         self.counts: dict[str, int] = {}
         self.stream_counts: dict[str, dict[str, int]] = {}  # outcome counts per stream (staged, duplicate)
 
@@ -93,7 +95,10 @@ class Inbox:
             log.warning("webhook.dead_letter", pipeline=self.pipeline, topic=event.topic, problem=event.problem)
             return Accepted(200, "dead_letter", event.problem or "")
         if rows:
-            self.on_staged()
+            if self.on_rows is not None and event.stream is not None:
+                self.on_rows(event.stream, rows)
+            else:
+                self.on_staged()
             return Accepted(200, "staged", stream=event.stream)
         return Accepted(200, "ignored")
 

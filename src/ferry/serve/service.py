@@ -28,6 +28,7 @@ from ferry.connectors.registry import open_events, open_source, open_webhooks
 from ferry.engine.pipeline import PipelineSpec
 from ferry.errors import ConfigError
 from ferry.serve.app import ServeState, build_app
+from ferry.serve.dispatch import Dispatcher
 from ferry.serve.feed import Feed
 from ferry.serve.inbox import DEFAULT_MAX_BODY_BYTES, Inbox
 from ferry.serve.processor import Processor
@@ -53,6 +54,9 @@ class ServeOptions:
     dedup_hours: float = 24.0  # >= 4: Shopify retries for 4 hours
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     schedules: bool = True
+    # Distributed mode (docs/distributed.md): events go on this bus for `ferry worker`s instead of being loaded
+    # here (a JetStreamSettings; the store must then be the shared PostgreSQL one).
+    bus: Any = None
 
 
 class _Server(uvicorn.Server):
@@ -70,6 +74,7 @@ class _Pipeline:
     processor: Processor | None
     schedule: Schedule | None
     feed: Feed | None = None  # the source's change stream (``events:``), staged for the same processor
+    dispatcher: Dispatcher | None = None  # distributed mode: staged events handed to the bus, not the processor
 
 
 class Service:
@@ -107,22 +112,30 @@ class Service:
 
     def _pipeline(self, spec: PipelineSpec) -> _Pipeline:
         lock = self.run_lock.setdefault(spec.name, asyncio.Lock())
-        inbox = processor = feed = None
+        inbox = processor = feed = dispatcher = None
         hooks = spec.webhooks is not None and spec.webhooks.active and spec.webhooks.secret is not None
         events = open_events(spec.source)
         if hooks or events is not None:
             source = open_source(spec.source)  # entered by the processor; inbox and feed only call identify()
-            processor = Processor(spec, self.store, source, lock, window=self.options.window)
-        if hooks and spec.webhooks is not None and spec.webhooks.secret is not None and processor is not None:
+            if self.options.bus is not None:
+                dispatcher = Dispatcher(spec.name, self.store, self.options.bus)
+            else:
+                processor = Processor(spec, self.store, source, lock, window=self.options.window)
+        notify = dispatcher.notify if dispatcher is not None else processor.notify if processor is not None else None
+        if hooks and spec.webhooks is not None and spec.webhooks.secret is not None and notify is not None:
             receiver = open_webhooks(spec.source, spec.webhooks.secret.get_secret_value(), spec.webhooks.origin)
-            inbox = Inbox(spec.name, receiver, source, self.store, frozenset(source.streams), processor.notify)
-        if events is not None and processor is not None:
-            feed = Feed(spec.name, events, source, self.store, processor.notify)
+            inbox = Inbox(spec.name, receiver, source, self.store, frozenset(source.streams), notify,
+                          on_rows=dispatcher.add if dispatcher is not None else None)
+        if events is not None and notify is not None:
+            feed = Feed(spec.name, events, source, self.store, notify)
         schedule = Schedule(spec, self.store, lock) if spec.schedule and self.options.schedules else None
-        return _Pipeline(spec, inbox, processor, schedule, feed)
+        return _Pipeline(spec, inbox, processor, schedule, feed, dispatcher)
 
     def _event_figures(self) -> dict[str, Any]:
-        return {p.spec.name: {"batches": p.processor.batches, "failed_batches": p.processor.failures,
+        handed = {p.spec.name: {"handed_to_bus": p.dispatcher.published, "swept": p.dispatcher.swept,
+                                "bus_failures": p.dispatcher.failures}
+                  for p in self.pipelines if p.dispatcher is not None}
+        return handed | {p.spec.name: {"batches": p.processor.batches, "failed_batches": p.processor.failures,
                               "last_batch_at": p.processor.last_batch_at,
                               **({"change_pages": p.feed.pages, "change_records": p.feed.records,
                                   "change_failures": p.feed.failures} if p.feed else {})}
@@ -255,6 +268,8 @@ class _Workers:
         for p in svc.pipelines:
             if p.processor is not None:
                 tasks[f"events {p.spec.name}"] = asyncio.create_task(p.processor.run())
+            if p.dispatcher is not None:
+                tasks[f"events {p.spec.name}"] = asyncio.create_task(p.dispatcher.run())
             if p.schedule is not None:
                 tasks[f"schedule {p.spec.name}"] = asyncio.create_task(p.schedule.run())
             if p.feed is not None:
@@ -264,6 +279,8 @@ class _Workers:
         for p in svc.pipelines:
             if p.processor is not None:
                 p.processor.stop()
+            if p.dispatcher is not None:
+                p.dispatcher.stop()  # what is pending goes out first; the rest is staged (the sweep's)
         for name, task in tasks.items():
             if name.startswith("events "):
                 try:

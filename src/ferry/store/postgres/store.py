@@ -44,6 +44,7 @@ from ferry.core.ports import (
     Written,
 )
 from ferry.errors import PipelineBusy, StateError
+from ferry.store.postgres.events import EventClaims
 from ferry.store.postgres.lock import PIPELINE_LOCKS, AdvisoryPipelineLock, holder
 from ferry.store.postgres.migrate import schema_status
 from ferry.store.sqlite import utc_now
@@ -170,7 +171,7 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class PostgresStore:
+class PostgresStore(EventClaims):
     """PostgreSQL-backed state: a pool of connections, one short transaction per port call."""
 
     def __init__(
