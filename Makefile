@@ -40,10 +40,11 @@ test: lint unit
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py $(ARGS)
 
-# The long chaos run of each pair, Shopify and WooCommerce to Salesforce (demo-sized store, 30+ SIGKILLs):
-# prints the figures; `make test` runs the short ones. One pair: make chaos ARGS='-k woocommerce'.
+# Every test marked slow (`make test` deselects them and runs their short versions): the long chaos run of each
+# pair (demo-sized store, 30+ SIGKILLs), the PostgreSQL chaos run, the long `ferry serve` chaos; prints the
+# figures. One pair: make chaos ARGS='-k woocommerce'.
 chaos: $(VENV)/.installed-dev
-	$(BIN)/pytest tests/chaos -m slow -s -p no:cacheprovider $(ARGS)
+	$(BIN)/pytest tests -m slow -s -p no:cacheprovider $(ARGS)
 
 clean:
 	rm -rf $(VENV) .ferry .pytest_cache .mypy_cache .ruff_cache
