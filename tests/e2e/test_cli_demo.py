@@ -52,10 +52,8 @@ def test_demo_json_has_every_object_with_every_column(demo_run: tuple[Path, dict
 
 
 def test_demo_over_graphql_reads_each_stream_as_one_bulk_operation(tmp_path: Path) -> None:
-    # Every stream just over the example's bulk_threshold (50): what is read is one Bulk Operation per stream,
-    # whatever the size; writing a 1,000-order store again (demo_run does) would add nothing but time.
     proc = _ferry(
-        ["demo", "--customers", "60", "--products", "55", "--orders", "80", "--json"],
+        ["demo", "--customers", "150", "--products", "60", "--orders", "1000", "--json"],
         tmp_path,
         extra_env={"SHOPIFY_API": "graphql"},
     )
