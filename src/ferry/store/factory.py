@@ -40,6 +40,7 @@ def _connect_timeout(url: str) -> float | None:
     the pool keeps retrying a refused server for its default 10 s, whatever the URL said)."""
     values = parse_qs(urlsplit(url).query).get("connect_timeout")
     try:
-        return max(1.0, float(values[-1])) if values else None
+        seconds = float(values[-1]) if values else 0.0
     except ValueError:
         return None  # libpq reports a malformed value itself, naming it
+    return max(1.0, seconds) if seconds > 0 else None  # 0 (libpq: wait forever) keeps the pool's default
