@@ -40,11 +40,12 @@ test: lint unit
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py $(ARGS)
 
-# The long chaos run of each pair, Shopify and WooCommerce to Salesforce (demo-sized store, 30+ SIGKILLs), the
-# distributed one (3 workers, NATS and PostgreSQL restarts) and the slow distributed tests (budget pause, a worker
-# waiting for its database): prints the figures; `make test` runs the short ones. One: make chaos ARGS='-k woocommerce'.
+# Every test marked slow (`make test` deselects them and runs their short versions): the long chaos run of each
+# pair (demo-sized store, 30+ SIGKILLs), the distributed one (3 workers, NATS and PostgreSQL restarts), the
+# PostgreSQL chaos run, the long `ferry serve` chaos, the slow distributed tests (budget pause, a worker waiting
+# for its database); prints the figures. One pair: make chaos ARGS='-k woocommerce'.
 chaos: $(VENV)/.installed-dev
-	$(BIN)/pytest tests/chaos tests/distributed -m slow -s -p no:cacheprovider $(ARGS)
+	$(BIN)/pytest tests -m slow -s -p no:cacheprovider $(ARGS)
 
 clean:
 	rm -rf $(VENV) .ferry .pytest_cache .mypy_cache .ruff_cache

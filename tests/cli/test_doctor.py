@@ -44,7 +44,9 @@ def test_an_unreachable_postgresql_fails_with_what_to_fix_and_no_password(tmp_pa
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {"FERRY_HOME": str(tmp_path), "FERRY_STATE_URL": f"postgresql://ferry:hunter2@127.0.0.1:{port}/ferry"}
+    # connect_timeout=1: `ferry runs` gives up after 1 s, not the pool's default 10 s (tests/store/test_state_url.py).
+    url = f"postgresql://ferry:hunter2@127.0.0.1:{port}/ferry?connect_timeout=1"
+    env = {"FERRY_HOME": str(tmp_path), "FERRY_STATE_URL": url}
     done = _ferry(["doctor"], env)
     assert done.returncode == 6
     assert "hunter2" not in done.stdout + done.stderr

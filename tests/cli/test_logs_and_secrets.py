@@ -127,7 +127,8 @@ def test_an_unreachable_host_is_one_line_naming_it_and_its_cause(tmp_path: Path)
            "SHOPIFY_URL": f"https://127.0.0.1:{_closed_port()}", "SHOPIFY_ACCESS_TOKEN": "shpat_0123456789abcdef",
            "SALESFORCE_LOGIN_URL": f"https://integration:{password}@127.0.0.1:{port}",
            "SALESFORCE_CLIENT_ID": "3MVG9client", "SALESFORCE_USERNAME": "ferry@example.com",
-           "SALESFORCE_PRIVATE_KEY_FILE": str(key)}
+           "SALESFORCE_PRIVATE_KEY_FILE": str(key),
+           "FERRY_HTTP_BACKOFF_INITIAL": "0.01"}  # five real attempts, without ~4 s of backoff per run
     proc = _ferry(env, "run", "examples/shopify-to-salesforce.yml")
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -63,3 +63,24 @@ def test_a_missing_postgresql_fails_the_run_under_ci(tmp_path: Path, monkeypatch
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception):
         require_postgres_bin()
+
+
+def test_the_urls_connect_timeout_bounds_the_wait_for_an_unreachable_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``?connect_timeout=1``: a refused server is reported after ~1 s, not after the pool's default 10 s."""
+    import socket
+    import time
+
+    from ferry.store.postgres import StateUnavailable
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("FERRY_HOME", str(tmp_path))
+    monkeypatch.setenv("FERRY_STATE_URL", f"postgresql://ferry:hunter2@127.0.0.1:{port}/ferry?connect_timeout=1")
+    started = time.monotonic()
+    with pytest.raises(StateUnavailable) as raised:
+        open_store()
+    assert time.monotonic() - started < 6, "the URL's connect_timeout was not the pool's wait"
+    assert "hunter2" not in str(raised.value) and "connect_timeout=1" in str(raised.value)

@@ -20,6 +20,7 @@ What it guarantees:
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import tempfile
@@ -240,6 +241,19 @@ def ssl_context(ca_file: Path | None) -> ssl.SSLContext | bool:
 # --------------------------------------------------------------------------- the core
 
 
+BACKOFF_INITIAL_ENV = "FERRY_HTTP_BACKOFF_INITIAL"
+
+
+def default_backoff_initial() -> float:
+    """0.5 s, or ``$FERRY_HTTP_BACKOFF_INITIAL`` (a test hook: the CLI tests of a refused host make every attempt
+    as a user would, without sleeping ~4 s of backoff per run). A server's ``Retry-After`` is still honoured."""
+    raw = os.environ.get(BACKOFF_INITIAL_ENV, "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else 0.5
+    except ValueError:
+        raise ConfigError(f"{BACKOFF_INITIAL_ENV}={raw!r}: not a number of seconds") from None
+
+
 class HttpCore:
     """One connection pool, one retry policy, one call counter per connector instance."""
 
@@ -251,7 +265,7 @@ class HttpCore:
         timeout_seconds: float = 30.0,
         ca_file: Path | None = None,
         max_attempts: int = 5,
-        backoff_initial: float = 0.5,
+        backoff_initial: float | None = None,
         backoff_max: float = 30.0,
         max_connections: int = 20,
         classify: Classifier = default_classify,
@@ -265,7 +279,8 @@ class HttpCore:
     ) -> None:
         self.name = name
         self.max_attempts = max(1, max_attempts)
-        self._wait = wait_retry_after_or_jitter(backoff_initial, backoff_max)
+        initial = default_backoff_initial() if backoff_initial is None else backoff_initial
+        self._wait = wait_retry_after_or_jitter(initial, backoff_max)
         self._classify = classify
         self._on_response = on_response
         self._before_request = before_request

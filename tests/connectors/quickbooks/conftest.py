@@ -49,6 +49,13 @@ class Books:
         return list(self.admin("GET", f"records/{entity}"))
 
 
+@pytest.fixture(autouse=True)
+def _short_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lost answers (commit_then_reset) are retried by the HTTP core: every attempt is made, without sleeping its
+    0.5 s-based backoff (~7 s a test); Retry-After (the rate limit tests) is honoured as ever."""
+    monkeypatch.setenv("FERRY_HTTP_BACKOFF_INITIAL", "0.01")
+
+
 @pytest.fixture
 def books(tmp_path: Path) -> Iterator[Books]:
     sandbox = QuickBooksSandbox(tmp_path / "sb", seed=3, customers=0, products=0, orders=0)
