@@ -152,6 +152,20 @@ class LinksBack(Protocol):
         ...
 
 
+@runtime_checkable
+class StreamEntities(Protocol):
+    """Optional Source capability: which canonical entities a stream's records normalize into.
+
+    A batch run loads an object as soon as every stream that can yield its entity is read (engine/overlap.py),
+    while the other streams are still being read. The declaration must name every entity ``normalize`` can
+    yield for the stream (a guest customer inside an order makes ``orders`` yield ``customer`` too); a source
+    that does not declare has every object wait for every stream."""
+
+    def stream_entities(self, stream: str) -> Sequence[str]:
+        """Every entity ``normalize(stream, raw)`` can yield, whatever the record."""
+        ...
+
+
 async def fetch_one_by_one(source: Source, stream: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``fetch_many`` for a source that can only read one record at a time."""
     out: dict[str, dict[str, Any]] = {}

@@ -192,6 +192,11 @@ class ShopifySource(AsyncResource):
     identify = staticmethod(shopify_normalize.identify)
     normalize = staticmethod(shopify_normalize.normalize)
 
+    def stream_entities(self, stream: str) -> Sequence[str]:
+        """The entities ``normalize`` can yield for ``stream`` (a batch run loads by it while reading on)."""
+        _check_stream(stream)
+        return shopify_normalize.STREAM_ENTITIES[stream]
+
     def locate(self, raw: dict[str, Any]) -> tuple[str, str] | None:
         """Stream and id of a raw record stored without them (dead letters of older ferry versions), by its shape:
         an order has line items, a product variants."""
