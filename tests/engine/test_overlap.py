@@ -144,3 +144,23 @@ def test_a_declared_entity_list_covers_what_the_shopify_normalizer_yields() -> N
     assert seen["orders"] >= {"customer", "order", "order_line", "refund"}  # a guest order is among them
     for stream, entities in seen.items():
         assert entities and entities <= set(STREAM_ENTITIES[stream]), stream
+
+
+def test_an_object_chooses_its_strategy_against_the_budget_the_ones_loading_alongside_have_not_spent() -> None:
+    from ferry.engine.loader import Loader, RetryBudget
+    from ferry.engine.stats import RunStats
+
+    class Sink:
+        api_calls = {"Account": 4, "Product2": 9}
+
+        def budget_left(self) -> int:
+            return 100
+
+    loader = Loader(cast(Any, None), "p", 1, RunStats(run_id=1, pipeline="p"), RetryBudget())
+    sink = cast(Any, Sink())
+    assert loader._budget_left(sink) == 100
+    # Account chose 10 calls and has made 4 since; Product2 chose 3 and has made them all (and more: retries).
+    loader._in_flight = {"Account": (10, 0), "Product2": (3, 5)}
+    assert loader._budget_left(sink) == 94
+    loader._in_flight = {"Account": (200, 0)}
+    assert loader._budget_left(sink) == 0
