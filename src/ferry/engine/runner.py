@@ -298,7 +298,10 @@ class Runner:
             t0 = time.monotonic()
             self._loading.add(plan.name)
             self._drop_orphans(plan, run_id, stats)
-            await loader.load(sink, plan, self.progress)
+            progress = self._part_progress()
+            await loader.load(sink, plan, progress)
+            if progress is not self.progress:
+                _finish(progress)
             timing.add(f"load {plan.name}", time.monotonic() - t0)
             timing.load_ended()
 
@@ -333,6 +336,12 @@ class Runner:
             if plan.name in self._late:
                 self._drop_orphans(plan, stats.run_id, stats)
                 await loader.load(sink, plan, self.progress)
+
+    def _part_progress(self) -> Progress:
+        """Progress for one of several things running at once: a display's own part of it when the display has
+        parts (optional ``part()``: the CLI's), else the run's."""
+        part = getattr(self.progress, "part", None)
+        return part() if callable(part) else self.progress
 
     def _on_page(self, run_id: int, n: int) -> None:
         self._mark(run_id)
@@ -445,6 +454,12 @@ class Runner:
             done = [(row.key, row.version) for row, _ in orphans]
             self.store.record_results(self.pipeline, plan.name, run_id, [], letters, done)
             stats.object(plan.name).dead_lettered += len(letters)
+
+
+def _finish(progress: Progress) -> None:
+    finish = getattr(progress, "finish", None)
+    if callable(finish):
+        finish()
 
 
 class _Timing:
