@@ -278,7 +278,19 @@ class Runner:
         """A batch run's read, plan and load overlapped (engine/overlap.py): each object loads as soon as the
         streams it comes from are read and planned and its parents are loaded, while other streams are read."""
         run_id = stats.run_id
-        intake = Intake(self.store, self.pipeline, run_id, lambda n: self._on_page(run_id, n))
+        unplanned = 0  # records staged since the last plan
+
+        def on_page(n: int) -> None:
+            # A long read is planned as it goes (every _PLAN_CHUNK records), mostly while the source makes us
+            # wait (a leaky bucket, a points budget): what is left to plan after its last page is one chunk.
+            # Only objects fed by this stream get rows, and none of them loads before the stream's end.
+            nonlocal unplanned
+            self._on_page(run_id, n)
+            unplanned += n
+            if unplanned >= _PLAN_CHUNK:
+                plan(_NoProgress())  # the read's bar goes on; a bar per chunk planned would only clutter
+
+        intake = Intake(self.store, self.pipeline, run_id, on_page)
         await intake.prepare(source)
         started = time.monotonic()
         timing = _Timing(stats, started)
@@ -289,9 +301,11 @@ class Runner:
             stats.source_records[stream] = await intake.read_stream(source, stream)
             timing.add(f"read {stream}", time.monotonic() - t0)
 
-        def plan() -> None:
+        def plan(progress: Progress | None = None) -> None:
+            nonlocal unplanned
+            unplanned = 0
             t0, c0 = time.monotonic(), time.process_time()
-            self._plan_records(source, plans, run_id, stats)
+            self._plan_records(source, plans, run_id, stats, progress)
             timing.add("plan", time.monotonic() - t0, time.process_time() - c0)
 
         async def load(plan: ObjectPlan) -> None:
@@ -390,13 +404,16 @@ class Runner:
 
     # -- plan: staged raw -> canonical -> mapped -> validated -> outbox / DLQ -------
 
-    def _plan_records(self, source: Source, plans: list[ObjectPlan], run_id: int, stats: RunStats) -> None:
+    def _plan_records(
+        self, source: Source, plans: list[ObjectPlan], run_id: int, stats: RunStats, progress: Progress | None = None
+    ) -> None:
+        progress = progress or self.progress
         by_entity: dict[str, list[ObjectPlan]] = {}
         for p in plans:
             by_entity.setdefault(p.entity, []).append(p)
         streams, normalize = source.streams, source.normalize
         after = self.store.get_mark(self.pipeline, PLANNED_MARK)
-        self.progress.phase("map and validate", self.store.staged_count(self.pipeline, after))
+        progress.phase("map and validate", self.store.staged_count(self.pipeline, after))
         for chunk in self.store.staged(self.pipeline, streams, chunk=_PLAN_CHUNK, after=after):
             with tracing.span("ferry.plan.chunk", {"ferry.records": len(chunk)}) as span:
                 routed = {p.name: _Routed(p, [], []) for p in plans}
@@ -406,7 +423,7 @@ class Runner:
                 if span.is_recording():
                     _describe_chunk(span, chunk, routed.values())
             self._mark(run_id)
-            self.progress.advance(len(chunk))
+            progress.advance(len(chunk))
 
     def _commit_routed(self, routed: list[_Routed], run_id: int, stats: RunStats, up_to_seq: int) -> None:
         outbox: dict[str, list[PlannedRow]] = {}
