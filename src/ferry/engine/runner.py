@@ -329,6 +329,9 @@ class Runner:
             await self._load_late(sink, plans, stats, loader)
         finally:
             self._loading = set()
+        # Every stream is read to its end and planned and every outbox drained: staging up to here can go
+        # once the source has had its links back (a crash before leaves it staged, and the next pass links it).
+        last_seq = self.store.max_staged_seq(self.pipeline)
         stats.resumed_reads = list(intake.resumed)
         timing.finish()
         # The CPU of the overlapped part is one figure (the plan's own share is known: it never interleaves).
@@ -336,8 +339,7 @@ class Runner:
         stats.cpu_seconds["read+plan+load"] -= stats.cpu_seconds.get("plan", 0.0)
         stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
         clock.lap("link back")
-        # Every stream was read to its end and planned, and every outbox drained: staging can go.
-        self.store.clear_staging(self.pipeline, self.store.max_staged_seq(self.pipeline))
+        self.store.clear_staging(self.pipeline, last_seq)
         clock.lap("finish")
 
     async def _load_late(self, sink: Sink, plans: list[ObjectPlan], stats: RunStats, loader: Loader) -> None:
