@@ -20,3 +20,19 @@ def test_a_phase_without_a_total_ends_showing_what_it_did() -> None:
     read, write = bar.tasks
     assert (read.completed, read.total) == (370, 370)
     assert (write.completed, write.total) == (370, 370)
+
+
+def test_a_part_running_alongside_keeps_its_own_bar() -> None:
+    """An object loading while streams are read: neither one's advances land on the other's bar."""
+    bar = Progress(console=Console(file=io.StringIO(), force_terminal=True))
+    run = RichProgress(bar)
+    run.phase("read orders", None)
+    load = run.part()
+    load.phase("write Product2 (composite)", 10)
+    run.advance(250)
+    load.advance(4)
+    run.phase("map and validate", 5)  # the run's next phase closes its own, not the part's
+    load.advance(6)
+    load.finish()
+    done = {t.description: (t.completed, t.total) for t in bar.tasks}
+    assert done == {"read orders": (250, 250), "write Product2 (composite)": (10, 10), "map and validate": (0, 5)}

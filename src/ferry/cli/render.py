@@ -34,6 +34,11 @@ class RichProgress:
         self.finish()
         self._task = self._progress.add_task(name, total=total)
 
+    def part(self) -> RichProgress:
+        """A tracker of its own on the same display, for work running alongside this one (an object loading
+        while streams are read): its bars are its own, so no advance lands on another's bar."""
+        return RichProgress(self._progress)
+
     def finish(self) -> None:
         """Close the running phase at what it really did (a read phase has no total until it ends)."""
         if self._progress is None or self._task is None:

@@ -172,6 +172,19 @@ class RefersTo(Protocol):
     def references(self, stream: str, raw: dict[str, Any]) -> Sequence[Reference]:
         """What the raw record of ``stream`` refers to; nothing for a reference the record itself carries whole
         (a guest checkout's customer)."""
+
+
+@runtime_checkable
+class StreamEntities(Protocol):
+    """Optional Source capability: which canonical entities a stream's records normalize into.
+
+    A batch run loads an object as soon as every stream that can yield its entity is read (engine/overlap.py),
+    while the other streams are still being read. The declaration must name every entity ``normalize`` can
+    yield for the stream (a guest customer inside an order makes ``orders`` yield ``customer`` too); a source
+    that does not declare has every object wait for every stream."""
+
+    def stream_entities(self, stream: str) -> Sequence[str]:
+        """Every entity ``normalize(stream, raw)`` can yield, whatever the record."""
         ...
 
 

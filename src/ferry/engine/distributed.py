@@ -61,6 +61,8 @@ T = TypeVar("T")
 class DistributedRunner(Runner):
     """A run whose loads go to ``ferry worker`` processes over the bus (the store must be shared: PostgreSQL)."""
 
+    overlaps = False  # its loads wait for the whole read (the coordinator plans once, then publishes)
+
     def __init__(
         self, spec: PipelineSpec, store: Any, settings: JetStreamSettings, *, batch: int = LOAD_BATCH, **kwargs: Any
     ) -> None:

@@ -132,13 +132,35 @@ class Loader:
         self.latency_sensitive = latency_sensitive  # events waiting on this write: never a queued remote job
         self.resumed_jobs: list[str] = []
         self.combined: set[str] = set()  # objects whose first write went in combined calls (load_combined)
+        # Objects loading at the same time (overlapped batch runs): each one's chosen calls and its calls
+        # made before it chose, so a strategy is chosen against the budget the others have not spent yet.
+        self._in_flight: dict[str, tuple[int, int]] = {}
 
     async def load(self, sink: Sink, plan: ObjectPlan, progress: LoadProgress) -> None:
-        s = self.stats.object(plan.name)
         resumed = await self._resume_jobs(sink, plan)
         total = self.store.outbox_count(self.pipeline, plan.name)
-        choice = choose_write(sink.write_costs(plan.name, total), remaining_calls=sink.budget_left(),
+        choice = choose_write(sink.write_costs(plan.name, total), remaining_calls=self._budget_left(sink),
                               latency_sensitive=self.latency_sensitive)
+        self._in_flight[plan.name] = (choice.estimated_calls, sink.api_calls.get(plan.name, 0))
+        try:
+            await self._load_chosen(sink, plan, progress, choice, total, resumed)
+        finally:
+            del self._in_flight[plan.name]
+
+    def _budget_left(self, sink: Sink) -> int | None:
+        """The sink's budget left, less what the objects loading alongside chose and have not spent yet."""
+        left = sink.budget_left()
+        if left is None:
+            return None
+        owed = sum(max(0, chosen - (sink.api_calls.get(obj, 0) - before))
+                   for obj, (chosen, before) in self._in_flight.items())
+        return max(0, left - owed)
+
+    async def _load_chosen(
+        self, sink: Sink, plan: ObjectPlan, progress: LoadProgress, choice: StrategyChoice, total: int,
+        resumed: str | None,
+    ) -> None:
+        s = self.stats.object(plan.name)
         if plan.name in self.combined:  # written together already: what is left is its retries
             s.api_calls = self._calls(sink, plan.name)
             if total == 0:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import orjson
 import structlog
@@ -38,6 +38,7 @@ from ferry.engine.combined import plan_calls
 from ferry.engine.intake import Intake
 from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
+from ferry.engine.overlap import Steps, read_plan_load, streams_feeding
 from ferry.engine.parents import stage_missing_parents
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
@@ -111,6 +112,10 @@ class _PhaseClock:
 
 
 class Runner:
+    # A batch run reads, plans and loads at once (engine/overlap.py); a runner that hands its loads out
+    # (engine/distributed.py) keeps the strict order: read all, then its own plan and load.
+    overlaps: ClassVar[bool] = True
+
     def __init__(
         self,
         spec: PipelineSpec,
@@ -136,6 +141,8 @@ class Runner:
         self.budget = RetryBudget(spec.retry.max_attempts, spec.retry.backoff_max_seconds)
         self.two_way = TwoWay(spec.two_way, store, spec.name) if spec.two_way is not None else None
         self._progressed = False
+        self._loading: set[str] = set()  # objects whose load began in this run (overlapped batch runs)
+        self._late: set[str] = set()  # of those, the ones rows were planned for afterwards
 
     async def run(self) -> RunStats:
         with _long_lived_objects_frozen():
@@ -251,9 +258,12 @@ class Runner:
             clock = _PhaseClock(stats.cpu_seconds, stats.wall_seconds)
             plans = await self._prepare(sink, stats)
             clock.lap("prepare")
-            await self._extract(source, run_id, stats)
-            clock.lap("read")
-            await self._plan_and_load(source, sink, plans, stats, loader, clock)
+            if self.overlaps:
+                await self._overlapped(source, sink, plans, stats, loader, clock)
+            else:
+                await self._extract(source, run_id, stats)
+                clock.lap("read")
+                await self._plan_and_load(source, sink, plans, stats, loader, clock)
             stats.source_api_calls = source.api_calls
             stats.source_api = getattr(source, "api", None)  # optional: sources with more than one API
             stats.source_reads = dict(getattr(source, "read_plans", None) or {})
@@ -306,6 +316,97 @@ class Runner:
         await loader.load_combined(sink, order_plans(plans), groups, self.progress)
         return True
 
+    async def _overlapped(
+        self, source: Source, sink: Sink, plans: list[ObjectPlan], stats: RunStats, loader: Loader, clock: _PhaseClock
+    ) -> None:
+        """A batch run's read, plan and load overlapped (engine/overlap.py): each object loads as soon as the
+        streams it comes from are read and planned and its parents are loaded, while other streams are read."""
+        run_id = stats.run_id
+        unplanned = 0  # records staged since the last plan
+
+        def on_page(n: int) -> None:
+            # A long read is planned as it goes (every _PLAN_CHUNK records), mostly while the source makes us
+            # wait (a leaky bucket, a points budget): what is left to plan after its last page is one chunk.
+            # Only objects fed by this stream get rows, and none of them loads before the stream's end.
+            nonlocal unplanned
+            self._on_page(run_id, n)
+            unplanned += n
+            if unplanned >= _PLAN_CHUNK:
+                plan(_NoProgress())  # the read's bar goes on; a bar per chunk planned would only clutter
+
+        intake = Intake(self.store, self.pipeline, run_id, on_page)
+        await intake.prepare(source)
+        started = time.monotonic()
+        timing = _Timing(stats, started)
+
+        async def read(stream: str) -> None:
+            self.progress.phase(f"read {stream}", None)
+            t0 = time.monotonic()
+            stats.source_records[stream] = await intake.read_stream(source, stream)
+            timing.add(f"read {stream}", time.monotonic() - t0)
+
+        def plan(progress: Progress | None = None) -> None:
+            nonlocal unplanned
+            unplanned = 0
+            t0, c0 = time.monotonic(), time.process_time()
+            self._plan_records(source, plans, run_id, stats, progress)
+            timing.add("plan", time.monotonic() - t0, time.process_time() - c0)
+
+        async def load(plan: ObjectPlan) -> None:
+            t0 = time.monotonic()
+            self._loading.add(plan.name)
+            self._drop_orphans(plan, run_id, stats)
+            progress = self._part_progress()
+            await loader.load(sink, plan, progress)
+            if progress is not self.progress:
+                _finish(progress)
+            timing.add(f"load {plan.name}", time.monotonic() - t0)
+            timing.load_ended()
+
+        self._loading = set()
+        self._late = set()
+        try:
+            await read_plan_load(
+                source.streams, plans, streams_feeding(source, plans), Steps(read, plan, load),
+                on_read_end=timing.read_ended,
+            )
+            await self._load_late(sink, plans, stats, loader)
+        finally:
+            self._loading = set()
+        # Every stream is read to its end and planned and every outbox drained: staging up to here can go
+        # once the source has had its links back (a crash before leaves it staged, and the next pass links it).
+        last_seq = self.store.max_staged_seq(self.pipeline)
+        stats.resumed_reads = list(intake.resumed)
+        timing.finish()
+        # The CPU of the overlapped part is one figure (the plan's own share is known: it never interleaves).
+        clock.lap("read+plan+load")
+        stats.cpu_seconds["read+plan+load"] -= stats.cpu_seconds.get("plan", 0.0)
+        stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
+        clock.lap("link back")
+        self.store.clear_staging(self.pipeline, last_seq)
+        clock.lap("finish")
+
+    async def _load_late(self, sink: Sink, plans: list[ObjectPlan], stats: RunStats, loader: Loader) -> None:
+        """Rows planned for an object after its load began (a source whose stream_entities missed an entity):
+        loaded now, parents first, rather than left for the next run."""
+        if not self._late:
+            return
+        log.warning("run.rows_after_load", objects=sorted(self._late))
+        for plan in order_plans(plans):
+            if plan.name in self._late:
+                self._drop_orphans(plan, stats.run_id, stats)
+                await loader.load(sink, plan, self.progress)
+
+    def _part_progress(self) -> Progress:
+        """Progress for one of several things running at once: a display's own part of it when the display has
+        parts (optional ``part()``: the CLI's), else the run's."""
+        part = getattr(self.progress, "part", None)
+        return part() if callable(part) else self.progress
+
+    def _on_page(self, run_id: int, n: int) -> None:
+        self._mark(run_id)
+        self.progress.advance(n)
+
     def _id_map(self, obj: str, keys: Sequence[str]) -> dict[str, str]:
         return self.store.target_ids(self.pipeline, obj, keys)
 
@@ -318,11 +419,7 @@ class Runner:
     # -- extract ----------------------------------------------------------------
 
     async def _extract(self, source: Source, run_id: int, stats: RunStats) -> None:
-        def on_page(n: int) -> None:
-            self._mark(run_id)
-            self.progress.advance(n)
-
-        intake = Intake(self.store, self.pipeline, run_id, on_page)
+        intake = Intake(self.store, self.pipeline, run_id, lambda n: self._on_page(run_id, n))
         await intake.prepare(source)
         for stream in source.streams:
             self.progress.phase(f"read {stream}", None)
@@ -353,13 +450,16 @@ class Runner:
 
     # -- plan: staged raw -> canonical -> mapped -> validated -> outbox / DLQ -------
 
-    def _plan_records(self, source: Source, plans: list[ObjectPlan], run_id: int, stats: RunStats) -> None:
+    def _plan_records(
+        self, source: Source, plans: list[ObjectPlan], run_id: int, stats: RunStats, progress: Progress | None = None
+    ) -> None:
+        progress = progress or self.progress
         by_entity: dict[str, list[ObjectPlan]] = {}
         for p in plans:
             by_entity.setdefault(p.entity, []).append(p)
         streams, normalize = source.streams, source.normalize
         after = self.store.get_mark(self.pipeline, PLANNED_MARK)
-        self.progress.phase("map and validate", self.store.staged_count(self.pipeline, after))
+        progress.phase("map and validate", self.store.staged_count(self.pipeline, after))
         for chunk in self.store.staged(self.pipeline, streams, chunk=_PLAN_CHUNK, after=after):
             with tracing.span("ferry.plan.chunk", {"ferry.records": len(chunk)}) as span:
                 routed = {p.name: _Routed(p, [], []) for p in plans}
@@ -369,7 +469,7 @@ class Runner:
                 if span.is_recording():
                     _describe_chunk(span, chunk, routed.values())
             self._mark(run_id)
-            self.progress.advance(len(chunk))
+            progress.advance(len(chunk))
 
     def _commit_routed(self, routed: list[_Routed], run_id: int, stats: RunStats, up_to_seq: int) -> None:
         outbox: dict[str, list[PlannedRow]] = {}
@@ -386,6 +486,8 @@ class Runner:
             s.unchanged += len(r.rows) - len(fresh)
             if self.two_way is not None:
                 fresh = self.two_way.filter(r.plan.name, fresh, known, s, r.plan.external_id)
+            if fresh and r.plan.name in self._loading:
+                self._late.add(r.plan.name)
             outbox[r.plan.name] = fresh
         self.store.commit_planned(self.pipeline, run_id, outbox, letters, (PLANNED_MARK, up_to_seq))
 
@@ -415,6 +517,40 @@ class Runner:
             done = [(row.key, row.version) for row, _ in orphans]
             self.store.record_results(self.pipeline, plan.name, run_id, [], letters, done)
             stats.object(plan.name).dead_lettered += len(letters)
+
+
+def _finish(progress: Progress) -> None:
+    finish = getattr(progress, "finish", None)
+    if callable(finish):
+        finish()
+
+
+class _Timing:
+    """Wall seconds of an overlapped run's parts into the run's stats: each stream's read and each object's
+    load on its own (they overlap, so they do not add up to the run), the plan's total, how long the reads took
+    from the first to the last, and how much of the loading came after them (what overlapping did not hide)."""
+
+    def __init__(self, stats: RunStats, started: float) -> None:
+        self.stats = stats
+        self.started = started
+        self.reads_end: float | None = None
+        self.last_load_end = started
+
+    def add(self, part: str, wall: float, cpu: float | None = None) -> None:
+        self.stats.wall_seconds[part] = self.stats.wall_seconds.get(part, 0.0) + wall
+        if cpu is not None:
+            self.stats.cpu_seconds[part] = self.stats.cpu_seconds.get(part, 0.0) + cpu
+
+    def read_ended(self) -> None:
+        self.reads_end = time.monotonic()
+        self.stats.wall_seconds["read"] = self.reads_end - self.started
+
+    def load_ended(self) -> None:
+        self.last_load_end = max(self.last_load_end, time.monotonic())
+
+    def finish(self) -> None:
+        reads_end = self.reads_end if self.reads_end is not None else time.monotonic()
+        self.stats.wall_seconds["load after read"] = max(0.0, self.last_load_end - reads_end)
 
 
 def _describe_chunk(span: tracing.Span, chunk: Sequence[StagedRecord], routed: Iterable[_Routed]) -> None:

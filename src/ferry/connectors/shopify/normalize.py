@@ -47,6 +47,14 @@ _DEFAULT_VARIANT_TITLE = "Default Title"  # Shopify's title for the only variant
 
 Normalized = list[tuple[str, CanonicalRecord]]
 
+# Every entity ``normalize`` can yield per stream (the StreamEntities capability): an order without a customer
+# brings its guest customer, so ``orders`` feeds the customer objects too. Keep in step with ``normalize``.
+STREAM_ENTITIES: dict[str, tuple[str, ...]] = {
+    "customers": ("customer",),
+    "products": ("product", "product_variant"),
+    "orders": ("customer", "order", "order_line", "refund"),
+}
+
 
 def normalize(stream: str, raw: dict[str, Any]) -> Normalized:
     """``(entity, record)`` for one raw record of a Shopify stream, in load order.

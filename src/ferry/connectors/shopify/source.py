@@ -194,6 +194,11 @@ class ShopifySource(AsyncResource):
     # An order's customer and products (RefersTo): ferry serve fetches those the target lacks before the order.
     references = staticmethod(shopify_normalize.references)
 
+    def stream_entities(self, stream: str) -> Sequence[str]:
+        """The entities ``normalize`` can yield for ``stream`` (a batch run loads by it while reading on)."""
+        _check_stream(stream)
+        return shopify_normalize.STREAM_ENTITIES[stream]
+
     def locate(self, raw: dict[str, Any]) -> tuple[str, str] | None:
         """Stream and id of a raw record stored without them (dead letters of older ferry versions), by its shape:
         an order has line items, a product variants."""

@@ -1,0 +1,166 @@
+"""engine/overlap.py: when each object of a batch run may load, against the Shopify -> Salesforce example's graph.
+
+The steps are timed stand-ins (the order is the schedule's only job; what each step makes durable is the
+runner's, proven by tests/engine/test_crash_resume.py and the chaos suite over real sandboxes)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
+
+import pytest
+
+from ferry.connectors.shopify.normalize import STREAM_ENTITIES
+from ferry.engine.overlap import Steps, parents_of, read_plan_load, streams_feeding
+from ferry.engine.plan import ObjectPlan, ParentRef
+
+STREAMS = ("customers", "products", "orders")
+READ_SECONDS = {"customers": 0.02, "products": 0.02, "orders": 0.15}  # orders: the long read (GraphQL refunds)
+LOAD_SECONDS = 0.05
+
+
+def _plan(name: str, entity: str, *parents: str) -> ObjectPlan:
+    refs = [ParentRef(p, f"{p}Id", f"{p}.Ext__c") for p in parents]
+    return ObjectPlan(name, entity, "Ext__c", cast(Any, None), cast(Any, None), refs)
+
+
+PLANS = [  # the example pipeline's objects, in its file order
+    _plan("Account", "customer"),
+    _plan("Contact", "customer", "Account"),
+    _plan("Product2", "product_variant"),
+    _plan("PricebookEntry", "product_variant", "Product2"),
+    _plan("Order", "order", "Account"),
+    _plan("OrderItem", "order_line", "Order", "PricebookEntry"),
+]
+
+
+class _Declaring:
+    streams = STREAMS
+
+    def stream_entities(self, stream: str) -> Sequence[str]:
+        return STREAM_ENTITIES[stream]
+
+
+class _Silent:
+    streams = STREAMS
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.events: list[tuple[float, str]] = []
+        self.t0 = asyncio.get_running_loop().time()
+
+    def note(self, what: str) -> None:
+        self.events.append((asyncio.get_running_loop().time() - self.t0, what))
+
+    def at(self, what: str) -> float:
+        return next(t for t, w in self.events if w == what)
+
+    def steps(self, fail: str | None = None) -> Steps:
+        async def read(stream: str) -> None:
+            self.note(f"read {stream} start")
+            await asyncio.sleep(READ_SECONDS[stream])
+            self.note(f"read {stream} end")
+
+        def plan() -> None:
+            self.note("plan")
+
+        async def load(plan: ObjectPlan) -> None:
+            self.note(f"load {plan.name} start")
+            await asyncio.sleep(LOAD_SECONDS)
+            if plan.name == fail:
+                raise RuntimeError(f"{plan.name} failed")
+            self.note(f"load {plan.name} end")
+
+        return Steps(read, plan, load)
+
+
+def _check_parents_first(log: _Log) -> None:
+    for child, parents in parents_of(PLANS).items():
+        for parent in parents:
+            assert log.at(f"load {parent} end") <= log.at(f"load {child} start"), (parent, child)
+
+
+async def test_an_object_loads_once_its_streams_are_read_while_other_streams_are_read() -> None:
+    log = _Log()
+    feeding = streams_feeding(cast(Any, _Declaring()), PLANS)
+    assert feeding["Product2"] == {"products"} and feeding["Account"] == {"customers", "orders"}
+    await read_plan_load(STREAMS, PLANS, feeding, log.steps())
+
+    orders_read = log.at("read orders end")
+    # Products and their price book entries are written while the orders are still being read...
+    assert log.at("load Product2 start") < log.at("load PricebookEntry end") < orders_read
+    # ...but customers also come from orders (guests): Accounts wait for that read and its plan.
+    assert log.at("load Account start") >= orders_read
+    _check_parents_first(log)
+    # Every load starts after a plan that followed the reads of its streams.
+    plans = [t for t, w in log.events if w == "plan"]
+    for p in PLANS:
+        read_end = max(log.at(f"read {s} end") for s in feeding[p.name])
+        assert any(read_end <= t <= log.at(f"load {p.name} start") for t in plans), p.name
+    # Independent objects load together: Contact and Order both wait for Account only.
+    assert abs(log.at("load Contact start") - log.at("load Order start")) < LOAD_SECONDS / 2
+
+
+async def test_a_source_that_does_not_declare_its_entities_has_every_object_wait_for_every_read() -> None:
+    log = _Log()
+    feeding = streams_feeding(cast(Any, _Silent()), PLANS)
+    assert all(f == set(STREAMS) for f in feeding.values())
+    await read_plan_load(STREAMS, PLANS, feeding, log.steps())
+    last_read = log.at("read orders end")
+    assert all(log.at(f"load {p.name} start") >= last_read for p in PLANS)
+    _check_parents_first(log)
+    # Still in waves: Account and Product2 at the same time.
+    assert abs(log.at("load Account start") - log.at("load Product2 start")) < LOAD_SECONDS / 2
+
+
+async def test_a_failed_load_stops_the_run_with_its_own_error_and_nothing_after_it_starts() -> None:
+    log = _Log()
+    feeding = streams_feeding(cast(Any, _Declaring()), PLANS)
+    with pytest.raises(RuntimeError, match="Product2 failed"):
+        await read_plan_load(STREAMS, PLANS, feeding, log.steps(fail="Product2"))
+    started = {w for _, w in log.events}
+    assert "load PricebookEntry start" not in started and "load OrderItem start" not in started
+    assert "read orders end" not in started  # the read still under way was cancelled
+
+
+def test_a_declared_entity_list_covers_what_the_shopify_normalizer_yields() -> None:
+    """The declaration is what lets Product2 load before the orders are read: it must not miss an entity."""
+    import json
+    from pathlib import Path
+
+    from ferry.connectors.shopify.normalize import normalize
+
+    fixtures = Path(__file__).resolve().parents[1] / "connectors" / "shopify" / "fixtures"
+    seen: dict[str, set[str]] = {s: set() for s in STREAMS}
+    for path in sorted(fixtures.glob("*.json")):
+        stream = next((s for s in STREAMS if path.name.startswith(s.rstrip("s"))), None)
+        if stream is None:
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for raw in data if isinstance(data, list) else [data]:
+            seen[stream].update(entity for entity, _ in normalize(stream, raw))
+    assert seen["orders"] >= {"customer", "order", "order_line", "refund"}  # a guest order is among them
+    for stream, entities in seen.items():
+        assert entities and entities <= set(STREAM_ENTITIES[stream]), stream
+
+
+def test_an_object_chooses_its_strategy_against_the_budget_the_ones_loading_alongside_have_not_spent() -> None:
+    from ferry.engine.loader import Loader, RetryBudget
+    from ferry.engine.stats import RunStats
+
+    class Sink:
+        api_calls = {"Account": 4, "Product2": 9}
+
+        def budget_left(self) -> int:
+            return 100
+
+    loader = Loader(cast(Any, None), "p", 1, RunStats(run_id=1, pipeline="p"), RetryBudget())
+    sink = cast(Any, Sink())
+    assert loader._budget_left(sink) == 100
+    # Account chose 10 calls and has made 4 since; Product2 chose 3 and has made them all (and more: retries).
+    loader._in_flight = {"Account": (10, 0), "Product2": (3, 5)}
+    assert loader._budget_left(sink) == 94
+    loader._in_flight = {"Account": (200, 0)}
+    assert loader._budget_left(sink) == 0
