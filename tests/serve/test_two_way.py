@@ -252,3 +252,52 @@ def test_change_feed_resumes_from_the_staged_replay_id_after_a_restart(world: Tw
         assert feed is not None and feed.events.catch_ups == 0  # type: ignore[attr-defined]  # both by replay id
     finally:
         assert serve.stop() == 0
+
+
+def test_an_account_made_in_the_crm_comes_back_from_the_shop_as_the_same_account(world: TwoWayWorld) -> None:
+    # A person creates an Account and its Contact in Salesforce while both directions are served. The CRM -> shop
+    # direction creates the shop customer; the shop's webhook for it comes back through the shop -> CRM direction,
+    # which must address the SAME Account and Contact (it adopts them: their external id becomes the customer's
+    # id), not create a second pair. Nothing more is written once the two agree.
+    serve = start_serve([world.to_sf, world.to_shop], world.store, _options(world))
+    try:
+        _settled(world)
+        before = world.changes()
+        resp = world.org_http.post("/services/data/v62.0/sobjects/Account",
+                                   json={"Name": "Grace Hopper", "Phone": "+16135550111"})
+        assert resp.status_code == 201, resp.text
+        account_id = str(resp.json()["id"])
+        resp = world.org_http.post("/services/data/v62.0/sobjects/Contact",
+                                   json={"AccountId": account_id, "FirstName": "Grace", "LastName": "Hopper",
+                                         "Email": "grace@example.com", "Phone": "+16135550111"})
+        assert resp.status_code == 201, resp.text
+        contact_id = str(resp.json()["id"])
+        wait_for(lambda: len(world.customers()) == 1, 30, "the shop customer")
+        after = _settled(world)
+        (cid, customer), = world.customers().items()
+        assert list(world.accounts()) == [account_id], world.accounts()
+        contacts = world.org.state.store.table("Contact").rows
+        assert list(contacts) == [contact_id], contacts
+        # Linked both ways: the Account and its Contact carry the customer's id, the customer the Account's.
+        assert str(world.accounts()[account_id]["Shopify_Customer_Id__c"]) == str(cid)
+        assert str(contacts[contact_id]["Shopify_Customer_Id__c"]) == str(cid)
+        assert f"sf-{account_id}" in str(customer.get("tags")) and customer["email"] == "grace@example.com"
+        # Counted exactly: the person's two creates, ferry's customer in the shop, ferry's adoption of the Account
+        # and the Contact (the key written onto them). The shop's webhook upserted what the CRM already held (no
+        # change), and every write coming back the other way was an echo.
+        made = tuple(a - b for a, b in zip(after, before, strict=True))
+        assert made == (1, 2, 2), f"(shop, Account, Contact) changes: {made}"
+        time.sleep(2.0)
+        assert world.changes() == after, "writes went on after the sync settled"
+    finally:
+        assert serve.stop() == 0
+    # After a restart (the links are in the store and on the records): still one of each, nothing written.
+    serve = start_serve([world.to_sf, world.to_shop], world.store, _options(world))
+    try:
+        world.edit_customer(cid, phone="+16135550122")
+        wait_for(lambda: world.accounts()[account_id].get("Phone") == "+16135550122", 30, "the phone edit in the CRM")
+        _settled(world)
+        assert list(world.accounts()) == [account_id] and len(world.customers()) == 1
+        assert list(world.org.state.store.table("Contact").rows) == [contact_id]
+    finally:
+        assert serve.stop() == 0
