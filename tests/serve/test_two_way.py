@@ -301,3 +301,40 @@ def test_an_account_made_in_the_crm_comes_back_from_the_shop_as_the_same_account
         assert list(world.org.state.store.table("Contact").rows) == [contact_id]
     finally:
         assert serve.stop() == 0
+
+
+def test_a_batch_that_dies_between_the_adoption_and_its_upsert_adopts_again_and_makes_no_second_account(
+    world: TwoWayWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The backfill path (no serve): a person's Account and Contact become a shop customer; the shop -> CRM run
+    # adopts them, then dies before its upsert (the state a killed process leaves: rows queued, keys written
+    # onto the records, nothing in this pipeline's id map). The next run adopts again (nothing to change on
+    # the Contact: it carries the key) and upserts into the same records.
+    from ferry.engine import runner as runner_module
+
+    resp = world.org_http.post("/services/data/v62.0/sobjects/Account", json={"Name": "Ada Byron"})
+    account_id = str(resp.json()["id"])
+    resp = world.org_http.post("/services/data/v62.0/sobjects/Contact",
+                               json={"AccountId": account_id, "LastName": "Byron", "Email": "ada@example.com"})
+    contact_id = str(resp.json()["id"])
+    asyncio.run(Runner(world.to_shop, world.store).run())
+    (cid, _), = world.customers().items()
+    real = runner_module.adopt_linked
+
+    async def adopt_then_die(*args: Any, **kwargs: Any) -> int:
+        await real(*args, **kwargs)
+        raise RuntimeError("killed after the adoption")
+
+    monkeypatch.setattr(runner_module, "adopt_linked", adopt_then_die)
+    with pytest.raises(RuntimeError, match="killed after the adoption"):
+        asyncio.run(Runner(world.to_sf, world.store).run())
+    assert str(world.accounts()[account_id]["Shopify_Customer_Id__c"]) == str(cid)
+    assert world.store.target_ids(world.to_sf.name, "Account", [str(cid)]) == {}
+    monkeypatch.setattr(runner_module, "adopt_linked", real)
+    stats = asyncio.run(Runner(world.to_sf, world.store).run())
+    assert stats.status == "succeeded" and stats.adopted == 1, stats.as_dict()  # the Account again, not the Contact
+    assert list(world.accounts()) == [account_id]
+    contacts = world.org.state.store.table("Contact").rows
+    assert list(contacts) == [contact_id] and str(contacts[contact_id]["Shopify_Customer_Id__c"]) == str(cid)
+    assert world.store.target_ids(world.to_sf.name, "Account", [str(cid)]) == {str(cid): account_id}
+    assert world.store.target_ids(world.to_sf.name, "Contact", [str(cid)]) == {str(cid): contact_id}
