@@ -132,3 +132,15 @@ def test_a_whole_payload_digest_saved_by_an_earlier_ferry_still_matches(store: S
     store.save_written_digests("p", "Account", {"1": legacy})
     stats = ObjectStats()
     assert TwoWay(TwoWaySpec(), store, "p").filter("Account", [_row("1", "v2", Name="A")], {}, stats) == []
+
+
+def test_a_peer_that_wrote_global_ids_links_by_their_last_segment(store: Store) -> None:
+    # The CRM -> shop direction wrote customers as GraphQL global ids; the shop -> CRM direction's key is the
+    # customer id alone. The gid's path is read from the peer's id map, then the lookup stays exact.
+    tw = TwoWay(TwoWaySpec(peer=PEER), store, "p")
+    assert tw.linked("Account", ["7"]) == {}  # the peer wrote nothing yet: no path to learn
+    store.record_written("back", "Customer", [Written("001A", "v1", "gid://shopify/Customer/7"),
+                                              Written("001B", "v1", "gid://shopify/Customer/77")])
+    assert tw.linked("Account", ["7", "8"]) == {"7": "001A"}  # not 77: the whole id, not a suffix
+    store.record_written("p", "Account", [Written("7", "v1", "001A")])
+    assert tw.linked("Account", ["7"]) == {}  # its own id map knows it now

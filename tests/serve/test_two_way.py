@@ -5,7 +5,8 @@ Capture (CometD) the other.
 The same customer is edited on both sides in the same second, each side editing a field it owns (the phone in
 the shop, the description in the CRM): the declared ownership decides, so both edits survive on both sides
 (neither direction writes the field the other side owns back over it). Then the changes on both sandboxes are
-counted for a few seconds: they stop (no ping-pong), and the echoes ferry dropped are in the runs' stats."""
+counted for a few seconds: they stop (no ping-pong), and the echoes ferry dropped are in the runs' stats. A customer
+made in the shop, and an Account made in the CRM, each end as one record on each side, linked both ways."""
 
 from __future__ import annotations
 
@@ -185,11 +186,49 @@ def test_same_second_edits_on_both_sides_end_by_ownership_without_ping_pong(worl
         assert world.graphql()["points_charged"] - points == 10, "not one customerUpdate for the new customer"
         # The shop: the create and ferry's tags; the org: ferry's Account and Contact creates. Nothing else.
         assert tuple(a - b for a, b in zip(settled, after, strict=True)) == (2, 1, 1)
+        _crm_made_account_comes_back_as_itself(world, settled)  # the other way round (shares this serve)
     finally:
         assert serve.stop() == 0
     echoes = sum(o.get("echoes", 0) for r in world.runs(world.to_sf.name) + world.runs(world.to_shop.name)
                  for o in (r.get("objects") or {}).values())
     assert echoes >= 1, "ferry's own writes came back and were not counted as echoes"
+
+
+def _crm_made_account_comes_back_as_itself(world: TwoWayWorld, before: tuple[int, int, int]) -> None:
+    """A person creates an Account and its Contact in Salesforce. The CRM -> shop direction creates the shop
+    customer; the shop's webhook for it comes back through the shop -> CRM direction, which must address the
+    SAME Account and Contact (it adopts them: their external id becomes the customer's id), not create a second
+    pair. Nothing more is written once the two agree."""
+    accounts, customers = set(world.accounts()), set(world.customers())
+    contacts_before = set(world.org.state.store.table("Contact").rows)
+    resp = world.org_http.post("/services/data/v62.0/sobjects/Account",
+                               json={"Name": "Grace Hopper", "Phone": "+16135550111"})
+    assert resp.status_code == 201, resp.text
+    account_id = str(resp.json()["id"])
+    resp = world.org_http.post("/services/data/v62.0/sobjects/Contact",
+                               json={"AccountId": account_id, "FirstName": "Grace", "LastName": "Hopper",
+                                     "Email": "grace@example.com", "Phone": "+16135550111"})
+    assert resp.status_code == 201, resp.text
+    contact_id = str(resp.json()["id"])
+    wait_for(lambda: len(world.customers()) == len(customers) + 1, 30, "the shop customer")
+    after = _settled(world)
+    (cid,) = set(world.customers()) - customers
+    customer = world.customers()[cid]
+    assert set(world.accounts()) - accounts == {account_id}, "a second Account"
+    contacts = world.org.state.store.table("Contact").rows
+    assert set(contacts) - contacts_before == {contact_id}, "a second Contact"
+    # Linked both ways: the Account and its Contact carry the customer's id, the customer the Account's, and
+    # the shop direction's id map (in the store: a restart keeps it) names the same records.
+    assert str(world.accounts()[account_id]["Shopify_Customer_Id__c"]) == str(cid)
+    assert str(contacts[contact_id]["Shopify_Customer_Id__c"]) == str(cid)
+    assert f"sf-{account_id}" in str(customer.get("tags")) and customer["email"] == "grace@example.com"
+    assert world.store.target_ids(world.to_sf.name, "Account", [str(cid)]) == {str(cid): account_id}
+    assert world.store.target_ids(world.to_sf.name, "Contact", [str(cid)]) == {str(cid): contact_id}
+    # Counted exactly: the person's two creates, ferry's customer in the shop, ferry's adoption of the Account
+    # and the Contact (the key written onto them). The shop's webhook upserted what the CRM already held (no
+    # change), and every write coming back the other way was an echo.
+    made = tuple(a - b for a, b in zip(after, before, strict=True))
+    assert made == (1, 2, 2), f"(shop, Account, Contact) changes: {made}"
 
 
 def _options(world: TwoWayWorld) -> Any:
@@ -252,3 +291,40 @@ def test_change_feed_resumes_from_the_staged_replay_id_after_a_restart(world: Tw
         assert feed is not None and feed.events.catch_ups == 0  # type: ignore[attr-defined]  # both by replay id
     finally:
         assert serve.stop() == 0
+
+
+def test_a_batch_that_dies_between_the_adoption_and_its_upsert_adopts_again_and_makes_no_second_account(
+    world: TwoWayWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The backfill path (no serve): a person's Account and Contact become a shop customer; the shop -> CRM run
+    # adopts them, then dies before its upsert (the state a killed process leaves: rows queued, keys written
+    # onto the records, nothing in this pipeline's id map). The next run adopts again (nothing to change on
+    # the Contact: it carries the key) and upserts into the same records.
+    from ferry.engine import runner as runner_module
+
+    resp = world.org_http.post("/services/data/v62.0/sobjects/Account", json={"Name": "Ada Byron"})
+    account_id = str(resp.json()["id"])
+    resp = world.org_http.post("/services/data/v62.0/sobjects/Contact",
+                               json={"AccountId": account_id, "LastName": "Byron", "Email": "ada@example.com"})
+    contact_id = str(resp.json()["id"])
+    asyncio.run(Runner(world.to_shop, world.store).run())
+    (cid, _), = world.customers().items()
+    real = runner_module.adopt_linked
+
+    async def adopt_then_die(*args: Any, **kwargs: Any) -> int:
+        await real(*args, **kwargs)
+        raise RuntimeError("killed after the adoption")
+
+    monkeypatch.setattr(runner_module, "adopt_linked", adopt_then_die)
+    with pytest.raises(RuntimeError, match="killed after the adoption"):
+        asyncio.run(Runner(world.to_sf, world.store).run())
+    assert str(world.accounts()[account_id]["Shopify_Customer_Id__c"]) == str(cid)
+    assert world.store.target_ids(world.to_sf.name, "Account", [str(cid)]) == {}
+    monkeypatch.setattr(runner_module, "adopt_linked", real)
+    stats = asyncio.run(Runner(world.to_sf, world.store).run())
+    assert stats.status == "succeeded" and stats.adopted == 1, stats.as_dict()  # the Account again, not the Contact
+    assert list(world.accounts()) == [account_id]
+    contacts = world.org.state.store.table("Contact").rows
+    assert list(contacts) == [contact_id] and str(contacts[contact_id]["Shopify_Customer_Id__c"]) == str(cid)
+    assert world.store.target_ids(world.to_sf.name, "Account", [str(cid)]) == {str(cid): account_id}
+    assert world.store.target_ids(world.to_sf.name, "Contact", [str(cid)]) == {str(cid): contact_id}

@@ -9,7 +9,7 @@ Both are async context managers (``async with source, sink:``): entering opens c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
@@ -347,6 +347,34 @@ class WritesTogether(Protocol):
     async def upsert_together(self, parts: Sequence[UpsertPart]) -> list[list[RecordResult]]:
         """One result list per part, one result per record in input order (as ``Sink.upsert``). A part the
         target refused as a whole comes back as failures of its records (transient when worth a retry)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChildAdoption:
+    """A child object adopted with its parent: the child record of each adopted parent (by ``parent_field``,
+    the first created, as a source that embeds a primary child reads it) gets the same external key."""
+
+    obj: str  # e.g. Contact
+    external_id: str  # its external id field, e.g. Shopify_Customer_Id__c
+    parent_field: str  # its reference to the parent, e.g. AccountId
+
+
+@runtime_checkable
+class Adopts(Protocol):
+    """Optional Sink capability (two-way sync): make records that already exist in the target answer to the
+    external key this pipeline upserts by. The other direction created a record in this pipeline's source FROM
+    a target record (an Account a person made became a shop customer); the source's change for it comes back
+    with the new source key, which no target record carries yet: an upsert by external id would create a
+    second record. Adopting writes the key onto the existing record (and its primary child) first, so the
+    upsert that follows addresses it (``ferry.engine.adopt``). Idempotent: adopting again changes nothing."""
+
+    async def adopt(
+        self, obj: str, external_id: str, ids: Mapping[str, str], children: Sequence[ChildAdoption] = ()
+    ) -> int:
+        """Write each key of ``ids`` (key -> the target record's id) into ``external_id`` of that record of
+        ``obj``, and into each child's; the records changed. A record the target refuses is logged, not
+        raised (the upsert then creates one, as without adoption); a transient failure raises."""
         ...
 
 

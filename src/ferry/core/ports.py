@@ -262,6 +262,11 @@ class VersionMap(Protocol):
         sync's other direction finds the record this one wrote)."""
         ...
 
+    def any_target_id(self, pipeline: str, obj: str, prefix: str) -> str | None:
+        """One target id of the object's id map that starts with ``prefix``, or None: the form a target's ids
+        take (a two-way sync reads a GraphQL global id's type path from it, ``TwoWay.linked``)."""
+        ...
+
 
 class WrittenDigests(Protocol):
     """A digest of the payload ferry last wrote for each key (echo suppression, ``engine/echo.py``): a record

@@ -38,6 +38,7 @@ from ferry.core.bus import BusMessage, PermanentWorkError, subject_token
 from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.core.ports import LetterFilter
 from ferry.core.writes import StrategyChoice, choose_write
+from ferry.engine.adopt import adopt_linked
 from ferry.engine.budget_blocks import DEFAULT_BLOCK, BlockLedger
 from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
@@ -107,6 +108,7 @@ class DistributedRunner(Runner):
         if analyze is not None:
             analyze()  # the planner's statistics of the outbox just filled: claims by key use the index
         clock.lap("plan")
+        stats.adopted = await adopt_linked(sink, self.store, self.pipeline, plans, self.two_way)
         await self._load_by_dependencies(sink, plans, stats, clock)
         stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
         self.store.clear_staging(self.pipeline, last_seq)

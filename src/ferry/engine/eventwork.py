@@ -35,6 +35,7 @@ from ferry.connectors.registry import open_sink, open_source
 from ferry.core.bus import BusMessage, PermanentWorkError, key_partition
 from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.core.ports import NewDeadLetter, OutboxRow, PlannedRow, StagedRecord
+from ferry.engine.adopt import adopt_linked
 from ferry.engine.distributed import direct_write
 from ferry.engine.loader import Loader, RetryBudget
 from ferry.engine.pipeline import PipelineSpec
@@ -209,6 +210,10 @@ class EventWork:
         loader = Loader(self.store, opened.spec.name, run_id, stats, opened.budget, latency_sensitive=True,
                         keep_digests=opened.two_way is not None)
         left: dict[str, list[str]] = {}
+        peer = opened.two_way.spec.peer if opened.two_way is not None else None
+        if peer is not None and keys.get(peer.via):  # two-way: no second record for one the peer made
+            stats.adopted += await adopt_linked(opened.sink, self.store, opened.spec.name, opened.plans,
+                                                opened.two_way, keys=keys[peer.via])
         for plan in order_plans(opened.plans):
             mine = keys.get(plan.name)
             if not mine:

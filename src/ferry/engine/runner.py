@@ -34,6 +34,7 @@ import structlog
 from ferry.connectors.registry import open_sink, open_source
 from ferry.core.contracts import Normalized, Sink, SinkContext, Source, WritesTogether
 from ferry.core.schema import ObjectSchema
+from ferry.engine.adopt import adopt_linked
 from ferry.engine.combined import plan_calls
 from ferry.engine.intake import Intake
 from ferry.engine.linkback import link_back
@@ -279,6 +280,8 @@ class Runner:
         last_seq = self.store.max_staged_seq(self.pipeline)
         self._plan_records(source, plans, run_id, stats)
         clock.lap("plan")
+        # two-way: records the other direction made from the target get their key first (no second record)
+        stats.adopted = await adopt_linked(sink, self.store, self.pipeline, plans, self.two_way)
         if self.latency_sensitive and await self._load_combined(sink, plans, stats, loader):
             clock.lap("load together")
             if any(self.store.outbox_count(self.pipeline, plan.name) for plan in plans):

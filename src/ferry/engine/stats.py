@@ -53,6 +53,9 @@ class RunStats:
     resumed_from: dict[str, Any] | None = None
     # Per source stream, records whose target id this run wrote back onto the source (``LinksBack`` sources).
     linked_back: dict[str, int] = field(default_factory=dict)
+    # Two-way sync: target records (and their primary children) given this pipeline's key before the load,
+    # because the other direction made the source record from them (``Adopts`` sinks; engine/adopt.py).
+    adopted: int = 0
     # Per source stream, records a micro-batch fetched because its events referred to them and the target
     # lacked them (an order's new customer; engine/parents.py).
     parents_fetched: dict[str, int] = field(default_factory=dict)
@@ -96,5 +99,6 @@ class RunStats:
             "over_dead_letter_cap": {k: round(v, 4) for k, v in self.over_dead_letter_cap().items()},
             "resumed_from": self.resumed_from,
             "linked_back": dict(self.linked_back),
+            "adopted": self.adopted,
             "parents_fetched": dict(self.parents_fetched),
         }

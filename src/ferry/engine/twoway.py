@@ -101,6 +101,7 @@ class TwoWay:
         self.spec = spec
         self.store = store
         self.pipeline = pipeline
+        self._gid_path: str | None = None  # the peer's global-id path (``_global_id_path``)
 
     def filter(
         self, obj: str, rows: list[PlannedRow], known: Mapping[str, str], stats: ObjectStats, external_id: str = ""
@@ -128,7 +129,25 @@ class TwoWay:
             return {}
         mine = self.store.target_ids(self.pipeline, obj, keys)
         wanted = [k for k in keys if k not in mine]
-        return self.store.keys_for_targets(peer.pipeline, peer.object, wanted) if wanted else {}
+        if not wanted:
+            return {}
+        found = self.store.keys_for_targets(peer.pipeline, peer.object, wanted)
+        rest = [k for k in wanted if k not in found]
+        path = self._global_id_path() if rest else None
+        if path:
+            # The peer wrote GraphQL global ids (gid://<app>/<Type>/<id>): this pipeline's key is their last
+            # segment, and the path in front is read from the peer's own id map (no system named here).
+            more = self.store.keys_for_targets(peer.pipeline, peer.object, [path + k for k in rest])
+            found.update({peer_key(gid): key for gid, key in more.items()})
+        return found
+
+    def _global_id_path(self) -> str | None:
+        """``gid://<app>/<Type>/`` when the peer's id map holds global ids (learned once, then kept)."""
+        if self._gid_path is None and self.spec.peer is not None:
+            sample = self.store.any_target_id(self.spec.peer.pipeline, self.spec.peer.object, "gid://")
+            if sample is not None:
+                self._gid_path = sample.rsplit("/", 1)[0] + "/"
+        return self._gid_path
 
     def _apply_ownership(
         self, obj: str, rows: list[PlannedRow], known: Mapping[str, str], external_id: str

@@ -746,6 +746,16 @@ class Store:
                     out[tid] = k
         return out
 
+    def any_target_id(self, pipeline: str, obj: str, prefix: str) -> str | None:
+        # a literal prefix (GLOB's wildcards escaped): one index range on (pipeline, object, target_id)
+        pattern = "".join(f"[{c}]" if c in "*?[" else c for c in prefix) + "*"
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT target_id FROM versions WHERE pipeline = ? AND object = ? AND target_id GLOB ? LIMIT 1",
+                (pipeline, obj, pattern),
+            ).fetchone()
+        return str(row[0]) if row else None
+
     def written_digests(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         with self._lock:

@@ -76,3 +76,29 @@ async def test_a_composite_the_org_refuses_goes_part_by_part_through_collections
                                               UpsertPart("Contact", EXT, [c for _, c in families])])
         assert sink.composite_refused is not None and sink.together_limits() is None
     assert all(r.success for a in answers for r in a)
+
+
+async def test_adopt_gives_existing_records_and_each_first_child_the_key_once(org: Org) -> None:
+    # Adopts (two-way sync, engine/adopt.py): records a person made get the key the upsert will address them by.
+    from ferry.core.contracts import Adopts, ChildAdoption
+
+    async with SalesforceSink(org.config()) as sink:
+        assert isinstance(sink, Adopts)
+
+        async def create(sobject: str, **fields: object) -> str:
+            answer = await sink._client.json("POST", sink._client.data_path(f"/sobjects/{sobject}"), label="test",
+                                             json=fields)
+            return str(answer["id"])
+
+        a, b, c = [await create("Account", Name=n) for n in ("A", "B", "C")]
+        a1 = await create("Contact", LastName="first", AccountId=a)
+        a2 = await create("Contact", LastName="second", AccountId=a)
+        c1 = await create("Contact", LastName="adopted before", AccountId=c, **{EXT: "c"})
+        ids = {"a": a, "b": b, "c": c, "x": "001000000000999AAA"}  # x: no such Account, refused and logged
+        children = [ChildAdoption("Contact", EXT, "AccountId")]
+        assert await sink.adopt("Account", EXT, ids, children) == 4  # 3 Accounts, a's first Contact
+        accounts = {r["Id"]: r[EXT] for r in await sink.query(f"SELECT Id, {EXT} FROM Account")}
+        contacts = {r["Id"]: r[EXT] for r in await sink.query(f"SELECT Id, {EXT} FROM Contact")}
+        assert accounts == {a: "a", b: "b", c: "c"}
+        assert contacts == {a1: "a", a2: None, c1: "c"}
+        assert await sink.adopt("Account", EXT, {"a": a}, children) == 1  # again: the Account, no Contact

@@ -82,3 +82,14 @@ def test_the_id_map_read_backwards_names_the_key_written_at_each_target_id(store
     back = store.keys_for_targets("p", "Account", [f"001{k}" for k in keys] + ["001missing"])
     assert len(back) == 1500 and back["00100001"] == "00001" and back["00101499"] == "01499"
     assert store.keys_for_targets("p", "Account", []) == {}
+
+
+def test_any_target_id_shows_the_form_of_an_objects_target_ids(store: Backend) -> None:
+    # A two-way sync reads a GraphQL global id's type path from the peer's id map (engine/twoway.py).
+    assert store.any_target_id("p", "Customer", "gid://") is None
+    store.record_written("p", "Customer", [Written("001A", "v1", "gid://shopify/Customer/7"), Written("001B", "v1")])
+    store.record_written("q", "Customer", [Written("001C", "v1", "gid://other/Customer/8")])  # another pipeline
+    store.record_written("p", "Order", [Written("801A", "v1", "gid://shopify/Order/9")])  # another object
+    assert store.any_target_id("p", "Customer", "gid://") == "gid://shopify/Customer/7"
+    assert store.any_target_id("p", "Customer", "gid://*") is None  # the prefix is literal, not a pattern
+    assert store.any_target_id("p", "Account", "gid://") is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -24,11 +24,20 @@ from ferry.connectors.salesforce.csvio import key_text
 from ferry.connectors.salesforce.describe import parse_describe
 from ferry.connectors.salesforce.dialect import SALESFORCE
 from ferry.connectors.salesforce.planner import WritePlanner
+from ferry.connectors.salesforce.select import Select, in_
 from ferry.connectors.salesforce.single import upsert_one
 from ferry.connectors.salesforce.source import query_pages
 from ferry.connectors.salesforce.strategy import Strategy
 from ferry.connectors.salesforce.together import Part, TogetherUpsert
-from ferry.core.contracts import JobJournal, JobPage, SinkCapabilities, SinkContext, TogetherLimits, UpsertPart
+from ferry.core.contracts import (
+    ChildAdoption,
+    JobJournal,
+    JobPage,
+    SinkCapabilities,
+    SinkContext,
+    TogetherLimits,
+    UpsertPart,
+)
 from ferry.core.dialect import Dialect
 from ferry.core.records import MappedRecord
 from ferry.core.results import JobSucceeded, RecordResult, StreamAnswer
@@ -39,6 +48,8 @@ from ferry.errors import ConfigError, PermanentError
 LOCK_RETRY_BATCHES = (50, 10)  # smaller, serial batches for rows another transaction had locked
 _DESCRIBES_PER_CALL = 25  # subrequests in one Composite call
 _QUERIES_PER_CALL = 5  # query subrequests in one Composite call (with sObject Collections, 5 at most)
+_COLLECTION_RECORDS = 200  # sObject Collections' limit per call (adopt)
+_ADOPT_PARENTS_PER_QUERY = 300  # parent Ids in one child query's IN list (the SOQL text stays well under 100k)
 _LOCKED_PAGE = 10_000  # locked rows of a Bulk job read back from the journal and sent again at a time
 log = structlog.get_logger("ferry.connectors.salesforce.sink")
 
@@ -304,6 +315,57 @@ class SalesforceSink(AsyncResource):
         return [
             await self._retry_locked(p.sobject, p.external_id, p.records, results, p.schema, label)
             for p, results in zip(shaped, answers, strict=True)
+        ]
+
+    async def adopt(
+        self, obj: str, external_id: str, ids: Mapping[str, str], children: Sequence[ChildAdoption] = ()
+    ) -> int:
+        """The ``Adopts`` capability: each record ``ids`` names (key -> record Id) and the first created child
+        of each (a Contact by ``AccountId``) get the key in their external id field, in sObject Collections
+        updates (200 records a call); records that carry it already are left alone. A refused record is
+        logged: the upsert that follows then creates one, as it would have without adoption."""
+        updates: list[dict[str, Any]] = [
+            {"attributes": {"type": obj}, "id": rid, external_id: key} for key, rid in ids.items()
+        ]
+        for child in children:
+            updates += await self._children_to_adopt(child, ids, label=obj)
+        changed = 0
+        for start in range(0, len(updates), _COLLECTION_RECORDS):
+            chunk = updates[start:start + _COLLECTION_RECORDS]
+            answers = await self._client.json("PATCH", self._client.data_path("/composite/sobjects"), label=obj,
+                                               json={"allOrNone": False, "records": chunk})
+            for sent, answer in zip(chunk, answers or [], strict=False):
+                if isinstance(answer, dict) and answer.get("success"):
+                    changed += 1
+                else:
+                    errors = answer.get("errors") if isinstance(answer, dict) else answer
+                    log.warning("adopt.refused", object=sent["attributes"]["type"], record=sent["id"], errors=errors)
+        return changed
+
+    async def _children_to_adopt(
+        self, child: ChildAdoption, ids: Mapping[str, str], *, label: str
+    ) -> list[dict[str, Any]]:
+        """Updates giving each parent's first created child the parent's key, unless one of its children has it."""
+        by_parent = {rid: key for key, rid in ids.items()}
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(by_parent), _ADOPT_PARENTS_PER_QUERY):
+            chunk = list(by_parent)[start:start + _ADOPT_PARENTS_PER_QUERY]
+            query = Select(child.obj, ["Id", child.parent_field, child.external_id, "CreatedDate"])
+            query = query.where(in_(child.parent_field, chunk)).order_by("CreatedDate", "Id")
+            rows += await self.query(query.soql(), label=label)
+        first: dict[str, dict[str, Any]] = {}
+        done: set[str] = set()
+        for row in rows:
+            parent = str(row.get(child.parent_field) or "")
+            if parent not in by_parent:
+                continue
+            if key_text(row.get(child.external_id)) == by_parent[parent]:
+                done.add(parent)  # adopted before (a batch that died before its upsert)
+            first.setdefault(parent, row)
+        return [
+            {"attributes": {"type": child.obj}, "id": row["Id"], child.external_id: by_parent[parent]}
+            for parent, row in first.items()
+            if parent not in done and not key_text(row.get(child.external_id))
         ]
 
     async def _retry_locked(

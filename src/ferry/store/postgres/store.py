@@ -662,6 +662,16 @@ class PostgresStore(EventClaims):
             ).fetchall()
         return {t: k for t, k in rows}
 
+    def any_target_id(self, pipeline: str, obj: str, prefix: str) -> str | None:
+        with self._conn() as conn:
+            row = conn.execute(
+                # the (pipeline, object) index, stopping at the first match (a peer's ids all take one form)
+                "SELECT target_id FROM versions WHERE pipeline = %s AND object = %s "
+                "AND starts_with(target_id, %s) LIMIT 1",
+                (pipeline, obj, prefix),
+            ).fetchone()
+        return str(row[0]) if row else None
+
     def written_digests(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]:
         with self._conn() as conn:
             rows = conn.execute(
