@@ -359,6 +359,8 @@ class Runner:
             t0 = time.monotonic()
             self._loading.add(plan.name)
             self._drop_orphans(plan, run_id, stats)
+            if self._adopts_into(plan):  # two-way: as in _plan_and_load, before the object's own upsert
+                stats.adopted += await adopt_linked(sink, self.store, self.pipeline, plans, self.two_way)
             progress = self._part_progress()
             await loader.load(sink, plan, progress)
             if progress is not self.progress:
@@ -399,6 +401,11 @@ class Runner:
             if plan.name in self._late:
                 self._drop_orphans(plan, stats.run_id, stats)
                 await loader.load(sink, plan, self.progress)
+
+    def _adopts_into(self, plan: ObjectPlan) -> bool:
+        """Whether ``plan`` is the object a two-way peer's records are adopted into (``engine/adopt.py``)."""
+        peer = self.two_way.spec.peer if self.two_way is not None else None
+        return peer is not None and peer.via == plan.name
 
     def _part_progress(self) -> Progress:
         """Progress for one of several things running at once: a display's own part of it when the display has
