@@ -364,7 +364,7 @@ class PostgresStore(EventClaims):
             if stream is not None and rows:
                 c.execute(
                     "INSERT INTO staging (pipeline, stream, key, version, payload, run_id) "
-                    "SELECT %s, %s, k, v, p, 0 FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS t(k, v, p) "
+                    "SELECT %s, %s, k, v, p, 0 FROM unnest(%s::text[], %s::text[], %b::bytea[]) AS t(k, v, p) "
                     "ON CONFLICT (pipeline, stream, key, version) DO NOTHING",
                     (pipeline, stream, [r.key for r in rows], [r.version for r in rows], [r.payload for r in rows]),
                 )
@@ -393,7 +393,7 @@ class PostgresStore(EventClaims):
         with self._tx() as c:
             c.execute(
                 "INSERT INTO staging (pipeline, stream, key, version, payload, run_id) "
-                "SELECT %s, %s, k, v, p, %s FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS t(k, v, p) "
+                "SELECT %s, %s, k, v, p, %s FROM unnest(%s::text[], %s::text[], %b::bytea[]) AS t(k, v, p) "
                 "ON CONFLICT (pipeline, stream, key, version) DO NOTHING",
                 (pipeline, stream, run_id, [r.key for r in rows], [r.version for r in rows], [r.payload for r in rows]),
             )
@@ -695,8 +695,8 @@ class PostgresStore(EventClaims):
         # for each other instead of deadlocking).
         c.execute(
             "INSERT INTO outbox (pipeline, object, key, version, payload, source_payload, source_seq, stream, "
-            "source_key) SELECT %s, %s, k, v, p, sp, ss, st, sk FROM unnest(%s::text[], %s::text[], %s::bytea[], "
-            "%s::bytea[], %s::bigint[], %s::text[], %s::text[]) AS u(k, v, p, sp, ss, st, sk) " + _OUTBOX_UPSERT,
+            "source_key) SELECT %s, %s, k, v, p, sp, ss, st, sk FROM unnest(%s::text[], %s::text[], %b::bytea[], "
+            "%b::bytea[], %s::bigint[], %s::text[], %s::text[]) AS u(k, v, p, sp, ss, st, sk) " + _OUTBOX_UPSERT,
             (
                 pipeline,
                 obj,
