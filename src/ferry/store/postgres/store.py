@@ -418,6 +418,7 @@ class PostgresStore(EventClaims):
                     "SELECT seq, stream, key, version, payload FROM staging "
                     "WHERE pipeline = %s AND seq > %s AND stream = ANY(%s) ORDER BY seq LIMIT %s",
                     (pipeline, last, names, chunk),
+                    binary=True,  # raw pages as they are stored (in text, hex: 2x the bytes, decoded here)
                 ).fetchall()
             if not rows:
                 return
@@ -486,6 +487,7 @@ class PostgresStore(EventClaims):
                 "lease_until = now() + make_interval(secs => %(lease)s) FROM picked WHERE s.seq = picked.seq "
                 "RETURNING s.seq, s.fence, s.stream, s.key, s.version, s.payload",
                 {"p": pipeline, "streams": list(streams), "n": limit, "me": me, "lease": lease_seconds},
+                binary=True,
             ).fetchall()
         rows.sort(key=lambda r: r[0])
         return StagedClaim(
@@ -729,6 +731,7 @@ class PostgresStore(EventClaims):
                 rows = conn.execute(
                     f"{select} WHERE o.pipeline = %s AND o.object = %s AND o.key > %s ORDER BY o.key LIMIT %s",
                     (pipeline, obj, last, chunk),
+                    binary=True,
                 ).fetchall()
             if not rows:
                 return
@@ -739,7 +742,9 @@ class PostgresStore(EventClaims):
         select = _OUTBOX_FULL if with_source else _OUTBOX_LEAN
         with self._conn() as conn:
             rows = conn.execute(
-                f"{select} WHERE o.pipeline = %s AND o.object = %s AND o.key = ANY(%s)", (pipeline, obj, list(keys))
+                f"{select} WHERE o.pipeline = %s AND o.object = %s AND o.key = ANY(%s)",
+                (pipeline, obj, list(keys)),
+                binary=True,
             ).fetchall()
         return [self._outbox_row(r) for r in rows]
 
@@ -750,6 +755,7 @@ class PostgresStore(EventClaims):
                 "LEFT JOIN staging s ON s.seq = o.source_seq WHERE o.pipeline = %s AND o.object = %s "
                 "AND o.key = ANY(%s)",
                 (pipeline, obj, list(keys)),
+                binary=True,
             ).fetchall()
         return {k: bytes(p) if p is not None else None for k, p in rows}
 
