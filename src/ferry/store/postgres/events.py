@@ -84,6 +84,7 @@ class EventClaims:
                 {"p": pipeline, "st": [r[0] for r in refs], "k": [r[1] for r in refs], "v": [r[2] for r in refs],
                  "ev": EVENT_RUN_ID, "parts": list(partitions), "of": max(1, of), "n": limit, "me": me,
                  "lease": lease_seconds},
+                binary=True,
             ).fetchall()
         rows.sort(key=lambda r: r[0])
         records = [StagedRecord(int(r[0]), r[2], r[3], r[4], bytes(r[5])) for r in rows]

@@ -364,7 +364,7 @@ class PostgresStore(EventClaims):
             if stream is not None and rows:
                 c.execute(
                     "INSERT INTO staging (pipeline, stream, key, version, payload, run_id) "
-                    "SELECT %s, %s, k, v, p, 0 FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS t(k, v, p) "
+                    "SELECT %s, %s, k, v, p, 0 FROM unnest(%s::text[], %s::text[], %b::bytea[]) AS t(k, v, p) "
                     "ON CONFLICT (pipeline, stream, key, version) DO NOTHING",
                     (pipeline, stream, [r.key for r in rows], [r.version for r in rows], [r.payload for r in rows]),
                 )
@@ -393,7 +393,7 @@ class PostgresStore(EventClaims):
         with self._tx() as c:
             c.execute(
                 "INSERT INTO staging (pipeline, stream, key, version, payload, run_id) "
-                "SELECT %s, %s, k, v, p, %s FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS t(k, v, p) "
+                "SELECT %s, %s, k, v, p, %s FROM unnest(%s::text[], %s::text[], %b::bytea[]) AS t(k, v, p) "
                 "ON CONFLICT (pipeline, stream, key, version) DO NOTHING",
                 (pipeline, stream, run_id, [r.key for r in rows], [r.version for r in rows], [r.payload for r in rows]),
             )
@@ -418,6 +418,7 @@ class PostgresStore(EventClaims):
                     "SELECT seq, stream, key, version, payload FROM staging "
                     "WHERE pipeline = %s AND seq > %s AND stream = ANY(%s) ORDER BY seq LIMIT %s",
                     (pipeline, last, names, chunk),
+                    binary=True,  # raw pages as they are stored (in text, hex: 2x the bytes, decoded here)
                 ).fetchall()
             if not rows:
                 return
@@ -486,6 +487,7 @@ class PostgresStore(EventClaims):
                 "lease_until = now() + make_interval(secs => %(lease)s) FROM picked WHERE s.seq = picked.seq "
                 "RETURNING s.seq, s.fence, s.stream, s.key, s.version, s.payload",
                 {"p": pipeline, "streams": list(streams), "n": limit, "me": me, "lease": lease_seconds},
+                binary=True,
             ).fetchall()
         rows.sort(key=lambda r: r[0])
         return StagedClaim(
@@ -705,8 +707,8 @@ class PostgresStore(EventClaims):
         # for each other instead of deadlocking).
         c.execute(
             "INSERT INTO outbox (pipeline, object, key, version, payload, source_payload, source_seq, stream, "
-            "source_key) SELECT %s, %s, k, v, p, sp, ss, st, sk FROM unnest(%s::text[], %s::text[], %s::bytea[], "
-            "%s::bytea[], %s::bigint[], %s::text[], %s::text[]) AS u(k, v, p, sp, ss, st, sk) " + _OUTBOX_UPSERT,
+            "source_key) SELECT %s, %s, k, v, p, sp, ss, st, sk FROM unnest(%s::text[], %s::text[], %b::bytea[], "
+            "%b::bytea[], %s::bigint[], %s::text[], %s::text[]) AS u(k, v, p, sp, ss, st, sk) " + _OUTBOX_UPSERT,
             (
                 pipeline,
                 obj,
@@ -739,6 +741,7 @@ class PostgresStore(EventClaims):
                 rows = conn.execute(
                     f"{select} WHERE o.pipeline = %s AND o.object = %s AND o.key > %s ORDER BY o.key LIMIT %s",
                     (pipeline, obj, last, chunk),
+                    binary=True,
                 ).fetchall()
             if not rows:
                 return
@@ -749,7 +752,9 @@ class PostgresStore(EventClaims):
         select = _OUTBOX_FULL if with_source else _OUTBOX_LEAN
         with self._conn() as conn:
             rows = conn.execute(
-                f"{select} WHERE o.pipeline = %s AND o.object = %s AND o.key = ANY(%s)", (pipeline, obj, list(keys))
+                f"{select} WHERE o.pipeline = %s AND o.object = %s AND o.key = ANY(%s)",
+                (pipeline, obj, list(keys)),
+                binary=True,
             ).fetchall()
         return [self._outbox_row(r) for r in rows]
 
@@ -760,6 +765,7 @@ class PostgresStore(EventClaims):
                 "LEFT JOIN staging s ON s.seq = o.source_seq WHERE o.pipeline = %s AND o.object = %s "
                 "AND o.key = ANY(%s)",
                 (pipeline, obj, list(keys)),
+                binary=True,
             ).fetchall()
         return {k: bytes(p) if p is not None else None for k, p in rows}
 
