@@ -366,7 +366,8 @@ class LoadWork:
     async def _pause(self, item: LoadBatch, exc: BudgetExhausted, *, claim: Any) -> None:
         """The API budget is spent: the item's rows (if claimed) go back to the outbox, unsent, for the next run,
         and the run is told (its coordinator pauses, exit 5); the caller then settles the item (no dead letter)."""
-        log.warning("worker.budget_exhausted", pipeline=item.pipeline, object=item.object)
+        log.warning("worker.budget_exhausted", pipeline=item.pipeline, object=item.object,
+                    at="open" if claim is None else "load")
         if claim is not None:
             await asyncio.to_thread(self.store.release_outbox, item.pipeline, item.object, claim)
         await asyncio.to_thread(self.store.note_run_paused, item.run_id, str(exc))
