@@ -57,12 +57,23 @@ class NatsServer:
         with log.open("ab") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
-        while b"Server is ready" not in log.read_bytes()[offset:] or not any(self.root.glob("nats-server_*.ports")):
+        while (port := self._ready_port(log, offset)) is None:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"nats-server did not start: {log.read_text(errors='replace')[-2000:]}")
             time.sleep(0.05)
-        ports = json.loads(next(self.root.glob("nats-server_*.ports")).read_text())
-        self.port = int(ports["nats"][0].rsplit(":", 1)[1])  # pinned: a restart comes back on the same port
+        self.port = port  # pinned: a restart comes back on the same port
+
+    def _ready_port(self, log: Path, offset: int) -> int | None:
+        """The client port once the server says it is ready and its ports file is complete, else None. The file
+        appears before its content does (seen empty under load: a JSONDecodeError), so it must parse too."""
+        if b"Server is ready" not in log.read_bytes()[offset:]:
+            return None
+        for f in self.root.glob("nats-server_*.ports"):
+            try:
+                return int(json.loads(f.read_text())["nats"][0].rsplit(":", 1)[1])
+            except (OSError, ValueError, KeyError, IndexError):
+                return None  # still being written (or gone with its process): look again
+        return None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -311,7 +311,14 @@ class LoadWork:
 
     async def load(self, item: LoadBatch) -> int:
         """Claim up to ``len(item.rows)`` rows of the item's object, write them, record the answers."""
-        opened = await self._pipeline(item.pipeline)
+        try:
+            opened = await self._pipeline(item.pipeline)
+        except BudgetExhausted as exc:
+            # Opening the sink spends calls too (its describe): a worker whose first item comes after the share
+            # is spent (counted, or reserved whole by another worker's block) pauses the run like a load does.
+            # Raised, it would be retried by the bus until it became a dead letter. Nothing is claimed yet.
+            await self._pause(item, exc, claim=None)
+            return 0
         plan = opened.plans.get(item.object)
         if plan is None:
             raise PermanentWorkError(f"pipeline {item.pipeline!r} has no object {item.object!r}")
@@ -344,10 +351,7 @@ class LoadWork:
             # Not a failure of the item: retrying cannot help before the budget's window frees calls, and a
             # dead letter would be wrong (the rows are fine). Its rows are released (they stay queued for the
             # next run), then the run is told (its coordinator pauses, exit 5) and the item is settled.
-            log.warning("worker.budget_exhausted", pipeline=item.pipeline, object=item.object)
-            await asyncio.to_thread(self.store.release_outbox, item.pipeline, item.object, claim)
-            await asyncio.to_thread(self.store.note_run_paused, item.run_id, str(exc))
-            self.paused_items += 1
+            await self._pause(item, exc, claim=claim)
             return 0
         except BaseException:
             # Rows still held (never answered, or not recorded): free for the next round at once. After a
@@ -358,6 +362,16 @@ class LoadWork:
             raise
         self.done_rows += len(claim.rows)
         return len(claim.rows)
+
+    async def _pause(self, item: LoadBatch, exc: BudgetExhausted, *, claim: Any) -> None:
+        """The API budget is spent: the item's rows (if claimed) go back to the outbox, unsent, for the next run,
+        and the run is told (its coordinator pauses, exit 5); the caller then settles the item (no dead letter)."""
+        log.warning("worker.budget_exhausted", pipeline=item.pipeline, object=item.object,
+                    at="open" if claim is None else "load")
+        if claim is not None:
+            await asyncio.to_thread(self.store.release_outbox, item.pipeline, item.object, claim)
+        await asyncio.to_thread(self.store.note_run_paused, item.run_id, str(exc))
+        self.paused_items += 1
 
     async def _pipeline(self, name: str) -> _OpenPipeline:
         async with self._opening:
@@ -373,7 +387,12 @@ class LoadWork:
                 target_ids=lambda obj, keys: self.store.target_ids(name, obj, keys),
             ))
             await sink.__aenter__()
-            plans = await prepare_plans(spec, sink)
+            try:
+                plans = await prepare_plans(spec, sink)
+            except BaseException as exc:
+                # Not kept (the next item opens it again): closed now, or its client would be left open.
+                await sink.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
             opened = _OpenPipeline(sink, {p.name: p for p in plans},
                                    RetryBudget(spec.retry.max_attempts, spec.retry.backoff_max_seconds),
                                    TwoWay(spec.two_way, self.store, name) if spec.two_way is not None else None)
