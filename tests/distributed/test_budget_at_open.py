@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from ferry.bus.work import LoadBatch
+from ferry.bus.work import EventBatch, LoadBatch
 from ferry.cli.demo import demo_env
 from ferry.cli.sandboxes import SandboxProcess, start_sandbox
 from ferry.engine.distributed import LoadWork
+from ferry.engine.eventwork import EventWork
 from ferry.engine.pipeline import load_pipeline
 from ferry.store import LetterFilter
 from ferry.store.postgres import PostgresStore, migrate
@@ -72,6 +73,37 @@ def test_a_budget_spent_before_the_sink_opens_pauses_the_run_without_a_dead_lett
         run = stores[1].get_run(run_id)
         assert run is not None and run.error is not None and "api_budget" in run.error, run
         assert second.paused_items == 1
+        assert not stores[1].find_dead_letters(LetterFilter(pipeline=PIPELINE, status=None), 100)
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_budget_spent_pauses_a_workers_event_batch_without_a_dead_letter(
+    pg_server: PostgresServer, org: SandboxProcess, tmp_path: Path
+) -> None:
+    """The same for ``ferry serve``'s events on workers: the budget refused while the event worker opens the
+    pipeline settles the item (a raise would be a bus retry, then a dead letter); its records stay staged."""
+    url = pg_server.fresh_schema()
+    migrate(url)
+    shop = {"url": "https://127.0.0.1:9", "access_token": "unused", "ca_file": ""}
+    env = {**os.environ, **demo_env(shop, {k: str(v) for k, v in org.info.items()})}
+    spec = load_pipeline(_spec_file(tmp_path), env)
+    stores = [PostgresStore(url, lock_dir=tmp_path, max_size=2) for _ in range(2)]
+    first = LoadWork({spec.name: spec}, stores[0], lease_seconds=4.0, budget_block=SHARE)
+    events = EventWork({spec.name: spec}, stores[1], lease_seconds=4.0, window=0.01)
+
+    async def scenario() -> None:
+        try:
+            await first._pipeline(PIPELINE)  # its describe reserves a block: the whole share
+            await events.submit(EventBatch(PIPELINE, (("customers", "c1", "v1"),), "t"))  # settled, not raised
+        finally:
+            await events.close()
+            await first.close()
+
+    try:
+        asyncio.run(scenario())
+        assert events.paused_batches == 1
         assert not stores[1].find_dead_letters(LetterFilter(pipeline=PIPELINE, status=None), 100)
     finally:
         for s in stores:

@@ -43,6 +43,7 @@ from ferry.engine.plan import ObjectPlan, order_plans
 from ferry.engine.runner import _Routed, orphan_errors, prepare_plans, route_staged
 from ferry.engine.stats import RunStats
 from ferry.engine.twoway import TwoWay
+from ferry.errors import BudgetExhausted
 from ferry.observe import metrics
 
 log = structlog.get_logger("ferry.events")
@@ -87,6 +88,7 @@ class EventWork:
     window: float = WINDOW
     clock: Callable[[], float] = time.time
     done_records: int = 0
+    paused_batches: int = 0  # micro-batches the API budget stopped (their records stay staged)
     _open: dict[str, _Open] = field(default_factory=dict)
     _opening: asyncio.Lock = field(default_factory=asyncio.Lock)
     _gathering: dict[str, _Gather] = field(default_factory=dict)
@@ -124,6 +126,13 @@ class EventWork:
         try:
             while await self.process(pipeline, batch.refs, batch.parts) >= MAX_BATCH:
                 batch.refs = []  # a full batch: the partitions' backlog goes on at once
+        except BudgetExhausted as exc:
+            # Not the items' failure: a retry cannot help before the budget's window frees calls, and a dead letter
+            # would be wrong. The items are settled; their records stay staged (released), and serve's sweep hands
+            # them out again when the bus holds nothing of the pipeline, as the embedded processor waits it out.
+            self.paused_batches += 1
+            log.warning("events.budget_exhausted", pipeline=pipeline, error=str(exc))
+            batch.done.set_result(None)
         except BaseException as exc:
             batch.done.set_exception(exc)
             batch.done.exception()  # every member awaits it; never "exception was never retrieved"
@@ -154,6 +163,9 @@ class EventWork:
             keys = await asyncio.to_thread(self._plan, opened, claim.records, run_id, stats)
             left = await self._send_all(opened, keys, run_id, stats)
             stats.status = "succeeded"
+        except BudgetExhausted as exc:
+            stats.status, stats.error = "paused", f"API budget exhausted: {exc}"
+            raise
         except BaseException as exc:
             stats.status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
             stats.error = f"{type(exc).__name__}: {exc}"
