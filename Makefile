@@ -30,8 +30,11 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 
+# Two test processes (pytest-xdist), each taking a whole file at a time so module fixtures are built once:
+# most tests wait on sandboxes over sockets, so two share CI's 2 cores well. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 unit: $(VENV)/.installed-dev
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test: lint unit
 

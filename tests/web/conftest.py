@@ -19,6 +19,7 @@ from ferry.cli.sandboxes import SandboxProcess, start_sandbox
 from ferry.engine.pipeline import PipelineSpec, load_pipeline
 from ferry.engine.runner import Runner
 from ferry.engine.stats import RunStats
+from ferry.observe import metrics
 from ferry.store import Store
 from ferry.web import Dashboard
 from ferry.web.server import DashboardServer
@@ -36,6 +37,13 @@ class DemoWorld:
     shop: dict[str, Any]
     env: dict[str, str]
     url: str
+    # The API budget gauges as the demo runs left them: the live figures are process-wide, and other tests in
+    # the same process (``ferry serve`` worlds, another shop) move them; ``restore_budgets`` puts these back.
+    budgets: list[dict[str, Any]]
+
+    def restore_budgets(self) -> None:
+        for b in self.budgets:
+            metrics.budget_remaining(str(b["system"]), str(b["budget"]), float(b["remaining"]), limit=b["limit"])
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +73,7 @@ def demo_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoWorld]:
         stats = asyncio.run(Runner(spec, store).run())
         server = DashboardServer(Dashboard(store, {spec.name: spec}), "127.0.0.1", 0)
         url = server.start()
-        yield DemoWorld(home, store, spec, stats, shop.info, env, url.rstrip("/"))
+        yield DemoWorld(home, store, spec, stats, shop.info, env, url.rstrip("/"), metrics.budgets_remaining())
     finally:
         if server is not None:
             server.stop()
