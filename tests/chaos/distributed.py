@@ -18,7 +18,6 @@ below what the org counted. Workers that die on their own (a crash after a serve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -361,27 +360,13 @@ class DistributedChaos(Chaos):
     def _life_d(
         self, index: int, pipeline: Path, env: dict[str, str], events: list[Event], deadline: float
     ) -> DistLife:
-        before = self._max_run_id()
-        life = Life(index, time.time())
-        dl = DistLife(life)
-        err = (self.tmp / f"life-{index}.err").open("w")
-        out = (self.tmp / f"life-{index}.out").open("w")
-        proc = subprocess.Popen([sys.executable, "-m", "ferry", "-v", "run", str(pipeline), "--distributed",
-                                 "--json"], env=env, stdout=out, stderr=err)
-        try:
-            self._watch_d(proc, dl, before, events, pipeline, env, deadline)
-        finally:
-            self._restart_servers(now=True)  # the life ended during an outage: the next one starts with both up
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=30)
-            out.close()
-            err.close()
-        life.exit_code = None if life.killed else proc.returncode
-        if not life.killed:
-            with contextlib.suppress(ValueError):
-                life.stats = json.loads((self.tmp / f"life-{index}.out").read_text() or "null")
-        self._note_progress(life, before)
+        dl = DistLife(Life(index, time.time()))
+        self._run_life(
+            dl.life, ["-v", "run", str(pipeline), "--distributed", "--json"], env,
+            lambda proc, before: self._watch_d(proc, dl, before, events, pipeline, env, deadline),
+            # The life ended during an outage: the next one starts with both servers up.
+            ended=lambda: self._restart_servers(now=True),
+        )
         return dl
 
     def _watch_d(
