@@ -18,7 +18,6 @@ below what the org counted. Workers that die on their own (a crash after a serve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -125,14 +124,7 @@ class DistChaosResult:
             "faults_injected": dict(sorted(self.faults.items())),
             "source_records": {o: r.objects[o].source for o in OBJECTS},
             "in_target": dict(self.records),
-            "lost": r.total("lost"),
-            "duplicated": r.total("duplicated"),
-            "extra": r.total("extra"),
-            "wrong_or_stale": r.total("wrong"),
-            "stale": r.total("stale"),
-            "valid_wrongly_dead_lettered": r.total("wrongly_dead_lettered"),
-            "invalid": r.total("invalid"),
-            "invalid_dead_lettered_right_reason": r.total("invalid_right_reason"),
+            **r.totals(),
             "org_differs_from_clean_embedded_run": self.org_diff,
             "dead_letters_differ_from_clean_embedded_run": self.letters_diff,
             "bus_dead_letters": self.bus_letters,
@@ -361,27 +353,13 @@ class DistributedChaos(Chaos):
     def _life_d(
         self, index: int, pipeline: Path, env: dict[str, str], events: list[Event], deadline: float
     ) -> DistLife:
-        before = self._max_run_id()
-        life = Life(index, time.time())
-        dl = DistLife(life)
-        err = (self.tmp / f"life-{index}.err").open("w")
-        out = (self.tmp / f"life-{index}.out").open("w")
-        proc = subprocess.Popen([sys.executable, "-m", "ferry", "-v", "run", str(pipeline), "--distributed",
-                                 "--json"], env=env, stdout=out, stderr=err)
-        try:
-            self._watch_d(proc, dl, before, events, pipeline, env, deadline)
-        finally:
-            self._restart_servers(now=True)  # the life ended during an outage: the next one starts with both up
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=30)
-            out.close()
-            err.close()
-        life.exit_code = None if life.killed else proc.returncode
-        if not life.killed:
-            with contextlib.suppress(ValueError):
-                life.stats = json.loads((self.tmp / f"life-{index}.out").read_text() or "null")
-        self._note_progress(life, before)
+        dl = DistLife(Life(index, time.time()))
+        self._run_life(
+            dl.life, ["-v", "run", str(pipeline), "--distributed", "--json"], env,
+            lambda proc, before: self._watch_d(proc, dl, before, events, pipeline, env, deadline),
+            # The life ended during an outage: the next one starts with both servers up.
+            ended=lambda: self._restart_servers(now=True),
+        )
         return dl
 
     def _watch_d(

@@ -142,14 +142,7 @@ class ChaosResult:
             "faults_injected": dict(sorted(self.faults.items())),
             "source_records": {o: r.objects[o].source for o in OBJECTS},
             "in_target": dict(self.records),
-            "lost": r.total("lost"),
-            "duplicated": r.total("duplicated"),
-            "extra": r.total("extra"),
-            "wrong_or_stale": r.total("wrong"),
-            "stale": r.total("stale"),
-            "valid_wrongly_dead_lettered": r.total("wrongly_dead_lettered"),
-            "invalid": r.total("invalid"),
-            "invalid_dead_lettered_right_reason": r.total("invalid_right_reason"),
+            **r.totals(),
             "dead_lettered": dict(self.dead_letters),
             "bulk_jobs": dict(self.bulk_jobs),
             "api_calls": dict(self.api_calls),
@@ -314,17 +307,29 @@ class Chaos:
     def _life(
         self, index: int, pipeline: Path, env: dict[str, str], *, kill: bool, at_bulk: bool, deadline: float
     ) -> Life:
-        out = open(self.tmp / f"life-{index}.out", "w")  # noqa: SIM115 - closed below, after the process
-        err = open(self.tmp / f"life-{index}.err", "w")  # noqa: SIM115
-        before = self._max_run_id()
         life = Life(index, time.time())
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ferry", *self.ferry_flags, "run", str(pipeline), "--json"], env=env, stdout=out,
-            stderr=err,
+        self._run_life(
+            life, [*self.ferry_flags, "run", str(pipeline), "--json"], env,
+            lambda proc, before: self._watch(proc, life, before, kill=kill, at_bulk=at_bulk, deadline=deadline),
         )
+        return life
+
+    def _run_life(
+        self, life: Life, args: list[str], env: dict[str, str],
+        watch: Callable[[subprocess.Popen[bytes], int], None], *, ended: Callable[[], None] | None = None,
+    ) -> None:
+        """``ferry <args>`` as one life, watched by ``watch(proc, before)`` (``before``: the last run id before
+        it); then ``ended`` (if any), the process killed if it still runs, and the life's exit, stats (its
+        --json output) and progress noted."""
+        out = open(self.tmp / f"life-{life.index}.out", "w")  # noqa: SIM115 - closed below, after the process
+        err = open(self.tmp / f"life-{life.index}.err", "w")  # noqa: SIM115
+        before = self._max_run_id()
+        proc = subprocess.Popen([sys.executable, "-m", "ferry", *args], env=env, stdout=out, stderr=err)
         try:
-            self._watch(proc, life, before, kill=kill, at_bulk=at_bulk, deadline=deadline)
+            watch(proc, before)
         finally:
+            if ended is not None:
+                ended()
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=30)
@@ -333,9 +338,8 @@ class Chaos:
         life.exit_code = None if life.killed else proc.returncode
         if not life.killed:
             with contextlib.suppress(ValueError):
-                life.stats = json.loads((self.tmp / f"life-{index}.out").read_text() or "null")
+                life.stats = json.loads((self.tmp / f"life-{life.index}.out").read_text() or "null")
         self._note_progress(life, before)
-        return life
 
     def _watch(
         self, proc: subprocess.Popen[bytes], life: Life, before: int, *, kill: bool, at_bulk: bool, deadline: float

@@ -56,6 +56,19 @@ class Reconciliation:
         bad = ("lost", "duplicated", "extra", "wrong", "stale", "wrongly_dead_lettered")
         return all(self.total(n) == 0 for n in bad) and self.total("invalid") == self.total("invalid_right_reason")
 
+    def totals(self) -> dict[str, int]:
+        """The figures a chaos result reports: each kind of mismatch, summed over the objects."""
+        return {
+            "lost": self.total("lost"),
+            "duplicated": self.total("duplicated"),
+            "extra": self.total("extra"),
+            "wrong_or_stale": self.total("wrong"),
+            "stale": self.total("stale"),
+            "valid_wrongly_dead_lettered": self.total("wrongly_dead_lettered"),
+            "invalid": self.total("invalid"),
+            "invalid_dead_lettered_right_reason": self.total("invalid_right_reason"),
+        }
+
     def problems(self) -> dict[str, list[str]]:
         return {k: o.examples for k, o in self.objects.items() if o.examples}
 

@@ -32,7 +32,7 @@ import httpx
 import yaml
 
 from ferry.cli.demo import salesforce_env, shopify_env
-from ferry.cli.demo_realtime_check import compare_with_clean_run
+from ferry.cli.demo_realtime_check import compare_with_clean_run, org_rows
 from ferry.engine.pipeline import load_pipeline, packaged_examples
 from ferry.engine.runner import Runner
 from ferry.store import Store
@@ -164,12 +164,10 @@ class _World:
         return list(self.shop.state.table("customers").records)
 
     def org_rows(self, sobject: str) -> list[dict[str, Any]]:
-        for _ in range(5):
-            try:
-                return list(dict(self.org.state.store.table(sobject).rows).values())
-            except RuntimeError:  # the org's thread changed the table while it was copied
-                continue
-        return []
+        try:
+            return org_rows(self.org, sobject)
+        except RuntimeError:  # the org kept changing the table while it was copied: none this time
+            return []
 
     def accounts(self) -> list[dict[str, Any]]:
         return self.org_rows("Account")

@@ -52,12 +52,17 @@ class _Org:
         self.sandbox = sandbox
 
     def rows(self, obj: str) -> list[dict[str, Any]]:
-        for _ in range(5):
-            try:
-                return list(dict(self.sandbox.state.store.table(obj).rows).values())
-            except RuntimeError:  # the org's thread changed the table while it was copied
-                continue
-        raise RuntimeError(f"could not copy the org's {obj} table")
+        return org_rows(self.sandbox, obj)
+
+
+def org_rows(sandbox: Any, obj: str) -> list[dict[str, Any]]:
+    """The records of an org sandbox's ``obj`` table, copied while the org's thread serves requests."""
+    for _ in range(5):
+        try:
+            return list(dict(sandbox.state.store.table(obj).rows).values())
+        except RuntimeError:  # the org's thread changed the table while it was copied
+            continue
+    raise RuntimeError(f"could not copy the org's {obj} table")
 
 
 def _compare(spec: PipelineSpec, live: _Org, clean: _Org) -> dict[str, Any]:

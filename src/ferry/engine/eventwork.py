@@ -40,7 +40,7 @@ from ferry.engine.distributed import direct_write
 from ferry.engine.loader import Loader, RetryBudget
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
-from ferry.engine.runner import _Routed, orphan_errors, prepare_plans, route_staged
+from ferry.engine.runner import _Routed, fresh_rows, orphan_errors, prepare_plans, route_staged
 from ferry.engine.stats import RunStats
 from ferry.engine.twoway import TwoWay
 from ferry.errors import BudgetExhausted
@@ -198,17 +198,8 @@ class EventWork:
         outbox: dict[str, list[PlannedRow]] = {}
         letters: list[NewDeadLetter] = []
         for r in routed.values():
-            s = stats.object(r.plan.name)
-            s.read += len(r.rows) + len(r.letters)
-            s.dead_lettered += len(r.letters)
             letters.extend(r.letters)
-            if not r.rows:
-                continue
-            known = self.store.versions_for(pipeline, r.plan.name, [row.key for row in r.rows])
-            fresh = [row for row in r.rows if row.version > known.get(row.key, "")]
-            s.unchanged += len(r.rows) - len(fresh)
-            if opened.two_way is not None:
-                fresh = opened.two_way.filter(r.plan.name, fresh, known, s, r.plan.external_id)
+            fresh = fresh_rows(self.store, pipeline, r, stats, opened.two_way)
             if fresh:
                 outbox[r.plan.name] = fresh
         self.store.queue_planned(pipeline, run_id, outbox, letters)

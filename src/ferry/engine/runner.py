@@ -485,17 +485,10 @@ class Runner:
         outbox: dict[str, list[PlannedRow]] = {}
         letters: list[NewDeadLetter] = []
         for r in routed:
-            s = stats.object(r.plan.name)
-            s.read += len(r.rows) + len(r.letters)
-            s.dead_lettered += len(r.letters)
             letters.extend(r.letters)
+            fresh = fresh_rows(self.store, self.pipeline, r, stats, self.two_way)
             if not r.rows:
                 continue
-            known = self.store.versions_for(self.pipeline, r.plan.name, [row.key for row in r.rows])
-            fresh = [row for row in r.rows if row.version > known.get(row.key, "")]
-            s.unchanged += len(r.rows) - len(fresh)
-            if self.two_way is not None:
-                fresh = self.two_way.filter(r.plan.name, fresh, known, s, r.plan.external_id)
             if fresh and r.plan.name in self._loading:
                 self._late.add(r.plan.name)
             outbox[r.plan.name] = fresh
@@ -617,6 +610,24 @@ def route_staged(
     for entity, record in normalize(staged.stream, raw):
         for plan in by_entity.get(entity, ()):
             _route(plan, record, staged, routed[plan.name])
+
+
+def fresh_rows(
+    store: Store, pipeline: str, routed: _Routed, stats: RunStats, two_way: TwoWay | None
+) -> list[PlannedRow]:
+    """Of an object's routed rows, those newer than the version the store holds (and, two-way, not the peer's own
+    echo); the object's read, dead-lettered and unchanged counts in ``stats`` grow by what was routed."""
+    s = stats.object(routed.plan.name)
+    s.read += len(routed.rows) + len(routed.letters)
+    s.dead_lettered += len(routed.letters)
+    if not routed.rows:
+        return []
+    known = store.versions_for(pipeline, routed.plan.name, [row.key for row in routed.rows])
+    fresh = [row for row in routed.rows if row.version > known.get(row.key, "")]
+    s.unchanged += len(routed.rows) - len(fresh)
+    if two_way is not None:
+        fresh = two_way.filter(routed.plan.name, fresh, known, s, routed.plan.external_id)
+    return fresh
 
 
 def _route(plan: ObjectPlan, record: Any, staged: StagedRecord, out: _Routed) -> None:

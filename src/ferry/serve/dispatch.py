@@ -31,6 +31,7 @@ from ferry.bus.work import EventBatch, encode, msg_id, subject_for
 from ferry.core.bus import key_partition, subject_token
 from ferry.core.ports import StagedRow
 from ferry.observe import metrics
+from ferry.serve.wake import wake
 
 log = structlog.get_logger("ferry.serve.dispatch")
 
@@ -80,30 +81,16 @@ class Dispatcher:
         """The inbox staged ``rows`` of ``stream`` (committed): hand them over soon."""
         with self._lock:
             self._pending.extend((stream, r.key, r.version) for r in rows)
-        self._set_wake()
+        wake(self._loop, self._wake)
 
     def notify(self) -> None:
         """Something staged events without naming them (a change feed's page): look at the store."""
         self._scan = True
-        self._set_wake()
+        wake(self._loop, self._wake)
 
     def stop(self) -> None:
         self._stopping = True
-        self._set_wake()
-
-    def _set_wake(self) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._wake.set()
-        else:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._wake.set)
+        wake(self._loop, self._wake)
 
     # -- the loop -------------------------------------------------------------------------------------------
 

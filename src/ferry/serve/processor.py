@@ -34,6 +34,7 @@ from ferry.engine.runner import PLANNED_MARK, Runner
 from ferry.engine.stats import RunStats
 from ferry.errors import PipelineBusy
 from ferry.observe import metrics
+from ferry.serve.wake import wake
 from ferry.store import Store
 
 log = structlog.get_logger("ferry.serve.processor")
@@ -83,26 +84,12 @@ class Processor:
         if self._first_event_at is None:
             self._first_event_at = now
         self._arrivals.append(now)
-        self._set_wake()
+        wake(self._loop, self._wake)
 
     def stop(self) -> None:
         """Finish the micro-batch under way, start no other. Any thread."""
         self._stopping = True
-        self._set_wake()
-
-    def _set_wake(self) -> None:
-        loop = self._loop
-        if loop is None:
-            return  # not running yet: run() looks at the store when it starts
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._wake.set()
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._wake.set)
+        wake(self._loop, self._wake)
 
     async def run(self) -> None:
         """Until ``stop``: micro-batches of what is staged (and whatever a crashed process left)."""
