@@ -183,7 +183,8 @@ def phase(rate: int, batch: list[dict[str, Any]], shop_http: httpx.Client, org_h
           serve_metrics: Callable[[], dict[float, float]]) -> dict[str, Any]:
     shop_http.delete("/__sandbox/webhooks/deliveries")
     e2e_before = serve_metrics()
-    calls_before = org_http.get("/__sandbox/stats").json()["api_calls"]
+    stats_before = org_http.get("/__sandbox/stats").json()
+    calls_before = stats_before["api_calls"]
     changed: dict[str, float] = {}
     marker = f"R{rate}"
     start = time.perf_counter()
@@ -207,7 +208,10 @@ def phase(rate: int, batch: list[dict[str, Any]], shop_http: httpx.Client, org_h
             if key in changed and key not in visible and str(r.get("FirstName") or "").startswith(marker):
                 visible[key] = stamp_epoch(r["SystemModstamp"])
         time.sleep(0.25)
-    calls = org_http.get("/__sandbox/stats").json()["api_calls"] - calls_before
+    stats_after = org_http.get("/__sandbox/stats").json()
+    calls = stats_after["api_calls"] - calls_before
+    by_endpoint = {k: n - stats_before["by_endpoint"].get(k, 0) for k, n in stats_after["by_endpoint"].items()
+                   if n != stats_before["by_endpoint"].get(k, 0)}
     in_ferry = within_ferry(e2e_before, serve_metrics())
     deliveries = shop_http.get("/__sandbox/webhooks/deliveries").json()["deliveries"]
     acks = [next(a["duration_ms"] for a in d["attempts"] if a["status"] and 200 <= a["status"] < 300)
@@ -221,7 +225,7 @@ def phase(rate: int, batch: list[dict[str, Any]], shop_http: httpx.Client, org_h
         "ack_ms": {"p50": pct(acks, 50), "p95": pct(acks, 95), "p99": pct(acks, 99), "n": len(acks)},
         "visible_ms": {"p50": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99),
                        "mean": statistics.fmean(lat) if lat else float("nan")},
-        "sf_calls": calls, "sf_calls_per_1000": calls * 1000 / max(1, len(changed)),
+        "sf_calls": calls, "sf_calls_by_endpoint": by_endpoint, "sf_calls_per_1000": calls * 1000 / max(1, len(changed)),
         "arrival_to_written": in_ferry, "deliveries": states,
     }
 
