@@ -107,7 +107,8 @@ class RealtimeSpec(BaseModel):
 
     # A micro-batch gathers events this long after its first one...
     max_wait_ms: int = Field(150, ge=0, le=600_000)
-    # ...or starts at once when this many events wait.
+    # ...or starts at once when this many events wait; a micro-batch takes at most this many (the rest wait for
+    # the next one, at once), so a batch sized to the target's calls fills them (1,000 events = 2 calls).
     max_records: int = Field(2000, ge=1, le=100_000)
     # Records one write call carries at most (the sink may carry fewer: Salesforce's Composite, 5 x 200); a
     # larger batch goes in that many calls at the same time.

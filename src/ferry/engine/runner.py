@@ -278,7 +278,12 @@ class Runner:
         every record takes, whether a batch read or an event staged it."""
         run_id = stats.run_id
         last_seq = self.store.max_staged_seq(self.pipeline)
-        self._plan_records(source, plans, run_id, stats)
+        # A micro-batch plans at most realtime.max_records events: what is staged beyond stays for the next one
+        # (cleared below only up to what was planned).
+        limit = self.spec.realtime.max_records if self.latency_sensitive else None
+        planned = self._plan_records(source, plans, run_id, stats, limit=limit)
+        if limit is not None and planned is not None:
+            last_seq = min(last_seq, planned)
         clock.lap("plan")
         # two-way: records the other direction made from the target get their key first (no second record)
         stats.adopted = await adopt_linked(sink, self.store, self.pipeline, plans, self.two_way)
@@ -461,8 +466,11 @@ class Runner:
     # -- plan: staged raw -> canonical -> mapped -> validated -> outbox / DLQ -------
 
     def _plan_records(
-        self, source: Source, plans: list[ObjectPlan], run_id: int, stats: RunStats, progress: Progress | None = None
-    ) -> None:
+        self, source: Source, plans: list[ObjectPlan], run_id: int, stats: RunStats, progress: Progress | None = None,
+        limit: int | None = None,
+    ) -> int | None:
+        """Staged records after the planned mark -> outbox / DLQ, ``limit`` records at most; returns the seq of the
+        last one planned (None: none)."""
         progress = progress or self.progress
         by_entity: dict[str, list[ObjectPlan]] = {}
         for p in plans:
@@ -470,16 +478,32 @@ class Runner:
         streams, normalize = source.streams, source.normalize
         after = self.store.get_mark(self.pipeline, PLANNED_MARK)
         progress.phase("map and validate", self.store.staged_count(self.pipeline, after))
-        for chunk in self.store.staged(self.pipeline, streams, chunk=_PLAN_CHUNK, after=after):
-            with tracing.span("ferry.plan.chunk", {"ferry.records": len(chunk)}) as span:
-                routed = {p.name: _Routed(p, [], []) for p in plans}
-                for staged in chunk:
-                    route_staged(staged, normalize, by_entity, routed)
-                self._commit_routed(list(routed.values()), run_id, stats, chunk[-1].seq)
-                if span.is_recording():
-                    _describe_chunk(span, chunk, routed.values())
-            self._mark(run_id)
-            progress.advance(len(chunk))
+        last: int | None = None
+        chunks = self.store.staged(self.pipeline, streams, chunk=_PLAN_CHUNK, after=after)
+        try:
+            for chunk in chunks:
+                if limit is not None:
+                    chunk = chunk[:limit]
+                    limit -= len(chunk)
+                if not chunk:
+                    break
+                last = chunk[-1].seq
+                with tracing.span("ferry.plan.chunk", {"ferry.records": len(chunk)}) as span:
+                    routed = {p.name: _Routed(p, [], []) for p in plans}
+                    for staged in chunk:
+                        route_staged(staged, normalize, by_entity, routed)
+                    self._commit_routed(list(routed.values()), run_id, stats, chunk[-1].seq)
+                    if span.is_recording():
+                        _describe_chunk(span, chunk, routed.values())
+                self._mark(run_id)
+                progress.advance(len(chunk))
+                if limit == 0:
+                    break
+        finally:
+            close = getattr(chunks, "close", None)  # a store's generator stopped early: its cursor goes now
+            if close is not None:
+                close()
+        return last
 
     def _commit_routed(self, routed: list[_Routed], run_id: int, stats: RunStats, up_to_seq: int) -> None:
         outbox: dict[str, list[PlannedRow]] = {}

@@ -106,11 +106,20 @@ class Processor:
                 self._wake.clear()
                 if self._stopping or not self._pending():
                     continue
-                if self._waiting() < self.max_batch:
+                waiting = self._waiting()
+                if waiting < self.max_batch:
                     await asyncio.sleep(self._gather_left())  # let the burst gather
+                    waiting = self._waiting()
+                cut = time.monotonic()
                 self._first_event_at = None  # what arrives from now on starts the next batch's window
                 arrivals, self._arrivals = self._arrivals, []
                 await self._one_batch(sink, arrivals)
+                if waiting > self.max_batch:
+                    # The batch took max_records; the events beyond it have waited since the cut: their window
+                    # runs from there, and the loop goes on without a new webhook to wake it.
+                    first = self._first_event_at
+                    self._first_event_at = cut if first is None else min(first, cut)
+                    self._wake.set()
 
     def _gather_left(self) -> float:
         """Seconds until the window opened by the oldest event not yet in a batch closes: a steady stream's events
