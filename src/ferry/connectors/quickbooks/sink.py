@@ -37,7 +37,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ import orjson
 import structlog
 
 from ferry.connectors.lifecycle import AsyncResource
+from ferry.connectors.no_jobs import NoRemoteJobs
 from ferry.connectors.quickbooks.client import QuickBooksClient, quote
 from ferry.connectors.quickbooks.config import QuickBooksConfig
 from ferry.connectors.quickbooks.dialect import QUICKBOOKS
@@ -54,10 +55,10 @@ from ferry.connectors.quickbooks.pace import SharedMinute
 from ferry.connectors.quickbooks.refs import ReferenceResolver
 from ferry.connectors.quickbooks.schema import SCHEMAS
 from ferry.connectors.quickbooks.wire import nest
-from ferry.core.contracts import JobJournal, JobPage, SinkCapabilities, SinkContext
+from ferry.core.contracts import SinkCapabilities, SinkContext
 from ferry.core.dialect import Dialect
 from ferry.core.records import MappedRecord
-from ferry.core.results import RecordResult, StreamAnswer
+from ferry.core.results import RecordResult
 from ferry.core.schema import ObjectSchema
 from ferry.core.writes import WriteCost
 from ferry.errors import AuthError, ConfigError, PermanentError, RecordError, TransientError
@@ -118,8 +119,9 @@ class _RecentNames:
         return rid
 
 
-class QuickBooksSink(AsyncResource):
+class QuickBooksSink(NoRemoteJobs, AsyncResource):
     system = "quickbooks"
+    NO_JOBS = "QuickBooks has no remote write jobs"
     capabilities = SinkCapabilities(native_upsert=False, remote_jobs=False)
     dialect: Dialect = QUICKBOOKS
 
@@ -444,24 +446,6 @@ class QuickBooksSink(AsyncResource):
         """The same request for the same pipeline, object and payload: Intuit replays instead of writing twice."""
         digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
         return str(uuid.uuid5(_NAMESPACE, f"{self.pipeline}|{obj}|{operation}|{digest}"))
-
-    # ------------------------------------------------------------------ no remote jobs
-
-    def upsert_stream(
-        self,
-        obj: str,
-        external_id: str,
-        pages: AsyncIterator[JobPage] | Iterable[JobPage],
-        journal: JobJournal,
-        *,
-        columns: Sequence[str] | None = None,
-    ) -> AsyncIterator[StreamAnswer]:
-        raise PermanentError("QuickBooks has no remote write jobs")
-
-    async def resume_job(
-        self, job_id: str, external_id: str, records: Sequence[MappedRecord]
-    ) -> list[RecordResult] | None:
-        raise PermanentError("QuickBooks has no remote write jobs")
 
 
 def _fault_result(key: str, fault: Fault) -> RecordResult:

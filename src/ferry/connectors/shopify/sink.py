@@ -32,7 +32,7 @@ import asyncio
 import itertools
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,14 +40,15 @@ import httpx
 import structlog
 
 from ferry.connectors.lifecycle import AsyncResource
+from ferry.connectors.no_jobs import NoRemoteJobs
 from ferry.connectors.shopify.dialect import SHOPIFY
 from ferry.connectors.shopify.gql_client import CostPacer, GraphQLAnswer, ShopifyGraphQL
 from ferry.connectors.shopify.schema import LOOKUP_FIELDS, SCHEMAS
 from ferry.connectors.shopify.sink_config import ShopifySinkConfig
-from ferry.core.contracts import JobJournal, JobPage, SinkCapabilities, SinkContext
+from ferry.core.contracts import SinkCapabilities, SinkContext
 from ferry.core.dialect import Dialect
 from ferry.core.records import MappedRecord
-from ferry.core.results import RecordResult, StreamAnswer
+from ferry.core.results import RecordResult
 from ferry.core.schema import ObjectSchema
 from ferry.core.writes import WriteCost
 from ferry.errors import AuthError, ConfigError, PermanentError, RecordError, TransientError
@@ -76,8 +77,9 @@ class _Item:
     serial: int = 0  # tells records apart whose external keys are equal (two contacts sharing an email)
 
 
-class ShopifySink(AsyncResource):
+class ShopifySink(NoRemoteJobs, AsyncResource):
     system = "shopify"
+    NO_JOBS = "Shopify has no remote write jobs for customers"
     capabilities = SinkCapabilities(native_upsert=False, remote_jobs=False)
     dialect: Dialect = SHOPIFY
 
@@ -273,24 +275,6 @@ class ShopifySink(AsyncResource):
             log.info("shopify.create_found_done", id=match, field=item.taken)
             item.target_id = match
             item.input = {**item.input, "id": match}
-
-    # ------------------------------------------------------------------ no remote jobs
-
-    def upsert_stream(
-        self,
-        obj: str,
-        external_id: str,
-        pages: AsyncIterator[JobPage] | Iterable[JobPage],
-        journal: JobJournal,
-        *,
-        columns: Sequence[str] | None = None,
-    ) -> AsyncIterator[StreamAnswer]:
-        raise PermanentError("Shopify has no remote write jobs for customers")
-
-    async def resume_job(
-        self, job_id: str, external_id: str, records: Sequence[MappedRecord]
-    ) -> list[RecordResult] | None:
-        raise PermanentError("Shopify has no remote write jobs for customers")
 
 
 # ---------------------------------------------------------------------- wire
