@@ -1,29 +1,9 @@
 """Fixtures of the distributed tests: their own PostgreSQL (one per session) and nats-server (one per test),
-never the machine's shared services."""
+never the machine's shared services. The same fixtures as the store's and the bus's tests, taken from there."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from tests.bus.conftest import nats_server
+from tests.store.conftest import pg_server
 
-import pytest
-
-from tests.bus.natsserver import NatsServer, require_nats_server
-from tests.store.postgres_server import PostgresServer, start_server
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    server = start_server()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(require_nats_server(), tmp_path / "nats")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
+__all__ = ["nats_server", "pg_server"]
