@@ -101,7 +101,7 @@ def test_a_stopped_demo_leaves_no_process_behind(
         _, err = demo.communicate(timeout=120)
         assert demo.returncode == 128 + signum, err[-3000:]
         assert "interrupted" in err, err
-        gone, alive = psutil.wait_procs(children, timeout=5)
+        _, alive = psutil.wait_procs(children, timeout=5)
         assert not alive, [p.cmdline() for p in alive]
     finally:
         if demo.poll() is None:

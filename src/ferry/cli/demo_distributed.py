@@ -205,10 +205,14 @@ def held_by_worker(store: Any, workers: list[WorkerProcess]) -> dict[int, int]:
     return held
 
 
+KILL_AFTER_SHARE = 0.2  # the kill comes once this share of the planned rows is written: mid-load, not at its start
+
+
 def choose_victim(watch: Watch, workers: list[WorkerProcess]) -> WorkerProcess | None:
-    """A worker to SIGKILL now: the load is under way (some rows already left the outbox, written) and it holds
-    claimed rows right now, the most of any worker: its death leaves leased rows and unacknowledged items."""
-    if watch.queued >= watch.peak_queued or not watch.held:
+    """A worker to SIGKILL now: the load is well under way (a fifth of the rows left the outbox, written) and it
+    holds claimed rows right now, the most of any worker: its death leaves leased rows and unacknowledged items."""
+    written = watch.peak_queued - watch.queued
+    if not watch.held or watch.peak_queued == 0 or written < KILL_AFTER_SHARE * watch.peak_queued:
         return None
     number, _ = max(watch.held.items(), key=lambda item: item[1])
     return next((w for w in workers if w.number == number and w.alive()), None)
@@ -238,7 +242,8 @@ def watch_run(
         if time.monotonic() >= next_status:
             next_status += STATUS_SECONDS
             holding = ", ".join(f"worker {n} {rows}" for n, rows in sorted(watch.held.items())) or "none"
-            say(f"  outbox: {watch.queued:,} of {watch.peak_queued:,} rows still to write; claimed now: {holding}")
+            say(f"  outbox: {watch.queued:,} of {watch.peak_queued:,} rows still to write; claimed now: {holding}"
+                if watch.peak_queued else "  the coordinator is reading the store and planning the writes")
         time.sleep(POLL_SECONDS)
     return watch
 
@@ -439,7 +444,7 @@ def render_lines(report: dict[str, Any]) -> list[str]:
     lines.append(f"{'total':<16}{t['expected']:>9,}{t['landed']:>9,}{t['dead_lettered']:>15,}{t['duplicates']:>12,}"
                  f"{t['missing']:>9,}{t['unexpected']:>12,}")
     codes = ", ".join(f"{code} {n}" for code, n in report["dead_letter_codes"].items()) or "none"
-    lines.append(f"dead letters by reason: {codes}")
+    lines += [f"dead letters ({report['dead_letters']:,}) by reason:", f"  {codes}"]
     if report["ok"]:
         lines.append("every record landed once: 0 duplicates, 0 missing; every dead letter has its reason")
     else:

@@ -209,6 +209,8 @@ def demo(
         _demo_realtime(seconds, rate, as_json)
         return
     if workers is not None or kill_worker:
+        if keep or serve or list_flows:
+            _fail(ConfigError("--workers / --kill-worker do not go with --keep, --serve or --list"))
         _demo_distributed(flow, workers, kill_worker, customers, products, orders, seed, as_json)
         return
 
