@@ -11,10 +11,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from ferry.cli.demo import FLOWS
-from ferry.cli.demo_distributed import Watch, WorkerProcess, choose_victim, owner_pid
+from ferry.cli.demo_distributed import Watch, WorkerProcess, choose_victim, owner_pid, require_alive
 from ferry.cli.demo_distributed_check import OrgCheck, expected_keys, judge
 from ferry.engine.pipeline import load_pipeline
+from ferry.errors import FerryError
 from ferry.sandbox.shopify.generator import generate_store
 
 ENV = {"SHOPIFY_URL": "https://127.0.0.1:1", "SHOPIFY_ACCESS_TOKEN": "x", "SALESFORCE_LOGIN_URL": "https://127.0.0.1:1",
@@ -88,3 +91,20 @@ def test_a_lease_owner_names_a_pid_of_this_host_only() -> None:
     assert owner_pid(f"{socket.gethostname()}:4242:abcd1234") == 4242
     assert owner_pid("another-host:4242:abcd1234") is None
     assert owner_pid("garbage") is None
+
+
+def test_a_run_without_any_live_worker_stops_the_demo() -> None:
+    workers = [_sleeper(1), _sleeper(2)]
+    try:
+        require_alive(workers, [])  # both alive: nothing to say
+        workers[0].process.kill()
+        workers[0].process.wait()
+        require_alive(workers, [])  # one killed (the demo's victim): the other takes over
+        workers[1].process.kill()
+        workers[1].process.wait()
+        with pytest.raises(FerryError, match="every worker exited during the run"):
+            require_alive(workers, [])
+    finally:
+        for w in workers:
+            w.process.kill()
+            w.process.wait()

@@ -83,11 +83,13 @@ def test_an_unreachable_bus_and_an_unmigrated_database_are_named(
 def test_a_stopped_demo_leaves_no_process_behind(
     signum: signal.Signals, pg_server: PostgresServer, nats_server: NatsServer, tmp_path: Path
 ) -> None:
+    """SIGTERM goes to the demo alone (it must stop its children itself); SIGINT to its whole process group, as
+    Ctrl-C in a terminal does (every child gets it too, and the demo still stops and reaps them all)."""
     url = pg_server.fresh_database()
     migrate(url)
     demo = subprocess.Popen([sys.executable, "-m", "ferry", "demo", "--workers", "3", "--json", *SMALL_STORE],
                             env={**os.environ, **_env(tmp_path, url, nats_server.url)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         me = psutil.Process(demo.pid)
         deadline = time.monotonic() + 120
@@ -97,7 +99,10 @@ def test_a_stopped_demo_leaves_no_process_behind(
             assert demo.poll() is None and time.monotonic() < deadline, demo.stderr.read() if demo.stderr else ""
             children = me.children(recursive=True)
             time.sleep(0.1)
-        demo.send_signal(signum)  # to the demo alone, not its process group: it must stop its children itself
+        if signum == signal.SIGINT:
+            os.killpg(demo.pid, signum)  # its own session: the group is the demo and its children only
+        else:
+            demo.send_signal(signum)
         _, err = demo.communicate(timeout=120)
         assert demo.returncode == 128 + signum, err[-3000:]
         assert "interrupted" in err, err

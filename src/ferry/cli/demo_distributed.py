@@ -218,14 +218,25 @@ def choose_victim(watch: Watch, workers: list[WorkerProcess]) -> WorkerProcess |
     return next((w for w in workers if w.number == number and w.alive()), None)
 
 
+def require_alive(workers: list[WorkerProcess], sandboxes: list[SandboxProcess]) -> None:
+    """The run cannot end well without a worker or a sandbox: say so at once instead of waiting on it."""
+    gone = [s.system for s in sandboxes if s.process.poll() is not None]
+    if gone:
+        raise FerryError(f"the {' and '.join(gone)} sandbox exited during the run")
+    if workers and not any(w.alive() for w in workers):
+        codes = ", ".join(f"worker {w.number}: {w.process.returncode}" for w in workers)
+        raise FerryError(f"every worker exited during the run ({codes}); their logs: {workers[0].log.parent}")
+
+
 def watch_run(
     run: subprocess.Popen[bytes], store: Any, workers: list[WorkerProcess], kill: bool, say: Callable[[str], None],
-    ack_wait: str = "?",
+    ack_wait: str = "?", sandboxes: list[SandboxProcess] | None = None,
 ) -> Watch:
     """Until the coordinator exits: the outbox and its holders, a line every few seconds, and the kill."""
     watch = Watch()
     next_status = time.monotonic() + STATUS_SECONDS
     while run.poll() is None:
+        require_alive(workers, sandboxes or [])
         watch.queued = store.outbox_count(DISTRIBUTED_PIPELINE)
         watch.peak_queued = max(watch.peak_queued, watch.queued)
         watch.held = held_by_worker(store, workers)
@@ -389,7 +400,7 @@ def _run(
         with run_log.open("wb") as err, run_json.open("wb") as out:
             run = subprocess.Popen(_ferry_command("run", str(pipeline), "--distributed", "--json"), env=child_env,
                                    stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        watch = watch_run(run, store, procs, kill, say, child_env["FERRY_BUS_ACK_WAIT"])
+        watch = watch_run(run, store, procs, kill, say, child_env["FERRY_BUS_ACK_WAIT"], started)
         run_exit = run.wait()
         seconds = time.monotonic() - started_at
         stop_workers(procs)
@@ -397,6 +408,7 @@ def _run(
             f"{', '.join(str(w.stop_code) for w in procs)})")
         say("  checking the org record by record against the store\n")
         stats = _parse_stats(run_json.read_bytes())
+        require_alive([], started)
         check = check_org(shop, org, store, load_pipeline(pipeline, child_env))
         files = {"pipeline": str(pipeline), "env": str(env_file), "run_log": str(run_log),
                  **{f"worker_{w.number}_log": str(w.log) for w in procs}}

@@ -22,7 +22,7 @@ import httpx
 from ferry.cli.sandboxes import SandboxProcess
 from ferry.connectors.shopify import normalize as shopify_normalize
 from ferry.engine.pipeline import PipelineSpec
-from ferry.errors import ConfigError
+from ferry.errors import ConfigError, FerryError
 from ferry.mapping.spec import PathExpr
 from ferry.store import LetterFilter
 
@@ -126,13 +126,23 @@ def _client(sandbox: SandboxProcess) -> httpx.Client:
 
 
 def _records(shop: SandboxProcess, streams: list[str]) -> dict[str, list[dict[str, Any]]]:
+    try:
+        return _all_records(shop, streams)
+    except httpx.HTTPError as exc:
+        raise FerryError(f"the demo's check cannot read the Shopify sandbox's records: {exc}") from None
+
+
+def _all_records(shop: SandboxProcess, streams: list[str]) -> dict[str, list[dict[str, Any]]]:
     with _client(shop) as client:
         return {s: _json_list(client.get(f"{shop.url}/__sandbox/records/{s}")) for s in streams}
 
 
 def _org_keys(org: SandboxProcess, obj: str, external_id: str) -> Counter[str]:
-    with _client(org) as client:
-        rows = _json_list(client.get(f"{org.url}/__sandbox/records/{obj}"))
+    try:
+        with _client(org) as client:
+            rows = _json_list(client.get(f"{org.url}/__sandbox/records/{obj}"))
+    except httpx.HTTPError as exc:
+        raise FerryError(f"the demo's check cannot read the org's {obj} records: {exc}") from None
     return Counter(str(r[external_id]) for r in rows if r.get(external_id) not in (None, ""))
 
 
