@@ -34,7 +34,15 @@ def test_every_key_once_is_clean() -> None:
 def test_a_second_row_of_a_key_is_a_duplicate() -> None:
     got = judge({"1", "2"}, Counter({"1": 2, "2": 1}), set())
     assert got.duplicates == 1 and got.landed == 2
-    assert OrgCheck({"Account": got}).problems == ["Account: 1 duplicate row(s) in the org"]
+    assert OrgCheck({"Account": got}).problems == [
+        "Account: 1 duplicate(s): a second row of an external id, or a second insert the org refused"]
+
+
+def test_an_insert_the_org_refused_as_a_duplicate_counts_as_one() -> None:
+    """The org's external ids are unique: a second insert of a key is refused (DUPLICATE_VALUE), not a second row."""
+    got = judge({"1"}, Counter({"1": 1}), {"1"}, refused_inserts=1)
+    assert got.duplicates == 1 and got.both == 1
+    assert any(p.startswith("Account: 1 duplicate(s)") for p in OrgCheck({"Account": got}).problems)
 
 
 def test_a_key_neither_written_nor_dead_lettered_is_missing() -> None:

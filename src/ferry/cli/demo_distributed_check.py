@@ -8,6 +8,10 @@ What *is* there comes from the org (``/__sandbox/records/<object>``, every row, 
 the shared state's open dead letters of the demo's pipeline. A key expected and found in neither is missing; an
 external id on two rows is a duplicate; a key in the org and in an open dead letter at once, or one nobody
 expected, is reported too.
+
+The sandbox org's external id fields are unique (as a real org's should be), so a record sent twice cannot become
+a second row: the second send is an update (an upsert, harmless), or, had it been sent as an insert, the org
+refuses it with DUPLICATE_VALUE. Such a letter is counted as a duplicate too: a second insert was attempted.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ from ferry.errors import ConfigError, FerryError
 from ferry.mapping.spec import PathExpr
 from ferry.store import LetterFilter
 
+DUPLICATE_INSERT = "DUPLICATE_VALUE"  # Salesforce's answer to an insert of an external id a row already has
+
 
 @dataclass(slots=True)
 class ObjectCheck:
     expected: int = 0
     landed: int = 0  # expected keys on exactly one or more org rows
     dead_lettered: int = 0  # expected keys in an open dead letter
-    duplicates: int = 0  # org rows beyond the first of an external id
+    duplicates: int = 0  # org rows beyond the first of an external id, and inserts refused as DUPLICATE_VALUE
     missing: int = 0  # expected keys neither in the org nor dead-lettered
     unexpected: int = 0  # org rows or open letters of keys the store does not have
     both: int = 0  # keys in the org and in an open dead letter at once
@@ -56,7 +62,8 @@ class OrgCheck:
         found = []
         for name, o in self.objects.items():
             if o.duplicates:
-                found.append(f"{name}: {o.duplicates} duplicate row(s) in the org")
+                found.append(f"{name}: {o.duplicates} duplicate(s): a second row of an external id, or a second "
+                             "insert the org refused")
             if o.missing:
                 found.append(f"{name}: {o.missing} record(s) neither in the org nor dead-lettered")
             if o.unexpected:
@@ -86,19 +93,20 @@ def check_org(shop: SandboxProcess, org: SandboxProcess, store: Any, spec: Pipel
     for mapping in spec.objects:
         in_org = _org_keys(org, mapping.name, mapping.external_id)
         lettered = {d.record_key for d in letters if d.object == mapping.name}
-        check.objects[mapping.name] = judge(expected[mapping.name], in_org, lettered)
+        refused = sum(1 for d in letters if d.object == mapping.name and d.error_code == DUPLICATE_INSERT)
+        check.objects[mapping.name] = judge(expected[mapping.name], in_org, lettered, refused)
     check.dead_letter_codes = dict(Counter(d.error_code or "(none)" for d in letters).most_common())
     check.letters_without_reason = sum(1 for d in letters if not (d.error_code and d.message))
     return check
 
 
-def judge(expected: set[str], in_org: Counter[str], lettered: set[str]) -> ObjectCheck:
+def judge(expected: set[str], in_org: Counter[str], lettered: set[str], refused_inserts: int = 0) -> ObjectCheck:
     landed = {k for k in expected if in_org[k] > 0}
     return ObjectCheck(
         expected=len(expected),
         landed=len(landed),
         dead_lettered=len(expected & lettered),
-        duplicates=sum(n - 1 for n in in_org.values() if n > 1),
+        duplicates=sum(n - 1 for n in in_org.values() if n > 1) + refused_inserts,
         missing=len(expected - landed - lettered),
         unexpected=len(set(in_org) - expected) + len(lettered - expected),
         both=len(landed & lettered),
