@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from ferry.cli.demo import FLOWS
-from ferry.cli.demo_distributed import Watch, WorkerProcess, choose_victim, owner_pid, require_alive
+from ferry.cli.demo_distributed import (
+    Watch,
+    WorkerProcess,
+    choose_victim,
+    owner_pid,
+    render_lines,
+    require_alive,
+)
 from ferry.cli.demo_distributed_check import OrgCheck, expected_keys, judge
 from ferry.engine.pipeline import load_pipeline
 from ferry.errors import FerryError
@@ -116,3 +123,17 @@ def test_a_run_without_any_live_worker_stops_the_demo() -> None:
         for w in workers:
             w.process.kill()
             w.process.wait()
+
+
+def test_the_table_a_person_reads() -> None:
+    check = OrgCheck({"Account": judge({"1", "2"}, Counter({"1": 1}), {"2"}), "Order": judge({"7"}, Counter(), set())},
+                     dead_letter_codes={"STRING_TOO_LONG": 1})
+    report = {"workers": 3, "killed": [{"worker": 2, "pid": 99, "by": "demo", "held_rows": 40}], "run_status":
+              "succeeded", "run_exit": 4, "seconds": 12.5, "ok": False, "problems": check.problems,
+              "files": {"run_log": "/x/run.log"}, **check.as_dict()}
+    lines = render_lines(report)
+    assert lines[0].startswith("workers 3, killed: worker 2 (pid 99, demo, held 40 rows)")
+    assert lines[2].split() == ["Account", "2", "1", "1", "0", "0", "0"]
+    assert lines[3].split() == ["Order", "1", "0", "0", "0", "1", "0"]
+    assert lines[4].split() == ["total", "3", "1", "1", "0", "1", "0"]
+    assert "PROBLEM: Order: 1 record(s) neither in the org nor dead-lettered" in lines
