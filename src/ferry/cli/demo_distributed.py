@@ -47,8 +47,9 @@ STATUS_SECONDS = 3.0  # a progress line this often
 DEMO_TUNING = {"FERRY_BUS_ACK_WAIT": "10", "FERRY_WORK_BATCH": "100"}
 
 
-class DemoStopped(Exception):
-    """SIGTERM (or SIGINT) reached the demo: everything it started is stopped on the way out."""
+class DemoStopped(BaseException):
+    """SIGTERM reached the demo: everything it started is stopped on the way out. A BaseException, as
+    KeyboardInterrupt is, so no `except Exception` on the way swallows it."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
