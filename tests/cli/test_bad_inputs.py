@@ -170,6 +170,10 @@ def test_unknown_names_and_bad_options(home: Path, intact: None) -> None:
         (("dlq", "list", "--since", "soon"), "--since 'soon'"),
         (("dlq", "discard", "--reason", "x"), "say which letters to discard"),
         (("demo", "nope"), "unknown demo flow 'nope'"),
+        (("demo", "--kill-worker"), "--kill-worker needs --workers N"),
+        (("demo", "--workers", "1", "--kill-worker"), "--kill-worker needs --workers 2 or more"),
+        (("demo", "--workers", "3", "--keep"), "do not go with --keep"),
+        (("demo", "woocommerce-to-salesforce", "--workers", "3"), "runs the shopify-to-salesforce flow only"),
         (("sandbox", "env", "nope"), "unknown sandbox 'nope'"),
         (("sandbox", "env", "shopify"), "no shopify sandbox is running"),
     ):

@@ -49,12 +49,16 @@ def check_bus(target: str | JetStreamSettings, timeout: float = 3.0) -> list[Bus
     return asyncio.run(_check(settings, timeout))
 
 
+async def _said_in_the_check(_: Exception) -> None:
+    """nats-py's default error callback logs each failed connect with a traceback; the check's line says it."""
+
+
 async def _check(settings: JetStreamSettings, timeout: float) -> list[BusCheck]:
     where = _safe_url(settings.url)
     try:
         nc = await asyncio.wait_for(
             nats.connect(settings.url, connect_timeout=timeout, max_reconnect_attempts=1, allow_reconnect=False,
-                         reconnect_time_wait=0.1),
+                         reconnect_time_wait=0.1, error_cb=_said_in_the_check),
             timeout * 2,
         )
     except (TimeoutError, nats.errors.Error, OSError) as exc:

@@ -190,6 +190,14 @@ def demo(
     port: Annotated[int, typer.Option(min=0, max=65535, help="--serve: the dashboard's port (0: a free one).")] = 0,
     seconds: Annotated[float, typer.Option(min=1, help="realtime: how long to make changes.")] = 10.0,
     rate: Annotated[float, typer.Option(min=0.5, max=500, help="realtime: changes a second.")] = 5.0,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Sync through N `ferry worker` processes over FERRY_STATE_URL (PostgreSQL) and "
+                     "FERRY_BUS_URL (NATS JetStream), then check the org record by record (README, 'Scale out')."),
+    ] = None,
+    kill_worker: Annotated[
+        bool, typer.Option("--kill-worker", help="--workers: SIGKILL one worker while it holds rows of the load.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a store's and a target's sandbox, generate a messy store, and sync it with the example pipeline.
@@ -199,6 +207,11 @@ def demo(
 
     if flow == "realtime" and not list_flows:
         _demo_realtime(seconds, rate, as_json)
+        return
+    if workers is not None or kill_worker:
+        if keep or serve or list_flows:
+            _fail(ConfigError("--workers / --kill-worker do not go with --keep, --serve or --list"))
+        _demo_distributed(flow, workers, kill_worker, customers, products, orders, seed, as_json)
         return
 
     if list_flows:
@@ -226,6 +239,36 @@ def demo(
         if not (keep or serve):  # --keep and --serve printed the run before serving on
             render.print_run(console, result)
         render.print_next_steps(console, result.pipeline, chosen.name, kept=keep or serve)
+
+
+def _demo_distributed(
+    flow: str, workers: int | None, kill: bool, customers: int, products: int, orders: int, seed: int, as_json: bool
+) -> None:
+    """`ferry demo --workers N [--kill-worker]` (cli/demo_distributed.py): exit 0 only when every record landed
+    once or is dead-lettered with its reason; 2 without PostgreSQL and NATS; 130/143 interrupted."""
+    from ferry.cli.demo_distributed import DemoStopped, render_lines, run_distributed_demo
+
+    if workers is None:
+        _fail(ConfigError("--kill-worker needs --workers N (2 or more)"))
+        return
+    say = (lambda _: None) if as_json else (lambda line: console.print(line, highlight=False, markup=False))
+    try:
+        demo = run_distributed_demo(workers=workers, kill=kill, customers=customers, products=products,
+                                    orders=orders, seed=seed, say=say, flow=flow)
+    except FerryError as exc:
+        _fail(exc)
+        return
+    except (DemoStopped, KeyboardInterrupt) as stop:
+        _say_error("the demo was interrupted; its workers and sandboxes are stopped")
+        raise typer.Exit(code=getattr(stop, "exit_code", Exit.INTERRUPTED)) from None
+    report = demo.as_dict()
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        for line in render_lines(report):
+            console.print(line, highlight=False, markup=False)
+    if not demo.ok:
+        raise typer.Exit(code=Exit.FAILED)
 
 
 def _demo_realtime(seconds: float, rate: float, as_json: bool) -> None:

@@ -613,6 +613,17 @@ class PostgresStore(EventClaims):
             ).fetchone()
         return int(row[0]) if row else 0
 
+    def outbox_holders(self, pipeline: str) -> dict[str, int]:
+        """Queued rows of the pipeline under a live lease, per lease owner (``worker_id()``: host:pid:random):
+        which sender holds work right now (`ferry demo --workers N --kill-worker` picks its victim by it)."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT owner, COUNT(*) FROM outbox WHERE pipeline = %s AND lease_until >= now() "
+                "AND owner IS NOT NULL GROUP BY owner",
+                (pipeline,),
+            ).fetchall()
+        return {str(owner): int(count) for owner, count in rows}
+
     # -- versions / id map ----------------------------------------------------
 
     def versions_for(self, pipeline: str, obj: str, keys: Sequence[str]) -> dict[str, str]:
