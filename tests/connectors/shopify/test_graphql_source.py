@@ -36,7 +36,7 @@ class Store:
             "url": creds["url"],
             "access_token": creds["access_token"],
             "ca_file": str(self.running.ca_file),
-            "api": "graphql",  # the source under test (REST is the default); tests pass api="rest" to compare
+            "api": "graphql",  # the source under test (the default); tests pass api="rest" to compare
         }
         return ShopifyConfig.model_validate(base | overrides)
 
