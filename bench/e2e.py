@@ -33,7 +33,7 @@ from ferry.sandbox.shopify.generator import generate_store
 
 SEED = 7
 TIMEOUT = 3 * 3600.0
-SHOPIFY_API = ["rest"]  # the API ferry's pipeline reads Shopify through (--shopify-api)
+SHOPIFY_API = ["graphql"]  # the API ferry's pipeline reads Shopify through (--shopify-api)
 _expected: dict[int, reconcile.Expected] = {}
 
 
@@ -148,7 +148,7 @@ def main() -> None:
                          "~3.3 GiB per 10,000 orders: give script_bulk2=10000 for 100,000-order runs")
     ap.add_argument("--save", type=Path, default=Path(__file__).with_name("e2e-results.json"),
                     help="JSON file the rows are merged into (the table prints every saved row)")
-    ap.add_argument("--shopify-api", choices=("graphql", "rest"), default="rest",
+    ap.add_argument("--shopify-api", choices=("graphql", "rest"), default="graphql",
                     help="the Shopify API ferry reads through (the scripts always use REST)")
     args = ap.parse_args()
     SHOPIFY_API[0] = args.shopify_api

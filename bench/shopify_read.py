@@ -1,6 +1,6 @@
 """Shopify read alone, GraphQL vs REST: calls and wall time to read every stream of one store, same run.
 
-Run: .venv/bin/python bench/shopify_read.py --orders 10000 --latency real [--apis graphql,rest]
+Run: .venv/bin/python bench/shopify_read.py --orders 10000 --latency real [--apis graphql,rest] [--entities example]
 
 One Shopify sandbox (a child process, as in bench/e2e.py) holds a generated store of N orders (N/2
 customers, N/10 products); each API then reads customers, products and orders from scratch, through
@@ -8,7 +8,9 @@ customers, N/10 products); each API then reads customers, products and orders fr
 size; REST: 250-record pages). ``--latency real``: Shopify's Standard plan on both APIs (REST bucket 40
 calls leaking 2/s; GraphQL 2,000 points restoring 100/s) and the sandbox's bulk pace (2,000 objects/s);
 ``off``: both limiters too large to matter. Calls are the source's own count (every HTTP call it made,
-the bulk result file included); records are the raw records read per stream.
+the bulk result file included); records are the raw records read per stream. ``--entities``: what the source
+is told the pipeline maps before it reads (``SelectsEntities``, as a run does): ``all`` (every entity, the
+default), ``example`` (examples/shopify-to-salesforce.yml's objects: no refund) or a comma list.
 """
 
 from __future__ import annotations
@@ -25,17 +27,31 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from harness.procs import start_shopify
 
 from ferry.connectors.shopify import ShopifyConfig, ShopifySource
+from ferry.mapping.spec import ObjectMapping, mapped_entities
+from ferry.model.canonical import ENTITIES
 
 SEED = 7
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shopify-to-salesforce.yml"
 
 
-async def read_all(config: ShopifyConfig) -> dict[str, Any]:
+def entities_of(choice: str) -> frozenset[str]:
+    if choice == "all":
+        return frozenset(ENTITIES)
+    if choice == "example":
+        objects = yaml.safe_load(EXAMPLE.read_text())["objects"]
+        return mapped_entities([ObjectMapping.model_validate(o) for o in objects])
+    return frozenset(e.strip() for e in choice.split(",") if e.strip())
+
+
+async def read_all(config: ShopifyConfig, entities: frozenset[str]) -> dict[str, Any]:
     started = time.monotonic()
     counts: dict[str, int] = {}
     async with ShopifySource(config) as source:
+        skipped = source.select_entities(entities)  # as the engine does before any read
         states: dict[str, Any] = await source.prepare_reads({s: None for s in source.streams})  # as the engine
         for stream in source.streams:
             counts[stream] = 0
@@ -45,7 +61,8 @@ async def read_all(config: ShopifyConfig) -> dict[str, Any]:
         plans = source.read_plans
         gql = source._graphql  # the GraphQL read's calls by kind (count, bulk_run, bulk_poll, bulk_file, refunds)
         by_kind = {} if gql is None else {**gql.client.http.calls, **gql.client.files.calls}
-    return {"api": config.api, "seconds": round(time.monotonic() - started, 2), "calls": calls,
+    return {"api": config.api, "skipped_entities": sorted(skipped),
+            "seconds": round(time.monotonic() - started, 2), "calls": calls,
             "records": counts, "reads": {s: p["mode"] for s, p in plans.items()}, "calls_by_kind": by_kind,
             # This process's peak RSS so far (ru_maxrss, KiB on Linux): run one API per process to read it alone.
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
@@ -64,6 +81,7 @@ def main() -> None:
     ap.add_argument("--latency", choices=("real", "off"), default="real")
     ap.add_argument("--apis", default="graphql,rest")
     ap.add_argument("--api-version", default=None, help="Shopify API version (default: the connector's)")
+    ap.add_argument("--entities", default="all", help="all | example | a comma list of canonical entities")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
         shop = start_shopify(Path(tmp) / "shopify", args.orders, args.latency, SEED)
@@ -78,7 +96,7 @@ def main() -> None:
                     "ca_file": info["ca_file"], "api": api,
                     **({"api_version": args.api_version} if args.api_version else {}),
                 })
-                row = asyncio.run(read_all(config))
+                row = asyncio.run(read_all(config, entities_of(args.entities)))
                 print(json.dumps({"orders": args.orders, "latency": args.latency, **row}), flush=True)
                 rows.append(row)
         finally:

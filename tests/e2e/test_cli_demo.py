@@ -46,26 +46,32 @@ def test_demo_json_has_every_object_with_every_column(demo_run: tuple[Path, dict
     assert isinstance(source, dict)
     assert {k: source[k] for k in ("system", "api", "api_calls")} == {
         "system": "shopify",
-        "api": "rest",  # the example pipeline's default (SHOPIFY_API unset)
+        "api": "graphql",  # the example pipeline's default (SHOPIFY_API unset)
         "api_calls": out["source_api_calls"],
     }
-
-
-def test_demo_over_graphql_reads_each_stream_as_one_bulk_operation(tmp_path: Path) -> None:
-    proc = _ferry(
-        ["demo", "--customers", "150", "--products", "60", "--orders", "1000", "--json"],
-        tmp_path,
-        extra_env={"SHOPIFY_API": "graphql"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    source = out["source"]
-    assert (source["system"], source["api"], source["api_calls"]) == ("shopify", "graphql", out["source_api_calls"])
     # A demo store is a backfill: every stream is one Bulk Operation, and the store's counts are what was read.
     assert {s: r["mode"] for s, r in source["reads"].items()} == dict.fromkeys(
         ("customers", "products", "orders"), "bulk"
     )
     assert {s: r["expected"] for s, r in source["reads"].items()} == out["source_records"]
+    assert source["skipped_entities"] == ["refund"]  # the example maps no refund: none is read
+
+
+def test_demo_over_rest_still_reads_the_rest_admin_api_when_asked(tmp_path: Path) -> None:
+    proc = _ferry(
+        ["demo", "--customers", "150", "--products", "60", "--orders", "1000", "--json"],
+        tmp_path,
+        extra_env={"SHOPIFY_API": "rest"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    source = out["source"]
+    assert (source["system"], source["api"], source["api_calls"]) == ("shopify", "rest", out["source_api_calls"])
+    assert {s: r["mode"] for s, r in source["reads"].items()} == dict.fromkeys(
+        ("customers", "products", "orders"), "rest-pages"
+    )
+    assert "skipped_entities" not in source  # REST's order pages carry refunds at no extra call
+    assert out["source_records"] == {"customers": 150, "products": 60, "orders": 1000}
     assert out["status"] == "succeeded"
 
 

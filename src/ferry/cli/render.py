@@ -101,6 +101,8 @@ def _source_block(system: str | None, stats: RunStats) -> dict[str, Any]:
     block["api_calls"] = stats.source_api_calls
     if stats.source_reads:
         block["reads"] = stats.source_reads
+    if stats.skipped_entities:  # not read whole: no object maps them
+        block["skipped_entities"] = stats.skipped_entities
     if stats.linked_back:  # a source the target's ids were written back to (Salesforce: QuickBooks_Id__c)
         block["linked_back"] = stats.linked_back
     return block
@@ -145,6 +147,8 @@ def print_run(console: Console, stats: RunStats, *, exit_codes: bool = True) -> 
         f"source: read {reads} in {_calls(stats.source_api_calls)}{_read_modes(stats)}; "
         f"target set-up (auth, describe, queries): {_calls(stats.setup_api_calls)}"
     )
+    if stats.skipped_entities:
+        console.print(f"source: not read (no object maps them): {', '.join(stats.skipped_entities)}")
     if any(stats.linked_back.values()):
         linked = ", ".join(f"{n:,} {k}" for k, n in stats.linked_back.items() if n)
         console.print(f"source: the target's ids written back to {linked}")
@@ -387,6 +391,9 @@ def print_plan(console: Console, report: Any) -> None:
                  for s, r in reads.items() if r.get("mode")]
         errors = {r["error"] for r in reads.values() if r.get("error")}
         console.print(f"source reads: {', '.join(parts)}" if parts else f"source reads: unknown ({', '.join(errors)})")
+    skipped = getattr(report, "skipped_entities", None) or []
+    if skipped:
+        console.print(f"source: not read (no object maps them): {', '.join(skipped)}")
     _print_source_check(console, report.source)
     for o in report.objects:
         table = Table(title=Text(f"{o.name} ← {o.entity}, upsert by {o.external_id}"), title_justify="left")

@@ -188,6 +188,24 @@ class StreamEntities(Protocol):
         ...
 
 
+@runtime_checkable
+class SelectsEntities(Protocol):
+    """Optional Source capability: read only what the pipeline maps (Singer's catalog selection, Airbyte's
+    configured catalog).
+
+    The engine calls ``select_entities`` once after opening the source and before any read or fetch, with the
+    canonical entities the pipeline's objects map from (and the nested ones an ``each:`` walks). A source may
+    then leave out of its reads what only feeds entities outside that set, when leaving it out saves calls (a
+    Shopify order's refund line items over GraphQL). What it still yields must normalize to the same records
+    for the selected entities as a full read; records of unselected entities may be missing or incomplete
+    (nothing maps them). A source that does not implement it reads everything."""
+
+    def select_entities(self, entities: frozenset[str]) -> frozenset[str]:
+        """Read for ``entities`` from now on; the entities the source's streams can yield that its reads will
+        no longer yield whole (empty: it reads as before), for ``ferry plan`` and the run report."""
+        ...
+
+
 async def fetch_one_by_one(source: Source, stream: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``fetch_many`` for a source that can only read one record at a time."""
     out: dict[str, dict[str, Any]] = {}

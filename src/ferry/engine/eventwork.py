@@ -41,6 +41,7 @@ from ferry.engine.loader import Loader, RetryBudget
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
 from ferry.engine.runner import _Routed, fresh_rows, orphan_errors, prepare_plans, route_staged
+from ferry.engine.selection import select_for_pipeline
 from ferry.engine.stats import RunStats
 from ferry.engine.twoway import TwoWay
 from ferry.errors import BudgetExhausted
@@ -305,6 +306,7 @@ class EventWork:
             ))
             source = open_source(spec.source)
             await source.__aenter__()
+            select_for_pipeline(source, spec.objects)  # parents it fetches: only what is mapped
             try:
                 await sink.__aenter__()
             except BaseException:

@@ -15,6 +15,7 @@ from ferry.core.schema import ObjectSchema
 from ferry.core.writes import choose_write
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
+from ferry.engine.selection import select_for_pipeline
 from ferry.errors import AuthError, ConfigError, FerryError, PermanentError, TransientError
 from ferry.mapping.spec import (
     CoalesceExpr,
@@ -102,6 +103,9 @@ class PlanReport:
     # operation or cost-paced pages, from one count query).
     source_reads: dict[str, Any] = field(default_factory=dict)
     source: SourceCheck | None = None
+    # Entities the source's streams yield that a run will not read whole, as no object maps them
+    # (``SelectsEntities``; Shopify over GraphQL: ``refund`` when no object maps refunds).
+    skipped_entities: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[str]:
@@ -119,6 +123,7 @@ class PlanReport:
             "budget": self.budget,
             "source_reads": self.source_reads,
             "source": asdict(self.source) if self.source else None,
+            "skipped_entities": self.skipped_entities,
             "problems": self.errors,
         }
 
@@ -163,6 +168,7 @@ async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
         constants, query_problems = await _resolve_queries(sink, spec.objects)
         plans = build_plans([m for m in spec.objects if m.name in schemas], schemas, constants, sink.dialect)
         async with open_source(spec.source) as source:
+            skipped = select_for_pipeline(source, spec.objects)  # as a run will: ``plan_read`` shows that read
             checked, samples = await _check_source(source, store, spec)
             reports = []
             for m in spec.objects:
@@ -190,6 +196,7 @@ async def inspect_pipeline(spec: PipelineSpec, store: Store) -> PlanReport:
             status,
             source_reads,
             checked,
+            skipped,
         )
 
 

@@ -51,6 +51,7 @@ from ferry.engine.loader import LoadProgress
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, order_plans
 from ferry.engine.runner import orphan_errors, prepare_plans
+from ferry.engine.selection import select_for_pipeline
 from ferry.engine.twoway import payload_digest
 from ferry.errors import ConfigError
 from ferry.store import DeadLetter, LetterFilter, NewDeadLetter, Store, Written
@@ -232,6 +233,7 @@ class Replayer:
             target_ids=lambda obj, keys: self.store.target_ids(self.pipeline, obj, keys),
         ))
         async with open_source(self.spec.source) as source, sink:
+            select_for_pipeline(source, self.spec.objects)  # records read again: only what is mapped
             plans = order_plans(await prepare_plans(self.spec, sink))
             by_object: dict[str, list[DeadLetter]] = {}
             for d in chosen:

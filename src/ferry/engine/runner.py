@@ -44,6 +44,7 @@ from ferry.engine.parents import stage_missing_parents
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan, build_plans, order_plans
 from ferry.engine.preflight import static_problems
+from ferry.engine.selection import select_for_pipeline
 from ferry.engine.stats import RunStats
 from ferry.engine.together import run_together
 from ferry.engine.twoway import TwoWay
@@ -256,6 +257,8 @@ class Runner:
         ))
         opened.append(sink)
         async with open_source(self.spec.source) as source, sink:
+            # Before any read: a source that selects reads only what the pipeline's objects map from.
+            stats.skipped_entities = select_for_pipeline(source, self.spec.objects)
             clock = _PhaseClock(stats.cpu_seconds, stats.wall_seconds)
             plans = await self._prepare(sink, stats)
             clock.lap("prepare")

@@ -32,6 +32,9 @@ class RunStats:
     # each stream was read (Shopify GraphQL: one bulk operation or cost-paced pages, with the store's count).
     source_api: str | None = None
     source_reads: dict[str, Any] = field(default_factory=dict)
+    # Entities the source's streams can yield that it did not read whole, as no object maps them
+    # (``SelectsEntities``; Shopify over GraphQL: ``refund`` when no object maps refunds).
+    skipped_entities: list[str] = field(default_factory=list)
     setup_api_calls: int = 0
     seconds: float = 0.0
     status: str = "running"
@@ -87,6 +90,7 @@ class RunStats:
             "source_api_calls": self.source_api_calls,
             "source_api": self.source_api,
             "source_reads": dict(self.source_reads),
+            "skipped_entities": list(self.skipped_entities),
             "setup_api_calls": self.setup_api_calls,
             "seconds": round(self.seconds, 3),
             "error": self.error,

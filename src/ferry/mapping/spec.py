@@ -359,6 +359,21 @@ def payload_key(field_name: str, expr: FieldExpr, schema: ObjectSchema | None, d
     return field_name
 
 
+def mapped_entities(mappings: Sequence[ObjectMapping]) -> frozenset[str]:
+    """The canonical entities a pipeline's objects read: each one's ``from:``, and the entity of the elements an
+    ``each:`` walks (an Invoice from ``order`` with ``each: lines`` reads ``order_line`` records too). What a
+    source must read whole for this pipeline (``SelectsEntities``)."""
+    by_type = {record_type: entity for entity, record_type in ENTITY_TYPES.items()}
+    found = {m.from_ for m in mappings}
+    for m in mappings:
+        for field_name, expr in m.fields.items():
+            if isinstance(expr, EachExpr):
+                element = element_type(ENTITY_TYPES[m.from_], expr.each, f"{m.name}.{field_name}")
+                if element in by_type:
+                    found.add(by_type[element])
+    return frozenset(found)
+
+
 def query_constants(mapping: ObjectMapping) -> list[str]:
     """The query constants (in the target's query language) the mapping needs, each once, in field order
     (the engine resolves them per run)."""

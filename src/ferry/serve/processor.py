@@ -31,6 +31,7 @@ from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan
 from ferry.engine.runner import PLANNED_MARK, Runner
+from ferry.engine.selection import select_for_pipeline
 from ferry.engine.stats import RunStats
 from ferry.errors import PipelineBusy
 from ferry.observe import metrics
@@ -98,6 +99,7 @@ class Processor:
         ))
         self._loop = asyncio.get_running_loop()
         async with self.source, sink:
+            select_for_pipeline(self.source, self.spec.objects)  # parents it fetches: only what is mapped
             self._sink = sink
             self._wake.set()  # at start: a previous process may have left staged events or a queued outbox
             while not self._stopping:

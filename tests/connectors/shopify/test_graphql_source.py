@@ -12,9 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from ferry.connectors.shopify import ShopifyConfig, ShopifySource
 from ferry.connectors.shopify import normalize as shopify_normalize
+from ferry.mapping.spec import ObjectMapping, mapped_entities
 from ferry.observe import metrics
 from ferry.sandbox.serve import RunningSandbox, start_in_thread
 from ferry.sandbox.shopify import ShopifySandbox
@@ -34,7 +36,7 @@ class Store:
             "url": creds["url"],
             "access_token": creds["access_token"],
             "ca_file": str(self.running.ca_file),
-            "api": "graphql",  # the source under test (REST is the default); tests pass api="rest" to compare
+            "api": "graphql",  # the source under test (the default); tests pass api="rest" to compare
         }
         return ShopifyConfig.model_validate(base | overrides)
 
@@ -271,3 +273,106 @@ async def test_operations_started_ahead_are_found_again_after_a_crash(store: Sto
         store.graphql_settings({"bulk": {"seconds_per_object": 0.0005}})
     assert calls.get("bulk_run", 0) == 0 and calls.get("count", 0) == 0
     assert {s: len({r["id"] for r in recs}) for s, recs in reads.items()} == COUNTS
+
+
+# ------------------------------------------------------------------ entity selection (SelectsEntities)
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "shopify-to-salesforce.yml"
+
+
+def _example_entities() -> frozenset[str]:
+    """The entities the example pipeline's objects map from, as the engine computes them."""
+    objects = yaml.safe_load(EXAMPLE.read_text())["objects"]
+    return mapped_entities([ObjectMapping.model_validate(o) for o in objects])
+
+
+def _selected(records: Any, entities: frozenset[str]) -> Any:
+    """A raw record's canonical records of the selected entities, an order without its refunds list (the
+    refund entity's records, which nothing selected maps)."""
+    return [
+        (entity, dataclasses.replace(record, refunds=()) if entity == "order" else record)
+        for entity, record in records
+        if entity in entities
+    ]
+
+
+async def _refund_reads_compared(store: Store, **config: Any) -> tuple[dict[str, int], int]:
+    """Orders read over GraphQL for the example pipeline's entities against REST's read of everything: equal
+    for every selected entity, ``total_refunded`` included. The GraphQL client's calls by label, and how many
+    orders have a refund (so the comparison covered some)."""
+    entities = _example_entities()
+    async with ShopifySource(store.config(api="rest")) as rest:
+        assert rest.select_entities(entities) == frozenset()  # REST's pages carry refunds at no extra call
+        rest_orders = _canonical("orders", (await _read(rest, "orders"))[0])
+    async with ShopifySource(store.config(**config)) as gql:
+        assert gql.select_entities(entities) == frozenset({"refund"})
+        gql_orders = _canonical("orders", (await _read(gql, "orders"))[0])
+        calls = dict(gql._graphql.client.http.calls)  # type: ignore[union-attr]
+    assert rest_orders.keys() == gql_orders.keys() and len(rest_orders) == COUNTS["orders"]
+    refunded = 0
+    for key, expected in rest_orders.items():
+        want, got = _selected(expected, entities), _selected(gql_orders[key], entities)
+        if want != got:
+            assert _without_local_day(want) == _without_local_day(got), key
+        assert not any(entity == "refund" for entity, _ in gql_orders[key])
+        order = next(record for entity, record in expected if entity == "order")
+        refunded += bool(order.refunds)
+        assert order.total_refunded == next(r for e, r in gql_orders[key] if e == "order").total_refunded, key
+    return calls, refunded
+
+
+async def test_a_bulk_read_for_the_example_pipeline_reads_no_refund_and_equals_rest(store: Store) -> None:
+    assert "refund" not in _example_entities() and {"order", "order_line"} <= _example_entities()
+    calls, refunded = await _refund_reads_compared(store, bulk_threshold=0)
+    assert refunded >= 10  # the messy store refunds some orders: their totals were compared
+    assert calls.get("refunds", 0) == 0  # not one refund's line items read
+    assert calls["bulk_run"] == 1
+
+
+async def test_a_paged_read_for_the_example_pipeline_reads_no_refund_and_equals_rest(store: Store) -> None:
+    store.graphql_settings({"plan": "plus"})  # 300 orders in pages: the Standard plan would pace it for minutes
+    try:
+        calls, refunded = await _refund_reads_compared(store, bulk_threshold=100_000)
+    finally:
+        store.graphql_settings({"plan": "standard"})
+    assert refunded >= 10
+    assert calls.get("refunds", 0) == 0 and calls["orders"] >= 2 and "bulk_run" not in calls
+
+
+async def test_with_refund_selected_orders_read_their_refunds_as_before(store: Store) -> None:
+    async with ShopifySource(store.config(bulk_threshold=0)) as gql:
+        assert gql.select_entities(_example_entities() | {"refund"}) == frozenset()
+        orders, states = await _read(gql, "orders")
+        calls = dict(gql._graphql.client.http.calls)  # type: ignore[union-attr]
+    assert calls["refunds"] >= 1
+    assert sum(1 for o in orders if o.get("refunds")) >= 10 and "without" not in states[-1]
+
+
+async def test_a_state_reached_without_refunds_is_read_again_once_refunds_are_selected(store: Store) -> None:
+    """Orders staged without their refunds cannot give refund records later: a run that selects refunds after
+    one that did not reads every order again (the version map then skips what is loaded already)."""
+    async with ShopifySource(store.config(bulk_threshold=0)) as narrow:
+        narrow.select_entities(_example_entities())
+        _, states = await _read(narrow, "orders")
+    assert states[-1]["without"] == ["refund"] and states[-1]["cursor"]
+    async with ShopifySource(store.config(bulk_threshold=0)) as wide:
+        wide.select_entities(_example_entities() | {"refund"})
+        plan = (await wide.prepare_reads({"orders": states[-1]}))
+        records, after = await _read(wide, "orders", plan.get("orders", states[-1]))
+    assert len(records) == COUNTS["orders"] and sum(1 for o in records if o.get("refunds")) >= 10
+    assert "without" not in after[-1]
+
+
+async def test_fetch_for_the_example_pipeline_gives_the_order_total_refunded_without_its_refunds(
+    store: Store,
+) -> None:
+    async with ShopifySource(store.config(api="rest")) as rest:
+        orders, _ = await _read(rest, "orders")
+    refunded = next(o for o in orders if o.get("refunds"))
+    async with ShopifySource(store.config()) as gql:
+        gql.select_entities(_example_entities())
+        got = await gql.fetch("orders", str(refunded["id"]))
+        calls = dict(gql._graphql.client.http.calls)  # type: ignore[union-attr]
+    assert got is not None and "refunds" not in got and calls.get("refunds", 0) == 0
+    want = shopify_normalize.order(refunded)
+    assert shopify_normalize.order(got).total_refunded == want.total_refunded != "0.00"

@@ -63,6 +63,7 @@ _CHILD: dict[str, tuple[str, str, int] | None] = {
 }
 _NODE_COST = {"customers": 4, "products": 4 + (2 + 20 * 2), "orders": 18 + (2 + 5 * 9)}
 _CHILD_TYPE = {"products": "Product", "orders": "Order"}
+_WITHOUT = "without"  # a read state's entities its records were read without (orders: ["refund"])
 
 
 @dataclass(slots=True)
@@ -98,6 +99,27 @@ class GraphQLReads:
         self.board = BulkBoard(client)  # every bulk operation of this run, polled together
         self.started: set[str] = set()  # operations this process started (no resume check needed)
         self._prepared: dict[str, ReadPlan] = {}  # plans ``prepare`` made, each for the read that follows it
+        # Whether order reads carry refunds whole (their line items: node queries after the orders, ~1 point a
+        # line at the plan's restore rate). ``select`` turns it off for a pipeline that maps no refund.
+        self.refunds = True
+
+    # ------------------------------------------------------------------ selection
+    def select(self, entities: frozenset[str]) -> frozenset[str]:
+        """Read for ``entities`` (``SelectsEntities``): without ``refund``, orders come with the order's own
+        ``totalRefundedSet`` instead of their refunds, and no refund's line items are read. The entities left out."""
+        self.refunds = "refund" in entities
+        return frozenset() if self.refunds else frozenset({"refund"})
+
+    def _node(self, stream: str) -> str:
+        return shape.ORDER_WITHOUT_REFUNDS if stream == "orders" and not self.refunds else _NODE[stream]
+
+    def _since_selection(self, stream: str, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The state to read on from: none (from the beginning) when it was reached without refunds and refunds
+        are selected now. Its orders were staged without them: only a read of every order brings them."""
+        if stream == "orders" and self.refunds and _WITHOUT in (state or {}):
+            log.info("read.selection_widened", stream=stream, now="refund", reading="every order again")
+            return None
+        return state
 
     # ------------------------------------------------------------------ the choice
     async def plan(self, stream: str, state: dict[str, Any] | None) -> ReadPlan:
@@ -118,6 +140,7 @@ class GraphQLReads:
         """Plan the streams whose read starts now (one count query for all), start their bulk operations
         together where the version allows; the new state of each stream whose operation started, to be saved
         before any read. Streams continuing a saved read are left to ``read``."""
+        states = {s: self._since_selection(s, st) for s, st in states.items()}
         fresh = [s for s, st in states.items() if (st or {}).get("read") is None and not (st or {}).get("bulk")]
         if not fresh:
             return {}
@@ -139,20 +162,29 @@ class GraphQLReads:
         bulk = [s for s in fresh if self.plans[s].mode == "bulk"][: concurrent_queries(self.api_version)]
         if not bulk:
             return {}
-        documents = [bulk_query(s, cursors[s]) for s in bulk]
+        documents = [bulk_query(s, cursors[s], node=self._node(s)) for s in bulk]
         ids = await self.board.start_many(documents) if len(bulk) > 1 else [await self._start_one(documents[0])]
         out: dict[str, dict[str, Any]] = {}
         for stream, job_id in zip(bulk, ids, strict=True):
             if job_id is not None:
                 self.started.add(job_id)
                 progress = {"id": job_id, "since": cursors[stream], "done": 0, "newest": None}
-                out[stream] = {"cursor": cursors[stream], "bulk": progress}
+                out[stream] = self._tagged(stream, {"cursor": cursors[stream], "bulk": progress})
         return out
+
+    def _tagged(self, stream: str, state: dict[str, Any]) -> dict[str, Any]:
+        """A state of an orders read without refunds says so: a later run that selects them reads again."""
+        return {**state, _WITHOUT: ["refund"]} if stream == "orders" and not self.refunds else state
 
     async def _start_one(self, document: str) -> str:
         return await start_job(BulkQueries(self.client, document, board=self.board))
 
     async def read(self, stream: str, state: dict[str, Any] | None) -> AsyncIterator[SourcePage]:
+        async for page in self._read(stream, self._since_selection(stream, state)):
+            page.state = self._tagged(stream, page.state)
+            yield page
+
+    async def _read(self, stream: str, state: dict[str, Any] | None) -> AsyncIterator[SourcePage]:
         bulk = (state or {}).get("bulk")
         if isinstance(bulk, dict) and bulk.get("id"):
             self._prepared.pop(stream, None)
@@ -186,7 +218,7 @@ class GraphQLReads:
         cursor = ReadState.parse(state).cursor
         since = saved.get("since") if saved else cursor
         expected = self.plans[stream].expected if stream in self.plans else None
-        jobs = BulkQueries(self.client, bulk_query(stream, since), expected, board=self.board)
+        jobs = BulkQueries(self.client, bulk_query(stream, since, node=self._node(stream)), expected, board=self.board)
         outcome: BulkOutcome | None = None
         done = 0
         newest = saved.get("newest") if saved else None
@@ -291,7 +323,7 @@ class GraphQLReads:
         first = self._page_size(stream)
         while True:
             answer = await self.client.query(
-                page_query(stream),
+                page_query(stream, node=self._node(stream)),
                 {"q": query, "after": after, "first": first},
                 cost=2 + first * _NODE_COST[stream],
                 label=stream,
@@ -376,7 +408,7 @@ class GraphQLReads:
             if child is None
             else (f"{child[0]}(first: {child[2]}) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ {child[1]} }} }}")
         )
-        document = f"query One($id: ID!) {{ node(id: $id) {{ ... on {kind} {{ {_NODE[stream]} {nested} }} }} }}"
+        document = f"query One($id: ID!) {{ node(id: $id) {{ ... on {kind} {{ {self._node(stream)} {nested} }} }} }}"
         answer = await self.client.query(
             document, {"id": f"gid://shopify/{kind}/{key}"}, cost=_NODE_COST[stream], label=stream
         )
@@ -386,7 +418,8 @@ class GraphQLReads:
         return (await self._shape_all(stream, [(node, await self._children(stream, node))]))[0]
 
 
-def page_query(stream: str) -> str:
+def page_query(stream: str, *, node: str | None = None) -> str:
+    """A page of ``stream``'s nodes (``node``: their selection, the stream's whole one by default)."""
     child = _CHILD[stream]
     nested = (
         ""
@@ -395,16 +428,17 @@ def page_query(stream: str) -> str:
     )
     return f"""query Page($q: String, $after: String, $first: Int!) {{
   {_ROOT[stream]}(first: $first, after: $after, sortKey: UPDATED_AT, query: $q) {{
-    pageInfo {{ hasNextPage endCursor }} nodes {{ {_NODE[stream]} {nested} }} }} }}"""
+    pageInfo {{ hasNextPage endCursor }} nodes {{ {node or _NODE[stream]} {nested} }} }} }}"""
 
 
-def bulk_query(stream: str, since: str | None) -> str:
-    """The bulk operation's query: the stream's nodes (and nested connection) changed since ``since``."""
+def bulk_query(stream: str, since: str | None, *, node: str | None = None) -> str:
+    """The bulk operation's query: the stream's nodes (and nested connection) changed since ``since`` (``node``:
+    their selection, the stream's whole one by default)."""
     child = _CHILD[stream]
     nested = "" if child is None else f"{child[0]} {{ edges {{ node {{ __typename {child[1]} }} }} }}"
     where = _filter(since)
     args = "sortKey: UPDATED_AT" + (f", query: {orjson.dumps(where).decode()}" if where else "")
-    return f"{{ {_ROOT[stream]}({args}) {{ edges {{ node {{ __typename {_NODE[stream]} {nested} }} }} }} }}"
+    return f"{{ {_ROOT[stream]}({args}) {{ edges {{ node {{ __typename {node or _NODE[stream]} {nested} }} }} }} }}"
 
 
 def _filter(since: str | None) -> str | None:

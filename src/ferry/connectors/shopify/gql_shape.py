@@ -24,11 +24,16 @@ options(first: 3) { name position }"""
 VARIANT = """id title sku barcode price compareAtPrice inventoryQuantity position createdAt updatedAt
 selectedOptions { name value }"""
 
-ORDER = f"""id name number email phone customerAcceptsMarketing createdAt updatedAt processedAt closedAt cancelledAt
-cancelReason test displayFinancialStatus displayFulfillmentStatus currencyCode presentmentCurrencyCode
+_ORDER_FIELDS = f"""id name number email phone customerAcceptsMarketing createdAt updatedAt processedAt closedAt
+cancelledAt cancelReason test displayFinancialStatus displayFulfillmentStatus currencyCode presentmentCurrencyCode
 totalPriceSet {{ {BAG} }} subtotalPriceSet {{ {BAG} }} totalTaxSet {{ {BAG} }} totalDiscountsSet {{ {BAG} }}
-customer {{ id }} billingAddress {{ {ADDRESS} }} shippingAddress {{ {ADDRESS} }} tags note sourceName
+customer {{ id }} billingAddress {{ {ADDRESS} }} shippingAddress {{ {ADDRESS} }} tags note sourceName"""
+# An order with its refunds (their line items are read after, ``REFUND_LINES``): what REST's order carries.
+ORDER = f"""{_ORDER_FIELDS}
 refunds {{ id createdAt updatedAt note totalRefundedSet {{ shopMoney {{ amount currencyCode }} }} }}"""
+# An order for a pipeline that maps no refund: the refunds' sum alone, the order's own total (no refund read).
+ORDER_WITHOUT_REFUNDS = f"""{_ORDER_FIELDS}
+totalRefundedSet {{ shopMoney {{ amount currencyCode }} }}"""
 LINE = f"""id name title variantTitle sku vendor quantity currentQuantity isGiftCard originalUnitPriceSet {{ {BAG} }}
 totalDiscountSet {{ {BAG} }} variant {{ id }} product {{ id }}"""
 
@@ -174,8 +179,14 @@ class Shaper:
             "billing_address": _address(node.get("billingAddress")),
             "shipping_address": _address(node.get("shippingAddress")),
             "line_items": [self.line(li) for li in lines],
-            "refunds": [self.refund(r, refunds.get(r.get("id")) or {}) for r in node.get("refunds") or ()],
-        }
+        } | self._refunds(node, refunds)
+
+    def _refunds(self, node: dict[str, Any], details: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+        """REST's ``refunds`` when the node carries them; else (``ORDER_WITHOUT_REFUNDS``: no refund read) no
+        ``refunds`` at all, and their sum as ``total_refunded_set``, shop side, for ``total_refunded``."""
+        if "refunds" in node or "totalRefundedSet" not in node:
+            return {"refunds": [self.refund(r, details.get(r.get("id")) or {}) for r in node.get("refunds") or ()]}
+        return {"total_refunded_set": {"shop_money": _money_v2((node.get("totalRefundedSet") or {}).get("shopMoney"))}}
 
     def line(self, node: dict[str, Any]) -> dict[str, Any]:
         price = _bag(node.get("originalUnitPriceSet"))

@@ -305,7 +305,9 @@ def _order(raw: dict[str, Any], guest_key: str | None, customer_id: str | None) 
         _shop_money(get, "subtotal_price", "subtotal_price_set"),  # subtotal_price
         _shop_money(get, "total_tax", "total_tax_set"),  # total_tax
         _shop_money(get, "total_discounts", "total_discounts_set"),  # total_discounts
-        _total_refunded(refunds),  # total_refunded
+        # total_refunded: the refunds' sum; a GraphQL read that left refunds out (no object maps them) carries
+        # the order's own totalRefundedSet instead (gql_shape.Shaper._refunds).
+        _total_refunded(refunds) if refunds or "total_refunded_set" not in raw else _refunded_set(get),
         _bag_amount(total_price_set, "presentment_money") or money(total_price),  # presentment_total_price
         billing,  # billing_address
         shipping,  # shipping_address
@@ -444,6 +446,12 @@ def _total_refunded(refunds: tuple[Refund, ...]) -> str | None:
             return None
         total += amount
     return str(total)
+
+
+def _refunded_set(get: Callable[[str], Any]) -> str | None:
+    """``total_refunded_set``'s shop amount, in the form ``_total_refunded``'s Decimal sum gives it."""
+    amount = decimal_or_none(_bag_amount(get("total_refunded_set"), "shop_money"))
+    return None if amount is None else str(Decimal("0.00") + amount)
 
 
 # -- helpers ---------------------------------------------------------------------

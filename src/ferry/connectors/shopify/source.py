@@ -96,6 +96,15 @@ class ShopifySource(AsyncResource):
     def streams(self) -> Sequence[str]:
         return tuple(self.config.streams)
 
+    def select_entities(self, entities: frozenset[str]) -> frozenset[str]:
+        """Read only for ``entities`` (``SelectsEntities``). Over GraphQL, a pipeline that maps no ``refund``
+        reads no refunds: an order's ``total_refunded`` comes from its own ``totalRefundedSet`` and no refund's
+        line items are read (a node query per ~100 refunds, paced at the plan's restore rate). REST's order pages
+        carry refunds at no extra call: REST reads as before. The entities no longer read whole."""
+        if self._graphql is None or "orders" not in self.streams:
+            return frozenset()
+        return self._graphql.select(entities)
+
     @property
     def api_calls(self) -> int:
         extra = self._graphql.client.api_calls if self._graphql is not None else 0
