@@ -17,6 +17,10 @@ What differs from the strict order: a parent's update that fails in this batch n
 update (the child is written under the parent record the target already has). And a parent the version map
 knows but someone deleted in the target since: the strict order would re-create it before the child; here the
 child's write can come first and fail on its reference, a dead letter (kept, replayable), not a loss.
+
+A batch run judges row by row instead (``ready_rows``, engine/overlap.py rules 3 and 4): which rows of an object
+may go ahead of the rest, each naming only parent rows written with nothing newer queued. That keeps the strict
+rule (a child row never goes before its parent row's answer is recorded) while the rest waits for its parents.
 """
 
 from __future__ import annotations
