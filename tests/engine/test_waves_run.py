@@ -89,6 +89,8 @@ async def test_the_customers_accounts_and_contacts_are_written_while_the_orders_
         assert _org_count(w, "Account") > seen["Account"]
         _check_every_record_once_and_children_after_parents(w, stats)
         assert "; then " in stats.objects["Account"].reason, stats.objects["Account"]
+        # Rule 4: the registered customers' Orders went beside the guests' Accounts, the guests' Orders after.
+        assert "; then " in stats.objects["Order"].reason, stats.objects["Order"]
         letters = store.find_dead_letters(LetterFilter(pipeline="waves"), 10_000)
         # The org never refused a child for want of its parent (what a child sent too early would get); the
         # letters are the mapping's own (too long, required, the orphans of those) as in any run of this store.

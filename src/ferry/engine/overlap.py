@@ -114,8 +114,8 @@ async def read_plan_load(
             planned.set()
         on_read_end()
 
-    async def parts(plan: ObjectPlan) -> asyncio.Task[None] | None:
-        """Rules 3 and 4: the object's parts ahead of its whole; the part still running beside it, if any."""
+    async def parts(plan: ObjectPlan) -> Coroutine[Any, Any, None] | None:
+        """Rules 3 and 4: the object's parts ahead of its whole; the sending of the part to run beside it, if any."""
         mine = [s for s in streams if s in feeding[plan.name]]
         for stream in streams:
             if stream not in mine:
@@ -139,14 +139,19 @@ async def read_plan_load(
             ):
                 settled[plan.name][stream].set()
                 await asyncio.sleep(0)  # what the stream's end let start in one go (a parent's rest) goes first
-                sending = load_part(plan, done)
-                return None if sending is None else asyncio.ensure_future(sending)  # rule 4: beside the rest
+                return load_part(plan, done)  # rule 4: beside the rest
             settled[plan.name][stream].set()
         return None
 
     async def load(plan: ObjectPlan) -> None:
-        ahead = await parts(plan)
-        try:
+        beside: list[Coroutine[Any, Any, None]] = []
+        chosen = asyncio.Event()
+
+        async def whole() -> None:
+            ahead = await parts(plan)
+            if ahead is not None:
+                beside.append(ahead)
+            chosen.set()
             for stream in sorted(feeding[plan.name]):
                 if stream in read:
                     await read[stream].wait()
@@ -154,11 +159,14 @@ async def read_plan_load(
             for parent in sorted(parents[plan.name]):
                 await loaded[parent].wait()
             await steps.load(plan)
-            if ahead is not None:
-                await ahead
-        finally:
-            if ahead is not None and not ahead.done():
-                ahead.cancel()
+
+        async def part_beside() -> None:  # its rows were set aside when chosen: it may start whenever
+            await chosen.wait()
+            for sending in beside:
+                await sending
+
+        # Together: a part that fails stops the run at once, not once the rest has waited for its parents.
+        await run_together([whole(), part_beside()])
         loaded[plan.name].set()
 
     await run_together([reads(), *(load(p) for p in ordered)])
