@@ -127,7 +127,7 @@ async def read_plan_load(
         load_part = steps.load_part
         for stream in mine:
             await read[stream].wait()
-            done = frozenset(s for s in mine if read[s].is_set())
+            done = frozenset(s for s in streams if read[s].is_set())  # every stream read and planned so far
             if stream != mine[-1]:
                 for parent in sorted(parents[plan.name]):
                     await settled[parent][stream].wait()

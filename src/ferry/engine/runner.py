@@ -60,7 +60,7 @@ PLANNED_MARK = "planned_seq"
 # What a batch run may spend to send an object's ready rows ahead of the rest (engine/overlap.py rules 3 and 4):
 # the part and the rest together cost at most this many calls more than the whole would (as the planner prices
 # them). One buys, at 10,000 orders with an org's real latency, the Orders of registered customers going out
-# while the guests' Accounts are written (~3 s off the run's tail; bench/RESULTS.md "Waves").
+# while the guests' Accounts are written (their ~5 s off the run's tail; bench/RESULTS.md "Waves").
 PART_EXTRA_CALLS = 1
 _PLAN_CHUNK = 2000
 
