@@ -60,10 +60,13 @@ async def test_a_paged_bulk_job_is_journaled_whole_and_resumed_after_a_crash(
 
         (job,) = store.remote_jobs("paged", "Account")
         queued = sorted(r.key for rows in store.outbox("paged", "Account") for r in rows)
+        # The customers stream's Accounts went ahead while the orders (which bring guests) were read
+        # (engine/overlap.py rule 3): the job carried those; the guests' wait in the outbox with the rest.
+        ahead = sorted(r.key for rows in store.outbox("paged", "Account") for r in rows if r.stream == "customers")
         carried = w.org.bulk.ingest_jobs[job.job_id].processed
-        assert carried == len(queued) > 14 and len(pages) >= 2, (carried, len(queued), pages)
+        assert carried == len(ahead) > 14 and len(pages) >= 2, (carried, len(ahead), pages)
         # Every record of the job is in its journal, the first page included (read before the job existed).
-        assert sorted(k for k, _ in job.entries) == queued
+        assert sorted(k for k, _ in job.entries) == ahead
         assert _loaded_jobs(w, "Account") == [job.job_id], "one Bulk job per object and run"
 
         stats = await Runner(spec, store).run()
@@ -88,7 +91,7 @@ async def test_a_record_dead_lettered_from_streamed_bulk_results_keeps_its_sourc
         w.org.faults.configure({"lock_row_rate": 1.0})  # every save loses its row lock: no retry budget left
         stats = await Runner(spec, store).run()
         assert stats.status == "succeeded", stats.error
-        assert stats.objects["Account"].strategy == "bulk"
+        assert "bulk" in stats.objects["Account"].strategy.split("+")  # the guests' few after it go on REST
         letters = store.find_dead_letters(LetterFilter(pipeline="letters", object="Account"), 10_000)
         exhausted = [d for d in letters if d.error_code == "RETRIES_EXHAUSTED"]
         # Every Account the Bulk job carried failed (some others already failed validation before it).
@@ -115,7 +118,7 @@ async def test_a_bulk_job_answered_by_its_counts_records_only_the_rows_no_failur
         stats = await Runner(spec, store).run()
         assert stats.status == "succeeded", stats.error
         account = stats.objects["Account"]
-        assert account.strategy == "bulk"
+        assert "bulk" in account.strategy.split("+")
         fetched = {k: v - downloads_before.get(k, 0) for k, v in w.org.state.budget.by_endpoint.items()}
         assert not any(v for k, v in fetched.items() if "successfulresults" in k.lower()), fetched
         assert any(v for k, v in fetched.items() if "failedresults" in k.lower()), fetched
@@ -140,7 +143,7 @@ async def test_a_two_way_pipeline_remembers_what_a_bulk_job_wrote_so_its_echo_is
         store = Store(tmp_path / "ferry.db")
         stats = await Runner(spec, store).run()
         assert stats.status == "succeeded", stats.error
-        assert stats.objects["Account"].strategy == "bulk"
+        assert "bulk" in stats.objects["Account"].strategy.split("+")  # the guests' few after it go on REST
         written = store.versions_for("twobulk", "Account", w.keys("Account"))
         digests = store.written_digests("twobulk", "Account", list(written))
         assert len(written) == stats.objects["Account"].written > 5 and set(digests) == set(written)

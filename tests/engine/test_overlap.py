@@ -125,6 +125,69 @@ async def test_a_failed_load_stops_the_run_with_its_own_error_and_nothing_after_
     assert "read orders end" not in started  # the read still under way was cancelled
 
 
+class _Parts(_Log):
+    """The steps with ``load_part``: a part is sent for every call (the runner's choice of rows is its own test)."""
+
+    def steps(self, fail: str | None = None) -> Steps:
+        base = super().steps(fail)
+
+        def load_part(plan: ObjectPlan, streams: frozenset[str]) -> Any:
+            self.note(f"part {plan.name} chosen {'+'.join(sorted(streams))}")
+            if plan.name == "OrderItem":
+                return None  # the runner finds no row ready (no Order written yet): nothing goes ahead
+
+            async def send() -> None:
+                self.note(f"part {plan.name} start")
+                await asyncio.sleep(LOAD_SECONDS)
+                self.note(f"part {plan.name} end")
+
+            return send()
+
+        return Steps(base.read, base.plan, base.load, load_part)
+
+
+async def test_an_object_fed_by_several_streams_sends_each_streams_rows_once_that_stream_is_read() -> None:
+    log = _Parts()
+    feeding = streams_feeding(cast(Any, _Declaring()), PLANS)
+    await read_plan_load(STREAMS, PLANS, feeding, log.steps())
+    orders_read = log.at("read orders end")
+    # Rule 3: the customers stream's Accounts go while the orders are read, then their Contacts (after the
+    # Accounts' part: a Contact row is ready only once its Account is written)...
+    assert log.at("read customers end") <= log.at("part Account chosen customers")
+    assert log.at("part Account end") <= log.at("part Contact chosen customers") < log.at("part Contact end")
+    assert log.at("part Contact end") < orders_read
+    # ...and the rest of each (the guests the orders bring) after the orders, parts first.
+    assert log.at("part Account end") < orders_read <= log.at("load Account start")
+    assert log.at("part Contact end") < log.at("load Contact start")
+    # Rule 4: Orders whose Account is written go at once, beside the guests' Accounts; the rest of the Orders
+    # after every Account; OrderItem (nothing ready) after every Order, the part's included.
+    assert orders_read <= log.at("part Order start") < log.at("load Account end")
+    assert log.at("load Account end") <= log.at("load Order start")
+    assert "part Order chosen customers+orders+products" in {w for _, w in log.events}
+    assert max(log.at("part Order end"), log.at("load Order end")) <= log.at("load OrderItem start")
+    assert "part OrderItem start" not in {w for _, w in log.events}
+    # An object fed by one stream with no parents has no part: it loads whole, as before.
+    assert not any(w.startswith(("part Product2", "part Account chosen orders")) for _, w in log.events)
+    _check_parents_first(log)
+
+
+async def test_a_failed_part_stops_the_run_with_its_own_error() -> None:
+    log = _Parts()
+
+    def failing(plan: ObjectPlan, streams: frozenset[str]) -> Any:
+        async def send() -> None:
+            raise RuntimeError(f"part {plan.name} failed")
+
+        return send() if plan.name == "Order" else None
+
+    base = log.steps()
+    with pytest.raises(RuntimeError, match="part Order failed"):
+        await read_plan_load(STREAMS, PLANS, streams_feeding(cast(Any, _Declaring()), PLANS),
+                             Steps(base.read, base.plan, base.load, failing))
+    # At once: not after the rest of the Orders has waited for the guests' Accounts.
+    assert not {"load Order start", "load OrderItem start"} & {w for _, w in log.events}
+
+
 def test_a_declared_entity_list_covers_what_the_shopify_normalizer_yields() -> None:
     """The declaration is what lets Product2 load before the orders are read: it must not miss an entity."""
     import json

@@ -32,6 +32,7 @@ from ferry.engine.plan import ObjectPlan
 from ferry.engine.stats import RunStats
 from ferry.engine.together import run_together
 from ferry.engine.twoway import payload_digest
+from ferry.engine.waves import RowSelector
 from ferry.errors import AuthError, ConfigError, PermanentError, RecordError
 from ferry.observe import tracing
 from ferry.store import FailedAttempt, NewDeadLetter, OutboxRow, Store, Written, utc_now
@@ -135,17 +136,53 @@ class Loader:
         # Objects loading at the same time (overlapped batch runs): each one's chosen calls and its calls
         # made before it chose, so a strategy is chosen against the budget the others have not spent yet.
         self._in_flight: dict[str, tuple[int, int]] = {}
+        self._resumed: set[str] = set()  # objects whose crashed jobs were looked for in this run
+        self._parts: dict[str, int] = {}  # objects loaded in parts: how many loads of each began in this run
 
-    async def load(self, sink: Sink, plan: ObjectPlan, progress: LoadProgress) -> None:
-        resumed = await self._resume_jobs(sink, plan)
-        total = self.store.outbox_count(self.pipeline, plan.name)
+    async def load(
+        self, sink: Sink, plan: ObjectPlan, progress: LoadProgress, *, select: RowSelector | None = None,
+        count: int | None = None,
+    ) -> None:
+        """The object's outbox to the target; with ``select``, only the rows it picks from each page (a part of
+        the object loaded ahead of, or beside, the rest: engine/overlap.py), which may then be none. ``count``:
+        how many that is, when the caller has just counted them."""
+        resumed = None
+        if plan.name not in self._resumed:  # once a run: a later part must not take a job a part is running
+            self._resumed.add(plan.name)
+            resumed = await self._resume_jobs(sink, plan)
+        total = self.count(plan, select) if count is None or resumed is not None else count
         choice = choose_write(sink.write_costs(plan.name, total), remaining_calls=self._budget_left(sink),
                               latency_sensitive=self.latency_sensitive)
-        self._in_flight[plan.name] = (choice.estimated_calls, sink.api_calls.get(plan.name, 0))
+        self._parts[plan.name] = self._parts.get(plan.name, 0) + 1
+        self._owe(sink, plan.name, choice.estimated_calls)
         try:
-            await self._load_chosen(sink, plan, progress, choice, total, resumed)
+            await self._load_chosen(sink, plan, progress, choice, total, resumed, select)
         finally:
-            del self._in_flight[plan.name]
+            self._owe(sink, plan.name, -choice.estimated_calls)
+
+    def count(self, plan: ObjectPlan, select: RowSelector | None = None) -> int:
+        """Rows of the object's outbox (that ``select`` picks)."""
+        if select is None:
+            return self.store.outbox_count(self.pipeline, plan.name)
+        return sum(len(select(rows)) for rows in self.store.outbox(self.pipeline, plan.name, chunk=_SEND_CHUNK,
+                                                                   with_source=False))
+
+    def calls_for(self, sink: Sink, obj: str, records: int) -> int:
+        """The calls the planner's choice for ``records`` records of ``obj`` is estimated to cost."""
+        if records <= 0:
+            return 0
+        return choose_write(sink.write_costs(obj, records), latency_sensitive=self.latency_sensitive).estimated_calls
+
+    def _owe(self, sink: Sink, obj: str, calls: int) -> None:
+        """Add (or, negative, settle) the calls a load of ``obj`` chose; two parts of one object share an entry,
+        a finished part taken as having spent what it chose."""
+        chosen, before = self._in_flight.get(obj, (0, sink.api_calls.get(obj, 0)))
+        if calls < 0:
+            before -= calls
+        if chosen + calls <= 0 and obj in self._in_flight:
+            del self._in_flight[obj]
+        elif chosen + calls > 0:
+            self._in_flight[obj] = (chosen + calls, before)
 
     def _budget_left(self, sink: Sink) -> int | None:
         """The sink's budget left, less what the objects loading alongside chose and have not spent yet."""
@@ -158,13 +195,18 @@ class Loader:
 
     async def _load_chosen(
         self, sink: Sink, plan: ObjectPlan, progress: LoadProgress, choice: StrategyChoice, total: int,
-        resumed: str | None,
+        resumed: str | None, select: RowSelector | None = None,
     ) -> None:
         s = self.stats.object(plan.name)
-        if plan.name in self.combined:  # written together already: what is left is its retries
+        later_part = self._parts.get(plan.name, 0) > 1 and s.strategy != "-"
+        if plan.name in self.combined or (later_part and total == 0):  # what is left was sent already
             s.api_calls = self._calls(sink, plan.name)
             if total == 0:
                 return
+        elif later_part:  # one more part of an object: both strategies are reported
+            if str(choice.strategy) not in s.strategy.split("+"):
+                s.strategy = f"{s.strategy}+{choice.strategy}"
+            s.reason = f"{s.reason}; then {choice.reason}"
         else:
             s.strategy, s.reason = str(choice.strategy), choice.reason
         if total == 0:
@@ -177,14 +219,17 @@ class Loader:
         log.info("load.start", object=plan.name, records=total, strategy=choice.strategy, reason=choice.reason)
         with tracing.span("ferry.load", {"ferry.object": plan.name, "ferry.records": total,
                                          "ferry.strategy": str(choice.strategy)}):
-            await self._load_rounds(sink, plan, progress, choice)
+            await self._load_rounds(sink, plan, progress, choice, select)
         s.api_calls = self._calls(sink, plan.name)
 
     def _calls(self, sink: Sink, obj: str) -> int:
         """The calls this run made for ``obj``."""
         return sink.api_calls.get(obj, 0) - self.calls_before.get(obj, 0)
 
-    async def _load_rounds(self, sink: Sink, plan: ObjectPlan, progress: LoadProgress, choice: StrategyChoice) -> None:
+    async def _load_rounds(
+        self, sink: Sink, plan: ObjectPlan, progress: LoadProgress, choice: StrategyChoice,
+        select: RowSelector | None = None,
+    ) -> None:
         s = self.stats.object(plan.name)
         last = self.budget.max_attempts
         for attempt in range(1, last + 1):
@@ -192,23 +237,24 @@ class Loader:
             # crashes) decides when a transient failure is final. Retries go record by record, never as a job.
             advance = progress.advance if attempt == 1 else _no_advance
             if attempt == 1 and choice.remote_job:
-                retried = await self._send_job(sink, plan, advance)
+                retried = await self._send_job(sink, plan, advance, select)
             else:
-                strategy = choice.strategy if attempt == 1 else self._retry_strategy(sink, plan)
-                retried = await self._send_direct(sink, plan, strategy, advance)
+                strategy = choice.strategy if attempt == 1 else self._retry_strategy(sink, plan, select)
+                retried = await self._send_direct(sink, plan, strategy, advance, select)
             if not retried:
                 break
             s.retried += retried
             await asyncio.sleep(self.budget.pause(attempt))
 
-    def _retry_strategy(self, sink: Sink, plan: ObjectPlan) -> str:
-        return per_record_write(sink.write_costs(plan.name, self.store.outbox_count(self.pipeline, plan.name))).strategy
+    def _retry_strategy(self, sink: Sink, plan: ObjectPlan, select: RowSelector | None = None) -> str:
+        return per_record_write(sink.write_costs(plan.name, self.count(plan, select))).strategy
 
     async def _send_direct(
-        self, sink: Sink, plan: ObjectPlan, strategy: str, advance: Callable[[int], None]
+        self, sink: Sink, plan: ObjectPlan, strategy: str, advance: Callable[[int], None],
+        select: RowSelector | None = None,
     ) -> int:
         retried = 0
-        for page in self.store.outbox(self.pipeline, plan.name, chunk=_SEND_CHUNK, with_source=False):
+        for page in self._pages(plan, _SEND_CHUNK, select):
             slices = self._latency_slices(sink, plan, page, strategy) if self.latency_sensitive else [(page, strategy)]
             counts: list[int] = []  # each slice's records left to retry
             await run_together(self._send_rows(sink, plan, rows, how, counts) for rows, how in slices)
@@ -295,7 +341,16 @@ class Loader:
             known.update(self.linked(obj, missing))
         return [known.get(r.key) for r in rows]
 
-    async def _send_job(self, sink: Sink, plan: ObjectPlan, advance: Callable[[int], None]) -> int:
+    def _pages(self, plan: ObjectPlan, chunk: int, select: RowSelector | None) -> Iterator[list[OutboxRow]]:
+        """The object's outbox a page at a time (only what ``select`` picks; no empty page)."""
+        for rows in self.store.outbox(self.pipeline, plan.name, chunk=chunk, with_source=False):
+            picked = rows if select is None else select(rows)
+            if picked:
+                yield picked
+
+    async def _send_job(
+        self, sink: Sink, plan: ObjectPlan, advance: Callable[[int], None], select: RowSelector | None = None
+    ) -> int:
         """The whole outbox of the object through the sink's remote job(s), read and journaled page by page.
 
         Results come back out of input order, keyed by the record's external key: each batch is matched to
@@ -308,7 +363,7 @@ class Loader:
         # one only while failures are few, so this stays small).
         failed: set[str] = set()
         retried = 0
-        pages = self._job_pages(sink, plan, no_key, advance)
+        pages = self._job_pages(sink, plan, no_key, advance, select)
         columns = list(plan.mapping.keys) or None
         async for answer in sink.upsert_stream(plan.name, plan.external_id, pages, journal, columns=columns):
             if isinstance(answer, JobSucceeded):
@@ -325,9 +380,10 @@ class Loader:
         return retried
 
     def _job_pages(
-        self, sink: Sink, plan: ObjectPlan, no_key: list[str], advance: Callable[[int], None]
+        self, sink: Sink, plan: ObjectPlan, no_key: list[str], advance: Callable[[int], None],
+        select: RowSelector | None = None,
     ) -> Iterator[JobPage]:
-        for rows in self.store.outbox(self.pipeline, plan.name, chunk=_JOB_PAGE, with_source=False):
+        for rows in self._pages(plan, _JOB_PAGE, select):
             payloads: list[MappedRecord] = []
             keys: list[tuple[str, str]] = []
             for r in rows:

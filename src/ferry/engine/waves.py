@@ -17,14 +17,18 @@ What differs from the strict order: a parent's update that fails in this batch n
 update (the child is written under the parent record the target already has). And a parent the version map
 knows but someone deleted in the target since: the strict order would re-create it before the child; here the
 child's write can come first and fail on its reference, a dead letter (kept, replayable), not a loss.
+
+A batch run judges row by row instead (``ready_rows``, engine/overlap.py rules 3 and 4): which rows of an object
+may go ahead of the rest, each naming only parent rows written with nothing newer queued. That keeps the strict
+rule (a child row never goes before its parent row's answer is recorded) while the rest waits for its parents.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ferry.engine.plan import ObjectPlan, ParentRef, order_plans
-from ferry.store import Store
+from ferry.store import OutboxRow, Store
 
 
 def load_waves(store: Store, pipeline: str, plans: Sequence[ObjectPlan]) -> list[list[ObjectPlan]]:
@@ -67,3 +71,69 @@ def _parents_in_target(store: Store, pipeline: str, plan: ObjectPlan, by_name: d
             if len(store.versions_for(pipeline, ref.object, sorted(named))) < len(named):
                 return False
     return True
+
+
+# A parent whose outbox holds more rows than this is not split against: the rows it still owes are held in memory
+# while the child's part runs (a run of guests' Accounts is a few thousand; a parent still entirely unwritten
+# makes no child row ready anyway).
+MAX_PENDING_PARENTS = 50_000
+
+RowSelector = Callable[[list[OutboxRow]], list[OutboxRow]]
+
+
+def ready_rows(
+    store: Store, pipeline: str, plan: ObjectPlan, plans: Sequence[ObjectPlan], streams: frozenset[str],
+    *, parents_planned: bool = False,
+) -> RowSelector | None:
+    """Which of ``plan``'s outbox rows may go now, ahead of the rest (engine/overlap.py, rules 3 and 4): a row
+    planned from one of ``streams`` whose every parent ref names nothing or a parent row written to the target
+    with no newer version still queued (its answer in this run is recorded, or an earlier run wrote it and this
+    run has nothing newer). None: this object cannot be judged so (a ref not by the parent's external id, or a
+    parent owing too many rows to hold); it then loads in one go.
+
+    ``parents_planned``: every stream feeding the parents is read and planned, so a parent that owes nothing now
+    never will in this run: it is written, or a dead letter (the caller drops its orphans first), or was never
+    read (the child's write fails as it would after the parent's load). The version map is then not asked.
+
+    The parents owing rows are taken once, now: a row naming one of them stays out of this part for good, even
+    if that parent is written meanwhile. The caller splits only once every parent's rows are planned, so the
+    answer for a row never changes while the part runs, and the rest (``not in`` the selector's answer) is
+    exactly what the part leaves."""
+    by_name = {p.name: p for p in plans}
+    refs = [ref for ref in plan.parents if ref.object in by_name and ref.object != plan.name]
+    if not all(by_external_id(ref, by_name[ref.object]) for ref in refs):
+        return None
+    owing: dict[str, set[str]] = {}
+    for obj in {ref.object for ref in refs}:
+        if store.outbox_count(pipeline, obj) > MAX_PENDING_PARENTS:
+            return None
+        owing[obj] = {row.key for rows in store.outbox(pipeline, obj, with_source=False) for row in rows}
+
+    def select(rows: list[OutboxRow]) -> list[OutboxRow]:
+        rows = [row for row in rows if row.stream in streams]
+        if not refs or not rows:
+            return rows
+        if parents_planned:
+            return [row for row in rows if all(_names_settled(row, ref, owing[ref.object]) for ref in refs)]
+        written: dict[str, set[str]] = {}
+        for obj in owing:
+            named = {str(v) for ref in refs if ref.object == obj for row in rows
+                     if (v := row.payload.get(ref.payload_key)) is not None}
+            written[obj] = set(store.versions_for(pipeline, obj, sorted(named - owing[obj])))
+        return [row for row in rows if all(_names_written(row, ref, written[ref.object]) for ref in refs)]
+
+    return select
+
+
+def _names_settled(row: OutboxRow, ref: ParentRef, owing: set[str]) -> bool:
+    if ref.payload_key not in row.payload:
+        return False  # the ref is not where it is looked for: do not guess
+    value = row.payload[ref.payload_key]
+    return value is None or str(value) not in owing
+
+
+def _names_written(row: OutboxRow, ref: ParentRef, written: set[str]) -> bool:
+    if ref.payload_key not in row.payload:
+        return False  # the ref is not where it is looked for: do not guess
+    value = row.payload[ref.payload_key]
+    return value is None or str(value) in written
