@@ -39,13 +39,15 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), os.environ.get("P
 
 
 COORDINATOR_CPU = [0.0]
+SHOP_CPU = [0.0]  # the Shopify sandbox's CPU during the row (set by the caller): the read's other side
 
 
 def _cpu_line(org: float, pg: float, nats: float, workers: float | None = None) -> str:
     """CPU seconds each process spent during the row, their sum, and the load average (the machine is shared)."""
     coordinator = COORDINATOR_CPU[0]
-    total = coordinator + org + pg + nats + (workers or 0.0)
-    parts = [f"run CPU {coordinator:.1f} s", f"org CPU {org:.1f} s", f"pg CPU {pg:.1f} s", f"nats CPU {nats:.1f} s"]
+    total = coordinator + SHOP_CPU[0] + org + pg + nats + (workers or 0.0)
+    parts = [f"run CPU {coordinator:.1f} s", f"shop CPU {SHOP_CPU[0]:.1f} s", f"org CPU {org:.1f} s",
+             f"pg CPU {pg:.1f} s", f"nats CPU {nats:.1f} s"]
     if workers is not None:
         parts.append(f"workers CPU {workers:.1f} s")
     return "  ".join([*parts, f"total CPU {total:.1f} s", f"load avg {os.getloadavg()[0]:.1f}"])
@@ -61,19 +63,23 @@ def _started(workers: list[subprocess.Popen[bytes]], logs: list[Path], timeout: 
 
 
 def _pg_stats(admin_url: str, *, reset: bool = False) -> None:
-    """Print the statements that took PostgreSQL the most time since the last reset (then reset)."""
+    """Print the statements that took PostgreSQL the most time since the last reset (then reset): calls, total
+    and mean milliseconds, rows. BENCH_PG_STATS_TOP (10) statements, each cut at BENCH_PG_STATS_WIDTH (110)."""
     import psycopg
 
+    top = int(os.environ.get("BENCH_PG_STATS_TOP", "10"))
+    width = int(os.environ.get("BENCH_PG_STATS_WIDTH", "110"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         if not reset:
             rows = conn.execute(
-                "SELECT calls, round(total_exec_time)::int, round(mean_exec_time::numeric, 2), "
-                "left(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_statements "
-                "ORDER BY total_exec_time DESC LIMIT 10"
+                "SELECT calls, round(total_exec_time)::int, round(mean_exec_time::numeric, 2), rows, "
+                "left(regexp_replace(query, '\\s+', ' ', 'g'), %s) FROM pg_stat_statements "
+                "ORDER BY total_exec_time DESC LIMIT %s",
+                (width, top),
             ).fetchall()
-            for calls, total_ms, mean_ms, query in rows:
-                print(f"    pg {total_ms:>7} ms {calls:>7} calls {mean_ms:>8} ms/call  {query}")
+            for calls, total_ms, mean_ms, nrows, query in rows:
+                print(f"    pg {total_ms:>7} ms {calls:>7} calls {mean_ms:>8} ms/call {nrows:>8} rows  {query}")
         conn.execute("SELECT pg_stat_statements_reset()")
 
 
@@ -125,6 +131,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency", default="real")
+    parser.add_argument("--no-embedded", action="store_true", help="only the distributed rows")
     parser.add_argument("--ack-pending", type=int, default=0, help="FERRY_BUS_MAX_ACK_PENDING (default: scaled)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-dist-"))
@@ -144,16 +151,19 @@ def main() -> None:
     print(f"{args.orders} orders, {customers} customers, {products} products; Salesforce latency {args.latency}; "
           f"batch {args.batch}, concurrency {args.concurrency} per worker")
     try:
-        org = start_sandbox("salesforce", tmp / "org-embedded", ["--latency", args.latency])
-        try:
-            env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / "home-embedded"),
-                   "FERRY_STATE_URL": f"sqlite:///{tmp / 'embedded.db'}"}
-            before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
-            row = _row("embedded", *_run(env))
-            print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0, _cpu(nats_pid) - nats0),
-                  flush=True)
-        finally:
-            org.stop()
+        if not args.no_embedded:
+            org = start_sandbox("salesforce", tmp / "org-embedded", ["--latency", args.latency])
+            try:
+                env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / "home-embedded"),
+                       "FERRY_STATE_URL": f"sqlite:///{tmp / 'embedded.db'}"}
+                before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
+                shop0 = _cpu(shop.process.pid)
+                row = _row("embedded", *_run(env))
+                SHOP_CPU[0] = _cpu(shop.process.pid) - shop0
+                print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0, _cpu(nats_pid) - nats0),
+                      flush=True)
+            finally:
+                org.stop()
         for n in [int(w) for w in args.workers.split(",")]:
             url = pg.fresh_database()
             migrate(url)
@@ -173,7 +183,9 @@ def main() -> None:
                 _started(workers, [tmp / f"worker-{n}-{i}.log" for i in range(n)])
                 before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
                 workers0 = sum(_cpu(w.pid) for w in workers)  # start-up (imports) is not the run's
+                shop0 = _cpu(shop.process.pid)
                 row = _row(f"{n} worker(s)", *_run(env))
+                SHOP_CPU[0] = _cpu(shop.process.pid) - shop0
                 print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0,
                                      _cpu(nats_pid) - nats0, sum(_cpu(w.pid) for w in workers) - workers0),
                       flush=True)
