@@ -106,14 +106,38 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _phases(stats: dict[str, Any]) -> tuple[float, float]:
+    """(read+plan, load) wall seconds from the run's phase clock: everything before the loads, and the loads
+    (in an overlapped distributed run, "load after read": what the workers still did after the last read)."""
+    wall = stats.get("wall_seconds", {})
+    load = sum(v for k, v in wall.items() if k.startswith("load "))
+    before = sum(v for k, v in wall.items() if not k.startswith("load ") and k not in ("link back", "finish"))
+    return before, load
+
+
+def _scaling(rows: dict[int, tuple[float, float]]) -> None:
+    """Each worker count against one worker: end to end and the load phase, beside the issue's targets, and
+    what Amdahl's law allows end to end when the read+plan does not shrink with workers."""
+    if 1 not in rows:
+        return
+    one_e2e, one_load = rows[1]
+    targets = {2: 1.8, 4: 3.0}
+    for n, (e2e, load) in sorted(rows.items()):
+        if n == 1:
+            continue
+        fixed = one_e2e - one_load  # read+plan and the rest: the part workers do not speed up
+        amdahl = one_e2e / (fixed + one_load / n)
+        print(f"scaling {n} workers vs 1: end to end {one_e2e / e2e:.2f}x, load phase {one_load / max(load, 1e-9):.2f}x"
+              f" (target {targets.get(n, '-')}x; end to end at most {amdahl:.2f}x with a perfect load split over the "
+              f"{fixed:.1f} s the 1-worker run spends outside its load)  load avg {os.getloadavg()[0]:.1f}")
+
+
 def _row(label: str, took: float, stats: dict[str, Any]) -> str:
     written = sum(o.get("written", 0) for o in stats["objects"].values())
     strategies = ",".join(sorted({o["strategy"].replace(" (workers)", "") for o in stats["objects"].values()
                                   if o["strategy"] != "-"}))
     # The run's own phase clock: everything before the loads (prepare, read, plan) and the loads themselves.
-    wall = stats.get("wall_seconds", {})
-    load = sum(v for k, v in wall.items() if k.startswith("load "))
-    before = sum(v for k, v in wall.items() if not k.startswith("load ") and k not in ("link back", "finish"))
+    before, load = _phases(stats)
     return (f"{label:<14} {took:8.1f} s {written:>8} written {written / took:8.0f} rec/s  "
             f"read+plan {before:6.1f} s  load {load:6.1f} s ({written / max(load, 1e-9):6.0f} rec/s)  {strategies}")
 
@@ -154,6 +178,7 @@ def main() -> None:
                   flush=True)
         finally:
             org.stop()
+        scaled: dict[int, tuple[float, float]] = {}
         for n in [int(w) for w in args.workers.split(",")]:
             url = pg.fresh_database()
             migrate(url)
@@ -173,7 +198,9 @@ def main() -> None:
                 _started(workers, [tmp / f"worker-{n}-{i}.log" for i in range(n)])
                 before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
                 workers0 = sum(_cpu(w.pid) for w in workers)  # start-up (imports) is not the run's
-                row = _row(f"{n} worker(s)", *_run(env))
+                took, stats = _run(env)
+                scaled[n] = (took, _phases(stats)[1])
+                row = _row(f"{n} worker(s)", took, stats)
                 print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0,
                                      _cpu(nats_pid) - nats0, sum(_cpu(w.pid) for w in workers) - workers0),
                       flush=True)
@@ -185,6 +212,7 @@ def main() -> None:
                 for w in workers:
                     w.wait(timeout=60)
                 org.stop()
+        _scaling(scaled)
     finally:
         shop.stop()
         nats.kill()

@@ -163,7 +163,11 @@ class LoadFlow:
         for name in self.order:
             o = self.objects[name]
             if o.opened and not o.loaded and all(self.objects[p].loaded for p in o.parents):
+                # One a tick, parents first: the parents' items go out before the children's rows are read
+                # (tens of thousands of rows take a second to read), and the children wait for them anyway.
                 await asyncio.to_thread(self._load, o)
+                self._wake.set()
+                break
         active = [o for o in (self.objects[n] for n in self.order) if o.loaded and not o.settled.is_set()]
         if not active:
             return
