@@ -142,6 +142,19 @@ def _row(label: str, took: float, stats: dict[str, Any]) -> str:
             f"read+plan {before:6.1f} s  load {load:6.1f} s ({written / max(load, 1e-9):6.0f} rec/s)  {strategies}")
 
 
+def _embedded_row(shop: SandboxProcess, tmp: Path, latency: str, pg: Any, nats_pid: int) -> None:
+    org = start_sandbox("salesforce", tmp / "org-embedded", ["--latency", latency])
+    try:
+        env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / "home-embedded"),
+               "FERRY_STATE_URL": f"sqlite:///{tmp / 'embedded.db'}"}
+        before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
+        row = _row("embedded", *_run(env))
+        print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0, _cpu(nats_pid) - nats0),
+              flush=True)
+    finally:
+        org.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--orders", type=int, default=10_000)
@@ -150,6 +163,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency", default="real")
     parser.add_argument("--ack-pending", type=int, default=0, help="FERRY_BUS_MAX_ACK_PENDING (default: scaled)")
+    parser.add_argument("--no-embedded", action="store_true", help="skip the embedded row (profiling runs)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-dist-"))
     print(f"logs and state in {tmp}")
@@ -168,16 +182,8 @@ def main() -> None:
     print(f"{args.orders} orders, {customers} customers, {products} products; Salesforce latency {args.latency}; "
           f"batch {args.batch}, concurrency {args.concurrency} per worker")
     try:
-        org = start_sandbox("salesforce", tmp / "org-embedded", ["--latency", args.latency])
-        try:
-            env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / "home-embedded"),
-                   "FERRY_STATE_URL": f"sqlite:///{tmp / 'embedded.db'}"}
-            before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
-            row = _row("embedded", *_run(env))
-            print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0, _cpu(nats_pid) - nats0),
-                  flush=True)
-        finally:
-            org.stop()
+        if not args.no_embedded:
+            _embedded_row(shop, tmp, args.latency, pg, nats_pid)
         scaled: dict[int, tuple[float, float]] = {}
         for n in [int(w) for w in args.workers.split(",")]:
             url = pg.fresh_database()

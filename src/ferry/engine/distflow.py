@@ -70,8 +70,8 @@ class FlowHost(Protocol):
 class _Row:
     key: str
     version: str
-    parents: tuple[tuple[str, str], ...]  # (parent object, parent key) for each reference the row holds
     payload: dict[str, Any]
+    unanswered: int = 0  # parent rows it references that are still queued (or not looked at yet)
 
 
 @dataclass
@@ -85,7 +85,9 @@ class ObjectFlow:
     total: int = 0  # rows queued when it was loaded
     since: str = ""  # when it was loaded: its dead letters from then on are this run's
     strategy: str = "-"
-    pending: dict[str, _Row] = field(default_factory=dict)
+    pending: dict[str, _Row] = field(default_factory=dict)  # not published yet
+    ready: dict[str, _Row] = field(default_factory=dict)  # of those, the ones whose parents are all answered
+    blocked: dict[tuple[str, str], list[_Row]] = field(default_factory=dict)  # (parent, key) -> rows waiting
     ready_since: float | None = None  # when a ready remainder under a batch first waited
     held: int = 0  # ready rows held back this tick (a remainder under a batch, waiting for more)
     settled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -182,14 +184,22 @@ class LoadFlow:
                 log.info("load.flow_settled", object=o.plan.name, items=o.published, blocked=len(o.pending))
 
     def _load(self, o: ObjectFlow) -> None:
-        """The object's queued rows with the parent keys they reference (read once: its streams are done)."""
+        """The object's queued rows, each filed under the parent keys it references that are not answered yet
+        (read once: its streams are done)."""
         store, pipeline = self.host.store, self.host.pipeline
         o.since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         refs = [(r.object, r.payload_key) for r in o.plan.parents if r.object in o.parents]
         for rows in store.outbox(pipeline, o.plan.name, chunk=5000, with_source=False):
             for r in rows:
-                parents = tuple((obj, str(v)) for obj, k in refs if (v := r.payload.get(k)) is not None)
-                o.pending[r.key] = _Row(r.key, r.version, parents, r.payload)
+                row = _Row(r.key, r.version, r.payload)
+                o.pending[r.key] = row
+                waits = {(obj, str(v)) for obj, k in refs if (v := r.payload.get(k)) is not None}
+                waits = {w for w in waits if w[1] not in self.answered[w[0]]}
+                row.unanswered = len(waits)
+                for w in waits:
+                    o.blocked.setdefault(w, []).append(row)
+                if not waits:
+                    o.ready[r.key] = row
         o.total = len(o.pending)
         o.strategy = self.host.strategy(o.plan, o.total)
         o.loaded = True
@@ -197,31 +207,36 @@ class LoadFlow:
         log.info("load.flow_open", object=o.plan.name, records=o.total, strategy=o.strategy)
 
     def _look_at_parents(self, active: list[ObjectFlow]) -> None:
-        """The parent keys the active objects' pending rows wait on that have left their outbox: answered."""
+        """The parent keys the active objects' rows wait on that have left their outbox are answered: the rows
+        waiting on them move to ``ready`` once nothing else holds them."""
         wanted: dict[str, set[str]] = {}
         for o in active:
-            for row in o.pending.values():
-                for obj, key in row.parents:
-                    if key not in self.answered[obj]:
-                        wanted.setdefault(obj, set()).add(key)
+            for obj, key in o.blocked:
+                wanted.setdefault(obj, set()).add(key)
         store, pipeline = self.host.store, self.host.pipeline
         for obj, keys in wanted.items():
             queued = store.queued_keys(pipeline, obj, sorted(keys))
-            self.answered[obj].update(k for k in keys if k not in queued)
+            answered = {k for k in keys if k not in queued}
+            self.answered[obj].update(answered)
+            for o in active:
+                for key in answered:
+                    for row in o.blocked.pop((obj, key), ()):
+                        row.unanswered -= 1
+                        if row.unanswered == 0:
+                            o.ready[row.key] = row
 
     async def _publish_ready(self, o: ObjectFlow, now: float) -> bool:
         """Publish ``o``'s rows whose parents' rows are all answered; dead-letter those with a dead parent."""
         o.held = 0
-        answered = self.answered
-        ready = [r for r in o.pending.values() if all(key in answered[obj] for obj, key in r.parents)]
-        if not ready:
+        if not o.ready:
             return False
+        ready = list(o.ready.values())
         orphans = await asyncio.to_thread(self._orphans, o, ready)
         if orphans:
             await asyncio.to_thread(self._dead_letter, o, orphans)
             done = {r.key for r, _ in orphans}
             for key in done:
-                del o.pending[key]
+                del o.pending[key], o.ready[key]
             ready = [r for r in ready if r.key not in done]
         ready.sort(key=lambda r: r.key)
         parents_settled = all(self.objects[p].settled.is_set() for p in o.parents)
@@ -236,7 +251,7 @@ class LoadFlow:
             chunk = ready[i:i + self.batch]
             await self.host.publish(o.plan.name, o.strategy, [(r.key, r.version) for r in chunk], 1, exact=True)
             for r in chunk:
-                del o.pending[r.key]
+                del o.pending[r.key], o.ready[r.key]
             o.published += 1
             sent = True
         if whole == len(ready):
@@ -245,13 +260,13 @@ class LoadFlow:
         return sent
 
     def _orphans(self, o: ObjectFlow, ready: list[_Row]) -> list[tuple[_Row, list[dict[str, Any]]]]:
+        if not o.plan.parents:
+            return []
         store, pipeline = self.host.store, self.host.pipeline
-        objs = {obj for r in ready for obj, _ in r.parents}
-        dead = {obj: store.dead_letter_keys(pipeline, obj) for obj in objs}
+        dead = {p.object: store.dead_letter_keys(pipeline, p.object) for p in o.plan.parents}
         if not any(dead.values()):
             return []
-        dead_all = {p.object: dead.get(p.object, set()) for p in o.plan.parents}
-        return [(r, errors) for r in ready if (errors := orphan_errors(o.plan, r.key, r.payload, dead_all))]
+        return [(r, errors) for r in ready if (errors := orphan_errors(o.plan, r.key, r.payload, dead))]
 
     def _dead_letter(self, o: ObjectFlow, orphans: list[tuple[_Row, list[dict[str, Any]]]]) -> None:
         """As the embedded run's orphans (``Runner._drop_orphans``): each with its source record."""
