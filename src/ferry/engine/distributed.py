@@ -418,13 +418,12 @@ class LoadWork:
         # The store is synchronous (psycopg's thread-safe pool): its round trips run in threads, so one item's
         # wait on PostgreSQL does not stall the worker's other items.
         t0 = time.perf_counter()
-        keys = [key for key, _version in item.rows]
-        if item.exact:  # the flow's item: only these rows have their parents written (engine/distflow.py)
-            claim = await asyncio.to_thread(
-                self.store.claim_outbox_keys, item.pipeline, item.object, keys, self.lease_seconds)
-        else:
-            claim = await asyncio.to_thread(
-                self.store.claim_outbox, item.pipeline, item.object, len(item.rows), self.lease_seconds, keys=keys)
+        # An exact item (the flow's) claims only its rows: another row of the object may still wait for its
+        # parent (engine/distflow.py). One statement either way: the claim returns the rows.
+        claim = await asyncio.to_thread(
+            self.store.claim_outbox, item.pipeline, item.object, len(item.rows), self.lease_seconds,
+            keys=[key for key, _version in item.rows], fill=not item.exact,
+        )
         t1 = time.perf_counter()
         if not claim.rows:
             return 0
