@@ -42,6 +42,7 @@ from ferry.store import NewDeadLetter
 
 log = structlog.get_logger("ferry.distributed")
 
+IDLE_WARNING_SECONDS = 30.0  # no item answered for this long while items wait: say so (no worker running?)
 TICK_SECONDS = 0.15  # between looks at the outbox and the bus: small beside a write (~1 s a 200-record call)
 PARTIAL_WAIT = 0.5  # a ready remainder under ``batch`` rows waits this long for more rows before it goes out
 
@@ -119,6 +120,8 @@ class LoadFlow:
         self.outage_seconds = outage_seconds
         self._wake = asyncio.Event()
         self._last_paused_check = 0.0
+        self._last_progress = time.monotonic()
+        self._last_depths: dict[str, int] = {}
 
     def open(self, names: Iterable[str]) -> None:
         """These objects' streams are read and planned: their rows may go once their parents' rows are written."""
@@ -175,6 +178,7 @@ class LoadFlow:
             return
         # The bus first, then the outbox: an item acknowledged after this look has its answers recorded already.
         depths = await host.object_depths()
+        self._note_progress(depths, now)
         await asyncio.to_thread(self._look_at_parents, active)
         for o in active:
             sent = await self._publish_ready(o, now)
@@ -182,6 +186,15 @@ class LoadFlow:
                     and depths.get(o.plan.name, 0) == 0 and await asyncio.to_thread(self._unleased, o):
                 o.settled.set()
                 log.info("load.flow_settled", object=o.plan.name, items=o.published, blocked=len(o.pending))
+
+    def _note_progress(self, depths: dict[str, int], now: float) -> None:
+        """Items leaving the bus are progress; none for IDLE_WARNING_SECONDS while some wait is worth a warning."""
+        if depths != self._last_depths or not any(depths.values()):
+            self._last_depths, self._last_progress = depths, now
+        elif now - self._last_progress > IDLE_WARNING_SECONDS:
+            log.warning("load.no_progress", queued_items=sum(depths.values()),
+                        hint="is a `ferry worker` running with this pipeline file?")
+            self._last_progress = now
 
     def _load(self, o: ObjectFlow) -> None:
         """The object's queued rows, each filed under the parent keys it references that are not answered yet
