@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-shops-"))
+    tmp = Path(tempfile.mkdtemp(prefix="ferry-shops-"))
     print(f"logs and state in {tmp}")
     pg = start_server()
     nats = NatsServer(require_nats_server(), tmp / "nats")
