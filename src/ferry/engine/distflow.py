@@ -55,6 +55,10 @@ class FlowHost(Protocol):
 
     def strategy(self, plan: ObjectPlan, total: int) -> str: ...
 
+    def opened(self, plan: ObjectPlan, strategy: str, total: int) -> Any: ...  # the object's progress display
+
+    def closed(self, progress: Any) -> None: ...
+
     async def publish(self, obj: str, strategy: str, rows: Sequence[tuple[str, str]], attempt: int, *,
                       exact: bool) -> None: ...
 
@@ -97,6 +101,7 @@ class ObjectFlow:
     published: int = 0  # items published in the flow
     started: float | None = None
     ended: float | None = None
+    progress: Any = None  # its part of the run's progress display: rows handed to the workers
 
 
 class LoadFlow:
@@ -171,6 +176,7 @@ class LoadFlow:
                 # One a tick, parents first: the parents' items go out before the children's rows are read
                 # (tens of thousands of rows take a second to read), and the children wait for them anyway.
                 await asyncio.to_thread(self._load, o)
+                o.progress = host.opened(o.plan, o.strategy, o.total)
                 self._wake.set()
                 break
         active = [o for o in (self.objects[n] for n in self.order) if o.loaded and not o.settled.is_set()]
@@ -266,6 +272,8 @@ class LoadFlow:
             for r in chunk:
                 del o.pending[r.key], o.ready[r.key]
             o.published += 1
+            if o.progress is not None:
+                o.progress.advance(len(chunk))
             sent = True
         if whole == len(ready):
             o.ready_since = None
@@ -309,6 +317,8 @@ class LoadFlow:
         for parent in o.parents:
             await self.objects[parent].done.wait()
         o.left = await self.host.finish(o.plan, o.strategy)
+        if o.progress is not None:
+            self.host.closed(o.progress)
         o.ended = time.monotonic()
         o.done.set()
 

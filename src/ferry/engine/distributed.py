@@ -207,6 +207,17 @@ class DistributedRunner(Runner):
         s.strategy, s.reason = f"{choice.strategy} (workers)", f"{choice.reason}; written by ferry workers"
         return str(choice.strategy)
 
+    def opened(self, plan: ObjectPlan, strategy: str, total: int) -> Any:
+        """A bar of its own for an object the flow opened (several load at once, beside the reads)."""
+        part = self._part_progress()
+        part.phase(f"send {plan.name} to workers ({strategy})", total)
+        return part
+
+    def closed(self, progress: Any) -> None:
+        finish = getattr(progress, "finish", None)
+        if callable(finish) and progress is not self.progress:
+            finish()
+
     async def publish(
         self, obj: str, strategy: str, rows: Sequence[tuple[str, str]], attempt: int, *, exact: bool
     ) -> None:
