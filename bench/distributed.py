@@ -112,16 +112,55 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _phases(stats: dict[str, Any]) -> tuple[float, float]:
+    """(read+plan, load) wall seconds from the run's phase clock: everything before the loads, and the loads
+    (in an overlapped distributed run, "load after read": what the workers still did after the last read)."""
+    wall = stats.get("wall_seconds", {})
+    load = sum(v for k, v in wall.items() if k.startswith("load "))
+    before = sum(v for k, v in wall.items() if not k.startswith("load ") and k not in ("link back", "finish"))
+    return before, load
+
+
+def _scaling(rows: dict[int, tuple[float, float]]) -> None:
+    """Each worker count against one worker: end to end and the load phase, beside the issue's targets, and
+    what Amdahl's law allows end to end when the read+plan does not shrink with workers."""
+    if 1 not in rows:
+        return
+    one_e2e, one_load = rows[1]
+    targets = {2: 1.8, 4: 3.0}
+    for n, (e2e, load) in sorted(rows.items()):
+        if n == 1:
+            continue
+        fixed = one_e2e - one_load  # read+plan and the rest: the part workers do not speed up
+        amdahl = one_e2e / (fixed + one_load / n)
+        print(f"scaling {n} workers vs 1: end to end {one_e2e / e2e:.2f}x, load phase {one_load / max(load, 1e-9):.2f}x"
+              f" (target {targets.get(n, '-')}x; end to end at most {amdahl:.2f}x with a perfect load split over the "
+              f"{fixed:.1f} s the 1-worker run spends outside its load)  load avg {os.getloadavg()[0]:.1f}")
+
+
 def _row(label: str, took: float, stats: dict[str, Any]) -> str:
     written = sum(o.get("written", 0) for o in stats["objects"].values())
     strategies = ",".join(sorted({o["strategy"].replace(" (workers)", "") for o in stats["objects"].values()
                                   if o["strategy"] != "-"}))
     # The run's own phase clock: everything before the loads (prepare, read, plan) and the loads themselves.
-    wall = stats.get("wall_seconds", {})
-    load = sum(v for k, v in wall.items() if k.startswith("load "))
-    before = sum(v for k, v in wall.items() if not k.startswith("load ") and k not in ("link back", "finish"))
+    before, load = _phases(stats)
     return (f"{label:<14} {took:8.1f} s {written:>8} written {written / took:8.0f} rec/s  "
             f"read+plan {before:6.1f} s  load {load:6.1f} s ({written / max(load, 1e-9):6.0f} rec/s)  {strategies}")
+
+
+def _embedded_row(shop: SandboxProcess, tmp: Path, latency: str, pg: Any, nats_pid: int) -> None:
+    org = start_sandbox("salesforce", tmp / "org-embedded", ["--latency", latency])
+    try:
+        env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / "home-embedded"),
+               "FERRY_STATE_URL": f"sqlite:///{tmp / 'embedded.db'}"}
+        before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
+        shop0 = _cpu(shop.process.pid)
+        row = _row("embedded", *_run(env))
+        SHOP_CPU[0] = _cpu(shop.process.pid) - shop0
+        print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0, _cpu(nats_pid) - nats0),
+              flush=True)
+    finally:
+        org.stop()
 
 
 def main() -> None:
@@ -131,8 +170,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency", default="real")
-    parser.add_argument("--no-embedded", action="store_true", help="only the distributed rows")
     parser.add_argument("--ack-pending", type=int, default=0, help="FERRY_BUS_MAX_ACK_PENDING (default: scaled)")
+    parser.add_argument("--no-embedded", action="store_true", help="skip the embedded row (profiling runs)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-dist-"))
     print(f"logs and state in {tmp}")
@@ -152,18 +191,8 @@ def main() -> None:
           f"batch {args.batch}, concurrency {args.concurrency} per worker")
     try:
         if not args.no_embedded:
-            org = start_sandbox("salesforce", tmp / "org-embedded", ["--latency", args.latency])
-            try:
-                env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / "home-embedded"),
-                       "FERRY_STATE_URL": f"sqlite:///{tmp / 'embedded.db'}"}
-                before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
-                shop0 = _cpu(shop.process.pid)
-                row = _row("embedded", *_run(env))
-                SHOP_CPU[0] = _cpu(shop.process.pid) - shop0
-                print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0, _cpu(nats_pid) - nats0),
-                      flush=True)
-            finally:
-                org.stop()
+            _embedded_row(shop, tmp, args.latency, pg, nats_pid)
+        scaled: dict[int, tuple[float, float]] = {}
         for n in [int(w) for w in args.workers.split(",")]:
             url = pg.fresh_database()
             migrate(url)
@@ -184,7 +213,9 @@ def main() -> None:
                 before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
                 workers0 = sum(_cpu(w.pid) for w in workers)  # start-up (imports) is not the run's
                 shop0 = _cpu(shop.process.pid)
-                row = _row(f"{n} worker(s)", *_run(env))
+                took, stats = _run(env)
+                scaled[n] = (took, _phases(stats)[1])
+                row = _row(f"{n} worker(s)", took, stats)
                 SHOP_CPU[0] = _cpu(shop.process.pid) - shop0
                 print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0,
                                      _cpu(nats_pid) - nats0, sum(_cpu(w.pid) for w in workers) - workers0),
@@ -197,6 +228,7 @@ def main() -> None:
                 for w in workers:
                     w.wait(timeout=60)
                 org.stop()
+        _scaling(scaled)
     finally:
         shop.stop()
         nats.kill()

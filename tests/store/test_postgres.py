@@ -92,6 +92,16 @@ def test_a_claim_by_keys_takes_its_own_rows_then_fills_up_in_key_order(
     assert sorted(rest.fences) == ["k2", "k3"]
 
 
+def test_a_claim_without_fill_takes_only_the_rows_it_names(open_store: Callable[[], PostgresStore]) -> None:
+    a, b = open_store(), open_store()
+    a.put_outbox("p", "OrderItem", [PlannedRow(f"k{i}", "v1", {"n": i}) for i in range(6)])
+    held = a.claim_outbox("p", "OrderItem", 2, lease_seconds=60, keys=["k1", "k2"], fill=False)
+    assert sorted(held.fences) == ["k1", "k2"]
+    # k2 is held and k9 is not queued: an exact item gets k3 alone, never a neighbour whose parent may still wait.
+    exact = b.claim_outbox("p", "OrderItem", 3, lease_seconds=60, keys=["k2", "k3", "k9"], fill=False)
+    assert sorted(exact.fences) == ["k3"] and [r.payload["n"] for r in exact.rows] == [3]
+
+
 def test_an_expired_outbox_lease_is_reclaimed_and_a_live_one_is_not(open_store: Callable[[], PostgresStore]) -> None:
     a, b = open_store(), open_store()
     a.put_outbox("p", "Contact", [PlannedRow("k1", "v1", {}), PlannedRow("k2", "v1", {})])

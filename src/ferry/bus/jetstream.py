@@ -435,6 +435,17 @@ class JetStreamBus:
             metrics.queue_depth(pipeline, "bus", count)
         return per_pipeline
 
+    async def depth_by_object(self, pipeline_token: str) -> dict[str, int]:
+        """Items waiting (or in flight: acknowledged items leave the stream) per object token of one pipeline."""
+        info = await self._retry_admin(
+            lambda: self.js.stream_info(self.settings.stream, subjects_filter=f"{WORK_PREFIX}.{pipeline_token}.>")
+        )
+        per_object: dict[str, int] = {}
+        for subject, count in (info.state.subjects or {}).items():
+            obj = subject.split(".")[3]
+            per_object[obj] = per_object.get(obj, 0) + int(count)
+        return per_object
+
 
 async def _quiet(exc: Exception) -> None:
     """nats-py's error callback: connection trouble is handled by reconnects and retries, not printed."""

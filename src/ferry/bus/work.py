@@ -83,6 +83,9 @@ class LoadBatch:
     # Unique per coordinator run: run ids restart in another (or a recreated) state database sharing the bus, and
     # the same rows again must not be taken for a duplicate of that other run's item within the dedup window.
     run_token: str = ""
+    # Claim only the rows named (never others to make up the number): the coordinator's flow publishes rows whose
+    # parents are written, and another row of the object may still wait for its parent (engine/distflow.py).
+    exact: bool = False
 
     @property
     def partition_key(self) -> str:

@@ -2,50 +2,56 @@
 
 The coordinator is an ordinary run (the pipeline's lock, the run row, prepare, read into staging, plan into the
 outbox and the DLQ: the embedded code, against the shared PostgreSQL store) that does not write to the target
-itself. For each object, once its parents' loads are done, it publishes ``LoadBatch`` items covering the
-object's outbox and waits until the outbox of that object is drained: every row written, dead-lettered, or
-(after the last round) left queued for the next run. Workers take the items from the bus; an item is a claim
-ticket for up to ``len(rows)`` outbox rows of its object: the worker claims the rows it names, and others to make
-up the number when some are gone or held, that no live lease covers (``claim_outbox``, ``FOR UPDATE SKIP
-LOCKED``), writes them through the sink and records the answers as the embedded loader does
+itself. It reads, plans and loads at once (engine/overlap.py's first rule: an object's rows go out once every
+stream feeding it is read and planned), and publishes ``LoadBatch`` items row by row (engine/distflow.py): a row
+goes out once the parent rows it references have their answers recorded, then each object's leftovers go in
+rounds until its outbox is drained: every row written, dead-lettered, or (after the last round) left queued for
+the next run. Workers take the items from the bus; an item is a claim ticket for up to ``len(rows)`` outbox rows
+of its object: the worker claims the rows it names (an ``exact`` item: only those), or for a round's item also
+others to make up the number when some are gone or held, that no live lease covers (``claim_outbox``, ``FOR
+UPDATE SKIP LOCKED``), writes them through the sink and records the answers as the embedded loader does
 (``Loader.reconcile``: written rows leave the outbox at the version sent, failures are retried or dead-lettered
 by the row's own attempt count). Correctness rests on the store, not on the bus: a worker killed mid-send leaves
 its rows leased; the lease runs out, its item comes back after the ack wait, and a row no item covered goes out
 in the coordinator's next round. A record sent twice (a worker killed between the target's answer and the
 commit) is an upsert by external id on the target: it lands once.
 
-Not distributed yet (said in docs/distributed.md): reads and planning (the coordinator does them), and remote
-jobs (Bulk API 2.0): a distributed run writes every object through the cheapest direct strategy.
+Not distributed yet (said in docs/distributed.md): reads and planning (the coordinator does them, while the
+workers load what is ready), and remote jobs (Bulk API 2.0): a distributed run writes every object through the
+cheapest direct strategy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
 
 from ferry.bus.jetstream import JetStreamBus, JetStreamSettings
-from ferry.bus.work import LoadBatch, decode, encode, msg_id, subject_for
+from ferry.bus.work import LoadBatch, decode, encode, msg_id
 from ferry.connectors.registry import open_sink
-from ferry.core.bus import BusMessage, PermanentWorkError, subject_token
+from ferry.core.bus import BusMessage, PermanentWorkError, subject_token, work_subject
 from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.core.ports import LetterFilter
 from ferry.core.writes import StrategyChoice, choose_write
 from ferry.engine.adopt import adopt_linked
 from ferry.engine.budget_blocks import DEFAULT_BLOCK, BlockLedger
+from ferry.engine.distflow import LoadFlow
+from ferry.engine.intake import Intake
 from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
+from ferry.engine.overlap import streams_feeding
 from ferry.engine.pipeline import PipelineSpec
-from ferry.engine.plan import ObjectPlan, order_plans
-from ferry.engine.runner import Runner, _PhaseClock, prepare_plans
+from ferry.engine.plan import ObjectPlan
+from ferry.engine.runner import _PLAN_CHUNK, Runner, _NoProgress, _PhaseClock, prepare_plans
 from ferry.engine.stats import RunStats
+from ferry.engine.together import run_together
 from ferry.engine.twoway import TwoWay
 from ferry.errors import BudgetExhausted
 
@@ -62,7 +68,7 @@ T = TypeVar("T")
 class DistributedRunner(Runner):
     """A run whose loads go to ``ferry worker`` processes over the bus (the store must be shared: PostgreSQL)."""
 
-    overlaps = False  # its loads wait for the whole read (the coordinator plans once, then publishes)
+    overlaps = True  # its loads start while other streams are read (``_overlapped``)
 
     def __init__(
         self, spec: PipelineSpec, store: Any, settings: JetStreamSettings, *, batch: int = LOAD_BATCH, **kwargs: Any
@@ -72,6 +78,11 @@ class DistributedRunner(Runner):
         self.batch = batch
         self._bus: JetStreamBus | None = None
         self._held_lock: Any = None
+        self._sink: Sink | None = None
+        self._stats: RunStats | None = None
+        self._flow: LoadFlow | None = None
+        self._tokens: dict[str, str] = {}  # object subject token -> object name
+        self._next_partition = 0  # items go round the partitions: each partition's in-flight bound is used evenly
         self.run_token = uuid.uuid4().hex[:12]  # names this run's items on the bus (see LoadBatch.run_token)
 
     async def run(self) -> RunStats:
@@ -100,86 +111,176 @@ class DistributedRunner(Runner):
     async def _plan_and_load(
         self, source: Source, sink: Sink, plans: list[ObjectPlan], stats: RunStats, loader: Loader, clock: _PhaseClock
     ) -> None:
-        # The embedded path (runner._plan_and_load) with each object's load handed out instead of done here.
+        # The embedded path (runner._plan_and_load) with the loads handed out: every object open at once.
         run_id = stats.run_id
         last_seq = self.store.max_staged_seq(self.pipeline)
         self._plan_records(source, plans, run_id, stats)
-        analyze = getattr(self.store, "analyze_outbox", None)
-        if analyze is not None:
-            analyze()  # the planner's statistics of the outbox just filled: claims by key use the index
+        self._analyze()
         clock.lap("plan")
         stats.adopted = await adopt_linked(sink, self.store, self.pipeline, plans, self.two_way)
-        await self._load_by_dependencies(sink, plans, stats, clock)
+        flow = self._start_flow(sink, plans, stats)
+        flow.open(p.name for p in plans)
+        await flow.run()
+        clock.lap("load")
         stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
         self.store.clear_staging(self.pipeline, last_seq)
         clock.lap("finish")
 
-    async def _load_by_dependencies(
-        self, sink: Sink, plans: list[ObjectPlan], stats: RunStats, clock: _PhaseClock
+    async def _overlapped(
+        self, source: Source, sink: Sink, plans: list[ObjectPlan], stats: RunStats, loader: Loader, clock: _PhaseClock
     ) -> None:
-        """Each object's load starts as soon as every object it references is loaded, not after every object
-        before it in ``order_plans``: Account and Product2 go out together, then Contact and PricebookEntry...
-        Parents still reach the target before their children (a child waits for each of its parents' loads,
-        and its orphans are dead-lettered after them, as in the embedded run)."""
-        ordered = order_plans(plans)
-        names = {p.name for p in ordered}
-        done = {p.name: asyncio.Event() for p in ordered}
+        """Read, plan and the workers' loads at once: an object opens to the flow (engine/distflow.py) once every
+        stream feeding it is read to its end and planned (engine/overlap.py's first rule), while the next streams
+        are read; its rows then go out as their parents' rows are written."""
+        if self.two_way is not None:
+            # Two-way: the peer's records are adopted (engine/adopt.py) once everything is planned: strict order.
+            await self._extract(source, stats.run_id, stats)
+            clock.lap("read")
+            await self._plan_and_load(source, sink, plans, stats, loader, clock)
+            return
+        run_id = stats.run_id
+        unplanned = 0
 
-        async def load(plan: ObjectPlan) -> None:
-            for parent in {ref.object for ref in plan.parents if ref.object in names and ref.object != plan.name}:
-                await done[parent].wait()
-            self._drop_orphans(plan, stats.run_id, stats)
-            await self._load_over_bus(sink, plan, stats)
-            clock.lap(f"load {plan.name}")  # loads overlap: each lap is the time since the previous one ended
-            done[plan.name].set()
+        def plan_staged() -> None:
+            nonlocal unplanned
+            unplanned = 0
+            self._plan_records(source, plans, run_id, stats, _NoProgress())
 
-        # The first failed load is the run's error, as it was one object at a time; it cancels the others (a
-        # child never waits for a parent that will not finish).
-        tasks = [asyncio.create_task(load(plan)) for plan in ordered]
-        try:
-            for next_done in asyncio.as_completed(tasks):
-                await next_done
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        def on_page(n: int) -> None:
+            # Planned as the read goes (mostly while the source makes us wait), as the embedded run does.
+            nonlocal unplanned
+            self._on_page(run_id, n)
+            unplanned += n
+            if unplanned >= _PLAN_CHUNK:
+                plan_staged()
 
-    async def _load_over_bus(self, sink: Sink, plan: ObjectPlan, stats: RunStats) -> None:
-        s = stats.object(plan.name)
-        total = self.store.outbox_count(self.pipeline, plan.name)
+        intake = Intake(self.store, self.pipeline, run_id, on_page)
+        await intake.prepare(source)
+        feeding = streams_feeding(source, plans)
+        flow = self._start_flow(sink, plans, stats)
+
+        async def reads() -> None:
+            read: set[str] = set()
+            for stream in source.streams:
+                self.progress.phase(f"read {stream}", None)
+                stats.source_records[stream] = await intake.read_stream(source, stream)
+                plan_staged()
+                read.add(stream)
+                opened = [p.name for p in plans if feeding[p.name] & set(source.streams) <= read]
+                if opened:
+                    await asyncio.to_thread(self._analyze)  # claims by key use the index (analyze_outbox)
+                flow.open(opened)
+            plan_staged()  # with no stream to read, what an earlier run staged is still planned
+            flow.open(p.name for p in plans)
+            clock.lap("read+plan")  # the loads that overlapped it are in here too; the rest is "load after read"
+
+        await run_together([reads(), flow.run()])
+        clock.lap("load after read")
+        stats.resumed_reads = list(intake.resumed)
+        last_seq = self.store.max_staged_seq(self.pipeline)
+        stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
+        clock.lap("link back")
+        self.store.clear_staging(self.pipeline, last_seq)
+        clock.lap("finish")
+
+    def _analyze(self) -> None:
+        analyze = getattr(self.store, "analyze_outbox", None)
+        if analyze is not None:
+            analyze()  # the planner's statistics of the outbox just filled: claims by key use the index
+
+    def _start_flow(self, sink: Sink, plans: list[ObjectPlan], stats: RunStats) -> LoadFlow:
+        self._sink, self._stats = sink, stats
+        self._tokens = {subject_token(p.name): p.name for p in plans}
+        self._flow = LoadFlow(self, plans, self.batch, outage_seconds=OUTAGE_SECONDS)
+        return self._flow
+
+    # -- what the flow asks of the run (distflow.FlowHost) ---------------------------------------------------------
+
+    def strategy(self, plan: ObjectPlan, total: int) -> str:
+        """The object's write strategy (the cheapest direct one), noted in the run's stats."""
+        assert self._sink is not None and self._stats is not None
+        s = self._stats.object(plan.name)
         if total == 0:
             s.strategy, s.reason = "-", "nothing to write"
-            return
-        choice = direct_write(sink, plan.name, total)
+            return "auto"
+        choice = direct_write(self._sink, plan.name, total)
         s.strategy, s.reason = f"{choice.strategy} (workers)", f"{choice.reason}; written by ferry workers"
-        # Letters this load opened: last seen from now on (a count of open letters before and after would go
-        # down when a row with an old letter is written at last, and make the figure negative). The workers
-        # stamp them with their clocks: a figure, as exact as the machines' clocks agree.
-        since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        self.progress.phase(f"write {plan.name} ({choice.strategy}, workers)", total)
-        log.info("load.distributed", object=plan.name, records=total, strategy=choice.strategy)
-        rounds = self.budget.max_attempts + EXTRA_ROUNDS
-        left = total
-        for attempt in range(1, rounds + 1):
-            # A round published again after an outage is the same items (same msg ids): the bus keeps them once.
-            published = await _through_outages(
-                functools.partial(self._publish_round, plan.name, str(choice.strategy), stats.run_id, attempt)
-            )
-            left = await self._wait_for_round(plan.name, left)
-            log.info("load.round", object=plan.name, attempt=attempt, items=published, left=left)
-            if left == 0:
-                break
-            self._pause_if_budget_spent(stats.run_id)
-            await asyncio.sleep(self.budget.pause(attempt))
-        letters = self.store.count_matching_letters(LetterFilter(self.pipeline, plan.name, since=since))
+        return str(choice.strategy)
+
+    def opened(self, plan: ObjectPlan, strategy: str, total: int) -> Any:
+        """A bar of its own for an object the flow opened (several load at once, beside the reads)."""
+        part = self._part_progress()
+        part.phase(f"send {plan.name} to workers ({strategy})", total)
+        return part
+
+    def closed(self, progress: Any) -> None:
+        finish = getattr(progress, "finish", None)
+        if callable(finish) and progress is not self.progress:
+            finish()
+
+    async def publish(
+        self, obj: str, strategy: str, rows: Sequence[tuple[str, str]], attempt: int, *, exact: bool
+    ) -> None:
+        assert self._stats is not None
+        item = LoadBatch(self.pipeline, self._stats.run_id, obj, tuple(rows), strategy, attempt, self.run_token,
+                         exact)
+        # Round the partitions, not by key: a load item needs no order (claims and the version map guard each
+        # row), and a partition holds at most max_ack_pending items in flight across all workers.
+        partition = self._next_partition % self.bus.partitions
+        self._next_partition += 1
+        # Published again after an outage it is the same item (same msg id): the bus keeps it once.
+        await _through_outages(functools.partial(
+            self.bus.publish, work_subject(self.pipeline, obj, partition), encode(item), msg_id(item)))
+
+    async def object_depths(self) -> dict[str, int]:
+        by_token = await self.bus.depth_by_object(subject_token(self.pipeline))
+        return {self._tokens.get(token, token): count for token, count in by_token.items()}
+
+    def keep_lock(self) -> None:
+        self._keep_lock()
+
+    def check_paused(self) -> None:
+        assert self._stats is not None
+        self._pause_if_budget_spent(self._stats.run_id)
+
+    async def finish(self, plan: ObjectPlan, strategy: str) -> int:
+        """An object's rounds once the flow is settled for it and its parents are done: what it still has queued
+        goes out again (parents first: their rounds are over), then its figures. Returns the rows left."""
+        assert self._stats is not None and self._flow is not None
+        stats, flow = self._stats, self._flow.objects[plan.name]
+        left = await asyncio.to_thread(self.store.outbox_count, self.pipeline, plan.name)
+        if left:
+            # Its parents' rounds may have dead-lettered what its leftovers reference. Counted below, with the
+            # object's other letters since it opened: not in these throwaway stats.
+            self._drop_orphans(plan, stats.run_id, RunStats(run_id=stats.run_id, pipeline=self.pipeline))
+            left = await self._rounds(plan.name, strategy, stats.run_id, left)
+        s = stats.object(plan.name)
+        letters = self.store.count_matching_letters(LetterFilter(self.pipeline, plan.name, since=flow.since)) \
+            if flow.since else 0
         s.dead_lettered += letters  # added to the planner's (invalid records), as the embedded loader does
         # Never below 0: it feeds a metrics counter, which refuses to go down (and would fail a finished run).
-        s.written = max(0, total - left - letters)
+        s.written = max(0, flow.total - left - letters)
+        log.info("load.object_done", object=plan.name, records=flow.total, left=left, items=flow.published)
         if left:
             raise RuntimeError(
-                f"{plan.name}: {left} records still queued after {rounds} rounds of ferry workers "
-                "(are workers running with this pipeline?); the next run sends them"
+                f"{plan.name}: {left} records still queued after {self.budget.max_attempts + EXTRA_ROUNDS} rounds "
+                "of ferry workers (are workers running with this pipeline?); the next run sends them"
             )
+        return left
+
+    async def _rounds(self, obj: str, strategy: str, run_id: int, left: int) -> int:
+        """Rounds 2.. (the flow was the first): every queued row of ``obj`` in items, until none is left or the
+        rounds are spent; the retry budget's pause before each. Returns the rows still queued."""
+        rounds = self.budget.max_attempts + EXTRA_ROUNDS
+        for attempt in range(2, rounds + 1):
+            self._pause_if_budget_spent(run_id)
+            await asyncio.sleep(self.budget.pause(attempt - 1))
+            published = await _through_outages(functools.partial(self._publish_round, obj, strategy, attempt))
+            left = await self._wait_for_round(obj, left)
+            log.info("load.round", object=obj, attempt=attempt, items=published, left=left)
+            if left == 0:
+                break
+        return left
 
     def _pause_if_budget_spent(self, run_id: int) -> None:
         """A worker found the API budget spent (``note_run_paused``): the run pauses as an embedded one does
@@ -188,13 +289,11 @@ class DistributedRunner(Runner):
         if row is not None and row.error:
             raise BudgetExhausted(f"in a ferry worker: {row.error}")
 
-    async def _publish_round(self, obj: str, strategy: str, run_id: int, attempt: int) -> int:
+    async def _publish_round(self, obj: str, strategy: str, attempt: int) -> int:
         """One item per ``batch`` queued rows (their keys and versions name the item, for the bus's dedup)."""
         published = 0
         for rows in self.store.outbox(self.pipeline, obj, chunk=self.batch, with_source=False):
-            item = LoadBatch(self.pipeline, run_id, obj, tuple((r.key, r.version) for r in rows), strategy, attempt,
-                             self.run_token)
-            await self.bus.publish(subject_for(item, self.bus.partitions), encode(item), msg_id(item))
+            await self.publish(obj, strategy, [(r.key, r.version) for r in rows], attempt, exact=False)
             published += 1
         return published
 
@@ -232,13 +331,18 @@ class DistributedRunner(Runner):
                 idle_since = time.monotonic()
 
     async def _look(self, obj: str, token: str) -> tuple[int, int, int]:
-        """(rows queued, items on the bus, rows under a live lease), the lock checked on the way."""
+        """(rows queued, items of ``obj`` on the bus, rows under a live lease), the lock checked on the way."""
         self._keep_lock()
         now_left = self.store.outbox_count(self.pipeline, obj)
         if now_left == 0:
             return 0, 0, 0
-        waiting = (await self.bus.depth()).get(token, 0)
-        return now_left, waiting, _leased(self.store, self.pipeline, obj)
+        waiting = (await self.object_depths()).get(obj, 0)
+        leased = _leased(self.store, self.pipeline, obj)
+        if waiting == 0 and leased == 0:
+            # The last item may have been answered between the count and the bus's look: count again, or the
+            # round would end with rows it has just written still counted as left (and pause for nothing).
+            now_left = self.store.outbox_count(self.pipeline, obj)
+        return now_left, waiting, leased
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -325,9 +429,11 @@ class LoadWork:
         # The store is synchronous (psycopg's thread-safe pool): its round trips run in threads, so one item's
         # wait on PostgreSQL does not stall the worker's other items.
         t0 = time.perf_counter()
+        # An exact item (the flow's) claims only its rows: another row of the object may still wait for its
+        # parent (engine/distflow.py). One statement either way: the claim returns the rows.
         claim = await asyncio.to_thread(
             self.store.claim_outbox, item.pipeline, item.object, len(item.rows), self.lease_seconds,
-            keys=[key for key, _version in item.rows],
+            keys=[key for key, _version in item.rows], fill=not item.exact,
         )
         t1 = time.perf_counter()
         if not claim.rows:

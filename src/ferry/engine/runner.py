@@ -120,7 +120,7 @@ class _PhaseClock:
 
 class Runner:
     # A batch run reads, plans and loads at once (engine/overlap.py); a runner that hands its loads out
-    # (engine/distributed.py) keeps the strict order: read all, then its own plan and load.
+    # (engine/distributed.py) overlaps them its own way (``_overlapped``: engine/distflow.py).
     overlaps: ClassVar[bool] = True
 
     def __init__(

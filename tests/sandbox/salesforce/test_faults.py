@@ -257,6 +257,18 @@ def test_latency_rule_delays_matching_calls(org: Org, sf: Salesforce) -> None:
     assert org.admin("faults")["injected"] == {"latency": 1}
 
 
+def test_a_rule_with_body_fires_only_on_calls_carrying_that_text(org: Org, sf: Salesforce) -> None:
+    set_faults(org, {"rules": [{"kind": "503", "body": "held-7", "count": 1}]})
+    sf.restful("composite/sobjects", method="POST", json={"records": [
+        {"attributes": {"type": "Account"}, "Name": "free-1"}]})
+    assert org.admin("faults")["injected"] == {}
+    with pytest.raises(SalesforceGeneralError):
+        sf.restful("composite/sobjects", method="POST", json={"records": [
+            {"attributes": {"type": "Account"}, "Name": name} for name in ("free-2", "held-7")]})
+    assert org.admin("faults")["injected"] == {"503": 1}
+    assert parse_fault_spec("latency:1,ms=50,body=held-7").body == "held-7"
+
+
 def test_token_endpoint_sees_only_absolute_path_rules(org: Org, sf: Salesforce) -> None:
     set_faults(org, {"rules": ["503:1"]})
     assert org.token().status_code == 200  # a data-API rule leaves OAuth alone

@@ -193,7 +193,8 @@ async def sandbox_call(sandbox: SalesforceSandbox, request: Request) -> Reply | 
             state.budget.charge(endpoint_name(method, None))
             raise
         state.budget.charge(endpoint_name(method, route))
-        decision = await sandbox.faults.before_call(method, "/".join(segments[1:]), request.url.path)
+        body = await request.body()
+        decision = await sandbox.faults.before_call(method, "/".join(segments[1:]), request.url.path, body=body)
         if decision is not None:
             if decision.expire_session:
                 state.oauth.sessions.pop(token, None)
@@ -202,7 +203,7 @@ async def sandbox_call(sandbox: SalesforceSandbox, request: Request) -> Reply | 
             if decision.drop is not None and not decision.drop.processed:
                 return decision.drop
         call = Call(method, version, segments[1:], dict(request.query_params), request.headers,
-                    await request.body(), raw_query=request.url.query)
+                    body, raw_query=request.url.query)
         try:
             reply = route.handler(call, params)
         except ApiError as err:

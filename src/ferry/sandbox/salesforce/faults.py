@@ -16,7 +16,8 @@ One configuration, three ways in: `ferry sandbox serve salesforce --fault ...` (
 A rule applies to API calls whose path (after /services/data/vXX.X/) contains `path` (case-insensitive) and
 whose method matches; a rule whose `path` starts with `/` is matched against the whole URL path instead,
 which is how the OAuth token endpoint (`/services/oauth2/token`) and the Streaming API (`/cometd`) are
-reached: rules without an absolute path never touch those two. `rate` is the share of
+reached: rules without an absolute path never touch those two. A rule with `body` applies only to calls whose
+request body contains that text (one record's external id: the call that writes it). `rate` is the share of
 matching calls it fires on, `count` bounds how many times it fires. Rules are tried in order; a latency
 rule delays the call and lets the next rule run, any other rule that fires decides the call's fate.
 
@@ -81,6 +82,7 @@ class FaultRule:
     processed: bool = False  # reset/timeout after the handler ran: the write happened, the answer is lost
     error_code: str | None = None
     message: str | None = None
+    body: str = ""  # only calls whose request body contains this text (one record's external id, say)
 
     def __post_init__(self) -> None:
         if not self.kind:
@@ -100,10 +102,12 @@ class FaultRule:
             raise ValueError(f"hold_seconds must be in (0, {MAX_HOLD_SECONDS:g}]")
         self.method = self.method.upper()
 
-    def applies(self, method: str, path: str, full_path: str) -> bool:
+    def applies(self, method: str, path: str, full_path: str, body: bytes = b"") -> bool:
         if self.count is not None and self.count <= 0:
             return False
         if self.method and self.method != method:
+            return False
+        if self.body and self.body.encode() not in body:
             return False
         if self.path.startswith("/"):
             return self.path.lower() in full_path.lower()
@@ -273,16 +277,19 @@ class Faults:
             return True
         return False
 
-    async def before_call(self, method: str, path: str, full_path: str, *, api: bool = True) -> Decision | None:
+    async def before_call(
+        self, method: str, path: str, full_path: str, *, api: bool = True, body: bytes = b""
+    ) -> Decision | None:
         """Try the rules on one call; None lets it through (after any injected latency).
 
-        `path` is the API path after /services/data/vXX.X/, `full_path` the whole URL path. Calls outside
-        the data API (`api=False`: the OAuth token endpoint) see only rules with an absolute path.
+        `path` is the API path after /services/data/vXX.X/, `full_path` the whole URL path, `body` the request's
+        (for rules with `body`). Calls outside the data API (`api=False`: the OAuth token endpoint) see only
+        rules with an absolute path.
         """
         for rule in self.rules:
             if not api and not rule.path.startswith("/"):
                 continue
-            if not rule.applies(method, path, full_path) or self.rng.random() >= rule.rate:
+            if not rule.applies(method, path, full_path, body) or self.rng.random() >= rule.rate:
                 continue
             if rule.count is not None:
                 rule.count -= 1

@@ -552,10 +552,12 @@ class PostgresStore(EventClaims):
         *,
         with_source: bool = False,
         keys: Sequence[str] | None = None,
+        fill: bool = True,
     ) -> OutboxClaim:
         """Claim up to ``limit`` queued rows of ``obj`` nobody holds a live lease on, for sending: the rows of
-        ``keys`` first (primary-key lookups), then, while fewer than ``limit`` are held, the first others in key
-        order. Answers are recorded with ``record_results`` as usual: a row leaves only at the version sent.
+        ``keys`` first (primary-key lookups), then, while fewer than ``limit`` are held and ``fill`` is on, the
+        first others in key order. Answers are recorded with ``record_results`` as usual: a row leaves only at
+        the version sent.
 
         ``keys``: a work item names its rows. Claimed by key they cost the server an index lookup each (once the
         planner has the outbox's statistics: ``analyze_outbox``); the scan in key order sorts every queued row of
@@ -571,7 +573,7 @@ class PostgresStore(EventClaims):
                     f"LIMIT %(n)s FOR UPDATE SKIP LOCKED) {_CLAIM_PICKED}",
                     {**args, "keys": list(keys), "n": limit},
                 ).fetchall()
-            if len(claimed) < limit:
+            if fill and len(claimed) < limit:
                 # The rows just claimed are leased now (this transaction sees its own update): not taken twice.
                 claimed += c.execute(
                     "WITH picked AS (SELECT key FROM outbox WHERE pipeline = %(p)s AND object = %(o)s "
