@@ -75,6 +75,8 @@ async def test_a_split_read_gives_the_records_of_one_operation_each_once(store: 
         plan = split.read_plans["orders"]
         orders, pages = await _read(split, "orders", states["orders"])
         calls = _calls(split)
+        # `ferry plan` asks stream by stream: the other two configured streams are taken to hold a slot each.
+        assert (await split.plan_read("orders", None))["operations"] == 3
     async with ShopifySource(store.config(bulk_threshold=0, api_version="2026-01", bulk_split_min=10**6)) as one:
         alone, _ = await _read(one, "orders", None)
         assert "operations" not in one.read_plans["orders"]

@@ -179,7 +179,8 @@ class GraphQLReads:
         shares = share_slots({s: counts[s].expected for s in bulk}, slots, self.bulk_split_min)
         for stream in fresh:
             self._prepared[stream] = self._plan(stream, counts[stream], shares.get(stream, 1))
-        wanted = [(s, i) for s in bulk for i in range(len(self.plans[s].ranges))][: max(1, slots)]
+        # No free slot (saved reads' operations hold them all): each read starts its own when its turn comes.
+        wanted = [(s, i) for s in bulk for i in range(len(self.plans[s].ranges))][: max(0, slots)]
         if not wanted:
             return {}
         documents = [bulk_query(s, cursors[s], self.plans[s].ranges[i]) for s, i in wanted]

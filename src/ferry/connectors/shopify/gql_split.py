@@ -6,7 +6,9 @@ From API version 2026-01 Shopify runs up to five bulk query operations per shop 
 over one id range (``id:<=b1``, ``id:>b1 id:<=b2``, ..., ``id:>b(k-1)``: open at both ends, so together they
 match exactly what the one operation would, and a record's id never changes, so a record is in one range).
 The bounds split the span between the smallest and the largest matching id (asked in the same request as
-the count) evenly: ids grow with creation time, so equal id spans hold about equal numbers of records.
+the count) evenly: ids grow with creation time, so in a backfill equal id spans hold about equal numbers of
+records (a catch-up's changed records may crowd the newest range: the split is a heuristic, never a risk to
+correctness, since the ranges cover every id whatever their sizes).
 
 The slots: every stream read in bulk holds one; the free ones go, one at a time, to the stream with the most
 result lines per operation (records times ``LINES_PER_RECORD``), as long as each of its operations keeps at
