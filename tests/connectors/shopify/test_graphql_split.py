@@ -93,6 +93,15 @@ async def test_a_split_read_gives_the_records_of_one_operation_each_once(store: 
     assert [p["bulk"]["part"] for p in pages[:-1]] == sorted(p["bulk"]["part"] for p in pages[:-1])
 
 
+async def test_a_split_read_without_prepare_starts_its_operations_in_one_request(store: Store) -> None:
+    async with ShopifySource(store.config(**SPLIT)) as source:
+        orders, pages = await _read(source, "orders", None)
+        calls = _calls(source)
+    assert pages[0]["bulk"]["done"] == 0 and all(job for job, _ in pages[0]["bulk"]["parts"])  # saved first
+    assert calls["bulk_run"] == 1 and calls["bulk_file"] == 3
+    assert len(orders) == len({o["id"] for o in orders}) == COUNTS["orders"]
+
+
 async def test_a_kill_while_the_operations_run_finds_every_one_again(store: Store) -> None:
     store.bulk_pace(0.004)  # ~1 s an operation: all three still running when the run dies
     try:

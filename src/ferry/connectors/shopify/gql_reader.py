@@ -243,6 +243,18 @@ class GraphQLReads:
                 self.board.track(part.id)
         expected = self.plans[stream].expected if stream in self.plans else None
         share = None if expected is None else -(-expected // len(progress.parts))
+        missing = [p for p in progress.parts[progress.part + 1 :] if p.id is None]
+        if missing and progress.current.id is None:
+            # Not started ahead (no ``prepare``, or no slot then): start them together, as ``prepare`` does;
+            # one Shopify refuses for want of a slot starts alone when its turn comes.
+            ids = await self.board.start_many([bulk_query(stream, progress.since, p.range)
+                                               for p in [progress.current, *missing]])
+            for part, job_id in zip([progress.current, *missing], ids, strict=True):
+                if job_id is not None:
+                    part.id = job_id
+                    self.started.add(job_id)
+            if any(ids):  # saved before anything else: a crash from here on finds these operations again
+                yield SourcePage([], {"cursor": cursor, "bulk": progress.as_json()}, progress.resumed)
         while True:
             part = progress.current
             jobs = BulkQueries(self.client, bulk_query(stream, progress.since, part.range), share, board=self.board)
