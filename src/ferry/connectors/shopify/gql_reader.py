@@ -1,13 +1,14 @@
-"""A Shopify stream read over the GraphQL Admin API: one Bulk Operation when much changed, else cost-paced pages.
+"""A Shopify stream read over the GraphQL Admin API: Bulk Operations when much changed, else cost-paced pages.
 
 Which one: a count query (``ordersCount(query: "updated_at:>='…'")``) against ``bulk_threshold``. Both give
 records in the REST raw shape (``gql_shape``), so ``normalize.py`` stays the one normalizer.
 
 ``prepare_reads`` plans every stream of a run at once before the first is read: one count query with an
 aliased count per stream, then the bulk operations of every stream that needs one started together in one
-request where the API version lets several run at once (2026-01 and later: five), else the first one. Each
-started operation's id goes into that stream's state, which the engine saves before any read: a crash
-from there on finds the operations again instead of starting them twice.
+request where the API version lets several run at once (2026-01 and later: five; a large stream takes the
+free slots as several operations over id ranges, ``gql_split``), else the first one. Each started
+operation's id goes into that stream's state, which the engine saves before any read: a crash from there on
+finds the operations again instead of starting them twice.
 
 Paged reads are ``reader.read_stream`` over this class as its ``PageReader``: updated_at order, keyset
 cursors, the same never-skip rule and clock-margin cursor as the REST read. A page's "next link" is the
@@ -18,7 +19,8 @@ A bulk read runs one operation through ``ferry.connectors.jobs`` and streams its
 saved with each page, the first one (empty) right after the operation is created: a restarted run finds the
 operation by id, waits for it if it still runs, skips the objects already staged, and never starts a second
 one. The cursor after a bulk read stops at the operation's start less the clock margin: a change committed
-while it ran is at least that new, so the next read meets it.
+while it ran is at least that new, so the next read meets it. A split read does the same part by part, in
+range order (its state then also lists every part, the current one and the earliest start: ``gql_split``).
 """
 
 from __future__ import annotations
