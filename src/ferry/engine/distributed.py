@@ -1,7 +1,7 @@
 """Distributed runs: a coordinator (``ferry run`` with a bus) and the load work ``ferry worker`` processes do.
 
-The coordinator is an ordinary run (the pipeline's lock, the run row, prepare, read into staging, plan into the
-outbox and the DLQ: the embedded code, against the shared PostgreSQL store) that does not write to the target
+The coordinator is an ordinary run (the pipeline's lock, the run row, prepare, plan into the outbox and the
+DLQ: the embedded code, against the shared PostgreSQL store) that neither reads the source nor writes to the target
 itself. For each object, once its parents' loads are done, it publishes ``LoadBatch`` items covering the
 object's outbox and waits until the outbox of that object is drained: every row written, dead-lettered, or
 (after the last round) left queued for the next run. Workers take the items from the bus; an item is a claim
@@ -14,8 +14,16 @@ its rows leased; the lease runs out, its item comes back after the ack wait, and
 in the coordinator's next round. A record sent twice (a worker killed between the target's answer and the
 commit) is an upsert by external id on the target: it lands once.
 
-Not distributed yet (said in docs/distributed.md): reads and planning (the coordinator does them), and remote
-jobs (Bulk API 2.0): a distributed run writes every object through the cheapest direct strategy.
+The reads are workers' work too: one ``ReadStream`` item per stream, staged page by page with its read state; the
+coordinator plans once every stream is read (engine/distjobs.py).
+
+An object that must go through a remote job (Bulk API 2.0: ``bulk_threshold``, or a budget too small for the
+direct calls; where a job would only take fewer calls, direct batches spread over the workers) is one ``JobLoad``
+item instead: one worker runs the embedded journaled job path, and what the job leaves queued goes out in the
+next rounds as ``LoadBatch`` items (engine/distjobs.py).
+
+Not distributed yet (said in docs/distributed.md): planning (the coordinator maps and validates), a stream split
+into slices read by several workers at once.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from ferry.core.ports import LetterFilter
 from ferry.core.writes import StrategyChoice, choose_write
 from ferry.engine.adopt import adopt_linked
 from ferry.engine.budget_blocks import DEFAULT_BLOCK, BlockLedger
+from ferry.engine.distjobs import CoordinatorLink, choose_for_workers, publish_job, read_over_bus
 from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
 from ferry.engine.pipeline import PipelineSpec
@@ -97,6 +106,15 @@ class DistributedRunner(Runner):
         assert self._bus is not None, "the bus is connected by run()"
         return self._bus
 
+    async def _extract(self, source: Source, run_id: int, stats: RunStats) -> None:
+        """The read, by workers: one ``ReadStream`` item per stream (engine/distjobs.py)."""
+        self.progress.phase("read (workers)", None)
+        await read_over_bus(self._link(run_id), source, run_id, stats)
+
+    def _link(self, run_id: int) -> CoordinatorLink:
+        return CoordinatorLink(self.store, self.bus, self.pipeline, self.run_token, self._keep_lock,
+                               lambda n: self._on_page(run_id, n))
+
     async def _plan_and_load(
         self, source: Source, sink: Sink, plans: list[ObjectPlan], stats: RunStats, loader: Loader, clock: _PhaseClock
     ) -> None:
@@ -150,7 +168,8 @@ class DistributedRunner(Runner):
         if total == 0:
             s.strategy, s.reason = "-", "nothing to write"
             return
-        choice = direct_write(sink, plan.name, total)
+        # Direct batches over the workers, a remote job (one item, one worker) only when forced or the budget needs it.
+        choice = choose_for_workers(sink, plan.name, total)
         s.strategy, s.reason = f"{choice.strategy} (workers)", f"{choice.reason}; written by ferry workers"
         # Letters this load opened: last seen from now on (a count of open letters before and after would go
         # down when a row with an old letter is written at last, and make the figure negative). The workers
@@ -160,11 +179,22 @@ class DistributedRunner(Runner):
         log.info("load.distributed", object=plan.name, records=total, strategy=choice.strategy)
         rounds = self.budget.max_attempts + EXTRA_ROUNDS
         left = total
+        if self.store.remote_jobs(self.pipeline, plan.name):
+            # Jobs an earlier run journaled are collected (by one worker) before any of these rows goes out again.
+            await _through_outages(functools.partial(publish_job, self._link(stats.run_id), stats.run_id, plan.name,
+                                                     str(choice.strategy), resume_only=True))
+            left = await self._wait_for_round(plan.name, left)
+        # Retries after a remote job go record by record through the direct strategies, as in the embedded loader.
+        direct = direct_write(sink, plan.name, total).strategy if choice.remote_job else choice.strategy
         for attempt in range(1, rounds + 1):
             # A round published again after an outage is the same items (same msg ids): the bus keeps them once.
-            published = await _through_outages(
-                functools.partial(self._publish_round, plan.name, str(choice.strategy), stats.run_id, attempt)
+            publish = (
+                functools.partial(publish_job, self._link(stats.run_id), stats.run_id, plan.name,
+                                  str(choice.strategy), resume_only=False)
+                if attempt == 1 and choice.remote_job
+                else functools.partial(self._publish_round, plan.name, str(direct), stats.run_id, attempt)
             )
+            published = await _through_outages(publish)
             left = await self._wait_for_round(plan.name, left)
             log.info("load.round", object=plan.name, attempt=attempt, items=published, left=left)
             if left == 0:
@@ -266,7 +296,7 @@ def _leased(store: Any, pipeline: str, obj: str) -> int:
 
 
 def direct_write(sink: Sink, obj: str, count: int) -> StrategyChoice:
-    """The run's planner over the direct strategies: a remote job (Bulk API 2.0) is not spread over workers yet."""
+    """The run's planner over the direct strategies (what goes out after a remote job: its retries)."""
     costs = [c for c in sink.write_costs(obj, count) if not c.remote_job]
     return choose_write(costs, remaining_calls=sink.budget_left())
 
@@ -372,6 +402,10 @@ class LoadWork:
             await asyncio.to_thread(self.store.release_outbox, item.pipeline, item.object, claim)
         await asyncio.to_thread(self.store.note_run_paused, item.run_id, str(exc))
         self.paused_items += 1
+
+    async def opened(self, name: str) -> _OpenPipeline:
+        """The pipeline's sink and plans, opened once for the worker's life (shared with engine/distjobs.py)."""
+        return await self._pipeline(name)
 
     async def _pipeline(self, name: str) -> _OpenPipeline:
         async with self._opening:
