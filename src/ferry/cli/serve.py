@@ -213,7 +213,10 @@ def fault_config(
         if not isinstance(config, dict):
             raise ConfigError(f"the faults file {faults_file} must hold one JSON object")
     try:
-        rules = [parse_fault_spec(_processed_reset(spec)).__dict__ for spec in specs]
+        # An empty ``body`` (a Salesforce-only match) is left out: the Shopify sandbox, which takes the same
+        # rules, has no such key and refuses a rule that carries it.
+        rules = [{k: v for k, v in parse_fault_spec(_processed_reset(spec)).__dict__.items() if k != "body" or v}
+                 for spec in specs]
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if rules:
