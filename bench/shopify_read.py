@@ -1,6 +1,7 @@
 """Shopify read alone, GraphQL vs REST: calls and wall time to read every stream of one store, same run.
 
-Run: .venv/bin/python bench/shopify_read.py --orders 10000 --latency real [--apis graphql,rest] [--entities example]
+Run: .venv/bin/python bench/shopify_read.py --orders 10000 --latency real [--apis graphql,graphql-one,rest]
+     [--entities example]
 
 One Shopify sandbox (a child process, as in bench/e2e.py) holds a generated store of N orders (N/2
 customers, N/10 products); each API then reads customers, products and orders from scratch, through
@@ -11,6 +12,15 @@ calls leaking 2/s; GraphQL 2,000 points restoring 100/s) and the sandbox's bulk 
 the bulk result file included); records are the raw records read per stream. ``--entities``: what the source
 is told the pipeline maps before it reads (``SelectsEntities``, as a run does): ``all`` (every entity, the
 default), ``example`` (examples/shopify-to-salesforce.yml's objects: no refund) or a comma list.
+
+``graphql`` splits a large stream into several concurrent bulk operations over id ranges where the API
+version allows (2026-01+, connectors/shopify/gql_split.py); ``graphql-one`` is the same read with every stream
+one operation (``bulk_split_min`` out of reach), for a same-run comparison. ``shop_cpu_s`` is the sandbox
+process's CPU during that read (it runs every bulk operation on one core).
+
+Bench knobs, not fidelity claims: ``--bulk-pace S`` sets the sandbox's modeled bulk pace (seconds per object;
+0 runs operations as fast as the sandbox's CPU allows, for memory-only runs of big stores); ``--shard-orders``
+and ``--spill`` are ``bench/memory.py``'s store options for stores too big to hold as plain dicts.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from ferry.mapping.spec import ObjectMapping, mapped_entities
 from ferry.model.canonical import ENTITIES
 
 SEED = 7
+ONE = 10**12  # bulk_split_min no stream reaches: every bulk read is one operation
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shopify-to-salesforce.yml"
 
 
@@ -47,8 +58,9 @@ def entities_of(choice: str) -> frozenset[str]:
     return frozenset(e.strip() for e in choice.split(",") if e.strip())
 
 
-async def read_all(config: ShopifyConfig, entities: frozenset[str]) -> dict[str, Any]:
+async def read_all(config: ShopifyConfig, entities: frozenset[str], shop: Any) -> dict[str, Any]:
     started = time.monotonic()
+    shop_cpu = shop.cpu()
     counts: dict[str, int] = {}
     async with ShopifySource(config) as source:
         skipped = source.select_entities(entities)  # as the engine does before any read
@@ -61,16 +73,17 @@ async def read_all(config: ShopifyConfig, entities: frozenset[str]) -> dict[str,
         plans = source.read_plans
         gql = source._graphql  # the GraphQL read's calls by kind (count, bulk_run, bulk_poll, bulk_file, refunds)
         by_kind = {} if gql is None else {**gql.client.http.calls, **gql.client.files.calls}
-    return {"api": config.api, "skipped_entities": sorted(skipped),
+    variant = config.api + ("-one" if config.api == "graphql" and config.bulk_split_min >= ONE else "")
+    return {"api": variant, "skipped_entities": sorted(skipped),
             "seconds": round(time.monotonic() - started, 2), "calls": calls,
+            "shop_cpu_s": round(shop.cpu() - shop_cpu, 1),
             "records": counts, "reads": {s: p["mode"] for s, p in plans.items()}, "calls_by_kind": by_kind,
             # This process's peak RSS so far (ru_maxrss, KiB on Linux): run one API per process to read it alone.
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def _unthrottle_graphql(info: dict[str, Any]) -> None:
-    """``--latency off``: a GraphQL bucket too large to matter, like the REST one the harness sets."""
-    r = httpx.patch(f"{info['url']}/__sandbox/graphql", json={"maximum_available": 1e9, "restore_rate": 1e9},
+def _graphql_settings(info: dict[str, Any], body: dict[str, Any]) -> None:
+    r = httpx.patch(f"{info['url']}/__sandbox/graphql", json=body,
                     verify=ssl.create_default_context(cafile=info["ca_file"]))
     r.raise_for_status()
 
@@ -82,21 +95,28 @@ def main() -> None:
     ap.add_argument("--apis", default="graphql,rest")
     ap.add_argument("--api-version", default=None, help="Shopify API version (default: the connector's)")
     ap.add_argument("--entities", default="all", help="all | example | a comma list of canonical entities")
+    ap.add_argument("--bulk-pace", type=float, default=None,
+                    help="bench knob: the sandbox's seconds per bulk object (default: its model, 0.0005)")
+    ap.add_argument("--shard-orders", type=int, default=0, help="the sandbox's store in shards (bench/memory.py)")
+    ap.add_argument("--spill", action="store_true", help="with --shard-orders: records on disk")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
-        shop = start_shopify(Path(tmp) / "shopify", args.orders, args.latency, SEED)
+        shop = start_shopify(Path(tmp) / "shopify", args.orders, args.latency, SEED, args.shard_orders, args.spill)
         try:
             info = shop.info
-            if args.latency == "off":
-                _unthrottle_graphql(info)
+            if args.latency == "off":  # a GraphQL bucket too large to matter, like the REST one the harness sets
+                _graphql_settings(info, {"maximum_available": 1e9, "restore_rate": 1e9})
+            if args.bulk_pace is not None:
+                _graphql_settings(info, {"bulk": {"seconds_per_object": args.bulk_pace}})
             rows = []
             for api in args.apis.split(","):
                 config = ShopifyConfig.model_validate({
                     "system": "shopify", "url": info["url"], "access_token": info["access_token"],
-                    "ca_file": info["ca_file"], "api": api,
+                    "ca_file": info["ca_file"], "api": api.removesuffix("-one"),
+                    **({"bulk_split_min": ONE} if api == "graphql-one" else {}),
                     **({"api_version": args.api_version} if args.api_version else {}),
                 })
-                row = asyncio.run(read_all(config, entities_of(args.entities)))
+                row = asyncio.run(read_all(config, entities_of(args.entities), shop))
                 print(json.dumps({"orders": args.orders, "latency": args.latency, **row}), flush=True)
                 rows.append(row)
         finally:

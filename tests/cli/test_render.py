@@ -36,3 +36,19 @@ def test_a_part_running_alongside_keeps_its_own_bar() -> None:
     load.finish()
     done = {t.description: (t.completed, t.total) for t in bar.tasks}
     assert done == {"read orders": (250, 250), "write Product2 (composite)": (10, 10), "map and validate": (0, 5)}
+
+
+def test_the_plan_shows_a_bulk_read_split_over_several_operations() -> None:
+    from types import SimpleNamespace
+
+    from ferry.cli.render import print_plan
+
+    report = SimpleNamespace(
+        pipeline="p", load_order=["Account"], api_usage=None, budget=None, api_budget=None, source=None, objects=[],
+        errors=[],
+        source_reads={"customers": {"mode": "bulk", "expected": 5000},
+                      "orders": {"mode": "bulk", "expected": 10000, "operations": 3}},
+    )
+    out = io.StringIO()
+    print_plan(Console(file=out, width=200), report)
+    assert "source reads: customers: bulk (5,000 changed), orders: bulk x3 (10,000 changed)" in out.getvalue()

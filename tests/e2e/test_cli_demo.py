@@ -81,9 +81,14 @@ def test_demo_plans_by_cost_and_accounts_for_every_record(demo_run: tuple[Path, 
     assert isinstance(objects, dict)
     # No bulk_threshold in the example: below ~8,000 records the planner takes Composite-wrapped Collections
     # (1,000 records a call) over a Bulk job, and Collections for 200 or fewer.
+    # An object loaded in two parts (its ready rows ahead of the rest, engine/overlap.py) shows both choices,
+    # each made for its own part's size; a part never costs more than one call over loading the whole.
     for name, o in objects.items():
-        want = "composite" if o["written"] + o["dead_lettered"] > 200 else "collections"
-        assert o["strategy"] in (want, "single"), (name, o["strategy"], o["reason"])
+        if "; then " not in o["reason"]:
+            want = "composite" if o["written"] + o["dead_lettered"] > 200 else "collections"
+            assert o["strategy"] in (want, "single"), (name, o["strategy"], o["reason"])
+        else:  # two parts (the same choice for both shows once)
+            assert set(o["strategy"].split("+")) <= {"composite", "collections", "single"}, (name, o["strategy"])
         assert o["api_calls"] <= -(-o["read"] // 1000) + 1, (name, o["api_calls"])
     for name, o in objects.items():
         assert o["read"] == o["written"] + o["dead_lettered"] + o.get("unchanged", 0), name

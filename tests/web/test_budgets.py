@@ -25,12 +25,13 @@ def test_the_runs_page_shows_the_shopify_bucket_beside_the_salesforce_budget(dem
     block = re.search(r'<div class="budget source-calls" data-pipeline="demo">(.*?)</div>', page)
     assert block and f">{expected['calls_24h']:,}</span> calls in the last 24 h" in block.group(1)
     assert f"({expected['calls_last_run']:,} in run {demo_world.stats.run_id})" in block.group(1)
-    # Live, this process: the demo's runs read the shop here, whose answers carry X-Shopify-Shop-Api-Call-Limit.
-    bucket = re.search(r'data-system="shopify" data-budget="bucket"><strong>Shopify leaky bucket</strong>: '
-                       r'<span class="remaining">([\d,]+)</span> of ([\d,]+) calls left', page)
-    assert bucket, "no Shopify bucket on the runs page"
+    # Live, this process: the demo's runs read the shop here over GraphQL (the default), whose answers carry
+    # extensions.cost.throttleStatus.
+    bucket = re.search(r'data-system="shopify" data-budget="graphql_points"><strong>Shopify GraphQL cost points '
+                       r'[^<]*</strong>: <span class="remaining">([\d,]+)</span> of ([\d,]+) points left', page)
+    assert bucket, "no Shopify GraphQL points on the runs page"
     left, size = (int(g.replace(",", "")) for g in bucket.groups())
-    assert size == 40 and 0 <= left <= size  # the sandbox's bucket is Shopify's standard 40
+    assert size == 2000 and 0 <= left <= size  # the sandbox's bucket is Shopify's Standard plan: 2,000 points
     live = httpx.get(demo_world.url + "/api/throughput", timeout=30).json()["live_budgets"]
     org = [b for b in live if (b["system"], b["budget"]) == ("salesforce", "org_daily")]
     assert org and org[0]["limit"] and 0 < org[0]["remaining"] <= org[0]["limit"]

@@ -112,8 +112,13 @@ def _read_modes(stats: RunStats) -> str:
     """`` over graphql (orders: bulk, customers: paged)`` when the source says how it read."""
     if not stats.source_api:
         return ""
-    modes = ", ".join(f"{k}: {v.get('mode')}" for k, v in stats.source_reads.items() if isinstance(v, dict))
+    modes = ", ".join(f"{k}: {_read_mode(v)}" for k, v in stats.source_reads.items() if isinstance(v, dict))
     return f" over {stats.source_api}" + (f" ({modes})" if modes else "")
+
+
+def _read_mode(read: dict[str, Any]) -> str:
+    """``bulk``, ``paged``, or ``bulk x3`` for a bulk read split over several concurrent operations."""
+    return f"{read.get('mode')}" + (f" x{read['operations']}" if read.get("operations") else "")
 
 
 def print_run(console: Console, stats: RunStats, *, exit_codes: bool = True) -> None:
@@ -387,7 +392,7 @@ def print_plan(console: Console, report: Any) -> None:
         console.print(line.replace("this run", "this plan's describes and queries"))
     reads = getattr(report, "source_reads", None) or {}
     if reads:
-        parts = [f"{s}: {r.get('mode')}" + (f" ({r['expected']:,} changed)" if r.get("expected") is not None else "")
+        parts = [f"{s}: {_read_mode(r)}" + (f" ({r['expected']:,} changed)" if r.get("expected") is not None else "")
                  for s, r in reads.items() if r.get("mode")]
         errors = {r["error"] for r in reads.values() if r.get("error")}
         console.print(f"source reads: {', '.join(parts)}" if parts else f"source reads: unknown ({', '.join(errors)})")

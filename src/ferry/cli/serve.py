@@ -178,6 +178,12 @@ def limit_options(daily_api_limit: int | None, concurrent_limit: int | None, pub
     return options
 
 
+def _rule_config(rule: dict[str, Any]) -> dict[str, Any]:
+    """A parsed rule as the sandboxes' JSON form. `body` (match a request body) only the Salesforce sandbox
+    knows: left out when unset, so the other sandboxes, which refuse keys they do not know, take the rule."""
+    return {k: v for k, v in rule.items() if k != "body" or v}
+
+
 def _processed_reset(spec: str) -> str:
     """``commit_then_reset[:RATE][,...]`` is ``reset[:RATE][,...],processed=true``: the call is processed (a
     write committed), then the connection is reset before the answer."""
@@ -213,10 +219,7 @@ def fault_config(
         if not isinstance(config, dict):
             raise ConfigError(f"the faults file {faults_file} must hold one JSON object")
     try:
-        # An empty ``body`` (a Salesforce-only match) is left out: the Shopify sandbox, which takes the same
-        # rules, has no such key and refuses a rule that carries it.
-        rules = [{k: v for k, v in parse_fault_spec(_processed_reset(spec)).__dict__.items() if k != "body" or v}
-                 for spec in specs]
+        rules = [_rule_config(parse_fault_spec(_processed_reset(spec)).__dict__) for spec in specs]
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if rules:

@@ -33,6 +33,10 @@ class ShopifyConfig(BaseModel):
     # GraphQL: top-level records per staged page of a bulk read's result file (each page is saved with the read's
     # place in the file; larger pages mean fewer refund-detail queries and fewer saves).
     bulk_page_size: int = Field(2000, ge=1)
+    # GraphQL, API 2026-01 and later (five bulk queries at once per shop and app): a bulk read of a large stream
+    # runs as several operations over id ranges, on the slots the other streams leave, each of at least this
+    # many records (connectors/shopify/gql_split.py).
+    bulk_split_min: int = Field(2500, ge=1)
     timeout_seconds: float = Field(30.0, gt=0)
 
     @field_validator("ca_file", mode="before")

@@ -1,13 +1,14 @@
-"""A Shopify stream read over the GraphQL Admin API: one Bulk Operation when much changed, else cost-paced pages.
+"""A Shopify stream read over the GraphQL Admin API: Bulk Operations when much changed, else cost-paced pages.
 
 Which one: a count query (``ordersCount(query: "updated_at:>='…'")``) against ``bulk_threshold``. Both give
 records in the REST raw shape (``gql_shape``), so ``normalize.py`` stays the one normalizer.
 
 ``prepare_reads`` plans every stream of a run at once before the first is read: one count query with an
 aliased count per stream, then the bulk operations of every stream that needs one started together in one
-request where the API version lets several run at once (2026-01 and later: five), else the first one. Each
-started operation's id goes into that stream's state, which the engine saves before any read: a crash
-from there on finds the operations again instead of starting them twice.
+request where the API version lets several run at once (2026-01 and later: five; a large stream takes the
+free slots as several operations over id ranges, ``gql_split``), else the first one. Each started
+operation's id goes into that stream's state, which the engine saves before any read: a crash from there on
+finds the operations again instead of starting them twice.
 
 Paged reads are ``reader.read_stream`` over this class as its ``PageReader``: updated_at order, keyset
 cursors, the same never-skip rule and clock-margin cursor as the REST read. A page's "next link" is the
@@ -18,14 +19,15 @@ A bulk read runs one operation through ``ferry.connectors.jobs`` and streams its
 saved with each page, the first one (empty) right after the operation is created: a restarted run finds the
 operation by id, waits for it if it still runs, skips the objects already staged, and never starts a second
 one. The cursor after a bulk read stops at the operation's start less the clock margin: a change committed
-while it ran is at least that new, so the next read meets it.
+while it ran is at least that new, so the next read meets it. A split read does the same part by part, in
+range order (its state then also lists every part, the current one and the earliest start: ``gql_split``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -36,6 +38,7 @@ from ferry.connectors.jobs import resume_job, start_job
 from ferry.connectors.shopify import gql_shape as shape
 from ferry.connectors.shopify.gql_bulk import BulkBoard, BulkOutcome, BulkQueries, concurrent_queries
 from ferry.connectors.shopify.gql_client import ShopifyGraphQL
+from ferry.connectors.shopify.gql_split import BulkProgress, Part, id_ranges, legacy_id, share_slots
 from ferry.connectors.shopify.reader import (
     ORDERED,
     Progress,
@@ -71,9 +74,21 @@ class ReadPlan:
     stream: str
     mode: str  # "bulk" or "paged"
     expected: int | None  # records changed since the cursor, as the store counted them
+    # A bulk read's operations, each an id range (``gql_split``); [None]: one operation over the whole stream.
+    ranges: list[str | None] = field(default_factory=lambda: [None])
 
     def as_json(self) -> dict[str, Any]:
-        return {"stream": self.stream, "mode": self.mode, "expected": self.expected}
+        out: dict[str, Any] = {"stream": self.stream, "mode": self.mode, "expected": self.expected}
+        if len(self.ranges) > 1:
+            out["operations"] = len(self.ranges)
+        return out
+
+
+@dataclass(slots=True)
+class _Count:
+    expected: int | None
+    first_id: int | None = None  # smallest and largest matching id (asked when a split is possible)
+    last_id: int | None = None
 
 
 class GraphQLReads:
@@ -86,6 +101,8 @@ class GraphQLReads:
         version: Callable[[str, dict[str, Any]], str],
         bulk_page_size: int = 2000,
         api_version: str = "2025-07",
+        streams: Sequence[str] = (),
+        bulk_split_min: int = 2500,
     ) -> None:
         self.client = client
         self.page_size = page_size
@@ -96,6 +113,8 @@ class GraphQLReads:
         self.plans: dict[str, ReadPlan] = {}
         self.bulk_polls = 0
         self.api_version = api_version
+        self.streams = tuple(streams)  # the run's streams: each read in bulk holds one of the shop's slots
+        self.bulk_split_min = bulk_split_min  # fewest records per operation of a split stream
         self.board = BulkBoard(client)  # every bulk operation of this run, polled together
         self.started: set[str] = set()  # operations this process started (no resume check needed)
         self._prepared: dict[str, ReadPlan] = {}  # plans ``prepare`` made, each for the read that follows it
@@ -123,54 +142,92 @@ class GraphQLReads:
 
     # ------------------------------------------------------------------ the choice
     async def plan(self, stream: str, state: dict[str, Any] | None) -> ReadPlan:
-        """Bulk or paged for the read ``state`` starts (one count query, which also gives the shop's zone)."""
+        """Bulk or paged for the read ``state`` starts (one count query, which also gives the shop's zone). A bulk
+        read may split (``gql_split``): this stream gets the slots the run's other streams leave, one each."""
         since = ReadState.parse(state).cursor
-        document = f"""query Plan($q: String) {{ shop {{ ianaTimezone }}
-          {_COUNT[stream]}(query: $q, limit: null) {{ count precision }} }}"""
-        answer = await self.client.query(document, {"q": _filter(since)}, cost=2, label="count")
+        count = (await self._count({stream: since}))[stream]
+        others = sum(1 for s in self.streams if s != stream)
+        return self._plan(stream, count, concurrent_queries(self.api_version) - others)
+
+    async def _count(self, cursors: dict[str, str | None]) -> dict[str, _Count]:
+        """One request: per stream its changed records since its cursor and, where the version lets a read
+        split, the smallest and largest matching id (``first: 1`` sorted by id, each way)."""
+        streams = list(cursors)
+        splits = concurrent_queries(self.api_version) > 1
+        params = ", ".join(f"$q{i}: String" for i in range(len(streams)))
+        fields = []
+        for i, s in enumerate(streams):
+            fields.append(f"c{i}: {_COUNT[s]}(query: $q{i}, limit: null) {{ count precision }}")
+            if splits:
+                for alias, reverse in (("f", "false"), ("l", "true")):
+                    fields.append(f"{alias}{i}: {_ROOT[s]}(first: 1, sortKey: ID, reverse: {reverse}, query: $q{i}) "
+                                  f"{{ nodes {{ id }} }}")
+        answer = await self.client.query(
+            f"query Plan({params}) {{ shop {{ ianaTimezone }} {' '.join(fields)} }}",
+            {f"q{i}": _filter(cursors[s]) for i, s in enumerate(streams)},
+            cost=1 + len(streams) * (5 if splits else 1), label="count",
+        )
         self.shaper = shape.Shaper((answer.data.get("shop") or {}).get("ianaTimezone"))
-        count = (answer.data.get(_COUNT[stream]) or {}).get("count")
-        expected = int(count) if isinstance(count, int) else None
-        mode = "bulk" if expected is None or expected > self.bulk_threshold else "paged"
-        plan = self.plans[stream] = ReadPlan(stream, mode, expected)
-        log.info("read.plan", stream=stream, mode=mode, expected=expected)
+        out: dict[str, _Count] = {}
+        for i, stream in enumerate(streams):
+            count = (answer.data.get(f"c{i}") or {}).get("count")
+            expected = int(count) if isinstance(count, int) else None
+            out[stream] = _Count(expected, _edge_id(answer.data, f"f{i}"), _edge_id(answer.data, f"l{i}"))
+        return out
+
+    def _mode(self, expected: int | None) -> str:
+        return "bulk" if expected is None or expected > self.bulk_threshold else "paged"
+
+    def _plan(self, stream: str, count: _Count, slots: int) -> ReadPlan:
+        """The stream's plan, a bulk read split over up to ``slots`` operations."""
+        expected = count.expected
+        mode = self._mode(expected)
+        parts = share_slots({stream: expected}, slots, self.bulk_split_min)[stream] if mode == "bulk" else 1
+        plan = self.plans[stream] = ReadPlan(stream, mode, expected, id_ranges(count.first_id, count.last_id, parts))
+        log.info("read.plan", stream=stream, mode=mode, expected=expected, operations=len(plan.ranges))
         return plan
 
     async def prepare(self, states: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
         """Plan the streams whose read starts now (one count query for all), start their bulk operations
-        together where the version allows; the new state of each stream whose operation started, to be saved
-        before any read. Streams continuing a saved read are left to ``read``."""
+        together where the version allows (a large stream as several, ``gql_split``); the new state of each
+        stream whose operations started, to be saved before any read. Streams continuing a saved read are left
+        to ``read`` (their operations still hold slots)."""
         states = {s: self._since_selection(s, st) for s, st in states.items()}
         fresh = [s for s, st in states.items() if (st or {}).get("read") is None and not (st or {}).get("bulk")]
         if not fresh:
             return {}
         cursors = {s: ReadState.parse(states[s]).cursor for s in fresh}
-        params = ", ".join(f"$q{i}: String" for i in range(len(fresh)))
-        counts = " ".join(f"c{i}: {_COUNT[s]}(query: $q{i}, limit: null) {{ count precision }}"
-                          for i, s in enumerate(fresh))
-        answer = await self.client.query(
-            f"query Plan({params}) {{ shop {{ ianaTimezone }} {counts} }}",
-            {f"q{i}": _filter(cursors[s]) for i, s in enumerate(fresh)}, cost=1 + len(fresh), label="count",
-        )
-        self.shaper = shape.Shaper((answer.data.get("shop") or {}).get("ianaTimezone"))
-        for i, stream in enumerate(fresh):
-            count = (answer.data.get(f"c{i}") or {}).get("count")
-            expected = int(count) if isinstance(count, int) else None
-            mode = "bulk" if expected is None or expected > self.bulk_threshold else "paged"
-            self.plans[stream] = self._prepared[stream] = ReadPlan(stream, mode, expected)
-            log.info("read.plan", stream=stream, mode=mode, expected=expected)
-        bulk = [s for s in fresh if self.plans[s].mode == "bulk"][: concurrent_queries(self.api_version)]
-        if not bulk:
+        counts = await self._count(cursors)
+        held = sum(_slots_held((st or {}).get("bulk")) for s, st in states.items() if s not in fresh)
+        slots = concurrent_queries(self.api_version) - held
+        bulk = [s for s in fresh if self._mode(counts[s].expected) == "bulk"]
+        shares = share_slots({s: counts[s].expected for s in bulk}, slots, self.bulk_split_min)
+        for stream in fresh:
+            self._prepared[stream] = self._plan(stream, counts[stream], shares.get(stream, 1))
+        # No free slot (saved reads' operations hold them all): each read starts its own when its turn comes.
+        wanted = [(s, i) for s in bulk for i in range(len(self.plans[s].ranges))][: max(0, slots)]
+        if not wanted:
             return {}
-        documents = [bulk_query(s, cursors[s], node=self._node(s)) for s in bulk]
-        ids = await self.board.start_many(documents) if len(bulk) > 1 else [await self._start_one(documents[0])]
-        out: dict[str, dict[str, Any]] = {}
-        for stream, job_id in zip(bulk, ids, strict=True):
+        documents = [self._bulk_document(s, cursors[s], self.plans[s].ranges[i]) for s, i in wanted]
+        ids = await self.board.start_many(documents) if len(wanted) > 1 else [await self._start_one(documents[0])]
+        progress = {s: self._new_progress(s, cursors[s]) for s in bulk}
+        for (stream, i), job_id in zip(wanted, ids, strict=True):
             if job_id is not None:
                 self.started.add(job_id)
-                progress = {"id": job_id, "since": cursors[stream], "done": 0, "newest": None}
-                out[stream] = self._tagged(stream, {"cursor": cursors[stream], "bulk": progress})
-        return out
+                progress[stream].parts[i].id = job_id
+        return {
+            s: self._tagged(s, {"cursor": cursors[s], "bulk": p.as_json()})
+            for s, p in progress.items()
+            if any(x.id for x in p.parts)
+        }
+
+    def _new_progress(self, stream: str, cursor: str | None) -> BulkProgress:
+        ranges = self.plans[stream].ranges if stream in self.plans else [None]
+        return BulkProgress(cursor, [Part(None, r) for r in ranges])
+
+    def _bulk_document(self, stream: str, since: str | None, id_range: str | None) -> str:
+        """One bulk operation's query in the selection's shape (orders without refunds when none is mapped)."""
+        return bulk_query(stream, since, id_range, node=self._node(stream))
 
     def _tagged(self, stream: str, state: dict[str, Any]) -> dict[str, Any]:
         """A state of an orders read without refunds says so: a later run that selects them reads again."""
@@ -186,12 +243,12 @@ class GraphQLReads:
 
     async def _read(self, stream: str, state: dict[str, Any] | None) -> AsyncIterator[SourcePage]:
         bulk = (state or {}).get("bulk")
-        if isinstance(bulk, dict) and bulk.get("id"):
+        if isinstance(bulk, dict) and (bulk.get("id") or bulk.get("parts")):
             self._prepared.pop(stream, None)
             await self._ensure_shaper()
             if stream not in self.plans or self.plans[stream].mode != "bulk":
                 self.plans[stream] = ReadPlan(stream, "bulk", None)
-            async for page in self._bulk(stream, state or {}, bulk):
+            async for page in self._bulk(stream, state or {}, BulkProgress.from_json(bulk)):
                 yield page
             return
         planned = self._prepared.pop(stream, None)
@@ -213,60 +270,84 @@ class GraphQLReads:
 
     # ------------------------------------------------------------------ bulk
     async def _bulk(
-        self, stream: str, state: dict[str, Any], saved: dict[str, Any] | None
+        self, stream: str, state: dict[str, Any], saved: BulkProgress | None
     ) -> AsyncIterator[SourcePage]:
+        """Each operation of the read (one, or one per id range) in range order: found again, waited for, or
+        started; then its result file in pages. Every operation known is tracked on the board first, so one
+        poll answers for all of them."""
         cursor = ReadState.parse(state).cursor
-        since = saved.get("since") if saved else cursor
+        progress = saved if saved is not None else self._new_progress(stream, cursor)
+        progress.resumed = saved is not None and any(p.id not in self.started for p in saved.parts if p.id)
+        for part in progress.parts:
+            if part.id is not None:
+                self.board.track(part.id)
         expected = self.plans[stream].expected if stream in self.plans else None
-        jobs = BulkQueries(self.client, bulk_query(stream, since, node=self._node(stream)), expected, board=self.board)
-        outcome: BulkOutcome | None = None
-        done = 0
-        newest = saved.get("newest") if saved else None
-        if saved and str(saved["id"]) in self.started:
-            # Started by ``prepare`` in this process: wait for it like one just started.
-            started = time.monotonic()
-            outcome = await jobs.wait(str(saved["id"]), expected_rows=expected)
-            log.info("read.bulk_finished", stream=stream, status=outcome.status, objects=outcome.object_count,
-                     seconds=round(time.monotonic() - started, 2), polls=jobs.polls)
-            if outcome.status != "COMPLETED":
-                outcome = None  # failed or canceled: run it again from the same lower bound
-            saved = None if outcome is None else saved
-        elif saved:
+        share = None if expected is None else -(-expected // len(progress.parts))
+        missing = [p for p in progress.parts[progress.part + 1 :] if p.id is None]
+        if missing and progress.current.id is None:
+            # Not started ahead (no ``prepare``, or no slot then): start them together, as ``prepare`` does;
+            # one Shopify refuses for want of a slot starts alone when its turn comes.
+            ids = await self.board.start_many(
+                [self._bulk_document(stream, progress.since, p.range) for p in [progress.current, *missing]]
+            )
+            for part, job_id in zip([progress.current, *missing], ids, strict=True):
+                if job_id is not None:
+                    part.id = job_id
+                    self.started.add(job_id)
+            if any(ids):  # saved before anything else: a crash from here on finds these operations again
+                yield SourcePage([], {"cursor": cursor, "bulk": progress.as_json()}, progress.resumed)
+        while True:
+            part = progress.current
+            document = self._bulk_document(stream, progress.since, part.range)
+            jobs = BulkQueries(self.client, document, share, board=self.board)
+            outcome = None if part.id is None else await self._known(stream, jobs, part.id, share)
+            if outcome is None:
+                progress.done = 0  # run it again, from the same lower bound
+                part.id = await start_job(jobs)
+                self.started.add(part.id)
+                # Saved before anything else: a crash from here on finds this operation again.
+                yield SourcePage([], {"cursor": cursor, "bulk": progress.as_json()}, progress.resumed)
+                outcome = await self._waited(stream, jobs, part.id, share)
+            progress.saw_start(outcome.created_at)
+            async for page in self._bulk_pages(stream, jobs, outcome, progress, cursor):
+                yield page
+            if progress.last:
+                self.bulk_polls += jobs.polls
+                return
+            self.bulk_polls += jobs.polls
+            progress.next_part()
+
+    async def _known(self, stream: str, jobs: BulkQueries, job_id: str, expected: int | None) -> BulkOutcome | None:
+        """The outcome of an operation already started; None when it must run again (failed, canceled, or
+        no longer known to the store)."""
+        outcome: BulkOutcome | None
+        if job_id in self.started:  # started in this process: wait for it like one just started
+            outcome = await self._waited(stream, jobs, job_id, expected)
+        else:
             try:
-                outcome = await resume_job(jobs, str(saved["id"]))
-                done = int(saved.get("done") or 0)
-                log.info("read.bulk_resume", stream=stream, id=saved["id"], done=done)
+                outcome = await resume_job(jobs, job_id)
             except PermanentError:
-                outcome = None  # the store no longer knows it (expired): run it again
-            if outcome is not None and outcome.status != "COMPLETED":
-                outcome, done = None, 0  # failed or canceled: run it again from the same lower bound
-        if outcome is None:
-            job_id = await start_job(jobs)
-            progress = {"id": job_id, "since": since, "done": 0, "newest": newest}
-            # Saved before anything else: a crash from here on finds this operation again.
-            yield SourcePage([], {"cursor": cursor, "bulk": progress}, bool(saved))
-            started = time.monotonic()
-            outcome = await jobs.wait(job_id, expected_rows=expected)
-            log.info("read.bulk_finished", stream=stream, status=outcome.status, objects=outcome.object_count,
-                     seconds=round(time.monotonic() - started, 2), polls=jobs.polls)
-        self.bulk_polls += jobs.polls
-        async for page in self._bulk_pages(stream, jobs, outcome, since, cursor, done, newest):
-            yield page
+                return None  # the store no longer knows it (expired): run it again
+            log.info("read.bulk_resume", stream=stream, id=job_id)
+        return outcome if outcome is not None and outcome.status == "COMPLETED" else None
+
+    async def _waited(self, stream: str, jobs: BulkQueries, job_id: str, expected: int | None) -> BulkOutcome:
+        started = time.monotonic()
+        outcome = await jobs.wait(job_id, expected_rows=expected)
+        log.info("read.bulk_finished", stream=stream, id=job_id, status=outcome.status,
+                 objects=outcome.object_count, seconds=round(time.monotonic() - started, 2), polls=jobs.polls)
+        return outcome
 
     async def _bulk_pages(
-        self,
-        stream: str,
-        jobs: BulkQueries,
-        outcome: BulkOutcome,
-        since: str | None,
-        cursor: str | None,
-        done: int,
-        newest: str | None,
+        self, stream: str, jobs: BulkQueries, outcome: BulkOutcome, progress: BulkProgress, cursor: str | None
     ) -> AsyncIterator[SourcePage]:
-        """Pages of the result file. An order with refunds waits until a query's worth of refunds (the cost
-        cap) waits, so their details take as few calls as they can; the state's ``done`` stops before the
-        first one still waiting (a resume reads on from there; what it reads twice staging takes once)."""
+        """Pages of one operation's result file. An order with refunds waits until a query's worth of refunds
+        (the cost cap) waits, so their details take as few calls as they can; the state's ``done`` stops before
+        the first one still waiting (a resume reads on from there; what it reads twice staging takes once). The
+        file's last page says where the read goes on: the next operation's file, or (the last) the moved cursor."""
         seen = 0
+        done = progress.done
+        resumed = progress.resumed
         ready: list[dict[str, Any]] = []
         waiting = _Waiting()
         async for node, children in _grouped(jobs.results(outcome)):
@@ -280,14 +361,17 @@ class GraphQLReads:
             else:
                 ready += await self._shape_all(stream, [(node, children)])
             if len(ready) >= self.bulk_page_size:
-                newest = _newest(newest, (self.version(stream, r) for r in ready))
-                progress = {"id": outcome.id, "since": since, "done": waiting.before(seen), "newest": newest}
-                yield SourcePage(ready, {"cursor": cursor, "bulk": progress}, done > 0)
+                progress.newest = _newest(progress.newest, (self.version(stream, r) for r in ready))
+                progress.done = waiting.before(seen)
+                yield SourcePage(ready, {"cursor": cursor, "bulk": progress.as_json()}, resumed)
                 ready = []
         ready += await self._orders_with_refunds(waiting.take())
-        newest = _newest(newest, (self.version(stream, r) for r in ready))
-        final = Progress(ORDERED, since, None, newest, read_start(_store_time(outcome.created_at)))
-        yield SourcePage(ready, ReadState(moved_cursor(cursor, final)).as_json(), done > 0)
+        progress.newest = _newest(progress.newest, (self.version(stream, r) for r in ready))
+        if not progress.last:
+            yield SourcePage(ready, {"cursor": cursor, "bulk": progress.next_json()}, resumed)
+            return
+        final = Progress(ORDERED, progress.since, None, progress.newest, read_start(_store_time(progress.started)))
+        yield SourcePage(ready, ReadState(moved_cursor(cursor, final)).as_json(), resumed)
 
     async def _orders_with_refunds(
         self, groups: list[tuple[dict[str, Any], list[dict[str, Any]]]]
@@ -431,14 +515,29 @@ def page_query(stream: str, *, node: str | None = None) -> str:
     pageInfo {{ hasNextPage endCursor }} nodes {{ {node or _NODE[stream]} {nested} }} }} }}"""
 
 
-def bulk_query(stream: str, since: str | None, *, node: str | None = None) -> str:
-    """The bulk operation's query: the stream's nodes (and nested connection) changed since ``since`` (``node``:
-    their selection, the stream's whole one by default)."""
+def bulk_query(stream: str, since: str | None, id_range: str | None = None, *, node: str | None = None) -> str:
+    """The bulk operation's query: the stream's nodes (and nested connection) changed since ``since``, within
+    ``id_range`` (search terms, ``gql_split``) when the read is split (``node``: their selection, the stream's
+    whole one by default)."""
     child = _CHILD[stream]
     nested = "" if child is None else f"{child[0]} {{ edges {{ node {{ __typename {child[1]} }} }} }}"
-    where = _filter(since)
+    where = " ".join(t for t in (_filter(since), id_range) if t) or None
     args = "sortKey: UPDATED_AT" + (f", query: {orjson.dumps(where).decode()}" if where else "")
     return f"{{ {_ROOT[stream]}({args}) {{ edges {{ node {{ __typename {node or _NODE[stream]} {nested} }} }} }} }}"
+
+
+def _edge_id(data: dict[str, Any], alias: str) -> int | None:
+    """The numeric id of the one node a ``first: 1`` connection answered, if any."""
+    nodes = (data.get(alias) or {}).get("nodes") or []
+    return legacy_id(nodes[0].get("id")) if nodes and isinstance(nodes[0], dict) else None
+
+
+def _slots_held(saved: Any) -> int:
+    """Operations a saved bulk read may still have running: its current one and those after it."""
+    if not isinstance(saved, dict):
+        return 0
+    progress = BulkProgress.from_json(saved)
+    return sum(1 for p in progress.parts[progress.part :] if p.id)
 
 
 def _filter(since: str | None) -> str | None:

@@ -59,6 +59,8 @@ class ShopifySource(AsyncResource):
                 bulk_page_size=config.bulk_page_size,
                 version=shopify_normalize.record_version,
                 api_version=config.api_version,
+                streams=config.streams,
+                bulk_split_min=config.bulk_split_min,
             )
 
     async def aclose(self) -> None:
