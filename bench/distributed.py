@@ -5,8 +5,9 @@ from start to exit, records written, records/s.
 
     .venv/bin/python bench/distributed.py [--orders 10000] [--workers 1,2,4] [--batch 200] [--concurrency 4]
 
-The embedded run picks its own strategy (Bulk API 2.0 for big objects); a distributed run writes every object
-through the cheapest direct strategy (Composite) from the workers: the table prints both strategies.
+The embedded run picks its own strategy (Bulk API 2.0 for big objects); a distributed run reads every stream on
+the workers and writes every object through the cheapest direct strategy (Composite) from them, as no
+``bulk_threshold`` forces a job (engine/distjobs.py): the table prints both strategies.
 """
 
 from __future__ import annotations

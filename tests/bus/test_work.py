@@ -5,7 +5,18 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ferry.bus.work import LoadBatch, MapBatch, ReadPage, RemoteJobItem, decode, encode, msg_id, subject_for
+from ferry.bus.work import (
+    JobLoad,
+    LoadBatch,
+    MapBatch,
+    ReadPage,
+    ReadStream,
+    RemoteJobItem,
+    decode,
+    encode,
+    msg_id,
+    subject_for,
+)
 from ferry.core.bus import PermanentWorkError, partition_of
 
 ITEMS = [
@@ -13,6 +24,8 @@ ITEMS = [
     MapBatch("shop-to-sf", 12, ("orders", "customers"), 1, 2000),
     LoadBatch("shop-to-sf", 12, "Order", (("gid-1", "2026-12-01T10:00:00Z"), ("gid-2", "7")), "bulk"),
     RemoteJobItem("shop-to-sf", 12, "Order", "750R0000001", "salesforce", {"state": "UploadComplete"}),
+    ReadStream("shop-to-sf", 12, "orders", 2, "a1b2c3"),
+    JobLoad("shop-to-sf", 12, "OrderItem", "bulk", True, "a1b2c3"),
 ]
 
 
@@ -62,3 +75,13 @@ def test_the_same_rows_in_another_run_with_the_same_id_are_a_new_item() -> None:
     other = LoadBatch("shop-to-sf", 1, "Order", (("gid-1", "7"),), "composite", run_token="b2")
     assert msg_id(one) != msg_id(other)
     assert decode(encode(other)) == other
+
+
+def test_a_read_or_job_item_of_another_round_or_run_is_a_new_item() -> None:
+    read = ReadStream("shop-to-sf", 12, "orders", 1, "a1b2c3")
+    assert msg_id(ReadStream("shop-to-sf", 12, "orders", 1, "a1b2c3")) == msg_id(read)
+    assert msg_id(ReadStream("shop-to-sf", 12, "orders", 2, "a1b2c3")) != msg_id(read)  # the next round
+    assert msg_id(ReadStream("shop-to-sf", 12, "orders", 1, "ffffff")) != msg_id(read)  # another coordinator
+    job = JobLoad("shop-to-sf", 12, "Order", "bulk", False, "a1b2c3")
+    assert msg_id(JobLoad("shop-to-sf", 12, "Order", "bulk", True, "a1b2c3")) != msg_id(job)  # collect-only first
+    assert subject_for(read, 8) == f"ferry.work.shop-to-sf.orders.{partition_of('orders', 8)}"

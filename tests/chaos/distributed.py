@@ -5,7 +5,8 @@ It reuses the embedded harness (``harness.Chaos``: the sandboxes with their faul
 with the state in a PostgreSQL server and the work on a nats-server of its own (temp dirs, free ports, restarted
 on the same data dir and port). Each life is one coordinator (`ferry run --distributed`); during it, at random
 moments after its first durable progress, the harness SIGKILLs workers (half of them while they hold an outbox
-claim, half any worker at any moment; a killed worker is replaced at once), crashes NATS (``SIGKILL``) or
+claim, half any worker at any moment; besides, workers holding a stream's read and workers running a Bulk job the
+org holds open, seen by their work locks; a killed worker is replaced at once), crashes NATS (``SIGKILL``) or
 PostgreSQL (``pg_ctl -m immediate``) and starts it again after an outage, and sometimes SIGKILLs the coordinator
 (which ends the life). Customers are edited during and between lives. When every quota is met, a last life runs
 on a source at rest, beside a clean embedded run (never killed, no faults, SQLite, one process) over a copy of
@@ -34,6 +35,7 @@ import yaml
 from ferry.cli.exits import RUN_FINISHED, Exit
 from ferry.store import LetterFilter
 from ferry.store.postgres import migrate
+from ferry.store.postgres.lock import WORK_LOCKS
 from tests.bus.natsserver import NatsServer, require_nats_server
 from tests.chaos.harness import Chaos, ChaosConfig, CleanRunInFlight, Life, salesforce_faults
 from tests.chaos.reconcile import Reconciliation
@@ -64,11 +66,17 @@ class DistChaosConfig:
     # The share the first lives run with: too small for the sync, so a life pauses on it (exit 5, nothing
     # dead-lettered); the operator then raises it to ``api_budget`` and restarts the workers with the new file.
     first_budget: int | None = None
+    read_kills: int = 1  # at least this many worker SIGKILLs while the worker holds a stream's read (ReadStream)
+    bulk_kills: int = 1  # ... and while it runs a Bulk job the org holds open (JobLoad; needs bulk_threshold)
+    # Each source call is delayed this long while a read kill is owed, so a read lasts long enough to be hit.
+    read_latency_ms: int = 150
 
 
 @dataclass
 class Event:
-    kind: str  # "worker" (a worker holding a claim), "worker-any", "nats", "postgres", "coordinator"
+    # "worker" (a worker holding an outbox claim: a load), "worker-read" (holding a stream's read), "worker-bulk"
+    # (running a Bulk job the org holds open), "worker-any", "nats", "postgres", "coordinator"
+    kind: str
     at: float  # seconds after the life's first durable progress
     phase: str = ""  # what the shared state says the run was doing when it landed
     detail: str = ""
@@ -95,6 +103,7 @@ class DistChaosResult:
     worker_crashes: list[str]  # workers that exited without being killed: log tails
     stream_survived: list[dict[str, int]]  # JetStream's last sequence before a NATS crash and after its restart
     budget_pause: dict[str, Any]  # the life that paused on ``first_budget``: its exit, the ledger, bus letters then
+    bulk_reuploads: int  # records carried by more than one processed Bulk job (without a source edit between)
     edited: set[str]
     seconds: float
 
@@ -103,7 +112,7 @@ class DistChaosResult:
 
     def figures(self) -> dict[str, Any]:
         r = self.reconciliation
-        kinds = ("worker", "worker-any", "coordinator", "nats", "postgres")
+        kinds = ("worker", "worker-read", "worker-bulk", "worker-any", "coordinator", "nats", "postgres")
         return {
             "pair": f"{self.config.chaos.pair}-to-salesforce (distributed: {self.config.workers} workers)",
             "store": f"{self.config.chaos.customers} customers, {self.config.chaos.products} products, "
@@ -114,6 +123,10 @@ class DistChaosResult:
             "failed_lives": [dl.life.error for dl in self.lives if dl.life.error],
             "worker_kills_holding_a_claim": len(self.landed("worker")),
             "worker_kills_at_random": len(self.landed("worker-any")),
+            "worker_kills_by_kind": {"read": len(self.landed("worker-read")), "load": len(self.landed("worker")),
+                                     "bulk": len(self.landed("worker-bulk")),
+                                     "any moment": len(self.landed("worker-any"))},
+            "bulk_reuploads": self.bulk_reuploads,
             "coordinator_kills": len(self.landed("coordinator")),
             "nats_restarts": len(self.landed("nats")),
             "postgres_restarts": len(self.landed("postgres")),
@@ -229,7 +242,7 @@ class DistributedChaos(Chaos):
         assert self.source_run and self.org_run
         started = time.monotonic()
         pipeline, env = self._pipeline(), self._env(self.org, self.org_run, self.home)
-        self.source.sandbox.faults.configure(self.source.faults(self.config.seed))
+        self.source.sandbox.faults.configure(self._source_faults(read_kills_owed=self.dconfig.read_kills > 0))
         self.org.faults.configure(salesforce_faults(self.config.seed, self.config.expire_session_every))
         self._all_workers: list[subprocess.Popen[bytes]] = []
         deadline = started + self.config.max_seconds
@@ -254,6 +267,12 @@ class DistributedChaos(Chaos):
                 life.error = f"exit {life.exit_code}: " + (tail.splitlines()[-1] if tail else "?")
             if not final:
                 self._edit_some(2)  # between lives: the next life reads new versions
+                owed = self._quota_left(lives)
+                if "worker-bulk" in owed:
+                    # Enough orders touched that Order and OrderItem cross bulk_threshold: the next life runs Bulk jobs.
+                    self.source.touch_orders(self.config.bulk_threshold, self.rng)
+                if "worker-read" not in owed:  # reads at full speed again
+                    self.source.sandbox.faults.configure(self._source_faults(read_kills_owed=False))
             elif self.clean is not None:  # a last life that did not finish: its source changes no more, rerun
                 continue
         faults = {f"{self.source.name}:{k}": v for k, v in self.source.sandbox.faults.describe()["injected"].items()}
@@ -290,6 +309,7 @@ class DistributedChaos(Chaos):
             worker_crashes=self._worker_crashes(),
             stream_survived=self.stream_survived,
             budget_pause=self.budget_pause,
+            bulk_reuploads=self._bulk_reuploads(),
             edited=set(self.edited),
             seconds=time.monotonic() - started,
         )
@@ -327,7 +347,8 @@ class DistributedChaos(Chaos):
         landed = Counter(e.kind for dl in lives for e in dl.events)
         half = d.worker_kills // 2
         owed = {"worker": d.worker_kills - half, "worker-any": half, "nats": d.nats_restarts,
-                "postgres": d.pg_restarts, "coordinator": d.coordinator_kills}
+                "postgres": d.pg_restarts, "coordinator": d.coordinator_kills, "worker-read": d.read_kills,
+                "worker-bulk": d.bulk_kills}
         todo = [k for k, n in owed.items() for _ in range(max(0, n - landed[k]))]
         if d.first_budget and not self.budget_pause:
             todo.append("budget")  # the share has not stopped a life yet: this life is not the last
@@ -339,12 +360,13 @@ class DistributedChaos(Chaos):
             return []
         lo, hi = self.config.kill_after
         chosen: list[str] = []
-        for kind in ("worker", "worker-any", "nats", "postgres"):  # ("budget" is no event: the share does it)
-            chosen += [k for k in todo if k == kind][: 1 if kind in ("nats", "postgres") else 2]
+        for kind in ("worker", "worker-any", "nats", "postgres", "worker-read", "worker-bulk"):  # ("budget": the share)
+            chosen += [k for k in todo if k == kind][: 1 if kind in ("nats", "postgres", "worker-read") else 2]
         # The coordinator is killed in a life of its own now and then: its kill ends the life.
         if "coordinator" in todo and (self.rng.random() < 0.4 or (not chosen and "budget" not in todo)):
             chosen.append("coordinator")
-        events = [Event(k, self.rng.uniform(lo, hi)) for k in chosen]
+        # A read kill is tried from the life's start (reads come first, and may be over by its first progress).
+        events = [Event(k, 0.0 if k == "worker-read" else self.rng.uniform(lo, hi)) for k in chosen]
         coordinator = [e for e in events if e.kind == "coordinator"]
         if coordinator:  # last: the other events of the life land first
             coordinator[0].at = max(e.at for e in events) + self.rng.uniform(0.0, 0.5)
@@ -367,7 +389,10 @@ class DistributedChaos(Chaos):
         env: dict[str, str], deadline: float,
     ) -> None:
         progressed_at: float | None = None
-        pending = list(events)
+        # Read kills land whenever a worker holds a read, before the life's first progress too, and never hold up
+        # the others (a life whose reads are over before one lands owes it to the next life).
+        reads = [e for e in events if e.kind == "worker-read"]
+        pending = [e for e in events if e.kind != "worker-read"]
         edits_left = self.config.edits_per_life if events else 0
         while proc.poll() is None:
             if time.monotonic() > deadline:
@@ -377,6 +402,8 @@ class DistributedChaos(Chaos):
             self._all_workers += [w for w in self.workers if w not in self._all_workers]
             if progressed_at is None and self._progress_at(before) is not None:
                 progressed_at = time.monotonic()
+            if reads and self._land(reads[0], proc):
+                dl.events.append(reads.pop(0))
             if progressed_at is not None and pending:
                 if edits_left:
                     self._edit_some(1)
@@ -398,11 +425,18 @@ class DistributedChaos(Chaos):
         if event.kind in ("nats", "postgres") and (self.down or not holders):
             # Aimed at the loads (a worker holds a claim: the coordinator is past its plan), one outage at a time.
             return False
-        if event.kind == "worker":
+        if event.kind in ("worker", "worker-read", "worker-bulk"):
+            if event.kind != "worker":
+                holders = self._work_holders("read" if event.kind == "worker-read" else "bulk")
+            if event.kind == "worker-bulk" and not set(self._open_job_states()) & {"Open", "UploadComplete",
+                                                                                  "InProgress"}:
+                return False  # a job the org holds open
             victims = [w for w in self.workers if w.pid in holders and w.poll() is None]
             if not victims:
                 return False
             self._kill_worker(self.rng.choice(victims))
+            if event.kind == "worker-read":
+                doing = "reading (the victim held a stream's read)"  # the state's own phase may not show it yet
         elif event.kind == "worker-any":
             self._kill_worker(self.rng.choice([w for w in self.workers if w.poll() is None]))
         elif event.kind == "coordinator":
@@ -437,6 +471,30 @@ class DistributedChaos(Chaos):
         self.killed_pids.add(worker.pid)
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
+
+    def _work_holders(self, what: str) -> set[int]:
+        """Pids of the workers holding a work lock of this kind ("read", "bulk"; engine/distjobs.py): the lock's
+        session is named "ferry worker <what> <stream or object>: pid <pid> on <host>"."""
+        if "postgres" in self.down:
+            return set()
+        rows = self._query(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            f"WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {WORK_LOCKS}::oid AND l.objsubid = 2"
+        )
+        pids = set()
+        for (name,) in rows:
+            label, _, rest = str(name).removeprefix("ferry worker ").partition(": pid ")
+            if label.split(" ")[0] == what and rest:
+                pids.add(int(rest.split()[0]))
+        return pids
+
+    def _source_faults(self, *, read_kills_owed: bool) -> dict[str, Any]:
+        """The source's faults, with every call delayed while a read kill is owed (a read lasts long enough)."""
+        faults = self.source.faults(self.config.seed)
+        if read_kills_owed and self.dconfig.read_latency_ms:
+            faults["rules"] = [*faults["rules"],
+                               {"kind": "latency", "rate": 1.0, "latency_ms": self.dconfig.read_latency_ms}]
+        return faults
 
     def _lease_holders(self) -> set[int]:
         """Pids holding a live outbox claim (the lease owner is host:pid:random)."""
@@ -512,6 +570,10 @@ def check(result: DistChaosResult) -> dict[str, Any]:
     d = result.config
     assert len(result.landed("worker")) + len(result.landed("worker-any")) >= d.worker_kills, figures
     assert len(result.landed("coordinator")) >= d.coordinator_kills, figures
+    # Workers killed while they read a stream and while a Bulk job was open (reads and remote jobs run on workers).
+    assert len(result.landed("worker-read")) >= d.read_kills, figures
+    assert len(result.landed("worker-bulk")) >= d.bulk_kills, figures
+    assert result.bulk_reuploads == 0, figures  # a killed worker's job is found again, never uploaded twice
     assert len(result.landed("nats")) >= d.nats_restarts and len(result.landed("postgres")) >= d.pg_restarts, figures
     # JetStream's file store survived each crash: its sequence went on, not back to 0.
     assert all(s["after"] >= s["before"] > 0 for s in result.stream_survived), figures

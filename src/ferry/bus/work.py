@@ -1,8 +1,10 @@
 """Work items a ``ferry worker`` will take from the bus: what each carries, and its bytes on the wire.
 
-Only the vocabulary and its serialization live here (the worker that runs them comes later). Each item names its
-pipeline, the object (or stream) and the partition key that orders it; ``msg_id`` is derived from its content's
-identity, so publishing the same item twice (a retried run, a crashed publisher) is deduplicated by the bus.
+Only the vocabulary and its serialization live here (``ferry worker`` runs ``LoadBatch``, ``EventBatch``,
+``ReadStream`` and ``JobLoad``; ``ReadPage``, ``MapBatch`` and ``RemoteJobItem`` are not published yet). Each item
+names its pipeline, the object (or stream) and the partition key that orders it; ``msg_id`` is derived from its
+content's identity, so publishing the same item twice (a retried run, a crashed publisher) is deduplicated by the
+bus.
 The wire form is JSON with a ``kind`` tag and a format version ``v``: a worker refuses a version it does not know
 (``PermanentWorkError``, so the item goes to the dead letters instead of looping).
 """
@@ -121,6 +123,53 @@ class RemoteJobItem:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadStream:
+    """Read one source stream of a coordinator's run into the shared staging, from where its read stands (the
+    stream's staged read state: a redelivered item continues at the page after the last staged one)."""
+
+    kind: ClassVar[str] = "read_stream"
+    pipeline: str
+    run_id: int
+    stream: str
+    attempt: int = 1  # the coordinator's round: published again when a round ended with the read unfinished
+    run_token: str = ""  # unique per coordinator run (see LoadBatch.run_token)
+
+    @property
+    def object(self) -> str:
+        return self.stream
+
+    @property
+    def partition_key(self) -> str:
+        return self.stream
+
+    @property
+    def identity(self) -> str:
+        return f"{self.run_id}:{self.stream}:a{self.attempt}:{self.run_token}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobLoad:
+    """Load one target object's outbox through a remote job (Bulk API 2.0): resume the object's journaled jobs
+    first, then (``resume_only`` false) send what is still queued as a new journaled job. One item per object."""
+
+    kind: ClassVar[str] = "job_load"
+    pipeline: str
+    run_id: int
+    object: str
+    strategy: str
+    resume_only: bool = False
+    run_token: str = ""
+
+    @property
+    def partition_key(self) -> str:
+        return self.object
+
+    @property
+    def identity(self) -> str:
+        return f"{self.run_id}:{self.object}:{self.strategy}:{int(self.resume_only)}:{self.run_token}"
+
+
+@dataclass(frozen=True, slots=True)
 class EventBatch:
     """Plan and send the staged events ``refs`` names ((stream, key, version) each): what ``ferry serve`` took in
     during one dispatch window, all of one partition, so one key's events reach the workers in order."""
@@ -147,8 +196,10 @@ class EventBatch:
 
 EVENTS_OBJECT = "_events"  # the subject token of event items: ferry.work.<pipeline>._events.<partition>
 
-WorkItem = ReadPage | MapBatch | LoadBatch | RemoteJobItem | EventBatch
-KINDS: dict[str, type[WorkItem]] = {c.kind: c for c in (ReadPage, MapBatch, LoadBatch, RemoteJobItem, EventBatch)}
+WorkItem = ReadPage | MapBatch | LoadBatch | RemoteJobItem | EventBatch | ReadStream | JobLoad
+KINDS: dict[str, type[WorkItem]] = {
+    c.kind: c for c in (ReadPage, MapBatch, LoadBatch, RemoteJobItem, EventBatch, ReadStream, JobLoad)
+}
 
 
 def _digest(value: Any) -> str:

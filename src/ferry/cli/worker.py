@@ -1,8 +1,9 @@
-"""``ferry worker``: one process of a distributed deployment. It takes work items from the bus (FERRY_BUS_URL)
-and does them against the shared state (FERRY_STATE_URL, PostgreSQL) with the engine's own pieces
-(``ferry.engine.distributed.LoadWork``). SIGTERM / SIGINT: stop taking items, finish the ones in hand, exit 0.
-A worker killed outright leaves its items unacknowledged (the bus delivers them again after the ack wait) and its
-outbox claims leased (the lease runs out after the same time), so another worker or the next round takes them."""
+"""``ferry worker``: one process of a distributed deployment. It takes work items from the bus (FERRY_BUS_URL) and does
+them against the shared state (FERRY_STATE_URL, PostgreSQL) with the engine's own pieces
+(``ferry.engine.distributed.LoadWork``; reads and remote jobs: ``ferry.engine.distjobs``). SIGTERM / SIGINT: stop
+taking items, finish the ones in hand, exit 0. A worker killed outright leaves its items unacknowledged (the bus
+delivers them again after the ack wait) and its outbox claims leased (the lease runs out after the same time), so
+another worker or the next round takes them."""
 
 from __future__ import annotations
 
@@ -108,8 +109,9 @@ async def run_worker(specs: dict[str, Any], store: Any, settings: Any, stop: asy
     from ferry.bus.dedup import MemoryDedup
     from ferry.bus.jetstream import JetStreamBus
     from ferry.bus.letters import StoreDeadLetters
-    from ferry.bus.work import EventBatch, decode
+    from ferry.bus.work import EventBatch, JobLoad, ReadStream, decode
     from ferry.core.bus import BusMessage
+    from ferry.engine.distjobs import ReadAndJobWork
     from ferry.engine.distributed import LoadWork
     from ferry.engine.eventwork import EventWork
 
@@ -120,10 +122,17 @@ async def run_worker(specs: dict[str, Any], store: Any, settings: Any, stop: asy
     # `ferry serve`'s events (docs/serve.md)
     events = EventWork(specs, store, lease_seconds=settings.ack_wait, partitions=settings.partitions)
 
+    # reads and remote-job loads of `ferry run --distributed` (engine/distjobs.py)
+    reads_and_jobs = ReadAndJobWork(specs, store, work)
+
     async def handle(message: BusMessage) -> None:
         item = decode(message.data)
         if isinstance(item, EventBatch):
             await events.submit(item)
+        elif isinstance(item, ReadStream):
+            await reads_and_jobs.read(item)
+        elif isinstance(item, JobLoad):
+            await reads_and_jobs.job(item)
         else:
             await work(message)
 
@@ -134,10 +143,12 @@ async def run_worker(specs: dict[str, Any], store: Any, settings: Any, stop: asy
             consumer = WorkConsumer(bus, handle, StoreDeadLetters(store), dedup=dedup, sweep=bus.sweep_exhausted)
             await consumer.run(stop)
     finally:
+        await reads_and_jobs.close()
         await work.close()
         await events.close()
-    log.info("worker.stop", rows=work.done_rows, events=events.done_records)
-    return work.done_rows + events.done_records
+    log.info("worker.stop", rows=work.done_rows, events=events.done_records, read=reads_and_jobs.read_records,
+             job_rows=reads_and_jobs.job_records)
+    return work.done_rows + events.done_records + reads_and_jobs.job_records
 
 
 def serve_until_signalled(specs: dict[str, Any], store: Any, settings: Any) -> int:

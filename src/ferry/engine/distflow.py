@@ -13,6 +13,7 @@ most of the Orders' Accounts were written seconds ago. Here the coordinator publ
    worker claims the rows they name and no others (a ready row's neighbour may still wait for its parent). An
    object is settled when its parents are settled, it has nothing left to publish that could become ready, no item
    of it is on the bus and no live lease holds one of its rows.
+   An object that goes through a remote job (the host's ``by_job``) publishes nothing here.
 2. The rounds. Once an object is settled and its parents' rounds are over, whatever it still has queued (a
    transient failure, a row whose parent was still queued, a row planned late) goes out in the coordinator's
    rounds, as before (``finish``: every row of the object, the retry budget's pauses between rounds).
@@ -54,6 +55,8 @@ class FlowHost(Protocol):
     pipeline: str
 
     def strategy(self, plan: ObjectPlan, total: int) -> str: ...
+
+    def by_job(self, obj: str) -> bool: ...  # the object goes as one remote job in ``finish``: not row by row
 
     def opened(self, plan: ObjectPlan, strategy: str, total: int) -> Any: ...  # the object's progress display
 
@@ -221,6 +224,12 @@ class LoadFlow:
                     o.ready[r.key] = row
         o.total = len(o.pending)
         o.strategy = self.host.strategy(o.plan, o.total)
+        if self.host.by_job(o.plan.name):
+            # A remote job (engine/distjobs.py) takes the object whole once its parents are done (``finish``):
+            # nothing of it goes row by row, so it settles as soon as its parents have.
+            o.pending.clear()
+            o.ready.clear()
+            o.blocked.clear()
         o.loaded = True
         o.started = time.monotonic()
         log.info("load.flow_open", object=o.plan.name, records=o.total, strategy=o.strategy)

@@ -1,8 +1,9 @@
 """Distributed runs: a coordinator (``ferry run`` with a bus) and the load work ``ferry worker`` processes do.
 
-The coordinator is an ordinary run (the pipeline's lock, the run row, prepare, read into staging, plan into the
-outbox and the DLQ: the embedded code, against the shared PostgreSQL store) that does not write to the target
-itself. It reads, plans and loads at once (engine/overlap.py's first rule: an object's rows go out once every
+The coordinator is an ordinary run (the pipeline's lock, the run row, prepare, plan into the outbox and the DLQ:
+the embedded code, against the shared PostgreSQL store) that neither reads the source nor writes to the target
+itself: workers read each stream (a ``ReadStream`` item, engine/distjobs.py) and load. It reads, plans and loads at
+once (engine/overlap.py's first rule: an object's rows go out once every
 stream feeding it is read and planned), and publishes ``LoadBatch`` items row by row (engine/distflow.py): a row
 goes out once the parent rows it references have their answers recorded, then each object's leftovers go in
 rounds until its outbox is drained: every row written, dead-lettered, or (after the last round) left queued for
@@ -16,9 +17,14 @@ its rows leased; the lease runs out, its item comes back after the ack wait, and
 in the coordinator's next round. A record sent twice (a worker killed between the target's answer and the
 commit) is an upsert by external id on the target: it lands once.
 
-Not distributed yet (said in docs/distributed.md): reads and planning (the coordinator does them, while the
-workers load what is ready), and remote jobs (Bulk API 2.0): a distributed run writes every object through the
-cheapest direct strategy.
+An object that must go through a remote job (Bulk API 2.0: ``bulk_threshold``, or a budget too small for the
+direct calls; where a job would only take fewer calls, direct batches spread over the workers) stays out of the row
+by row flow: once its parents are done it is one ``JobLoad`` item (one worker runs the embedded journaled job path),
+and what the job leaves queued goes out in the next rounds as ``LoadBatch`` items (engine/distjobs.py). So is an
+object with jobs an earlier run journaled: they are collected before any of its rows goes out again.
+
+Not distributed yet (said in docs/distributed.md): planning (the coordinator maps and validates, after each
+stream's read), a stream split into slices read by several workers at once.
 """
 
 from __future__ import annotations
@@ -43,13 +49,21 @@ from ferry.core.writes import StrategyChoice, choose_write
 from ferry.engine.adopt import adopt_linked
 from ferry.engine.budget_blocks import DEFAULT_BLOCK, BlockLedger
 from ferry.engine.distflow import LoadFlow
+from ferry.engine.distjobs import (
+    CoordinatorLink,
+    choose_for_workers,
+    publish_job,
+    read_over_bus,
+    read_streams_over_bus,
+    wait_for_no_reader,
+)
 from ferry.engine.intake import Intake
 from ferry.engine.linkback import link_back
 from ferry.engine.loader import Loader, RetryBudget
 from ferry.engine.overlap import streams_feeding
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.plan import ObjectPlan
-from ferry.engine.runner import _PLAN_CHUNK, Runner, _NoProgress, _PhaseClock, prepare_plans
+from ferry.engine.runner import Runner, _NoProgress, _PhaseClock, prepare_plans
 from ferry.engine.stats import RunStats
 from ferry.engine.together import run_together
 from ferry.engine.twoway import TwoWay
@@ -82,6 +96,8 @@ class DistributedRunner(Runner):
         self._stats: RunStats | None = None
         self._flow: LoadFlow | None = None
         self._tokens: dict[str, str] = {}  # object subject token -> object name
+        self._choices: dict[str, StrategyChoice] = {}  # object -> its write choice (a remote job: one JobLoad)
+        self._journaled: set[str] = set()  # objects with remote jobs an earlier run journaled: collected first
         self._next_partition = 0  # items go round the partitions: each partition's in-flight bound is used evenly
         self.run_token = uuid.uuid4().hex[:12]  # names this run's items on the bus (see LoadBatch.run_token)
 
@@ -107,6 +123,15 @@ class DistributedRunner(Runner):
     def bus(self) -> JetStreamBus:
         assert self._bus is not None, "the bus is connected by run()"
         return self._bus
+
+    async def _extract(self, source: Source, run_id: int, stats: RunStats) -> None:
+        """The read, by workers: one ``ReadStream`` item per stream, all at once (engine/distjobs.py)."""
+        self.progress.phase("read (workers)", None)
+        await read_over_bus(self._link(run_id), source, run_id, stats)
+
+    def _link(self, run_id: int) -> CoordinatorLink:
+        return CoordinatorLink(self.store, self.bus, self.pipeline, self.run_token, self._keep_lock,
+                               lambda n: self._on_page(run_id, n))
 
     async def _plan_and_load(
         self, source: Source, sink: Sink, plans: list[ObjectPlan], stats: RunStats, loader: Loader, clock: _PhaseClock
@@ -139,31 +164,29 @@ class DistributedRunner(Runner):
             await self._plan_and_load(source, sink, plans, stats, loader, clock)
             return
         run_id = stats.run_id
-        unplanned = 0
+        link = self._link(run_id)
 
         def plan_staged() -> None:
-            nonlocal unplanned
-            unplanned = 0
             self._plan_records(source, plans, run_id, stats, _NoProgress())
 
-        def on_page(n: int) -> None:
-            # Planned as the read goes (mostly while the source makes us wait), as the embedded run does.
-            nonlocal unplanned
-            self._on_page(run_id, n)
-            unplanned += n
-            if unplanned >= _PLAN_CHUNK:
-                plan_staged()
-
-        intake = Intake(self.store, self.pipeline, run_id, on_page)
-        await intake.prepare(source)
+        await Intake(self.store, self.pipeline, run_id).prepare(source)  # states durable before any read item
         feeding = streams_feeding(source, plans)
         flow = self._start_flow(sink, plans, stats)
 
         async def reads() -> None:
+            # Workers read the streams one after the other (a ReadStream item each), as overlap.py reads them,
+            # and the coordinator plans after each stream's done mark, before the next item goes out. Safe: no
+            # read is in flight while it plans (a staging row's seq is assigned at insert, not at commit, so a
+            # plan beside a reader could pass a row not committed yet and never plan it; engine/distjobs.py).
+            # A reader a killed run left on a stream not read yet is waited for too (wait_for_no_reader).
             read: set[str] = set()
             for stream in source.streams:
-                self.progress.phase(f"read {stream}", None)
-                stats.source_records[stream] = await intake.read_stream(source, stream)
+                self.progress.phase(f"read {stream} (workers)", None)
+                counts = await read_streams_over_bus(link, run_id, [stream])
+                stats.source_records[stream] = counts[stream]
+                # The streams read so far are marked: a lock still held on one of them is its reader finishing,
+                # or a second delivery that finds the mark and stages nothing. The unread ones must be free.
+                await wait_for_no_reader(link, [s for s in source.streams if s != stream and s not in read])
                 plan_staged()
                 read.add(stream)
                 opened = [p.name for p in plans if feeding[p.name] & set(source.streams) <= read]
@@ -176,7 +199,6 @@ class DistributedRunner(Runner):
 
         await run_together([reads(), flow.run()])
         clock.lap("load after read")
-        stats.resumed_reads = list(intake.resumed)
         last_seq = self.store.max_staged_seq(self.pipeline)
         stats.linked_back = await link_back(source, self.store, self.pipeline, plans)
         clock.lap("link back")
@@ -203,9 +225,19 @@ class DistributedRunner(Runner):
         if total == 0:
             s.strategy, s.reason = "-", "nothing to write"
             return "auto"
-        choice = direct_write(self._sink, plan.name, total)
+        # Direct batches over the workers; a remote job (one item, one worker) only when forced or the budget needs
+        # it, or jobs an earlier run journaled must be collected first: then the object stays out of the flow.
+        choice = choose_for_workers(self._sink, plan.name, total)
+        self._choices[plan.name] = choice
+        if self.store.remote_jobs(self.pipeline, plan.name):
+            self._journaled.add(plan.name)
         s.strategy, s.reason = f"{choice.strategy} (workers)", f"{choice.reason}; written by ferry workers"
         return str(choice.strategy)
+
+    def by_job(self, obj: str) -> bool:
+        """Whether ``obj`` goes as a ``JobLoad`` (in ``finish``, its parents done) instead of row by row."""
+        choice = self._choices.get(obj)
+        return obj in self._journaled or (choice is not None and choice.remote_job)
 
     def opened(self, plan: ObjectPlan, strategy: str, total: int) -> Any:
         """A bar of its own for an object the flow opened (several load at once, beside the reads)."""
@@ -253,6 +285,10 @@ class DistributedRunner(Runner):
             # Its parents' rounds may have dead-lettered what its leftovers reference. Counted below, with the
             # object's other letters since it opened: not in these throwaway stats.
             self._drop_orphans(plan, stats.run_id, RunStats(run_id=stats.run_id, pipeline=self.pipeline))
+            left = await asyncio.to_thread(self.store.outbox_count, self.pipeline, plan.name)
+        if self.by_job(plan.name):
+            left, strategy = await self._by_job(plan, strategy, left)
+        if left:
             left = await self._rounds(plan.name, strategy, stats.run_id, left)
         s = stats.object(plan.name)
         letters = self.store.count_matching_letters(LetterFilter(self.pipeline, plan.name, since=flow.since)) \
@@ -267,6 +303,25 @@ class DistributedRunner(Runner):
                 "of ferry workers (are workers running with this pipeline?); the next run sends them"
             )
         return left
+
+    async def _by_job(self, plan: ObjectPlan, strategy: str, left: int) -> tuple[int, str]:
+        """An object the flow held back: the jobs an earlier run journaled collected (one ``JobLoad`` that sends
+        nothing), then, when its choice is a remote job, its queued rows as one new job. Returns the rows still
+        queued and the direct strategy of the rounds after (a job's retries go record by record, as in the
+        embedded loader)."""
+        assert self._sink is not None and self._stats is not None
+        run_id, obj = self._stats.run_id, plan.name
+        link = self._link(run_id)
+        if obj in self._journaled:
+            await _through_outages(functools.partial(publish_job, link, run_id, obj, strategy, resume_only=True))
+            left = await self._wait_for_round(obj, left)
+        choice = self._choices.get(obj)
+        if left and choice is not None and choice.remote_job:
+            self._pause_if_budget_spent(run_id)
+            await _through_outages(functools.partial(publish_job, link, run_id, obj, strategy, resume_only=False))
+            left = await self._wait_for_round(obj, left)
+            log.info("load.job_round", object=obj, left=left)
+        return left, str(direct_write(self._sink, obj, max(left, 1)).strategy)
 
     async def _rounds(self, obj: str, strategy: str, run_id: int, left: int) -> int:
         """Rounds 2.. (the flow was the first): every queued row of ``obj`` in items, until none is left or the
@@ -370,7 +425,7 @@ def _leased(store: Any, pipeline: str, obj: str) -> int:
 
 
 def direct_write(sink: Sink, obj: str, count: int) -> StrategyChoice:
-    """The run's planner over the direct strategies: a remote job (Bulk API 2.0) is not spread over workers yet."""
+    """The run's planner over the direct strategies (what goes out after a remote job: its retries)."""
     costs = [c for c in sink.write_costs(obj, count) if not c.remote_job]
     return choose_write(costs, remaining_calls=sink.budget_left())
 
@@ -478,6 +533,10 @@ class LoadWork:
             await asyncio.to_thread(self.store.release_outbox, item.pipeline, item.object, claim)
         await asyncio.to_thread(self.store.note_run_paused, item.run_id, str(exc))
         self.paused_items += 1
+
+    async def opened(self, name: str) -> _OpenPipeline:
+        """The pipeline's sink and plans, opened once for the worker's life (shared with engine/distjobs.py)."""
+        return await self._pipeline(name)
 
     async def _pipeline(self, name: str) -> _OpenPipeline:
         async with self._opening:

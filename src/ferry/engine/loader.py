@@ -184,6 +184,14 @@ class Loader:
         elif chosen + calls > 0:
             self._in_flight[obj] = (chosen + calls, before)
 
+    async def load_by_job(self, sink: Sink, plan: ObjectPlan, *, send: bool = True) -> tuple[str | None, int]:
+        """A ``ferry worker``'s remote-job load of one object (engine/distjobs.py): the jobs a crashed worker or run
+        journaled are collected first (never uploaded again), then (``send``) what is still queued goes out as a
+        new journaled job. Returns (the strategy of a resumed job or None, how many records wait for a retry)."""
+        resumed = await self._resume_jobs(sink, plan)
+        retried = await self._send_job(sink, plan, _no_advance) if send else 0
+        return resumed, retried
+
     def _budget_left(self, sink: Sink) -> int | None:
         """The sink's budget left, less what the objects loading alongside chose and have not spent yet."""
         left = sink.budget_left()

@@ -119,3 +119,16 @@ async def test_ferry_reads_every_record_once_through_every_fault_kind(faulty: Se
     assert sum(fired.values()) >= 3, fired
     assert sorted(ids) == sorted(r["id"] for r in faulty.sandbox.store.records("customers"))
     assert len(ids) == len(set(ids))
+
+
+def test_the_cli_fault_flags_configure_the_shopify_sandbox() -> None:
+    """`ferry sandbox shopify --fault ...` builds its rules with the shared parser; a Salesforce-only key left
+    empty (``body``) must not reach the Shopify sandbox, which refuses keys it does not know."""
+    from ferry.cli.serve import fault_config
+    from ferry.sandbox.shopify.faults import Faults
+
+    faults = Faults()
+    config = fault_config(["latency:1,ms=150", "503:0.1,count=2"], seed=7)
+    assert config is not None
+    faults.configure(config)
+    assert [(r.kind, r.latency_ms) for r in faults.rules] == [("latency", 150), ("503", 0)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -243,6 +244,12 @@ def register_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
             rows += list(table.deleted.values())
         return json_response([{f: r.get(f) for f in obj.fields} for r in rows])
 
+    @app.get("/__sandbox/bulk/ingest")
+    async def ingest_jobs() -> Response:
+        """Every Bulk API 2.0 ingest job: its object, state and the external ids its upload carried (a test counts
+        records uploaded in more than one job)."""
+        return json_response([_job_summary(job) for job in sandbox.bulk.ingest_jobs.values()])
+
     @app.get("/__sandbox/stats")
     async def stats() -> Response:
         budget = state.budget
@@ -292,3 +299,15 @@ def register_admin_routes(app: FastAPI, sandbox: SalesforceSandbox) -> None:
     async def clear_faults() -> Response:
         sandbox.faults.clear()
         return json_response(sandbox.faults.describe())
+
+
+def _job_summary(job: Any) -> dict[str, Any]:
+    keys: list[str] = []
+    ext = job.external_id_field.name if job.external_id_field is not None else None
+    if job.data and ext:
+        lines = job.data.decode("utf-8").splitlines()
+        header = next(csv.reader(lines[:1]), [])
+        if ext in header:
+            col = header.index(ext)
+            keys = [row[col] for row in csv.reader(lines[1:]) if len(row) > col]
+    return {"id": job.id, "object": job.sobject.name, "state": job.state, "external_id_field": ext, "keys": keys}

@@ -99,3 +99,76 @@ def holder(conn: psycopg.Connection, pipeline: str) -> str | None:
         (PIPELINE_LOCKS, pipeline),
     ).fetchone()
     return str(row[0]) if row else None
+
+
+# A worker's hold on one piece of work that must not run twice at once (a stream's read, an object's remote-job
+# load): (this class, hashtext(name)). Its session names the holder (application_name), so an operator, or the
+# chaos harness, can see which process holds which work (``work_holders``).
+WORK_LOCKS = 0x46525932  # "FRY2"
+
+
+class AdvisoryWorkLock:
+    """``try_acquire()`` then ``release()``; held by a session of its own, dropped by the server when the holder's
+    process dies however it dies (the next worker then takes the work over from its durable state)."""
+
+    def __init__(self, conninfo: str, name: str, label: str) -> None:
+        self.conninfo = conninfo
+        self.name = name
+        self.label = label  # what the holder does, e.g. "read orders": shown with its pid in pg_stat_activity
+        self._conn: psycopg.Connection | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if free (False: another live session holds it); ``StateUnavailable`` if unreachable."""
+        me = f"ferry worker {self.label}: pid {os.getpid()} on {socket.gethostname()}"
+        try:
+            conn = psycopg.connect(self.conninfo, autocommit=True, application_name=me[:63], connect_timeout=10,
+                                   keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (WORK_LOCKS, self.name)).fetchone()
+        except psycopg.OperationalError as exc:
+            from ferry.store.postgres.store import StateUnavailable
+
+            raise StateUnavailable(f"{mask_url(self.conninfo)}: {mask_url(str(exc).strip())}") from None
+        if not row or not row[0]:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def held(self) -> bool:
+        """Whether the session (and with it the lock) is still there: a server restart ends both."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return False
+        try:
+            conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
+    def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (WORK_LOCKS, self.name))
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+
+def work_holders(conn: psycopg.Connection) -> list[str]:
+    """The application names of the sessions holding work locks ("ferry worker read orders: pid 123 on host")."""
+    rows = conn.execute(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid AND l.objsubid = 2",
+        (WORK_LOCKS,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def work_held(conn: psycopg.Connection, name: str) -> bool:
+    """Whether a live session holds the work lock ``name`` (``AdvisoryWorkLock``: two int keys, so objsubid 2)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid "
+        "AND objid = hashtext(%s)::oid AND objsubid = 2)",
+        (WORK_LOCKS, name),
+    ).fetchone()
+    return bool(row and row[0])

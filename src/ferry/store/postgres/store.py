@@ -45,7 +45,7 @@ from ferry.core.ports import (
 )
 from ferry.errors import PipelineBusy, StateError
 from ferry.store.postgres.events import EventClaims
-from ferry.store.postgres.lock import PIPELINE_LOCKS, AdvisoryPipelineLock, holder
+from ferry.store.postgres.lock import PIPELINE_LOCKS, AdvisoryPipelineLock, AdvisoryWorkLock, holder, work_held
 from ferry.store.postgres.migrate import schema_status
 from ferry.store.sqlite import utc_now
 from ferry.store.url import mask_url
@@ -231,6 +231,15 @@ class PostgresStore(EventClaims):
     def pipeline_lock(self, pipeline: str) -> AdvisoryPipelineLock:
         """One run of ``pipeline`` at a time on every machine sharing this database (the engine's lock)."""
         return AdvisoryPipelineLock(self.url, pipeline)
+
+    def work_lock(self, name: str, label: str) -> AdvisoryWorkLock:
+        """A worker's exclusive hold on one piece of work across every machine (engine/distjobs.py)."""
+        return AdvisoryWorkLock(self.url, name, label)
+
+    def work_held(self, name: str) -> bool:
+        """Whether a live session holds the work lock ``name`` (a worker reading a stream, running a job)."""
+        with self._conn() as conn:
+            return work_held(conn, name)
 
     def is_running(self, pipeline: str) -> bool:
         """Whether a live process, on any machine, holds the pipeline's lock."""
