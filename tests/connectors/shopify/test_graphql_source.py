@@ -14,35 +14,18 @@ import httpx
 import pytest
 import yaml
 
-from ferry.connectors.shopify import ShopifyConfig, ShopifySource
+from ferry.connectors.shopify import ShopifySource
 from ferry.connectors.shopify import normalize as shopify_normalize
 from ferry.mapping.spec import ObjectMapping, mapped_entities
 from ferry.observe import metrics
-from ferry.sandbox.serve import RunningSandbox, start_in_thread
+from ferry.sandbox.serve import start_in_thread
 from ferry.sandbox.shopify import ShopifySandbox
+from tests.connectors.shopify.sandbox_store import SandboxStore
 
 COUNTS = {"customers": 120, "products": 40, "orders": 300}
 
 
-@dataclasses.dataclass
-class Store:
-    sandbox: Any
-    running: RunningSandbox
-
-    def config(self, **overrides: Any) -> ShopifyConfig:
-        creds = self.sandbox.credentials(self.running.url)
-        base = {
-            "system": "shopify",
-            "url": creds["url"],
-            "access_token": creds["access_token"],
-            "ca_file": str(self.running.ca_file),
-            "api": "graphql",  # the source under test (the default); tests pass api="rest" to compare
-        }
-        return ShopifyConfig.model_validate(base | overrides)
-
-    def graphql_settings(self, body: dict[str, Any]) -> None:
-        r = httpx.patch(f"{self.config().url}/__sandbox/graphql", json=body, verify=_tls(self.running.ca_file))
-        r.raise_for_status()
+Store = SandboxStore
 
 
 def _tls(ca_file: Path) -> ssl.SSLContext:

@@ -5,41 +5,27 @@ without starting any again; before API 2026-01 the read stays one operation."""
 from __future__ import annotations
 
 import dataclasses
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from ferry.connectors.shopify import ShopifyConfig, ShopifySource
+from ferry.connectors.shopify import ShopifySource
 from ferry.connectors.shopify import normalize as shopify_normalize
 from ferry.connectors.shopify.gql_split import BulkProgress, Part, id_ranges, share_slots
-from ferry.sandbox.serve import RunningSandbox, start_in_thread
+from ferry.sandbox.serve import start_in_thread
 from ferry.sandbox.shopify import ShopifySandbox
+from tests.connectors.shopify.sandbox_store import SandboxStore
 
 COUNTS = {"customers": 60, "products": 20, "orders": 240}
 SPLIT = {"bulk_threshold": 0, "bulk_split_min": 50, "api_version": "2026-01"}
 
 
-@dataclasses.dataclass
-class Store:
-    sandbox: Any
-    running: RunningSandbox
-
-    def config(self, **overrides: Any) -> ShopifyConfig:
-        creds = self.sandbox.credentials(self.running.url)
-        base = {"system": "shopify", "url": creds["url"], "access_token": creds["access_token"],
-                "ca_file": str(self.running.ca_file), "api": "graphql"}
-        return ShopifyConfig.model_validate(base | overrides)
-
+class Store(SandboxStore):
     def bulk_pace(self, seconds_per_object: float) -> None:
-        r = httpx.patch(f"{self.config().url}/__sandbox/graphql",
-                        json={"bulk": {"seconds_per_object": seconds_per_object}},
-                        verify=ssl.create_default_context(cafile=str(self.running.ca_file)))
-        r.raise_for_status()
+        self.graphql_settings({"bulk": {"seconds_per_object": seconds_per_object}})
 
 
 @pytest.fixture(scope="module")

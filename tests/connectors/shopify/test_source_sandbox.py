@@ -6,7 +6,6 @@ import asyncio
 import ssl
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +14,18 @@ import pytest
 
 from ferry.connectors.shopify import ShopifyConfig, ShopifySource
 from ferry.errors import AuthError
-from ferry.sandbox.serve import RunningSandbox, start_in_thread
-
-try:
-    from ferry.sandbox.shopify import ShopifySandbox
-except ImportError:  # the sandbox is being built in parallel; these tests run once it lands
-    pytest.skip("ferry.sandbox.shopify.ShopifySandbox is not available yet", allow_module_level=True)
+from ferry.sandbox.serve import start_in_thread
+from ferry.sandbox.shopify import ShopifySandbox
+from tests.connectors.shopify.sandbox_store import SandboxStore
 
 COUNTS = {"customers": 120, "products": 40, "orders": 300}
 
 
-@dataclass
-class Store:
-    sandbox: Any
-    running: RunningSandbox
+class Store(SandboxStore):
+    api = "rest"
 
     def config(self, **overrides: Any) -> ShopifyConfig:
-        creds = self.sandbox.credentials(self.running.url)
-        base = {"system": "shopify", "url": creds["url"], "access_token": creds["access_token"],
-                "ca_file": str(self.running.ca_file), "streams": ["customers", "products", "orders"], "api": "rest"}
-        return ShopifyConfig.model_validate(base | overrides)
+        return super().config(**({"streams": ["customers", "products", "orders"]} | overrides))
 
     def count(self, resource: str, **params: str) -> int:
         """The store's own count, asked directly (waiting out 429s: the tests share its bucket)."""

@@ -1,0 +1,32 @@
+"""A Shopify sandbox started in a thread for the source tests, and the connector config that reads it."""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from typing import Any, ClassVar
+
+import httpx
+
+from ferry.connectors.shopify import ShopifyConfig
+from ferry.sandbox.serve import RunningSandbox
+
+
+@dataclasses.dataclass
+class SandboxStore:
+    sandbox: Any
+    running: RunningSandbox
+    api: ClassVar[str] = "graphql"  # the source under test (the default); tests pass api="rest" to compare
+
+    def config(self, **overrides: Any) -> ShopifyConfig:
+        creds = self.sandbox.credentials(self.running.url)
+        base = {"system": "shopify", "url": creds["url"], "access_token": creds["access_token"],
+                "ca_file": str(self.running.ca_file), "api": self.api}
+        return ShopifyConfig.model_validate(base | overrides)
+
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.running.ca_file))
+
+    def graphql_settings(self, body: dict[str, Any]) -> None:
+        """The sandbox's GraphQL knobs (plan, points bucket, bulk pace): ``PATCH /__sandbox/graphql``."""
+        httpx.patch(f"{self.config().url}/__sandbox/graphql", json=body, verify=self.tls()).raise_for_status()
