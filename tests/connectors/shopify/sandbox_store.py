@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
 import httpx
 
 from ferry.connectors.shopify import ShopifyConfig
-from ferry.sandbox.serve import RunningSandbox
+from ferry.sandbox.serve import RunningSandbox, start_in_thread
+from ferry.sandbox.shopify import ShopifySandbox
 
 
 @dataclasses.dataclass
@@ -17,6 +19,12 @@ class SandboxStore:
     sandbox: Any
     running: RunningSandbox
     api: ClassVar[str] = "graphql"  # the source under test (the default); tests pass api="rest" to compare
+
+    @classmethod
+    def start(cls, path: Path, **counts: Any) -> Self:
+        """A generated store (``customers``, ``products``, ``orders``...) served over HTTPS from a thread."""
+        sandbox = ShopifySandbox(path, **counts)
+        return cls(sandbox, start_in_thread(sandbox.app, path))
 
     def config(self, **overrides: Any) -> ShopifyConfig:
         creds = self.sandbox.credentials(self.running.url)

@@ -18,8 +18,6 @@ from ferry.connectors.shopify import ShopifySource
 from ferry.connectors.shopify import normalize as shopify_normalize
 from ferry.mapping.spec import ObjectMapping, mapped_entities
 from ferry.observe import metrics
-from ferry.sandbox.serve import start_in_thread
-from ferry.sandbox.shopify import ShopifySandbox
 from tests.connectors.shopify.sandbox_store import SandboxStore
 
 COUNTS = {"customers": 120, "products": 40, "orders": 300}
@@ -34,9 +32,7 @@ def _tls(ca_file: Path) -> ssl.SSLContext:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    path: Path = tmp_path_factory.mktemp("gqlshop")
-    sandbox = ShopifySandbox(path, **COUNTS)
-    s = Store(sandbox, start_in_thread(sandbox.app, path))
+    s = Store.start(tmp_path_factory.mktemp("gqlshop"), **COUNTS)
     yield s
     s.running.stop()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +14,6 @@ from structlog.testing import capture_logs
 from ferry.connectors.shopify import ShopifySource
 from ferry.connectors.shopify import normalize as shopify_normalize
 from ferry.connectors.shopify.gql_split import BulkProgress, Part, id_ranges, share_slots
-from ferry.sandbox.serve import start_in_thread
-from ferry.sandbox.shopify import ShopifySandbox
 from tests.connectors.shopify.sandbox_store import SandboxStore
 
 COUNTS = {"customers": 60, "products": 20, "orders": 240}
@@ -30,9 +27,7 @@ class Store(SandboxStore):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    path: Path = tmp_path_factory.mktemp("gqlsplit")
-    sandbox = ShopifySandbox(path, **COUNTS)
-    s = Store(sandbox, start_in_thread(sandbox.app, path))
+    s = Store.start(tmp_path_factory.mktemp("gqlsplit"), **COUNTS)
     yield s
     s.running.stop()
 
