@@ -19,7 +19,7 @@ from ferry.cli.demo import demo_env
 from ferry.cli.sandboxes import SandboxProcess, start_sandbox
 from ferry.engine.distributed import LoadWork
 from ferry.engine.eventwork import EventWork
-from ferry.engine.pipeline import load_pipeline
+from ferry.engine.pipeline import PipelineSpec, load_pipeline
 from ferry.store import LetterFilter
 from ferry.store.postgres import PostgresStore, migrate
 from tests.distributed.test_workers import EXAMPLE, PIPELINE
@@ -44,16 +44,23 @@ def _spec_file(tmp: Path) -> Path:
     return path
 
 
-def test_a_budget_spent_before_the_sink_opens_pauses_the_run_without_a_dead_letter(
+def _pipeline_and_two_stores(
     pg_server: PostgresServer, org: SandboxProcess, tmp_path: Path
-) -> None:
+) -> tuple[PipelineSpec, list[PostgresStore]]:
+    """The pipeline against the org, and two handles on one freshly migrated schema (two processes' stores)."""
     url = pg_server.fresh_schema()
     migrate(url)
     # The source is never opened by a worker: its settings only have to parse.
     shop = {"url": "https://127.0.0.1:9", "access_token": "unused", "ca_file": ""}
     env = {**os.environ, **demo_env(shop, {k: str(v) for k, v in org.info.items()})}
     spec = load_pipeline(_spec_file(tmp_path), env)
-    stores = [PostgresStore(url, lock_dir=tmp_path, max_size=2) for _ in range(2)]
+    return spec, [PostgresStore(url, lock_dir=tmp_path, max_size=2) for _ in range(2)]
+
+
+def test_a_budget_spent_before_the_sink_opens_pauses_the_run_without_a_dead_letter(
+    pg_server: PostgresServer, org: SandboxProcess, tmp_path: Path
+) -> None:
+    spec, stores = _pipeline_and_two_stores(pg_server, org, tmp_path)
     first, second = (LoadWork({spec.name: spec}, s, lease_seconds=4.0, budget_block=SHARE) for s in stores)
 
     async def scenario() -> int:
@@ -84,12 +91,7 @@ def test_a_budget_spent_pauses_a_workers_event_batch_without_a_dead_letter(
 ) -> None:
     """The same for ``ferry serve``'s events on workers: the budget refused while the event worker opens the
     pipeline settles the item (a raise would be a bus retry, then a dead letter); its records stay staged."""
-    url = pg_server.fresh_schema()
-    migrate(url)
-    shop = {"url": "https://127.0.0.1:9", "access_token": "unused", "ca_file": ""}
-    env = {**os.environ, **demo_env(shop, {k: str(v) for k, v in org.info.items()})}
-    spec = load_pipeline(_spec_file(tmp_path), env)
-    stores = [PostgresStore(url, lock_dir=tmp_path, max_size=2) for _ in range(2)]
+    spec, stores = _pipeline_and_two_stores(pg_server, org, tmp_path)
     first = LoadWork({spec.name: spec}, stores[0], lease_seconds=4.0, budget_block=SHARE)
     events = EventWork({spec.name: spec}, stores[1], lease_seconds=4.0, window=0.01)
 

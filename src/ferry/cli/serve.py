@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -178,10 +179,11 @@ def limit_options(daily_api_limit: int | None, concurrent_limit: int | None, pub
     return options
 
 
-def _rule_config(rule: dict[str, Any]) -> dict[str, Any]:
-    """A parsed rule as the sandboxes' JSON form. `body` (match a request body) only the Salesforce sandbox
-    knows: left out when unset, so the other sandboxes, which refuse keys they do not know, take the rule."""
-    return {k: v for k, v in rule.items() if k != "body" or v}
+def _rule_config(rule: Any) -> dict[str, Any]:
+    """A parsed rule as the sandboxes' JSON form: only what the flag set. Each sandbox fills the rest with its own
+    defaults, and one that refuses keys it does not know (Shopify, WooCommerce, QuickBooks) is never handed a
+    Salesforce-only field the flag did not use (`body`)."""
+    return {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule) if getattr(rule, f.name) != f.default}
 
 
 def _processed_reset(spec: str) -> str:
@@ -219,7 +221,7 @@ def fault_config(
         if not isinstance(config, dict):
             raise ConfigError(f"the faults file {faults_file} must hold one JSON object")
     try:
-        rules = [_rule_config(parse_fault_spec(_processed_reset(spec)).__dict__) for spec in specs]
+        rules = [_rule_config(parse_fault_spec(_processed_reset(spec))) for spec in specs]
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     if rules:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
-from ferry.connectors.shopify import ShopifyConfig
+from ferry.connectors.shopify import ShopifyConfig, ShopifySource
 from ferry.sandbox.serve import RunningSandbox, start_in_thread
 from ferry.sandbox.shopify import ShopifySandbox
 
@@ -38,3 +38,15 @@ class SandboxStore:
     def graphql_settings(self, body: dict[str, Any]) -> None:
         """The sandbox's GraphQL knobs (plan, points bucket, bulk pace): ``PATCH /__sandbox/graphql``."""
         httpx.patch(f"{self.config().url}/__sandbox/graphql", json=body, verify=self.tls()).raise_for_status()
+
+
+async def read_all(
+    source: ShopifySource, stream: str, state: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A stream read to its end: every record, and the state each page carried."""
+    records: list[dict[str, Any]] = []
+    states: list[dict[str, Any]] = []
+    async for page in source.read(stream, state):
+        records += page.records
+        states.append(page.state)
+    return records, states

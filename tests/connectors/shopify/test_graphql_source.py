@@ -18,7 +18,7 @@ from ferry.connectors.shopify import ShopifySource
 from ferry.connectors.shopify import normalize as shopify_normalize
 from ferry.mapping.spec import ObjectMapping, mapped_entities
 from ferry.observe import metrics
-from tests.connectors.shopify.sandbox_store import SandboxStore
+from tests.connectors.shopify.sandbox_store import SandboxStore, read_all
 
 COUNTS = {"customers": 120, "products": 40, "orders": 300}
 
@@ -37,15 +37,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     s.running.stop()
 
 
-async def _read(
-    source: ShopifySource, stream: str, state: dict[str, Any] | None = None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    records: list[dict[str, Any]] = []
-    states: list[dict[str, Any]] = []
-    async for page in source.read(stream, state):
-        records += page.records
-        states.append(page.state)
-    return records, states
+_read = read_all
 
 
 def _canonical(stream: str, records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from ferry.connectors.shopify import ShopifySource
 from ferry.connectors.shopify import normalize as shopify_normalize
 from ferry.connectors.shopify.gql_split import BulkProgress, Part, id_ranges, share_slots
-from tests.connectors.shopify.sandbox_store import SandboxStore
+from tests.connectors.shopify.sandbox_store import SandboxStore, read_all
 
 COUNTS = {"customers": 60, "products": 20, "orders": 240}
 SPLIT = {"bulk_threshold": 0, "bulk_split_min": 50, "api_version": "2026-01"}
@@ -32,13 +32,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     s.running.stop()
 
 
-async def _read(source: ShopifySource, stream: str, state: dict[str, Any] | None) -> tuple[list[Any], list[Any]]:
-    records: list[dict[str, Any]] = []
-    states: list[dict[str, Any]] = []
-    async for page in source.read(stream, state):
-        records += page.records
-        states.append(page.state)
-    return records, states
+_read = read_all
 
 
 def _canonical(records: list[dict[str, Any]]) -> dict[str, Any]:
