@@ -129,3 +129,15 @@ def test_a_prior_the_polls_contradict_is_dropped() -> None:
 def test_the_slowest_pace_of_a_finished_job_is_its_time_from_not_started_to_done_per_record() -> None:
     assert slowest_per_row(10_000, 2.0, 6.0) == pytest.approx(4e-4)
     assert slowest_per_row(0, 2.0, 6.0) is None and slowest_per_row(10, 6.0, 6.0) is None
+
+
+@pytest.mark.parametrize("clock", [0.0, 1576.72, 250_000.0])
+def test_the_window_does_not_depend_on_where_the_clock_stands(clock: float) -> None:
+    """Polls are stamped by a monotonic clock (hours or days of uptime): the prior on the pace, seconds a record,
+    must still bound the window as it does from zero (a rounding room sized by the clock let it through)."""
+    pace = JobPace(21_731, clock, max_per_row=3.63e-4)
+    pace.observe(clock + 3.18, 10_000)
+    pace.observe(clock + 5.36, 20_000)
+    window = pace.end_window()
+    assert window is not None
+    assert window[1] - clock == pytest.approx(5.36 + 10_000 * 3.63e-4, abs=1e-6)

@@ -140,10 +140,16 @@ class JobPace:
                 continue
             start = (c1 * b2 - c2 * b1) / det
             per_row = (a1 * c2 - a2 * c1) / det
-            slack = 1e-6 * max(1.0, abs(start), abs(per_row) * self.total)
-            if per_row > 0 and all(a * start + b * per_row <= c + slack for a, b, c in rows):
+            if per_row > 0 and all(a * start + b * per_row <= c + _slack(a * start, b * per_row, c)
+                                   for a, b, c in rows):
                 corners.append((start, per_row))
         return corners
+
+
+def _slack(*terms: float) -> float:
+    """Rounding room for one half-plane, relative to its own terms: times are seconds of a monotonic clock (large),
+    the prior's bound is seconds a record (small), and one room for both let a corner pass the prior by far."""
+    return 1e-6 * max(abs(t) for t in terms) + _EPS * _EPS
 
 
 def slowest_per_row(records: int, not_started_at: float, done_at: float) -> float | None:
