@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from ferry.connectors.salesforce.bulk_pace import JobPace, slowest_per_row
+from ferry.connectors.salesforce.bulk_pace import JobPace, pace_prior, slowest_per_row
 
 
 def steady_job(rows: int, chunk: int, period: float, start: float, count_at_end: bool) -> tuple[list[float], float]:
@@ -129,6 +129,14 @@ def test_a_prior_the_polls_contradict_is_dropped() -> None:
 def test_the_slowest_pace_of_a_finished_job_is_its_time_from_not_started_to_done_per_record() -> None:
     assert slowest_per_row(10_000, 2.0, 6.0) == pytest.approx(4e-4)
     assert slowest_per_row(0, 2.0, 6.0) is None and slowest_per_row(10, 6.0, 6.0) is None
+
+
+def test_the_prior_is_the_reported_processing_time_when_below_the_polls_bound() -> None:
+    assert pace_prior(10_000, 2.0, 6.0, 1_900) == pytest.approx(1.9e-4)  # the org's own account, queue apart
+    assert pace_prior(10_000, 2.0, 6.0, 9_000) == pytest.approx(4e-4)  # parallel batches' sum: the bound caps it
+    assert pace_prior(10_000, 2.0, 6.0, 0) == pytest.approx(4e-4)  # not reported
+    assert pace_prior(10_000, 2.0, 6.0, None) == pytest.approx(4e-4)
+    assert pace_prior(0, 2.0, 6.0, 1_900) is None
 
 
 @pytest.mark.parametrize("clock", [0.0, 1576.72, 250_000.0])

@@ -33,7 +33,7 @@ import structlog
 
 from ferry.connectors.jobs import JobPhase, aiterate, resume_job, start_job
 from ferry.connectors.retry import PollIntervals
-from ferry.connectors.salesforce.bulk_pace import JobPace, slowest_per_row
+from ferry.connectors.salesforce.bulk_pace import JobPace, pace_prior
 from ferry.connectors.salesforce.client import SalesforceClient, api_name, record_id
 from ferry.connectors.salesforce.collections import missing_key_result
 from ferry.connectors.salesforce.csvio import (
@@ -124,7 +124,7 @@ class BulkIngest:
         self.polls = 0
         # (records, seconds from close to the last poll that saw it still running) of the last job waited for
         self._last_job: tuple[int, float] | None = None
-        # the slowest seconds a record can have taken in the last job waited for (a prior on the next one's pace)
+        # seconds a record took in the last job waited for (bulk_pace.pace_prior: a prior on the next one's pace)
         self._per_row: float | None = None
 
     def _path(self, suffix: str = "") -> str:
@@ -255,7 +255,8 @@ class BulkIngest:
             if info.get("state") in TERMINAL_STATES:
                 if expected_rows and not immediate:
                     self._last_job = (expected_rows, running_until)
-                    self._per_row = slowest_per_row(expected_rows, not_started_at, polled_at) or self._per_row
+                    self._per_row = pace_prior(expected_rows, not_started_at, polled_at,
+                                               info.get("totalProcessingTime")) or self._per_row
                 return _outcome(job_id, info)
             running_until = polled_at - pace.opened_at
             if info.get("state") == "UploadComplete":

@@ -16,8 +16,9 @@ chunks, and if that still fails there is no estimate: the caller falls back to p
 
 A job's own polls pin its pace loosely while they are few (two counts leave a chunk's time open by a factor of
 two or more). An earlier job of the same org and run bounds it better: it was seen not yet started at one time
-and done at another, so its records took at most that long each (``slowest_per_row``). That bound is taken as a
-prior on the next job's pace (``max_per_row``): the same org, at the same hour, under the same load. It is a
+and done at another, so its records took at most that long each (``slowest_per_row``), and its job info says how
+long the org processed it (``totalProcessingTime``; ``pace_prior`` takes the smaller). That pace is taken as a
+prior on the next job's (``max_per_row``): the same org, at the same hour, under the same load. It is a
 guess, not a fact (another object may cost more a record): when the job's own polls contradict it, it is
 dropped, and an aim it made too early costs one poll, which then narrows the window as any miss does.
 """
@@ -158,3 +159,14 @@ def slowest_per_row(records: int, not_started_at: float, done_at: float) -> floa
     if records <= 0 or done_at <= not_started_at:
         return None
     return (done_at - not_started_at) / records
+
+
+def pace_prior(records: int, not_started_at: float, done_at: float, processing_ms: object) -> float | None:
+    """Seconds a record, for the next job's prior: the finished job's ``totalProcessingTime`` (milliseconds the org
+    says it took to process the job, its queue apart) per record, when it reports one below what the polls bound
+    (``slowest_per_row``: that bound holds the queue after the last look and the look's own lateness too); else the
+    bound. A job processed in parallel batches reports their sum, which the bound then caps."""
+    bound = slowest_per_row(records, not_started_at, done_at)
+    if bound is None or not isinstance(processing_ms, int | float) or processing_ms <= 0:
+        return bound
+    return min(bound, processing_ms / 1000 / records)
