@@ -188,6 +188,74 @@ async def test_a_failed_part_stops_the_run_with_its_own_error() -> None:
     assert not {"load Order start", "load OrderItem start"} & {w for _, w in log.events}
 
 
+
+class _SlowParentPart(_Log):
+    """The runner's judgement in small: an Order part is ready only once the Account part (the customers' Accounts,
+    still being sent when the orders' read ends) has ended and written its rows."""
+
+    def steps(self, fail: str | None = None) -> Steps:
+        base = super().steps(fail)
+        account_part_over = False
+
+        def load_part(plan: ObjectPlan, streams: frozenset[str]) -> Any:
+            nonlocal account_part_over
+            self.note(f"part {plan.name} chosen")
+            if plan.name not in ("Account", "Order") or (plan.name == "Order" and not account_part_over):
+                return None  # the runner: a parent owes more than it wrote, no row judged ready
+
+            async def send() -> None:
+                nonlocal account_part_over
+                self.note(f"part {plan.name} start")
+                # The customers' Accounts outlast the orders' read; the Orders' part is a Bulk job, longer still.
+                await asyncio.sleep(0.25 if plan.name == "Account" else 3 * LOAD_SECONDS)
+                account_part_over = account_part_over or plan.name == "Account"
+                self.note(f"part {plan.name} end")
+
+            return send()
+
+        return Steps(base.read, base.plan, base.load, load_part)
+
+
+async def test_ready_rows_are_judged_again_when_a_parent_part_still_being_sent_ends() -> None:
+    log = _SlowParentPart()
+    await read_plan_load(STREAMS, PLANS, streams_feeding(cast(Any, _Declaring()), PLANS), log.steps())
+    orders_read = log.at("read orders end")
+    assert log.at("part Account start") < orders_read < log.at("part Account end")
+    # At the orders' end nothing of the Orders was ready (the Account part still in flight): judged again when it
+    # ended, the Orders it made ready go at once, beside the guests' Accounts, not after them.
+    chosen = [t for t, w in log.events if w == "part Order chosen"]
+    assert len(chosen) == 2 and chosen[0] >= orders_read and chosen[1] >= log.at("part Account end")
+    assert log.at("part Account end") <= log.at("part Order start") < log.at("load Account end")
+    assert log.at("load Account end") <= log.at("load Order start")
+    assert max(log.at("part Order end"), log.at("load Order end")) <= log.at("load OrderItem start")
+    _check_parents_first(log)
+
+
+async def test_rows_still_not_ready_after_the_parent_part_ends_go_with_the_whole() -> None:
+    """Judged again once per parent part that ends, never in a loop: still nothing ready, the whole goes."""
+    log = _Log()
+    base = log.steps()
+    calls: list[str] = []
+
+    def load_part(plan: ObjectPlan, streams: frozenset[str]) -> Any:
+        calls.append(plan.name)
+        if plan.name != "Account":
+            return None
+
+        async def send() -> None:  # outlasts the orders' read
+            log.note("part Account start")
+            await asyncio.sleep(0.25)
+            log.note("part Account end")
+
+        return send()
+
+    await read_plan_load(STREAMS, PLANS, streams_feeding(cast(Any, _Declaring()), PLANS),
+                         Steps(base.read, base.plan, base.load, load_part))
+    assert log.at("read orders end") < log.at("part Account end")
+    assert calls.count("Order") == 2  # at the orders' end, and once more when the Account part ended
+    assert log.at("load Account end") <= log.at("load Order start")
+    _check_parents_first(log)
+
 def test_a_declared_entity_list_covers_what_the_shopify_normalizer_yields() -> None:
     """The declaration is what lets Product2 load before the orders are read: it must not miss an entity."""
     import json

@@ -30,7 +30,10 @@ answers are recorded: ``engine/waves.py``'s ``ready_rows``):
 4. At the end of its last stream, when a parent is still loading (the Orders of registered customers while the
    guests' Accounts are written): the rows that name only parents written, beside the rest, which goes once
    the parents are loaded (``load``, excluding the part's rows). Only when every parent's own streams are read
-   too, so both sides of the split stay what they were at its start.
+   too, so both sides of the split stay what they were at its start. When no part goes because a parent's own
+   part is still being sent (the customers' Accounts still in flight as the orders' read ends), it is judged
+   again each time such a part ends, for as long as that parent is not loaded: its rows, now written, make the
+   children naming them ready.
 
 A part whose ready rows are few goes with the rest instead (the runner decides: a part costs its own calls).
 What a crash leaves stays as above, except that an object's outbox may be partly sent before its last stream
@@ -41,6 +44,7 @@ overwriting a newer one.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +106,38 @@ async def read_plan_load(
     # Per object and stream: the object has sent whatever part it sends at that stream's end (children wait
     # for it before judging their own rows ready).
     settled = {p.name: {s: asyncio.Event() for s in streams} for p in ordered}
+    sending_parts = {p.name: 0 for p in ordered}  # per object, its parts being sent now
+    changed = asyncio.Condition()  # notified when a part ends or an object is loaded (rule 4 judges again)
+
+    async def note_change() -> None:
+        async with changed:
+            changed.notify_all()
+
+    async def tracked(name: str, sending: Coroutine[Any, Any, None]) -> None:
+        sending_parts[name] += 1
+        try:
+            await sending
+        finally:
+            sending_parts[name] -= 1
+            await note_change()
+
+    def parts_over(names: list[str]) -> bool:
+        return all(not sending_parts[name] or loaded[name].is_set() for name in names)
+
+    async def beside_rest(plan: ObjectPlan, done: frozenset[str]) -> Coroutine[Any, Any, None] | None:
+        """Rule 4's part, or None; judged again whenever a part of a parent still loading ends meanwhile."""
+        assert steps.load_part is not None
+        while True:
+            sending = steps.load_part(plan, done)
+            if sending is not None:
+                return tracked(plan.name, sending)
+            busy = [p for p in parents[plan.name] if sending_parts[p] and not loaded[p].is_set()]
+            if not busy:
+                return None
+            async with changed:
+                await changed.wait_for(functools.partial(parts_over, busy))
+            if all(loaded[p].is_set() for p in parents[plan.name]):
+                return None  # every parent is loaded: the whole goes now, nothing to split
 
     async def reads() -> None:
         for stream in streams:
@@ -133,13 +169,13 @@ async def read_plan_load(
                     await settled[parent][stream].wait()
                 sending = load_part(plan, done)
                 if sending is not None:
-                    await sending  # rule 3: later parts and the whole wait for it
+                    await tracked(plan.name, sending)  # rule 3: later parts and the whole wait for it
             elif not all(loaded[p].is_set() for p in parents[plan.name]) and all(
                 read[s].is_set() for p in parents[plan.name] for s in feeding[p] if s in read
             ):
                 settled[plan.name][stream].set()
                 await asyncio.sleep(0)  # what the stream's end let start in one go (a parent's rest) goes first
-                return load_part(plan, done)  # rule 4: beside the rest
+                return await beside_rest(plan, done)  # rule 4: beside the rest
             settled[plan.name][stream].set()
         return None
 
@@ -168,5 +204,6 @@ async def read_plan_load(
         # Together: a part that fails stops the run at once, not once the rest has waited for its parents.
         await run_together([whole(), part_beside()])
         loaded[plan.name].set()
+        await note_change()
 
     await run_together([reads(), *(load(p) for p in ordered)])

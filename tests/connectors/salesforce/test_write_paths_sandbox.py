@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ferry.connectors.salesforce import SalesforceSink
+from ferry.connectors.salesforce.bulk_pace import JobPace
 from ferry.connectors.salesforce.strategy import Strategy
 from ferry.core.contracts import JobPage
 from ferry.core.ports import JournalEntry
@@ -250,6 +252,61 @@ async def test_a_second_job_no_smaller_skips_the_looks_the_first_showed_useless(
     assert rows == 2000 and ran >= 1.0  # the first job was seen still running at its 1 s look, or later
     assert pauses[pauses_first] == pytest.approx(max(1.0, ran))  # the second job's first look waits that long
     assert polls_second <= polls_first
+
+
+
+def _steady_org(tmp_path: Path, queue: float, chunk_seconds: float) -> tuple[Org, Any]:
+    """An org whose Bulk jobs wait ``queue`` seconds, then take ``chunk_seconds`` a chunk of 1,000 rows (the count
+    of a chunk shows as it starts, as the sandbox's latency profile has it), with no other latency."""
+    org, running = start_org(tmp_path, bulk_chunk_rows=1000)
+    org.sandbox.bulk.queue_delay = lambda: queue
+    org.sandbox.bulk.chunk_delay = lambda rows: chunk_seconds * rows / 1000
+    return org, running
+
+
+async def test_a_one_chunk_job_seen_counted_is_polled_again_from_the_first_backoff_step(tmp_path: Path) -> None:
+    """Counted in one step, not yet complete: the org commits its only chunk, so the next look is the first
+    backoff step (1 s), not the doubled one (4 s) that saw it seconds late."""
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(seconds)
+
+    org, running = _steady_org(tmp_path, queue=1.5, chunk_seconds=2.0)  # counted at ~1.5 s, complete at ~3.5 s
+    try:
+        async with SalesforceSink(org.config(), sleep=sleep) as sink:
+            results = await sink.upsert("Contact", EXT, _contacts(800, "o"), Strategy.BULK)
+            polls = sink._bulk.polls
+    finally:
+        running.stop()
+    assert all(r.success for r in results)
+    assert pauses == [1.0, 2.0, 1.0] and polls == 3  # queued at 1 s, counted at 3 s, complete at 4 s
+
+
+async def test_a_job_learns_the_pace_the_last_one_showed(tmp_path: Path) -> None:
+    """The first job's processing time (its job info's totalProcessingTime, below the bound its polls set: queued at
+    the 1 s look, done at the 3 s one, 1 ms a record) gives the seconds a record took; the next job of the sink
+    starts with that as the prior on its pace, and it is no faster than the org's real pace."""
+    priors: list[float | None] = []
+    real_pace = JobPace.__init__
+
+    def spying_init(self: JobPace, *args: Any, **kw: Any) -> None:
+        real_pace(self, *args, **kw)
+        priors.append(self.max_per_row)
+
+    org, running = _steady_org(tmp_path, queue=1.5, chunk_seconds=0.4)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(JobPace, "__init__", spying_init)
+            async with SalesforceSink(org.config()) as sink:
+                await _answers(sink.bulk_stream("Contact", EXT, [_contacts(2000, "a")]))
+                learnt = sink._bulk._per_row
+                await _answers(sink.bulk_stream("Contact", EXT, [_contacts(3000, "b")]))
+    finally:
+        running.stop()
+    assert learnt is not None and 0.4 / 1000 <= learnt < 0.7 / 1000
+    assert priors == [None, learnt]
 
 
 async def test_bulk_result_download_cut_midway_is_fetched_again_without_loss_or_duplicates(org: Org) -> None:

@@ -13,6 +13,14 @@ Polling at that latest consistent time sees the job done unless its pace changed
 poll that narrows the window, so the next aim is closer. When the polls contradict a steady pace
 (the org slowed down, chunks of very different sizes), the window is widened by assuming coarser
 chunks, and if that still fails there is no estimate: the caller falls back to plain backoff.
+
+A job's own polls pin its pace loosely while they are few (two counts leave a chunk's time open by a factor of
+two or more). An earlier job of the same org and run bounds it better: it was seen not yet started at one time
+and done at another, so its records took at most that long each (``slowest_per_row``), and its job info says how
+long the org processed it (``totalProcessingTime``; ``pace_prior`` takes the smaller). That pace is taken as a
+prior on the next job's (``max_per_row``): the same org, at the same hour, under the same load. It is a
+guess, not a fact (another object may cost more a record): when the job's own polls contradict it, it is
+dropped, and an aim it made too early costs one poll, which then narrows the window as any miss does.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ class JobPace:
     total: int  # records uploaded to the job
     opened_at: float  # when the job was closed (UploadComplete): processing cannot start earlier
     seen: list[tuple[float, int]] = field(default_factory=list)  # (time of a poll, records processed)
+    max_per_row: float | None = None  # prior: seconds a record took at most in an earlier job (slowest_per_row)
     _guessed: bool = False  # the one early aim at a finishing job was taken
 
     def observe(self, when: float, processed: int) -> None:
@@ -69,7 +78,7 @@ class JobPace:
     def chunk_seconds(self) -> float:
         """The longest time one chunk can take at a pace the polls allow (0 when unknown)."""
         chunk = self.chunk
-        corners = self._corners(chunk) if chunk else []
+        corners = self._feasible(chunk) if chunk else []
         return max((per_row * chunk for _, per_row in corners), default=0.0) if chunk else 0.0
 
     @property
@@ -85,7 +94,7 @@ class JobPace:
         # may show its count as it starts); the job ends by then, or one chunk's time after (see ``aim``).
         records = self.total + chunk if self.finishing else -(-self.total // chunk) * chunk
         for widen in range(_WIDEN_STEPS + 1):
-            corners = self._corners(chunk * 2**widen)
+            corners = self._feasible(chunk * 2**widen)
             if corners:
                 ends = [start + records * per_row for start, per_row in corners]
                 return min(ends), max(ends)
@@ -102,10 +111,20 @@ class JobPace:
 
     # ------------------------------------------------------------------ the linear programme
 
-    def _constraints(self, chunk: int) -> list[tuple[float, float, float]]:
+    def _feasible(self, chunk: int) -> list[tuple[float, float]]:
+        """The corners with the prior on the pace, or without it when the polls contradict it."""
+        if self.max_per_row is not None:
+            corners = self._corners(chunk, prior=True)
+            if corners:
+                return corners
+        return self._corners(chunk)
+
+    def _constraints(self, chunk: int, prior: bool = False) -> list[tuple[float, float, float]]:
         """Half-planes ``a * start + b * per_row <= c``. The count of a chunk may show when the chunk starts
         or when it ends (orgs differ), so the first chunk shows no sooner than the job was closed."""
         rows: list[tuple[float, float, float]] = [(-1.0, -float(chunk), -self.opened_at), (0.0, -1.0, 0.0)]
+        if prior and self.max_per_row is not None:
+            rows.append((0.0, 1.0, self.max_per_row))
         for when, processed in self.seen:
             if processed > 0:  # a count of 0 does not say processing has begun
                 rows.append((1.0, float(processed), when))  # the frontier had reached `processed` by `when`
@@ -113,8 +132,8 @@ class JobPace:
                 rows.append((-1.0, -float(processed + chunk), -when))  # ... but not the next chunk
         return rows
 
-    def _corners(self, chunk: int) -> list[tuple[float, float]]:
-        rows = self._constraints(chunk)
+    def _corners(self, chunk: int, prior: bool = False) -> list[tuple[float, float]]:
+        rows = self._constraints(chunk, prior)
         corners = []
         for (a1, b1, c1), (a2, b2, c2) in itertools.combinations(rows, 2):
             det = a1 * b2 - a2 * b1
@@ -122,7 +141,32 @@ class JobPace:
                 continue
             start = (c1 * b2 - c2 * b1) / det
             per_row = (a1 * c2 - a2 * c1) / det
-            slack = 1e-6 * max(1.0, abs(start), abs(per_row) * self.total)
-            if per_row > 0 and all(a * start + b * per_row <= c + slack for a, b, c in rows):
+            if per_row > 0 and all(a * start + b * per_row <= c + _slack(a * start, b * per_row, c)
+                                   for a, b, c in rows):
                 corners.append((start, per_row))
         return corners
+
+
+def _slack(*terms: float) -> float:
+    """Rounding room for one half-plane, relative to its own terms: times are seconds of a monotonic clock (large),
+    the prior's bound is seconds a record (small), and one room for both let a corner pass the prior by far."""
+    return 1e-6 * max(abs(t) for t in terms) + _EPS * _EPS
+
+
+def slowest_per_row(records: int, not_started_at: float, done_at: float) -> float | None:
+    """The most seconds a record of a finished job can have taken: it was seen not started (closed, or still
+    queued) at ``not_started_at`` and terminal at ``done_at``, so all its processing fits between them."""
+    if records <= 0 or done_at <= not_started_at:
+        return None
+    return (done_at - not_started_at) / records
+
+
+def pace_prior(records: int, not_started_at: float, done_at: float, processing_ms: object) -> float | None:
+    """Seconds a record, for the next job's prior: the finished job's ``totalProcessingTime`` (milliseconds the org
+    says it took to process the job, its queue apart) per record, when it reports one below what the polls bound
+    (``slowest_per_row``: that bound holds the queue after the last look and the look's own lateness too); else the
+    bound. A job processed in parallel batches reports their sum, which the bound then caps."""
+    bound = slowest_per_row(records, not_started_at, done_at)
+    if bound is None or not isinstance(processing_ms, int | float) or processing_ms <= 0:
+        return bound
+    return min(bound, processing_ms / 1000 / records)
