@@ -186,6 +186,14 @@ CREATE TABLE IF NOT EXISTS api_allocations (
     seen_at TEXT NOT NULL,
     PRIMARY KEY (pipeline, system)
 );
+-- API calls sent for a run by processes helping it, per part (``source``, ``setup``, ``object:<name>``):
+-- the PostgreSQL store's ``run_calls`` (ferry workers), kept here too so both stores speak the same ports.
+CREATE TABLE IF NOT EXISTS run_calls (
+    run_id INTEGER NOT NULL,
+    part TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    PRIMARY KEY (run_id, part)
+) WITHOUT ROWID;
 -- ---- end of the API call ledger ----------------------------------------------------------------------
 -- Inbound deliveries (webhooks) already made durable, by the key the receiver derives from the sender's
 -- delivery id: a retry or duplicate of one is acknowledged and dropped. Pruned after the retention
@@ -462,6 +470,22 @@ class Store:
     def note_run_paused(self, run_id: int, reason: str) -> None:
         with self._transaction() as c:
             c.execute("UPDATE runs SET error = ? WHERE id = ? AND status = 'running'", (reason, run_id))
+
+    def add_run_calls(self, run_id: int, calls: Mapping[str, int]) -> None:
+        added = [(run_id, part, n) for part, n in sorted(calls.items()) if n]
+        if not added:
+            return
+        with self._transaction() as c:
+            c.executemany(
+                "INSERT INTO run_calls (run_id, part, calls) VALUES (?, ?, ?) "
+                "ON CONFLICT (run_id, part) DO UPDATE SET calls = run_calls.calls + excluded.calls",
+                added,
+            )
+
+    def run_calls(self, run_id: int) -> dict[str, int]:
+        with self._lock:
+            rows = self._conn.execute("SELECT part, calls FROM run_calls WHERE run_id = ?", (run_id,)).fetchall()
+        return {str(part): int(n) for part, n in rows}
 
     _RUN_COLUMNS = "id, pipeline, started_at, finished_at, status, stats, error, progress_at, pid, host, origin"
 

@@ -320,6 +320,22 @@ class PostgresStore(EventClaims):
         with self._tx() as c:
             c.execute("UPDATE runs SET error = %s WHERE id = %s AND status = 'running'", (reason, run_id))
 
+    def add_run_calls(self, run_id: int, calls: Mapping[str, int]) -> None:
+        added = sorted((part, n) for part, n in calls.items() if n)  # sorted: two workers lock rows in one order
+        if not added:
+            return
+        with self._tx() as c:
+            c.executemany(
+                "INSERT INTO run_calls (run_id, part, calls) VALUES (%s, %s, %s) "
+                "ON CONFLICT (run_id, part) DO UPDATE SET calls = run_calls.calls + excluded.calls",
+                [(run_id, part, n) for part, n in added],
+            )
+
+    def run_calls(self, run_id: int) -> dict[str, int]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT part, calls FROM run_calls WHERE run_id = %s", (run_id,)).fetchall()
+        return {str(part): int(n) for part, n in rows}
+
     def list_runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRow]:
         sql, args = f"SELECT {_RUN_COLUMNS} FROM runs", []
         if pipeline:
