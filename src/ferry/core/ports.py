@@ -207,7 +207,9 @@ class Staging(Protocol):
         self, pipeline: str, stream: str, run_id: int, rows: Sequence[StagedRow], state: dict[str, Any] | None
     ) -> int:
         """Stage the rows and save ``state`` as the stream's read state, in one transaction; returns rows added
-        (a (key, version) already staged is kept once)."""
+        (a (key, version) already staged is kept once). Fenced by run: when a later run (a higher ``run_id``) has
+        saved the stream's state, a save of an earlier run raises ``ReadSuperseded`` and stages nothing; run 0
+        (staged by no run: webhook deliveries, change feeds) is never refused and leaves the fence as it is."""
         ...
 
     def staged(

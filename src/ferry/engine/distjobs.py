@@ -53,7 +53,7 @@ from ferry.engine.loader import Loader
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.selection import select_for_pipeline
 from ferry.engine.stats import RunStats
-from ferry.errors import BudgetExhausted
+from ferry.errors import BudgetExhausted, ReadSuperseded
 
 if TYPE_CHECKING:
     from ferry.bus.jetstream import JetStreamBus
@@ -135,6 +135,11 @@ class ReadAndJobWork:
             log.info("worker.read", stream=item.stream, run_id=item.run_id)
             try:
                 count = await intake.read_stream(source, item.stream)
+            except ReadSuperseded as exc:
+                # A later run saved the stream's read state (its prepare or its reader): this item's run is over
+                # (its coordinator was killed). Its page was refused whole; settled undone, never retried.
+                log.info("worker.read_superseded", stream=item.stream, run_id=item.run_id, error=str(exc))
+                return 0
             finally:
                 # Before the done mark: the coordinator that sees the stream read sees its calls too.
                 tally = self._source_calls.setdefault(item.pipeline, runcalls.CallTally())

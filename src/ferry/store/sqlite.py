@@ -39,7 +39,7 @@ from ferry.core.ports import (
     StagedRow,
     Written,
 )
-from ferry.errors import StateError
+from ferry.errors import ReadSuperseded, StateError
 
 if TYPE_CHECKING:
     from ferry.core.ports import StateStore
@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS read_states (
     stream TEXT NOT NULL,
     state TEXT NOT NULL,  -- JSON text: readable with SQLite's json_extract when a read needs looking into
     updated_at TEXT NOT NULL,
+    run_id INTEGER NOT NULL DEFAULT 0,  -- the run that saved it last: an earlier run's save is refused (stage)
     PRIMARY KEY (pipeline, stream)
 );
 -- Raw source records, durable before the read state that covers them moves.
@@ -209,6 +210,7 @@ CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (received_at);
 
 # Columns added after the first release: an existing state DB gets them on open (ALTER TABLE ADD COLUMN).
 _ADDED_COLUMNS = (
+    ("read_states", "run_id", "INTEGER NOT NULL DEFAULT 0"),
     ("runs", "progress_at", "TEXT"),
     # Who runs it: a `running` row whose process is gone (its pipeline lock free) is shown as `died`.
     ("runs", "pid", "INTEGER"),
@@ -522,12 +524,17 @@ class Store:
         return state if isinstance(state, dict) else None
 
     @staticmethod
-    def _save_state(c: sqlite3.Connection, pipeline: str, stream: str, state: dict[str, Any]) -> None:
-        c.execute(
-            "INSERT INTO read_states (pipeline, stream, state, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (pipeline, stream) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            (pipeline, stream, orjson.dumps(state).decode(), utc_now()),
+    def _save_state(c: sqlite3.Connection, pipeline: str, stream: str, state: dict[str, Any], run_id: int) -> None:
+        # Fenced by run as on PostgreSQL (one process here, so it never refuses in practice; the ports agree).
+        saved = c.execute(
+            "INSERT INTO read_states (pipeline, stream, state, updated_at, run_id) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (pipeline, stream) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, "
+            "run_id = max(read_states.run_id, excluded.run_id) "
+            "WHERE excluded.run_id = 0 OR read_states.run_id <= excluded.run_id",
+            (pipeline, stream, orjson.dumps(state).decode(), utc_now(), run_id),
         )
+        if saved.rowcount == 0:
+            raise ReadSuperseded(pipeline, stream, run_id)
 
     # -- staging --------------------------------------------------------------
 
@@ -552,7 +559,7 @@ class Store:
             )
             added = c.total_changes - before
             if state is not None:
-                self._save_state(c, pipeline, stream, state)
+                self._save_state(c, pipeline, stream, state, run_id)
             return added
 
     def staged(

@@ -43,7 +43,7 @@ from ferry.core.ports import (
     StagedRow,
     Written,
 )
-from ferry.errors import PipelineBusy, StateError
+from ferry.errors import PipelineBusy, ReadSuperseded, StateError
 from ferry.store.postgres.events import EventClaims
 from ferry.store.postgres.lock import PIPELINE_LOCKS, AdvisoryPipelineLock, AdvisoryWorkLock, holder, work_held
 from ferry.store.postgres.migrate import schema_status
@@ -430,12 +430,18 @@ class PostgresStore(EventClaims):
             )
             added = max(c.rowcount, 0)
             if state is not None:
+                # Fenced by run: a later run's save (its prepare, its reader) wins over a stale reader's, whose
+                # page is rolled back with it (ReadSuperseded). Run 0 (events, feeds) is not a run: never fenced.
                 c.execute(
-                    "INSERT INTO read_states (pipeline, stream, state, updated_at) VALUES (%s, %s, %s, %s) "
+                    "INSERT INTO read_states (pipeline, stream, state, updated_at, run_id) "
+                    "VALUES (%s, %s, %s, %s, %s) "
                     "ON CONFLICT (pipeline, stream) DO UPDATE SET state = excluded.state, "
-                    "updated_at = excluded.updated_at",
-                    (pipeline, stream, orjson.dumps(state).decode(), utc_now()),
+                    "updated_at = excluded.updated_at, run_id = GREATEST(read_states.run_id, excluded.run_id) "
+                    "WHERE excluded.run_id = 0 OR read_states.run_id <= excluded.run_id",
+                    (pipeline, stream, orjson.dumps(state).decode(), utc_now(), run_id),
                 )
+                if c.rowcount == 0:
+                    raise ReadSuperseded(pipeline, stream, run_id)
             return added
 
     def staged(
