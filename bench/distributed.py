@@ -8,15 +8,18 @@ from start to exit, records written, records/s.
 The embedded run picks its own strategy (Bulk API 2.0 for big objects); a distributed run reads every stream on
 the workers and writes every object through the cheapest direct strategy (Composite) from them, as no
 ``bulk_threshold`` forces a job (engine/distjobs.py): the table prints both strategies.
+
+Stopped by SIGTERM (or Ctrl-C), it stops every child it started (workers, the run, sandboxes, nats-server,
+PostgreSQL) before it exits (143): ``harness/stopping.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from harness.stopping import exit_on_terminate, stop_processes  # noqa: E402
 from tests.bus.natsserver import NatsServer, require_nats_server  # noqa: E402
 from tests.store.postgres_server import start_server  # noqa: E402
 
@@ -174,68 +178,71 @@ def main() -> None:
     parser.add_argument("--ack-pending", type=int, default=0, help="FERRY_BUS_MAX_ACK_PENDING (default: scaled)")
     parser.add_argument("--no-embedded", action="store_true", help="skip the embedded row (profiling runs)")
     args = parser.parse_args()
+    exit_on_terminate()
     tmp = Path(tempfile.mkdtemp(prefix="ferry-bench-dist-"))
     print(f"logs and state in {tmp}")
-    # BENCH_PG_STATS=1: pg_stat_statements on, and each row prints the statements PostgreSQL spent most time on.
-    pg_stats = os.environ.get("BENCH_PG_STATS") == "1"
-    pg = start_server(settings={"shared_preload_libraries": "pg_stat_statements"} if pg_stats else None)
-    if pg_stats:
-        _pg_stats(pg.admin_url, reset=True)
-    nats = NatsServer(require_nats_server(), tmp / "nats")
-    nats.start()
-    assert nats.proc is not None
-    nats_pid = nats.proc.pid
-    customers, products = max(60, args.orders // 2), max(15, args.orders // 50)
-    shop = start_sandbox("shopify", tmp / "shop", ["--customers", str(customers), "--products", str(products),
-                                                   "--orders", str(args.orders), "--seed", "7"])
-    print(f"{args.orders} orders, {customers} customers, {products} products; Salesforce latency {args.latency}; "
-          f"batch {args.batch}, concurrency {args.concurrency} per worker")
-    try:
+    # Every child is stopped by the ExitStack as soon as it is started, also when SIGTERM stops the bench
+    # (exit_on_terminate: the signal raises SystemExit, so the callbacks run).
+    with contextlib.ExitStack() as cleanup:
+        # BENCH_PG_STATS=1: pg_stat_statements on, and each row prints the statements PostgreSQL spent most time on.
+        pg_stats = os.environ.get("BENCH_PG_STATS") == "1"
+        pg = start_server(settings={"shared_preload_libraries": "pg_stat_statements"} if pg_stats else None)
+        cleanup.callback(pg.cleanup)
+        if pg_stats:
+            _pg_stats(pg.admin_url, reset=True)
+        nats = NatsServer(require_nats_server(), tmp / "nats")
+        cleanup.callback(nats.kill)
+        nats.start()
+        assert nats.proc is not None
+        nats_pid = nats.proc.pid
+        customers, products = max(60, args.orders // 2), max(15, args.orders // 50)
+        shop = start_sandbox("shopify", tmp / "shop", ["--customers", str(customers), "--products", str(products),
+                                                       "--orders", str(args.orders), "--seed", "7"])
+        cleanup.callback(shop.stop)
+        print(f"{args.orders} orders, {customers} customers, {products} products; Salesforce latency "
+              f"{args.latency}; batch {args.batch}, concurrency {args.concurrency} per worker")
         if not args.no_embedded:
             _embedded_row(shop, tmp, args.latency, pg, nats_pid)
         scaled: dict[int, tuple[float, float, float]] = {}
         for n in [int(w) for w in args.workers.split(",")]:
-            url = pg.fresh_database()
-            migrate(url)
-            org = start_sandbox("salesforce", tmp / f"org-{n}", ["--latency", args.latency])
-            env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / f"home-{n}"), "FERRY_STATE_URL": url,
-                   "FERRY_BUS_URL": nats.url, "FERRY_WORK_BATCH": str(args.batch),
-                   # max_ack_pending bounds a partition's unacknowledged items across ALL workers: it must grow
-                   # with the workers, or adding workers adds no items in flight (docs/distributed.md "Tuning").
-                   # Load batches need no strict order: the outbox claims and the version map guard each row.
-                   "FERRY_BUS_MAX_ACK_PENDING": str(args.ack_pending or max(1, n * args.concurrency // 8))}
-            flags = os.environ.get("BENCH_FERRY_FLAGS", "").split()  # e.g. "-vv": worker logs kept in the tmp dir
-            workers = [subprocess.Popen([sys.executable, "-m", "ferry", *flags, "worker", str(EXAMPLE),
-                                         "--concurrency", str(args.concurrency)], env={**os.environ, **env},
-                                        stdout=subprocess.DEVNULL, stderr=(tmp / f"worker-{n}-{i}.log").open("wb"))
-                       for i in range(n)]
-            try:
-                _started(workers, [tmp / f"worker-{n}-{i}.log" for i in range(n)])
-                before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
-                workers0 = sum(_cpu(w.pid) for w in workers)  # start-up (imports) is not the run's
-                shop0 = _cpu(shop.process.pid)
-                took, stats = _run(env)
-                before_load, load_s = _phases(stats)
-                scaled[n] = (took, load_s, before_load)
-                row = _row(f"{n} worker(s)", took, stats)
-                SHOP_CPU[0] = _cpu(shop.process.pid) - shop0
-                print(row, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0,
-                                     _cpu(nats_pid) - nats0, sum(_cpu(w.pid) for w in workers) - workers0),
-                      flush=True)
-                if pg_stats:
-                    _pg_stats(pg.admin_url)
-            finally:
-                for w in workers:
-                    w.send_signal(signal.SIGTERM)
-                for w in workers:
-                    w.wait(timeout=60)
-                org.stop()
+            with contextlib.ExitStack() as row:
+                scaled[n] = _workers_row(n, args, tmp, shop, pg, nats, nats_pid, pg_stats, row)
         _scaling(scaled)
-    finally:
-        shop.stop()
-        nats.kill()
-        pg.cleanup()
 
+
+def _workers_row(n: int, args: argparse.Namespace, tmp: Path, shop: SandboxProcess, pg: Any, nats: NatsServer,
+                 nats_pid: int, pg_stats: bool, row: contextlib.ExitStack) -> tuple[float, float, float]:
+    """One distributed row: a fresh database and org, ``n`` workers (stopped through ``row`` whatever happens)."""
+    url = pg.fresh_database()
+    migrate(url)
+    org = start_sandbox("salesforce", tmp / f"org-{n}", ["--latency", args.latency])
+    row.callback(org.stop)
+    env = {**demo_env(_info(shop), _info(org)), "FERRY_HOME": str(tmp / f"home-{n}"), "FERRY_STATE_URL": url,
+           "FERRY_BUS_URL": nats.url, "FERRY_WORK_BATCH": str(args.batch),
+           # max_ack_pending bounds a partition's unacknowledged items across ALL workers: it must grow
+           # with the workers, or adding workers adds no items in flight (docs/distributed.md "Tuning").
+           # Load batches need no strict order: the outbox claims and the version map guard each row.
+           "FERRY_BUS_MAX_ACK_PENDING": str(args.ack_pending or max(1, n * args.concurrency // 8))}
+    flags = os.environ.get("BENCH_FERRY_FLAGS", "").split()  # e.g. "-vv": worker logs kept in the tmp dir
+    workers: list[subprocess.Popen[bytes]] = []
+    row.callback(stop_processes, workers)  # the list as it grows: a worker started is a worker stopped
+    for i in range(n):
+        workers.append(subprocess.Popen([sys.executable, "-m", "ferry", *flags, "worker", str(EXAMPLE),
+                                         "--concurrency", str(args.concurrency)], env={**os.environ, **env},
+                                        stdout=subprocess.DEVNULL, stderr=(tmp / f"worker-{n}-{i}.log").open("wb")))
+    _started(workers, [tmp / f"worker-{n}-{i}.log" for i in range(n)])
+    before, pg0, nats0 = _cpu(org.process.pid), pg.cpu_seconds(), _cpu(nats_pid)
+    workers0 = sum(_cpu(w.pid) for w in workers)  # start-up (imports) is not the run's
+    shop0 = _cpu(shop.process.pid)
+    took, stats = _run(env)
+    before_load, load_s = _phases(stats)
+    line = _row(f"{n} worker(s)", took, stats)
+    SHOP_CPU[0] = _cpu(shop.process.pid) - shop0
+    print(line, _cpu_line(_cpu(org.process.pid) - before, pg.cpu_seconds() - pg0,
+                          _cpu(nats_pid) - nats0, sum(_cpu(w.pid) for w in workers) - workers0), flush=True)
+    if pg_stats:
+        _pg_stats(pg.admin_url)
+    return took, load_s, before_load
 
 if __name__ == "__main__":
     main()

@@ -68,6 +68,18 @@ class StateError(FerryError):
     """The state directory or its database cannot be used (unwritable FERRY_HOME, a file that is not a database)."""
 
 
+class ReadSuperseded(FerryError):
+    """A read of an earlier run tried to move a stream's read state that a later run has taken over (its prepare or
+    its own read saved it): the page is not staged. The stale reader (a worker still reading for a killed
+    coordinator) stops; the later run reads on from its own state."""
+
+    def __init__(self, pipeline: str, stream: str, run_id: int) -> None:
+        super().__init__(f"{pipeline}: the read of {stream} for run {run_id} is superseded: a later run has saved "
+                         "its read state; this page is not staged")
+        self.stream = stream
+        self.run_id = run_id
+
+
 class PipelineBusy(FerryError):
     """Another process is running this pipeline now (it holds the pipeline's lock)."""
 

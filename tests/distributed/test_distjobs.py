@@ -301,3 +301,77 @@ def test_a_read_item_of_a_run_that_is_over_stages_nothing_and_one_of_a_running_r
         assert store.staged_count(spec.name) == first
     finally:
         store.close()
+
+
+def test_a_stale_reader_cannot_overwrite_the_read_state_of_the_run_that_took_over(
+    shop: SandboxProcess, pipeline: Path, pg_server: PostgresServer, tmp_path: Path,
+) -> None:
+    """The race, made deterministic: a worker reads ``orders`` for run A and is held after its first staged page;
+    meanwhile A's coordinator is gone and run B starts, closes A as died and prepares the stream (a source that
+    starts its reads together saves each stream's new state, ``Intake.prepare``). When the stale reader goes on,
+    its next page must neither move B's read state nor stage anything: it stops, and B's own read then reads the
+    stream from B's state to its end."""
+    import asyncio
+
+    from ferry.bus.work import ReadStream
+    from ferry.cli.demo import demo_env
+    from ferry.engine.distjobs import ReadAndJobWork, read_mark
+    from ferry.engine.distributed import LoadWork
+    from ferry.engine.pipeline import load_pipeline
+    from ferry.store.postgres import PostgresStore
+
+    url = pg_server.fresh_database()
+    migrate(url)
+    org = start_sandbox("salesforce", tmp_path / "org")  # the pipeline's target settings (nothing is written)
+    env = demo_env({k: str(v) for k, v in shop.info.items()}, {k: str(v) for k, v in org.info.items()})
+    org.stop()
+    spec = load_pipeline(pipeline, {**os.environ, **env})
+    store = PostgresStore(url)
+    b_state = {"cursor": None}  # B's prepare: the stream read afresh (a new bulk operation, for Shopify GraphQL)
+    try:
+        run_a = store.start_run(spec.name)
+        work = ReadAndJobWork({spec.name: spec}, store, LoadWork({spec.name: spec}, store, lease_seconds=4.0))
+
+        async def race() -> tuple[int, int, int]:
+            try:
+                source = await work._source(spec.name)
+                held, go_on = asyncio.Event(), asyncio.Event()
+                read = source.read
+
+                async def held_after_the_first_page(stream: str, state: Any) -> Any:
+                    async for n, page in _numbered(read(stream, state)):
+                        if n == 1 and not go_on.is_set():  # page 0 is staged; page 1 waits here
+                            held.set()
+                            await go_on.wait()
+                        yield page
+
+                source.read = held_after_the_first_page  # type: ignore[method-assign]
+                stale = asyncio.create_task(work.read(ReadStream(spec.name, run_a, "orders")))
+                await asyncio.wait_for(held.wait(), 60)
+                staged_by_a = store.staged_count(spec.name)
+                assert staged_by_a > 0 and store.read_state(spec.name, "orders") != b_state
+                store.close_abandoned_runs(spec.name)  # B's coordinator: A is over
+                run_b = store.start_run(spec.name)
+                store.stage(spec.name, "orders", run_b, [], b_state)  # what B's Intake.prepare saves
+                go_on.set()
+                from_a = await asyncio.wait_for(stale, 60)
+                assert store.read_state(spec.name, "orders") == b_state  # not moved by A's reader
+                assert store.staged_count(spec.name) == staged_by_a  # A's next page refused whole
+                from_b = await work.read(ReadStream(spec.name, run_b, "orders"))
+                return from_a, from_b, run_b
+            finally:
+                await work.close()
+
+        from_a, from_b, run_b = asyncio.run(race())
+        assert from_a == 0 and not store.get_mark(spec.name, read_mark(run_a, "orders"))
+        assert from_b > 0 and store.get_mark(spec.name, read_mark(run_b, "orders")) == from_b + 1
+        assert store.read_state(spec.name, "orders") != b_state  # B's read moved it on, to its end
+    finally:
+        store.close()
+
+
+async def _numbered(pages: Any) -> Any:
+    n = 0
+    async for page in pages:
+        yield n, page
+        n += 1

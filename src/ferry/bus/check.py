@@ -1,8 +1,9 @@
 """Is the configured bus usable? What ``ferry doctor`` reports for ``FERRY_BUS_URL``, and what to fix.
 
 ``check_bus(url)`` connects (failing fast, not after nats-py's two minutes of reconnect attempts), asks JetStream
-for the account (is JetStream on?), and looks for ferry's streams and consumers (present, or created by the first
-``ferry worker``). Each finding is a ``BusCheck`` with the same fields as the doctor's ``Check``.
+for the account (is JetStream on?), and looks for ferry's streams and consumers: all present, or none at all (a
+fresh bus, which is fine: the first ``ferry worker`` creates them); some but not all is a failure. Each finding is
+a ``BusCheck`` with the same fields as the doctor's ``Check``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import nats
 import nats.errors
+import nats.js.api
 import nats.js.errors
 
 from ferry.bus.config import BUS_URL_ENV, bus_settings
@@ -67,7 +69,7 @@ async def _check(settings: JetStreamSettings, timeout: float) -> list[BusCheck]:
         server = f"nats-server {nc.connected_server_version} at {where}"
         js = nc.jetstream(timeout=timeout)
         try:
-            await js.account_info()
+            account = await js.account_info()
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.js.errors.Error) as exc:
             return [
                 BusCheck("bus", True, server),
@@ -75,18 +77,32 @@ async def _check(settings: JetStreamSettings, timeout: float) -> list[BusCheck]:
                          "restart nats-server with -js and a store dir (-sd DIR), or jetstream {} in its config"),
             ]
         found = [BusCheck("bus", True, server), BusCheck("bus jetstream", True, "enabled")]
-        return found + await _check_layout(js, settings)
+        return found + await _check_layout(js, settings, account)
     finally:
         await nc.close()
 
 
-async def _check_layout(js: nats.js.JetStreamContext, settings: JetStreamSettings) -> list[BusCheck]:
+async def _check_layout(
+    js: nats.js.JetStreamContext, settings: JetStreamSettings, account: nats.js.api.AccountInfo
+) -> list[BusCheck]:
     missing: list[str] = []
-    for stream in (settings.stream, settings.exhausted_stream):
+    streams = (settings.stream, settings.exhausted_stream)
+    for stream in streams:
         try:
             await js.stream_info(stream)
         except nats.js.errors.NotFoundError:
             missing.append(f"stream {stream}")
+    if len(missing) == len(streams):
+        # A fresh bus: ferry creates its streams and consumers itself (every `ferry worker` at start, and a
+        # distributed `ferry run`: JetStreamBus.setup), so none yet is a valid set-up, as long as the account may
+        # hold them (a JetStream account can be limited to fewer streams).
+        room = account.limits.max_streams
+        if room is not None and room >= 0 and account.streams + len(streams) > room:
+            return [BusCheck("bus streams", False, f"none yet, and this JetStream account may hold {room} streams "
+                             f"({account.streams} in use); ferry needs {len(streams)}",
+                             "raise the account's max_streams (nats-server config), or use another account")]
+        return [BusCheck("bus streams", True, f"none yet (a fresh bus): the first `ferry worker` or distributed "
+                         f"`ferry run` creates {settings.stream} with {settings.partitions} partition consumers")]
     if not missing:
         for p in range(settings.partitions):
             try:

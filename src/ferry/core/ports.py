@@ -185,6 +185,13 @@ class RunLog(Protocol):
         """A process helping a running run (a ``ferry worker``) found the API budget spent: say so on the run's row
         (its error, while it still runs), for the run's own process to pause on."""
         ...
+    def add_run_calls(self, run_id: int, calls: Mapping[str, int]) -> None:
+        """Add API calls a process helping the run (a ``ferry worker``) sent for it, by part: ``source``,
+        ``setup`` (sign-in, describe) or ``object:<name>`` (its writes); summed over every process."""
+        ...
+    def run_calls(self, run_id: int) -> dict[str, int]:
+        """The calls ``add_run_calls`` added for the run, by part (empty when no helper added any)."""
+        ...
     def list_runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRow]: ...
     def get_run(self, run_id: int) -> RunRow | None: ...
 
@@ -200,7 +207,9 @@ class Staging(Protocol):
         self, pipeline: str, stream: str, run_id: int, rows: Sequence[StagedRow], state: dict[str, Any] | None
     ) -> int:
         """Stage the rows and save ``state`` as the stream's read state, in one transaction; returns rows added
-        (a (key, version) already staged is kept once)."""
+        (a (key, version) already staged is kept once). Fenced by run: when a later run (a higher ``run_id``) has
+        saved the stream's state, a save of an earlier run raises ``ReadSuperseded`` and stages nothing; run 0
+        (staged by no run: webhook deliveries, change feeds) is never refused and leaves the fence as it is."""
         ...
 
     def staged(

@@ -47,12 +47,13 @@ from ferry.connectors.registry import open_source
 from ferry.core.bus import PermanentWorkError, subject_token
 from ferry.core.contracts import Sink, Source
 from ferry.core.writes import StrategyChoice, choose_write
+from ferry.engine import runcalls
 from ferry.engine.intake import Intake
 from ferry.engine.loader import Loader
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.selection import select_for_pipeline
 from ferry.engine.stats import RunStats
-from ferry.errors import BudgetExhausted
+from ferry.errors import BudgetExhausted, ReadSuperseded
 
 if TYPE_CHECKING:
     from ferry.bus.jetstream import JetStreamBus
@@ -109,6 +110,7 @@ class ReadAndJobWork:
     store: Any
     loads: LoadWork
     _sources: dict[str, Source] = field(default_factory=dict)
+    _source_calls: dict[str, runcalls.CallTally] = field(default_factory=dict)  # per pipeline, last reported
     _opening: asyncio.Lock = field(default_factory=asyncio.Lock)
     read_records: int = 0  # staged by this worker
     job_records: int = 0  # written or dead-lettered through remote jobs this worker ran
@@ -131,7 +133,18 @@ class ReadAndJobWork:
 
             intake = Intake(self.store, item.pipeline, item.run_id, still_held)
             log.info("worker.read", stream=item.stream, run_id=item.run_id)
-            count = await intake.read_stream(source, item.stream)
+            try:
+                count = await intake.read_stream(source, item.stream)
+            except ReadSuperseded as exc:
+                # A later run saved the stream's read state (its prepare or its reader): this item's run is over
+                # (its coordinator was killed). Its page was refused whole; settled undone, never retried.
+                log.info("worker.read_superseded", stream=item.stream, run_id=item.run_id, error=str(exc))
+                return 0
+            finally:
+                # Before the done mark: the coordinator that sees the stream read sees its calls too.
+                tally = self._source_calls.setdefault(item.pipeline, runcalls.CallTally())
+                await runcalls.report(self.store, item.run_id, tally, {runcalls.SOURCE: source.api_calls},
+                                      lambda grown: grown)
             # Done, after the last page (durable before it): the coordinator may plan this stream's records.
             await asyncio.to_thread(self.store.commit_planned, item.pipeline, item.run_id, {}, [], (mark, count + 1))
             log.info("worker.read_done", stream=item.stream, records=count, resumed=bool(intake.resumed))
@@ -164,6 +177,10 @@ class ReadAndJobWork:
                 # A journaled job stays journaled: the next run collects it. Nothing else is held.
                 await self._pause(item, exc)
                 return 0
+            finally:
+                # After the job's answers are recorded: the coordinator waits for this item's ack before it
+                # sums the run's calls (DistributedRunner._by_job).
+                await self.loads.report_calls(item.pipeline, item.run_id)
             done = stats.object(item.object).written + stats.object(item.object).dead_lettered
             log.info("worker.job_done", object=item.object, recorded=done, retried=retried,
                      resumed_job=resumed is not None)

@@ -46,6 +46,7 @@ from ferry.core.bus import BusMessage, PermanentWorkError, subject_token, work_s
 from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.core.ports import LetterFilter
 from ferry.core.writes import StrategyChoice, choose_write
+from ferry.engine import runcalls
 from ferry.engine.adopt import adopt_linked
 from ferry.engine.budget_blocks import DEFAULT_BLOCK, BlockLedger
 from ferry.engine.distflow import LoadFlow
@@ -76,6 +77,7 @@ POLL_SECONDS = 0.2
 EXTRA_ROUNDS = 3  # rounds beyond the retry budget for rows no worker answered (killed workers, bus dead letters)
 IDLE_WARNING_SECONDS = 30.0
 OUTAGE_SECONDS = 120.0  # how long a server (PostgreSQL, NATS) may stay away before the run gives up on it
+SETTLE_SECONDS = 10.0  # how long a recorded job's item may take to be acknowledged (its calls reported)
 T = TypeVar("T")
 
 
@@ -315,13 +317,31 @@ class DistributedRunner(Runner):
         if obj in self._journaled:
             await _through_outages(functools.partial(publish_job, link, run_id, obj, strategy, resume_only=True))
             left = await self._wait_for_round(obj, left)
+            await self._until_acknowledged(obj)
         choice = self._choices.get(obj)
         if left and choice is not None and choice.remote_job:
             self._pause_if_budget_spent(run_id)
             await _through_outages(functools.partial(publish_job, link, run_id, obj, strategy, resume_only=False))
             left = await self._wait_for_round(obj, left)
+            await self._until_acknowledged(obj)
             log.info("load.job_round", object=obj, left=left)
         return left, str(direct_write(self._sink, obj, max(left, 1)).strategy)
+
+    async def _until_acknowledged(self, obj: str) -> None:
+        """Until the object's ``JobLoad`` has left the bus (up to ``SETTLE_SECONDS``): its rows can be recorded
+        before the worker reports the job's calls (engine/runcalls.py), which it does before the item's ack."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while (await self.object_depths()).get(obj, 0) and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _add_helpers_calls(self, stats: RunStats) -> None:
+        """The workers' API calls for this run (the shared ``run_calls``) added to the coordinator's own."""
+        try:
+            calls = self.store.run_calls(stats.run_id)
+        except Exception as exc:  # the run's outcome matters more than its figures: still finished
+            log.warning("run.worker_calls_unknown", error=f"{type(exc).__name__}: {exc}")
+            return
+        runcalls.add_to_stats(stats, calls)
 
     async def _rounds(self, obj: str, strategy: str, run_id: int, left: int) -> int:
         """Rounds 2.. (the flow was the first): every queued row of ``obj`` in items, until none is left or the
@@ -436,6 +456,7 @@ class _OpenPipeline:
     plans: dict[str, ObjectPlan]
     budget: RetryBudget
     two_way: TwoWay | None = None  # a two-way pipeline's digests and links (engine/twoway.py)
+    calls: runcalls.CallTally = field(default_factory=runcalls.CallTally)  # the sink's calls last reported
 
 
 @dataclass
@@ -500,9 +521,14 @@ class LoadWork:
         try:
             target_ids = await asyncio.to_thread(loader.target_ids, opened.sink, plan.name, claim.rows)
             t2 = time.perf_counter()
-            results = await opened.sink.upsert(
-                plan.name, plan.external_id, [r.payload for r in claim.rows], item.strategy, target_ids=target_ids,
-            )
+            try:
+                results = await opened.sink.upsert(
+                    plan.name, plan.external_id, [r.payload for r in claim.rows], item.strategy,
+                    target_ids=target_ids,
+                )
+            finally:
+                # Before the answers are recorded: a coordinator that sees them written sees their calls too.
+                await self.report_calls(item.pipeline, item.run_id)
             t3 = time.perf_counter()
             await asyncio.to_thread(loader.reconcile, plan, claim.rows, results, jobs=[])
             t4 = time.perf_counter()
@@ -533,6 +559,13 @@ class LoadWork:
             await asyncio.to_thread(self.store.release_outbox, item.pipeline, item.object, claim)
         await asyncio.to_thread(self.store.note_run_paused, item.run_id, str(exc))
         self.paused_items += 1
+
+    async def report_calls(self, pipeline: str, run_id: int) -> None:
+        """The calls the pipeline's sink sent since the last report, added to run ``run_id``'s (runcalls.py)."""
+        opened = self._open.get(pipeline)
+        if opened is not None:
+            await runcalls.report(self.store, run_id, opened.calls, opened.sink.api_calls,
+                                  lambda grown: runcalls.sink_parts(grown, opened.plans))
 
     async def opened(self, name: str) -> _OpenPipeline:
         """The pipeline's sink and plans, opened once for the worker's life (shared with engine/distjobs.py)."""

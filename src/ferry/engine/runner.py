@@ -250,9 +250,13 @@ class Runner:
         finally:
             stats.seconds = time.monotonic() - started
             stats.budget = opened[0].budget_status() if opened else None
+            self._add_helpers_calls(stats)
             self.store.finish_run(run_id, stats.status, stats.as_dict(), stats.error)
             log.info("run.end", pipeline=self.pipeline, run_id=run_id, status=stats.status, seconds=stats.seconds)
         return stats
+
+    def _add_helpers_calls(self, stats: RunStats) -> None:
+        """API calls other processes sent for this run, added to its figures (a distributed run's workers)."""
 
     async def _read_and_load(self, stats: RunStats, loader: Loader, opened: list[Sink]) -> None:
         """A batch run: prepare, read every stream into staging, then plan and load what is staged."""

@@ -39,7 +39,7 @@ from ferry.core.ports import (
     StagedRow,
     Written,
 )
-from ferry.errors import StateError
+from ferry.errors import ReadSuperseded, StateError
 
 if TYPE_CHECKING:
     from ferry.core.ports import StateStore
@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS read_states (
     stream TEXT NOT NULL,
     state TEXT NOT NULL,  -- JSON text: readable with SQLite's json_extract when a read needs looking into
     updated_at TEXT NOT NULL,
+    run_id INTEGER NOT NULL DEFAULT 0,  -- the run that saved it last: an earlier run's save is refused (stage)
     PRIMARY KEY (pipeline, stream)
 );
 -- Raw source records, durable before the read state that covers them moves.
@@ -186,6 +187,14 @@ CREATE TABLE IF NOT EXISTS api_allocations (
     seen_at TEXT NOT NULL,
     PRIMARY KEY (pipeline, system)
 );
+-- API calls sent for a run by processes helping it, per part (``source``, ``setup``, ``object:<name>``):
+-- the PostgreSQL store's ``run_calls`` (ferry workers), kept here too so both stores speak the same ports.
+CREATE TABLE IF NOT EXISTS run_calls (
+    run_id INTEGER NOT NULL,
+    part TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    PRIMARY KEY (run_id, part)
+) WITHOUT ROWID;
 -- ---- end of the API call ledger ----------------------------------------------------------------------
 -- Inbound deliveries (webhooks) already made durable, by the key the receiver derives from the sender's
 -- delivery id: a retry or duplicate of one is acknowledged and dropped. Pruned after the retention
@@ -201,6 +210,7 @@ CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (received_at);
 
 # Columns added after the first release: an existing state DB gets them on open (ALTER TABLE ADD COLUMN).
 _ADDED_COLUMNS = (
+    ("read_states", "run_id", "INTEGER NOT NULL DEFAULT 0"),
     ("runs", "progress_at", "TEXT"),
     # Who runs it: a `running` row whose process is gone (its pipeline lock free) is shown as `died`.
     ("runs", "pid", "INTEGER"),
@@ -463,6 +473,22 @@ class Store:
         with self._transaction() as c:
             c.execute("UPDATE runs SET error = ? WHERE id = ? AND status = 'running'", (reason, run_id))
 
+    def add_run_calls(self, run_id: int, calls: Mapping[str, int]) -> None:
+        added = [(run_id, part, n) for part, n in sorted(calls.items()) if n]
+        if not added:
+            return
+        with self._transaction() as c:
+            c.executemany(
+                "INSERT INTO run_calls (run_id, part, calls) VALUES (?, ?, ?) "
+                "ON CONFLICT (run_id, part) DO UPDATE SET calls = run_calls.calls + excluded.calls",
+                added,
+            )
+
+    def run_calls(self, run_id: int) -> dict[str, int]:
+        with self._lock:
+            rows = self._conn.execute("SELECT part, calls FROM run_calls WHERE run_id = ?", (run_id,)).fetchall()
+        return {str(part): int(n) for part, n in rows}
+
     _RUN_COLUMNS = "id, pipeline, started_at, finished_at, status, stats, error, progress_at, pid, host, origin"
 
     def list_runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRow]:
@@ -498,12 +524,17 @@ class Store:
         return state if isinstance(state, dict) else None
 
     @staticmethod
-    def _save_state(c: sqlite3.Connection, pipeline: str, stream: str, state: dict[str, Any]) -> None:
-        c.execute(
-            "INSERT INTO read_states (pipeline, stream, state, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (pipeline, stream) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-            (pipeline, stream, orjson.dumps(state).decode(), utc_now()),
+    def _save_state(c: sqlite3.Connection, pipeline: str, stream: str, state: dict[str, Any], run_id: int) -> None:
+        # Fenced by run as on PostgreSQL (one process here, so it never refuses in practice; the ports agree).
+        saved = c.execute(
+            "INSERT INTO read_states (pipeline, stream, state, updated_at, run_id) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (pipeline, stream) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at, "
+            "run_id = max(read_states.run_id, excluded.run_id) "
+            "WHERE excluded.run_id = 0 OR read_states.run_id <= excluded.run_id",
+            (pipeline, stream, orjson.dumps(state).decode(), utc_now(), run_id),
         )
+        if saved.rowcount == 0:
+            raise ReadSuperseded(pipeline, stream, run_id)
 
     # -- staging --------------------------------------------------------------
 
@@ -528,7 +559,7 @@ class Store:
             )
             added = c.total_changes - before
             if state is not None:
-                self._save_state(c, pipeline, stream, state)
+                self._save_state(c, pipeline, stream, state, run_id)
             return added
 
     def staged(

@@ -104,6 +104,44 @@ async def test_a_kill_while_the_operations_run_finds_every_one_again(store: Stor
     assert pages[0]["bulk"]["parts"] == saved["orders"]["bulk"]["parts"]
 
 
+@pytest.mark.parametrize("api_version", ["2026-01", "2025-07"])
+async def test_a_kill_between_starting_the_operations_and_saving_them_adopts_them(
+    store: Store, api_version: str
+) -> None:
+    """Killed right after ``bulkOperationRunQuery`` answered, before the engine saved the states: the operations
+    run on and hold the shop's slots (five from 2026-01, one before). The next run's prepare finds them (the
+    app's running operations, listed in its count request), takes their ids and reads them as resumed: it starts
+    none of them again, and no start is refused for want of a slot."""
+    config = store.config(**{**SPLIT, "api_version": api_version})
+    ops = store.sandbox.graphql.bulk.ops
+    store.bulk_pace(0.004)  # ~1 s an operation: still running when the next run starts
+    try:
+        async with ShopifySource(config) as source:
+            lost = await source.prepare_reads(dict.fromkeys(source.streams))  # the process dies before the save
+        before = len(ops)
+        async with ShopifySource(config) as again:
+            with capture_logs() as logs:
+                states = await again.prepare_reads(dict.fromkeys(again.streams))
+                read = {s: await _read(again, s, states.get(s)) for s in again.streams}
+            calls = _calls(again)
+    finally:
+        store.bulk_pace(0.0005)
+    assert lost and states == lost  # the same operations, by id: adopted, not started again
+    adopted = {e["id"] for e in logs if e["event"] == "bulk.adopt_running"}
+    assert adopted == {job for st in lost.values() for job in _job_ids(st)}
+    # Only the streams the killed run had not started yet start now (one slot: after the adopted one ended).
+    assert len(ops) - before == calls.get("bulk_run", 0) == len(set(again.streams) - set(lost))
+    assert not [e for e in logs if e["event"] == "bulk.start_refused"]
+    assert {e["stream"] for e in logs if e["event"] == "read.bulk_resume"} == set(lost)  # read as resumed
+    assert {s: len({r["id"] for r in records}) for s, (records, _) in read.items()} == COUNTS
+    assert all(len(records) == COUNTS[s] for s, (records, _) in read.items())
+
+
+def _job_ids(state: dict[str, Any]) -> list[str]:
+    bulk = state["bulk"]
+    return [job for job, _ in bulk["parts"]] if "parts" in bulk else [bulk["id"]]
+
+
 async def test_a_kill_in_the_second_operations_file_resumes_there(store: Store) -> None:
     config = store.config(**SPLIT, bulk_page_size=20)
     async with ShopifySource(config) as source:

@@ -194,6 +194,39 @@ def test_from_2026_01_five_bulk_queries_run_at_once_started_in_one_request(shop:
         configure_graphql(shop, {"bulk": {"seconds_per_object": 0.0005}})
 
 
+def test_from_2026_01_bulk_operations_lists_the_apps_operations_by_status_newest_first(shop: Served) -> None:
+    """``bulkOperations(query:)`` (API 2026-01+; shopify.dev changelog "New queries for bulk operations"): the
+    app's operations filtered by ``status`` and ``operation_type``, newest first; ``bulkOperation(id:)`` one of
+    them. Before 2026-01 neither field exists (``currentBulkOperation`` names the latest)."""
+    from gql.transport.exceptions import TransportQueryError
+
+    listed = """query($q: String) { bulkOperations(first: 10, query: $q) { nodes { id status type query } } }"""
+    running = "operation_type:query AND (status:created OR status:running OR status:canceling)"
+    configure_graphql(shop, {"bulk": {"seconds_per_object": 0.02}})  # slow enough to be caught running
+    try:
+        with gql_session(shop, "2026-01") as s:
+            ids = [gql_run(s, RUN, q=ORDERS_BULK)["bulkOperationRunQuery"]["bulkOperation"]["id"] for _ in range(2)]
+            active = gql_run(s, listed, q=running)["bulkOperations"]["nodes"]
+            assert [op["id"] for op in active] == ids[::-1]  # newest first
+            assert all(op["type"] == "QUERY" and op["query"] == ORDERS_BULK for op in active)
+            assert gql_run(s, listed, q="status:completed AND operation_type:mutation")["bulkOperations"] == {
+                "nodes": []}
+            for job in ids:
+                gql_run(s, """mutation($id: ID!) { bulkOperationCancel(id: $id) { userErrors { message } } }""",
+                        id=job)
+                wait_until_done(lambda job=job: gql_run(s, POLL, id=job)["node"])  # type: ignore[misc]
+            assert gql_run(s, listed, q=running)["bulkOperations"]["nodes"] == []
+            canceled = {op["id"] for op in gql_run(s, listed, q="status:canceled")["bulkOperations"]["nodes"]}
+            assert set(ids) <= canceled
+            one = gql_run(s, "query($id: ID!) { bulkOperation(id: $id) { id status } }", id=ids[0])
+            assert one["bulkOperation"] == {"id": ids[0], "status": "CANCELED"}
+        with gql_session(shop, "2025-10") as s, pytest.raises(TransportQueryError) as refused:
+            gql_run(s, listed, q=running)
+        assert "Field 'bulkOperations' doesn't exist on type 'QueryRoot'" in str(refused.value)
+    finally:
+        configure_graphql(shop, {"bulk": {"seconds_per_object": 0.0005}})
+
+
 @pytest.mark.parametrize(("inner", "message"), [
     ("{ shop { name } }", "Bulk queries must contain at least one connection."),
     ('{ node(id: "gid://shopify/Order/1") { id } }', "Bulk queries must contain at least one connection."),

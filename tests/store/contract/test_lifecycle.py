@@ -42,6 +42,22 @@ def test_a_worker_notes_a_spent_budget_on_a_running_run_only(store: Backend) -> 
     assert done is not None and (done.status, done.error) == ("paused", "API budget exhausted: api_budget spent")
 
 
+def test_calls_helpers_sent_for_a_run_add_up_per_part(backend: BackendFactory) -> None:
+    first, second = backend.open(), backend.open()  # two workers' handles
+    try:
+        run, other = first.start_run("p"), first.start_run("p")
+        assert first.run_calls(run) == {}
+        first.add_run_calls(run, {"object:Account": 3, "setup": 2, "source": 0})
+        second.add_run_calls(run, {"object:Account": 4, "object:Contact": 1})
+        second.add_run_calls(other, {"source": 9})
+        first.add_run_calls(run, {})
+        assert second.run_calls(run) == {"object:Account": 7, "setup": 2, "object:Contact": 1}
+        assert first.run_calls(other) == {"source": 9}
+    finally:
+        first.close()
+        second.close()
+
+
 def test_state_is_the_same_through_another_handle(backend: BackendFactory) -> None:
     first = backend.open()
     run = first.start_run("p")

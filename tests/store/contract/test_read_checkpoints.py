@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ferry.errors import ReadSuperseded
 from ferry.store import StagedRow
 
 from .conftest import Backend, BackendFactory
@@ -29,6 +30,24 @@ def test_states_are_kept_per_pipeline_and_stream_and_nested_json_round_trips(sto
     store.stage("q", "orders", 1, [], {"cursor": "q"})
     assert store.read_state("p", "orders") == nested
     assert (store.read_state("p", "customers"), store.read_state("q", "orders")) == ({"cursor": "c"}, {"cursor": "q"})
+
+
+def test_a_read_of_an_earlier_run_cannot_move_a_state_a_later_run_saved(store: Backend) -> None:
+    store.stage("p", "orders", 1, [StagedRow("1", "v1", b"{}")], {"read": {"offset": 100}})  # run 1 reading
+    store.stage("p", "orders", 2, [], {"read": {"op": "new"}})  # run 2's prepare: the stream is its own now
+    with pytest.raises(ReadSuperseded) as refused:  # run 1's reader, still going, stages its next page
+        store.stage("p", "orders", 1, [StagedRow("2", "v1", b"{}")], {"read": {"offset": 200}})
+    assert (refused.value.stream, refused.value.run_id) == ("orders", 1)
+    assert store.read_state("p", "orders") == {"read": {"op": "new"}}
+    assert [r.key for chunk in store.staged("p", ["orders"]) for r in chunk] == ["1"]  # its page rolled back too
+    store.stage("p", "orders", 1, [StagedRow("3", "v1", b"{}")], None)  # rows alone move no state: not fenced
+    store.stage("p", "orders", 0, [], {"cursor": "event"})  # no run (a change feed): saved, fence kept
+    with pytest.raises(ReadSuperseded):
+        store.stage("p", "orders", 1, [], {"read": {"offset": 300}})
+    store.stage("p", "orders", 3, [], {"cursor": "run 3"})  # a later run takes over
+    store.stage("p", "customers", 1, [], {"cursor": "c"})  # per stream
+    assert (store.read_state("p", "orders"), store.read_state("p", "customers")) == ({"cursor": "run 3"},
+                                                                                      {"cursor": "c"})
 
 
 def test_staging_without_a_state_keeps_the_saved_one(store: Backend) -> None:

@@ -2,8 +2,10 @@
 
 Before API version 2026-01 one bulk query runs at a time per shop and app; from 2026-01 up to five
 (``concurrent_queries``). ``start_many`` starts several in one request (aliased mutations) where the version
-allows. ``create`` that meets an operation in progress adopts it when it runs this very query (a run that
-crashed before saving the id left it), and otherwise waits for it to end.
+allows. ``create`` that meets the slots taken adopts an operation in progress that runs this very query (a run
+killed between starting it and saving its id left it), and otherwise waits for the oldest to end. The reader's
+``prepare`` lists those operations first (``running_field``, in its count request) so it adopts them instead
+of starting duplicates that the shop would refuse for want of a slot.
 
 Every operation of a read is polled through one ``BulkBoard``: a poll is one ``nodes(ids:)`` query answering
 for all those still running, so waiting for the customers' operation also learns the products' and orders'
@@ -33,7 +35,9 @@ _FIELDS = "id status errorCode createdAt objectCount rootObjectCount url partial
 RUN = f"""mutation Run($query: String!) {{ bulkOperationRunQuery(query: $query, groupObjects: true) {{
   bulkOperation {{ {_FIELDS} }} userErrors {{ code field message }} }} }}"""
 POLL_MANY = f"query Polls($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on BulkOperation {{ {_FIELDS} }} }} }}"
-CURRENT = f"query Current {{ currentBulkOperation(type: QUERY) {{ {_FIELDS} }} }}"
+# The app's query operations that hold a slot (API 2026-01+: ``bulkOperations``; newest first, at most five run).
+RUNNING_FILTER = "operation_type:query AND (status:created OR status:running OR status:canceling)"
+RUNNING_FIELD = f"bulkOperations(first: 10, query: {orjson.dumps(RUNNING_FILTER).decode()}) {{ nodes {{ {_FIELDS} }} }}"
 CANCEL = "mutation Cancel($id: ID!) { bulkOperationCancel(id: $id) { userErrors { field message } } }"
 ACTIVE = frozenset({"CREATED", "RUNNING", "CANCELING"})
 MIN_POLL, MAX_POLL = 0.25, 30.0
@@ -47,6 +51,24 @@ def concurrent_queries(api_version: str) -> int:
     """Bulk query operations one app may run at once on a shop (shopify.dev, bulk-operations/queries: "In API
     versions 2026-01 and higher apps can run up to five bulk query operations at a time per shop")."""
     return 5 if api_version == "unstable" or api_version >= "2026-01" else 1
+
+
+def running_field(api_version: str) -> str:
+    """The query field that lists the app's bulk query operations holding a slot: ``bulkOperations`` from 2026-01
+    (``currentBulkOperation`` is deprecated there, and names only the latest of up to five), before it
+    ``currentBulkOperation`` (the latest: the only one that can run). Read with ``running_ops``."""
+    if concurrent_queries(api_version) > 1:
+        return RUNNING_FIELD
+    return f"currentBulkOperation(type: QUERY) {{ {_FIELDS} }}"
+
+
+def running_ops(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The operations still active in an answer to ``running_field`` (aliased ``running``), oldest first."""
+    found = data.get("running")
+    ops = (found.get("nodes") or []) if isinstance(found, dict) and "nodes" in found else [found]
+    active = [op for op in ops if isinstance(op, dict) and op.get("status") in ACTIVE
+              and op.get("type", "QUERY") == "QUERY"]
+    return sorted(active, key=lambda op: str(op.get("createdAt") or ""))
 
 
 def run_many(count: int) -> str:
@@ -98,6 +120,15 @@ class BulkBoard:
         if view is None:
             raise PermanentError(f"bulk operation {job_id} is unknown to the store")
         return view
+
+    async def running(self, api_version: str) -> list[dict[str, Any]]:
+        """The app's bulk query operations holding the shop's slots now, oldest first (tracked on the board)."""
+        answer = await self.client.query(f"query Running {{ running: {running_field(api_version)} }}", cost=2,
+                                         label="bulk_poll")
+        ops = running_ops(answer.data)
+        for op in ops:
+            self.track(str(op["id"]), op)
+        return ops
 
     async def start_many(self, documents: list[str]) -> list[str | None]:
         """Start ``documents`` in one request; per document its operation id, or None when Shopify refused it
@@ -156,12 +187,13 @@ class BulkQueries:
                 return str(op["id"])
             if not any(e.get("code") == "OPERATION_IN_PROGRESS" for e in errors):
                 raise PermanentError(f"bulkOperationRunQuery refused: {errors[0].get('message') if errors else op}")
-            current = await self._current()
-            if current is not None and current.get("query", "").strip() == self.document.strip():
-                log.info("bulk.adopt_running", id=current["id"])  # our own, left by a run that crashed
-                return str(current["id"])
-            # Another query of this app holds the shop's one slot: wait for it to end.
-            await self.wait(str(current["id"])) if current is not None else await asyncio.sleep(1.0)
+            running = await self.board.running(self.client.config.api_version)
+            same = next((op for op in running if op.get("query", "").strip() == self.document.strip()), None)
+            if same is not None:
+                log.info("bulk.adopt_running", id=same["id"])  # our own, left by a run that crashed
+                return str(same["id"])
+            # Other queries of this app hold the shop's slots: wait for the oldest to end.
+            await self.wait(str(running[0]["id"])) if running else await asyncio.sleep(1.0)
 
     async def upload(self, job_id: str, body: Any) -> None:
         raise PermanentError("a bulk query takes no data")
@@ -226,11 +258,6 @@ class BulkQueries:
             return seen  # a poll for another operation already saw this one end
         self.polls += 1
         return await self.board.poll(job_id)
-
-    async def _current(self) -> dict[str, Any] | None:
-        answer = await self.client.query(CURRENT, cost=1, label="bulk_poll")
-        op = answer.data.get("currentBulkOperation")
-        return op if isinstance(op, dict) and op.get("status") in ACTIVE else None
 
     def _next_pause(self, op: dict[str, Any], elapsed: float, expected: int | None) -> float:
         """Until the operation should be done at the pace it shows (a little after), within bounds."""

@@ -36,7 +36,14 @@ import structlog
 
 from ferry.connectors.jobs import resume_job, start_job
 from ferry.connectors.shopify import gql_shape as shape
-from ferry.connectors.shopify.gql_bulk import BulkBoard, BulkOutcome, BulkQueries, concurrent_queries
+from ferry.connectors.shopify.gql_bulk import (
+    BulkBoard,
+    BulkOutcome,
+    BulkQueries,
+    concurrent_queries,
+    running_field,
+    running_ops,
+)
 from ferry.connectors.shopify.gql_client import ShopifyGraphQL
 from ferry.connectors.shopify.gql_split import BulkProgress, Part, id_ranges, legacy_id, share_slots
 from ferry.connectors.shopify.reader import (
@@ -117,6 +124,7 @@ class GraphQLReads:
         self.bulk_split_min = bulk_split_min  # fewest records per operation of a split stream
         self.board = BulkBoard(client)  # every bulk operation of this run, polled together
         self.started: set[str] = set()  # operations this process started (no resume check needed)
+        self.running: list[dict[str, Any]] = []  # the app's operations holding slots, as the last count saw them
         self._prepared: dict[str, ReadPlan] = {}  # plans ``prepare`` made, each for the read that follows it
         # Whether order reads carry refunds whole (their line items: node queries after the orders, ~1 point a
         # line at the plan's restore rate). ``select`` turns it off for a pipeline that maps no refund.
@@ -162,12 +170,18 @@ class GraphQLReads:
                 for alias, reverse in (("f", "false"), ("l", "true")):
                     fields.append(f"{alias}{i}: {_ROOT[s]}(first: 1, sortKey: ID, reverse: {reverse}, query: $q{i}) "
                                   f"{{ nodes {{ id }} }}")
+        # The same request lists the app's bulk query operations that hold the shop's slots: ``prepare`` adopts
+        # one a killed run started but never saved, instead of starting it twice (no extra call).
+        fields.append(f"running: {running_field(self.api_version)}")
         answer = await self.client.query(
             f"query Plan({params}) {{ shop {{ ianaTimezone }} {' '.join(fields)} }}",
             {f"q{i}": _filter(cursors[s]) for i, s in enumerate(streams)},
-            cost=1 + len(streams) * (5 if splits else 1), label="count",
+            cost=3 + len(streams) * (5 if splits else 1), label="count",
         )
         self.shaper = shape.Shaper((answer.data.get("shop") or {}).get("ianaTimezone"))
+        self.running = running_ops(answer.data)
+        for op in self.running:
+            self.board.track(str(op["id"]), op)
         out: dict[str, _Count] = {}
         for i, stream in enumerate(streams):
             count = (answer.data.get(f"c{i}") or {}).get("count")
@@ -209,17 +223,40 @@ class GraphQLReads:
         if not wanted:
             return {}
         documents = [self._bulk_document(s, cursors[s], self.plans[s].ranges[i]) for s, i in wanted]
-        ids = await self.board.start_many(documents) if len(wanted) > 1 else [await self._start_one(documents[0])]
         progress = {s: self._new_progress(s, cursors[s]) for s in bulk}
-        for (stream, i), job_id in zip(wanted, ids, strict=True):
-            if job_id is not None:
-                self.started.add(job_id)
-                progress[stream].parts[i].id = job_id
+        adopted = self._adopt(documents)
+        for j, job_id in adopted.items():
+            stream, i = wanted[j]
+            progress[stream].parts[i].id = job_id
+        # Every operation still running holds a slot (saved reads', adopted ones, and any other of the app's):
+        # start no more than are free, or the shop refuses the rest. Those start when their read's turn comes.
+        free = concurrent_queries(self.api_version) - len(self.running)
+        starting = [j for j in range(len(wanted)) if j not in adopted][: max(0, free)]
+        ids: list[str | None] = []
+        if len(starting) > 1:
+            ids = await self.board.start_many([documents[j] for j in starting])
+        elif starting:
+            ids = [await self._start_one(documents[starting[0]])]
+        for j, started in zip(starting, ids, strict=True):
+            if started is not None:
+                stream, i = wanted[j]
+                self.started.add(started)
+                progress[stream].parts[i].id = started
         return {
             s: self._tagged(s, {"cursor": cursors[s], "bulk": p.as_json()})
             for s, p in progress.items()
             if any(x.id for x in p.parts)
         }
+
+    def _adopt(self, documents: list[str]) -> dict[int, str]:
+        """Operations of the app still running that run one of ``documents`` (a run killed between starting them
+        and saving their ids left them; the read state it resumes from builds the same documents): by the
+        document's index, their ids. They are read as resumed ones, never started a second time."""
+        by_query = {str(op.get("query", "")).strip(): str(op["id"]) for op in self.running}
+        adopted = {j: by_query.pop(d.strip()) for j, d in enumerate(documents) if d.strip() in by_query}
+        for job_id in adopted.values():
+            log.info("bulk.adopt_running", id=job_id)
+        return adopted
 
     def _new_progress(self, stream: str, cursor: str | None) -> BulkProgress:
         ranges = self.plans[stream].ranges if stream in self.plans else [None]

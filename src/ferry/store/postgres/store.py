@@ -43,7 +43,7 @@ from ferry.core.ports import (
     StagedRow,
     Written,
 )
-from ferry.errors import PipelineBusy, StateError
+from ferry.errors import PipelineBusy, ReadSuperseded, StateError
 from ferry.store.postgres.events import EventClaims
 from ferry.store.postgres.lock import PIPELINE_LOCKS, AdvisoryPipelineLock, AdvisoryWorkLock, holder, work_held
 from ferry.store.postgres.migrate import schema_status
@@ -320,6 +320,22 @@ class PostgresStore(EventClaims):
         with self._tx() as c:
             c.execute("UPDATE runs SET error = %s WHERE id = %s AND status = 'running'", (reason, run_id))
 
+    def add_run_calls(self, run_id: int, calls: Mapping[str, int]) -> None:
+        added = sorted((part, n) for part, n in calls.items() if n)  # sorted: two workers lock rows in one order
+        if not added:
+            return
+        with self._tx() as c:
+            c.executemany(
+                "INSERT INTO run_calls (run_id, part, calls) VALUES (%s, %s, %s) "
+                "ON CONFLICT (run_id, part) DO UPDATE SET calls = run_calls.calls + excluded.calls",
+                [(run_id, part, n) for part, n in added],
+            )
+
+    def run_calls(self, run_id: int) -> dict[str, int]:
+        with self._conn() as conn:
+            rows = conn.execute("SELECT part, calls FROM run_calls WHERE run_id = %s", (run_id,)).fetchall()
+        return {str(part): int(n) for part, n in rows}
+
     def list_runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRow]:
         sql, args = f"SELECT {_RUN_COLUMNS} FROM runs", []
         if pipeline:
@@ -414,12 +430,18 @@ class PostgresStore(EventClaims):
             )
             added = max(c.rowcount, 0)
             if state is not None:
+                # Fenced by run: a later run's save (its prepare, its reader) wins over a stale reader's, whose
+                # page is rolled back with it (ReadSuperseded). Run 0 (events, feeds) is not a run: never fenced.
                 c.execute(
-                    "INSERT INTO read_states (pipeline, stream, state, updated_at) VALUES (%s, %s, %s, %s) "
+                    "INSERT INTO read_states (pipeline, stream, state, updated_at, run_id) "
+                    "VALUES (%s, %s, %s, %s, %s) "
                     "ON CONFLICT (pipeline, stream) DO UPDATE SET state = excluded.state, "
-                    "updated_at = excluded.updated_at",
-                    (pipeline, stream, orjson.dumps(state).decode(), utc_now()),
+                    "updated_at = excluded.updated_at, run_id = GREATEST(read_states.run_id, excluded.run_id) "
+                    "WHERE excluded.run_id = 0 OR read_states.run_id <= excluded.run_id",
+                    (pipeline, stream, orjson.dumps(state).decode(), utc_now(), run_id),
                 )
+                if c.rowcount == 0:
+                    raise ReadSuperseded(pipeline, stream, run_id)
             return added
 
     def staged(

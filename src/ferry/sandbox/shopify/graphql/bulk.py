@@ -149,6 +149,14 @@ class BulkOperations:
         op = self.ops.get(ident)
         return None if op is None else _view(op)
 
+    def listed(self, token: str, match: Callable[[dict[str, Any]], bool], *, by: str = "createdAt",
+               newest_first: bool = True) -> list[dict[str, Any]]:
+        """``bulkOperations`` (API 2026-01+): the app's operations ``match`` keeps, newest first by default (as
+        Shopify lists them: "Defaults to sorting by created_at, with newest operations first")."""
+        views = [_view(op) for op in self.ops.values() if op.token == token]
+        views = [v for v in views if match(v)]
+        return sorted(views, key=lambda v: (v[by] or "", int(v["id"].rsplit("/", 1)[1])), reverse=newest_first)
+
     def current(self, token: str, op_type: str) -> dict[str, Any] | None:
         mine = [op for op in self.ops.values() if op.token == token and op.type == op_type]
         return _view(max(mine, key=lambda op: op.id)) if mine else None

@@ -17,7 +17,7 @@ from ferry.sandbox.shopify.graphql.connections import (
     table_page,
 )
 from ferry.sandbox.shopify.graphql.context import LOCATION_ID, Context, parse_gid
-from ferry.sandbox.shopify.graphql.search import SearchError, compile_search
+from ferry.sandbox.shopify.graphql.search import SearchError, compile_fields, compile_search
 from ferry.sandbox.shopify.graphql.views import (
     LOCATION,
     CustomerView,
@@ -185,6 +185,49 @@ def _current_bulk_operation(_: Any, info: GraphQLResolveInfo, type: str = "QUERY
     return ctx.bulk.current(ctx.token, type)
 
 
+def _since_2026_01(info: GraphQLResolveInfo, name: str) -> Context:
+    """The context, for a root field API 2026-01 added (an older version's schema has no such field)."""
+    ctx = _ctx(info)
+    if ctx.api_version != "unstable" and ctx.api_version < "2026-01":
+        raise BadRequest(f"Field '{name}' doesn't exist on type 'QueryRoot'", info, code="undefinedField")
+    return ctx
+
+
+def _compare(have: str, op: str, value: str) -> bool:
+    return {":": have == value, "<": have < value, ">": have > value, "<=": have <= value,
+            ">=": have >= value}[op]
+
+
+def _op_number(view: dict[str, Any]) -> int:
+    return int(str(view["id"]).rsplit("/", 1)[1])
+
+
+# ``bulkOperations(query:)`` fields (shopify.dev, 2026-01: created_at, id, operation_type, status).
+_BULK_FILTERS: dict[str, Any] = {
+    "status": lambda v, _op, value: str(v["status"]).lower() == value.lower(),
+    "operation_type": lambda v, _op, value: str(v["type"]).lower() == value.lower(),
+    "id": lambda v, op, value: value.isdigit() and _compare(f"{_op_number(v):020d}", op, f"{int(value):020d}"),
+    "created_at": lambda v, op, value: _compare(str(v["createdAt"]), op, value),
+}
+
+
+def _bulk_operation(_: Any, info: GraphQLResolveInfo, id: str) -> Any:
+    ctx = _since_2026_01(info, "bulkOperation")
+    view = resolve_node(ctx, id)
+    return view if isinstance(view, dict) and view.get("__typename") == "BulkOperation" else None
+
+
+def _bulk_operations(_: Any, info: GraphQLResolveInfo, **args: Any) -> Connection:
+    """The app's bulk operations, newest first (``reverse`` flips), filtered by ``query``."""
+    ctx = _since_2026_01(info, "bulkOperations")
+    try:
+        match = compile_fields(args.get("query"), _BULK_FILTERS)
+    except SearchError as exc:
+        raise BadRequest(str(exc), info) from None
+    by = "completedAt" if args.get("sortKey") == "COMPLETED_AT" else "createdAt"
+    return list_connection(info, args, ctx.bulk.listed(ctx.token, match, by=by), _op_number, bulk=ctx.in_bulk)
+
+
 def _webhook_subscriptions(_: Any, info: GraphQLResolveInfo, **args: Any) -> Connection:
     ctx = _ctx(info)
     topics = [TOPICS[t] for t in args["topics"]] if args.get("topics") else None
@@ -209,6 +252,8 @@ QUERY_RESOLVERS: dict[str, Any] = {
     "order": _by_id("Order"),
     "orders": _root_connection("orders", OrderView),
     "currentBulkOperation": _current_bulk_operation,
+    "bulkOperation": _bulk_operation,
+    "bulkOperations": _bulk_operations,
     "customersCount": _root_count("customers"),
     "ordersCount": _root_count("orders"),
     "productsCount": _root_count("products"),

@@ -59,6 +59,27 @@ def compile_search(text: str | None, resource: str, table: Table) -> Compiled:
     return out
 
 
+def compile_fields(text: str | None, fields: dict[str, Callable[[Any, str, str], bool]]) -> Callable[[Any], bool]:
+    """A search over in-memory objects (not a table): ``fields`` maps each known field to ``check(obj, op,
+    value)``; a term of another field matches everything, as an unknown field does on Shopify."""
+    if not text or not text.strip():
+        return lambda _obj: True
+    tree = _Parser(_tokens(text)).parse()
+
+    def holds(node: Node, obj: Any) -> bool:
+        if isinstance(node, _Term):
+            check = fields.get(node.field)
+            found = True if check is None else check(obj, node.op, node.value)
+            return found != node.negated
+        kind, children = node
+        if kind == "not":
+            return not holds(children[0], obj)
+        results = (holds(c, obj) for c in children)
+        return all(results) if kind == "and" else any(results)
+
+    return lambda obj: holds(tree, obj)
+
+
 def _tokens(text: str) -> list[str]:
     tokens, pos = [], 0
     text = text.strip()
