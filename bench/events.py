@@ -225,7 +225,8 @@ def phase(rate: int, batch: list[dict[str, Any]], shop_http: httpx.Client, org_h
         "ack_ms": {"p50": pct(acks, 50), "p95": pct(acks, 95), "p99": pct(acks, 99), "n": len(acks)},
         "visible_ms": {"p50": pct(lat, 50), "p95": pct(lat, 95), "p99": pct(lat, 99),
                        "mean": statistics.fmean(lat) if lat else float("nan")},
-        "sf_calls": calls, "sf_calls_by_endpoint": by_endpoint, "sf_calls_per_1000": calls * 1000 / max(1, len(changed)),
+        "sf_calls": calls, "sf_calls_by_endpoint": by_endpoint,
+        "sf_calls_per_1000": calls * 1000 / max(1, len(changed)),
         "arrival_to_written": in_ferry, "deliveries": states,
     }
 

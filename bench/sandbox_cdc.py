@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sandbox" / "salesforce"))
 
 from aiosfstream_ng import Client, ReplayOption
-from conftest import start_org
 from streaming_auth import SandboxAuthenticator
 
+from conftest import start_org
 from ferry.sandbox.salesforce import SalesforceSandbox
 from ferry.sandbox.salesforce.bulk import IngestJob
 

@@ -33,7 +33,7 @@ from quickbooks.objects.invoice import Invoice
 from quickbooks.objects.item import Item
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shop_to_sf import _get, _s, connect_shopify, customer_key, people, read_store, variants  # noqa: E402
+from shop_to_sf import _get, _s, connect_shopify, customer_key, people, read_store, variants
 
 MINOR_VERSION = 75
 
@@ -124,8 +124,7 @@ def main() -> None:
     connect_shopify()
     customers, products, orders = read_store()
     qb = connect_quickbooks()
-    income = [a for a in qb.query("SELECT * FROM Account WHERE Name = 'Sales of Product Income'")
-              ["QueryResponse"]["Account"]][0]
+    income = qb.query("SELECT * FROM Account WHERE Name = 'Sales of Product Income'")["QueryResponse"]["Account"][0]
     income_ref = {"value": income["Id"]}
     written: Counter[str] = Counter()
     failed: Counter[str] = Counter()
