@@ -73,6 +73,8 @@ def test_runs_counts_the_calls_of_the_coordinator_and_every_worker(
         assert downloads and stats["source_api_calls"] > downloads, stats["source_reads"]
         assert _target_calls(stats) == _sandbox_calls(org), stats
         assert all(o["api_calls"] > 0 for o in stats["objects"].values() if o["written"]), stats["objects"]
+        # The budget figures too (the coordinator's own guard saw only its own client's calls; main: 1 of 23).
+        assert stats["budget"]["spent_this_run"] == stats["budget"]["spent_24h"] == _sandbox_calls(org), stats
     finally:
         _stop(workers)
         org.stop()

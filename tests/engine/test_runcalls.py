@@ -55,14 +55,20 @@ def test_a_run_that_ended_is_not_counted_twice_and_a_late_report_still_counts(st
     run = store.start_run("p")
     store.add_run_calls(run, {"source": 3, "object:Account": 7})
     # What the coordinator does at its end (DistributedRunner._add_helpers_calls): its own 1 describe + the tally.
-    stats = RunStats(run_id=run, pipeline="p", setup_api_calls=1)
+    # Its budget guard saw its own call only: the workers' target calls are added to the budget figures too.
+    stats = RunStats(run_id=run, pipeline="p", setup_api_calls=1,
+                     budget={"spent_this_run": 1, "spent_24h": 11, "remaining": 100, "share": "10%"})
     tally = store.run_calls(run)
     runcalls.add_to_stats(stats, tally)
     stats.run_calls_counted = tally
     store.finish_run(run, "succeeded", stats.as_dict())
-    assert _calls(_listed(store, run)) == (3, 1, {"Account": 7})
+    listed = _listed(store, run)
+    assert _calls(listed) == (3, 1, {"Account": 7})
+    assert listed["budget"] == {"spent_this_run": 8, "spent_24h": 18, "remaining": 93, "share": "10%"}
     store.add_run_calls(run, {"object:Account": 2})  # a worker's report after the run's end
-    assert _calls(_listed(store, run)) == (3, 1, {"Account": 9})
+    listed = _listed(store, run)
+    assert _calls(listed) == (3, 1, {"Account": 9})
+    assert listed["budget"] == {"spent_this_run": 10, "spent_24h": 20, "remaining": 91, "share": "10%"}
 
 
 def test_figures_without_the_mark_are_left_as_they_are(store: Store) -> None:

@@ -83,7 +83,8 @@ async def report(store: Any, run_id: int, tally: CallTally, counts: Mapping[str,
 
 
 def add_to_stats(stats: RunStats, calls: Mapping[str, int]) -> None:
-    """The workers' calls (``run_calls``) added to the coordinator's own figures, part by part."""
+    """The workers' calls (``run_calls``) added to the coordinator's own figures, part by part, and their target
+    calls to the run's budget figures (``budget_with``)."""
     for part, n in calls.items():
         if part == SOURCE:
             stats.source_api_calls += n
@@ -91,6 +92,25 @@ def add_to_stats(stats: RunStats, calls: Mapping[str, int]) -> None:
             stats.object(part[len(OBJECT):]).api_calls += n
         else:
             stats.setup_api_calls += n
+    stats.budget = budget_with(stats.budget, sum(n for part, n in calls.items() if part != SOURCE))
+
+
+def budget_with(budget: Mapping[str, Any] | None, target_calls: int) -> dict[str, Any] | None:
+    """A run's target budget figures (the coordinator's ``Sink.budget_status``) with ``target_calls`` more: target
+    calls other processes sent for the run, which the coordinator's own budget guard never saw (it counts its own
+    client's calls, and the shared ledger as it stood when it opened). Its ``spent_this_run`` and ``spent_24h``
+    grow by them, ``remaining`` shrinks."""
+    if budget is None:
+        return None
+    out = dict(budget)
+    if target_calls <= 0:
+        return out
+    for key in ("spent_this_run", "spent_24h"):
+        if isinstance(out.get(key), int):
+            out[key] += target_calls
+    if isinstance(out.get("remaining"), int):
+        out["remaining"] = max(0, out["remaining"] - target_calls)
+    return out
 
 
 def with_run_calls(store: Any, rows: Sequence[RunRow]) -> list[RunRow]:
@@ -110,17 +130,21 @@ def counted_in(stats: Mapping[str, Any], calls: Mapping[str, int]) -> dict[str, 
     if not isinstance(counted, dict):
         counted = dict(calls) if out else {}
     objects = {name: dict(o) for name, o in (out.get("objects") or {}).items()}
+    target = 0
     for part, n in calls.items():
         more = n - int(counted.get(part, 0) or 0)
         if more <= 0:
             continue
         if part == SOURCE:
             out["source_api_calls"] = int(out.get("source_api_calls", 0) or 0) + more
-        elif part.startswith(OBJECT):
+            continue
+        target += more
+        if part.startswith(OBJECT):
             o = objects.setdefault(part[len(OBJECT):], {})
             o["api_calls"] = int(o.get("api_calls", 0) or 0) + more
         else:
             out["setup_api_calls"] = int(out.get("setup_api_calls", 0) or 0) + more
     out["objects"] = objects
+    out["budget"] = budget_with(out.get("budget"), target)
     out["run_calls_counted"] = dict(calls)
     return out
