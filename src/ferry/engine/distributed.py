@@ -365,6 +365,8 @@ class DistributedRunner(Runner):
             calls = self.store.run_calls(stats.run_id)
         except Exception as exc:  # the run's outcome matters more than its figures: still finished
             log.warning("run.worker_calls_unknown", error=f"{type(exc).__name__}: {exc}")
+            # Of the tally, the figures hold only this process's reports: readers add the workers' later.
+            stats.run_calls_counted = dict(self._own.reported)
             return
         runcalls.add_to_stats(stats, {part: n - self._own.reported.get(part, 0) for part, n in calls.items()})
         stats.run_calls_counted = calls
