@@ -518,7 +518,10 @@ def runs(
     """List recent runs with their per-object figures (`died`: its process is gone without finishing)."""
     store = _store()
     _known_pipeline(store, pipeline)
-    rows = _with_dead_runs(store, store.list_runs(pipeline, limit))
+    from ferry.engine.runcalls import with_run_calls
+
+    # A distributed run's calls: its workers' too, also when its coordinator died or is still running.
+    rows = with_run_calls(store, _with_dead_runs(store, store.list_runs(pipeline, limit)))
     if as_json:
         sys.stdout.write(json.dumps([render.run_row_json(r) for r in rows]) + "\n")
     else:

@@ -33,7 +33,7 @@ import asyncio
 import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -102,8 +102,10 @@ class DistributedRunner(Runner):
         self._journaled: set[str] = set()  # objects with remote jobs an earlier run journaled: collected first
         self._next_partition = 0  # items go round the partitions: each partition's in-flight bound is used evenly
         self.run_token = uuid.uuid4().hex[:12]  # names this run's items on the bus (see LoadBatch.run_token)
+        self._own = _OwnCalls()
 
     async def run(self) -> RunStats:
+        self._own = _OwnCalls()  # this run's source and sink are opened afresh: their counters start at 0
         async with JetStreamBus(self.settings) as bus:
             await bus.setup()
             self._bus = bus
@@ -126,8 +128,28 @@ class DistributedRunner(Runner):
         assert self._bus is not None, "the bus is connected by run()"
         return self._bus
 
+    async def _prepare(self, sink: Sink, stats: RunStats | None) -> list[ObjectPlan]:
+        plans = await super()._prepare(sink, stats)
+        self._own.sink, self._own.objects = sink, {p.name for p in plans}
+        if stats is not None:
+            await self._report_own(stats.run_id)  # the describe
+        return plans
+
+    async def _report_own(self, run_id: int, source: Source | None = None) -> None:
+        """The coordinator's own calls so far into the run's shared tally (engine/runcalls.py): a coordinator
+        killed mid-run leaves them counted for its ``died`` row. Before each hand-over to the workers."""
+        own = self._own
+        if source is not None:
+            own.note(await runcalls.report(self.store, run_id, own.source_tally, {runcalls.SOURCE: source.api_calls},
+                                           lambda grown: grown))
+        sink, objects = own.sink, own.objects
+        if sink is not None:
+            own.note(await runcalls.report(self.store, run_id, own.sink_tally, sink.api_calls,
+                                           lambda grown: runcalls.sink_parts(grown, objects)))
+
     async def _extract(self, source: Source, run_id: int, stats: RunStats) -> None:
         """The read, by workers: one ``ReadStream`` item per stream, all at once (engine/distjobs.py)."""
+        await self._report_own(run_id, source)
         self.progress.phase("read (workers)", None)
         await read_over_bus(self._link(run_id), source, run_id, stats)
 
@@ -145,6 +167,7 @@ class DistributedRunner(Runner):
         self._analyze()
         clock.lap("plan")
         stats.adopted = await adopt_linked(sink, self.store, self.pipeline, plans, self.two_way)
+        await self._report_own(run_id, source)
         flow = self._start_flow(sink, plans, stats)
         flow.open(p.name for p in plans)
         await flow.run()
@@ -172,6 +195,7 @@ class DistributedRunner(Runner):
             self._plan_records(source, plans, run_id, stats, _NoProgress())
 
         await Intake(self.store, self.pipeline, run_id).prepare(source)  # states durable before any read item
+        await self._report_own(run_id, source)
         feeding = streams_feeding(source, plans)
         flow = self._start_flow(sink, plans, stats)
 
@@ -335,13 +359,17 @@ class DistributedRunner(Runner):
             await asyncio.sleep(POLL_SECONDS)
 
     def _add_helpers_calls(self, stats: RunStats) -> None:
-        """The workers' API calls for this run (the shared ``run_calls``) added to the coordinator's own."""
+        """The workers' API calls for this run (the shared ``run_calls``, less the coordinator's own reports, which
+        its figures hold already) added to the coordinator's own; the tally summed is noted with the figures."""
         try:
             calls = self.store.run_calls(stats.run_id)
         except Exception as exc:  # the run's outcome matters more than its figures: still finished
             log.warning("run.worker_calls_unknown", error=f"{type(exc).__name__}: {exc}")
+            # Of the tally, the figures hold only this process's reports: readers add the workers' later.
+            stats.run_calls_counted = dict(self._own.reported)
             return
-        runcalls.add_to_stats(stats, calls)
+        runcalls.add_to_stats(stats, {part: n - self._own.reported.get(part, 0) for part, n in calls.items()})
+        stats.run_calls_counted = calls
 
     async def _rounds(self, obj: str, strategy: str, run_id: int, left: int) -> int:
         """Rounds 2.. (the flow was the first): every queued row of ``obj`` in items, until none is left or the
@@ -448,6 +476,21 @@ def direct_write(sink: Sink, obj: str, count: int) -> StrategyChoice:
     """The run's planner over the direct strategies (what goes out after a remote job: its retries)."""
     costs = [c for c in sink.write_costs(obj, count) if not c.remote_job]
     return choose_write(costs, remaining_calls=sink.budget_left())
+
+
+@dataclass
+class _OwnCalls:
+    """A coordinator's own source and sink calls reported into its run's shared tally, and where each stood."""
+
+    sink: Sink | None = None
+    objects: set[str] = field(default_factory=set)  # the pipeline's objects: a sink label of one is its writes
+    source_tally: runcalls.CallTally = field(default_factory=runcalls.CallTally)
+    sink_tally: runcalls.CallTally = field(default_factory=runcalls.CallTally)
+    reported: dict[str, int] = field(default_factory=dict)  # by part: what the tally holds of this process's
+
+    def note(self, added: Mapping[str, int]) -> None:
+        for part, n in added.items():
+            self.reported[part] = self.reported.get(part, 0) + n
 
 
 @dataclass

@@ -62,6 +62,9 @@ class RunStats:
     # Per source stream, records a micro-batch fetched because its events referred to them and the target
     # lacked them (an order's new customer; engine/parents.py).
     parents_fetched: dict[str, int] = field(default_factory=dict)
+    # A distributed run: the shared call tally (``run_calls``, by part) as it stood when the calls above were
+    # summed, so a reader adds only what came later (engine/runcalls.py; empty for an embedded run).
+    run_calls_counted: dict[str, int] = field(default_factory=dict)
 
     def dead_letter_shares(self) -> dict[str, float]:
         """Per object with records this run: the share of them dead-lettered (0..1)."""
@@ -105,4 +108,5 @@ class RunStats:
             "linked_back": dict(self.linked_back),
             "adopted": self.adopted,
             "parents_fetched": dict(self.parents_fetched),
+            "run_calls_counted": dict(self.run_calls_counted),
         }

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, SecretStr
 
 from ferry.core.ports import DLQ_STATUSES, LetterFilter
+from ferry.engine import runcalls
 from ferry.engine.inspect import inspect_pipeline
 from ferry.engine.pipeline import PipelineSpec
 from ferry.engine.replay import Replayer, since_timestamp
@@ -200,7 +201,8 @@ def _runs(dash: Dashboard, limit: int = RUNS_SHOWN) -> list[Any]:
 
     from ferry.store.lease import is_running
 
-    rows = dash.store.list_runs(None, limit)
+    # A distributed run's calls: its workers' too, also when its coordinator died or is still running.
+    rows = runcalls.with_run_calls(dash.store, dash.store.list_runs(None, limit))
     live: dict[str, bool] = {}
     out = []
     for r in rows:  # a row still `running` whose pipeline lock no process holds: that process died
@@ -233,7 +235,7 @@ def _page_routes(router: APIRouter, dash: Dashboard) -> None:
         row = dash.store.get_run(run_id)
         if row is None:
             raise HTTPException(404, f"no run {run_id}")
-        row = next((r for r in _runs(dash) if r.id == run_id), row)
+        row = next((r for r in _runs(dash) if r.id == run_id), None) or runcalls.with_run_calls(dash.store, [row])[0]
         live = None
         if row.status == "running":
             live = {"staged": dash.store.staged_count(row.pipeline), "queued": dash.store.outbox_count(row.pipeline)}

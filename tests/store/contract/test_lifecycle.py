@@ -58,6 +58,19 @@ def test_calls_helpers_sent_for_a_run_add_up_per_part(backend: BackendFactory) -
         second.close()
 
 
+def test_the_calls_of_many_runs_come_in_one_read(store: Backend) -> None:
+    first, middle, quiet, last = (store.start_run("p"), store.start_run("p"), store.start_run("p"),
+                                  store.start_run("q"))
+    store.add_run_calls(first, {"source": 2, "object:Account": 5})
+    store.add_run_calls(middle, {"setup": 4})
+    store.add_run_calls(last, {"setup": 1})
+    store.add_run_calls(first, {"source": 3})
+    assert store.runs_calls([first, quiet, last]) == {first: {"source": 5, "object:Account": 5}, last: {"setup": 1}}
+    assert store.runs_calls([middle]) == {middle: {"setup": 4}}
+    assert store.runs_calls([quiet]) == {}
+    assert store.runs_calls([]) == {}
+
+
 def test_state_is_the_same_through_another_handle(backend: BackendFactory) -> None:
     first = backend.open()
     run = first.start_run("p")

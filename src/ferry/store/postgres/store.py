@@ -336,6 +336,19 @@ class PostgresStore(EventClaims):
             rows = conn.execute("SELECT part, calls FROM run_calls WHERE run_id = %s", (run_id,)).fetchall()
         return {str(part): int(n) for part, n in rows}
 
+    def runs_calls(self, run_ids: Collection[int]) -> dict[int, dict[str, int]]:
+        ids = sorted(set(run_ids))
+        if not ids:
+            return {}
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT run_id, part, calls FROM run_calls WHERE run_id = ANY(%s)", (ids,)
+            ).fetchall()
+        out: dict[int, dict[str, int]] = {}
+        for run_id, part, n in rows:
+            out.setdefault(int(run_id), {})[str(part)] = int(n)
+        return out
+
     def list_runs(self, pipeline: str | None = None, limit: int = 20) -> list[RunRow]:
         sql, args = f"SELECT {_RUN_COLUMNS} FROM runs", []
         if pipeline:
