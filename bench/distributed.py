@@ -171,7 +171,7 @@ def _embedded_row(shop: SandboxProcess, tmp: Path, latency: str, pg: Any, nats_p
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--orders", type=int, default=10_000)
-    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated (\"\": embedded only)")
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency", default="real")
@@ -204,7 +204,7 @@ def main() -> None:
         if not args.no_embedded:
             _embedded_row(shop, tmp, args.latency, pg, nats_pid)
         scaled: dict[int, tuple[float, float, float]] = {}
-        for n in [int(w) for w in args.workers.split(",")]:
+        for n in [int(w) for w in args.workers.split(",") if w]:  # --workers "": the embedded row alone
             with contextlib.ExitStack() as row:
                 scaled[n] = _workers_row(n, args, tmp, shop, pg, nats, nats_pid, pg_stats, row)
         _scaling(scaled)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,14 @@ log = structlog.get_logger("ferry.distributed")
 IDLE_WARNING_SECONDS = 30.0  # no item answered for this long while items wait: say so (no worker running?)
 TICK_SECONDS = 0.15  # between looks at the outbox and the bus: small beside a write (~1 s a 200-record call)
 PARTIAL_WAIT = 0.5  # a ready remainder under ``batch`` rows waits this long for more rows before it goes out
+# Parent keys asked about per parent object and look (``_look_at_parents``): the next of the rows handed out and not
+# yet seen answered, in turn. About 50 items' worth: what 3 workers of concurrency 16 hold at once. Asking every key
+# a child waits on (52,000 Accounts at 100,000 orders, 6 times a second) took most of the coordinator's CPU.
+LOOK_KEYS = 10_000
+# No look at parent rows while the bus holds this many rounds of the items the workers can hold at once
+# (``FlowHost.in_flight``): rows made ready now would only queue behind them. The coordinator's and PostgreSQL's
+# CPU go to the workers meanwhile (at 100,000 orders the Account items alone are 4 rounds of 4 workers).
+BACKLOG_ROUNDS = 2
 
 
 class FlowHost(Protocol):
@@ -53,6 +62,9 @@ class FlowHost(Protocol):
 
     store: Any
     pipeline: str
+
+    @property
+    def in_flight(self) -> int: ...  # work items all workers together hold at most (max_ack_pending x partitions)
 
     def strategy(self, plan: ObjectPlan, total: int) -> str: ...
 
@@ -95,7 +107,7 @@ class ObjectFlow:
     strategy: str = "-"
     pending: dict[str, _Row] = field(default_factory=dict)  # not published yet
     ready: dict[str, _Row] = field(default_factory=dict)  # of those, the ones whose parents are all answered
-    blocked: dict[tuple[str, str], list[_Row]] = field(default_factory=dict)  # (parent, key) -> rows waiting
+    blocked: dict[str, dict[str, list[_Row]]] = field(default_factory=dict)  # parent -> its key -> rows waiting
     ready_since: float | None = None  # when a ready remainder under a batch first waited
     held: int = 0  # ready rows held back this tick (a remainder under a batch, waiting for more)
     settled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -125,6 +137,13 @@ class LoadFlow:
         # Parent keys seen out of their outbox: answered (written or dead-lettered). An open object gets no new
         # rows, so a key stays answered for the rest of the flow and is not asked about again.
         self.answered: dict[str, set[str]] = {name: set() for name in self.order}
+        # Parent rows handed to the workers and not seen answered yet, asked about in turn (``LOOK_KEYS`` a look).
+        # A row not handed out yet (still in its object's ``pending``) cannot be answered: it is not asked about.
+        self.outstanding: dict[str, dict[str, None]] = {name: {} for name in self.order}
+        self.parent_objects = {p for o in self.objects.values() for p in o.parents}  # the only ones worth tracking
+        # Keys a child waits on that were never among the parent's rows in the flow (written by an earlier run,
+        # say): asked about on the next look, and again while they are queued.
+        self.unseen: dict[str, set[str]] = {name: set() for name in self.order}
         self.outage_seconds = outage_seconds
         self._wake = asyncio.Event()
         self._last_paused_check = 0.0
@@ -188,10 +207,14 @@ class LoadFlow:
         # The bus first, then the outbox: an item acknowledged after this look has its answers recorded already.
         depths = await host.object_depths()
         self._note_progress(depths, now)
-        await asyncio.to_thread(self._look_at_parents, active)
+        looked = sum(depths.values()) < BACKLOG_ROUNDS * max(1, host.in_flight)
+        if looked:
+            await asyncio.to_thread(self._look_at_parents, active)
         for o in active:
             sent = await self._publish_ready(o, now)
-            if not sent and not o.held and all(self.objects[p].settled.is_set() for p in o.parents) \
+            # A row still blocked settles the object only after a look: its parent may be answered by now.
+            if not sent and not o.held and (looked or not any(o.blocked.values())) \
+                    and all(self.objects[p].settled.is_set() for p in o.parents) \
                     and depths.get(o.plan.name, 0) == 0 and await asyncio.to_thread(self._unleased, o):
                 o.settled.set()
                 log.info("load.flow_settled", object=o.plan.name, items=o.published, blocked=len(o.pending))
@@ -211,6 +234,9 @@ class LoadFlow:
         store, pipeline = self.host.store, self.host.pipeline
         o.since = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         refs = [(r.object, r.payload_key) for r in o.plan.parents if r.object in o.parents]
+        # Parents whose rows go one by one through the flow (not a remote job): a key of theirs that is neither
+        # queued in the flow nor handed out is asked about once (``unseen``).
+        in_flow = {obj: not self.host.by_job(obj) for obj, _ in refs}
         for rows in store.outbox(pipeline, o.plan.name, chunk=5000, with_source=False):
             for r in rows:
                 row = _Row(r.key, r.version, r.payload)
@@ -218,8 +244,11 @@ class LoadFlow:
                 waits = {(obj, str(v)) for obj, k in refs if (v := r.payload.get(k)) is not None}
                 waits = {w for w in waits if w[1] not in self.answered[w[0]]}
                 row.unanswered = len(waits)
-                for w in waits:
-                    o.blocked.setdefault(w, []).append(row)
+                for parent, key in waits:
+                    o.blocked.setdefault(parent, {}).setdefault(key, []).append(row)
+                    if in_flow[parent] and key not in self.objects[parent].pending \
+                            and key not in self.outstanding[parent]:
+                        self.unseen[parent].add(key)
                 if not waits:
                     o.ready[r.key] = row
         o.total = len(o.pending)
@@ -237,21 +266,35 @@ class LoadFlow:
     def _look_at_parents(self, active: list[ObjectFlow]) -> None:
         """The parent keys the active objects' rows wait on that have left their outbox are answered: the rows
         waiting on them move to ``ready`` once nothing else holds them."""
-        wanted: dict[str, set[str]] = {}
-        for o in active:
-            for obj, key in o.blocked:
-                wanted.setdefault(obj, set()).add(key)
         store, pipeline = self.host.store, self.host.pipeline
-        for obj, keys in wanted.items():
-            queued = store.queued_keys(pipeline, obj, sorted(keys))
-            answered = {k for k in keys if k not in queued}
+        for obj in sorted({p for o in active for p, keys in o.blocked.items() if keys}):
+            keys = self._to_ask(obj, active)
+            if not keys:
+                continue
+            queued = store.queued_keys(pipeline, obj, keys)
+            answered = [k for k in keys if k not in queued]
             self.answered[obj].update(answered)
-            for o in active:
-                for key in answered:
-                    for row in o.blocked.pop((obj, key), ()):
+            outstanding, unseen = self.outstanding[obj], self.unseen[obj]
+            for key in keys:
+                if key in queued and key in outstanding:
+                    outstanding[key] = outstanding.pop(key)  # asked again after the others: the window goes round
+            for key in answered:
+                outstanding.pop(key, None)
+                unseen.discard(key)
+                for o in active:
+                    for row in o.blocked.get(obj, {}).pop(key, ()):
                         row.unanswered -= 1
                         if row.unanswered == 0:
                             o.ready[row.key] = row
+
+    def _to_ask(self, obj: str, active: list[ObjectFlow]) -> list[str]:
+        """The keys of parent ``obj`` worth asking about now. While it is in the flow: the next ``LOOK_KEYS`` of its
+        rows handed out (and the keys never among its rows), not the ones it has not handed out yet. Once its rows
+        go out in rounds or as one remote job (settled, or ``by_job``), every key a child still waits on."""
+        parent = self.objects[obj]
+        if parent.settled.is_set() or self.host.by_job(obj):
+            return sorted({key for o in active for key in o.blocked.get(obj, ())})
+        return sorted({*itertools.islice(self.outstanding[obj], LOOK_KEYS), *self.unseen[obj]})
 
     async def _publish_ready(self, o: ObjectFlow, now: float) -> bool:
         """Publish ``o``'s rows whose parents' rows are all answered; dead-letter those with a dead parent."""
@@ -265,6 +308,7 @@ class LoadFlow:
             done = {r.key for r, _ in orphans}
             for key in done:
                 del o.pending[key], o.ready[key]
+            self._handed_out(o, done)  # dead letters now: answered
             ready = [r for r in ready if r.key not in done]
         ready.sort(key=lambda r: r.key)
         parents_settled = all(self.objects[p].settled.is_set() for p in o.parents)
@@ -280,6 +324,7 @@ class LoadFlow:
             await self.host.publish(o.plan.name, o.strategy, [(r.key, r.version) for r in chunk], 1, exact=True)
             for r in chunk:
                 del o.pending[r.key], o.ready[r.key]
+            self._handed_out(o, (r.key for r in chunk))
             o.published += 1
             if o.progress is not None:
                 o.progress.advance(len(chunk))
@@ -288,6 +333,11 @@ class LoadFlow:
             o.ready_since = None
         o.held = len(ready) - whole
         return sent
+
+    def _handed_out(self, o: ObjectFlow, keys: Iterable[str]) -> None:
+        """These rows of ``o`` left the flow (to the workers, or dead-lettered): its children's looks ask about them."""
+        if o.plan.name in self.parent_objects:
+            self.outstanding[o.plan.name].update(dict.fromkeys(keys))
 
     def _orphans(self, o: ObjectFlow, ready: list[_Row]) -> list[tuple[_Row, list[dict[str, Any]]]]:
         if not o.plan.parents:

@@ -64,6 +64,9 @@ log = structlog.get_logger("ferry.distributed")
 LOCK_POLL_SECONDS = 0.5  # a second delivery of held work looks at the lock this often
 READ_ROUNDS = 4  # rounds of ReadStream items before the coordinator gives up on an unfinished read
 POLL_SECONDS = 0.2
+# The read's progress (records staged) is counted this often, not on every poll: the count reads every staged row
+# of the pipeline (25 ms at 100,000 orders, 5 times a second: 11 s of PostgreSQL's CPU in a run).
+PROGRESS_SECONDS = 2.0
 IDLE_WARNING_SECONDS = 30.0
 OUTAGE_SECONDS = 120.0
 
@@ -291,14 +294,16 @@ async def _wait_for_reads(link: CoordinatorLink, run_id: int, streams: Sequence[
     dead letters: the caller publishes again). Reports staged records as progress meanwhile."""
     store, token = link.store, subject_token(link.pipeline)
     staged = store.staged_count(link.pipeline)
-    idle_since = time.monotonic()
+    idle_since = counted_at = time.monotonic()
     away_since: float | None = None
     while True:
         await asyncio.sleep(POLL_SECONDS)
         try:
             link.keep_lock()
             pending = [s for s in streams if not store.get_mark(link.pipeline, read_mark(run_id, s))]
-            now_staged = store.staged_count(link.pipeline)
+            now_staged = staged
+            if not pending or time.monotonic() - counted_at >= PROGRESS_SECONDS:
+                now_staged, counted_at = store.staged_count(link.pipeline), time.monotonic()
             waiting = (await link.bus.depth()).get(token, 0) if pending else 0
         except Exception as exc:
             # PostgreSQL or NATS restarting: the workers' reads wait for them; so does this run.

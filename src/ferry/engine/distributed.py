@@ -290,6 +290,12 @@ class DistributedRunner(Runner):
         await _through_outages(functools.partial(
             self.bus.publish, work_subject(self.pipeline, obj, partition), encode(item), msg_id(item)))
 
+    @property
+    def in_flight(self) -> int:
+        """Work items every worker together holds at most: each partition's consumer lets ``max_ack_pending``
+        out unacknowledged (docs/distributed.md, "Tuning")."""
+        return self.settings.max_ack_pending * self.settings.partitions
+
     async def object_depths(self) -> dict[str, int]:
         by_token = await self.bus.depth_by_object(subject_token(self.pipeline))
         return {self._tokens.get(token, token): count for token, count in by_token.items()}

@@ -212,16 +212,18 @@ class CollectionsApi:
             raise ApiError(400, "LIMIT_EXCEEDED", f"Composite request can contain at most {MAX_SUBREQUESTS} "
                            "subrequests")
         self._check_collection_count(subs)
-        results, _failed = self.run_subrequests(subs, bool(body.get("allOrNone", False)))
+        results, _failed = self.run_subrequests(subs, bool(body.get("allOrNone", False)),
+                                                refs=may_reference(call.body))
         return Reply(200, {"compositeResponse": results})
 
-    def run_subrequests(self, subs: list[Any], all_or_none: bool,
-                        allowed: Callable[[Call], bool] | None = None) -> tuple[list[dict[str, Any]], bool]:
+    def run_subrequests(self, subs: list[Any], all_or_none: bool, allowed: Callable[[Call], bool] | None = None,
+                        *, refs: bool = True) -> tuple[list[dict[str, Any]], bool]:
         """Run Composite subrequests in order, with references between them; returns (results, any failed).
 
         With ``all_or_none`` the first failure rolls every write back and the others answer PROCESSING_HALTED
         (Composite with allOrNone, and every graph of Composite Graph). ``allowed`` refuses a subrequest
-        before it runs (Composite Graph accepts only record resources).
+        before it runs (Composite Graph accepts only record resources). ``refs`` False: the request holds no
+        reference (``may_reference``), its subrequests' bodies are not searched for one.
         """
         results: list[dict[str, Any]] = []
         outputs: dict[str, Any] = {}
@@ -232,7 +234,7 @@ class CollectionsApi:
                 if failed_at is not None and all_or_none:
                     results.append(self.sub_result(ref_id, 400, HALTED))
                     continue
-                reply = self._run_sub(sub, outputs, all_or_none, allowed)
+                reply = self._run_sub(sub, outputs, all_or_none, allowed, refs)
                 results.append(self.sub_result(ref_id, reply.status, reply.body, reply.headers))
                 if reply.status < 300:
                     outputs[ref_id] = reply.body
@@ -264,12 +266,13 @@ class CollectionsApi:
         return {"body": body, "httpHeaders": headers or {}, "httpStatusCode": status, "referenceId": ref_id}
 
     def _run_sub(self, sub: Any, outputs: dict[str, Any], all_or_none: bool,
-                 allowed: Callable[[Call], bool] | None = None) -> Reply:
+                 allowed: Callable[[Call], bool] | None = None, refs: bool = True) -> Reply:
         if not isinstance(sub, dict) or sub.get("method") not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             return Reply(400, [{"errorCode": "INVALID_FIELD", "message": "Each subrequest needs a valid method"}])
         try:
-            url = _substitute_text(str(sub.get("url", "")), outputs, url=True)
-            body = _substitute(sub.get("body"), outputs)
+            url, body = str(sub.get("url", "")), sub.get("body")
+            if refs:
+                url, body = _substitute_text(url, outputs, url=True), _substitute(body, outputs)
             version, segments, query = parse_sub_url(url)
         except _MissingReference as missing:
             return Reply(400, [{"errorCode": "PROCESSING_HALTED", "message": str(missing)}])
@@ -278,7 +281,7 @@ class CollectionsApi:
         headers = {str(k).lower(): str(v) for k, v in (sub.get("httpHeaders") or {}).items()}
         call = Call(sub["method"], version, segments, query, headers,
                     orjson.dumps(body) if body is not None else b"", in_composite=True,
-                    force_all_or_none=all_or_none)
+                    force_all_or_none=all_or_none, parsed=body)
         if allowed is not None and not allowed(call):
             return Reply(400, [{"errorCode": "INVALID_INPUT",
                                 "message": f"{call.method} {url} is not supported in a composite graph"}])
@@ -351,6 +354,12 @@ def _lookup_reference(outputs: dict[str, Any], ref_id: str, path: str) -> Any:
         for idx in re.findall(r"\[(\d+)\]", indexes):
             value = value[int(idx)] if isinstance(value, list) and int(idx) < len(value) else None
     return value
+
+
+def may_reference(raw: bytes) -> bool:
+    """Whether a Composite request's JSON text can hold a reference (``@{ref.field}``): the marker, or any
+    escaped character (an escape could spell one). Without either, no subrequest needs substituting."""
+    return b"@{" in raw or b"\\u" in raw
 
 
 def _substitute_text(text: str, outputs: dict[str, Any], url: bool = False) -> str:

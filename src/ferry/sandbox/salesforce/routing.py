@@ -34,8 +34,13 @@ class Call:
     in_composite: bool = False
     force_all_or_none: bool = False  # an outer Composite allOrNone overrides inner collection flags
     raw_query: str = ""  # the URL's query string as sent, for parameters that repeat (sobject=A&sobject=B)
+    # A Composite subrequest's body as its request parsed it: not parsed again from ``body`` (a quarter of the
+    # sandbox's CPU in a Composite upsert of 200 records). ``body`` stays: error messages quote it.
+    parsed: Any = None
 
     def json(self) -> Any:
+        if self.parsed is not None:
+            return self.parsed
         if not self.body:
             raise ApiError(400, "JSON_PARSER_ERROR", "The request body is empty or could not be parsed")
         try:
