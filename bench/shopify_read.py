@@ -20,7 +20,9 @@ process's CPU during that read (it runs every bulk operation on one core).
 
 Bench knobs, not fidelity claims: ``--bulk-pace S`` sets the sandbox's modeled bulk pace (seconds per object;
 0 runs operations as fast as the sandbox's CPU allows, for memory-only runs of big stores); ``--shard-orders``
-and ``--spill`` are ``bench/memory.py``'s store options for stores too big to hold as plain dicts.
+and ``--spill`` are ``bench/memory.py``'s store options for stores too big to hold as plain dicts. ``--progress S``
+prints a JSON line every S seconds of a read (this process's RSS and peak RSS, records so far, the sandbox's CPU)
+and adds the RSS timeline to the read's row: a big read stopped half way still shows how far it got and what it held.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ import resource
 import ssl
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import yaml
 from harness.procs import start_shopify
 
@@ -58,28 +62,68 @@ def entities_of(choice: str) -> frozenset[str]:
     return frozenset(e.strip() for e in choice.split(",") if e.strip())
 
 
-async def read_all(config: ShopifyConfig, entities: frozenset[str], shop: Any) -> dict[str, Any]:
+class Progress:
+    """This process's RSS sampled every ``every`` seconds while a read runs, each sample printed as a line (a run
+    stopped half way is still evidence: how far it got and the memory it held), kept for the final row."""
+
+    def __init__(self, every: float, counts: dict[str, int], shop: Any) -> None:
+        self.every, self.counts, self.shop = every, counts, shop
+        self.samples: list[tuple[float, float, int]] = []  # (seconds, RSS MiB, records read so far)
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True)  # a thread: the read's loop may be busy
+
+    def __enter__(self) -> Progress:
+        if self.every > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(self.every):
+            sample = (round(time.monotonic() - self._started, 1), round(me.memory_info().rss / 2**20, 1),
+                      sum(self.counts.values()))
+            self.samples.append(sample)
+            print(json.dumps({"progress_s": sample[0], "rss_mib": sample[1], "peak_rss_mib": _peak_rss_mib(),
+                              "records": dict(self.counts), "shop_cpu_s": round(self.shop.cpu(), 1)}),
+                  flush=True)
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS so far (ru_maxrss, KiB on Linux): run one API per process to read it alone."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+async def read_all(config: ShopifyConfig, entities: frozenset[str], shop: Any, every: float = 0.0
+                   ) -> dict[str, Any]:
     started = time.monotonic()
     shop_cpu = shop.cpu()
     counts: dict[str, int] = {}
-    async with ShopifySource(config) as source:
-        skipped = source.select_entities(entities)  # as the engine does before any read
-        states: dict[str, Any] = await source.prepare_reads({s: None for s in source.streams})  # as the engine
-        for stream in source.streams:
-            counts[stream] = 0
-            async for page in source.read(stream, states.get(stream)):
-                counts[stream] += len(page.records)
-        calls = source.api_calls
-        plans = source.read_plans
-        gql = source._graphql  # the GraphQL read's calls by kind (count, bulk_run, bulk_poll, bulk_file, refunds)
-        by_kind = {} if gql is None else {**gql.client.http.calls, **gql.client.files.calls}
+    with Progress(every, counts, shop) as progress:
+        async with ShopifySource(config) as source:
+            skipped = source.select_entities(entities)  # as the engine does before any read
+            states: dict[str, Any] = await source.prepare_reads({s: None for s in source.streams})  # as the engine
+            for stream in source.streams:
+                counts[stream] = 0
+                async for page in source.read(stream, states.get(stream)):
+                    counts[stream] += len(page.records)
+            calls = source.api_calls
+            plans = source.read_plans
+            gql = source._graphql  # the GraphQL read's calls by kind (count, bulk_run, bulk_poll, bulk_file, ...)
+            by_kind = {} if gql is None else {**gql.client.http.calls, **gql.client.files.calls}
     variant = config.api + ("-one" if config.api == "graphql" and config.bulk_split_min >= ONE else "")
     return {"api": variant, "skipped_entities": sorted(skipped),
             "seconds": round(time.monotonic() - started, 2), "calls": calls,
             "shop_cpu_s": round(shop.cpu() - shop_cpu, 1),
             "records": counts, "reads": {s: p["mode"] for s, p in plans.items()}, "calls_by_kind": by_kind,
-            # This process's peak RSS so far (ru_maxrss, KiB on Linux): run one API per process to read it alone.
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mib": _peak_rss_mib(),
+            # (seconds, RSS MiB, records so far) every --progress seconds: where the memory went during the read
+            **({"rss_timeline": progress.samples} if progress.samples else {})}
 
 
 def _graphql_settings(info: dict[str, Any], body: dict[str, Any]) -> None:
@@ -99,6 +143,8 @@ def main() -> None:
                     help="bench knob: the sandbox's seconds per bulk object (default: its model, 0.0005)")
     ap.add_argument("--shard-orders", type=int, default=0, help="the sandbox's store in shards (bench/memory.py)")
     ap.add_argument("--spill", action="store_true", help="with --shard-orders: records on disk")
+    ap.add_argument("--progress", type=float, default=0.0,
+                    help="print this process's RSS and the records read every S seconds during a read (0: never)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="ferry-bench-") as tmp:
         shop = start_shopify(Path(tmp) / "shopify", args.orders, args.latency, SEED, args.shard_orders, args.spill)
@@ -116,7 +162,7 @@ def main() -> None:
                     **({"bulk_split_min": ONE} if api == "graphql-one" else {}),
                     **({"api_version": args.api_version} if args.api_version else {}),
                 })
-                row = asyncio.run(read_all(config, entities_of(args.entities), shop))
+                row = asyncio.run(read_all(config, entities_of(args.entities), shop, args.progress))
                 print(json.dumps({"orders": args.orders, "latency": args.latency, **row}), flush=True)
                 rows.append(row)
         finally:

@@ -277,3 +277,52 @@ def test_ungrouped_output_puts_each_page_of_parents_before_their_children(shop: 
             seen_parents.add(row["id"])
     assert rows[1].get("__parentId") is None  # the second line is the second order, not a line item
     assert len(rows) == int(op["objectCount"])
+
+
+NAMED = '''{ orders(sortKey: ID) { edges { node { id customer { id email displayName }
+  lineItems { edges { node { id product { id legacyResourceId title } variant { id sku displayName } } } } } } } }'''
+
+
+def _named_records(shop: Served, session: Any) -> dict[str, dict[str, Any]]:
+    """The customers, products and variants an orders bulk run names, by GID, as the result file gives them."""
+    started = gql_run(session, RUN, q=NAMED)["bulkOperationRunQuery"]
+    op, _ = wait_until_done(lambda: gql_run(session, POLL, id=started["bulkOperation"]["id"])["node"])
+    assert op["status"] == "COMPLETED", op
+    named: dict[str, dict[str, Any]] = {}
+    for row in download(shop, op["url"]):
+        for kind in ("customer", "product", "variant"):
+            if row.get(kind):
+                named[row[kind]["id"]] = row[kind]
+    return named
+
+
+def test_the_records_an_order_names_are_read_whole_when_asked_beyond_their_id(shop: Served, session: Any) -> None:
+    # An order's customer and a line item's product and variant are looked up only when a field beyond the id
+    # is asked (their record is not decoded for `{ id }`): asked, they are the store's records, and a REST
+    # write to a product shows in the next run.
+    table = shop.sandbox.state.table
+    named = _named_records(shop, session)
+    customers = [v for k, v in named.items() if "/Customer/" in k]
+    products = [v for k, v in named.items() if "/Product/" in k]
+    variants = [v for k, v in named.items() if "/ProductVariant/" in k]
+    assert customers and products and variants
+    for c in customers:
+        rec = table("customers").peek(int(c["id"].rsplit("/", 1)[1]))
+        assert rec is not None and c["email"] == rec.get("email")
+    for p in products:
+        rec = table("products").peek(int(p["legacyResourceId"]))
+        assert rec is not None and p["title"] == rec["title"]
+    by_variant = {v["id"]: (p, v) for p in table("products").records for v in p.get("variants") or ()}
+    for v in variants:
+        product, variant = by_variant[int(v["id"].rsplit("/", 1)[1])]
+        assert v["sku"] == variant.get("sku") and v["displayName"] == f"{product['title']} - {variant['title']}"
+
+    pid = int(products[0]["legacyResourceId"])
+    with sandbox_http(shop) as http:
+        resp = http.put(f"{shop.api}/products/{pid}.json", headers={"X-Shopify-Access-Token": shop.token},
+                        json={"product": {"id": pid, "title": "Renamed mid-test"}})
+    assert resp.status_code == 200, resp.text
+    again = _named_records(shop, session)
+    assert again[products[0]["id"]]["title"] == "Renamed mid-test"
+    assert all(v["displayName"].startswith("Renamed mid-test - ") for k, v in again.items()
+               if "/ProductVariant/" in k and by_variant[int(k.rsplit("/", 1)[1])][0]["id"] == pid)

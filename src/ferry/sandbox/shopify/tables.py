@@ -63,6 +63,10 @@ class Table:
         i = self._pos.get(rid)
         return None if i is None else self.records[i]
 
+    def has(self, rid: int) -> bool:
+        """Whether a record with id ``rid`` exists (nothing decoded)."""
+        return rid in self._pos
+
     def max_id(self) -> int:
         return self.ids[-1] if self.ids else 0
 
