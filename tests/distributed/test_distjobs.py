@@ -258,6 +258,21 @@ def test_workers_killed_holding_a_read_and_an_open_bulk_job_lose_nothing_and_upl
         org.stop()
 
 
+def _spec_and_store(shop: SandboxProcess, pipeline: Path, pg_server: PostgresServer, tmp_path: Path) -> Any:
+    """The pipeline's spec (its target settings from an org started only for them: nothing is written) and a
+    store on a fresh, migrated database."""
+    from ferry.cli.demo import demo_env
+    from ferry.engine.pipeline import load_pipeline
+    from ferry.store.postgres import PostgresStore
+
+    url = pg_server.fresh_database()
+    migrate(url)
+    org = start_sandbox("salesforce", tmp_path / "org")
+    env = demo_env({k: str(v) for k, v in shop.info.items()}, {k: str(v) for k, v in org.info.items()})
+    org.stop()
+    return load_pipeline(pipeline, {**os.environ, **env}), PostgresStore(url)
+
+
 def test_a_read_item_of_a_run_that_is_over_stages_nothing_and_one_of_a_running_run_reads_once(
     shop: SandboxProcess, pipeline: Path, pg_server: PostgresServer, tmp_path: Path,
 ) -> None:
@@ -267,19 +282,10 @@ def test_a_read_item_of_a_run_that_is_over_stages_nothing_and_one_of_a_running_r
     import asyncio
 
     from ferry.bus.work import ReadStream
-    from ferry.cli.demo import demo_env
     from ferry.engine.distjobs import ReadAndJobWork, read_mark
     from ferry.engine.distributed import LoadWork
-    from ferry.engine.pipeline import load_pipeline
-    from ferry.store.postgres import PostgresStore
 
-    url = pg_server.fresh_database()
-    migrate(url)
-    org = start_sandbox("salesforce", tmp_path / "org")  # the pipeline's target settings (nothing is written)
-    env = demo_env({k: str(v) for k, v in shop.info.items()}, {k: str(v) for k, v in org.info.items()})
-    org.stop()
-    spec = load_pipeline(pipeline, {**os.environ, **env})
-    store = PostgresStore(url)
+    spec, store = _spec_and_store(shop, pipeline, pg_server, tmp_path)
     try:
         died = store.start_run(spec.name)
         store.close_abandoned_runs(spec.name)  # what the next coordinator does first: `died` is over
@@ -314,19 +320,10 @@ def test_a_stale_reader_cannot_overwrite_the_read_state_of_the_run_that_took_ove
     import asyncio
 
     from ferry.bus.work import ReadStream
-    from ferry.cli.demo import demo_env
     from ferry.engine.distjobs import ReadAndJobWork, read_mark
     from ferry.engine.distributed import LoadWork
-    from ferry.engine.pipeline import load_pipeline
-    from ferry.store.postgres import PostgresStore
 
-    url = pg_server.fresh_database()
-    migrate(url)
-    org = start_sandbox("salesforce", tmp_path / "org")  # the pipeline's target settings (nothing is written)
-    env = demo_env({k: str(v) for k, v in shop.info.items()}, {k: str(v) for k, v in org.info.items()})
-    org.stop()
-    spec = load_pipeline(pipeline, {**os.environ, **env})
-    store = PostgresStore(url)
+    spec, store = _spec_and_store(shop, pipeline, pg_server, tmp_path)
     b_state = {"cursor": None}  # B's prepare: the stream read afresh (a new bulk operation, for Shopify GraphQL)
     try:
         run_a = store.start_run(spec.name)
