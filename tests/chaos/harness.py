@@ -161,6 +161,9 @@ class ChaosResult:
 
 class Chaos:
     ferry_flags: tuple[str, ...] = ()  # global options of each life's `ferry` (``-v``: info logs on stderr)
+    # Seconds from first durable progress to exit of the last life that finished: a random kill is drawn within it,
+    # or re-syncs that finish in 2 s would rarely meet a kill drawn over the long run's 8 s ``kill_after``.
+    _finished_after: float | None = None
     # The chaos run's state store (FERRY_STATE_URL; None: SQLite in its FERRY_HOME). The clean run it is judged
     # against always keeps its own embedded state.
     state_url: str | None = None
@@ -250,6 +253,8 @@ class Chaos:
                 bulk_kills += life.kill_phase.startswith("bulk")
             elif life.exit_code in RUN_FINISHED and kills >= self.config.kills and bulk_kills >= self.config.bulk_kills:
                 break
+            elif life.exit_code in RUN_FINISHED and len(lives) >= self.config.max_lives:
+                break  # no life follows to sync an edit made now: the source stays as this last life left it
             elif life.exit_code in RUN_FINISHED:
                 # It finished before enough kills: give it more to do. Short of Bulk kills, touch enough
                 # orders that Order and OrderItem cross bulk_threshold again, so the next life runs Bulk jobs.
@@ -351,11 +356,14 @@ class Chaos:
         # Edits only go into lives that will be killed: the last life runs on a source at rest, as a
         # scheduled run after the last edit would (an edit after a run's last page is the next run's).
         edits_left = self.config.edits_per_life if kill else 0
+        progressed_at: float | None = None
         while proc.poll() is None:
             if time.monotonic() > deadline:
                 raise AssertionError("chaos run out of time")
             now = time.time()
             progressed = self._progress_at(before) is not None
+            if progressed and progressed_at is None:
+                progressed_at = now
             if progressed and edits_left:
                 self._edit_some(1)
                 edits_left -= 1
@@ -363,7 +371,7 @@ class Chaos:
                 # Within the org's queue time of the job first seen: the kill lands while it is in flight.
                 mode, kill_at = "bulk", now + self.rng.uniform(0.0, 0.8 * self.config.bulk_queue_seconds)
             elif kill and progressed and kill_at is None:
-                mode, kill_at = "random", now + self.rng.uniform(*self.config.kill_after)
+                mode, kill_at = "random", now + self.rng.uniform(*self._kill_window())
             if kill_at is not None and now >= kill_at:
                 if mode == "bulk":
                     states = self._open_job_states()
@@ -372,6 +380,15 @@ class Chaos:
                     self._kill(proc, life, "random")
                 return
             time.sleep(0.02)
+        if progressed_at is not None:
+            self._finished_after = time.time() - progressed_at
+
+    def _kill_window(self) -> tuple[float, float]:
+        """``kill_after``, its end brought within how long the last finished life ran after its first progress."""
+        lo, hi = self.config.kill_after
+        if self._finished_after is not None:
+            hi = max(lo, min(hi, 0.9 * self._finished_after))
+        return lo, hi
 
     def _kill(self, proc: subprocess.Popen[bytes], life: Life, phase: str) -> None:
         if proc.poll() is not None:
