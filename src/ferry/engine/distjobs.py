@@ -75,6 +75,17 @@ class WorkLockLost(RuntimeError):
     """The session holding a work lock ended (a PostgreSQL restart): the item is retried, from the durable state."""
 
 
+def given_spec(specs: dict[str, PipelineSpec], name: str) -> PipelineSpec:
+    """The pipeline a work item names, as this worker was given it; a permanent error when it was not (the item
+    goes to the dead letters: retrying it on this worker cannot help)."""
+    spec = specs.get(name)
+    if spec is None:
+        raise PermanentWorkError(
+            f"this worker was not given pipeline {name!r}: start every worker with the same pipeline files"
+        )
+    return spec
+
+
 def read_mark(run_id: int, stream: str) -> str:
     """The mark that says ``stream`` was read to its end in run ``run_id`` (its value: records staged + 1)."""
     return f"read:{run_id}:{stream}"
@@ -146,8 +157,7 @@ class ReadAndJobWork:
             finally:
                 # Before the done mark: the coordinator that sees the stream read sees its calls too.
                 tally = self._source_calls.setdefault(item.pipeline, runcalls.CallTally())
-                await runcalls.report(self.store, item.run_id, tally, {runcalls.SOURCE: source.api_calls},
-                                      lambda grown: grown)
+                await runcalls.report_source(self.store, item.run_id, tally, source)
             # Done, after the last page (durable before it): the coordinator may plan this stream's records.
             await asyncio.to_thread(self.store.commit_planned, item.pipeline, item.run_id, {}, [], (mark, count + 1))
             log.info("worker.read_done", stream=item.stream, records=count, resumed=bool(intake.resumed))
@@ -208,11 +218,7 @@ class ReadAndJobWork:
         async with self._opening:
             if name in self._sources:
                 return self._sources[name]
-            spec = self.specs.get(name)
-            if spec is None:
-                raise PermanentWorkError(
-                    f"this worker was not given pipeline {name!r}: start every worker with the same pipeline files"
-                )
+            spec = given_spec(self.specs, name)
             source = open_source(spec.source)
             await source.__aenter__()
             # As the coordinator does before its reads: a source that selects reads only what the pipeline's

@@ -53,6 +53,7 @@ from ferry.engine.distflow import LoadFlow
 from ferry.engine.distjobs import (
     CoordinatorLink,
     choose_for_workers,
+    given_spec,
     publish_job,
     read_over_bus,
     read_streams_over_bus,
@@ -140,12 +141,10 @@ class DistributedRunner(Runner):
         killed mid-run leaves them counted for its ``died`` row. Before each hand-over to the workers."""
         own = self._own
         if source is not None:
-            own.note(await runcalls.report(self.store, run_id, own.source_tally, {runcalls.SOURCE: source.api_calls},
-                                           lambda grown: grown))
+            own.note(await runcalls.report_source(self.store, run_id, own.source_tally, source))
         sink, objects = own.sink, own.objects
         if sink is not None:
-            own.note(await runcalls.report(self.store, run_id, own.sink_tally, sink.api_calls,
-                                           lambda grown: runcalls.sink_parts(grown, objects)))
+            own.note(await runcalls.report_sink(self.store, run_id, own.sink_tally, sink, objects))
 
     async def _extract(self, source: Source, run_id: int, stats: RunStats) -> None:
         """The read, by workers: one ``ReadStream`` item per stream, all at once (engine/distjobs.py)."""
@@ -613,8 +612,7 @@ class LoadWork:
         """The calls the pipeline's sink sent since the last report, added to run ``run_id``'s (runcalls.py)."""
         opened = self._open.get(pipeline)
         if opened is not None:
-            await runcalls.report(self.store, run_id, opened.calls, opened.sink.api_calls,
-                                  lambda grown: runcalls.sink_parts(grown, opened.plans))
+            await runcalls.report_sink(self.store, run_id, opened.calls, opened.sink, opened.plans)
 
     async def opened(self, name: str) -> _OpenPipeline:
         """The pipeline's sink and plans, opened once for the worker's life (shared with engine/distjobs.py)."""
@@ -624,11 +622,7 @@ class LoadWork:
         async with self._opening:
             if name in self._open:
                 return self._open[name]
-            spec = self.specs.get(name)
-            if spec is None:
-                raise PermanentWorkError(
-                    f"this worker was not given pipeline {name!r}: start every worker with the same pipeline files"
-                )
+            spec = given_spec(self.specs, name)
             sink = open_sink(spec.target, SinkContext(
                 name, ledger=self.ledger, clock=self.clock,
                 target_ids=lambda obj, keys: self.store.target_ids(name, obj, keys),

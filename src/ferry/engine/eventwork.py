@@ -36,6 +36,7 @@ from ferry.core.bus import BusMessage, PermanentWorkError, key_partition
 from ferry.core.contracts import Sink, SinkContext, Source
 from ferry.core.ports import NewDeadLetter, OutboxRow, PlannedRow, StagedRecord
 from ferry.engine.adopt import adopt_linked
+from ferry.engine.distjobs import given_spec
 from ferry.engine.distributed import direct_write
 from ferry.engine.loader import Loader, RetryBudget
 from ferry.engine.pipeline import PipelineSpec
@@ -103,10 +104,7 @@ class EventWork:
 
     async def submit(self, item: EventBatch) -> None:
         """Join the micro-batch gathering for the item's pipeline; returns (or raises) when it is done."""
-        if item.pipeline not in self.specs:
-            raise PermanentWorkError(
-                f"this worker was not given pipeline {item.pipeline!r}: start every worker with the same pipeline files"
-            )
+        given_spec(self.specs, item.pipeline)
         batch = self._gathering.get(item.pipeline)
         if batch is None:
             batch = _Gather(done=asyncio.get_running_loop().create_future())

@@ -82,17 +82,40 @@ async def report(store: Any, run_id: int, tally: CallTally, counts: Mapping[str,
     return added
 
 
+async def report_source(store: Any, run_id: int, tally: CallTally, source: Any) -> Mapping[str, int]:
+    """``report`` of a source's calls (one part: ``source``)."""
+    return await report(store, run_id, tally, {SOURCE: source.api_calls}, lambda grown: grown)
+
+
+async def report_sink(store: Any, run_id: int, tally: CallTally, sink: Any,
+                      objects: Collection[str]) -> Mapping[str, int]:
+    """``report`` of a sink's calls, by label: a pipeline object's writes, or set-up (``sink_parts``)."""
+    return await report(store, run_id, tally, sink.api_calls, lambda grown: sink_parts(grown, objects))
+
+
+def _split(calls: Mapping[str, int]) -> tuple[int, int, dict[str, int]]:
+    """Run parts as (source calls, set-up calls, calls per object)."""
+    source = setup = 0
+    objects: dict[str, int] = {}
+    for part, n in calls.items():
+        if part == SOURCE:
+            source += n
+        elif part.startswith(OBJECT):
+            objects[part[len(OBJECT):]] = objects.get(part[len(OBJECT):], 0) + n
+        else:
+            setup += n
+    return source, setup, objects
+
+
 def add_to_stats(stats: RunStats, calls: Mapping[str, int]) -> None:
     """The workers' calls (``run_calls``) added to the coordinator's own figures, part by part, and their target
     calls to the run's budget figures (``budget_with``)."""
-    for part, n in calls.items():
-        if part == SOURCE:
-            stats.source_api_calls += n
-        elif part.startswith(OBJECT):
-            stats.object(part[len(OBJECT):]).api_calls += n
-        else:
-            stats.setup_api_calls += n
-    stats.budget = budget_with(stats.budget, sum(n for part, n in calls.items() if part != SOURCE))
+    source, setup, per_object = _split(calls)
+    stats.source_api_calls += source
+    stats.setup_api_calls += setup
+    for name, n in per_object.items():
+        stats.object(name).api_calls += n
+    stats.budget = budget_with(stats.budget, setup + sum(per_object.values()))
 
 
 def budget_with(budget: Mapping[str, Any] | None, target_calls: int) -> dict[str, Any] | None:
@@ -130,21 +153,16 @@ def counted_in(stats: Mapping[str, Any], calls: Mapping[str, int]) -> dict[str, 
     if not isinstance(counted, dict):
         counted = dict(calls) if out else {}
     objects = {name: dict(o) for name, o in (out.get("objects") or {}).items()}
-    target = 0
-    for part, n in calls.items():
-        more = n - int(counted.get(part, 0) or 0)
-        if more <= 0:
-            continue
-        if part == SOURCE:
-            out["source_api_calls"] = int(out.get("source_api_calls", 0) or 0) + more
-            continue
-        target += more
-        if part.startswith(OBJECT):
-            o = objects.setdefault(part[len(OBJECT):], {})
-            o["api_calls"] = int(o.get("api_calls", 0) or 0) + more
-        else:
-            out["setup_api_calls"] = int(out.get("setup_api_calls", 0) or 0) + more
+    more = {part: n - int(counted.get(part, 0) or 0) for part, n in calls.items()}
+    source, setup, per_object = _split({part: n for part, n in more.items() if n > 0})
+    if source:
+        out["source_api_calls"] = int(out.get("source_api_calls", 0) or 0) + source
+    if setup:
+        out["setup_api_calls"] = int(out.get("setup_api_calls", 0) or 0) + setup
+    for name, n in per_object.items():
+        o = objects.setdefault(name, {})
+        o["api_calls"] = int(o.get("api_calls", 0) or 0) + n
     out["objects"] = objects
-    out["budget"] = budget_with(out.get("budget"), target)
+    out["budget"] = budget_with(out.get("budget"), setup + sum(per_object.values()))
     out["run_calls_counted"] = dict(calls)
     return out

@@ -485,9 +485,7 @@ class Store:
             )
 
     def run_calls(self, run_id: int) -> dict[str, int]:
-        with self._lock:
-            rows = self._conn.execute("SELECT part, calls FROM run_calls WHERE run_id = ?", (run_id,)).fetchall()
-        return {str(part): int(n) for part, n in rows}
+        return self.runs_calls([run_id]).get(run_id, {})
 
     def runs_calls(self, run_ids: Collection[int]) -> dict[int, dict[str, int]]:
         wanted = set(run_ids)

@@ -125,7 +125,11 @@ class BulkBoard:
         """The app's bulk query operations holding the shop's slots now, oldest first (tracked on the board)."""
         answer = await self.client.query(f"query Running {{ running: {running_field(api_version)} }}", cost=2,
                                          label="bulk_poll")
-        ops = running_ops(answer.data)
+        return self.note_running(answer.data)
+
+    def note_running(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """The active operations of an answer to ``running_field`` (aliased ``running``), tracked on the board."""
+        ops = running_ops(data)
         for op in ops:
             self.track(str(op["id"]), op)
         return ops

@@ -42,7 +42,6 @@ from ferry.connectors.shopify.gql_bulk import (
     BulkQueries,
     concurrent_queries,
     running_field,
-    running_ops,
 )
 from ferry.connectors.shopify.gql_client import ShopifyGraphQL
 from ferry.connectors.shopify.gql_split import BulkProgress, Part, id_ranges, legacy_id, share_slots
@@ -179,9 +178,7 @@ class GraphQLReads:
             cost=3 + len(streams) * (5 if splits else 1), label="count",
         )
         self.shaper = shape.Shaper((answer.data.get("shop") or {}).get("ianaTimezone"))
-        self.running = running_ops(answer.data)
-        for op in self.running:
-            self.board.track(str(op["id"]), op)
+        self.running = self.board.note_running(answer.data)
         out: dict[str, _Count] = {}
         for i, stream in enumerate(streams):
             count = (answer.data.get(f"c{i}") or {}).get("count")

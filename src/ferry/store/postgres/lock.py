@@ -21,6 +21,28 @@ from ferry.store.url import mask_url
 PIPELINE_LOCKS = 0x46525931  # "FRY1"
 
 
+def _session(conninfo: str, holder: str) -> psycopg.Connection:
+    """A session of a lock's own, named after its holder (pid and host: seen in pg_stat_activity)."""
+    me = f"{holder}: pid {os.getpid()} on {socket.gethostname()}"
+    return psycopg.connect(
+        conninfo,
+        autocommit=True,
+        application_name=me[:63],
+        connect_timeout=10,
+        # A machine that vanished (no FIN sent) is noticed in ~25 s and its lock dropped.
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+    )
+
+
+def _unavailable(conninfo: str, exc: psycopg.OperationalError) -> Exception:
+    from ferry.store.postgres.store import StateUnavailable
+
+    return StateUnavailable(f"{mask_url(conninfo)}: {mask_url(str(exc).strip())}")
+
+
 class AdvisoryPipelineLock:
     """``with AdvisoryPipelineLock(url, "shop"):``; a second holder, on any machine, gets ``PipelineBusy``."""
 
@@ -30,23 +52,10 @@ class AdvisoryPipelineLock:
         self._conn: psycopg.Connection | None = None
 
     def acquire(self) -> None:
-        me = f"ferry run {self.pipeline}: pid {os.getpid()} on {socket.gethostname()}"
         try:
-            conn = psycopg.connect(
-                self.conninfo,
-                autocommit=True,
-                application_name=me[:63],
-                connect_timeout=10,
-                # A machine that vanished (no FIN sent) is noticed in ~25 s and its lock dropped.
-                keepalives=1,
-                keepalives_idle=10,
-                keepalives_interval=5,
-                keepalives_count=3,
-            )
+            conn = _session(self.conninfo, f"ferry run {self.pipeline}")
         except psycopg.OperationalError as exc:
-            from ferry.store.postgres.store import StateUnavailable
-
-            raise StateUnavailable(f"{mask_url(self.conninfo)}: {mask_url(str(exc).strip())}") from None
+            raise _unavailable(self.conninfo, exc) from None
         row = conn.execute(
             "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (PIPELINE_LOCKS, self.pipeline)
         ).fetchone()
@@ -119,15 +128,11 @@ class AdvisoryWorkLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if free (False: another live session holds it); ``StateUnavailable`` if unreachable."""
-        me = f"ferry worker {self.label}: pid {os.getpid()} on {socket.gethostname()}"
         try:
-            conn = psycopg.connect(self.conninfo, autocommit=True, application_name=me[:63], connect_timeout=10,
-                                   keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+            conn = _session(self.conninfo, f"ferry worker {self.label}")
             row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (WORK_LOCKS, self.name)).fetchone()
         except psycopg.OperationalError as exc:
-            from ferry.store.postgres.store import StateUnavailable
-
-            raise StateUnavailable(f"{mask_url(self.conninfo)}: {mask_url(str(exc).strip())}") from None
+            raise _unavailable(self.conninfo, exc) from None
         if not row or not row[0]:
             conn.close()
             return False

@@ -332,9 +332,7 @@ class PostgresStore(EventClaims):
             )
 
     def run_calls(self, run_id: int) -> dict[str, int]:
-        with self._conn() as conn:
-            rows = conn.execute("SELECT part, calls FROM run_calls WHERE run_id = %s", (run_id,)).fetchall()
-        return {str(part): int(n) for part, n in rows}
+        return self.runs_calls([run_id]).get(run_id, {})
 
     def runs_calls(self, run_ids: Collection[int]) -> dict[int, dict[str, int]]:
         ids = sorted(set(run_ids))
