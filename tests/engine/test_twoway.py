@@ -51,9 +51,12 @@ def test_a_field_both_own_follows_the_conflict_rule(store: Store, conflict: str,
     store.record_written("p", "Account", [Written("7", "2026-12-06T06:00:00Z", "001A")])
     store.record_written("back", "Customer", [Written("001A", peer_version, "gid://shopify/Customer/7")])
     tw = TwoWay(TwoWaySpec(owners={"Account": {"Name": "both"}}, conflict=conflict, peer=PEER), store, "p")  # type: ignore[arg-type]
+    stats = ObjectStats()
     out = tw.filter("Account", [_row("7", "2026-12-06T02:00:02-05:00", Name="New", Phone="1")],
-                    {"7": "2026-12-06T06:00:00Z"}, ObjectStats())
+                    {"7": "2026-12-06T06:00:00Z"}, stats)
     assert ("Name" in out[0].payload) is kept and out[0].payload["Phone"] == "1"
+    # counted only where the rule found the target's change newer (target_wins leaves the field out by rule)
+    assert stats.target_newer == (1 if conflict == "latest_wins" and not kept else 0)
 
 
 def test_latest_wins_needs_a_peer() -> None:

@@ -11,6 +11,7 @@ made in the shop, and an Account made in the CRM, each end as one record on each
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 from collections.abc import Iterator
@@ -240,6 +241,18 @@ def _options(world: TwoWayWorld) -> Any:
                         window=0.1, schedules=False)
 
 
+def _after_the_shop_stamp(world: TwoWayWorld, cid: int) -> None:
+    """Wait until the wall clock is past the customer's last stamp in the shop.
+
+    The CRM edits below change the last name, a field both sides own, decided by ``latest_wins``: the Contact's
+    SystemModstamp against the shop's stamp of the customer. The shop sandbox stamps each write at least a second
+    after the one before (its versions always increase), so the test's burst of writes dates the customer a few
+    seconds ahead of the wall clock, and a CRM edit made within that lead is (rightly, by the rule) the older one:
+    the shop's name stays, the run counts it as ``target_newer``. A person edits seconds later; so does the test."""
+    stamp = dt.datetime.fromisoformat(str(world.customers()[cid]["updated_at"])).timestamp()
+    wait_for(lambda: time.time() > stamp + 0.01, 30, "the wall clock past the shop's stamp")
+
+
 def test_change_feed_resumes_from_the_staged_replay_id_after_a_restart(world: TwoWayWorld) -> None:
     world.create_customers(2)
     asyncio.run(Runner(world.to_sf, world.store).run())
@@ -268,6 +281,7 @@ def test_change_feed_resumes_from_the_staged_replay_id_after_a_restart(world: Tw
         # change stream carries it to the shop, and its replay id is saved with the Account's position.
         contact = next(c for c in world.org.state.store.table("Contact").rows.values()
                        if c.get("AccountId") == account_id)
+        _after_the_shop_stamp(world, cid)
         resp = world.org_http.patch(f"/services/data/v62.0/sobjects/Contact/{contact['Id']}",
                                     json={"LastName": "Byron"})
         assert resp.status_code == 204, resp.text
@@ -282,6 +296,7 @@ def test_change_feed_resumes_from_the_staged_replay_id_after_a_restart(world: Tw
         assert serve.stop() == 0
     # Only a Contact edited while ferry was down: no Account event will come, and the Contact stream resumes by
     # its own saved replay id (it does not wait for the Account stream's first event).
+    _after_the_shop_stamp(world, cid)
     resp = world.org_http.patch(f"/services/data/v62.0/sobjects/Contact/{contact['Id']}", json={"LastName": "Shelley"})
     assert resp.status_code == 204, resp.text
     serve = start_serve([world.to_shop], world.store, _options(world))

@@ -14,6 +14,8 @@ class ObjectStats:
     updated: int = 0
     unchanged: int = 0
     echoes: int = 0  # two-way sync: records dropped because they carried what ferry itself last wrote
+    # two-way latest_wins: updates sent without the fields both sides own, the target's change being the newer
+    target_newer: int = 0
     dead_lettered: int = 0
     retried: int = 0
     api_calls: int = 0

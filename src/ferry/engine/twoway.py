@@ -23,8 +23,10 @@ create that the target refuses as a duplicate and the sink must then find by a l
 
 ``latest_wins`` compares this record's version (the source's own change time) with the newest version the
 peer pipeline wrote of the same record (the peer's key is this pipeline's target id, ``peer.via``): a target
-change stamped later keeps its value of the `both` fields. Versions that are not timestamps fall back to
-``source_wins``.
+change stamped later keeps its value of the `both` fields (counted as ``target_newer`` and logged, so an edit
+that lost is not mistaken for one ferry missed). Versions that are not timestamps fall back to ``source_wins``.
+The two stamps come from two clocks (Shopify's to the second): edits on both sides within the clocks' skew are
+decided by the stamps, not by which came first.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+import structlog
 
 from ferry.core.ports import PlannedRow, StateStore
 from ferry.engine.pipeline import TwoWaySpec
 from ferry.engine.stats import ObjectStats
+
+log = structlog.get_logger("ferry.engine.twoway")
 
 
 def payload_digest(payload: Mapping[str, Any]) -> str:
@@ -114,7 +119,7 @@ class TwoWay:
         linked = self.linked(obj, [r.key for r in rows if r.key not in known])
         if linked:
             known = {**known, **{k: "" for k in linked}}  # the peer's record: an update, ownership applies
-        rows = self._apply_ownership(obj, rows, known, external_id)
+        rows = self._apply_ownership(obj, rows, known, external_id, stats)
         written = self.store.written_digests(self.pipeline, obj, [r.key for r in rows])
         kept = [r for r in rows if not is_echo(written.get(r.key), r.payload)]
         stats.echoes += len(rows) - len(kept)
@@ -150,7 +155,7 @@ class TwoWay:
         return self._gid_path
 
     def _apply_ownership(
-        self, obj: str, rows: list[PlannedRow], known: Mapping[str, str], external_id: str
+        self, obj: str, rows: list[PlannedRow], known: Mapping[str, str], external_id: str, stats: ObjectStats
     ) -> list[PlannedRow]:
         owners = {f: o for f, o in self.spec.owners.get(obj, {}).items() if f != external_id}
         theirs = [f for f, o in owners.items() if o == "target"]
@@ -159,6 +164,12 @@ class TwoWay:
             return rows
         updates = [r for r in rows if r.key in known]
         target_newer = self._target_newer(obj, updates) if both and self.spec.conflict == "latest_wins" else set()
+        if target_newer:
+            # Said, not only counted: a person's edit that loses to a newer one on the other side looks, from the
+            # source, like an edit ferry ignored (an echo once the both-owned fields are left out).
+            stats.target_newer += len(target_newer)
+            log.info("two_way.target_newer", pipeline=self.pipeline, object=obj, records=len(target_newer),
+                     fields=both, keys=sorted(target_newer)[:5])
         out: list[PlannedRow] = []
         for r in rows:
             if r.key not in known:
