@@ -11,10 +11,12 @@ from ferry.model.values import (
     MIN_VERSION,
     _parsed_utc,
     int_or_raw,
+    is_canonical_timestamp,
     money,
     strip_html,
     tags,
     text,
+    unsettled_version,
     utc_timestamp,
     version_of,
 )
@@ -77,3 +79,17 @@ def test_strip_html() -> None:
     assert strip_html("<style>p{}</style><b>bold</b>") == "bold"
     assert strip_html("plain") == "plain"
     assert strip_html("<p> </p>") is None
+
+
+def test_an_unsettled_version_sits_between_the_second_before_and_its_stamp_and_rises_with_the_sighting() -> None:
+    stamp = "2026-12-06T18:39:30.000000Z"
+    t = datetime(2026, 12, 6, 18, 39, 30, tzinfo=UTC).timestamp()
+    sightings = [t - 5, t - 1, t, t + 0.3, t + 0.30004, t + 4.99]  # a clock behind the source's, too
+    versions = [unsettled_version(stamp, s) for s in sightings]
+    assert all(is_canonical_timestamp(v) for v in versions)
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    assert versions[0] > "2026-12-06T18:39:29.000000Z" and versions[-1] < stamp
+    assert unsettled_version(stamp, t - 60) == "2026-12-06T18:39:29.500000Z"  # far behind: the lowest
+    assert unsettled_version(stamp, t + 5) == stamp  # seen after the window: final
+    assert unsettled_version("2026-12-06T18:39:30.123000Z", t) == "2026-12-06T18:39:30.123000Z"  # sub-second
+    assert unsettled_version(MIN_VERSION, t) == MIN_VERSION

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import html
 import re
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -201,6 +203,85 @@ def version_of(*candidates: Any) -> str:
         if ts is not None and ts > best and is_canonical_timestamp(ts):
             best = ts
     return best
+
+
+# How long after its whole-second stamp S a change can still be stamped S and become visible (Shopify stamps a
+# write a little before it commits, to the second). A record seen sooner than this after S may not be the last
+# state stamped S: see ``unsettled_version``.
+SETTLE_SECONDS = 5.0
+
+
+def version_at(moment: datetime) -> str:
+    """A moment as a version string (the fixed-width UTC form ``utc_timestamp`` gives)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def unsettled_version(version: str, seen: float) -> str:
+    """The version of a record stamped ``version`` (whole seconds, S) and seen at ``seen`` (epoch seconds), when
+    another change could still be stamped S: a version in [S - 0.5 s, S), rising with ``seen``.
+
+    Sources that stamp to the second give two changes made within one second the same version, so the second
+    one would compare equal to the first (already written) and be taken as unchanged: lost until the record's
+    next change. Lowered this way, a later sighting within the second's window is newer than an earlier one
+    (a webhook by the time Shopify fired it, a read by when it ran), and the first sighting after the window
+    (the stamp S itself, settled) is newer than all of them: it is written once more if what ferry wrote was
+    seen too early, and only then. The form stays a fixed-width UTC timestamp, half a second before the stamp
+    at most, so versions still compare as strings and read as times. A version with a fraction of a second,
+    or seen after the window, is returned as it is."""
+    if len(version) != 27 or not version.endswith(".000000Z"):
+        return version
+    try:
+        stamp = datetime.fromisoformat(version[:19]).replace(tzinfo=UTC)
+    except ValueError:
+        return version
+    since = seen - stamp.timestamp()
+    if since >= SETTLE_SECONDS:
+        return version
+    # From a window's length before the stamp (the observer's clock may be behind the source's) to its end.
+    share = min(max(since + SETTLE_SECONDS, 0.0), 2 * SETTLE_SECONDS) / (4 * SETTLE_SECONDS)  # in [0, 0.5)
+    return version_at(stamp - timedelta(seconds=0.5) + timedelta(microseconds=int(share * 1_000_000)))
+
+
+# Set by a reader on a raw record seen while a later change could still share its (whole-second) stamp: when it
+# was seen (epoch seconds). The source's identify and normalize then give it ``unsettled_version``s.
+SEEN_KEY = "_ferry_seen"
+
+
+def mark_unsettled(records: list[dict[str, Any]], version: Callable[[dict[str, Any]], str],
+                   threshold: str | None = None, seen: float | None = None) -> int:
+    """Mark the records whose ``version`` is above ``threshold`` (``settle_threshold`` of when the source served
+    them: a stamp that far back is final) as seen at ``seen``; how many. Without them: seen now, by this
+    machine's clock (a record fetched by id, a delivery that names no event time)."""
+    if seen is None:
+        seen = time.time()
+    if threshold is None:
+        threshold = settle_threshold(datetime.fromtimestamp(seen, UTC))
+    marked = 0
+    for raw in records:
+        if version(raw) > threshold:
+            raw[SEEN_KEY] = seen
+            marked += 1
+    return marked
+
+
+def seen_version(raw: dict[str, Any], version: str) -> str:
+    """``version`` of the raw record, lowered when the record was marked unsettled."""
+    seen = raw.get(SEEN_KEY)
+    return version if seen is None else unsettled_version(version, seen)
+
+
+def settle_versions(raw: dict[str, Any], records: Iterable[tuple[str, Any]]) -> None:
+    """Lower the versions of the canonical records just built from ``raw`` when it was marked unsettled."""
+    seen = raw.get(SEEN_KEY)
+    if seen is not None:
+        for _, record in records:  # records just built, each once
+            record.version = unsettled_version(record.version, seen)
+
+
+def settle_threshold(observed: datetime) -> str:
+    """The newest version that is final for a record seen at ``observed`` (the source's clock): a record whose
+    version is above it may share its stamp with a change not yet visible (unsettled)."""
+    return version_at(observed - timedelta(seconds=SETTLE_SECONDS))
 
 
 def newest_version(*timestamps: str | None) -> str:

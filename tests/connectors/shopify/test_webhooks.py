@@ -58,3 +58,26 @@ def test_a_topic_ferry_never_subscribes_to_is_refused() -> None:
 def test_subscriptions_follow_the_streams() -> None:
     subs = _receiver().subscriptions("https://ferry.example.com/webhooks/p/shopify", ["customers"])
     assert [s.topic for s in subs] == ["customers/create", "customers/update"]
+
+
+def test_two_deliveries_stamped_in_one_second_are_ordered_by_when_shopify_fired_them() -> None:
+    # Shopify stamps updated_at to the second: the later of two changes in one second must still be the newer
+    # version, or the engine takes it for the one already written. X-Shopify-Triggered-At orders them.
+    from ferry.connectors.shopify.normalize import identify, normalize
+    from ferry.model.values import SEEN_KEY as SEEN
+
+    body_a = b'{"id": 9, "updated_at": "2026-12-06T13:39:30-05:00", "email": "a@example.com"}'
+    body_b = b'{"id": 9, "updated_at": "2026-12-06T13:39:30-05:00", "email": "b@example.com"}'
+    fired = {"a": "2026-12-06T18:39:30.250000000Z", "b": "2026-12-06T18:39:30.900000000Z"}
+    a = _receiver().parse({**_headers(body_a, topic="customers/update"), "x-shopify-triggered-at": fired["a"]},
+                          body_a).records[0]
+    b = _receiver().parse({**_headers(body_b, topic="customers/update"), "x-shopify-triggered-at": fired["b"]},
+                          body_b).records[0]
+    assert SEEN in a and SEEN in b
+    (_, va), (_, vb) = identify("customers", a), identify("customers", b)
+    assert "2026-12-06T18:39:29.500000Z" <= va < vb < "2026-12-06T18:39:30.000000Z"
+    assert normalize("customers", b)[0][1].version == vb  # the canonical record carries the same version
+    # Fired well after its stamp, a delivery is final: its version is the stamp itself.
+    late = _receiver().parse({**_headers(body_b, topic="customers/update"),
+                              "x-shopify-triggered-at": "2026-12-06T18:39:40.000000000Z"}, body_b).records[0]
+    assert SEEN not in late and identify("customers", late)[1] == "2026-12-06T18:39:30.000000Z"

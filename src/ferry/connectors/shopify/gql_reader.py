@@ -25,6 +25,8 @@ range order (its state then also lists every part, the current one and the earli
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ from ferry.connectors.shopify.gql_bulk import (
 )
 from ferry.connectors.shopify.gql_client import ShopifyGraphQL
 from ferry.connectors.shopify.gql_split import BulkProgress, Part, id_ranges, legacy_id, share_slots
+from ferry.connectors.shopify.normalize import mark_unsettled
 from ferry.connectors.shopify.reader import (
     ORDERED,
     Progress,
@@ -396,11 +399,13 @@ class GraphQLReads:
                 ready += await self._shape_all(stream, [(node, children)])
             if len(ready) >= self.bulk_page_size:
                 progress.newest = _newest(progress.newest, (self.version(stream, r) for r in ready))
+                _mark_unsettled(stream, ready, progress.started)
                 progress.done = waiting.before(seen)
                 yield SourcePage(ready, {"cursor": cursor, "bulk": progress.as_json()}, resumed)
                 ready = []
         ready += await self._orders_with_refunds(waiting.take())
         progress.newest = _newest(progress.newest, (self.version(stream, r) for r in ready))
+        _mark_unsettled(stream, ready, progress.started)
         if not progress.last:
             yield SourcePage(ready, {"cursor": cursor, "bulk": progress.next_json()}, resumed)
             return
@@ -631,6 +636,17 @@ def _newest(current: str | None, versions: Any) -> str | None:
     if best is None or (current is not None and current >= best):
         return current
     return str(best)
+
+
+def _mark_unsettled(stream: str, records: list[dict[str, Any]], started: str | None) -> None:
+    """A bulk operation's records were taken no earlier than its createdAt (``started``: the earliest of the
+    operations read so far): those stamped within the settle window before it are unsettled, seen then."""
+    when = _store_time(started)
+    seen = time.time()
+    if when:
+        with contextlib.suppress(ValueError):
+            seen = dt.datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    mark_unsettled(stream, records, read_start(when), seen)
 
 
 def _store_time(value: str | None) -> str | None:

@@ -28,18 +28,22 @@ from ferry.model.canonical import (
 )
 from ferry.model.values import (
     MISSING_KEY_PREFIX,
+    SEEN_KEY,
     decimal_or_none,
     ident,
     int_or_raw,
     money,
     newest_version,
     offset_shape_parses,
+    seen_version,
+    settle_versions,
     strip_html,
     tags,
     text,
     utc_timestamp,
     version_of,
 )
+from ferry.model.values import mark_unsettled as values_mark_unsettled
 
 STREAMS = ("customers", "products", "orders")
 _DEFAULT_VARIANT_TITLE = "Default Title"  # Shopify's title for the only variant of a product without options
@@ -56,12 +60,32 @@ STREAM_ENTITIES: dict[str, tuple[str, ...]] = {
 }
 
 
+def mark_unsettled(stream: str, records: list[dict[str, Any]], threshold: str | None = None,
+                   seen: float | None = None) -> int:
+    """``values.mark_unsettled`` by the stamps that version the stream's records (a product's variants' too)."""
+    return values_mark_unsettled(records, lambda raw: _newest_stamp(stream, raw), threshold, seen)
+
+
+def _newest_stamp(stream: str, raw: dict[str, Any]) -> str:
+    version = version_of(raw.get("updated_at"), raw.get("created_at"))
+    if stream == "products":
+        version = max([version, *(version_of(v.get("updated_at")) for v in _dicts(raw.get("variants")))])
+    return version
+
+
 def normalize(stream: str, raw: dict[str, Any]) -> Normalized:
     """``(entity, record)`` for one raw record of a Shopify stream, in load order.
 
     A list, built at once: cheaper than two nested generators on the per-record path, and every
     caller takes all of them anyway.
     """
+    out = _normalized(stream, raw)
+    if SEEN_KEY in raw:  # a record seen within its stamp's second (values.unsettled_version)
+        settle_versions(raw, out)
+    return out
+
+
+def _normalized(stream: str, raw: dict[str, Any]) -> Normalized:
     if stream == "customers":
         return [("customer", customer(raw))]
     if stream == "products":
@@ -102,7 +126,8 @@ def record_version(stream: str, raw: dict[str, Any]) -> str:
 
 def identify(stream: str, raw: dict[str, Any]) -> tuple[str, str]:
     """``(record_key, record_version)`` in one call: the engine stages every record read by it."""
-    return ident(raw.get("id")) or _missing_key(raw), version_of(raw.get("updated_at"), raw.get("created_at"))
+    return ident(raw.get("id")) or _missing_key(raw), seen_version(raw, version_of(raw.get("updated_at"),
+                                                                                   raw.get("created_at")))
 
 
 # -- customers -------------------------------------------------------------------

@@ -29,22 +29,24 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
+from ferry.connectors.shopify.normalize import mark_unsettled
 from ferry.core.contracts import SourcePage
 from ferry.errors import PermanentError
-from ferry.model.values import version_of
+from ferry.model.values import SETTLE_SECONDS, version_of
 
 log = structlog.get_logger("ferry.connectors.shopify.reader")
 
 # Shopify's updated_at has one-second resolution, the store's clock is not ours, and a write is stamped a
 # little before it commits: a change is taken to be visible within this long of its updated_at, so a page
 # served at the store's time T (its Date header) cannot pass over a change older than T - CLOCK_MARGIN.
-CLOCK_MARGIN = dt.timedelta(seconds=5)
+CLOCK_MARGIN = dt.timedelta(seconds=SETTLE_SECONDS)  # the same window makes a record seen in it unsettled
 ORDERED = "ordered"  # one read in updated_at order; what it needs to stay correct is in the module docstring
 PAGES, CATCHUP = "pages", "catchup"  # an older ferry's read in id order, and its catch-up read
 
@@ -155,6 +157,7 @@ async def _phase(
         async for page in store.read_pages(stream, updated_at_min=progress.since, resume_url=resume):
             resume = None
             _advance(progress, page, stream, version)
+            mark_unsettled(stream, page.records, read_start(page.server_time), time.time())
             more = ReadState(None, progress) if page.next_url is not None else None
             yield page.records, more
     except PermanentError as exc:

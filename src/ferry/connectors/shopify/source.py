@@ -137,7 +137,14 @@ class ShopifySource(AsyncResource):
             yield ShopifyPage(records, self._client.next_url(response), _server_time(response.headers.get("Date")))
 
     async def fetch(self, stream: str, key: str) -> dict[str, Any] | None:
-        """One record by id, exactly as sent; None when the store no longer has it (404)."""
+        """One record by id, as sent (marked unsettled when changed just now); None when the store no longer
+        has it (404)."""
+        record = await self._fetch(stream, key)
+        if record is not None:
+            shopify_normalize.mark_unsettled(stream, [record])  # seen now
+        return record
+
+    async def _fetch(self, stream: str, key: str) -> dict[str, Any] | None:
         _check_stream(stream)
         if self._graphql is not None:
             return await self._graphql.fetch(stream, key) if key.isdigit() else None
@@ -173,6 +180,7 @@ class ShopifySource(AsyncResource):
                     out.update((str(r["id"]), r) for r in records if r.get("id") is not None)
 
         await asyncio.gather(*(fetch(ids[i : i + IDS_PER_CALL]) for i in range(0, len(ids), IDS_PER_CALL)))
+        shopify_normalize.mark_unsettled(stream, list(out.values()))  # seen now
         return out
 
     async def probe(self, stream: str, limit: int) -> list[dict[str, Any]]:

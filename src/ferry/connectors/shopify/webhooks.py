@@ -11,6 +11,8 @@ delete in targets, so they are acknowledged and remembered, nothing more.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +21,7 @@ import structlog
 
 from ferry.connectors.shopify.client import ShopifyClient
 from ferry.connectors.shopify.config import ShopifyConfig
+from ferry.connectors.shopify.normalize import mark_unsettled
 from ferry.core.webhooks import (
     Subscription,
     WebhookEvent,
@@ -28,6 +31,7 @@ from ferry.core.webhooks import (
     with_resource,
 )
 from ferry.errors import PermanentError
+from ferry.model.values import settle_threshold
 
 log = structlog.get_logger("ferry.connectors.shopify.webhooks")
 
@@ -39,6 +43,15 @@ STREAM_TOPICS: dict[str, tuple[str, ...]] = {
 }
 STREAM_OF_TOPIC = {topic: stream for stream, topics in STREAM_TOPICS.items() for topic in topics}
 IGNORED_TOPICS = {"customers/delete", "orders/delete", "products/delete"}
+
+
+def _fired_at(value: str | None) -> dt.datetime:
+    """``X-Shopify-Triggered-At`` (UTC, nanoseconds); now when it is missing or unreadable."""
+    if value:
+        with contextlib.suppress(ValueError):
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return dt.datetime.now(dt.UTC)
 
 
 class ShopifyWebhookReceiver:
@@ -74,7 +87,14 @@ class ShopifyWebhookReceiver:
         topic = headers["x-shopify-topic"]
         event = WebhookEvent(dedup_key=f"shopify:{headers['x-shopify-webhook-id']}", topic=topic,
                              stream=STREAM_OF_TOPIC.get(topic))
-        return event if event.stream is None else with_resource(event, body)
+        stream = event.stream
+        if stream is None:
+            return event
+        event = with_resource(event, body)
+        fired = _fired_at(headers.get("x-shopify-triggered-at"))
+        # Two changes in one second carry one updated_at: the one fired later is the newer (values.SEEN_KEY).
+        mark_unsettled(stream, event.records, settle_threshold(fired), fired.timestamp())
+        return event
 
     def subscriptions(self, public_url: str, streams: Sequence[str]) -> list[Subscription]:
         return [Subscription(topic, public_url) for stream in streams for topic in STREAM_TOPICS.get(stream, ())]

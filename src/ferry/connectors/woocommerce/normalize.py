@@ -35,16 +35,19 @@ from ferry.core.contracts import Normalized
 from ferry.model.canonical import Address, Customer, Order, OrderLine, Product, ProductVariant, Refund
 from ferry.model.values import (
     MISSING_KEY_PREFIX,
+    SEEN_KEY,
     decimal_or_none,
     int_or_raw,
     money,
     newest_version,
     offset_shape_parses,
+    settle_versions,
     strip_html,
     tags,
     text,
     utc_timestamp,
 )
+from ferry.model.values import mark_unsettled as values_mark_unsettled
 
 STREAMS = ("customers", "products", "orders")
 VARIATIONS_KEY = "_variations"  # where the source embeds a variable product's variation records
@@ -56,6 +59,20 @@ _CENTS = Decimal("0.01")
 
 def normalize(stream: str, raw: dict[str, Any]) -> Normalized:
     """``(entity, record)`` pairs for one raw record of a WooCommerce stream, in load order."""
+    out = _normalized(stream, raw)
+    if SEEN_KEY in raw:  # a record seen within its stamp's second (values.unsettled_version)
+        settle_versions(raw, out)
+    return out
+
+
+def mark_unsettled(stream: str, records: list[dict[str, Any]], threshold: str | None = None,
+                   seen: float | None = None) -> int:
+    """``values.mark_unsettled`` by the record's version (``date_modified_gmt`` is to the second, like Shopify's
+    updated_at: two changes in one second share it)."""
+    return values_mark_unsettled(records, lambda raw: record_version(stream, raw), threshold, seen)
+
+
+def _normalized(stream: str, raw: dict[str, Any]) -> Normalized:
     if stream == "customers":
         return [("customer", customer(raw))]
     if stream == "products":

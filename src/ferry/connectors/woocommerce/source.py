@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,11 +60,11 @@ from ferry.connectors.woocommerce.client import ListPage, WooCommerceClient, is_
 from ferry.connectors.woocommerce.config import ALL_STREAMS, WooCommerceConfig
 from ferry.core.contracts import Normalized, SourceCapabilities, SourcePage
 from ferry.errors import ConfigError, PermanentError
-from ferry.model.values import MIN_VERSION
+from ferry.model.values import MIN_VERSION, SETTLE_SECONDS, seen_version
 
 log = structlog.get_logger("ferry.connectors.woocommerce")
 
-CLOCK_MARGIN = dt.timedelta(seconds=5)
+CLOCK_MARGIN = dt.timedelta(seconds=SETTLE_SECONDS)  # the same window makes a record seen in it unsettled
 OVERLAP = 5  # how far a page backs up into the last one, for an anchor proving nothing slid past it
 VARIATION_FETCHES = 4  # variation lists (or pages of records by id) fetched at once
 STATE_FORMAT = 2
@@ -169,6 +170,8 @@ class WooCommerceSource(AsyncResource):
         record = await self._client.get_one(f"{stream}/{key}", label=stream)
         if record is not None and stream == "products":
             await self._embed_variations([record])
+        if record is not None:
+            woo.mark_unsettled(stream, [record])  # seen now
         return record
 
     async def fetch_many(self, stream: str, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -190,6 +193,7 @@ class WooCommerceSource(AsyncResource):
             out.update((woo.record_key(r), r) for r in page.records)
 
         await asyncio.gather(*(fetch(ids[i : i + INCLUDE_PER_CALL]) for i in range(0, len(ids), INCLUDE_PER_CALL)))
+        woo.mark_unsettled(stream, list(out.values()))  # seen now
         return out
 
     async def probe(self, stream: str, limit: int) -> list[dict[str, Any]]:
@@ -206,7 +210,7 @@ class WooCommerceSource(AsyncResource):
         return (await self._client.list_page(stream, params, label=stream)).total
 
     def identify(self, stream: str, raw: dict[str, Any]) -> tuple[str, str]:
-        return woo.record_key(raw), woo.record_version(stream, raw)
+        return woo.record_key(raw), seen_version(raw, woo.record_version(stream, raw))
 
     def normalize(self, stream: str, raw: dict[str, Any]) -> Normalized:
         return woo.normalize(stream, raw)
@@ -233,6 +237,7 @@ class WooCommerceSource(AsyncResource):
             elif stream == "products":
                 await self._embed_variations(new)
             state.saw([woo.modified_version(r) for r in new], page.server_time, whole=stream == "customers")
+            woo.mark_unsettled(stream, new, read_start(page.server_time), time.time())
             yield new
 
     async def _anchored_page(

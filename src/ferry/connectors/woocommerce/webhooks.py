@@ -23,6 +23,7 @@ import structlog
 
 from ferry.connectors.woocommerce.client import WooCommerceClient
 from ferry.connectors.woocommerce.config import WooCommerceConfig
+from ferry.connectors.woocommerce.normalize import mark_unsettled
 from ferry.core.webhooks import (
     Subscription,
     WebhookEvent,
@@ -75,7 +76,12 @@ class WooCommerceWebhookReceiver:
         topic = headers["x-wc-webhook-topic"]
         key = f"woocommerce:{headers['x-wc-webhook-id']}:{headers['x-wc-webhook-delivery-id']}:{body_digest(body)}"
         event = WebhookEvent(dedup_key=key, topic=topic, stream=STREAM_OF_TOPIC.get(topic))
-        return event if event.stream is None else with_resource(event, body)
+        stream = event.stream
+        if stream is None:
+            return event
+        event = with_resource(event, body)
+        mark_unsettled(stream, event.records)  # seen now (no event time sent): one second's changes by arrival
+        return event
 
     def subscriptions(self, public_url: str, streams: Sequence[str]) -> list[Subscription]:
         return [Subscription(topic, public_url) for stream in streams for topic in STREAM_TOPICS.get(stream, ())]

@@ -35,6 +35,8 @@ class ShopifySandbox:
     Webhook subscriptions get signed deliveries (``webhooks.py``) to https:// loopback receivers whose certificate
     the sandbox CA or one of ``webhook_ca_files`` signed; ``webhook_time_scale`` scales the retry delays and
     ``webhook_faults`` configures delivery faults (drop, duplicate, reorder, delay).
+    ``same_second_writes`` stamps writes as Shopify does (writes within one second share their updated_at);
+    by default each write is a second after the last, so versions always differ (``state.WriteClock``).
     ``sb.app`` is the ASGI app (auth, leaky bucket and stats wrap the FastAPI routes); start it with
     ``ferry.sandbox.serve.start_in_thread(sb.app, state_dir)``. Tokens are random per instance.
     """
@@ -58,6 +60,7 @@ class ShopifySandbox:
         webhook_ca_files: tuple[Path, ...] = (),
         webhook_time_scale: float = 1.0,
         webhook_faults: dict[str, Any] | None = None,
+        same_second_writes: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.shop = shop
@@ -73,7 +76,7 @@ class ShopifySandbox:
         self.webhook_secret = secrets.token_hex(32)
         self.stats = Stats()
         self.faults = Faults()
-        self.state = ShopState(self.store, seed=seed, shop=shop)
+        self.state = ShopState(self.store, seed=seed, shop=shop, same_second_writes=same_second_writes)
         self.graphql = GraphQLApi(self.state, self.state_dir, plan=graphql_plan)
         if bulk_seconds_per_object is not None:
             self.graphql.configure({"bulk": {"seconds_per_object": bulk_seconds_per_object}})

@@ -19,18 +19,23 @@ class WriteClock:
     """The "now" stamped on writes: the wall clock, but always at least one second after the newest
     updated_at in the store and after the previous write.
 
-    Always newer than every stored version, which is what latest-wins logic downstream needs; and, like
-    Shopify's, never behind the time the store tells clients (its Date header), so a client that bounds
-    an incremental read by the store's clock sees every write made while it read. While the generated
-    data is dated after the wall clock, writes are stamped deterministically (+1 s each).
+    Always newer than every stored version; and, like Shopify's, never behind the time the store tells
+    clients (its Date header), so a client that bounds an incremental read by the store's clock sees every
+    write made while it read. While the generated data is dated after the wall clock, writes are stamped
+    deterministically (+1 s each). A burst of writes runs this clock ahead of the wall clock (a second per
+    write), which Shopify's does not.
+
+    ``same_second``: Shopify's own rule instead: a write is stamped with the wall clock's second, so writes
+    within one second share their updated_at (never behind the previous write or the newest stored one).
     """
 
-    def __init__(self, newest: int, wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, newest: int, wall: Callable[[], float] = time.time, *, same_second: bool = False) -> None:
         self._last = max(newest, EPOCH_END)
         self._wall = wall
+        self._step = 0 if same_second else 1
 
     def tick(self) -> int:
-        self._last = max(self._last + 1, int(self._wall()))
+        self._last = max(self._last + self._step, int(self._wall()))
         return self._last
 
     def now_text(self) -> str:
@@ -38,11 +43,11 @@ class WriteClock:
 
 
 class ShopState:
-    def __init__(self, store: Store, *, seed: int, shop: str) -> None:
+    def __init__(self, store: Store, *, seed: int, shop: str, same_second_writes: bool = False) -> None:
         self.store = store
         self.shop = shop
         self.tables = {name: Table(name, store.records(name)) for name in RESOURCES}
-        self.clock = WriteClock(max(t.max_updated() for t in self.tables.values()))
+        self.clock = WriteClock(max(t.max_updated() for t in self.tables.values()), same_second=same_second_writes)
         # A separate stream from the generator's, so writes never disturb a regenerated store.
         self._rnd = random.Random(f"sandbox-writes-{seed}")
         self._ids: dict[str, IdSequence] | None = None
