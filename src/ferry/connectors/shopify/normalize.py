@@ -79,23 +79,19 @@ def normalize(stream: str, raw: dict[str, Any]) -> Normalized:
     A list, built at once: cheaper than two nested generators on the per-record path, and every
     caller takes all of them anyway.
     """
-    out = _normalized(stream, raw)
+    if stream == "customers":
+        out: Normalized = [("customer", customer(raw))]
+    elif stream == "products":
+        product_record = product(raw)
+        out = [("product", product_record)]
+        out += [("product_variant", product_variant(raw, v, product_record)) for v in _dicts(raw.get("variants"))]
+    elif stream == "orders":
+        out = _order_records(raw)
+    else:
+        raise ValueError(f"unknown Shopify stream {stream!r}; expected one of {', '.join(STREAMS)}")
     if SEEN_KEY in raw:  # a record seen within its stamp's second (values.unsettled_version)
         settle_versions(raw, out)
     return out
-
-
-def _normalized(stream: str, raw: dict[str, Any]) -> Normalized:
-    if stream == "customers":
-        return [("customer", customer(raw))]
-    if stream == "products":
-        product_record = product(raw)
-        out: Normalized = [("product", product_record)]
-        out += [("product_variant", product_variant(raw, v, product_record)) for v in _dicts(raw.get("variants"))]
-        return out
-    if stream == "orders":
-        return _order_records(raw)
-    raise ValueError(f"unknown Shopify stream {stream!r}; expected one of {', '.join(STREAMS)}")
 
 
 def references(stream: str, raw: dict[str, Any]) -> list[Reference]:
