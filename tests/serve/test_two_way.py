@@ -245,10 +245,10 @@ def _after_the_shop_stamp(world: TwoWayWorld, cid: int) -> None:
     """Wait until the wall clock is past the customer's last stamp in the shop.
 
     The CRM edits below change the last name, a field both sides own, decided by ``latest_wins``: the Contact's
-    SystemModstamp against the shop's stamp of the customer. The shop sandbox stamps each write at least a second
-    after the one before (its versions always increase), so the test's burst of writes dates the customer a few
-    seconds ahead of the wall clock, and a CRM edit made within that lead is (rightly, by the rule) the older one:
-    the shop's name stays, the run counts it as ``target_newer``. A person edits seconds later; so does the test."""
+    SystemModstamp against the shop's stamp of the customer. A CRM edit made before the shop's stamp (a stamp to
+    the second; with ``same_second_writes=False`` the shop's clock even runs ahead under a burst of writes) is,
+    rightly by the rule, the older one: the shop's name stays and the run counts it as ``target_newer``. A
+    person edits seconds later; so does the test."""
     stamp = dt.datetime.fromisoformat(str(world.customers()[cid]["updated_at"])).timestamp()
     wait_for(lambda: time.time() > stamp + 0.01, 30, "the wall clock past the shop's stamp")
 

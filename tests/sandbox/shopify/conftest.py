@@ -104,3 +104,14 @@ def configure_graphql(served: Served, settings: dict[str, Any]) -> dict[str, Any
         resp = http.patch(f"{served.url}/__sandbox/graphql", json=settings)
     assert resp.status_code == 200, resp.text
     return dict(resp.json())
+
+
+def after_the_second_of(stamp: str) -> None:
+    """Wait until the wall clock is past ``stamp``'s second: the sandbox stamps writes as Shopify does, to the
+    second, so only a write in a later second has a later updated_at."""
+    import time
+
+    from ferry.sandbox.shopify.times import parse
+
+    while time.time() < parse(stamp) + 1:
+        time.sleep(0.02)

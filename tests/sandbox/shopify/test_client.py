@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,6 +102,8 @@ def test_customer_find_and_count(client: Served) -> None:
 def test_saving_a_customer_bumps_updated_at(client: Served) -> None:
     store = client.sandbox.store
     newest_before = max(_epoch(c) for c in store.customers + store.orders + store.products)
+    while time.time() < newest_before + 1:  # stamped to the second, as Shopify does: a later second is later
+        time.sleep(0.02)
     customer = shopify.Customer.find(store.customers[5]["id"])
     customer.note = "called about a refund"
     assert customer.save()
@@ -150,3 +153,18 @@ def test_full_bucket_gives_429_with_retry_after(tiny_bucket: Served, monkeypatch
     assert 0 < float(headers["retry-after"]) <= 2.0
     assert headers["x-shopify-shop-api-call-limit"] == "2/2"
     assert b"Exceeded 2 calls per second" in info.value.response.body
+
+
+def test_writes_are_stamped_to_the_second_as_shopify_does() -> None:
+    from ferry.sandbox.shopify.state import WriteClock
+
+    wall = [1_796_584_100.2]
+    clock = WriteClock(1_796_584_000, lambda: wall[0], same_second=True)
+    assert clock.tick() == clock.tick() == 1_796_584_100  # two writes in one second share their stamp
+    wall[0] = 1_796_584_099.0  # the wall clock stepped back: never behind the last write
+    assert clock.tick() == 1_796_584_100
+    wall[0] = 1_796_584_101.7
+    assert clock.tick() == 1_796_584_101
+    assert WriteClock(1_796_584_500, lambda: wall[0], same_second=True).tick() == 1_796_584_500  # nor the store
+    ahead = WriteClock(1_796_584_000, lambda: wall[0])  # the other rule: a second per write, running ahead
+    assert [ahead.tick() for _ in range(3)] == [1_796_584_101, 1_796_584_102, 1_796_584_103]

@@ -15,7 +15,7 @@ from gql.transport.exceptions import TransportQueryError
 
 from ferry.sandbox.shopify.times import parse
 
-from .conftest import Served, configure_graphql, gql_session
+from .conftest import Served, after_the_second_of, configure_graphql, gql_session
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -177,6 +177,7 @@ def test_a_rest_edit_shows_in_graphql_and_a_graphql_mutation_shows_in_rest(clien
     gid = rec["admin_graphql_api_id"]
     seen = run("query($id: ID!) { customer(id: $id) { note updatedAt tags } }", id=gid)["data"]["customer"]
     assert seen["note"] == "edited over REST" and seen["updatedAt"] == _utc(customer.updated_at)
+    after_the_second_of(customer.updated_at)
     body = run("""mutation($input: CustomerInput!) { customerUpdate(input: $input) {
                     customer { id note tags updatedAt } userErrors { field message } } }""",
                input={"id": gid, "note": "edited over GraphQL", "tags": ["vip", "wholesale"]})

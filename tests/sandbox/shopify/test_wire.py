@@ -13,7 +13,7 @@ import pytest
 
 from ferry.sandbox.shopify.times import parse
 
-from .conftest import Served
+from .conftest import Served, after_the_second_of
 
 LINK_PART = re.compile(
     r'^<(https://127\.0\.0\.1:\d+/admin/api/2025-07/[a-z]+\.json\?[^<>, ]+)>; rel="(next|previous)"$'
@@ -148,6 +148,7 @@ def test_writes(http: httpx.Client, served: Served) -> None:
     order = created.json()["order"]
     assert order["line_items"][1]["variant_id"] is None and order["financial_status"] == "pending"
     assert http.get(f"/orders/{order['id']}.json").json()["order"]["id"] == order["id"]
+    after_the_second_of(order["updated_at"])
     edited = http.put(f"/orders/{order['id']}.json", json={"order": {"note": "edited", "total_price": "0.00"}})
     assert edited.json()["order"]["note"] == "edited"
     assert edited.json()["order"]["total_price"] == order["total_price"]  # read-only fields are ignored

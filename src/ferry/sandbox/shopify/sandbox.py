@@ -35,8 +35,9 @@ class ShopifySandbox:
     Webhook subscriptions get signed deliveries (``webhooks.py``) to https:// loopback receivers whose certificate
     the sandbox CA or one of ``webhook_ca_files`` signed; ``webhook_time_scale`` scales the retry delays and
     ``webhook_faults`` configures delivery faults (drop, duplicate, reorder, delay).
-    ``same_second_writes`` stamps writes as Shopify does (writes within one second share their updated_at);
-    by default each write is a second after the last, so versions always differ (``state.WriteClock``).
+    Writes are stamped as Shopify stamps them, to the wall clock's second: writes within one second share their
+    updated_at (``state.WriteClock``). ``same_second_writes=False`` stamps each write a second after the last
+    instead (versions always differ, and a burst runs the store's clock ahead of the wall clock).
     ``sb.app`` is the ASGI app (auth, leaky bucket and stats wrap the FastAPI routes); start it with
     ``ferry.sandbox.serve.start_in_thread(sb.app, state_dir)``. Tokens are random per instance.
     """
@@ -60,7 +61,7 @@ class ShopifySandbox:
         webhook_ca_files: tuple[Path, ...] = (),
         webhook_time_scale: float = 1.0,
         webhook_faults: dict[str, Any] | None = None,
-        same_second_writes: bool = False,
+        same_second_writes: bool = True,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.shop = shop
