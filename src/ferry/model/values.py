@@ -211,11 +211,6 @@ def version_of(*candidates: Any) -> str:
 SETTLE_SECONDS = 5.0
 
 
-def version_at(moment: datetime) -> str:
-    """A moment as a version string (the fixed-width UTC form ``utc_timestamp`` gives)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def unsettled_version(version: str, seen: float) -> str:
     """The version of a record stamped ``version`` (whole seconds, S) and seen at ``seen`` (epoch seconds), when
     another change could still be stamped S: a version in [S - 0.5 s, S), rising with ``seen``.
@@ -239,7 +234,7 @@ def unsettled_version(version: str, seen: float) -> str:
         return version
     # From a window's length before the stamp (the observer's clock may be behind the source's) to its end.
     share = min(max(since + SETTLE_SECONDS, 0.0), 2 * SETTLE_SECONDS) / (4 * SETTLE_SECONDS)  # in [0, 0.5)
-    return version_at(stamp - timedelta(seconds=0.5) + timedelta(microseconds=int(share * 1_000_000)))
+    return _format_utc(stamp - timedelta(seconds=0.5) + timedelta(microseconds=int(share * 1_000_000)))
 
 
 # Set by a reader on a raw record seen while a later change could still share its (whole-second) stamp: when it
@@ -250,8 +245,9 @@ SEEN_KEY = "_ferry_seen"
 def mark_unsettled(records: list[dict[str, Any]], version: Callable[[dict[str, Any]], str],
                    threshold: str | None = None, seen: float | None = None) -> int:
     """Mark the records whose ``version`` is above ``threshold`` (``settle_threshold`` of when the source served
-    them: a stamp that far back is final) as seen at ``seen``; how many. Without them: seen now, by this
-    machine's clock (a record fetched by id, a delivery that names no event time)."""
+    them: a stamp that far back is final) as seen at ``seen``; how many. Without ``threshold``: the one of
+    ``seen``; without ``seen``: now, by this machine's clock (a record fetched by id, a delivery that names no
+    event time)."""
     if seen is None:
         seen = time.time()
     if threshold is None:
@@ -281,7 +277,7 @@ def settle_versions(raw: dict[str, Any], records: Iterable[tuple[str, Any]]) -> 
 def settle_threshold(observed: datetime) -> str:
     """The newest version that is final for a record seen at ``observed`` (the source's clock): a record whose
     version is above it may share its stamp with a change not yet visible (unsettled)."""
-    return version_at(observed - timedelta(seconds=SETTLE_SECONDS))
+    return _format_utc(observed - timedelta(seconds=SETTLE_SECONDS))
 
 
 def newest_version(*timestamps: str | None) -> str:

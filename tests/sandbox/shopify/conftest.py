@@ -106,12 +106,13 @@ def configure_graphql(served: Served, settings: dict[str, Any]) -> dict[str, Any
     return dict(resp.json())
 
 
-def after_the_second_of(stamp: str) -> None:
-    """Wait until the wall clock is past ``stamp``'s second: the sandbox stamps writes as Shopify does, to the
-    second, so only a write in a later second has a later updated_at."""
+def after_the_second_of(stamp: str | int) -> None:
+    """Wait until the wall clock is past ``stamp``'s second (an updated_at, or epoch seconds): the sandbox stamps
+    writes as Shopify does, to the second, so only a write in a later second has a later updated_at."""
     import time
 
     from ferry.sandbox.shopify.times import parse
 
-    while time.time() < parse(stamp) + 1:
+    second = stamp if isinstance(stamp, int) else parse(stamp)
+    while time.time() < second + 1:
         time.sleep(0.02)

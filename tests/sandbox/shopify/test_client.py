@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +13,7 @@ from pyactiveresource.connection import ClientError, ResourceNotFound, Unauthori
 
 from ferry.sandbox.shopify.times import parse
 
-from .conftest import Served, _serve
+from .conftest import Served, _serve, after_the_second_of
 
 
 def _all_pages(first: Any) -> list[Any]:
@@ -102,8 +101,7 @@ def test_customer_find_and_count(client: Served) -> None:
 def test_saving_a_customer_bumps_updated_at(client: Served) -> None:
     store = client.sandbox.store
     newest_before = max(_epoch(c) for c in store.customers + store.orders + store.products)
-    while time.time() < newest_before + 1:  # stamped to the second, as Shopify does: a later second is later
-        time.sleep(0.02)
+    after_the_second_of(newest_before)
     customer = shopify.Customer.find(store.customers[5]["id"])
     customer.note = "called about a refund"
     assert customer.save()

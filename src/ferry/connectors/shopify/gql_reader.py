@@ -642,11 +642,11 @@ def _mark_unsettled(stream: str, records: list[dict[str, Any]], started: str | N
     """A bulk operation's records were taken no earlier than its createdAt (``started``: the earliest of the
     operations read so far): those stamped within the settle window before it are unsettled, seen then."""
     when = _store_time(started)
-    seen = time.time()
+    seen = None  # now, when the operation's createdAt is unknown
     if when:
         with contextlib.suppress(ValueError):
             seen = dt.datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
-    mark_unsettled(stream, records, read_start(when), seen)
+    mark_unsettled(stream, records, seen=seen)
 
 
 def _store_time(value: str | None) -> str | None:

@@ -31,7 +31,6 @@ from ferry.core.webhooks import (
     with_resource,
 )
 from ferry.errors import PermanentError
-from ferry.model.values import settle_threshold
 
 log = structlog.get_logger("ferry.connectors.shopify.webhooks")
 
@@ -93,7 +92,7 @@ class ShopifyWebhookReceiver:
         event = with_resource(event, body)
         fired = _fired_at(headers.get("x-shopify-triggered-at"))
         # Two changes in one second carry one updated_at: the one fired later is the newer (values.SEEN_KEY).
-        mark_unsettled(stream, event.records, settle_threshold(fired), fired.timestamp())
+        mark_unsettled(stream, event.records, seen=fired.timestamp())
         return event
 
     def subscriptions(self, public_url: str, streams: Sequence[str]) -> list[Subscription]:

@@ -16,17 +16,18 @@ from ferry.sandbox.shopify.times import EPOCH_END, fmt_shop
 
 
 class WriteClock:
-    """The "now" stamped on writes: the wall clock, but always at least one second after the newest
-    updated_at in the store and after the previous write.
+    """The "now" stamped on writes, by one of two rules.
 
-    Always newer than every stored version; and, like Shopify's, never behind the time the store tells
-    clients (its Date header), so a client that bounds an incremental read by the store's clock sees every
-    write made while it read. While the generated data is dated after the wall clock, writes are stamped
-    deterministically (+1 s each). A burst of writes runs this clock ahead of the wall clock (a second per
-    write), which Shopify's does not.
+    By default: the wall clock, but always at least one second after the newest updated_at in the store and
+    after the previous write. Always newer than every stored version; and, like Shopify's, never behind the
+    time the store tells clients (its Date header), so a client that bounds an incremental read by the store's
+    clock sees every write made while it read. While the generated data is dated after the wall clock, writes
+    are stamped deterministically (+1 s each). A burst of writes runs this clock ahead of the wall clock (a
+    second per write), which Shopify's does not. The WooCommerce sandbox uses this rule.
 
-    ``same_second``: Shopify's own rule instead: a write is stamped with the wall clock's second, so writes
-    within one second share their updated_at (never behind the previous write or the newest stored one).
+    ``same_second`` (the Shopify sandbox's): Shopify's own rule instead: a write is stamped with the wall
+    clock's second, so writes within one second share their updated_at (never behind the previous write or the
+    newest stored one).
     """
 
     def __init__(self, newest: int, wall: Callable[[], float] = time.time, *, same_second: bool = False) -> None:
@@ -43,7 +44,7 @@ class WriteClock:
 
 
 class ShopState:
-    def __init__(self, store: Store, *, seed: int, shop: str, same_second_writes: bool = False) -> None:
+    def __init__(self, store: Store, *, seed: int, shop: str, same_second_writes: bool = True) -> None:
         self.store = store
         self.shop = shop
         self.tables = {name: Table(name, store.records(name)) for name in RESOURCES}
